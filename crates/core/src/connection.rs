@@ -1,0 +1,276 @@
+//! One connection's life, from the first byte to the close, independent of any I/O model.
+//!
+//! ## Backpressure
+//! A server that reads faster than its peer reads the replies must buffer the difference. The
+//! [`Connection`] bounds that buffer: while unsent output is at or above the high-water mark it
+//! stops asking for input ([`Connection::read_budget`] is 0), and it asks again only once the
+//! output has drained to the low-water mark. The kernel's receive buffer then fills, TCP's
+//! window closes, and the peer's writes block — the peer is slowed, the server's memory is not
+//! spent. The read budget is also capped at the room left below the high-water mark, so an echo
+//! connection never holds more than `high_water` unsent bytes.
+//!
+//! ## Half-close
+//! When the peer shuts down its write side (a read returns 0), the connection stops reading,
+//! finishes sending what it owes, then asks the model to shut down its own write side; after
+//! that it is finished and the model closes the socket.
+
+use crate::outbuf::OutBuf;
+use crate::service::{Service, ServiceKind};
+
+/// The backpressure thresholds of one connection, in bytes of unsent output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// At or above this many unsent bytes, reading stops.
+    pub high_water: usize,
+    /// Reading resumes once unsent bytes drop to this many or fewer.
+    pub low_water: usize,
+}
+
+impl Limits {
+    /// Default high-water mark: 1 MiB of unsent output per connection.
+    pub const DEFAULT_HIGH_WATER: usize = 1 << 20;
+
+    /// Limits with the given high-water mark and a low-water mark of a quarter of it.
+    ///
+    /// A high-water mark of 0 is raised to 1 byte: a connection must be able to make progress.
+    pub fn with_high_water(high_water: usize) -> Self {
+        let high_water = high_water.max(1);
+        Limits {
+            high_water,
+            low_water: high_water / 4,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::with_high_water(Self::DEFAULT_HIGH_WATER)
+    }
+}
+
+/// The state machine of one connection: service, unsent output, backpressure and close.
+///
+/// The I/O model owns the socket; the connection owns the bytes. See the crate docs for the
+/// calling protocol.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    service: Service,
+    out: OutBuf,
+    limits: Limits,
+    /// Reading is paused by backpressure (hysteresis between high and low water).
+    paused: bool,
+    /// The peer has shut down its write side; nothing more will be read.
+    peer_eof: bool,
+    /// Our write side has been shut down; the connection is over.
+    write_shut: bool,
+}
+
+impl Connection {
+    /// A new connection running `service` with the given backpressure limits.
+    pub fn new(service: ServiceKind, limits: Limits) -> Self {
+        Connection {
+            service: service.new_service(),
+            out: OutBuf::new(),
+            limits,
+            paused: false,
+            peer_eof: false,
+            write_shut: false,
+        }
+    }
+
+    /// How many bytes the model may read from the socket now; 0 means "do not read".
+    ///
+    /// Zero after the peer's end of stream and while backpressure is on; otherwise the room left
+    /// below the high-water mark.
+    pub fn read_budget(&self) -> usize {
+        if self.peer_eof || self.paused || self.write_shut {
+            0
+        } else {
+            self.limits.high_water - self.out.len()
+        }
+    }
+
+    /// True when the model should read (or keep a read posted).
+    pub fn wants_read(&self) -> bool {
+        self.read_budget() > 0
+    }
+
+    /// True when reading is paused by backpressure (not by end of stream).
+    pub fn is_backpressured(&self) -> bool {
+        self.paused
+    }
+
+    /// Feeds bytes just read from the socket to the service.
+    ///
+    /// A model should not pass more than [`Connection::read_budget`] bytes; if it does, they are
+    /// still processed (nothing is dropped), and reading pauses.
+    pub fn on_received(&mut self, data: &[u8]) {
+        debug_assert!(!self.peer_eof, "bytes received after end of stream");
+        self.service.on_input(data, &mut self.out);
+        if self.out.len() >= self.limits.high_water {
+            self.paused = true;
+        }
+    }
+
+    /// The peer shut down its write side (a read returned 0).
+    pub fn on_peer_eof(&mut self) {
+        self.peer_eof = true;
+    }
+
+    /// True once the peer's end of stream was seen.
+    pub fn peer_eof(&self) -> bool {
+        self.peer_eof
+    }
+
+    /// The bytes to send next, oldest first (empty when there is nothing to send).
+    pub fn pending_output(&self) -> &[u8] {
+        self.out.as_slice()
+    }
+
+    /// How many bytes are waiting to be sent.
+    pub fn pending_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// True when there is output to send.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The socket took the first `n` bytes of [`Connection::pending_output`].
+    pub fn on_sent(&mut self, n: usize) {
+        self.out.consume(n);
+        if self.paused && self.out.len() <= self.limits.low_water {
+            self.paused = false;
+        }
+    }
+
+    /// True when the model should shut down the socket's write side now: the peer has finished
+    /// sending and everything owed has been sent.
+    pub fn should_shutdown_write(&self) -> bool {
+        self.peer_eof && self.out.is_empty() && !self.write_shut
+    }
+
+    /// The model shut down the socket's write side.
+    pub fn on_write_shutdown(&mut self) {
+        self.write_shut = true;
+    }
+
+    /// True when the connection is over and the socket can be closed.
+    pub fn is_finished(&self) -> bool {
+        self.write_shut
+    }
+
+    /// True when the connection is idle: nothing owed, nothing paused, not finished. A server
+    /// draining for shutdown may wait for this.
+    pub fn is_idle(&self) -> bool {
+        self.out.is_empty() && !self.paused
+    }
+
+    /// Heap bytes held by this connection's output buffer (for memory accounting).
+    pub fn buffered_capacity(&self) -> usize {
+        self.out.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a connection the way a model would, with a peer that sends `input` in chunks of
+    /// `chunk` and reads `drain` bytes of output per step; returns the output seen by the peer.
+    fn run(kind: ServiceKind, limits: Limits, input: &[u8], chunk: usize, drain: usize) -> Vec<u8> {
+        let mut c = Connection::new(kind, limits);
+        let mut sent = 0;
+        let mut got = Vec::new();
+        while !c.is_finished() {
+            let budget = c.read_budget();
+            if budget > 0 {
+                if sent == input.len() {
+                    c.on_peer_eof();
+                } else {
+                    let n = chunk.min(budget).min(input.len() - sent);
+                    c.on_received(&input[sent..sent + n]);
+                    sent += n;
+                }
+            }
+            assert!(c.pending_len() <= limits.high_water);
+            let n = drain.min(c.pending_len());
+            got.extend_from_slice(&c.pending_output()[..n]);
+            c.on_sent(n);
+            if c.should_shutdown_write() {
+                c.on_write_shutdown();
+            }
+        }
+        got
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        let mut x: u32 = 0x9e37_79b9;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn echo_returns_every_byte_in_order_whatever_the_chunking() {
+        let input = pattern(100_000);
+        for (chunk, drain) in [(1, 1), (7, 3), (4096, 1), (1, 4096), (65536, 65536)] {
+            let limits = Limits::with_high_water(1000);
+            assert_eq!(run(ServiceKind::Echo, limits, &input, chunk, drain), input);
+        }
+    }
+
+    #[test]
+    fn discard_sends_nothing_and_finishes_at_eof() {
+        let input = pattern(10_000);
+        assert!(run(ServiceKind::Discard, Limits::default(), &input, 333, 100).is_empty());
+    }
+
+    #[test]
+    fn reading_pauses_at_high_water_and_resumes_at_low_water() {
+        let limits = Limits {
+            high_water: 100,
+            low_water: 25,
+        };
+        let mut c = Connection::new(ServiceKind::Echo, limits);
+        assert_eq!(c.read_budget(), 100);
+        c.on_received(&[1; 60]);
+        assert_eq!(c.read_budget(), 40, "budget is the room below high water");
+        c.on_received(&[2; 40]);
+        assert!(c.is_backpressured());
+        assert_eq!(c.read_budget(), 0);
+        c.on_sent(50);
+        assert_eq!(c.read_budget(), 0, "still above low water: stays paused");
+        c.on_sent(25);
+        assert!(!c.is_backpressured());
+        assert_eq!(c.read_budget(), 75);
+    }
+
+    #[test]
+    fn half_close_finishes_sending_before_shutting_down() {
+        let mut c = Connection::new(ServiceKind::Echo, Limits::default());
+        c.on_received(b"hello");
+        c.on_peer_eof();
+        assert_eq!(c.read_budget(), 0);
+        assert!(!c.should_shutdown_write(), "five bytes still owed");
+        assert_eq!(c.pending_output(), b"hello");
+        c.on_sent(5);
+        assert!(c.should_shutdown_write());
+        c.on_write_shutdown();
+        assert!(c.is_finished());
+        assert!(!c.should_shutdown_write());
+    }
+
+    #[test]
+    fn a_zero_high_water_still_makes_progress() {
+        let limits = Limits::with_high_water(0);
+        let input = pattern(1000);
+        assert_eq!(run(ServiceKind::Echo, limits, &input, 10, 10), input);
+    }
+}

@@ -1,0 +1,390 @@
+//! # iomodels-load: a closed-loop echo load generator that checks every byte
+//!
+//! [`run`] opens [`LoadConfig::conns`] TCP connections to an echo server and keeps exactly
+//! [`LoadConfig::depth`] messages of [`LoadConfig::size`] bytes in flight on each: a new message
+//! starts only when an earlier one has been echoed back in full. This is a *closed loop* — the
+//! offered load adapts to the server's speed, so the message rate measures how fast the server
+//! (plus the loopback path and this generator) turns messages around, and the latency is the
+//! round-trip time at that load, never a queue growing without bound.
+//!
+//! The connections are non-blocking sockets (TCP_NODELAY on) spread over
+//! [`LoadConfig::threads`] threads, each with its own `mio` poll; all connects are issued at
+//! once, and the clock starts when every thread has finished connecting. After
+//! [`LoadConfig::duration`] (or [`LoadConfig::messages_per_conn`] messages) no new message
+//! starts; the generator waits up to [`LoadConfig::drain_timeout`] for the echoes still in
+//! flight, shuts down its write side, reads to the server's end of stream (briefly) and closes.
+//!
+//! ## Verification
+//!
+//! Each connection sends its own deterministic byte stream: the byte at stream offset `i` of
+//! connection `c` is `base[(phase(c) + i) mod P]`, where `base` is a fixed table of
+//! pseudo-random bytes with prime period `P = 65521` and `phase(c)` differs for every
+//! connection. Everything read back is compared, as whole slices, with what the stream should
+//! hold at that offset; so corruption, loss, duplication, reordering and crossed connections
+//! are all caught, and the bytes sent are written straight out of the same table. A connection
+//! whose echo differs counts once in [`LoadReport::mismatches`] and is closed.
+//!
+//! ## The numbers
+//!
+//! * [`LoadReport::messages`] / [`LoadReport::bytes`]: round trips and payload bytes echoed
+//!   back and verified; [`LoadReport::msgs_per_sec`] and [`LoadReport::mb_per_sec`] divide
+//!   them by [`LoadReport::elapsed_secs`], the measured interval (all connects done → last echo
+//!   verified, or drain timeout expired).
+//! * [`LoadReport::latency_us`]: per-message round-trip time in microseconds (HDR histogram,
+//!   3 significant figures), from the write of a message's first byte to the read that
+//!   completed its echo.
+//! * [`LoadReport::client_cpu_percent`]: the generator's own CPU use over the interval, in % of
+//!   one core; when it approaches `100 × threads`, the generator is the bottleneck, not the
+//!   server.
+//! * [`LoadReport::connect_errors`], [`LoadReport::io_errors`], [`LoadReport::mismatches`],
+//!   [`LoadReport::incomplete`]: what went wrong; [`LoadReport::is_clean`] is true when nothing
+//!   did.
+//!
+//! ```no_run
+//! let cfg = iomodels_load::LoadConfig {
+//!     conns: 100,
+//!     duration: std::time::Duration::from_secs(3),
+//!     ..Default::default()
+//! };
+//! let report = iomodels_load::run(&cfg)?;
+//! println!("{}", report.to_table());
+//! # Ok::<(), std::io::Error>(())
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod conn;
+mod cpu;
+mod pattern;
+mod report;
+mod worker;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+pub use report::{Latency, LoadReport};
+
+use cpu::{cpu_time, Who};
+use worker::{run_worker, Gate, WorkerResult};
+
+/// The largest accepted [`LoadConfig::depth`].
+const MAX_DEPTH: usize = 1 << 20;
+
+/// What load to generate, and against which server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadConfig {
+    /// Address of the echo server.
+    pub connect: SocketAddr,
+    /// Number of connections, at least 1.
+    pub conns: usize,
+    /// Bytes per message, at least 1.
+    pub size: usize,
+    /// Messages kept in flight per connection, at least 1.
+    pub depth: usize,
+    /// Stop starting new messages after this long, measured from when all connects finished.
+    pub duration: Duration,
+    /// If `Some(m)`, each connection sends exactly `m` messages and then finishes (or stops
+    /// earlier, when `duration` runs out first).
+    pub messages_per_conn: Option<u64>,
+    /// Threads to spread the connections over; 0 means `min(conns, available_parallelism)`.
+    pub threads: usize,
+    /// How long all the connects together may take; connects still pending then fail.
+    pub connect_timeout: Duration,
+    /// After sending stops, how long to wait for outstanding echoes.
+    pub drain_timeout: Duration,
+}
+
+impl Default for LoadConfig {
+    /// 127.0.0.1:9990, 1 connection, 64 B messages, depth 1, 10 s, no message limit, automatic
+    /// threads, 5 s connect timeout, 5 s drain timeout.
+    fn default() -> LoadConfig {
+        LoadConfig {
+            connect: SocketAddr::from((Ipv4Addr::LOCALHOST, 9990)),
+            conns: 1,
+            size: 64,
+            depth: 1,
+            duration: Duration::from_secs(10),
+            messages_per_conn: None,
+            threads: 0,
+            connect_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LoadConfig {
+    /// Checks the settings; the error is a one-line reason naming the command-line option.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.conns == 0 {
+            return Err("--conns must be at least 1".into());
+        }
+        if self.size == 0 {
+            return Err("--size must be at least 1".into());
+        }
+        if self.depth == 0 {
+            return Err("--depth must be at least 1".into());
+        }
+        if self.depth > MAX_DEPTH {
+            return Err(format!("--depth must be at most {MAX_DEPTH}"));
+        }
+        if self.duration.is_zero() {
+            return Err("--duration must be greater than zero".into());
+        }
+        if self.messages_per_conn == Some(0) {
+            return Err("--messages must be at least 1".into());
+        }
+        if self.connect_timeout.is_zero() {
+            return Err("--connect-timeout must be greater than zero".into());
+        }
+        if self.connect.port() == 0 {
+            return Err("--connect needs a non-zero port".into());
+        }
+        Ok(())
+    }
+
+    /// The number of threads `run` will use.
+    fn effective_threads(&self) -> usize {
+        let wanted = if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        };
+        wanted.clamp(1, self.conns.max(1))
+    }
+}
+
+/// Runs the load described by `cfg` and reports what it measured.
+///
+/// Returns `Err` only when the run cannot be set up (an invalid configuration, as
+/// [`io::ErrorKind::InvalidInput`], or no poll instance or thread can be created); failures of
+/// individual connections are counted in the report instead.
+pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
+    cfg.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let threads = cfg.effective_threads();
+    let polls = (0..threads)
+        .map(|_| mio::Poll::new())
+        .collect::<io::Result<Vec<_>>>()?;
+
+    let gate = Gate::new();
+    let barrier = Barrier::new(threads);
+    let process_cpu_start = cpu_time(Who::Process);
+    let wall_start = Instant::now();
+    let results: io::Result<Vec<WorkerResult>> = std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(threads);
+        let mut spawn_error = None;
+        for (i, poll) in polls.into_iter().enumerate() {
+            let (gate, barrier) = (&gate, &barrier);
+            let spawned = std::thread::Builder::new()
+                .name(format!("iomodels-load-{i}"))
+                .spawn_scoped(scope, move || {
+                    gate.wait()
+                        .then(|| run_worker(poll, i, threads, cfg, barrier))
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_error = Some(e);
+                    break;
+                }
+            }
+        }
+        gate.open(spawn_error.is_none());
+        let mut results = Vec::with_capacity(threads);
+        for h in handles {
+            match h.join() {
+                Ok(Some(r)) => results.push(r),
+                Ok(None) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        match spawn_error {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
+    });
+    let results = results?;
+    let wall = wall_start.elapsed();
+    let process_cpu = match (process_cpu_start, cpu_time(Who::Process)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    Ok(merge(cfg, threads, results, process_cpu.map(|c| (c, wall))))
+}
+
+/// An empty latency histogram: microseconds, 3 significant figures, sized for up to 10 s so
+/// that the hot path does not have to grow it, but auto-resizing beyond that.
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)
+        .expect("1 µs .. 10 s at 3 significant figures is a valid histogram");
+    h.auto(true);
+    h
+}
+
+/// Combines the workers' results into one report.
+fn merge(
+    cfg: &LoadConfig,
+    threads: usize,
+    results: Vec<WorkerResult>,
+    process_cpu: Option<(Duration, Duration)>,
+) -> LoadReport {
+    let mut hist = new_histogram();
+    let mut report = LoadReport {
+        connect: cfg.connect.to_string(),
+        conns_requested: cfg.conns,
+        conns_established: 0,
+        size: cfg.size,
+        depth: cfg.depth,
+        threads,
+        connect_errors: 0,
+        io_errors: 0,
+        mismatches: 0,
+        messages: 0,
+        bytes: 0,
+        elapsed_secs: 0.0,
+        msgs_per_sec: 0.0,
+        mb_per_sec: 0.0,
+        latency_us: Latency::from_histogram(&hist),
+        client_cpu_percent: 0.0,
+        incomplete: 0,
+    };
+    let mut start: Option<Instant> = None;
+    let mut end: Option<Instant> = None;
+    let mut thread_cpu = Some(Duration::ZERO);
+    for r in &results {
+        // Auto-resizing histograms cannot fail to add.
+        let _ = hist.add(&r.hist);
+        report.conns_established += r.established;
+        report.connect_errors += r.connect_errors;
+        report.io_errors += r.io_errors;
+        report.mismatches += r.mismatches;
+        report.messages += r.messages;
+        report.bytes += r.bytes;
+        report.incomplete += r.incomplete;
+        start = Some(start.map_or(r.start, |s| s.min(r.start)));
+        if let Some(e) = r.end {
+            end = Some(end.map_or(e, |x| x.max(e)));
+        }
+        thread_cpu = match (thread_cpu, r.cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+    report.latency_us = Latency::from_histogram(&hist);
+    let elapsed = match (start, end) {
+        (Some(s), Some(e)) => e.saturating_duration_since(s).as_secs_f64(),
+        _ => 0.0,
+    };
+    report.elapsed_secs = elapsed;
+    if elapsed > 0.0 {
+        report.msgs_per_sec = report.messages as f64 / elapsed;
+        report.mb_per_sec = report.bytes as f64 / elapsed / 1e6;
+        report.client_cpu_percent = match (thread_cpu, process_cpu) {
+            (Some(cpu), _) => cpu.as_secs_f64() / elapsed * 100.0,
+            (None, Some((cpu, wall))) if !wall.is_zero() => {
+                cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+            }
+            _ => 0.0,
+        };
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_as_documented() {
+        let c = LoadConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.connect, "127.0.0.1:9990".parse().unwrap());
+        assert_eq!((c.conns, c.size, c.depth, c.threads), (1, 64, 1, 0));
+        assert_eq!(c.duration, Duration::from_secs(10));
+        assert_eq!(c.messages_per_conn, None);
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.drain_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn validate_rejects_zeroes_with_one_line_reasons() {
+        let bad = [
+            LoadConfig {
+                conns: 0,
+                ..Default::default()
+            },
+            LoadConfig {
+                size: 0,
+                ..Default::default()
+            },
+            LoadConfig {
+                depth: 0,
+                ..Default::default()
+            },
+            LoadConfig {
+                depth: MAX_DEPTH + 1,
+                ..Default::default()
+            },
+            LoadConfig {
+                duration: Duration::ZERO,
+                ..Default::default()
+            },
+            LoadConfig {
+                messages_per_conn: Some(0),
+                ..Default::default()
+            },
+            LoadConfig {
+                connect_timeout: Duration::ZERO,
+                ..Default::default()
+            },
+            LoadConfig {
+                connect: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            },
+        ];
+        for cfg in bad {
+            let e = cfg.validate().unwrap_err();
+            assert!(e.starts_with("--") && !e.contains('\n'), "{e}");
+        }
+        assert_eq!(
+            LoadConfig {
+                conns: 0,
+                ..Default::default()
+            }
+            .validate(),
+            Err("--conns must be at least 1".to_string())
+        );
+        let err = run(&LoadConfig {
+            conns: 0,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn threads_are_capped_by_conns() {
+        let c = LoadConfig {
+            conns: 3,
+            threads: 8,
+            ..Default::default()
+        };
+        assert_eq!(c.effective_threads(), 3);
+        let c = LoadConfig {
+            conns: 1,
+            threads: 0,
+            ..Default::default()
+        };
+        assert_eq!(c.effective_threads(), 1);
+        let c = LoadConfig {
+            conns: 100,
+            threads: 2,
+            ..Default::default()
+        };
+        assert_eq!(c.effective_threads(), 2);
+    }
+}

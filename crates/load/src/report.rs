@@ -1,0 +1,163 @@
+//! The result of a run: [`LoadReport`] and its [`Latency`] summary.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Round-trip latency percentiles of the completed messages, in microseconds.
+///
+/// A message's round trip runs from the write of its first byte to the read that completed
+/// its echo. All zero when no message completed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Fastest round trip (µs).
+    pub min: u64,
+    /// Median round trip (µs).
+    pub p50: u64,
+    /// 99th percentile (µs).
+    pub p99: u64,
+    /// 99.9th percentile (µs).
+    pub p999: u64,
+    /// Slowest round trip (µs).
+    pub max: u64,
+    /// Arithmetic mean (µs).
+    pub mean: f64,
+}
+
+impl Latency {
+    /// Summarises a histogram of microsecond values.
+    pub(crate) fn from_histogram(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency {
+                min: 0,
+                p50: 0,
+                p99: 0,
+                p999: 0,
+                max: 0,
+                mean: 0.0,
+            };
+        }
+        Latency {
+            min: h.min(),
+            p50: h.value_at_quantile(0.50),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
+/// What a [`run`](crate::run) measured.
+///
+/// Counters are totals over all connections and threads. Rates are over `elapsed_secs`, the
+/// measured interval: from the moment every connection had finished connecting to the moment
+/// the last connection finished (its last echo verified) or the drain timeout expired.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// The server address, as given.
+    pub connect: String,
+    /// Connections asked for.
+    pub conns_requested: usize,
+    /// Connections that connected within the connect timeout.
+    pub conns_established: usize,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages kept in flight per connection.
+    pub depth: usize,
+    /// Threads that drove the connections.
+    pub threads: usize,
+    /// Connects that failed or timed out (never retried).
+    pub connect_errors: u64,
+    /// Connections that met an end of stream or a socket error before they were done.
+    pub io_errors: u64,
+    /// Connections on which an echoed byte differed from the byte sent (each counted once;
+    /// such a connection is closed at once).
+    pub mismatches: u64,
+    /// Complete, verified round trips.
+    pub messages: u64,
+    /// Payload bytes echoed back and verified.
+    pub bytes: u64,
+    /// Length of the measured interval, in seconds.
+    pub elapsed_secs: f64,
+    /// `messages / elapsed_secs`.
+    pub msgs_per_sec: f64,
+    /// `bytes / elapsed_secs / 1e6` (echoed payload, MB = 10⁶ bytes).
+    pub mb_per_sec: f64,
+    /// Round-trip time per message.
+    pub latency_us: Latency,
+    /// CPU time (user + system) the load generator spent over the measured interval, in % of
+    /// one core (may exceed 100 with several threads). Near `100 × threads` means the load
+    /// generator, not the server, was the bottleneck. On Linux this is the sum over the load
+    /// threads (`RUSAGE_THREAD`), so a server running in the same process is not counted;
+    /// elsewhere it is the whole process (`RUSAGE_SELF`).
+    pub client_cpu_percent: f64,
+    /// Messages sent but not echoed when the drain timeout expired.
+    pub incomplete: u64,
+}
+
+impl LoadReport {
+    /// A short human-readable table, one aspect per line, labels aligned.
+    pub fn to_table(&self) -> String {
+        let l = &self.latency_us;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<13} {}  conns {}/{}  size {} B  depth {}  threads {}",
+            "target",
+            self.connect,
+            self.conns_established,
+            self.conns_requested,
+            self.size,
+            self.depth,
+            self.threads
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} {} msgs, {} B in {:.3} s",
+            "completed", self.messages, self.bytes, self.elapsed_secs
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} {:.0} msg/s  {:.2} MB/s",
+            "throughput", self.msgs_per_sec, self.mb_per_sec
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} min {}  p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+            "latency (us)", l.min, l.p50, l.p99, l.p999, l.max, l.mean
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} connect {}  io {}  mismatches {}  incomplete {}{}",
+            "errors",
+            self.connect_errors,
+            self.io_errors,
+            self.mismatches,
+            self.incomplete,
+            if self.is_clean() { "  (clean)" } else { "" }
+        );
+        let _ = write!(
+            s,
+            "{:<13} {:.1} % of one core",
+            "client cpu", self.client_cpu_percent
+        );
+        s
+    }
+
+    /// The report as one JSON object on one line (no trailing newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// True when every requested connection was established and nothing went wrong: no
+    /// connect errors, I/O errors, mismatches or incomplete messages.
+    pub fn is_clean(&self) -> bool {
+        self.conns_established == self.conns_requested
+            && self.connect_errors == 0
+            && self.io_errors == 0
+            && self.mismatches == 0
+            && self.incomplete == 0
+    }
+}

@@ -1,0 +1,315 @@
+//! One load-generating thread: a mio `Poll` and its share of the connections.
+
+use std::io;
+use std::sync::{Barrier, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::conn::{Conn, State, Step};
+use crate::cpu::{cpu_time, Who};
+use crate::pattern::{Pattern, CHUNK};
+use crate::LoadConfig;
+
+/// How long to wait for the server's end of stream after the last connection finished.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// A one-shot gate: workers wait until the spawner says whether all of them exist.
+pub(crate) struct Gate {
+    state: Mutex<Option<bool>>,
+    cv: Condvar,
+}
+
+impl Gate {
+    pub(crate) fn new() -> Gate {
+        Gate {
+            state: Mutex::new(None),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Opens the gate; `go` tells the waiters whether to run.
+    pub(crate) fn open(&self, go: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s = Some(go);
+        self.cv.notify_all();
+    }
+
+    /// Waits until the gate is opened and returns its verdict.
+    pub(crate) fn wait(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(go) = *s {
+                return go;
+            }
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// What one worker measured.
+pub(crate) struct WorkerResult {
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) established: usize,
+    pub(crate) connect_errors: u64,
+    pub(crate) io_errors: u64,
+    pub(crate) mismatches: u64,
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
+    pub(crate) incomplete: u64,
+    /// Start of this worker's measurement (after every thread finished connecting).
+    pub(crate) start: Instant,
+    /// When its last connection finished (or the drain expired); `None` with no connections.
+    pub(crate) end: Option<Instant>,
+    /// This thread's CPU time from `start` to `end`, where the platform can tell.
+    pub(crate) cpu: Option<Duration>,
+}
+
+/// Runs one worker: connects connections number `first, first + stride, ...` (below
+/// `cfg.conns`), waits at `barrier` for the other workers, then drives the load.
+pub(crate) fn run_worker(
+    mut poll: Poll,
+    first: usize,
+    stride: usize,
+    cfg: &LoadConfig,
+    barrier: &Barrier,
+) -> WorkerResult {
+    let mut hist = crate::new_histogram();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; CHUNK];
+    let mut r = Counters::default();
+
+    // Phase 1: all connects in flight at once, bounded by connect_timeout.
+    let epoch = Instant::now();
+    let connect_deadline = epoch + cfg.connect_timeout;
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut pending = 0usize;
+    for index in (first..cfg.conns).step_by(stride) {
+        let token = Token(conns.len());
+        let stream = match TcpStream::connect(cfg.connect) {
+            Ok(mut s) => {
+                match poll.registry().register(
+                    &mut s,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    Ok(()) => Some(s),
+                    Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        if stream.is_some() {
+            pending += 1;
+        } else {
+            r.connect_errors += 1;
+        }
+        let pattern = Pattern::for_connection(index as u64);
+        conns.push(Conn::new(
+            stream,
+            pattern,
+            cfg.size,
+            cfg.depth,
+            cfg.messages_per_conn,
+            epoch,
+        ));
+    }
+    while pending > 0 {
+        let now = Instant::now();
+        if now >= connect_deadline {
+            break;
+        }
+        if let Err(e) = poll.poll(&mut events, Some(connect_deadline - now)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        for event in events.iter() {
+            let Some(conn) = conns.get_mut(event.token().0) else {
+                continue;
+            };
+            if conn.state != State::Connecting {
+                continue;
+            }
+            match conn.on_connect_event(event) {
+                Some(true) => pending -= 1,
+                Some(false) => {
+                    pending -= 1;
+                    r.connect_errors += 1;
+                }
+                None => {}
+            }
+        }
+    }
+    for conn in conns.iter_mut().filter(|c| c.state == State::Connecting) {
+        conn.close();
+        r.connect_errors += 1;
+    }
+    let established = conns.iter().filter(|c| c.state == State::Active).count();
+
+    // Phase 2: measure, from the moment every thread has finished connecting.
+    barrier.wait();
+    let start = Instant::now();
+    let cpu_start = cpu_time(Who::Thread);
+    let send_deadline = start
+        .checked_add(cfg.duration)
+        .unwrap_or(start + Duration::from_secs(86_400 * 365));
+    let drain_deadline = send_deadline
+        .checked_add(cfg.drain_timeout)
+        .unwrap_or(send_deadline);
+    let mut sending = true;
+    let mut active = 0usize;
+    let mut closing = 0usize;
+    let mut end: Option<Instant> = None;
+    let mut cpu_end = None;
+
+    for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
+        active += 1;
+        let step = conn.begin(start);
+        r.settle(conn, step, &mut active, &mut closing);
+    }
+
+    loop {
+        let now = Instant::now();
+        if sending && now >= send_deadline {
+            sending = false;
+            for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
+                if conn.is_finished(false) {
+                    r.settle(conn, Step::Finished, &mut active, &mut closing);
+                }
+            }
+        }
+        if active > 0 && now >= drain_deadline {
+            for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
+                r.incomplete += conn.outstanding();
+                conn.begin_close(false);
+                if matches!(conn.state, State::Closing { .. }) {
+                    closing += 1;
+                }
+            }
+            active = 0;
+        }
+        if active == 0 && end.is_none() {
+            // With no connections there is nothing to measure: leave `end` unset.
+            if established > 0 {
+                end = Some(now);
+            }
+            cpu_end = cpu_time(Who::Thread);
+        }
+        let wake_at = if active > 0 {
+            if sending {
+                send_deadline
+            } else {
+                drain_deadline
+            }
+        } else {
+            let close_deadline = end.unwrap_or(now) + CLOSE_GRACE;
+            if closing == 0 || now >= close_deadline {
+                break;
+            }
+            close_deadline
+        };
+        // Round up so a deadline is never polled with a zero timeout in a spin.
+        let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The poll itself broke: treat every remaining connection as failed.
+            for conn in conns.iter_mut() {
+                if conn.state == State::Active {
+                    r.io_errors += 1;
+                }
+                conn.close();
+            }
+            active = 0;
+            closing = 0;
+            continue;
+        }
+        let active_before = active;
+        for event in events.iter() {
+            let Some(conn) = conns.get_mut(event.token().0) else {
+                continue;
+            };
+            match conn.state {
+                State::Active => {
+                    let step = conn.on_event(event, &mut buf, sending, &mut hist);
+                    r.settle(conn, step, &mut active, &mut closing);
+                }
+                State::Closing { .. } => {
+                    if let Some(clean) = conn.on_closing_event(&mut buf) {
+                        closing -= 1;
+                        if !clean {
+                            r.mismatches += 1;
+                        }
+                    }
+                }
+                State::Connecting | State::Closed => {}
+            }
+        }
+        if active == 0 && active_before > 0 && end.is_none() {
+            end = Some(Instant::now());
+            cpu_end = cpu_time(Who::Thread);
+        }
+    }
+
+    for conn in &conns {
+        r.messages += conn.done;
+        r.bytes += conn.verified;
+    }
+    let cpu = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    WorkerResult {
+        hist,
+        established,
+        connect_errors: r.connect_errors,
+        io_errors: r.io_errors,
+        mismatches: r.mismatches,
+        messages: r.messages,
+        bytes: r.bytes,
+        incomplete: r.incomplete,
+        start,
+        end,
+        cpu,
+    }
+}
+
+/// Error and progress counters of one worker.
+#[derive(Default)]
+struct Counters {
+    connect_errors: u64,
+    io_errors: u64,
+    mismatches: u64,
+    messages: u64,
+    bytes: u64,
+    incomplete: u64,
+}
+
+impl Counters {
+    /// Applies the outcome of a step of an `Active` connection.
+    fn settle(&mut self, conn: &mut Conn, step: Step, active: &mut usize, closing: &mut usize) {
+        match step {
+            Step::Continue => return,
+            Step::Finished => {
+                conn.begin_close(true);
+                if matches!(conn.state, State::Closing { .. }) {
+                    *closing += 1;
+                }
+            }
+            Step::IoError => {
+                self.io_errors += 1;
+                conn.close();
+            }
+            Step::Mismatch => {
+                self.mismatches += 1;
+                conn.close();
+            }
+        }
+        *active -= 1;
+    }
+}

@@ -1,0 +1,295 @@
+//! End-to-end tests of the load generator against small blocking in-test servers.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use iomodels_load::{run, LoadConfig, LoadReport};
+
+/// What an in-test server does with each connection (numbered in accept order from 0).
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Echo everything.
+    Echo,
+    /// Echo, but flip one byte at stream offset `at` on connections whose number is a
+    /// multiple of `every`.
+    Corrupt { at: u64, every: usize },
+    /// Echo the first `after` bytes, then close.
+    CloseAfter { after: u64 },
+    /// Read everything, echo nothing.
+    Swallow,
+}
+
+/// A blocking thread-per-connection server on 127.0.0.1; stops accepting when dropped.
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(mode: Mode) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let acceptor = thread::spawn(move || {
+            let give_up = Instant::now() + Duration::from_secs(30);
+            let mut number = 0usize;
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < give_up {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let n = number;
+                        number += 1;
+                        thread::spawn(move || serve(s, mode, n));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        Server {
+            addr,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn serve(mut s: TcpStream, mode: Mode, number: usize) {
+    s.set_nonblocking(false).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let chunk = &mut buf[..n];
+        match mode {
+            Mode::Echo => {}
+            Mode::Corrupt { at, every } => {
+                if number % every == 0 && (offset..offset + n as u64).contains(&at) {
+                    chunk[(at - offset) as usize] ^= 0x20;
+                }
+            }
+            Mode::CloseAfter { after } => {
+                if offset + n as u64 >= after {
+                    let keep = (after - offset) as usize;
+                    let _ = s.write_all(&chunk[..keep]);
+                    let _ = s.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+            Mode::Swallow => {
+                offset += n as u64;
+                continue;
+            }
+        }
+        offset += n as u64;
+        if s.write_all(chunk).is_err() {
+            return;
+        }
+    }
+}
+
+fn cfg(addr: SocketAddr) -> LoadConfig {
+    LoadConfig {
+        connect: addr,
+        conns: 4,
+        size: 64,
+        depth: 1,
+        duration: Duration::from_secs(10),
+        messages_per_conn: None,
+        threads: 2,
+        connect_timeout: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(2),
+    }
+}
+
+fn timed(cfg: &LoadConfig) -> (LoadReport, Duration) {
+    let t = Instant::now();
+    let r = run(cfg).expect("run sets up");
+    let took = t.elapsed();
+    println!("{}\n{}", r.to_table(), r.to_json());
+    (r, took)
+}
+
+#[test]
+fn clean_run_counts_exactly_the_messages_asked_for() {
+    let server = Server::start(Mode::Echo);
+    let c = LoadConfig {
+        conns: 8,
+        size: 100,
+        depth: 4,
+        messages_per_conn: Some(500),
+        ..cfg(server.addr)
+    };
+    let (r, took) = timed(&c);
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.conns_established, 8);
+    assert_eq!(r.messages, 8 * 500);
+    assert_eq!(r.bytes, 8 * 500 * 100);
+    assert_eq!(
+        (r.mismatches, r.io_errors, r.connect_errors, r.incomplete),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(r.threads, 2);
+    assert!(r.elapsed_secs > 0.0 && r.msgs_per_sec > 0.0 && r.mb_per_sec > 0.0);
+    assert!(r.latency_us.min <= r.latency_us.p50 && r.latency_us.p50 <= r.latency_us.p99);
+    assert!(r.latency_us.p99 <= r.latency_us.p999 && r.latency_us.p999 <= r.latency_us.max);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn large_messages_with_short_writes_and_partial_reads_verify() {
+    let server = Server::start(Mode::Echo);
+    let c = LoadConfig {
+        conns: 3,
+        size: 300_001,
+        depth: 3,
+        messages_per_conn: Some(10),
+        ..cfg(server.addr)
+    };
+    let (r, _) = timed(&c);
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.messages, 30);
+    assert_eq!(r.bytes, 30 * 300_001);
+}
+
+#[test]
+fn duration_limited_run_stops_on_time_and_drains() {
+    let server = Server::start(Mode::Echo);
+    let c = LoadConfig {
+        duration: Duration::from_millis(300),
+        depth: 2,
+        ..cfg(server.addr)
+    };
+    let (r, took) = timed(&c);
+    assert!(r.is_clean(), "{r:?}");
+    assert!(r.messages > 100, "{r:?}");
+    assert!(r.elapsed_secs >= 0.29 && r.elapsed_secs < 1.5, "{r:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn corrupting_server_counts_one_mismatch_per_bad_connection() {
+    // Connections 0, 2, 4 (in accept order) get one flipped byte at offset 1000.
+    let server = Server::start(Mode::Corrupt { at: 1000, every: 2 });
+    let c = LoadConfig {
+        conns: 6,
+        messages_per_conn: Some(200),
+        ..cfg(server.addr)
+    };
+    let (r, took) = timed(&c);
+    assert_eq!(r.mismatches, 3, "{r:?}");
+    assert_eq!(r.io_errors, 0, "{r:?}");
+    assert!(!r.is_clean());
+    // Good connections finish; bad ones stop at the message holding byte 1000.
+    assert_eq!(r.messages, 3 * 200 + 3 * (1000 / 64), "{r:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn corruption_in_the_first_byte_is_caught_too() {
+    let server = Server::start(Mode::Corrupt { at: 0, every: 1 });
+    let c = LoadConfig {
+        messages_per_conn: Some(50),
+        ..cfg(server.addr)
+    };
+    let (r, _) = timed(&c);
+    assert_eq!(r.mismatches, 4, "{r:?}");
+    assert_eq!(r.messages, 0);
+}
+
+#[test]
+fn early_close_counts_io_errors() {
+    let server = Server::start(Mode::CloseAfter { after: 640 });
+    let c = LoadConfig {
+        messages_per_conn: Some(100),
+        ..cfg(server.addr)
+    };
+    let (r, took) = timed(&c);
+    assert!(r.io_errors > 0, "{r:?}");
+    assert_eq!(r.io_errors, 4, "one per connection: {r:?}");
+    assert_eq!(r.mismatches, 0, "{r:?}");
+    assert_eq!(r.messages, 4 * 10, "{r:?}");
+    assert!(!r.is_clean());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn silent_server_leaves_messages_incomplete_after_the_drain_timeout() {
+    let server = Server::start(Mode::Swallow);
+    let c = LoadConfig {
+        depth: 3,
+        duration: Duration::from_millis(100),
+        drain_timeout: Duration::from_millis(200),
+        ..cfg(server.addr)
+    };
+    let (r, took) = timed(&c);
+    assert_eq!(r.incomplete, 4 * 3, "{r:?}");
+    assert_eq!(r.messages, 0);
+    assert!(!r.is_clean());
+    assert!(r.elapsed_secs >= 0.29 && r.elapsed_secs < 1.0, "{r:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn unreachable_port_counts_every_connect_as_an_error() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = LoadConfig {
+        conns: 5,
+        ..cfg(SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+    let (r, took) = timed(&c);
+    assert_eq!(r.connect_errors, 5, "{r:?}");
+    assert_eq!(r.conns_established, 0);
+    assert_eq!((r.messages, r.io_errors, r.mismatches), (0, 0, 0));
+    assert_eq!(r.elapsed_secs, 0.0);
+    assert_eq!(r.msgs_per_sec, 0.0);
+    assert!(!r.is_clean());
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn report_renders_as_table_and_one_line_json() {
+    let server = Server::start(Mode::Echo);
+    let c = LoadConfig {
+        conns: 1,
+        messages_per_conn: Some(10),
+        ..cfg(server.addr)
+    };
+    let (r, _) = timed(&c);
+    let json = r.to_json();
+    assert!(!json.contains('\n'));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["messages"], 10);
+    assert_eq!(v["conns_requested"], 1);
+    assert_eq!(v["connect"], server.addr.to_string());
+    assert!(v["latency_us"]["p999"].is_u64());
+    assert!(v["client_cpu_percent"].is_f64());
+    let table = r.to_table();
+    assert!(table.lines().count() >= 4, "{table}");
+    assert!(
+        table.contains("latency") && table.contains("msg/s"),
+        "{table}"
+    );
+}

@@ -1,0 +1,243 @@
+//! # iomodels-server: every socket I/O model behind one server API
+//!
+//! [`Server::bind`] opens a listening socket for a [`ServerConfig`]; [`Server::run`] serves it
+//! with the configured [`Model`] until [`Shutdown::trigger`] is called. The protocol (echo or
+//! discard), the buffering and the backpressure come from `iomodels-core`; a model only decides
+//! how the server learns that a socket is ready or that an operation completed.
+//!
+//! Map: `models/` has one module per model (its doc first, its OS file beside it); `sys/` owns
+//! every OS resource behind an RAII type; `session.rs` is the read/write loop the readiness
+//! models share; `accept.rs` the accept loop with its descriptor-exhaustion back-off.
+#![warn(missing_docs)]
+
+mod accept;
+mod model;
+pub mod models;
+mod session;
+mod shutdown;
+mod stats;
+pub mod sys;
+
+pub use model::Model;
+pub use shutdown::Shutdown;
+pub use stats::{Stats, StatsSnapshot};
+
+use iomodels_core::{Limits, ServiceKind};
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The listen backlog: the kernel queues this many completed handshakes before `accept`.
+const BACKLOG: i32 = 4096;
+
+/// What to serve, where and how.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The I/O model.
+    pub model: Model,
+    /// The address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The service every connection runs.
+    pub service: ServiceKind,
+    /// The high-water mark of unsent output per connection, in bytes (backpressure).
+    pub max_pending: usize,
+    /// How long open connections may go on after shutdown is requested.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            model: Model::best(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9990)),
+            service: ServiceKind::Echo,
+            max_pending: Limits::DEFAULT_HIGH_WATER,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug)]
+pub enum ServerError {
+    /// The model cannot run in this build or on this OS.
+    Unavailable {
+        /// The model asked for.
+        model: Model,
+        /// Why it cannot run.
+        reason: String,
+    },
+    /// The listening socket could not be created, bound or put to listen.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The model's loop failed (its wait call or its listener, not one connection).
+    Io(io::Error),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Unavailable { model, reason } => {
+                write!(
+                    f,
+                    "model {model} is not available on {}: {reason}",
+                    std::env::consts::OS
+                )
+            }
+            ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            ServerError::Io(e) => write!(f, "server failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Bind { source, .. } => Some(source),
+            ServerError::Io(e) => Some(e),
+            ServerError::Unavailable { .. } => None,
+        }
+    }
+}
+
+/// What every model gets: the service, the limits, the counters and the shutdown signal.
+pub(crate) struct Ctx {
+    pub service: ServiceKind,
+    pub limits: Limits,
+    pub stats: Arc<Stats>,
+    pub shutdown: Shutdown,
+    pub drain_timeout: Duration,
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    model: Model,
+    listener: TcpListener,
+    ctx: Ctx,
+}
+
+impl Server {
+    /// Checks that the model is available and opens the listening socket.
+    pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        config
+            .model
+            .availability()
+            .map_err(|reason| ServerError::Unavailable {
+                model: config.model,
+                reason,
+            })?;
+        let listener = listen(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Server {
+            model: config.model,
+            listener,
+            ctx: Ctx {
+                service: config.service,
+                limits: Limits::with_high_water(config.max_pending),
+                stats: Arc::new(Stats::default()),
+                shutdown: Shutdown::new(),
+                drain_timeout: config.drain_timeout,
+            },
+        })
+    }
+
+    /// The address actually bound (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The model this server runs.
+    pub fn model(&self) -> Model {
+        self.model
+    }
+
+    /// The server's live counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.ctx.stats)
+    }
+
+    /// A handle that stops the server from any thread (a signal handler thread, a test).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.ctx.shutdown.clone()
+    }
+
+    /// Serves until shutdown is requested and the drain is over.
+    pub fn run(self) -> Result<(), ServerError> {
+        models::run(self.model, self.listener, &self.ctx).map_err(ServerError::Io)
+    }
+
+    /// Runs the server on a thread of its own (for tests and embedding).
+    pub fn spawn(self) -> io::Result<RunningServer> {
+        let addr = self.local_addr();
+        let stats = self.stats();
+        let shutdown = self.shutdown_handle();
+        let thread = std::thread::Builder::new()
+            .name(format!("iomodels-{}", self.model))
+            .spawn(move || self.run())?;
+        Ok(RunningServer {
+            addr,
+            stats,
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A server running on its own thread; dropping it stops it and waits for the drain.
+pub struct RunningServer {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its live counters.
+    pub stats: Arc<Stats>,
+    /// Its shutdown handle.
+    pub shutdown: Shutdown,
+    thread: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl RunningServer {
+    /// Requests shutdown and waits for the server to return.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), ServerError> {
+        self.shutdown.trigger();
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(ServerError::Io(io::Error::other("server thread panicked")))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// Opens a listening TCP socket: SO_REUSEADDR (so a restarted server can bind over
+/// TIME_WAIT), a deep backlog, IPv6 sockets v6-only.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}

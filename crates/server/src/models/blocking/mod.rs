@@ -1,0 +1,126 @@
+//! # `blocking`: a thread per client
+//!
+//! **Winsock original.** The simplest server of the chapter: `accept` in a loop, and a thread
+//! per accepted socket that calls blocking `recv` and `send` until the client goes away. Easy to
+//! write and to read — each connection's logic is straight-line code — and it scales with
+//! threads, not with sockets.
+//!
+//! **Linux counterpart.** The same: an acceptor thread and a thread per client (64 KiB stack,
+//! 64 KiB read buffer on the heap) running [`crate::session::Session::pump`] on a blocking
+//! socket, which serves the whole connection in one call. A blocking `send` is the backpressure:
+//! the thread stops reading while its peer is not reading.
+//!
+//! **Limits.** Threads: each costs a stack, a kernel task and scheduler work, and the process
+//! runs out of them (`RLIMIT_NPROC`, `threads-max`, memory) long before it runs out of
+//! descriptors. When a thread cannot be spawned the connection is closed and counted in
+//! `Stats::refused`.
+//!
+//! **Pitfalls.** A thread blocked in `recv` does not see a shutdown flag: to end the drain the
+//! acceptor shuts down (`shutdown(SHUT_RDWR)`) every socket still open, which wakes its thread.
+//! The acceptor itself waits in `poll` on the listener and the wake-up eventfd, since a blocking
+//! `accept` cannot be interrupted portably.
+
+#[cfg(target_os = "linux")]
+mod linux;
+
+use crate::accept::Acceptor;
+use crate::models::{min_timeout, Drain};
+use crate::session::{Session, READ_CHUNK};
+use crate::Ctx;
+use std::collections::HashMap;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[cfg(target_os = "linux")]
+use linux::{force_shutdown, raw_id, wait_for_client, RawId};
+
+/// Stack size of a client thread: the pump needs little, and thousands of threads add up.
+const CLIENT_STACK: usize = 64 * 1024;
+
+pub(crate) const MECHANISM: &str = "a thread per client, blocking recv/send";
+
+pub(crate) fn availability() -> Result<(), String> {
+    if cfg!(target_os = "linux") {
+        Ok(())
+    } else {
+        Err("not built for this OS yet (issue #5)".into())
+    }
+}
+
+/// The sockets of live client threads, so the drain can wake them. A thread removes its entry
+/// and closes its socket under this lock, so a socket found here is always still open.
+type Live = Arc<Mutex<HashMap<u64, RawId>>>;
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let waker = ctx.shutdown.register()?;
+    let mut acceptor = Acceptor::new(listener);
+    let live: Live = Arc::default();
+    let mut next_id = 0u64;
+    let mut drain = Drain::new(ctx.drain_timeout);
+
+    while !drain.begins(&ctx.shutdown) {
+        let pause = acceptor.pause_remaining();
+        let (client, wake) = wait_for_client(&acceptor.listener, &waker, min_timeout(pause, None))?;
+        if wake {
+            waker.reset();
+        }
+        if client && acceptor.is_accepting() {
+            acceptor.accept_batch(64, &ctx.stats, |stream| {
+                next_id += 1;
+                spawn_client(stream, next_id, ctx, &live);
+            })?;
+        }
+    }
+    drop(acceptor);
+
+    // Drain: client threads go on until their clients leave or the deadline passes.
+    let open = || live.lock().unwrap_or_else(|p| p.into_inner()).len();
+    while !drain.is_over(open()) {
+        std::thread::sleep(Duration::from_millis(10).min(drain.wait_limit().unwrap_or_default()));
+    }
+    for id in live.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        force_shutdown(*id);
+    }
+    // The woken threads exit at once; give them a moment so their sockets close before we
+    // return.
+    for _ in 0..100 {
+        if open() == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn spawn_client(stream: TcpStream, id: u64, ctx: &Ctx, live: &Live) {
+    if let Err(e) = stream.set_nonblocking(false) {
+        log::warn!("blocking: cannot make a socket blocking: {e}");
+        return;
+    }
+    live.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, raw_id(&stream));
+    let mut session = Session::new(stream, ctx);
+    session.readable = true;
+    let thread_live = Arc::clone(live);
+    let spawned = std::thread::Builder::new()
+        .name(format!("client-{id}"))
+        .stack_size(CLIENT_STACK)
+        .spawn(move || {
+            let mut scratch = vec![0u8; READ_CHUNK];
+            session.pump(&mut scratch, usize::MAX);
+            let mut live = thread_live.lock().unwrap_or_else(|p| p.into_inner());
+            live.remove(&id);
+            drop(session); // closes the socket while the lock is held
+        });
+    if let Err(e) = spawned {
+        // The closure (and the session in it) was dropped: the socket is closed.
+        live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        ctx.stats.refused.fetch_add(1, Relaxed);
+        log::warn!("blocking: cannot spawn a client thread ({e}); connection closed");
+    }
+}

@@ -1,0 +1,130 @@
+//! epoll, edge-triggered.
+
+use crate::accept::Acceptor;
+use crate::models::{min_timeout, Drain};
+use crate::session::{Session, Status, READ_CHUNK};
+use crate::sys::epoll::{
+    Epoll, Events, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP,
+};
+use crate::Ctx;
+use slab::Slab;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+
+pub(crate) const MECHANISM: &str = "epoll";
+
+pub(crate) fn availability() -> Result<(), String> {
+    Ok(())
+}
+
+const LISTENER: u64 = u64::MAX;
+const WAKER: u64 = u64::MAX - 1;
+/// Reads one session may do per turn before yielding to the others.
+const READS_PER_TURN: usize = 16;
+/// Connections accepted per listener event.
+const ACCEPT_BATCH: usize = 256;
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let epoll = Epoll::new()?;
+    let waker = ctx.shutdown.register()?;
+    epoll.add(waker.as_raw_fd(), WAKER, EPOLLIN)?;
+    epoll.add(listener.as_raw_fd(), LISTENER, EPOLLIN)?;
+    let mut acceptor = Some(Acceptor::new(listener));
+    let mut listener_registered = true;
+    let mut sessions: Slab<Session> = Slab::new();
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = vec![0u8; READ_CHUNK];
+    let mut ready: Vec<usize> = Vec::new();
+    let mut still_ready: Vec<usize> = Vec::new();
+    let mut drain = Drain::new(ctx.drain_timeout);
+
+    loop {
+        if drain.begins(&ctx.shutdown) {
+            if let Some(a) = acceptor.take() {
+                let _ = epoll.delete(a.listener.as_raw_fd());
+            }
+        }
+        if drain.is_over(sessions.len()) {
+            return Ok(());
+        }
+        // While accepting is paused (out of descriptors), the level-triggered listener would
+        // wake us at once: take it out of the set until the pause ends.
+        if let Some(a) = acceptor.as_mut() {
+            let accepting = a.is_accepting();
+            if accepting != listener_registered {
+                if accepting {
+                    epoll.add(a.listener.as_raw_fd(), LISTENER, EPOLLIN)?;
+                } else {
+                    epoll.delete(a.listener.as_raw_fd())?;
+                }
+                listener_registered = accepting;
+            }
+        }
+        let timeout = if ready.is_empty() {
+            let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
+            min_timeout(drain.wait_limit(), pause)
+        } else {
+            Some(std::time::Duration::ZERO)
+        };
+        epoll.wait(&mut events, timeout)?;
+
+        for (token, bits) in events.iter() {
+            match token {
+                WAKER => waker.reset(),
+                LISTENER => {
+                    let Some(a) = acceptor.as_mut() else { continue };
+                    a.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
+                        if let Err(e) = stream.set_nonblocking(true) {
+                            log::warn!("epoll: cannot make a socket non-blocking: {e}");
+                            return;
+                        }
+                        let fd = stream.as_raw_fd();
+                        let entry = sessions.vacant_entry();
+                        let key = entry.key();
+                        let flags = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+                        match epoll.add(fd, key as u64, flags) {
+                            Ok(()) => {
+                                entry.insert(Session::new(stream, ctx));
+                            }
+                            Err(e) => log::warn!("epoll: cannot register a socket: {e}"),
+                        }
+                    })?;
+                }
+                key => {
+                    let key = key as usize;
+                    let Some(s) = sessions.get_mut(key) else {
+                        continue;
+                    };
+                    let bits = bits as i32;
+                    if bits & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR) != 0 {
+                        s.readable = true;
+                    }
+                    if bits & (EPOLLOUT | EPOLLHUP | EPOLLERR) != 0 {
+                        s.writable = true;
+                    }
+                    serve(&mut sessions, key, &mut scratch, &mut still_ready);
+                }
+            }
+        }
+        for key in ready.drain(..) {
+            if sessions.contains(key) {
+                serve(&mut sessions, key, &mut scratch, &mut still_ready);
+            }
+        }
+        std::mem::swap(&mut ready, &mut still_ready);
+        ready.sort_unstable();
+        ready.dedup();
+    }
+}
+
+/// Pumps one session; closes it when it is over, queues it when it has more to read.
+fn serve(sessions: &mut Slab<Session>, key: usize, scratch: &mut [u8], again: &mut Vec<usize>) {
+    match sessions[key].pump(scratch, READS_PER_TURN) {
+        Status::Open => {}
+        Status::MoreToRead => again.push(key),
+        // Closing the socket removes it from the epoll set (no duplicates of it exist).
+        Status::Closed => drop(sessions.remove(key)),
+    }
+}

@@ -1,0 +1,115 @@
+//! The I/O models, one module each, and what they share: the drain on shutdown.
+//!
+//! Every model is a function `run(listener, ctx)` that serves until shutdown is requested,
+//! then stops accepting, lets open connections finish for the drain timeout, closes what is
+//! left and returns. Each module opens with a doc naming the Winsock original, the Linux
+//! counterpart, the limits and the pitfalls.
+
+pub mod blocking;
+pub mod event_select;
+pub mod select;
+#[cfg(not(target_os = "linux"))]
+mod unsupported;
+
+use crate::shutdown::Shutdown;
+use crate::{Ctx, Model};
+use std::io;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// The mechanism behind `model` on this OS.
+pub(crate) fn mechanism(model: Model) -> &'static str {
+    match model {
+        Model::Blocking => blocking::MECHANISM,
+        Model::Select => select::MECHANISM,
+        Model::EventSelect => event_select::MECHANISM,
+        Model::AsyncSelect => "signal-driven I/O (F_SETSIG + signalfd)",
+        Model::OverlappedEvent => "io_uring, one ring, a table of operations",
+        Model::OverlappedRoutine => "io_uring, completion callbacks",
+        Model::CompletionPort => "io_uring, a ring per worker",
+    }
+}
+
+/// Whether `model` can run in this build on this OS.
+pub(crate) fn availability(model: Model) -> Result<(), String> {
+    match model {
+        Model::Blocking => blocking::availability(),
+        Model::Select => select::availability(),
+        Model::EventSelect => event_select::availability(),
+        Model::AsyncSelect => Err("not built yet (issue #6)".into()),
+        Model::OverlappedEvent | Model::OverlappedRoutine | Model::CompletionPort => {
+            Err("not built yet (issue #3)".into())
+        }
+    }
+}
+
+/// Serves `listener` with `model` until shutdown and drain are over.
+pub(crate) fn run(model: Model, listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    match model {
+        Model::Blocking => blocking::run(listener, ctx),
+        Model::Select => select::run(listener, ctx),
+        Model::EventSelect => event_select::run(listener, ctx),
+        other => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "model {other} is not available: {}",
+                other.availability().unwrap_err()
+            ),
+        )),
+    }
+}
+
+/// The shutdown sequence as a model's loop sees it: serving, then draining until the
+/// connections are gone or the deadline passes.
+pub(crate) struct Drain {
+    timeout: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Drain {
+    pub fn new(timeout: Duration) -> Drain {
+        Drain {
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// Call once per loop turn: returns true exactly once, on the turn that first sees the
+    /// shutdown request; the model then closes its listener.
+    pub fn begins(&mut self, shutdown: &Shutdown) -> bool {
+        if self.deadline.is_none() && shutdown.is_requested() {
+            self.deadline = Some(Instant::now() + self.timeout);
+            return true;
+        }
+        false
+    }
+
+    /// True when the model should stop: draining, and no connection is left or time is up.
+    pub fn is_over(&self, open_connections: usize) -> bool {
+        match self.deadline {
+            Some(d) => {
+                let over = open_connections == 0 || Instant::now() >= d;
+                if over && open_connections > 0 {
+                    log::info!("drain deadline passed: closing {open_connections} connections");
+                }
+                over
+            }
+            None => false,
+        }
+    }
+
+    /// The most a model may block in its wait: until the deadline, when draining.
+    pub fn wait_limit(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// The shorter of two optional timeouts (`None` = forever).
+pub(crate) fn min_timeout(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}

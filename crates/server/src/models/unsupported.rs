@@ -1,0 +1,18 @@
+//! Stand-in for models on an OS that has no file for them yet (Windows: issue #5).
+
+use crate::Ctx;
+use std::io;
+use std::net::TcpListener;
+
+pub(crate) const MECHANISM: &str = "none on this OS";
+
+pub(crate) fn availability() -> Result<(), String> {
+    Err("not built for this OS yet (issue #5)".into())
+}
+
+pub(crate) fn run(_listener: TcpListener, _ctx: &Ctx) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        availability().unwrap_err(),
+    ))
+}

@@ -1,0 +1,164 @@
+//! [`Session`]: a socket joined to its [`Connection`], and the one loop that moves bytes between
+//! them. Every readiness model (thread per client, select, epoll, signal-driven I/O) drives its
+//! connections through [`Session::pump`]; they differ only in how they learn that a socket is
+//! ready.
+
+use crate::stats::Stats;
+use crate::Ctx;
+use iomodels_core::Connection;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// The most bytes one read asks for: the size of a model's scratch buffer.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// What [`Session::pump`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Waiting for the socket to become ready again.
+    Open,
+    /// The read budget of this call ran out while the socket may still hold data: pump again
+    /// soon (an edge-triggered model will not be told again).
+    MoreToRead,
+    /// The connection is over; drop the session to close the socket.
+    Closed,
+}
+
+/// A client socket and the connection state machine it feeds.
+///
+/// `readable` and `writable` are the model's knowledge of the socket: set when the model is
+/// told the socket is ready, cleared by `pump` when a call returns `WouldBlock`. Writes are
+/// tried optimistically (`writable` starts true), so a reply goes out in the same turn as the
+/// request that caused it.
+///
+/// Dropping a session closes the socket and settles its share of the server's gauges.
+pub(crate) struct Session {
+    pub stream: TcpStream,
+    pub conn: Connection,
+    pub readable: bool,
+    pub writable: bool,
+    stats: Arc<Stats>,
+    /// Pending bytes last added to `stats.pending_bytes`.
+    published_pending: usize,
+}
+
+impl Session {
+    /// Wraps an accepted stream and counts it as active.
+    pub fn new(stream: TcpStream, ctx: &Ctx) -> Session {
+        ctx.stats.accepted.fetch_add(1, Relaxed);
+        ctx.stats.active.fetch_add(1, Relaxed);
+        Session {
+            stream,
+            conn: Connection::new(ctx.service, ctx.limits),
+            readable: false,
+            writable: true,
+            stats: Arc::clone(&ctx.stats),
+            published_pending: 0,
+        }
+    }
+
+    /// Reads (at most `max_reads` times) and writes until neither makes progress, handles
+    /// half-close, and says whether the connection is still open.
+    ///
+    /// On a blocking socket with `max_reads == usize::MAX` this serves the whole connection:
+    /// the thread-per-client model is one call.
+    pub fn pump(&mut self, scratch: &mut [u8], max_reads: usize) -> Status {
+        match self.pump_inner(scratch, max_reads) {
+            Ok(status) => status,
+            Err(e) => {
+                log::debug!("connection closed on error: {e}");
+                self.stats.errors.fetch_add(1, Relaxed);
+                Status::Closed
+            }
+        }
+    }
+
+    fn pump_inner(&mut self, scratch: &mut [u8], max_reads: usize) -> io::Result<Status> {
+        let mut reads = 0;
+        let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+        let result = loop {
+            let mut progress = false;
+            let budget = self.conn.read_budget().min(scratch.len());
+            if self.readable && budget > 0 && reads < max_reads {
+                reads += 1;
+                match self.stream.read(&mut scratch[..budget]) {
+                    Ok(0) => {
+                        self.conn.on_peer_eof();
+                        progress = true;
+                    }
+                    Ok(n) => {
+                        self.conn.on_received(&scratch[..n]);
+                        bytes_in += n as u64;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(e) => break Err(e),
+                }
+            }
+            if self.writable && self.conn.wants_write() {
+                match self.stream.write(self.conn.pending_output()) {
+                    Ok(n) => {
+                        self.conn.on_sent(n);
+                        bytes_out += n as u64;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(e) => break Err(e),
+                }
+            }
+            if self.conn.should_shutdown_write() {
+                match self.stream.shutdown(Shutdown::Write) {
+                    // The peer may have closed completely already: the connection is over
+                    // either way.
+                    Ok(()) | Err(_) => self.conn.on_write_shutdown(),
+                }
+            }
+            if self.conn.is_finished() {
+                break Ok(Status::Closed);
+            }
+            if !progress {
+                break Ok(Status::Open);
+            }
+            if reads >= max_reads && self.readable && self.conn.wants_read() {
+                if self.conn.wants_write() && self.writable {
+                    continue;
+                }
+                break Ok(Status::MoreToRead);
+            }
+        };
+        self.publish(bytes_in, bytes_out);
+        result
+    }
+
+    /// Adds this pump's traffic to the server's counters and moves the pending gauge.
+    fn publish(&mut self, bytes_in: u64, bytes_out: u64) {
+        if bytes_in > 0 {
+            self.stats.bytes_in.fetch_add(bytes_in, Relaxed);
+        }
+        if bytes_out > 0 {
+            self.stats.bytes_out.fetch_add(bytes_out, Relaxed);
+        }
+        let pending = self.conn.pending_len();
+        if pending != self.published_pending {
+            let delta = pending as i64 - self.published_pending as i64;
+            self.stats.pending_bytes.fetch_add(delta, Relaxed);
+            self.published_pending = pending;
+            self.stats.peak_conn_pending.fetch_max(pending, Relaxed);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Relaxed);
+        if self.published_pending > 0 {
+            self.stats
+                .pending_bytes
+                .fetch_sub(self.published_pending as i64, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Counters a running server keeps, readable from any thread while it runs.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// Live counters of one server. All are monotonic except the two gauges, `active` and
+/// `pending_bytes`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections accepted and closed at once because the model cannot serve them: a
+    /// descriptor at or above `FD_SETSIZE` for `select`, a thread that could not be spawned for
+    /// `blocking`.
+    pub refused: AtomicU64,
+    /// Connections open now (gauge).
+    pub active: AtomicI64,
+    /// Connections closed after an I/O error (reset by peer, broken pipe, ...).
+    pub errors: AtomicU64,
+    /// Payload bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes written to clients.
+    pub bytes_out: AtomicU64,
+    /// Unsent output bytes held by all connections now (gauge).
+    pub pending_bytes: AtomicI64,
+    /// The most unsent output bytes any one connection has held (the backpressure bound).
+    pub peak_conn_pending: AtomicUsize,
+    /// `accept` failed for lack of descriptors (EMFILE/ENFILE) and accepting paused.
+    pub accept_pauses: AtomicU64,
+}
+
+/// A plain copy of [`Stats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// See [`Stats::accepted`].
+    pub accepted: u64,
+    /// See [`Stats::refused`].
+    pub refused: u64,
+    /// See [`Stats::active`].
+    pub active: i64,
+    /// See [`Stats::errors`].
+    pub errors: u64,
+    /// See [`Stats::bytes_in`].
+    pub bytes_in: u64,
+    /// See [`Stats::bytes_out`].
+    pub bytes_out: u64,
+    /// See [`Stats::pending_bytes`].
+    pub pending_bytes: i64,
+    /// See [`Stats::peak_conn_pending`].
+    pub peak_conn_pending: usize,
+    /// See [`Stats::accept_pauses`].
+    pub accept_pauses: u64,
+}
+
+impl Stats {
+    /// Reads every counter (each atomically; the set is not one atomic snapshot).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            active: self.active.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            pending_bytes: self.pending_bytes.load(Relaxed),
+            peak_conn_pending: self.peak_conn_pending.load(Relaxed),
+            accept_pauses: self.accept_pauses.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The conformance suite: every behaviour a server model promises, checked through real
+//! sockets against the real server, generated for every available model.
+//!
+//! Each case starts its own server on `127.0.0.1:0` (so cases run in parallel), drives it with
+//! plain std sockets or with the project's load generator, and stops it.
+
+use iomodels_core::ServiceKind;
+use iomodels_load::LoadConfig;
+use iomodels_server::{Model, RunningServer, Server, ServerConfig};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Starts `model` on a free loopback port, with `tweak` applied to the default config.
+fn start(model: Model, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+    let mut config = ServerConfig {
+        model,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        drain_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    };
+    tweak(&mut config);
+    Server::bind(config)
+        .expect("bind a loopback port")
+        .spawn()
+        .expect("spawn the server thread")
+}
+
+fn connect(server: &RunningServer) -> TcpStream {
+    let s = TcpStream::connect(server.addr).expect("connect to the server");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// A deterministic pseudo-random byte stream (xorshift), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Polls `cond` for up to `limit`; true if it held.
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn load(server: &RunningServer, conns: usize, messages: u64, size: usize) -> LoadConfig {
+    LoadConfig {
+        connect: server.addr,
+        conns,
+        size,
+        depth: 2,
+        duration: Duration::from_secs(30),
+        messages_per_conn: Some(messages),
+        threads: 1,
+        ..LoadConfig::default()
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub fn small_echo(model: Model) {
+        let server = start(model, |_| {});
+        let mut s = connect(&server);
+        s.write_all(b"hello, world\n").unwrap();
+        let mut buf = [0u8; 13];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello, world\n");
+        drop(s);
+        server.stop().unwrap();
+    }
+
+    pub fn a_4_mib_message_in_random_chunks_comes_back_byte_identical(model: Model) {
+        let server = start(model, |_| {});
+        let data = Rng(0x1234_5678).bytes(4 << 20);
+        let mut writer = connect(&server);
+        let mut reader = writer.try_clone().unwrap();
+        let to_send = data.clone();
+        let sender = std::thread::spawn(move || {
+            let mut rng = Rng(42);
+            let mut off = 0;
+            while off < to_send.len() {
+                let n = (1 + rng.next() as usize % 65536).min(to_send.len() - off);
+                writer.write_all(&to_send[off..off + n]).unwrap();
+                off += n;
+            }
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut echoed = Vec::with_capacity(data.len());
+        reader.read_to_end(&mut echoed).unwrap();
+        sender.join().unwrap();
+        assert_eq!(echoed.len(), data.len(), "echoed length");
+        assert!(echoed == data, "echoed bytes differ from what was sent");
+        server.stop().unwrap();
+    }
+
+    pub fn two_hundred_concurrent_clients_are_each_verified(model: Model) {
+        let server = start(model, |_| {});
+        let report = iomodels_load::run(&load(&server, 200, 20, 1000)).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.conns_established, 200);
+        assert_eq!(report.messages, 200 * 20);
+        assert_eq!(report.mismatches, 0);
+        assert!(eventually(Duration::from_secs(5), || {
+            server.stats.snapshot().accepted == 200
+        }));
+        server.stop().unwrap();
+    }
+
+    pub fn half_close_gets_everything_back_then_eof(model: Model) {
+        let server = start(model, |_| {});
+        let data = Rng(7).bytes(100_000);
+        let mut s = connect(&server);
+        s.write_all(&data).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut echoed = Vec::new();
+        // read_to_end returns only at EOF: the server shut down its side after echoing.
+        s.read_to_end(&mut echoed).unwrap();
+        assert!(
+            echoed == data,
+            "got {} of {} bytes back",
+            echoed.len(),
+            data.len()
+        );
+        assert!(eventually(Duration::from_secs(5), || {
+            server.stats.snapshot().active == 0
+        }));
+        server.stop().unwrap();
+    }
+
+    pub fn a_client_that_resets_mid_stream_does_not_disturb_others(model: Model) {
+        let server = start(model, |_| {});
+        let cfg = load(&server, 20, 200, 512);
+        let others = std::thread::spawn(move || iomodels_load::run(&cfg).unwrap());
+        for i in 0..20 {
+            let s = connect(&server);
+            (&s).write_all(&Rng(i + 1).bytes(50_000)).unwrap();
+            let sock = socket2::SockRef::from(&s);
+            sock.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s); // close with SO_LINGER 0: an RST, with echo data unread
+        }
+        let report = others.join().unwrap();
+        assert!(
+            report.is_clean(),
+            "the other clients were disturbed: {report:?}"
+        );
+        assert_eq!(report.messages, 20 * 200);
+        // The reset connections are gone from the server, and it still serves.
+        assert!(
+            eventually(Duration::from_secs(5), || server.stats.snapshot().active
+                == 0),
+            "reset connections leaked: {:?}",
+            server.stats.snapshot()
+        );
+        let mut s = connect(&server);
+        s.write_all(b"still here").unwrap();
+        let mut buf = [0u8; 10];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"still here");
+        drop(s);
+        server.stop().unwrap();
+    }
+
+    pub fn a_client_that_never_reads_is_held_to_the_high_water_mark(model: Model) {
+        const HIGH_WATER: usize = 256 * 1024;
+        const FLOOD: usize = 64 << 20;
+        let server = start(model, |c| c.max_pending = HIGH_WATER);
+        let flooder = connect(&server);
+        flooder
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut f = flooder.try_clone().unwrap();
+        let flood = std::thread::spawn(move || {
+            let chunk = vec![0x5a; 64 * 1024];
+            let mut sent = 0;
+            while sent < FLOOD {
+                match f.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(_) => break, // the write timed out: backpressure reached us
+                }
+            }
+            sent
+        });
+        // While the flood is stuck, other clients are served.
+        let report = iomodels_load::run(&load(&server, 10, 100, 4096)).unwrap();
+        assert!(report.is_clean(), "other clients starved: {report:?}");
+        let sent = flood.join().unwrap();
+        let stats = server.stats.snapshot();
+        assert!(
+            sent < FLOOD,
+            "all {FLOOD} bytes were accepted from a client that never reads: no backpressure"
+        );
+        assert!(
+            stats.peak_conn_pending <= HIGH_WATER,
+            "one connection held {} unsent bytes, above the high-water mark {HIGH_WATER}",
+            stats.peak_conn_pending
+        );
+        drop(flooder);
+        server.stop().unwrap();
+    }
+
+    pub fn discard_reads_everything_and_sends_nothing(model: Model) {
+        let server = start(model, |c| c.service = ServiceKind::Discard);
+        let data = Rng(3).bytes(1 << 20);
+        let mut s = connect(&server);
+        s.write_all(&data).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert!(got.is_empty(), "discard sent {} bytes", got.len());
+        assert!(eventually(Duration::from_secs(5), || {
+            server.stats.snapshot().bytes_in == data.len() as u64
+        }));
+        assert_eq!(server.stats.snapshot().bytes_out, 0);
+        server.stop().unwrap();
+    }
+
+    pub fn shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients(model: Model) {
+        let server = start(model, |_| {});
+        let addr = server.addr;
+        let data = Rng(11).bytes(2 << 20);
+        let mut s = connect(&server);
+        // Make sure the connection is accepted before shutdown starts.
+        s.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).unwrap();
+        let mut reader = s.try_clone().unwrap();
+        let to_send = data.clone();
+        let sender = std::thread::spawn(move || {
+            s.write_all(&to_send).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+        });
+        let shutdown = server.shutdown.clone();
+        std::thread::sleep(Duration::from_millis(20));
+        shutdown.trigger();
+        let mut echoed = Vec::new();
+        reader.read_to_end(&mut echoed).unwrap();
+        sender.join().unwrap();
+        assert!(
+            echoed == data,
+            "in-flight echo cut: {} of {} bytes",
+            echoed.len(),
+            data.len()
+        );
+        server.stop().unwrap();
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "the listener is still open after shutdown"
+        );
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident => $model:expr),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+                const MODEL: Model = $model;
+                #[test] fn small_echo() { cases::small_echo(MODEL) }
+                #[test] fn a_4_mib_message_in_random_chunks_comes_back_byte_identical() {
+                    cases::a_4_mib_message_in_random_chunks_comes_back_byte_identical(MODEL)
+                }
+                #[test] fn two_hundred_concurrent_clients_are_each_verified() {
+                    cases::two_hundred_concurrent_clients_are_each_verified(MODEL)
+                }
+                #[test] fn half_close_gets_everything_back_then_eof() {
+                    cases::half_close_gets_everything_back_then_eof(MODEL)
+                }
+                #[test] fn a_client_that_resets_mid_stream_does_not_disturb_others() {
+                    cases::a_client_that_resets_mid_stream_does_not_disturb_others(MODEL)
+                }
+                #[test] fn a_client_that_never_reads_is_held_to_the_high_water_mark() {
+                    cases::a_client_that_never_reads_is_held_to_the_high_water_mark(MODEL)
+                }
+                #[test] fn discard_reads_everything_and_sends_nothing() {
+                    cases::discard_reads_everything_and_sends_nothing(MODEL)
+                }
+                #[test] fn shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients() {
+                    cases::shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients(MODEL)
+                }
+            }
+        )*
+
+        /// A model that becomes available without a line above would go untested: fail instead.
+        #[test]
+        fn every_available_model_runs_the_suite() {
+            let covered = [$($model),*];
+            for m in Model::available() {
+                assert!(covered.contains(&m), "model {m} is available but not in the conformance suite");
+            }
+            for m in covered {
+                assert!(m.is_available(), "model {m} is in the suite but not available: {:?}", m.availability());
+            }
+        }
+    };
+}
+
+conformance! {
+    blocking => Model::Blocking,
+    select => Model::Select,
+    event_select => Model::EventSelect,
+}

@@ -1,0 +1,275 @@
+//! `iomodels`: serve with any socket I/O model, list the models, generate load.
+//!
+//! Every subcommand is a thin shell over a library: `serve` over `iomodels-server`, `load` over
+//! `iomodels-load`. Errors end the process with one line on stderr and a non-zero status.
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use iomodels_core::units::{parse_bytes, parse_duration};
+use iomodels_core::ServiceKind;
+use iomodels_load::LoadConfig;
+use iomodels_server::{Model, Server, ServerConfig};
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "iomodels",
+    version,
+    about = "Every classic Winsock socket I/O model and its Linux counterpart, behind one echo server",
+    long_about = "Every classic Winsock socket I/O model (chapter 8 of Network Programming for \
+                  Microsoft Windows) and its Linux counterpart, behind one server API: serve \
+                  RFC 862 echo or RFC 863 discard with any model, list the models, and measure \
+                  them with a load generator that verifies every byte."
+)]
+struct Cli {
+    /// Log more (-v: debug, -vv: trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve echo (RFC 862) or discard (RFC 863) over TCP with one I/O model
+    Serve(ServeArgs),
+    /// List the I/O models: the mechanism on this OS, and whether it is available
+    Models,
+    /// Drive an echo server with closed-loop load, verify every byte, report rate and latency
+    Load(LoadArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The I/O model [default: the most scalable available; see `iomodels models`]
+    #[arg(long, value_name = "MODEL", value_parser = parse_model)]
+    model: Option<Model>,
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9990", value_parser = parse_addr)]
+    listen: SocketAddr,
+    /// The service every connection runs: echo or discard
+    #[arg(long, value_name = "SERVICE", default_value = "echo", value_parser = parse_service)]
+    service: ServiceKind,
+    /// Unsent bytes per connection above which the server stops reading from it (backpressure;
+    /// reading resumes below a quarter of it). Units: B, KiB, MiB, KB, MB
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    max_pending: usize,
+    /// On SIGINT/SIGTERM, how long open connections may go on before they are closed
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// The echo server to load
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9990", value_parser = parse_addr)]
+    connect: SocketAddr,
+    /// Connections to open
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    conns: u32,
+    /// Bytes per message. Units: B, KiB, MiB, KB, MB
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
+    size: usize,
+    /// Messages each connection keeps in flight
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    depth: u32,
+    /// How long to send (then wait for the last echoes)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Stop each connection after this many messages (whichever comes first with --duration)
+    #[arg(long, value_name = "M")]
+    messages: Option<u64>,
+    /// Load-generator threads [default: one per CPU, at most one per connection]
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_model(s: &str) -> Result<Model, String> {
+    s.parse()
+}
+
+fn parse_service(s: &str) -> Result<ServiceKind, String> {
+    s.parse()
+}
+
+/// An address as `IP:PORT`, `[IPv6]:PORT` or `host:PORT` (the first address it resolves to).
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err(format!(
+            "'{s}' has no port (expected IP:PORT, e.g. 127.0.0.1:9990)"
+        ));
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}' is not an address: {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: print as clap formats them.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", one_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Models => {
+            print!("{}", models_table());
+            Ok(())
+        }
+        Command::Load(args) => load(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Folds a multi-line message (clap's, with its hints) into the one line the CLI promises.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .init();
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = ServerConfig {
+        model: args.model.unwrap_or_else(Model::best),
+        listen: args.listen,
+        service: args.service,
+        max_pending: args.max_pending,
+        drain_timeout: args.drain_timeout,
+    };
+    let server = Server::bind(config.clone())?;
+    let shutdown = server.shutdown_handle();
+    let stats = server.stats();
+    let drain = args.drain_timeout;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!(
+                    "signal {sig}: no longer accepting; open connections may finish for {:?}",
+                    drain
+                );
+                shutdown.trigger();
+            }
+        })
+        .context("cannot start the signal thread")?;
+
+    let model = server.model();
+    println!(
+        "listening on {} (model {}: {}, service {})",
+        server.local_addr(),
+        model,
+        model.mechanism(),
+        config.service
+    );
+    std::io::stdout().flush()?;
+    server.run()?;
+    let s = stats.snapshot();
+    log::info!(
+        "stopped: {} connections served, {} refused, {} closed on errors; {} bytes in, {} out",
+        s.accepted,
+        s.refused,
+        s.errors,
+        s.bytes_in,
+        s.bytes_out
+    );
+    Ok(())
+}
+
+fn models_table() -> String {
+    let best = Model::best();
+    let mut out = format!("{:<20} {:<44} {}\n", "MODEL", "MECHANISM", "AVAILABLE");
+    for m in Model::ALL {
+        let avail = match m.availability() {
+            Ok(()) if m == best => "yes (default)".to_string(),
+            Ok(()) => "yes".to_string(),
+            Err(why) => format!("no: {why}"),
+        };
+        out.push_str(&format!(
+            "{:<20} {:<44} {}\n",
+            m.name(),
+            m.mechanism(),
+            avail
+        ));
+    }
+    out
+}
+
+fn load(args: LoadArgs) -> Result<()> {
+    let cfg = LoadConfig {
+        connect: args.connect,
+        conns: args.conns as usize,
+        size: args.size,
+        depth: args.depth as usize,
+        duration: args.duration,
+        messages_per_conn: args.messages,
+        threads: args.threads,
+        ..LoadConfig::default()
+    };
+    cfg.validate().map_err(|e| anyhow!(e))?;
+    let report =
+        iomodels_load::run(&cfg).with_context(|| format!("load against {}", args.connect))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    if report.conns_established == 0 {
+        return Err(anyhow!(
+            "no connection to {} could be established ({} connect errors)",
+            args.connect,
+            report.connect_errors
+        ));
+    }
+    if !report.is_clean() {
+        return Err(anyhow!(
+            "the run was not clean: {} connect errors, {} I/O errors, {} mismatches, {} incomplete",
+            report.connect_errors,
+            report.io_errors,
+            report.mismatches,
+            report.incomplete
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! The `iomodels` binary as a user meets it: the ready line, signals, bad input, the models
+//! table, the load generator, and peers nobody here wrote (socat).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
+
+fn iomodels(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run iomodels")
+}
+
+/// A `iomodels serve` child process, killed if a test fails before stopping it.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    ready_line: String,
+}
+
+impl Served {
+    fn start(args: &[&str]) -> Served {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn iomodels serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"))
+            .parse()
+            .unwrap();
+        Served {
+            child,
+            addr,
+            ready_line: line.trim_end().to_string(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the server.
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill takes a pid and a signal number; the pid is our own live child.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    fn terminate(self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    /// Waits (bounded) for the exit status.
+    fn wait(mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "server did not exit after the signal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn available_models() -> Vec<String> {
+    let out = iomodels(&["models"]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(" yes"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+mod per_model {
+    use super::*;
+
+    pub fn ready_line_then_sigterm_exits_zero(model: &str) {
+        let s = Served::start(&["--model", model]);
+        assert!(
+            s.ready_line.contains(&format!("(model {model}: ")),
+            "{}",
+            s.ready_line
+        );
+        let status = s.terminate();
+        assert!(status.success(), "exit status {status:?}");
+    }
+
+    /// socat, a peer nobody here wrote, as the client: 1 MiB through `socat - TCP:...`.
+    pub fn socat_echo_is_byte_identical(model: &str) {
+        let s = Served::start(&["--model", model]);
+        let data = random_bytes(1 << 20, 99);
+        let mut socat = Command::new("socat")
+            .args(["-t", "10", "-", &format!("TCP:{}", s.addr)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("socat must be installed (scripts/test.sh installs it)");
+        let mut stdin = socat.stdin.take().unwrap();
+        let to_send = data.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&to_send).unwrap());
+        let out = socat.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(
+            out.status.success(),
+            "socat failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout.len(), data.len());
+        assert!(out.stdout == data, "socat got different bytes back");
+        assert!(s.terminate().success());
+    }
+
+    /// The server process's own memory stays bounded while a client floods it and never reads.
+    pub fn server_rss_stays_bounded_under_a_64_mib_flood_that_is_never_read(model: &str) {
+        let s = Served::start(&["--model", model, "--max-pending", "256KiB"]);
+        let rss_before = vm_rss_kib(s.pid());
+        let flooder = TcpStream::connect(s.addr).unwrap();
+        flooder
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let chunk = vec![0xa5u8; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 64 << 20 {
+            match (&flooder).write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        let rss_after = vm_rss_kib(s.pid());
+        assert!(
+            sent < 64 << 20,
+            "the server took all 64 MiB from a client that never reads"
+        );
+        assert!(
+            rss_after < rss_before + 16 * 1024,
+            "server RSS grew from {rss_before} KiB to {rss_after} KiB with {sent} bytes unread"
+        );
+        drop(flooder);
+        assert!(s.terminate().success());
+    }
+
+    pub fn load_reports_a_clean_verified_run_as_json(model: &str) {
+        let s = Served::start(&["--model", model]);
+        let out = iomodels(&[
+            "load",
+            "--connect",
+            &s.addr.to_string(),
+            "--conns",
+            "10",
+            "--size",
+            "100",
+            "--messages",
+            "50",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["messages"], 500);
+        assert_eq!(v["mismatches"], 0);
+        assert_eq!(v["conns_established"], 10);
+        assert!(v["latency_us"]["p50"].as_u64().is_some());
+        assert!(v["msgs_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(s.terminate().success());
+    }
+}
+
+macro_rules! per_model {
+    ($($name:ident => $model:literal),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+                #[test] fn ready_line_then_sigterm_exits_zero() {
+                    per_model::ready_line_then_sigterm_exits_zero($model)
+                }
+                #[test] fn socat_echo_is_byte_identical() {
+                    per_model::socat_echo_is_byte_identical($model)
+                }
+                #[test] fn server_rss_stays_bounded_under_a_64_mib_flood_that_is_never_read() {
+                    per_model::server_rss_stays_bounded_under_a_64_mib_flood_that_is_never_read($model)
+                }
+                #[test] fn load_reports_a_clean_verified_run_as_json() {
+                    per_model::load_reports_a_clean_verified_run_as_json($model)
+                }
+            }
+        )*
+
+        #[test]
+        fn every_available_model_is_tested_through_the_cli() {
+            let covered = [$($model),*];
+            assert_eq!(available_models(), covered, "`iomodels models` and this suite disagree");
+        }
+    };
+}
+
+per_model! {
+    blocking => "blocking",
+    select => "select",
+    event_select => "event-select",
+}
+
+/// Asserts a failed run: non-zero status, exactly one line on stderr, containing `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(
+        !out.status.success(),
+        "expected failure, got {:?}",
+        out.status
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
+}
+
+#[test]
+fn an_unknown_model_is_one_line_naming_the_choices() {
+    let out = iomodels(&["serve", "--model", "iocp"]);
+    assert_one_line_error(&out, "unknown model 'iocp'");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("event-select"));
+}
+
+#[test]
+fn an_unparsable_address_is_one_line() {
+    assert_one_line_error(&iomodels(&["serve", "--listen", "nowhere"]), "no port");
+    assert_one_line_error(
+        &iomodels(&["serve", "--listen", "300.1.1.1:80"]),
+        "300.1.1.1:80",
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = iomodels(&["serve", "--model", "select", "--listen", &addr]);
+    assert_one_line_error(&out, &format!("cannot listen on {addr}"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
+
+#[test]
+fn a_model_not_available_here_is_one_line_saying_why() {
+    let out = iomodels(&["models"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let unavailable = table
+        .lines()
+        .skip(1)
+        .find(|l| l.contains(" no: "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string());
+    let Some(model) = unavailable else {
+        // Every model is available: nothing to refuse. (Then the table must list all seven.)
+        assert_eq!(table.lines().count(), 8);
+        return;
+    };
+    let out = iomodels(&["serve", "--model", &model, "--listen", "127.0.0.1:0"]);
+    assert_one_line_error(&out, &format!("model {model} is not available"));
+}
+
+#[test]
+fn a_bad_byte_count_is_one_line() {
+    assert_one_line_error(&iomodels(&["serve", "--max-pending", "lots"]), "byte count");
+}
+
+#[test]
+fn the_models_table_lists_all_seven_with_a_default() {
+    let out = iomodels(&["models"]);
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    for m in [
+        "blocking",
+        "select",
+        "async-select",
+        "event-select",
+        "overlapped-event",
+        "overlapped-routine",
+        "completion-port",
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(m)),
+            "{m} missing:\n{table}"
+        );
+    }
+    assert_eq!(table.matches("(default)").count(), 1, "{table}");
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let help = iomodels(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("serve"));
+    let version = iomodels(&["--version"]);
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn load_against_nothing_fails_with_one_line() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = iomodels(&[
+        "load",
+        "--connect",
+        &format!("127.0.0.1:{port}"),
+        "--duration",
+        "1s",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no connection"), "{err}");
+}
+
+#[test]
+fn serve_stops_on_sigint_too() {
+    let s = Served::start(&[]);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"abc").unwrap();
+    let mut b = [0u8; 3];
+    c.read_exact(&mut b).unwrap();
+    drop(c);
+    s.signal(libc::SIGINT);
+    assert!(s.wait().success());
+}
