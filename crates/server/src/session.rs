@@ -39,6 +39,14 @@ pub(crate) struct Session {
     pub conn: Connection,
     pub readable: bool,
     pub writable: bool,
+    /// Edge-triggered readiness (epoll with `EPOLLET`): a short read or write means the socket
+    /// is drained or full *now*, and any later change brings a new edge, so `pump` clears the
+    /// flag without paying for the call that would return `EWOULDBLOCK`.
+    pub edge_triggered: bool,
+    /// The peer's FIN has been announced (`EPOLLRDHUP`): a short read is then not the end of
+    /// what there is to read, since the end of stream still waits behind the data and no new
+    /// edge will announce it.
+    pub peer_closing: bool,
     stats: Arc<Stats>,
     /// Pending bytes last added to `stats.pending_bytes`.
     published_pending: usize,
@@ -54,6 +62,8 @@ impl Session {
             conn: Connection::new(ctx.service, ctx.limits),
             readable: false,
             writable: true,
+            edge_triggered: false,
+            peer_closing: false,
             stats: Arc::clone(&ctx.stats),
             published_pending: 0,
         }
@@ -92,6 +102,9 @@ impl Session {
                         self.conn.on_received(&scratch[..n]);
                         bytes_in += n as u64;
                         progress = true;
+                        if n < budget && self.edge_triggered && !self.peer_closing {
+                            self.readable = false;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
@@ -99,8 +112,12 @@ impl Session {
                 }
             }
             if self.writable && self.conn.wants_write() {
+                let want = self.conn.pending_len();
                 match self.stream.write(self.conn.pending_output()) {
                     Ok(n) => {
+                        if n < want && self.edge_triggered {
+                            self.writable = false;
+                        }
                         self.conn.on_sent(n);
                         bytes_out += n as u64;
                         progress = true;

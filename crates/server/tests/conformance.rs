@@ -147,6 +147,25 @@ mod cases {
         server.stop().unwrap();
     }
 
+    /// A short message and the FIN often arrive in one go: the end of stream must not be missed
+    /// behind the data (a model that stopped reading after a short read would hang here).
+    pub fn data_and_fin_arriving_together_are_both_seen(model: Model) {
+        let server = start(model, |_| {});
+        let mut rng = Rng(5);
+        for _ in 0..100 {
+            let len = 1 + rng.next() as usize % 3000;
+            let data = rng.bytes(len);
+            let mut s = connect(&server);
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(&data).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            let mut echoed = Vec::new();
+            s.read_to_end(&mut echoed).expect("EOF after the echo");
+            assert!(echoed == data);
+        }
+        server.stop().unwrap();
+    }
+
     pub fn a_client_that_resets_mid_stream_does_not_disturb_others(model: Model) {
         let server = start(model, |_| {});
         let cfg = load(&server, 20, 200, 512);
@@ -284,6 +303,9 @@ macro_rules! conformance {
                 }
                 #[test] fn half_close_gets_everything_back_then_eof() {
                     cases::half_close_gets_everything_back_then_eof(MODEL)
+                }
+                #[test] fn data_and_fin_arriving_together_are_both_seen() {
+                    cases::data_and_fin_arriving_together_are_both_seen(MODEL)
                 }
                 #[test] fn a_client_that_resets_mid_stream_does_not_disturb_others() {
                     cases::a_client_that_resets_mid_stream_does_not_disturb_others(MODEL)

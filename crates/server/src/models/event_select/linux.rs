@@ -86,7 +86,8 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
                         let flags = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
                         match epoll.add(fd, key as u64, flags) {
                             Ok(()) => {
-                                entry.insert(Session::new(stream, ctx));
+                                let s = entry.insert(Session::new(stream, ctx));
+                                s.edge_triggered = true;
                             }
                             Err(e) => log::warn!("epoll: cannot register a socket: {e}"),
                         }
@@ -100,6 +101,9 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
                     let bits = bits as i32;
                     if bits & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR) != 0 {
                         s.readable = true;
+                    }
+                    if bits & (EPOLLRDHUP | EPOLLHUP | EPOLLERR) != 0 {
+                        s.peer_closing = true;
                     }
                     if bits & (EPOLLOUT | EPOLLHUP | EPOLLERR) != 0 {
                         s.writable = true;

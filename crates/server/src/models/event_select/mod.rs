@@ -12,7 +12,10 @@
 //! edge-triggered, for `EPOLLIN | EPOLLOUT | EPOLLRDHUP`; an edge sets the session's
 //! `readable`/`writable` flag, and the session reads and writes until `EWOULDBLOCK` clears it.
 //! Like `FD_READ` and `FD_WRITE`, an edge is not repeated for data already announced, so the
-//! model must act on it fully. A session that used its read budget for this turn (16 reads) with
+//! model must act on it fully. A read that returns less than asked means the socket is drained
+//! for now (new data brings a new edge), so the model skips the read that would only say
+//! `EWOULDBLOCK` — except after `EPOLLRDHUP`, when the end of stream waits behind the data
+//! and no further edge will announce it. A session that used its read budget for this turn (16 reads) with
 //! data still waiting goes on a ready list served next turn, so one fast client cannot starve
 //! the rest. Backpressure needs no `epoll_ctl`: a paused session keeps its `readable` flag and
 //! resumes reading as soon as its output drains.
