@@ -138,9 +138,9 @@ impl LoadReport {
             self.incomplete,
             if self.is_clean() { "  (clean)" } else { "" }
         );
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "{:<13} {:.1} % of one core",
+            "{:<13} {:.1} % of one core (this load generator)",
             "client cpu", self.client_cpu_percent
         );
         s

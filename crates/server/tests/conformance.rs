@@ -16,7 +16,7 @@ fn start(model: Model, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
     let mut config = ServerConfig {
         model,
         listen: "127.0.0.1:0".parse().unwrap(),
-        drain_timeout: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(10),
         ..ServerConfig::default()
     };
     tweak(&mut config);
