@@ -60,6 +60,9 @@ struct ServeArgs {
     /// On SIGINT/SIGTERM, how long open connections may go on before they are closed
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Worker threads of the completion-port model, each with its own ring [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
 }
 
 #[derive(Args)]
@@ -172,6 +175,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         service: args.service,
         max_pending: args.max_pending,
         drain_timeout: args.drain_timeout,
+        workers: args.workers.map(|n| n as usize),
+        ..ServerConfig::default()
     };
     let server = Server::bind(config.clone())?;
     let shutdown = server.shutdown_handle();

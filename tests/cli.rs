@@ -246,6 +246,9 @@ per_model! {
     blocking => "blocking",
     select => "select",
     event_select => "event-select",
+    overlapped_event => "overlapped-event",
+    overlapped_routine => "overlapped-routine",
+    completion_port => "completion-port",
 }
 
 /// Asserts a failed run: non-zero status, exactly one line on stderr, containing `needle`.

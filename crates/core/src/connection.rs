@@ -9,6 +9,13 @@
 //! spent. The read budget is also capped at the room left below the high-water mark, so an echo
 //! connection never holds more than `high_water` unsent bytes.
 //!
+//! ## Two ways to send
+//! Readiness models send from the connection's buffer: [`Connection::pending_output`], then
+//! [`Connection::on_sent`]. Completion models must hand a buffer to the kernel and not touch it
+//! until the send completes, so they take the output out: [`Connection::take_output`] moves the
+//! unsent bytes into an owned buffer, and [`Connection::on_send_complete`] reports what the
+//! kernel sent. Bytes handed out still count as unsent for backpressure until then.
+//!
 //! ## Half-close
 //! When the peer shuts down its write side (a read returns 0), the connection stops reading,
 //! finishes sending what it owes, then asks the model to shut down its own write side; after
@@ -63,6 +70,8 @@ pub struct Connection {
     peer_eof: bool,
     /// Our write side has been shut down; the connection is over.
     write_shut: bool,
+    /// Bytes handed to a completion model's send and not yet reported sent.
+    in_flight: usize,
 }
 
 impl Connection {
@@ -75,6 +84,7 @@ impl Connection {
             paused: false,
             peer_eof: false,
             write_shut: false,
+            in_flight: 0,
         }
     }
 
@@ -86,7 +96,7 @@ impl Connection {
         if self.peer_eof || self.paused || self.write_shut {
             0
         } else {
-            self.limits.high_water - self.out.len()
+            self.limits.high_water - self.pending_len()
         }
     }
 
@@ -107,7 +117,7 @@ impl Connection {
     pub fn on_received(&mut self, data: &[u8]) {
         debug_assert!(!self.peer_eof, "bytes received after end of stream");
         self.service.on_input(data, &mut self.out);
-        if self.out.len() >= self.limits.high_water {
+        if self.pending_len() >= self.limits.high_water {
             self.paused = true;
         }
     }
@@ -127,12 +137,13 @@ impl Connection {
         self.out.as_slice()
     }
 
-    /// How many bytes are waiting to be sent.
+    /// How many bytes are waiting to be sent, including those handed out by
+    /// [`Connection::take_output`] and not yet reported sent.
     pub fn pending_len(&self) -> usize {
-        self.out.len()
+        self.out.len() + self.in_flight
     }
 
-    /// True when there is output to send.
+    /// True when there is output to send (not yet handed out).
     pub fn wants_write(&self) -> bool {
         !self.out.is_empty()
     }
@@ -140,7 +151,35 @@ impl Connection {
     /// The socket took the first `n` bytes of [`Connection::pending_output`].
     pub fn on_sent(&mut self, n: usize) {
         self.out.consume(n);
-        if self.paused && self.out.len() <= self.limits.low_water {
+        self.maybe_resume();
+    }
+
+    /// Completion models: moves every unsent byte into an owned buffer for one send operation
+    /// and keeps `spare` (cleared) as the storage for new output. The bytes count as pending
+    /// until [`Connection::on_send_complete`] reports them sent.
+    pub fn take_output(&mut self, spare: Vec<u8>) -> Vec<u8> {
+        let buf = self.out.take(spare);
+        self.in_flight += buf.len();
+        buf
+    }
+
+    /// Completion models: the kernel sent `n` bytes of a buffer from
+    /// [`Connection::take_output`].
+    ///
+    /// # Panics
+    /// If `n` is more than the bytes handed out and not yet reported.
+    pub fn on_send_complete(&mut self, n: usize) {
+        assert!(
+            n <= self.in_flight,
+            "sent {n} of {} bytes in flight",
+            self.in_flight
+        );
+        self.in_flight -= n;
+        self.maybe_resume();
+    }
+
+    fn maybe_resume(&mut self) {
+        if self.paused && self.pending_len() <= self.limits.low_water {
             self.paused = false;
         }
     }
@@ -148,7 +187,7 @@ impl Connection {
     /// True when the model should shut down the socket's write side now: the peer has finished
     /// sending and everything owed has been sent.
     pub fn should_shutdown_write(&self) -> bool {
-        self.peer_eof && self.out.is_empty() && !self.write_shut
+        self.peer_eof && self.pending_len() == 0 && !self.write_shut
     }
 
     /// The model shut down the socket's write side.
@@ -164,7 +203,7 @@ impl Connection {
     /// True when the connection is idle: nothing owed, nothing paused, not finished. A server
     /// draining for shutdown may wait for this.
     pub fn is_idle(&self) -> bool {
-        self.out.is_empty() && !self.paused
+        self.pending_len() == 0 && !self.paused
     }
 
     /// Heap bytes held by this connection's output buffer (for memory accounting).
@@ -265,6 +304,31 @@ mod tests {
         c.on_write_shutdown();
         assert!(c.is_finished());
         assert!(!c.should_shutdown_write());
+    }
+
+    #[test]
+    fn output_taken_for_a_completion_send_counts_until_reported() {
+        let limits = Limits {
+            high_water: 100,
+            low_water: 10,
+        };
+        let mut c = Connection::new(ServiceKind::Echo, limits);
+        c.on_received(&[1; 100]);
+        assert!(c.is_backpressured());
+        let buf = c.take_output(Vec::new());
+        assert_eq!(buf.len(), 100);
+        assert!(!c.wants_write(), "everything is handed out");
+        assert_eq!(c.pending_len(), 100, "still in flight: still pending");
+        assert_eq!(c.read_budget(), 0);
+        c.on_send_complete(60);
+        assert!(c.is_backpressured(), "40 left in flight, above low water");
+        c.on_send_complete(35);
+        assert!(!c.is_backpressured());
+        assert_eq!(c.read_budget(), 95);
+        c.on_peer_eof();
+        assert!(!c.should_shutdown_write(), "5 bytes still in flight");
+        c.on_send_complete(5);
+        assert!(c.should_shutdown_write());
     }
 
     #[test]

@@ -66,6 +66,21 @@ impl OutBuf {
         }
     }
 
+    /// Hands over every unsent byte as an owned `Vec` (exactly the pending bytes, oldest first),
+    /// and continues with `replacement` (cleared) as its storage.
+    ///
+    /// Completion models need this: a posted send must own its buffer until the kernel says the
+    /// send is over, while new output keeps arriving. The move costs no copy when nothing was
+    /// consumed from the front.
+    pub fn take(&mut self, mut replacement: Vec<u8>) -> Vec<u8> {
+        replacement.clear();
+        if self.head > 0 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        std::mem::replace(&mut self.buf, replacement)
+    }
+
     /// Bytes of heap this buffer holds (for memory accounting).
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
@@ -101,6 +116,18 @@ mod tests {
         b.consume(1 << 20);
         assert!(b.is_empty());
         assert!(b.capacity() <= KEEP_WHEN_EMPTY);
+    }
+
+    #[test]
+    fn take_hands_over_exactly_the_unsent_bytes() {
+        let mut b = OutBuf::new();
+        b.extend(b"hello world");
+        b.consume(6);
+        let taken = b.take(Vec::with_capacity(4));
+        assert_eq!(taken, b"world");
+        assert!(b.is_empty());
+        b.extend(b"!");
+        assert_eq!(b.as_slice(), b"!");
     }
 
     #[test]

@@ -46,6 +46,30 @@ pub struct ServerConfig {
     pub max_pending: usize,
     /// How long open connections may go on after shutdown is requested.
     pub drain_timeout: Duration,
+    /// Worker threads of the `completion-port` model (`None`: one per CPU).
+    pub workers: Option<usize>,
+    /// The provided-buffer ring of the `completion-port` model (per worker).
+    pub recv_buffers: RecvBuffers,
+}
+
+/// The provided-buffer ring a `completion-port` worker receives into: `count` buffers of `size`
+/// bytes, shared by all of the worker's connections, so an idle connection holds none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvBuffers {
+    /// How many buffers (a power of two, at most 32768).
+    pub count: u16,
+    /// Bytes per buffer.
+    pub size: usize,
+}
+
+impl Default for RecvBuffers {
+    /// 256 buffers of 4 KiB: 1 MiB per worker, touched only as traffic needs it.
+    fn default() -> Self {
+        RecvBuffers {
+            count: 256,
+            size: 4096,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +80,8 @@ impl Default for ServerConfig {
             service: ServiceKind::Echo,
             max_pending: Limits::DEFAULT_HIGH_WATER,
             drain_timeout: Duration::from_secs(5),
+            workers: None,
+            recv_buffers: RecvBuffers::default(),
         }
     }
 }
@@ -114,6 +140,8 @@ pub(crate) struct Ctx {
     pub stats: Arc<Stats>,
     pub shutdown: Shutdown,
     pub drain_timeout: Duration,
+    pub workers: usize,
+    pub recv_buffers: RecvBuffers,
 }
 
 /// A bound server, ready to run.
@@ -133,7 +161,21 @@ impl Server {
                 model: config.model,
                 reason,
             })?;
-        let listener = listen(config.listen).map_err(|source| ServerError::Bind {
+        if !config.recv_buffers.count.is_power_of_two()
+            || config.recv_buffers.count > 32768
+            || config.recv_buffers.size == 0
+        {
+            return Err(ServerError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the receive buffer ring needs a power-of-two count (at most 32768) of non-empty buffers",
+            )));
+        }
+        let workers = config
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let reuse_port = config.model == Model::CompletionPort && workers > 1;
+        let listener = listen(config.listen, reuse_port).map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -146,6 +188,8 @@ impl Server {
                 stats: Arc::new(Stats::default()),
                 shutdown: Shutdown::new(),
                 drain_timeout: config.drain_timeout,
+                workers,
+                recv_buffers: config.recv_buffers,
             },
         })
     }
@@ -229,11 +273,16 @@ impl Drop for RunningServer {
 }
 
 /// Opens a listening TCP socket: SO_REUSEADDR (so a restarted server can bind over
-/// TIME_WAIT), a deep backlog, IPv6 sockets v6-only.
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// TIME_WAIT), a deep backlog, IPv6 sockets v6-only; with `reuse_port`, SO_REUSEPORT too, so
+/// each worker of a model can open its own listener on the same port and the kernel spreads
+/// the connections over them.
+pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        sys::set_reuse_port(&socket)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }

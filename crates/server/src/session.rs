@@ -151,8 +151,9 @@ impl Session {
         result
     }
 
-    /// Adds this pump's traffic to the server's counters and moves the pending gauge.
-    fn publish(&mut self, bytes_in: u64, bytes_out: u64) {
+    /// Adds traffic to the server's counters and moves the pending gauge to this connection's
+    /// current unsent bytes.
+    pub fn publish(&mut self, bytes_in: u64, bytes_out: u64) {
         if bytes_in > 0 {
             self.stats.bytes_in.fetch_add(bytes_in, Relaxed);
         }

@@ -26,6 +26,12 @@ pub struct Stats {
     pub peak_conn_pending: AtomicUsize,
     /// `accept` failed for lack of descriptors (EMFILE/ENFILE) and accepting paused.
     pub accept_pauses: AtomicU64,
+    /// Completion models: operations posted to the kernel whose final completion has not
+    /// arrived yet (gauge). Zero after a clean shutdown: nothing leaked.
+    pub ops_in_flight: AtomicI64,
+    /// Completion models: multishot receives that ended because the provided-buffer ring was
+    /// empty (ENOBUFS) and were re-armed once buffers came back.
+    pub recv_buffer_exhausted: AtomicU64,
 }
 
 /// A plain copy of [`Stats`] at one moment.
@@ -49,6 +55,10 @@ pub struct StatsSnapshot {
     pub peak_conn_pending: usize,
     /// See [`Stats::accept_pauses`].
     pub accept_pauses: u64,
+    /// See [`Stats::ops_in_flight`].
+    pub ops_in_flight: i64,
+    /// See [`Stats::recv_buffer_exhausted`].
+    pub recv_buffer_exhausted: u64,
 }
 
 impl Stats {
@@ -64,6 +74,8 @@ impl Stats {
             pending_bytes: self.pending_bytes.load(Relaxed),
             peak_conn_pending: self.peak_conn_pending.load(Relaxed),
             accept_pauses: self.accept_pauses.load(Relaxed),
+            ops_in_flight: self.ops_in_flight.load(Relaxed),
+            recv_buffer_exhausted: self.recv_buffer_exhausted.load(Relaxed),
         }
     }
 }

@@ -340,4 +340,7 @@ conformance! {
     blocking => Model::Blocking,
     select => Model::Select,
     event_select => Model::EventSelect,
+    overlapped_event => Model::OverlappedEvent,
+    overlapped_routine => Model::OverlappedRoutine,
+    completion_port => Model::CompletionPort,
 }

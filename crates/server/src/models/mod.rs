@@ -6,10 +6,15 @@
 //! counterpart, the limits and the pitfalls.
 
 pub mod blocking;
+pub mod completion_port;
 pub mod event_select;
+pub mod overlapped_event;
+pub mod overlapped_routine;
 pub mod select;
 #[cfg(not(target_os = "linux"))]
 mod unsupported;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use crate::shutdown::Shutdown;
 use crate::{Ctx, Model};
@@ -24,9 +29,9 @@ pub(crate) fn mechanism(model: Model) -> &'static str {
         Model::Select => select::MECHANISM,
         Model::EventSelect => event_select::MECHANISM,
         Model::AsyncSelect => "signal-driven I/O (F_SETSIG + signalfd)",
-        Model::OverlappedEvent => "io_uring, one ring, a table of operations",
-        Model::OverlappedRoutine => "io_uring, completion callbacks",
-        Model::CompletionPort => "io_uring, a ring per worker",
+        Model::OverlappedEvent => overlapped_event::MECHANISM,
+        Model::OverlappedRoutine => overlapped_routine::MECHANISM,
+        Model::CompletionPort => completion_port::MECHANISM,
     }
 }
 
@@ -37,9 +42,9 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
         Model::Select => select::availability(),
         Model::EventSelect => event_select::availability(),
         Model::AsyncSelect => Err("not built yet (issue #6)".into()),
-        Model::OverlappedEvent | Model::OverlappedRoutine | Model::CompletionPort => {
-            Err("not built yet (issue #3)".into())
-        }
+        Model::OverlappedEvent => overlapped_event::availability(),
+        Model::OverlappedRoutine => overlapped_routine::availability(),
+        Model::CompletionPort => completion_port::availability(),
     }
 }
 
@@ -49,6 +54,9 @@ pub(crate) fn run(model: Model, listener: TcpListener, ctx: &Ctx) -> io::Result<
         Model::Blocking => blocking::run(listener, ctx),
         Model::Select => select::run(listener, ctx),
         Model::EventSelect => event_select::run(listener, ctx),
+        Model::OverlappedEvent => overlapped_event::run(listener, ctx),
+        Model::OverlappedRoutine => overlapped_routine::run(listener, ctx),
+        Model::CompletionPort => completion_port::run(listener, ctx),
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(

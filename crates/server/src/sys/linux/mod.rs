@@ -16,7 +16,14 @@ macro_rules! syscall {
 pub mod epoll;
 mod poll;
 pub mod select;
+pub mod uring;
 mod waker;
 
 pub use poll::wait_readable;
 pub use waker::Waker;
+
+/// Sets SO_REUSEPORT, so several listeners can share a port and the kernel spreads incoming
+/// connections over them.
+pub fn set_reuse_port(socket: &socket2::Socket) -> std::io::Result<()> {
+    socket.set_reuse_port(true)
+}

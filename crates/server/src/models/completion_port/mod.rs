@@ -1,0 +1,48 @@
+//! # `completion-port`: a few workers, each its own ring, serving every socket
+//!
+//! **Winsock original.** An I/O completion port (`CreateIoCompletionPort`) collects the
+//! completions of every socket associated with it; a small pool of worker threads — one per
+//! CPU — loops on `GetQueuedCompletionStatus`, and the completion key and OVERLAPPED of each
+//! packet say which connection and operation it was. `AcceptEx` posts accepts ahead of time,
+//! and the "zero-byte read" trick (post a `WSARecv` of 0 bytes, read for real only when it
+//! completes) keeps idle connections from pinning receive buffers. The book's claim: one worker
+//! per CPU serves tens of thousands of sockets (40,000+ on a 2003 PC; 12,000 at ~40% CPU).
+//!
+//! **Linux counterpart.** io_uring, one ring per worker, one worker per CPU (`--workers N`).
+//! Each worker has its own `SO_REUSEPORT` listener on the same port, so the kernel spreads new
+//! connections over the workers and no accepted socket crosses threads (the alternative, one
+//! acceptor handing sockets to the others, was measured against it: see ARCHITECTURE.md). What a
+//! modern kernel offers replaces the Windows tricks:
+//! - a **multishot accept** per worker instead of a batch of `AcceptEx`;
+//! - a **multishot recv** per connection, filling buffers the kernel picks from the worker's
+//!   **provided-buffer ring** only when data arrives — an idle connection holds no receive
+//!   buffer, the zero-byte-read trick done by the kernel;
+//! - **batching**: submissions queue up during a turn and go to the kernel in the one
+//!   `io_uring_enter` that also waits; with `DEFER_TASKRUN` the completion work runs there too.
+//!
+//! Sends take the connection's output as an owned buffer (one send in flight per connection,
+//! re-posted for the rest after a short write, freed only at its completion). Backpressure
+//! cancels a connection's multishot recv; bytes already delivered in provided buffers are
+//! parked in order and fed as the output drains, then the recv is re-armed. When the buffer
+//! ring runs dry, a multishot recv ends with `ENOBUFS`: the connection is re-armed once buffers
+//! come back — the bytes wait in the socket meanwhile, nothing is lost or reordered.
+//!
+//! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one);
+//! buffer-ring size (`RecvBuffers`, 256 × 4 KiB per worker by default); io_uring must be
+//! allowed (containers often block it: the model is then unavailable and says why, and the
+//! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
+//! not by load.
+//!
+//! **Pitfalls.** The one rule of completion I/O (in `models/uring`): nothing a posted operation
+//! points at may be freed before its final completion — after a cancel, a reset, or at
+//! shutdown, which cancels everything and reaps until the table is empty. Provided buffers must
+//! be returned to the ring, or it runs dry. A multishot operation's completions keep coming
+//! until one arrives without `IORING_CQE_F_MORE`.
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{availability, run, MECHANISM};
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) use super::unsupported::{availability, run, MECHANISM};

@@ -1,0 +1,24 @@
+//! io_uring with table dispatch and owned receive buffers.
+
+use crate::models::uring::{Engine, EngineConfig, Recv};
+use crate::Ctx;
+use std::io;
+use std::net::TcpListener;
+
+pub(crate) const MECHANISM: &str = "io_uring, one ring, a table of operations";
+
+pub(crate) fn availability() -> Result<(), String> {
+    crate::sys::uring::probe()
+}
+
+/// The engine configured as overlapped I/O with event notification.
+pub(crate) const CONFIG: EngineConfig = EngineConfig {
+    recv: Recv::Owned { size: 16 * 1024 },
+    accepts: 4,
+    routines: None,
+    ring_entries: 4096,
+};
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    Engine::new(ctx, listener, CONFIG)?.run()
+}

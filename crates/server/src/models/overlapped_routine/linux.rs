@@ -1,0 +1,28 @@
+//! io_uring with a completion routine in every operation record.
+
+use crate::models::overlapped_event;
+use crate::models::uring::{Engine, EngineConfig, Routines};
+use crate::Ctx;
+use std::io;
+use std::net::TcpListener;
+
+pub(crate) const MECHANISM: &str = "io_uring, a completion routine per operation";
+
+pub(crate) fn availability() -> Result<(), String> {
+    crate::sys::uring::probe()
+}
+
+/// The routines posted with each operation: each finishes its operation and posts the next.
+const ROUTINES: Routines = Routines {
+    accept: |engine, done| engine.accept_done(done),
+    recv: |engine, done| engine.recv_done(done),
+    send: |engine, done| engine.send_done(done),
+};
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    let config = EngineConfig {
+        routines: Some(ROUTINES),
+        ..overlapped_event::CONFIG
+    };
+    Engine::new(ctx, listener, config)?.run()
+}

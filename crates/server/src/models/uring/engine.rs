@@ -1,0 +1,815 @@
+//! [`Engine`]: one io_uring, its table of operation records, and the connections they serve.
+//! See the module doc of `models/uring` for the rule every function here keeps.
+
+use crate::models::{min_timeout, Drain};
+use crate::session::Session;
+use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd, Ring};
+use crate::sys::Waker;
+use crate::Ctx;
+use slab::Slab;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The `conn` of records that belong to no connection (accept, wake-up, cancel).
+const NO_CONN: usize = usize::MAX;
+/// How long accepting pauses when the process is out of descriptors.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+/// How long shutdown waits for the kernel to complete cancelled operations.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// Send and receive buffers kept for reuse (beyond that they go back to the allocator).
+const POOL_MAX: usize = 64;
+/// Send buffers larger than this are not kept for reuse.
+const POOL_BUF_MAX: usize = 64 * 1024;
+
+/// How connections receive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Recv {
+    /// One single-shot recv at a time per connection, into a buffer of `size` bytes that the
+    /// connection's record owns (overlapped I/O: `WSARecv` with a posted buffer).
+    Owned { size: usize },
+    /// One multishot recv per connection, filling buffers the kernel picks from the ring's
+    /// provided-buffer group (a completion port with the zero-byte-read trick: no buffer is
+    /// tied up by an idle connection).
+    Multishot,
+}
+
+/// A completion routine: run by the wait loop for the final completion of an operation that
+/// carries it (`overlapped-routine`).
+pub(crate) type Routine = fn(&mut Engine<'_>, Done);
+
+/// The routines `overlapped-routine` attaches to every accept, receive and send it posts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Routines {
+    pub accept: Routine,
+    pub recv: Routine,
+    pub send: Routine,
+}
+
+/// What distinguishes the three models.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EngineConfig {
+    /// Owned buffers or a provided-buffer ring.
+    pub recv: Recv,
+    /// Single-shot accepts kept posted (several `AcceptEx`); 0 means one multishot accept.
+    pub accepts: usize,
+    /// `Some`: each operation carries its completion routine; `None`: the loop looks the
+    /// record's kind up in a table.
+    pub routines: Option<Routines>,
+    /// Submission queue entries.
+    pub ring_entries: u32,
+}
+
+/// What an operation record is for, and the buffer it owns.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Accept,
+    /// A single-shot receive into this buffer.
+    Recv(Vec<u8>),
+    /// A multishot receive from the provided-buffer ring.
+    RecvMulti,
+    /// A send of `buf[off..]`.
+    Send {
+        buf: Vec<u8>,
+        off: usize,
+    },
+    /// The multishot poll on the shutdown waker.
+    Wake,
+    /// An `ASYNC_CANCEL` of another record.
+    Cancel,
+}
+
+impl Kind {
+    /// The kind of a record that stays in the table (a non-final multishot completion): only
+    /// buffer-less kinds are multishot.
+    fn peek(&self) -> Kind {
+        match self {
+            Kind::Accept => Kind::Accept,
+            Kind::RecvMulti => Kind::RecvMulti,
+            Kind::Wake => Kind::Wake,
+            other => unreachable!("{other:?} is never multishot"),
+        }
+    }
+}
+
+/// An operation record: posted to the kernel, freed at its final completion.
+struct Op {
+    generation: u32,
+    conn: usize,
+    kind: Kind,
+    routine: Option<Routine>,
+}
+
+/// One completion, with its record's context: the connection, and (on the final completion)
+/// the record's kind and buffer, handed back to the handler.
+pub(crate) struct Done {
+    pub conn: usize,
+    pub cqe: Cqe,
+    pub kind: Kind,
+}
+
+/// A provided buffer a connection could not take yet (backpressure): its bytes `off..len`
+/// still wait, in order, ahead of anything received later.
+struct Parked {
+    bid: u16,
+    off: usize,
+    len: usize,
+}
+
+/// A connection of the completion models.
+struct UConn {
+    /// The socket, the connection state machine and the server-wide accounting.
+    s: Session,
+    fd: RawFd,
+    /// User data of the posted receive, if any.
+    recv_op: Option<u64>,
+    /// User data of the posted send, if any (one at a time keeps the bytes in order).
+    send_op: Option<u64>,
+    /// A cancel was posted for the multishot receive (backpressure or close).
+    recv_cancelled: bool,
+    /// The connection is over: its operations are being cancelled; dropped when none is left.
+    closing: bool,
+    /// The peer's end of stream arrived (behind any parked data).
+    eof_seen: bool,
+    /// Multishot: the receive ended for lack of buffers; re-armed when some come back.
+    starved: bool,
+    parked: VecDeque<Parked>,
+}
+
+/// One ring, its operation table and its connections: the whole of a single-threaded
+/// completion model, or one worker of `completion-port`.
+pub(crate) struct Engine<'a> {
+    ctx: &'a Ctx,
+    cfg: EngineConfig,
+    ops: Slab<Op>,
+    next_generation: u32,
+    conns: Slab<UConn>,
+    listener: Option<TcpListener>,
+    accepts_posted: usize,
+    accept_paused_until: Option<Instant>,
+    waker: Arc<Waker>,
+    /// Shutdown requested: no new connections.
+    draining: bool,
+    /// Final phase: everything is being cancelled; nothing new is posted.
+    stopping: bool,
+    send_pool: Vec<Vec<u8>>,
+    recv_pool: Vec<Vec<u8>>,
+    /// Provided buffers handed to us by the kernel and not yet recycled.
+    bufs_out: usize,
+    starved: Vec<usize>,
+    cqes: Vec<Cqe>,
+    published_ops: i64,
+    /// Declared last: dropped after every record and buffer above (and only once the table is
+    /// empty, see [`Engine::run`]).
+    ring: Ring,
+}
+
+impl<'a> Engine<'a> {
+    /// Creates the ring (and, for multishot receives, its provided-buffer ring). Call on the
+    /// thread that will run the engine.
+    pub fn new(ctx: &'a Ctx, listener: TcpListener, cfg: EngineConfig) -> io::Result<Engine<'a>> {
+        let mut ring = Ring::new(cfg.ring_entries)?;
+        if let Recv::Multishot = cfg.recv {
+            ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
+        }
+        Ok(Engine {
+            ctx,
+            cfg,
+            ops: Slab::new(),
+            next_generation: 0,
+            conns: Slab::new(),
+            listener: Some(listener),
+            accepts_posted: 0,
+            accept_paused_until: None,
+            waker: ctx.shutdown.register()?,
+            draining: false,
+            stopping: false,
+            send_pool: Vec::new(),
+            recv_pool: Vec::new(),
+            bufs_out: 0,
+            starved: Vec::new(),
+            cqes: Vec::with_capacity(1024),
+            published_ops: 0,
+            ring,
+        })
+    }
+
+    /// Serves until shutdown and drain are over, then cancels everything in flight and waits
+    /// for every final completion before the ring and the buffers are freed.
+    pub fn run(mut self) -> io::Result<()> {
+        self.arm_wake()?;
+        self.arm_accepts();
+        let mut drain = Drain::new(self.ctx.drain_timeout);
+        let served = loop {
+            if drain.begins(&self.ctx.shutdown) {
+                self.stop_accepting();
+            }
+            if drain.is_over(self.conns.len()) {
+                break Ok(());
+            }
+            self.resume_accepting_if_due();
+            self.rearm_starved();
+            let pause = self
+                .accept_paused_until
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self
+                .ring
+                .submit_and_wait(min_timeout(drain.wait_limit(), pause))
+            {
+                break Err(e);
+            }
+            self.complete_all();
+        };
+        if self.cancel_everything() {
+            served
+        } else {
+            let left = self.ops.len();
+            log::error!("{left} io_uring operations never completed: leaking their buffers");
+            std::mem::forget(self);
+            served
+        }
+    }
+
+    // ---- the wait loop's side: completions to handlers -------------------------------------
+
+    fn complete_all(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        self.ring.reap(&mut cqes);
+        for cqe in cqes.drain(..) {
+            self.complete(cqe);
+        }
+        self.cqes = cqes;
+        self.publish_ops();
+    }
+
+    fn complete(&mut self, cqe: Cqe) {
+        let key = (cqe.user_data & 0xffff_ffff) as usize;
+        let generation = (cqe.user_data >> 32) as u32;
+        let Some(op) = self.ops.get(key) else {
+            log::error!("completion for unknown operation {:#x}", cqe.user_data);
+            return;
+        };
+        debug_assert_eq!(op.generation, generation, "stale user data");
+        if cqe.more() {
+            let done = Done {
+                conn: op.conn,
+                cqe,
+                kind: op.kind.peek(),
+            };
+            return self.dispatch(done);
+        }
+        // The final completion: the record leaves the table, and its buffer goes to the
+        // handler, which may reuse it or drop it.
+        let op = self.ops.remove(key);
+        let done = Done {
+            conn: op.conn,
+            cqe,
+            kind: op.kind,
+        };
+        match op.routine {
+            Some(routine) => routine(self, done),
+            None => self.dispatch(done),
+        }
+    }
+
+    /// Table dispatch: the record's kind says which handler runs (`WSAGetOverlappedResult`
+    /// on the looked-up OVERLAPPED, or the completion key of a completion port).
+    pub fn dispatch(&mut self, done: Done) {
+        match done.kind {
+            Kind::Accept => self.accept_done(done),
+            Kind::Recv(_) => self.recv_done(done),
+            Kind::RecvMulti => self.recv_multi_done(done),
+            Kind::Send { .. } => self.send_done(done),
+            Kind::Wake => self.wake_done(done),
+            Kind::Cancel => {}
+        }
+    }
+
+    // ---- posting ------------------------------------------------------------------------
+
+    /// Puts a record in the table and posts its submission. `build` makes the submission from
+    /// the record's kind, after the record is in place, so pointers into its buffer are final.
+    fn post(
+        &mut self,
+        conn: usize,
+        kind: Kind,
+        build: impl FnOnce(&Kind) -> io_uring::squeue::Entry,
+    ) -> io::Result<u64> {
+        let generation = self.next_generation;
+        self.next_generation = generation.wrapping_add(1);
+        let routine = self.cfg.routines.and_then(|r| match kind {
+            Kind::Accept => Some(r.accept),
+            Kind::Recv(_) => Some(r.recv),
+            Kind::Send { .. } => Some(r.send),
+            _ => None,
+        });
+        let entry = self.ops.vacant_entry();
+        let key = entry.key();
+        let user_data = (u64::from(generation) << 32) | key as u64;
+        let op = entry.insert(Op {
+            generation,
+            conn,
+            kind,
+            routine,
+        });
+        let sqe = build(&op.kind).user_data(user_data);
+        // SAFETY: every buffer the submission points at is owned by the record just inserted
+        // in the table (a Vec's heap block does not move with the Vec), and every descriptor by
+        // a connection or listener that outlives its operations; the record is removed only at
+        // the operation's final completion (the one rule, see the module doc).
+        if let Err(e) = unsafe { self.ring.push(&sqe) } {
+            self.ops.remove(key);
+            return Err(e);
+        }
+        Ok(user_data)
+    }
+
+    fn cancel(&mut self, target: u64) {
+        if let Err(e) = self.post(NO_CONN, Kind::Cancel, |_| {
+            opcode::AsyncCancel::new(target).build()
+        }) {
+            log::error!("cannot post a cancel: {e}");
+        }
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let fd = self.waker.as_raw_fd();
+        self.post(NO_CONN, Kind::Wake, |_| {
+            opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+        })
+        .map(drop)
+    }
+
+    fn arm_accepts(&mut self) {
+        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        if self.draining || self.accept_paused_until.is_some() {
+            return;
+        }
+        let multishot = self.cfg.accepts == 0;
+        let want = self.cfg.accepts.max(1);
+        while self.accepts_posted < want {
+            let posted = self.post(NO_CONN, Kind::Accept, |_| {
+                if multishot {
+                    opcode::AcceptMulti::new(Fd(fd))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                } else {
+                    opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                }
+            });
+            match posted {
+                Ok(_) => self.accepts_posted += 1,
+                Err(e) => {
+                    log::error!("cannot post an accept: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn stop_accepting(&mut self) {
+        self.draining = true;
+        if let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) {
+            if self.accepts_posted == 0 {
+                self.listener = None;
+            } else {
+                // The listener stays open until the accepts' final completions arrive.
+                let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all()).build();
+                if let Err(e) = self.post(NO_CONN, Kind::Cancel, |_| cancel) {
+                    log::error!("cannot cancel the accepts: {e}");
+                }
+            }
+        }
+    }
+
+    fn resume_accepting_if_due(&mut self) {
+        if self
+            .accept_paused_until
+            .is_some_and(|t| Instant::now() >= t)
+        {
+            self.accept_paused_until = None;
+            self.arm_accepts();
+        }
+    }
+
+    fn post_recv(&mut self, c: usize) {
+        let u = &self.conns[c];
+        if self.stopping
+            || u.closing
+            || u.recv_op.is_some()
+            || u.eof_seen
+            || u.starved
+            || !u.parked.is_empty()
+            || !u.s.conn.wants_read()
+        {
+            return;
+        }
+        let fd = u.fd;
+        let posted = match self.cfg.recv {
+            Recv::Owned { size } => {
+                let len = u.s.conn.read_budget().min(size) as u32;
+                let mut buf = self.recv_pool.pop().unwrap_or_else(|| vec![0; size]);
+                let ptr = buf.as_mut_ptr();
+                self.post(c, Kind::Recv(buf), |_| {
+                    opcode::Recv::new(Fd(fd), ptr, len).build()
+                })
+            }
+            Recv::Multishot => {
+                let group = self.ring.bufs().map_or(0, |b| b.group());
+                self.post(c, Kind::RecvMulti, |_| {
+                    opcode::RecvMulti::new(Fd(fd), group).build()
+                })
+            }
+        };
+        match posted {
+            Ok(ud) => {
+                let u = &mut self.conns[c];
+                u.recv_op = Some(ud);
+                u.recv_cancelled = false;
+            }
+            Err(e) => self.fail(c, &e),
+        }
+    }
+
+    fn try_send(&mut self, c: usize) {
+        let u = &mut self.conns[c];
+        if self.stopping || u.closing || u.send_op.is_some() || !u.s.conn.wants_write() {
+            return;
+        }
+        let spare = self.send_pool.pop().unwrap_or_default();
+        let buf = u.s.conn.take_output(spare);
+        self.post_send(c, buf, 0);
+    }
+
+    fn post_send(&mut self, c: usize, buf: Vec<u8>, off: usize) {
+        let fd = self.conns[c].fd;
+        let rest = &buf[off..];
+        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
+        match self.post(c, Kind::Send { buf, off }, |_| {
+            opcode::Send::new(Fd(fd), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }) {
+            Ok(ud) => self.conns[c].send_op = Some(ud),
+            Err(e) => self.fail(c, &e),
+        }
+    }
+
+    // ---- handlers -------------------------------------------------------------------------
+
+    /// An accept completed: adopt the new socket and post its first receive.
+    pub fn accept_done(&mut self, done: Done) {
+        let last = !done.cqe.more();
+        if last {
+            self.accepts_posted -= 1;
+        }
+        let res = done.cqe.result;
+        if res >= 0 {
+            // SAFETY: a successful accept completion's result is a new descriptor that nothing
+            // else owns; the TcpStream now owns (and will close) it.
+            let stream = unsafe { TcpStream::from_raw_fd(res) };
+            if !self.draining {
+                self.adopt(stream);
+            }
+        } else {
+            match -res {
+                libc::ECANCELED => {}
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    self.ctx.stats.accept_pauses.fetch_add(1, Relaxed);
+                    log::warn!(
+                        "accept: {}; pausing accepts for {} ms, serving existing connections",
+                        io::Error::from_raw_os_error(-res),
+                        EMFILE_BACKOFF.as_millis()
+                    );
+                    self.accept_paused_until = Some(Instant::now() + EMFILE_BACKOFF);
+                }
+                errno => log::debug!("accept: {}", io::Error::from_raw_os_error(errno)),
+            }
+        }
+        if last {
+            if self.draining && self.accepts_posted == 0 {
+                self.listener = None; // no operation uses it any more: close it
+            } else {
+                self.arm_accepts();
+            }
+        }
+    }
+
+    fn adopt(&mut self, stream: TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
+        }
+        let fd = stream.as_raw_fd();
+        let c = self.conns.insert(UConn {
+            s: Session::new(stream, self.ctx),
+            fd,
+            recv_op: None,
+            send_op: None,
+            recv_cancelled: false,
+            closing: false,
+            eof_seen: false,
+            starved: false,
+            parked: VecDeque::new(),
+        });
+        self.post_recv(c);
+    }
+
+    /// A single-shot receive into the record's own buffer completed.
+    pub fn recv_done(&mut self, done: Done) {
+        let Kind::Recv(buf) = done.kind else {
+            unreachable!()
+        };
+        let c = done.conn;
+        let res = done.cqe.result;
+        let u = &mut self.conns[c];
+        u.recv_op = None;
+        if res > 0 {
+            let n = res as usize;
+            u.s.conn.on_received(&buf[..n]);
+            u.s.publish(n as u64, 0);
+        } else if res == 0 {
+            u.eof_seen = true;
+            u.s.conn.on_peer_eof();
+        } else if !(u.closing && res == -libc::ECANCELED) {
+            self.fail(c, &io::Error::from_raw_os_error(-res));
+        }
+        if self.recv_pool.len() < POOL_MAX {
+            self.recv_pool.push(buf);
+        }
+        self.advance(c);
+    }
+
+    /// A multishot receive posted a completion: bytes in a provided buffer, the end of
+    /// stream, or its end (cancelled, out of buffers, error).
+    pub fn recv_multi_done(&mut self, done: Done) {
+        let c = done.conn;
+        let cqe = done.cqe;
+        let u = &mut self.conns[c];
+        let mut error = None;
+        if let Some(bid) = cqe.buffer_id() {
+            self.bufs_out += 1;
+            let len = cqe.result.max(0) as usize;
+            let bufs = self
+                .ring
+                .bufs()
+                .expect("multishot receives have a buffer ring");
+            if u.closing {
+                self.recycle(bid); // the connection is going: its bytes have nowhere to go
+            } else if u.parked.is_empty() && len <= u.s.conn.read_budget() {
+                u.s.conn.on_received(bufs.get(bid, len));
+                u.s.publish(len as u64, 0);
+                self.recycle(bid);
+            } else {
+                // Backpressure: keep the bytes in their buffer, in order, until the connection
+                // can take them; the buffer stays out of the ring meanwhile.
+                u.parked.push_back(Parked { bid, off: 0, len });
+            }
+        } else if cqe.result == 0 {
+            u.eof_seen = true;
+        } else if cqe.result == -libc::ENOBUFS {
+            self.ctx.stats.recv_buffer_exhausted.fetch_add(1, Relaxed);
+            if !u.closing && !u.starved {
+                u.starved = true;
+                self.starved.push(c);
+            }
+        } else if cqe.result < 0 && cqe.result != -libc::ECANCELED {
+            error = Some(io::Error::from_raw_os_error(-cqe.result));
+        }
+        if !cqe.more() {
+            let u = &mut self.conns[c];
+            u.recv_op = None;
+            u.recv_cancelled = false;
+        }
+        if let Some(e) = error {
+            self.fail(c, &e);
+        }
+        self.feed_parked(c);
+        self.advance(c);
+    }
+
+    /// A send completed: report the bytes, send the rest of a short write, or recycle the
+    /// buffer.
+    pub fn send_done(&mut self, done: Done) {
+        let Kind::Send { buf, off } = done.kind else {
+            unreachable!()
+        };
+        let c = done.conn;
+        let res = done.cqe.result;
+        let u = &mut self.conns[c];
+        u.send_op = None;
+        if res > 0 {
+            let n = res as usize;
+            u.s.conn.on_send_complete(n);
+            u.s.publish(0, n as u64);
+            if off + n < buf.len() && !u.closing {
+                // A short write: the rest goes first, from the same buffer.
+                self.post_send(c, buf, off + n);
+            } else if buf.capacity() <= POOL_BUF_MAX && self.send_pool.len() < POOL_MAX {
+                self.send_pool.push(buf);
+            }
+        } else if !(u.closing && res == -libc::ECANCELED) {
+            self.fail(c, &io::Error::from_raw_os_error(-res.max(1)));
+        }
+        self.feed_parked(c);
+        self.advance(c);
+    }
+
+    fn wake_done(&mut self, done: Done) {
+        self.waker.reset();
+        if !done.cqe.more() && !self.stopping {
+            if let Err(e) = self.arm_wake() {
+                log::error!("cannot re-arm the shutdown waker: {e}");
+            }
+        }
+    }
+
+    // ---- connection logic -------------------------------------------------------------------
+
+    /// Moves a connection on after any completion: send what is owed, keep a receive posted
+    /// while backpressure allows (or cancel it when it does not), half-close, close.
+    fn advance(&mut self, c: usize) {
+        let Some(u) = self.conns.get_mut(c) else {
+            return;
+        };
+        if u.closing {
+            return self.release_if_idle(c);
+        }
+        self.try_send(c);
+        let Some(u) = self.conns.get_mut(c) else {
+            return; // the send failed and the connection is gone
+        };
+        let wants_read = u.s.conn.wants_read();
+        match (self.cfg.recv, u.recv_op) {
+            (Recv::Multishot, Some(ud)) if !wants_read && !u.recv_cancelled => {
+                u.recv_cancelled = true;
+                self.cancel(ud);
+            }
+            (_, None) if wants_read => self.post_recv(c),
+            _ => {}
+        }
+        let Some(u) = self.conns.get_mut(c) else {
+            return;
+        };
+        if u.closing {
+            return;
+        }
+        if u.s.conn.should_shutdown_write() {
+            // The peer may be gone already: the connection is over either way.
+            let _ = u.s.stream.shutdown(Shutdown::Write);
+            u.s.conn.on_write_shutdown();
+        }
+        u.s.publish(0, 0);
+        if u.s.conn.is_finished() {
+            self.begin_close(c);
+        }
+    }
+
+    /// Hands parked bytes to the connection as far as its read budget allows, in order,
+    /// returning each buffer to the ring once empty; applies a waiting end of stream.
+    fn feed_parked(&mut self, c: usize) {
+        let Some(u) = self.conns.get_mut(c) else {
+            return;
+        };
+        while let Some(p) = u.parked.front_mut() {
+            let budget = u.s.conn.read_budget();
+            if budget == 0 || u.closing {
+                break;
+            }
+            let n = budget.min(p.len - p.off);
+            let bufs = self.ring.bufs().expect("parked buffers come from the ring");
+            u.s.conn
+                .on_received(&bufs.get(p.bid, p.len)[p.off..p.off + n]);
+            u.s.publish(n as u64, 0);
+            p.off += n;
+            if p.off == p.len {
+                let bid = p.bid;
+                u.parked.pop_front();
+                recycle(&mut self.ring, &mut self.bufs_out, bid);
+            }
+        }
+        let u = &mut self.conns[c];
+        if u.eof_seen && u.parked.is_empty() && !u.s.conn.peer_eof() {
+            u.s.conn.on_peer_eof();
+        }
+    }
+
+    fn recycle(&mut self, bid: u16) {
+        recycle(&mut self.ring, &mut self.bufs_out, bid);
+    }
+
+    /// Re-arms receives that ended for lack of buffers, as far as buffers are back.
+    fn rearm_starved(&mut self) {
+        let Some(count) = self.ring.bufs().map(|b| usize::from(b.count())) else {
+            return;
+        };
+        let mut available = count.saturating_sub(self.bufs_out);
+        while available > 0 {
+            let Some(c) = self.starved.pop() else { break };
+            if let Some(u) = self.conns.get_mut(c) {
+                u.starved = false;
+                self.post_recv(c);
+                available -= 1;
+            }
+        }
+    }
+
+    /// An I/O error ends this connection (and only this one).
+    fn fail(&mut self, c: usize, e: &io::Error) {
+        if !self.conns[c].closing {
+            log::debug!("connection closed on error: {e}");
+            self.ctx.stats.errors.fetch_add(1, Relaxed);
+            self.begin_close(c);
+        }
+    }
+
+    /// Starts closing: cancels the connection's operations and returns its parked buffers;
+    /// the connection (and its socket) is dropped when its last operation has completed.
+    fn begin_close(&mut self, c: usize) {
+        let u = &mut self.conns[c];
+        if !u.closing {
+            u.closing = true;
+            let recv = u.recv_op.filter(|_| !u.recv_cancelled);
+            let send = u.send_op;
+            u.recv_cancelled = true;
+            let parked: Vec<u16> = u.parked.drain(..).map(|p| p.bid).collect();
+            for bid in parked {
+                self.recycle(bid);
+            }
+            if !self.stopping {
+                for ud in [recv, send].into_iter().flatten() {
+                    self.cancel(ud);
+                }
+            }
+        }
+        self.release_if_idle(c);
+    }
+
+    fn release_if_idle(&mut self, c: usize) {
+        let u = &self.conns[c];
+        if u.closing && u.recv_op.is_none() && u.send_op.is_none() {
+            drop(self.conns.remove(c)); // closes the socket; Session settles the gauges
+        }
+    }
+
+    /// Final phase: cancel every operation in the ring and reap until the table is empty.
+    /// Returns false if the kernel did not complete them all in time.
+    fn cancel_everything(&mut self) -> bool {
+        self.stopping = true;
+        self.draining = true;
+        let open: Vec<usize> = self.conns.iter().map(|(c, _)| c).collect();
+        for c in open {
+            self.begin_close(c);
+        }
+        let deadline = Instant::now() + CANCEL_WAIT;
+        while !self.ops.is_empty() && Instant::now() < deadline {
+            let cancels_pending = self
+                .ops
+                .iter()
+                .any(|(_, op)| matches!(op.kind, Kind::Cancel));
+            if !cancels_pending {
+                let any = opcode::AsyncCancel2::new(CancelBuilder::any()).build();
+                if let Err(e) = self.post(NO_CONN, Kind::Cancel, |_| any) {
+                    log::error!("cannot cancel the remaining operations: {e}");
+                }
+            }
+            if let Err(e) = self.ring.submit_and_wait(Some(Duration::from_millis(100))) {
+                log::error!("waiting for cancelled operations: {e}");
+                break;
+            }
+            self.complete_all();
+        }
+        self.listener = None;
+        self.publish_ops();
+        self.ops.is_empty()
+    }
+
+    fn publish_ops(&mut self) {
+        let now = self.ops.len() as i64;
+        if now != self.published_ops {
+            self.ctx
+                .stats
+                .ops_in_flight
+                .fetch_add(now - self.published_ops, Relaxed);
+            self.published_ops = now;
+        }
+    }
+}
+
+/// Gives a provided buffer back to the ring (a free function, so it can run while a
+/// connection is borrowed).
+fn recycle(ring: &mut Ring, bufs_out: &mut usize, bid: u16) {
+    *bufs_out -= 1;
+    if let Some(b) = ring.bufs_mut() {
+        b.recycle(bid);
+    }
+}

@@ -1,0 +1,43 @@
+//! # The completion engine: what `overlapped-event`, `overlapped-routine` and `completion-port`
+//! share on Linux
+//!
+//! Readiness models ask "which socket can I read?" and then read. Completion models *post* an
+//! operation — receive into this buffer, send this buffer, accept on this listener — and are
+//! told later that it is done and what it did: Winsock's overlapped I/O and completion ports,
+//! Linux's io_uring. The engine here posts operations on an io_uring, reaps their completions,
+//! and drives each connection's [`Connection`](iomodels_core::Connection) from them. The three
+//! models differ in how a completion finds its handler and in how they receive:
+//!
+//! | model | dispatch | receive | accept | threads |
+//! |---|---|---|---|---|
+//! | `overlapped-event` | look the record up in the table, match its kind | one recv per connection into the connection's own posted buffer | several single-shot accepts (AcceptEx) | one |
+//! | `overlapped-routine` | call the routine stored in the record | same | same | one |
+//! | `completion-port` | match the kind | multishot recv from a provided-buffer ring | multishot accept | one ring per worker |
+//!
+//! ## The one rule of completion I/O
+//!
+//! **A buffer and its operation record live until the kernel posts the operation's final
+//! completion** — for a multishot operation the completion without `IORING_CQE_F_MORE` — also
+//! after a cancel, a connection reset, or shutdown. The kernel may write into a receive buffer or
+//! read from a send buffer at any moment until then; freeing or reusing it earlier is a
+//! use-after-free that no compiler sees.
+//!
+//! So in this engine:
+//! - every posted operation is an [`Op`] in the engine's table, and owns its buffer (a receive
+//!   `Vec`, the send `Vec` taken from the connection); the table slot is freed only when its
+//!   final completion is reaped;
+//! - closing a connection *cancels* its operations (`IORING_OP_ASYNC_CANCEL`) and frees nothing:
+//!   the socket is closed and the connection dropped when the last of its operations has
+//!   completed (with `-ECANCELED` or otherwise);
+//! - shutdown cancels everything, reaps completions until the table is empty, and only then
+//!   drops the ring; if the kernel never answered, the memory is leaked on purpose rather than
+//!   freed under it;
+//! - provided buffers (completion-port) belong to the ring for as long as the ring exists, and
+//!   a buffer the kernel handed over goes back to it only after its bytes were consumed.
+//!
+//! User data is the record's slot plus a generation, so a cancel aimed at an operation that
+//! completed meanwhile can never hit a newer operation that reused the slot.
+
+mod engine;
+
+pub(crate) use engine::{Engine, EngineConfig, Recv, Routines};
