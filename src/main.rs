@@ -169,8 +169,9 @@ fn init_logging(verbose: u8) {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    let model = args.model.unwrap_or_else(Model::best);
     let config = ServerConfig {
-        model: args.model.unwrap_or_else(Model::best),
+        model,
         listen: args.listen,
         service: args.service,
         max_pending: args.max_pending,
@@ -179,6 +180,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         ..ServerConfig::default()
     };
     let server = Server::bind(config.clone())?;
+    if args.model.is_none() {
+        if let Err(why) = Model::CompletionPort.availability() {
+            log::info!("default model: {model} (completion-port is unavailable: {why})");
+        }
+    }
+    match iomodels_server::sys::raise_nofile_limit() {
+        Ok(n) => log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)"),
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
     let shutdown = server.shutdown_handle();
     let stats = server.stats();
     let drain = args.drain_timeout;

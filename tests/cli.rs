@@ -373,3 +373,63 @@ fn serve_stops_on_sigint_too() {
     s.signal(libc::SIGINT);
     assert!(s.wait().success());
 }
+
+/// With io_uring blocked (as in many containers), the completion models say why they are
+/// unavailable, asking for one fails with one line, and the default falls back to epoll.
+#[test]
+fn without_io_uring_the_completion_models_are_unavailable_and_the_default_falls_back() {
+    for errno in ["EPERM", "ENOSYS", "ENOMEM"] {
+        let env = ("IOMODELS_FAKE_URING_ERROR", errno);
+        let out = Command::new(BIN).arg("models").env(env.0, env.1).output().unwrap();
+        let table = String::from_utf8(out.stdout).unwrap();
+        for m in ["overlapped-event", "overlapped-routine", "completion-port"] {
+            let line = table.lines().find(|l| l.starts_with(m)).unwrap();
+            assert!(line.contains("no: io_uring unavailable"), "{line}");
+            assert!(line.contains(errno), "{line}");
+        }
+        assert!(
+            table.lines().any(|l| l.starts_with("event-select") && l.contains("(default)")),
+            "{table}"
+        );
+
+        let out = Command::new(BIN)
+            .args(["serve", "--model", "completion-port", "--listen", "127.0.0.1:0"])
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, "model completion-port is not available");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("io_uring"));
+    }
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("IOMODELS_FAKE_URING_ERROR", "EPERM")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // SAFETY: kill takes a pid and a signal number; the pid is our own live child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(line.contains("(model event-select: epoll"), "{line}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("default model: event-select (completion-port is unavailable: io_uring unavailable"),
+        "{log}"
+    );
+}
+
+#[test]
+fn serve_says_what_descriptor_limit_it_got() {
+    let mut s = Served::start(&["--model", "select"]);
+    s.signal(libc::SIGTERM);
+    let mut err = String::new();
+    s.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("descriptor limit: "), "{err}");
+    assert!(s.wait().success());
+}

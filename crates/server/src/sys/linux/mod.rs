@@ -27,3 +27,20 @@ pub use waker::Waker;
 pub fn set_reuse_port(socket: &socket2::Socket) -> std::io::Result<()> {
     socket.set_reuse_port(true)
 }
+
+/// Raises the soft limit on open descriptors (`RLIMIT_NOFILE`) to the hard limit, so a server
+/// can hold as many connections as the system lets this process have. Returns the new limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY (syscall!): getrlimit writes into a live rlimit.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim))?;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY (syscall!): setrlimit reads a live rlimit.
+        syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim))?;
+    }
+    Ok(lim.rlim_cur as u64)
+}
