@@ -91,6 +91,10 @@ struct LoadArgs {
     /// Print one JSON object instead of a table
     #[arg(long)]
     json: bool,
+    /// Idle mode: open --conns connections, echo one byte on each, then hold them open and
+    /// silent for --duration (to measure a server's memory per idle connection)
+    #[arg(long)]
+    idle: bool,
 }
 
 fn parse_model(s: &str) -> Result<Model, String> {
@@ -252,6 +256,12 @@ fn models_table() -> String {
 }
 
 fn load(args: LoadArgs) -> Result<()> {
+    if let Err(e) = iomodels_server::sys::raise_nofile_limit() {
+        log::warn!("cannot raise RLIMIT_NOFILE: {e}");
+    }
+    if args.idle {
+        return load_idle(&args);
+    }
     let cfg = LoadConfig {
         connect: args.connect,
         conns: args.conns as usize,
@@ -284,6 +294,37 @@ fn load(args: LoadArgs) -> Result<()> {
             report.io_errors,
             report.mismatches,
             report.incomplete
+        ));
+    }
+    Ok(())
+}
+
+fn load_idle(args: &LoadArgs) -> Result<()> {
+    let cfg = iomodels_load::IdleConfig {
+        connect: args.connect,
+        conns: args.conns as usize,
+        hold: args.duration,
+        ..iomodels_load::IdleConfig::default()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
+    let report = iomodels_load::hold_idle(&cfg, &stop)
+        .with_context(|| format!("idle connections to {}", args.connect))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    if report.conns_held < report.conns_requested {
+        return Err(anyhow!(
+            "held {} of {} connections ({} connect errors, {} echo errors)",
+            report.conns_held,
+            report.conns_requested,
+            report.connect_errors,
+            report.echo_errors
         ));
     }
     Ok(())

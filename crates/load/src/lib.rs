@@ -55,6 +55,7 @@
 
 mod conn;
 mod cpu;
+mod idle;
 mod pattern;
 mod report;
 mod worker;
@@ -66,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+pub use idle::{hold_idle, IdleConfig, IdleReport};
 pub use report::{Latency, LoadReport};
 
 use cpu::{cpu_time, Who};
