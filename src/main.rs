@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use iomodels_core::units::{parse_bytes, parse_duration};
 use iomodels_core::ServiceKind;
 use iomodels_load::LoadConfig;
-use iomodels_server::{Model, Server, ServerConfig};
+use iomodels_server::{AcceptMode, Model, Server, ServerConfig};
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -63,6 +63,10 @@ struct ServeArgs {
     /// Worker threads of the completion-port model, each with its own ring [default: one per CPU]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: Option<u32>,
+    /// How completion-port workers get connections: reuseport (a listener each, the kernel
+    /// spreads them) or handoff (one acceptor passes sockets round-robin)
+    #[arg(long, value_name = "MODE", default_value = "reuseport", value_parser = parse_accept_mode)]
+    accept: AcceptMode,
 }
 
 #[derive(Args)]
@@ -98,6 +102,10 @@ struct LoadArgs {
 }
 
 fn parse_model(s: &str) -> Result<Model, String> {
+    s.parse()
+}
+
+fn parse_accept_mode(s: &str) -> Result<AcceptMode, String> {
     s.parse()
 }
 
@@ -181,6 +189,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_pending: args.max_pending,
         drain_timeout: args.drain_timeout,
         workers: args.workers.map(|n| n as usize),
+        accept_mode: args.accept,
         ..ServerConfig::default()
     };
     let server = Server::bind(config.clone())?;

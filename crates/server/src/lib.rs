@@ -50,6 +50,43 @@ pub struct ServerConfig {
     pub workers: Option<usize>,
     /// The provided-buffer ring of the `completion-port` model (per worker).
     pub recv_buffers: RecvBuffers,
+    /// How the `completion-port` workers get their connections.
+    pub accept_mode: AcceptMode,
+}
+
+/// How the workers of a multi-threaded model get their connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcceptMode {
+    /// Each worker has its own listener on the same port (`SO_REUSEPORT`); the kernel spreads
+    /// new connections over them by hash. No socket crosses threads.
+    #[default]
+    ReusePort,
+    /// One worker accepts for all and hands each socket to the next worker in turn
+    /// (`IORING_OP_MSG_RING`): an exact round-robin, at the cost of a message per connection
+    /// and one thread doing every accept.
+    Handoff,
+}
+
+impl AcceptMode {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            AcceptMode::ReusePort => "reuseport",
+            AcceptMode::Handoff => "handoff",
+        }
+    }
+}
+
+impl std::str::FromStr for AcceptMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reuseport" => Ok(AcceptMode::ReusePort),
+            "handoff" => Ok(AcceptMode::Handoff),
+            _ => Err(format!("unknown accept mode '{s}' (expected reuseport or handoff)")),
+        }
+    }
 }
 
 /// The provided-buffer ring a `completion-port` worker receives into: `count` buffers of `size`
@@ -82,6 +119,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(5),
             workers: None,
             recv_buffers: RecvBuffers::default(),
+            accept_mode: AcceptMode::default(),
         }
     }
 }
@@ -142,6 +180,7 @@ pub(crate) struct Ctx {
     pub drain_timeout: Duration,
     pub workers: usize,
     pub recv_buffers: RecvBuffers,
+    pub accept_mode: AcceptMode,
 }
 
 /// A bound server, ready to run.
@@ -174,7 +213,9 @@ impl Server {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
-        let reuse_port = config.model == Model::CompletionPort && workers > 1;
+        let reuse_port = config.model == Model::CompletionPort
+            && workers > 1
+            && config.accept_mode == AcceptMode::ReusePort;
         let listener = listen(config.listen, reuse_port).map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -190,6 +231,7 @@ impl Server {
                 drain_timeout: config.drain_timeout,
                 workers,
                 recv_buffers: config.recv_buffers,
+                accept_mode: config.accept_mode,
             },
         })
     }

@@ -11,14 +11,22 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Starts `model` on a free loopback port, with `tweak` applied to the default config.
-fn start(model: Model, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+/// A model with its configuration: what one generated module of the suite runs.
+#[derive(Clone, Copy)]
+struct Variant {
+    model: Model,
+    configure: fn(&mut ServerConfig),
+}
+
+/// Starts the variant on a free loopback port, with `tweak` applied after its own settings.
+fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
     let mut config = ServerConfig {
-        model,
+        model: v.model,
         listen: "127.0.0.1:0".parse().unwrap(),
         drain_timeout: Duration::from_secs(10),
         ..ServerConfig::default()
     };
+    (v.configure)(&mut config);
     tweak(&mut config);
     Server::bind(config)
         .expect("bind a loopback port")
@@ -78,8 +86,8 @@ fn load(server: &RunningServer, conns: usize, messages: u64, size: usize) -> Loa
 mod cases {
     use super::*;
 
-    pub fn small_echo(model: Model) {
-        let server = start(model, |_| {});
+    pub fn small_echo(v: Variant) {
+        let server = start(v, |_| {});
         let mut s = connect(&server);
         s.write_all(b"hello, world\n").unwrap();
         let mut buf = [0u8; 13];
@@ -89,8 +97,8 @@ mod cases {
         server.stop().unwrap();
     }
 
-    pub fn a_4_mib_message_in_random_chunks_comes_back_byte_identical(model: Model) {
-        let server = start(model, |_| {});
+    pub fn a_4_mib_message_in_random_chunks_comes_back_byte_identical(v: Variant) {
+        let server = start(v, |_| {});
         let data = Rng(0x1234_5678).bytes(4 << 20);
         let mut writer = connect(&server);
         let mut reader = writer.try_clone().unwrap();
@@ -113,8 +121,8 @@ mod cases {
         server.stop().unwrap();
     }
 
-    pub fn two_hundred_concurrent_clients_are_each_verified(model: Model) {
-        let server = start(model, |_| {});
+    pub fn two_hundred_concurrent_clients_are_each_verified(v: Variant) {
+        let server = start(v, |_| {});
         let report = iomodels_load::run(&load(&server, 200, 20, 1000)).unwrap();
         assert!(report.is_clean(), "{report:?}");
         assert_eq!(report.conns_established, 200);
@@ -126,8 +134,8 @@ mod cases {
         server.stop().unwrap();
     }
 
-    pub fn half_close_gets_everything_back_then_eof(model: Model) {
-        let server = start(model, |_| {});
+    pub fn half_close_gets_everything_back_then_eof(v: Variant) {
+        let server = start(v, |_| {});
         let data = Rng(7).bytes(100_000);
         let mut s = connect(&server);
         s.write_all(&data).unwrap();
@@ -149,8 +157,8 @@ mod cases {
 
     /// A short message and the FIN often arrive in one go: the end of stream must not be missed
     /// behind the data (a model that stopped reading after a short read would hang here).
-    pub fn data_and_fin_arriving_together_are_both_seen(model: Model) {
-        let server = start(model, |_| {});
+    pub fn data_and_fin_arriving_together_are_both_seen(v: Variant) {
+        let server = start(v, |_| {});
         let mut rng = Rng(5);
         for _ in 0..100 {
             let len = 1 + rng.next() as usize % 3000;
@@ -166,8 +174,8 @@ mod cases {
         server.stop().unwrap();
     }
 
-    pub fn a_client_that_resets_mid_stream_does_not_disturb_others(model: Model) {
-        let server = start(model, |_| {});
+    pub fn a_client_that_resets_mid_stream_does_not_disturb_others(v: Variant) {
+        let server = start(v, |_| {});
         let cfg = load(&server, 20, 200, 512);
         let others = std::thread::spawn(move || iomodels_load::run(&cfg).unwrap());
         for i in 0..20 {
@@ -199,10 +207,10 @@ mod cases {
         server.stop().unwrap();
     }
 
-    pub fn a_client_that_never_reads_is_held_to_the_high_water_mark(model: Model) {
+    pub fn a_client_that_never_reads_is_held_to_the_high_water_mark(v: Variant) {
         const HIGH_WATER: usize = 256 * 1024;
         const FLOOD: usize = 64 << 20;
-        let server = start(model, |c| c.max_pending = HIGH_WATER);
+        let server = start(v, |c| c.max_pending = HIGH_WATER);
         let flooder = connect(&server);
         flooder
             .set_write_timeout(Some(Duration::from_secs(2)))
@@ -237,8 +245,8 @@ mod cases {
         server.stop().unwrap();
     }
 
-    pub fn discard_reads_everything_and_sends_nothing(model: Model) {
-        let server = start(model, |c| c.service = ServiceKind::Discard);
+    pub fn discard_reads_everything_and_sends_nothing(v: Variant) {
+        let server = start(v, |c| c.service = ServiceKind::Discard);
         let data = Rng(3).bytes(1 << 20);
         let mut s = connect(&server);
         s.write_all(&data).unwrap();
@@ -253,8 +261,8 @@ mod cases {
         server.stop().unwrap();
     }
 
-    pub fn shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients(model: Model) {
-        let server = start(model, |_| {});
+    pub fn shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients(v: Variant) {
+        let server = start(v, |_| {});
         let addr = server.addr;
         let data = Rng(11).bytes(2 << 20);
         let mut s = connect(&server);
@@ -289,11 +297,16 @@ mod cases {
 }
 
 macro_rules! conformance {
-    ($($name:ident => $model:expr),* $(,)?) => {
+    ($($name:ident => $model:expr $(, $configure:expr)?;)*) => {
         $(
             mod $name {
                 use super::*;
-                const MODEL: Model = $model;
+                #[allow(unused_mut, unused_assignments)]
+                const MODEL: Variant = {
+                    let mut v = Variant { model: $model, configure: |_| {} };
+                    $(v.configure = $configure;)?
+                    v
+                };
                 #[test] fn small_echo() { cases::small_echo(MODEL) }
                 #[test] fn a_4_mib_message_in_random_chunks_comes_back_byte_identical() {
                     cases::a_4_mib_message_in_random_chunks_comes_back_byte_identical(MODEL)
@@ -337,10 +350,14 @@ macro_rules! conformance {
 }
 
 conformance! {
-    blocking => Model::Blocking,
-    select => Model::Select,
-    event_select => Model::EventSelect,
-    overlapped_event => Model::OverlappedEvent,
-    overlapped_routine => Model::OverlappedRoutine,
-    completion_port => Model::CompletionPort,
+    blocking => Model::Blocking;
+    select => Model::Select;
+    event_select => Model::EventSelect;
+    overlapped_event => Model::OverlappedEvent;
+    overlapped_routine => Model::OverlappedRoutine;
+    completion_port => Model::CompletionPort;
+    completion_port_handoff => Model::CompletionPort, |c| {
+        c.workers = Some(2);
+        c.accept_mode = iomodels_server::AcceptMode::Handoff;
+    };
 }

@@ -1,10 +1,12 @@
-//! io_uring: a ring per worker, SO_REUSEPORT listeners, multishot accept and recv, a
-//! provided-buffer ring per worker.
+//! io_uring: a ring per worker, multishot accept and recv, a provided-buffer ring per worker;
+//! connections spread by SO_REUSEPORT listeners or handed out by one acceptor.
 
-use crate::models::uring::{Engine, EngineConfig, Recv};
-use crate::Ctx;
+use crate::models::uring::{Engine, EngineConfig, Handoff, Recv};
+use crate::{AcceptMode, Ctx};
 use std::io;
 use std::net::TcpListener;
+use std::os::fd::RawFd;
+use std::sync::{Barrier, Mutex};
 
 pub(crate) const MECHANISM: &str = "io_uring, a ring per worker, multishot recv";
 
@@ -20,30 +22,73 @@ const CONFIG: EngineConfig = EngineConfig {
 };
 
 pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    match ctx.accept_mode {
+        AcceptMode::ReusePort => run_reuseport(listener, ctx),
+        AcceptMode::Handoff => run_handoff(listener, ctx),
+    }
+}
+
+/// Each worker accepts on its own SO_REUSEPORT listener.
+fn run_reuseport(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     let addr = listener.local_addr()?;
     // Every worker's listener exists before any worker runs, so no connection lands on a port
     // nobody serves; worker 0 uses the one `Server::bind` opened (with SO_REUSEPORT).
-    let mut listeners = vec![listener];
+    let mut listeners = vec![Some(listener)];
     for _ in 1..ctx.workers {
-        listeners.push(crate::listen(addr, true)?);
+        listeners.push(Some(crate::listen(addr, true)?));
     }
-    std::thread::scope(|scope| {
-        let mut workers = Vec::new();
-        let mut rest = listeners.into_iter();
-        let first = rest.next().expect("at least one worker");
-        for (i, listener) in rest.enumerate() {
-            let worker = std::thread::Builder::new()
-                .name(format!("cp-worker-{}", i + 1))
-                .spawn_scoped(scope, move || Engine::new(ctx, listener, CONFIG)?.run())?;
-            workers.push(worker);
+    let listeners = Mutex::new(listeners);
+    run_workers(ctx, |i| {
+        let listener = lock(&listeners)[i].take();
+        Engine::new(ctx, listener, CONFIG)?.run()
+    })
+}
+
+/// Worker 0 accepts for everyone and hands sockets out round-robin through the other
+/// workers' rings.
+fn run_handoff(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    let listener = Mutex::new(Some(listener));
+    let rings: Mutex<Vec<Option<RawFd>>> = Mutex::new(vec![None; ctx.workers]);
+    let all_created = Barrier::new(ctx.workers);
+    run_workers(ctx, |i| {
+        let own = if i == 0 { lock(&listener).take() } else { None };
+        let engine = Engine::new(ctx, own, CONFIG);
+        lock(&rings)[i] = engine.as_ref().ok().map(Engine::ring_fd);
+        all_created.wait();
+        let mut engine = engine?;
+        if i == 0 {
+            let fds: Option<Vec<RawFd>> = lock(&rings).iter().copied().collect();
+            let fds = fds.ok_or_else(|| io::Error::other("a worker's ring could not be created"))?;
+            engine.hand_off_to(Handoff::new(fds, 0));
         }
-        let mut result = Engine::new(ctx, first, CONFIG).and_then(Engine::run);
+        engine.run()
+    })
+}
+
+/// Runs `worker(i)` for every worker, 0 on this thread; if one fails, stops the others, and
+/// returns the first error.
+fn run_workers(ctx: &Ctx, worker: impl Fn(usize) -> io::Result<()> + Sync) -> io::Result<()> {
+    std::thread::scope(|scope| {
+        let worker = &worker;
+        let mut threads = Vec::new();
+        for i in 1..ctx.workers {
+            let t = std::thread::Builder::new()
+                .name(format!("cp-worker-{i}"))
+                .spawn_scoped(scope, move || {
+                    let r = worker(i);
+                    if r.is_err() {
+                        ctx.shutdown.trigger();
+                    }
+                    r
+                })?;
+            threads.push(t);
+        }
+        let mut result = worker(0);
         if result.is_err() {
-            // One worker failed: stop the others too.
             ctx.shutdown.trigger();
         }
-        for w in workers {
-            let r = w
+        for t in threads {
+            let r = t
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("a completion-port worker panicked")));
             if result.is_ok() {
@@ -52,4 +97,8 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         }
         result
     })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -20,5 +20,5 @@ pub(crate) const CONFIG: EngineConfig = EngineConfig {
 };
 
 pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
-    Engine::new(ctx, listener, CONFIG)?.run()
+    Engine::new(ctx, Some(listener), CONFIG)?.run()
 }

@@ -24,5 +24,5 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         routines: Some(ROUTINES),
         ..overlapped_event::CONFIG
     };
-    Engine::new(ctx, listener, config)?.run()
+    Engine::new(ctx, Some(listener), config)?.run()
 }

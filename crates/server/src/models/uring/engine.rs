@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// The `conn` of records that belong to no connection (accept, wake-up, cancel).
 const NO_CONN: usize = usize::MAX;
+/// User data of a completion another worker's ring posted into ours (`IORING_OP_MSG_RING`):
+/// its result is an accepted socket handed to this worker. It has no record in our table.
+const HANDOFF: u64 = u64::MAX;
 /// How long accepting pauses when the process is out of descriptors.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 /// How long shutdown waits for the kernel to complete cancelled operations.
@@ -81,6 +84,9 @@ pub(crate) enum Kind {
     Wake,
     /// An `ASYNC_CANCEL` of another record.
     Cancel,
+    /// A `MSG_RING` that hands this accepted socket to another worker's ring. The record owns
+    /// the socket until the kernel says it was delivered.
+    Handoff(Option<TcpStream>),
 }
 
 impl Kind {
@@ -140,6 +146,22 @@ struct UConn {
     parked: VecDeque<Parked>,
 }
 
+/// The acceptor's side of accept hand-off: every worker's ring, and whose turn it is.
+pub(crate) struct Handoff {
+    /// The ring descriptor of each worker, this one included.
+    pub rings: Vec<RawFd>,
+    /// This worker's index in `rings`.
+    pub me: usize,
+    next: usize,
+}
+
+impl Handoff {
+    /// Round-robin over `rings`, starting after `me`.
+    pub fn new(rings: Vec<RawFd>, me: usize) -> Handoff {
+        Handoff { rings, me, next: me }
+    }
+}
+
 /// One ring, its operation table and its connections: the whole of a single-threaded
 /// completion model, or one worker of `completion-port`.
 pub(crate) struct Engine<'a> {
@@ -163,6 +185,8 @@ pub(crate) struct Engine<'a> {
     starved: Vec<usize>,
     cqes: Vec<Cqe>,
     published_ops: i64,
+    /// Set on the worker that accepts for all the others (accept hand-off).
+    handoff: Option<Handoff>,
     /// Declared last: dropped after every record and buffer above (and only once the table is
     /// empty, see [`Engine::run`]).
     ring: Ring,
@@ -170,8 +194,13 @@ pub(crate) struct Engine<'a> {
 
 impl<'a> Engine<'a> {
     /// Creates the ring (and, for multishot receives, its provided-buffer ring). Call on the
-    /// thread that will run the engine.
-    pub fn new(ctx: &'a Ctx, listener: TcpListener, cfg: EngineConfig) -> io::Result<Engine<'a>> {
+    /// thread that will run the engine. Without a listener the engine serves only sockets other
+    /// workers hand it.
+    pub fn new(
+        ctx: &'a Ctx,
+        listener: Option<TcpListener>,
+        cfg: EngineConfig,
+    ) -> io::Result<Engine<'a>> {
         let mut ring = Ring::new(cfg.ring_entries)?;
         if let Recv::Multishot = cfg.recv {
             ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
@@ -182,7 +211,7 @@ impl<'a> Engine<'a> {
             ops: Slab::new(),
             next_generation: 0,
             conns: Slab::new(),
-            listener: Some(listener),
+            listener,
             accepts_posted: 0,
             accept_paused_until: None,
             waker: ctx.shutdown.register()?,
@@ -194,8 +223,19 @@ impl<'a> Engine<'a> {
             starved: Vec::new(),
             cqes: Vec::with_capacity(1024),
             published_ops: 0,
+            handoff: None,
             ring,
         })
+    }
+
+    /// This engine's ring descriptor, for other workers to hand sockets to.
+    pub fn ring_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// Makes this engine accept for every worker, handing sockets out round-robin.
+    pub fn hand_off_to(&mut self, handoff: Handoff) {
+        self.handoff = Some(handoff);
     }
 
     /// Serves until shutdown and drain are over, then cancels everything in flight and waits
@@ -247,6 +287,17 @@ impl<'a> Engine<'a> {
     }
 
     fn complete(&mut self, cqe: Cqe) {
+        if cqe.user_data == HANDOFF {
+            if cqe.result >= 0 {
+                // SAFETY: the acceptor handed this descriptor to us and gave up owning it
+                // (its record forgot the socket once the kernel confirmed delivery).
+                let stream = unsafe { TcpStream::from_raw_fd(cqe.result) };
+                if !self.draining {
+                    self.adopt(stream);
+                }
+            }
+            return;
+        }
         let key = (cqe.user_data & 0xffff_ffff) as usize;
         let generation = (cqe.user_data >> 32) as u32;
         let Some(op) = self.ops.get(key) else {
@@ -286,6 +337,19 @@ impl<'a> Engine<'a> {
             Kind::Send { .. } => self.send_done(done),
             Kind::Wake => self.wake_done(done),
             Kind::Cancel => {}
+            Kind::Handoff(stream) => {
+                let stream = stream.expect("a hand-off record owns its socket");
+                if done.cqe.result >= 0 {
+                    // Delivered: the other worker owns the descriptor now.
+                    let _ = std::os::fd::IntoRawFd::into_raw_fd(stream);
+                } else if !self.draining {
+                    log::debug!(
+                        "hand-off failed ({}); serving the connection here",
+                        io::Error::from_raw_os_error(-done.cqe.result)
+                    );
+                    self.adopt(stream);
+                }
+            }
         }
     }
 
@@ -479,7 +543,7 @@ impl<'a> Engine<'a> {
             // else owns; the TcpStream now owns (and will close) it.
             let stream = unsafe { TcpStream::from_raw_fd(res) };
             if !self.draining {
-                self.adopt(stream);
+                self.distribute(stream);
             }
         } else {
             match -res {
@@ -502,6 +566,26 @@ impl<'a> Engine<'a> {
             } else {
                 self.arm_accepts();
             }
+        }
+    }
+
+    /// Serves an accepted socket here, or (accept hand-off) passes it to the next worker.
+    fn distribute(&mut self, stream: TcpStream) {
+        let Some(h) = self.handoff.as_mut() else {
+            return self.adopt(stream);
+        };
+        h.next = (h.next + 1) % h.rings.len();
+        if h.next == h.me {
+            return self.adopt(stream);
+        }
+        let target = h.rings[h.next];
+        let fd = stream.as_raw_fd();
+        let posted = self.post(NO_CONN, Kind::Handoff(Some(stream)), |_| {
+            opcode::MsgRingData::new(Fd(target), fd, HANDOFF, None).build()
+        });
+        if let Err(e) = posted {
+            // The record (and the socket in it) was dropped: the connection is closed.
+            log::warn!("cannot hand a connection to another worker: {e}");
         }
     }
 

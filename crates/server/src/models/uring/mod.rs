@@ -40,4 +40,4 @@
 
 mod engine;
 
-pub(crate) use engine::{Engine, EngineConfig, Recv, Routines};
+pub(crate) use engine::{Engine, EngineConfig, Handoff, Recv, Routines};
