@@ -199,7 +199,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
     }
     match iomodels_server::sys::raise_nofile_limit() {
-        Ok(n) => log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)"),
+        Ok(n) => {
+            log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)")
+        }
         Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
     }
     let shutdown = server.shutdown_handle();

@@ -380,7 +380,11 @@ fn serve_stops_on_sigint_too() {
 fn without_io_uring_the_completion_models_are_unavailable_and_the_default_falls_back() {
     for errno in ["EPERM", "ENOSYS", "ENOMEM"] {
         let env = ("IOMODELS_FAKE_URING_ERROR", errno);
-        let out = Command::new(BIN).arg("models").env(env.0, env.1).output().unwrap();
+        let out = Command::new(BIN)
+            .arg("models")
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
         let table = String::from_utf8(out.stdout).unwrap();
         for m in ["overlapped-event", "overlapped-routine", "completion-port"] {
             let line = table.lines().find(|l| l.starts_with(m)).unwrap();
@@ -388,12 +392,20 @@ fn without_io_uring_the_completion_models_are_unavailable_and_the_default_falls_
             assert!(line.contains(errno), "{line}");
         }
         assert!(
-            table.lines().any(|l| l.starts_with("event-select") && l.contains("(default)")),
+            table
+                .lines()
+                .any(|l| l.starts_with("event-select") && l.contains("(default)")),
             "{table}"
         );
 
         let out = Command::new(BIN)
-            .args(["serve", "--model", "completion-port", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--model",
+                "completion-port",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .env(env.0, env.1)
             .output()
             .unwrap();
@@ -419,7 +431,9 @@ fn without_io_uring_the_completion_models_are_unavailable_and_the_default_falls_
     assert!(line.contains("(model event-select: epoll"), "{line}");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        log.contains("default model: event-select (completion-port is unavailable: io_uring unavailable"),
+        log.contains(
+            "default model: event-select (completion-port is unavailable: io_uring unavailable"
+        ),
         "{log}"
     );
 }
@@ -429,7 +443,12 @@ fn serve_says_what_descriptor_limit_it_got() {
     let mut s = Served::start(&["--model", "select"]);
     s.signal(libc::SIGTERM);
     let mut err = String::new();
-    s.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    s.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("descriptor limit: "), "{err}");
     assert!(s.wait().success());
 }

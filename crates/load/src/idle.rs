@@ -89,10 +89,17 @@ impl IdleReport {
 /// addresses 127.0.0.1, 127.0.0.2, ... so the ephemeral port range does not run out.
 pub fn hold_idle(cfg: &IdleConfig, stop: &AtomicBool) -> io::Result<IdleReport> {
     if cfg.conns == 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "--conns must be at least 1"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--conns must be at least 1",
+        ));
     }
     let loopback_v4 = matches!(cfg.connect.ip(), IpAddr::V4(ip) if ip.is_loopback());
-    let sources = if loopback_v4 { cfg.conns.div_ceil(PER_SOURCE) } else { 1 };
+    let sources = if loopback_v4 {
+        cfg.conns.div_ceil(PER_SOURCE)
+    } else {
+        1
+    };
     let threads = cfg.threads.clamp(1, cfg.conns);
     let start = Instant::now();
     let results: Vec<(Vec<TcpStream>, u64, u64)> = std::thread::scope(|scope| {
@@ -102,7 +109,8 @@ pub fn hold_idle(cfg: &IdleConfig, stop: &AtomicBool) -> io::Result<IdleReport> 
                     let mut held = Vec::new();
                     let (mut connect_errors, mut echo_errors) = (0, 0);
                     for i in (t..cfg.conns).step_by(threads) {
-                        let source = (sources > 1).then(|| Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8));
+                        let source = (sources > 1)
+                            .then(|| Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8));
                         match open(cfg, source) {
                             Ok(s) => match echo_one_byte(&s, i as u8) {
                                 Ok(()) => held.push(s),
@@ -139,7 +147,9 @@ pub fn hold_idle(cfg: &IdleConfig, stop: &AtomicBool) -> io::Result<IdleReport> 
     report.conns_held = streams.len();
     let held_from = Instant::now();
     while held_from.elapsed() < cfg.hold && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50).min(cfg.hold.saturating_sub(held_from.elapsed())));
+        std::thread::sleep(
+            Duration::from_millis(50).min(cfg.hold.saturating_sub(held_from.elapsed())),
+        );
     }
     report.held_secs = held_from.elapsed().as_secs_f64();
     drop(streams);
@@ -147,7 +157,11 @@ pub fn hold_idle(cfg: &IdleConfig, stop: &AtomicBool) -> io::Result<IdleReport> 
 }
 
 fn open(cfg: &IdleConfig, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(cfg.connect), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(cfg.connect),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     if let Some(ip) = source {
         socket.bind(&SockAddr::from(SocketAddr::from((ip, 0))))?;
     }
@@ -165,6 +179,9 @@ fn echo_one_byte(mut s: &TcpStream, byte: u8) -> io::Result<()> {
     if back[0] == byte {
         Ok(())
     } else {
-        Err(io::Error::new(io::ErrorKind::InvalidData, "wrong byte echoed"))
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "wrong byte echoed",
+        ))
     }
 }

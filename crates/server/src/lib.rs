@@ -84,7 +84,9 @@ impl std::str::FromStr for AcceptMode {
         match s {
             "reuseport" => Ok(AcceptMode::ReusePort),
             "handoff" => Ok(AcceptMode::Handoff),
-            _ => Err(format!("unknown accept mode '{s}' (expected reuseport or handoff)")),
+            _ => Err(format!(
+                "unknown accept mode '{s}' (expected reuseport or handoff)"
+            )),
         }
     }
 }

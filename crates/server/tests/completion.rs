@@ -82,7 +82,11 @@ fn shutdown_with_operations_in_flight_reaps_every_one() {
         while stats.snapshot().active < 51 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(stats.snapshot().ops_in_flight > 50, "{model}: {:?}", stats.snapshot());
+        assert!(
+            stats.snapshot().ops_in_flight > 50,
+            "{model}: {:?}",
+            stats.snapshot()
+        );
         let t = Instant::now();
         server.stop().unwrap();
         let s = stats.snapshot();

@@ -58,7 +58,8 @@ fn run_handoff(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         let mut engine = engine?;
         if i == 0 {
             let fds: Option<Vec<RawFd>> = lock(&rings).iter().copied().collect();
-            let fds = fds.ok_or_else(|| io::Error::other("a worker's ring could not be created"))?;
+            let fds =
+                fds.ok_or_else(|| io::Error::other("a worker's ring could not be created"))?;
             engine.hand_off_to(Handoff::new(fds, 0));
         }
         engine.run()

@@ -10,8 +10,10 @@
 //!
 //! **Linux counterpart.** io_uring, one ring per worker, one worker per CPU (`--workers N`).
 //! Each worker has its own `SO_REUSEPORT` listener on the same port, so the kernel spreads new
-//! connections over the workers and no accepted socket crosses threads (the alternative, one
-//! acceptor handing sockets to the others, was measured against it: see ARCHITECTURE.md). What a
+//! connections over the workers and no accepted socket crosses threads. The alternative,
+//! `--accept handoff` — worker 0 accepts for all and passes each socket to the next worker's
+//! ring with `IORING_OP_MSG_RING` — was measured against it and is kept as an option
+//! (ARCHITECTURE.md gives the figures and why reuse-port is the default). What a
 //! modern kernel offers replaces the Windows tricks:
 //! - a **multishot accept** per worker instead of a batch of `AcceptEx`;
 //! - a **multishot recv** per connection, filling buffers the kernel picks from the worker's
@@ -37,7 +39,9 @@
 //! points at may be freed before its final completion — after a cancel, a reset, or at
 //! shutdown, which cancels everything and reaps until the table is empty. Provided buffers must
 //! be returned to the ring, or it runs dry. A multishot operation's completions keep coming
-//! until one arrives without `IORING_CQE_F_MORE`.
+//! until one arrives without `IORING_CQE_F_MORE`. With hand-off, a socket accepted in the last
+//! instant before shutdown can reach a worker that has already stopped reaping: it is then
+//! closed only at process exit.
 
 #[cfg(target_os = "linux")]
 mod linux;

@@ -158,7 +158,11 @@ pub(crate) struct Handoff {
 impl Handoff {
     /// Round-robin over `rings`, starting after `me`.
     pub fn new(rings: Vec<RawFd>, me: usize) -> Handoff {
-        Handoff { rings, me, next: me }
+        Handoff {
+            rings,
+            me,
+            next: me,
+        }
     }
 }
 

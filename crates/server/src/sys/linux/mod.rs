@@ -42,5 +42,5 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
         // SAFETY (syscall!): setrlimit reads a live rlimit.
         syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim))?;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
