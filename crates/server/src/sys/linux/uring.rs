@@ -129,13 +129,19 @@ impl Ring {
     /// final completion has been reaped (for multishot operations: the completion without
     /// `IORING_CQE_F_MORE`).
     pub unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        loop {
+        for _ in 0..3 {
             // SAFETY: the caller guarantees what `entry` points at outlives the operation.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
             }
             self.submit()?;
         }
+        // The kernel took nothing (its completion queue is backed up): fail this one operation
+        // rather than spin; the caller closes the connection it was for.
+        Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "io_uring submission queue full",
+        ))
     }
 
     /// Submits what is queued without waiting.
