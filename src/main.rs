@@ -14,6 +14,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod bench;
+#[cfg(feature = "tokio-reference")]
+mod reference;
+
 #[derive(Parser)]
 #[command(
     name = "iomodels",
@@ -40,6 +44,23 @@ enum Command {
     Models,
     /// Drive an echo server with closed-loop load, verify every byte, report rate and latency
     Load(LoadArgs),
+    /// Compare every model on this machine: scenarios, medians, a table and an HTML report
+    Bench(bench::BenchArgs),
+    /// Serve echo with a plain tokio server (the reference row of `bench`)
+    #[cfg(feature = "tokio-reference")]
+    #[command(hide = true)]
+    ServeReference(ReferenceArgs),
+}
+
+#[cfg(feature = "tokio-reference")]
+#[derive(Args)]
+struct ReferenceArgs {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9990", value_parser = parse_addr)]
+    listen: SocketAddr,
+    /// On SIGINT/SIGTERM, how long open connections may go on before they are closed
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    drain_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -150,6 +171,16 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Load(args) => load(args),
+        Command::Bench(args) => bench::command(args),
+        #[cfg(feature = "tokio-reference")]
+        Command::ServeReference(args) => {
+            reference::serve(args.listen, args.drain_timeout, |addr| {
+                println!(
+                    "listening on {addr} (reference: tokio, current-thread runtime, service echo)"
+                );
+                let _ = std::io::stdout().flush();
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -210,17 +241,26 @@ fn serve(args: ServeArgs) -> Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGUSR1,
     ])
     .context("cannot install signal handlers")?;
+    let live = server.stats();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGUSR1 {
+                    // `bench` reads the counters this way, before and after each run.
+                    println!("{}", stats_json(&live.snapshot()));
+                    let _ = std::io::stdout().flush();
+                    continue;
+                }
                 log::info!(
                     "signal {sig}: no longer accepting; open connections may finish for {:?}",
                     drain
                 );
                 shutdown.trigger();
+                break;
             }
         })
         .context("cannot start the signal thread")?;
@@ -245,6 +285,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         s.bytes_out
     );
     Ok(())
+}
+
+/// The server's counters as one JSON line: `{"stats":{...}}` (printed on SIGUSR1).
+fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
+    serde_json::json!({ "stats": {
+        "accepted": s.accepted, "refused": s.refused, "active": s.active, "errors": s.errors,
+        "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "pending_bytes": s.pending_bytes,
+        "peak_conn_pending": s.peak_conn_pending, "accept_pauses": s.accept_pauses,
+        "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,
+        "waits": s.waits, "syscalls": s.syscalls,
+    }})
+    .to_string()
 }
 
 fn models_table() -> String {
@@ -322,7 +374,7 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
         signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let report = iomodels_load::hold_idle(&cfg, &stop)
+    let report = iomodels_load::hold_idle(&cfg, &stop, &mut |_| {})
         .with_context(|| format!("idle connections to {}", args.connect))?;
     if args.json {
         println!("{}", report.to_json());

@@ -452,3 +452,78 @@ fn serve_says_what_descriptor_limit_it_got() {
     assert!(err.contains("descriptor limit: "), "{err}");
     assert!(s.wait().success());
 }
+
+/// `bench --quick` runs every available model (and the reference) through its scenarios and
+/// writes JSON of the documented shape, with no byte mismatch anywhere.
+#[test]
+fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
+    let dir = std::env::temp_dir().join(format!("iomodels-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, html) = (dir.join("bench.json"), dir.join("report.html"));
+    let out = Command::new(BIN)
+        .args(["bench", "--quick", "--repeat", "1", "--json"])
+        .arg(&json)
+        .arg("--report")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for key in [
+        "machine",
+        "date",
+        "command",
+        "quick",
+        "repeat",
+        "models",
+        "scenarios",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["quick"], true);
+    let models: Vec<String> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    for m in available_models() {
+        assert!(models.contains(&m), "{m} missing from {models:?}");
+    }
+    let scenarios = v["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pp64-100", "idle", "c12k"]);
+    for s in scenarios {
+        let rows = s["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), models.len());
+        for r in rows {
+            let what = format!("{} in {}", r["model"], s["name"]);
+            assert_eq!(r["ran"], true, "{what} did not run: {}", r["note"]);
+            assert_eq!(r["mismatches"], 0, "{what} echoed wrong bytes");
+            match s["kind"].as_str().unwrap() {
+                "pingpong" => {
+                    assert!(
+                        r["msgs_per_sec"]["median"].as_f64().unwrap() > 0.0,
+                        "{what}"
+                    );
+                    assert!(
+                        r["cpu_s_per_million"]["median"].as_f64().is_some(),
+                        "{what}"
+                    );
+                    assert!(r["p99_us"]["median"].as_f64().is_some(), "{what}");
+                }
+                _ => assert!(r["conns_held"].as_u64().unwrap() > 0, "{what}"),
+            }
+        }
+    }
+    let report = std::fs::read_to_string(&html).unwrap();
+    assert!(report.contains("<svg"), "the report has no chart");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-pub use idle::{hold_idle, IdleConfig, IdleReport};
+pub use idle::{hold_idle, IdleConfig, IdleReport, Phase};
 pub use report::{Latency, LoadReport};
 
 use cpu::{cpu_time, Who};

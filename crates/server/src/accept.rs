@@ -57,6 +57,7 @@ impl Acceptor {
     ) -> io::Result<usize> {
         let mut accepted = 0;
         while accepted < max {
+            stats.syscalls.fetch_add(1, Relaxed);
             match self.listener.accept() {
                 Ok((stream, _peer)) => {
                     if let Err(e) = stream.set_nodelay(true) {

@@ -88,11 +88,21 @@ impl Session {
     fn pump_inner(&mut self, scratch: &mut [u8], max_reads: usize) -> io::Result<Status> {
         let mut reads = 0;
         let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+        let mut calls = 0u64;
+        let blocking = max_reads == usize::MAX;
         let result = loop {
             let mut progress = false;
             let budget = self.conn.read_budget().min(scratch.len());
             if self.readable && budget > 0 && reads < max_reads {
                 reads += 1;
+                calls += 1;
+                if blocking && calls >= 2 {
+                    // A thread-per-client pump lasts as long as its connection: publish at
+                    // every read (after the first), so the counters are live.
+                    self.publish_counts(bytes_in, bytes_out, calls, reads as u64);
+                    (bytes_in, bytes_out, calls) = (0, 0, 0);
+                    reads = 0;
+                }
                 match self.stream.read(&mut scratch[..budget]) {
                     Ok(0) => {
                         self.conn.on_peer_eof();
@@ -113,6 +123,7 @@ impl Session {
             }
             if self.writable && self.conn.wants_write() {
                 let want = self.conn.pending_len();
+                calls += 1;
                 match self.stream.write(self.conn.pending_output()) {
                     Ok(n) => {
                         if n < want && self.edge_triggered {
@@ -128,6 +139,7 @@ impl Session {
                 }
             }
             if self.conn.should_shutdown_write() {
+                calls += 1;
                 match self.stream.shutdown(Shutdown::Write) {
                     // The peer may have closed completely already: the connection is over
                     // either way.
@@ -147,8 +159,21 @@ impl Session {
                 break Ok(Status::MoreToRead);
             }
         };
-        self.publish(bytes_in, bytes_out);
+        let waits = if blocking { reads as u64 } else { 0 };
+        self.publish_counts(bytes_in, bytes_out, calls, waits);
         result
+    }
+
+    /// Publishes traffic, system calls and (thread per client: each blocking recv is the
+    /// thread's wait) wake-ups.
+    fn publish_counts(&mut self, bytes_in: u64, bytes_out: u64, calls: u64, waits: u64) {
+        if calls > 0 {
+            self.stats.syscalls.fetch_add(calls, Relaxed);
+        }
+        if waits > 0 {
+            self.stats.waits.fetch_add(waits, Relaxed);
+        }
+        self.publish(bytes_in, bytes_out);
     }
 
     /// Adds traffic to the server's counters and moves the pending gauge to this connection's

@@ -32,6 +32,12 @@ pub struct Stats {
     /// Completion models: multishot receives that ended because the provided-buffer ring was
     /// empty (ENOBUFS) and were re-armed once buffers came back.
     pub recv_buffer_exhausted: AtomicU64,
+    /// Times the model's wait call returned (select, poll, epoll_wait, io_uring_enter; for the
+    /// thread-per-client model, each blocking recv): wake-ups.
+    pub waits: AtomicU64,
+    /// System calls on the data path: socket calls (accept, recv, send, shutdown) and wait
+    /// calls; for the io_uring models, `io_uring_enter` (the socket work rides in the ring).
+    pub syscalls: AtomicU64,
 }
 
 /// A plain copy of [`Stats`] at one moment.
@@ -59,9 +65,19 @@ pub struct StatsSnapshot {
     pub ops_in_flight: i64,
     /// See [`Stats::recv_buffer_exhausted`].
     pub recv_buffer_exhausted: u64,
+    /// See [`Stats::waits`].
+    pub waits: u64,
+    /// See [`Stats::syscalls`].
+    pub syscalls: u64,
 }
 
 impl Stats {
+    /// Counts one return of a model's wait call (itself a system call).
+    pub(crate) fn count_wait(&self) {
+        self.waits.fetch_add(1, Relaxed);
+        self.syscalls.fetch_add(1, Relaxed);
+    }
+
     /// Reads every counter (each atomically; the set is not one atomic snapshot).
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -76,6 +92,8 @@ impl Stats {
             accept_pauses: self.accept_pauses.load(Relaxed),
             ops_in_flight: self.ops_in_flight.load(Relaxed),
             recv_buffer_exhausted: self.recv_buffer_exhausted.load(Relaxed),
+            waits: self.waits.load(Relaxed),
+            syscalls: self.syscalls.load(Relaxed),
         }
     }
 }

@@ -65,6 +65,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     while !drain.begins(&ctx.shutdown) {
         let pause = acceptor.pause_remaining();
         let (client, wake) = wait_for_client(&acceptor.listener, &waker, min_timeout(pause, None))?;
+        ctx.stats.count_wait();
         if wake {
             waker.reset();
         }

@@ -69,6 +69,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
             Some(std::time::Duration::ZERO)
         };
         epoll.wait(&mut events, timeout)?;
+        ctx.stats.count_wait();
 
         for (token, bits) in events.iter() {
             match token {

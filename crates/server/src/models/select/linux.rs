@@ -61,6 +61,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         }
         let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
         select(&mut rset, &mut wset, min_timeout(drain.wait_limit(), pause))?;
+        ctx.stats.count_wait();
 
         if rset.contains(waker.as_raw_fd()) {
             waker.reset();

@@ -266,6 +266,7 @@ impl<'a> Engine<'a> {
             {
                 break Err(e);
             }
+            self.ctx.stats.count_wait();
             self.complete_all();
         };
         if self.cancel_everything() {

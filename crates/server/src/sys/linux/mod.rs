@@ -44,3 +44,57 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// Pins the calling thread to one CPU. Processes and threads it starts afterwards inherit the
+/// pin, which is how `bench` places the server on one CPU and the load generator on another.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bitmap; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: cpu < CPU_SETSIZE, so the bit is inside the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY (syscall!): pid 0 is the calling thread; `set` is a live cpu_set_t of the size we
+    // pass.
+    syscall!(sched_setaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        &set
+    ))
+    .map(drop)
+}
+
+/// Lets the calling thread (and what it starts afterwards) run anywhere again.
+pub fn unpin_current_thread(cpus: usize) -> std::io::Result<()> {
+    // SAFETY: as in `pin_current_thread`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in 0..cpus.min(libc::CPU_SETSIZE as usize) {
+        // SAFETY: cpu < CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY (syscall!): as in `pin_current_thread`.
+    syscall!(sched_setaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        &set
+    ))
+    .map(drop)
+}
+
+/// Puts the calling thread (and what it starts afterwards) in the SCHED_RR real-time class at
+/// a middle priority, so other processes cannot preempt a benchmark. Needs root
+/// (CAP_SYS_NICE).
+pub fn set_realtime() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY (syscall!): pid 0 is the calling thread; `param` is a live sched_param.
+    syscall!(sched_setscheduler(0, libc::SCHED_RR, &param)).map(drop)
+}
+
+/// Sends signal `sig` to process `pid` (e.g. SIGUSR1 to a served child, for its counters).
+pub fn send_signal(pid: u32, sig: i32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY (syscall!): kill takes a pid and a signal number, no pointers.
+    syscall!(kill(pid, sig)).map(drop)
+}

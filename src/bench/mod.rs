@@ -1,0 +1,806 @@
+//! `iomodels bench`: the lab that compares every model on this machine.
+//!
+//! For each repetition, for each scenario, for each model in turn (round-robin, so a drifting
+//! machine hits every model alike), bench starts `iomodels serve` as a child process — pinned
+//! to CPU 0 while the load generator (this process) runs on CPU 1 — warms it up, measures, and
+//! stops it with SIGTERM. The server's CPU time and context switches come from /proc, its
+//! wake-ups and system calls from its own counters (SIGUSR1 makes it print them), the rest from
+//! the load generator. Each row keeps the median and the min-max of the repetitions.
+//!
+//! The headline is **server CPU seconds per million messages**: on a small machine the load
+//! generator costs as much CPU as the server, so messages per second are bounded by both and
+//! drift with whatever else runs; CPU per message is the server's own cost.
+
+mod procfs;
+mod report;
+mod results;
+mod table;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use iomodels_load::{IdleConfig, LoadConfig, Phase};
+use iomodels_server::{sys, Model};
+use results::{BenchResults, Machine, Row, ScenarioResult, Stat};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// `iomodels bench` flags.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Models to compare, comma-separated [default: every available model, and the tokio
+    /// reference]; `tokio` names the reference
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    models: Vec<String>,
+    /// Scenarios to run, comma-separated: pp64-1, pp64-100, pp64-1000, pp4k-100, pp64k-10,
+    /// idle, c12k, max-conns [default: all; with --quick: pp64-100, idle, c12k]
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Repetitions of every model and scenario (medians and min-max are reported)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
+    /// A short subset that runs in seconds (for CI and tests; numbers not to be trusted)
+    #[arg(long)]
+    quick: bool,
+    /// Measured time of each ping-pong run
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = iomodels_core::units::parse_duration)]
+    duration: Duration,
+    /// Idle connections the idle scenario holds
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    idle: usize,
+    /// Upper bound of the max-conns ramp [default: what the descriptor limits allow]
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
+    /// Run server and load generator as SCHED_RR real-time threads (needs root)
+    #[arg(long)]
+    realtime: bool,
+    /// Also write the results as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// Where to write the HTML report
+    #[arg(long, value_name = "FILE", default_value = "report.html")]
+    report: std::path::PathBuf,
+}
+
+/// A scenario: what load, and which columns matter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scenario {
+    /// Closed-loop echo: `conns` connections, one `size`-byte message in flight each.
+    PingPong {
+        name: &'static str,
+        conns: usize,
+        size: usize,
+    },
+    /// Hold idle connections; server RSS per connection.
+    Idle,
+    /// The seed's experiment: 12,000 connections, one 64 B message a second each.
+    C12k,
+    /// Ramp connections up to a bound; how many each model held while still echoing.
+    MaxConns,
+}
+
+const PINGPONGS: [Scenario; 5] = [
+    Scenario::PingPong {
+        name: "pp64-1",
+        conns: 1,
+        size: 64,
+    },
+    Scenario::PingPong {
+        name: "pp64-100",
+        conns: 100,
+        size: 64,
+    },
+    Scenario::PingPong {
+        name: "pp64-1000",
+        conns: 1000,
+        size: 64,
+    },
+    Scenario::PingPong {
+        name: "pp4k-100",
+        conns: 100,
+        size: 4096,
+    },
+    Scenario::PingPong {
+        name: "pp64k-10",
+        conns: 10,
+        size: 65536,
+    },
+];
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::PingPong { name, .. } => name,
+            Scenario::Idle => "idle",
+            Scenario::C12k => "c12k",
+            Scenario::MaxConns => "max-conns",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Scenario::PingPong { .. } => "pingpong",
+            Scenario::Idle => "idle",
+            Scenario::C12k => "c12k",
+            Scenario::MaxConns => "max-conns",
+        }
+    }
+
+    fn all() -> Vec<Scenario> {
+        let mut v = PINGPONGS.to_vec();
+        v.extend([Scenario::Idle, Scenario::C12k, Scenario::MaxConns]);
+        v
+    }
+
+    fn parse(s: &str) -> Result<Scenario> {
+        Scenario::all()
+            .into_iter()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Scenario::all().iter().map(|s| s.name()).collect();
+                anyhow!(
+                    "unknown scenario '{s}' (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Sizes of the scenarios for this run (`--quick` shrinks them).
+struct Plan {
+    duration: Duration,
+    warmup: Duration,
+    idle: usize,
+    idle_hold: Duration,
+    c12k: usize,
+    c12k_hold: Duration,
+    max_conns: usize,
+    pinned: bool,
+}
+
+/// One server to measure: a model, or the tokio reference.
+#[derive(Debug, Clone, PartialEq)]
+enum Participant {
+    Model(Model),
+    Tokio,
+}
+
+impl Participant {
+    fn name(&self) -> String {
+        match self {
+            Participant::Model(m) => m.name().to_string(),
+            Participant::Tokio => "reference: tokio".to_string(),
+        }
+    }
+
+    fn serve_args(&self, pinned: bool) -> Vec<String> {
+        let listen = ["--listen".to_string(), "127.0.0.1:0".to_string()];
+        match self {
+            Participant::Model(m) => {
+                let mut a = vec!["serve".into(), "--model".into(), m.name().into()];
+                if *m == Model::CompletionPort && pinned {
+                    // One CPU for the server: one worker (two would only contend for it).
+                    a.extend(["--workers".into(), "1".into()]);
+                }
+                a.extend(listen);
+                a
+            }
+            Participant::Tokio => {
+                let mut a = vec!["serve-reference".to_string()];
+                a.extend(listen);
+                a
+            }
+        }
+    }
+}
+
+/// A running `iomodels serve` child.
+struct Server {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    stdout: BufReader<ChildStdout>,
+    counters: bool,
+}
+
+impl Server {
+    fn start(p: &Participant, plan: &Plan) -> Result<Server> {
+        // The child inherits the affinity of the thread that starts it: pin this thread to
+        // the server's CPU for the spawn, then back to the load generator's.
+        if plan.pinned {
+            sys::pin_current_thread(0).context("cannot pin to CPU 0")?;
+        }
+        let spawned = Command::new(std::env::current_exe()?)
+            .args(p.serve_args(plan.pinned))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        if plan.pinned {
+            sys::pin_current_thread(1).context("cannot pin to CPU 1")?;
+        }
+        let mut child = spawned.context("cannot start iomodels serve")?;
+        let pid = child.id();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{} did not start (it printed {line:?})", p.name());
+        };
+        Ok(Server {
+            child,
+            pid,
+            addr,
+            stdout,
+            counters: matches!(p, Participant::Model(_)),
+        })
+    }
+
+    /// The server's wake-up and system-call counters (None for the reference).
+    fn counters(&mut self) -> Option<(f64, f64)> {
+        if !self.counters {
+            return None;
+        }
+        sys::send_signal(self.pid, libc::SIGUSR1).ok()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        Some((
+            v["stats"]["waits"].as_f64()?,
+            v["stats"]["syscalls"].as_f64()?,
+        ))
+    }
+
+    fn stats_field(&mut self, field: &str) -> Option<u64> {
+        if !self.counters {
+            return None;
+        }
+        sys::send_signal(self.pid, libc::SIGUSR1).ok()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        v["stats"][field].as_u64()
+    }
+
+    fn stop(mut self) {
+        let _ = sys::send_signal(self.pid, libc::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one repetition of one model in one scenario measured.
+#[derive(Default, Clone)]
+struct Sample {
+    msgs_per_sec: Option<f64>,
+    mb_per_sec: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    p999: Option<f64>,
+    cpu_s_per_million: Option<f64>,
+    server_cpu_percent: Option<f64>,
+    ctx_per_1k: Option<f64>,
+    wakeups_per_msg: Option<f64>,
+    syscalls_per_msg: Option<f64>,
+    rss_per_conn: Option<f64>,
+    conns_held: Option<u64>,
+    stop_reason: Option<String>,
+    mismatches: u64,
+    errors: u64,
+    /// CPU others used during the run, in % of one core.
+    others_percent: f64,
+}
+
+/// Server-side readings at one moment.
+struct Reading {
+    at: Instant,
+    cpu: f64,
+    ctx: u64,
+    counters: Option<(f64, f64)>,
+    machine_busy: f64,
+}
+
+fn read(server: &mut Server) -> Reading {
+    Reading {
+        at: Instant::now(),
+        cpu: procfs::cpu_seconds(server.pid).unwrap_or(0.0),
+        ctx: procfs::context_switches(server.pid).unwrap_or(0),
+        counters: server.counters(),
+        machine_busy: procfs::machine_busy_seconds().unwrap_or(0.0),
+    }
+}
+
+/// Fills the per-message server figures of `s` from two readings around `messages` messages;
+/// `load_cpu` is the load generator's own CPU seconds in that interval.
+fn per_message(s: &mut Sample, a: &Reading, b: &Reading, messages: u64, load_cpu: f64) {
+    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+    let cpu = b.cpu - a.cpu;
+    s.server_cpu_percent = Some(100.0 * cpu / secs);
+    if messages > 0 {
+        let m = messages as f64;
+        s.cpu_s_per_million = Some(cpu / m * 1e6);
+        s.ctx_per_1k = Some((b.ctx.saturating_sub(a.ctx)) as f64 / m * 1e3);
+        if let (Some((w0, c0)), Some((w1, c1))) = (a.counters, b.counters) {
+            s.wakeups_per_msg = Some((w1 - w0) / m);
+            s.syscalls_per_msg = Some((c1 - c0) / m);
+        }
+    }
+    let others = (b.machine_busy - a.machine_busy) - cpu - load_cpu;
+    s.others_percent = (100.0 * others / secs).max(0.0);
+}
+
+fn pingpong(p: &Participant, plan: &Plan, conns: usize, size: usize) -> Result<Sample> {
+    let mut server = Server::start(p, plan)?;
+    let addr = server.addr;
+    let cfg = |duration| LoadConfig {
+        connect: addr,
+        conns,
+        size,
+        depth: 1,
+        duration,
+        ..LoadConfig::default()
+    };
+    let warm = iomodels_load::run(&cfg(plan.warmup))?;
+    let a = read(&mut server);
+    let report = iomodels_load::run(&cfg(plan.duration))?;
+    let b = read(&mut server);
+    server.stop();
+    let mut s = Sample {
+        msgs_per_sec: Some(report.msgs_per_sec),
+        mb_per_sec: Some(report.mb_per_sec),
+        p50: Some(report.latency_us.p50 as f64),
+        p99: Some(report.latency_us.p99 as f64),
+        p999: Some(report.latency_us.p999 as f64),
+        mismatches: report.mismatches + warm.mismatches,
+        errors: report.connect_errors + report.io_errors + report.incomplete,
+        ..Sample::default()
+    };
+    let load_cpu = report.client_cpu_percent / 100.0 * report.elapsed_secs;
+    per_message(&mut s, &a, &b, report.messages, load_cpu);
+    Ok(s)
+}
+
+/// Opens `conns` connections (one-byte echo each) and holds them; `every` paces a message per
+/// connection. Returns the sample and the readings at the start and end of the hold.
+fn hold(
+    p: &Participant,
+    plan: &Plan,
+    cfg: IdleConfig,
+) -> Result<(
+    Sample,
+    Server,
+    iomodels_load::IdleReport,
+    Reading,
+    Reading,
+    u64,
+)> {
+    let mut server = Server::start(p, plan)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_before = procfs::rss_bytes(server.pid).unwrap_or(0);
+    let cfg = IdleConfig {
+        connect: server.addr,
+        ..cfg
+    };
+    let stop = AtomicBool::new(false);
+    let mut at_held = None;
+    let mut at_closing = None;
+    let mut rss_held = 0;
+    let report = iomodels_load::hold_idle(&cfg, &stop, &mut |phase| match phase {
+        Phase::Held => {
+            rss_held = procfs::rss_bytes(server.pid).unwrap_or(0);
+            at_held = Some(read(&mut server));
+        }
+        Phase::Closing => at_closing = Some(read(&mut server)),
+    })?;
+    let (a, b) = (at_held.expect("held"), at_closing.expect("closing"));
+    let mut s = Sample {
+        conns_held: Some(report.conns_held as u64),
+        errors: report.connect_errors + report.echo_errors + report.message_errors,
+        ..Sample::default()
+    };
+    if report.conns_held > 0 {
+        s.rss_per_conn =
+            Some(rss_held.saturating_sub(rss_before) as f64 / report.conns_held as f64);
+    }
+    Ok((s, server, report, a, b, rss_before))
+}
+
+fn idle(p: &Participant, plan: &Plan) -> Result<Sample> {
+    let cfg = IdleConfig {
+        conns: plan.idle,
+        hold: plan.idle_hold,
+        timeout: Duration::from_secs(3),
+        give_up_after: Some(20),
+        ..IdleConfig::default()
+    };
+    let (s, server, ..) = hold(p, plan, cfg)?;
+    server.stop();
+    Ok(s)
+}
+
+fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
+    let cfg = IdleConfig {
+        conns: plan.c12k,
+        hold: plan.c12k_hold,
+        echo_every: Some(Duration::from_secs(1)),
+        size: 64,
+        timeout: Duration::from_secs(3),
+        give_up_after: Some(20),
+        ..IdleConfig::default()
+    };
+    let (mut s, server, report, a, b, _) = hold(p, plan, cfg)?;
+    server.stop();
+    per_message(&mut s, &a, &b, report.messages, 0.0);
+    s.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
+    s.errors += report.late_rounds;
+    Ok(s)
+}
+
+fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
+    let cfg = IdleConfig {
+        conns: plan.max_conns,
+        hold: Duration::from_millis(100),
+        // One paced round at the start of the hold: every held connection must still echo.
+        echo_every: Some(Duration::from_secs(3600)),
+        size: 64,
+        timeout: Duration::from_secs(2),
+        give_up_after: Some(20),
+        ..IdleConfig::default()
+    };
+    let (mut s, mut server, report, ..) = hold(p, plan, cfg)?;
+    let refused = server.stats_field("refused").unwrap_or(0);
+    let pauses = server.stats_field("accept_pauses").unwrap_or(0);
+    server.stop();
+    let echoing = report.messages;
+    s.conns_held = Some(echoing);
+    s.errors = 0; // failures are how a ramp ends; the reason says which
+    let failed = report.connect_errors + report.echo_errors + report.message_errors;
+    s.stop_reason = Some(if failed == 0 && echoing as usize >= plan.max_conns {
+        format!("reached the bound ({} connections)", plan.max_conns)
+    } else if matches!(p, Participant::Model(Model::Select)) && refused > 0 {
+        format!("FD_SETSIZE: select(2) cannot wait on descriptors >= 1024 ({refused} refused)")
+    } else if matches!(p, Participant::Model(Model::Blocking)) && refused > 0 {
+        format!("threads: {refused} client threads could not be spawned")
+    } else if pauses > 0 {
+        "descriptors: accept failed with EMFILE (RLIMIT_NOFILE)".to_string()
+    } else {
+        format!("{failed} connections failed (connect or echo timed out)")
+    });
+    Ok(s)
+}
+
+fn run_one(p: &Participant, sc: Scenario, plan: &Plan) -> Result<Sample> {
+    match sc {
+        Scenario::PingPong { conns, size, .. } => pingpong(p, plan, conns, size),
+        Scenario::Idle => idle(p, plan),
+        Scenario::C12k => c12k(p, plan),
+        Scenario::MaxConns => max_conns(p, plan),
+    }
+}
+
+fn row(model: &str, samples: &[Sample]) -> Row {
+    let stat = |f: &dyn Fn(&Sample) -> Option<f64>| {
+        Stat::of(&samples.iter().filter_map(f).collect::<Vec<_>>())
+    };
+    let busy: Vec<String> = samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.others_percent > 10.0)
+        .map(|(i, s)| {
+            format!(
+                "repetition {}: other processes used {:.0}% of a core",
+                i + 1,
+                s.others_percent
+            )
+        })
+        .collect();
+    Row {
+        model: model.to_string(),
+        ran: true,
+        msgs_per_sec: stat(&|s| s.msgs_per_sec),
+        mb_per_sec: stat(&|s| s.mb_per_sec),
+        p50_us: stat(&|s| s.p50),
+        p99_us: stat(&|s| s.p99),
+        p999_us: stat(&|s| s.p999),
+        cpu_s_per_million: stat(&|s| s.cpu_s_per_million),
+        server_cpu_percent: stat(&|s| s.server_cpu_percent),
+        ctx_switches_per_1k: stat(&|s| s.ctx_per_1k),
+        wakeups_per_msg: stat(&|s| s.wakeups_per_msg),
+        syscalls_per_msg: stat(&|s| s.syscalls_per_msg),
+        rss_per_conn_bytes: stat(&|s| s.rss_per_conn),
+        conns_held: {
+            let mut v: Vec<u64> = samples.iter().filter_map(|s| s.conns_held).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied()
+        },
+        stop_reason: samples.iter().rev().find_map(|s| s.stop_reason.clone()),
+        mismatches: samples.iter().map(|s| s.mismatches).sum(),
+        errors: samples.iter().map(|s| s.errors).sum(),
+        busy: (!busy.is_empty()).then(|| busy.join("; ")),
+        note: None,
+    }
+}
+
+/// Runs the benchmark and returns what it measured.
+fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cores >= 2;
+    let nofile = sys::raise_nofile_limit().unwrap_or(1024) as usize;
+    let plan = if args.quick {
+        Plan {
+            duration: Duration::from_millis(500),
+            warmup: Duration::from_millis(100),
+            idle: 200,
+            idle_hold: Duration::from_millis(200),
+            c12k: 200,
+            c12k_hold: Duration::from_millis(1500),
+            max_conns: args.max_conns.unwrap_or(1500),
+            pinned,
+        }
+    } else {
+        Plan {
+            duration: args.duration,
+            warmup: Duration::from_millis(500),
+            idle: args.idle,
+            idle_hold: Duration::from_secs(1),
+            c12k: 12_000,
+            c12k_hold: Duration::from_secs(10),
+            // Both processes need a descriptor per connection, plus a few of their own.
+            max_conns: args.max_conns.unwrap_or(nofile.saturating_sub(100)),
+            pinned,
+        }
+    };
+    let participants: Vec<Participant> = if args.models.is_empty() {
+        let mut v: Vec<Participant> = Model::available()
+            .into_iter()
+            .map(Participant::Model)
+            .collect();
+        if cfg!(feature = "tokio-reference") {
+            v.push(Participant::Tokio);
+        }
+        v
+    } else {
+        args.models
+            .iter()
+            .map(|m| match m.as_str() {
+                "tokio" | "reference: tokio" if cfg!(feature = "tokio-reference") => {
+                    Ok(Participant::Tokio)
+                }
+                "tokio" => Err(anyhow!(
+                    "the tokio reference is not built (cargo feature tokio-reference)"
+                )),
+                other => other
+                    .parse::<Model>()
+                    .map(Participant::Model)
+                    .map_err(|e| anyhow!(e)),
+            })
+            .collect::<Result<_>>()?
+    };
+    let scenarios: Vec<Scenario> = if !args.scenario.is_empty() {
+        args.scenario
+            .iter()
+            .map(|s| Scenario::parse(s))
+            .collect::<Result<_>>()?
+    } else if args.quick {
+        vec![PINGPONGS[1], Scenario::Idle, Scenario::C12k]
+    } else {
+        Scenario::all()
+    };
+    if args.realtime {
+        sys::set_realtime().context("--realtime needs root (SCHED_RR)")?;
+    }
+    let placement = if pinned {
+        "server pinned to CPU 0, load generator to CPU 1 (completion-port runs one worker)"
+            .to_string()
+    } else {
+        "one CPU: server and load generator share it (cannot pin apart)".to_string()
+    };
+    if !pinned {
+        log::warn!("only one CPU: server and load generator cannot be pinned apart");
+    }
+    if pinned {
+        sys::pin_current_thread(1).context("cannot pin the load generator to CPU 1")?;
+    }
+
+    let repeat = args.repeat as usize;
+    let total = (repeat * scenarios.len() * participants.len()) as u64;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
+            .expect("a valid template"),
+    );
+    // samples[scenario][participant] = one Sample per repetition that ran
+    let mut samples = vec![vec![Vec::<Sample>::new(); participants.len()]; scenarios.len()];
+    let mut failures: Vec<Vec<Option<String>>> =
+        vec![vec![None; participants.len()]; scenarios.len()];
+    for rep in 0..repeat {
+        for (si, &sc) in scenarios.iter().enumerate() {
+            for (pi, p) in participants.iter().enumerate() {
+                bar.set_message(format!(
+                    "repetition {}/{repeat}: {} on {}",
+                    rep + 1,
+                    sc.name(),
+                    p.name()
+                ));
+                if let Participant::Model(m) = p {
+                    if let Err(why) = m.availability() {
+                        failures[si][pi] = Some(format!("not available here: {why}"));
+                        bar.inc(1);
+                        continue;
+                    }
+                }
+                match run_one(p, sc, &plan) {
+                    Ok(s) => samples[si][pi].push(s),
+                    Err(e) => failures[si][pi] = Some(format!("{e:#}")),
+                }
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if pinned {
+        let _ = sys::unpin_current_thread(cores);
+    }
+
+    let scenario_results = scenarios
+        .iter()
+        .enumerate()
+        .map(|(si, sc)| ScenarioResult {
+            name: sc.name().to_string(),
+            description: describe(*sc, &plan),
+            kind: sc.kind().to_string(),
+            rows: participants
+                .iter()
+                .enumerate()
+                .map(|(pi, p)| {
+                    let got = &samples[si][pi];
+                    if got.is_empty() {
+                        Row::not_run(
+                            &p.name(),
+                            failures[si][pi]
+                                .clone()
+                                .unwrap_or_else(|| "did not run".into()),
+                        )
+                    } else {
+                        let mut r = row(&p.name(), got);
+                        r.note = failures[si][pi].clone();
+                        r
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(BenchResults {
+        machine: Machine {
+            cpu_model: procfs::cpu_model(),
+            cores,
+            kernel: procfs::kernel(),
+            os: std::env::consts::OS.to_string(),
+            placement,
+            realtime: args.realtime,
+        },
+        date: utc_now(),
+        command,
+        quick: args.quick,
+        repeat,
+        models: participants.iter().map(Participant::name).collect(),
+        scenarios: scenario_results,
+    })
+}
+
+fn describe(sc: Scenario, plan: &Plan) -> String {
+    match sc {
+        Scenario::PingPong { conns, size, .. } => format!(
+            "closed-loop echo: {conns} connection(s), one {size} B message in flight each, {:.1} s measured after a {:.1} s warm-up",
+            plan.duration.as_secs_f64(),
+            plan.warmup.as_secs_f64()
+        ),
+        Scenario::Idle => format!(
+            "{} idle connections (each echoed one byte first): server RSS growth per connection",
+            plan.idle
+        ),
+        Scenario::C12k => format!(
+            "the book's experiment: {} connections, each echoing one 64 B message a second, for {:.0} s: server CPU %",
+            plan.c12k,
+            plan.c12k_hold.as_secs_f64()
+        ),
+        Scenario::MaxConns => format!(
+            "connections opened one after another up to {} (the descriptor limits), then one echo on each: how many still echo, and why the ramp stopped",
+            plan.max_conns
+        ),
+    }
+}
+
+/// The current time in UTC, RFC 3339, without a date library.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `iomodels bench`: run, print the table, write the JSON and the report.
+pub fn command(args: BenchArgs) -> Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let results = run(&args, command)?;
+    print!("{}", table::render_table(&results));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&results)?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    std::fs::write(&args.report, report::render_html(&results))
+        .with_context(|| format!("cannot write {}", args.report.display()))?;
+    println!("report: {}", args.report.display());
+    let bad: Vec<String> = results
+        .scenarios
+        .iter()
+        .flat_map(|s| {
+            s.rows
+                .iter()
+                .filter(|r| r.mismatches > 0)
+                .map(move |r| format!("{} in {}", r.model, s.name))
+        })
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "echoed bytes differed from what was sent: {}",
+            bad.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_round_trip() {
+        for sc in Scenario::all() {
+            assert_eq!(Scenario::parse(sc.name()).unwrap(), sc);
+        }
+        assert!(Scenario::parse("pp1")
+            .unwrap_err()
+            .to_string()
+            .contains("pp64-100"));
+    }
+
+    #[test]
+    fn utc_dates() {
+        let d = utc_now();
+        assert_eq!(d.len(), 20, "{d}");
+        assert!(d.starts_with("20"), "{d}");
+    }
+}

@@ -1,0 +1,598 @@
+//! The terminal rendering of bench results: a header, then one aligned table per scenario.
+//!
+//! The column definitions and number formatting here are shared with the HTML report
+//! (`super::report`), so both show the same columns with the same formatting.
+
+use super::results::*;
+
+/// What a missing value looks like.
+pub(crate) const DASH: &str = "—";
+
+/// How the numbers of a column are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fmt {
+    /// Whole numbers with thousands separators (`1,234,567`).
+    Count,
+    /// Two to three significant digits (`0.0123`, `1.23`, `123`, `12,345`).
+    Sig,
+    /// Bytes with a binary unit (`512 B`, `3.25 KiB`).
+    Bytes,
+}
+
+impl Fmt {
+    /// `v` written this way.
+    pub(crate) fn format(self, v: f64) -> String {
+        match self {
+            Fmt::Count => fmt_count(v),
+            Fmt::Sig => fmt_sig(v),
+            Fmt::Bytes => fmt_bytes(v),
+        }
+    }
+}
+
+/// What a column shows.
+#[derive(Clone, Copy)]
+pub(crate) enum ColKind {
+    /// A measured [`Stat`]: its median, plus `[min-max]` when `range` is set.
+    Stat {
+        /// Picks the metric out of a row.
+        get: fn(&Row) -> Option<Stat>,
+        /// How to write it.
+        fmt: Fmt,
+        /// Also show the min-max of the repetitions.
+        range: bool,
+    },
+    /// Connections held.
+    Conns,
+    /// Why the connection ramp stopped.
+    StopReason,
+    /// Connect and I/O errors.
+    Errors,
+}
+
+/// One column of a scenario table.
+#[derive(Clone, Copy)]
+pub(crate) struct Column {
+    /// Column heading.
+    pub(crate) header: &'static str,
+    /// What the cells show.
+    pub(crate) kind: ColKind,
+}
+
+impl Column {
+    const fn stat(header: &'static str, get: fn(&Row) -> Option<Stat>, fmt: Fmt) -> Column {
+        Column {
+            header,
+            kind: ColKind::Stat {
+                get,
+                fmt,
+                range: false,
+            },
+        }
+    }
+
+    /// The cell for `row` (of a row that ran).
+    pub(crate) fn cell(&self, row: &Row) -> String {
+        match self.kind {
+            ColKind::Stat { get, fmt, range } => match get(row) {
+                None => DASH.to_string(),
+                Some(s) if range => format!(
+                    "{} [{}-{}]",
+                    fmt.format(s.median),
+                    fmt.format(s.min),
+                    fmt.format(s.max)
+                ),
+                Some(s) => fmt.format(s.median),
+            },
+            ColKind::Conns => row.conns_held.map_or_else(|| DASH.to_string(), thousands),
+            ColKind::StopReason => row.stop_reason.clone().unwrap_or_else(|| DASH.to_string()),
+            ColKind::Errors => thousands(row.errors),
+        }
+    }
+
+    /// The full spread of a measured cell (`median …, min …, max …`), for tooltips.
+    pub(crate) fn spread(&self, row: &Row) -> Option<String> {
+        match self.kind {
+            ColKind::Stat { get, fmt, .. } => get(row).map(|s| {
+                format!(
+                    "median {}, min {}, max {}",
+                    fmt.format(s.median),
+                    fmt.format(s.min),
+                    fmt.format(s.max)
+                )
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the cells are numbers (right-aligned).
+    pub(crate) fn numeric(&self) -> bool {
+        !matches!(self.kind, ColKind::StopReason)
+    }
+}
+
+/// The columns shown for a scenario of `kind` (unknown kinds get the ping-pong columns).
+pub(crate) fn columns(kind: &str) -> Vec<Column> {
+    let cpu_per_million = Column {
+        header: "CPU s/M msgs",
+        kind: ColKind::Stat {
+            get: |r| r.cpu_s_per_million,
+            fmt: Fmt::Sig,
+            range: true,
+        },
+    };
+    let conns = Column {
+        header: "conns held",
+        kind: ColKind::Conns,
+    };
+    let wakeups = Column::stat("wake-ups/msg", |r| r.wakeups_per_msg, Fmt::Sig);
+    match kind {
+        "idle" => vec![
+            conns,
+            Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
+        ],
+        "c12k" => vec![
+            conns,
+            Column::stat("server CPU %", |r| r.server_cpu_percent, Fmt::Sig),
+            cpu_per_million,
+            wakeups,
+        ],
+        "max-conns" => vec![
+            conns,
+            Column {
+                header: "stop reason",
+                kind: ColKind::StopReason,
+            },
+        ],
+        _ => vec![
+            Column::stat("msgs/s", |r| r.msgs_per_sec, Fmt::Count),
+            Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),
+            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
+            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
+            Column::stat("p99.9 µs", |r| r.p999_us, Fmt::Sig),
+            cpu_per_million,
+            Column::stat("ctx sw/1k msgs", |r| r.ctx_switches_per_1k, Fmt::Sig),
+            wakeups,
+            Column::stat("syscalls/msg", |r| r.syscalls_per_msg, Fmt::Sig),
+            Column {
+                header: "errors",
+                kind: ColKind::Errors,
+            },
+        ],
+    }
+}
+
+/// `n` with thousands separators: `1234567` → `1,234,567`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let groups: Vec<String> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .collect();
+    groups.join(",")
+}
+
+/// A count, rounded, with thousands separators (small non-integers keep 3 significant digits).
+pub(crate) fn fmt_count(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    if v.abs() < 100.0 && v.fract() != 0.0 {
+        return fmt_sig(v);
+    }
+    let s = thousands(v.abs().round() as u64);
+    if v < 0.0 && s != "0" {
+        format!("-{s}")
+    } else {
+        s
+    }
+}
+
+/// `v` with about three significant digits; from 1000 up, whole with thousands separators.
+pub(crate) fn fmt_sig(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    if v == 0.0 {
+        return "0".to_string();
+    }
+    let a = v.abs();
+    if a >= 999.5 {
+        return fmt_count(v.round());
+    }
+    let magnitude = a.log10().floor() as i32;
+    let decimals = (2 - magnitude).clamp(0, 6) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// A byte count with a binary unit: `512 B`, `3.25 KiB`, `1.5 MiB`.
+pub(crate) fn fmt_bytes(v: f64) -> String {
+    let a = v.abs();
+    if a < 1024.0 {
+        format!("{} B", fmt_sig(v))
+    } else if a < 1024.0 * 1024.0 {
+        format!("{} KiB", fmt_sig(v / 1024.0))
+    } else if a < 1024.0 * 1024.0 * 1024.0 {
+        format!("{} MiB", fmt_sig(v / (1024.0 * 1024.0)))
+    } else {
+        format!("{} GiB", fmt_sig(v / (1024.0 * 1024.0 * 1024.0)))
+    }
+}
+
+/// The model cell: the name, `*` when the machine was busy, `!!` when the echo was wrong.
+fn model_cell(row: &Row) -> String {
+    let mut s = row.model.clone();
+    if row.busy.is_some() {
+        s.push_str(" *");
+    }
+    if row.mismatches > 0 {
+        s.push_str(" !!");
+    }
+    s
+}
+
+/// Pads `s` to `width` characters (not bytes: `µ` and `—` are one column each).
+fn pad(s: &str, width: usize, right: bool) -> String {
+    let fill = " ".repeat(width.saturating_sub(s.chars().count()));
+    if right {
+        format!("{fill}{s}")
+    } else {
+        format!("{s}{fill}")
+    }
+}
+
+/// The results as plain text for the terminal: a header with the machine and the run, then
+/// per scenario its name, description and an aligned table with one line per model. Rows that
+/// did not run show their note; wrong echoes are flagged with `!!` and a `!! MISMATCH` line;
+/// rows measured while the machine was busy are marked `*` with a footnote.
+pub fn render_table(r: &BenchResults) -> String {
+    let m = &r.machine;
+    let mut out = String::new();
+    out.push_str(&format!("iomodels bench, {}\n", r.date));
+    out.push_str(&format!(
+        "machine:   {}, {} cores, kernel {}, {}\n",
+        m.cpu_model, m.cores, m.kernel, m.os
+    ));
+    out.push_str(&format!(
+        "placement: {}{}\n",
+        m.placement,
+        if m.realtime { " (SCHED_RR)" } else { "" }
+    ));
+    out.push_str(&format!("command:   {}\n", r.command));
+    out.push_str(&format!(
+        "repeat:    {} (median, [min-max] over the repetitions)\n",
+        r.repeat
+    ));
+    if r.quick {
+        out.push_str("QUICK RUN: a short subset, the numbers are not to be trusted\n");
+    }
+
+    for sc in &r.scenarios {
+        out.push('\n');
+        out.push_str(&format!(
+            "== {} ({}): {}\n",
+            sc.name, sc.kind, sc.description
+        ));
+        let cols = columns(&sc.kind);
+
+        let mut header = vec!["model".to_string()];
+        header.extend(cols.iter().map(|c| c.header.to_string()));
+        let lines: Vec<(bool, Vec<String>)> = sc
+            .rows
+            .iter()
+            .map(|row| {
+                let mut cells = vec![model_cell(row)];
+                if row.ran {
+                    cells.extend(cols.iter().map(|c| c.cell(row)));
+                    (true, cells)
+                } else {
+                    let why = row.note.as_deref().unwrap_or("no reason given");
+                    cells.push(format!("not run: {why}"));
+                    (false, cells)
+                }
+            })
+            .collect();
+
+        // Column widths, from the header and the rows that ran (a not-run note spans the rest).
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for (ran, cells) in &lines {
+            for (i, c) in cells.iter().enumerate() {
+                if *ran || i == 0 {
+                    widths[i] = widths[i].max(c.chars().count());
+                }
+            }
+        }
+        let numeric = |i: usize| i > 0 && cols[i - 1].numeric();
+        let join = |cells: &[String], ran: bool| {
+            let parts: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if ran || i == 0 {
+                        pad(c, widths[i], numeric(i))
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect();
+            format!("  {}\n", parts.join("  ").trim_end())
+        };
+        out.push_str(&join(&header, true));
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        out.push_str(&format!("  {}\n", rule.join("  ")));
+        for (ran, cells) in &lines {
+            out.push_str(&join(cells, *ran));
+        }
+
+        for row in &sc.rows {
+            if row.mismatches > 0 {
+                out.push_str(&format!(
+                    "!! MISMATCH: {} echoed {} wrong bytes in {}\n",
+                    row.model,
+                    thousands(row.mismatches),
+                    sc.name
+                ));
+            }
+        }
+        for row in &sc.rows {
+            if let Some(busy) = &row.busy {
+                out.push_str(&format!(
+                    "   * {}: machine busy during the run ({busy})\n",
+                    row.model
+                ));
+            }
+        }
+        for row in sc.rows.iter().filter(|row| row.ran) {
+            if let Some(note) = &row.note {
+                out.push_str(&format!("   note: {}: {note}\n", row.model));
+            }
+        }
+    }
+    out
+}
+
+/// Synthetic results for the tests of this module and of `report`.
+#[cfg(test)]
+pub(crate) mod sample {
+    use super::super::results::*;
+
+    fn stat(median: f64, spread: f64) -> Option<Stat> {
+        Some(Stat {
+            median,
+            min: median * (1.0 - spread),
+            max: median * (1.0 + spread),
+        })
+    }
+
+    /// Results for `models` over four ping-pong scenarios, idle, c12k and max-conns. The
+    /// second model does not run io_uring-style (`not run` in every scenario but max-conns),
+    /// the third echoes wrong bytes in `pp64-100`, the last ran on a busy machine in `pp64-1`.
+    pub(crate) fn results(models: &[&str], command: &str) -> BenchResults {
+        let pp = [
+            (
+                "pp64-1",
+                "One connection echoes 64-byte messages back and forth.",
+                1.0,
+            ),
+            (
+                "pp64-100",
+                "100 connections each echo 64-byte messages.",
+                3.0,
+            ),
+            ("pp4k-100", "100 connections each echo 4 KiB messages.", 5.0),
+            (
+                "pp64k-10",
+                "10 connections each echo 64 KiB messages.",
+                40.0,
+            ),
+        ];
+        let mut scenarios = Vec::new();
+        for (si, (name, desc, cost)) in pp.iter().enumerate() {
+            let rows = models
+                .iter()
+                .enumerate()
+                .map(|(mi, m)| {
+                    if mi == 1 {
+                        return Row::not_run(
+                            m,
+                            "needs Linux 5.19 <io_uring> & CAP_SYS_ADMIN".into(),
+                        );
+                    }
+                    let f = 1.0 + 0.37 * ((mi * 7 + si * 3) % 9) as f64;
+                    let msgs = 180_000.0 / cost / f * (1.0 + si as f64);
+                    let mut row = Row::not_run(m, String::new());
+                    row.ran = true;
+                    row.note = None;
+                    row.msgs_per_sec = stat(msgs, 0.04);
+                    row.mb_per_sec = stat(msgs * 64.0 * cost / 1e6, 0.04);
+                    row.p50_us = stat(9.0 * f * cost, 0.05);
+                    row.p99_us = stat(31.0 * f * cost, 0.15);
+                    row.p999_us = if mi == 0 {
+                        None
+                    } else {
+                        stat(80.0 * f * cost, 0.3)
+                    };
+                    row.cpu_s_per_million = stat(1.9 * f * cost, 0.08);
+                    row.server_cpu_percent = stat(35.0 + 9.0 * f, 0.05);
+                    row.ctx_switches_per_1k = stat(120.0 / f, 0.1);
+                    row.wakeups_per_msg = stat(0.9 / f, 0.05);
+                    row.syscalls_per_msg = stat(2.0 + 0.5 * f, 0.01);
+                    if mi == 2 && *name == "pp64-100" {
+                        row.mismatches = 1234;
+                        row.errors = 3;
+                    }
+                    if mi + 1 == models.len() && *name == "pp64-1" {
+                        row.busy = Some("other processes used 23% CPU".into());
+                    }
+                    row
+                })
+                .collect();
+            scenarios.push(ScenarioResult {
+                name: name.to_string(),
+                description: desc.to_string(),
+                kind: "pingpong".into(),
+                rows,
+            });
+        }
+        let other = |name: &str, kind: &str, desc: &str| ScenarioResult {
+            name: name.into(),
+            description: desc.into(),
+            kind: kind.into(),
+            rows: models
+                .iter()
+                .enumerate()
+                .map(|(mi, m)| {
+                    if mi == 1 && kind != "max-conns" {
+                        return Row::not_run(m, "io_uring is not available here".into());
+                    }
+                    let f = 1.0 + 0.41 * ((mi * 5 + 1) % 7) as f64;
+                    let mut row = Row::not_run(m, String::new());
+                    row.ran = true;
+                    row.note = None;
+                    match kind {
+                        "idle" => {
+                            row.conns_held = Some(10_000);
+                            row.rss_per_conn_bytes = stat(900.0 * f * f, 0.02);
+                        }
+                        "c12k" => {
+                            row.conns_held = Some(12_000 - (mi as u64 % 2) * 17);
+                            row.server_cpu_percent = stat(12.0 * f, 0.1);
+                            row.cpu_s_per_million = stat(4.0 * f, 0.1);
+                            row.wakeups_per_msg = if mi == 0 { None } else { stat(0.2 * f, 0.1) };
+                        }
+                        _ => {
+                            row.conns_held = Some(20_000 + 9_000 * mi as u64);
+                            row.rss_per_conn_bytes = stat(1100.0 * f, 0.0);
+                            row.stop_reason = Some(if mi % 2 == 0 {
+                                "EMFILE: too many open files".into()
+                            } else {
+                                "reached --max 65000".into()
+                            });
+                            if mi == 0 {
+                                row.note = Some("thread per connection: 8 MiB stacks".into());
+                            }
+                        }
+                    }
+                    row
+                })
+                .collect(),
+        };
+        scenarios.push(other(
+            "idle",
+            "idle",
+            "10,000 connections open and silent: memory per connection.",
+        ));
+        scenarios.push(other(
+            "c12k",
+            "c12k",
+            "12,000 connections, each sends one 64-byte message a second.",
+        ));
+        scenarios.push(other(
+            "max-conns",
+            "max-conns",
+            "Opens connections until something gives.",
+        ));
+        BenchResults {
+            machine: Machine {
+                cpu_model: "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz".into(),
+                cores: 2,
+                kernel: "6.8.0-1019-aws".into(),
+                os: "Ubuntu 24.04.1 LTS".into(),
+                placement: "server on CPU 0, load on CPU 1".into(),
+                realtime: false,
+            },
+            date: "2025-03-14T09:26:53Z".into(),
+            command: command.into(),
+            quick: false,
+            repeat: 3,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            scenarios,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODELS: [&str; 4] = ["blocking", "io-uring", "event-select", "epoll"];
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(fmt_count(123_456.7), "123,457");
+        assert_eq!(fmt_sig(0.0), "0");
+        assert_eq!(fmt_sig(0.012345), "0.0123");
+        assert_eq!(fmt_sig(1.2345), "1.23");
+        assert_eq!(fmt_sig(12.345), "12.3");
+        assert_eq!(fmt_sig(123.45), "123");
+        assert_eq!(fmt_sig(12_345.6), "12,346");
+        assert_eq!(fmt_bytes(512.0), "512 B");
+        assert_eq!(fmt_bytes(3.25 * 1024.0), "3.25 KiB");
+    }
+
+    #[test]
+    fn one_line_per_model_per_scenario() {
+        let r = sample::results(&MODELS, "iomodels bench <&>");
+        let t = render_table(&r);
+        for sc in &r.scenarios {
+            let start = t.find(&format!("== {} (", sc.name)).unwrap();
+            let block = &t[start..];
+            let block = &block[..block[1..].find("\n== ").map_or(block.len(), |i| i + 1)];
+            for m in MODELS {
+                let n = block
+                    .lines()
+                    .filter(|l| l.starts_with(&format!("  {m} ")) || l == &format!("  {m}"))
+                    .count();
+                assert_eq!(n, 1, "{m} in {}:\n{block}", sc.name);
+            }
+            // Header, rule and one line per model, all indented by two spaces.
+            assert_eq!(
+                block
+                    .lines()
+                    .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+                    .count(),
+                2 + MODELS.len()
+            );
+        }
+    }
+
+    #[test]
+    fn mismatch_busy_missing_and_not_run_are_shown() {
+        let r = sample::results(&MODELS, "iomodels bench");
+        let t = render_table(&r);
+        assert!(t.contains("!! MISMATCH: event-select echoed 1,234 wrong bytes in pp64-100"));
+        assert!(t.contains("  event-select !! "));
+        assert!(t.contains("  epoll *"));
+        assert!(t.contains("* epoll: machine busy during the run (other processes used 23% CPU)"));
+        assert!(t.contains(DASH));
+        assert!(t.contains("not run: needs Linux 5.19"));
+        assert!(t.contains("2 cores"));
+        assert!(!t.contains("QUICK RUN"));
+        let mut q = r.clone();
+        q.quick = true;
+        assert!(render_table(&q).contains("QUICK RUN"));
+    }
+
+    #[test]
+    fn columns_are_aligned() {
+        let r = sample::results(&MODELS, "iomodels bench");
+        let t = render_table(&r);
+        let start = t.find("== pp64-100 (").unwrap();
+        let lines: Vec<&str> = t[start..]
+            .lines()
+            .skip(1)
+            .take(2 + MODELS.len())
+            .filter(|l| !l.contains("not run"))
+            .collect();
+        let width = lines[0].chars().count();
+        for l in &lines {
+            assert_eq!(l.chars().count(), width, "{l}");
+        }
+    }
+}
