@@ -88,6 +88,10 @@ struct ServeArgs {
     /// spreads them) or handoff (one acceptor passes sockets round-robin)
     #[arg(long, value_name = "MODE", default_value = "reuseport", value_parser = parse_accept_mode)]
     accept: AcceptMode,
+    /// The provided-buffer ring of each completion-port worker, as COUNTxSIZE (a power-of-two
+    /// count of buffers of SIZE bytes)
+    #[arg(long, value_name = "COUNTxSIZE", default_value = "256x16KiB", value_parser = parse_recv_buffers)]
+    recv_buffers: iomodels_server::RecvBuffers,
 }
 
 #[derive(Args)]
@@ -124,6 +128,26 @@ struct LoadArgs {
 
 fn parse_model(s: &str) -> Result<Model, String> {
     s.parse()
+}
+
+fn parse_recv_buffers(s: &str) -> Result<iomodels_server::RecvBuffers, String> {
+    let (count, size) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{s}' is not COUNTxSIZE (e.g. 256x16KiB)"))?;
+    let count: u16 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{count}' is not a buffer count (1 to 32768)"))?;
+    if !count.is_power_of_two() || count > 32768 {
+        return Err(format!(
+            "the buffer count must be a power of two up to 32768, not {count}"
+        ));
+    }
+    let size = parse_bytes(size)?;
+    if size == 0 || size > u32::MAX as usize {
+        return Err(format!("'{s}': buffers must hold 1 byte to 4 GiB"));
+    }
+    Ok(iomodels_server::RecvBuffers { count, size })
 }
 
 fn parse_accept_mode(s: &str) -> Result<AcceptMode, String> {
@@ -221,6 +245,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         drain_timeout: args.drain_timeout,
         workers: args.workers.map(|n| n as usize),
         accept_mode: args.accept,
+        recv_buffers: args.recv_buffers,
         ..ServerConfig::default()
     };
     let server = Server::bind(config.clone())?;

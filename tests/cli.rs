@@ -527,3 +527,12 @@ fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
     assert!(report.contains("<svg"), "the report has no chart");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_buffer_ring_is_one_line() {
+    assert_one_line_error(
+        &iomodels(&["serve", "--recv-buffers", "100x4KiB"]),
+        "power of two",
+    );
+    assert_one_line_error(&iomodels(&["serve", "--recv-buffers", "256"]), "COUNTxSIZE");
+}

@@ -312,6 +312,8 @@ struct Sample {
 struct Reading {
     at: Instant,
     cpu: f64,
+    /// This process's CPU time (the load generator's threads).
+    own_cpu: f64,
     ctx: u64,
     counters: Option<(f64, f64)>,
     machine_busy: f64,
@@ -321,15 +323,17 @@ fn read(server: &mut Server) -> Reading {
     Reading {
         at: Instant::now(),
         cpu: procfs::cpu_seconds(server.pid).unwrap_or(0.0),
+        own_cpu: procfs::cpu_seconds(std::process::id()).unwrap_or(0.0),
         ctx: procfs::context_switches(server.pid).unwrap_or(0),
         counters: server.counters(),
         machine_busy: procfs::machine_busy_seconds().unwrap_or(0.0),
     }
 }
 
-/// Fills the per-message server figures of `s` from two readings around `messages` messages;
-/// `load_cpu` is the load generator's own CPU seconds in that interval.
-fn per_message(s: &mut Sample, a: &Reading, b: &Reading, messages: u64, load_cpu: f64) {
+/// Fills the per-message server figures of `s` from two readings around `messages` messages,
+/// and how much CPU processes other than the server and this one used meanwhile.
+fn per_message(s: &mut Sample, a: &Reading, b: &Reading, messages: u64) {
+    let load_cpu = b.own_cpu - a.own_cpu;
     let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
     let cpu = b.cpu - a.cpu;
     s.server_cpu_percent = Some(100.0 * cpu / secs);
@@ -372,8 +376,7 @@ fn pingpong(p: &Participant, plan: &Plan, conns: usize, size: usize) -> Result<S
         errors: report.connect_errors + report.io_errors + report.incomplete,
         ..Sample::default()
     };
-    let load_cpu = report.client_cpu_percent / 100.0 * report.elapsed_secs;
-    per_message(&mut s, &a, &b, report.messages, load_cpu);
+    per_message(&mut s, &a, &b, report.messages);
     Ok(s)
 }
 
@@ -447,7 +450,7 @@ fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
     };
     let (mut s, server, report, a, b, _) = hold(p, plan, cfg)?;
     server.stop();
-    per_message(&mut s, &a, &b, report.messages, 0.0);
+    per_message(&mut s, &a, &b, report.messages);
     s.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
     s.errors += report.late_rounds;
     Ok(s)

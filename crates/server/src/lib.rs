@@ -102,11 +102,14 @@ pub struct RecvBuffers {
 }
 
 impl Default for RecvBuffers {
-    /// 256 buffers of 4 KiB: 1 MiB per worker, touched only as traffic needs it.
+    /// 256 buffers of 16 KiB (as large as the overlapped models' posted buffers): 4 MiB of
+    /// address space per worker, whose pages become resident only as traffic fills them.
+    /// Larger buffers make large messages cheaper (measured for 64 KiB messages: 78, 68 and 61
+    /// µs of server CPU per message with 4, 16 and 64 KiB buffers).
     fn default() -> Self {
         RecvBuffers {
             count: 256,
-            size: 4096,
+            size: 16 * 1024,
         }
     }
 }

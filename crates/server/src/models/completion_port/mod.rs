@@ -30,7 +30,7 @@
 //! come back — the bytes wait in the socket meanwhile, nothing is lost or reordered.
 //!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one);
-//! buffer-ring size (`RecvBuffers`, 256 × 4 KiB per worker by default); io_uring must be
+//! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 256 × 16 KiB per worker by default); io_uring must be
 //! allowed (containers often block it: the model is then unavailable and says why, and the
 //! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
 //! not by load.
