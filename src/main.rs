@@ -246,7 +246,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         workers: args.workers.map(|n| n as usize),
         accept_mode: args.accept,
         recv_buffers: args.recv_buffers,
-        ..ServerConfig::default()
     };
     let server = Server::bind(config.clone())?;
     if args.model.is_none() {

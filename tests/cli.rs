@@ -15,6 +15,7 @@ fn iomodels(args: &[&str]) -> Output {
 /// A `iomodels serve` child process, killed if a test fails before stopping it.
 struct Served {
     child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
     addr: SocketAddr,
     ready_line: String,
 }
@@ -30,9 +31,8 @@ impl Served {
             .spawn()
             .expect("spawn iomodels serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .strip_prefix("listening on ")
             .and_then(|rest| rest.split(' ').next())
@@ -41,6 +41,7 @@ impl Served {
             .unwrap();
         Served {
             child,
+            stdout,
             addr,
             ready_line: line.trim_end().to_string(),
         }
@@ -535,4 +536,46 @@ fn a_bad_buffer_ring_is_one_line() {
         "power of two",
     );
     assert_one_line_error(&iomodels(&["serve", "--recv-buffers", "256"]), "COUNTxSIZE");
+}
+
+/// Past ~16,000 threads a new thread cannot map its signal stack and Rust aborts the whole
+/// process: the thread-per-client model must refuse connections at its cap instead of dying.
+#[test]
+fn blocking_refuses_past_its_thread_cap_instead_of_aborting() {
+    let maps: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cap = maps.saturating_sub(4096) / 4;
+    let want = cap + 300;
+    let mut s = Served::start(&["--model", "blocking"]);
+    let out = iomodels(&[
+        "load",
+        "--connect",
+        &s.addr.to_string(),
+        "--idle",
+        "--conns",
+        &want.to_string(),
+        "--duration",
+        "0.5s",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "the server died: {report}"
+    );
+    let held = report["conns_held"].as_u64().unwrap() as usize;
+    assert!(
+        held >= cap.min(want) - 50 && held <= cap,
+        "held {held}, cap {cap}"
+    );
+    s.signal(libc::SIGUSR1);
+    let mut line = String::new();
+    s.stdout.read_line(&mut line).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(stats["stats"]["refused"].as_u64().unwrap() >= 250, "{line}");
+    assert!(s.terminate().success());
 }

@@ -480,7 +480,7 @@ fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
     } else if matches!(p, Participant::Model(Model::Select)) && refused > 0 {
         format!("FD_SETSIZE: select(2) cannot wait on descriptors >= 1024 ({refused} refused)")
     } else if matches!(p, Participant::Model(Model::Blocking)) && refused > 0 {
-        format!("threads: {refused} client threads could not be spawned")
+        format!("threads: {refused} connections refused at the thread cap (vm.max_map_count)")
     } else if pauses > 0 {
         "descriptors: accept failed with EMFILE (RLIMIT_NOFILE)".to_string()
     } else {

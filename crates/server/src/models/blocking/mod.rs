@@ -11,9 +11,13 @@
 //! the thread stops reading while its peer is not reading.
 //!
 //! **Limits.** Threads: each costs a stack, a kernel task and scheduler work, and the process
-//! runs out of them (`RLIMIT_NPROC`, `threads-max`, memory) long before it runs out of
-//! descriptors. When a thread cannot be spawned the connection is closed and counted in
-//! `Stats::refused`.
+//! runs out of them long before it runs out of descriptors. On Linux the first wall is
+//! `vm.max_map_count` (65,530 mappings by default; a thread takes about four — stack, signal
+//! stack, their guard pages): past ~16,000 threads a new thread cannot map its signal stack and
+//! Rust aborts the *whole process*. So the model caps its client threads below that (a quarter
+//! of the mapping limit less a margin, and at most half of `kernel.threads-max`: 15,358 here);
+//! a connection past the cap, or one whose thread cannot be spawned, is closed at once, counted
+//! in `Stats::refused`, and logged once.
 //!
 //! **Pitfalls.** A thread blocked in `recv` does not see a shutdown flag: to end the drain the
 //! acceptor shuts down (`shutdown(SHUT_RDWR)`) every socket still open, which wakes its thread.
@@ -35,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
-use linux::{force_shutdown, raw_id, wait_for_client, RawId};
+use linux::{force_shutdown, raw_id, thread_cap, wait_for_client, RawId};
 
 /// Stack size of a client thread: the pump needs little, and thousands of threads add up.
 const CLIENT_STACK: usize = 64 * 1024;
@@ -60,6 +64,8 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     let mut acceptor = Acceptor::new(listener);
     let live: Live = Arc::default();
     let mut next_id = 0u64;
+    let cap = thread_cap();
+    let mut warned_cap = false;
     let mut drain = Drain::new(ctx.drain_timeout);
 
     while !drain.begins(&ctx.shutdown) {
@@ -71,6 +77,18 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         }
         if client && acceptor.is_accepting() {
             acceptor.accept_batch(64, &ctx.stats, |stream| {
+                if live.lock().unwrap_or_else(|p| p.into_inner()).len() >= cap {
+                    ctx.stats.refused.fetch_add(1, Relaxed);
+                    if !warned_cap {
+                        warned_cap = true;
+                        log::warn!(
+                            "blocking: {cap} client threads is the most this process can run \
+                             (vm.max_map_count, threads-max); closing connections past it \
+                             (counted, not logged again)"
+                        );
+                    }
+                    return; // dropping the stream closes it
+                }
                 next_id += 1;
                 spawn_client(stream, next_id, ctx, &live);
             })?;
