@@ -246,30 +246,23 @@ impl Server {
         })
     }
 
-    /// The server's wake-up and system-call counters (None for the reference).
-    fn counters(&mut self) -> Option<(f64, f64)> {
+    /// The server's counters (`iomodels serve` prints them as one JSON line on SIGUSR1);
+    /// `None` for the reference, which has none.
+    fn stats(&mut self) -> Option<serde_json::Value> {
         if !self.counters {
             return None;
         }
         sys::send_signal(self.pid, libc::SIGUSR1).ok()?;
         let mut line = String::new();
         self.stdout.read_line(&mut line).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        Some((
-            v["stats"]["waits"].as_f64()?,
-            v["stats"]["syscalls"].as_f64()?,
-        ))
+        let mut v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        Some(v["stats"].take())
     }
 
-    fn stats_field(&mut self, field: &str) -> Option<u64> {
-        if !self.counters {
-            return None;
-        }
-        sys::send_signal(self.pid, libc::SIGUSR1).ok()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        v["stats"][field].as_u64()
+    /// Wake-ups and system calls so far.
+    fn counters(&mut self) -> Option<(f64, f64)> {
+        let s = self.stats()?;
+        Some((s["waits"].as_f64()?, s["syscalls"].as_f64()?))
     }
 
     fn stop(mut self) {
@@ -468,8 +461,9 @@ fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
         ..IdleConfig::default()
     };
     let (mut s, mut server, report, ..) = hold(p, plan, cfg)?;
-    let refused = server.stats_field("refused").unwrap_or(0);
-    let pauses = server.stats_field("accept_pauses").unwrap_or(0);
+    let stats = server.stats().unwrap_or_default();
+    let refused = stats["refused"].as_u64().unwrap_or(0);
+    let pauses = stats["accept_pauses"].as_u64().unwrap_or(0);
     server.stop();
     let echoing = report.messages;
     s.conns_held = Some(echoing);
@@ -724,7 +718,7 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
             plan.c12k_hold.as_secs_f64()
         ),
         Scenario::MaxConns => format!(
-            "connections opened one after another up to {} (the descriptor limits), then one echo on each: how many still echo, and why the ramp stopped",
+            "connections opened one after another up to {} (by default what the descriptor limits allow), then one echo on each: how many still echo, and why the ramp stopped",
             plan.max_conns
         ),
     }
