@@ -542,13 +542,28 @@ fn a_bad_buffer_ring_is_one_line() {
 /// process: the thread-per-client model must refuse connections at its cap instead of dying.
 #[test]
 fn blocking_refuses_past_its_thread_cap_instead_of_aborting() {
-    let maps: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let cap = maps.saturating_sub(4096) / 4;
+    let read = |path: &str| -> usize {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // The model's cap, computed as it does.
+    let cap = (read("/proc/sys/vm/max_map_count").saturating_sub(4096) / 4)
+        .min(read("/proc/sys/kernel/threads-max") / 2);
     let want = cap + 300;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a live rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert!(
+        lim.rlim_max as usize > want + 100,
+        "cannot test the thread cap ({cap}) here: RLIMIT_NOFILE's hard limit {} is below the {want} connections it takes",
+        lim.rlim_max
+    );
     let mut s = Served::start(&["--model", "blocking"]);
     let out = iomodels(&[
         "load",
