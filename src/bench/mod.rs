@@ -373,20 +373,19 @@ fn pingpong(p: &Participant, plan: &Plan, conns: usize, size: usize) -> Result<S
     Ok(s)
 }
 
-/// Opens `conns` connections (one-byte echo each) and holds them; `every` paces a message per
-/// connection. Returns the sample and the readings at the start and end of the hold.
-fn hold(
-    p: &Participant,
-    plan: &Plan,
-    cfg: IdleConfig,
-) -> Result<(
-    Sample,
-    Server,
-    iomodels_load::IdleReport,
-    Reading,
-    Reading,
-    u64,
-)> {
+/// What a hold measured, with the server still running (for a last look at its counters).
+struct Held {
+    sample: Sample,
+    server: Server,
+    report: iomodels_load::IdleReport,
+    /// Readings when every connection was open, and when the hold ended.
+    start: Reading,
+    end: Reading,
+}
+
+/// Starts the server, opens `cfg.conns` connections (one-byte echo each) and holds them as
+/// `cfg` says; fills the connection count and RSS per connection of the sample.
+fn hold(p: &Participant, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     let mut server = Server::start(p, plan)?;
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = procfs::rss_bytes(server.pid).unwrap_or(0);
@@ -415,7 +414,13 @@ fn hold(
         s.rss_per_conn =
             Some(rss_held.saturating_sub(rss_before) as f64 / report.conns_held as f64);
     }
-    Ok((s, server, report, a, b, rss_before))
+    Ok(Held {
+        sample: s,
+        server,
+        report,
+        start: a,
+        end: b,
+    })
 }
 
 fn idle(p: &Participant, plan: &Plan) -> Result<Sample> {
@@ -426,9 +431,9 @@ fn idle(p: &Participant, plan: &Plan) -> Result<Sample> {
         give_up_after: Some(20),
         ..IdleConfig::default()
     };
-    let (s, server, ..) = hold(p, plan, cfg)?;
-    server.stop();
-    Ok(s)
+    let held = hold(p, plan, cfg)?;
+    held.server.stop();
+    Ok(held.sample)
 }
 
 fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
@@ -441,12 +446,18 @@ fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
         give_up_after: Some(20),
         ..IdleConfig::default()
     };
-    let (mut s, server, report, a, b, _) = hold(p, plan, cfg)?;
+    let Held {
+        mut sample,
+        server,
+        report,
+        start,
+        end,
+    } = hold(p, plan, cfg)?;
     server.stop();
-    per_message(&mut s, &a, &b, report.messages);
-    s.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
-    s.errors += report.late_rounds;
-    Ok(s)
+    per_message(&mut sample, &start, &end, report.messages);
+    sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
+    sample.errors += report.late_rounds;
+    Ok(sample)
 }
 
 fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
@@ -460,7 +471,12 @@ fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
         give_up_after: Some(20),
         ..IdleConfig::default()
     };
-    let (mut s, mut server, report, ..) = hold(p, plan, cfg)?;
+    let Held {
+        sample: mut s,
+        mut server,
+        report,
+        ..
+    } = hold(p, plan, cfg)?;
     let stats = server.stats().unwrap_or_default();
     let refused = stats["refused"].as_u64().unwrap_or(0);
     let pauses = stats["accept_pauses"].as_u64().unwrap_or(0);

@@ -293,3 +293,69 @@ fn report_renders_as_table_and_one_line_json() {
         "{table}"
     );
 }
+
+fn idle_cfg(addr: SocketAddr, conns: usize) -> iomodels_load::IdleConfig {
+    iomodels_load::IdleConfig {
+        connect: addr,
+        conns,
+        hold: Duration::from_millis(1200),
+        threads: 4,
+        timeout: Duration::from_secs(5),
+        ..iomodels_load::IdleConfig::default()
+    }
+}
+
+#[test]
+fn held_connections_echo_one_paced_message_per_interval_and_the_phases_are_reported() {
+    let server = Server::start(Mode::Echo);
+    let cfg = iomodels_load::IdleConfig {
+        echo_every: Some(Duration::from_millis(300)),
+        size: 64,
+        ..idle_cfg(server.addr, 20)
+    };
+    let mut phases = Vec::new();
+    let report =
+        iomodels_load::hold_idle(&cfg, &AtomicBool::new(false), &mut |p| phases.push(p)).unwrap();
+    assert_eq!(
+        phases,
+        [iomodels_load::Phase::Held, iomodels_load::Phase::Closing]
+    );
+    assert_eq!(report.conns_held, 20);
+    assert_eq!(report.message_errors, 0);
+    // 1.2 s at one round per 0.3 s: 4 rounds of 20 messages, give or take one round.
+    assert!(
+        (60..=100).contains(&report.messages),
+        "{} messages",
+        report.messages
+    );
+}
+
+#[test]
+fn a_corrupted_paced_echo_is_counted_as_a_message_error() {
+    // Flips a byte past the one-byte greeting, inside the first paced message.
+    let server = Server::start(Mode::Corrupt { at: 10, every: 1 });
+    let cfg = iomodels_load::IdleConfig {
+        echo_every: Some(Duration::from_millis(300)),
+        ..idle_cfg(server.addr, 5)
+    };
+    let report = iomodels_load::hold_idle(&cfg, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(report.conns_held, 5);
+    assert_eq!(report.message_errors, 5, "{report:?}");
+}
+
+#[test]
+fn a_ramp_gives_up_after_consecutive_failures() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = iomodels_load::IdleConfig {
+        give_up_after: Some(3),
+        threads: 1,
+        ..idle_cfg(SocketAddr::from(([127, 0, 0, 1], port)), 1000)
+    };
+    let report = iomodels_load::hold_idle(&cfg, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(report.conns_held, 0);
+    assert_eq!(report.connect_errors, 3);
+}
