@@ -551,7 +551,8 @@ fn blocking_refuses_past_its_thread_cap_instead_of_aborting() {
     };
     // The model's cap, computed as it does.
     let cap = (read("/proc/sys/vm/max_map_count").saturating_sub(4096) / 4)
-        .min(read("/proc/sys/kernel/threads-max") / 2);
+        .min(read("/proc/sys/kernel/threads-max") / 2)
+        .min(read("/proc/sys/kernel/pid_max") / 2);
     let want = cap + 300;
     let mut lim = libc::rlimit {
         rlim_cur: 0,

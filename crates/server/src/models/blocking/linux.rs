@@ -39,7 +39,8 @@ pub(super) fn force_shutdown(fd: RawId) {
 /// mappings), and the kernel caps mappings per process (`vm.max_map_count`, 65,530 by
 /// default): past roughly 16,000 threads a new thread's signal stack cannot be mapped, and Rust
 /// aborts the whole process. So the model stops well before: a quarter of the mapping limit,
-/// less room for the rest of the process, and at most half of `kernel.threads-max`.
+/// less room for the rest of the process, and at most half of `kernel.threads-max` and of
+/// `kernel.pid_max` (every thread takes a task id, system-wide).
 pub(super) fn thread_cap() -> usize {
     let read = |path: &str| {
         std::fs::read_to_string(path)
@@ -49,5 +50,6 @@ pub(super) fn thread_cap() -> usize {
     let by_maps =
         read("/proc/sys/vm/max_map_count").map_or(usize::MAX, |m| m.saturating_sub(4096) / 4);
     let by_threads = read("/proc/sys/kernel/threads-max").map_or(usize::MAX, |t| t / 2);
-    by_maps.min(by_threads).max(1)
+    let by_pids = read("/proc/sys/kernel/pid_max").map_or(usize::MAX, |p| p / 2);
+    by_maps.min(by_threads).min(by_pids).max(1)
 }

@@ -15,7 +15,8 @@
 //! `vm.max_map_count` (65,530 mappings by default; a thread takes about four — stack, signal
 //! stack, their guard pages): past ~16,000 threads a new thread cannot map its signal stack and
 //! Rust aborts the *whole process*. So the model caps its client threads below that (a quarter
-//! of the mapping limit less a margin, and at most half of `kernel.threads-max`: 15,358 here);
+//! of the mapping limit less a margin, and at most half of `kernel.threads-max` and of
+//! `kernel.pid_max`: 15,358 here);
 //! a connection past the cap, or one whose thread cannot be spawned, is closed at once, counted
 //! in `Stats::refused`, and logged once.
 //!
