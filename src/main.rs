@@ -131,23 +131,7 @@ fn parse_model(s: &str) -> Result<Model, String> {
 }
 
 fn parse_recv_buffers(s: &str) -> Result<iomodels_server::RecvBuffers, String> {
-    let (count, size) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("'{s}' is not COUNTxSIZE (e.g. 256x16KiB)"))?;
-    let count: u16 = count
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{count}' is not a buffer count (1 to 32768)"))?;
-    if !count.is_power_of_two() || count > 32768 {
-        return Err(format!(
-            "the buffer count must be a power of two up to 32768, not {count}"
-        ));
-    }
-    let size = parse_bytes(size)?;
-    if size == 0 || size > u32::MAX as usize {
-        return Err(format!("'{s}': buffers must hold 1 byte to 4 GiB"));
-    }
-    Ok(iomodels_server::RecvBuffers { count, size })
+    s.parse()
 }
 
 fn parse_accept_mode(s: &str) -> Result<AcceptMode, String> {

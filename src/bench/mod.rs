@@ -423,14 +423,20 @@ fn hold(p: &Participant, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     })
 }
 
-fn idle(p: &Participant, plan: &Plan) -> Result<Sample> {
-    let cfg = IdleConfig {
-        conns: plan.idle,
-        hold: plan.idle_hold,
+/// Holding `conns` connections for `hold`: what every connection scenario starts from. A
+/// ramp gives up after 20 failures in a row per opening thread.
+fn held_conns(conns: usize, hold: Duration) -> IdleConfig {
+    IdleConfig {
+        conns,
+        hold,
         timeout: Duration::from_secs(3),
         give_up_after: Some(20),
         ..IdleConfig::default()
-    };
+    }
+}
+
+fn idle(p: &Participant, plan: &Plan) -> Result<Sample> {
+    let cfg = held_conns(plan.idle, plan.idle_hold);
     let held = hold(p, plan, cfg)?;
     held.server.stop();
     Ok(held.sample)
@@ -438,13 +444,9 @@ fn idle(p: &Participant, plan: &Plan) -> Result<Sample> {
 
 fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
     let cfg = IdleConfig {
-        conns: plan.c12k,
-        hold: plan.c12k_hold,
         echo_every: Some(Duration::from_secs(1)),
         size: 64,
-        timeout: Duration::from_secs(3),
-        give_up_after: Some(20),
-        ..IdleConfig::default()
+        ..held_conns(plan.c12k, plan.c12k_hold)
     };
     let Held {
         mut sample,
@@ -462,14 +464,11 @@ fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
 
 fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
     let cfg = IdleConfig {
-        conns: plan.max_conns,
-        hold: Duration::from_millis(100),
         // One paced round at the start of the hold: every held connection must still echo.
         echo_every: Some(Duration::from_secs(3600)),
         size: 64,
         timeout: Duration::from_secs(2),
-        give_up_after: Some(20),
-        ..IdleConfig::default()
+        ..held_conns(plan.max_conns, Duration::from_millis(100))
     };
     let Held {
         sample: mut s,

@@ -199,17 +199,6 @@ impl Connection {
     pub fn is_finished(&self) -> bool {
         self.write_shut
     }
-
-    /// True when the connection is idle: nothing owed, nothing paused, not finished. A server
-    /// draining for shutdown may wait for this.
-    pub fn is_idle(&self) -> bool {
-        self.pending_len() == 0 && !self.paused
-    }
-
-    /// Heap bytes held by this connection's output buffer (for memory accounting).
-    pub fn buffered_capacity(&self) -> usize {
-        self.out.capacity()
-    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,45 @@ pub struct RecvBuffers {
     pub size: usize,
 }
 
+impl RecvBuffers {
+    /// `Ok` if the kernel can take this ring: a power-of-two count up to 32768 of buffers of
+    /// 1 byte to 4 GiB.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.count.is_power_of_two() || self.count > 32768 {
+            return Err(format!(
+                "the buffer count must be a power of two up to 32768, not {}",
+                self.count
+            ));
+        }
+        if self.size == 0 || self.size > u32::MAX as usize {
+            return Err(format!(
+                "buffers must hold 1 byte to 4 GiB, not {}",
+                self.size
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for RecvBuffers {
+    type Err = String;
+
+    /// Parses `COUNTxSIZE`, e.g. `256x16KiB`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (count, size) = s
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("'{s}' is not COUNTxSIZE (e.g. 256x16KiB)"))?;
+        let count = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{count}' is not a buffer count (1 to 32768)"))?;
+        let size = iomodels_core::units::parse_bytes(size)?;
+        let rb = RecvBuffers { count, size };
+        rb.check()?;
+        Ok(rb)
+    }
+}
+
 impl Default for RecvBuffers {
     /// 256 buffers of 16 KiB (as large as the overlapped models' posted buffers): 4 MiB of
     /// address space per worker, whose pages become resident only as traffic fills them.
@@ -205,15 +244,10 @@ impl Server {
                 model: config.model,
                 reason,
             })?;
-        if !config.recv_buffers.count.is_power_of_two()
-            || config.recv_buffers.count > 32768
-            || config.recv_buffers.size == 0
-        {
-            return Err(ServerError::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the receive buffer ring needs a power-of-two count (at most 32768) of non-empty buffers",
-            )));
-        }
+        config
+            .recv_buffers
+            .check()
+            .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         let workers = config
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

@@ -72,8 +72,8 @@ impl Session {
     /// Reads (at most `max_reads` times) and writes until neither makes progress, handles
     /// half-close, and says whether the connection is still open.
     ///
-    /// On a blocking socket with `max_reads == usize::MAX` this serves the whole connection:
-    /// the thread-per-client model is one call.
+    /// On a blocking socket each read waits for data: the thread-per-client model calls this
+    /// with `max_reads == 1` until the connection is closed, one blocking recv per call.
     pub fn pump(&mut self, scratch: &mut [u8], max_reads: usize) -> Status {
         match self.pump_inner(scratch, max_reads) {
             Ok(status) => status,
@@ -89,20 +89,12 @@ impl Session {
         let mut reads = 0;
         let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
         let mut calls = 0u64;
-        let blocking = max_reads == usize::MAX;
         let result = loop {
             let mut progress = false;
             let budget = self.conn.read_budget().min(scratch.len());
             if self.readable && budget > 0 && reads < max_reads {
                 reads += 1;
                 calls += 1;
-                if blocking && calls >= 2 {
-                    // A thread-per-client pump lasts as long as its connection: publish at
-                    // every read (after the first), so the counters are live.
-                    self.publish_counts(bytes_in, bytes_out, calls, reads as u64);
-                    (bytes_in, bytes_out, calls) = (0, 0, 0);
-                    reads = 0;
-                }
                 match self.stream.read(&mut scratch[..budget]) {
                     Ok(0) => {
                         self.conn.on_peer_eof();
@@ -159,21 +151,11 @@ impl Session {
                 break Ok(Status::MoreToRead);
             }
         };
-        let waits = if blocking { reads as u64 } else { 0 };
-        self.publish_counts(bytes_in, bytes_out, calls, waits);
-        result
-    }
-
-    /// Publishes traffic, system calls and (thread per client: each blocking recv is the
-    /// thread's wait) wake-ups.
-    fn publish_counts(&mut self, bytes_in: u64, bytes_out: u64, calls: u64, waits: u64) {
         if calls > 0 {
             self.stats.syscalls.fetch_add(calls, Relaxed);
         }
-        if waits > 0 {
-            self.stats.waits.fetch_add(waits, Relaxed);
-        }
         self.publish(bytes_in, bytes_out);
+        result
     }
 
     /// Adds traffic to the server's counters and moves the pending gauge to this connection's

@@ -6,9 +6,9 @@
 //! threads, not with sockets.
 //!
 //! **Linux counterpart.** The same: an acceptor thread and a thread per client (64 KiB stack,
-//! 64 KiB read buffer on the heap) running [`crate::session::Session::pump`] on a blocking
-//! socket, which serves the whole connection in one call. A blocking `send` is the backpressure:
-//! the thread stops reading while its peer is not reading.
+//! 64 KiB read buffer on the heap) calling [`crate::session::Session::pump`] on a blocking
+//! socket — one blocking recv per call — until the connection ends. A blocking `send` is the
+//! backpressure: the thread stops reading while its peer is not reading.
 //!
 //! **Limits.** Threads: each costs a stack, a kernel task and scheduler work, and the process
 //! runs out of them long before it runs out of descriptors. On Linux the first wall is
@@ -29,8 +29,8 @@
 mod linux;
 
 use crate::accept::Acceptor;
-use crate::models::{min_timeout, Drain};
-use crate::session::{Session, READ_CHUNK};
+use crate::models::Drain;
+use crate::session::{Session, Status, READ_CHUNK};
 use crate::Ctx;
 use std::collections::HashMap;
 use std::io;
@@ -71,27 +71,33 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
 
     while !drain.begins(&ctx.shutdown) {
         let pause = acceptor.pause_remaining();
-        let (client, wake) = wait_for_client(&acceptor.listener, &waker, min_timeout(pause, None))?;
+        let (client, wake) = wait_for_client(&acceptor.listener, &waker, pause)?;
         ctx.stats.count_wait();
         if wake {
             waker.reset();
         }
         if client && acceptor.is_accepting() {
             acceptor.accept_batch(64, &ctx.stats, |stream| {
-                if live.lock().unwrap_or_else(|p| p.into_inner()).len() >= cap {
-                    ctx.stats.refused.fetch_add(1, Relaxed);
-                    if !warned_cap {
-                        warned_cap = true;
-                        log::warn!(
-                            "blocking: {cap} client threads is the most this process can run \
-                             (vm.max_map_count, threads-max); closing connections past it \
-                             (counted, not logged again)"
-                        );
-                    }
-                    return; // dropping the stream closes it
-                }
                 next_id += 1;
-                spawn_client(stream, next_id, ctx, &live);
+                let refused = match spawn_client(stream, next_id, ctx, &live, cap) {
+                    Ok(()) => return,
+                    Err(Refused::AtCap) if !warned_cap => {
+                        warned_cap = true;
+                        format!(
+                            "{cap} client threads is the most this process can run \
+                             (vm.max_map_count, threads-max, pid_max); closing connections past \
+                             it (counted, not logged again)"
+                        )
+                    }
+                    Err(Refused::AtCap) => String::new(),
+                    Err(Refused::Failed(e)) => {
+                        format!("cannot serve a client on a thread of its own ({e})")
+                    }
+                };
+                ctx.stats.refused.fetch_add(1, Relaxed);
+                if !refused.is_empty() {
+                    log::warn!("blocking: {refused}; connection closed");
+                }
             })?;
         }
     }
@@ -116,31 +122,54 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     Ok(())
 }
 
-fn spawn_client(stream: TcpStream, id: u64, ctx: &Ctx, live: &Live) {
-    if let Err(e) = stream.set_nonblocking(false) {
-        log::warn!("blocking: cannot make a socket blocking: {e}");
-        return;
+/// Why a connection got no thread (it was closed).
+enum Refused {
+    /// The process is at its thread cap.
+    AtCap,
+    /// The socket could not be made blocking, or the OS would not start another thread.
+    Failed(io::Error),
+}
+
+/// Serves `stream` on a thread of its own, or closes it.
+fn spawn_client(
+    stream: TcpStream,
+    id: u64,
+    ctx: &Ctx,
+    live: &Live,
+    cap: usize,
+) -> Result<(), Refused> {
+    stream.set_nonblocking(false).map_err(Refused::Failed)?;
+    // Registering, spawning and (on failure) closing all happen under the lock, so the
+    // registry never names a closed socket.
+    let mut registry = live.lock().unwrap_or_else(|p| p.into_inner());
+    if registry.len() >= cap {
+        return Err(Refused::AtCap);
     }
-    live.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, raw_id(&stream));
+    registry.insert(id, raw_id(&stream));
     let mut session = Session::new(stream, ctx);
     session.readable = true;
+    let stats = Arc::clone(&ctx.stats);
     let thread_live = Arc::clone(live);
     let spawned = std::thread::Builder::new()
         .name(format!("client-{id}"))
         .stack_size(CLIENT_STACK)
         .spawn(move || {
             let mut scratch = vec![0u8; READ_CHUNK];
-            session.pump(&mut scratch, usize::MAX);
+            // One blocking recv per call: each is this thread's wait for its client.
+            loop {
+                let status = session.pump(&mut scratch, 1);
+                stats.waits.fetch_add(1, Relaxed);
+                if status == Status::Closed {
+                    break;
+                }
+            }
             let mut live = thread_live.lock().unwrap_or_else(|p| p.into_inner());
             live.remove(&id);
             drop(session); // closes the socket while the lock is held
         });
-    if let Err(e) = spawned {
-        // The closure (and the session in it) was dropped: the socket is closed.
-        live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        ctx.stats.refused.fetch_add(1, Relaxed);
-        log::warn!("blocking: cannot spawn a client thread ({e}); connection closed");
-    }
+    spawned.map(drop).map_err(|e| {
+        // The closure (and the session in it) was dropped, closing the socket.
+        registry.remove(&id);
+        Refused::Failed(e)
+    })
 }

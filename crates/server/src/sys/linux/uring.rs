@@ -267,11 +267,6 @@ impl BufRing {
         self.group
     }
 
-    /// The size of each buffer.
-    pub fn buf_size(&self) -> usize {
-        self.size
-    }
-
     /// How many buffers the ring has.
     pub fn count(&self) -> u16 {
         self.count
