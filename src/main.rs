@@ -25,8 +25,9 @@ mod reference;
     about = "Every classic Winsock socket I/O model and its Linux counterpart, behind one echo server",
     long_about = "Every classic Winsock socket I/O model (chapter 8 of Network Programming for \
                   Microsoft Windows) and its Linux counterpart, behind one server API: serve \
-                  RFC 862 echo or RFC 863 discard with any model, list the models, and measure \
-                  them with a load generator that verifies every byte."
+                  RFC 862 echo or RFC 863 discard with any model, list the models, drive them \
+                  with a load generator that verifies every byte, and compare them all with \
+                  `bench`."
 )]
 struct Cli {
     /// Log more (-v: debug, -vv: trace); RUST_LOG overrides
@@ -39,6 +40,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve echo (RFC 862) or discard (RFC 863) over TCP with one I/O model
+    ///
+    /// Prints one line when ready. SIGINT or SIGTERM stops accepting, lets open connections
+    /// finish for --drain-timeout, and exits 0; SIGUSR1 prints the server's counters
+    /// (connections, bytes, wake-ups, system calls, ...) as one JSON line on stdout.
     Serve(ServeArgs),
     /// List the I/O models: the mechanism on this OS, and whether it is available
     Models,
