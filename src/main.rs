@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod bench;
-#[cfg(feature = "tokio-reference")]
+#[cfg(all(feature = "tokio-reference", unix))]
 mod reference;
 
 #[derive(Parser)]
@@ -52,12 +52,12 @@ enum Command {
     /// Compare every model on this machine: scenarios, medians, a table and an HTML report
     Bench(bench::BenchArgs),
     /// Serve echo with a plain tokio server (the reference row of `bench`)
-    #[cfg(feature = "tokio-reference")]
+    #[cfg(all(feature = "tokio-reference", unix))]
     #[command(hide = true)]
     ServeReference(ReferenceArgs),
 }
 
-#[cfg(feature = "tokio-reference")]
+#[cfg(all(feature = "tokio-reference", unix))]
 #[derive(Args)]
 struct ReferenceArgs {
     /// Address to listen on (port 0 picks a free port)
@@ -185,7 +185,7 @@ fn main() -> ExitCode {
         }
         Command::Load(args) => load(args),
         Command::Bench(args) => bench::command(args),
-        #[cfg(feature = "tokio-reference")]
+        #[cfg(all(feature = "tokio-reference", unix))]
         Command::ServeReference(args) => {
             reference::serve(args.listen, args.drain_timeout, |addr| {
                 println!(
@@ -251,32 +251,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     let shutdown = server.shutdown_handle();
     let stats = server.stats();
     let drain = args.drain_timeout;
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGUSR1,
-    ])
-    .context("cannot install signal handlers")?;
     let live = server.stats();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if sig == signal_hook::consts::SIGUSR1 {
-                    // `bench` reads the counters this way, before and after each run.
-                    println!("{}", stats_json(&live.snapshot()));
-                    let _ = std::io::stdout().flush();
-                    continue;
-                }
-                log::info!(
-                    "signal {sig}: no longer accepting; open connections may finish for {:?}",
-                    drain
-                );
-                shutdown.trigger();
-                break;
-            }
-        })
-        .context("cannot start the signal thread")?;
+    watch_signals(move |sig| {
+        log::info!("{sig}: no longer accepting; open connections may finish for {drain:?}");
+        shutdown.trigger();
+    }, move || {
+        // `bench` reads the counters this way, before and after each run.
+        println!("{}", stats_json(&live.snapshot()));
+        let _ = std::io::stdout().flush();
+    })?;
 
     let model = server.model();
     println!(
@@ -297,6 +280,57 @@ fn serve(args: ServeArgs) -> Result<()> {
         s.bytes_in,
         s.bytes_out
     );
+    Ok(())
+}
+
+/// Calls `stop` (once) on SIGINT or SIGTERM and `stats` on every SIGUSR1, from a thread of
+/// its own.
+#[cfg(unix)]
+fn watch_signals(
+    stop: impl FnOnce(&str) + Send + 'static,
+    stats: impl Fn() + Send + 'static,
+) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGUSR1 {
+                    stats();
+                    continue;
+                }
+                stop(if sig == SIGINT { "SIGINT" } else { "SIGTERM" });
+                break;
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// Windows: Ctrl-C (and Ctrl-Break, as SIGINT/SIGTERM of the C runtime) calls `stop`; there is
+/// no SIGUSR1, so the counters are printed when the server stops instead.
+#[cfg(not(unix))]
+fn watch_signals(
+    stop: impl FnOnce(&str) + Send + 'static,
+    _stats: impl Fn() + Send + 'static,
+) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&flag))
+            .context("cannot install signal handlers")?;
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            stop("Ctrl-C");
+        })
+        .context("cannot start the signal thread")?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The `iomodels` binary as a user meets it: the ready line, signals, bad input, the models
 //! table, the load generator, and peers nobody here wrote (socat).
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -11,6 +11,7 @@
 //! generator costs as much CPU as the server, so messages per second are bounded by both and
 //! drift with whatever else runs; CPU per message is the server's own cost.
 
+mod os;
 mod procfs;
 mod report;
 mod results;
@@ -21,6 +22,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use iomodels_load::{IdleConfig, LoadConfig, Phase};
 use iomodels_server::{sys, Model};
+use os::{pin_current_thread, set_realtime, unpin_current_thread};
 use results::{BenchResults, Machine, Row, ScenarioResult, Stat};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -211,7 +213,7 @@ impl Server {
         // The child inherits the affinity of the thread that starts it: pin this thread to
         // the server's CPU for the spawn, then back to the load generator's.
         if plan.pinned {
-            sys::pin_current_thread(0).context("cannot pin to CPU 0")?;
+            pin_current_thread(0).context("cannot pin to CPU 0")?;
         }
         let spawned = Command::new(std::env::current_exe()?)
             .args(p.serve_args(plan.pinned))
@@ -221,7 +223,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn();
         if plan.pinned {
-            sys::pin_current_thread(1).context("cannot pin to CPU 1")?;
+            pin_current_thread(1).context("cannot pin to CPU 1")?;
         }
         let mut child = spawned.context("cannot start iomodels serve")?;
         let pid = child.id();
@@ -252,7 +254,7 @@ impl Server {
         if !self.counters {
             return None;
         }
-        sys::send_signal(self.pid, libc::SIGUSR1).ok()?;
+        os::request_stats(self.pid).ok()?;
         let mut line = String::new();
         self.stdout.read_line(&mut line).ok()?;
         let mut v: serde_json::Value = serde_json::from_str(&line).ok()?;
@@ -266,7 +268,7 @@ impl Server {
     }
 
     fn stop(mut self) {
-        let _ = sys::send_signal(self.pid, libc::SIGTERM);
+        let _ = os::request_stop(self.pid);
         let end = Instant::now() + Duration::from_secs(15);
         while Instant::now() < end {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -616,7 +618,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         Scenario::all()
     };
     if args.realtime {
-        sys::set_realtime().context("--realtime needs root (SCHED_RR)")?;
+        set_realtime().context("--realtime needs root (SCHED_RR)")?;
     }
     let placement = if pinned {
         "server pinned to CPU 0, load generator to CPU 1 (completion-port runs one worker)"
@@ -628,7 +630,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         log::warn!("only one CPU: server and load generator cannot be pinned apart");
     }
     if pinned {
-        sys::pin_current_thread(1).context("cannot pin the load generator to CPU 1")?;
+        pin_current_thread(1).context("cannot pin the load generator to CPU 1")?;
     }
 
     let repeat = args.repeat as usize;
@@ -667,7 +669,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
     }
     bar.finish_and_clear();
     if pinned {
-        let _ = sys::unpin_current_thread(cores);
+        let _ = unpin_current_thread(cores);
     }
 
     let scenario_results = scenarios
@@ -765,6 +767,7 @@ fn utc_now() -> String {
 
 /// `iomodels bench`: run, print the table, write the JSON and the report.
 pub fn command(args: BenchArgs) -> Result<()> {
+    os::supported()?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let results = run(&args, command)?;
     print!("{}", table::render_table(&results));

@@ -7,6 +7,7 @@
 //! served meanwhile.
 
 use crate::stats::Stats;
+use crate::sys;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
@@ -67,8 +68,8 @@ impl Acceptor {
                     serve(stream);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) if is_out_of_descriptors(&e) => {
+                Err(e) if sys::is_transient_accept_error(&e) => continue,
+                Err(e) if sys::is_out_of_descriptors(&e) => {
                     stats.accept_pauses.fetch_add(1, Relaxed);
                     log::warn!(
                         "accept: {e}; pausing accepts for {} ms, serving existing connections",
@@ -82,19 +83,4 @@ impl Acceptor {
         }
         Ok(accepted)
     }
-}
-
-/// Errors that concern one would-be connection, not the listener.
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR)
-    ) || e.kind() == io::ErrorKind::Interrupted
-}
-
-fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }

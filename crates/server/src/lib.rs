@@ -252,7 +252,9 @@ impl Server {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
-        let reuse_port = config.model == Model::CompletionPort
+        // Windows has no SO_REUSEPORT: its completion port shares one listener among workers.
+        let reuse_port = cfg!(target_os = "linux")
+            && config.model == Model::CompletionPort
             && workers > 1
             && config.accept_mode == AcceptMode::ReusePort;
         let listener = listen(config.listen, reuse_port).map_err(|source| ServerError::Bind {
@@ -360,6 +362,9 @@ impl Drop for RunningServer {
 pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // On Windows SO_REUSEADDR would let another process bind over a live listener, and a
+    // restarted server can bind over TIME_WAIT anyway.
+    #[cfg(unix)]
     socket.set_reuse_address(true)?;
     if reuse_port {
         sys::set_reuse_port(&socket)?;

@@ -1,5 +1,6 @@
 //! What only the completion models (io_uring) must show: the provided-buffer ring running dry
 //! loses nothing, and shutdown with operations in flight reaps every one of them.
+#![cfg(target_os = "linux")]
 
 use iomodels_load::LoadConfig;
 use iomodels_server::{Model, RecvBuffers, RunningServer, Server, ServerConfig};

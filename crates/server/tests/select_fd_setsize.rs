@@ -2,6 +2,7 @@
 //!
 //! This is its own test binary (its own process) because it fills the descriptor table up to
 //! 1024, which would disturb any test running beside it.
+#![cfg(target_os = "linux")]
 
 use iomodels_server::{Model, Server, ServerConfig};
 use std::fs::File;

@@ -5,6 +5,7 @@
 //! left and returns. Each module opens with a doc naming the Winsock original, the Linux
 //! counterpart, the limits and the pitfalls.
 
+pub mod async_select;
 pub mod blocking;
 pub mod completion_port;
 pub mod event_select;
@@ -28,7 +29,7 @@ pub(crate) fn mechanism(model: Model) -> &'static str {
         Model::Blocking => blocking::MECHANISM,
         Model::Select => select::MECHANISM,
         Model::EventSelect => event_select::MECHANISM,
-        Model::AsyncSelect => "signal-driven I/O (F_SETSIG + signalfd)",
+        Model::AsyncSelect => async_select::MECHANISM,
         Model::OverlappedEvent => overlapped_event::MECHANISM,
         Model::OverlappedRoutine => overlapped_routine::MECHANISM,
         Model::CompletionPort => completion_port::MECHANISM,
@@ -41,7 +42,7 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
         Model::Blocking => blocking::availability(),
         Model::Select => select::availability(),
         Model::EventSelect => event_select::availability(),
-        Model::AsyncSelect => Err("not built yet (issue #6)".into()),
+        Model::AsyncSelect => async_select::availability(),
         Model::OverlappedEvent => overlapped_event::availability(),
         Model::OverlappedRoutine => overlapped_routine::availability(),
         Model::CompletionPort => completion_port::availability(),
@@ -52,18 +53,12 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
 pub(crate) fn run(model: Model, listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     match model {
         Model::Blocking => blocking::run(listener, ctx),
+        Model::AsyncSelect => async_select::run(listener, ctx),
         Model::Select => select::run(listener, ctx),
         Model::EventSelect => event_select::run(listener, ctx),
         Model::OverlappedEvent => overlapped_event::run(listener, ctx),
         Model::OverlappedRoutine => overlapped_routine::run(listener, ctx),
         Model::CompletionPort => completion_port::run(listener, ctx),
-        other => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "model {other} is not available: {}",
-                other.availability().unwrap_err()
-            ),
-        )),
     }
 }
 

@@ -20,6 +20,10 @@
 //! a connection past the cap, or one whose thread cannot be spawned, is closed at once, counted
 //! in `Stats::refused`, and logged once.
 //!
+//! **Windows.** The same code over Winsock: the acceptor waits in `select` on the listener and
+//! the waker's socket, the drain wakes client threads with `shutdown(SD_BOTH)`, and the thread
+//! cap is a plain 8,192 (no mapping-count wall there).
+//!
 //! **Pitfalls.** A thread blocked in `recv` does not see a shutdown flag: to end the drain the
 //! acceptor shuts down (`shutdown(SHUT_RDWR)`) every socket still open, which wakes its thread.
 //! The acceptor itself waits in `poll` on the listener and the wake-up eventfd, since a blocking
@@ -27,6 +31,8 @@
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(windows)]
+mod windows;
 
 use crate::accept::Acceptor;
 use crate::models::Drain;
@@ -41,6 +47,8 @@ use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 use linux::{force_shutdown, raw_id, thread_cap, wait_for_client, RawId};
+#[cfg(windows)]
+use windows::{force_shutdown, raw_id, thread_cap, wait_for_client, RawId};
 
 /// Stack size of a client thread: the pump needs little, and thousands of threads add up.
 const CLIENT_STACK: usize = 64 * 1024;
@@ -48,7 +56,7 @@ const CLIENT_STACK: usize = 64 * 1024;
 pub(crate) const MECHANISM: &str = "a thread per client, blocking recv/send";
 
 pub(crate) fn availability() -> Result<(), String> {
-    if cfg!(target_os = "linux") {
+    if cfg!(any(target_os = "linux", windows)) {
         Ok(())
     } else {
         Err("not built for this OS yet (issue #5)".into())

@@ -48,5 +48,10 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{availability, run, MECHANISM};
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{availability, run, MECHANISM};
+
+#[cfg(not(any(target_os = "linux", windows)))]
 pub(crate) use super::unsupported::{availability, run, MECHANISM};

@@ -98,3 +98,21 @@ pub fn send_signal(pid: u32, sig: i32) -> std::io::Result<()> {
     // SAFETY (syscall!): kill takes a pid and a signal number, no pointers.
     syscall!(kill(pid, sig)).map(drop)
 }
+
+/// An accept error that concerns one would-be connection (aborted before it was accepted, a
+/// firewall's EPERM, a signal), not the listener: accept the next one.
+pub fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR)
+    ) || e.kind() == std::io::ErrorKind::Interrupted
+}
+
+/// An accept error that means the process or system is out of descriptors or memory: pause
+/// accepting for a while instead of spinning on a listener that stays readable.
+pub fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

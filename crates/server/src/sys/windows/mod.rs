@@ -1,0 +1,70 @@
+//! Windows implementations of the `sys` contract: Winsock through `windows-sys`.
+//!
+//! Every handle the models hold is owned by an RAII type here: sockets by std's
+//! [`OwnedSocket`](std::os::windows::io::OwnedSocket) (`closesocket` on drop), event objects
+//! by [`Event`] (`WSACloseEvent`), kernel handles by [`Handle`] (`CloseHandle`), the wake-up by
+//! [`Waker`]. [`wsa_startup`] initialises Winsock once per process (std does it too, lazily, on
+//! its first socket; a model that calls Winsock directly first must not depend on that).
+
+pub mod event;
+pub mod select;
+mod waker;
+
+pub use event::{wait_any, Event, Handle, Wait};
+pub use waker::Waker;
+
+use std::io;
+use std::sync::Once;
+use windows_sys::Win32::Networking::WinSock as ws;
+
+/// Calls `WSAStartup(2.2)` once for the process. Winsock counts startups; this one is never
+/// undone (the process owns Winsock until it exits).
+pub fn wsa_startup() {
+    static START: Once = Once::new();
+    START.call_once(|| {
+        // SAFETY: WSADATA is plain old data that WSAStartup fills in.
+        let mut data: ws::WSADATA = unsafe { std::mem::zeroed() };
+        // SAFETY: `data` is a live WSADATA for the call to write.
+        let rc = unsafe { ws::WSAStartup(0x0202, &mut data) };
+        if rc != 0 {
+            // Every later Winsock call fails with WSANOTINITIALISED and says so.
+            log::error!("WSAStartup failed: {}", io::Error::from_raw_os_error(rc));
+        }
+    });
+}
+
+/// The last Winsock error of this thread, as an `io::Error`.
+pub fn last_wsa_error() -> io::Error {
+    // SAFETY: WSAGetLastError reads thread-local state; no arguments.
+    io::Error::from_raw_os_error(unsafe { ws::WSAGetLastError() })
+}
+
+/// Windows has no `SO_REUSEPORT`: the completion-port model shares one listener between its
+/// workers instead (its AcceptEx completions go to whichever worker dequeues them).
+pub fn set_reuse_port(_socket: &socket2::Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "Windows has no SO_REUSEPORT",
+    ))
+}
+
+/// Windows has no `RLIMIT_NOFILE`: sockets are limited by memory (non-paged pool) and by the
+/// ephemeral port range, not by a descriptor table. Returns `u64::MAX`.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    Ok(u64::MAX)
+}
+
+/// An accept error that concerns one would-be connection (the peer reset or aborted it before
+/// it was accepted), not the listener: accept the next one.
+pub fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(ws::WSAECONNRESET | ws::WSAECONNABORTED | ws::WSAEINTR)
+    ) || e.kind() == io::ErrorKind::Interrupted
+}
+
+/// An accept error that means the process or system is out of sockets or buffer space: pause
+/// accepting for a while instead of spinning.
+pub fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(ws::WSAEMFILE | ws::WSAENOBUFS))
+}
