@@ -51,21 +51,85 @@ if [ ! -f "$shim" ] || [ scripts/windows/bcryptprimitives.c -nt "$shim" ]; then
   x86_64-w64-mingw32-gcc -shared -O2 -o "$shim" scripts/windows/bcryptprimitives.c
 fi
 # One wineserver for the whole run (each `wine` start costs seconds without one).
-wineserver -p
+wineserver -p 2>/dev/null || true  # (fails if one already runs: fine)
+# Boot the prefix's services now, with their output going nowhere: the services (winedevice)
+# inherit the stdio of the first `wine` process, and would hold a pipe read by this script
+# (`$(wine ...)`, `| tee`) open until the wineserver exits.
+wine wineboot </dev/null >/dev/null 2>&1 || true
 trap 'wineserver -k 2>/dev/null || true' EXIT
 
 # 4. Build everything, then run the tests.
 echo "== windows: cargo build (workspace, x86_64-pc-windows-gnu)"
-$cargo build --workspace --lib --bins --tests "${target[@]}"
+# No clippy comes with Debian's toolchain, so the Windows build's own warnings fail the run
+# instead (cargo shows warnings of workspace crates only: std and dependencies are capped).
+build_log=$(mktemp)
+$cargo build --workspace --lib --bins --tests "${target[@]}" 2>&1 | tee "$build_log"
+[ "${PIPESTATUS[0]}" = 0 ] || exit 1
+if grep -q '^warning' "$build_log"; then
+  echo "windows: the Windows build has warnings (above); fix them" >&2
+  rm -f "$build_log"
+  exit 1
+fi
+rm -f "$build_log"
 echo "== windows: iomodels models (under Wine)"
 models_out=$(wine "$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/debug/iomodels.exe" models)
 echo "$models_out"
 echo "== windows: cargo test (under Wine)"
 log=$(mktemp)
 set +e
-$cargo test "${target[@]}" -p iomodels-core -p iomodels-server -p iomodels-load --lib --tests "$@" 2>&1 | tee "$log"
+$cargo test "${target[@]}" -p iomodels-core -p iomodels-server --lib --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+$cargo test "${target[@]}" -p iomodels-load --lib "$@" 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
+# iomodels-load's integration tests are not run here: the generator's event loop is mio, whose Windows
+# backend (AFD poll) stalls under Wine 8 after the first event (one message in 12 s). The
+# Windows conformance suite drives the servers with a thread per client instead.
+load_tests=$(grep -c '#\[test\]' crates/load/tests/load.rs)
+echo "windows skipped: $load_tests tests of iomodels-load (mio's AFD polling stalls under Wine 8)" | tee -a "$log"
+# The binary as a user meets it: `iomodels.exe serve` for every model under Wine, a peer
+# nobody here wrote (socat, a Linux process) echoing 256 KiB through it, then SIGINT (which
+# Wine turns into Ctrl-C): the server must stop gracefully and exit 0.
+command -v socat >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends socat >/dev/null
+exe="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/debug/iomodels.exe"
+payload=$(mktemp) echoed=$(mktemp) served=$(mktemp)
+head -c 262144 /dev/urandom >"$payload"
+cli_pass=0 cli_fail=0
+for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do
+  wine "$exe" serve --model "$m" --listen 127.0.0.1:0 >"$served" 2>&1 &
+  pid=$!
+  addr=""
+  for _ in $(seq 100); do
+    addr=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' "$served")
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  ok=1
+  if [ -z "$addr" ]; then
+    echo "windows cli: $m did not start: $(head -c 300 "$served")" >&2
+    ok=0
+  elif ! timeout 20 socat -t5 - "TCP:$addr" <"$payload" >"$echoed" || ! cmp -s "$payload" "$echoed"; then
+    echo "windows cli: $m: socat's 256 KiB did not come back intact ($(stat -c %s "$echoed") bytes)" >&2
+    ok=0
+  fi
+  kill -INT "$pid" 2>/dev/null || true
+  rc=0
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "windows cli: $m did not stop within 10 s of SIGINT" >&2
+    kill -9 "$pid" 2>/dev/null || true
+    ok=0
+  fi
+  wait "$pid" || rc=$?
+  if [ "$ok" = 1 ] && { [ "$rc" != 0 ] || ! grep -q '^.*stopped: 1 connections served' "$served"; }; then
+    echo "windows cli: $m exited $rc after SIGINT: $(tail -n 3 "$served")" >&2
+    ok=0
+  fi
+  if [ "$ok" = 1 ]; then cli_pass=$((cli_pass + 1)); echo "windows cli: $m ok"; else cli_fail=$((cli_fail + 1)); fi
+done
+rm -f "$payload" "$echoed" "$served"
+echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, socat from Linux)" | tee -a "$log"
+[ "$cli_fail" = 0 ] || status=1
 # The binary must list every model with its Winsock mechanism.
 for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do
   if ! grep -q "^$m .*yes" <<<"$models_out"; then
@@ -74,6 +138,7 @@ for m in blocking select async-select event-select overlapped-event overlapped-r
   fi
 done
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     /^windows skipped: / { s += $3 }
      END { printf "windows tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 rm -f "$log"
 echo "windows: took $(( $(date +%s) - started )) s"

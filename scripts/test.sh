@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs the Debian packages the tests use as real peers (socat), when
-# missing, then runs every test of the workspace. Extra arguments go to `cargo test`.
+# missing, runs every test of the workspace on Linux, then the Windows tests under Wine
+# (scripts/test-windows.sh, which installs its own toolchain and Wine). Extra arguments go to
+# the Linux `cargo test`. IOMODELS_SKIP_WINDOWS=1 runs the Linux half only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +23,14 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+if [ "${IOMODELS_SKIP_WINDOWS:-0}" != 1 ]; then
+  echo "== the Windows backends under Wine (scripts/test-windows.sh)"
+  scripts/test-windows.sh 2>&1 | tee -a "$log"
+  wstatus=${PIPESTATUS[0]}
+  [ "$wstatus" = 0 ] || status=$wstatus
+fi
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     /^windows skipped: / { s += $3 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"

@@ -242,6 +242,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             log::info!("default model: {model} (completion-port is unavailable: {why})");
         }
     }
+    // Windows has no descriptor limit to raise.
+    #[cfg(unix)]
     match iomodels_server::sys::raise_nofile_limit() {
         Ok(n) => {
             log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)")
@@ -252,14 +254,17 @@ fn serve(args: ServeArgs) -> Result<()> {
     let stats = server.stats();
     let drain = args.drain_timeout;
     let live = server.stats();
-    watch_signals(move |sig| {
-        log::info!("{sig}: no longer accepting; open connections may finish for {drain:?}");
-        shutdown.trigger();
-    }, move || {
-        // `bench` reads the counters this way, before and after each run.
-        println!("{}", stats_json(&live.snapshot()));
-        let _ = std::io::stdout().flush();
-    })?;
+    watch_signals(
+        move |sig| {
+            log::info!("{sig}: no longer accepting; open connections may finish for {drain:?}");
+            shutdown.trigger();
+        },
+        move || {
+            // `bench` reads the counters this way, before and after each run.
+            println!("{}", stats_json(&live.snapshot()));
+            let _ = std::io::stdout().flush();
+        },
+    )?;
 
     let model = server.model();
     println!(
@@ -288,7 +293,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 #[cfg(unix)]
 fn watch_signals(
     stop: impl FnOnce(&str) + Send + 'static,
-    stats: impl Fn() + Send + 'static,
+    stats: impl Fn() + Send + Sync + 'static,
 ) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
@@ -309,29 +314,29 @@ fn watch_signals(
     Ok(())
 }
 
-/// Windows: Ctrl-C (and Ctrl-Break, as SIGINT/SIGTERM of the C runtime) calls `stop`; there is
-/// no SIGUSR1, so the counters are printed when the server stops instead.
-#[cfg(not(unix))]
+/// Windows: Ctrl-C (Wine turns a SIGINT into it) or the console closing calls `stop` once;
+/// Ctrl-Break, which has no Unix twin, prints the counters as SIGUSR1 does on Unix.
+#[cfg(windows)]
 fn watch_signals(
     stop: impl FnOnce(&str) + Send + 'static,
-    _stats: impl Fn() + Send + 'static,
+    stats: impl Fn() + Send + Sync + 'static,
 ) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(sig, std::sync::Arc::clone(&flag))
-            .context("cannot install signal handlers")?;
-    }
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
+    use iomodels_server::sys::CtrlEvent;
+    let stop = std::sync::Mutex::new(Some(stop));
+    iomodels_server::sys::on_console_ctrl(move |event| match event {
+        CtrlEvent::Break => stats(),
+        CtrlEvent::CtrlC | CtrlEvent::Close => {
+            let once = stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(stop) = once {
+                stop(if event == CtrlEvent::CtrlC {
+                    "Ctrl-C"
+                } else {
+                    "console closing"
+                });
             }
-            stop("Ctrl-C");
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
+        }
+    })
+    .context("cannot install the console control handler")
 }
 
 /// The server's counters as one JSON line: `{"stats":{...}}` (printed on SIGUSR1).

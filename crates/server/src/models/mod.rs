@@ -9,13 +9,17 @@ pub mod async_select;
 pub mod blocking;
 pub mod completion_port;
 pub mod event_select;
+#[cfg(windows)]
+mod groups_windows;
 pub mod overlapped_event;
 pub mod overlapped_routine;
 pub mod select;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 mod unsupported;
 #[cfg(target_os = "linux")]
 mod uring;
+#[cfg(windows)]
+mod winio;
 
 use crate::shutdown::Shutdown;
 use crate::{Ctx, Model};

@@ -15,6 +15,33 @@
 //! so a busy server spends its time in the message loop. Windows caps a thread's message queue
 //! (10,000 posted messages by default): a queue that fills loses notifications.
 //!
+//! **Windows.** The real thing, on one thread. A message-only window
+//! (`sys/windows/window.rs`: a class registered under a name of its own, `HWND_MESSAGE` parent)
+//! receives three messages: `WM_SOCKET` (`WM_USER + 1`) for the listener (`FD_ACCEPT`) and
+//! every client (`FD_READ | FD_WRITE | FD_CLOSE`), `WM_WAKE` for the shutdown waker's UDP
+//! socket, selected for `FD_READ` so that a wake-up is one more message, and `WM_READ_ON`, which
+//! the model posts itself. The loop blocks in `GetMessageW` (one counted wait), then dispatches
+//! what is queued, at most 1,024 messages, to the window procedure, then checks shutdown and
+//! the clock; a window timer (`SetTimer`) wakes it for the drain deadline and for the end of an
+//! accept pause. The procedure reads the event from `WSAGETSELECTEVENT(lParam)` (low word),
+//! sets the session's `readable` / `writable` flags and calls `Session::pump` with one read: one
+//! recv per `FD_READ`, sends until `WSAEWOULDBLOCK` or nothing is left. The recv re-enables
+//! `FD_READ`: if data remains, Winsock posts another, queued behind every other socket's
+//! messages, so a busy client cannot starve the rest and the model clears `readable` instead of
+//! reading again. Backpressure stops the recv, and then an `FD_READ` is used up with no recv
+//! to re-enable it: the session keeps `readable`, and the pump that runs when `FD_WRITE` drains
+//! its output reads again. After `FD_CLOSE` nothing promises another `FD_READ`, so while data
+//! remains the model posts itself `WM_READ_ON`, one recv each, until the end of stream. An
+//! error code (`WSAGETSELECTERROR`, the high word) is not acted on directly. The session
+//! sets both flags and lets its next recv or send report the error, which is then counted as for
+//! every model. Socket handles are reused at once, which Wine shows too, so a message for a
+//! closed socket can name a new client; the worst such a stale message can do is cost the new
+//! client calls that return `WSAEWOULDBLOCK`. Messages for sockets no longer open are ignored. A new socket
+//! inherits the listener's selection until it is selected for its own events (an early
+//! `FD_ACCEPT` for it is ignored). Under Wine 8, `FD_CLOSE` came only once the data before the
+//! FIN had been read, so the `WM_READ_ON` path is there for Windows, where that order is not
+//! promised.
+//!
 //! **Pitfalls.** Notifications are *re-enabling*, not level-triggered: after `FD_READ`, no
 //! new `FD_READ` is posted until the program calls `recv`, and then one is posted again only
 //! if data remains — so each message is answered with exactly one `recv` and the next

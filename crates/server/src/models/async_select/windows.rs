@@ -1,5 +1,403 @@
-//! Placeholder: the Winsock side of this model is being built (issue #5).
+//! `WSAAsyncSelect` with a message-only window: socket events arrive as window messages, one
+//! thread's message loop serves them all.
+//!
+//! The listener is registered for `FD_ACCEPT`, each client for `FD_READ | FD_WRITE | FD_CLOSE`,
+//! the shutdown waker's UDP socket for `FD_READ` (so a wake-up is one more message): all post
+//! to one message-only window, whose procedure ([`WindowProc::window_proc`] below) serves the
+//! socket a message names. The loop blocks in `GetMessageW`, then dispatches what is queued (a
+//! bounded batch), then looks at shutdown and at the clock; a window timer wakes it for the
+//! drain deadline and for the end of an accept pause.
 
-pub(crate) use crate::models::unsupported::{availability, run};
+use crate::accept::Acceptor;
+use crate::models::{min_timeout, Drain};
+use crate::session::{Session, Status, READ_CHUNK};
+use crate::sys::window::{self, Window, WindowClass, WindowProc};
+use crate::sys::{last_wsa_error, wsa_startup, Waker};
+use crate::Ctx;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener;
+use std::os::windows::io::{AsRawSocket, RawSocket};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use windows_sys::Win32::Foundation::{LPARAM, LRESULT, WPARAM};
+use windows_sys::Win32::Networking::WinSock as ws;
+use windows_sys::Win32::UI::WindowsAndMessaging::{WM_QUIT, WM_TIMER, WM_USER};
 
-pub(crate) const MECHANISM: &str = "none on this OS yet";
+pub(crate) const MECHANISM: &str = "WSAAsyncSelect (message-only window)";
+
+pub(crate) fn availability() -> Result<(), String> {
+    Ok(())
+}
+
+/// Winsock's notification for the listener and every client: `wParam` is the socket, `lParam`
+/// the event (low word) and an error code (high word).
+const WM_SOCKET: u32 = WM_USER + 1;
+/// Winsock's notification for the shutdown waker's socket (`FD_READ`: a wake-up).
+const WM_WAKE: u32 = WM_USER + 2;
+/// Our own message: read on from socket `wParam`, whose peer closed with data still unread.
+const WM_READ_ON: u32 = WM_USER + 3;
+/// The window's one timer: the drain deadline, or the end of an accept pause.
+const TIMER: usize = 1;
+/// The events a client socket is registered for.
+const CLIENT_EVENTS: u32 = ws::FD_READ | ws::FD_WRITE | ws::FD_CLOSE;
+/// Most connections accepted per `FD_ACCEPT`; Winsock posts another if more are waiting.
+const ACCEPT_BATCH: usize = 64;
+/// Most messages dispatched per wake-up before the loop checks shutdown and the clock again.
+const MESSAGES_PER_TURN: usize = 1024;
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    wsa_startup();
+    listener.set_nonblocking(true)?;
+    let waker = ctx.shutdown.register()?;
+    let class = WindowClass::<AsyncSelect>::register("iomodels-async-select")?;
+    let model = AsyncSelect {
+        state: RefCell::new(State {
+            ctx,
+            waker,
+            acceptor: Some(Acceptor::new(listener)),
+            accept_after_pause: false,
+            clients: HashMap::new(),
+            scratch: vec![0u8; READ_CHUNK],
+            read_on_backlog: Vec::new(),
+            failed: None,
+        }),
+    };
+    class.with_window(&model, |window| message_loop(&model, window))?
+}
+
+/// The model: everything the window procedure serves. Borrowed mutably for one message at a
+/// time, and by the loop between batches, never across a dispatch.
+struct AsyncSelect<'c> {
+    state: RefCell<State<'c>>,
+}
+
+struct State<'c> {
+    ctx: &'c Ctx,
+    waker: Arc<Waker>,
+    /// The listener; `None` once shutdown began.
+    acceptor: Option<Acceptor>,
+    /// Accepting paused (out of sockets) with connections waiting. Winsock posts no new
+    /// `FD_ACCEPT` until `accept` is called, so the loop accepts when the pause ends.
+    accept_after_pause: bool,
+    /// Open connections by socket. A message for a socket not here is stale: ignored.
+    clients: HashMap<RawSocket, Client>,
+    /// The receive buffer every client reads into.
+    scratch: Vec<u8>,
+    /// Sockets to read on whose `WM_READ_ON` could not be posted (a full message queue).
+    read_on_backlog: Vec<RawSocket>,
+    /// A listener failure for the loop to return.
+    failed: Option<io::Error>,
+}
+
+struct Client {
+    session: Session,
+    /// `FD_CLOSE` came: the peer's FIN is in, possibly behind unread data, and Winsock
+    /// promises no further `FD_READ` for that data: we read on by ourselves until EOF.
+    peer_closed: bool,
+    /// A `WM_READ_ON` for this socket is queued.
+    read_on_queued: bool,
+}
+
+fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
+    let ctx = model.state.borrow().ctx;
+    let waker = Arc::clone(&model.state.borrow().waker);
+    async_select(waker.socket(), window, WM_WAKE, ws::FD_READ)?;
+    // The waker outlives this loop (shutdown keeps it): detach it from the window on the way
+    // out, whichever way that is.
+    let _detach_waker = Detach(waker.socket(), window);
+    if let Some(a) = &model.state.borrow().acceptor {
+        async_select(&a.listener, window, WM_SOCKET, ws::FD_ACCEPT)?;
+    }
+    let mut drain = Drain::new(ctx.drain_timeout);
+    // When the armed timer is due, if one is.
+    let mut timer: Option<Instant> = None;
+
+    loop {
+        let block = {
+            let mut st = model.state.borrow_mut();
+            if let Some(e) = st.failed.take() {
+                return Err(e);
+            }
+            if drain.begins(&ctx.shutdown) {
+                st.acceptor = None; // closes the listener: new clients are refused
+                st.accept_after_pause = false;
+            }
+            if drain.is_over(st.clients.len()) {
+                return Ok(());
+            }
+            if st.accept_after_pause && st.acceptor.as_mut().is_some_and(|a| a.is_accepting()) {
+                st.accept_after_pause = false;
+                st.accept(window);
+            }
+            for socket in std::mem::take(&mut st.read_on_backlog) {
+                st.read_on(window, socket);
+            }
+            let pause = st.acceptor.as_ref().and_then(|a| a.pause_remaining());
+            arm_timer(window, &mut timer, min_timeout(drain.wait_limit(), pause))?;
+            st.read_on_backlog.is_empty()
+        };
+
+        let first = if block {
+            match window::get_message()? {
+                Some(msg) => Some(msg),
+                None => {
+                    // WM_QUIT: somebody asked this thread's message loop to end.
+                    log::info!("async-select: WM_QUIT received; shutting down");
+                    ctx.shutdown.trigger();
+                    continue;
+                }
+            }
+        } else {
+            window::peek_message()
+        };
+        ctx.stats.count_wait();
+        let Some(first) = first else { continue };
+        window::dispatch(&first);
+        // The rest of the queue, without waiting: each PeekMessageW is a call into the kernel
+        // (win32k) like a recv, so it is counted as one.
+        let mut peeks = 0;
+        while peeks + 1 < MESSAGES_PER_TURN {
+            peeks += 1;
+            match window::peek_message() {
+                Some(msg) if msg.message == WM_QUIT => {
+                    log::info!("async-select: WM_QUIT received; shutting down");
+                    ctx.shutdown.trigger();
+                    break;
+                }
+                Some(msg) => window::dispatch(&msg),
+                None => break,
+            }
+        }
+        ctx.stats.syscalls.fetch_add(peeks as u64, Relaxed);
+    }
+}
+
+/// Keeps the window's timer due at `wanted` from now (`None`: no timer). Re-arms only when the
+/// due time moves earlier or has passed, not on every turn.
+fn arm_timer(
+    window: Window,
+    timer: &mut Option<Instant>,
+    wanted: Option<Duration>,
+) -> io::Result<()> {
+    let now = Instant::now();
+    match wanted {
+        None => {
+            if timer.take().is_some() {
+                window.kill_timer(TIMER);
+            }
+        }
+        Some(d) => {
+            let due = now + d;
+            let rearm = match *timer {
+                None => true,
+                Some(t) => t <= now || due + Duration::from_millis(1) < t,
+            };
+            if rearm {
+                window.set_timer(TIMER, d)?;
+                *timer = Some(due);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl WindowProc for AsyncSelect<'_> {
+    fn window_proc(
+        &self,
+        window: Window,
+        msg: u32,
+        wparam: WPARAM,
+        lparam: LPARAM,
+    ) -> Option<LRESULT> {
+        if !matches!(msg, WM_SOCKET | WM_WAKE | WM_READ_ON | WM_TIMER) {
+            return None;
+        }
+        let Ok(mut st) = self.state.try_borrow_mut() else {
+            // Re-entered while serving a message (nothing called here delivers messages, so
+            // this is not expected): queue the message again rather than lose it.
+            if msg != WM_TIMER {
+                let _ = window.post(msg, wparam, lparam);
+            }
+            return Some(0);
+        };
+        let socket = wparam as RawSocket;
+        match msg {
+            WM_SOCKET => st.on_socket_event(window, socket, lparam),
+            WM_WAKE => st.waker.reset(), // the loop sees the shutdown flag next
+            WM_READ_ON => st.read_on(window, socket),
+            _ => {} // WM_TIMER: waking the loop was the point; it looks at the clock
+        }
+        Some(0)
+    }
+}
+
+impl State<'_> {
+    /// A `WM_SOCKET` message: `WSAGETSELECTEVENT(lParam)` is the low word,
+    /// `WSAGETSELECTERROR(lParam)` the high word.
+    fn on_socket_event(&mut self, window: Window, socket: RawSocket, lparam: LPARAM) {
+        let event = (lparam & 0xffff) as u32;
+        let error = ((lparam >> 16) & 0xffff) as i32;
+        if let Some(a) = &self.acceptor {
+            if a.listener.as_raw_socket() == socket {
+                if error != 0 {
+                    // accept itself reports whatever is wrong with the listener.
+                    log::debug!(
+                        "async-select: FD_ACCEPT with {}",
+                        io::Error::from_raw_os_error(error)
+                    );
+                }
+                self.accept(window);
+                return;
+            }
+        }
+        let Some(client) = self.clients.get_mut(&socket) else {
+            return; // closed already: its last messages outlive it in the queue
+        };
+        let s = &mut client.session;
+        if error != 0 {
+            // A reset, an abort, the network down. Let the next recv or send report it, so the
+            // error is counted where every model counts it; and a stale message whose socket
+            // handle was reused by a new client only costs that client a WouldBlock.
+            log::debug!(
+                "async-select: event {event:#x} with {}",
+                io::Error::from_raw_os_error(error)
+            );
+            s.readable = true;
+            s.writable = true;
+        }
+        if event & ws::FD_READ != 0 {
+            s.readable = true;
+        }
+        if event & ws::FD_WRITE != 0 {
+            s.writable = true;
+        }
+        if event & ws::FD_CLOSE != 0 {
+            s.readable = true;
+            client.peer_closed = true;
+        }
+        if error == 0 && event & CLIENT_EVENTS == 0 {
+            // FD_ACCEPT, inherited from the listener before the client was registered.
+            return;
+        }
+        self.serve(window, socket);
+    }
+
+    /// Accepts a batch and registers each new client with the window.
+    fn accept(&mut self, window: Window) {
+        let Some(acceptor) = self.acceptor.as_mut() else {
+            return;
+        };
+        if !acceptor.is_accepting() {
+            self.accept_after_pause = true;
+            return;
+        }
+        let ctx = self.ctx;
+        let clients = &mut self.clients;
+        let result = acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
+            // The new socket inherited the listener's registration (FD_ACCEPT to this window;
+            // such a message for a client is ignored); this replaces it. Winsock then posts
+            // FD_WRITE at once, and FD_READ if data is already there.
+            match async_select(&stream, window, WM_SOCKET, CLIENT_EVENTS) {
+                Ok(()) => {
+                    let client = Client {
+                        session: Session::new(stream, ctx),
+                        peer_closed: false,
+                        read_on_queued: false,
+                    };
+                    clients.insert(client.session.stream.as_raw_socket(), client);
+                }
+                Err(e) => {
+                    ctx.stats.refused.fetch_add(1, Relaxed);
+                    log::warn!("async-select: WSAAsyncSelect on a new client failed: {e}");
+                }
+            }
+        });
+        match result {
+            Ok(_) if acceptor.pause_remaining().is_some() => self.accept_after_pause = true,
+            Ok(_) => {}
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// A `WM_READ_ON` (or one that could not be posted): one more read of a client whose peer
+    /// closed.
+    fn read_on(&mut self, window: Window, socket: RawSocket) {
+        if let Some(client) = self.clients.get_mut(&socket) {
+            client.read_on_queued = false;
+            self.serve(window, socket);
+        }
+    }
+
+    /// Pumps a client once: at most one recv, as many sends as the socket takes.
+    fn serve(&mut self, window: Window, socket: RawSocket) {
+        let Some(client) = self.clients.get_mut(&socket) else {
+            return;
+        };
+        match client.session.pump(&mut self.scratch, 1) {
+            Status::Open => {
+                // A recv said WSAEWOULDBLOCK before the end of stream: no FIN is in, so that
+                // FD_CLOSE was a stale one for an earlier socket with the same handle.
+                let s = &client.session;
+                if client.peer_closed && !s.readable && !s.conn.peer_eof() {
+                    client.peer_closed = false;
+                }
+            }
+            Status::Closed => drop(self.clients.remove(&socket)),
+            Status::MoreToRead if client.peer_closed => {
+                // After FD_CLOSE nothing promises another FD_READ: keep reading by messages
+                // of our own, one recv each, queued behind everyone else's.
+                if !client.read_on_queued {
+                    client.read_on_queued = true;
+                    if let Err(e) = window.post(WM_READ_ON, socket as WPARAM, 0) {
+                        log::debug!("async-select: cannot post WM_READ_ON ({e}); deferring");
+                        self.read_on_backlog.push(socket);
+                    }
+                }
+            }
+            Status::MoreToRead => {
+                // The recv re-enabled FD_READ: Winsock posts another if data remains, queued
+                // behind everyone else's. Until then the socket is not known to be readable.
+                client.session.readable = false;
+            }
+        }
+    }
+}
+
+/// `WSAAsyncSelect(socket, window, msg, events)`: makes the socket non-blocking and has Winsock
+/// post `msg` to the window for each of `events`; replaces any earlier registration of the
+/// socket. `events == 0` cancels (messages already queued stay queued).
+fn async_select(
+    socket: &impl AsRawSocket,
+    window: Window,
+    msg: u32,
+    events: u32,
+) -> io::Result<()> {
+    // SAFETY: plain values. The socket is open (the caller borrows its owner for the call);
+    // a window that is gone is reported as an error, not a fault.
+    let rc = unsafe {
+        ws::WSAAsyncSelect(
+            socket.as_raw_socket() as ws::SOCKET,
+            window.hwnd(),
+            msg,
+            events as i32,
+        )
+    };
+    if rc == ws::SOCKET_ERROR {
+        return Err(last_wsa_error());
+    }
+    Ok(())
+}
+
+/// Cancels a socket's registration with the window when dropped.
+struct Detach<'a, S: AsRawSocket>(&'a S, Window);
+
+impl<S: AsRawSocket> Drop for Detach<'_, S> {
+    fn drop(&mut self) {
+        if let Err(e) = async_select(self.0, self.1, 0, 0) {
+            log::debug!("async-select: cannot detach the waker: {e}");
+        }
+    }
+}

@@ -29,6 +29,25 @@
 //! ring runs dry, a multishot recv ends with `ENOBUFS`: the connection is re-armed once buffers
 //! come back — the bytes wait in the socket meanwhile, nothing is lost or reordered.
 //!
+//! **On Windows** (`windows.rs`, on the shared overlapped core in `models/winio`): the
+//! original design. One completion port; `ctx.workers` threads (one per CPU by default) loop
+//! on `GetQueuedCompletionStatusEx`, 64 packets per call. Windows has no `SO_REUSEPORT`, so
+//! the workers share one listener associated with the port, and `--accept` (`AcceptMode`) is
+//! Linux-only and ignored here, as is `--recv-buffers`: each connection posts its own
+//! receive buffer (16 KiB, sized down to the read budget), with no zero-byte-read trick.
+//! `AcceptEx` and `GetAcceptExSockaddrs` are loaded with `WSAIoctl`
+//! (`SIO_GET_EXTENSION_FUNCTION_POINTER`); 2 × workers (at least 8) accepts stay posted, each
+//! into a socket made ahead with `WSASocketW`, finished with `SO_UPDATE_ACCEPT_CONTEXT`. A
+//! failure to post one (`WSAENOBUFS`, `WSAEMFILE`, ...) pauses accepting for 100 ms instead of
+//! spinning. Several workers may dequeue completions of one connection at once (its receive
+//! and its send): each connection is behind a mutex, held from feeding the completion to
+//! posting the next operation, so they are handled one at a time (`windows.rs` says why the
+//! lock order is sound). The thread that called `run` coordinates: re-posts accepts after a
+//! pause, runs the drain, then closes the listener and every connection — their pending
+//! operations complete with errors and the workers reap them — waits until
+//! `Stats::ops_in_flight` is 0, and stops each worker with a `PostQueuedCompletionStatus`
+//! packet.
+//!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one);
 //! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 256 × 16 KiB per worker by default); io_uring must be
 //! allowed (containers often block it: the model is then unavailable and says why, and the
@@ -41,7 +60,11 @@
 //! be returned to the ring, or it runs dry. A multishot operation's completions keep coming
 //! until one arrives without `IORING_CQE_F_MORE`. With hand-off, a socket accepted in the last
 //! instant before shutdown can reach a worker that has already stopped reaping: it is then
-//! closed only at process exit.
+//! closed only at process exit. On Windows: a closed socket's pending operations still come
+//! out of the port (with `ERROR_OPERATION_ABORTED`, or `ERROR_NETNAME_DELETED` for a reset
+//! peer; Wine 8 reports the aborted ones as `ERROR_HANDLES_CLOSED`), and each record is
+//! freed only when its packet is dequeued; a worker must not keep a connection's lock while
+//! it waits on the port.
 
 #[cfg(target_os = "linux")]
 mod linux;

@@ -1,5 +1,384 @@
-//! Placeholder: the Winsock side of this model is being built (issue #5).
+//! Winsock: one I/O completion port, a worker per CPU dequeuing with
+//! `GetQueuedCompletionStatusEx`, accepts posted ahead with `AcceptEx`.
+//!
+//! The thread that calls `run` coordinates: it posts the accepts (and re-posts them after a
+//! back-off), runs the drain, closes everything at the end and waits until every record has
+//! been reaped, then stops the workers with one `PostQueuedCompletionStatus` packet each.
+//! The workers do all the I/O: each packet is an accept (adopt the socket, post its first
+//! receive, post another accept) or a connection's receive or send (feed the connection, post
+//! what it wants next). The rules of the records are in `models/winio`.
+//!
+//! **One completion at a time per connection: a lock.** A connection's receive and send can
+//! complete at the same moment and be dequeued by two workers. Each connection is an
+//! `Arc<Mutex<OvConn>>`, and a worker holds its mutex from `complete` to the end of `advance`
+//! — so the state a completion touches (the `Connection`, which record is in flight, the
+//! spare buffers) is never seen half-updated. Locks are taken in one order — accepting state,
+//! then the connection table, then one connection — and never held across a wait; the table
+//! lock is released before a connection's is taken (a worker clones the `Arc` out), so a slow
+//! connection does not hold up lookups. A connection leaves the table only once it is closed
+//! and none of its records is in flight, so a record's tag (its table key) can never name a
+//! newer connection.
 
-pub(crate) use crate::models::unsupported::{availability, run};
+use crate::models::winio::{reclaim, AcceptEx, Notify, Op, OpKind, OvConn, RECV_SIZE};
+use crate::models::{min_timeout, Drain};
+use crate::sys::iocp::{empty_entry, CompletionPort};
+use crate::sys::{is_out_of_descriptors, wait_any, Event, Wait};
+use crate::{AcceptMode, Ctx, RecvBuffers};
+use slab::Slab;
+use std::io;
+use std::net::TcpListener;
+use std::os::windows::io::AsRawSocket;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-pub(crate) const MECHANISM: &str = "none on this OS yet";
+pub(crate) const MECHANISM: &str = "IOCP, a worker per CPU, AcceptEx";
+
+pub(crate) fn availability() -> Result<(), String> {
+    Ok(())
+}
+
+/// The completion key of every socket's packets.
+const KEY_IO: usize = 1;
+/// The completion key of a packet that stops one worker.
+const KEY_QUIT: usize = 2;
+/// The tag of accept records (connection records carry their table key).
+const ACCEPT_TAG: usize = usize::MAX;
+/// Packets dequeued per `GetQueuedCompletionStatusEx`.
+const BATCH: usize = 64;
+/// How long accepting pauses after the system ran out of sockets or buffers (as `accept.rs`).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long the final phase waits for the kernel to complete the closed sockets' operations.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+type Shared = Arc<Mutex<OvConn>>;
+
+/// Everything the coordinator and the workers share.
+struct Server<'a> {
+    ctx: &'a Ctx,
+    port: CompletionPort,
+    accept_ex: AcceptEx,
+    /// How many `AcceptEx` stay posted.
+    accepts_wanted: usize,
+    accepting: Mutex<Accepting>,
+    conns: Mutex<Slab<Shared>>,
+    /// Signalled when accepting paused: the coordinator re-posts the accepts after the pause.
+    kick: Event,
+}
+
+struct Accepting {
+    /// `None` once draining: closing it aborted the pending accepts.
+    listener: Option<TcpListener>,
+    posted: usize,
+    paused_until: Option<Instant>,
+}
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    crate::sys::wsa_startup();
+    if ctx.accept_mode != AcceptMode::default() {
+        log::warn!(
+            "--accept {} is Linux-only (Windows has no SO_REUSEPORT): the workers share one \
+             listener and its AcceptEx completions",
+            ctx.accept_mode.name()
+        );
+    }
+    if ctx.recv_buffers != RecvBuffers::default() {
+        log::warn!(
+            "--recv-buffers is Linux-only (a provided-buffer ring): each connection posts its \
+             own {} KiB receive buffer here",
+            RECV_SIZE / 1024
+        );
+    }
+    let workers = ctx.workers.max(1);
+    let port = CompletionPort::new(workers as u32)?;
+    port.associate(listener.as_raw_socket(), KEY_IO)?;
+    let server = Server {
+        ctx,
+        accept_ex: AcceptEx::load(&listener)?,
+        port,
+        accepts_wanted: (2 * workers).max(8),
+        accepting: Mutex::new(Accepting {
+            listener: Some(listener),
+            posted: 0,
+            paused_until: None,
+        }),
+        conns: Mutex::new(Slab::new()),
+        kick: Event::new()?,
+    };
+    let waker = ctx.shutdown.register()?;
+    std::thread::scope(|scope| {
+        let server = &server;
+        let mut threads = Vec::new();
+        for i in 0..workers {
+            let spawned = std::thread::Builder::new()
+                .name(format!("iocp-worker-{i}"))
+                .spawn_scoped(scope, move || {
+                    let r = server.work();
+                    if let Err(e) = &r {
+                        log::error!("completion-port worker: {e}");
+                        server.ctx.shutdown.trigger();
+                    }
+                    r
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    log::error!("cannot start a completion-port worker: {e}");
+                    ctx.shutdown.trigger();
+                    break;
+                }
+            }
+        }
+        let mut result = server.coordinate(&waker);
+        server.stop(threads.len());
+        for t in threads {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a worker panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+impl Server<'_> {
+    /// The coordinator: accepts ahead, runs the drain, then closes and reaps everything.
+    fn coordinate(&self, waker: &crate::sys::Waker) -> io::Result<()> {
+        self.post_accepts();
+        let mut drain = Drain::new(self.ctx.drain_timeout);
+        let served = loop {
+            if drain.begins(&self.ctx.shutdown) {
+                self.stop_accepting();
+            }
+            if drain.is_over(lock(&self.conns).len()) {
+                break Ok(());
+            }
+            let pause = lock(&self.accepting)
+                .paused_until
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let handles = [waker.event_handle(), self.kick.handle()];
+            match wait_any(&handles, min_timeout(drain.wait_limit(), pause), false) {
+                Ok(Wait::Signalled(0)) => waker.reset(),
+                Ok(Wait::Signalled(_)) => self.kick.reset(),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+            self.post_accepts();
+        };
+        self.stop_accepting();
+        self.close_all();
+        let deadline = Instant::now() + CANCEL_WAIT;
+        while self.ctx.stats.ops_in_flight.load(Relaxed) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let left = self.ctx.stats.ops_in_flight.load(Relaxed);
+        if left > 0 {
+            log::error!("{left} overlapped operations never completed: leaking their records");
+        }
+        served
+    }
+
+    /// One quit packet per worker. A worker that dequeues several passes the extras on.
+    fn stop(&self, workers: usize) {
+        for _ in 0..workers {
+            if let Err(e) = self.port.post(0, KEY_QUIT, std::ptr::null_mut()) {
+                log::error!("cannot stop a completion-port worker: {e}");
+            }
+        }
+    }
+
+    /// A worker: dequeue packets and handle each, until a quit packet.
+    fn work(&self) -> io::Result<()> {
+        let stats = &self.ctx.stats;
+        let mut entries = vec![empty_entry(); BATCH];
+        loop {
+            let n = self.port.wait(&mut entries, None)?;
+            stats.count_wait();
+            let mut quits = 0;
+            for e in &entries[..n] {
+                if e.lpCompletionKey == KEY_QUIT {
+                    quits += 1;
+                    continue;
+                }
+                // SAFETY: every other packet is the completion of a record posted through
+                // winio on a socket associated with this port (KEY_IO), dequeued once, here.
+                let op = unsafe { reclaim(e.lpOverlapped, stats) };
+                let result = op.result();
+                match op.kind() {
+                    OpKind::Accept => self.accept_done(op, result),
+                    OpKind::Recv | OpKind::Send => self.io_done(op, result),
+                }
+            }
+            if quits > 0 {
+                // Packets beyond our own quit belong to other workers.
+                self.stop(quits - 1);
+                return Ok(());
+            }
+        }
+    }
+
+    // ---- accepting ------------------------------------------------------------------------
+
+    /// Tops the posted accepts up (unless draining or paused).
+    fn post_accepts(&self) {
+        let mut a = lock(&self.accepting);
+        self.post_accepts_locked(&mut a);
+    }
+
+    fn post_accepts_locked(&self, a: &mut Accepting) {
+        match a.paused_until {
+            Some(t) if Instant::now() < t => return,
+            Some(_) => a.paused_until = None,
+            None => {}
+        }
+        while a.posted < self.accepts_wanted {
+            let Some(listener) = a.listener.as_ref() else {
+                return;
+            };
+            let op = AcceptEx::new_op(ACCEPT_TAG);
+            match self
+                .accept_ex
+                .post(listener, op, Notify::Port, &self.ctx.stats)
+            {
+                Ok(_) => a.posted += 1,
+                Err((_, e)) => {
+                    // Whatever it was (out of sockets, out of buffers), retrying at once would
+                    // spin: back off, and let the coordinator try again.
+                    self.pause_accepting(a, &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pause_accepting(&self, a: &mut Accepting, e: &io::Error) {
+        if is_out_of_descriptors(e) {
+            self.ctx.stats.accept_pauses.fetch_add(1, Relaxed);
+        }
+        log::warn!(
+            "accept: {e}; pausing accepts for {} ms, serving existing connections",
+            ACCEPT_BACKOFF.as_millis()
+        );
+        a.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+        if let Err(e) = self.kick.set() {
+            log::error!("cannot wake the coordinator: {e}");
+        }
+    }
+
+    /// Closes the listener: its pending accepts complete with `ERROR_OPERATION_ABORTED` (and
+    /// their records, with the sockets they hold, are freed as the workers reap them).
+    fn stop_accepting(&self) {
+        lock(&self.accepting).listener = None;
+    }
+
+    /// An accept completed: adopt its socket, post another accept.
+    fn accept_done(&self, mut op: Box<Op>, result: io::Result<usize>) {
+        let mut a = lock(&self.accepting);
+        a.posted -= 1;
+        let adopted = match (result, a.listener.as_ref()) {
+            (_, None) => None, // draining: the record's socket is closed with it
+            (Ok(_), Some(listener)) => match self.adopt(listener, &mut op) {
+                Ok(adopted) => Some(adopted),
+                Err(e) => {
+                    log::debug!("accepted socket dropped: {e}");
+                    None
+                }
+            },
+            (Err(e), Some(_)) if is_out_of_descriptors(&e) => {
+                self.pause_accepting(&mut a, &e);
+                None
+            }
+            // The client reset or aborted before the accept completed
+            // (ERROR_NETNAME_DELETED, WSAECONNRESET, ...): nothing to serve.
+            (Err(e), Some(_)) => {
+                log::debug!("accept: {e}");
+                None
+            }
+        };
+        self.post_accepts_locked(&mut a);
+        drop(a);
+        if let Some((key, conn)) = adopted {
+            self.advance(key, &conn);
+        }
+    }
+
+    /// Finishes an accepted socket, associates it with the port and puts it in the table.
+    /// Runs under the accepting lock, so a connection is in the table before the listener can
+    /// be closed: the final `close_all` cannot miss it.
+    fn adopt(&self, listener: &TcpListener, op: &mut Op) -> io::Result<(usize, Shared)> {
+        let (stream, peer) = self.accept_ex.finish(listener, op)?;
+        self.port.associate(stream.as_raw_socket(), KEY_IO)?;
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
+        }
+        log::trace!("accepted {peer:?}");
+        let conn = Arc::new(Mutex::new(OvConn::new(stream, self.ctx)));
+        let key = lock(&self.conns).insert(Arc::clone(&conn));
+        Ok((key, conn))
+    }
+
+    // ---- connections ----------------------------------------------------------------------
+
+    /// A connection's receive or send completed.
+    fn io_done(&self, op: Box<Op>, result: io::Result<usize>) {
+        let key = op.tag;
+        let Some(conn) = lock(&self.conns).get(key).cloned() else {
+            // Cannot happen (a connection leaves the table only with nothing in flight); the
+            // record is freed here all the same.
+            log::error!("completion for a connection that is gone");
+            return;
+        };
+        let idle = {
+            let mut c = lock(&conn);
+            c.complete(op, result);
+            c.advance(key, Notify::Port);
+            c.is_idle()
+        };
+        if idle {
+            self.forget(key, &conn);
+        }
+    }
+
+    /// Posts what the connection wants; forgets it once it is closed and idle.
+    fn advance(&self, key: usize, conn: &Shared) {
+        let idle = {
+            let mut c = lock(conn);
+            c.advance(key, Notify::Port);
+            c.is_idle()
+        };
+        if idle {
+            self.forget(key, conn);
+        }
+    }
+
+    fn forget(&self, key: usize, conn: &Shared) {
+        let mut conns = lock(&self.conns);
+        if conns.get(key).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(key);
+        }
+    }
+
+    /// Closes every connection (`closesocket`: their pending operations complete, aborted).
+    fn close_all(&self) {
+        let all: Vec<(usize, Shared)> = lock(&self.conns)
+            .iter()
+            .map(|(k, c)| (k, Arc::clone(c)))
+            .collect();
+        for (key, conn) in all {
+            let idle = {
+                let mut c = lock(&conn);
+                c.close();
+                c.is_idle()
+            };
+            if idle {
+                self.forget(key, &conn);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

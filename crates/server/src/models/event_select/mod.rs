@@ -22,10 +22,36 @@
 //!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`) and memory; one thread, so one core.
 //!
+//! **Windows.** The real thing. One wait holds at most 64 handles, so sockets are served in
+//! groups, a thread each (`models/groups_windows.rs`): every group waits on the shutdown
+//! waker's event, its hand-off event and up to **62 sockets' events** (62 + 2 = 64). The
+//! accepting thread selects the listener for `FD_ACCEPT` on an event of its own and waits on
+//! that and the waker (falling back to `select` after a wake-up that accepted nothing: Wine
+//! re-enables `FD_ACCEPT` only with a successful accept); each accepted socket — which inherits the listener's selection — is
+//! selected again for `FD_READ | FD_WRITE | FD_CLOSE` on a new event of its own, then handed to
+//! the first group with room (a new group thread when all are full; a group left empty for a
+//! second ends). `WSAEnumNetworkEvents` on a signalled socket reads and clears its events and
+//! resets its event; they set the session's `readable` / `writable` flags (an error code closes
+//! the connection) and `Session::pump` does one recv and writes until `WSAEWOULDBLOCK`, as
+//! for `select`. Winsock's re-enabling rules make this enough: `FD_READ` is posted again by a
+//! recv that leaves data behind, so a busy socket comes back on the next wait after the
+//! others; `FD_WRITE` comes only after a send failed with `WSAEWOULDBLOCK`, and the pump sends
+//! until it does (or until nothing is left); a socket whose backpressure stopped reading keeps
+//! its `readable` flag and reads again as soon as its output drains. `FD_CLOSE` is never
+//! re-posted and may arrive with data still unread: after it the session reads on without
+//! waiting for a signal until the end of stream.
+//! `WSAWaitForMultipleEvents` names only the *lowest* signalled handle, so after every wake-up
+//! the group probes the handles above it with a zero timeout until none is signalled: every
+//! signalled socket is served each turn, whatever its slot.
+//!
 //! **Pitfalls.** Edge-triggered mode loses data if a handler stops before `EWOULDBLOCK` without
 //! remembering that the socket is still readable (hence the flags and the ready list); a
-//! descriptor must be removed from epoll before being closed if a duplicate of it exists; the
-//! Winsock version must split sockets into groups of 63 plus a wake-up event per thread.
+//! descriptor must be removed from epoll before being closed if a duplicate of it exists. On
+//! Windows: serving only the index the wait returns starves the higher slots; `WSAEventSelect`
+//! makes the socket non-blocking for good (and an accepted socket inherits its listener's
+//! selection); an event must outlive the socket selected on it (close the socket first); and
+//! `FD_WRITE` waits for a send that would block, so a send that merely came up short must be
+//! retried, not waited on.
 
 #[cfg(target_os = "linux")]
 mod linux;

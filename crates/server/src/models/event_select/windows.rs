@@ -1,5 +1,124 @@
-//! Placeholder: the Winsock side of this model is being built (issue #5).
+//! `WSAEventSelect` + `WSAWaitForMultipleEvents` + `WSAEnumNetworkEvents`, in groups of 62
+//! sockets per thread (`models/groups_windows.rs`).
 
-pub(crate) use crate::models::unsupported::{availability, run};
+use crate::models::groups_windows::{self, Flow, Member};
+use crate::session::{Session, Status, READ_CHUNK};
+use crate::stats::Stats;
+use crate::sys::network_events::{event_select, network_events, FD_CLOSE, FD_READ, FD_WRITE};
+use crate::sys::Event;
+use crate::Ctx;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use windows_sys::Win32::Foundation::HANDLE;
 
-pub(crate) const MECHANISM: &str = "none on this OS yet";
+pub(crate) const MECHANISM: &str = "WSAEventSelect, groups of 62 sockets";
+
+pub(crate) fn availability() -> Result<(), String> {
+    Ok(())
+}
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    groups_windows::serve(listener, ctx, "event-select", |stream| {
+        EventConn::new(stream, ctx)
+    })
+}
+
+/// One socket with its event object.
+struct EventConn {
+    /// Declared before `event`: the socket closes first, which ends the selection, so the
+    /// event is never closed while Winsock may still signal it.
+    session: Session,
+    event: Event,
+    stats: Arc<Stats>,
+}
+
+impl EventConn {
+    /// On the accepting thread: the accepted socket inherited the listener's selection
+    /// (`FD_ACCEPT` on the listener's event); select it again on an event of its own. Events
+    /// that already hold (data that arrived meanwhile, room to send) are recorded at once.
+    fn new(stream: TcpStream, ctx: &Ctx) -> io::Result<EventConn> {
+        let event = Event::new()?;
+        event_select(&stream, &event, FD_READ | FD_WRITE | FD_CLOSE)?;
+        let mut session = Session::new(stream, ctx);
+        // The first turn tries a recv: whatever happened before the selection is not missed.
+        session.readable = true;
+        Ok(EventConn {
+            session,
+            event,
+            stats: Arc::clone(&ctx.stats),
+        })
+    }
+
+    /// One read at most: FD_READ is posted again after a recv that leaves data behind, so the
+    /// next wait brings this socket back, after the group's other signalled sockets.
+    fn pump(&mut self, scratch: &mut [u8]) -> Flow {
+        match self.session.pump(scratch, 1) {
+            Status::Closed => Flow::Done,
+            // After FD_CLOSE no FD_READ announces the data still queued: read on unasked.
+            Status::MoreToRead if self.session.peer_closing => Flow::Again,
+            Status::MoreToRead | Status::Open => Flow::Wait,
+        }
+    }
+
+    fn fail(&self, e: &io::Error) -> Flow {
+        log::debug!("connection closed on error: {e}");
+        self.stats.errors.fetch_add(1, Relaxed);
+        Flow::Done
+    }
+}
+
+impl Member for EventConn {
+    type Local = Vec<u8>;
+    const HANDLES: usize = 1;
+
+    fn local() -> Vec<u8> {
+        vec![0; READ_CHUNK]
+    }
+
+    fn handle(&self, _k: usize) -> HANDLE {
+        self.event.handle()
+    }
+
+    fn signalled(&mut self, _k: usize, scratch: &mut Vec<u8>) -> Flow {
+        // Reads and clears the socket's record of events and resets the event.
+        let ne = match network_events(&self.session.stream, &self.event) {
+            Ok(ne) => ne,
+            Err(e) => return self.fail(&e),
+        };
+        self.stats.syscalls.fetch_add(1, Relaxed);
+        // A reset (FD_CLOSE with WSAECONNRESET / WSAECONNABORTED): the connection is gone,
+        // whatever it still owed; do not wait for an FD_WRITE that will never come.
+        for bit in [FD_CLOSE, FD_READ, FD_WRITE] {
+            if let Some(e) = ne.error(bit) {
+                return self.fail(&e);
+            }
+        }
+        let s = &mut self.session;
+        if ne.has(FD_READ) {
+            s.readable = true;
+        }
+        if ne.has(FD_WRITE) {
+            s.writable = true;
+        }
+        if ne.has(FD_CLOSE) {
+            // Data may still wait ahead of the end of stream, and no FD_READ will announce it.
+            // Wine also reports a reset this way (error code 0, queued data still readable):
+            // try a send too, so a connection held by backpressure learns of a reset from the
+            // send's error instead of waiting for an FD_WRITE.
+            s.readable = true;
+            s.writable = true;
+            s.peer_closing = true;
+        }
+        self.pump(scratch)
+    }
+
+    fn again(&mut self, scratch: &mut Vec<u8>) -> Flow {
+        self.pump(scratch)
+    }
+
+    fn close(&mut self, _scratch: &mut Vec<u8>) -> Flow {
+        Flow::Done // nothing posted: dropping closes the socket
+    }
+}

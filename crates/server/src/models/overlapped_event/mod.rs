@@ -19,8 +19,28 @@
 //! **Limits.** One thread. A posted receive buffer per connection: 16 KiB of memory for every
 //! idle connection (the completion-port model avoids that with a provided-buffer ring). Needs
 //! io_uring (Linux 5.19+ here), which containers often block; the model is then unavailable and
-//! says why. Winsock's version waits on at most 64 events per `WSAWaitForMultipleEvents`, so it
-//! needs a thread per 64 operations (issue #5).
+//! says why.
+//!
+//! **Windows.** The real thing, in groups: one `WSAWaitForMultipleEvents` holds at most 64
+//! handles, so connections are served by group threads (`models/groups_windows.rs`, shared with
+//! `event-select`), each waiting on the shutdown waker's event, its hand-off event and **62
+//! connections' events**. A connection has one manual-reset event that both of its records
+//! (its receive and its send) carry in `OVERLAPPED.hEvent`. When it is signalled the group
+//! resets it, asks `WSAGetOverlappedResult(fWait = FALSE)` about each record in flight, feeds
+//! the completed ones to the connection and posts what it wants next — the operation records,
+//! the receive sized to the read budget (16 KiB at most), one receive and at most one send in
+//! flight, short sends re-posted first, half-close and backpressure all come from the
+//! overlapped connection logic the three Winsock completion models share (`models/winio`).
+//! Posting resets the `hEvent` it carries (Wine does; Windows documents it for `ReadFile`),
+//! which could wipe the signal of the other record's completion: so after every post the
+//! records are checked again, until a pass completes and posts nothing. A connection makes at most four such
+//! passes per turn, then yields to the rest of its group. The accepting thread is the one
+//! `event-select` uses (`FD_ACCEPT` on the listener's event, plain `accept`); an accepted
+//! socket's inherited selection is cleared before anything is posted on it. A record lives,
+//! at a fixed address, until its completion is reaped — also after `closesocket`, which
+//! completes pending operations with an error: a closed connection stays in its group until
+//! both of its records are back, and at shutdown each group closes its connections and reaps
+//! for up to 5 s, then leaks what never completed rather than free it.
 //!
 //! **Pitfalls.** Freeing or reusing a buffer before its completion (after a close, a cancel, a
 //! reset) lets the kernel write into freed memory; a completion can carry fewer bytes than

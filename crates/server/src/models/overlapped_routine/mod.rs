@@ -18,12 +18,31 @@
 //! posted 16 KiB buffer, as in `overlapped-event`; the engine and the one rule of completion
 //! I/O are in `models/uring`.
 //!
-//! **Limits.** One thread; 16 KiB of posted buffer per idle connection; needs io_uring.
+//! **On Windows** (`windows.rs`, on the shared overlapped core in `models/winio`): the real
+//! thing, with two threads. The accepting thread waits in `select` on the listener and its
+//! shutdown socket, accepts, and hands each socket to the I/O thread with `QueueUserAPC`: the
+//! APC, like the routines, runs only inside the I/O thread's alertable wait, so no lock is
+//! needed anywhere. The I/O thread owns every connection and waits in
+//! `WSAWaitForMultipleEvents(fAlertable = TRUE)` on its shutdown event; each `WSARecv` /
+//! `WSASend` carries the one routine `on_complete`, and the routine's way back to the
+//! connection table is the table's address, passed in `hEvent` (which the system ignores when
+//! a routine is given). A receive asks for at most 16 KiB and never more than the read budget;
+//! one receive and at most one send per connection are in flight. At shutdown the I/O thread
+//! joins the accepting thread, runs the hand-offs it queued last (closing their sockets),
+//! closes every connection and waits alertably until every routine has run
+//! (`Stats::ops_in_flight` is then 0).
+//!
+//! **Limits.** One thread; 16 KiB of posted buffer per idle connection; needs io_uring on
+//! Linux.
 //!
 //! **Pitfalls.** A routine must not block (it runs inside the wait loop, delaying every other
 //! completion); the buffer and context a routine receives belong to it — it must re-post or
 //! free them, never leave the kernel holding a buffer that is freed; on Windows the routines
-//! never run unless the thread waits alertably.
+//! never run unless the thread waits alertably, and they run in *any* alertable wait of that
+//! thread — the loop must not hold the state they borrow across one. A post that succeeds at
+//! once still queues its routine. `closesocket` runs the routines of the socket's pending
+//! operations with an error (Windows: `WSA_OPERATION_ABORTED`; Wine 8: `WSAEINVAL`); their
+//! records are freed only then.
 
 #[cfg(target_os = "linux")]
 mod linux;

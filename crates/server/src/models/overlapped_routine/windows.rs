@@ -1,5 +1,264 @@
-//! Placeholder: the Winsock side of this model is being built (issue #5).
+//! Winsock: `WSARecv` / `WSASend` with completion routines, run by the I/O thread's alertable
+//! wait; an accepting thread hands each socket over with `QueueUserAPC`.
+//!
+//! Two threads. The thread that calls `run` is the I/O thread: it owns every connection
+//! (in an `Io`, boxed so its address is fixed) and waits in `WSAWaitForMultipleEvents(...,
+//! fAlertable = TRUE)` on the shutdown event. Inside that wait the system runs the completion
+//! routines of the operations this thread posted, and the APCs queued to it. The accepting
+//! thread waits in `select` on the listener and its shutdown socket, accepts, and queues an
+//! APC to the I/O thread carrying the socket. So no state is shared between the threads but
+//! the hand-off: a connection lives, and all its operations are posted and completed, on the
+//! I/O thread.
+//!
+//! Every record is posted with `Notify::Routine { routine: on_complete, context }`, `context`
+//! being the `Io`'s address (carried in `hEvent`, which the system leaves alone when a routine
+//! is given). The routine borrows the `Io` through its `RefCell`: routines run only inside the
+//! alertable wait, and the loop never holds that borrow across the wait, so the borrow cannot
+//! collide; a collision would be a bug and aborts. The rules of the records are in
+//! `models/winio`.
 
-pub(crate) use crate::models::unsupported::{availability, run};
+use crate::accept::Acceptor;
+use crate::models::winio::{reclaim, routine_context, Notify, Op, OvConn};
+use crate::models::Drain;
+use crate::sys::apc::{current_thread, queue_apc, sleep_alertable};
+use crate::sys::select::{select, SocketSet};
+use crate::sys::{wait_any, Handle, Wait, Waker};
+use crate::Ctx;
+use slab::Slab;
+use std::cell::RefCell;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::windows::io::AsRawSocket;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use windows_sys::Win32::System::IO::OVERLAPPED;
 
-pub(crate) const MECHANISM: &str = "none on this OS yet";
+pub(crate) const MECHANISM: &str = "completion routines, alertable waits";
+
+pub(crate) fn availability() -> Result<(), String> {
+    Ok(())
+}
+
+/// Most connections accepted per turn of the accepting thread.
+const ACCEPT_BATCH: usize = 64;
+/// How long the final phase waits for the kernel to complete the closed sockets' operations.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Sockets the accepting thread handed to this (the I/O) thread, not adopted yet: the
+    /// hand-off APC puts them here, the loop takes them after its wait.
+    static HANDED: RefCell<Vec<TcpStream>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    crate::sys::wsa_startup();
+    let io_thread = current_thread()?;
+    let io_waker = ctx.shutdown.register()?;
+    let accept_waker = ctx.shutdown.register()?;
+    let io = Box::new(RefCell::new(Io {
+        ctx,
+        conns: Slab::new(),
+        draining: false,
+        notify: Notify::Port, // replaced below, once the box has its address
+    }));
+    io.borrow_mut().notify = Notify::Routine {
+        routine: on_complete,
+        context: (&*io as *const RefCell<Io>).cast(),
+    };
+    std::thread::scope(|scope| {
+        let acceptor = std::thread::Builder::new()
+            .name("routine-acceptor".into())
+            .spawn_scoped(scope, || {
+                let r = accept_loop(listener, ctx, &io_thread, &accept_waker);
+                if let Err(e) = &r {
+                    log::error!("overlapped-routine accepting thread: {e}");
+                    ctx.shutdown.trigger();
+                }
+                r
+            })?;
+        let served = serve(&io, &io_waker);
+        if served.is_err() {
+            ctx.shutdown.trigger(); // stops the accepting thread
+        }
+        let accepted = acceptor
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the accepting thread panicked")));
+        // The accepting thread is gone: run the hand-offs it queued last (their sockets are
+        // closed: we are draining), then close everything and reap.
+        io.borrow_mut().draining = true;
+        sleep_alertable(Some(Duration::ZERO));
+        io.borrow_mut().adopt_handed();
+        io.borrow_mut().close_all();
+        let deadline = Instant::now() + CANCEL_WAIT;
+        while io.borrow().ops_in_flight() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let n = io.borrow().ops_in_flight();
+                log::error!("{n} overlapped operations never completed: leaking their records");
+                // A routine may still run in some later alertable wait of this thread: the
+                // state it points at must outlive that.
+                Box::leak(io);
+                return served.and(accepted);
+            }
+            sleep_alertable(Some(left));
+        }
+        served.and(accepted)
+    })
+}
+
+/// The I/O thread's loop: alertable waits until shutdown and the drain are over.
+fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
+    let ctx = io.borrow().ctx;
+    let mut drain = Drain::new(ctx.drain_timeout);
+    loop {
+        {
+            let mut io = io.borrow_mut();
+            if drain.begins(&ctx.shutdown) {
+                io.draining = true;
+            }
+            io.adopt_handed();
+            if drain.is_over(io.conns.len()) {
+                return Ok(());
+            }
+        } // the borrow ends here: the routines that run in the wait take it
+        match wait_any(&[waker.event_handle()], drain.wait_limit(), true)? {
+            Wait::Signalled(_) => waker.reset(),
+            Wait::IoCompletion | Wait::TimedOut => {}
+        }
+        ctx.stats.count_wait();
+    }
+}
+
+/// Everything the I/O thread owns.
+struct Io<'a> {
+    ctx: &'a Ctx,
+    conns: Slab<OvConn>,
+    draining: bool,
+    /// `on_complete`, with this value's address as context.
+    notify: Notify,
+}
+
+impl Io<'_> {
+    fn adopt_handed(&mut self) {
+        let handed = HANDED.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        for stream in handed {
+            if self.draining {
+                continue; // dropped: closed
+            }
+            if let Err(e) = stream.set_nodelay(true) {
+                log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
+            }
+            let key = self.conns.insert(OvConn::new(stream, self.ctx));
+            self.advance(key);
+        }
+    }
+
+    /// A completion routine's work: feed the record to its connection, post what is next.
+    fn complete(&mut self, op: Box<Op>, result: io::Result<usize>) {
+        let key = op.tag;
+        let Some(conn) = self.conns.get_mut(key) else {
+            log::error!("completion for a connection that is gone");
+            return;
+        };
+        conn.complete(op, result);
+        self.advance(key);
+    }
+
+    fn advance(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        conn.advance(key, self.notify);
+        if conn.is_idle() {
+            self.conns.remove(key);
+        }
+    }
+
+    fn close_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.conns[key].close();
+            if self.conns[key].is_idle() {
+                self.conns.remove(key);
+            }
+        }
+    }
+
+    fn ops_in_flight(&self) -> usize {
+        self.conns.iter().map(|(_, c)| c.ops_in_flight()).sum()
+    }
+}
+
+/// The completion routine of every receive and send: runs on the I/O thread, inside its
+/// alertable wait, once per posted record.
+unsafe extern "system" fn on_complete(error: u32, bytes: u32, ov: *mut OVERLAPPED, _flags: u32) {
+    // SAFETY: `ov` is the OVERLAPPED of a live record posted with this routine, whose
+    // context is the address of the boxed `RefCell<Io>`; that box lives until every record is
+    // reaped (or is leaked with them).
+    let io = unsafe { &*routine_context(ov).cast::<RefCell<Io>>() };
+    let mut io = io
+        .try_borrow_mut()
+        .expect("a completion routine ran while the I/O thread held its state");
+    // SAFETY: the system calls the routine once per operation, after it completed.
+    let op = unsafe { reclaim(ov, &io.ctx.stats) };
+    let result = match error {
+        0 => Ok(bytes as usize),
+        e => Err(io::Error::from_raw_os_error(e as i32)),
+    };
+    io.complete(op, result);
+}
+
+/// The hand-off APC: runs on the I/O thread, inside its alertable wait.
+unsafe extern "system" fn adopt_apc(data: usize) {
+    // SAFETY: `data` is the box `hand_over` leaked for exactly this call.
+    let stream = unsafe { Box::from_raw(data as *mut TcpStream) };
+    HANDED.with(|h| h.borrow_mut().push(*stream));
+}
+
+/// The accepting thread: `select` on the listener and the shutdown socket, accept, hand over.
+fn accept_loop(
+    listener: TcpListener,
+    ctx: &Ctx,
+    io_thread: &Handle,
+    waker: &Waker,
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listen = listener.as_raw_socket();
+    let mut acceptor = Acceptor::new(listener);
+    let mut none = SocketSet::with_capacity(0);
+    while !ctx.shutdown.is_requested() {
+        let mut read = SocketSet::with_capacity(2);
+        read.insert(waker.as_raw_socket());
+        let accepting = acceptor.is_accepting();
+        if accepting {
+            read.insert(listen);
+        }
+        select(&mut read, &mut none, acceptor.pause_remaining())?;
+        ctx.stats.count_wait();
+        if read.contains(waker.as_raw_socket()) {
+            waker.reset();
+        }
+        if accepting && read.contains(listen) && !ctx.shutdown.is_requested() {
+            acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
+                hand_over(stream, io_thread, ctx)
+            })?;
+        }
+    }
+    Ok(()) // the listener closes here
+}
+
+/// Queues the socket to the I/O thread.
+fn hand_over(stream: TcpStream, io_thread: &Handle, ctx: &Ctx) {
+    // The listener is non-blocking and its sockets inherit that; overlapped calls do not care,
+    // but the socket is the I/O thread's, in the state a plain accept gives.
+    if let Err(e) = stream.set_nonblocking(false) {
+        log::debug!("cannot make an accepted socket blocking: {e}");
+    }
+    ctx.stats.syscalls.fetch_add(1, Relaxed);
+    let data = Box::into_raw(Box::new(stream)) as usize;
+    // SAFETY: `adopt_apc` takes back exactly this box, once, on the I/O thread; that thread
+    // runs its queued APCs (a last alertable wait) after this thread has been joined.
+    if let Err(e) = unsafe { queue_apc(io_thread, adopt_apc, data) } {
+        // SAFETY: the APC was not queued: the box is still ours alone.
+        drop(unsafe { Box::from_raw(data as *mut TcpStream) });
+        log::error!("cannot hand a connection to the I/O thread: {e}");
+    }
+}

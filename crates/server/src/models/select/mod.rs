@@ -18,9 +18,16 @@
 //! a descriptor numbered 1024 or above cannot be waited on at all, whatever the number of
 //! sockets. Such a connection is closed as soon as it is accepted, counted in
 //! `Stats::refused` and logged once ([`crate::sys::select::FdSet`] refuses it rather than write
-//! past the bitmap, which is undefined behaviour). Winsock's `fd_set` is different: an array of
-//! socket handles with a count, 64 by default, so there the limit is a *count* — the Windows
-//! file of this module (issue #5) sizes its own set.
+//! past the bitmap, which is undefined behaviour).
+//!
+//! **Windows.** The real `select()`, but Winsock's `fd_set` is no bitmap: it is a count and an
+//! array of `SOCKET` handles (`FD_SETSIZE` = 64 entries unless redefined), and `select` reads as
+//! many entries as the count says. So Windows has no limit on a socket's *value* — handles are
+//! opaque numbers, not indexes — only on how many sockets one set holds.
+//! [`crate::sys::select::SocketSet`] is a set laid out as an `fd_set` with room chosen at run
+//! time (16,384 here); past that a connection is closed at once and counted in
+//! `Stats::refused`, as on Linux. Each turn still copies and scans the whole array: the
+//! O(connections) cost is the same.
 //!
 //! **Pitfalls.** The sets are overwritten by the call and must be rebuilt every turn; `nfds` is
 //! the highest descriptor plus one, not a count; a socket reported readable may still return

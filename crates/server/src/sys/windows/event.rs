@@ -107,11 +107,18 @@ pub enum Wait {
 /// `WSAWaitForMultipleEvents(handles, wait_all = FALSE, timeout, alertable)`: blocks until one
 /// of at most [`MAX_WAIT`] handles is signalled, the timeout passes (`None`: never), or — when
 /// `alertable` — a completion routine or APC ran on this thread.
-pub fn wait_any(handles: &[HANDLE], timeout: Option<Duration>, alertable: bool) -> io::Result<Wait> {
+pub fn wait_any(
+    handles: &[HANDLE],
+    timeout: Option<Duration>,
+    alertable: bool,
+) -> io::Result<Wait> {
     if handles.is_empty() || handles.len() > MAX_WAIT {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("a wait takes 1 to {MAX_WAIT} handles, not {}", handles.len()),
+            format!(
+                "a wait takes 1 to {MAX_WAIT} handles, not {}",
+                handles.len()
+            ),
         ));
     }
     let ms = timeout.map_or(ws::WSA_INFINITE, |t| {

@@ -6,10 +6,16 @@
 //! [`Waker`]. [`wsa_startup`] initialises Winsock once per process (std does it too, lazily, on
 //! its first socket; a model that calls Winsock directly first must not depend on that).
 
+pub mod apc;
+pub mod console;
 pub mod event;
+pub mod iocp;
+pub mod network_events;
 pub mod select;
 mod waker;
+pub mod window;
 
+pub use console::{on_console_ctrl, CtrlEvent};
 pub use event::{wait_any, Event, Handle, Wait};
 pub use waker::Waker;
 
@@ -55,11 +61,12 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 }
 
 /// An accept error that concerns one would-be connection (the peer reset or aborted it before
-/// it was accepted), not the listener: accept the next one.
+/// it was accepted), not the listener: accept the next one. Wine reports a connection reset
+/// in the backlog as `WSAENOTCONN` from `accept` (Windows: `WSAECONNRESET`).
 pub fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(ws::WSAECONNRESET | ws::WSAECONNABORTED | ws::WSAEINTR)
+        Some(ws::WSAECONNRESET | ws::WSAECONNABORTED | ws::WSAENOTCONN | ws::WSAEINTR)
     ) || e.kind() == io::ErrorKind::Interrupted
 }
 

@@ -151,7 +151,11 @@ mod tests {
         let mut write = SocketSet::with_capacity(1);
         std::thread::sleep(Duration::from_millis(100));
         let n = select(&mut read, &mut write, Some(Duration::from_secs(5))).unwrap();
-        let want: Vec<_> = served.iter().step_by(7).map(|s| s.as_raw_socket()).collect();
+        let want: Vec<_> = served
+            .iter()
+            .step_by(7)
+            .map(|s| s.as_raw_socket())
+            .collect();
         assert_eq!(n, want.len());
         assert_eq!(read.iter().collect::<Vec<_>>(), want);
     }

@@ -1,0 +1,621 @@
+//! Groups of 64 handles: how the two models that wait in `WSAWaitForMultipleEvents`
+//! (`event-select`, `overlapped-event`) serve more sockets than one wait can hold.
+//!
+//! One wait takes at most 64 handles (`WSA_MAXIMUM_WAIT_EVENTS`). So connections are served in
+//! *groups*, one thread each, and every group's wait holds:
+//!
+//! | slot | handle |
+//! |---|---|
+//! | 0 | the shutdown waker's event (shared by every thread of the model, see below) |
+//! | 1 | the group's hand-off event: new connections are waiting in its channel |
+//! | 2.. | `M::HANDLES` events per connection |
+//!
+//! which leaves 62 handles for connections. Both models use one event per connection, so a
+//! group holds 62 connections: `event-select` selects each socket on its event;
+//! `overlapped-event` puts a connection's event in the `hEvent` of both of its records (its
+//! receive and its send), and checks both when it is signalled.
+//!
+//! **Accepting.** The thread that calls [`serve`] only accepts: its listener is selected for
+//! `FD_ACCEPT` on an event of its own, and it waits on that and the waker. Each accepted socket
+//! becomes a member (`adopt`, on the accepting thread) and goes to the first group with room;
+//! when every group is full a new group thread starts with it. Hand-off is a channel plus the
+//! group's event, set after the send; the group resets the event before it empties the channel,
+//! so no hand-off is missed. A group's `load` counts its members plus the ones on their way: the
+//! acceptor reserves a slot (compare-and-swap below capacity) before it sends, so a group never
+//! receives more than it can wait on. Wine re-enables `FD_ACCEPT` only with an accept that
+//! succeeds (Windows: with any accept call) and can signal it stale, for a connection already
+//! taken; after a wake-up that accepted nothing the acceptor therefore waits in `select` on the
+//! listener and the waker's socket until an accept succeeds again (see `accept_loop`).
+//!
+//! **Serving.** `WSAWaitForMultipleEvents` reports only the *lowest* signalled index. A group
+//! that served only that one would starve its higher slots under load, so after every wake-up
+//! it probes the handles above the one reported with a zero timeout, again and again, until none
+//! is signalled: each turn serves every signalled handle once, in slot order. A member can also
+//! ask to be served again without a signal ([`Flow::Again`]; the next wait then does not block).
+//!
+//! **Retiring.** A group left without members for [`IDLE_LINGER`] retires: it swaps its load
+//! from 0 to [`RETIRED`] (failing, and staying, if the acceptor has just reserved a slot) and
+//! its thread ends; the acceptor joins it on its next turn. The linger keeps a server with a
+//! single connection coming and going from starting a thread per connection. A group thread
+//! never ends while a member has an operation in flight: Windows cancels the pending I/O a
+//! thread issued (on a handle not bound to a completion port) when that thread exits.
+//!
+//! **Shutdown.** One [`Waker`] is registered for the whole model: its event is manual-reset, so
+//! one `wake` releases every thread waiting on it. Nobody resets it; a thread that sees shutdown
+//! requested stops including it in its wait (or it would spin). (A waker per group thread
+//! would pile up: `Shutdown` keeps every waker it ever registered, and groups come and go.)
+//! The acceptor then closes the listener and joins the groups; each group drains (serves its
+//! connections until they end or the drain timeout passes), then asks every member to close
+//! ([`Member::close`]) and waits, up to [`CLOSE_WAIT`], until each says it is done — a member
+//! with overlapped operations in flight is done only when their completions have been reaped.
+
+use crate::accept::Acceptor;
+use crate::models::Drain;
+use crate::sys::event::MAX_WAIT;
+use crate::sys::network_events::{event_select, network_events, FD_ACCEPT};
+use crate::sys::select::{select, SocketSet};
+use crate::sys::{wait_any, Event, Wait, Waker};
+use crate::Ctx;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::windows::io::AsRawSocket;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::{Scope, ScopedJoinHandle};
+use std::time::{Duration, Instant};
+use windows_sys::Win32::Foundation::HANDLE;
+
+/// Wait slots every group spends on itself: the waker and the hand-off event.
+const FIXED_SLOTS: usize = 2;
+/// How long a group without members waits for one before its thread ends.
+pub(crate) const IDLE_LINGER: Duration = Duration::from_secs(1);
+/// How long a group waits, after the drain, for its members to finish closing (overlapped
+/// operations to complete); past it, what is left is leaked rather than freed under the kernel.
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// The load of a group whose thread has ended or is ending: no slot can be reserved.
+pub(crate) const RETIRED: usize = usize::MAX;
+/// Connections accepted per `FD_ACCEPT` before the acceptor looks at its waker again.
+const ACCEPT_BATCH: usize = 256;
+
+/// What a member wants after it was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Wait for one of its handles to be signalled.
+    Wait,
+    /// Serve it again next turn ([`Member::again`]) without waiting for a signal.
+    Again,
+    /// It is over: drop it (its socket closes, its events after it).
+    Done,
+}
+
+/// One connection of a group, as a model defines it: the event handles it waits on and what
+/// it does when one is signalled.
+///
+/// A member fresh from `adopt` has posted nothing to the kernel: dropping it then is always
+/// safe. Its first turn is an [`Member::again`] on its group's thread, which is where a model
+/// makes its first call (a first `recv`, a first posted `WSARecv`).
+pub(crate) trait Member: Send + Sized + 'static {
+    /// Per-thread state the group's members share (a scratch buffer).
+    type Local;
+    /// How many wait slots one member takes: the handles `handle(0..HANDLES)`.
+    const HANDLES: usize;
+
+    /// Creates the per-thread state, once per group thread.
+    fn local() -> Self::Local;
+    /// The `k`-th event handle this member waits on; open for as long as the member lives.
+    fn handle(&self, k: usize) -> HANDLE;
+    /// Its `k`-th handle was signalled.
+    fn signalled(&mut self, k: usize, local: &mut Self::Local) -> Flow;
+    /// Its turn without a signal: after it returned [`Flow::Again`], and once when it joins.
+    fn again(&mut self, local: &mut Self::Local) -> Flow;
+    /// The drain is over: close now. [`Flow::Done`] when the member can be dropped at once,
+    /// [`Flow::Wait`] while operations are still in flight (their handles stay in the wait and
+    /// later turns return `Done`).
+    fn close(&mut self, local: &mut Self::Local) -> Flow;
+}
+
+/// How many members one group holds: the wait slots left after the group's own two, divided
+/// by the member's handles.
+pub(crate) const fn capacity<M: Member>() -> usize {
+    (MAX_WAIT - FIXED_SLOTS) / M::HANDLES
+}
+
+/// Serves `listener` until shutdown and drain are over: this thread accepts, groups of
+/// [`capacity`] members on threads of their own serve. `adopt` turns an accepted socket into
+/// a member on the accepting thread (an error closes the socket); `name` names the threads.
+pub(crate) fn serve<M, A>(listener: TcpListener, ctx: &Ctx, name: &str, adopt: A) -> io::Result<()>
+where
+    M: Member,
+    A: FnMut(TcpStream) -> io::Result<M>,
+{
+    let waker = ctx.shutdown.register()?;
+    let listen_event = Event::new()?;
+    // Also makes the listener (and every socket it accepts) non-blocking.
+    event_select(&listener, &listen_event, FD_ACCEPT)?;
+    let acceptor = Acceptor::new(listener);
+    std::thread::scope(|scope| {
+        let mut groups = Groups {
+            scope,
+            ctx,
+            waker: &waker,
+            name,
+            list: Vec::new(),
+            next_id: 0,
+            first_error: None,
+        };
+        // If accepting fails (or panics), the groups must still end, or the scope would wait
+        // for them forever: shut the whole model down.
+        let stop = StopOnExit(ctx);
+        let accepted = accept_loop(acceptor, &listen_event, ctx, &waker, &mut groups, adopt);
+        drop(stop);
+        let groups_result = groups.join_all();
+        accepted.and(groups_result)
+    })
+}
+
+/// The accepting thread's loop; returns when shutdown is requested (having closed the
+/// listener) or the listener fails.
+fn accept_loop<'scope, 'env, M, A>(
+    mut acceptor: Acceptor,
+    listen_event: &Event,
+    ctx: &'env Ctx,
+    waker: &Waker,
+    groups: &mut Groups<'scope, 'env, M>,
+    mut adopt: A,
+) -> io::Result<()>
+where
+    M: Member,
+    A: FnMut(TcpStream) -> io::Result<M>,
+{
+    // A client may have connected before the selection: try once without waiting.
+    let mut accept_now = true;
+    // Whether FD_ACCEPT can be waited for. Windows re-enables it with every accept call; Wine
+    // only with an accept that *succeeds*, and it can signal an FD_ACCEPT whose connection an
+    // earlier accept already took: the accept that follows finds nothing, and FD_ACCEPT stays
+    // disabled while clients queue up. So after a wake-up that accepted nothing, the listener
+    // is waited for with `select` (level-triggered) until an accept succeeds again.
+    let mut fd_accept_enabled = true;
+    // The accepts about to run follow an FD_ACCEPT (or a pause), not the first try.
+    let mut woken = false;
+    loop {
+        if ctx.shutdown.is_requested() {
+            return Ok(()); // dropping the acceptor closes the listener
+        }
+        groups.reap();
+        if accept_now && acceptor.is_accepting() {
+            accept_now = false;
+            let n = acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
+                match adopt(stream) {
+                    Ok(member) => groups.hand(member),
+                    // Dropping the stream (inside adopt) closed it.
+                    Err(e) => log::warn!("cannot take a connection into a group: {e}"),
+                }
+            })?;
+            if n > 0 {
+                fd_accept_enabled = true;
+            } else if woken {
+                fd_accept_enabled = false;
+            }
+            if n == ACCEPT_BATCH {
+                accept_now = true; // more may be waiting: look at the waker, then go on
+                continue;
+            }
+        }
+        if !fd_accept_enabled && acceptor.is_accepting() {
+            // The waker's socket is readable once shutdown is requested (never drained).
+            let mut read = SocketSet::with_capacity(2);
+            read.insert(acceptor.listener.as_raw_socket());
+            read.insert(waker.as_raw_socket());
+            select(&mut read, &mut SocketSet::with_capacity(0), None)?;
+            ctx.stats.count_wait();
+            accept_now = read.contains(acceptor.listener.as_raw_socket());
+            woken = true;
+            continue;
+        }
+        // While accepting is paused (out of sockets), leave the listener's event out: a failed
+        // accept re-enables FD_ACCEPT, so it would be signalled again at once.
+        let accepting = acceptor.is_accepting();
+        let handles = [waker.event_handle(), listen_event.handle()];
+        let n = if accepting { 2 } else { 1 };
+        let wait = wait_any(&handles[..n], acceptor.pause_remaining(), false)?;
+        ctx.stats.count_wait();
+        match wait {
+            Wait::Signalled(1) => {
+                // Reads and clears the record (and resets the event); FD_ACCEPT is re-enabled
+                // by the accepts that follow.
+                let ne = network_events(&acceptor.listener, listen_event)?;
+                ctx.stats.syscalls.fetch_add(1, Ordering::Relaxed);
+                if let Some(e) = ne.error(FD_ACCEPT) {
+                    log::debug!("FD_ACCEPT carried an error: {e}");
+                }
+                accept_now = true;
+                woken = true;
+            }
+            // The pause is over: the event was consumed by the accept that failed, so try.
+            Wait::TimedOut => {
+                accept_now = true;
+                woken = true;
+            }
+            // The waker (shutdown, seen at the top) or nothing.
+            Wait::Signalled(_) | Wait::IoCompletion => {}
+        }
+    }
+}
+
+/// Triggers shutdown when dropped, unless it already was: the groups end with the acceptor.
+struct StopOnExit<'a>(&'a Ctx);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        if !self.0.shutdown.is_requested() {
+            log::error!("the accepting thread ended before shutdown: stopping every group");
+            self.0.shutdown.trigger();
+        }
+    }
+}
+
+/// The acceptor's view of one group thread.
+struct GroupHandle<'scope, M> {
+    id: usize,
+    tx: Sender<M>,
+    handoff: Arc<Event>,
+    load: Arc<AtomicUsize>,
+    thread: ScopedJoinHandle<'scope, io::Result<()>>,
+}
+
+impl<M> GroupHandle<'_, M> {
+    /// Reserves a slot if the group has room and is not retiring.
+    fn reserve(&self, capacity: usize) -> bool {
+        self.load
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// Every group thread, as the accepting thread manages them.
+struct Groups<'scope, 'env, M> {
+    scope: &'scope Scope<'scope, 'env>,
+    ctx: &'env Ctx,
+    waker: &'env Waker,
+    name: &'env str,
+    list: Vec<GroupHandle<'scope, M>>,
+    next_id: usize,
+    first_error: Option<io::Error>,
+}
+
+impl<'scope, 'env, M: Member> Groups<'scope, 'env, M> {
+    /// Hands `member` to the first group with room, or to a new group.
+    fn hand(&mut self, mut member: M) {
+        for g in &self.list {
+            if !g.reserve(capacity::<M>()) {
+                continue;
+            }
+            match g.tx.send(member) {
+                Ok(()) => {
+                    if let Err(e) = g.handoff.set() {
+                        // Cannot happen with a live event; the member waits for the group's
+                        // next wake-up meanwhile.
+                        log::error!("cannot signal a group's hand-off event: {e}");
+                    }
+                    return;
+                }
+                // The group ended (shutdown) after the reservation: try the others.
+                Err(mpsc::SendError(m)) => member = m,
+            }
+        }
+        if let Err(e) = self.spawn(member) {
+            // The member (and its socket) was dropped: the connection is closed.
+            self.ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
+            log::warn!("cannot start a group thread, connection closed: {e}");
+        }
+    }
+
+    /// Starts a group thread with `first` as its first member.
+    fn spawn(&mut self, first: M) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        let handoff = Arc::new(Event::new()?);
+        let load = Arc::new(AtomicUsize::new(1));
+        let id = self.next_id;
+        let (ctx, waker) = (self.ctx, self.waker);
+        let (h, l) = (Arc::clone(&handoff), Arc::clone(&load));
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-group-{id}", self.name))
+            .spawn_scoped(self.scope, move || {
+                let _retired = RetireOnExit(&l);
+                Group::new(ctx, waker, &h, &l, rx).run(first)
+            })?;
+        self.next_id += 1;
+        log::debug!("{}: group {id} started", self.name);
+        self.list.push(GroupHandle {
+            id,
+            tx,
+            handoff,
+            load,
+            thread,
+        });
+        Ok(())
+    }
+
+    /// Joins the groups that retired.
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.list.len() {
+            if self.list[i].load.load(Ordering::Acquire) == RETIRED {
+                let g = self.list.swap_remove(i);
+                self.join(g);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn join(&mut self, g: GroupHandle<'scope, M>) {
+        let id = g.id;
+        let result = g
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("a group thread panicked")));
+        match result {
+            Ok(()) => log::debug!("{}: group {id} ended", self.name),
+            Err(e) => {
+                log::error!(
+                    "{}: group {id} failed, its connections closed: {e}",
+                    self.name
+                );
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Waits for every group to end (after shutdown); the first error any group had.
+    fn join_all(&mut self) -> io::Result<()> {
+        for g in std::mem::take(&mut self.list) {
+            self.join(g);
+        }
+        match self.first_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Marks the group retired however its thread ends (return, error, panic), so the acceptor
+/// reserves no slot in it and joins it.
+struct RetireOnExit<'a>(&'a AtomicUsize);
+
+impl Drop for RetireOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.store(RETIRED, Ordering::Release);
+    }
+}
+
+/// A member and its bookkeeping in the group.
+struct Slot<M> {
+    member: M,
+    /// Serve it next turn without a signal.
+    again: bool,
+    /// It returned [`Flow::Done`]: dropped at the end of the turn.
+    done: bool,
+    /// The turn that last served it, so a signal and an `again` do not both run in one turn.
+    served: u64,
+}
+
+impl<M> Slot<M> {
+    fn new(member: M) -> Slot<M> {
+        Slot {
+            member,
+            again: true,
+            done: false,
+            served: 0,
+        }
+    }
+
+    fn apply(&mut self, flow: Flow, turn: u64) {
+        self.served = turn;
+        self.again = flow == Flow::Again;
+        self.done = flow == Flow::Done;
+    }
+}
+
+/// One group thread.
+struct Group<'a, M: Member> {
+    ctx: &'a Ctx,
+    waker: &'a Waker,
+    handoff: &'a Event,
+    load: &'a AtomicUsize,
+    rx: Receiver<M>,
+    slots: Vec<Slot<M>>,
+    local: M::Local,
+    handles: Vec<HANDLE>,
+    turn: u64,
+}
+
+impl<'a, M: Member> Group<'a, M> {
+    fn new(
+        ctx: &'a Ctx,
+        waker: &'a Waker,
+        handoff: &'a Event,
+        load: &'a AtomicUsize,
+        rx: Receiver<M>,
+    ) -> Group<'a, M> {
+        Group {
+            ctx,
+            waker,
+            handoff,
+            load,
+            rx,
+            slots: Vec::with_capacity(capacity::<M>()),
+            local: M::local(),
+            handles: Vec::with_capacity(MAX_WAIT),
+            turn: 0,
+        }
+    }
+
+    /// Serves until the group retires idle or the drain is over, then closes its members.
+    fn run(mut self, first: M) -> io::Result<()> {
+        self.slots.push(Slot::new(first));
+        let mut drain = Drain::new(self.ctx.drain_timeout);
+        let mut idle_since: Option<Instant> = None;
+        let mut take_handoffs = false;
+        loop {
+            if take_handoffs {
+                take_handoffs = false;
+                // Reset first: a hand-off that lands after it sets the event again.
+                self.handoff.reset();
+                self.intake();
+            }
+            drain.begins(&self.ctx.shutdown);
+            let draining = drain.wait_limit().is_some();
+            if draining {
+                self.intake(); // members sent before shutdown are served too
+            }
+            if drain.is_over(self.slots.len()) {
+                break;
+            }
+            let mut timeout = drain.wait_limit();
+            if self.slots.is_empty() && !draining {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                let left = IDLE_LINGER.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    // Retire only if no slot was reserved meanwhile.
+                    if self
+                        .load
+                        .compare_exchange(0, RETIRED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return Ok(());
+                    }
+                    take_handoffs = true; // a member is on its way
+                    idle_since = None;
+                    continue;
+                }
+                timeout = Some(left);
+            } else {
+                idle_since = None;
+            }
+            if self.slots.iter().any(|s| s.again) {
+                timeout = Some(Duration::ZERO);
+            }
+            // While draining the waker stays signalled: leave it out of the wait.
+            let first = usize::from(draining);
+            take_handoffs |= self.turn_once(first, timeout)?;
+            self.sweep();
+        }
+        self.close_all()
+    }
+
+    /// Takes every member waiting in the channel.
+    fn intake(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            self.slots.push(Slot::new(m));
+        }
+    }
+
+    /// Rebuilds the wait array: waker, hand-off, then every member's handles.
+    fn build_handles(&mut self) {
+        self.handles.clear();
+        self.handles.push(self.waker.event_handle());
+        self.handles.push(self.handoff.handle());
+        for s in &self.slots {
+            for k in 0..M::HANDLES {
+                self.handles.push(s.member.handle(k));
+            }
+        }
+    }
+
+    /// One wait over `handles[first..]`, then every signalled handle served in slot order,
+    /// then the members that asked to go again. Returns true if the hand-off event was
+    /// signalled.
+    fn turn_once(&mut self, first: usize, timeout: Option<Duration>) -> io::Result<bool> {
+        self.turn += 1;
+        let turn = self.turn;
+        self.build_handles();
+        let mut handoff = false;
+        let mut base = first;
+        let mut wait = wait_any(&self.handles[base..], timeout, false)?;
+        self.ctx.stats.count_wait();
+        // WSAWaitForMultipleEvents names only the lowest signalled handle: probe the ones
+        // above it with a zero timeout until none is left, so every signalled one is served.
+        while let Wait::Signalled(i) = wait {
+            let slot = base + i;
+            match slot {
+                0 => {} // the waker: shutdown (seen at the top of the loop); never reset
+                1 => handoff = true,
+                _ => {
+                    let k = slot - FIXED_SLOTS;
+                    let s = &mut self.slots[k / M::HANDLES];
+                    if !s.done {
+                        let flow = s.member.signalled(k % M::HANDLES, &mut self.local);
+                        s.apply(flow, turn);
+                    }
+                }
+            }
+            base = slot + 1;
+            if base >= self.handles.len() {
+                break;
+            }
+            wait = wait_any(&self.handles[base..], Some(Duration::ZERO), false)?;
+            self.ctx.stats.syscalls.fetch_add(1, Ordering::Relaxed);
+        }
+        for s in &mut self.slots {
+            if s.again && !s.done && s.served != turn {
+                let flow = s.member.again(&mut self.local);
+                s.apply(flow, turn);
+            }
+        }
+        Ok(handoff)
+    }
+
+    /// Drops the members that are done, freeing their slots.
+    fn sweep(&mut self) {
+        let before = self.slots.len();
+        self.slots.retain(|s| !s.done);
+        let freed = before - self.slots.len();
+        if freed > 0 {
+            self.load.fetch_sub(freed, Ordering::AcqRel);
+        }
+    }
+
+    /// After the drain: every member closes; wait until each is done, up to [`CLOSE_WAIT`].
+    fn close_all(mut self) -> io::Result<()> {
+        // Nothing new is taken from now on: members still in the channel (never started)
+        // are dropped with it.
+        self.load.store(RETIRED, Ordering::Release);
+        self.intake();
+        let turn = self.turn;
+        for s in &mut self.slots {
+            let flow = s.member.close(&mut self.local);
+            s.apply(flow, turn);
+        }
+        self.sweep_closing();
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while !self.slots.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let n = self.slots.len();
+                log::error!("{n} connections still had operations in flight: leaking them");
+                for s in self.slots.drain(..) {
+                    std::mem::forget(s);
+                }
+                break;
+            }
+            let timeout = if self.slots.iter().any(|s| s.again) {
+                Duration::ZERO
+            } else {
+                left
+            };
+            // Only the members' handles: the waker stays signalled, hand-offs are over.
+            self.turn_once(FIXED_SLOTS, Some(timeout))?;
+            self.sweep_closing();
+        }
+        Ok(())
+    }
+
+    /// Like [`Group::sweep`], for the closing phase (no load to keep).
+    fn sweep_closing(&mut self) {
+        self.slots.retain(|s| !s.done);
+    }
+}

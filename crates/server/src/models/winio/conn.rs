@@ -1,0 +1,245 @@
+//! [`OvConn`]: one connection of an overlapped model — its socket, its
+//! [`Connection`](iomodels_core::Connection), and the (at most) one receive and one send it
+//! has posted — driven the same way whatever announces the completions.
+
+use super::op::{post_recv, post_send, InFlight, Notify, Op, OpKind};
+use crate::session::Session;
+use crate::stats::Stats;
+use crate::Ctx;
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::os::windows::io::{AsRawSocket, RawSocket};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// The most bytes one receive asks for: the size of a connection's posted buffer (and so the
+/// memory an idle connection pins in its posted receive).
+pub(crate) const RECV_SIZE: usize = 16 * 1024;
+/// A send buffer larger than this is not kept for the next send.
+const KEEP_SEND_BUF: usize = 64 * 1024;
+
+/// A connection of an overlapped model.
+///
+/// The model calls [`OvConn::advance`] after adopting the socket and after every completion
+/// it hands to [`OvConn::complete`]; `advance` posts what the connection wants (the rest of a
+/// short send first, else a send of all unsent output; a receive sized to the read budget),
+/// half-closes when everything owed is sent, and closes when the connection is over. Once
+/// closed ([`OvConn::is_open`] false), the model keeps the value until [`OvConn::is_idle`]:
+/// its operations' completions (aborted by the close) must still be reaped.
+pub(crate) struct OvConn {
+    /// The socket and the connection; `None` once closed (`closesocket`).
+    session: Option<Session>,
+    socket: RawSocket,
+    stats: Arc<Stats>,
+    recv: Option<InFlight>,
+    send: Option<InFlight>,
+    /// A short send's record, holding the unsent rest: re-posted before any new output.
+    resend: Option<Box<Op>>,
+    /// Reaped records (with their buffers) kept for the next post.
+    spare_recv: Option<Box<Op>>,
+    spare_send: Option<Box<Op>>,
+}
+
+impl OvConn {
+    /// Adopts an accepted socket (counted as accepted and active).
+    pub fn new(stream: TcpStream, ctx: &Ctx) -> OvConn {
+        OvConn {
+            socket: stream.as_raw_socket(),
+            session: Some(Session::new(stream, ctx)),
+            stats: Arc::clone(&ctx.stats),
+            recv: None,
+            send: None,
+            resend: None,
+            spare_recv: None,
+            spare_send: None,
+        }
+    }
+
+    /// The socket (closed once [`OvConn::is_open`] is false: then only a name).
+    #[allow(dead_code)] // overlapped-event's
+    pub fn socket(&self) -> RawSocket {
+        self.socket
+    }
+
+    /// True until the connection is closed.
+    #[allow(dead_code)] // overlapped-event's
+    pub fn is_open(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Closed, and no operation in flight: the model may drop it now.
+    pub fn is_idle(&self) -> bool {
+        self.session.is_none() && self.recv.is_none() && self.send.is_none()
+    }
+
+    /// The connection's operations the kernel holds (for an event model's completion checks).
+    #[allow(dead_code)] // overlapped-event's
+    pub fn in_flight(&self) -> impl Iterator<Item = InFlight> {
+        [self.recv, self.send].into_iter().flatten()
+    }
+
+    /// How many of its operations the kernel holds.
+    pub fn ops_in_flight(&self) -> usize {
+        self.recv.is_some() as usize + self.send.is_some() as usize
+    }
+
+    /// Posts what the connection wants now; half-closes; closes when it is over. Every record
+    /// it posts carries `tag` and is announced by `notify`. A no-op once closed.
+    pub fn advance(&mut self, tag: usize, notify: Notify) {
+        if self.session.is_none() {
+            return;
+        }
+        if self.send.is_none() {
+            if let Some(op) = self.next_send(tag) {
+                match post_send(self.socket, op, notify, &self.stats) {
+                    Ok(f) => self.send = Some(f),
+                    Err((op, e)) => {
+                        self.spare_send = Some(op);
+                        return self.fail(&e);
+                    }
+                }
+            }
+        }
+        let budget = self.session.as_ref().map_or(0, |s| s.conn.read_budget());
+        if self.recv.is_none() && budget > 0 {
+            let mut op = match self.spare_recv.take() {
+                Some(mut op) => {
+                    op.reuse(OpKind::Recv, tag);
+                    op
+                }
+                None => Op::new(OpKind::Recv, tag, vec![0; RECV_SIZE]),
+            };
+            op.buf.truncate(RECV_SIZE);
+            match post_recv(self.socket, op, budget.min(RECV_SIZE), notify, &self.stats) {
+                Ok(f) => self.recv = Some(f),
+                Err((op, e)) => {
+                    self.spare_recv = Some(op);
+                    return self.fail(&e);
+                }
+            }
+        }
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if s.conn.should_shutdown_write() {
+            self.stats.syscalls.fetch_add(1, Relaxed);
+            // The peer may be gone already: the connection is over either way.
+            let _ = s.stream.shutdown(Shutdown::Write);
+            s.conn.on_write_shutdown();
+        }
+        s.publish(0, 0);
+        if s.conn.is_finished() {
+            self.close();
+        }
+    }
+
+    /// The record to send next: the rest of a short send, else every unsent byte (moved out of
+    /// the connection, still counted as pending until its completion), else nothing.
+    fn next_send(&mut self, tag: usize) -> Option<Box<Op>> {
+        if let Some(op) = self.resend.take() {
+            return Some(op);
+        }
+        let s = self.session.as_mut()?;
+        if !s.conn.wants_write() {
+            return None;
+        }
+        let mut op = match self.spare_send.take() {
+            Some(mut op) => {
+                op.reuse(OpKind::Send, tag);
+                op
+            }
+            None => Op::new(OpKind::Send, tag, Vec::new()),
+        };
+        let mut spare = std::mem::take(&mut op.buf);
+        if spare.capacity() > KEEP_SEND_BUF {
+            spare = Vec::new();
+        }
+        op.buf = s.conn.take_output(spare);
+        Some(op)
+    }
+
+    /// Feeds the connection a reaped completion of one of its records. Errors close it (and
+    /// count in `Stats::errors`); after the close, completions (aborted ones) are only
+    /// collected. Call [`OvConn::advance`] next.
+    pub fn complete(&mut self, mut op: Box<Op>, result: io::Result<usize>) {
+        match op.kind() {
+            OpKind::Recv => {
+                debug_assert_eq!(self.recv.map(InFlight::overlapped), Some(op_ptr(&mut op)));
+                self.recv = None;
+                let Some(s) = self.session.as_mut() else {
+                    return; // closed: the record (and its buffer) is freed here
+                };
+                match result {
+                    Ok(0) => s.conn.on_peer_eof(),
+                    Ok(n) => {
+                        s.conn.on_received(&op.buf[..n]);
+                        s.publish(n as u64, 0);
+                    }
+                    Err(e) => return self.fail(&e),
+                }
+                self.spare_recv = Some(op);
+            }
+            OpKind::Send => {
+                debug_assert_eq!(self.send.map(InFlight::overlapped), Some(op_ptr(&mut op)));
+                self.send = None;
+                let Some(s) = self.session.as_mut() else {
+                    return;
+                };
+                let n = match result {
+                    Ok(0) => return self.fail(&io::Error::from(io::ErrorKind::WriteZero)),
+                    Ok(n) => n,
+                    Err(e) => return self.fail(&e),
+                };
+                s.conn.on_send_complete(n);
+                s.publish(0, n as u64);
+                op.off += n;
+                if op.off < op.buf.len() {
+                    self.resend = Some(op); // a short send: the rest goes first
+                } else {
+                    self.spare_send = Some(op);
+                }
+            }
+            OpKind::Accept => unreachable!("an accept record handed to a connection"),
+        }
+    }
+
+    /// An I/O error ends this connection (only this one): counted, then closed.
+    fn fail(&mut self, e: &io::Error) {
+        if self.session.is_some() {
+            log::debug!("connection closed on error: {e}");
+            self.stats.errors.fetch_add(1, Relaxed);
+            self.close();
+        }
+    }
+
+    /// Closes the socket now (`closesocket`). Its pending operations complete with
+    /// `ERROR_OPERATION_ABORTED`; their records stay in flight until reaped
+    /// ([`OvConn::is_idle`]).
+    pub fn close(&mut self) {
+        if let Some(s) = self.session.take() {
+            self.stats.syscalls.fetch_add(1, Relaxed);
+            drop(s); // closesocket; Session settles the active and pending gauges
+            self.resend = None;
+            self.spare_recv = None;
+            self.spare_send = None;
+        }
+    }
+}
+
+fn op_ptr(op: &mut Op) -> *mut windows_sys::Win32::System::IO::OVERLAPPED {
+    (op as *mut Op).cast()
+}
+
+impl Drop for OvConn {
+    fn drop(&mut self) {
+        if !self.is_idle() {
+            // Dropping would free nothing the kernel holds (records are freed only when
+            // reaped), but a model that drops a busy connection has lost track of its
+            // completions: say so.
+            log::error!(
+                "a connection was dropped with {} operations in flight",
+                self.ops_in_flight()
+            );
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! # Winsock overlapped I/O: what `overlapped-event`, `overlapped-routine` and
+//! `completion-port` share on Windows
+//!
+//! The three models post the same operations — `AcceptEx`, `WSARecv`, `WSASend` — and drive
+//! each connection the same way; they differ only in how a completion is announced (an event
+//! in `OVERLAPPED.hEvent`, a completion routine run in an alertable wait, a packet on a
+//! completion port) and so in which thread reaps it. This module is the shared part, and it
+//! is notification-agnostic: [`Notify`] says, per post, which of the three to use.
+//!
+//! Files: `op.rs` — [`Op`], the operation record, posting `WSARecv` / `WSASend`, reclaiming;
+//! `conn.rs` — [`OvConn`], a connection's operations and its
+//! [`Connection`](iomodels_core::Connection); `accept.rs` — [`AcceptEx`], loaded through
+//! `WSAIoctl`, with `SO_UPDATE_ACCEPT_CONTEXT` and `GetAcceptExSockaddrs`.
+//!
+//! ## The one rule of completion I/O (as in `models/uring`)
+//!
+//! **An operation record — its `OVERLAPPED`, its `WSABUF`, its buffer and, for an accept, its
+//! socket — lives at a fixed address until its completion has been reaped**: dequeued from
+//! the port, delivered to the routine, or seen complete after its event fired. Also after
+//! `closesocket`, which does not free anything: it completes the socket's pending operations
+//! with `ERROR_OPERATION_ABORTED` (a reset peer's with `ERROR_NETNAME_DELETED`), and those
+//! completions are reaped like any other. So:
+//! - a record is a `Box<Op>` with the `OVERLAPPED` first in a `#[repr(C)]` struct; posting
+//!   turns the box into a raw pointer ([`InFlight`]), and only [`reclaim`] /
+//!   [`InFlight::reclaim`], called with the reaped `OVERLAPPED*`, turns it back. A record
+//!   whose completion never comes is leaked, never freed;
+//! - a post that returns 0 (done at once) is *also* in flight: its completion still comes
+//!   (event set, routine queued, packet queued — this code never sets
+//!   `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`). Only an outright error gives the record back;
+//! - `Stats::ops_in_flight` counts records from post to reclaim; after a clean stop it is 0;
+//! - each connection has one receive and at most one send in flight (the bytes stay in
+//!   order); a receive asks for at most the read budget (backpressure: no receive is posted
+//!   while it is 0); a short send is re-posted, from the same buffer, before new output;
+//! - closing a connection is `closesocket` now; the [`OvConn`] stays, holding nothing but its
+//!   in-flight records' names, until [`OvConn::is_idle`]; shutdown closes every connection and
+//!   the listener, then reaps until nothing is in flight.
+//!
+//! ## How to use it
+//!
+//! 1. Adopt an accepted socket: `OvConn::new(stream, ctx)` (counts it accepted and active),
+//!    then `conn.advance(tag, notify)`, which posts the first receive. `tag` is yours (a slab
+//!    key): it is stored in every record the connection posts ([`Op::tag`]).
+//! 2. When a completion is reaped, take its record back and hand it over:
+//!    - completion port: `let op = unsafe { reclaim(entry.lpOverlapped, stats) };`
+//!      `let r = op.result();` (the status the kernel stored in the `OVERLAPPED`);
+//!    - completion routine `fn(error, bytes, ov, flags)`: `unsafe { routine_context(ov) }`
+//!      is the `context` given in [`Notify::Routine`] (the routine's way back to its
+//!      thread's state); `let op = unsafe { reclaim(ov, stats) };` the result is
+//!      `error`/`bytes`;
+//!    - event: after the event fires (reset it first), for each of
+//!      `conn.in_flight()` with `unsafe { f.is_complete() }`: `let op = unsafe {
+//!      f.reclaim(stats) }; let r = op.result();` (or `f.overlapped_result(socket)`, i.e.
+//!      `WSAGetOverlappedResult`, while the socket is open). One event per connection is
+//!      enough: both of its records may carry the same `hEvent`; but posting resets the
+//!      event (Windows and Wine both do), which can wipe the signal of the other record's
+//!      completion — check the records again after every `advance` that posted.
+//!
+//!    then `conn.complete(op, r)` and `conn.advance(op.tag, notify)`; when `conn.is_idle()`,
+//!    drop it (and free its tag).
+//! 3. Accept ahead: `AcceptEx::load(&listener)` once, `accept_ex.post(&listener,
+//!    AcceptEx::new_op(tag), notify, stats)` several times (`AcceptEx` takes an event or the
+//!    port, not a routine); on a successful completion `accept_ex.finish(&listener, &mut op)`
+//!    gives the `TcpStream` (with `SO_UPDATE_ACCEPT_CONTEXT` done) and the peer's address.
+//! 4. To stop: close the listener (pending accepts abort), `conn.close()` every connection,
+//!    and go on reaping until `Stats::ops_in_flight` is 0 (or a deadline passes: then leak).
+//!
+//! `OvConn` is `Send` (no raw pointer of the caller's in it); a multi-threaded model must
+//! still make sure that two completions of one connection are not handled at once (the
+//! completion-port model locks the connection).
+
+mod accept;
+mod conn;
+mod op;
+
+pub(crate) use accept::AcceptEx;
+pub(crate) use conn::{OvConn, RECV_SIZE};
+pub(crate) use op::{reclaim, routine_context, Notify, Op, OpKind};
+// The rest of the API (posting single records, the event notification's checks) serves
+// `overlapped-event` and this module's tests.
+#[allow(unused_imports)]
+pub(crate) use op::{post_recv, post_send, CompletionRoutine, InFlight, Posted};
+
+#[cfg(test)]
+mod tests;
