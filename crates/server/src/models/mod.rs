@@ -5,6 +5,26 @@
 //! left and returns. Each module opens with a doc naming the Winsock original, the Linux
 //! counterpart, the limits and the pitfalls.
 
+/// Declares a model's OS files, `linux.rs` and `windows.rs`, beside its `mod.rs`, and exports
+/// the model's `availability`, `run` and `MECHANISM` from the one for this OS (or the
+/// `unsupported` stand-in on any other OS).
+macro_rules! os_files {
+    () => {
+        #[cfg(target_os = "linux")]
+        mod linux;
+        #[cfg(target_os = "linux")]
+        pub(crate) use linux::{availability, run, MECHANISM};
+
+        #[cfg(windows)]
+        mod windows;
+        #[cfg(windows)]
+        pub(crate) use windows::{availability, run, MECHANISM};
+
+        #[cfg(not(any(target_os = "linux", windows)))]
+        pub(crate) use super::unsupported::{availability, run, MECHANISM};
+    };
+}
+
 pub mod async_select;
 pub mod blocking;
 pub mod completion_port;

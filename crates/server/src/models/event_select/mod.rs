@@ -53,15 +53,4 @@
 //! `FD_WRITE` waits for a send that would block, so a send that merely came up short must be
 //! retried, not waited on.
 
-#[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub(crate) use linux::{availability, run, MECHANISM};
-
-#[cfg(windows)]
-mod windows;
-#[cfg(windows)]
-pub(crate) use windows::{availability, run, MECHANISM};
-
-#[cfg(not(any(target_os = "linux", windows)))]
-pub(crate) use super::unsupported::{availability, run, MECHANISM};
+os_files!();

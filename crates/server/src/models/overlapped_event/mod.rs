@@ -47,15 +47,6 @@
 //! asked (a short send must be re-posted for the rest, first); cancelling is itself
 //! asynchronous.
 
+os_files!();
 #[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub(crate) use linux::{availability, run, CONFIG, MECHANISM};
-
-#[cfg(windows)]
-mod windows;
-#[cfg(windows)]
-pub(crate) use windows::{availability, run, MECHANISM};
-
-#[cfg(not(any(target_os = "linux", windows)))]
-pub(crate) use super::unsupported::{availability, run, MECHANISM};
+pub(crate) use linux::CONFIG;

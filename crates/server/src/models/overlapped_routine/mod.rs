@@ -44,15 +44,4 @@
 //! operations with an error (Windows: `WSA_OPERATION_ABORTED`; Wine 8: `WSAEINVAL`); their
 //! records are freed only then.
 
-#[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub(crate) use linux::{availability, run, MECHANISM};
-
-#[cfg(windows)]
-mod windows;
-#[cfg(windows)]
-pub(crate) use windows::{availability, run, MECHANISM};
-
-#[cfg(not(any(target_os = "linux", windows)))]
-pub(crate) use super::unsupported::{availability, run, MECHANISM};
+os_files!();

@@ -36,12 +36,119 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{availability, run, MECHANISM};
+use linux as os;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{availability, MECHANISM};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub(crate) use windows::{availability, run, MECHANISM};
+use windows as os;
+#[cfg(windows)]
+pub(crate) use windows::{availability, MECHANISM};
 
 #[cfg(not(any(target_os = "linux", windows)))]
 pub(crate) use super::unsupported::{availability, run, MECHANISM};
+
+#[cfg(any(target_os = "linux", windows))]
+pub(crate) use serve::run;
+
+/// The loop, the same on both OSes: `os` supplies the sets (`Sets`), a socket's raw name
+/// (`raw`) and the admission rule (`admit`).
+#[cfg(any(target_os = "linux", windows))]
+mod serve {
+    use super::os::{self, Sets};
+    use crate::accept::Acceptor;
+    use crate::models::{min_timeout, Drain};
+    use crate::session::{Session, Status, READ_CHUNK};
+    use crate::Ctx;
+    use std::io;
+    use std::net::TcpListener;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// Most connections accepted per turn, so a connection storm cannot starve open sockets.
+    const ACCEPT_BATCH: usize = 64;
+
+    pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let listen = os::raw(&listener);
+        os::admit(listen, 0).map_err(|why| {
+            io::Error::other(format!("select cannot wait on the listening socket: {why}"))
+        })?;
+        let waker = ctx.shutdown.register()?;
+        let wake = os::raw(&*waker);
+        let mut acceptor = Some(Acceptor::new(listener));
+        let mut sessions: Vec<Session> = Vec::new();
+        let mut scratch = vec![0u8; READ_CHUNK];
+        let mut sets = Sets::new();
+        let mut drain = Drain::new(ctx.drain_timeout);
+        let mut warned_refusal = false;
+
+        loop {
+            if drain.begins(&ctx.shutdown) {
+                acceptor = None;
+            }
+            if drain.is_over(sessions.len()) {
+                return Ok(());
+            }
+
+            sets.clear();
+            sets.want_read(wake);
+            let accepting = acceptor.as_mut().is_some_and(|a| a.is_accepting());
+            if accepting {
+                sets.want_read(listen);
+            }
+            for s in &sessions {
+                let raw = os::raw(&s.stream);
+                if s.conn.wants_read() {
+                    sets.want_read(raw);
+                }
+                if s.conn.wants_write() && !s.writable {
+                    sets.want_write(raw);
+                }
+            }
+            let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
+            sets.select(min_timeout(drain.wait_limit(), pause))?;
+            ctx.stats.count_wait();
+
+            if sets.readable(wake) {
+                waker.reset();
+            }
+            let mut i = 0;
+            while i < sessions.len() {
+                let s = &mut sessions[i];
+                let raw = os::raw(&s.stream);
+                s.readable = sets.readable(raw);
+                let writable_now = sets.writable(raw);
+                s.writable |= writable_now;
+                if (s.readable || writable_now) && s.pump(&mut scratch, 1) == Status::Closed {
+                    sessions.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            if let Some(acceptor) = acceptor
+                .as_mut()
+                .filter(|_| accepting && sets.readable(listen))
+            {
+                acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
+                    if let Err(why) = os::admit(os::raw(&stream), sessions.len()) {
+                        ctx.stats.refused.fetch_add(1, Relaxed);
+                        if !warned_refusal {
+                            warned_refusal = true;
+                            log::warn!(
+                                "select: closing a connection: {why}; further ones are counted, \
+                                 not logged"
+                            );
+                        }
+                        return; // dropping the stream closes it
+                    }
+                    match stream.set_nonblocking(true) {
+                        Ok(()) => sessions.push(Session::new(stream, ctx)),
+                        Err(e) => log::warn!("select: cannot make a socket non-blocking: {e}"),
+                    }
+                })?;
+            }
+        }
+    }
+}

@@ -1,15 +1,11 @@
-//! Winsock `select` over non-blocking sockets, with a socket set of our own size.
+//! Winsock `select`: the sets are arrays of socket handles with a count, so the limit is how
+//! many sockets one set holds, not their values.
 
-use crate::accept::Acceptor;
-use crate::models::{min_timeout, Drain};
-use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::select::{select, SocketSet};
-use crate::Ctx;
 use std::collections::HashSet;
 use std::io;
-use std::net::TcpListener;
 use std::os::windows::io::{AsRawSocket, RawSocket};
-use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 pub(crate) const MECHANISM: &str = "select() over a sized fd_set";
 
@@ -17,99 +13,73 @@ pub(crate) fn availability() -> Result<(), String> {
     Ok(())
 }
 
-/// Most connections accepted per turn, so a connection storm cannot starve open sockets.
-const ACCEPT_BATCH: usize = 64;
-
 /// How many sockets one `fd_set` of ours holds: the listener, the waker and the connections.
 /// Winsock has no limit on descriptor values, only this count, which bounds the O(n) cost of
 /// every turn (the kernel copies and scans the whole array each call).
 pub(crate) const SET_CAPACITY: usize = 16_384;
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listen_s = listener.as_raw_socket();
-    let waker = ctx.shutdown.register()?;
-    let mut acceptor = Some(Acceptor::new(listener));
-    let mut sessions: Vec<Session> = Vec::new();
-    let mut scratch = vec![0u8; READ_CHUNK];
-    let mut rset = SocketSet::with_capacity(SET_CAPACITY);
-    let mut wset = SocketSet::with_capacity(SET_CAPACITY);
-    let mut drain = Drain::new(ctx.drain_timeout);
-    let mut warned_full = false;
-    let (mut readable, mut writable) = (HashSet::<RawSocket>::new(), HashSet::<RawSocket>::new());
+/// How the loop names a socket.
+pub(super) fn raw(s: &impl AsRawSocket) -> RawSocket {
+    s.as_raw_socket()
+}
 
-    loop {
-        if drain.begins(&ctx.shutdown) {
-            acceptor = None;
-        }
-        if drain.is_over(sessions.len()) {
-            return Ok(());
-        }
+/// `Ok` if the set has room for one more connection besides the `open` ones (the listener and
+/// the waker take two places).
+pub(super) fn admit(_s: RawSocket, open: usize) -> Result<(), String> {
+    if open + 2 < SET_CAPACITY {
+        Ok(())
+    } else {
+        Err(format!("the socket set holds {SET_CAPACITY} sockets"))
+    }
+}
 
-        rset.clear();
-        wset.clear();
-        rset.insert(waker.as_raw_socket());
-        let accepting = acceptor.as_mut().is_some_and(|a| a.is_accepting());
-        if accepting {
-            rset.insert(listen_s);
-        }
-        for s in &sessions {
-            let sock = s.stream.as_raw_socket();
-            if s.conn.wants_read() {
-                rset.insert(sock);
-            }
-            if s.conn.wants_write() && !s.writable {
-                wset.insert(sock);
-            }
-        }
-        let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
-        select(&mut rset, &mut wset, min_timeout(drain.wait_limit(), pause))?;
-        ctx.stats.count_wait();
+/// The read and write sets of one turn; after [`Sets::select`], the ready sockets.
+pub(super) struct Sets {
+    read: SocketSet,
+    write: SocketSet,
+    /// The ready sockets, hashed: `select` leaves few in the arrays, and the loop asks about
+    /// every connection, so a lookup beats scanning the arrays per connection.
+    readable: HashSet<RawSocket>,
+    writable: HashSet<RawSocket>,
+}
 
-        // The sets now hold only the ready sockets: few, so a hash lookup per session beats
-        // scanning the arrays per session.
-        readable.clear();
-        readable.extend(rset.iter());
-        writable.clear();
-        writable.extend(wset.iter());
-        if readable.contains(&waker.as_raw_socket()) {
-            waker.reset();
+impl Sets {
+    pub fn new() -> Sets {
+        Sets {
+            read: SocketSet::with_capacity(SET_CAPACITY),
+            write: SocketSet::with_capacity(SET_CAPACITY),
+            readable: HashSet::new(),
+            writable: HashSet::new(),
         }
-        let mut i = 0;
-        while i < sessions.len() {
-            let s = &mut sessions[i];
-            let sock = s.stream.as_raw_socket();
-            s.readable = readable.contains(&sock);
-            let writable_now = writable.contains(&sock);
-            s.writable |= writable_now;
-            if (s.readable || writable_now) && s.pump(&mut scratch, 1) == Status::Closed {
-                sessions.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        if let Some(acceptor) = acceptor
-            .as_mut()
-            .filter(|_| accepting && readable.contains(&listen_s))
-        {
-            acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
-                // The listener and the waker take two places in the read set.
-                if sessions.len() + 2 >= SET_CAPACITY {
-                    ctx.stats.refused.fetch_add(1, Relaxed);
-                    if !warned_full {
-                        warned_full = true;
-                        log::warn!(
-                            "select: closing a connection: the socket set holds {SET_CAPACITY} \
-                             sockets; further ones are counted, not logged"
-                        );
-                    }
-                    return; // dropping the stream closes it
-                }
-                match stream.set_nonblocking(true) {
-                    Ok(()) => sessions.push(Session::new(stream, ctx)),
-                    Err(e) => log::warn!("select: cannot make a socket non-blocking: {e}"),
-                }
-            })?;
-        }
+    }
+
+    pub fn clear(&mut self) {
+        self.read.clear();
+        self.write.clear();
+    }
+
+    pub fn want_read(&mut self, s: RawSocket) {
+        self.read.insert(s);
+    }
+
+    pub fn want_write(&mut self, s: RawSocket) {
+        self.write.insert(s);
+    }
+
+    pub fn select(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        select(&mut self.read, &mut self.write, timeout)?;
+        self.readable.clear();
+        self.readable.extend(self.read.iter());
+        self.writable.clear();
+        self.writable.extend(self.write.iter());
+        Ok(())
+    }
+
+    pub fn readable(&self, s: RawSocket) -> bool {
+        self.readable.contains(&s)
+    }
+
+    pub fn writable(&self, s: RawSocket) -> bool {
+        self.writable.contains(&s)
     }
 }
