@@ -5,11 +5,16 @@
 //! plain std sockets (a thread per client: the same client code on Linux and on Windows under
 //! Wine, where the mio-based load generator does not run), and stops it.
 
+mod common;
+
+use common::{
+    check_echo_then_eof, clients, connect, eventually, ping, reset, send_and_close, wait_for, Rng,
+};
 use iomodels_core::ServiceKind;
-use iomodels_server::{Model, RunningServer, Server, ServerConfig};
+use iomodels_server::{Model, RunningServer, ServerConfig};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
 
 /// A model with its configuration: what one generated module of the suite runs.
 #[derive(Clone, Copy)]
@@ -20,115 +25,10 @@ struct Variant {
 
 /// Starts the variant on a free loopback port, with `tweak` applied after its own settings.
 fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
-    let mut config = ServerConfig {
-        model: v.model,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        drain_timeout: Duration::from_secs(10),
-        ..ServerConfig::default()
-    };
-    (v.configure)(&mut config);
-    tweak(&mut config);
-    Server::bind(config)
-        .expect("bind a loopback port")
-        .spawn()
-        .expect("spawn the server thread")
-}
-
-fn connect(server: &RunningServer) -> TcpStream {
-    let s = TcpStream::connect(server.addr).expect("connect to the server");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
-/// A deterministic pseudo-random byte stream (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-/// Polls `cond` for up to `limit`; true if it held.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// What a group of [`clients`] saw.
-#[derive(Debug, Default)]
-struct ClientsReport {
-    conns_established: usize,
-    messages: u64,
-    mismatches: u64,
-    errors: Vec<String>,
-}
-
-impl ClientsReport {
-    fn is_clean(&self) -> bool {
-        self.mismatches == 0 && self.errors.is_empty()
-    }
-}
-
-/// `conns` clients, a thread each, each echoing `messages` messages of `size` bytes two deep
-/// (the next message is sent before the previous echo is read) and checking every byte.
-fn clients(addr: SocketAddr, conns: usize, messages: u64, size: usize) -> ClientsReport {
-    let threads: Vec<_> = (0..conns)
-        .map(|i| {
-            std::thread::spawn(move || -> Result<(u64, u64), String> {
-                let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-                s.set_nodelay(true).unwrap();
-                let mut rng = Rng(0x9e37_79b9 ^ (i as u64 + 1));
-                let sent: Vec<Vec<u8>> = (0..messages).map(|_| rng.bytes(size)).collect();
-                let (mut done, mut mismatches) = (0u64, 0u64);
-                let mut buf = vec![0u8; size];
-                for m in sent.iter().take(2) {
-                    s.write_all(m).map_err(|e| format!("send: {e}"))?;
-                }
-                for k in 0..sent.len() {
-                    s.read_exact(&mut buf)
-                        .map_err(|e| format!("recv #{k}: {e}"))?;
-                    if buf != sent[k] {
-                        mismatches += 1;
-                    }
-                    done += 1;
-                    if let Some(next) = sent.get(k + 2) {
-                        s.write_all(next).map_err(|e| format!("send: {e}"))?;
-                    }
-                }
-                Ok((done, mismatches))
-            })
-        })
-        .collect();
-    let mut report = ClientsReport::default();
-    for t in threads {
-        match t.join().expect("a client thread panicked") {
-            Ok((done, bad)) => {
-                report.conns_established += 1;
-                report.messages += done;
-                report.mismatches += bad;
-            }
-            Err(e) => report.errors.push(e),
-        }
-    }
-    report
+    common::start(v.model, |c| {
+        (v.configure)(c);
+        tweak(c);
+    })
 }
 
 mod cases {
@@ -136,37 +36,14 @@ mod cases {
 
     pub fn small_echo(v: Variant) {
         let server = start(v, |_| {});
-        let mut s = connect(&server);
-        s.write_all(b"hello, world\n").unwrap();
-        let mut buf = [0u8; 13];
-        s.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"hello, world\n");
+        let mut s = connect(server.addr);
+        ping(&mut s, b"hello, world\n");
         drop(s);
         server.stop().unwrap();
     }
 
     pub fn a_4_mib_message_in_random_chunks_comes_back_byte_identical(v: Variant) {
-        let server = start(v, |_| {});
-        let data = Rng(0x1234_5678).bytes(4 << 20);
-        let mut writer = connect(&server);
-        let mut reader = writer.try_clone().unwrap();
-        let to_send = data.clone();
-        let sender = std::thread::spawn(move || {
-            let mut rng = Rng(42);
-            let mut off = 0;
-            while off < to_send.len() {
-                let n = (1 + rng.next() as usize % 65536).min(to_send.len() - off);
-                writer.write_all(&to_send[off..off + n]).unwrap();
-                off += n;
-            }
-            writer.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut echoed = Vec::with_capacity(data.len());
-        reader.read_to_end(&mut echoed).unwrap();
-        sender.join().unwrap();
-        assert_eq!(echoed.len(), data.len(), "echoed length");
-        assert!(echoed == data, "echoed bytes differ from what was sent");
-        server.stop().unwrap();
+        common::check_4_mib_echo_in_random_chunks(start(v, |_| {}));
     }
 
     pub fn two_hundred_concurrent_clients_are_each_verified(v: Variant) {
@@ -185,18 +62,8 @@ mod cases {
     pub fn half_close_gets_everything_back_then_eof(v: Variant) {
         let server = start(v, |_| {});
         let data = Rng(7).bytes(100_000);
-        let mut s = connect(&server);
-        s.write_all(&data).unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
-        let mut echoed = Vec::new();
-        // read_to_end returns only at EOF: the server shut down its side after echoing.
-        s.read_to_end(&mut echoed).unwrap();
-        assert!(
-            echoed == data,
-            "got {} of {} bytes back",
-            echoed.len(),
-            data.len()
-        );
+        // Returns only at EOF: the server shut down its side after echoing.
+        check_echo_then_eof(&mut connect(server.addr), &data);
         assert!(eventually(Duration::from_secs(5), || {
             server.stats.snapshot().active == 0
         }));
@@ -211,13 +78,9 @@ mod cases {
         for _ in 0..100 {
             let len = 1 + rng.next() as usize % 3000;
             let data = rng.bytes(len);
-            let mut s = connect(&server);
+            let mut s = connect(server.addr);
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(&data).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-            let mut echoed = Vec::new();
-            s.read_to_end(&mut echoed).expect("EOF after the echo");
-            assert!(echoed == data);
+            check_echo_then_eof(&mut s, &data);
         }
         server.stop().unwrap();
     }
@@ -227,11 +90,9 @@ mod cases {
         let addr = server.addr;
         let others = std::thread::spawn(move || clients(addr, 20, 200, 512));
         for i in 0..20 {
-            let s = connect(&server);
+            let s = connect(server.addr);
             (&s).write_all(&Rng(i + 1).bytes(50_000)).unwrap();
-            let sock = socket2::SockRef::from(&s);
-            sock.set_linger(Some(Duration::ZERO)).unwrap();
-            drop(s); // close with SO_LINGER 0: an RST, with echo data unread
+            reset(s); // an RST, with echo data unread
         }
         let report = others.join().unwrap();
         assert!(
@@ -240,17 +101,14 @@ mod cases {
         );
         assert_eq!(report.messages, 20 * 200);
         // The reset connections are gone from the server, and it still serves.
-        assert!(
-            eventually(Duration::from_secs(5), || server.stats.snapshot().active
-                == 0),
-            "reset connections leaked: {:?}",
-            server.stats.snapshot()
+        wait_for(
+            &server,
+            Duration::from_secs(5),
+            "the reset connections to close",
+            |s| s.active == 0,
         );
-        let mut s = connect(&server);
-        s.write_all(b"still here").unwrap();
-        let mut buf = [0u8; 10];
-        s.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"still here");
+        let mut s = connect(server.addr);
+        ping(&mut s, b"still here");
         drop(s);
         server.stop().unwrap();
     }
@@ -259,7 +117,7 @@ mod cases {
         const HIGH_WATER: usize = 256 * 1024;
         const FLOOD: usize = 64 << 20;
         let server = start(v, |c| c.max_pending = HIGH_WATER);
-        let flooder = connect(&server);
+        let flooder = connect(server.addr);
         flooder
             .set_write_timeout(Some(Duration::from_secs(2)))
             .unwrap();
@@ -296,11 +154,7 @@ mod cases {
     pub fn discard_reads_everything_and_sends_nothing(v: Variant) {
         let server = start(v, |c| c.service = ServiceKind::Discard);
         let data = Rng(3).bytes(1 << 20);
-        let mut s = connect(&server);
-        s.write_all(&data).unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
+        let got = send_and_close(&mut connect(server.addr), &data);
         assert!(got.is_empty(), "discard sent {} bytes", got.len());
         assert!(eventually(Duration::from_secs(5), || {
             server.stats.snapshot().bytes_in == data.len() as u64
@@ -313,7 +167,7 @@ mod cases {
         let server = start(v, |_| {});
         let addr = server.addr;
         let data = Rng(11).bytes(2 << 20);
-        let mut s = connect(&server);
+        let mut s = connect(server.addr);
         // Make sure the connection is accepted before shutdown starts.
         s.write_all(b"x").unwrap();
         let mut one = [0u8; 1];

@@ -4,83 +4,21 @@
 //! send would block, `FD_CLOSE` ahead of unread data), many clients on one message queue, and
 //! shutdown with a client still connected.
 
+mod common;
+
 /// Under one module, so `cargo test async_select` picks exactly these.
 mod async_select {
-    use iomodels_server::{Model, RunningServer, Server, ServerConfig};
+    use crate::common::{
+        check_echo, check_echo_then_eof, connect, echo_through, eventually, ping, Rng,
+    };
+    use iomodels_server::{Model, RunningServer, ServerConfig};
     use std::io::{self, Read, Write};
     use std::net::{Shutdown, TcpStream};
     use std::sync::{mpsc, Arc, Barrier};
     use std::time::{Duration, Instant};
 
     fn start(tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
-        let mut config = ServerConfig {
-            model: Model::AsyncSelect,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            drain_timeout: Duration::from_secs(10),
-            ..ServerConfig::default()
-        };
-        tweak(&mut config);
-        Server::bind(config)
-            .expect("bind a loopback port")
-            .spawn()
-            .expect("spawn the server thread")
-    }
-
-    fn connect(server: &RunningServer) -> TcpStream {
-        let s = TcpStream::connect(server.addr).expect("connect to the server");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-        s
-    }
-
-    /// A deterministic pseudo-random byte stream (xorshift), so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
-
-    /// Polls `cond` for up to `limit`; true if it held.
-    fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-        let end = Instant::now() + limit;
-        loop {
-            if cond() {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Writes `data` from a thread of its own, then shuts the write side; returns what came back
-    /// until EOF. Reading and writing at once, so neither side's buffers can deadlock the test.
-    fn echo_through(
-        s: TcpStream,
-        data: Vec<u8>,
-        write: impl FnOnce(&mut TcpStream, &[u8]) + Send + 'static,
-    ) -> Vec<u8> {
-        let mut writer = s.try_clone().unwrap();
-        let mut reader = s;
-        let sender = std::thread::spawn(move || {
-            write(&mut writer, &data);
-            writer.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut echoed = Vec::new();
-        reader
-            .read_to_end(&mut echoed)
-            .expect("read the echo to EOF");
-        sender.join().unwrap();
-        echoed
+        crate::common::start(Model::AsyncSelect, tweak)
     }
 
     /// 2,000 writes of 1 to 7 bytes with pauses between some: each burst is its own `FD_READ`, or
@@ -97,7 +35,7 @@ mod async_select {
             data.extend(rng.bytes(n));
         }
         let expected = data.clone();
-        let s = connect(&server);
+        let s = connect(server.addr);
         s.set_nodelay(true).unwrap();
         let echoed = echo_through(s, data, move |w, data| {
             let mut off = 0;
@@ -130,7 +68,7 @@ mod async_select {
         let checked = Arc::new(Barrier::new(CLIENTS + 1));
         let clients: Vec<_> = (0..CLIENTS)
             .map(|i| {
-                let mut s = connect(&server);
+                let mut s = connect(server.addr);
                 let (all_connected, checked) = (all_connected.clone(), checked.clone());
                 std::thread::spawn(move || -> Result<(), String> {
                     let mut rng = Rng(1000 + i as u64);
@@ -186,36 +124,17 @@ mod async_select {
         let mut rng = Rng(7);
         for len in [1, 1000, 100_000, 4 << 20] {
             let data = rng.bytes(len);
-            let echoed = echo_through(connect(&server), data.clone(), |w, d| {
+            let echoed = echo_through(connect(server.addr), data.clone(), |w, d| {
                 w.write_all(d).unwrap()
             });
-            assert!(
-                echoed == data,
-                "{len} bytes sent: got {} bytes back{}",
-                echoed.len(),
-                if echoed.len() == data.len() {
-                    ", different"
-                } else {
-                    ""
-                }
-            );
+            check_echo(&echoed, &data);
         }
         // Sent and shut at once: data and FIN often arrive together, FD_READ and FD_CLOSE posted
         // back to back.
         for _ in 0..50 {
             let len = 1 + rng.next() as usize % 3000;
             let data = rng.bytes(len);
-            let mut s = connect(&server);
-            s.write_all(&data).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-            let mut echoed = Vec::new();
-            s.read_to_end(&mut echoed).unwrap();
-            assert!(
-                echoed == data,
-                "{} of {} bytes back",
-                echoed.len(),
-                data.len()
-            );
+            check_echo_then_eof(&mut connect(server.addr), &data);
         }
         assert!(eventually(Duration::from_secs(5), || {
             server.stats.snapshot().active == 0
@@ -232,7 +151,7 @@ mod async_select {
         const HIGH_WATER: usize = 64 * 1024;
         let server = start(|c| c.max_pending = HIGH_WATER);
         let data = Rng(99).bytes(8 << 20);
-        let s = connect(&server);
+        let s = connect(server.addr);
         let mut writer = s.try_clone().unwrap();
         let mut reader = s;
         let to_send = data.clone();
@@ -280,11 +199,8 @@ mod async_select {
         let drain = Duration::from_millis(500);
         let server = start(|c| c.drain_timeout = drain);
         let addr = server.addr;
-        let mut s = connect(&server);
-        s.write_all(b"ping").unwrap();
-        let mut buf = [0u8; 4];
-        s.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"ping");
+        let mut s = connect(server.addr);
+        ping(&mut s, b"ping");
 
         let started = Instant::now();
         let (done, stopped) = mpsc::channel();
@@ -299,6 +215,7 @@ mod async_select {
             "stop returned after {took:?}, before the drain timeout {drain:?} passed"
         );
         // The client's connection was closed by the server: EOF or a reset, not a timeout.
+        let mut buf = [0u8; 4];
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         match s.read(&mut buf) {
             Ok(0) => {}

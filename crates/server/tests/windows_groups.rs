@@ -6,9 +6,14 @@
 //!
 //! Real sockets against the real server, blocking std clients with timeouts, every byte checked.
 
-use iomodels_server::{Model, RunningServer, Server, ServerConfig};
+mod common;
+
+use common::{
+    clients, connect, echo_messages, eventually, reset, start, try_connect, wait_for, Rng,
+};
+use iomodels_server::Model;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,102 +22,31 @@ use std::time::{Duration, Instant};
 /// less than one read.
 const READ_CHUNK: usize = 64 * 1024;
 
-fn config(model: Model) -> ServerConfig {
-    ServerConfig {
-        model,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        drain_timeout: Duration::from_secs(10),
-        ..ServerConfig::default()
-    }
-}
-
-fn start(config: ServerConfig) -> RunningServer {
-    Server::bind(config)
-        .expect("bind a loopback port")
-        .spawn()
-        .expect("spawn the server thread")
-}
-
-fn connect(server: &RunningServer) -> TcpStream {
-    let s = TcpStream::connect(server.addr).expect("connect to the server");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-    s
-}
-
-/// A deterministic pseudo-random byte stream (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-/// Polls `cond` for up to `limit`; true if it held.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Sends `messages` messages of `size` bytes one at a time and checks each echo byte for byte.
-fn echo_messages(s: &mut TcpStream, seed: u64, messages: usize, size: usize) -> io::Result<()> {
-    let mut rng = Rng(seed);
-    let mut back = vec![0u8; size];
-    for m in 0..messages {
-        let msg = rng.bytes(size);
-        s.write_all(&msg)?;
-        s.read_exact(&mut back)?;
-        if back != msg {
-            return Err(io::Error::other(format!(
-                "client {seed}: message {m} came back different"
-            )));
+/// Writes `byte`s to `s` without blocking until `limit` bytes went in or the writes have
+/// stalled (would block) for `stall`: backpressure. Returns the bytes written.
+fn flood(s: &mut TcpStream, byte: u8, limit: usize, stall: Duration) -> io::Result<usize> {
+    s.set_nonblocking(true)?;
+    let chunk = vec![byte; 64 * 1024];
+    let mut sent = 0;
+    let mut stalled_since: Option<Instant> = None;
+    while sent < limit {
+        match s.write(&chunk[..chunk.len().min(limit - sent)]) {
+            Ok(n) => {
+                sent += n;
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > stall {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
-}
-
-/// Runs `clients` threads that each echo `messages` x `size` bytes; returns their errors.
-fn echo_clients(addr: SocketAddr, clients: usize, messages: usize, size: usize) -> Vec<io::Error> {
-    let threads: Vec<_> = (0..clients)
-        .map(|i| {
-            thread::Builder::new()
-                .stack_size(256 * 1024)
-                .spawn(move || -> io::Result<()> {
-                    let mut s = TcpStream::connect(addr)?;
-                    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                    s.set_write_timeout(Some(Duration::from_secs(30)))?;
-                    echo_messages(&mut s, 1000 + i as u64, messages, size)?;
-                    s.shutdown(Shutdown::Write)?;
-                    let mut rest = Vec::new();
-                    s.read_to_end(&mut rest)?;
-                    if rest.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(io::Error::other("bytes after the last echo"))
-                    }
-                })
-                .unwrap()
-        })
-        .collect();
-    threads
-        .into_iter()
-        .filter_map(|t| t.join().expect("client thread panicked").err())
-        .collect()
+    s.set_nonblocking(false)?;
+    Ok(sent)
 }
 
 mod cases {
@@ -122,7 +56,7 @@ mod cases {
     /// 20 messages of 1000 bytes, every byte verified.
     pub fn more_than_64_clients_at_once_are_each_echoed(model: Model) {
         const CLIENTS: usize = 200;
-        let server = start(config(model));
+        let server = start(model, |_| {});
         let addr = server.addr;
         let connected = Arc::new(Barrier::new(CLIENTS + 1));
         let counted = Arc::new(Barrier::new(CLIENTS + 1));
@@ -132,13 +66,10 @@ mod cases {
                 thread::Builder::new()
                     .stack_size(256 * 1024)
                     .spawn(move || -> io::Result<()> {
-                        let s = TcpStream::connect(addr);
+                        let s = try_connect(addr);
                         connected.wait();
                         counted.wait();
-                        let mut s = s?;
-                        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                        s.set_write_timeout(Some(Duration::from_secs(30)))?;
-                        echo_messages(&mut s, i as u64 + 1, 20, 1000)
+                        echo_messages(&mut s?, i as u64 + 1, 20, 1000)
                     })
                     .unwrap()
             })
@@ -177,28 +108,7 @@ mod cases {
 
     /// One thread writes 4 MiB in random chunks of 1 byte to 64 KiB while another reads.
     pub fn a_4_mib_echo_in_random_chunks_comes_back_byte_identical(model: Model) {
-        let server = start(config(model));
-        let data = Rng(0x1234_5678).bytes(4 << 20);
-        let mut writer = connect(&server);
-        let mut reader = writer.try_clone().unwrap();
-        let to_send = data.clone();
-        let sender = thread::spawn(move || -> io::Result<()> {
-            let mut rng = Rng(42);
-            let mut off = 0;
-            while off < to_send.len() {
-                let n = (1 + rng.next() as usize % 65536).min(to_send.len() - off);
-                writer.write_all(&to_send[off..off + n])?;
-                off += n;
-            }
-            writer.shutdown(Shutdown::Write)
-        });
-        let mut echoed = Vec::with_capacity(data.len());
-        let read = reader.read_to_end(&mut echoed);
-        sender.join().unwrap().expect("the writer failed");
-        read.expect("read the echo to EOF");
-        assert_eq!(echoed.len(), data.len(), "echoed length");
-        assert!(echoed == data, "echoed bytes differ from what was sent");
-        server.stop().unwrap();
+        common::check_4_mib_echo_in_random_chunks(start(model, |_| {}));
     }
 
     /// A client that sends without reading is held to the high-water mark (its sends stall),
@@ -208,44 +118,23 @@ mod cases {
         // More than the kernel's buffers can take on loopback (Linux autotunes a receive
         // buffer up to tcp_rmem's maximum, 32 MiB here), so only backpressure stops it.
         const FLOOD: usize = 256 << 20;
-        let mut cfg = config(model);
-        cfg.max_pending = HIGH_WATER;
-        let server = start(cfg);
-        let flooder = connect(&server);
+        let server = start(model, |c| c.max_pending = HIGH_WATER);
+        let flooder = connect(server.addr);
         let mut f = flooder.try_clone().unwrap();
-        let flood = thread::spawn(move || -> io::Result<usize> {
-            // Non-blocking, so a stall is seen without relying on send timeouts.
-            f.set_nonblocking(true)?;
-            let chunk = vec![0x5a; 64 * 1024];
-            let mut sent = 0;
-            let mut stalled_since: Option<Instant> = None;
-            while sent < FLOOD {
-                match f.write(&chunk[..chunk.len().min(FLOOD - sent)]) {
-                    Ok(n) => {
-                        sent += n;
-                        stalled_since = None;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let since = *stalled_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_secs(2) {
-                            break; // backpressure reached us
-                        }
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            f.set_nonblocking(false)?;
-            Ok(sent)
-        });
+        // Non-blocking, so a stall is seen without relying on send timeouts.
+        let flooding = thread::spawn(move || flood(&mut f, 0x5a, FLOOD, Duration::from_secs(2)));
         // While the flood is stuck, other clients are served.
-        let errors = echo_clients(server.addr, 10, 100, 4096);
-        let sent = flood.join().unwrap().expect("the flooding client failed");
+        let report = clients(server.addr, 10, 100, 4096);
+        let sent = flooding
+            .join()
+            .unwrap()
+            .expect("the flooding client failed");
         let stats = server.stats.snapshot();
         assert!(
-            errors.is_empty(),
-            "other clients were not served: {errors:?}"
+            report.is_clean(),
+            "other clients were not served: {report:?}"
         );
+        assert_eq!(report.messages, 10 * 100, "{report:?}");
         assert!(
             sent < FLOOD,
             "all {FLOOD} bytes were accepted from a client that never reads: no backpressure \
@@ -273,35 +162,33 @@ mod cases {
     /// Clients that reset their connection (SO_LINGER 0, then close) with echo data unread do
     /// not disturb the others, and leave nothing behind.
     pub fn a_client_reset_mid_stream_does_not_disturb_others(model: Model) {
-        let server = start(config(model));
+        let server = start(model, |_| {});
         let addr = server.addr;
-        let others = thread::spawn(move || echo_clients(addr, 20, 200, 512));
+        let others = thread::spawn(move || clients(addr, 20, 200, 512));
         for i in 0..20 {
-            let mut s = connect(&server);
+            let mut s = connect(server.addr);
             // One echo first, so the server has surely accepted the connection (one reset in
             // the backlog is skipped by accept and never becomes a connection).
             echo_messages(&mut s, 900 + i, 1, 10).expect("served before the reset");
             s.write_all(&Rng(i + 1).bytes(50_000)).unwrap();
-            socket2::SockRef::from(&s)
-                .set_linger(Some(Duration::ZERO))
-                .unwrap();
-            drop(s); // an RST, with echo data unread on both sides
+            reset(s); // an RST, with echo data unread on both sides
         }
-        let errors = others.join().unwrap();
+        let report = others.join().unwrap();
         assert!(
-            errors.is_empty(),
-            "the other clients were disturbed: {errors:?}"
+            report.is_clean(),
+            "the other clients were disturbed: {report:?}"
         );
-        assert!(
-            eventually(Duration::from_secs(10), || server.stats.snapshot().active
-                == 0),
-            "reset connections leaked: {:?}",
-            server.stats.snapshot()
+        assert_eq!(report.messages, 20 * 200, "{report:?}");
+        wait_for(
+            &server,
+            Duration::from_secs(10),
+            "the reset connections to close",
+            |s| s.active == 0,
         );
         let s = server.stats.snapshot();
         assert_eq!(s.accepted, 40, "{s:?}");
         assert!(s.errors >= 1, "no reset was seen as an error: {s:?}");
-        let mut c = connect(&server);
+        let mut c = connect(server.addr);
         echo_messages(&mut c, 77, 3, 100).expect("the server still serves");
         drop(c);
         let stats = Arc::clone(&server.stats);
@@ -313,45 +200,22 @@ mod cases {
     /// A client held by backpressure (the server waits to send, reads nothing) that then
     /// resets is closed while the server runs, not left until shutdown.
     pub fn a_stalled_client_that_resets_is_closed_at_once(model: Model) {
-        let mut cfg = config(model);
-        cfg.max_pending = 128 * 1024;
-        let server = start(cfg);
-        let mut c = connect(&server);
-        c.set_nonblocking(true).unwrap();
-        let chunk = vec![0x33; 64 * 1024];
-        let mut stalled_since: Option<Instant> = None;
-        let mut sent = 0usize;
-        loop {
-            match c.write(&chunk) {
-                Ok(n) => {
-                    sent += n;
-                    stalled_since = None;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let since = *stalled_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_millis(500) {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!("flooding failed after {sent} bytes: {e}"),
-            }
-            assert!(sent < 256 << 20, "no backpressure after {sent} bytes");
-        }
+        let server = start(model, |c| c.max_pending = 128 * 1024);
+        let mut c = connect(server.addr);
+        let sent =
+            flood(&mut c, 0x33, 256 << 20, Duration::from_millis(500)).expect("flooding failed");
+        assert!(sent < 256 << 20, "no backpressure after {sent} bytes");
         assert!(
             server.stats.snapshot().active == 1,
             "{:?}",
             server.stats.snapshot()
         );
-        socket2::SockRef::from(&c)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(c);
-        assert!(
-            eventually(Duration::from_secs(5), || server.stats.snapshot().active
-                == 0),
-            "a reset connection stayed open: {:?}",
-            server.stats.snapshot()
+        reset(c);
+        wait_for(
+            &server,
+            Duration::from_secs(5),
+            "the reset connection to close",
+            |s| s.active == 0,
         );
         assert_eq!(server.stats.snapshot().errors, 1);
         let stats = Arc::clone(&server.stats);
@@ -362,15 +226,16 @@ mod cases {
     /// Groups that emptied retire (their threads end); clients that come later are served by
     /// new groups.
     pub fn groups_that_emptied_retire_and_later_clients_are_served(model: Model) {
-        let server = start(config(model));
+        let server = start(model, |_| {});
         for round in 0..2 {
-            let errors = echo_clients(server.addr, 80, 5, 300);
-            assert!(errors.is_empty(), "round {round}: {errors:?}");
-            assert!(
-                eventually(Duration::from_secs(10), || server.stats.snapshot().active
-                    == 0),
-                "round {round}: connections left open: {:?}",
-                server.stats.snapshot()
+            let report = clients(server.addr, 80, 5, 300);
+            assert!(report.is_clean(), "round {round}: {report:?}");
+            assert_eq!(report.messages, 80 * 5, "round {round}: {report:?}");
+            wait_for(
+                &server,
+                Duration::from_secs(10),
+                &format!("round {round}'s connections to close"),
+                |s| s.active == 0,
             );
             // Longer than a group's idle linger (1 s): every group retires.
             thread::sleep(Duration::from_millis(1600));
@@ -382,13 +247,11 @@ mod cases {
     /// Shutdown with 100 connections open (two groups or more) and a short drain: stop returns,
     /// the clients see their connections end, and new clients are refused.
     pub fn shutdown_with_connections_open_returns(model: Model) {
-        let mut cfg = config(model);
-        cfg.drain_timeout = Duration::from_millis(500);
-        let server = start(cfg);
+        let server = start(model, |c| c.drain_timeout = Duration::from_millis(500));
         let addr = server.addr;
         let mut clients: Vec<TcpStream> = (0..100)
             .map(|i| {
-                let mut s = connect(&server);
+                let mut s = connect(server.addr);
                 echo_messages(&mut s, i, 1, 10).expect("served before shutdown");
                 s
             })

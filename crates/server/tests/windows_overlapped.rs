@@ -5,76 +5,35 @@
 //! client reset while a receive is pending. Every client call has a timeout, so a stuck server
 //! fails the test instead of hanging it.
 
-use iomodels_server::{Model, RunningServer, Server, ServerConfig, StatsSnapshot};
+mod common;
+
+use common::{
+    check_echo_then_eof, check_random_chunks_echo, clients, echo_messages, ping, reset, wait_for,
+    Rng, CLIENT_TIMEOUT,
+};
+use iomodels_server::{Model, RunningServer, ServerConfig};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A client call that takes longer than this means the server is stuck.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The posted receive buffer of a connection (`winio::RECV_SIZE`).
 const RECV_BUFFER: usize = 16 * 1024;
 
-fn start(model: Model, config: ServerConfig) -> RunningServer {
-    Server::bind(ServerConfig {
-        model,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: Some(2),
-        ..config
+/// Starts `model` with two workers and the default drain timeout, `tweak` applied last.
+fn start(model: Model, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+    common::start(model, |c| {
+        c.workers = Some(2);
+        c.drain_timeout = ServerConfig::default().drain_timeout;
+        tweak(c);
     })
-    .expect("bind")
-    .spawn()
-    .expect("spawn")
 }
 
+/// A client with [`CLIENT_TIMEOUT`] on every call and Nagle off.
 fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT).expect("connect");
-    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    let s = common::connect(addr);
     s.set_nodelay(true).unwrap();
     s
-}
-
-/// Bytes nobody could echo by accident: a xorshift stream seeded per client and message.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Polls `stats` until `done` holds, or fails the test after `within`.
-fn wait_for(
-    server: &RunningServer,
-    within: Duration,
-    what: &str,
-    done: impl Fn(&StatsSnapshot) -> bool,
-) -> StatsSnapshot {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = server.stats.snapshot();
-        if done(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Reads until end of stream; fails on anything but EOF after `expect` bytes.
-fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).expect("read to EOF");
-    got
 }
 
 /// Stops the server and checks that it left nothing behind.
@@ -99,30 +58,11 @@ fn many_clients_echo_every_byte(model: Model) {
     const CLIENTS: usize = 200;
     const MESSAGES: usize = 20;
     const SIZE: usize = 1000;
-    let server = start(model, ServerConfig::default());
-    let addr = server.addr;
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            thread::spawn(move || {
-                let mut s = connect(addr);
-                let mut back = vec![0u8; SIZE];
-                for m in 0..MESSAGES {
-                    let msg = pattern((c * MESSAGES + m) as u64, SIZE);
-                    s.write_all(&msg).expect("write");
-                    s.read_exact(&mut back).expect("read the echo");
-                    assert!(back == msg, "client {c} message {m}: echo differs");
-                }
-                s.shutdown(Shutdown::Write).unwrap();
-                assert!(
-                    read_to_eof(&mut s).is_empty(),
-                    "client {c}: bytes after the echoes"
-                );
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().expect("a client failed");
-    }
+    let server = start(model, |_| {});
+    let report = clients(server.addr, CLIENTS, MESSAGES as u64, SIZE);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.conns_established, CLIENTS, "{report:?}");
+    assert_eq!(report.messages, (CLIENTS * MESSAGES) as u64, "{report:?}");
     let total = (CLIENTS * MESSAGES * SIZE) as u64;
     let s = wait_for(&server, CLIENT_TIMEOUT, "every connection closed", |s| {
         s.active == 0
@@ -138,29 +78,9 @@ fn many_clients_echo_every_byte(model: Model) {
 
 fn a_large_echo_in_random_chunks_is_identical(model: Model) {
     const TOTAL: usize = 4 << 20;
-    let server = start(model, ServerConfig::default());
-    let data = pattern(4242, TOTAL);
-    let s = connect(server.addr);
-    let mut writer = s.try_clone().unwrap();
-    let to_send = data.clone();
-    let w = thread::spawn(move || {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut off = 0;
-        while off < to_send.len() {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let n = (1 + (rng % 100_000) as usize).min(to_send.len() - off);
-            writer.write_all(&to_send[off..off + n]).expect("write");
-            off += n;
-        }
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut reader = s;
-    let got = read_to_eof(&mut reader);
-    w.join().expect("the writer failed");
-    assert_eq!(got.len(), TOTAL, "echo length");
-    assert!(got == data, "the echo differs from what was sent");
+    let server = start(model, |_| {});
+    let data = Rng::seeded(4242).bytes(TOTAL);
+    check_random_chunks_echo(connect(server.addr), &data, 0x2545_f491_4f6c_dd1d, 100_000);
     wait_for(&server, CLIENT_TIMEOUT, "the connection closed", |s| {
         s.active == 0
     });
@@ -168,19 +88,10 @@ fn a_large_echo_in_random_chunks_is_identical(model: Model) {
 }
 
 fn half_close_gets_every_byte_then_eof(model: Model) {
-    let server = start(model, ServerConfig::default());
-    let mut s = connect(server.addr);
-    let sent = pattern(7, 100_000);
-    s.write_all(&sent).unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
+    let server = start(model, |_| {});
+    let sent = Rng::seeded(7).bytes(100_000);
     // Our write side is closed; the server still owes (and sends) every byte, then its FIN.
-    let got = read_to_eof(&mut s);
-    assert!(
-        got == sent,
-        "got {} of {} bytes, or different ones",
-        got.len(),
-        sent.len()
-    );
+    check_echo_then_eof(&mut connect(server.addr), &sent);
     let st = wait_for(&server, CLIENT_TIMEOUT, "the server closed its side", |s| {
         s.active == 0
     });
@@ -190,14 +101,10 @@ fn half_close_gets_every_byte_then_eof(model: Model) {
 
 fn a_client_that_never_reads_is_held_to_the_high_water_mark(model: Model) {
     const MAX_PENDING: usize = 64 * 1024;
-    let server = start(
-        model,
-        ServerConfig {
-            max_pending: MAX_PENDING,
-            drain_timeout: Duration::from_millis(300),
-            ..ServerConfig::default()
-        },
-    );
+    let server = start(model, |c| {
+        c.max_pending = MAX_PENDING;
+        c.drain_timeout = Duration::from_millis(300);
+    });
     // The flooder writes until its writes block for a second: the server stopped reading
     // (backpressure), its receive buffer and our send buffer are full.
     let flooder = connect(server.addr);
@@ -226,13 +133,7 @@ fn a_client_that_never_reads_is_held_to_the_high_water_mark(model: Model) {
     assert!(blocked, "256 MiB went in without blocking: no backpressure");
     // Meanwhile another client is served as usual.
     let mut other = connect(server.addr);
-    let mut back = vec![0u8; 1000];
-    for m in 0..50 {
-        let msg = pattern(m, 1000);
-        other.write_all(&msg).unwrap();
-        other.read_exact(&mut back).unwrap();
-        assert!(back == msg, "message {m} of the other client differs");
-    }
+    echo_messages(&mut other, 1, 50, 1000).expect("the other client is served");
     let s = server.stats.snapshot();
     assert!(
         s.peak_conn_pending <= MAX_PENDING + RECV_BUFFER,
@@ -252,13 +153,7 @@ fn a_client_that_never_reads_is_held_to_the_high_water_mark(model: Model) {
 
 fn shutdown_with_idle_connections_reaps_every_operation(model: Model) {
     const IDLE: usize = 50;
-    let server = start(
-        model,
-        ServerConfig {
-            drain_timeout: Duration::from_millis(300),
-            ..ServerConfig::default()
-        },
-    );
+    let server = start(model, |c| c.drain_timeout = Duration::from_millis(300));
     // Each client echoes once, so the server has adopted it and posted its next receive.
     let mut idle: Vec<TcpStream> = (0..IDLE).map(|_| connect(server.addr)).collect();
     for (i, s) in idle.iter_mut().enumerate() {
@@ -287,16 +182,13 @@ fn shutdown_with_idle_connections_reaps_every_operation(model: Model) {
 
 fn clients_reset_while_a_receive_is_pending(model: Model) {
     const RESETS: u64 = 10;
-    let server = start(model, ServerConfig::default());
+    let server = start(model, |_| {});
     // The accepts the server keeps posted (none for a model that accepts with `accept`).
     thread::sleep(Duration::from_millis(200));
     let baseline = server.stats.snapshot().ops_in_flight;
     for i in 1..=RESETS {
         let mut s = connect(server.addr);
-        s.write_all(b"ping").unwrap();
-        let mut b = [0u8; 4];
-        s.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"ping");
+        ping(&mut s, b"ping");
         // The echo's send has been reaped and exactly one operation is left: the receive.
         wait_for(
             &server,
@@ -305,10 +197,7 @@ fn clients_reset_while_a_receive_is_pending(model: Model) {
             |st| st.bytes_out == 4 * i && st.ops_in_flight == baseline + 1,
         );
         // SO_LINGER 0: closing sends a reset instead of a FIN.
-        socket2::SockRef::from(&s)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(s);
+        reset(s);
         wait_for(
             &server,
             CLIENT_TIMEOUT,
@@ -327,14 +216,7 @@ fn clients_reset_while_a_receive_is_pending(model: Model) {
         st.errors
     );
     // A new client is served as if nothing happened.
-    let mut s2 = connect(server.addr);
-    let msg = pattern(99, 5000);
-    s2.write_all(&msg).unwrap();
-    s2.shutdown(Shutdown::Write).unwrap();
-    assert!(
-        read_to_eof(&mut s2) == msg,
-        "the next client's echo differs"
-    );
+    check_echo_then_eof(&mut connect(server.addr), &Rng::seeded(99).bytes(5000));
     let end = wait_for(
         &server,
         CLIENT_TIMEOUT,
