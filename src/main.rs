@@ -97,6 +97,10 @@ struct ServeArgs {
     /// count of buffers of SIZE bytes)
     #[arg(long, value_name = "COUNTxSIZE", default_value = "256x16KiB", value_parser = parse_recv_buffers)]
     recv_buffers: iomodels_server::RecvBuffers,
+    /// Print every notification the model receives (readiness, completion, message) on stderr,
+    /// one line each, at most 200 a second: to watch a model work
+    #[arg(long)]
+    trace: bool,
 }
 
 #[derive(Args)]
@@ -235,6 +239,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         workers: args.workers.map(|n| n as usize),
         accept_mode: args.accept,
         recv_buffers: args.recv_buffers,
+        trace: args.trace,
     };
     let server = Server::bind(config.clone())?;
     if args.model.is_none() {

@@ -17,6 +17,7 @@ mod session;
 mod shutdown;
 mod stats;
 pub mod sys;
+mod trace;
 
 pub use model::Model;
 pub use shutdown::Shutdown;
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub recv_buffers: RecvBuffers,
     /// How the `completion-port` workers get their connections.
     pub accept_mode: AcceptMode,
+    /// Print every notification the model receives on stderr (`--trace`), rate-limited.
+    pub trace: bool,
 }
 
 /// How the workers of a multi-threaded model get their connections.
@@ -164,6 +167,7 @@ impl Default for ServerConfig {
             workers: None,
             recv_buffers: RecvBuffers::default(),
             accept_mode: AcceptMode::default(),
+            trace: false,
         }
     }
 }
@@ -225,6 +229,8 @@ pub(crate) struct Ctx {
     pub workers: usize,
     pub recv_buffers: RecvBuffers,
     pub accept_mode: AcceptMode,
+    /// `--trace`: [`trace::trace_event!`] prints through it.
+    pub trace: trace::Trace,
 }
 
 /// A bound server, ready to run.
@@ -273,6 +279,7 @@ impl Server {
                 workers,
                 recv_buffers: config.recv_buffers,
                 accept_mode: config.accept_mode,
+                trace: trace::Trace::new(config.model.name(), config.trace),
             },
         })
     }

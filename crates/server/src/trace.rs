@@ -1,0 +1,123 @@
+//! `--trace`: every notification a model receives, one line each on stderr, so a learner can
+//! watch the model work (`FD_READ fd=7`, `overflow: rescanning 812 sockets`).
+//!
+//! Off by default, and then free: [`trace_event!`] tests one bool before it formats anything.
+//! Bounded: lines are for humans, so at most [`MAX_LINES_PER_SECOND`] a second are printed; the
+//! rest are counted and reported as one `... N more trace lines` line when the second ends.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The most trace lines printed per second.
+pub const MAX_LINES_PER_SECOND: u64 = 200;
+
+/// A model's trace: off, or on with a rate limit shared by the model's threads.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    inner: Option<Arc<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    model: &'static str,
+    window: Mutex<Window>,
+    printed: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    printed: u64,
+    suppressed: u64,
+}
+
+impl Trace {
+    /// A trace for `model`, on if `on`.
+    pub fn new(model: &'static str, on: bool) -> Trace {
+        Trace {
+            inner: on.then(|| {
+                Arc::new(Inner {
+                    model,
+                    window: Mutex::new(Window {
+                        start: Instant::now(),
+                        printed: 0,
+                        suppressed: 0,
+                    }),
+                    printed: AtomicU64::new(0),
+                })
+            }),
+        }
+    }
+
+    /// True if tracing is on (the only cost when it is off).
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// How many lines were printed so far.
+    pub fn printed(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |i| i.printed.load(Relaxed))
+    }
+
+    /// Prints one line `[model] <args>` on stderr, within the rate limit. Use [`trace_event!`].
+    pub fn emit(&self, args: fmt::Arguments<'_>) {
+        let Some(inner) = &self.inner else { return };
+        let mut w = inner.window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let stderr = std::io::stderr();
+        let mut out = stderr.lock();
+        if now.duration_since(w.start) >= Duration::from_secs(1) {
+            if w.suppressed > 0 {
+                let _ = writeln!(
+                    out,
+                    "[{}] ... {} more trace lines (at most {MAX_LINES_PER_SECOND} a second)",
+                    inner.model, w.suppressed
+                );
+            }
+            *w = Window {
+                start: now,
+                printed: 0,
+                suppressed: 0,
+            };
+        }
+        if w.printed >= MAX_LINES_PER_SECOND {
+            w.suppressed += 1;
+            return;
+        }
+        w.printed += 1;
+        inner.printed.fetch_add(1, Relaxed);
+        let _ = writeln!(out, "[{}] {}", inner.model, args);
+    }
+}
+
+/// `trace_event!(ctx.trace, "FD_READ fd={}", fd)`: prints a trace line if tracing is on;
+/// formats nothing otherwise.
+macro_rules! trace_event {
+    ($trace:expr, $($arg:tt)*) => {
+        if $trace.is_on() {
+            $trace.emit(format_args!($($arg)*));
+        }
+    };
+}
+pub(crate) use trace_event;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_prints_nothing_and_on_is_bounded() {
+        let off = Trace::new("test", false);
+        trace_event!(off, "never {}", 1);
+        assert_eq!(off.printed(), 0);
+        let on = Trace::new("test", true);
+        for i in 0..(MAX_LINES_PER_SECOND + 50) {
+            trace_event!(on, "line {i}");
+        }
+        assert_eq!(on.printed(), MAX_LINES_PER_SECOND);
+    }
+}
