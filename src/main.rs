@@ -351,6 +351,7 @@ fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
         "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "pending_bytes": s.pending_bytes,
         "peak_conn_pending": s.peak_conn_pending, "accept_pauses": s.accept_pauses,
         "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,
+        "notification_overflows": s.notification_overflows,
         "waits": s.waits, "syscalls": s.syscalls,
     }})
     .to_string()

@@ -65,6 +65,20 @@ impl Served {
         self.wait()
     }
 
+    /// Sends SIGTERM, reads everything the server wrote on stderr, and waits (bounded) for the
+    /// exit status.
+    fn terminate_with_stderr(mut self) -> (String, std::process::ExitStatus) {
+        self.signal(libc::SIGTERM);
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (err, self.wait())
+    }
+
     /// Waits (bounded) for the exit status.
     fn wait(mut self) -> std::process::ExitStatus {
         let end = Instant::now() + Duration::from_secs(15);
@@ -247,6 +261,7 @@ macro_rules! per_model {
 per_model! {
     blocking => "blocking",
     select => "select",
+    async_select => "async-select",
     event_select => "event-select",
     overlapped_event => "overlapped-event",
     overlapped_routine => "overlapped-routine",
@@ -442,17 +457,9 @@ fn without_io_uring_the_completion_models_are_unavailable_and_the_default_falls_
 
 #[test]
 fn serve_says_what_descriptor_limit_it_got() {
-    let mut s = Served::start(&["--model", "select"]);
-    s.signal(libc::SIGTERM);
-    let mut err = String::new();
-    s.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (err, status) = Served::start(&["--model", "select"]).terminate_with_stderr();
     assert!(err.contains("descriptor limit: "), "{err}");
-    assert!(s.wait().success());
+    assert!(status.success());
 }
 
 /// `bench --quick` runs every available model (and the reference) through its scenarios and
@@ -595,4 +602,80 @@ fn blocking_refuses_past_its_thread_cap_instead_of_aborting() {
     let stats: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert!(stats["stats"]["refused"].as_u64().unwrap() >= 250, "{line}");
     assert!(s.terminate().success());
+}
+
+/// Runs `serve --model M [extra]`, echoes one message through it, stops it with SIGTERM, and
+/// returns its stderr.
+fn serve_echo_once_stderr(model: &str, extra: &[&str]) -> String {
+    let mut args = vec!["--model", model];
+    args.extend_from_slice(extra);
+    let s = Served::start(&args);
+    {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"hello, trace\n").unwrap();
+        let mut back = [0u8; 13];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"hello, trace\n", "{model}: echo");
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{model}: bytes after the echo");
+    }
+    let (err, status) = s.terminate_with_stderr();
+    assert!(status.success(), "{model}: exit status {status:?}\n{err}");
+    err
+}
+
+/// The trace lines a model must print for one connection that echoes a message: the accept,
+/// and the notification that brought the bytes.
+fn expected_trace(model: &str) -> Option<[&'static str; 2]> {
+    Some(match model {
+        "blocking" => ["accept fd=", "recv fd="],
+        "select" => ["accept fd=", "readable fd="],
+        "async-select" => ["FD_ACCEPT fd=", "FD_READ fd="],
+        "event-select" => ["accept fd=", "EPOLLIN"],
+        "overlapped-event" | "overlapped-routine" | "completion-port" => {
+            ["CQE accept res=", "CQE recv fd="]
+        }
+        _ => return None,
+    })
+}
+
+/// `serve --trace` prints the notifications each model receives, one `[model] ` line each.
+#[test]
+fn trace_prints_each_models_notifications() {
+    let mut traced = 0;
+    for model in available_models() {
+        let Some(expected) = expected_trace(&model) else {
+            continue;
+        };
+        let err = serve_echo_once_stderr(&model, &["--trace"]);
+        let prefix = format!("[{model}] ");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with(&prefix)).collect();
+        for needle in expected {
+            assert!(
+                lines.iter().any(|l| l.contains(needle)),
+                "{model}: no trace line with {needle:?} in:\n{err}"
+            );
+        }
+        traced += 1;
+    }
+    assert!(traced >= 3, "only {traced} models traced");
+}
+
+/// Without `--trace`, no model prints a trace line.
+#[test]
+fn without_trace_no_model_prints_trace_lines() {
+    for model in available_models() {
+        if expected_trace(&model).is_none() {
+            continue;
+        }
+        let err = serve_echo_once_stderr(&model, &[]);
+        let prefix = format!("[{model}] ");
+        assert!(
+            !err.lines().any(|l| l.starts_with(&prefix)),
+            "{model}: trace lines without --trace:\n{err}"
+        );
+    }
 }

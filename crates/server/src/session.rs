@@ -47,6 +47,8 @@ pub(crate) struct Session {
     /// what there is to read, since the end of stream still waits behind the data and no new
     /// edge will announce it.
     pub peer_closing: bool,
+    /// Bytes received so far (so a model can say what one `pump` read, e.g. for `--trace`).
+    pub received: u64,
     stats: Arc<Stats>,
     /// Pending bytes last added to `stats.pending_bytes`.
     published_pending: usize,
@@ -64,6 +66,7 @@ impl Session {
             writable: true,
             edge_triggered: false,
             peer_closing: false,
+            received: 0,
             stats: Arc::clone(&ctx.stats),
             published_pending: 0,
         }
@@ -154,6 +157,7 @@ impl Session {
         if calls > 0 {
             self.stats.syscalls.fetch_add(calls, Relaxed);
         }
+        self.received += bytes_in;
         self.publish(bytes_in, bytes_out);
         result
     }

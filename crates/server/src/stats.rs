@@ -32,6 +32,9 @@ pub struct Stats {
     /// Completion models: multishot receives that ended because the provided-buffer ring was
     /// empty (ENOBUFS) and were re-armed once buffers came back.
     pub recv_buffer_exhausted: AtomicU64,
+    /// `async-select` on Linux: times the real-time signal queue overflowed (the kernel sent
+    /// plain `SIGIO` instead of a queued notification) and the model rescanned every socket.
+    pub notification_overflows: AtomicU64,
     /// Times the model's wait call returned (select, poll, epoll_wait, io_uring_enter; for the
     /// thread-per-client model, each blocking recv): wake-ups.
     pub waits: AtomicU64,
@@ -65,6 +68,8 @@ pub struct StatsSnapshot {
     pub ops_in_flight: i64,
     /// See [`Stats::recv_buffer_exhausted`].
     pub recv_buffer_exhausted: u64,
+    /// See [`Stats::notification_overflows`].
+    pub notification_overflows: u64,
     /// See [`Stats::waits`].
     pub waits: u64,
     /// See [`Stats::syscalls`].
@@ -92,6 +97,7 @@ impl Stats {
             accept_pauses: self.accept_pauses.load(Relaxed),
             ops_in_flight: self.ops_in_flight.load(Relaxed),
             recv_buffer_exhausted: self.recv_buffer_exhausted.load(Relaxed),
+            notification_overflows: self.notification_overflows.load(Relaxed),
             waits: self.waits.load(Relaxed),
             syscalls: self.syscalls.load(Relaxed),
         }

@@ -59,6 +59,7 @@ impl Trace {
     }
 
     /// How many lines were printed so far.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests'
     pub fn printed(&self) -> u64 {
         self.inner.as_ref().map_or(0, |i| i.printed.load(Relaxed))
     }

@@ -258,7 +258,6 @@ conformance! {
     event_select => Model::EventSelect;
     overlapped_event => Model::OverlappedEvent;
     overlapped_routine => Model::OverlappedRoutine;
-    #[cfg(windows)]
     async_select => Model::AsyncSelect;
     completion_port => Model::CompletionPort;
     #[cfg(target_os = "linux")]

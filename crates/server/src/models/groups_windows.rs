@@ -55,6 +55,7 @@ use crate::sys::event::MAX_WAIT;
 use crate::sys::network_events::{event_select, network_events, FD_ACCEPT};
 use crate::sys::select::{select, SocketSet};
 use crate::sys::{wait_any, Event, Wait, Waker};
+use crate::trace::trace_event;
 use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -113,6 +114,9 @@ pub(crate) trait Member: Send + Sized + 'static {
     /// [`Flow::Wait`] while operations are still in flight (their handles stay in the wait and
     /// later turns return `Done`).
     fn close(&mut self, local: &mut Self::Local) -> Flow;
+    /// It joined group `group` (on the group's thread, before its first turn): a model may
+    /// name the group in its `--trace` lines.
+    fn joined(&mut self, _group: usize) {}
 }
 
 /// How many members one group holds: the wait slots left after the group's own two, divided
@@ -186,6 +190,7 @@ where
         if accept_now && acceptor.is_accepting() {
             accept_now = false;
             let n = acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
+                trace_event!(ctx.trace, "accept s={}", stream.as_raw_socket());
                 match adopt(stream) {
                     Ok(member) => groups.hand(member),
                     // Dropping the stream (inside adopt) closed it.
@@ -226,6 +231,11 @@ where
                 // by the accepts that follow.
                 let ne = network_events(&acceptor.listener, listen_event)?;
                 ctx.stats.syscalls.fetch_add(1, Ordering::Relaxed);
+                trace_event!(
+                    ctx.trace,
+                    "FD_ACCEPT s={}",
+                    acceptor.listener.as_raw_socket()
+                );
                 if let Some(e) = ne.error(FD_ACCEPT) {
                     log::debug!("FD_ACCEPT carried an error: {e}");
                 }
@@ -325,7 +335,7 @@ impl<'scope, 'env, M: Member> Groups<'scope, 'env, M> {
             .name(format!("{}-group-{id}", self.name))
             .spawn_scoped(self.scope, move || {
                 let _retired = RetireOnExit(&l);
-                Group::new(ctx, waker, &h, &l, rx).run(first)
+                Group::new(id, ctx, waker, &h, &l, rx).run(first)
             })?;
         self.next_id += 1;
         log::debug!("{}: group {id} started", self.name);
@@ -422,6 +432,8 @@ impl<M> Slot<M> {
 
 /// One group thread.
 struct Group<'a, M: Member> {
+    /// The group's number (as in its thread's name), for `--trace`.
+    id: usize,
     ctx: &'a Ctx,
     waker: &'a Waker,
     handoff: &'a Event,
@@ -435,6 +447,7 @@ struct Group<'a, M: Member> {
 
 impl<'a, M: Member> Group<'a, M> {
     fn new(
+        id: usize,
         ctx: &'a Ctx,
         waker: &'a Waker,
         handoff: &'a Event,
@@ -442,6 +455,7 @@ impl<'a, M: Member> Group<'a, M> {
         rx: Receiver<M>,
     ) -> Group<'a, M> {
         Group {
+            id,
             ctx,
             waker,
             handoff,
@@ -455,7 +469,8 @@ impl<'a, M: Member> Group<'a, M> {
     }
 
     /// Serves until the group retires idle or the drain is over, then closes its members.
-    fn run(mut self, first: M) -> io::Result<()> {
+    fn run(mut self, mut first: M) -> io::Result<()> {
+        first.joined(self.id);
         self.slots.push(Slot::new(first));
         let mut drain = Drain::new(self.ctx.drain_timeout);
         let mut idle_since: Option<Instant> = None;
@@ -509,7 +524,8 @@ impl<'a, M: Member> Group<'a, M> {
 
     /// Takes every member waiting in the channel.
     fn intake(&mut self) {
-        while let Ok(m) = self.rx.try_recv() {
+        while let Ok(mut m) = self.rx.try_recv() {
+            m.joined(self.id);
             self.slots.push(Slot::new(m));
         }
     }

@@ -37,6 +37,7 @@ mod windows;
 use crate::accept::Acceptor;
 use crate::models::Drain;
 use crate::session::{Session, Status, READ_CHUNK};
+use crate::trace::trace_event;
 use crate::Ctx;
 use std::collections::HashMap;
 use std::io;
@@ -49,6 +50,12 @@ use std::time::Duration;
 use linux::{force_shutdown, raw_id, thread_cap, wait_for_client, RawId};
 #[cfg(windows)]
 use windows::{force_shutdown, raw_id, thread_cap, wait_for_client, RawId};
+
+/// What `--trace` calls a socket's raw name.
+#[cfg(target_os = "linux")]
+const RAW_NAME: &str = "fd";
+#[cfg(windows)]
+const RAW_NAME: &str = "s";
 
 /// Stack size of a client thread: the pump needs little, and thousands of threads add up.
 const CLIENT_STACK: usize = 64 * 1024;
@@ -153,10 +160,13 @@ fn spawn_client(
     if registry.len() >= cap {
         return Err(Refused::AtCap);
     }
-    registry.insert(id, raw_id(&stream));
+    let raw = raw_id(&stream);
+    registry.insert(id, raw);
+    trace_event!(ctx.trace, "accept {RAW_NAME}={raw} (thread client-{id})");
     let mut session = Session::new(stream, ctx);
     session.readable = true;
     let stats = Arc::clone(&ctx.stats);
+    let trace = ctx.trace.clone();
     let thread_live = Arc::clone(live);
     let spawned = std::thread::Builder::new()
         .name(format!("client-{id}"))
@@ -165,12 +175,18 @@ fn spawn_client(
             let mut scratch = vec![0u8; READ_CHUNK];
             // One blocking recv per call: each is this thread's wait for its client.
             loop {
+                let (before, eof_before) = (session.received, session.conn.peer_eof());
                 let status = session.pump(&mut scratch, 1);
                 stats.waits.fetch_add(1, Relaxed);
+                let n = session.received - before;
+                if n > 0 || session.conn.peer_eof() != eof_before {
+                    trace_event!(trace, "recv {RAW_NAME}={raw} n={n}");
+                }
                 if status == Status::Closed {
                     break;
                 }
             }
+            trace_event!(trace, "thread client-{id} ends ({RAW_NAME}={raw} closed)");
             let mut live = thread_live.lock().unwrap_or_else(|p| p.into_inner());
             live.remove(&id);
             drop(session); // closes the socket while the lock is held

@@ -40,7 +40,7 @@ fn run_reuseport(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     let listeners = Mutex::new(listeners);
     run_workers(ctx, |i| {
         let listener = lock(&listeners)[i].take();
-        Engine::new(ctx, listener, CONFIG)?.run()
+        Engine::new(ctx, listener, CONFIG)?.with_worker(i).run()
     })
 }
 
@@ -55,7 +55,7 @@ fn run_handoff(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         let engine = Engine::new(ctx, own, CONFIG);
         lock(&rings)[i] = engine.as_ref().ok().map(Engine::ring_fd);
         all_created.wait();
-        let mut engine = engine?;
+        let mut engine = engine?.with_worker(i);
         if i == 0 {
             let fds: Option<Vec<RawFd>> = lock(&rings).iter().copied().collect();
             let fds =

@@ -23,6 +23,7 @@ use crate::models::winio::{reclaim, AcceptEx, Notify, Op, OpKind, OvConn, RECV_S
 use crate::models::{min_timeout, Drain};
 use crate::sys::iocp::{empty_entry, CompletionPort};
 use crate::sys::{is_out_of_descriptors, wait_any, Event, Wait};
+use crate::trace::trace_event;
 use crate::{AcceptMode, Ctx, RecvBuffers};
 use slab::Slab;
 use std::io;
@@ -113,7 +114,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
             let spawned = std::thread::Builder::new()
                 .name(format!("iocp-worker-{i}"))
                 .spawn_scoped(scope, move || {
-                    let r = server.work();
+                    let r = server.work(i);
                     if let Err(e) = &r {
                         log::error!("completion-port worker: {e}");
                         server.ctx.shutdown.trigger();
@@ -190,7 +191,7 @@ impl Server<'_> {
     }
 
     /// A worker: dequeue packets and handle each, until a quit packet.
-    fn work(&self) -> io::Result<()> {
+    fn work(&self, worker: usize) -> io::Result<()> {
         let stats = &self.ctx.stats;
         let mut entries = vec![empty_entry(); BATCH];
         loop {
@@ -207,8 +208,8 @@ impl Server<'_> {
                 let op = unsafe { reclaim(e.lpOverlapped, stats) };
                 let result = op.result();
                 match op.kind() {
-                    OpKind::Accept => self.accept_done(op, result),
-                    OpKind::Recv | OpKind::Send => self.io_done(op, result),
+                    OpKind::Accept => self.accept_done(op, result, worker),
+                    OpKind::Recv | OpKind::Send => self.io_done(op, result, worker),
                 }
             }
             if quits > 0 {
@@ -274,7 +275,11 @@ impl Server<'_> {
     }
 
     /// An accept completed: adopt its socket, post another accept.
-    fn accept_done(&self, mut op: Box<Op>, result: io::Result<usize>) {
+    fn accept_done(&self, mut op: Box<Op>, result: io::Result<usize>, worker: usize) {
+        match &result {
+            Ok(_) => trace_event!(self.ctx.trace, "AcceptEx done (worker {worker})"),
+            Err(e) => trace_event!(self.ctx.trace, "AcceptEx error={e} (worker {worker})"),
+        }
         let mut a = lock(&self.accepting);
         a.posted -= 1;
         let adopted = match (result, a.listener.as_ref()) {
@@ -314,6 +319,12 @@ impl Server<'_> {
             log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
         }
         log::trace!("accepted {peer:?}");
+        trace_event!(
+            self.ctx.trace,
+            "accept s={} peer={}",
+            stream.as_raw_socket(),
+            peer.map_or("?".to_string(), |p| p.to_string())
+        );
         let conn = Arc::new(Mutex::new(OvConn::new(stream, self.ctx)));
         let key = lock(&self.conns).insert(Arc::clone(&conn));
         Ok((key, conn))
@@ -322,7 +333,7 @@ impl Server<'_> {
     // ---- connections ----------------------------------------------------------------------
 
     /// A connection's receive or send completed.
-    fn io_done(&self, op: Box<Op>, result: io::Result<usize>) {
+    fn io_done(&self, op: Box<Op>, result: io::Result<usize>, worker: usize) {
         let key = op.tag;
         let Some(conn) = lock(&self.conns).get(key).cloned() else {
             // Cannot happen (a connection leaves the table only with nothing in flight); the
@@ -332,6 +343,7 @@ impl Server<'_> {
         };
         let idle = {
             let mut c = lock(&conn);
+            c.via = Some(("worker", worker));
             c.complete(op, result);
             c.advance(key, Notify::Port);
             c.is_idle()

@@ -6,6 +6,7 @@ use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::epoll::{
     Epoll, Events, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP,
 };
+use crate::trace::trace_event;
 use crate::Ctx;
 use slab::Slab;
 use std::io;
@@ -82,6 +83,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
                             return;
                         }
                         let fd = stream.as_raw_fd();
+                        trace_event!(ctx.trace, "accept fd={fd}");
                         let entry = sessions.vacant_entry();
                         let key = entry.key();
                         let flags = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -100,6 +102,12 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
                         continue;
                     };
                     let bits = bits as i32;
+                    trace_event!(
+                        ctx.trace,
+                        "{} fd={}",
+                        epoll_names(bits),
+                        s.stream.as_raw_fd()
+                    );
                     if bits & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR) != 0 {
                         s.readable = true;
                     }
@@ -131,5 +139,26 @@ fn serve(sessions: &mut Slab<Session>, key: usize, scratch: &mut [u8], again: &m
         Status::MoreToRead => again.push(key),
         // Closing the socket removes it from the epoll set (no duplicates of it exist).
         Status::Closed => drop(sessions.remove(key)),
+    }
+}
+
+/// `EPOLLIN|EPOLLOUT|EPOLLRDHUP`: the event bits a trace line names.
+fn epoll_names(bits: i32) -> String {
+    let names = [
+        (EPOLLIN, "EPOLLIN"),
+        (EPOLLOUT, "EPOLLOUT"),
+        (EPOLLRDHUP, "EPOLLRDHUP"),
+        (EPOLLHUP, "EPOLLHUP"),
+        (EPOLLERR, "EPOLLERR"),
+    ];
+    let named: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|&(_, name)| name)
+        .collect();
+    if named.is_empty() {
+        format!("events={bits:#x}")
+    } else {
+        named.join("|")
     }
 }

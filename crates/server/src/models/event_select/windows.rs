@@ -6,9 +6,11 @@ use crate::session::{Session, Status, READ_CHUNK};
 use crate::stats::Stats;
 use crate::sys::network_events::{event_select, network_events, FD_CLOSE, FD_READ, FD_WRITE};
 use crate::sys::Event;
+use crate::trace::{trace_event, Trace};
 use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream};
+use std::os::windows::io::AsRawSocket;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use windows_sys::Win32::Foundation::HANDLE;
@@ -32,6 +34,9 @@ struct EventConn {
     session: Session,
     event: Event,
     stats: Arc<Stats>,
+    trace: Trace,
+    /// The group serving it, named in `--trace` lines.
+    group: usize,
 }
 
 impl EventConn {
@@ -48,6 +53,8 @@ impl EventConn {
             session,
             event,
             stats: Arc::clone(&ctx.stats),
+            trace: ctx.trace.clone(),
+            group: 0,
         })
     }
 
@@ -88,6 +95,13 @@ impl Member for EventConn {
             Err(e) => return self.fail(&e),
         };
         self.stats.syscalls.fetch_add(1, Relaxed);
+        trace_event!(
+            self.trace,
+            "{} s={} (group {})",
+            event_names(|bit| ne.has(bit)),
+            self.session.stream.as_raw_socket(),
+            self.group
+        );
         // A reset (FD_CLOSE with WSAECONNRESET / WSAECONNABORTED): the connection is gone,
         // whatever it still owed; do not wait for an FD_WRITE that will never come.
         for bit in [FD_CLOSE, FD_READ, FD_WRITE] {
@@ -120,5 +134,27 @@ impl Member for EventConn {
 
     fn close(&mut self, _scratch: &mut Vec<u8>) -> Flow {
         Flow::Done // nothing posted: dropping closes the socket
+    }
+
+    fn joined(&mut self, group: usize) {
+        self.group = group;
+    }
+}
+
+/// `FD_READ|FD_WRITE|FD_CLOSE`: the network events a trace line names.
+fn event_names(has: impl Fn(u32) -> bool) -> String {
+    let named: Vec<&str> = [
+        (FD_READ, "FD_READ"),
+        (FD_WRITE, "FD_WRITE"),
+        (FD_CLOSE, "FD_CLOSE"),
+    ]
+    .into_iter()
+    .filter(|&(bit, _)| has(bit))
+    .map(|(_, name)| name)
+    .collect();
+    if named.is_empty() {
+        "(no network event)".to_string()
+    } else {
+        named.join("|")
     }
 }

@@ -135,6 +135,10 @@ impl Member for EventedConn {
         self.conn.close();
         self.reap()
     }
+
+    fn joined(&mut self, group: usize) {
+        self.conn.via = Some(("group", group));
+    }
 }
 
 impl Drop for EventedConn {

@@ -23,6 +23,7 @@ use crate::models::Drain;
 use crate::sys::apc::{current_thread, queue_apc, sleep_alertable};
 use crate::sys::select::{select, SocketSet};
 use crate::sys::{wait_any, Handle, Wait, Waker};
+use crate::trace::trace_event;
 use crate::Ctx;
 use slab::Slab;
 use std::cell::RefCell;
@@ -238,6 +239,7 @@ fn accept_loop(
         }
         if accepting && read.contains(listen) && !ctx.shutdown.is_requested() {
             acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
+                trace_event!(ctx.trace, "accept s={}", stream.as_raw_socket());
                 hand_over(stream, io_thread, ctx)
             })?;
         }

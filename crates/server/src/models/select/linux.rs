@@ -12,6 +12,9 @@ pub(crate) fn availability() -> Result<(), String> {
     Ok(())
 }
 
+/// What `--trace` calls a socket's raw name (`fd=7`).
+pub(super) const RAW_NAME: &str = "fd";
+
 /// How the loop names a socket.
 pub(super) fn raw(s: &impl AsRawFd) -> RawFd {
     s.as_raw_fd()
@@ -55,8 +58,9 @@ impl Sets {
         self.write.insert(fd);
     }
 
-    pub fn select(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        select(&mut self.read, &mut self.write, timeout).map(drop)
+    /// Waits; returns how many descriptors are ready (a descriptor in both sets counts twice).
+    pub fn select(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        select(&mut self.read, &mut self.write, timeout)
     }
 
     pub fn readable(&self, fd: RawFd) -> bool {

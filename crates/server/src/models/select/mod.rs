@@ -61,6 +61,7 @@ mod serve {
     use crate::accept::Acceptor;
     use crate::models::{min_timeout, Drain};
     use crate::session::{Session, Status, READ_CHUNK};
+    use crate::trace::trace_event;
     use crate::Ctx;
     use std::io;
     use std::net::TcpListener;
@@ -108,8 +109,9 @@ mod serve {
                 }
             }
             let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
-            sets.select(min_timeout(drain.wait_limit(), pause))?;
+            let ready = sets.select(min_timeout(drain.wait_limit(), pause))?;
             ctx.stats.count_wait();
+            trace_event!(ctx.trace, "select: {ready} ready");
 
             if sets.readable(wake) {
                 waker.reset();
@@ -120,6 +122,12 @@ mod serve {
                 let raw = os::raw(&s.stream);
                 s.readable = sets.readable(raw);
                 let writable_now = sets.writable(raw);
+                if s.readable {
+                    trace_event!(ctx.trace, "readable {}={raw}", os::RAW_NAME);
+                }
+                if writable_now {
+                    trace_event!(ctx.trace, "writable {}={raw}", os::RAW_NAME);
+                }
                 s.writable |= writable_now;
                 if (s.readable || writable_now) && s.pump(&mut scratch, 1) == Status::Closed {
                     sessions.swap_remove(i);
@@ -143,6 +151,8 @@ mod serve {
                         }
                         return; // dropping the stream closes it
                     }
+                    let raw = os::raw(&stream);
+                    trace_event!(ctx.trace, "accept {}={raw}", os::RAW_NAME);
                     match stream.set_nonblocking(true) {
                         Ok(()) => sessions.push(Session::new(stream, ctx)),
                         Err(e) => log::warn!("select: cannot make a socket non-blocking: {e}"),

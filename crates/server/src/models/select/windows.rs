@@ -18,6 +18,9 @@ pub(crate) fn availability() -> Result<(), String> {
 /// every turn (the kernel copies and scans the whole array each call).
 pub(crate) const SET_CAPACITY: usize = 16_384;
 
+/// What `--trace` calls a socket's raw name (`s=412`).
+pub(super) const RAW_NAME: &str = "s";
+
 /// How the loop names a socket.
 pub(super) fn raw(s: &impl AsRawSocket) -> RawSocket {
     s.as_raw_socket()
@@ -66,13 +69,14 @@ impl Sets {
         self.write.insert(s);
     }
 
-    pub fn select(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        select(&mut self.read, &mut self.write, timeout)?;
+    /// Waits; returns how many sockets are ready (a socket in both sets counts twice).
+    pub fn select(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let ready = select(&mut self.read, &mut self.write, timeout)?;
         self.readable.clear();
         self.readable.extend(self.read.iter());
         self.writable.clear();
         self.writable.extend(self.write.iter());
-        Ok(())
+        Ok(ready)
     }
 
     pub fn readable(&self, s: RawSocket) -> bool {

@@ -5,6 +5,7 @@ use crate::models::{min_timeout, Drain};
 use crate::session::Session;
 use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd, Ring};
 use crate::sys::Waker;
+use crate::trace::trace_event;
 use crate::Ctx;
 use slab::Slab;
 use std::collections::VecDeque;
@@ -191,6 +192,8 @@ pub(crate) struct Engine<'a> {
     published_ops: i64,
     /// Set on the worker that accepts for all the others (accept hand-off).
     handoff: Option<Handoff>,
+    /// This engine's worker index (`completion-port`), named in `--trace` lines.
+    worker: Option<usize>,
     /// Declared last: dropped after every record and buffer above (and only once the table is
     /// empty, see [`Engine::run`]).
     ring: Ring,
@@ -228,8 +231,15 @@ impl<'a> Engine<'a> {
             cqes: Vec::with_capacity(1024),
             published_ops: 0,
             handoff: None,
+            worker: None,
             ring,
         })
+    }
+
+    /// Names this engine's worker index in its `--trace` lines (`completion-port`).
+    pub fn with_worker(mut self, index: usize) -> Engine<'a> {
+        self.worker = Some(index);
+        self
     }
 
     /// This engine's ring descriptor, for other workers to hand sockets to.
@@ -292,6 +302,7 @@ impl<'a> Engine<'a> {
     }
 
     fn complete(&mut self, cqe: Cqe) {
+        trace_event!(self.ctx.trace, "{}", self.describe(&cqe));
         if cqe.user_data == HANDOFF {
             if cqe.result >= 0 {
                 // SAFETY: the acceptor handed this descriptor to us and gave up owning it
@@ -330,6 +341,35 @@ impl<'a> Engine<'a> {
             Some(routine) => routine(self, done),
             None => self.dispatch(done),
         }
+    }
+
+    /// One completion as a `--trace` line: `CQE recv fd=7 res=5 more (worker 1)`.
+    fn describe(&self, cqe: &Cqe) -> String {
+        let res = errno_name(cqe.result);
+        let more = if cqe.more() { " more" } else { "" };
+        let worker = self
+            .worker
+            .map_or(String::new(), |w| format!(" (worker {w})"));
+        if cqe.user_data == HANDOFF {
+            return format!("CQE handed-off fd={res}{worker}");
+        }
+        let op = self.ops.get((cqe.user_data & 0xffff_ffff) as usize);
+        let fd = op
+            .and_then(|op| self.conns.get(op.conn))
+            .map_or(String::new(), |u| format!(" fd={}", u.fd));
+        let what = match op.map(|op| &op.kind) {
+            Some(Kind::Accept) => "accept",
+            Some(Kind::Recv(_) | Kind::RecvMulti) => "recv",
+            Some(Kind::Send { .. }) => "send",
+            Some(Kind::Wake) => "wake",
+            Some(Kind::Cancel) => "cancel",
+            Some(Kind::Handoff(_)) => "hand-off",
+            None => "unknown",
+        };
+        let buf = cqe
+            .buffer_id()
+            .map_or(String::new(), |b| format!(" buf={b}"));
+        format!("CQE {what}{fd} res={res}{buf}{more}{worker}")
     }
 
     /// Table dispatch: the record's kind says which handler runs (`WSAGetOverlappedResult`
@@ -896,6 +936,24 @@ impl<'a> Engine<'a> {
 
 /// Gives a provided buffer back to the ring (a free function, so it can run while a
 /// connection is borrowed).
+/// A completion's result for `--trace`: a count or descriptor, or the errno's name.
+fn errno_name(res: i32) -> String {
+    let name = match -res {
+        _ if res >= 0 => return res.to_string(),
+        libc::ECANCELED => "ECANCELED",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EPIPE => "EPIPE",
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::ENOENT => "ENOENT",
+        libc::EALREADY => "EALREADY",
+        libc::EINVAL => "EINVAL",
+        _ => return res.to_string(),
+    };
+    name.to_string()
+}
+
 fn recycle(ring: &mut Ring, bufs_out: &mut usize, bid: u16) {
     *bufs_out -= 1;
     if let Some(b) = ring.bufs_mut() {

@@ -5,6 +5,7 @@
 use super::op::{post_recv, post_send, InFlight, Notify, Op, OpKind};
 use crate::session::Session;
 use crate::stats::Stats;
+use crate::trace::{trace_event, Trace};
 use crate::Ctx;
 use std::io;
 use std::net::{Shutdown, TcpStream};
@@ -38,6 +39,10 @@ pub(crate) struct OvConn {
     /// Reaped records (with their buffers) kept for the next post.
     spare_recv: Option<Box<Op>>,
     spare_send: Option<Box<Op>>,
+    trace: Trace,
+    /// Who reaps its completions (`("group", 3)`, `("worker", 1)`), named in `--trace`
+    /// lines; set by the model.
+    pub via: Option<(&'static str, usize)>,
 }
 
 impl OvConn {
@@ -52,6 +57,8 @@ impl OvConn {
             resend: None,
             spare_recv: None,
             spare_send: None,
+            trace: ctx.trace.clone(),
+            via: None,
         }
     }
 
@@ -162,6 +169,22 @@ impl OvConn {
     /// count in `Stats::errors`); after the close, completions (aborted ones) are only
     /// collected. Call [`OvConn::advance`] next.
     pub fn complete(&mut self, mut op: Box<Op>, result: io::Result<usize>) {
+        trace_event!(
+            self.trace,
+            "completion {} s={} {}{}",
+            match op.kind() {
+                OpKind::Recv => "recv",
+                OpKind::Send => "send",
+                OpKind::Accept => "accept",
+            },
+            self.socket,
+            match &result {
+                Ok(n) => format!("bytes={n}"),
+                Err(e) => format!("error={e}"),
+            },
+            self.via
+                .map_or(String::new(), |(what, n)| format!(" ({what} {n})"))
+        );
         match op.kind() {
             OpKind::Recv => {
                 debug_assert_eq!(self.recv.map(InFlight::overlapped), Some(op_ptr(&mut op)));

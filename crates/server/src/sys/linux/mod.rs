@@ -16,6 +16,7 @@ macro_rules! syscall {
 pub mod epoll;
 mod poll;
 pub mod select;
+pub mod signalfd;
 pub mod uring;
 mod waker;
 

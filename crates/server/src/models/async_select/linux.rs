@@ -1,0 +1,293 @@
+//! Signal-driven I/O: every socket queues a real-time signal to the serving thread, which reads
+//! them as messages from a signalfd.
+
+use crate::accept::Acceptor;
+use crate::models::{min_timeout, Drain};
+use crate::session::{Session, Status, READ_CHUNK};
+use crate::sys::signalfd::{self, SigInfo, SignalQueue};
+use crate::sys::wait_readable;
+use crate::trace::trace_event;
+use crate::Ctx;
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+pub(crate) const MECHANISM: &str = "signal-driven I/O (F_SETSIG + signalfd)";
+
+pub(crate) fn availability() -> Result<(), String> {
+    signalfd::notification_signal()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Reads one session may do per turn before yielding to the others.
+const READS_PER_TURN: usize = 16;
+/// Connections accepted per turn.
+const ACCEPT_BATCH: usize = 256;
+/// Signals read from the signalfd per read (the message loop's batch).
+const SIGNAL_BATCH: usize = 64;
+/// An overflow is logged the first time and then once per this many.
+const OVERFLOW_LOG_EVERY: u64 = 1000;
+
+// `si_band` bits: the kernel's POLL_IN is POLLIN | POLLRDNORM | POLLMSG, POLL_OUT is
+// POLLOUT | POLLWRNORM | POLLWRBAND, POLL_ERR is POLLERR, POLL_HUP is POLLHUP | POLLERR.
+const BAND_IN: i64 = (libc::POLLIN | libc::POLLPRI | libc::POLLRDNORM) as i64;
+const BAND_OUT: i64 = (libc::POLLOUT | libc::POLLWRNORM | libc::POLLWRBAND) as i64;
+const BAND_CLOSE: i64 = (libc::POLLERR | libc::POLLHUP) as i64;
+
+/// A socket that announces its events with signals; dropping it first stops the signals
+/// (`O_ASYNC` off), then closes the socket.
+struct Notifying<T> {
+    fd: RawFd,
+    inner: T,
+}
+
+impl<T> Notifying<T> {
+    fn new(fd: RawFd, inner: T, tid: libc::pid_t, sig: libc::c_int) -> io::Result<Self> {
+        signalfd::notify_thread(fd, tid, sig)?;
+        Ok(Notifying { fd, inner })
+    }
+}
+
+impl<T> Deref for Notifying<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> DerefMut for Notifying<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T> Drop for Notifying<T> {
+    fn drop(&mut self) {
+        if let Err(e) = signalfd::stop_notifying(self.fd) {
+            log::debug!("async-select: cannot clear O_ASYNC on fd {}: {e}", self.fd);
+        }
+    }
+}
+
+type Client = Notifying<Session>;
+
+pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+    let sig = signalfd::notification_signal()?;
+    let tid = signalfd::current_thread_id();
+    let waker = ctx.shutdown.register()?;
+    // Declared before the sockets, so dropped after them: by then no socket can send a signal,
+    // and the queue's drop discards what is still pending and restores the thread's mask.
+    let queue = SignalQueue::new(&[sig, libc::SIGIO])?;
+    let listener_fd = listener.as_raw_fd();
+    let mut acceptor = Some(Notifying::new(
+        listener_fd,
+        Acceptor::new(listener),
+        tid,
+        sig,
+    )?);
+    let mut model = Loop {
+        ctx,
+        sig,
+        tid,
+        listener_fd,
+        clients: HashMap::new(),
+        scratch: vec![0u8; READ_CHUNK],
+        ready: Vec::new(),
+        // Connections queued before O_ASYNC was set announced nothing: accept at once.
+        listener_ready: true,
+    };
+    let mut signals = SignalQueue::buffer(SIGNAL_BATCH);
+    let mut touched: Vec<RawFd> = Vec::new();
+    let mut drain = Drain::new(ctx.drain_timeout);
+
+    loop {
+        if drain.begins(&ctx.shutdown) {
+            acceptor = None;
+        }
+        if drain.is_over(model.clients.len()) {
+            return Ok(());
+        }
+        if let Some(a) = acceptor.as_mut() {
+            if model.listener_ready && a.is_accepting() {
+                model.accept(a)?;
+            }
+        }
+        let accept_now = model.listener_ready
+            && acceptor
+                .as_ref()
+                .is_some_and(|a| a.pause_remaining().is_none());
+        let timeout = if !model.ready.is_empty() || accept_now {
+            Some(Duration::ZERO)
+        } else {
+            let pause = acceptor
+                .as_ref()
+                .filter(|_| model.listener_ready)
+                .and_then(|a| a.pause_remaining());
+            min_timeout(drain.wait_limit(), pause)
+        };
+        let (queued, woken) = wait_readable(queue.as_raw_fd(), waker.as_raw_fd(), timeout)?;
+        ctx.stats.count_wait();
+        if woken {
+            waker.reset();
+        }
+
+        // Serve the sessions that used their read budget last turn first, then the messages.
+        let again = std::mem::take(&mut model.ready);
+        for fd in again {
+            model.serve(fd);
+        }
+        if !queued {
+            continue;
+        }
+        let mut overflow = false;
+        loop {
+            let n = queue.read(&mut signals)?;
+            ctx.stats.syscalls.fetch_add(1, Relaxed);
+            for info in &signals[..n] {
+                if info.ssi_signo == libc::SIGIO as u32 {
+                    overflow = true;
+                } else if info.ssi_signo == sig as u32 {
+                    model.note(info, &mut touched);
+                }
+            }
+            if n < SIGNAL_BATCH {
+                break;
+            }
+        }
+        if overflow {
+            model.rescan();
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for fd in touched.drain(..) {
+            model.serve(fd);
+        }
+    }
+}
+
+/// What the message loop keeps between turns.
+struct Loop<'a> {
+    ctx: &'a Ctx,
+    sig: libc::c_int,
+    tid: libc::pid_t,
+    listener_fd: RawFd,
+    clients: HashMap<RawFd, Client>,
+    scratch: Vec<u8>,
+    /// Sessions that used their read budget with data still waiting: no new signal will come
+    /// for those bytes.
+    ready: Vec<RawFd>,
+    /// The listener announced connections not all accepted yet.
+    listener_ready: bool,
+}
+
+impl Loop<'_> {
+    /// Takes one message: sets the flags of the socket it names and lists the socket to serve.
+    fn note(&mut self, info: &SigInfo, touched: &mut Vec<RawFd>) {
+        let fd = info.ssi_fd;
+        let band = info.ssi_band as i64;
+        let trace = &self.ctx.trace;
+        if fd == self.listener_fd {
+            trace_event!(trace, "FD_ACCEPT fd={fd}");
+            self.listener_ready = true;
+            return;
+        }
+        // A signal for a socket closed since (or for a descriptor now reused by a new client)
+        // is ignored or costs the new client a call that says EAGAIN.
+        let Some(s) = self.clients.get_mut(&fd) else {
+            return;
+        };
+        if band & BAND_IN != 0 {
+            trace_event!(trace, "FD_READ fd={fd}");
+        }
+        if band & BAND_OUT != 0 {
+            trace_event!(trace, "FD_WRITE fd={fd}");
+        }
+        if band & BAND_CLOSE != 0 {
+            trace_event!(trace, "FD_CLOSE fd={fd}");
+        }
+        if band & (BAND_IN | BAND_CLOSE) != 0 {
+            s.readable = true;
+        }
+        if band & (BAND_OUT | BAND_CLOSE) != 0 {
+            s.writable = true;
+        }
+        touched.push(fd);
+    }
+
+    /// The signal queue overflowed, so notifications were lost: act as if every socket had
+    /// announced everything.
+    fn rescan(&mut self) {
+        let n = self.ctx.stats.notification_overflows.fetch_add(1, Relaxed) + 1;
+        if n == 1 || n % OVERFLOW_LOG_EVERY == 0 {
+            log::warn!(
+                "async-select: the real-time signal queue overflowed ({n} times so far; \
+                 RLIMIT_SIGPENDING); rescanning every socket"
+            );
+        }
+        trace_event!(
+            self.ctx.trace,
+            "overflow: rescanning {} sockets",
+            self.clients.len() + 1
+        );
+        self.listener_ready = true;
+        let fds: Vec<RawFd> = self.clients.keys().copied().collect();
+        for fd in fds {
+            if let Some(s) = self.clients.get_mut(&fd) {
+                s.readable = true;
+                s.writable = true;
+            }
+            self.serve(fd);
+        }
+    }
+
+    /// Accepts until `EAGAIN` (or a batch), sets every new socket up to signal this thread.
+    fn accept(&mut self, acceptor: &mut Acceptor) -> io::Result<()> {
+        let mut fresh = Vec::new();
+        let n = acceptor.accept_batch(ACCEPT_BATCH, &self.ctx.stats, |stream| {
+            let fd = stream.as_raw_fd();
+            if let Err(e) = signalfd::notify_thread(fd, self.tid, self.sig) {
+                log::warn!("async-select: cannot set up signal-driven I/O on a socket: {e}");
+                self.ctx.stats.refused.fetch_add(1, Relaxed);
+                return;
+            }
+            let mut s = Notifying {
+                fd,
+                inner: Session::new(stream, self.ctx),
+            };
+            s.edge_triggered = true;
+            // Signals announce the FIN as POLL_IN, like data: a short read never proves the
+            // socket drained, so read until EAGAIN.
+            s.peer_closing = true;
+            // Data that came before O_ASYNC was set announced nothing.
+            s.readable = true;
+            self.clients.insert(fd, s);
+            fresh.push(fd);
+        })?;
+        // Fewer than a batch: the backlog is empty (or accepting paused: keep the flag, the
+        // connections still waiting will announce nothing new).
+        if n < ACCEPT_BATCH && acceptor.pause_remaining().is_none() {
+            self.listener_ready = false;
+        }
+        for fd in fresh {
+            self.serve(fd);
+        }
+        Ok(())
+    }
+
+    /// Pumps one session; closes it when it is over, lists it when it has more to read.
+    fn serve(&mut self, fd: RawFd) {
+        let Some(s) = self.clients.get_mut(&fd) else {
+            return;
+        };
+        match s.pump(&mut self.scratch, READS_PER_TURN) {
+            Status::Open => {}
+            Status::MoreToRead => self.ready.push(fd),
+            Status::Closed => drop(self.clients.remove(&fd)),
+        }
+    }
+}
