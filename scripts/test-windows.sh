@@ -15,7 +15,7 @@ started=$(date +%s)
 
 # 1. Packages.
 missing=()
-for p in rustc-web cargo-web rust-web-src gcc-mingw-w64-x86-64 wine wine64; do
+for p in rustc-web cargo-web rust-web-src gcc-mingw-w64-x86-64 wine wine64 socat; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -89,8 +89,8 @@ load_tests=$(grep -c '#\[test\]' crates/load/tests/load.rs)
 echo "windows skipped: $load_tests tests of iomodels-load (mio's AFD polling stalls under Wine 8)" | tee -a "$log"
 # The binary as a user meets it: `iomodels.exe serve` for every model under Wine, a peer
 # nobody here wrote (socat, a Linux process) echoing 256 KiB through it, then SIGINT (which
-# Wine turns into Ctrl-C): the server must stop gracefully and exit 0.
-command -v socat >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends socat >/dev/null
+# Wine turns into Ctrl-C): the server must stop gracefully and exit 0. (socat is installed
+# with the packages above.)
 exe="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/debug/iomodels.exe"
 payload=$(mktemp) echoed=$(mktemp) served=$(mktemp)
 head -c 262144 /dev/urandom >"$payload"
