@@ -110,6 +110,15 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
             acceptor = None;
         }
         if drain.is_over(model.clients.len()) {
+            // Messages still queued name sockets that are gone: show them to a tracer anyway,
+            // since each is a notification that arrived.
+            if ctx.trace.is_on() {
+                while let Ok(n @ 1..) = queue.read(&mut signals) {
+                    for info in &signals[..n] {
+                        model.note(info, &mut touched);
+                    }
+                }
+            }
             return Ok(());
         }
         if let Some(a) = acceptor.as_mut() {
@@ -191,25 +200,32 @@ impl Loop<'_> {
         let fd = info.ssi_fd;
         let band = info.ssi_band as i64;
         let trace = &self.ctx.trace;
+        if info.ssi_signo == libc::SIGIO as u32 {
+            return; // the overflow: the caller rescans (and traces that)
+        }
         if fd == self.listener_fd {
             trace_event!(trace, "FD_ACCEPT fd={fd}");
             self.listener_ready = true;
             return;
+        }
+        // Every message is traced as it arrives, also one for a socket already served to its
+        // end (its bytes were read while the message sat in the queue).
+        let known = self.clients.contains_key(&fd);
+        let gone = if known { "" } else { " (socket already closed)" };
+        if band & BAND_IN != 0 {
+            trace_event!(trace, "FD_READ fd={fd}{gone}");
+        }
+        if band & BAND_OUT != 0 {
+            trace_event!(trace, "FD_WRITE fd={fd}{gone}");
+        }
+        if band & BAND_CLOSE != 0 {
+            trace_event!(trace, "FD_CLOSE fd={fd}{gone}");
         }
         // A signal for a socket closed since (or for a descriptor now reused by a new client)
         // is ignored or costs the new client a call that says EAGAIN.
         let Some(s) = self.clients.get_mut(&fd) else {
             return;
         };
-        if band & BAND_IN != 0 {
-            trace_event!(trace, "FD_READ fd={fd}");
-        }
-        if band & BAND_OUT != 0 {
-            trace_event!(trace, "FD_WRITE fd={fd}");
-        }
-        if band & BAND_CLOSE != 0 {
-            trace_event!(trace, "FD_CLOSE fd={fd}");
-        }
         if band & (BAND_IN | BAND_CLOSE) != 0 {
             s.readable = true;
         }
@@ -250,6 +266,7 @@ impl Loop<'_> {
         let mut fresh = Vec::new();
         let n = acceptor.accept_batch(ACCEPT_BATCH, &self.ctx.stats, |stream| {
             let fd = stream.as_raw_fd();
+            trace_event!(self.ctx.trace, "accept fd={fd}");
             if let Err(e) = signalfd::notify_thread(fd, self.tid, self.sig) {
                 log::warn!("async-select: cannot set up signal-driven I/O on a socket: {e}");
                 self.ctx.stats.refused.fetch_add(1, Relaxed);
