@@ -47,8 +47,6 @@ pub(crate) struct Session {
     /// what there is to read, since the end of stream still waits behind the data and no new
     /// edge will announce it.
     pub peer_closing: bool,
-    /// Bytes received so far (so a model can say what one `pump` read, e.g. for `--trace`).
-    pub received: u64,
     stats: Arc<Stats>,
     /// Pending bytes last added to `stats.pending_bytes`.
     published_pending: usize,
@@ -66,7 +64,6 @@ impl Session {
             writable: true,
             edge_triggered: false,
             peer_closing: false,
-            received: 0,
             stats: Arc::clone(&ctx.stats),
             published_pending: 0,
         }
@@ -78,17 +75,21 @@ impl Session {
     /// On a blocking socket each read waits for data: the thread-per-client model calls this
     /// with `max_reads == 1` until the connection is closed, one blocking recv per call.
     pub fn pump(&mut self, scratch: &mut [u8], max_reads: usize) -> Status {
-        match self.pump_inner(scratch, max_reads) {
-            Ok(status) => status,
-            Err(e) => {
-                log::debug!("connection closed on error: {e}");
-                self.stats.errors.fetch_add(1, Relaxed);
-                Status::Closed
-            }
-        }
+        self.pump_counted(scratch, max_reads).0
     }
 
-    fn pump_inner(&mut self, scratch: &mut [u8], max_reads: usize) -> io::Result<Status> {
+    /// [`Session::pump`], also saying how many bytes it read (for a model's `--trace`).
+    pub fn pump_counted(&mut self, scratch: &mut [u8], max_reads: usize) -> (Status, u64) {
+        let (result, bytes_in) = self.pump_inner(scratch, max_reads);
+        let status = result.unwrap_or_else(|e| {
+            log::debug!("connection closed on error: {e}");
+            self.stats.errors.fetch_add(1, Relaxed);
+            Status::Closed
+        });
+        (status, bytes_in)
+    }
+
+    fn pump_inner(&mut self, scratch: &mut [u8], max_reads: usize) -> (io::Result<Status>, u64) {
         let mut reads = 0;
         let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
         let mut calls = 0u64;
@@ -157,9 +158,8 @@ impl Session {
         if calls > 0 {
             self.stats.syscalls.fetch_add(calls, Relaxed);
         }
-        self.received += bytes_in;
         self.publish(bytes_in, bytes_out);
-        result
+        (result, bytes_in)
     }
 
     /// Adds traffic to the server's counters and moves the pending gauge to this connection's

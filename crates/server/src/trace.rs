@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,6 @@ pub struct Trace {
 struct Inner {
     model: &'static str,
     window: Mutex<Window>,
-    printed: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -46,7 +44,6 @@ impl Trace {
                         printed: 0,
                         suppressed: 0,
                     }),
-                    printed: AtomicU64::new(0),
                 })
             }),
         }
@@ -58,15 +55,12 @@ impl Trace {
         self.inner.is_some()
     }
 
-    /// How many lines were printed so far.
-    #[cfg_attr(not(test), allow(dead_code))] // the tests'
-    pub fn printed(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |i| i.printed.load(Relaxed))
-    }
-
-    /// Prints one line `[model] <args>` on stderr, within the rate limit. Use [`trace_event!`].
-    pub fn emit(&self, args: fmt::Arguments<'_>) {
-        let Some(inner) = &self.inner else { return };
+    /// Prints one line `[model] <args>` on stderr, within the rate limit; false if the line
+    /// was suppressed (or tracing is off). Use [`trace_event!`].
+    pub fn emit(&self, args: fmt::Arguments<'_>) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
         let mut w = inner.window.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let stderr = std::io::stderr();
@@ -87,11 +81,11 @@ impl Trace {
         }
         if w.printed >= MAX_LINES_PER_SECOND {
             w.suppressed += 1;
-            return;
+            return false;
         }
         w.printed += 1;
-        inner.printed.fetch_add(1, Relaxed);
         let _ = writeln!(out, "[{}] {}", inner.model, args);
+        true
     }
 }
 
@@ -100,7 +94,7 @@ impl Trace {
 macro_rules! trace_event {
     ($trace:expr, $($arg:tt)*) => {
         if $trace.is_on() {
-            $trace.emit(format_args!($($arg)*));
+            let _ = $trace.emit(format_args!($($arg)*));
         }
     };
 }
@@ -113,12 +107,11 @@ mod tests {
     #[test]
     fn off_prints_nothing_and_on_is_bounded() {
         let off = Trace::new("test", false);
-        trace_event!(off, "never {}", 1);
-        assert_eq!(off.printed(), 0);
+        assert!(!off.emit(format_args!("never")));
         let on = Trace::new("test", true);
-        for i in 0..(MAX_LINES_PER_SECOND + 50) {
-            trace_event!(on, "line {i}");
-        }
-        assert_eq!(on.printed(), MAX_LINES_PER_SECOND);
+        let printed = (0..MAX_LINES_PER_SECOND + 50)
+            .filter(|i| on.emit(format_args!("line {i}")))
+            .count() as u64;
+        assert_eq!(printed, MAX_LINES_PER_SECOND);
     }
 }

@@ -113,11 +113,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
             // Messages still queued name sockets that are gone: show them to a tracer anyway,
             // since each is a notification that arrived.
             if ctx.trace.is_on() {
-                while let Ok(n @ 1..) = queue.read(&mut signals) {
-                    for info in &signals[..n] {
-                        model.note(info, &mut touched);
-                    }
-                }
+                let _ = model.take_messages(&queue, &mut signals, &mut touched);
             }
             return Ok(());
         }
@@ -153,22 +149,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         if !queued {
             continue;
         }
-        let mut overflow = false;
-        loop {
-            let n = queue.read(&mut signals)?;
-            ctx.stats.syscalls.fetch_add(1, Relaxed);
-            for info in &signals[..n] {
-                if info.ssi_signo == libc::SIGIO as u32 {
-                    overflow = true;
-                } else if info.ssi_signo == sig as u32 {
-                    model.note(info, &mut touched);
-                }
-            }
-            if n < SIGNAL_BATCH {
-                break;
-            }
-        }
-        if overflow {
+        if model.take_messages(&queue, &mut signals, &mut touched)? {
             model.rescan();
         }
         touched.sort_unstable();
@@ -195,14 +176,36 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
+    /// Reads every queued message, batch by batch, and takes each ([`Loop::note`]); true if
+    /// one was the overflow `SIGIO`.
+    fn take_messages(
+        &mut self,
+        queue: &SignalQueue,
+        signals: &mut [SigInfo],
+        touched: &mut Vec<RawFd>,
+    ) -> io::Result<bool> {
+        let mut overflow = false;
+        loop {
+            let n = queue.read(signals)?;
+            self.ctx.stats.syscalls.fetch_add(1, Relaxed);
+            for info in &signals[..n] {
+                if info.ssi_signo == libc::SIGIO as u32 {
+                    overflow = true;
+                } else if info.ssi_signo == self.sig as u32 {
+                    self.note(info, touched);
+                }
+            }
+            if n < signals.len() {
+                return Ok(overflow);
+            }
+        }
+    }
+
     /// Takes one message: sets the flags of the socket it names and lists the socket to serve.
     fn note(&mut self, info: &SigInfo, touched: &mut Vec<RawFd>) {
         let fd = info.ssi_fd;
         let band = info.ssi_band as i64;
         let trace = &self.ctx.trace;
-        if info.ssi_signo == libc::SIGIO as u32 {
-            return; // the overflow: the caller rescans (and traces that)
-        }
         if fd == self.listener_fd {
             trace_event!(trace, "FD_ACCEPT fd={fd}");
             self.listener_ready = true;

@@ -175,10 +175,9 @@ fn spawn_client(
             let mut scratch = vec![0u8; READ_CHUNK];
             // One blocking recv per call: each is this thread's wait for its client.
             loop {
-                let (before, eof_before) = (session.received, session.conn.peer_eof());
-                let status = session.pump(&mut scratch, 1);
+                let eof_before = session.conn.peer_eof();
+                let (status, n) = session.pump_counted(&mut scratch, 1);
                 stats.waits.fetch_add(1, Relaxed);
-                let n = session.received - before;
                 if n > 0 || session.conn.peer_eof() != eof_before {
                     trace_event!(trace, "recv {RAW_NAME}={raw} n={n}");
                 }

@@ -33,6 +33,16 @@ pub(crate) enum Notify {
     Port,
 }
 
+impl Notify {
+    /// The `lpCompletionRoutine` argument of a post: the routine, or none.
+    fn routine(&self) -> Option<CompletionRoutine> {
+        match *self {
+            Notify::Routine { routine, .. } => Some(routine),
+            _ => None,
+        }
+    }
+}
+
 /// What an operation record is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpKind {
@@ -305,10 +315,7 @@ pub(crate) fn post_recv(
         op.buf.resize(len, 0);
     }
     let data = op.buf.as_mut_ptr();
-    let routine = match notify {
-        Notify::Routine { routine, .. } => Some(routine),
-        _ => None,
-    };
+    let routine = notify.routine();
     let call = |_, ov, wsabuf, flags| {
         // SAFETY: every pointer is into the live record, which stays put until its completion
         // is reaped; no byte count pointer, as documented for overlapped calls.
@@ -340,10 +347,7 @@ pub(crate) fn post_send(
     let len = op.buf.len() - off;
     // SAFETY: `off <= len` of the Vec, so the pointer is within (or one past) its block.
     let data = unsafe { op.buf.as_mut_ptr().add(off) };
-    let routine = match notify {
-        Notify::Routine { routine, .. } => Some(routine),
-        _ => None,
-    };
+    let routine = notify.routine();
     let call = |_, ov, wsabuf, _| {
         // SAFETY: as in `post_recv`.
         unsafe {
