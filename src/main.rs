@@ -43,13 +43,14 @@ enum Command {
     ///
     /// Prints one line when ready. SIGINT or SIGTERM stops accepting, lets open connections
     /// finish for --drain-timeout, and exits 0; SIGUSR1 prints the server's counters
-    /// (connections, bytes, wake-ups, system calls, ...) as one JSON line on stdout.
+    /// (connections, bytes, wake-ups, system calls, ...) as one JSON line on stdout. On
+    /// Windows, Ctrl-C stops it the same way and Ctrl-Break prints the counters.
     Serve(ServeArgs),
     /// List the I/O models: the mechanism on this OS, and whether it is available
     Models,
     /// Drive an echo server with closed-loop load, verify every byte, report rate and latency
     Load(LoadArgs),
-    /// Compare every model on this machine: scenarios, medians, a table and an HTML report
+    /// Compare every model on this machine: scenarios, medians, a table and an HTML report (Linux)
     Bench(bench::BenchArgs),
     /// Serve echo with a plain tokio server (the reference row of `bench`)
     #[cfg(all(feature = "tokio-reference", unix))]
@@ -86,15 +87,18 @@ struct ServeArgs {
     /// On SIGINT/SIGTERM, how long open connections may go on before they are closed
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     drain_timeout: Duration,
-    /// Worker threads of the completion-port model, each with its own ring [default: one per CPU]
+    /// Worker threads of the completion-port model (Linux: a ring each; Windows: all on one
+    /// completion port) [default: one per CPU]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: Option<u32>,
     /// How completion-port workers get connections: reuseport (a listener each, the kernel
-    /// spreads them) or handoff (one acceptor passes sockets round-robin)
+    /// spreads them) or handoff (one acceptor passes sockets round-robin). Linux only: on
+    /// Windows the workers share one listener's AcceptEx completions
     #[arg(long, value_name = "MODE", default_value = "reuseport", value_parser = parse_accept_mode)]
     accept: AcceptMode,
     /// The provided-buffer ring of each completion-port worker, as COUNTxSIZE (a power-of-two
-    /// count of buffers of SIZE bytes)
+    /// count of buffers of SIZE bytes). Linux only: on Windows each connection posts its own
+    /// 16 KiB receive buffer
     #[arg(long, value_name = "COUNTxSIZE", default_value = "256x16KiB", value_parser = parse_recv_buffers)]
     recv_buffers: iomodels_server::RecvBuffers,
     /// Print every notification the model receives (readiness, completion, message) on stderr,
