@@ -77,10 +77,20 @@ echo "$models_out"
 echo "== windows: cargo test (under Wine)"
 log=$(mktemp)
 set +e
-$cargo test "${target[@]}" -p iomodels-core -p iomodels-server --lib --tests "$@" 2>&1 | tee "$log"
+# A hung test must fail the run, not stall CI: each `cargo test` gets IOMODELS_TEST_TIMEOUT
+# seconds (default 1200; the server's take ~3 min under Wine). The exit trap then kills
+# whatever Wine still runs.
+limit=${IOMODELS_TEST_TIMEOUT:-1200}
+hung() {
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored ($1 hung: stopped after $limit s)" | tee -a "$log"
+}
+timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels-core -p iomodels-server --lib --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-$cargo test "${target[@]}" -p iomodels-load --lib "$@" 2>&1 | tee -a "$log"
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
+[ "$status" != 124 ] || hung "the core and server tests"
+timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels-load --lib "$@" 2>&1 | tee -a "$log"
+lstatus=${PIPESTATUS[0]}
+[ "$lstatus" != 124 ] || hung "the load generator's unit tests"
+[ "$lstatus" = 0 ] || status=1
 set -e
 # iomodels-load's integration tests are not run here: the generator's event loop is mio, whose Windows
 # backend (AFD poll) stalls under Wine 8 after the first event (one message in 12 s). The

@@ -21,8 +21,14 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace "$@" 2>&1 | tee "$log"
+# A hung test must fail the run, not stall CI: the whole `cargo test` (build included) gets
+# IOMODELS_TEST_TIMEOUT seconds (default 1200; it takes ~4 min cold).
+limit=${IOMODELS_TEST_TIMEOUT:-1200}
+timeout -k 30 "$limit" cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+if [ "$status" = 124 ]; then
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (cargo test hung: stopped after $limit s)" | tee -a "$log"
+fi
 if [ "${IOMODELS_SKIP_WINDOWS:-0}" != 1 ]; then
   echo "== the Windows backends under Wine (scripts/test-windows.sh)"
   scripts/test-windows.sh 2>&1 | tee -a "$log"

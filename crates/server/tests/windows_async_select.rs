@@ -73,11 +73,15 @@ mod async_select {
                 std::thread::spawn(move || -> Result<(), String> {
                     let mut rng = Rng(1000 + i as u64);
                     // A first echo, so the server has accepted this client before the count.
-                    s.write_all(&[i as u8]).map_err(|e| e.to_string())?;
-                    let mut one = [0u8; 1];
-                    s.read_exact(&mut one).map_err(|e| e.to_string())?;
+                    // The barriers are passed whatever it gives, so a failure is reported,
+                    // not a deadlock of the others.
+                    let first = s.write_all(&[i as u8]).and_then(|()| {
+                        let mut one = [0u8; 1];
+                        s.read_exact(&mut one)
+                    });
                     all_connected.wait();
                     checked.wait();
+                    first.map_err(|e| format!("client {i}: first echo: {e}"))?;
                     for round in 0..ROUNDS {
                         let len = 1 + rng.next() as usize % 3000;
                         let msg = rng.bytes(len);
@@ -100,14 +104,15 @@ mod async_select {
             })
             .collect();
         all_connected.wait();
-        let active = server.stats.snapshot().active;
+        let at_once = server.stats.snapshot();
         checked.wait();
         for (i, c) in clients.into_iter().enumerate() {
-            c.join()
-                .unwrap_or_else(|_| panic!("client {i} panicked"))
-                .unwrap();
+            let result = c.join().unwrap_or_else(|_| panic!("client {i} panicked"));
+            if let Err(e) = result {
+                panic!("{e}; the server when all had connected: {at_once:?}");
+            }
         }
-        assert_eq!(active, CLIENTS as i64, "clients open at once");
+        assert_eq!(at_once.active, CLIENTS as i64, "clients open at once");
         assert!(eventually(Duration::from_secs(5), || {
             let s = server.stats.snapshot();
             s.accepted == CLIENTS as u64 && s.active == 0

@@ -296,18 +296,25 @@ impl State<'_> {
         }
         let ctx = self.ctx;
         let clients = &mut self.clients;
+        let mut new = Vec::new();
         let result = acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
             // The new socket inherited the listener's registration (FD_ACCEPT to this window;
-            // such a message for a client is ignored); this replaces it. Winsock then posts
-            // FD_WRITE at once, and FD_READ if data is already there.
+            // such a message for a client is ignored); this replaces it.
             match async_select(&stream, window, WM_SOCKET, CLIENT_EVENTS) {
                 Ok(()) => {
-                    let client = Client {
+                    let mut client = Client {
                         session: Session::new(stream, ctx),
                         peer_closed: false,
                         read_on_queued: false,
                     };
-                    clients.insert(client.session.stream.as_raw_socket(), client);
+                    // Data that came between accept and WSAAsyncSelect may never be announced:
+                    // Windows posts FD_READ for it, Wine does not always (a client's first
+                    // bytes were seen to wait forever). One recv now costs a WouldBlock at
+                    // worst, and the recv re-enables FD_READ either way.
+                    client.session.readable = true;
+                    let socket = client.session.stream.as_raw_socket();
+                    clients.insert(socket, client);
+                    new.push(socket);
                 }
                 Err(e) => {
                     ctx.stats.refused.fetch_add(1, Relaxed);
@@ -317,8 +324,22 @@ impl State<'_> {
         });
         match result {
             Ok(_) if acceptor.pause_remaining().is_some() => self.accept_after_pause = true,
+            Ok(0) => {
+                // Windows re-enables FD_ACCEPT with every accept call; Wine only with one that
+                // succeeds, and it can post an FD_ACCEPT whose connection an earlier accept
+                // already took. Then FD_ACCEPT stays disabled while clients queue up (seen: 51
+                // clients never accepted). Registering again re-enables it on both (Wine
+                // forgets what it reported; Windows posts FD_ACCEPT if a client waits).
+                if let Err(e) = async_select(&acceptor.listener, window, WM_SOCKET, ws::FD_ACCEPT)
+                {
+                    self.failed = Some(e);
+                }
+            }
             Ok(_) => {}
             Err(e) => self.failed = Some(e),
+        }
+        for socket in new {
+            self.serve(window, socket);
         }
     }
 
