@@ -20,9 +20,17 @@
 //! When the peer shuts down its write side (a read returns 0), the connection stops reading,
 //! finishes sending what it owes, then asks the model to shut down its own write side; after
 //! that it is finished and the model closes the socket.
+//!
+//! ## TLS
+//! [`Connection::with_tls`] puts a rustls session between the socket and the service (see the
+//! `tls` module): the calling protocol is unchanged, the bytes in and out are ciphertext, and
+//! input also ends at the peer's `close_notify` or at a TLS error, after which the connection
+//! sends what it owes (our `close_notify`, or rustls' alert) and asks for the write shutdown.
 
 use crate::outbuf::OutBuf;
 use crate::service::{Service, ServiceKind};
+use crate::tls::TlsSession;
+use std::sync::Arc;
 
 /// The backpressure thresholds of one connection, in bytes of unsent output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +67,9 @@ impl Default for Limits {
 ///
 /// The I/O model owns the socket; the connection owns the bytes. See the crate docs for the
 /// calling protocol.
-#[derive(Debug, Clone)]
+///
+/// Not `Clone`: a TLS session cannot be duplicated.
+#[derive(Debug)]
 pub struct Connection {
     service: Service,
     out: OutBuf,
@@ -72,6 +82,8 @@ pub struct Connection {
     write_shut: bool,
     /// Bytes handed to a completion model's send and not yet reported sent.
     in_flight: usize,
+    /// The TLS session, when the connection speaks TLS (boxed: rustls' state is large).
+    tls: Option<Box<TlsSession>>,
 }
 
 impl Connection {
@@ -85,7 +97,59 @@ impl Connection {
             peer_eof: false,
             write_shut: false,
             in_flight: 0,
+            tls: None,
         }
+    }
+
+    /// A new TLS connection: the bytes received and sent are TLS records, the service sees the
+    /// plaintext. Fails only if rustls rejects the configuration.
+    pub fn with_tls(
+        service: ServiceKind,
+        limits: Limits,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Result<Self, rustls::Error> {
+        let mut c = Connection::new(service, limits);
+        c.tls = Some(Box::new(TlsSession::new(config)?));
+        Ok(c)
+    }
+
+    /// True when this connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Why the TLS session failed (garbage, plaintext, a bad handshake, a missing client
+    /// certificate...), for a one-line log; `None` if it has not failed or is not TLS.
+    pub fn tls_error(&self) -> Option<&str> {
+        self.tls.as_ref().and_then(|t| t.error())
+    }
+
+    /// True when the peer's end of stream came without a TLS `close_notify` (after at least one
+    /// byte): a truncation to log, not a clean end.
+    pub fn tls_truncated(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.truncated())
+    }
+
+    /// True once the peer's TLS `close_notify` was received.
+    pub fn tls_close_notify_received(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.peer_closed())
+    }
+
+    /// True once the TLS handshake is complete (false for a plaintext connection).
+    pub fn tls_handshake_complete(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.handshake_complete())
+    }
+
+    /// The rustls session, for what was negotiated (version, cipher suite, SNI, the client's
+    /// certificates); `None` for a plaintext connection.
+    pub fn tls_session(&self) -> Option<&rustls::ServerConnection> {
+        self.tls.as_ref().map(|t| t.conn())
+    }
+
+    /// No more input will be used: the socket's end of stream, or (TLS) the peer's
+    /// `close_notify` or a TLS error.
+    fn input_done(&self) -> bool {
+        self.peer_eof || self.tls.as_ref().is_some_and(|t| t.input_done())
     }
 
     /// How many bytes the model may read from the socket now; 0 means "do not read".
@@ -93,10 +157,10 @@ impl Connection {
     /// Zero after the peer's end of stream and while backpressure is on; otherwise the room left
     /// below the high-water mark.
     pub fn read_budget(&self) -> usize {
-        if self.peer_eof || self.paused || self.write_shut {
+        if self.input_done() || self.paused || self.write_shut {
             0
         } else {
-            self.limits.high_water - self.pending_len()
+            self.limits.high_water.saturating_sub(self.pending_len())
         }
     }
 
@@ -116,15 +180,24 @@ impl Connection {
     /// still processed (nothing is dropped), and reading pauses.
     pub fn on_received(&mut self, data: &[u8]) {
         debug_assert!(!self.peer_eof, "bytes received after end of stream");
-        self.service.on_input(data, &mut self.out);
+        match &mut self.tls {
+            None => self.service.on_input(data, &mut self.out),
+            Some(tls) => tls.on_received(data, &mut self.service, &mut self.out),
+        }
         if self.pending_len() >= self.limits.high_water {
             self.paused = true;
         }
     }
 
     /// The peer shut down its write side (a read returned 0).
+    ///
+    /// With TLS, an end of stream without the peer's `close_notify` is flagged
+    /// ([`Connection::tls_truncated`]), and our `close_notify` follows the owed output.
     pub fn on_peer_eof(&mut self) {
         self.peer_eof = true;
+        if let Some(tls) = &mut self.tls {
+            tls.on_peer_eof(&mut self.out);
+        }
     }
 
     /// True once the peer's end of stream was seen.
@@ -185,9 +258,10 @@ impl Connection {
     }
 
     /// True when the model should shut down the socket's write side now: the peer has finished
-    /// sending and everything owed has been sent.
+    /// sending (or, with TLS, sent its `close_notify` or failed) and everything owed has been
+    /// sent.
     pub fn should_shutdown_write(&self) -> bool {
-        self.peer_eof && self.pending_len() == 0 && !self.write_shut
+        self.input_done() && self.pending_len() == 0 && !self.write_shut
     }
 
     /// The model shut down the socket's write side.

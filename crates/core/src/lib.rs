@@ -16,14 +16,22 @@
 //! buffering and the backpressure are written once, here.
 //!
 //! The services are RFC 862 echo and RFC 863 discard, chosen by [`ServiceKind`].
+//!
+//! TLS is one more layer in the same place: [`Connection::with_tls`] wraps the service in a
+//! rustls session (module [`tls`]), and the model keeps moving bytes exactly as above — they are
+//! just ciphertext.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod connection;
 mod outbuf;
 mod service;
+pub mod tls;
 pub mod units;
 
 pub use connection::{Connection, Limits};
 pub use outbuf::OutBuf;
+/// The rustls this crate is built with, so that every crate builds its configurations with the
+/// same version.
+pub use rustls;
 pub use service::{Service, ServiceKind};
