@@ -356,6 +356,7 @@ fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
         "peak_conn_pending": s.peak_conn_pending, "accept_pauses": s.accept_pauses,
         "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,
         "notification_overflows": s.notification_overflows,
+        "tls_failures": s.tls_failures, "tls_truncated": s.tls_truncated,
         "waits": s.waits, "syscalls": s.syscalls,
     }})
     .to_string()

@@ -33,9 +33,10 @@
 use crate::outbuf::OutBuf;
 use crate::service::Service;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, ServerConnection};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
@@ -253,6 +254,200 @@ impl TlsSession {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
+        }
+    }
+}
+
+/// Reads every certificate in PEM text (`-----BEGIN CERTIFICATE-----` blocks), leaf first for
+/// a chain. An error names what is wrong; no certificate at all is an error too.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE in it".to_string());
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 RSA or SEC1 EC) in PEM text.
+pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY in it".to_string(),
+        e => format!("bad PEM: {e}"),
+    })
+}
+
+/// The certificates in PEM text as a trust store (for verifying peers).
+pub fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs_from_pem(pem)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// A client configuration with the [`provider`], TLS 1.2 and 1.3, that trusts `roots` and,
+/// with `identity` (chain and key), presents a client certificate (mutual TLS).
+pub fn client_config(
+    roots: RootCertStore,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+    };
+    Ok(Arc::new(config))
+}
+
+/// The SHA-256 fingerprint of a certificate, as `openssl x509 -fingerprint -sha256` prints it
+/// (`AB:CD:...`).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Certificates made on the spot (rcgen): the self-signed one `serve --tls-self-signed` uses,
+/// and a small PKI for tests (a CA, server and client certificates it signed, and the bad
+/// ones a client must refuse).
+pub mod pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// A certificate with its key, in DER and PEM.
+    pub struct Issued {
+        /// The certificate.
+        pub cert: CertificateDer<'static>,
+        /// The certificate as PEM text.
+        pub cert_pem: String,
+        /// The private key (PKCS#8) as PEM text.
+        pub key_pem: String,
+        key_der: Vec<u8>,
+    }
+
+    impl Issued {
+        fn new(cert: &rcgen::Certificate, key: &KeyPair) -> Issued {
+            Issued {
+                cert_pem: cert.pem(),
+                cert: cert.der().clone(),
+                key_pem: key.serialize_pem(),
+                key_der: key.serialize_der(),
+            }
+        }
+
+        /// The private key.
+        pub fn key(&self) -> PrivateKeyDer<'static> {
+            PrivatePkcs8KeyDer::from(self.key_der.clone()).into()
+        }
+
+        /// The chain to present: this certificate alone.
+        pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+            vec![self.cert.clone()]
+        }
+    }
+
+    /// What a leaf certificate is for.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Usage {
+        /// A server's (`serverAuth`).
+        Server,
+        /// A client's (`clientAuth`).
+        Client,
+    }
+
+    /// How long a leaf certificate is valid.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Validity {
+        /// From 2020 to 2100.
+        Current,
+        /// 2001 to 2002: expired.
+        Expired,
+    }
+
+    fn params(names: &[&str]) -> Result<CertificateParams, String> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).map_err(|e| e.to_string())?;
+        let cn = names.first().map_or("iomodels", String::as_str);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        Ok(params)
+    }
+
+    /// A self-signed server certificate for `names` (DNS names or IP addresses), e.g.
+    /// `["localhost", "127.0.0.1", "::1"]`: a client trusts it by trusting the certificate
+    /// itself.
+    pub fn self_signed(names: &[&str]) -> Result<Issued, String> {
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = params(names)?
+            .self_signed(&key)
+            .map_err(|e| e.to_string())?;
+        Ok(Issued::new(&cert, &key))
+    }
+
+    /// A certificate authority that signs leaf certificates.
+    pub struct Ca {
+        issued: Issued,
+        cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    impl Ca {
+        /// A new CA named `name`.
+        pub fn new(name: &str) -> Result<Ca, String> {
+            let key = KeyPair::generate().map_err(|e| e.to_string())?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::CrlSign,
+            ];
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+            let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+            Ok(Ca {
+                issued: Issued::new(&cert, &key),
+                cert,
+                key,
+            })
+        }
+
+        /// The CA's own certificate (what peers trust).
+        pub fn issued(&self) -> &Issued {
+            &self.issued
+        }
+
+        /// A leaf certificate for `names`, signed by this CA.
+        pub fn issue(&self, names: &[&str], usage: Usage, validity: Validity) -> Result<Issued, String> {
+            let key = KeyPair::generate().map_err(|e| e.to_string())?;
+            let mut params = params(names)?;
+            params.extended_key_usages = vec![match usage {
+                Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+                Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+            }];
+            if validity == Validity::Expired {
+                params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+            }
+            let cert = params
+                .signed_by(&key, &self.cert, &self.key)
+                .map_err(|e| e.to_string())?;
+            Ok(Issued::new(&cert, &key))
         }
     }
 }

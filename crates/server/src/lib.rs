@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub accept_mode: AcceptMode,
     /// Print every notification the model receives on stderr (`--trace`), rate-limited.
     pub trace: bool,
+    /// Speak TLS on every connection with this configuration (see
+    /// [`iomodels_core::tls::server_config`]); `None`: plain TCP. The model does not change:
+    /// the TLS session lives inside each connection's state machine.
+    pub tls: Option<Arc<iomodels_core::rustls::ServerConfig>>,
 }
 
 /// How the workers of a multi-threaded model get their connections.
@@ -168,6 +172,7 @@ impl Default for ServerConfig {
             recv_buffers: RecvBuffers::default(),
             accept_mode: AcceptMode::default(),
             trace: false,
+            tls: None,
         }
     }
 }
@@ -231,6 +236,8 @@ pub(crate) struct Ctx {
     pub accept_mode: AcceptMode,
     /// `--trace`: [`trace::trace_event!`] prints through it.
     pub trace: trace::Trace,
+    /// TLS for every connection (checked usable at bind), or plain TCP.
+    pub tls: Option<Arc<iomodels_core::rustls::ServerConfig>>,
 }
 
 /// A bound server, ready to run.
@@ -254,6 +261,16 @@ impl Server {
             .recv_buffers
             .check()
             .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        if let Some(tls) = &config.tls {
+            // Every connection makes a session from this configuration; one that rustls
+            // refuses is refused here, once, rather than at each accept.
+            iomodels_core::rustls::ServerConnection::new(Arc::clone(tls)).map_err(|e| {
+                ServerError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unusable TLS configuration: {e}"),
+                ))
+            })?;
+        }
         let workers = config
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -280,6 +297,7 @@ impl Server {
                 recv_buffers: config.recv_buffers,
                 accept_mode: config.accept_mode,
                 trace: trace::Trace::new(config.model.name(), config.trace),
+                tls: config.tls,
             },
         })
     }

@@ -59,7 +59,11 @@ impl Session {
         ctx.stats.active.fetch_add(1, Relaxed);
         Session {
             stream,
-            conn: Connection::new(ctx.service, ctx.limits),
+            conn: match &ctx.tls {
+                None => Connection::new(ctx.service, ctx.limits),
+                Some(tls) => Connection::with_tls(ctx.service, ctx.limits, Arc::clone(tls))
+                    .expect("Server::bind made a session from this TLS configuration"),
+            },
             readable: false,
             writable: true,
             edge_triggered: false,
@@ -181,8 +185,35 @@ impl Session {
     }
 }
 
+impl Session {
+    /// One line for a TLS connection that did not end cleanly: a TLS error (the alert rustls
+    /// sent says the same to the peer), or an end of stream without the peer's `close_notify`
+    /// (truncation: the peer's last bytes may not be all it meant to send).
+    fn log_tls_end(&self) {
+        if !self.conn.is_tls() {
+            return;
+        }
+        let peer = || {
+            self.stream
+                .peer_addr()
+                .map_or_else(|_| "a client".to_string(), |a| a.to_string())
+        };
+        if let Some(e) = self.conn.tls_error() {
+            self.stats.tls_failures.fetch_add(1, Relaxed);
+            log::warn!("tls: {}: {e}; connection closed", peer());
+        } else if self.conn.tls_truncated() {
+            self.stats.tls_truncated.fetch_add(1, Relaxed);
+            log::warn!(
+                "tls: {}: end of stream without close_notify (truncated)",
+                peer()
+            );
+        }
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
+        self.log_tls_end();
         self.stats.active.fetch_sub(1, Relaxed);
         if self.published_pending > 0 {
             self.stats

@@ -35,6 +35,11 @@ pub struct Stats {
     /// `async-select` on Linux: times the real-time signal queue overflowed (the kernel sent
     /// plain `SIGIO` instead of a queued notification) and the model rescanned every socket.
     pub notification_overflows: AtomicU64,
+    /// TLS: connections that ended on a TLS error (a bad handshake, garbage, plaintext, a
+    /// missing client certificate); rustls sent the peer an alert.
+    pub tls_failures: AtomicU64,
+    /// TLS: connections whose peer ended the stream without a `close_notify` (truncation).
+    pub tls_truncated: AtomicU64,
     /// Times the model's wait call returned (select, poll, epoll_wait, io_uring_enter; for the
     /// thread-per-client model, each blocking recv): wake-ups.
     pub waits: AtomicU64,
@@ -70,6 +75,10 @@ pub struct StatsSnapshot {
     pub recv_buffer_exhausted: u64,
     /// See [`Stats::notification_overflows`].
     pub notification_overflows: u64,
+    /// See [`Stats::tls_failures`].
+    pub tls_failures: u64,
+    /// See [`Stats::tls_truncated`].
+    pub tls_truncated: u64,
     /// See [`Stats::waits`].
     pub waits: u64,
     /// See [`Stats::syscalls`].
@@ -98,6 +107,8 @@ impl Stats {
             ops_in_flight: self.ops_in_flight.load(Relaxed),
             recv_buffer_exhausted: self.recv_buffer_exhausted.load(Relaxed),
             notification_overflows: self.notification_overflows.load(Relaxed),
+            tls_failures: self.tls_failures.load(Relaxed),
+            tls_truncated: self.tls_truncated.load(Relaxed),
             waits: self.waits.load(Relaxed),
             syscalls: self.syscalls.load(Relaxed),
         }
