@@ -17,6 +17,7 @@ use std::time::Duration;
 mod bench;
 #[cfg(all(feature = "tokio-reference", unix))]
 mod reference;
+mod tls;
 
 #[derive(Parser)]
 #[command(
@@ -105,6 +106,8 @@ struct ServeArgs {
     /// one line each, at most 200 a second: to watch a model work
     #[arg(long)]
     trace: bool,
+    #[command(flatten)]
+    tls: tls::ServeTlsArgs,
 }
 
 #[derive(Args)]
@@ -234,6 +237,7 @@ fn init_logging(verbose: u8) {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let model = args.model.unwrap_or_else(Model::best);
+    let tls = tls::server_config(&args.tls, args.listen)?;
     let config = ServerConfig {
         model,
         listen: args.listen,
@@ -244,8 +248,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         accept_mode: args.accept,
         recv_buffers: args.recv_buffers,
         trace: args.trace,
+        tls: tls.as_ref().map(|(config, _)| config.clone()),
     };
     let server = Server::bind(config.clone())?;
+    for note in tls.iter().flat_map(|(_, notes)| notes) {
+        log::info!("{note}");
+    }
     if args.model.is_none() {
         if let Err(why) = Model::CompletionPort.availability() {
             log::info!("default model: {model} (completion-port is unavailable: {why})");
@@ -277,11 +285,16 @@ fn serve(args: ServeArgs) -> Result<()> {
 
     let model = server.model();
     println!(
-        "listening on {} (model {}: {}, service {})",
+        "listening on {} (model {}: {}, service {}{})",
         server.local_addr(),
         model,
         model.mechanism(),
-        config.service
+        config.service,
+        if config.tls.is_some() {
+            " over TLS"
+        } else {
+            ""
+        }
     );
     std::io::stdout().flush()?;
     server.run()?;

@@ -409,7 +409,8 @@ pub mod pki {
         /// A new CA named `name`.
         pub fn new(name: &str) -> Result<Ca, String> {
             let key = KeyPair::generate().map_err(|e| e.to_string())?;
-            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+            let mut params =
+                CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.distinguished_name.push(DnType::CommonName, name);
             params.key_usages = vec![
@@ -433,7 +434,12 @@ pub mod pki {
         }
 
         /// A leaf certificate for `names`, signed by this CA.
-        pub fn issue(&self, names: &[&str], usage: Usage, validity: Validity) -> Result<Issued, String> {
+        pub fn issue(
+            &self,
+            names: &[&str],
+            usage: Usage,
+            validity: Validity,
+        ) -> Result<Issued, String> {
             let key = KeyPair::generate().map_err(|e| e.to_string())?;
             let mut params = params(names)?;
             params.extended_key_usages = vec![match usage {

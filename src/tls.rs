@@ -1,0 +1,110 @@
+//! The command line's TLS options: certificate files or a self-signed certificate for `serve`,
+//! turned into a rustls configuration (see `iomodels_core::tls`).
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use iomodels_core::rustls::ServerConfig;
+use iomodels_core::tls::{self, pki};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `serve`'s TLS options.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeTlsArgs {
+    /// Speak TLS (1.2 and 1.3) with this certificate chain (PEM, leaf first); needs --tls-key
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Speak TLS with a certificate made now for localhost, 127.0.0.1, ::1 (and the --listen
+    /// address); prints its SHA-256 fingerprint and writes it to --tls-cert-out for clients
+    /// to trust
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// Where --tls-self-signed writes its certificate (PEM)
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "iomodels-self-signed.pem",
+        requires = "tls_self_signed"
+    )]
+    pub tls_cert_out: PathBuf,
+    /// Require a client certificate that chains to a CA in FILE (PEM): mutual TLS
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag} {}: cannot read it", path.display()))
+}
+
+/// The server configuration the options ask for (`None`: plain TCP), and lines to print about
+/// it (the certificate's fingerprint, where a self-signed one was written).
+pub fn server_config(
+    args: &ServeTlsArgs,
+    listen: SocketAddr,
+) -> Result<Option<(Arc<ServerConfig>, Vec<String>)>> {
+    let client_roots = match &args.tls_client_ca {
+        None => None,
+        Some(path) => Some(
+            tls::roots_from_pem(&read(path, "--tls-client-ca")?)
+                .map_err(|e| anyhow!("--tls-client-ca {}: {e}", path.display()))?,
+        ),
+    };
+    let mut notes = Vec::new();
+    let (chain, key) = if args.tls_self_signed {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+        let ip = listen.ip();
+        if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+            names.push(ip.to_string());
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let issued = pki::self_signed(&names)
+            .map_err(|e| anyhow!("cannot make a self-signed certificate: {e}"))?;
+        std::fs::write(&args.tls_cert_out, &issued.cert_pem).with_context(|| {
+            format!(
+                "--tls-cert-out {}: cannot write the certificate",
+                args.tls_cert_out.display()
+            )
+        })?;
+        let out = args.tls_cert_out.display();
+        notes.push(format!(
+            "tls: self-signed certificate for {}, SHA-256 {}; written to {out} (trust it with \
+             `iomodels load --tls --tls-ca {out}` or `openssl s_client -CAfile {out}`)",
+            names.join(", "),
+            tls::fingerprint(&issued.cert),
+        ));
+        (issued.chain(), issued.key())
+    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let chain = tls::certs_from_pem(&read(cert, "--tls-cert")?)
+            .map_err(|e| anyhow!("--tls-cert {}: {e}", cert.display()))?;
+        let key = tls::key_from_pem(&read(key, "--tls-key")?)
+            .map_err(|e| anyhow!("--tls-key {}: {e}", key.display()))?;
+        notes.push(format!(
+            "tls: certificate {} ({} in the chain), SHA-256 {}",
+            cert.display(),
+            chain.len(),
+            tls::fingerprint(&chain[0])
+        ));
+        (chain, key)
+    } else if args.tls_client_ca.is_some() {
+        return Err(anyhow!(
+            "--tls-client-ca needs TLS: add --tls-cert/--tls-key or --tls-self-signed"
+        ));
+    } else {
+        return Ok(None);
+    };
+    if client_roots.is_some() {
+        notes.push("tls: client certificates required (mutual TLS)".to_string());
+    }
+    let config = tls::server_config(chain, key, client_roots)
+        .map_err(|e| anyhow!("the TLS certificate and key cannot be used: {e}"))?;
+    Ok(Some((config, notes)))
+}
