@@ -1,100 +1,51 @@
 //! The TLS layer of `Connection`, driven in memory against a rustls client: no sockets.
 
-use iomodels_core::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use iomodels_core::rustls::{self, ClientConfig, ClientConnection, RootCertStore};
+use iomodels_core::tls::pki::{self, Usage, Validity};
 use iomodels_core::tls::{provider, server_config, MAX_RECORD_WIRE_LEN};
 use iomodels_core::{Connection, Limits, ServiceKind};
 use proptest::prelude::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::{Arc, OnceLock};
 
-/// A CA, a server certificate for "localhost" and a client certificate, both signed by the CA.
+/// A CA, a server certificate for "localhost" and a client certificate, both signed by the CA,
+/// and a client certificate from a CA the server does not know.
 struct Pki {
-    ca: CertificateDer<'static>,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: Vec<u8>,
-    client_chain: Vec<CertificateDer<'static>>,
-    client_key: Vec<u8>,
-    /// A client certificate from a CA the server does not know.
-    stranger_chain: Vec<CertificateDer<'static>>,
-    stranger_key: Vec<u8>,
+    ca: pki::Ca,
+    server: pki::Issued,
+    client: pki::Issued,
+    stranger: pki::Issued,
 }
 
-fn make_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::CrlSign,
-    ];
-    (params.self_signed(&key).unwrap(), key)
-}
-
-fn make_leaf(
-    name: &str,
-    usage: ExtendedKeyUsagePurpose,
-    ca: &rcgen::Certificate,
-    ca_key: &KeyPair,
-) -> (CertificateDer<'static>, Vec<u8>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, ca, ca_key).unwrap();
-    (cert.der().clone(), key.serialize_der())
-}
-
-fn pki() -> &'static Pki {
+fn test_pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let (ca, ca_key) = make_ca("iomodels test CA");
-        let (server, server_key) = make_leaf(
-            "localhost",
-            ExtendedKeyUsagePurpose::ServerAuth,
-            &ca,
-            &ca_key,
-        );
-        let (client, client_key) =
-            make_leaf("client", ExtendedKeyUsagePurpose::ClientAuth, &ca, &ca_key);
-        let (other_ca, other_key) = make_ca("some other CA");
-        let (stranger, stranger_key) = make_leaf(
-            "stranger",
-            ExtendedKeyUsagePurpose::ClientAuth,
-            &other_ca,
-            &other_key,
-        );
+        let ca = pki::Ca::new("iomodels test CA").unwrap();
+        let other = pki::Ca::new("some other CA").unwrap();
         Pki {
-            ca: ca.der().clone(),
-            server_chain: vec![server],
-            server_key,
-            client_chain: vec![client],
-            client_key,
-            stranger_chain: vec![stranger],
-            stranger_key,
+            server: ca
+                .issue(&["localhost"], Usage::Server, Validity::Current)
+                .unwrap(),
+            client: ca
+                .issue(&["client"], Usage::Client, Validity::Current)
+                .unwrap(),
+            stranger: other
+                .issue(&["stranger"], Usage::Client, Validity::Current)
+                .unwrap(),
+            ca,
         }
     })
 }
 
-fn key(der: &[u8]) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec()))
-}
-
 fn roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
-    roots.add(pki().ca.clone()).unwrap();
+    roots.add(test_pki().ca.issued().cert.clone()).unwrap();
     roots
 }
 
 fn server_cfg(mtls: bool) -> Arc<rustls::ServerConfig> {
-    let p = pki();
-    server_config(p.server_chain.clone(), key(&p.server_key), mtls.then(roots)).unwrap()
+    let p = test_pki();
+    server_config(p.server.chain(), p.server.key(), mtls.then(roots)).unwrap()
 }
 
 #[derive(Clone, Copy)]
@@ -108,7 +59,7 @@ fn client_cfg(
     version: &'static rustls::SupportedProtocolVersion,
     auth: ClientAuth,
 ) -> ClientConfig {
-    let p = pki();
+    let p = test_pki();
     let b = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[version])
         .unwrap()
@@ -116,10 +67,10 @@ fn client_cfg(
     match auth {
         ClientAuth::None => b.with_no_client_auth(),
         ClientAuth::Good => b
-            .with_client_auth_cert(p.client_chain.clone(), key(&p.client_key))
+            .with_client_auth_cert(p.client.chain(), p.client.key())
             .unwrap(),
         ClientAuth::Stranger => b
-            .with_client_auth_cert(p.stranger_chain.clone(), key(&p.stranger_key))
+            .with_client_auth_cert(p.stranger.chain(), p.stranger.key())
             .unwrap(),
     }
 }
@@ -581,7 +532,7 @@ fn mutual_tls_accepts_a_client_certificate_from_the_ca() {
         );
         p.handshake();
         let certs = p.server.tls_session().unwrap().peer_certificates().unwrap();
-        assert_eq!(certs[0], pki().client_chain[0]);
+        assert_eq!(certs[0], test_pki().client.cert);
         p.echo(b"authenticated");
         p.client.send_close_notify();
         p.run_to_close();
@@ -705,4 +656,94 @@ proptest! {
             prop_assert!(c.is_finished());
         }
     }
+}
+
+/// A client that trusts the test CA, against a server presenting `server`: the client's
+/// handshake error, once it fails, and what the server made of the alert it got.
+fn client_refuses(server: &pki::Issued, name: &str) -> (rustls::Error, Option<String>) {
+    let cfg = server_config(server.chain(), server.key(), None).unwrap();
+    let mut p = Pair::new(
+        ClientConnection::new(
+            Arc::new(client_cfg(&rustls::version::TLS13, ClientAuth::None)),
+            name.to_string().try_into().unwrap(),
+        )
+        .unwrap(),
+        cfg,
+        Limits::with_high_water(64 * 1024),
+        5,
+    );
+    for _ in 0..1000 {
+        if let Some(e) = p.client_error.clone() {
+            // The client's alert reaches the server.
+            p.client_to_server();
+            return (e, p.server.tls_error().map(str::to_string));
+        }
+        p.step(true);
+    }
+    panic!("the client accepted the certificate");
+}
+
+#[test]
+fn a_client_refuses_an_expired_server_certificate_and_the_server_hears_why() {
+    let ca = &test_pki().ca;
+    let expired = ca
+        .issue(&["localhost"], Usage::Server, Validity::Expired)
+        .unwrap();
+    let (client, server) = client_refuses(&expired, "localhost");
+    assert!(
+        matches!(
+            client,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
+                | rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ExpiredContext { .. }
+                )
+        ),
+        "{client:?}"
+    );
+    let server = server.expect("the server saw the client's alert as an error");
+    assert!(server.contains("alert"), "{server}");
+}
+
+#[test]
+fn a_client_refuses_a_certificate_for_another_host() {
+    let ca = &test_pki().ca;
+    let other = ca
+        .issue(&["example.org"], Usage::Server, Validity::Current)
+        .unwrap();
+    let (client, _) = client_refuses(&other, "localhost");
+    assert!(
+        matches!(
+            client,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+                | rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForNameContext { .. }
+                )
+        ),
+        "{client:?}"
+    );
+}
+
+#[test]
+fn pem_helpers_read_what_pki_writes_and_say_what_is_missing() {
+    use iomodels_core::tls::{certs_from_pem, fingerprint, key_from_pem, roots_from_pem};
+    let p = test_pki();
+    let chain = format!("{}{}", p.server.cert_pem, p.ca.issued().cert_pem);
+    let certs = certs_from_pem(chain.as_bytes()).unwrap();
+    assert_eq!(certs.len(), 2);
+    assert_eq!(certs[0], p.server.cert);
+    assert!(key_from_pem(p.server.key_pem.as_bytes()).is_ok());
+    assert_eq!(roots_from_pem(chain.as_bytes()).unwrap().len(), 2);
+    // A key file given as the certificate, and the other way round.
+    let e = certs_from_pem(p.server.key_pem.as_bytes()).unwrap_err();
+    assert!(e.contains("no CERTIFICATE"), "{e}");
+    let e = key_from_pem(p.server.cert_pem.as_bytes()).unwrap_err();
+    assert!(e.contains("no PRIVATE KEY"), "{e}");
+    assert!(certs_from_pem(b"").is_err());
+    // 32 bytes as colon-separated upper-case hex, distinct per certificate.
+    let f = fingerprint(&p.server.cert);
+    assert_eq!(f.len(), 32 * 3 - 1);
+    assert!(f
+        .chars()
+        .all(|c| c == ':' || c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
+    assert_ne!(f, fingerprint(&p.client.cert));
 }
