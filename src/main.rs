@@ -140,6 +140,14 @@ struct LoadArgs {
     /// silent for --duration (to measure a server's memory per idle connection)
     #[arg(long)]
     idle: bool,
+    /// Handshake mode (needs --tls): each connection repeatedly connects, does a full TLS
+    /// handshake (no session resumption), echoes one --size message (verified), sends
+    /// close_notify and closes. Reports handshakes/s (completed cycles), the cycle time and
+    /// the failed cycles; --messages limits the cycles per connection
+    #[arg(long, conflicts_with = "idle")]
+    handshakes: bool,
+    #[command(flatten)]
+    tls: tls::LoadTlsArgs,
 }
 
 fn parse_model(s: &str) -> Result<Model, String> {
@@ -399,8 +407,12 @@ fn load(args: LoadArgs) -> Result<()> {
         log::warn!("cannot raise RLIMIT_NOFILE: {e}");
     }
     if args.idle {
+        if args.tls.tls {
+            return Err(anyhow!("--idle holds plain TCP connections: drop --tls"));
+        }
         return load_idle(&args);
     }
+    let tls = tls::load_client(&args.tls, args.connect)?;
     let cfg = LoadConfig {
         connect: args.connect,
         conns: args.conns as usize,
@@ -409,11 +421,18 @@ fn load(args: LoadArgs) -> Result<()> {
         duration: args.duration,
         messages_per_conn: args.messages,
         threads: args.threads,
+        tls,
+        handshakes: args.handshakes,
         ..LoadConfig::default()
     };
     cfg.validate().map_err(|e| anyhow!(e))?;
     let report =
         iomodels_load::run(&cfg).with_context(|| format!("load against {}", args.connect))?;
+    // Nothing got through TLS: the reason (a refused certificate, a missing client
+    // certificate) is the whole answer.
+    if let (Some(why), 0) = (&report.tls_error, report.messages) {
+        return Err(anyhow!("TLS handshake with {} failed: {why}", args.connect));
+    }
     if args.json {
         println!("{}", report.to_json());
     } else {
@@ -427,8 +446,13 @@ fn load(args: LoadArgs) -> Result<()> {
         ));
     }
     if !report.is_clean() {
+        let tls = match &report.tls_error {
+            Some(why) => format!(", {} TLS failures (first: {why})", report.tls_errors),
+            None => String::new(),
+        };
         return Err(anyhow!(
-            "the run was not clean: {} connect errors, {} I/O errors, {} mismatches, {} incomplete",
+            "the run was not clean: {} connect errors, {} I/O errors, {} mismatches, {} \
+             incomplete{tls}",
             report.connect_errors,
             report.io_errors,
             report.mismatches,

@@ -1,10 +1,12 @@
 //! The command line's TLS options: certificate files or a self-signed certificate for `serve`,
-//! turned into a rustls configuration (see `iomodels_core::tls`).
+//! the CA to trust and an optional client certificate for `load`, turned into rustls
+//! configurations (see `iomodels_core::tls`).
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use iomodels_core::rustls::ServerConfig;
 use iomodels_core::tls::{self, pki};
+use iomodels_load::TlsClient;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,4 +109,81 @@ pub fn server_config(
     let config = tls::server_config(chain, key, client_roots)
         .map_err(|e| anyhow!("the TLS certificate and key cannot be used: {e}"))?;
     Ok(Some((config, notes)))
+}
+
+/// `load`'s TLS options.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LoadTlsArgs {
+    /// Speak TLS (1.2 or 1.3) on every connection; needs --tls-ca. The handshake is part of
+    /// connecting; the echoed plaintext is verified and timed as without TLS, and each
+    /// connection sends close_notify before it closes
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust server certificates that chain to a certificate in FILE (PEM); for `serve
+    /// --tls-self-signed`, the certificate it wrote to --tls-cert-out
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must be valid for (a DNS name or an IP address)
+    /// [default: the IP address of --connect]
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Present this client certificate chain (PEM, leaf first) for mutual TLS; needs
+    /// --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl LoadTlsArgs {
+    /// The first TLS option given, for the error that says it needs --tls.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.tls_ca.is_some(), "--tls-ca"),
+            (self.tls_server_name.is_some(), "--tls-server-name"),
+            (self.tls_cert.is_some(), "--tls-cert"),
+            (self.tls_key.is_some(), "--tls-key"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
+/// The TLS settings of `load` (`None`: plain TCP): the CA to trust, the optional client
+/// certificate, and the server name, by default the IP address of `connect`, so that a
+/// certificate made for 127.0.0.1 (as `serve --tls-self-signed` makes) verifies.
+pub fn load_client(args: &LoadTlsArgs, connect: SocketAddr) -> Result<Option<TlsClient>> {
+    if !args.tls {
+        return match args.first_given() {
+            Some(flag) => Err(anyhow!("{flag} is a TLS option: add --tls")),
+            None => Ok(None),
+        };
+    }
+    let Some(ca) = &args.tls_ca else {
+        return Err(anyhow!(
+            "--tls needs --tls-ca FILE: the CA certificate (PEM) that signed the server's \
+             (for `serve --tls-self-signed`, the file it wrote with --tls-cert-out)"
+        ));
+    };
+    let roots = tls::roots_from_pem(&read(ca, "--tls-ca")?)
+        .map_err(|e| anyhow!("--tls-ca {}: {e}", ca.display()))?;
+    let identity = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            tls::certs_from_pem(&read(cert, "--tls-cert")?)
+                .map_err(|e| anyhow!("--tls-cert {}: {e}", cert.display()))?,
+            tls::key_from_pem(&read(key, "--tls-key")?)
+                .map_err(|e| anyhow!("--tls-key {}: {e}", key.display()))?,
+        )),
+        _ => None,
+    };
+    let config = tls::client_config(roots, identity)
+        .map_err(|e| anyhow!("the client certificate and key cannot be used: {e}"))?;
+    let name = match &args.tls_server_name {
+        Some(name) => name.clone(),
+        None => connect.ip().to_string(),
+    };
+    TlsClient::new(config, &name)
+        .map(Some)
+        .map_err(|e| anyhow!("--tls-server-name: {e}"))
 }

@@ -87,6 +87,8 @@ fn main() {
             threads,
             connect_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
+            tls: None,
+            handshakes: false,
         };
         let cpu0 = task_cpu(child.id());
         let t0 = Instant::now();

@@ -1,30 +1,41 @@
-//! One load-generating connection: a small state machine over a non-blocking socket.
+//! One load-generating connection: a small state machine over a non-blocking socket, with an
+//! optional TLS session between the socket and the bytes it verifies.
 //!
-//! Bookkeeping is in stream offsets. `target` is how many bytes the started messages add up to,
-//! `sent` how many the socket has taken, `verified` how many came back and matched the pattern.
-//! Message `k` occupies stream bytes `[k·size, (k+1)·size)`; it is *stamped* when its first byte
-//! is written and *complete* when `verified` passes its end. Stamps live in a ring of `depth`
-//! slots, because at most `depth` messages are ever outstanding.
+//! Bookkeeping is in stream offsets of the *plaintext*. `target` is how many bytes the started
+//! messages add up to, `sent` how many the socket (or, with TLS, rustls' writer) has taken,
+//! `verified` how many came back and matched the pattern. Message `k` occupies stream bytes
+//! `[k·size, (k+1)·size)`; it is *stamped* when its first byte is written and *complete* when
+//! `verified` passes its end. Stamps live in a ring of `depth` slots, because at most `depth`
+//! messages are ever outstanding.
+//!
+//! With TLS, a connection goes `Connecting` → `Handshaking` → `Active`; the echo is checked
+//! exactly as without TLS, on the plaintext rustls decrypts. Closing sends a `close_notify`
+//! before the TCP write side is shut.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use iomodels_core::rustls::ClientConnection;
 use mio::event::Event;
 use mio::net::TcpStream;
 
 use crate::pattern::{Pattern, CHUNK};
+use crate::tls::{feed, read_once, write_records, Fed, Flushed};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// Non-blocking connect issued, not yet known to have succeeded.
     Connecting,
-    /// Connected and exchanging messages.
+    /// TCP connected; the TLS handshake is under way.
+    Handshaking,
+    /// Connected (and, with TLS, handshake done) and exchanging messages.
     Active,
-    /// Write side shut down; reading until the server's end of stream. `graceful` is true when
-    /// every message was echoed (then any further byte is an error by the server).
+    /// Write side being shut down (after a `close_notify` with TLS); reading until the
+    /// server's end of stream. `graceful` is true when every message was echoed (then any
+    /// further byte is an error by the server).
     Closing {
         /// All started messages completed before the shutdown.
         graceful: bool,
@@ -44,13 +55,32 @@ pub(crate) enum Step {
     IoError,
     /// An echoed byte differed from the one sent (or more came back than was sent).
     Mismatch,
+    /// The TLS session failed; [`Conn::failure`] says why.
+    TlsError,
+}
+
+/// Where a TLS handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// Waiting for the server.
+    Pending,
+    /// Done: the connection is `Active`.
+    Done,
+    /// Failed: the connection is `Closed` and [`Conn::failure`] says why.
+    Failed,
 }
 
 /// One connection of the load generator.
 pub(crate) struct Conn {
     stream: Option<TcpStream>,
+    /// The TLS session, when the run speaks TLS.
+    tls: Option<Box<ClientConnection>>,
     /// Current state.
     pub(crate) state: State,
+    /// Why the TLS session failed, for the one-line error the CLI prints.
+    pub(crate) failure: Option<String>,
+    /// While `Closing`: the TCP write side has been shut (after the `close_notify` went out).
+    write_shut: bool,
     pattern: Pattern,
     size: u64,
     depth: u64,
@@ -70,9 +100,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection whose connect is in flight on `stream` (or failed already, if `None`).
+    /// A connection whose connect is in flight on `stream` (or failed already, if `None`),
+    /// speaking TLS through `tls` if given.
     pub(crate) fn new(
         stream: Option<TcpStream>,
+        tls: Option<Box<ClientConnection>>,
         pattern: Pattern,
         size: usize,
         depth: usize,
@@ -86,7 +118,10 @@ impl Conn {
         };
         Conn {
             stream,
+            tls,
             state,
+            failure: None,
+            write_shut: false,
             pattern,
             size: size as u64,
             depth: depth as u64,
@@ -101,9 +136,17 @@ impl Conn {
         }
     }
 
+    /// A connection that failed before its connect was issued, with `why`.
+    pub(crate) fn failed(why: String, pattern: Pattern, epoch: Instant) -> Conn {
+        let mut conn = Conn::new(None, None, pattern, 1, 1, None, epoch);
+        conn.failure = Some(why);
+        conn
+    }
+
     /// Handles a readiness event while connecting. Returns `Some(true)` once connected (the
-    /// connection is then `Active`, with TCP_NODELAY set), `Some(false)` if the connect failed
-    /// (the connection is then `Closed`), `None` if it is still in progress.
+    /// connection is then `Active`, or `Handshaking` with TLS; TCP_NODELAY is set),
+    /// `Some(false)` if the connect failed (the connection is then `Closed`), `None` if it is
+    /// still in progress.
     pub(crate) fn on_connect_event(&mut self, event: &Event) -> Option<bool> {
         let stream = self.stream.as_ref()?;
         let outcome = match stream.take_error() {
@@ -116,6 +159,7 @@ impl Conn {
             },
         };
         match outcome {
+            Some(true) if self.tls.is_some() => self.state = State::Handshaking,
             Some(true) => self.state = State::Active,
             Some(false) => self.close(),
             None => {}
@@ -123,9 +167,66 @@ impl Conn {
         outcome
     }
 
-    /// Drops the socket.
+    /// Drives the TLS handshake of a `Handshaking` connection: writes what rustls has to send
+    /// (the ClientHello first), reads and processes the server's flights. `buf` takes
+    /// ciphertext, `scratch` plaintext (of which there must be none yet).
+    pub(crate) fn drive_handshake(&mut self, buf: &mut [u8], scratch: &mut [u8]) -> Handshake {
+        let why = match self.handshake_step(buf, scratch) {
+            Ok(None) => return Handshake::Pending,
+            Ok(Some(())) => {
+                self.state = State::Active;
+                return Handshake::Done;
+            }
+            Err(why) => why,
+        };
+        // Send the alert rustls queued for the server, if the socket takes it.
+        if let (Some(stream), Some(tls)) = (self.stream.as_mut(), self.tls.as_mut()) {
+            let _ = write_records(tls, stream);
+        }
+        self.fail(why);
+        Handshake::Failed
+    }
+
+    /// One round of the handshake: `Ok(Some(()))` when it is over, `Ok(None)` while the
+    /// socket has nothing more to read, `Err(why)` when it failed.
+    fn handshake_step(&mut self, buf: &mut [u8], scratch: &mut [u8]) -> Result<Option<()>, String> {
+        let (Some(stream), Some(tls)) = (self.stream.as_mut(), self.tls.as_mut()) else {
+            return Err("no connection".to_string());
+        };
+        loop {
+            write_records(tls, stream).map_err(|e| format!("cannot send: {e}"))?;
+            if !tls.is_handshaking() {
+                return Ok(Some(()));
+            }
+            let n = match read_once(stream, buf) {
+                Ok(0) => return Err("the server closed the connection".to_string()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            match feed(tls, &buf[..n], scratch, |_| false) {
+                Fed::Done => {}
+                Fed::Failed(why) => return Err(why),
+                Fed::PeerClosed => return Err("the server closed the TLS session".to_string()),
+                Fed::Stopped => {
+                    return Err("the server sent data before the handshake was over".to_string())
+                }
+            }
+        }
+    }
+
+    /// Records why the connection failed and drops it.
+    fn fail(&mut self, why: String) {
+        if self.failure.is_none() {
+            self.failure = Some(why);
+        }
+        self.close();
+    }
+
+    /// Drops the socket (and the TLS session).
     pub(crate) fn close(&mut self) {
         self.stream = None;
+        self.tls = None;
         self.state = State::Closed;
     }
 
@@ -152,7 +253,21 @@ impl Conn {
     }
 
     /// Starts the first `depth` messages and writes them; for a fresh `Active` connection.
-    pub(crate) fn begin(&mut self, now: Instant) -> Step {
+    /// With TLS, first reads whatever arrived since the handshake (a session ticket, or the
+    /// alert of a server that refused this client), whose readiness was not waited for.
+    pub(crate) fn begin(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+        hist: &mut Histogram<u64>,
+    ) -> Step {
+        if self.tls.is_some() {
+            let step = self.read_available(buf, scratch, true, hist);
+            if step != Step::Continue {
+                return step;
+            }
+        }
         self.start_messages(true);
         if self.flush(now).is_err() {
             return Step::IoError;
@@ -167,19 +282,19 @@ impl Conn {
     /// from the pattern table. Messages whose first byte goes out are stamped with `now`.
     #[inline]
     fn flush(&mut self, now: Instant) -> io::Result<()> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Ok(());
-        };
+        if self.tls.is_some() {
+            return self.flush_tls(now);
+        }
         while self.sent < self.target {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(());
+            };
             let want = (self.target - self.sent).min(CHUNK as u64) as usize;
             match stream.write(self.pattern.window(self.sent, want)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.sent += n as u64;
-                    while self.stamped < self.started && self.stamped * self.size < self.sent {
-                        self.stamps[(self.stamped % self.depth) as usize] = now;
-                        self.stamped += 1;
-                    }
+                    self.stamp(now);
                 }
                 // The socket is full: an edge-triggered writable event will come when it drains.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -190,20 +305,58 @@ impl Conn {
         Ok(())
     }
 
+    /// The TLS `flush`: plaintext goes to rustls only once every record it made earlier is on
+    /// the socket, so rustls holds at most one chunk's records and a message is stamped when
+    /// its first record is about to be sent.
+    fn flush_tls(&mut self, now: Instant) -> io::Result<()> {
+        loop {
+            let (Some(stream), Some(tls)) = (self.stream.as_mut(), self.tls.as_mut()) else {
+                return Ok(());
+            };
+            if write_records(tls, stream)? == Flushed::Blocked || self.sent >= self.target {
+                return Ok(());
+            }
+            let want = (self.target - self.sent).min(CHUNK as u64) as usize;
+            // With no records pending, rustls takes up to its 64 KiB buffer limit.
+            let n = tls.writer().write(self.pattern.window(self.sent, want))?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.sent += n as u64;
+            self.stamp(now);
+        }
+    }
+
+    /// Stamps the messages whose first byte is now written.
+    #[inline]
+    fn stamp(&mut self, now: Instant) {
+        while self.stamped < self.started && self.stamped * self.size < self.sent {
+            self.stamps[(self.stamped % self.depth) as usize] = now;
+            self.stamped += 1;
+        }
+    }
+
+    /// Whether there is something to write when the socket becomes writable.
+    fn wants_flush(&self) -> bool {
+        self.sent < self.target || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// Handles a readiness event of an `Active` connection: reads and verifies everything
-    /// available, records completed messages in `hist`, starts and writes new ones.
+    /// available, records completed messages in `hist`, starts and writes new ones. `buf`
+    /// takes what the socket delivers, `scratch` the plaintext of a TLS connection.
     pub(crate) fn on_event(
         &mut self,
         event: &Event,
         buf: &mut [u8],
+        scratch: &mut [u8],
         sending: bool,
         hist: &mut Histogram<u64>,
     ) -> Step {
-        let step = self.read_available(buf, sending, hist);
+        let step = self.read_available(buf, scratch, sending, hist);
         if step != Step::Continue {
             return step;
         }
-        if event.is_writable() && self.sent < self.target && self.flush(Instant::now()).is_err() {
+        if event.is_writable() && self.wants_flush() && self.flush(Instant::now()).is_err() {
             return Step::IoError;
         }
         if self.is_finished(sending) {
@@ -212,39 +365,55 @@ impl Conn {
         Step::Continue
     }
 
-    fn read_available(&mut self, buf: &mut [u8], sending: bool, hist: &mut Histogram<u64>) -> Step {
+    fn read_available(
+        &mut self,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+        sending: bool,
+        hist: &mut Histogram<u64>,
+    ) -> Step {
         loop {
             let Some(stream) = self.stream.as_mut() else {
                 return Step::IoError;
             };
-            let n = match stream.read(buf) {
+            let n = match read_once(stream, buf) {
                 Ok(0) => return Step::IoError,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Step::IoError,
             };
-            let data = &buf[..n];
-            if self.verified + n as u64 > self.sent || !self.pattern.matches(self.verified, data) {
-                return Step::Mismatch;
-            }
-            self.verified += n as u64;
-            let complete = self.verified / self.size;
-            if complete > self.done {
-                let now = Instant::now();
-                while self.done < complete {
-                    let sent_at = self.stamps[(self.done % self.depth) as usize];
-                    let us = now.saturating_duration_since(sent_at).as_micros();
-                    let us = u64::try_from(us).unwrap_or(u64::MAX);
-                    if hist.record(us).is_err() {
-                        hist.saturating_record(us);
+            let completed = match self.tls.take() {
+                None => self.accept(&buf[..n], sending, hist),
+                Some(mut tls) => {
+                    let mut result = Ok(None);
+                    let fed = feed(&mut tls, &buf[..n], scratch, |plain| {
+                        match self.accept(plain, sending, hist) {
+                            Ok(Some(at)) => result = Ok(Some(at)),
+                            Ok(None) => {}
+                            Err(step) => result = Err(step),
+                        }
+                        result.is_ok()
+                    });
+                    self.tls = Some(tls);
+                    match fed {
+                        Fed::Done | Fed::Stopped => result,
+                        // The server closed its side of the session before the echo was over.
+                        Fed::PeerClosed => Err(Step::IoError),
+                        Fed::Failed(why) => {
+                            self.failure = Some(why);
+                            Err(Step::TlsError)
+                        }
                     }
-                    self.done += 1;
                 }
-                self.start_messages(sending);
-                if self.flush(now).is_err() {
-                    return Step::IoError;
+            };
+            match completed {
+                Err(step) => return step,
+                Ok(Some(now)) => {
+                    if self.flush(now).is_err() {
+                        return Step::IoError;
+                    }
                 }
+                Ok(None) => {}
             }
             // A short read means the receive queue is empty now. Linux signals every later
             // arrival as a new edge, so the usual extra read that returns WouldBlock is skipped.
@@ -254,41 +423,109 @@ impl Conn {
         }
     }
 
-    /// Shuts down the write side and moves to `Closing`.
-    pub(crate) fn begin_close(&mut self, graceful: bool) {
-        match self.stream.as_ref() {
-            Some(stream) if stream.shutdown(Shutdown::Write).is_ok() => {
-                self.state = State::Closing { graceful };
+    /// Checks `data`, the next bytes of the echo, against the pattern; records the messages it
+    /// completes in `hist` and starts new ones. Returns when messages completed (the time to
+    /// stamp the new ones with when they are written), or `Err(Step::Mismatch)`.
+    #[inline]
+    fn accept(
+        &mut self,
+        data: &[u8],
+        sending: bool,
+        hist: &mut Histogram<u64>,
+    ) -> Result<Option<Instant>, Step> {
+        let n = data.len() as u64;
+        if self.verified + n > self.sent || !self.pattern.matches(self.verified, data) {
+            return Err(Step::Mismatch);
+        }
+        self.verified += n;
+        let complete = self.verified / self.size;
+        if complete <= self.done {
+            return Ok(None);
+        }
+        let now = Instant::now();
+        while self.done < complete {
+            let sent_at = self.stamps[(self.done % self.depth) as usize];
+            let us = now.saturating_duration_since(sent_at).as_micros();
+            let us = u64::try_from(us).unwrap_or(u64::MAX);
+            if hist.record(us).is_err() {
+                hist.saturating_record(us);
             }
-            _ => self.close(),
+            self.done += 1;
+        }
+        self.start_messages(sending);
+        Ok(Some(now))
+    }
+
+    /// Sends a `close_notify` (with TLS), shuts down the write side and moves to `Closing`.
+    pub(crate) fn begin_close(&mut self, graceful: bool) {
+        if self.stream.is_none() {
+            return self.close();
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+        }
+        self.state = State::Closing { graceful };
+        self.write_shut = false;
+        self.shut_write_side();
+    }
+
+    /// Writes what rustls still has to send (the `close_notify` last) and then shuts the TCP
+    /// write side; closes the connection if either fails. Waits for a writable event when the
+    /// socket is full.
+    fn shut_write_side(&mut self) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let flushed = match self.tls.as_mut() {
+            Some(tls) => write_records(tls, stream),
+            None => Ok(Flushed::All),
+        };
+        match flushed {
+            Ok(Flushed::Blocked) => {}
+            Ok(Flushed::All) if stream.shutdown(Shutdown::Write).is_ok() => self.write_shut = true,
+            Ok(Flushed::All) | Err(_) => self.close(),
         }
     }
 
     /// Reads (and discards) until end of stream while `Closing`. Returns `None` while still
     /// waiting, `Some(true)` at a clean end of stream, `Some(false)` if a graceful connection
     /// received bytes it never sent. The connection is `Closed` whenever `Some` is returned.
-    pub(crate) fn on_closing_event(&mut self, buf: &mut [u8]) -> Option<bool> {
+    pub(crate) fn on_closing_event(&mut self, buf: &mut [u8], scratch: &mut [u8]) -> Option<bool> {
         let State::Closing { graceful } = self.state else {
             return None;
         };
+        if !self.write_shut {
+            self.shut_write_side();
+        }
         loop {
             let stream = self.stream.as_mut()?;
-            match stream.read(buf) {
+            let n = match read_once(stream, buf) {
                 Ok(0) => {
                     self.close();
                     return Some(true);
                 }
-                Ok(_) if graceful => {
-                    self.close();
-                    return Some(false);
-                }
-                Ok(_) => {}
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.close();
                     return Some(true);
                 }
+            };
+            let extra = match self.tls.as_mut() {
+                None => true,
+                Some(tls) => {
+                    let mut extra = false;
+                    // A TLS error after our close_notify ends nothing that was measured.
+                    let _ = feed(tls, &buf[..n], scratch, |_| {
+                        extra = true;
+                        !graceful
+                    });
+                    extra
+                }
+            };
+            if extra && graceful {
+                self.close();
+                return Some(false);
             }
         }
     }

@@ -37,8 +37,23 @@
 //!   one core; when it approaches `100 × threads`, the generator is the bottleneck, not the
 //!   server.
 //! * [`LoadReport::connect_errors`], [`LoadReport::io_errors`], [`LoadReport::mismatches`],
-//!   [`LoadReport::incomplete`]: what went wrong; [`LoadReport::is_clean`] is true when nothing
-//!   did.
+//!   [`LoadReport::tls_errors`], [`LoadReport::incomplete`]: what went wrong;
+//!   [`LoadReport::is_clean`] is true when nothing did.
+//!
+//! ## TLS
+//!
+//! With [`LoadConfig::tls`], every connection speaks TLS through a rustls client session driven
+//! sans-I/O inside the same mio loop (see the `tls` module): the handshake is part of
+//! connecting (before the clock starts), the plaintext is verified and timed exactly as the
+//! bytes of a plain connection, and each connection sends a `close_notify` before it shuts
+//! its write side. A session that fails (a certificate the client refuses, a client
+//! certificate the server wants, an alert) counts in [`LoadReport::tls_errors`], and the first
+//! reason is kept in [`LoadReport::tls_error`].
+//!
+//! With [`LoadConfig::handshakes`] as well, connections are not kept: each of the `conns`
+//! slots runs cycles of connect, full TLS handshake, one echo of `size` bytes, `close_notify`
+//! and close, and the report counts [`LoadReport::handshakes`] (completed cycles) per second,
+//! with the cycle time in [`LoadReport::latency_us`] (see the `cycle` module).
 //!
 //! ```no_run
 //! let cfg = iomodels_load::LoadConfig {
@@ -55,9 +70,11 @@
 
 mod conn;
 mod cpu;
+mod cycle;
 mod idle;
 mod pattern;
 mod report;
+mod tls;
 mod worker;
 
 use std::io;
@@ -69,8 +86,10 @@ use hdrhistogram::Histogram;
 
 pub use idle::{hold_idle, IdleConfig, IdleReport, Phase};
 pub use report::{Latency, LoadReport};
+pub use tls::TlsClient;
 
 use cpu::{cpu_time, Who};
+use cycle::run_cycle_worker;
 use worker::{run_worker, Gate, WorkerResult};
 
 /// The largest accepted [`LoadConfig::depth`].
@@ -98,11 +117,17 @@ pub struct LoadConfig {
     pub connect_timeout: Duration,
     /// After sending stops, how long to wait for outstanding echoes.
     pub drain_timeout: Duration,
+    /// Speak TLS on every connection (`None`: plain TCP).
+    pub tls: Option<TlsClient>,
+    /// Measure handshakes instead of messages: each connection repeatedly connects, does a
+    /// full TLS handshake, echoes one message of `size` bytes and closes; `messages_per_conn`
+    /// then limits the cycles per connection. Needs `tls`, and `depth` 1.
+    pub handshakes: bool,
 }
 
 impl Default for LoadConfig {
     /// 127.0.0.1:9990, 1 connection, 64 B messages, depth 1, 10 s, no message limit, automatic
-    /// threads, 5 s connect timeout, 5 s drain timeout.
+    /// threads, 5 s connect timeout, 5 s drain timeout, plain TCP, messages (not handshakes).
     fn default() -> LoadConfig {
         LoadConfig {
             connect: SocketAddr::from((Ipv4Addr::LOCALHOST, 9990)),
@@ -114,6 +139,8 @@ impl Default for LoadConfig {
             threads: 0,
             connect_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
+            tls: None,
+            handshakes: false,
         }
     }
 }
@@ -145,6 +172,12 @@ impl LoadConfig {
         if self.connect.port() == 0 {
             return Err("--connect needs a non-zero port".into());
         }
+        if self.handshakes && self.tls.is_none() {
+            return Err("--handshakes measures TLS handshakes: add --tls --tls-ca FILE".into());
+        }
+        if self.handshakes && self.depth != 1 {
+            return Err("--handshakes sends one message per connection: --depth must be 1".into());
+        }
         Ok(())
     }
 
@@ -172,6 +205,11 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
         .map(|_| mio::Poll::new())
         .collect::<io::Result<Vec<_>>>()?;
 
+    // Every cycle of `--handshakes` is a full handshake: no session is resumed.
+    let cycle_tls = match (&cfg.tls, cfg.handshakes) {
+        (Some(tls), true) => Some(tls.without_resumption()),
+        _ => None,
+    };
     let gate = Gate::new();
     let barrier = Barrier::new(threads);
     let process_cpu_start = cpu_time(Who::Process);
@@ -180,12 +218,14 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
         let mut handles = Vec::with_capacity(threads);
         let mut spawn_error = None;
         for (i, poll) in polls.into_iter().enumerate() {
-            let (gate, barrier) = (&gate, &barrier);
+            let (gate, barrier, cycle_tls) = (&gate, &barrier, cycle_tls.as_ref());
             let spawned = std::thread::Builder::new()
                 .name(format!("iomodels-load-{i}"))
                 .spawn_scoped(scope, move || {
-                    gate.wait()
-                        .then(|| run_worker(poll, i, threads, cfg, barrier))
+                    gate.wait().then(|| match cycle_tls {
+                        Some(tls) => run_cycle_worker(poll, i, threads, cfg, tls, barrier),
+                        None => run_worker(poll, i, threads, cfg, barrier),
+                    })
                 });
             match spawned {
                 Ok(h) => handles.push(h),
@@ -253,6 +293,13 @@ fn merge(
         latency_us: Latency::from_histogram(&hist),
         client_cpu_percent: 0.0,
         incomplete: 0,
+        tls: cfg.tls.is_some(),
+        mode: if cfg.handshakes { "handshakes" } else { "echo" }.to_string(),
+        handshakes: 0,
+        handshakes_per_sec: 0.0,
+        handshake_failures: 0,
+        tls_errors: 0,
+        tls_error: None,
     };
     let mut start: Option<Instant> = None;
     let mut end: Option<Instant> = None;
@@ -267,6 +314,12 @@ fn merge(
         report.messages += r.messages;
         report.bytes += r.bytes;
         report.incomplete += r.incomplete;
+        report.handshakes += r.handshakes;
+        report.handshake_failures += r.cycle_failures;
+        report.tls_errors += r.tls_errors;
+        if report.tls_error.is_none() {
+            report.tls_error = r.tls_error.clone();
+        }
         start = Some(start.map_or(r.start, |s| s.min(r.start)));
         if let Some(e) = r.end {
             end = Some(end.map_or(e, |x| x.max(e)));
@@ -285,6 +338,9 @@ fn merge(
     if elapsed > 0.0 {
         report.msgs_per_sec = report.messages as f64 / elapsed;
         report.mb_per_sec = report.bytes as f64 / elapsed / 1e6;
+        if cfg.handshakes {
+            report.handshakes_per_sec = report.handshakes as f64 / elapsed;
+        }
         report.client_cpu_percent = match (thread_cpu, process_cpu) {
             (Some(cpu), _) => cpu.as_secs_f64() / elapsed * 100.0,
             (None, Some((cpu, wall))) if !wall.is_zero() => {
@@ -310,6 +366,7 @@ mod tests {
         assert_eq!(c.messages_per_conn, None);
         assert_eq!(c.connect_timeout, Duration::from_secs(5));
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
+        assert_eq!((c.tls.is_none(), c.handshakes), (true, false));
     }
 
     #[test]
@@ -345,6 +402,10 @@ mod tests {
             },
             LoadConfig {
                 connect: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            },
+            LoadConfig {
+                handshakes: true,
                 ..Default::default()
             },
         ];

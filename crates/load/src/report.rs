@@ -8,7 +8,9 @@ use serde::Serialize;
 /// Round-trip latency percentiles of the completed messages, in microseconds.
 ///
 /// A message's round trip runs from the write of its first byte to the read that completed
-/// its echo. All zero when no message completed.
+/// its echo. In handshake mode these are the times of the completed *cycles* instead: from
+/// issuing the connect to the server's end of stream after our `close_notify`. All zero when
+/// nothing completed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     /// Fastest round trip (µs).
@@ -53,7 +55,9 @@ impl Latency {
 ///
 /// Counters are totals over all connections and threads. Rates are over `elapsed_secs`, the
 /// measured interval: from the moment every connection had finished connecting to the moment
-/// the last connection finished (its last echo verified) or the drain timeout expired.
+/// the last connection finished (its last echo verified) or the drain timeout expired. In
+/// handshake mode (`mode` is `"handshakes"`) the interval starts when the first cycles start,
+/// and ends when the last cycle ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     /// The server address, as given.
@@ -93,51 +97,118 @@ pub struct LoadReport {
     /// threads (`RUSAGE_THREAD`), so a server running in the same process is not counted;
     /// elsewhere it is the whole process (`RUSAGE_SELF`).
     pub client_cpu_percent: f64,
-    /// Messages sent but not echoed when the drain timeout expired.
+    /// Messages sent but not echoed when the drain timeout expired (in handshake mode: cycles
+    /// still in flight then).
     pub incomplete: u64,
+    /// Whether the connections spoke TLS.
+    pub tls: bool,
+    /// `"echo"`: connections kept open, messages counted; `"handshakes"`: cycles of connect,
+    /// TLS handshake, one echo, close, counted in `handshakes`.
+    pub mode: String,
+    /// TLS handshakes completed. In handshake mode: complete cycles (handshake, verified echo
+    /// and clean close), each also counted once in `messages`.
+    pub handshakes: u64,
+    /// Handshake mode: `handshakes / elapsed_secs`; 0 otherwise.
+    pub handshakes_per_sec: f64,
+    /// Handshake mode: cycles that failed, for whatever reason (each also counted in
+    /// `connect_errors`, `io_errors`, `mismatches`, `tls_errors` or `incomplete`); 0 otherwise.
+    pub handshake_failures: u64,
+    /// Connections (in handshake mode: cycles) ended by a TLS failure: a certificate the
+    /// client refuses (expired, another host's, an unknown issuer), a client certificate the
+    /// server wants, an alert, the server closing during the handshake.
+    pub tls_errors: u64,
+    /// The first TLS failure, as rustls words it (e.g. `invalid peer certificate: Expired`);
+    /// `null` when there was none.
+    pub tls_error: Option<String>,
 }
 
 impl LoadReport {
+    /// Whether this is a handshake-mode report.
+    pub fn is_handshakes(&self) -> bool {
+        self.mode == "handshakes"
+    }
+
     /// A short human-readable table, one aspect per line, labels aligned.
     pub fn to_table(&self) -> String {
         let l = &self.latency_us;
         let mut s = String::new();
+        let shape = if self.is_handshakes() {
+            "cycles".to_string()
+        } else {
+            format!("depth {}", self.depth)
+        };
         let _ = writeln!(
             s,
-            "{:<13} {}  conns {}/{}  size {} B  depth {}  threads {}",
+            "{:<13} {}{}  conns {}/{}  size {} B  {shape}  threads {}",
             "target",
             self.connect,
+            if self.tls { " (TLS)" } else { "" },
             self.conns_established,
             self.conns_requested,
             self.size,
-            self.depth,
             self.threads
         );
-        let _ = writeln!(
-            s,
-            "{:<13} {} msgs, {} B in {:.3} s",
-            "completed", self.messages, self.bytes, self.elapsed_secs
-        );
-        let _ = writeln!(
-            s,
-            "{:<13} {:.0} msg/s  {:.2} MB/s",
-            "throughput", self.msgs_per_sec, self.mb_per_sec
-        );
+        if self.is_handshakes() {
+            let _ = writeln!(
+                s,
+                "{:<13} {} handshakes (connect, TLS handshake, {} B echo, close) in {:.3} s",
+                "completed", self.handshakes, self.size, self.elapsed_secs
+            );
+            let _ = writeln!(
+                s,
+                "{:<13} {:.0} handshakes/s",
+                "throughput", self.handshakes_per_sec
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{:<13} {} msgs, {} B in {:.3} s",
+                "completed", self.messages, self.bytes, self.elapsed_secs
+            );
+            let _ = writeln!(
+                s,
+                "{:<13} {:.0} msg/s  {:.2} MB/s",
+                "throughput", self.msgs_per_sec, self.mb_per_sec
+            );
+        }
         let _ = writeln!(
             s,
             "{:<13} min {}  p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
-            "latency (us)", l.min, l.p50, l.p99, l.p999, l.max, l.mean
+            if self.is_handshakes() {
+                "cycle (us)"
+            } else {
+                "latency (us)"
+            },
+            l.min,
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max,
+            l.mean
         );
         let _ = writeln!(
             s,
-            "{:<13} connect {}  io {}  mismatches {}  incomplete {}{}",
+            "{:<13} {}connect {}  io {}  mismatches {}  {}incomplete {}{}",
             "errors",
+            if self.is_handshakes() {
+                format!("failed cycles {}: ", self.handshake_failures)
+            } else {
+                String::new()
+            },
             self.connect_errors,
             self.io_errors,
             self.mismatches,
+            if self.tls {
+                format!("tls {}  ", self.tls_errors)
+            } else {
+                String::new()
+            },
             self.incomplete,
             if self.is_clean() { "  (clean)" } else { "" }
         );
+        if let Some(why) = &self.tls_error {
+            let _ = writeln!(s, "{:<13} {why}", "tls error");
+        }
         let _ = writeln!(
             s,
             "{:<13} {:.1} % of one core (this load generator)",
@@ -151,13 +222,15 @@ impl LoadReport {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// True when every requested connection was established and nothing went wrong: no
-    /// connect errors, I/O errors, mismatches or incomplete messages.
+    /// True when every requested connection was established (in handshake mode: completed a
+    /// cycle) and nothing went wrong: no connect errors, I/O errors, mismatches, TLS failures
+    /// or incomplete messages.
     pub fn is_clean(&self) -> bool {
         self.conns_established == self.conns_requested
             && self.connect_errors == 0
             && self.io_errors == 0
             && self.mismatches == 0
+            && self.tls_errors == 0
             && self.incomplete == 0
     }
 }

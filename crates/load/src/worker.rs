@@ -8,13 +8,13 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::conn::{Conn, State, Step};
+use crate::conn::{Conn, Handshake, State, Step};
 use crate::cpu::{cpu_time, Who};
 use crate::pattern::{Pattern, CHUNK};
 use crate::LoadConfig;
 
 /// How long to wait for the server's end of stream after the last connection finished.
-const CLOSE_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// A one-shot gate: workers wait until the spawner says whether all of them exist.
 pub(crate) struct Gate {
@@ -59,6 +59,14 @@ pub(crate) struct WorkerResult {
     pub(crate) messages: u64,
     pub(crate) bytes: u64,
     pub(crate) incomplete: u64,
+    /// Connections (with `--handshakes`: cycles) ended by a TLS failure.
+    pub(crate) tls_errors: u64,
+    /// The first TLS failure, as rustls (or the socket) described it.
+    pub(crate) tls_error: Option<String>,
+    /// TLS handshakes completed (with `--handshakes`: whole cycles completed).
+    pub(crate) handshakes: u64,
+    /// With `--handshakes`: cycles that failed, whatever the reason.
+    pub(crate) cycle_failures: u64,
     /// Start of this worker's measurement (after every thread finished connecting).
     pub(crate) start: Instant,
     /// When its last connection finished (or the drain expired); `None` with no connections.
@@ -79,15 +87,28 @@ pub(crate) fn run_worker(
     let mut hist = crate::new_histogram();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; CHUNK];
+    // Plaintext out of rustls; unused without TLS.
+    let mut scratch = vec![0u8; if cfg.tls.is_some() { CHUNK } else { 0 }];
     let mut r = Counters::default();
 
-    // Phase 1: all connects in flight at once, bounded by connect_timeout.
+    // Phase 1: all connects (and TLS handshakes) in flight at once, bounded by
+    // connect_timeout.
     let epoch = Instant::now();
     let connect_deadline = epoch + cfg.connect_timeout;
     let mut conns: Vec<Conn> = Vec::new();
     let mut pending = 0usize;
     for index in (first..cfg.conns).step_by(stride) {
         let token = Token(conns.len());
+        let pattern = Pattern::for_connection(index as u64);
+        let session = match cfg.tls.as_ref().map(|t| t.connect()).transpose() {
+            Ok(session) => session,
+            Err(why) => {
+                let mut conn = Conn::failed(why, pattern, epoch);
+                r.tls_failed(&mut conn);
+                conns.push(conn);
+                continue;
+            }
+        };
         let stream = match TcpStream::connect(cfg.connect) {
             Ok(mut s) => {
                 match poll.registry().register(
@@ -106,9 +127,9 @@ pub(crate) fn run_worker(
         } else {
             r.connect_errors += 1;
         }
-        let pattern = Pattern::for_connection(index as u64);
         conns.push(Conn::new(
             stream,
+            session,
             pattern,
             cfg.size,
             cfg.depth,
@@ -131,22 +152,50 @@ pub(crate) fn run_worker(
             let Some(conn) = conns.get_mut(event.token().0) else {
                 continue;
             };
-            if conn.state != State::Connecting {
-                continue;
-            }
-            match conn.on_connect_event(event) {
-                Some(true) => pending -= 1,
-                Some(false) => {
-                    pending -= 1;
-                    r.connect_errors += 1;
+            if conn.state == State::Connecting {
+                match conn.on_connect_event(event) {
+                    Some(true) => {}
+                    Some(false) => {
+                        pending -= 1;
+                        r.connect_errors += 1;
+                    }
+                    None => {}
                 }
-                None => {}
+                if conn.state == State::Active {
+                    pending -= 1;
+                }
+            }
+            if conn.state == State::Handshaking {
+                match conn.drive_handshake(&mut buf, &mut scratch) {
+                    Handshake::Pending => {}
+                    Handshake::Done => {
+                        pending -= 1;
+                        r.handshakes += 1;
+                    }
+                    Handshake::Failed => {
+                        pending -= 1;
+                        r.tls_failed(conn);
+                    }
+                }
             }
         }
     }
-    for conn in conns.iter_mut().filter(|c| c.state == State::Connecting) {
-        conn.close();
-        r.connect_errors += 1;
+    for conn in conns.iter_mut() {
+        match conn.state {
+            State::Connecting => {
+                conn.close();
+                r.connect_errors += 1;
+            }
+            State::Handshaking => {
+                conn.failure = Some(format!(
+                    "no answer within the connect timeout ({:?})",
+                    cfg.connect_timeout
+                ));
+                conn.close();
+                r.tls_failed(conn);
+            }
+            _ => {}
+        }
     }
     let established = conns.iter().filter(|c| c.state == State::Active).count();
 
@@ -168,7 +217,7 @@ pub(crate) fn run_worker(
 
     for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
         active += 1;
-        let step = conn.begin(start);
+        let step = conn.begin(start, &mut buf, &mut scratch, &mut hist);
         r.settle(conn, step, &mut active, &mut closing);
     }
 
@@ -236,18 +285,18 @@ pub(crate) fn run_worker(
             };
             match conn.state {
                 State::Active => {
-                    let step = conn.on_event(event, &mut buf, sending, &mut hist);
+                    let step = conn.on_event(event, &mut buf, &mut scratch, sending, &mut hist);
                     r.settle(conn, step, &mut active, &mut closing);
                 }
                 State::Closing { .. } => {
-                    if let Some(clean) = conn.on_closing_event(&mut buf) {
+                    if let Some(clean) = conn.on_closing_event(&mut buf, &mut scratch) {
                         closing -= 1;
                         if !clean {
                             r.mismatches += 1;
                         }
                     }
                 }
-                State::Connecting | State::Closed => {}
+                State::Connecting | State::Handshaking | State::Closed => {}
             }
         }
         if active == 0 && active_before > 0 && end.is_none() {
@@ -264,33 +313,61 @@ pub(crate) fn run_worker(
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    WorkerResult {
-        hist,
-        established,
-        connect_errors: r.connect_errors,
-        io_errors: r.io_errors,
-        mismatches: r.mismatches,
-        messages: r.messages,
-        bytes: r.bytes,
-        incomplete: r.incomplete,
-        start,
-        end,
-        cpu,
-    }
+    r.into_result(hist, established, start, end, cpu)
 }
 
 /// Error and progress counters of one worker.
 #[derive(Default)]
-struct Counters {
-    connect_errors: u64,
-    io_errors: u64,
-    mismatches: u64,
-    messages: u64,
-    bytes: u64,
-    incomplete: u64,
+pub(crate) struct Counters {
+    pub(crate) connect_errors: u64,
+    pub(crate) io_errors: u64,
+    pub(crate) mismatches: u64,
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
+    pub(crate) incomplete: u64,
+    pub(crate) tls_errors: u64,
+    pub(crate) tls_error: Option<String>,
+    pub(crate) handshakes: u64,
+    pub(crate) cycle_failures: u64,
 }
 
 impl Counters {
+    /// Counts a connection whose TLS session failed, keeping the first reason.
+    pub(crate) fn tls_failed(&mut self, conn: &mut Conn) {
+        self.tls_errors += 1;
+        if self.tls_error.is_none() {
+            self.tls_error = conn.failure.take();
+        }
+    }
+
+    /// The worker's result, with these counters.
+    pub(crate) fn into_result(
+        self,
+        hist: Histogram<u64>,
+        established: usize,
+        start: Instant,
+        end: Option<Instant>,
+        cpu: Option<Duration>,
+    ) -> WorkerResult {
+        WorkerResult {
+            hist,
+            established,
+            connect_errors: self.connect_errors,
+            io_errors: self.io_errors,
+            mismatches: self.mismatches,
+            messages: self.messages,
+            bytes: self.bytes,
+            incomplete: self.incomplete,
+            tls_errors: self.tls_errors,
+            tls_error: self.tls_error,
+            handshakes: self.handshakes,
+            cycle_failures: self.cycle_failures,
+            start,
+            end,
+            cpu,
+        }
+    }
+
     /// Applies the outcome of a step of an `Active` connection.
     fn settle(&mut self, conn: &mut Conn, step: Step, active: &mut usize, closing: &mut usize) {
         match step {
@@ -308,6 +385,10 @@ impl Counters {
             Step::Mismatch => {
                 self.mismatches += 1;
                 conn.close();
+            }
+            Step::TlsError => {
+                conn.close();
+                self.tls_failed(conn);
             }
         }
         *active -= 1;

@@ -118,6 +118,8 @@ fn cfg(addr: SocketAddr) -> LoadConfig {
         threads: 2,
         connect_timeout: Duration::from_secs(2),
         drain_timeout: Duration::from_secs(2),
+        tls: None,
+        handshakes: false,
     }
 }
 

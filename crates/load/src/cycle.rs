@@ -1,0 +1,314 @@
+//! `--handshakes`: each connection slot runs whole cycles, one after the other — connect, TLS
+//! handshake, one echo of `size` bytes (verified), `close_notify` and close — and the cycle,
+//! not the message, is what is counted and timed.
+//!
+//! A cycle ends when the server's end of stream arrives after our `close_notify`, so its time
+//! covers the server's whole part (accept, handshake, echo, close) and no connection is left
+//! half-open. Every handshake is a full one: session resumption is off (see
+//! [`TlsClient::without_resumption`](crate::TlsClient)).
+//!
+//! A failed cycle (connect refused or timed out, TLS failure, I/O error, mismatch) is counted
+//! and the slot starts the next one — unless the slot has not completed a single cycle yet:
+//! then the failure is taken as the answer (no such server, a certificate the client refuses,
+//! a client certificate the server wants) and the slot stops, so a misconfigured run ends at
+//! once with the reason instead of failing for the whole `--duration`.
+//!
+//! After `duration` (or `messages_per_conn` cycles per slot) no new cycle starts; cycles in
+//! flight get `drain_timeout` to end, and those that do not are counted as incomplete.
+
+use std::io;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use crate::conn::{Conn, Handshake, State, Step};
+use crate::cpu::{cpu_time, Who};
+use crate::pattern::{Pattern, CHUNK};
+use crate::tls::TlsClient;
+use crate::worker::{Counters, WorkerResult};
+use crate::LoadConfig;
+
+/// One connection slot and the cycle it is running.
+struct Slot {
+    /// This slot's number among all connections of the run.
+    index: u64,
+    conn: Conn,
+    /// When the current cycle started (its connect was issued).
+    cycle_start: Instant,
+    /// Cycles started so far.
+    cycles: u64,
+    /// Cycles completed so far.
+    completed: u64,
+    /// A cycle is in flight.
+    busy: bool,
+    /// No more cycles: a first cycle failed, or the cycle limit is reached.
+    stopped: bool,
+}
+
+/// Why a cycle failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    Io,
+    Mismatch,
+    Tls,
+}
+
+/// Runs one `--handshakes` worker over slots `first, first + stride, ...` (below
+/// `cfg.conns`): waits at `barrier` for the other workers, then runs cycles until the time or
+/// cycle limit, and waits for the cycles in flight.
+pub(crate) fn run_cycle_worker(
+    mut poll: Poll,
+    first: usize,
+    stride: usize,
+    cfg: &LoadConfig,
+    tls: &TlsClient,
+    barrier: &Barrier,
+) -> WorkerResult {
+    let mut hist = crate::new_histogram();
+    // The round trip of each cycle's one message, which the report does not show: the cycle
+    // time is the figure.
+    let mut echo = crate::new_histogram();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; CHUNK];
+    let mut scratch = vec![0u8; CHUNK];
+    let mut r = Counters::default();
+    let limit = cfg.messages_per_conn.unwrap_or(u64::MAX);
+
+    barrier.wait();
+    let start = Instant::now();
+    let cpu_start = cpu_time(Who::Thread);
+    let send_deadline = start
+        .checked_add(cfg.duration)
+        .unwrap_or(start + Duration::from_secs(86_400 * 365));
+    let drain_deadline = send_deadline
+        .checked_add(cfg.drain_timeout)
+        .unwrap_or(send_deadline);
+
+    let mut slots: Vec<Slot> = (first..cfg.conns)
+        .step_by(stride)
+        .map(|index| Slot {
+            index: index as u64,
+            conn: Conn::new(None, None, Pattern::for_connection(0), 1, 1, None, start),
+            cycle_start: start,
+            cycles: 0,
+            completed: 0,
+            busy: false,
+            stopped: false,
+        })
+        .collect();
+    let mut busy = 0usize;
+    for (token, slot) in slots.iter_mut().enumerate() {
+        busy += start_cycle(slot, Token(token), poll.registry(), cfg, tls, &mut r) as usize;
+    }
+
+    let mut sending = true;
+    let end = loop {
+        let now = Instant::now();
+        if sending && now >= send_deadline {
+            sending = false;
+        }
+        if busy > 0 && now >= drain_deadline {
+            for slot in slots.iter_mut().filter(|s| s.busy) {
+                slot.conn.close();
+                slot.busy = false;
+                r.incomplete += 1;
+                r.cycle_failures += 1;
+            }
+            busy = 0;
+        }
+        if busy == 0 {
+            break now;
+        }
+        let wake_at = if sending {
+            send_deadline
+        } else {
+            drain_deadline
+        };
+        // Round up so a deadline is never polled with a zero timeout in a spin.
+        let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The poll itself broke: every cycle in flight fails, and none starts again.
+            for slot in slots.iter_mut().filter(|s| s.busy) {
+                slot.conn.close();
+                slot.busy = false;
+                r.io_errors += 1;
+                r.cycle_failures += 1;
+            }
+            break Instant::now();
+        }
+        for event in events.iter() {
+            let token = event.token();
+            let Some(slot) = slots.get_mut(token.0) else {
+                continue;
+            };
+            if !slot.busy {
+                continue;
+            }
+            let histograms = (&mut hist, &mut echo);
+            let outcome = advance(slot, event, &mut buf, &mut scratch, histograms);
+            let Some(outcome) = outcome else {
+                continue;
+            };
+            slot.busy = false;
+            busy -= 1;
+            match outcome {
+                Ok(()) => {
+                    slot.completed += 1;
+                    r.handshakes += 1;
+                    r.messages += slot.conn.done;
+                    r.bytes += slot.conn.verified;
+                }
+                Err(failure) => fail(slot, failure, &mut r),
+            }
+            if sending && slot.cycles >= limit {
+                slot.stopped = true;
+            }
+            if sending && !slot.stopped {
+                busy += start_cycle(slot, token, poll.registry(), cfg, tls, &mut r) as usize;
+            }
+        }
+    };
+
+    let established = slots.iter().filter(|s| s.completed > 0).count();
+    let cpu = match (cpu_start, cpu_time(Who::Thread)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    r.into_result(hist, established, start, Some(end), cpu)
+}
+
+/// Starts the slot's next cycle: a new TLS session and a non-blocking connect. Returns whether
+/// a cycle is now in flight (a connect that fails at once is a failed cycle).
+fn start_cycle(
+    slot: &mut Slot,
+    token: Token,
+    registry: &Registry,
+    cfg: &LoadConfig,
+    tls: &TlsClient,
+    r: &mut Counters,
+) -> bool {
+    let now = Instant::now();
+    slot.cycles += 1;
+    slot.cycle_start = now;
+    // Each cycle gets a stream of its own, so a reply from an earlier connection cannot pass.
+    let pattern = Pattern::for_connection(slot.index + (slot.cycles - 1) * cfg.conns as u64);
+    let session = match tls.connect() {
+        Ok(session) => session,
+        Err(why) => {
+            slot.conn = Conn::failed(why, pattern, now);
+            fail(slot, Failure::Tls, r);
+            return false;
+        }
+    };
+    let stream = TcpStream::connect(cfg.connect).and_then(|mut s| {
+        registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(s)
+    });
+    let Ok(stream) = stream else {
+        slot.conn = Conn::new(None, None, pattern, 1, 1, None, now);
+        fail(slot, Failure::Connect, r);
+        return false;
+    };
+    slot.conn = Conn::new(
+        Some(stream),
+        Some(session),
+        pattern,
+        cfg.size,
+        1,
+        Some(1),
+        now,
+    );
+    slot.busy = true;
+    true
+}
+
+/// Counts a failed cycle; a slot that has never completed one stops.
+fn fail(slot: &mut Slot, failure: Failure, r: &mut Counters) {
+    match failure {
+        Failure::Connect => r.connect_errors += 1,
+        Failure::Io => r.io_errors += 1,
+        Failure::Mismatch => r.mismatches += 1,
+        Failure::Tls => r.tls_failed(&mut slot.conn),
+    }
+    r.cycle_failures += 1;
+    slot.conn.close();
+    if slot.completed == 0 {
+        slot.stopped = true;
+    }
+}
+
+/// Moves the slot's cycle along after a readiness event: `None` while it goes on,
+/// `Some(Ok(()))` when it completed (the server's end of stream after our close; its time is
+/// recorded in `cycles`), or why it failed. The message's own round trip goes to `echo`.
+fn advance(
+    slot: &mut Slot,
+    event: &mio::event::Event,
+    buf: &mut [u8],
+    scratch: &mut [u8],
+    (cycles, echo): (&mut Histogram<u64>, &mut Histogram<u64>),
+) -> Option<Result<(), Failure>> {
+    let conn = &mut slot.conn;
+    if conn.state == State::Connecting {
+        match conn.on_connect_event(event)? {
+            true => {}
+            false => return Some(Err(Failure::Connect)),
+        }
+    }
+    if conn.state == State::Handshaking {
+        match conn.drive_handshake(buf, scratch) {
+            Handshake::Pending => return None,
+            Handshake::Failed => return Some(Err(Failure::Tls)),
+            // The cycle's one message goes out at once.
+            Handshake::Done => match conn.begin(Instant::now(), buf, scratch, echo) {
+                Step::Continue => return None,
+                step => return step_outcome(conn, step),
+            },
+        }
+    }
+    match conn.state {
+        State::Active => {
+            let step = conn.on_event(event, buf, scratch, true, echo);
+            if step == Step::Continue {
+                return None;
+            }
+            step_outcome(conn, step)
+        }
+        State::Closing { .. } => match conn.on_closing_event(buf, scratch)? {
+            true => {
+                let us = slot.cycle_start.elapsed().as_micros();
+                let us = u64::try_from(us).unwrap_or(u64::MAX);
+                if cycles.record(us).is_err() {
+                    cycles.saturating_record(us);
+                }
+                Some(Ok(()))
+            }
+            false => Some(Err(Failure::Mismatch)),
+        },
+        State::Connecting | State::Handshaking | State::Closed => None,
+    }
+}
+
+/// What a step other than `Continue` means for the cycle: `Finished` closes (the cycle goes
+/// on until the server's end of stream), anything else fails it.
+fn step_outcome(conn: &mut Conn, step: Step) -> Option<Result<(), Failure>> {
+    match step {
+        Step::Continue => None,
+        Step::Finished => {
+            conn.begin_close(true);
+            match conn.state {
+                State::Closing { .. } => None,
+                _ => Some(Err(Failure::Io)),
+            }
+        }
+        Step::IoError => Some(Err(Failure::Io)),
+        Step::Mismatch => Some(Err(Failure::Mismatch)),
+        Step::TlsError => Some(Err(Failure::Tls)),
+    }
+}
