@@ -1,0 +1,477 @@
+//! Bad input on the TLS port, for every available model: plaintext, garbage records, a
+//! handshake cut short (closed, or held open), clients the server must refuse (no certificate,
+//! a certificate from an unknown CA) and clients that refuse the server (an expired
+//! certificate, one for another host).
+//!
+//! Each case runs one offending connection (or a few) against a server that is serving a good
+//! client at the same time (the bystander, echoing all along), and checks that:
+//! * the offender gets an alert and/or the end of its stream (or a reset), never its bytes
+//!   echoed back as plaintext, and a client-side error says why;
+//! * the server counts what it saw: a TLS failure per connection that ended on a TLS error
+//!   (the alert it sent or received), a truncation per end of stream without `close_notify`,
+//!   no I/O error, and the connection is gone;
+//! * the bystander was served throughout, a new good client is served afterwards, and no
+//!   server thread panicked.
+
+mod common;
+
+use common::{
+    client_hello, client_in_2001, client_tls, connect, finish_raw, good_client, is_reset,
+    read_raw_to_end, records, rustls_error, server_tls, server_tls_with, tls_clients, tls_ping_as,
+    wait_for, Identity, Rng, TlsClient, BOTH, CLIENT_TIMEOUT, TLS12, TLS13,
+};
+use iomodels_core::rustls::{self, AlertDescription, CertificateError, ClientConfig};
+use iomodels_server::{Model, RunningServer, ServerConfig};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// A model with its configuration: what one generated module of the suite runs.
+#[derive(Clone, Copy)]
+struct Variant {
+    model: Model,
+    configure: fn(&mut ServerConfig),
+}
+
+/// How long the server may take to end and count the offending connection (generous: Wine is
+/// slow, and nothing here depends on it being quick).
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A good client as the server under test must serve it: its configuration and the name it
+/// expects the server to have.
+#[derive(Clone)]
+struct Good {
+    config: Arc<ClientConfig>,
+    name: &'static str,
+}
+
+impl Good {
+    fn usual() -> Good {
+        Good {
+            config: good_client(),
+            name: "localhost",
+        }
+    }
+}
+
+/// A good client echoing on a thread of its own, 512-byte messages with a short pause between
+/// them, from before the bad input until [`Bystander::finish`].
+struct Bystander {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<u64, String>>,
+}
+
+impl Bystander {
+    /// Connects and handshakes (waiting for that), then echoes in the background.
+    fn start(addr: SocketAddr, good: &Good) -> Bystander {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (config, name, flag) = (Arc::clone(&good.config), good.name, Arc::clone(&stop));
+        let thread = thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || -> Result<u64, String> {
+                let client = TlsClient::connect_as(addr, config, name);
+                let _ = ready_tx.send(client.is_ok());
+                let mut s = client.map_err(|e| format!("bystander: connect: {e}"))?;
+                let mut rng = Rng::seeded(77);
+                let mut back = [0u8; 512];
+                // Bounded: it stops when told, or after two minutes whatever happens.
+                let end = Instant::now() + Duration::from_secs(120);
+                let mut echoed = 0u64;
+                while Instant::now() < end && !(flag.load(Ordering::SeqCst) && echoed > 0) {
+                    let msg = rng.bytes(back.len());
+                    s.write_all(&msg)
+                        .map_err(|e| format!("bystander: send #{echoed}: {e}"))?;
+                    s.read_exact(&mut back)
+                        .map_err(|e| format!("bystander: recv #{echoed}: {e}"))?;
+                    if back[..] != msg[..] {
+                        return Err(format!("bystander: echo #{echoed} differs"));
+                    }
+                    echoed += 1;
+                    thread::sleep(Duration::from_millis(5));
+                }
+                s.close_notify()
+                    .map_err(|e| format!("bystander: close_notify: {e}"))?;
+                let rest = s
+                    .read_to_close_notify()
+                    .map_err(|e| format!("bystander: read to close_notify: {e}"))?;
+                if !rest.is_empty() {
+                    return Err(format!("bystander: {} bytes after its echoes", rest.len()));
+                }
+                Ok(echoed)
+            })
+            .expect("spawn the bystander");
+        let ready = ready_rx.recv_timeout(CLIENT_TIMEOUT * 2);
+        assert!(
+            ready == Ok(true),
+            "the bystander could not connect: {:?}",
+            thread.join()
+        );
+        Bystander { stop, thread }
+    }
+
+    /// Stops it after one more echo at least; fails the test if it was not served throughout.
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        let echoed = self
+            .thread
+            .join()
+            .expect("the bystander panicked")
+            .unwrap_or_else(|e| panic!("the good client beside the bad input was disturbed: {e}"));
+        assert!(echoed > 0);
+        echoed
+    }
+}
+
+/// What the server must have counted for the bad input of a case.
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    tls_failures: u64,
+    tls_truncated: u64,
+}
+
+/// Connections that ended on a TLS error, nothing else.
+const fn failures(n: u64) -> Expect {
+    Expect {
+        tls_failures: n,
+        tls_truncated: 0,
+    }
+}
+
+/// Starts the variant with `tls`, runs `bad` against it beside a [`Bystander`] (both as
+/// `good`), and checks what the server counted, that it serves a new good client afterwards,
+/// and that it stops cleanly with no thread panicked.
+fn run_case(
+    v: Variant,
+    tls: Arc<rustls::ServerConfig>,
+    good: Good,
+    expect: Expect,
+    bad: impl FnOnce(SocketAddr),
+) {
+    common::watch_server_panics();
+    let server = common::start(v.model, |c| {
+        (v.configure)(c);
+        c.tls = Some(tls);
+    });
+    let bystander = Bystander::start(server.addr, &good);
+    bad(server.addr);
+    let st = settle(&server, 1, expect);
+    // A new client while the bystander still runs, then the bystander's end.
+    tls_ping_as(
+        server.addr,
+        Arc::clone(&good.config),
+        good.name,
+        b"served after the bad input",
+    );
+    bystander.finish();
+    let end = settle(&server, 0, expect);
+    assert_eq!(end.accepted, st.accepted + 1, "{end:?}");
+    server.stop().expect("the server stops cleanly");
+    common::assert_no_server_panic();
+}
+
+/// Waits until `open` connections are left and `expect` was counted; checks that nothing more
+/// was counted and no connection ended on an I/O error.
+fn settle(server: &RunningServer, open: i64, expect: Expect) -> iomodels_server::StatsSnapshot {
+    let st = wait_for(
+        server,
+        SETTLE,
+        "the bad connections to end and be counted",
+        |s| {
+            s.active == open
+                && s.tls_failures >= expect.tls_failures
+                && s.tls_truncated >= expect.tls_truncated
+        },
+    );
+    assert_eq!(st.tls_failures, expect.tls_failures, "TLS failures: {st:?}");
+    assert_eq!(
+        st.tls_truncated, expect.tls_truncated,
+        "truncations: {st:?}"
+    );
+    assert_eq!(st.errors, 0, "I/O errors: {st:?}");
+    st
+}
+
+/// Sends `bytes` on a raw connection and checks the answer: only alert records (perhaps none)
+/// and then the end of the stream or a reset, never `bytes` back.
+fn refused_raw(addr: SocketAddr, bytes: &[u8]) {
+    let mut s = connect(addr);
+    s.write_all(bytes).expect("send the bad bytes");
+    let (got, end) = read_raw_to_end(&s);
+    let alerts = check_only_alerts(&got, bytes);
+    match end {
+        // A clean end of stream: nothing was lost on the way, so the alert the server sent
+        // before closing must be there.
+        Ok(()) => assert_eq!(alerts, 1, "closed without exactly one alert: {got:02x?}"),
+        // A reset (the server closed with bytes unread) may overtake the alert.
+        Err(e) => assert!(
+            is_reset(&e),
+            "the server neither closed nor reset the connection: {e} (after {got:02x?})"
+        ),
+    }
+}
+
+/// `got` (what came back on the wire) is a series of fatal alert records, none of them
+/// `sent`; returns how many.
+fn check_only_alerts(got: &[u8], sent: &[u8]) -> usize {
+    assert!(
+        sent.len() < 4 || !got.windows(sent.len()).any(|w| w == sent),
+        "the bad bytes came back as they were sent"
+    );
+    let recs = records(got).unwrap_or_else(|e| panic!("not TLS records ({e}): {got:02x?}"));
+    for (kind, body) in &recs {
+        assert_eq!(*kind, 0x15, "a record other than an alert: {got:02x?}");
+        assert_eq!(
+            body.len(),
+            2,
+            "an alert of {} bytes: {got:02x?}",
+            body.len()
+        );
+        assert_eq!(body[0], 2, "a warning, not a fatal alert: {got:02x?}");
+    }
+    recs.len()
+}
+
+/// The client's attempt (handshake, then a read of one byte) must fail with a TLS error; the
+/// error is returned. The socket is then shut and read to its end, so that closing it is not
+/// a reset (which could beat the client's alert to the server).
+fn refused_tls(addr: SocketAddr, config: Arc<ClientConfig>, server_name: &str) -> io::Error {
+    let mut client = TlsClient::start(addr, config, server_name).expect("connect");
+    let attempt = client.handshake().and_then(|()| {
+        let mut byte = [0u8; 1];
+        client.read(&mut byte)
+    });
+    let e = match attempt {
+        Ok(n) => panic!("a client that should be refused read {n} bytes"),
+        Err(e) => e,
+    };
+    assert!(
+        rustls_error(&e).is_some(),
+        "the attempt failed, but not on a TLS error: {e}"
+    );
+    let _ = finish_raw(client.sock().try_clone().unwrap());
+    e
+}
+
+fn alert_received(e: &io::Error) -> Option<AlertDescription> {
+    match rustls_error(e) {
+        Some(rustls::Error::AlertReceived(a)) => Some(*a),
+        _ => None,
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub fn plaintext_is_refused(v: Variant) {
+        run_case(v, server_tls(false), Good::usual(), failures(1), |addr| {
+            refused_raw(addr, b"GET / HTTP/1.0\r\n\r\n");
+        });
+    }
+
+    /// 4 KiB of random bytes (the first one made an invalid record type, so that the server
+    /// cannot take them for the start of a long record and wait for the rest).
+    pub fn random_bytes_are_refused(v: Variant) {
+        let mut garbage = Rng::seeded(11).bytes(4096);
+        garbage[0] = 0xff;
+        run_case(v, server_tls(false), Good::usual(), failures(1), |addr| {
+            refused_raw(addr, &garbage);
+        });
+    }
+
+    /// Well-formed record headers with bogus contents: a complete handshake message that is
+    /// no ClientHello one can parse, and a record longer than any TLS allows.
+    pub fn records_with_bogus_bodies_are_refused(v: Variant) {
+        let mut hello = vec![0x16, 0x03, 0x01, 0x01, 0x00, 0x01, 0x00, 0x00, 0xfc];
+        hello.extend(Rng::seeded(12).bytes(252));
+        let mut oversized = vec![0x16, 0x03, 0x03, 0xff, 0xff];
+        oversized.extend(Rng::seeded(13).bytes(1000));
+        run_case(v, server_tls(false), Good::usual(), failures(2), |addr| {
+            refused_raw(addr, &hello);
+            refused_raw(addr, &oversized);
+        });
+    }
+
+    /// Half a ClientHello, then the end of the stream: a truncation (no TLS error was seen),
+    /// and nothing is sent back.
+    pub fn a_handshake_cut_in_half_then_closed_is_a_truncation(v: Variant) {
+        let hello = client_hello(good_client());
+        let expect = Expect {
+            tls_failures: 0,
+            tls_truncated: 1,
+        };
+        run_case(v, server_tls(false), Good::usual(), expect, |addr| {
+            let mut s = connect(addr);
+            s.write_all(&hello[..hello.len() / 2]).expect("send");
+            let got = finish_raw(s);
+            assert!(got.is_empty(), "{} bytes for half a ClientHello", got.len());
+        });
+    }
+
+    /// Half a ClientHello held open: the server waits for the rest on that connection only;
+    /// new clients handshake and are served meanwhile.
+    pub fn a_handshake_cut_in_half_and_held_open_does_not_stall_the_server(v: Variant) {
+        let hello = client_hello(good_client());
+        let expect = Expect {
+            tls_failures: 0,
+            tls_truncated: 1,
+        };
+        run_case(v, server_tls(false), Good::usual(), expect, |addr| {
+            let mut held = connect(addr);
+            held.write_all(&hello[..hello.len() / 2]).expect("send");
+            let clients = if cfg!(windows) { 10 } else { 20 };
+            let report = tls_clients(addr, good_client(), clients, 20, 1000);
+            assert!(
+                report.is_clean(),
+                "clients were not served beside a stalled handshake: {report:?}"
+            );
+            assert_eq!(report.conns_established, clients);
+            let got = finish_raw(held);
+            assert!(got.is_empty(), "{} bytes for half a ClientHello", got.len());
+        });
+    }
+
+    pub fn a_client_without_a_certificate_is_refused_when_one_is_required(v: Variant) {
+        run_case(v, server_tls(true), Good::usual(), failures(2), |addr| {
+            for versions in [TLS12, TLS13] {
+                let e = refused_tls(addr, client_tls(versions, Identity::Anonymous), "localhost");
+                assert_eq!(
+                    alert_received(&e),
+                    Some(AlertDescription::CertificateRequired),
+                    "{e}"
+                );
+            }
+        });
+    }
+
+    pub fn a_client_certificate_from_an_unknown_ca_is_refused(v: Variant) {
+        run_case(v, server_tls(true), Good::usual(), failures(2), |addr| {
+            for versions in [TLS12, TLS13] {
+                let e = refused_tls(addr, client_tls(versions, Identity::Stranger), "localhost");
+                assert_eq!(alert_received(&e), Some(AlertDescription::UnknownCA), "{e}");
+            }
+        });
+    }
+
+    /// The client refuses: its handshake fails on the expired certificate, its alert reaches
+    /// the server, which counts a TLS failure. (The good clients' clock says 2001.)
+    pub fn a_client_refuses_an_expired_server_certificate(v: Variant) {
+        let tls = server_tls_with(&common::pki().expired_server, None);
+        let good = Good {
+            config: client_in_2001(),
+            name: "localhost",
+        };
+        run_case(v, tls, good, failures(2), |addr| {
+            for versions in [TLS12, TLS13] {
+                let e = refused_tls(addr, client_tls(versions, Identity::Anonymous), "localhost");
+                assert!(
+                    matches!(
+                        rustls_error(&e),
+                        Some(rustls::Error::InvalidCertificate(
+                            CertificateError::Expired | CertificateError::ExpiredContext { .. }
+                        ))
+                    ),
+                    "not refused as expired: {e}"
+                );
+            }
+        });
+    }
+
+    /// The client refuses a certificate for another host (the good clients ask for that host).
+    pub fn a_client_refuses_a_certificate_for_another_host(v: Variant) {
+        let tls = server_tls_with(&common::pki().other_host_server, None);
+        let good = Good {
+            config: good_client(),
+            name: "other.example",
+        };
+        run_case(v, tls, good, failures(1), |addr| {
+            let e = refused_tls(addr, client_tls(BOTH, Identity::Anonymous), "localhost");
+            assert!(
+                matches!(
+                    rustls_error(&e),
+                    Some(rustls::Error::InvalidCertificate(
+                        CertificateError::NotValidForName
+                            | CertificateError::NotValidForNameContext { .. }
+                    ))
+                ),
+                "not refused for its name: {e}"
+            );
+        });
+    }
+}
+
+macro_rules! tls_bad_input {
+    ($($(#[$attr:meta])* $name:ident => $model:expr $(, $configure:expr)?;)*) => {
+        $(
+            $(#[$attr])*
+            mod $name {
+                use super::*;
+                #[allow(unused_mut, unused_assignments)]
+                const MODEL: Variant = {
+                    let mut v = Variant { model: $model, configure: |_| {} };
+                    $(v.configure = $configure;)?
+                    v
+                };
+                #[test] fn plaintext_is_refused() { cases::plaintext_is_refused(MODEL) }
+                #[test] fn random_bytes_are_refused() { cases::random_bytes_are_refused(MODEL) }
+                #[test] fn records_with_bogus_bodies_are_refused() {
+                    cases::records_with_bogus_bodies_are_refused(MODEL)
+                }
+                #[test] fn a_handshake_cut_in_half_then_closed_is_a_truncation() {
+                    cases::a_handshake_cut_in_half_then_closed_is_a_truncation(MODEL)
+                }
+                #[test] fn a_handshake_cut_in_half_and_held_open_does_not_stall_the_server() {
+                    cases::a_handshake_cut_in_half_and_held_open_does_not_stall_the_server(MODEL)
+                }
+                #[test] fn a_client_without_a_certificate_is_refused_when_one_is_required() {
+                    cases::a_client_without_a_certificate_is_refused_when_one_is_required(MODEL)
+                }
+                #[test] fn a_client_certificate_from_an_unknown_ca_is_refused() {
+                    cases::a_client_certificate_from_an_unknown_ca_is_refused(MODEL)
+                }
+                #[test] fn a_client_refuses_an_expired_server_certificate() {
+                    cases::a_client_refuses_an_expired_server_certificate(MODEL)
+                }
+                #[test] fn a_client_refuses_a_certificate_for_another_host() {
+                    cases::a_client_refuses_a_certificate_for_another_host(MODEL)
+                }
+            }
+        )*
+
+        /// A model that becomes available without a line above would go untested: fail instead.
+        #[test]
+        fn every_available_model_runs_the_bad_input_suite() {
+            let covered = [$($(#[$attr])* $model),*];
+            for m in Model::available() {
+                assert!(covered.contains(&m), "model {m} is available but not in the TLS bad-input suite");
+            }
+            for m in covered {
+                assert!(m.is_available(), "model {m} is in the TLS bad-input suite but not available: {:?}", m.availability());
+            }
+        }
+    };
+}
+
+/// Under a `tls` module, so that every test's name says TLS (`tls::select::small_echo`) and
+/// `cargo test tls` picks this file's tests out of the server's.
+mod tls {
+    use super::*;
+
+    tls_bad_input! {
+        blocking => Model::Blocking;
+        select => Model::Select;
+        event_select => Model::EventSelect;
+        overlapped_event => Model::OverlappedEvent;
+        overlapped_routine => Model::OverlappedRoutine;
+        async_select => Model::AsyncSelect;
+        completion_port => Model::CompletionPort;
+        #[cfg(target_os = "linux")]
+        completion_port_handoff => Model::CompletionPort, |c| {
+            c.workers = Some(2);
+            c.accept_mode = iomodels_server::AcceptMode::Handoff;
+        };
+    }
+}
