@@ -99,46 +99,71 @@ load_tests=$(grep -c '#\[test\]' crates/load/tests/load.rs)
 echo "windows skipped: $load_tests tests of iomodels-load (mio's AFD polling stalls under Wine 8)" | tee -a "$log"
 # The binary as a user meets it: `iomodels.exe serve` for every model under Wine, a peer
 # nobody here wrote (socat, a Linux process) echoing 256 KiB through it, then SIGINT (which
-# Wine turns into Ctrl-C): the server must stop gracefully and exit 0. (socat is installed
-# with the packages above.)
+# Wine turns into Ctrl-C): the server must stop gracefully and exit 0. Twice: over plain TCP,
+# then over TLS (`serve --tls-self-signed --tls-cert-out Z:/...`: the Windows process writes
+# its certificate through Wine's Z: drive, which maps /, and `socat OPENSSL:` trusts that file
+# and nothing else). (socat, built with OpenSSL, is installed with the packages above.)
 exe="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/debug/iomodels.exe"
-payload=$(mktemp) echoed=$(mktemp) served=$(mktemp)
+payload=$(mktemp) echoed=$(mktemp) served=$(mktemp) peer_err=$(mktemp) tls_dir=$(mktemp -d)
 head -c 262144 /dev/urandom >"$payload"
 cli_pass=0 cli_fail=0
-for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do
-  wine "$exe" serve --model "$m" --listen 127.0.0.1:0 >"$served" 2>&1 &
-  pid=$!
-  addr=""
+# serve_and_echo MODEL tcp|tls: one run; counts a pass or a failure.
+serve_and_echo() {
+  local m=$1 mode=$2 name="windows cli: $1" cert="" peer
+  local args=(serve --model "$m" --listen 127.0.0.1:0)
+  if [ "$mode" = tls ]; then
+    name="windows cli tls: $m"
+    cert="$tls_dir/$m.pem"
+    args+=(--tls-self-signed --tls-cert-out "Z:$cert")
+  fi
+  wine "$exe" "${args[@]}" >"$served" 2>&1 &
+  local pid=$! addr="" ok=1 rc=0
   for _ in $(seq 100); do
     addr=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' "$served")
     [ -n "$addr" ] && break
     sleep 0.1
   done
-  ok=1
+  peer="TCP:$addr"
+  [ "$mode" = tcp ] || peer="OPENSSL:$addr,cafile=$cert,commonname=localhost"
   if [ -z "$addr" ]; then
-    echo "windows cli: $m did not start: $(head -c 300 "$served")" >&2
+    echo "$name did not start: $(head -c 300 "$served")" >&2
     ok=0
-  elif ! timeout 20 socat -t5 - "TCP:$addr" <"$payload" >"$echoed" || ! cmp -s "$payload" "$echoed"; then
-    echo "windows cli: $m: socat's 256 KiB did not come back intact ($(stat -c %s "$echoed") bytes)" >&2
+  elif [ "$mode" = tls ] && ! grep -q 'over TLS)$' "$served"; then
+    echo "$name: the ready line does not say TLS: $(grep '^listening' "$served")" >&2
+    ok=0
+  elif [ "$mode" = tls ] && [ ! -s "$cert" ]; then
+    echo "$name: no certificate written to Z:$cert" >&2
+    ok=0
+  elif ! timeout 30 socat -t5 - "$peer" <"$payload" >"$echoed" 2>"$peer_err" || ! cmp -s "$payload" "$echoed"; then
+    echo "$name: socat's 256 KiB did not come back intact ($(stat -c %s "$echoed") bytes): $(head -c 300 "$peer_err")" >&2
     ok=0
   fi
   kill -INT "$pid" 2>/dev/null || true
-  rc=0
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then
-    echo "windows cli: $m did not stop within 10 s of SIGINT" >&2
+    echo "$name did not stop within 10 s of SIGINT" >&2
     kill -9 "$pid" 2>/dev/null || true
     ok=0
   fi
   wait "$pid" || rc=$?
   if [ "$ok" = 1 ] && { [ "$rc" != 0 ] || ! grep -q '^.*stopped: 1 connections served' "$served"; }; then
-    echo "windows cli: $m exited $rc after SIGINT: $(tail -n 3 "$served")" >&2
+    echo "$name exited $rc after SIGINT: $(tail -n 3 "$served")" >&2
     ok=0
   fi
-  if [ "$ok" = 1 ]; then cli_pass=$((cli_pass + 1)); echo "windows cli: $m ok"; else cli_fail=$((cli_fail + 1)); fi
+  # socat sends close_notify: a clean TLS run logs no warning about its connection.
+  if [ "$ok" = 1 ] && [ "$mode" = tls ] && grep -q 'tls: .*\(truncated\|connection closed\)' "$served"; then
+    echo "$name: the server logged a TLS failure: $(grep 'tls: ' "$served" | tail -n 2)" >&2
+    ok=0
+  fi
+  if [ "$ok" = 1 ]; then cli_pass=$((cli_pass + 1)); echo "$name ok"; else cli_fail=$((cli_fail + 1)); fi
+}
+for mode in tcp tls; do
+  for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do
+    serve_and_echo "$m" "$mode"
+  done
 done
-rm -f "$payload" "$echoed" "$served"
-echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, socat from Linux)" | tee -a "$log"
+rm -rf "$payload" "$echoed" "$served" "$peer_err" "$tls_dir"
+echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain and TLS, socat from Linux)" | tee -a "$log"
 [ "$cli_fail" = 0 ] || status=1
 # The binary must list every model with its Winsock mechanism.
 for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs the Debian packages the tests use as real peers (socat), when
-# missing, runs every test of the workspace on Linux, then the Windows tests under Wine
+# The test command: installs the Debian packages the tests use as real peers (socat, openssl),
+# when missing, runs every test of the workspace on Linux, then the Windows tests under Wine
 # (scripts/test-windows.sh, which installs its own toolchain and Wine). Extra arguments go to
 # the Linux `cargo test`. IOMODELS_SKIP_WINDOWS=1 runs the Linux half only.
 set -euo pipefail
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]}" >&2
   sudo=""

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use iomodels_core::rustls::ServerConfig;
+use iomodels_core::rustls::{self, ServerConfig};
 use iomodels_core::tls::{self, pki};
 use iomodels_load::TlsClient;
 use std::net::SocketAddr;
@@ -106,8 +106,25 @@ pub fn server_config(
     if client_roots.is_some() {
         notes.push("tls: client certificates required (mutual TLS)".to_string());
     }
-    let config = tls::server_config(chain, key, client_roots)
-        .map_err(|e| anyhow!("the TLS certificate and key cannot be used: {e}"))?;
+    let config = tls::server_config(chain, key, client_roots).map_err(|e| {
+        match (&args.tls_cert, &args.tls_key, e) {
+            (
+                Some(cert),
+                Some(key),
+                rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch),
+            ) => anyhow!(
+                "--tls-key {}: not the private key of the certificate in --tls-cert {}",
+                key.display(),
+                cert.display()
+            ),
+            (Some(cert), Some(key), e) => anyhow!(
+                "--tls-cert {} with --tls-key {}: cannot be used: {e}",
+                cert.display(),
+                key.display()
+            ),
+            (_, _, e) => anyhow!("the TLS certificate and key cannot be used: {e}"),
+        }
+    })?;
     Ok(Some((config, notes)))
 }
 

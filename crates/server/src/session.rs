@@ -7,7 +7,7 @@ use crate::stats::Stats;
 use crate::Ctx;
 use iomodels_core::Connection;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -47,6 +47,9 @@ pub(crate) struct Session {
     /// what there is to read, since the end of stream still waits behind the data and no new
     /// edge will announce it.
     pub peer_closing: bool,
+    /// The peer's address, taken at the start for a TLS connection's closing log line (at the
+    /// end, `getpeername` fails once the peer has reset the connection).
+    tls_peer: Option<SocketAddr>,
     stats: Arc<Stats>,
     /// Pending bytes last added to `stats.pending_bytes`.
     published_pending: usize,
@@ -57,6 +60,7 @@ impl Session {
     pub fn new(stream: TcpStream, ctx: &Ctx) -> Session {
         ctx.stats.accepted.fetch_add(1, Relaxed);
         ctx.stats.active.fetch_add(1, Relaxed);
+        let tls_peer = ctx.tls.as_ref().and_then(|_| stream.peer_addr().ok());
         Session {
             stream,
             conn: match &ctx.tls {
@@ -68,6 +72,7 @@ impl Session {
             writable: true,
             edge_triggered: false,
             peer_closing: false,
+            tls_peer,
             stats: Arc::clone(&ctx.stats),
             published_pending: 0,
         }
@@ -194,9 +199,9 @@ impl Session {
             return;
         }
         let peer = || {
-            self.stream
-                .peer_addr()
-                .map_or_else(|_| "a client".to_string(), |a| a.to_string())
+            self.tls_peer
+                .or_else(|| self.stream.peer_addr().ok())
+                .map_or_else(|| "a client".to_string(), |a| a.to_string())
         };
         if let Some(e) = self.conn.tls_error() {
             self.stats.tls_failures.fetch_add(1, Relaxed);

@@ -1,0 +1,1081 @@
+//! `iomodels serve` over TLS against peers nobody here wrote: `openssl s_client` and
+//! `socat OPENSSL:` echo a random payload byte-identically through every model, with and
+//! without a client certificate (mutual TLS), over TLS 1.2 and 1.3; a client the server must
+//! refuse is refused and the next one is served; and `serve`'s TLS flags, good and bad.
+//!
+//! openssl and socat are required: a test that cannot find them fails and says so
+//! (scripts/test.sh installs both). Every external command runs under `timeout`, every read
+//! from the server has a deadline.
+#![cfg(target_os = "linux")]
+
+use iomodels_core::tls::pki::{Ca, Usage, Validity};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
+
+/// How long any external client may run (`timeout`'s limit).
+const CLIENT_LIMIT: &str = "60";
+/// How long the server may take to print its ready line, a stats line, or to exit.
+const SERVER_DEADLINE: Duration = Duration::from_secs(30);
+/// The payload every client echoes.
+const PAYLOAD_LEN: usize = 256 * 1024;
+
+const MODELS: [&str; 7] = [
+    "blocking",
+    "select",
+    "async-select",
+    "event-select",
+    "overlapped-event",
+    "overlapped-routine",
+    "completion-port",
+];
+
+/// Fails the test, saying so, when `tool` (openssl or socat) is not installed.
+fn require(tool: &str) {
+    let arg = if tool == "socat" { "-V" } else { "version" };
+    let ok = Command::new("timeout")
+        .args(["10", tool, arg])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "`{tool}` is not installed (or `{tool} {arg}` fails): this test needs it as a peer \
+         nobody here wrote; scripts/test.sh installs it (apt-get install {tool})"
+    );
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A payload that differs from run to run (the seed is in every failure message).
+fn payload() -> (Vec<u8>, u64) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let seed = (nanos << 20) ^ u64::from(std::process::id());
+    (random_bytes(PAYLOAD_LEN, seed), seed)
+}
+
+/// A temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("iomodels-tls-interop-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test PKI on disk: a CA, a server certificate for localhost/127.0.0.1 it signed, a client
+/// certificate it signed, and a client certificate from a CA the server does not trust.
+struct Pki {
+    dir: TempDir,
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    stranger_cert: PathBuf,
+    stranger_key: PathBuf,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = TempDir::new(tag);
+        let ca = Ca::new("iomodels interop test CA").unwrap();
+        let server = ca
+            .issue(
+                &["localhost", "127.0.0.1"],
+                Usage::Server,
+                Validity::Current,
+            )
+            .unwrap();
+        let client = ca
+            .issue(&["interop-client"], Usage::Client, Validity::Current)
+            .unwrap();
+        let other_ca = Ca::new("some other CA").unwrap();
+        let stranger = other_ca
+            .issue(&["stranger"], Usage::Client, Validity::Current)
+            .unwrap();
+        Pki {
+            ca: dir.write("ca.pem", &ca.issued().cert_pem),
+            server_cert: dir.write("server.pem", &server.cert_pem),
+            server_key: dir.write("server.key", &server.key_pem),
+            client_cert: dir.write("client.pem", &client.cert_pem),
+            client_key: dir.write("client.key", &client.key_pem),
+            stranger_cert: dir.write("stranger.pem", &stranger.cert_pem),
+            stranger_key: dir.write("stranger.key", &stranger.key_pem),
+            dir,
+        }
+    }
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A `iomodels serve` child process: its stdout lines come through a channel, its stderr is
+/// collected as it comes; killed if a test fails before stopping it.
+struct Served {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
+    addr: SocketAddr,
+    ready_line: String,
+}
+
+impl Served {
+    fn start(args: &[&str]) -> Served {
+        Served::start_in(None, args)
+    }
+
+    /// Starts `serve --listen 127.0.0.1:0 ARGS` (in `dir` if given) and waits for its ready
+    /// line.
+    fn start_in(dir: Option<&Path>, args: &[&str]) -> Served {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().expect("spawn iomodels serve");
+        let (tx, lines) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let stderr_thread = std::thread::spawn(move || {
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match err.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => sink
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&line)),
+                }
+            }
+        });
+        let mut served = Served {
+            child,
+            lines,
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            ready_line: String::new(),
+        };
+        let line = served.next_line("the ready line");
+        served.addr = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
+        served.ready_line = line;
+        served
+    }
+
+    fn next_line(&mut self, what: &str) -> String {
+        match self.lines.recv_timeout(SERVER_DEADLINE) {
+            Ok(line) => line,
+            Err(e) => {
+                let status = self.child.try_wait().unwrap();
+                panic!(
+                    "no {what} from the server ({}; status {status:?}); stderr:\n{}",
+                    match e {
+                        RecvTimeoutError::Timeout => "timed out",
+                        RecvTimeoutError::Disconnected => "stdout closed",
+                    },
+                    self.stderr_text()
+                )
+            }
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill takes a pid and a signal number; the pid is our own live child.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// The server's counters (SIGUSR1 prints them as one JSON line).
+    fn stats(&mut self) -> serde_json::Value {
+        self.signal(libc::SIGUSR1);
+        let line = self.next_line("stats line after SIGUSR1");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        v["stats"].clone()
+    }
+
+    /// Polls the counters until `done` says yes, for at most SERVER_DEADLINE (a bound, not a
+    /// timing assertion: the server counts a connection when it has finished with it, which
+    /// can be a moment after the client saw the end).
+    fn stats_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = Instant::now() + SERVER_DEADLINE;
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < end,
+                "the server's counters never showed {what}: {stats}\nstderr:\n{}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until stderr holds a line containing `needle` (bounded), and returns that line.
+    fn stderr_line_with(&self, needle: &str) -> String {
+        let end = Instant::now() + SERVER_DEADLINE;
+        loop {
+            let err = self.stderr_text();
+            if let Some(line) = err.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < end, "no {needle:?} on stderr:\n{err}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGINT, waits (bounded) for the exit, and returns the status and all of stderr.
+    fn interrupt(mut self) -> (ExitStatus, String) {
+        self.signal(libc::SIGINT);
+        let end = Instant::now() + SERVER_DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < end,
+                "the server did not exit after SIGINT; stderr:\n{}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The process is gone, so its stderr is at EOF: the thread ends.
+        self.stderr_thread.take().unwrap().join().unwrap();
+        (status, self.stderr_text())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// When a client's stdin is closed.
+#[derive(Clone, Copy, PartialEq)]
+enum StdinEnd {
+    /// Right after the payload: socat half-closes (its `close_notify`) and reads on.
+    AfterPayload,
+    /// Once the whole echo came back, or the client ended: `openssl s_client -no_ign_eof`
+    /// shuts the connection down (`close_notify`) and exits at its input's end, without
+    /// reading what is still on its way.
+    AfterEcho,
+}
+
+/// What a client process did.
+struct ClientRun {
+    what: String,
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl ClientRun {
+    fn timed_out(&self) -> bool {
+        self.status.code() == Some(124) || self.status.code() == Some(137)
+    }
+
+    /// The client succeeded and its output is the payload, byte for byte.
+    fn assert_echoed(&self, payload: &[u8], seed: u64) {
+        assert!(
+            self.status.success(),
+            "{}: failed ({:?}{}); stderr:\n{}",
+            self.what,
+            self.status,
+            if self.timed_out() { ", timed out" } else { "" },
+            self.stderr
+        );
+        assert_eq!(
+            self.stdout.len(),
+            payload.len(),
+            "{}: echoed {} bytes of {} (seed {seed}); stderr:\n{}",
+            self.what,
+            self.stdout.len(),
+            payload.len(),
+            self.stderr
+        );
+        if let Some(at) = self.stdout.iter().zip(payload).position(|(a, b)| a != b) {
+            panic!(
+                "{}: the echo differs from the payload at byte {at} (seed {seed})",
+                self.what
+            );
+        }
+    }
+
+    /// The client got nothing back.
+    fn assert_nothing_echoed(&self) {
+        assert!(
+            !self.timed_out(),
+            "{}: timed out instead of being refused; stderr:\n{}",
+            self.what,
+            self.stderr
+        );
+        assert!(
+            self.stdout.is_empty(),
+            "{}: {} bytes came back from a server that should have refused it",
+            self.what,
+            self.stdout.len()
+        );
+    }
+
+    /// The client failed (non-zero exit, not a timeout) and got nothing back.
+    fn assert_refused(&self) {
+        self.assert_nothing_echoed();
+        assert!(
+            !self.status.success(),
+            "{}: exited 0 although the server refused it; stderr:\n{}",
+            self.what,
+            self.stderr
+        );
+    }
+}
+
+/// Runs `timeout LIMIT program args`, writes `payload` to its stdin (closed as `end` says),
+/// and collects its stdout and stderr.
+fn run_client(
+    what: &str,
+    program: &str,
+    args: &[String],
+    payload: &[u8],
+    end: StdinEnd,
+) -> ClientRun {
+    require(program);
+    let mut child = Command::new("timeout")
+        .args(["-k", "5", CLIENT_LIMIT, program])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot run `timeout {program}`: {e}"));
+    let (echoed_tx, echoed_rx) = mpsc::channel::<()>();
+    let mut stdin = child.stdin.take().unwrap();
+    let to_send = payload.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A client that quits early (refused) breaks the pipe: not an error here.
+        let _ = stdin.write_all(&to_send);
+        if end == StdinEnd::AfterEcho {
+            // Until the echo is complete or the client's stdout ended (bounded by the
+            // client's own `timeout`, which ends its stdout).
+            let _ = echoed_rx.recv();
+        }
+        drop(stdin);
+    });
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut err = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut err);
+        String::from_utf8_lossy(&err).into_owned()
+    });
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let mut stdout = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut told = false;
+    loop {
+        match stdout_pipe.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                stdout.extend_from_slice(&buf[..n]);
+                if !told && stdout.len() >= payload.len() {
+                    let _ = echoed_tx.send(());
+                    told = true;
+                }
+            }
+        }
+    }
+    drop(echoed_tx);
+    let status = child.wait().unwrap();
+    writer.join().unwrap();
+    let stderr = stderr_reader.join().unwrap();
+    ClientRun {
+        what: what.to_string(),
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// `openssl s_client` to `addr`, verifying the server against `ca` for the name localhost,
+/// stopping at the first verification error; binary-clean (-quiet -nocommands) and shutting
+/// down at its input's end (-no_ign_eof).
+fn s_client(
+    addr: SocketAddr,
+    ca: &Path,
+    version: Option<&str>,
+    identity: Option<(&Path, &Path)>,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "s_client",
+        "-connect",
+        &addr.to_string(),
+        "-CAfile",
+        s(ca),
+        "-verify_return_error",
+        "-servername",
+        "localhost",
+        "-verify_hostname",
+        "localhost",
+        "-quiet",
+        "-no_ign_eof",
+        "-nocommands",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(version.map(String::from));
+    if let Some((cert, key)) = identity {
+        args.extend(["-cert", s(cert), "-key", s(key)].map(String::from));
+    }
+    args
+}
+
+fn openssl(
+    what: &str,
+    addr: SocketAddr,
+    ca: &Path,
+    version: Option<&str>,
+    identity: Option<(&Path, &Path)>,
+    payload: &[u8],
+) -> ClientRun {
+    let args = s_client(addr, ca, version, identity);
+    run_client(what, "openssl", &args, payload, StdinEnd::AfterEcho)
+}
+
+/// `socat - OPENSSL:ADDR,cafile=CA,commonname=localhost[,cert=,key=][,openssl-max-proto-version=V]`.
+fn socat(
+    what: &str,
+    addr: SocketAddr,
+    ca: &Path,
+    max_version: Option<&str>,
+    identity: Option<(&Path, &Path)>,
+    payload: &[u8],
+) -> ClientRun {
+    let mut address = format!("OPENSSL:{addr},cafile={},commonname=localhost", s(ca));
+    if let Some((cert, key)) = identity {
+        address.push_str(&format!(",cert={},key={}", s(cert), s(key)));
+    }
+    if let Some(v) = max_version {
+        address.push_str(&format!(",openssl-max-proto-version={v}"));
+    }
+    let args = ["-t", "10", "-", &address].map(String::from);
+    run_client(what, "socat", &args, payload, StdinEnd::AfterPayload)
+}
+
+/// The server's per-connection TLS warnings (`WARN ] tls: PEER: ...`).
+fn tls_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("tls: "))
+        .collect()
+}
+
+/// A clean stop: SIGINT -> exit 0, and no connection was logged as truncated.
+fn assert_clean_stop(served: Served, model: &str) -> String {
+    let (status, err) = served.interrupt();
+    assert!(
+        status.success(),
+        "{model}: exit status {status:?} after SIGINT; stderr:\n{err}"
+    );
+    assert!(
+        !err.contains("truncated"),
+        "{model}: a connection was logged as truncated (a client's close_notify missed?):\n{err}"
+    );
+    err
+}
+
+mod per_model {
+    use super::*;
+
+    /// Server authentication only: openssl over TLS 1.3 and over TLS 1.2, socat (its default,
+    /// TLS 1.3), none with a client certificate.
+    pub fn openssl_and_socat_echo_without_client_certificates(model: &str) {
+        require("openssl");
+        require("socat");
+        let pki = Pki::new(&format!("{model}-server-auth"));
+        let mut served = Served::start(&[
+            "--model",
+            model,
+            "--tls-cert",
+            s(&pki.server_cert),
+            "--tls-key",
+            s(&pki.server_key),
+        ]);
+        assert!(
+            served.ready_line.contains(&format!("(model {model}: "))
+                && served.ready_line.ends_with("over TLS)"),
+            "{}",
+            served.ready_line
+        );
+        let addr = served.addr;
+        let (data, seed) = payload();
+        openssl(
+            &format!("{model}: openssl s_client -tls1_3"),
+            addr,
+            &pki.ca,
+            Some("-tls1_3"),
+            None,
+            &data,
+        )
+        .assert_echoed(&data, seed);
+        openssl(
+            &format!("{model}: openssl s_client -tls1_2"),
+            addr,
+            &pki.ca,
+            Some("-tls1_2"),
+            None,
+            &data,
+        )
+        .assert_echoed(&data, seed);
+        socat(
+            &format!("{model}: socat OPENSSL:"),
+            addr,
+            &pki.ca,
+            None,
+            None,
+            &data,
+        )
+        .assert_echoed(&data, seed);
+        let stats = served.stats_until("3 connections closed", |s| {
+            s["accepted"] == 3 && s["active"] == 0
+        });
+        assert_eq!(stats["tls_failures"], 0, "{model}: {stats}");
+        assert_eq!(stats["tls_truncated"], 0, "{model}: {stats}");
+        assert_eq!(stats["errors"], 0, "{model}: {stats}");
+        let err = assert_clean_stop(served, model);
+        assert!(
+            tls_warnings(&err).is_empty(),
+            "{model}: TLS warnings for clean clients:\n{err}"
+        );
+    }
+
+    /// Mutual TLS: clients with a certificate from the trusted CA are served (openssl over
+    /// TLS 1.2, socat over TLS 1.3); clients without one, or with one from another CA, are
+    /// refused with nothing echoed, and the next good client is served.
+    pub fn mutual_tls_serves_certified_clients_and_refuses_the_rest(model: &str) {
+        require("openssl");
+        require("socat");
+        let pki = Pki::new(&format!("{model}-mutual"));
+        let mut served = Served::start(&[
+            "--model",
+            model,
+            "--tls-cert",
+            s(&pki.server_cert),
+            "--tls-key",
+            s(&pki.server_key),
+            "--tls-client-ca",
+            s(&pki.ca),
+        ]);
+        let addr = served.addr;
+        let me = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+        let stranger = Some((pki.stranger_cert.as_path(), pki.stranger_key.as_path()));
+        let (data, seed) = payload();
+
+        openssl(
+            &format!("{model}: openssl s_client -tls1_2 -cert"),
+            addr,
+            &pki.ca,
+            Some("-tls1_2"),
+            me,
+            &data,
+        )
+        .assert_echoed(&data, seed);
+        socat(
+            &format!("{model}: socat OPENSSL:...,cert=,key="),
+            addr,
+            &pki.ca,
+            None,
+            me,
+            &data,
+        )
+        .assert_echoed(&data, seed);
+
+        // Refused: openssl without a certificate (TLS 1.3: its handshake completes, then the
+        // server's certificate_required alert ends the session before any data).
+        let refused = openssl(
+            &format!("{model}: openssl s_client without a certificate"),
+            addr,
+            &pki.ca,
+            None,
+            None,
+            &data,
+        );
+        refused.assert_refused();
+        // The server keeps serving.
+        socat(
+            &format!("{model}: socat with a certificate after a refused client"),
+            addr,
+            &pki.ca,
+            None,
+            me,
+            &data,
+        )
+        .assert_echoed(&data, seed);
+
+        // Refused: socat without a certificate over TLS 1.2 (the handshake itself fails).
+        socat(
+            &format!("{model}: socat -tls1.2 without a certificate"),
+            addr,
+            &pki.ca,
+            Some("TLS1.2"),
+            None,
+            &data,
+        )
+        .assert_refused();
+        // Refused: socat without a certificate over TLS 1.3. socat 1.7 takes the alert that
+        // arrives on its read side for an end of stream and may exit 0 (seen), so only
+        // "nothing echoed" is asserted for it, and the server's count of refusals below.
+        socat(
+            &format!("{model}: socat without a certificate"),
+            addr,
+            &pki.ca,
+            None,
+            None,
+            &data,
+        )
+        .assert_nothing_echoed();
+        // Refused: a certificate from a CA the server does not trust.
+        openssl(
+            &format!("{model}: openssl s_client with an untrusted certificate"),
+            addr,
+            &pki.ca,
+            Some("-tls1_3"),
+            stranger,
+            &data,
+        )
+        .assert_refused();
+        openssl(
+            &format!("{model}: openssl s_client -tls1_3 -cert after the refusals"),
+            addr,
+            &pki.ca,
+            Some("-tls1_3"),
+            me,
+            &data,
+        )
+        .assert_echoed(&data, seed);
+
+        let stats = served.stats_until("8 connections closed", |s| {
+            s["accepted"] == 8 && s["active"] == 0
+        });
+        assert_eq!(stats["tls_failures"], 4, "{model}: {stats}");
+        assert_eq!(stats["tls_truncated"], 0, "{model}: {stats}");
+        let err = assert_clean_stop(served, model);
+        // Each names its peer (it once said "a client" when the peer had reset the connection
+        // before the server logged it).
+        assert!(
+            !err.contains("tls: a client"),
+            "{model}: a warning that does not name its peer:\n{err}"
+        );
+        let warnings = tls_warnings(&err);
+        assert!(
+            warnings.iter().all(|l| l.contains("tls: 127.0.0.1:")),
+            "{model}: {warnings:#?}"
+        );
+        assert_eq!(
+            warnings.len(),
+            4,
+            "{model}: one warning line per refused client expected:\n{err}"
+        );
+        assert_eq!(
+            warnings
+                .iter()
+                .filter(|l| l.contains("no certificates"))
+                .count(),
+            3,
+            "{model}: {warnings:#?}"
+        );
+    }
+}
+
+macro_rules! per_model {
+    ($($name:ident => $model:literal),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn openssl_and_socat_echo_without_client_certificates() {
+                    super::per_model::openssl_and_socat_echo_without_client_certificates($model)
+                }
+                #[test]
+                fn mutual_tls_serves_certified_clients_and_refuses_the_rest() {
+                    super::per_model::mutual_tls_serves_certified_clients_and_refuses_the_rest($model)
+                }
+            }
+        )*
+
+        #[test]
+        fn every_model_is_tested() {
+            assert_eq!([$($model),*], MODELS);
+            let out = Command::new(BIN).arg("models").output().unwrap();
+            assert!(out.status.success());
+            let available: Vec<String> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .filter(|l| l.contains(" yes"))
+                .map(|l| l.split_whitespace().next().unwrap().to_string())
+                .collect();
+            assert_eq!(available, MODELS, "`iomodels models` and this suite disagree");
+        }
+    };
+}
+
+per_model! {
+    blocking => "blocking",
+    select => "select",
+    async_select => "async-select",
+    event_select => "event-select",
+    overlapped_event => "overlapped-event",
+    overlapped_routine => "overlapped-routine",
+    completion_port => "completion-port",
+}
+
+// ---- serve's TLS flags ----
+
+/// `iomodels serve --listen 127.0.0.1:0 ARGS`, bounded: a run that should have failed but
+/// serves instead is stopped by `timeout` and fails the test.
+fn serve_bounded(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["-k", "5", "20", BIN, "serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run timeout iomodels serve")
+}
+
+/// A failed run: non-zero status (not `timeout`'s), exactly one line on stderr, containing
+/// every needle.
+fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "the server ran instead of refusing its arguments: {err}"
+    );
+    assert!(
+        !out.status.success(),
+        "expected failure, got {:?}; stderr: {err}",
+        out.status
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    for needle in needles {
+        assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
+    }
+}
+
+#[test]
+fn tls_cert_without_tls_key_is_one_line() {
+    let pki = Pki::new("flag-cert-only");
+    let out = serve_bounded(&["--tls-cert", s(&pki.server_cert)]);
+    assert_one_line_error(&out, &["--tls-key", "required"]);
+}
+
+#[test]
+fn tls_key_without_tls_cert_is_one_line() {
+    let pki = Pki::new("flag-key-only");
+    let out = serve_bounded(&["--tls-key", s(&pki.server_key)]);
+    assert_one_line_error(&out, &["--tls-cert", "required"]);
+}
+
+#[test]
+fn a_missing_certificate_or_key_file_is_one_line() {
+    let pki = Pki::new("flag-missing");
+    let nowhere = pki.dir.path("nowhere.pem");
+    let out = serve_bounded(&["--tls-cert", s(&nowhere), "--tls-key", s(&pki.server_key)]);
+    assert_one_line_error(&out, &["--tls-cert", s(&nowhere), "cannot read"]);
+    let out = serve_bounded(&["--tls-cert", s(&pki.server_cert), "--tls-key", s(&nowhere)]);
+    assert_one_line_error(&out, &["--tls-key", s(&nowhere), "cannot read"]);
+    let out = serve_bounded(&[
+        "--tls-cert",
+        s(&pki.server_cert),
+        "--tls-key",
+        s(&pki.server_key),
+        "--tls-client-ca",
+        s(&nowhere),
+    ]);
+    assert_one_line_error(&out, &["--tls-client-ca", s(&nowhere), "cannot read"]);
+}
+
+#[test]
+fn a_file_with_no_certificate_is_one_line() {
+    let pki = Pki::new("flag-no-cert");
+    // The key file where the certificate should be.
+    let out = serve_bounded(&[
+        "--tls-cert",
+        s(&pki.server_key),
+        "--tls-key",
+        s(&pki.server_key),
+    ]);
+    assert_one_line_error(&out, &["--tls-cert", "no CERTIFICATE"]);
+    let empty = pki.dir.write("empty.pem", "");
+    let out = serve_bounded(&[
+        "--tls-cert",
+        s(&pki.server_cert),
+        "--tls-key",
+        s(&pki.server_key),
+        "--tls-client-ca",
+        s(&empty),
+    ]);
+    assert_one_line_error(&out, &["--tls-client-ca", "no CERTIFICATE"]);
+}
+
+#[test]
+fn a_file_with_no_key_is_one_line() {
+    let pki = Pki::new("flag-no-key");
+    // The certificate where the key should be.
+    let out = serve_bounded(&[
+        "--tls-cert",
+        s(&pki.server_cert),
+        "--tls-key",
+        s(&pki.server_cert),
+    ]);
+    assert_one_line_error(&out, &["--tls-key", "no PRIVATE KEY"]);
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_one_line() {
+    let pki = Pki::new("flag-mismatch");
+    let out = serve_bounded(&[
+        "--tls-cert",
+        s(&pki.server_cert),
+        "--tls-key",
+        s(&pki.client_key),
+    ]);
+    assert_one_line_error(
+        &out,
+        &[
+            "--tls-key",
+            s(&pki.client_key),
+            "not the private key",
+            "--tls-cert",
+        ],
+    );
+}
+
+#[test]
+fn tls_client_ca_without_tls_is_one_line() {
+    let pki = Pki::new("flag-client-ca");
+    let out = serve_bounded(&["--tls-client-ca", s(&pki.ca)]);
+    assert_one_line_error(&out, &["--tls-client-ca", "needs TLS"]);
+}
+
+/// The SHA-256 fingerprint `openssl x509` computes for a PEM file (`AB:CD:...`).
+fn openssl_fingerprint(pem: &Path) -> String {
+    require("openssl");
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "openssl",
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+        ])
+        .arg(pem)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "openssl x509 {}: {text}{}",
+        pem.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "sha256 Fingerprint=AB:CD:..." (the prefix's case differs between versions).
+    text.trim()
+        .split_once('=')
+        .unwrap_or_else(|| panic!("openssl x509 printed {text:?}"))
+        .1
+        .to_string()
+}
+
+/// The fingerprint a `tls: self-signed certificate ...` log line gives.
+fn logged_fingerprint(line: &str) -> String {
+    line.split("SHA-256 ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no fingerprint in {line:?}"))
+        .trim()
+        .to_string()
+}
+
+/// `--tls-self-signed --tls-cert-out FILE`: FILE's fingerprint per `openssl x509` is the one
+/// the server logged, and clients that trust FILE (and nothing else) connect and echo.
+#[test]
+fn tls_self_signed_writes_the_certificate_it_logs_and_clients_trusting_it_connect() {
+    require("openssl");
+    require("socat");
+    let dir = TempDir::new("self-signed");
+    let out = dir.path("server.pem");
+    let served = Served::start(&[
+        "--model",
+        "event-select",
+        "--tls-self-signed",
+        "--tls-cert-out",
+        s(&out),
+    ]);
+    let line = served.stderr_line_with("tls: self-signed certificate");
+    assert!(line.contains(s(&out)), "{line}");
+    let logged = logged_fingerprint(&line);
+    assert_eq!(logged.len(), 32 * 3 - 1, "{line}");
+    assert_eq!(openssl_fingerprint(&out), logged, "{line}");
+    let addr = served.addr;
+    let (data, seed) = payload();
+    socat(
+        "socat trusting the self-signed certificate",
+        addr,
+        &out,
+        None,
+        None,
+        &data,
+    )
+    .assert_echoed(&data, seed);
+    openssl(
+        "openssl s_client trusting the self-signed certificate",
+        addr,
+        &out,
+        None,
+        None,
+        &data,
+    )
+    .assert_echoed(&data, seed);
+    // Trusting something else, the same client is refused by its own verification.
+    let pki = Pki::new("self-signed-other-ca");
+    openssl(
+        "openssl s_client trusting another CA",
+        addr,
+        &pki.ca,
+        None,
+        None,
+        &data,
+    )
+    .assert_refused();
+    let (status, err) = served.interrupt();
+    assert!(status.success(), "{status:?}\n{err}");
+    assert!(!err.contains("truncated"), "{err}");
+}
+
+/// Without --tls-cert-out, the certificate goes to iomodels-self-signed.pem in the working
+/// directory.
+#[test]
+fn tls_self_signed_writes_iomodels_self_signed_pem_by_default() {
+    require("openssl");
+    let dir = TempDir::new("self-signed-default");
+    let served = Served::start_in(Some(&dir.0), &["--model", "select", "--tls-self-signed"]);
+    let line = served.stderr_line_with("tls: self-signed certificate");
+    let file = dir.path("iomodels-self-signed.pem");
+    assert_eq!(
+        openssl_fingerprint(&file),
+        logged_fingerprint(&line),
+        "{line}"
+    );
+    let (status, err) = served.interrupt();
+    assert!(status.success(), "{status:?}\n{err}");
+}
+
+/// The PKI helper's own certificates are what the interop tests assume: openssl verifies the
+/// server's for localhost and 127.0.0.1 against the CA (so a failure above is the server's).
+#[test]
+fn the_test_pki_verifies_with_openssl() {
+    require("openssl");
+    let pki = Pki::new("pki-check");
+    for (cert, purpose, host) in [
+        (&pki.server_cert, "sslserver", Some("localhost")),
+        (&pki.client_cert, "sslclient", None),
+    ] {
+        let mut cmd = Command::new("timeout");
+        cmd.args([
+            "20",
+            "openssl",
+            "verify",
+            "-CAfile",
+            s(&pki.ca),
+            "-purpose",
+            purpose,
+        ]);
+        if let Some(host) = host {
+            cmd.args(["-verify_hostname", host]);
+        }
+        let out = cmd.arg(cert).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            cert.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
