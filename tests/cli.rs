@@ -3,100 +3,16 @@
 #![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
+mod support;
+
+use support::{random_bytes, Served, BIN};
 
 fn iomodels(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run iomodels")
-}
-
-/// A `iomodels serve` child process, killed if a test fails before stopping it.
-struct Served {
-    child: Child,
-    stdout: BufReader<std::process::ChildStdout>,
-    addr: SocketAddr,
-    ready_line: String,
-}
-
-impl Served {
-    fn start(args: &[&str]) -> Served {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn iomodels serve");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"))
-            .parse()
-            .unwrap();
-        Served {
-            child,
-            stdout,
-            addr,
-            ready_line: line.trim_end().to_string(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `signal` to the server.
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill takes a pid and a signal number; the pid is our own live child.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    fn terminate(self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        self.wait()
-    }
-
-    /// Sends SIGTERM, reads everything the server wrote on stderr, and waits (bounded) for the
-    /// exit status.
-    fn terminate_with_stderr(mut self) -> (String, std::process::ExitStatus) {
-        self.signal(libc::SIGTERM);
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (err, self.wait())
-    }
-
-    /// Waits (bounded) for the exit status.
-    fn wait(mut self) -> std::process::ExitStatus {
-        let end = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < end, "server did not exit after the signal");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {
@@ -106,18 +22,6 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn available_models() -> Vec<String> {
@@ -387,8 +291,8 @@ fn serve_stops_on_sigint_too() {
     let mut b = [0u8; 3];
     c.read_exact(&mut b).unwrap();
     drop(c);
-    s.signal(libc::SIGINT);
-    assert!(s.wait().success());
+    let (status, _) = s.interrupt();
+    assert!(status.success());
 }
 
 /// With io_uring blocked (as in many containers), the completion models say why they are
@@ -596,11 +500,8 @@ fn blocking_refuses_past_its_thread_cap_instead_of_aborting() {
         held >= cap.min(want) - 50 && held <= cap,
         "held {held}, cap {cap}"
     );
-    s.signal(libc::SIGUSR1);
-    let mut line = String::new();
-    s.stdout.read_line(&mut line).unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert!(stats["stats"]["refused"].as_u64().unwrap() >= 250, "{line}");
+    let stats = s.stats();
+    assert!(stats["refused"].as_u64().unwrap() >= 250, "{stats}");
     assert!(s.terminate().success());
 }
 

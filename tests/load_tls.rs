@@ -6,16 +6,17 @@
 //! Linux only, like tests/cli.rs: under Wine the mio-based load generator stalls.
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+mod support;
+
+use support::{Served, BIN};
+
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use iomodels_core::tls::pki::{Ca, Issued, Usage, Validity};
-
-const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
 
 /// Runs `iomodels ARGS` to completion, killing it (and failing) after 60 s.
 fn iomodels(args: &[&str]) -> Output {
@@ -75,36 +76,8 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// An `iomodels serve` child process, killed when dropped.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-}
-
+/// TLS serving, for these tests.
 impl Served {
-    fn start(args: &[&str]) -> Served {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn iomodels serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"))
-            .parse()
-            .unwrap();
-        assert!(line.contains("over TLS"), "{line}");
-        Served { child, addr }
-    }
-
     /// `serve --tls-self-signed` (event-select), and the certificate file it wrote.
     fn self_signed(dir: &std::path::Path) -> (Served, String) {
         let cert = dir.join("self-signed.pem").to_str().unwrap().to_string();
@@ -135,17 +108,6 @@ impl Served {
             args.extend(["--tls-client-ca", ca]);
         }
         Served::start(&args)
-    }
-
-    fn connect(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -242,7 +204,7 @@ fn help_describes_every_tls_flag() {
 fn load_over_tls_against_serve_tls_self_signed_verifies_every_byte() {
     let dir = scratch_dir();
     let (s, cert) = Served::self_signed(&dir);
-    let addr = s.connect();
+    let addr = s.addr.to_string();
     let common = ["load", "--connect", &addr, "--tls", "--tls-ca", &cert];
     let v = json(&iomodels(
         &[
@@ -307,7 +269,7 @@ fn load_over_tls_against_serve_tls_self_signed_verifies_every_byte() {
 fn a_server_name_the_certificate_does_not_have_is_one_line() {
     let dir = scratch_dir();
     let (s, cert) = Served::self_signed(&dir);
-    let addr = s.connect();
+    let addr = s.addr.to_string();
     let out = iomodels(&[
         "load",
         "--connect",
@@ -333,7 +295,7 @@ fn an_expired_server_certificate_is_one_line() {
         .unwrap();
     let s = Served::with_cert(&dir, &expired, None);
     let ca_file = write(&dir, "ca.pem", &ca.issued().cert_pem);
-    let addr = s.connect();
+    let addr = s.addr.to_string();
     for mode in [&[][..], &["--handshakes"][..]] {
         let args = [
             &["load", "--connect", &addr, "--tls", "--tls-ca", &ca_file][..],
@@ -358,7 +320,7 @@ fn an_unknown_issuer_is_one_line() {
     let out = iomodels(&[
         "load",
         "--connect",
-        &s.connect(),
+        &s.addr.to_string(),
         "--tls",
         "--tls-ca",
         &ca_file,
@@ -378,7 +340,7 @@ fn mutual_tls_with_tls_cert_and_key_works_and_without_them_is_one_line() {
         .unwrap();
     let ca_file = write(&dir, "ca.pem", &ca.issued().cert_pem);
     let s = Served::with_cert(&dir, &server, Some(&ca_file));
-    let addr = s.connect();
+    let addr = s.addr.to_string();
     let client_cert = write(&dir, "client.pem", &client.cert_pem);
     let client_key = write(&dir, "client.key", &client.key_pem);
     let base = ["load", "--connect", &addr, "--tls", "--tls-ca", &ca_file];

@@ -8,21 +8,19 @@
 //! from the server has a deadline.
 #![cfg(target_os = "linux")]
 
+mod support;
+
+use support::{random_bytes, Served, BIN};
+
 use iomodels_core::tls::pki::{Ca, Usage, Validity};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 
 /// How long any external client may run (`timeout`'s limit).
 const CLIENT_LIMIT: &str = "60";
-/// How long the server may take to print its ready line, a stats line, or to exit.
-const SERVER_DEADLINE: Duration = Duration::from_secs(30);
 /// The payload every client echoes.
 const PAYLOAD_LEN: usize = 256 * 1024;
 
@@ -50,18 +48,6 @@ fn require(tool: &str) {
         "`{tool}` is not installed (or `{tool} {arg}` fails): this test needs it as a peer \
          nobody here wrote; scripts/test.sh installs it (apt-get install {tool})"
     );
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A payload that differs from run to run (the seed is in every failure message).
@@ -149,180 +135,6 @@ impl Pki {
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// A `iomodels serve` child process: its stdout lines come through a channel, its stderr is
-/// collected as it comes; killed if a test fails before stopping it.
-struct Served {
-    child: Child,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    stderr_thread: Option<std::thread::JoinHandle<()>>,
-    addr: SocketAddr,
-    ready_line: String,
-}
-
-impl Served {
-    fn start(args: &[&str]) -> Served {
-        Served::start_in(None, args)
-    }
-
-    /// Starts `serve --listen 127.0.0.1:0 ARGS` (in `dir` if given) and waits for its ready
-    /// line.
-    fn start_in(dir: Option<&Path>, args: &[&str]) -> Served {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(dir) = dir {
-            cmd.current_dir(dir);
-        }
-        let mut child = cmd.spawn().expect("spawn iomodels serve");
-        let (tx, lines) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stdout.lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let stderr_thread = std::thread::spawn(move || {
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match err.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => sink
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&line)),
-                }
-            }
-        });
-        let mut served = Served {
-            child,
-            lines,
-            stderr,
-            stderr_thread: Some(stderr_thread),
-            addr: "0.0.0.0:0".parse().unwrap(),
-            ready_line: String::new(),
-        };
-        let line = served.next_line("the ready line");
-        served.addr = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
-        served.ready_line = line;
-        served
-    }
-
-    fn next_line(&mut self, what: &str) -> String {
-        match self.lines.recv_timeout(SERVER_DEADLINE) {
-            Ok(line) => line,
-            Err(e) => {
-                let status = self.child.try_wait().unwrap();
-                panic!(
-                    "no {what} from the server ({}; status {status:?}); stderr:\n{}",
-                    match e {
-                        RecvTimeoutError::Timeout => "timed out",
-                        RecvTimeoutError::Disconnected => "stdout closed",
-                    },
-                    self.stderr_text()
-                )
-            }
-        }
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill takes a pid and a signal number; the pid is our own live child.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-
-    /// The server's counters (SIGUSR1 prints them as one JSON line).
-    fn stats(&mut self) -> serde_json::Value {
-        self.signal(libc::SIGUSR1);
-        let line = self.next_line("stats line after SIGUSR1");
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        v["stats"].clone()
-    }
-
-    /// Polls the counters until `done` says yes, for at most SERVER_DEADLINE (a bound, not a
-    /// timing assertion: the server counts a connection when it has finished with it, which
-    /// can be a moment after the client saw the end).
-    fn stats_until(
-        &mut self,
-        what: &str,
-        done: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let end = Instant::now() + SERVER_DEADLINE;
-        loop {
-            let stats = self.stats();
-            if done(&stats) {
-                return stats;
-            }
-            assert!(
-                Instant::now() < end,
-                "the server's counters never showed {what}: {stats}\nstderr:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until stderr holds a line containing `needle` (bounded), and returns that line.
-    fn stderr_line_with(&self, needle: &str) -> String {
-        let end = Instant::now() + SERVER_DEADLINE;
-        loop {
-            let err = self.stderr_text();
-            if let Some(line) = err.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
-            }
-            assert!(Instant::now() < end, "no {needle:?} on stderr:\n{err}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGINT, waits (bounded) for the exit, and returns the status and all of stderr.
-    fn interrupt(mut self) -> (ExitStatus, String) {
-        self.signal(libc::SIGINT);
-        let end = Instant::now() + SERVER_DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < end,
-                "the server did not exit after SIGINT; stderr:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The process is gone, so its stderr is at EOF: the thread ends.
-        self.stderr_thread.take().unwrap().join().unwrap();
-        (status, self.stderr_text())
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// When a client's stdin is closed.

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::Variant;
+
 use common::{
     check_echo_then_eof, clients, connect, eventually, ping, reset, send_and_close, wait_for, Rng,
 };
@@ -15,13 +17,6 @@ use iomodels_server::{Model, RunningServer, ServerConfig};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
-
-/// A model with its configuration: what one generated module of the suite runs.
-#[derive(Clone, Copy)]
-struct Variant {
-    model: Model,
-    configure: fn(&mut ServerConfig),
-}
 
 /// Starts the variant on a free loopback port, with `tweak` applied after its own settings.
 fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
@@ -198,61 +193,19 @@ mod cases {
     }
 }
 
-macro_rules! conformance {
-    ($($(#[$attr:meta])* $name:ident => $model:expr $(, $configure:expr)?;)*) => {
-        $(
-            $(#[$attr])*
-            mod $name {
-                use super::*;
-                #[allow(unused_mut, unused_assignments)]
-                const MODEL: Variant = {
-                    let mut v = Variant { model: $model, configure: |_| {} };
-                    $(v.configure = $configure;)?
-                    v
-                };
-                #[test] fn small_echo() { cases::small_echo(MODEL) }
-                #[test] fn a_4_mib_message_in_random_chunks_comes_back_byte_identical() {
-                    cases::a_4_mib_message_in_random_chunks_comes_back_byte_identical(MODEL)
-                }
-                #[test] fn two_hundred_concurrent_clients_are_each_verified() {
-                    cases::two_hundred_concurrent_clients_are_each_verified(MODEL)
-                }
-                #[test] fn half_close_gets_everything_back_then_eof() {
-                    cases::half_close_gets_everything_back_then_eof(MODEL)
-                }
-                #[test] fn data_and_fin_arriving_together_are_both_seen() {
-                    cases::data_and_fin_arriving_together_are_both_seen(MODEL)
-                }
-                #[test] fn a_client_that_resets_mid_stream_does_not_disturb_others() {
-                    cases::a_client_that_resets_mid_stream_does_not_disturb_others(MODEL)
-                }
-                #[test] fn a_client_that_never_reads_is_held_to_the_high_water_mark() {
-                    cases::a_client_that_never_reads_is_held_to_the_high_water_mark(MODEL)
-                }
-                #[test] fn discard_reads_everything_and_sends_nothing() {
-                    cases::discard_reads_everything_and_sends_nothing(MODEL)
-                }
-                #[test] fn shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients() {
-                    cases::shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients(MODEL)
-                }
-            }
-        )*
-
-        /// A model that becomes available without a line above would go untested: fail instead.
-        #[test]
-        fn every_available_model_runs_the_suite() {
-            let covered = [$($(#[$attr])* $model),*];
-            for m in Model::available() {
-                assert!(covered.contains(&m), "model {m} is available but not in the conformance suite");
-            }
-            for m in covered {
-                assert!(m.is_available(), "model {m} is in the suite but not available: {:?}", m.availability());
-            }
-        }
-    };
-}
-
-conformance! {
+model_suite! {
+    check: every_available_model_runs_the_suite, "the conformance suite";
+    cases: [
+        small_echo,
+        a_4_mib_message_in_random_chunks_comes_back_byte_identical,
+        two_hundred_concurrent_clients_are_each_verified,
+        half_close_gets_everything_back_then_eof,
+        data_and_fin_arriving_together_are_both_seen,
+        a_client_that_resets_mid_stream_does_not_disturb_others,
+        a_client_that_never_reads_is_held_to_the_high_water_mark,
+        discard_reads_everything_and_sends_nothing,
+        shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients,
+    ];
     blocking => Model::Blocking;
     select => Model::Select;
     event_select => Model::EventSelect;

@@ -15,26 +15,21 @@
 
 mod common;
 
+use common::Variant;
+
 use common::{
     client_hello, client_in_2001, client_tls, connect, finish_raw, good_client, is_reset,
     read_raw_to_end, records, rustls_error, server_tls, server_tls_with, tls_clients, tls_ping_as,
     wait_for, Identity, Rng, TlsClient, BOTH, CLIENT_TIMEOUT, TLS12, TLS13,
 };
 use iomodels_core::rustls::{self, AlertDescription, CertificateError, ClientConfig};
-use iomodels_server::{Model, RunningServer, ServerConfig};
+use iomodels_server::{Model, RunningServer};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-
-/// A model with its configuration: what one generated module of the suite runs.
-#[derive(Clone, Copy)]
-struct Variant {
-    model: Model,
-    configure: fn(&mut ServerConfig),
-}
 
 /// How long the server may take to end and count the offending connection (generous: Wine is
 /// slow, and nothing here depends on it being quick).
@@ -403,64 +398,24 @@ mod cases {
     }
 }
 
-macro_rules! tls_bad_input {
-    ($($(#[$attr:meta])* $name:ident => $model:expr $(, $configure:expr)?;)*) => {
-        $(
-            $(#[$attr])*
-            mod $name {
-                use super::*;
-                #[allow(unused_mut, unused_assignments)]
-                const MODEL: Variant = {
-                    let mut v = Variant { model: $model, configure: |_| {} };
-                    $(v.configure = $configure;)?
-                    v
-                };
-                #[test] fn plaintext_is_refused() { cases::plaintext_is_refused(MODEL) }
-                #[test] fn random_bytes_are_refused() { cases::random_bytes_are_refused(MODEL) }
-                #[test] fn records_with_bogus_bodies_are_refused() {
-                    cases::records_with_bogus_bodies_are_refused(MODEL)
-                }
-                #[test] fn a_handshake_cut_in_half_then_closed_is_a_truncation() {
-                    cases::a_handshake_cut_in_half_then_closed_is_a_truncation(MODEL)
-                }
-                #[test] fn a_handshake_cut_in_half_and_held_open_does_not_stall_the_server() {
-                    cases::a_handshake_cut_in_half_and_held_open_does_not_stall_the_server(MODEL)
-                }
-                #[test] fn a_client_without_a_certificate_is_refused_when_one_is_required() {
-                    cases::a_client_without_a_certificate_is_refused_when_one_is_required(MODEL)
-                }
-                #[test] fn a_client_certificate_from_an_unknown_ca_is_refused() {
-                    cases::a_client_certificate_from_an_unknown_ca_is_refused(MODEL)
-                }
-                #[test] fn a_client_refuses_an_expired_server_certificate() {
-                    cases::a_client_refuses_an_expired_server_certificate(MODEL)
-                }
-                #[test] fn a_client_refuses_a_certificate_for_another_host() {
-                    cases::a_client_refuses_a_certificate_for_another_host(MODEL)
-                }
-            }
-        )*
-
-        /// A model that becomes available without a line above would go untested: fail instead.
-        #[test]
-        fn every_available_model_runs_the_bad_input_suite() {
-            let covered = [$($(#[$attr])* $model),*];
-            for m in Model::available() {
-                assert!(covered.contains(&m), "model {m} is available but not in the TLS bad-input suite");
-            }
-            for m in covered {
-                assert!(m.is_available(), "model {m} is in the TLS bad-input suite but not available: {:?}", m.availability());
-            }
-        }
-    };
-}
-
 /// Under a `tls` module, so that every test's name says TLS (`tls::select::small_echo`) and
 /// `cargo test tls` picks this file's tests out of the server's.
 mod tls {
     use super::*;
 
-    tls_bad_input! {
+    model_suite! {
+        check: every_available_model_runs_the_bad_input_suite, "the TLS bad-input suite";
+        cases: [
+            plaintext_is_refused,
+            random_bytes_are_refused,
+            records_with_bogus_bodies_are_refused,
+            a_handshake_cut_in_half_then_closed_is_a_truncation,
+            a_handshake_cut_in_half_and_held_open_does_not_stall_the_server,
+            a_client_without_a_certificate_is_refused_when_one_is_required,
+            a_client_certificate_from_an_unknown_ca_is_refused,
+            a_client_refuses_an_expired_server_certificate,
+            a_client_refuses_a_certificate_for_another_host,
+        ];
         blocking => Model::Blocking;
         select => Model::Select;
         event_select => Model::EventSelect;

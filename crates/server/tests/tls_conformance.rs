@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::Variant;
+
 use common::{
     check_echo, client_tls, good_client, read_raw_to_end, rustls_error, server_tls, tls_clients,
     tls_echo_through, tls_ping, wait_for, Identity, Rng, TlsClient, TLS12, TLS13,
@@ -19,13 +21,6 @@ use iomodels_server::{Model, RunningServer, ServerConfig, StatsSnapshot};
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
-
-/// A model with its configuration: what one generated module of the suite runs.
-#[derive(Clone, Copy)]
-struct Variant {
-    model: Model,
-    configure: fn(&mut ServerConfig),
-}
 
 /// How long the server may take to close its side of every connection once the clients are
 /// done (generous: Wine's sockets are slow, and nothing here depends on it being quick).
@@ -293,72 +288,26 @@ mod cases {
     }
 }
 
-macro_rules! tls_conformance {
-    ($($(#[$attr:meta])* $name:ident => $model:expr $(, $configure:expr)?;)*) => {
-        $(
-            $(#[$attr])*
-            mod $name {
-                use super::*;
-                #[allow(unused_mut, unused_assignments)]
-                const MODEL: Variant = {
-                    let mut v = Variant { model: $model, configure: |_| {} };
-                    $(v.configure = $configure;)?
-                    v
-                };
-                #[test] fn small_echo() { cases::small_echo(MODEL) }
-                #[test] fn a_4_mib_message_in_random_chunks_comes_back_byte_identical() {
-                    cases::a_4_mib_message_in_random_chunks_comes_back_byte_identical(MODEL)
-                }
-                #[test] fn concurrent_clients_are_each_verified() {
-                    cases::concurrent_clients_are_each_verified(MODEL)
-                }
-                #[test] fn close_notify_after_the_data_gets_everything_back_then_close_notify() {
-                    cases::close_notify_after_the_data_gets_everything_back_then_close_notify(MODEL)
-                }
-                #[test] fn eof_without_close_notify_is_counted_as_truncation_and_still_answered() {
-                    cases::eof_without_close_notify_is_counted_as_truncation_and_still_answered(MODEL)
-                }
-                #[test] fn a_client_that_never_reads_is_held_to_the_high_water_mark() {
-                    cases::a_client_that_never_reads_is_held_to_the_high_water_mark(MODEL)
-                }
-                #[test] fn discard_reads_everything_and_sends_nothing() {
-                    cases::discard_reads_everything_and_sends_nothing(MODEL)
-                }
-                #[test] fn tls12_is_negotiated_when_the_client_offers_only_it() {
-                    cases::tls12_is_negotiated_when_the_client_offers_only_it(MODEL)
-                }
-                #[test] fn tls13_is_negotiated_when_the_client_offers_only_it() {
-                    cases::tls13_is_negotiated_when_the_client_offers_only_it(MODEL)
-                }
-                #[test] fn mutual_tls_serves_a_client_with_a_certificate_from_its_ca() {
-                    cases::mutual_tls_serves_a_client_with_a_certificate_from_its_ca(MODEL)
-                }
-                #[test] fn mutual_tls_refuses_a_client_without_a_certificate() {
-                    cases::mutual_tls_refuses_a_client_without_a_certificate(MODEL)
-                }
-            }
-        )*
-
-        /// A model that becomes available without a line above would go untested: fail instead.
-        #[test]
-        fn every_available_model_runs_the_tls_suite() {
-            let covered = [$($(#[$attr])* $model),*];
-            for m in Model::available() {
-                assert!(covered.contains(&m), "model {m} is available but not in the TLS conformance suite");
-            }
-            for m in covered {
-                assert!(m.is_available(), "model {m} is in the TLS suite but not available: {:?}", m.availability());
-            }
-        }
-    };
-}
-
 /// Under a `tls` module, so that every test's name says TLS (`tls::select::small_echo`) and
 /// `cargo test tls` picks this file's tests out of the server's.
 mod tls {
     use super::*;
 
-    tls_conformance! {
+    model_suite! {
+        check: every_available_model_runs_the_tls_suite, "the TLS conformance suite";
+        cases: [
+            small_echo,
+            a_4_mib_message_in_random_chunks_comes_back_byte_identical,
+            concurrent_clients_are_each_verified,
+            close_notify_after_the_data_gets_everything_back_then_close_notify,
+            eof_without_close_notify_is_counted_as_truncation_and_still_answered,
+            a_client_that_never_reads_is_held_to_the_high_water_mark,
+            discard_reads_everything_and_sends_nothing,
+            tls12_is_negotiated_when_the_client_offers_only_it,
+            tls13_is_negotiated_when_the_client_offers_only_it,
+            mutual_tls_serves_a_client_with_a_certificate_from_its_ca,
+            mutual_tls_refuses_a_client_without_a_certificate,
+        ];
         blocking => Model::Blocking;
         select => Model::Select;
         event_select => Model::EventSelect;

@@ -1036,3 +1036,62 @@ pub mod tls {
         read_raw_to_end(&mut s).0
     }
 }
+
+/// A model with its configuration: what one generated module of a suite runs.
+#[derive(Clone, Copy)]
+pub struct Variant {
+    pub model: Model,
+    pub configure: fn(&mut ServerConfig),
+}
+
+/// A suite run for every model: for each variant listed, a module (`blocking`, `select`, ...)
+/// with one `#[test]` per case, each calling `cases::CASE(MODEL)`; and a test named `$check`
+/// that fails if a model available here is missing from the list (so a new model cannot go
+/// untested) or one listed is not available.
+///
+/// ```ignore
+/// model_suite! {
+///     check: every_available_model_runs_the_suite, "the conformance suite";
+///     cases: [small_echo, discard_reads_everything_and_sends_nothing];
+///     blocking => Model::Blocking;
+///     #[cfg(target_os = "linux")]
+///     completion_port_handoff => Model::CompletionPort, |c| c.workers = Some(2);
+/// }
+/// ```
+#[macro_export]
+macro_rules! model_suite {
+    (
+        check: $check:ident, $suite:literal;
+        cases: $cases:tt;
+        $($(#[$attr:meta])* $name:ident => $model:expr $(, $configure:expr)?;)*
+    ) => {
+        $(
+            $(#[$attr])*
+            mod $name {
+                use super::*;
+                #[allow(unused_mut, unused_assignments)]
+                const MODEL: $crate::common::Variant = {
+                    let mut v = $crate::common::Variant { model: $model, configure: |_| {} };
+                    $(v.configure = $configure;)?
+                    v
+                };
+                $crate::model_suite!(@cases $cases);
+            }
+        )*
+
+        /// A model that becomes available without a line above would go untested: fail instead.
+        #[test]
+        fn $check() {
+            let covered = [$($(#[$attr])* $model),*];
+            for m in iomodels_server::Model::available() {
+                assert!(covered.contains(&m), "model {m} is available but not in {}", $suite);
+            }
+            for m in covered {
+                assert!(m.is_available(), "model {m} is in {} but not available: {:?}", $suite, m.availability());
+            }
+        }
+    };
+    (@cases [$($case:ident),* $(,)?]) => {
+        $(#[test] fn $case() { cases::$case(MODEL) })*
+    };
+}

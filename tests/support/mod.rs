@@ -1,0 +1,231 @@
+//! What the tests of the `iomodels` binary share: the binary, a served child process with its
+//! output collected as it comes, and a reproducible byte stream.
+// Each test file uses a part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
+
+/// How long the server may take to print its ready line, a stats line, or to exit.
+pub const SERVER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `n` bytes of a xorshift stream seeded with `seed` (the same bytes for the same seed).
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A `iomodels serve` child process: its stdout lines come through a channel, its stderr is
+/// collected as it comes; killed if a test fails before stopping it.
+pub struct Served {
+    pub child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
+    pub addr: SocketAddr,
+    pub ready_line: String,
+}
+
+impl Served {
+    pub fn start(args: &[&str]) -> Served {
+        Served::start_in(None, args)
+    }
+
+    /// Starts `serve --listen 127.0.0.1:0 ARGS` (in `dir` if given) and waits for its ready
+    /// line.
+    pub fn start_in(dir: Option<&Path>, args: &[&str]) -> Served {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().expect("spawn iomodels serve");
+        let (tx, lines) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let stderr_thread = std::thread::spawn(move || {
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match err.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => sink
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&line)),
+                }
+            }
+        });
+        let mut served = Served {
+            child,
+            lines,
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            ready_line: String::new(),
+        };
+        let line = served.next_line("the ready line");
+        served.addr = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
+        served.ready_line = line;
+        served
+    }
+
+    pub fn next_line(&mut self, what: &str) -> String {
+        match self.lines.recv_timeout(SERVER_DEADLINE) {
+            Ok(line) => line,
+            Err(e) => {
+                let status = self.child.try_wait().unwrap();
+                panic!(
+                    "no {what} from the server ({}; status {status:?}); stderr:\n{}",
+                    match e {
+                        RecvTimeoutError::Timeout => "timed out",
+                        RecvTimeoutError::Disconnected => "stdout closed",
+                    },
+                    self.stderr_text()
+                )
+            }
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill takes a pid and a signal number; the pid is our own live child.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// The server's counters (SIGUSR1 prints them as one JSON line).
+    pub fn stats(&mut self) -> serde_json::Value {
+        self.signal(libc::SIGUSR1);
+        let line = self.next_line("stats line after SIGUSR1");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        v["stats"].clone()
+    }
+
+    /// Polls the counters until `done` says yes, for at most SERVER_DEADLINE (a bound, not a
+    /// timing assertion: the server counts a connection when it has finished with it, which
+    /// can be a moment after the client saw the end).
+    pub fn stats_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = Instant::now() + SERVER_DEADLINE;
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < end,
+                "the server's counters never showed {what}: {stats}\nstderr:\n{}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until stderr holds a line containing `needle` (bounded), and returns that line.
+    pub fn stderr_line_with(&self, needle: &str) -> String {
+        let end = Instant::now() + SERVER_DEADLINE;
+        loop {
+            let err = self.stderr_text();
+            if let Some(line) = err.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < end, "no {needle:?} on stderr:\n{err}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for the exit status, after a signal.
+    pub fn wait(&mut self) -> ExitStatus {
+        let end = Instant::now() + SERVER_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "the server did not exit after the signal; stderr:\n{}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(self) -> ExitStatus {
+        self.stop(libc::SIGTERM).0
+    }
+
+    /// Sends SIGTERM, waits (bounded) for the exit, and returns all of stderr and the status.
+    pub fn terminate_with_stderr(self) -> (String, ExitStatus) {
+        let (status, err) = self.stop(libc::SIGTERM);
+        (err, status)
+    }
+
+    /// Sends SIGINT, waits (bounded) for the exit, and returns the status and all of stderr.
+    pub fn interrupt(self) -> (ExitStatus, String) {
+        self.stop(libc::SIGINT)
+    }
+
+    /// Sends `signal`, waits (bounded) for the exit, and returns the status and all of stderr.
+    pub fn stop(mut self, signal: libc::c_int) -> (ExitStatus, String) {
+        self.signal(signal);
+        let status = self.wait();
+        // The process is gone, so its stderr is at EOF: the thread ends.
+        self.stderr_thread.take().unwrap().join().unwrap();
+        (status, self.stderr_text())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
