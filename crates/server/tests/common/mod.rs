@@ -225,6 +225,22 @@ impl ClientsReport {
     pub fn is_clean(&self) -> bool {
         self.mismatches == 0 && self.errors.is_empty()
     }
+
+    /// Joins client threads that each returned (messages, mismatches) or an error.
+    pub fn collect(threads: Vec<thread::JoinHandle<Result<(u64, u64), String>>>) -> ClientsReport {
+        let mut report = ClientsReport::default();
+        for t in threads {
+            match t.join().expect("a client thread panicked") {
+                Ok((done, bad)) => {
+                    report.conns_established += 1;
+                    report.messages += done;
+                    report.mismatches += bad;
+                }
+                Err(e) => report.errors.push(e),
+            }
+        }
+        report
+    }
 }
 
 /// `conns` clients, a thread each, each echoing `messages` messages of `size` bytes two deep
@@ -239,26 +255,7 @@ pub fn clients(addr: SocketAddr, conns: usize, messages: u64, size: usize) -> Cl
                     let mut s =
                         try_connect(addr).map_err(|e| format!("client {i}: connect: {e}"))?;
                     s.set_nodelay(true).unwrap();
-                    let mut rng = Rng(0x9e37_79b9 ^ (i as u64 + 1));
-                    let sent: Vec<Vec<u8>> = (0..messages).map(|_| rng.bytes(size)).collect();
-                    let (mut done, mut mismatches) = (0u64, 0u64);
-                    let mut buf = vec![0u8; size];
-                    for m in sent.iter().take(2) {
-                        s.write_all(m)
-                            .map_err(|e| format!("client {i}: send: {e}"))?;
-                    }
-                    for k in 0..sent.len() {
-                        s.read_exact(&mut buf)
-                            .map_err(|e| format!("client {i}: recv #{k}: {e}"))?;
-                        if buf != sent[k] {
-                            mismatches += 1;
-                        }
-                        done += 1;
-                        if let Some(next) = sent.get(k + 2) {
-                            s.write_all(next)
-                                .map_err(|e| format!("client {i}: send: {e}"))?;
-                        }
-                    }
+                    let (done, mismatches) = echo_two_deep(&mut s, i, messages, size)?;
                     s.shutdown(Shutdown::Write)
                         .map_err(|e| format!("client {i}: shutdown: {e}"))?;
                     let mut rest = Vec::new();
@@ -272,18 +269,39 @@ pub fn clients(addr: SocketAddr, conns: usize, messages: u64, size: usize) -> Cl
                 .expect("spawn a client thread")
         })
         .collect();
-    let mut report = ClientsReport::default();
-    for t in threads {
-        match t.join().expect("a client thread panicked") {
-            Ok((done, bad)) => {
-                report.conns_established += 1;
-                report.messages += done;
-                report.mismatches += bad;
-            }
-            Err(e) => report.errors.push(e),
+    ClientsReport::collect(threads)
+}
+
+/// One client's exchange for [`clients`] and the TLS clients: `messages` messages of `size`
+/// bytes from client `i`'s own stream, two deep, every echo checked. Returns the messages
+/// echoed and how many came back different.
+pub fn echo_two_deep(
+    s: &mut (impl Read + Write),
+    i: usize,
+    messages: u64,
+    size: usize,
+) -> Result<(u64, u64), String> {
+    let mut rng = Rng(0x9e37_79b9 ^ (i as u64 + 1));
+    let sent: Vec<Vec<u8>> = (0..messages).map(|_| rng.bytes(size)).collect();
+    let (mut done, mut mismatches) = (0u64, 0u64);
+    let mut buf = vec![0u8; size];
+    for m in sent.iter().take(2) {
+        s.write_all(m)
+            .map_err(|e| format!("client {i}: send: {e}"))?;
+    }
+    for k in 0..sent.len() {
+        s.read_exact(&mut buf)
+            .map_err(|e| format!("client {i}: recv #{k}: {e}"))?;
+        if buf != sent[k] {
+            mismatches += 1;
+        }
+        done += 1;
+        if let Some(next) = sent.get(k + 2) {
+            s.write_all(next)
+                .map_err(|e| format!("client {i}: send: {e}"))?;
         }
     }
-    report
+    Ok((done, mismatches))
 }
 
 /// A barrier that cannot deadlock: [`Gate::arrive_and_wait`] returns once `n` threads have
@@ -915,26 +933,7 @@ pub mod tls {
                         gate.arrive_and_wait(CLIENT_TIMEOUT * 3);
                         let mut s = client?;
                         s.sock().set_nodelay(true).unwrap();
-                        let mut rng = Rng(0x9e37_79b9 ^ (i as u64 + 1));
-                        let sent: Vec<Vec<u8>> = (0..messages).map(|_| rng.bytes(size)).collect();
-                        let (mut done, mut mismatches) = (0u64, 0u64);
-                        let mut buf = vec![0u8; size];
-                        for m in sent.iter().take(2) {
-                            s.write_all(m)
-                                .map_err(|e| format!("client {i}: send: {e}"))?;
-                        }
-                        for k in 0..sent.len() {
-                            s.read_exact(&mut buf)
-                                .map_err(|e| format!("client {i}: recv #{k}: {e}"))?;
-                            if buf != sent[k] {
-                                mismatches += 1;
-                            }
-                            done += 1;
-                            if let Some(next) = sent.get(k + 2) {
-                                s.write_all(next)
-                                    .map_err(|e| format!("client {i}: send: {e}"))?;
-                            }
-                        }
+                        let (done, mismatches) = super::echo_two_deep(&mut s, i, messages, size)?;
                         s.close_notify()
                             .map_err(|e| format!("client {i}: close_notify: {e}"))?;
                         let rest = s
@@ -951,18 +950,7 @@ pub mod tls {
                     .expect("spawn a client thread")
             })
             .collect();
-        let mut report = ClientsReport::default();
-        for t in threads {
-            match t.join().expect("a client thread panicked") {
-                Ok((done, bad)) => {
-                    report.conns_established += 1;
-                    report.messages += done;
-                    report.mismatches += bad;
-                }
-                Err(e) => report.errors.push(e),
-            }
-        }
-        report
+        ClientsReport::collect(threads)
     }
 
     /// One TLS client that echoes `msg`, closes with `close_notify` and checks the server's;
