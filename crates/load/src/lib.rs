@@ -304,10 +304,11 @@ fn merge(
     let mut start: Option<Instant> = None;
     let mut end: Option<Instant> = None;
     let mut thread_cpu = Some(Duration::ZERO);
-    for r in &results {
+    for w in &results {
         // Auto-resizing histograms cannot fail to add.
-        let _ = hist.add(&r.hist);
-        report.conns_established += r.established;
+        let _ = hist.add(&w.hist);
+        report.conns_established += w.established;
+        let r = &w.counters;
         report.connect_errors += r.connect_errors;
         report.io_errors += r.io_errors;
         report.mismatches += r.mismatches;
@@ -320,11 +321,11 @@ fn merge(
         if report.tls_error.is_none() {
             report.tls_error = r.tls_error.clone();
         }
-        start = Some(start.map_or(r.start, |s| s.min(r.start)));
-        if let Some(e) = r.end {
+        start = Some(start.map_or(w.start, |s| s.min(w.start)));
+        if let Some(e) = w.end {
             end = Some(end.map_or(e, |x| x.max(e)));
         }
-        thread_cpu = match (thread_cpu, r.cpu) {
+        thread_cpu = match (thread_cpu, w.cpu) {
             (Some(a), Some(b)) => Some(a + b),
             _ => None,
         };

@@ -53,20 +53,8 @@ impl Gate {
 pub(crate) struct WorkerResult {
     pub(crate) hist: Histogram<u64>,
     pub(crate) established: usize,
-    pub(crate) connect_errors: u64,
-    pub(crate) io_errors: u64,
-    pub(crate) mismatches: u64,
-    pub(crate) messages: u64,
-    pub(crate) bytes: u64,
-    pub(crate) incomplete: u64,
-    /// Connections (with `--handshakes`: cycles) ended by a TLS failure.
-    pub(crate) tls_errors: u64,
-    /// The first TLS failure, as rustls (or the socket) described it.
-    pub(crate) tls_error: Option<String>,
-    /// TLS handshakes completed (with `--handshakes`: whole cycles completed).
-    pub(crate) handshakes: u64,
-    /// With `--handshakes`: cycles that failed, whatever the reason.
-    pub(crate) cycle_failures: u64,
+    /// What it counted: messages, bytes, errors, handshakes.
+    pub(crate) counters: Counters,
     /// Start of this worker's measurement (after every thread finished connecting).
     pub(crate) start: Instant,
     /// When its last connection finished (or the drain expired); `None` with no connections.
@@ -352,16 +340,7 @@ impl Counters {
         WorkerResult {
             hist,
             established,
-            connect_errors: self.connect_errors,
-            io_errors: self.io_errors,
-            mismatches: self.mismatches,
-            messages: self.messages,
-            bytes: self.bytes,
-            incomplete: self.incomplete,
-            tls_errors: self.tls_errors,
-            tls_error: self.tls_error,
-            handshakes: self.handshakes,
-            cycle_failures: self.cycle_failures,
+            counters: self,
             start,
             end,
             cpu,
