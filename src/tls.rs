@@ -11,6 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Where `serve --tls-self-signed` writes its certificate, and what `load --tls` trusts, by
+/// default.
+const SELF_SIGNED_DEFAULT: &str = "iomodels-self-signed.pem";
+
 /// `serve`'s TLS options.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServeTlsArgs {
@@ -34,7 +38,7 @@ pub struct ServeTlsArgs {
     #[arg(
         long,
         value_name = "FILE",
-        default_value = "iomodels-self-signed.pem",
+        default_value = SELF_SIGNED_DEFAULT,
         requires = "tls_self_signed"
     )]
     pub tls_cert_out: PathBuf,
@@ -131,13 +135,14 @@ pub fn server_config(
 /// `load`'s TLS options.
 #[derive(Args, Debug, Clone, Default)]
 pub struct LoadTlsArgs {
-    /// Speak TLS (1.2 or 1.3) on every connection; needs --tls-ca. The handshake is part of
+    /// Speak TLS (1.2 or 1.3) on every connection, trusting --tls-ca. The handshake is part of
     /// connecting; the echoed plaintext is verified and timed as without TLS, and each
     /// connection sends close_notify before it closes
     #[arg(long)]
     pub tls: bool,
     /// Trust server certificates that chain to a certificate in FILE (PEM); for `serve
-    /// --tls-self-signed`, the certificate it wrote to --tls-cert-out
+    /// --tls-self-signed`, the certificate it wrote to --tls-cert-out [default:
+    /// iomodels-self-signed.pem, if it is in this directory]
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// The name the server's certificate must be valid for (a DNS name or an IP address)
@@ -177,11 +182,19 @@ pub fn load_client(args: &LoadTlsArgs, connect: SocketAddr) -> Result<Option<Tls
             None => Ok(None),
         };
     }
-    let Some(ca) = &args.tls_ca else {
-        return Err(anyhow!(
-            "--tls needs --tls-ca FILE: the CA certificate (PEM) that signed the server's \
-             (for `serve --tls-self-signed`, the file it wrote with --tls-cert-out)"
-        ));
+    // Without --tls-ca, the file `serve --tls-self-signed` writes by default, if it is here:
+    // the two commands work together from one directory with no flags but --tls.
+    let default_ca = Path::new(SELF_SIGNED_DEFAULT);
+    let ca = match &args.tls_ca {
+        Some(ca) => ca.as_path(),
+        None if default_ca.is_file() => default_ca,
+        None => {
+            return Err(anyhow!(
+                "--tls needs --tls-ca FILE: the CA certificate (PEM) that signed the server's \
+                 (for `serve --tls-self-signed`, the file it wrote with --tls-cert-out; \
+                 {SELF_SIGNED_DEFAULT} is not in this directory)"
+            ))
+        }
     };
     let roots = tls::roots_from_pem(&read(ca, "--tls-ca")?)
         .map_err(|e| anyhow!("--tls-ca {}: {e}", ca.display()))?;

@@ -20,7 +20,14 @@ use iomodels_core::tls::pki::{Ca, Issued, Usage, Validity};
 
 /// Runs `iomodels ARGS` to completion, killing it (and failing) after 60 s.
 fn iomodels(args: &[&str]) -> Output {
+    iomodels_in(&scratch_dir(), args)
+}
+
+/// [`iomodels`] with `dir` as the working directory (where `load --tls` looks for
+/// iomodels-self-signed.pem when --tls-ca is not given).
+fn iomodels_in(dir: &std::path::Path, args: &[&str]) -> Output {
     let mut child = Command::new(BIN)
+        .current_dir(dir)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -140,7 +147,36 @@ fn json(out: &Output) -> serde_json::Value {
 
 #[test]
 fn tls_without_tls_ca_is_one_line_saying_what_to_add() {
+    // (In an empty directory: no iomodels-self-signed.pem to default to.)
     assert_one_line_error(&iomodels(&["load", "--tls"]), "--tls needs --tls-ca FILE");
+}
+
+/// `serve --tls-self-signed` and `load --tls`, run from one directory with no other TLS flag:
+/// load trusts the certificate serve wrote there by default.
+#[test]
+fn load_tls_trusts_the_self_signed_file_serve_wrote_in_its_directory() {
+    let dir = scratch_dir();
+    let s = Served::start_in(
+        Some(&dir),
+        &["--model", "event-select", "--tls-self-signed"],
+    );
+    assert!(dir.join("iomodels-self-signed.pem").is_file());
+    let addr = s.addr.to_string();
+    let v = json(&iomodels_in(
+        &dir,
+        &[
+            "load",
+            "--connect",
+            &addr,
+            "--tls",
+            "--messages",
+            "20",
+            "--json",
+        ],
+    ));
+    assert_eq!(v["messages"], 20);
+    assert_eq!(v["tls"], true);
+    assert_eq!(v["mismatches"], 0);
 }
 
 #[test]
