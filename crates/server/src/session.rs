@@ -47,6 +47,9 @@ pub(crate) struct Session {
     /// what there is to read, since the end of stream still waits behind the data and no new
     /// edge will announce it.
     pub peer_closing: bool,
+    /// The socket blocks (the thread-per-client model): a write can wait indefinitely, so the
+    /// pending gauge is published before each write rather than after.
+    pub blocking: bool,
     /// The peer's address, taken at the start for a TLS connection's closing log line (at the
     /// end, `getpeername` fails once the peer has reset the connection).
     tls_peer: Option<SocketAddr>,
@@ -72,6 +75,7 @@ impl Session {
             writable: true,
             edge_triggered: false,
             peer_closing: false,
+            blocking: false,
             tls_peer,
             stats: Arc::clone(&ctx.stats),
             published_pending: 0,
@@ -128,6 +132,11 @@ impl Session {
             }
             if self.writable && self.conn.wants_write() {
                 let want = self.conn.pending_len();
+                if self.blocking {
+                    // The write may block for as long as the client does not read: show what
+                    // this connection holds now, not when the write returns.
+                    self.publish_pending();
+                }
                 calls += 1;
                 match self.stream.write(self.conn.pending_output()) {
                     Ok(n) => {
@@ -180,6 +189,11 @@ impl Session {
         if bytes_out > 0 {
             self.stats.bytes_out.fetch_add(bytes_out, Relaxed);
         }
+        self.publish_pending();
+    }
+
+    /// Moves the pending gauge to this connection's current unsent bytes (and the peak).
+    fn publish_pending(&mut self) {
         let pending = self.conn.pending_len();
         if pending != self.published_pending {
             let delta = pending as i64 - self.published_pending as i64;

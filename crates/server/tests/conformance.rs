@@ -138,6 +138,10 @@ mod cases {
             "all {FLOOD} bytes were accepted from a client that never reads: no backpressure"
         );
         assert!(
+            stats.peak_conn_pending > 0,
+            "the server never reported unsent bytes for a client that never reads"
+        );
+        assert!(
             stats.peak_conn_pending <= HIGH_WATER,
             "one connection held {} unsent bytes, above the high-water mark {HIGH_WATER}",
             stats.peak_conn_pending

@@ -165,6 +165,7 @@ fn spawn_client(
     trace_event!(ctx.trace, "accept {RAW_NAME}={raw} (thread client-{id})");
     let mut session = Session::new(stream, ctx);
     session.readable = true;
+    session.blocking = true;
     let stats = Arc::clone(&ctx.stats);
     let trace = ctx.trace.clone();
     let thread_live = Arc::clone(live);
