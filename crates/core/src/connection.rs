@@ -135,6 +135,18 @@ impl Connection {
         self.tls.as_ref().is_some_and(|t| t.peer_closed())
     }
 
+    /// The server is closing this connection on its own (a shutdown's drain is over): with TLS,
+    /// queues our `close_notify` after the owed output, so a peer can tell the close from a
+    /// truncation. Returns whether it was queued (false without TLS, before the handshake
+    /// completed, after a TLS error, or when it was already sent). The model sends what it can
+    /// of [`Connection::pending_output`] before it closes the socket.
+    pub fn close_notify_now(&mut self) -> bool {
+        match &mut self.tls {
+            Some(tls) => tls.close(&mut self.out),
+            None => false,
+        }
+    }
+
     /// True once the TLS handshake is complete (false for a plaintext connection).
     pub fn tls_handshake_complete(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.handshake_complete())

@@ -233,6 +233,18 @@ impl TlsSession {
         }
     }
 
+    /// The server ends the session on its own (shutdown): queue our `close_notify` after the
+    /// output owed, if the handshake is done and the session has neither failed nor already
+    /// said goodbye. Returns whether it was queued.
+    pub fn close(&mut self, out: &mut OutBuf) -> bool {
+        if self.close_sent || self.error.is_some() || !self.handshake_complete() {
+            return false;
+        }
+        self.send_close_notify();
+        self.flush(out);
+        true
+    }
+
     fn send_close_notify(&mut self) {
         if !self.close_sent {
             self.close_sent = true;

@@ -747,3 +747,25 @@ fn pem_helpers_read_what_pki_writes_and_say_what_is_missing() {
         .all(|c| c == ':' || c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
     assert_ne!(f, fingerprint(&p.client.cert));
 }
+
+#[test]
+fn close_notify_now_says_goodbye_once_after_the_handshake_and_never_on_plaintext() {
+    let mut plain = Connection::new(ServiceKind::Echo, Limits::default());
+    assert!(!plain.close_notify_now());
+    let mut p = Pair::new(
+        client(&rustls::version::TLS13, ClientAuth::None),
+        server_cfg(false),
+        Limits::with_high_water(64 * 1024),
+        9,
+    );
+    p.handshake();
+    p.echo(b"before the close");
+    assert!(p.server.close_notify_now());
+    assert!(p.server.wants_write(), "the close_notify is queued");
+    assert!(!p.server.close_notify_now(), "said once");
+    // The client reads the server's close_notify: a clean close, no error.
+    p.step(true);
+    p.step(true);
+    assert!(p.client_saw_close, "the client saw no close_notify");
+    assert!(p.client_error.is_none(), "{:?}", p.client_error);
+}

@@ -205,6 +205,25 @@ impl Session {
 }
 
 impl Session {
+    /// A TLS connection the server closes before it is over (the drain at shutdown ran out):
+    /// one non-blocking send of our `close_notify` (behind any owed output), so the client
+    /// sees a close, not a truncation. Skipped while a completion model has a send in flight
+    /// (its bytes must go first) and on blocking sockets, whose drain has already shut the
+    /// socket down to wake the thread. Best effort: a full send buffer or a dead peer loses it.
+    fn tls_goodbye(&mut self) {
+        if self.blocking || self.conn.is_finished() {
+            return;
+        }
+        let in_flight = self.conn.pending_len() != self.conn.pending_output().len();
+        if in_flight || !self.conn.close_notify_now() {
+            return;
+        }
+        // (Fails on Windows for a socket under WSAAsyncSelect/WSAEventSelect, which are
+        // non-blocking already.)
+        let _ = self.stream.set_nonblocking(true);
+        let _ = self.stream.write(self.conn.pending_output());
+    }
+
     /// One line for a TLS connection that did not end cleanly: a TLS error (the alert rustls
     /// sent says the same to the peer), or an end of stream without the peer's `close_notify`
     /// (truncation: the peer's last bytes may not be all it meant to send).
@@ -232,6 +251,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.tls_goodbye();
         self.log_tls_end();
         self.stats.active.fetch_sub(1, Relaxed);
         if self.published_pending > 0 {

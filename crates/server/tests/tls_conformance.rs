@@ -137,6 +137,35 @@ mod cases {
         stop(server);
     }
 
+    /// Shutdown: a client still connected when the drain runs out gets the server's
+    /// `close_notify` before the close, so it can tell a close from a truncation. Not the
+    /// thread-per-client model: its drain shuts each socket down to wake the thread blocked in
+    /// recv, so that client sees a bare end of stream (checked: it ends, it does not hang).
+    pub fn a_drain_that_runs_out_ends_open_clients_with_close_notify(v: Variant) {
+        let server = start(v, |c| c.drain_timeout = Duration::from_millis(300));
+        let mut s = TlsClient::connect(server.addr, good_client()).expect("TLS connect");
+        s.write_all(b"still here").expect("send");
+        let mut back = [0u8; 10];
+        s.read_exact(&mut back).expect("the echo");
+        assert_eq!(&back, b"still here");
+        stop(server);
+        let end = s.read_to_close_notify();
+        if v.model == Model::Blocking {
+            if let Err(e) = &end {
+                assert!(
+                    !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "the client was left hanging: {e}"
+                );
+            }
+        } else {
+            let rest = end.expect("the server's close_notify before the close");
+            assert!(rest.is_empty(), "{} bytes after the echo", rest.len());
+        }
+    }
+
     /// Unsent output is counted in ciphertext against the high-water mark; a record completed
     /// by a read may take it over by one record at most.
     pub fn a_client_that_never_reads_is_held_to_the_high_water_mark(v: Variant) {
@@ -301,6 +330,7 @@ mod tls {
             concurrent_clients_are_each_verified,
             close_notify_after_the_data_gets_everything_back_then_close_notify,
             eof_without_close_notify_is_counted_as_truncation_and_still_answered,
+            a_drain_that_runs_out_ends_open_clients_with_close_notify,
             a_client_that_never_reads_is_held_to_the_high_water_mark,
             discard_reads_everything_and_sends_nothing,
             tls12_is_negotiated_when_the_client_offers_only_it,
