@@ -18,6 +18,7 @@ mod bench;
 #[cfg(all(feature = "tokio-reference", unix))]
 mod reference;
 mod tls;
+mod udp;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +54,9 @@ enum Command {
     Load(LoadArgs),
     /// Compare every model on this machine: scenarios, medians, a table and an HTML report (Linux)
     Bench(bench::BenchArgs),
+    /// UDP tools: send numbered datagrams, receive and count them (unicast, multicast,
+    /// broadcast), discover peers
+    Udp(udp::UdpArgs),
     /// Serve echo with a plain tokio server (the reference row of `bench`)
     #[cfg(all(feature = "tokio-reference", unix))]
     #[command(hide = true)]
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
         }
         Command::Load(args) => load(args),
         Command::Bench(args) => bench::command(args),
+        Command::Udp(args) => udp::command(args),
         #[cfg(all(feature = "tokio-reference", unix))]
         Command::ServeReference(args) => {
             reference::serve(args.listen, args.drain_timeout, |addr| {

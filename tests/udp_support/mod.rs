@@ -1,0 +1,210 @@
+//! What the UDP tests share: child processes (ours, iperf, socat) with every wait bounded, a
+//! free UDP port, and the JSON report of `udp recv`.
+// Each test file uses a part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::UdpSocket;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
+
+/// The longest any child may take to get ready or to finish.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running child: stdout collected whole, stderr line by line (for ready lines); killed
+/// and reaped on drop, so a failing test leaves nothing behind.
+pub struct Proc {
+    child: Child,
+    what: String,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr_lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Spawns `program args` with stdout and stderr piped.
+    pub fn spawn(program: &str, args: &[&str]) -> Proc {
+        let what = format!("{program} {}", args.join(" "));
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let mut out = child.stdout.take().unwrap();
+        // Bytes, not text: socat prints our datagrams' binary headers.
+        let stdout = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b);
+            String::from_utf8_lossy(&b).into_owned()
+        });
+        let (tx, stderr_lines) = mpsc::channel();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let err = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in err.lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+        Proc {
+            child,
+            what,
+            stdout: Some(stdout),
+            stderr_lines,
+            stderr,
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`, and returns it.
+    pub fn stderr_line(&mut self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => {
+                    let status = self.child.try_wait().unwrap();
+                    panic!(
+                        "{}: no stderr line with {needle:?} (status {status:?}); stderr:\n{}",
+                        self.what,
+                        self.stderr.lock().unwrap()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill takes a pid and a signal number; the pid is our own live child.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits (bounded; killed past the deadline) for the exit; returns the status, all of
+    /// stdout and all of stderr.
+    pub fn finish(mut self) -> (ExitStatus, String, String) {
+        let end = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{}: still running after {DEADLINE:?}; stderr:\n{}",
+                    self.what,
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = self.stdout.take().unwrap().join().unwrap();
+        // stderr's reader ends at EOF, which the exit brings; give it a moment (bounded).
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                self.stderr_lines.recv_timeout(Duration::from_millis(50))
+            {
+                break;
+            }
+        }
+        let err = self.stderr.lock().unwrap().clone();
+        (status, out, err)
+    }
+
+    /// Sends SIGINT and returns what `finish` returns.
+    pub fn interrupt(self) -> (ExitStatus, String, String) {
+        self.signal(libc::SIGINT);
+        self.finish()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.stdout.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `program args` to completion (bounded) and returns status, stdout, stderr.
+pub fn run(program: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    Proc::spawn(program, args).finish()
+}
+
+/// Runs the binary, expects success, returns stdout.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let (status, out, err) = run(program, args);
+    assert!(
+        status.success(),
+        "{program} {args:?} failed ({status}):\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    out
+}
+
+/// Runs the binary, expects failure with exactly one line on stderr containing `needle`.
+pub fn run_fails_with(program: &str, args: &[&str], needle: &str) {
+    let (status, out, err) = run(program, args);
+    assert!(
+        !status.success(),
+        "{args:?} should fail; stdout:\n{out}\nstderr:\n{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: not one line on stderr:\n{err}");
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: {:?} does not contain {needle:?}",
+        lines[0]
+    );
+}
+
+/// A UDP port free at this moment on the wildcard address (receivers that share a port
+/// bind it with SO_REUSEADDR).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The one JSON object a `--json` run printed.
+pub fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: not one JSON object: {out:?}"))
+}
+
+/// A value of a report as u64, or a panic naming it.
+pub fn num(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number {key:?} in {v}"))
+}
+
+/// The port of the address in a ready line ("udp recv: listening on 127.0.0.1:40000...").
+pub fn port_in(line: &str) -> u16 {
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// A multicast group of 239.255.0.0/16 (administratively scoped) that differs per process
+/// and per `n`, so parallel test runs do not hear each other.
+pub fn group(n: u8) -> String {
+    format!("239.255.{}.{}", std::process::id() % 251, n)
+}
