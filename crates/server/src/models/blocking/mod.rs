@@ -88,7 +88,13 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         (Some(listener), Some(udp)) => std::thread::scope(|scope| {
             let udp_thread = std::thread::Builder::new()
                 .name("udp".into())
-                .spawn_scoped(scope, || serve_udp(udp, ctx))?;
+                .spawn_scoped(scope, || {
+                    let served = serve_udp(udp, ctx);
+                    if served.is_err() {
+                        ctx.shutdown.trigger(); // as a failed acceptor does: stop, and say why
+                    }
+                    served
+                })?;
             let tcp = serve_tcp(listener, ctx);
             if tcp.is_err() {
                 ctx.shutdown.trigger(); // the UDP thread must not outlive a failed acceptor
