@@ -41,7 +41,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve echo (RFC 862) or discard (RFC 863) over TCP with one I/O model
+    /// Serve echo (RFC 862) or discard (RFC 863) over TCP (and UDP with --udp) with one I/O model
     ///
     /// Prints one line when ready. SIGINT or SIGTERM stops accepting, lets open connections
     /// finish for --drain-timeout, and exits 0; SIGUSR1 prints the server's counters
@@ -110,6 +110,17 @@ struct ServeArgs {
     /// one line each, at most 200 a second: to watch a model work
     #[arg(long)]
     trace: bool,
+    /// Also serve over UDP, on the same port as TCP: each datagram is answered with one
+    /// datagram of the same bytes, to its sender (Linux for now; no TLS: there is no DTLS)
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_self_signed"])]
+    udp: bool,
+    /// Serve UDP alone: no TCP listener at all (needs --udp)
+    #[arg(long, requires = "udp")]
+    no_tcp: bool,
+    /// The largest datagram received whole; a larger one is counted (udp_truncated) and
+    /// dropped, never echoed cut short. Units: B, KiB, KB
+    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_bytes, requires = "udp")]
+    udp_max_datagram: usize,
     #[command(flatten)]
     tls: tls::ServeTlsArgs,
 }
@@ -262,6 +273,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         recv_buffers: args.recv_buffers,
         trace: args.trace,
         tls: tls.as_ref().map(|(config, _)| config.clone()),
+        tcp: !args.no_tcp,
+        udp: args.udp,
+        udp_max_datagram: args.udp_max_datagram,
     };
     let server = Server::bind(config.clone())?;
     for note in tls.iter().flat_map(|(_, notes)| notes) {
@@ -297,17 +311,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     )?;
 
     let model = server.model();
+    let transport = match (config.tcp, config.udp, config.tls.is_some()) {
+        (true, false, false) => "",
+        (true, false, true) => " over TLS",
+        (true, true, _) => " over TCP and UDP",
+        (false, _, _) => " over UDP only",
+    };
     println!(
-        "listening on {} (model {}: {}, service {}{})",
+        "listening on {} (model {}: {}, service {}{transport})",
         server.local_addr(),
         model,
         model.mechanism(),
         config.service,
-        if config.tls.is_some() {
-            " over TLS"
-        } else {
-            ""
-        }
     );
     std::io::stdout().flush()?;
     server.run()?;
@@ -320,6 +335,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         s.bytes_in,
         s.bytes_out
     );
+    if config.udp {
+        log::info!(
+            "UDP: {} datagrams in, {} echoed, {} dropped unanswered, {} oversized",
+            s.udp_datagrams_in,
+            s.udp_datagrams_out,
+            s.udp_send_dropped,
+            s.udp_truncated
+        );
+    }
     Ok(())
 }
 
@@ -383,6 +407,9 @@ fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
         "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,
         "notification_overflows": s.notification_overflows,
         "tls_failures": s.tls_failures, "tls_truncated": s.tls_truncated,
+        "udp_datagrams_in": s.udp_datagrams_in, "udp_datagrams_out": s.udp_datagrams_out,
+        "udp_truncated": s.udp_truncated, "udp_send_dropped": s.udp_send_dropped,
+        "udp_bytes_in": s.udp_bytes_in, "udp_bytes_out": s.udp_bytes_out,
         "waits": s.waits, "syscalls": s.syscalls,
     }})
     .to_string()

@@ -1,13 +1,15 @@
 //! # iomodels-server: every socket I/O model behind one server API
 //!
-//! [`Server::bind`] opens a listening socket for a [`ServerConfig`]; [`Server::run`] serves it
-//! with the configured [`Model`] until [`Shutdown::trigger`] is called. The protocol (echo or
+//! [`Server::bind`] opens a listening socket (and, with [`ServerConfig::udp`], a UDP socket on
+//! the same port) for a [`ServerConfig`]; [`Server::run`] serves them with the configured
+//! [`Model`] until [`Shutdown::trigger`] is called. The protocol (echo or
 //! discard), the buffering and the backpressure come from `iomodels-core`; a model only decides
 //! how the server learns that a socket is ready or that an operation completed.
 //!
 //! Map: `models/` has one module per model (its doc first, its OS file beside it); `sys/` owns
 //! every OS resource behind an RAII type; `session.rs` is the read/write loop the readiness
-//! models share; `accept.rs` the accept loop with its descriptor-exhaustion back-off.
+//! models share; `accept.rs` the accept loop with its descriptor-exhaustion back-off; `udp.rs`
+//! the datagram echo the readiness models share.
 #![warn(missing_docs)]
 
 mod accept;
@@ -18,6 +20,7 @@ mod shutdown;
 mod stats;
 pub mod sys;
 mod trace;
+mod udp;
 
 pub use model::Model;
 pub use shutdown::Shutdown;
@@ -26,7 +29,7 @@ pub use stats::{Stats, StatsSnapshot};
 use iomodels_core::{Limits, ServiceKind};
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -59,7 +62,22 @@ pub struct ServerConfig {
     /// [`iomodels_core::tls::server_config`]); `None`: plain TCP. The model does not change:
     /// the TLS session lives inside each connection's state machine.
     pub tls: Option<Arc<iomodels_core::rustls::ServerConfig>>,
+    /// Serve TCP (the default). With `tcp: false` there is no listener at all (a TCP connect
+    /// is refused); `udp` must then be on.
+    pub tcp: bool,
+    /// Also serve the service over UDP (RFC 862 echo: each datagram answered with one datagram
+    /// of the same bytes, to its sender), on the TCP listener's port. Linux only for now.
+    pub udp: bool,
+    /// The largest datagram the server receives whole (its UDP receive buffer), 65,536 bytes
+    /// by default: every IPv4 datagram fits. A larger one is counted
+    /// ([`Stats::udp_truncated`]) and dropped, never echoed cut short.
+    pub udp_max_datagram: usize,
 }
+
+/// The UDP socket's kernel buffers requested at bind (`SO_RCVBUF` / `SO_SNDBUF`); the kernel
+/// clamps them to `net.core.rmem_max` / `wmem_max` (212,992 bytes by default), so this asks for
+/// as much as the machine allows, up to 4 MiB: a burst of datagrams waits there for the model.
+const UDP_SOCKET_BUFFER: usize = 4 << 20;
 
 /// How the workers of a multi-threaded model get their connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,6 +191,9 @@ impl Default for ServerConfig {
             accept_mode: AcceptMode::default(),
             trace: false,
             tls: None,
+            tcp: true,
+            udp: false,
+            udp_max_datagram: udp::MAX_DATAGRAM,
         }
     }
 }
@@ -238,12 +259,18 @@ pub(crate) struct Ctx {
     pub trace: trace::Trace,
     /// TLS for every connection (checked usable at bind), or plain TCP.
     pub tls: Option<Arc<iomodels_core::rustls::ServerConfig>>,
+    /// The UDP socket (non-blocking, bound at bind), when serving UDP. It stays open until the
+    /// server is dropped; a model stops reading it when shutdown begins.
+    pub udp: Option<UdpSocket>,
+    /// Bytes of the buffer a datagram is received into ([`ServerConfig::udp_max_datagram`]).
+    pub udp_max_datagram: usize,
 }
 
 /// A bound server, ready to run.
 pub struct Server {
     model: Model,
-    listener: TcpListener,
+    /// `None` when serving UDP alone.
+    listener: Option<TcpListener>,
     ctx: Ctx,
 }
 
@@ -280,10 +307,8 @@ impl Server {
             && config.model == Model::CompletionPort
             && workers > 1
             && config.accept_mode == AcceptMode::ReusePort;
-        let listener = listen(config.listen, reuse_port).map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        check_transports(&config)?;
+        let (listener, udp) = bind_sockets(&config, reuse_port)?;
         Ok(Server {
             model: config.model,
             listener,
@@ -298,15 +323,29 @@ impl Server {
                 accept_mode: config.accept_mode,
                 trace: trace::Trace::new(config.model.name(), config.trace),
                 tls: config.tls,
+                udp,
+                udp_max_datagram: config.udp_max_datagram,
             },
         })
     }
 
-    /// The address actually bound (with the real port when port 0 was asked for).
+    /// The address actually bound (with the real port when port 0 was asked for): the TCP
+    /// listener's, or the UDP socket's when serving UDP alone (the port is the same for both).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .or_else(|| self.ctx.udp.as_ref().map(UdpSocket::local_addr))
+            .expect("a server has a listener or a UDP socket")
+            .expect("a bound socket has an address")
+    }
+
+    /// The UDP socket's address, when serving UDP.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.ctx
+            .udp
+            .as_ref()
+            .map(|u| u.local_addr().expect("a bound socket has an address"))
     }
 
     /// The model this server runs.
@@ -332,6 +371,7 @@ impl Server {
     /// Runs the server on a thread of its own (for tests and embedding).
     pub fn spawn(self) -> io::Result<RunningServer> {
         let addr = self.local_addr();
+        let udp_addr = self.udp_addr();
         let stats = self.stats();
         let shutdown = self.shutdown_handle();
         let thread = std::thread::Builder::new()
@@ -339,6 +379,7 @@ impl Server {
             .spawn(move || self.run())?;
         Ok(RunningServer {
             addr,
+            udp_addr,
             stats,
             shutdown,
             thread: Some(thread),
@@ -348,8 +389,10 @@ impl Server {
 
 /// A server running on its own thread; dropping it stops it and waits for the drain.
 pub struct RunningServer {
-    /// The address it listens on.
+    /// The address it listens on (see [`Server::local_addr`]).
     pub addr: SocketAddr,
+    /// The address of its UDP socket, when it serves UDP (the same port as `addr`).
+    pub udp_addr: Option<SocketAddr>,
     /// Its live counters.
     pub stats: Arc<Stats>,
     /// Its shutdown handle.
@@ -399,5 +442,108 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
     }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// `Ok` if the configuration asks for something this build can serve: at least one of TCP and
+/// UDP; UDP on Linux only (for now), without TLS, with a usable receive buffer.
+fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
+    let invalid = |why: &str| {
+        Err(ServerError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            why.to_string(),
+        )))
+    };
+    if !config.tcp && !config.udp {
+        return invalid("nothing to serve: TCP is off and UDP is not on");
+    }
+    if !config.udp {
+        return Ok(());
+    }
+    if !cfg!(target_os = "linux") {
+        return Err(ServerError::Bind {
+            addr: config.listen,
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "UDP is not implemented on Windows yet (issue #8)",
+            ),
+        });
+    }
+    if config.tls.is_some() {
+        return invalid("UDP has no TLS (DTLS is not implemented): serve UDP without TLS");
+    }
+    if config.udp_max_datagram == 0 || config.udp_max_datagram > udp::MAX_DATAGRAM {
+        return invalid(&format!(
+            "the UDP receive buffer must hold 1 to {} bytes, not {}",
+            udp::MAX_DATAGRAM,
+            config.udp_max_datagram
+        ));
+    }
+    Ok(())
+}
+
+/// Opens the TCP listener and the UDP socket the configuration asks for, the UDP one on the
+/// listener's actual port. With port 0 the kernel picks the TCP port, which may be taken for
+/// UDP by another program: then both are opened again on a new port, a few times.
+fn bind_sockets(
+    config: &ServerConfig,
+    reuse_port: bool,
+) -> Result<(Option<TcpListener>, Option<UdpSocket>), ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let listener = match config.tcp {
+            true => Some(listen(config.listen, reuse_port).map_err(bind_error)?),
+            false => None,
+        };
+        if !config.udp {
+            return Ok((listener, None));
+        }
+        let addr = match &listener {
+            Some(l) => l.local_addr().map_err(bind_error)?,
+            None => config.listen,
+        };
+        match bind_udp(addr) {
+            Ok(udp) => return Ok((listener, Some(udp))),
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && listener.is_some()
+                    && config.listen.port() == 0
+                    && attempts < 8 =>
+            {
+                log::debug!("UDP port {} is taken: picking another port", addr.port());
+            }
+            Err(e) => {
+                return Err(ServerError::Bind {
+                    addr,
+                    source: io::Error::new(e.kind(), format!("UDP: {e}")),
+                })
+            }
+        }
+    }
+}
+
+/// Opens the UDP socket: non-blocking, IPv6 sockets v6-only, kernel buffers as large as the
+/// system allows up to [`UDP_SOCKET_BUFFER`].
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // A request above the system's maximum is clamped, not refused; a failure costs only
+    // burst tolerance.
+    if let Err(e) = socket.set_recv_buffer_size(UDP_SOCKET_BUFFER) {
+        log::debug!("SO_RCVBUF on the UDP socket: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_SOCKET_BUFFER) {
+        log::debug!("SO_SNDBUF on the UDP socket: {e}");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
     Ok(socket.into())
 }

@@ -40,6 +40,21 @@ pub struct Stats {
     pub tls_failures: AtomicU64,
     /// TLS: connections whose peer ended the stream without a `close_notify` (truncation).
     pub tls_truncated: AtomicU64,
+    /// UDP: datagrams received (zero-length and oversized ones included). Every one of them
+    /// ends counted once more: in `udp_datagrams_out`, `udp_send_dropped` or `udp_truncated`.
+    pub udp_datagrams_in: AtomicU64,
+    /// UDP: datagrams echoed (sent back whole to their sender).
+    pub udp_datagrams_out: AtomicU64,
+    /// UDP: datagrams larger than the receive buffer (`MSG_TRUNC`), dropped unanswered.
+    pub udp_truncated: AtomicU64,
+    /// UDP: datagrams received whole but not answered: the socket's send buffer was full
+    /// (the send would have blocked), the send failed, shutdown began first, or the service
+    /// is discard.
+    pub udp_send_dropped: AtomicU64,
+    /// UDP: payload bytes of the datagrams received whole.
+    pub udp_bytes_in: AtomicU64,
+    /// UDP: payload bytes echoed.
+    pub udp_bytes_out: AtomicU64,
     /// Times the model's wait call returned (select, poll, epoll_wait, io_uring_enter; for the
     /// thread-per-client model, each blocking recv): wake-ups.
     pub waits: AtomicU64,
@@ -79,6 +94,18 @@ pub struct StatsSnapshot {
     pub tls_failures: u64,
     /// See [`Stats::tls_truncated`].
     pub tls_truncated: u64,
+    /// See [`Stats::udp_datagrams_in`].
+    pub udp_datagrams_in: u64,
+    /// See [`Stats::udp_datagrams_out`].
+    pub udp_datagrams_out: u64,
+    /// See [`Stats::udp_truncated`].
+    pub udp_truncated: u64,
+    /// See [`Stats::udp_send_dropped`].
+    pub udp_send_dropped: u64,
+    /// See [`Stats::udp_bytes_in`].
+    pub udp_bytes_in: u64,
+    /// See [`Stats::udp_bytes_out`].
+    pub udp_bytes_out: u64,
     /// See [`Stats::waits`].
     pub waits: u64,
     /// See [`Stats::syscalls`].
@@ -90,6 +117,29 @@ impl Stats {
     pub(crate) fn count_wait(&self) {
         self.waits.fetch_add(1, Relaxed);
         self.syscalls.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a datagram received: `len` bytes, or cut short (`truncated`: counted, dropped).
+    pub(crate) fn count_datagram_in(&self, len: usize, truncated: bool) {
+        self.udp_datagrams_in.fetch_add(1, Relaxed);
+        if truncated {
+            self.udp_truncated.fetch_add(1, Relaxed);
+        } else {
+            self.udp_bytes_in.fetch_add(len as u64, Relaxed);
+        }
+    }
+
+    /// Counts the fate of a datagram received whole: echoed (`Some(len)`) or dropped.
+    pub(crate) fn count_datagram_out(&self, sent: Option<usize>) {
+        match sent {
+            Some(len) => {
+                self.udp_datagrams_out.fetch_add(1, Relaxed);
+                self.udp_bytes_out.fetch_add(len as u64, Relaxed);
+            }
+            None => {
+                self.udp_send_dropped.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// Reads every counter (each atomically; the set is not one atomic snapshot).
@@ -109,6 +159,12 @@ impl Stats {
             notification_overflows: self.notification_overflows.load(Relaxed),
             tls_failures: self.tls_failures.load(Relaxed),
             tls_truncated: self.tls_truncated.load(Relaxed),
+            udp_datagrams_in: self.udp_datagrams_in.load(Relaxed),
+            udp_datagrams_out: self.udp_datagrams_out.load(Relaxed),
+            udp_truncated: self.udp_truncated.load(Relaxed),
+            udp_send_dropped: self.udp_send_dropped.load(Relaxed),
+            udp_bytes_in: self.udp_bytes_in.load(Relaxed),
+            udp_bytes_out: self.udp_bytes_out.load(Relaxed),
             waits: self.waits.load(Relaxed),
             syscalls: self.syscalls.load(Relaxed),
         }

@@ -2,7 +2,9 @@
 //!
 //! Every model is a function `run(listener, ctx)` that serves until shutdown is requested,
 //! then stops accepting, lets open connections finish for the drain timeout, closes what is
-//! left and returns. Each module opens with a doc naming the Winsock original, the Linux
+//! left and returns. The listener is `None` when the server serves UDP alone; the UDP socket,
+//! when there is one, is `ctx.udp`, and a model stops reading it when shutdown begins (a
+//! datagram has nothing to drain). Each module opens with a doc naming the Winsock original, the Linux
 //! counterpart, the limits and the pitfalls.
 
 /// Declares a model's OS files, `linux.rs` and `windows.rs`, beside its `mod.rs`, and exports
@@ -73,8 +75,8 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
     }
 }
 
-/// Serves `listener` with `model` until shutdown and drain are over.
-pub(crate) fn run(model: Model, listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+/// Serves `listener` (and `ctx.udp`) with `model` until shutdown and drain are over.
+pub(crate) fn run(model: Model, listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     match model {
         Model::Blocking => blocking::run(listener, ctx),
         Model::AsyncSelect => async_select::run(listener, ctx),
@@ -84,6 +86,18 @@ pub(crate) fn run(model: Model, listener: TcpListener, ctx: &Ctx) -> io::Result<
         Model::OverlappedRoutine => overlapped_routine::run(listener, ctx),
         Model::CompletionPort => completion_port::run(listener, ctx),
     }
+}
+
+/// The listener of a model that serves TCP only on this OS (UDP is Linux-only for now, and
+/// `Server::bind` refuses it elsewhere, so the listener is always there).
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+pub(crate) fn tcp_only(listener: Option<TcpListener>) -> io::Result<TcpListener> {
+    listener.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "UDP is not implemented on this OS yet: this model needs its TCP listener",
+        )
+    })
 }
 
 /// The shutdown sequence as a model's loop sees it: serving, then draining until the

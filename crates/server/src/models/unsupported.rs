@@ -10,7 +10,7 @@ pub(crate) fn availability() -> Result<(), String> {
     Err("not built for this OS yet (issue #5)".into())
 }
 
-pub(crate) fn run(_listener: TcpListener, _ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(_listener: Option<TcpListener>, _ctx: &Ctx) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         availability().unwrap_err(),

@@ -11,10 +11,15 @@
 //! - [`select`]: `select(2)` with [`select::FdSet`], a descriptor set that refuses descriptors at
 //!   or above `FD_SETSIZE` instead of writing past its end.
 //! - [`epoll`]: an owned epoll instance and its event buffer.
+//! - [`recv_datagram`] / [`send_datagram`] (every OS, `datagram.rs`): one datagram in, with
+//!   whether it was cut short (`MSG_TRUNC` / `WSAEMSGSIZE`); one datagram out.
 //!
 //! `unsafe` lives here and in the models' OS files only; each block says why it is sound in a
 //! `// SAFETY:` comment. The [`syscall!`] macro turns a `-1` return into
 //! `io::Error::last_os_error()` in one place.
+
+mod datagram;
+pub use datagram::{recv_datagram, send_datagram, Received};
 
 #[cfg(target_os = "linux")]
 mod linux;

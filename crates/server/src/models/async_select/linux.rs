@@ -7,10 +7,11 @@ use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::signalfd::{self, SigInfo, SignalQueue};
 use crate::sys::wait_readable;
 use crate::trace::trace_event;
+use crate::udp::{self, Drained, UdpEcho};
 use crate::Ctx;
 use std::collections::HashMap;
 use std::io;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
@@ -76,25 +77,34 @@ impl<T> Drop for Notifying<T> {
 
 type Client = Notifying<Session>;
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let sig = signalfd::notification_signal()?;
     let tid = signalfd::current_thread_id();
     let waker = ctx.shutdown.register()?;
     // Declared before the sockets, so dropped after them: by then no socket can send a signal,
     // and the queue's drop discards what is still pending and restores the thread's mask.
     let queue = SignalQueue::new(&[sig, libc::SIGIO])?;
-    let listener_fd = listener.as_raw_fd();
-    let mut acceptor = Some(Notifying::new(
-        listener_fd,
-        Acceptor::new(listener),
-        tid,
-        sig,
-    )?);
+    let listener_fd = listener.as_ref().map_or(-1, |l| l.as_raw_fd());
+    let mut acceptor = match listener {
+        Some(l) => Some(Notifying::new(listener_fd, Acceptor::new(l), tid, sig)?),
+        None => None,
+    };
+    // The UDP socket announces datagrams with the same signal (FD_READ only: its sends never
+    // wait for room); dropped (O_ASYNC off) when shutdown begins.
+    let udp = match &ctx.udp {
+        Some(u) => Some(Notifying::new(u.as_raw_fd(), u, tid, sig)?),
+        None => None,
+    };
     let mut model = Loop {
         ctx,
         sig,
         tid,
         listener_fd,
+        udp_fd: udp.as_ref().map_or(-1, |u| u.fd),
+        udp,
+        udp_echo: ctx.udp.as_ref().map(|_| UdpEcho::new(ctx)),
+        // Datagrams that came before O_ASYNC was set announced nothing.
+        udp_ready: ctx.udp.is_some(),
         clients: HashMap::new(),
         scratch: vec![0u8; READ_CHUNK],
         ready: Vec::new(),
@@ -108,6 +118,8 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     loop {
         if drain.begins(&ctx.shutdown) {
             acceptor = None;
+            model.udp = None;
+            model.udp_ready = false;
         }
         if drain.is_over(model.clients.len()) {
             // Messages still queued name sockets that are gone: show them to a tracer anyway,
@@ -126,7 +138,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
             && acceptor
                 .as_ref()
                 .is_some_and(|a| a.pause_remaining().is_none());
-        let timeout = if !model.ready.is_empty() || accept_now {
+        let timeout = if !model.ready.is_empty() || accept_now || model.udp_ready {
             Some(Duration::ZERO)
         } else {
             let pause = acceptor
@@ -147,6 +159,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
             model.serve(fd);
         }
         if !queued {
+            model.serve_udp();
             continue;
         }
         if model.take_messages(&queue, &mut signals, &mut touched)? {
@@ -157,6 +170,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         for fd in touched.drain(..) {
             model.serve(fd);
         }
+        model.serve_udp();
     }
 }
 
@@ -166,6 +180,12 @@ struct Loop<'a> {
     sig: libc::c_int,
     tid: libc::pid_t,
     listener_fd: RawFd,
+    /// The UDP socket, signalling this thread until shutdown begins.
+    udp: Option<Notifying<&'a UdpSocket>>,
+    udp_fd: RawFd,
+    udp_echo: Option<UdpEcho>,
+    /// The UDP socket announced datagrams not all answered yet (no new signal comes for them).
+    udp_ready: bool,
     clients: HashMap<RawFd, Client>,
     scratch: Vec<u8>,
     /// Sessions that used their read budget with data still waiting: no new signal will come
@@ -211,6 +231,13 @@ impl Loop<'_> {
             self.listener_ready = true;
             return;
         }
+        if fd == self.udp_fd {
+            if band & BAND_IN != 0 {
+                trace_event!(trace, "FD_READ fd={fd} (udp)");
+                self.udp_ready = self.udp.is_some();
+            }
+            return;
+        }
         // Every message is traced as it arrives, also one for a socket already served to its
         // end (its bytes were read while the message sat in the queue).
         let known = self.clients.contains_key(&fd);
@@ -254,6 +281,7 @@ impl Loop<'_> {
             self.clients.len() + 1
         );
         self.listener_ready = true;
+        self.udp_ready = self.udp.is_some();
         let fds: Vec<RawFd> = self.clients.keys().copied().collect();
         for fd in fds {
             if let Some(s) = self.clients.get_mut(&fd) {
@@ -297,6 +325,16 @@ impl Loop<'_> {
             self.serve(fd);
         }
         Ok(())
+    }
+
+    /// Answers waiting datagrams, up to the budget; stays ready if it ran out.
+    fn serve_udp(&mut self) {
+        let (Some(u), Some(echo)) = (&self.udp, &mut self.udp_echo) else {
+            return;
+        };
+        if self.udp_ready {
+            self.udp_ready = echo.serve(u, self.ctx, udp::BUDGET) == Drained::More;
+        }
     }
 
     /// Pumps one session; closes it when it is over, lists it when it has more to read.

@@ -35,6 +35,13 @@
 //! every 1,000th, and traces `overflow: rescanning N sockets`. Winsock's full message queue
 //! has no such fallback: there the notifications are simply gone.
 //!
+//! **UDP** (`--udp`, Linux for now). The UDP socket is set up like a client (`F_SETOWN_EX`,
+//! `F_SETSIG`, `O_ASYNC`), and only its `POLL_IN` messages — `FD_READ` — are acted on: answers
+//! never wait for room (a full send buffer drops one), so there is no `FD_WRITE` to wait for.
+//! A message marks it ready, and the loop answers up to 64 datagrams per turn (`udp.rs`),
+//! staying ready while the budget runs out before `EAGAIN` (signals are edges); an overflow
+//! rescan marks it ready too. `--trace` shows `FD_READ fd=N (udp)`.
+//!
 //! **Limits.** One thread and one message queue for every socket; a message per event, so a
 //! busy server spends its time in the message loop. Windows caps a thread's message queue
 //! (10,000 posted messages by default): a queue that fills loses notifications. Linux caps

@@ -48,7 +48,8 @@ const ACCEPT_BATCH: usize = 64;
 /// Most messages dispatched per wake-up before the loop checks shutdown and the clock again.
 const MESSAGES_PER_TURN: usize = 1024;
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+    let listener = crate::models::tcp_only(listener)?;
     wsa_startup();
     listener.set_nonblocking(true)?;
     let waker = ctx.shutdown.register()?;

@@ -3,15 +3,15 @@
 
 use crate::sys::{wait_readable, Waker};
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 /// How the live-socket registry names a socket.
 pub(super) type RawId = RawFd;
 
-pub(super) fn raw_id(stream: &TcpStream) -> RawId {
-    stream.as_raw_fd()
+pub(super) fn raw_id(socket: &impl AsRawFd) -> RawId {
+    socket.as_raw_fd()
 }
 
 /// Waits until a client is waiting to be accepted or the waker fires: `(client, wake)`.
@@ -21,6 +21,15 @@ pub(super) fn wait_for_client(
     timeout: Option<Duration>,
 ) -> io::Result<(bool, bool)> {
     wait_readable(listener.as_raw_fd(), waker.as_raw_fd(), timeout)
+}
+
+/// Waits until a datagram is waiting or the waker fires: `(datagram, wake)`.
+pub(super) fn wait_for_datagram(
+    udp: &UdpSocket,
+    waker: &Waker,
+    timeout: Option<Duration>,
+) -> io::Result<(bool, bool)> {
+    wait_readable(udp.as_raw_fd(), waker.as_raw_fd(), timeout)
 }
 
 /// Shuts down both directions of a client socket, so its thread's blocking call returns.

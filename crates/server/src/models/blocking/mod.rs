@@ -20,6 +20,11 @@
 //! a connection past the cap, or one whose thread cannot be spawned, is closed at once, counted
 //! in `Stats::refused`, and logged once.
 //!
+//! **UDP** (`--udp`, Linux for now). A thread of its own (the acceptor's thread when there is
+//! no TCP listener) waits in `poll` on the UDP socket and the shutdown waker, and answers up to
+//! 64 datagrams per wake-up (`udp.rs`): the socket stays non-blocking, so a full send buffer
+//! drops an answer instead of stalling the thread.
+//!
 //! **Windows.** The same code over Winsock: the acceptor waits in `select` on the listener and
 //! the waker's socket, the drain wakes client threads with `shutdown(SD_BOTH)`, and the thread
 //! cap is a plain 8,192 (no mapping-count wall there).
@@ -38,18 +43,19 @@ use crate::accept::Acceptor;
 use crate::models::Drain;
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::trace::trace_event;
+use crate::udp::{self, UdpEcho};
 use crate::Ctx;
 use std::collections::HashMap;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
-use linux::{force_shutdown, raw_id, thread_cap, wait_for_client, RawId};
+use linux::{force_shutdown, raw_id, thread_cap, wait_for_client, wait_for_datagram, RawId};
 #[cfg(windows)]
-use windows::{force_shutdown, raw_id, thread_cap, wait_for_client, RawId};
+use windows::{force_shutdown, raw_id, thread_cap, wait_for_client, wait_for_datagram, RawId};
 
 /// What `--trace` calls a socket's raw name.
 #[cfg(target_os = "linux")]
@@ -74,7 +80,56 @@ pub(crate) fn availability() -> Result<(), String> {
 /// and closes its socket under this lock, so a socket found here is always still open.
 type Live = Arc<Mutex<HashMap<u64, RawId>>>;
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+    match (listener, &ctx.udp) {
+        (Some(listener), None) => serve_tcp(listener, ctx),
+        (None, Some(udp)) => serve_udp(udp, ctx),
+        // UDP gets a thread of its own beside the acceptor, as a client would.
+        (Some(listener), Some(udp)) => std::thread::scope(|scope| {
+            let udp_thread = std::thread::Builder::new()
+                .name("udp".into())
+                .spawn_scoped(scope, || {
+                    let served = serve_udp(udp, ctx);
+                    if served.is_err() {
+                        ctx.shutdown.trigger(); // as a failed acceptor does: stop, and say why
+                    }
+                    served
+                })?;
+            let tcp = serve_tcp(listener, ctx);
+            if tcp.is_err() {
+                ctx.shutdown.trigger(); // the UDP thread must not outlive a failed acceptor
+            }
+            let udp = udp_thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the UDP thread panicked")));
+            tcp.and(udp)
+        }),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The UDP thread: waits in `poll` until the socket is readable (or shutdown wakes it), then
+/// answers what waits, until shutdown begins.
+fn serve_udp(udp: &UdpSocket, ctx: &Ctx) -> io::Result<()> {
+    let waker = ctx.shutdown.register()?;
+    let mut echo = UdpEcho::new(ctx);
+    let raw = raw_id(udp);
+    while !ctx.shutdown.is_requested() {
+        let (readable, wake) = wait_for_datagram(udp, &waker, None)?;
+        ctx.stats.count_wait();
+        if wake {
+            waker.reset();
+        }
+        if readable {
+            trace_event!(ctx.trace, "udp readable {RAW_NAME}={raw}");
+            echo.serve(udp, ctx, udp::BUDGET);
+        }
+    }
+    Ok(())
+}
+
+/// The acceptor: a thread per client until shutdown, then the drain.
+fn serve_tcp(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let waker = ctx.shutdown.register()?;
     let mut acceptor = Acceptor::new(listener);

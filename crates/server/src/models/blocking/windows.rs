@@ -4,7 +4,7 @@
 use crate::sys::select::{select, SocketSet};
 use crate::sys::Waker;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, UdpSocket};
 use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::time::Duration;
 use windows_sys::Win32::Networking::WinSock as ws;
@@ -12,8 +12,8 @@ use windows_sys::Win32::Networking::WinSock as ws;
 /// How the live-socket registry names a socket.
 pub(super) type RawId = RawSocket;
 
-pub(super) fn raw_id(stream: &TcpStream) -> RawId {
-    stream.as_raw_socket()
+pub(super) fn raw_id(socket: &impl AsRawSocket) -> RawId {
+    socket.as_raw_socket()
 }
 
 /// Waits until a client is waiting to be accepted or the waker fires: `(client, wake)`. The
@@ -23,15 +23,27 @@ pub(super) fn wait_for_client(
     waker: &Waker,
     timeout: Option<Duration>,
 ) -> io::Result<(bool, bool)> {
+    wait_either(listener.as_raw_socket(), waker, timeout)
+}
+
+/// Waits until a datagram is waiting or the waker fires: `(datagram, wake)` (UDP is refused at
+/// bind on Windows for now, so nothing calls this yet).
+pub(super) fn wait_for_datagram(
+    udp: &UdpSocket,
+    waker: &Waker,
+    timeout: Option<Duration>,
+) -> io::Result<(bool, bool)> {
+    wait_either(udp.as_raw_socket(), waker, timeout)
+}
+
+/// `select` on one socket and the waker's socket, for reading.
+fn wait_either(s: RawSocket, waker: &Waker, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
     let mut read = SocketSet::with_capacity(2);
-    read.insert(listener.as_raw_socket());
+    read.insert(s);
     read.insert(waker.as_raw_socket());
     let mut write = SocketSet::with_capacity(0);
     select(&mut read, &mut write, timeout)?;
-    Ok((
-        read.contains(listener.as_raw_socket()),
-        read.contains(waker.as_raw_socket()),
-    ))
+    Ok((read.contains(s), read.contains(waker.as_raw_socket())))
 }
 
 /// Shuts down both directions of a client socket, so its thread's blocking call returns.

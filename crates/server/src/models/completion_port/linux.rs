@@ -21,33 +21,49 @@ const CONFIG: EngineConfig = EngineConfig {
     ring_entries: 4096,
 };
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     match ctx.accept_mode {
         AcceptMode::ReusePort => run_reuseport(listener, ctx),
         AcceptMode::Handoff => run_handoff(listener, ctx),
     }
 }
 
-/// Each worker accepts on its own SO_REUSEPORT listener.
-fn run_reuseport(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
-    let addr = listener.local_addr()?;
+/// Each worker accepts on its own SO_REUSEPORT listener (none when serving UDP alone).
+fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     // Every worker's listener exists before any worker runs, so no connection lands on a port
     // nobody serves; worker 0 uses the one `Server::bind` opened (with SO_REUSEPORT).
-    let mut listeners = vec![Some(listener)];
-    for _ in 1..ctx.workers {
-        listeners.push(Some(crate::listen(addr, true)?));
+    let mut listeners: Vec<Option<TcpListener>> = (0..ctx.workers).map(|_| None).collect();
+    if let Some(listener) = listener {
+        let addr = listener.local_addr()?;
+        listeners[0] = Some(listener);
+        for slot in &mut listeners[1..] {
+            *slot = Some(crate::listen(addr, true)?);
+        }
     }
     let listeners = Mutex::new(listeners);
     run_workers(ctx, |i| {
         let listener = lock(&listeners)[i].take();
-        Engine::new(ctx, listener, CONFIG)?.with_worker(i).run()
+        worker(Engine::new(ctx, listener, CONFIG)?, i).run()
     })
+}
+
+/// Names the engine's worker; worker 0 also serves the UDP socket. One socket read by one ring
+/// keeps the datagram path simple and the bind unchanged; `SO_REUSEPORT` UDP sockets, one per
+/// worker, would spread datagrams by the sender's address hash — worth it once one worker's
+/// ring is the UDP bottleneck, which two cores here cannot show.
+fn worker(engine: Engine<'_>, i: usize) -> Engine<'_> {
+    let engine = engine.with_worker(i);
+    if i == 0 {
+        engine.with_udp()
+    } else {
+        engine
+    }
 }
 
 /// Worker 0 accepts for everyone and hands sockets out round-robin through the other
 /// workers' rings.
-fn run_handoff(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
-    let listener = Mutex::new(Some(listener));
+fn run_handoff(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+    let listener = Mutex::new(listener);
     let rings: Mutex<Vec<Option<RawFd>>> = Mutex::new(vec![None; ctx.workers]);
     let all_created = Barrier::new(ctx.workers);
     run_workers(ctx, |i| {
@@ -55,7 +71,7 @@ fn run_handoff(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         let engine = Engine::new(ctx, own, CONFIG);
         lock(&rings)[i] = engine.as_ref().ok().map(Engine::ring_fd);
         all_created.wait();
-        let mut engine = engine?.with_worker(i);
+        let mut engine = worker(engine?, i);
         if i == 0 {
             let fds: Option<Vec<RawFd>> = lock(&rings).iter().copied().collect();
             let fds =

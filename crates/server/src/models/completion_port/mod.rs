@@ -48,6 +48,12 @@
 //! `Stats::ops_in_flight` is 0, and stops each worker with a `PostQueuedCompletionStatus`
 //! packet.
 //!
+//! **UDP** (`--udp`, Linux for now). Worker 0 owns the one UDP socket: four
+//! `IORING_OP_RECVMSG` posted on its ring, each whole datagram sent back with
+//! `IORING_OP_SENDMSG` (`models/uring/engine/udp.rs`). One socket on one ring keeps the bind
+//! as it is; `SO_REUSEPORT` sockets, one per worker, would spread datagrams by the sender's
+//! address hash, worth it once one ring is the UDP bottleneck.
+//!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one);
 //! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 256 × 16 KiB per worker by default); io_uring must be
 //! allowed (containers often block it: the model is then unavailable and says why, and the

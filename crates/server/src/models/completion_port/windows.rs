@@ -74,7 +74,8 @@ struct Accepting {
     paused_until: Option<Instant>,
 }
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+    let listener = crate::models::tcp_only(listener)?;
     crate::sys::wsa_startup();
     if ctx.accept_mode != AcceptMode::default() {
         log::warn!(

@@ -7,6 +7,7 @@ use crate::sys::epoll::{
     Epoll, Events, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP,
 };
 use crate::trace::trace_event;
+use crate::udp::{self, Drained, UdpEcho};
 use crate::Ctx;
 use slab::Slab;
 use std::io;
@@ -21,19 +22,33 @@ pub(crate) fn availability() -> Result<(), String> {
 
 const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
+const UDP: u64 = u64::MAX - 2;
 /// Reads one session may do per turn before yielding to the others.
 const READS_PER_TURN: usize = 16;
 /// Connections accepted per listener event.
 const ACCEPT_BATCH: usize = 256;
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let epoll = Epoll::new()?;
     let waker = ctx.shutdown.register()?;
     epoll.add(waker.as_raw_fd(), WAKER, EPOLLIN)?;
-    epoll.add(listener.as_raw_fd(), LISTENER, EPOLLIN)?;
-    let mut acceptor = Some(Acceptor::new(listener));
+    if let Some(l) = &listener {
+        l.set_nonblocking(true)?;
+        epoll.add(l.as_raw_fd(), LISTENER, EPOLLIN)?;
+    }
+    let mut acceptor = listener.map(Acceptor::new);
     let mut listener_registered = true;
+    // The UDP socket, edge-triggered like the connections; `udp_ready` remembers that it may
+    // hold datagrams no edge will announce again (the budget ran out). Datagrams that came
+    // before the registration announced nothing: start ready.
+    let mut udp = match &ctx.udp {
+        Some(u) => {
+            epoll.add(u.as_raw_fd(), UDP, EPOLLIN | EPOLLET)?;
+            Some((u, UdpEcho::new(ctx)))
+        }
+        None => None,
+    };
+    let mut udp_ready = udp.is_some();
     let mut sessions: Slab<Session> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; READ_CHUNK];
@@ -46,6 +61,10 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
             if let Some(a) = acceptor.take() {
                 let _ = epoll.delete(a.listener.as_raw_fd());
             }
+            if let Some((u, _)) = udp.take() {
+                let _ = epoll.delete(u.as_raw_fd());
+            }
+            udp_ready = false;
         }
         if drain.is_over(sessions.len()) {
             return Ok(());
@@ -63,7 +82,7 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
                 listener_registered = accepting;
             }
         }
-        let timeout = if ready.is_empty() {
+        let timeout = if ready.is_empty() && !udp_ready {
             let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
             min_timeout(drain.wait_limit(), pause)
         } else {
@@ -75,6 +94,12 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
         for (token, bits) in events.iter() {
             match token {
                 WAKER => waker.reset(),
+                UDP => {
+                    if let Some((u, _)) = &udp {
+                        trace_event!(ctx.trace, "udp readable fd={}", u.as_raw_fd());
+                        udp_ready = true;
+                    }
+                }
                 LISTENER => {
                     let Some(a) = acceptor.as_mut() else { continue };
                     a.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
@@ -120,6 +145,9 @@ pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
                     serve(&mut sessions, key, &mut scratch, &mut still_ready);
                 }
             }
+        }
+        if let Some((u, echo)) = udp.as_mut().filter(|_| udp_ready) {
+            udp_ready = echo.serve(u, ctx, udp::BUDGET) == Drained::More;
         }
         for key in ready.drain(..) {
             if sessions.contains(key) {

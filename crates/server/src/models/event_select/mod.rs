@@ -20,6 +20,11 @@
 //! the rest. Backpressure needs no `epoll_ctl`: a paused session keeps its `readable` flag and
 //! resumes reading as soon as its output drains.
 //!
+//! **UDP** (`--udp`, Linux for now). The UDP socket is registered with epoll too,
+//! edge-triggered for `EPOLLIN`; an edge marks it ready and the loop answers up to 64 datagrams
+//! per turn (`udp.rs`), staying ready (the next wait has a zero timeout) while the budget runs
+//! out before `EAGAIN`.
+//!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`) and memory; one thread, so one core.
 //!
 //! **Windows.** The real thing. One wait holds at most 64 handles, so sockets are served in

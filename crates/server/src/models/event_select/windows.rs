@@ -21,7 +21,8 @@ pub(crate) fn availability() -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+    let listener = crate::models::tcp_only(listener)?;
     groups_windows::serve(listener, ctx, "event-select", |stream| {
         EventConn::new(stream, ctx)
     })

@@ -19,6 +19,6 @@ pub(crate) const CONFIG: EngineConfig = EngineConfig {
     ring_entries: 4096,
 };
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
-    Engine::new(ctx, Some(listener), CONFIG)?.run()
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+    Engine::new(ctx, listener, CONFIG)?.with_udp().run()
 }

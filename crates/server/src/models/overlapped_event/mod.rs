@@ -16,6 +16,11 @@
 //! engine shared with the other completion models is in `models/uring`, which states the one
 //! rule of completion I/O: a buffer and its record live until the kernel's final completion.
 //!
+//! **UDP** (`--udp`, Linux for now). The engine keeps four `IORING_OP_RECVMSG` posted on the
+//! UDP socket, each with a 64 KiB buffer and room for the sender's address in its record; a
+//! whole datagram goes back with `IORING_OP_SENDMSG` from the same record (`MSG_TRUNC` in the
+//! completion's `msg_flags`: counted, received over). See `models/uring/engine/udp.rs`.
+//!
 //! **Limits.** One thread. A posted receive buffer per connection: 16 KiB of memory for every
 //! idle connection (the completion-port model avoids that with a provided-buffer ring). Needs
 //! io_uring (Linux 5.19+ here), which containers often block; the model is then unavailable and

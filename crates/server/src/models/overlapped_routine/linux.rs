@@ -17,12 +17,14 @@ const ROUTINES: Routines = Routines {
     accept: |engine, done| engine.accept_done(done),
     recv: |engine, done| engine.recv_done(done),
     send: |engine, done| engine.send_done(done),
+    udp_recv: |engine, done| engine.udp_recv_done(done),
+    udp_send: |engine, done| engine.udp_send_done(done),
 };
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let config = EngineConfig {
         routines: Some(ROUTINES),
         ..overlapped_event::CONFIG
     };
-    Engine::new(ctx, Some(listener), config)?.run()
+    Engine::new(ctx, listener, config)?.with_udp().run()
 }

@@ -32,6 +32,10 @@
 //! closes every connection and waits alertably until every routine has run
 //! (`Stats::ops_in_flight` is then 0).
 //!
+//! **UDP** (`--udp`, Linux for now). As for `overlapped-event` (`models/uring/engine/udp.rs`),
+//! with a routine in every datagram record too: four `IORING_OP_RECVMSG` posted, a whole
+//! datagram sent back with `IORING_OP_SENDMSG` from the same record.
+//!
 //! **Limits.** One thread; 16 KiB of posted buffer per idle connection; needs io_uring on
 //! Linux.
 //!

@@ -51,7 +51,8 @@ thread_local! {
     static HANDED: RefCell<Vec<TcpStream>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+    let listener = crate::models::tcp_only(listener)?;
     crate::sys::wsa_startup();
     let io_thread = current_thread()?;
     let io_waker = ctx.shutdown.register()?;

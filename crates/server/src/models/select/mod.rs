@@ -14,6 +14,11 @@
 //! is sent in the same turn as the request that caused it, and only a send that would block puts
 //! the socket in the write set.
 //!
+//! **UDP** (`--udp`, Linux for now). The UDP socket is one more descriptor in the read set;
+//! when `select` reports it readable the loop answers up to 64 datagrams (`udp.rs`), then goes
+//! on with the connections. Level-triggered: datagrams still waiting make the next `select`
+//! return at once.
+//!
 //! **Limits.** An `fd_set` is a bitmap indexed by descriptor *value*, `FD_SETSIZE` = 1024 bits:
 //! a descriptor numbered 1024 or above cannot be waited on at all, whatever the number of
 //! sockets. Such a connection is closed as soon as it is accepted, counted in
@@ -62,6 +67,7 @@ mod serve {
     use crate::models::{min_timeout, Drain};
     use crate::session::{Session, Status, READ_CHUNK};
     use crate::trace::trace_event;
+    use crate::udp::{self, UdpEcho};
     use crate::Ctx;
     use std::io;
     use std::net::TcpListener;
@@ -70,15 +76,30 @@ mod serve {
     /// Most connections accepted per turn, so a connection storm cannot starve open sockets.
     const ACCEPT_BATCH: usize = 64;
 
-    pub(crate) fn run(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
-        listener.set_nonblocking(true)?;
-        let listen = os::raw(&listener);
-        os::admit(listen, 0).map_err(|why| {
-            io::Error::other(format!("select cannot wait on the listening socket: {why}"))
-        })?;
+    pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+        let mut listen = None;
+        if let Some(l) = &listener {
+            l.set_nonblocking(true)?;
+            let raw = os::raw(l);
+            os::admit(raw, 0).map_err(|why| {
+                io::Error::other(format!("select cannot wait on the listening socket: {why}"))
+            })?;
+            listen = Some(raw);
+        }
+        // The UDP socket (non-blocking since bind) and its echo buffer; `None` once shutdown
+        // begins.
+        let mut udp = match &ctx.udp {
+            Some(u) => {
+                os::admit(os::raw(u), 0).map_err(|why| {
+                    io::Error::other(format!("select cannot wait on the UDP socket: {why}"))
+                })?;
+                Some((u, os::raw(u), UdpEcho::new(ctx)))
+            }
+            None => None,
+        };
         let waker = ctx.shutdown.register()?;
         let wake = os::raw(&*waker);
-        let mut acceptor = Some(Acceptor::new(listener));
+        let mut acceptor = listener.map(Acceptor::new);
         let mut sessions: Vec<Session> = Vec::new();
         let mut scratch = vec![0u8; READ_CHUNK];
         let mut sets = Sets::new();
@@ -88,6 +109,7 @@ mod serve {
         loop {
             if drain.begins(&ctx.shutdown) {
                 acceptor = None;
+                udp = None;
             }
             if drain.is_over(sessions.len()) {
                 return Ok(());
@@ -96,8 +118,11 @@ mod serve {
             sets.clear();
             sets.want_read(wake);
             let accepting = acceptor.as_mut().is_some_and(|a| a.is_accepting());
-            if accepting {
+            if let Some(listen) = listen.filter(|_| accepting) {
                 sets.want_read(listen);
+            }
+            if let Some((_, raw, _)) = &udp {
+                sets.want_read(*raw);
             }
             for s in &sessions {
                 let raw = os::raw(&s.stream);
@@ -115,6 +140,10 @@ mod serve {
 
             if sets.readable(wake) {
                 waker.reset();
+            }
+            if let Some((socket, raw, echo)) = udp.as_mut().filter(|u| sets.readable(u.1)) {
+                trace_event!(ctx.trace, "udp readable {}={raw}", os::RAW_NAME);
+                echo.serve(socket, ctx, udp::BUDGET);
             }
             let mut i = 0;
             while i < sessions.len() {
@@ -137,7 +166,7 @@ mod serve {
             }
             if let Some(acceptor) = acceptor
                 .as_mut()
-                .filter(|_| accepting && sets.readable(listen))
+                .filter(|_| accepting && listen.is_some_and(|l| sets.readable(l)))
             {
                 acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
                     if let Err(why) = os::admit(os::raw(&stream), sessions.len()) {

@@ -16,6 +16,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod udp;
+
+use udp::Datagram;
+
 /// The `conn` of records that belong to no connection (accept, wake-up, cancel).
 const NO_CONN: usize = usize::MAX;
 /// User data of a completion another worker's ring posted into ours (`IORING_OP_MSG_RING`):
@@ -52,6 +56,8 @@ pub(crate) struct Routines {
     pub accept: Routine,
     pub recv: Routine,
     pub send: Routine,
+    pub udp_recv: Routine,
+    pub udp_send: Routine,
 }
 
 /// What distinguishes the three models.
@@ -81,6 +87,10 @@ pub(crate) enum Kind {
         buf: Vec<u8>,
         off: usize,
     },
+    /// A UDP receive (`IORING_OP_RECVMSG`) into the record's buffer and address.
+    UdpRecv(Box<Datagram>),
+    /// A UDP send (`IORING_OP_SENDMSG`) of the datagram received, back to its sender.
+    UdpSend(Box<Datagram>),
     /// The multishot poll on the shutdown waker.
     Wake,
     /// An `ASYNC_CANCEL` of another record.
@@ -194,6 +204,14 @@ pub(crate) struct Engine<'a> {
     handoff: Option<Handoff>,
     /// This engine's worker index (`completion-port`), named in `--trace` lines.
     worker: Option<usize>,
+    /// The UDP socket this engine serves ([`Engine::with_udp`]).
+    udp: Option<RawFd>,
+    /// Datagram records posted (receives and sends).
+    udp_posted: usize,
+    /// Datagram records back from their completion, ready to be posted again (boxed as in
+    /// their records, so posting one again moves no header the kernel will point at).
+    #[allow(clippy::vec_box)]
+    udp_spare: Vec<Box<Datagram>>,
     /// Declared last: dropped after every record and buffer above (and only once the table is
     /// empty, see [`Engine::run`]).
     ring: Ring,
@@ -232,6 +250,9 @@ impl<'a> Engine<'a> {
             published_ops: 0,
             handoff: None,
             worker: None,
+            udp: None,
+            udp_posted: 0,
+            udp_spare: Vec::new(),
             ring,
         })
     }
@@ -257,6 +278,7 @@ impl<'a> Engine<'a> {
     pub fn run(mut self) -> io::Result<()> {
         self.arm_wake()?;
         self.arm_accepts();
+        self.arm_udp();
         let mut drain = Drain::new(self.ctx.drain_timeout);
         let served = loop {
             if drain.begins(&self.ctx.shutdown) {
@@ -354,11 +376,15 @@ impl<'a> Engine<'a> {
             return format!("CQE handed-off fd={res}{worker}");
         }
         let op = self.ops.get((cqe.user_data & 0xffff_ffff) as usize);
-        let fd = op
-            .and_then(|op| self.conns.get(op.conn))
-            .map_or(String::new(), |u| format!(" fd={}", u.fd));
+        let fd = match op.map(|op| &op.kind) {
+            Some(Kind::UdpRecv(_) | Kind::UdpSend(_)) => self.udp,
+            _ => op.and_then(|op| self.conns.get(op.conn)).map(|u| u.fd),
+        }
+        .map_or(String::new(), |fd| format!(" fd={fd}"));
         let what = match op.map(|op| &op.kind) {
             Some(Kind::Accept) => "accept",
+            Some(Kind::UdpRecv(_)) => "recvmsg",
+            Some(Kind::UdpSend(_)) => "sendmsg",
             Some(Kind::Recv(_) | Kind::RecvMulti) => "recv",
             Some(Kind::Send { .. }) => "send",
             Some(Kind::Wake) => "wake",
@@ -369,6 +395,10 @@ impl<'a> Engine<'a> {
         let buf = cqe
             .buffer_id()
             .map_or(String::new(), |b| format!(" buf={b}"));
+        let buf = match op.map(|op| &op.kind) {
+            Some(Kind::UdpRecv(d)) if cqe.result >= 0 && d.truncated() => buf + " MSG_TRUNC",
+            _ => buf,
+        };
         format!("CQE {what}{fd} res={res}{buf}{more}{worker}")
     }
 
@@ -380,6 +410,8 @@ impl<'a> Engine<'a> {
             Kind::Recv(_) => self.recv_done(done),
             Kind::RecvMulti => self.recv_multi_done(done),
             Kind::Send { .. } => self.send_done(done),
+            Kind::UdpRecv(_) => self.udp_recv_done(done),
+            Kind::UdpSend(_) => self.udp_send_done(done),
             Kind::Wake => self.wake_done(done),
             Kind::Cancel => {}
             Kind::Handoff(stream) => {
@@ -414,6 +446,8 @@ impl<'a> Engine<'a> {
             Kind::Accept => Some(r.accept),
             Kind::Recv(_) => Some(r.recv),
             Kind::Send { .. } => Some(r.send),
+            Kind::UdpRecv(_) => Some(r.udp_recv),
+            Kind::UdpSend(_) => Some(r.udp_send),
             _ => None,
         });
         let entry = self.ops.vacant_entry();
@@ -488,6 +522,7 @@ impl<'a> Engine<'a> {
 
     fn stop_accepting(&mut self) {
         self.draining = true;
+        self.stop_udp();
         if let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) {
             if self.accepts_posted == 0 {
                 self.listener = None;

@@ -35,6 +35,10 @@
 //! - provided buffers (completion-port) belong to the ring for as long as the ring exists, and
 //!   a buffer the kernel handed over goes back to it only after its bytes were consumed.
 //!
+//! - a UDP datagram record (`engine/udp.rs`) owns its buffer, its `msghdr`, `iovec` and the
+//!   sender's address, boxed so the kernel's pointers stay valid; it goes from receive to send
+//!   to receive again only at each completion.
+//!
 //! User data is the record's slot plus a generation, so a cancel aimed at an operation that
 //! completed meanwhile can never hit a newer operation that reused the slot.
 
