@@ -1037,6 +1037,9 @@ pub struct Variant {
 /// that fails if a model available here is missing from the list (so a new model cannot go
 /// untested) or one listed is not available.
 ///
+/// `every_model` in place of the list runs the suite on every model (and completion-port's
+/// hand-off mode on Linux).
+///
 /// ```ignore
 /// model_suite! {
 ///     check: every_available_model_runs_the_suite, "the conformance suite";
@@ -1048,6 +1051,25 @@ pub struct Variant {
 /// ```
 #[macro_export]
 macro_rules! model_suite {
+    // Every model, and completion-port's hand-off accept mode on Linux: what each suite runs.
+    (check: $check:ident, $suite:literal; cases: $cases:tt; every_model) => {
+        $crate::model_suite! {
+            check: $check, $suite;
+            cases: $cases;
+            blocking => iomodels_server::Model::Blocking;
+            select => iomodels_server::Model::Select;
+            event_select => iomodels_server::Model::EventSelect;
+            overlapped_event => iomodels_server::Model::OverlappedEvent;
+            overlapped_routine => iomodels_server::Model::OverlappedRoutine;
+            async_select => iomodels_server::Model::AsyncSelect;
+            completion_port => iomodels_server::Model::CompletionPort;
+            #[cfg(target_os = "linux")]
+            completion_port_handoff => iomodels_server::Model::CompletionPort, |c| {
+                c.workers = Some(2);
+                c.accept_mode = iomodels_server::AcceptMode::Handoff;
+            };
+        }
+    };
     (
         check: $check:ident, $suite:literal;
         cases: $cases:tt;
