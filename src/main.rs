@@ -40,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve echo (RFC 862) or discard (RFC 863) over TCP with one I/O model
+    /// Serve echo (RFC 862) or discard (RFC 863) over TCP, or TLS, with one I/O model
     ///
     /// Prints one line when ready. SIGINT or SIGTERM stops accepting, lets open connections
     /// finish for --drain-timeout, and exits 0; SIGUSR1 prints the server's counters
