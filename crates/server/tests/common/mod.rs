@@ -734,7 +734,7 @@ pub mod tls {
         /// gasp) before the error is returned.
         fn read_some(&mut self) -> io::Result<()> {
             let mut buf = [0u8; 32 * 1024];
-            let n = self.sock.read(&mut buf)?;
+            let n = read_retrying(&mut self.sock, &mut buf)?;
             if let Err(e) = self.rx.feed(&mut self.conn, &buf[..n]) {
                 if let Ok(alert) = take_records(&mut self.conn) {
                     let _ = self.sock.write_all(&alert);
@@ -865,6 +865,17 @@ pub mod tls {
         rx: Received,
     }
 
+    /// A socket read that retries when a signal interrupts it (EINTR says "call again", as
+    /// `read_exact` treats it; a CI run once saw it on a client thread of this process).
+    fn read_retrying(sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match sock.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
     impl Read for TlsReader {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let mut wire = [0u8; 32 * 1024];
@@ -874,7 +885,7 @@ pub mod tls {
                     return r;
                 }
                 // Blocking read outside the lock: the writer keeps writing meanwhile.
-                let n = self.sock.read(&mut wire)?;
+                let n = read_retrying(&mut self.sock, &mut wire)?;
                 self.rx.feed(&mut self.conn.lock().unwrap(), &wire[..n])?;
             }
         }
