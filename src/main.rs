@@ -41,7 +41,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve echo (RFC 862) or discard (RFC 863) over TCP (and UDP with --udp) with one I/O model
+    /// Serve echo (RFC 862) or discard (RFC 863) over TCP, TLS or UDP (--udp) with one I/O model
     ///
     /// Prints one line when ready. SIGINT or SIGTERM stops accepting, lets open connections
     /// finish for --drain-timeout, and exits 0; SIGUSR1 prints the server's counters

@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{random_bytes, Served, BIN};
+use support::{assert_one_line_error, random_bytes, Served, BIN};
 
 use iomodels_core::tls::pki::{Ca, Usage, Validity};
 use std::io::{Read, Write};
@@ -625,26 +625,6 @@ fn serve_bounded(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run timeout iomodels serve")
-}
-
-/// A failed run: non-zero status (not `timeout`'s), exactly one line on stderr, containing
-/// every needle.
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(
-        out.status.code(),
-        Some(124),
-        "the server ran instead of refusing its arguments: {err}"
-    );
-    assert!(
-        !out.status.success(),
-        "expected failure, got {:?}; stderr: {err}",
-        out.status
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
-    for needle in needles {
-        assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
-    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +16,26 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
 
 /// How long the server may take to print its ready line, a stats line, or to exit.
 pub const SERVER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A run refused with one line: non-zero status (not `timeout`'s 124: the command ran instead
+/// of refusing), exactly one line on stderr, containing every needle.
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "it ran instead of refusing its arguments: {err}"
+    );
+    assert!(
+        !out.status.success(),
+        "expected failure, got {:?}; stderr: {err}",
+        out.status
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    for needle in needles {
+        assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
+    }
+}
 
 /// `n` bytes of a xorshift stream seeded with `seed` (the same bytes for the same seed).
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {

@@ -228,6 +228,11 @@ impl Connection {
         self.out.len() + self.in_flight
     }
 
+    /// Completion models: a buffer from [`Connection::take_output`] is still with the kernel.
+    pub fn send_in_flight(&self) -> bool {
+        self.in_flight > 0
+    }
+
     /// True when there is output to send (not yet handed out).
     pub fn wants_write(&self) -> bool {
         !self.out.is_empty()

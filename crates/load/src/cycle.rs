@@ -28,7 +28,7 @@ use crate::conn::{Conn, Handshake, State, Step};
 use crate::cpu::{cpu_time, Who};
 use crate::pattern::{Pattern, CHUNK};
 use crate::tls::TlsClient;
-use crate::worker::{Counters, WorkerResult};
+use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
 use crate::LoadConfig;
 
 /// One connection slot and the cycle it is running.
@@ -81,12 +81,7 @@ pub(crate) fn run_cycle_worker(
     barrier.wait();
     let start = Instant::now();
     let cpu_start = cpu_time(Who::Thread);
-    let send_deadline = start
-        .checked_add(cfg.duration)
-        .unwrap_or(start + Duration::from_secs(86_400 * 365));
-    let drain_deadline = send_deadline
-        .checked_add(cfg.drain_timeout)
-        .unwrap_or(send_deadline);
+    let (send_deadline, drain_deadline) = deadlines(cfg, start);
 
     let mut slots: Vec<Slot> = (first..cfg.conns)
         .step_by(stride)
@@ -177,10 +172,7 @@ pub(crate) fn run_cycle_worker(
     };
 
     let established = slots.iter().filter(|s| s.completed > 0).count();
-    let cpu = match (cpu_start, cpu_time(Who::Thread)) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
+    let cpu = cpu_between(cpu_start, cpu_time(Who::Thread));
     r.into_result(hist, established, start, Some(end), cpu)
 }
 

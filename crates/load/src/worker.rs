@@ -191,12 +191,7 @@ pub(crate) fn run_worker(
     barrier.wait();
     let start = Instant::now();
     let cpu_start = cpu_time(Who::Thread);
-    let send_deadline = start
-        .checked_add(cfg.duration)
-        .unwrap_or(start + Duration::from_secs(86_400 * 365));
-    let drain_deadline = send_deadline
-        .checked_add(cfg.drain_timeout)
-        .unwrap_or(send_deadline);
+    let (send_deadline, drain_deadline) = deadlines(cfg, start);
     let mut sending = true;
     let mut active = 0usize;
     let mut closing = 0usize;
@@ -297,11 +292,30 @@ pub(crate) fn run_worker(
         r.messages += conn.done;
         r.bytes += conn.verified;
     }
-    let cpu = match (cpu_start, cpu_end) {
+    r.into_result(
+        hist,
+        established,
+        start,
+        end,
+        cpu_between(cpu_start, cpu_end),
+    )
+}
+
+/// A measurement that starts at `start`: when to stop sending (`cfg.duration`) and when to
+/// stop waiting for what is in flight (`cfg.drain_timeout` more); a year for "no limit".
+pub(crate) fn deadlines(cfg: &LoadConfig, start: Instant) -> (Instant, Instant) {
+    let send = start
+        .checked_add(cfg.duration)
+        .unwrap_or(start + Duration::from_secs(86_400 * 365));
+    (send, send.checked_add(cfg.drain_timeout).unwrap_or(send))
+}
+
+/// The thread CPU time between two readings, where the platform gives both.
+pub(crate) fn cpu_between(start: Option<Duration>, end: Option<Duration>) -> Option<Duration> {
+    match (start, end) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
-    };
-    r.into_result(hist, established, start, end, cpu)
+    }
 }
 
 /// Error and progress counters of one worker.

@@ -214,8 +214,7 @@ impl Session {
         if self.blocking || self.conn.is_finished() {
             return;
         }
-        let in_flight = self.conn.pending_len() != self.conn.pending_output().len();
-        if in_flight || !self.conn.close_notify_now() {
+        if self.conn.send_in_flight() || !self.conn.close_notify_now() {
             return;
         }
         // (Fails on Windows for a socket under WSAAsyncSelect/WSAEventSelect, which are

@@ -13,7 +13,7 @@ use common::{
     check_echo_then_eof, clients, connect, eventually, ping, reset, send_and_close, wait_for, Rng,
 };
 use iomodels_core::ServiceKind;
-use iomodels_server::{Model, RunningServer, ServerConfig};
+use iomodels_server::{RunningServer, ServerConfig};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
@@ -210,16 +210,5 @@ model_suite! {
         discard_reads_everything_and_sends_nothing,
         shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients,
     ];
-    blocking => Model::Blocking;
-    select => Model::Select;
-    event_select => Model::EventSelect;
-    overlapped_event => Model::OverlappedEvent;
-    overlapped_routine => Model::OverlappedRoutine;
-    async_select => Model::AsyncSelect;
-    completion_port => Model::CompletionPort;
-    #[cfg(target_os = "linux")]
-    completion_port_handoff => Model::CompletionPort, |c| {
-        c.workers = Some(2);
-        c.accept_mode = iomodels_server::AcceptMode::Handoff;
-    };
+    every_model
 }

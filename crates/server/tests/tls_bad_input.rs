@@ -23,7 +23,7 @@ use common::{
     wait_for, Identity, Rng, TlsClient, BOTH, CLIENT_TIMEOUT, TLS12, TLS13,
 };
 use iomodels_core::rustls::{self, AlertDescription, CertificateError, ClientConfig};
-use iomodels_server::{Model, RunningServer};
+use iomodels_server::RunningServer;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -416,17 +416,6 @@ mod tls {
             a_client_refuses_an_expired_server_certificate,
             a_client_refuses_a_certificate_for_another_host,
         ];
-        blocking => Model::Blocking;
-        select => Model::Select;
-        event_select => Model::EventSelect;
-        overlapped_event => Model::OverlappedEvent;
-        overlapped_routine => Model::OverlappedRoutine;
-        async_select => Model::AsyncSelect;
-        completion_port => Model::CompletionPort;
-        #[cfg(target_os = "linux")]
-        completion_port_handoff => Model::CompletionPort, |c| {
-            c.workers = Some(2);
-            c.accept_mode = iomodels_server::AcceptMode::Handoff;
-        };
+        every_model
     }
 }

@@ -338,17 +338,6 @@ mod tls {
             mutual_tls_serves_a_client_with_a_certificate_from_its_ca,
             mutual_tls_refuses_a_client_without_a_certificate,
         ];
-        blocking => Model::Blocking;
-        select => Model::Select;
-        event_select => Model::EventSelect;
-        overlapped_event => Model::OverlappedEvent;
-        overlapped_routine => Model::OverlappedRoutine;
-        async_select => Model::AsyncSelect;
-        completion_port => Model::CompletionPort;
-        #[cfg(target_os = "linux")]
-        completion_port_handoff => Model::CompletionPort, |c| {
-            c.workers = Some(2);
-            c.accept_mode = iomodels_server::AcceptMode::Handoff;
-        };
+        every_model
     }
 }
