@@ -446,7 +446,7 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
 }
 
 /// `Ok` if the configuration asks for something this build can serve: at least one of TCP and
-/// UDP; UDP on Linux only (for now), without TLS, with a usable receive buffer.
+/// UDP; UDP without TLS, with a usable receive buffer.
 fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
     let invalid = |why: &str| {
         Err(ServerError::Io(io::Error::new(
@@ -459,15 +459,6 @@ fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
     }
     if !config.udp {
         return Ok(());
-    }
-    if !cfg!(target_os = "linux") {
-        return Err(ServerError::Bind {
-            addr: config.listen,
-            source: io::Error::new(
-                io::ErrorKind::Unsupported,
-                "UDP is not implemented on Windows yet (issue #8)",
-            ),
-        });
     }
     if config.tls.is_some() {
         return invalid("UDP has no TLS (DTLS is not implemented): serve UDP without TLS");

@@ -2,10 +2,7 @@
 //! datagram is answered with one datagram of the same bytes, to its sender; zero-length and
 //! 65,507-byte datagrams too; an oversized one is counted and dropped, never echoed cut short;
 //! the counters add up; UDP works beside TCP and alone; shutdown does not wait for datagrams.
-//!
-//! Linux only for now: `Server::bind` refuses UDP on Windows until its models serve it (the
-//! Windows half of issue #8 comes next, and this file with it).
-#![cfg(target_os = "linux")]
+//! Linux and Windows (under Wine in CI).
 
 mod common;
 
@@ -317,6 +314,7 @@ model_suite! {
     overlapped_routine => Model::OverlappedRoutine;
     async_select => Model::AsyncSelect;
     completion_port => Model::CompletionPort;
+    #[cfg(target_os = "linux")]
     completion_port_handoff => Model::CompletionPort, |c| {
         c.workers = Some(2);
         c.accept_mode = iomodels_server::AcceptMode::Handoff;
