@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod support;
 
-use support::{assert_one_line_error, random_bytes, Served, BIN};
+use support::{assert_one_line_error, available_models, random_bytes, Served, BIN};
 
 fn iomodels(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run iomodels")
@@ -23,19 +23,6 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
-
-fn available_models() -> Vec<String> {
-    let out = iomodels(&["models"]);
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|l| l.contains(" yes"))
-        .map(|l| l.split_whitespace().next().unwrap().to_string())
-        .collect()
-}
-
 mod per_model {
     use super::*;
 
@@ -134,42 +121,14 @@ mod per_model {
     }
 }
 
-macro_rules! per_model {
-    ($($name:ident => $model:literal),* $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-                #[test] fn ready_line_then_sigterm_exits_zero() {
-                    per_model::ready_line_then_sigterm_exits_zero($model)
-                }
-                #[test] fn socat_echo_is_byte_identical() {
-                    per_model::socat_echo_is_byte_identical($model)
-                }
-                #[test] fn server_rss_stays_bounded_under_a_64_mib_flood_that_is_never_read() {
-                    per_model::server_rss_stays_bounded_under_a_64_mib_flood_that_is_never_read($model)
-                }
-                #[test] fn load_reports_a_clean_verified_run_as_json() {
-                    per_model::load_reports_a_clean_verified_run_as_json($model)
-                }
-            }
-        )*
-
-        #[test]
-        fn every_available_model_is_tested_through_the_cli() {
-            let covered = [$($model),*];
-            assert_eq!(available_models(), covered, "`iomodels models` and this suite disagree");
-        }
-    };
-}
-
 per_model! {
-    blocking => "blocking",
-    select => "select",
-    async_select => "async-select",
-    event_select => "event-select",
-    overlapped_event => "overlapped-event",
-    overlapped_routine => "overlapped-routine",
-    completion_port => "completion-port",
+    check: every_available_model_is_tested_through_the_cli;
+    cases: [
+        ready_line_then_sigterm_exits_zero,
+        socat_echo_is_byte_identical,
+        server_rss_stays_bounded_under_a_64_mib_flood_that_is_never_read,
+        load_reports_a_clean_verified_run_as_json,
+    ];
 }
 
 #[test]

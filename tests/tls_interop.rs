@@ -24,16 +24,6 @@ const CLIENT_LIMIT: &str = "60";
 /// The payload every client echoes.
 const PAYLOAD_LEN: usize = 256 * 1024;
 
-const MODELS: [&str; 7] = [
-    "blocking",
-    "select",
-    "async-select",
-    "event-select",
-    "overlapped-event",
-    "overlapped-routine",
-    "completion-port",
-];
-
 /// Fails the test, saying so, when `tool` (openssl or socat) is not installed.
 fn require(tool: &str) {
     let arg = if tool == "socat" { "-V" } else { "version" };
@@ -572,46 +562,12 @@ mod per_model {
     }
 }
 
-macro_rules! per_model {
-    ($($name:ident => $model:literal),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn openssl_and_socat_echo_without_client_certificates() {
-                    super::per_model::openssl_and_socat_echo_without_client_certificates($model)
-                }
-                #[test]
-                fn mutual_tls_serves_certified_clients_and_refuses_the_rest() {
-                    super::per_model::mutual_tls_serves_certified_clients_and_refuses_the_rest($model)
-                }
-            }
-        )*
-
-        #[test]
-        fn every_model_is_tested() {
-            assert_eq!([$($model),*], MODELS);
-            let out = Command::new(BIN).arg("models").output().unwrap();
-            assert!(out.status.success());
-            let available: Vec<String> = String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .skip(1)
-                .filter(|l| l.contains(" yes"))
-                .map(|l| l.split_whitespace().next().unwrap().to_string())
-                .collect();
-            assert_eq!(available, MODELS, "`iomodels models` and this suite disagree");
-        }
-    };
-}
-
 per_model! {
-    blocking => "blocking",
-    select => "select",
-    async_select => "async-select",
-    event_select => "event-select",
-    overlapped_event => "overlapped-event",
-    overlapped_routine => "overlapped-routine",
-    completion_port => "completion-port",
+    check: every_model_is_tested;
+    cases: [
+        openssl_and_socat_echo_without_client_certificates,
+        mutual_tls_serves_certified_clients_and_refuses_the_rest,
+    ];
 }
 
 // ---- serve's TLS flags ----

@@ -12,10 +12,10 @@
 
 #![cfg(target_os = "linux")]
 
-mod udp_support;
+mod support;
 
 use std::process::Command;
-use udp_support::*;
+use support::*;
 
 /// Three to four namespaces on one bridge, deleted on drop.
 struct Lab {

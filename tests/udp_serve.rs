@@ -38,71 +38,45 @@ fn socat_udp(addr: std::net::SocketAddr, input: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// socat's datagram comes back byte-identical, TCP still works beside it, and the counters
-/// show one datagram in and one out.
-fn socat_udp_echo_is_byte_identical(model: &str) {
-    let mut s = Served::start(&["--model", model, "--udp"]);
-    assert!(
-        s.ready_line.contains("over TCP and UDP"),
-        "{}",
-        s.ready_line
-    );
-    // Printable, so socat reads it from the pipe in one piece: one datagram.
-    let data: Vec<u8> = random_bytes(1000, 7)
-        .iter()
-        .map(|b| b'a' + b % 26)
-        .collect();
-    assert!(
-        socat_udp(s.addr, &data) == data,
-        "socat got different bytes back"
-    );
-    let mut tcp = TcpStream::connect(s.addr).expect("TCP beside UDP");
-    std::io::Write::write_all(&mut tcp, b"tcp").unwrap();
-    let mut back = [0u8; 3];
-    std::io::Read::read_exact(&mut tcp, &mut back).unwrap();
-    assert_eq!(&back, b"tcp");
-    drop(tcp);
-    let stats = s.stats_until("one datagram echoed", |v| v["udp_datagrams_out"] == 1);
-    assert_eq!(stats["udp_datagrams_in"], 1);
-    assert_eq!(stats["udp_bytes_out"], 1000);
-    assert_eq!(stats["udp_truncated"], 0);
-    assert_eq!(stats["udp_send_dropped"], 0);
-    assert!(s.terminate().success());
-}
+mod per_model {
+    use super::*;
 
-macro_rules! per_model {
-    ($($name:ident => $model:literal),* $(,)?) => {
-        $(
-            mod $name {
-                #[test] fn socat_udp_echo_is_byte_identical() {
-                    super::socat_udp_echo_is_byte_identical($model)
-                }
-            }
-        )*
-
-        #[test]
-        fn every_available_model_is_tested_over_udp() {
-            let out = iomodels(&["models"]);
-            let available: Vec<String> = String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .skip(1)
-                .filter(|l| l.contains(" yes"))
-                .map(|l| l.split_whitespace().next().unwrap().to_string())
-                .collect();
-            assert_eq!(available, [$($model),*], "`iomodels models` and this suite disagree");
-        }
-    };
+    /// socat's datagram comes back byte-identical, TCP still works beside it, and the counters
+    /// show one datagram in and one out.
+    pub fn socat_udp_echo_is_byte_identical(model: &str) {
+        let mut s = Served::start(&["--model", model, "--udp"]);
+        assert!(
+            s.ready_line.contains("over TCP and UDP"),
+            "{}",
+            s.ready_line
+        );
+        // Printable, so socat reads it from the pipe in one piece: one datagram.
+        let data: Vec<u8> = random_bytes(1000, 7)
+            .iter()
+            .map(|b| b'a' + b % 26)
+            .collect();
+        assert!(
+            socat_udp(s.addr, &data) == data,
+            "socat got different bytes back"
+        );
+        let mut tcp = TcpStream::connect(s.addr).expect("TCP beside UDP");
+        std::io::Write::write_all(&mut tcp, b"tcp").unwrap();
+        let mut back = [0u8; 3];
+        std::io::Read::read_exact(&mut tcp, &mut back).unwrap();
+        assert_eq!(&back, b"tcp");
+        drop(tcp);
+        let stats = s.stats_until("one datagram echoed", |v| v["udp_datagrams_out"] == 1);
+        assert_eq!(stats["udp_datagrams_in"], 1);
+        assert_eq!(stats["udp_bytes_out"], 1000);
+        assert_eq!(stats["udp_truncated"], 0);
+        assert_eq!(stats["udp_send_dropped"], 0);
+        assert!(s.terminate().success());
+    }
 }
 
 per_model! {
-    blocking => "blocking",
-    select => "select",
-    async_select => "async-select",
-    event_select => "event-select",
-    overlapped_event => "overlapped-event",
-    overlapped_routine => "overlapped-routine",
-    completion_port => "completion-port",
+    check: every_available_model_is_tested_over_udp;
+    cases: [socat_udp_echo_is_byte_identical];
 }
 
 #[test]

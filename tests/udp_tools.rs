@@ -2,10 +2,10 @@
 //! receivers, the JSON report, SIGINT, discovery, socat as a peer in both directions, and
 //! every argument error as one line with a non-zero status.
 
-mod udp_support;
+mod support;
 
 use std::time::{Duration, Instant};
-use udp_support::*;
+use support::*;
 
 #[test]
 fn unicast_thousand_datagrams_all_arrive_and_none_is_lost() {

@@ -1,7 +1,13 @@
 //! What the tests of the `iomodels` binary share: the binary, a served child process with its
-//! output collected as it comes, and a reproducible byte stream.
+//! output collected as it comes, a reproducible byte stream, [`per_model!`](crate::per_model)
+//! (one module of tests per model), and in `process.rs` any other child process (`udp`, iperf,
+//! socat) with bounded waits.
 // Each test file uses a part of this module.
 #![allow(dead_code)]
+
+mod process;
+#[allow(unused_imports)]
+pub use process::*;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -35,6 +41,66 @@ pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
     for needle in needles {
         assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
     }
+}
+
+/// The models `iomodels models` says this build can run, in its order.
+pub fn available_models() -> Vec<String> {
+    let out = Command::new(BIN)
+        .arg("models")
+        .output()
+        .expect("run iomodels models");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(" yes"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+/// One module per model, each with a test per case that calls `per_model::CASE("model")` of
+/// the file using it, and the test `check`, which fails when `iomodels models` lists a model
+/// this list lacks (so a new model cannot go untested):
+/// `per_model! { check: every_model_is_tested; cases: [socat_echo_is_byte_identical] }`.
+#[macro_export]
+macro_rules! per_model {
+    (check: $check:ident; cases: $cases:tt $(;)?) => {
+        $crate::per_model! {
+            @models $check; $cases;
+            blocking => "blocking",
+            select => "select",
+            async_select => "async-select",
+            event_select => "event-select",
+            overlapped_event => "overlapped-event",
+            overlapped_routine => "overlapped-routine",
+            completion_port => "completion-port",
+        }
+    };
+    (@models $check:ident; $cases:tt; $($name:ident => $model:literal,)*) => {
+        $(
+            mod $name {
+                $crate::per_model!(@cases $model; $cases);
+            }
+        )*
+
+        #[test]
+        fn $check() {
+            assert_eq!(
+                $crate::support::available_models(),
+                [$($model),*],
+                "`iomodels models` and this suite disagree"
+            );
+        }
+    };
+    (@cases $model:literal; [$($case:ident),* $(,)?]) => {
+        $(
+            #[test]
+            fn $case() {
+                super::per_model::$case($model)
+            }
+        )*
+    };
 }
 
 /// `n` bytes of a xorshift stream seeded with `seed` (the same bytes for the same seed).

@@ -1,7 +1,5 @@
-//! What the UDP tests share: child processes (ours, iperf, socat) with every wait bounded, a
-//! free UDP port, and the JSON report of `udp recv`.
-// Each test file uses a part of this module.
-#![allow(dead_code)]
+//! Any child process (ours, iperf, socat) with every wait bounded, and what the `udp` tool
+//! tests read from one: a free UDP port, the JSON report of `udp recv`, a ready line's port.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
@@ -10,8 +8,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
+use super::assert_one_line_error;
 
 /// The longest any child may take to get ready or to finish.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -155,20 +152,16 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     out
 }
 
-/// Runs the binary, expects failure with exactly one line on stderr containing `needle`.
+/// Runs `program args`, expects a refusal: non-zero status, exactly one line on stderr,
+/// containing `needle` (the same check as [`assert_one_line_error`]).
 pub fn run_fails_with(program: &str, args: &[&str], needle: &str) {
     let (status, out, err) = run(program, args);
-    assert!(
-        !status.success(),
-        "{args:?} should fail; stdout:\n{out}\nstderr:\n{err}"
-    );
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{args:?}: not one line on stderr:\n{err}");
-    assert!(
-        lines[0].contains(needle),
-        "{args:?}: {:?} does not contain {needle:?}",
-        lines[0]
-    );
+    let output = std::process::Output {
+        status,
+        stdout: out.into_bytes(),
+        stderr: err.into_bytes(),
+    };
+    assert_one_line_error(&output, &[needle]);
 }
 
 /// A UDP port free at this moment on the wildcard address (receivers that share a port
