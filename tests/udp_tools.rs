@@ -7,6 +7,13 @@ mod support;
 use std::time::{Duration, Instant};
 use support::*;
 
+/// Runs `iomodels udp send --to TO FLAGS`, expects success, returns its stdout.
+fn udp_send(to: &str, flags: &[&str]) -> String {
+    let mut args = vec!["udp", "send", "--to", to];
+    args.extend_from_slice(flags);
+    run_ok(BIN, &args)
+}
+
 #[test]
 fn unicast_thousand_datagrams_all_arrive_and_none_is_lost() {
     let mut recv = Proc::spawn(
@@ -25,11 +32,10 @@ fn unicast_thousand_datagrams_all_arrive_and_none_is_lost() {
     );
     let port = port_in(&recv.stderr_line("listening on"));
     let to = format!("127.0.0.1:{port}");
-    let sent = json(&run_ok(
-        BIN,
+    let sent = json(&udp_send(
+        &to,
         &[
-            "udp", "send", "--to", &to, "--count", "1000", "--rate", "1000", "--size", "100",
-            "--json",
+            "--count", "1000", "--rate", "1000", "--size", "100", "--json",
         ],
     ));
     assert_eq!(num(&sent, "sent"), 1000, "{sent}");
@@ -63,17 +69,7 @@ fn recv_json_has_every_counter_and_the_latency_percentiles() {
         ],
     );
     let port = port_in(&recv.stderr_line("listening on"));
-    run_ok(
-        BIN,
-        &[
-            "udp",
-            "send",
-            "--to",
-            &format!("127.0.0.1:{port}"),
-            "--count",
-            "5",
-        ],
-    );
+    udp_send(&format!("127.0.0.1:{port}"), &["--count", "5"]);
     let (status, out, _) = recv.finish();
     assert!(status.success());
     assert_eq!(out.lines().count(), 1, "one JSON object on one line: {out}");
@@ -139,13 +135,9 @@ fn multicast_on_loopback_reaches_both_receivers_entirely() {
             r
         })
         .collect();
-    run_ok(
-        BIN,
+    udp_send(
+        &format!("{group}:{port}"),
         &[
-            "udp",
-            "send",
-            "--to",
-            &format!("{group}:{port}"),
             "--loop",
             "--iface",
             "127.0.0.1",
@@ -168,18 +160,9 @@ fn multicast_on_loopback_reaches_both_receivers_entirely() {
 fn sigint_ends_recv_with_its_report_and_status_0() {
     let mut recv = Proc::spawn(BIN, &["udp", "recv", "--listen", "127.0.0.1:0", "--json"]);
     let port = port_in(&recv.stderr_line("listening on"));
-    run_ok(
-        BIN,
-        &[
-            "udp",
-            "send",
-            "--to",
-            &format!("127.0.0.1:{port}"),
-            "--count",
-            "10",
-            "--rate",
-            "0",
-        ],
+    udp_send(
+        &format!("127.0.0.1:{port}"),
+        &["--count", "10", "--rate", "0"],
     );
     // The datagrams are in the receiver's socket buffer once send has returned; give the
     // receiver a moment to read them (bounded), then interrupt it.
@@ -217,17 +200,7 @@ fn foreign_datagrams_from_socat_are_counted_apart() {
         );
         assert!(status.success(), "socat: {err}");
     }
-    run_ok(
-        BIN,
-        &[
-            "udp",
-            "send",
-            "--to",
-            &format!("127.0.0.1:{port}"),
-            "--count",
-            "10",
-        ],
-    );
+    udp_send(&format!("127.0.0.1:{port}"), &["--count", "10"]);
     let (status, out, _) = recv.finish();
     assert!(status.success());
     let r = json(&out);
@@ -256,20 +229,9 @@ fn socat_receives_our_numbered_datagrams() {
         assert!(Instant::now() < end, "socat never bound 127.0.0.1:{port}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    run_ok(
-        BIN,
-        &[
-            "udp",
-            "send",
-            "--to",
-            &format!("127.0.0.1:{port}"),
-            "--count",
-            "20",
-            "--size",
-            "100",
-            "--rate",
-            "1000",
-        ],
+    udp_send(
+        &format!("127.0.0.1:{port}"),
+        &["--count", "20", "--size", "100", "--rate", "1000"],
     );
     std::thread::sleep(Duration::from_millis(300));
     let (_, out, _) = socat.interrupt();

@@ -11,11 +11,12 @@
 use crate::error::{Result, UdpError};
 use crate::header::Discovery;
 use crate::net::{self, ListenOptions, SendOptions};
-use crate::send::{Stopped, STOP_POLL};
+use crate::recv::Receiver;
+use crate::send::Stopped;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,36 +27,29 @@ fn quiet(e: &io::Error) -> bool {
     )
 }
 
-/// A bound responder.
+/// A bound responder: a [`Receiver`] that answers.
 pub struct Responder {
-    sock: UdpSocket,
-    description: String,
+    rx: Receiver,
     service: SocketAddr,
 }
 
 impl Responder {
     /// Binds (and joins the group, if any) to answer probes with `service`.
     pub fn bind(opts: &ListenOptions, service: SocketAddr) -> Result<Responder> {
-        let (sock, description) = net::receiver_socket(opts)?;
-        sock.set_read_timeout(Some(STOP_POLL))
-            .map_err(UdpError::io("set SO_RCVTIMEO"))?;
         Ok(Responder {
-            sock,
-            description,
+            rx: Receiver::bind(opts)?,
             service,
         })
     }
 
     /// What it listens to.
     pub fn description(&self) -> &str {
-        &self.description
+        self.rx.description()
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.sock
-            .local_addr()
-            .map_err(UdpError::io("local address"))
+        self.rx.local_addr()
     }
 
     /// Answers probes until `count` answers, `duration`, or `stop`; calls `answered` with each
@@ -81,7 +75,7 @@ impl Responder {
             if duration.is_some_and(|d| start.elapsed() >= d) {
                 return Ok((answers, Stopped::Duration));
             }
-            let (n, from) = match self.sock.recv_from(&mut buf) {
+            let (n, from) = match self.rx.sock.recv_from(&mut buf) {
                 Ok(got) => got,
                 Err(e) if quiet(&e) => continue,
                 Err(e) => return Err(UdpError::io("receive a probe")(e)),
@@ -95,7 +89,7 @@ impl Responder {
             };
             // One prober gone or unreachable must not stop the responder: a failed answer is
             // not counted, and the next probe is served.
-            if self.sock.send_to(&answer.encode(), from).is_ok() {
+            if self.rx.sock.send_to(&answer.encode(), from).is_ok() {
                 answers += 1;
                 answered(from);
             }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// A bound (and joined) receiving socket.
 pub struct Receiver {
-    sock: UdpSocket,
+    pub(crate) sock: UdpSocket,
     description: String,
 }
 
