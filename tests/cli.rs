@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod support;
 
-use support::{assert_one_line_error, available_models, random_bytes, Served, BIN};
+use support::{assert_one_line_error, available_models, random_bytes, socat, Served, BIN};
 
 fn iomodels(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run iomodels")
@@ -41,25 +41,9 @@ mod per_model {
     pub fn socat_echo_is_byte_identical(model: &str) {
         let s = Served::start(&["--model", model]);
         let data = random_bytes(1 << 20, 99);
-        let mut socat = Command::new("socat")
-            .args(["-t", "10", "-", &format!("TCP:{}", s.addr)])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("socat must be installed (scripts/test.sh installs it)");
-        let mut stdin = socat.stdin.take().unwrap();
-        let to_send = data.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(&to_send).unwrap());
-        let out = socat.wait_with_output().unwrap();
-        writer.join().unwrap();
-        assert!(
-            out.status.success(),
-            "socat failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout.len(), data.len());
-        assert!(out.stdout == data, "socat got different bytes back");
+        let back = socat(&["-t", "10", "-", &format!("TCP:{}", s.addr)], data.clone());
+        assert_eq!(back.len(), data.len());
+        assert!(back == data, "socat got different bytes back");
         assert!(s.terminate().success());
     }
 

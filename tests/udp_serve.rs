@@ -6,12 +6,12 @@
 #![cfg(target_os = "linux")]
 
 use std::net::{TcpStream, UdpSocket};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 mod support;
 
-use support::{random_bytes, Served, BIN};
+use support::{random_bytes, socat, Served, BIN};
 
 fn iomodels(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run iomodels")
@@ -19,23 +19,7 @@ fn iomodels(args: &[&str]) -> Output {
 
 /// `socat -t 1 - UDP:ADDR` with `input` on its stdin (one datagram): what came back.
 fn socat_udp(addr: std::net::SocketAddr, input: &[u8]) -> Vec<u8> {
-    let mut socat = Command::new("socat")
-        .args(["-t", "1", "-", &format!("UDP:{addr}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("socat must be installed (scripts/test.sh installs it)");
-    let mut stdin = socat.stdin.take().unwrap();
-    std::io::Write::write_all(&mut stdin, input).unwrap();
-    drop(stdin);
-    let out = socat.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "socat failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    socat(&["-t", "1", "-", &format!("UDP:{addr}")], input.to_vec())
 }
 
 mod per_model {

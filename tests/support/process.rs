@@ -201,3 +201,25 @@ pub fn port_in(line: &str) -> u16 {
 pub fn group(n: u8) -> String {
     format!("239.255.{}.{}", std::process::id() % 251, n)
 }
+
+/// Runs `socat ARGS` with `input` written to its stdin (from a thread, so a large input cannot
+/// deadlock against its output), expects success, returns all it printed on stdout.
+pub fn socat(args: &[&str], input: Vec<u8>) -> Vec<u8> {
+    let mut child = Command::new("socat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("socat must be installed (scripts/test.sh installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().expect("write socat's stdin");
+    assert!(
+        out.status.success(),
+        "socat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
