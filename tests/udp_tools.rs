@@ -7,6 +7,16 @@ mod support;
 use std::time::{Duration, Instant};
 use support::*;
 
+/// Starts `iomodels udp recv --listen 127.0.0.1:0 FLAGS`; returns it, once it listens, and
+/// its port.
+fn udp_recv(flags: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["udp", "recv", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    let mut recv = Proc::spawn(BIN, &args);
+    let port = port_in(&recv.stderr_line("listening on"));
+    (recv, port)
+}
+
 /// Runs `iomodels udp send --to TO FLAGS`, expects success, returns its stdout.
 fn udp_send(to: &str, flags: &[&str]) -> String {
     let mut args = vec!["udp", "send", "--to", to];
@@ -16,21 +26,7 @@ fn udp_send(to: &str, flags: &[&str]) -> String {
 
 #[test]
 fn unicast_thousand_datagrams_all_arrive_and_none_is_lost() {
-    let mut recv = Proc::spawn(
-        BIN,
-        &[
-            "udp",
-            "recv",
-            "--listen",
-            "127.0.0.1:0",
-            "--count",
-            "1000",
-            "--duration",
-            "25s",
-            "--json",
-        ],
-    );
-    let port = port_in(&recv.stderr_line("listening on"));
+    let (recv, port) = udp_recv(&["--count", "1000", "--duration", "25s", "--json"]);
     let to = format!("127.0.0.1:{port}");
     let sent = json(&udp_send(
         &to,
@@ -54,21 +50,7 @@ fn unicast_thousand_datagrams_all_arrive_and_none_is_lost() {
 
 #[test]
 fn recv_json_has_every_counter_and_the_latency_percentiles() {
-    let mut recv = Proc::spawn(
-        BIN,
-        &[
-            "udp",
-            "recv",
-            "--listen",
-            "127.0.0.1:0",
-            "--count",
-            "5",
-            "--duration",
-            "25s",
-            "--json",
-        ],
-    );
-    let port = port_in(&recv.stderr_line("listening on"));
+    let (recv, port) = udp_recv(&["--count", "5", "--duration", "25s", "--json"]);
     udp_send(&format!("127.0.0.1:{port}"), &["--count", "5"]);
     let (status, out, _) = recv.finish();
     assert!(status.success());
@@ -158,8 +140,7 @@ fn multicast_on_loopback_reaches_both_receivers_entirely() {
 
 #[test]
 fn sigint_ends_recv_with_its_report_and_status_0() {
-    let mut recv = Proc::spawn(BIN, &["udp", "recv", "--listen", "127.0.0.1:0", "--json"]);
-    let port = port_in(&recv.stderr_line("listening on"));
+    let (recv, port) = udp_recv(&["--json"]);
     udp_send(
         &format!("127.0.0.1:{port}"),
         &["--count", "10", "--rate", "0"],
@@ -176,21 +157,7 @@ fn sigint_ends_recv_with_its_report_and_status_0() {
 
 #[test]
 fn foreign_datagrams_from_socat_are_counted_apart() {
-    let mut recv = Proc::spawn(
-        BIN,
-        &[
-            "udp",
-            "recv",
-            "--listen",
-            "127.0.0.1:0",
-            "--count",
-            "10",
-            "--duration",
-            "25s",
-            "--json",
-        ],
-    );
-    let port = port_in(&recv.stderr_line("listening on"));
+    let (recv, port) = udp_recv(&["--count", "10", "--duration", "25s", "--json"]);
     for i in 0..3 {
         // `-u`: one direction, stdin to the socket; one short line, one datagram.
         let to = format!("UDP4-SENDTO:127.0.0.1:{port}");
