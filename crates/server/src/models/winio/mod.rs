@@ -71,10 +71,12 @@
 mod accept;
 mod conn;
 mod op;
+mod udp;
 
 pub(crate) use accept::AcceptEx;
 pub(crate) use conn::{OvConn, RECV_SIZE};
 pub(crate) use op::{reclaim, routine_context, Notify, Op, OpKind};
+pub(crate) use udp::{reclaim_datagram, UdpEcho};
 // The rest of the API (posting single records, the event notification's checks) serves
 // `overlapped-event` and this module's tests.
 #[allow(unused_imports)]
