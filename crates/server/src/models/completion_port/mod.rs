@@ -48,11 +48,19 @@
 //! `Stats::ops_in_flight` is 0, and stops each worker with a `PostQueuedCompletionStatus`
 //! packet.
 //!
-//! **UDP** (`--udp`, Linux for now). Worker 0 owns the one UDP socket: four
-//! `IORING_OP_RECVMSG` posted on its ring, each whole datagram sent back with
-//! `IORING_OP_SENDMSG` (`models/uring/engine/udp.rs`). One socket on one ring keeps the bind
-//! as it is; `SO_REUSEPORT` sockets, one per worker, would spread datagrams by the sender's
-//! address hash, worth it once one ring is the UDP bottleneck.
+//! **UDP** (`--udp`). Linux: worker 0 owns the one UDP socket: four `IORING_OP_RECVMSG`
+//! posted on its ring, each whole datagram sent back with `IORING_OP_SENDMSG`
+//! (`models/uring/engine/udp.rs`). One socket on one ring keeps the bind as it is;
+//! `SO_REUSEPORT` sockets, one per worker, would spread datagrams by the sender's address
+//! hash, worth it once one ring is the UDP bottleneck. Windows: the UDP socket is associated
+//! with the port under a key of its own; the coordinator posts four overlapped `WSARecvFrom`
+//! and any worker reaps a datagram's packet (a cut datagram's status is
+//! `STATUS_BUFFER_OVERFLOW`, i.e. `ERROR_MORE_DATA`: counted, received over), sends a whole one
+//! back with `WSASendTo` from the same record and re-posts; the echo's state is behind one
+//! mutex (held only to count and post, never across a wait). When shutdown begins the
+//! coordinator cancels the pending receives (`CancelIoEx`) and waits, as for connections,
+//! until `Stats::ops_in_flight` is 0. Without a TCP listener (`--no-tcp`) no `AcceptEx` is
+//! loaded or posted.
 //!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one);
 //! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 256 × 16 KiB per worker by default); io_uring must be

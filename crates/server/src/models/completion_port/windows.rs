@@ -19,7 +19,9 @@
 //! and none of its records is in flight, so a record's tag (its table key) can never name a
 //! newer connection.
 
-use crate::models::winio::{reclaim, AcceptEx, Notify, Op, OpKind, OvConn, RECV_SIZE};
+use crate::models::winio::{
+    reclaim, reclaim_datagram, AcceptEx, Notify, Op, OpKind, OvConn, UdpEcho, RECV_SIZE,
+};
 use crate::models::{min_timeout, Drain};
 use crate::sys::iocp::{empty_entry, CompletionPort};
 use crate::sys::{is_out_of_descriptors, wait_any, Event, Wait};
@@ -32,6 +34,7 @@ use std::os::windows::io::AsRawSocket;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+use windows_sys::Win32::System::IO::OVERLAPPED;
 
 pub(crate) const MECHANISM: &str = "IOCP, a worker per CPU, AcceptEx";
 
@@ -39,10 +42,12 @@ pub(crate) fn availability() -> Result<(), String> {
     Ok(())
 }
 
-/// The completion key of every socket's packets.
+/// The completion key of every TCP socket's packets.
 const KEY_IO: usize = 1;
 /// The completion key of a packet that stops one worker.
 const KEY_QUIT: usize = 2;
+/// The completion key of the UDP socket's packets (datagram records, not `Op`s).
+const KEY_UDP: usize = 3;
 /// The tag of accept records (connection records carry their table key).
 const ACCEPT_TAG: usize = usize::MAX;
 /// Packets dequeued per `GetQueuedCompletionStatusEx`.
@@ -58,24 +63,26 @@ type Shared = Arc<Mutex<OvConn>>;
 struct Server<'a> {
     ctx: &'a Ctx,
     port: CompletionPort,
-    accept_ex: AcceptEx,
+    /// Loaded through the listener; `None` without one (`--no-tcp`).
+    accept_ex: Option<AcceptEx>,
     /// How many `AcceptEx` stay posted.
     accepts_wanted: usize,
     accepting: Mutex<Accepting>,
     conns: Mutex<Slab<Shared>>,
     /// Signalled when accepting paused: the coordinator re-posts the accepts after the pause.
     kick: Event,
+    /// The UDP echo (`--udp`): its records complete on any worker, one at a time.
+    udp: Option<Mutex<UdpEcho>>,
 }
 
 struct Accepting {
-    /// `None` once draining: closing it aborted the pending accepts.
+    /// `None` once draining (closing it aborted the pending accepts), or without TCP.
     listener: Option<TcpListener>,
     posted: usize,
     paused_until: Option<Instant>,
 }
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-    let listener = crate::models::tcp_only(listener)?;
     crate::sys::wsa_startup();
     if ctx.accept_mode != AcceptMode::default() {
         log::warn!(
@@ -93,19 +100,33 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     }
     let workers = ctx.workers.max(1);
     let port = CompletionPort::new(workers as u32)?;
-    port.associate(listener.as_raw_socket(), KEY_IO)?;
+    let accept_ex = match &listener {
+        Some(listener) => {
+            port.associate(listener.as_raw_socket(), KEY_IO)?;
+            Some(AcceptEx::load(listener)?)
+        }
+        None => None,
+    };
+    let udp = match &ctx.udp {
+        Some(socket) => {
+            port.associate(socket.as_raw_socket(), KEY_UDP)?;
+            Some(Mutex::new(UdpEcho::new(socket, ctx)))
+        }
+        None => None,
+    };
     let server = Server {
         ctx,
-        accept_ex: AcceptEx::load(&listener)?,
+        accept_ex,
         port,
         accepts_wanted: (2 * workers).max(8),
         accepting: Mutex::new(Accepting {
-            listener: Some(listener),
+            listener,
             posted: 0,
             paused_until: None,
         }),
         conns: Mutex::new(Slab::new()),
         kick: Event::new()?,
+        udp,
     };
     let waker = ctx.shutdown.register()?;
     std::thread::scope(|scope| {
@@ -149,10 +170,14 @@ impl Server<'_> {
     /// The coordinator: accepts ahead, runs the drain, then closes and reaps everything.
     fn coordinate(&self, waker: &crate::sys::Waker) -> io::Result<()> {
         self.post_accepts();
+        if let Some(udp) = &self.udp {
+            lock(udp).arm(Notify::Port);
+        }
         let mut drain = Drain::new(self.ctx.drain_timeout);
         let served = loop {
             if drain.begins(&self.ctx.shutdown) {
                 self.stop_accepting();
+                self.stop_udp();
             }
             if drain.is_over(lock(&self.conns).len()) {
                 break Ok(());
@@ -170,6 +195,7 @@ impl Server<'_> {
             self.post_accepts();
         };
         self.stop_accepting();
+        self.stop_udp();
         self.close_all();
         let deadline = Instant::now() + CANCEL_WAIT;
         while self.ctx.stats.ops_in_flight.load(Relaxed) > 0 && Instant::now() < deadline {
@@ -204,6 +230,10 @@ impl Server<'_> {
                     quits += 1;
                     continue;
                 }
+                if e.lpCompletionKey == KEY_UDP {
+                    self.datagram_done(e.lpOverlapped, worker);
+                    continue;
+                }
                 // SAFETY: every other packet is the completion of a record posted through
                 // winio on a socket associated with this port (KEY_IO), dequeued once, here.
                 let op = unsafe { reclaim(e.lpOverlapped, stats) };
@@ -236,13 +266,11 @@ impl Server<'_> {
             None => {}
         }
         while a.posted < self.accepts_wanted {
-            let Some(listener) = a.listener.as_ref() else {
+            let (Some(listener), Some(accept_ex)) = (a.listener.as_ref(), &self.accept_ex) else {
                 return;
             };
             let op = AcceptEx::new_op(ACCEPT_TAG);
-            match self
-                .accept_ex
-                .post(listener, op, Notify::Port, &self.ctx.stats)
+            match accept_ex.post(listener, op, Notify::Port, &self.ctx.stats)
             {
                 Ok(_) => a.posted += 1,
                 Err((_, e)) => {
@@ -314,7 +342,8 @@ impl Server<'_> {
     /// Runs under the accepting lock, so a connection is in the table before the listener can
     /// be closed: the final `close_all` cannot miss it.
     fn adopt(&self, listener: &TcpListener, op: &mut Op) -> io::Result<(usize, Shared)> {
-        let (stream, peer) = self.accept_ex.finish(listener, op)?;
+        let accept_ex = self.accept_ex.as_ref().expect("a listener has its AcceptEx");
+        let (stream, peer) = accept_ex.finish(listener, op)?;
         self.port.associate(stream.as_raw_socket(), KEY_IO)?;
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
@@ -329,6 +358,29 @@ impl Server<'_> {
         let conn = Arc::new(Mutex::new(OvConn::new(stream, self.ctx)));
         let key = lock(&self.conns).insert(Arc::clone(&conn));
         Ok((key, conn))
+    }
+
+    // ---- UDP ------------------------------------------------------------------------------
+
+    /// A datagram record's packet: echo, count, re-post (under the UDP lock).
+    fn datagram_done(&self, overlapped: *mut OVERLAPPED, worker: usize) {
+        let Some(udp) = &self.udp else {
+            return;
+        };
+        // SAFETY: a KEY_UDP packet is the completion of a datagram record the UdpEcho posted
+        // on the UDP socket (associated with this port under that key), dequeued once, here.
+        let d = unsafe { reclaim_datagram(overlapped, &self.ctx.stats) };
+        let result = d.result();
+        let mut udp = lock(udp);
+        udp.via = Some(("worker", worker));
+        udp.complete(d, result, Notify::Port);
+    }
+
+    /// Shutdown began: no more receives; the pending ones are cancelled and reaped.
+    fn stop_udp(&self) {
+        if let Some(udp) = &self.udp {
+            lock(udp).stop();
+        }
     }
 
     // ---- connections ----------------------------------------------------------------------

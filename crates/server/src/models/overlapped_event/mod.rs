@@ -16,10 +16,21 @@
 //! engine shared with the other completion models is in `models/uring`, which states the one
 //! rule of completion I/O: a buffer and its record live until the kernel's final completion.
 //!
-//! **UDP** (`--udp`, Linux for now). The engine keeps four `IORING_OP_RECVMSG` posted on the
-//! UDP socket, each with a 64 KiB buffer and room for the sender's address in its record; a
-//! whole datagram goes back with `IORING_OP_SENDMSG` from the same record (`MSG_TRUNC` in the
+//! **UDP** (`--udp`). Linux: the engine keeps four `IORING_OP_RECVMSG` posted on the UDP
+//! socket, each with a 64 KiB buffer and room for the sender's address in its record; a whole
+//! datagram goes back with `IORING_OP_SENDMSG` from the same record (`MSG_TRUNC` in the
 //! completion's `msg_flags`: counted, received over). See `models/uring/engine/udp.rs`.
+//! Windows: a thread of its own (beside the accepting thread and the groups, or alone with
+//! `--no-tcp`) posts four overlapped `WSARecvFrom`, every datagram record carrying one
+//! manual-reset event in its `hEvent`, and waits on that event and the shutdown waker. When
+//! it fires it resets it and reaps each record whose status is stored
+//! (`HasOverlappedIoCompleted`, then the status in the record: a cut datagram's is
+//! `STATUS_BUFFER_OVERFLOW`), sends whole datagrams back with `WSASendTo` from the same
+//! record, and checks the records again after every pass that posted (posting resets the
+//! event). At most 64 datagrams a turn re-post their receive; past that the loop takes a turn
+//! without blocking, so a flood cannot keep it from seeing shutdown. At shutdown `CancelIoEx`
+//! aborts the pending receives and the thread reaps until none is left (records in
+//! `models/winio/udp.rs`).
 //!
 //! **Limits.** One thread. A posted receive buffer per connection: 16 KiB of memory for every
 //! idle connection (the completion-port model avoids that with a provided-buffer ring). Needs

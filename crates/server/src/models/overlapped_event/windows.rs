@@ -1,17 +1,19 @@
 //! `WSARecv` / `WSASend` with `WSAOVERLAPPED.hEvent`, `WSAWaitForMultipleEvents`,
 //! `WSAGetOverlappedResult`; 62 connections per thread (`models/groups_windows.rs`), their
-//! operation records and connection logic from `models/winio`.
+//! operation records and connection logic from `models/winio`. UDP (`--udp`): a thread of its
+//! own waits on the shutdown waker and one event that every datagram record carries.
 
-use crate::models::groups_windows::{self, Flow, Member};
-use crate::models::winio::{InFlight, Notify, OvConn};
+use crate::models::groups_windows::{self, Flow, Member, CLOSE_WAIT};
+use crate::models::winio::{InFlight, Notify, OvConn, UdpEcho};
 use crate::stats::Stats;
 use crate::sys::network_events::clear_event_select;
-use crate::sys::Event;
+use crate::sys::{wait_any, Event};
 use crate::Ctx;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::HANDLE;
 
 pub(crate) const MECHANISM: &str = "overlapped I/O + events, groups of 62";
@@ -21,10 +23,84 @@ pub(crate) fn availability() -> Result<(), String> {
 }
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-    let listener = crate::models::tcp_only(listener)?;
-    groups_windows::serve(listener, ctx, "overlapped-event", |stream| {
-        EventedConn::new(stream, ctx)
-    })
+    crate::sys::wsa_startup();
+    let tcp = |listener| {
+        groups_windows::serve(listener, ctx, "overlapped-event", |stream| {
+            EventedConn::new(stream, ctx)
+        })
+    };
+    match (listener, &ctx.udp) {
+        (Some(listener), None) => tcp(listener),
+        (None, Some(udp)) => serve_udp(udp, ctx),
+        (Some(listener), Some(udp)) => std::thread::scope(|scope| {
+            let udp = std::thread::Builder::new()
+                .name("overlapped-event-udp".into())
+                .spawn_scoped(scope, || {
+                    let r = serve_udp(udp, ctx);
+                    if let Err(e) = &r {
+                        log::error!("overlapped-event UDP thread: {e}");
+                        ctx.shutdown.trigger();
+                    }
+                    r
+                })?;
+            let served = tcp(listener);
+            let udp = udp
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the UDP thread panicked")));
+            served.and(udp)
+        }),
+        (None, None) => Ok(()), // Server::bind refuses this
+    }
+}
+
+/// The UDP thread: keeps the datagram records posted, all with one event in their `hEvent`,
+/// and reaps them when it fires, until shutdown; then cancels them and reaps until none is
+/// left (up to [`CLOSE_WAIT`]; past it, the records and the event are leaked, not freed).
+/// The thread that posts must be the one that reaps: Windows cancels the pending I/O of a
+/// thread that exits (on a socket not bound to a completion port).
+fn serve_udp(socket: &UdpSocket, ctx: &Ctx) -> io::Result<()> {
+    let waker = ctx.shutdown.register()?;
+    let event = ManuallyDrop::new(Event::new()?);
+    let notify = Notify::Event(event.handle());
+    let mut udp = UdpEcho::new(socket, ctx).with_turn_budget(crate::udp::BUDGET);
+    udp.new_turn(notify);
+    // Posting resets the event, which can wipe a completion's signal: reap until a pass
+    // finds nothing complete (and so posts nothing), as `EventedConn::reap` does.
+    let reap = |udp: &mut UdpEcho| {
+        event.reset();
+        while udp.reap_completed(notify) {}
+    };
+    reap(&mut udp);
+    let served = loop {
+        if ctx.shutdown.is_requested() {
+            break Ok(());
+        }
+        // The budget ran out last turn: receives are held back, so do not block.
+        let timeout = udp.wants_turn().then_some(Duration::ZERO);
+        if let Err(e) = wait_any(&[waker.event_handle(), event.handle()], timeout, false) {
+            break Err(e);
+        }
+        ctx.stats.count_wait();
+        udp.new_turn(notify);
+        reap(&mut udp);
+    };
+    udp.stop(); // a datagram has nothing to drain
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        reap(&mut udp);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if udp.in_flight() == 0 || left.is_zero() {
+            break;
+        }
+        if let Err(e) = wait_any(&[event.handle()], Some(left), false) {
+            log::error!("overlapped-event UDP thread: {e}");
+            break;
+        }
+    }
+    if udp.in_flight() == 0 {
+        drop(ManuallyDrop::into_inner(event));
+    } // else: the records name the event; both are leaked (UdpEcho's drop says so)
+    served
 }
 
 /// Completion passes one connection makes per turn before it lets the group's other

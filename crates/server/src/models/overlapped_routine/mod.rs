@@ -32,9 +32,18 @@
 //! closes every connection and waits alertably until every routine has run
 //! (`Stats::ops_in_flight` is then 0).
 //!
-//! **UDP** (`--udp`, Linux for now). As for `overlapped-event` (`models/uring/engine/udp.rs`),
-//! with a routine in every datagram record too: four `IORING_OP_RECVMSG` posted, a whole
-//! datagram sent back with `IORING_OP_SENDMSG` from the same record.
+//! **UDP** (`--udp`). Linux: as for `overlapped-event` (`models/uring/engine/udp.rs`), with a
+//! routine in every datagram record too: four `IORING_OP_RECVMSG` posted, a whole datagram
+//! sent back with `IORING_OP_SENDMSG` from the same record. Windows: the I/O thread posts four
+//! overlapped `WSARecvFrom` with the routine `on_datagram` (`models/winio/udp.rs`: the
+//! records, the truncation forms, `SIO_UDP_CONNRESET` off); the routine sends a whole datagram
+//! back with `WSASendTo` from the same record and counts a cut one (its error is
+//! `WSAEMSGSIZE`). Routines run inside the alertable wait, and under a flood each re-posted
+//! receive completes at once and queues the next routine, so the wait would never return:
+//! the routines re-post receives for at most 64 datagrams per turn of the loop, which then
+//! re-posts the rest itself (and does not block while some are held back). When shutdown
+//! begins, `CancelIoEx` aborts the pending receives; the final alertable waits reap them.
+//! Without a TCP listener (`--no-tcp`) no accepting thread is started.
 //!
 //! **Limits.** One thread; 16 KiB of posted buffer per idle connection; needs io_uring on
 //! Linux.

@@ -18,8 +18,8 @@
 //! `models/winio`.
 
 use crate::accept::Acceptor;
-use crate::models::winio::{reclaim, routine_context, Notify, Op, OvConn};
-use crate::models::Drain;
+use crate::models::winio::{reclaim, reclaim_datagram, routine_context, Notify, Op, OvConn, UdpEcho};
+use crate::models::{min_timeout, Drain};
 use crate::sys::apc::{current_thread, queue_apc, sleep_alertable};
 use crate::sys::select::{select, SocketSet};
 use crate::sys::{wait_any, Handle, Wait, Waker};
@@ -52,7 +52,6 @@ thread_local! {
 }
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-    let listener = crate::models::tcp_only(listener)?;
     crate::sys::wsa_startup();
     let io_thread = current_thread()?;
     let io_waker = ctx.shutdown.register()?;
@@ -62,34 +61,55 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         conns: Slab::new(),
         draining: false,
         notify: Notify::Port, // replaced below, once the box has its address
+        udp: ctx
+            .udp
+            .as_ref()
+            .map(|socket| UdpEcho::new(socket, ctx).with_turn_budget(crate::udp::BUDGET)),
+        udp_notify: Notify::Port, // likewise
     }));
-    io.borrow_mut().notify = Notify::Routine {
-        routine: on_complete,
-        context: (&*io as *const RefCell<Io>).cast(),
-    };
+    {
+        let context = (&*io as *const RefCell<Io>).cast();
+        let mut io = io.borrow_mut();
+        io.notify = Notify::Routine {
+            routine: on_complete,
+            context,
+        };
+        io.udp_notify = Notify::Routine {
+            routine: on_datagram,
+            context,
+        };
+        io.udp_turn();
+    }
     std::thread::scope(|scope| {
-        let acceptor = std::thread::Builder::new()
-            .name("routine-acceptor".into())
-            .spawn_scoped(scope, || {
-                let r = accept_loop(listener, ctx, &io_thread, &accept_waker);
-                if let Err(e) = &r {
-                    log::error!("overlapped-routine accepting thread: {e}");
-                    ctx.shutdown.trigger();
-                }
-                r
-            })?;
+        let acceptor = match listener {
+            Some(listener) => Some(
+                std::thread::Builder::new()
+                    .name("routine-acceptor".into())
+                    .spawn_scoped(scope, || {
+                        let r = accept_loop(listener, ctx, &io_thread, &accept_waker);
+                        if let Err(e) = &r {
+                            log::error!("overlapped-routine accepting thread: {e}");
+                            ctx.shutdown.trigger();
+                        }
+                        r
+                    })?,
+            ),
+            None => None, // UDP alone (`--no-tcp`)
+        };
         let served = serve(&io, &io_waker);
         if served.is_err() {
             ctx.shutdown.trigger(); // stops the accepting thread
         }
-        let accepted = acceptor
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the accepting thread panicked")));
+        let accepted = acceptor.map_or(Ok(()), |a| {
+            a.join()
+                .unwrap_or_else(|_| Err(io::Error::other("the accepting thread panicked")))
+        });
         // The accepting thread is gone: run the hand-offs it queued last (their sockets are
         // closed: we are draining), then close everything and reap.
         io.borrow_mut().draining = true;
         sleep_alertable(Some(Duration::ZERO));
         io.borrow_mut().adopt_handed();
+        io.borrow_mut().stop_udp();
         io.borrow_mut().close_all();
         let deadline = Instant::now() + CANCEL_WAIT;
         while io.borrow().ops_in_flight() > 0 {
@@ -117,13 +137,18 @@ fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
             let mut io = io.borrow_mut();
             if drain.begins(&ctx.shutdown) {
                 io.draining = true;
+                io.stop_udp(); // a datagram has nothing to drain
             }
             io.adopt_handed();
             if drain.is_over(io.conns.len()) {
                 return Ok(());
             }
+            io.udp_turn();
         } // the borrow ends here: the routines that run in the wait take it
-        match wait_any(&[waker.event_handle()], drain.wait_limit(), true)? {
+        // The UDP budget ran out last turn: receives are held back, so do not block.
+        let udp_waits = io.borrow().udp.as_ref().is_some_and(UdpEcho::wants_turn);
+        let timeout = min_timeout(drain.wait_limit(), udp_waits.then_some(Duration::ZERO));
+        match wait_any(&[waker.event_handle()], timeout, true)? {
             Wait::Signalled(_) => waker.reset(),
             Wait::IoCompletion | Wait::TimedOut => {}
         }
@@ -138,6 +163,10 @@ struct Io<'a> {
     draining: bool,
     /// `on_complete`, with this value's address as context.
     notify: Notify,
+    /// The UDP echo (`--udp`), its records posted from this thread.
+    udp: Option<UdpEcho>,
+    /// `on_datagram`, with this value's address as context.
+    udp_notify: Notify,
 }
 
 impl Io<'_> {
@@ -185,7 +214,22 @@ impl Io<'_> {
     }
 
     fn ops_in_flight(&self) -> usize {
-        self.conns.iter().map(|(_, c)| c.ops_in_flight()).sum()
+        let udp = self.udp.as_ref().map_or(0, UdpEcho::in_flight);
+        self.conns.iter().map(|(_, c)| c.ops_in_flight()).sum::<usize>() + udp
+    }
+
+    /// A new turn of the loop: the UDP budget is whole again (the held-back receives go out).
+    fn udp_turn(&mut self) {
+        let notify = self.udp_notify;
+        if let Some(udp) = &mut self.udp {
+            udp.new_turn(notify);
+        }
+    }
+
+    fn stop_udp(&mut self) {
+        if let Some(udp) = &mut self.udp {
+            udp.stop();
+        }
     }
 }
 
@@ -206,6 +250,28 @@ unsafe extern "system" fn on_complete(error: u32, bytes: u32, ov: *mut OVERLAPPE
         e => Err(io::Error::from_raw_os_error(e as i32)),
     };
     io.complete(op, result);
+}
+
+/// The completion routine of every datagram record: runs on the I/O thread, inside its
+/// alertable wait, once per posted record.
+unsafe extern "system" fn on_datagram(error: u32, bytes: u32, ov: *mut OVERLAPPED, _flags: u32) {
+    // SAFETY: as in `on_complete`: `ov` is a live datagram record posted with this routine and
+    // the boxed `RefCell<Io>`'s address as context.
+    let io = unsafe { &*routine_context(ov).cast::<RefCell<Io>>() };
+    let mut io = io
+        .try_borrow_mut()
+        .expect("a completion routine ran while the I/O thread held its state");
+    // SAFETY: the system calls the routine once per operation, after it completed.
+    let d = unsafe { reclaim_datagram(ov, &io.ctx.stats) };
+    // The routine's error is a Winsock one (a datagram cut short: WSAEMSGSIZE).
+    let result = match error {
+        0 => Ok(bytes as usize),
+        e => Err(io::Error::from_raw_os_error(e as i32)),
+    };
+    let notify = io.udp_notify;
+    if let Some(udp) = &mut io.udp {
+        udp.complete(d, result, notify);
+    }
 }
 
 /// The hand-off APC: runs on the I/O thread, inside its alertable wait.

@@ -1,16 +1,19 @@
 //! # Winsock overlapped I/O: what `overlapped-event`, `overlapped-routine` and
 //! `completion-port` share on Windows
 //!
-//! The three models post the same operations — `AcceptEx`, `WSARecv`, `WSASend` — and drive
-//! each connection the same way; they differ only in how a completion is announced (an event
-//! in `OVERLAPPED.hEvent`, a completion routine run in an alertable wait, a packet on a
-//! completion port) and so in which thread reaps it. This module is the shared part, and it
+//! The three models post the same operations — `AcceptEx`, `WSARecv`, `WSASend`, and for UDP
+//! `WSARecvFrom`, `WSASendTo` — and drive each connection (and the UDP socket) the same way;
+//! they differ only in how a completion is announced (an event in `OVERLAPPED.hEvent`, a
+//! completion routine run in an alertable wait, a packet on a completion port) and so in
+//! which thread reaps it. This module is the shared part, and it
 //! is notification-agnostic: [`Notify`] says, per post, which of the three to use.
 //!
 //! Files: `op.rs` — [`Op`], the operation record, posting `WSARecv` / `WSASend`, reclaiming;
 //! `conn.rs` — [`OvConn`], a connection's operations and its
 //! [`Connection`](iomodels_core::Connection); `accept.rs` — [`AcceptEx`], loaded through
-//! `WSAIoctl`, with `SO_UPDATE_ACCEPT_CONTEXT` and `GetAcceptExSockaddrs`.
+//! `WSAIoctl`, with `SO_UPDATE_ACCEPT_CONTEXT` and `GetAcceptExSockaddrs`; `udp.rs` —
+//! [`UdpEcho`], RFC 862 over UDP with `Datagram` records (`WSARecvFrom` → `WSASendTo` →
+//! `WSARecvFrom`).
 //!
 //! ## The one rule of completion I/O (as in `models/uring`)
 //!
@@ -64,6 +67,31 @@
 //! 4. To stop: close the listener (pending accepts abort), `conn.close()` every connection,
 //!    and go on reaping until `Stats::ops_in_flight` is 0 (or a deadline passes: then leak).
 //!
+//! ## UDP (`udp.rs`)
+//!
+//! The same rule for datagrams: a `Datagram` record holds its `OVERLAPPED` (first), its
+//! `WSABUF`, a buffer of `udp_max_datagram` bytes and the `SOCKADDR_STORAGE` + length that
+//! `WSARecvFrom` fills in after the call returned — all of it stays put until the completion
+//! is reaped. [`UdpEcho`] keeps four receives posted; a whole datagram is sent back from the
+//! same record (`WSASendTo` to the address it came from), then the record receives again.
+//! Limits: at most 16 sends in flight (past that the answer is dropped and counted); the
+//! event and routine models re-post receives for at most 64 datagrams a turn (a flood would
+//! otherwise keep their thread inside the reaping). A cut datagram (larger than the buffer)
+//! is counted in `udp_truncated` and received over, in whichever form it is reported:
+//! `WSAEMSGSIZE` (a routine's error, `WSAGetOverlappedResult`) or `STATUS_BUFFER_OVERFLOW` in
+//! the record's `OVERLAPPED` (a port's packet, an event waiter's check), which maps to
+//! `ERROR_MORE_DATA`. A send refused at once or failed is counted in `udp_send_dropped`.
+//! `SIO_UDP_CONNRESET` is turned off, and a `WSAECONNRESET` on a receive (an ICMP port
+//! unreachable for an earlier answer) is re-posted over anyway. At shutdown `UdpEcho::stop`
+//! cancels the socket's pending operations with `CancelIoEx` (the socket is the server's and
+//! stays open) and the model reaps them like any other completion.
+//! Wine 8, checked by the tests here: a port and an event waiter find `STATUS_BUFFER_OVERFLOW`,
+//! a routine gets `WSAEMSGSIZE`; cancelled receives complete with `ERROR_OPERATION_ABORTED`
+//! (not `ERROR_HANDLES_CLOSED`, which is what `closesocket` gives there); Wine accepts
+//! `SIO_UDP_CONNRESET`, and on loopback reports no `WSAECONNRESET` on UDP even with it on, so
+//! under Wine that path is not exercised; an overlapped `WSARecvFrom` on the (non-blocking)
+//! UDP socket is pending, not `WSAEWOULDBLOCK`.
+//!
 //! `OvConn` is `Send` (no raw pointer of the caller's in it); a multi-threaded model must
 //! still make sure that two completions of one connection are not handled at once (the
 //! completion-port model locks the connection).
@@ -71,10 +99,12 @@
 mod accept;
 mod conn;
 mod op;
+mod udp;
 
 pub(crate) use accept::AcceptEx;
 pub(crate) use conn::{OvConn, RECV_SIZE};
 pub(crate) use op::{reclaim, routine_context, Notify, Op, OpKind};
+pub(crate) use udp::{reclaim_datagram, UdpEcho};
 // The rest of the API (posting single records, the event notification's checks) serves
 // `overlapped-event` and this module's tests.
 #[allow(unused_imports)]

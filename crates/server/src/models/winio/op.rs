@@ -35,10 +35,19 @@ pub(crate) enum Notify {
 
 impl Notify {
     /// The `lpCompletionRoutine` argument of a post: the routine, or none.
-    fn routine(&self) -> Option<CompletionRoutine> {
+    pub(super) fn routine(&self) -> Option<CompletionRoutine> {
         match *self {
             Notify::Routine { routine, .. } => Some(routine),
             _ => None,
+        }
+    }
+
+    /// The `OVERLAPPED.hEvent` of a post: the event, the routine's context, or null.
+    pub(super) fn h_event(&self) -> HANDLE {
+        match *self {
+            Notify::Event(h) => h,
+            Notify::Routine { context, .. } => context.cast_mut(),
+            Notify::Port => std::ptr::null_mut(),
         }
     }
 }
@@ -119,14 +128,7 @@ impl Op {
     /// `InternalHigh` byte count): what `WSAGetOverlappedResult` would report, also for a
     /// socket that has been closed since. Call only on a reaped record.
     pub fn result(&self) -> io::Result<usize> {
-        let status = self.overlapped.Internal as NTSTATUS;
-        if status >= 0 {
-            Ok(self.overlapped.InternalHigh)
-        } else {
-            // SAFETY: a pure function of its argument.
-            let code = unsafe { RtlNtStatusToDosError(status) };
-            Err(io::Error::from_raw_os_error(code as i32))
-        }
+        stored_result(&self.overlapped)
     }
 
     /// Fills the OVERLAPPED and WSABUF for a new post. `ptr` is the record, already a raw
@@ -140,16 +142,26 @@ impl Op {
         // SAFETY: all-zero is the OVERLAPPED's initial state (a reused record must not carry
         // the previous operation's status).
         op.overlapped = unsafe { std::mem::zeroed() };
-        op.overlapped.hEvent = match notify {
-            Notify::Event(h) => h,
-            Notify::Routine { context, .. } => context.cast_mut(),
-            Notify::Port => std::ptr::null_mut(),
-        };
+        op.overlapped.hEvent = notify.h_event();
         op.wsabuf = ws::WSABUF {
             len: len.min(u32::MAX as usize) as u32,
             buf: data,
         };
         op.flags = 0;
+    }
+}
+
+/// The outcome the kernel stored in a reaped `OVERLAPPED`: its `Internal` status, mapped to a
+/// Win32 error when it is one (`STATUS_BUFFER_OVERFLOW`, a datagram cut short, becomes
+/// `ERROR_MORE_DATA`), and its `InternalHigh` byte count.
+pub(super) fn stored_result(overlapped: &OVERLAPPED) -> io::Result<usize> {
+    let status = overlapped.Internal as NTSTATUS;
+    if status >= 0 {
+        Ok(overlapped.InternalHigh)
+    } else {
+        // SAFETY: a pure function of its argument.
+        let code = unsafe { RtlNtStatusToDosError(status) };
+        Err(io::Error::from_raw_os_error(code as i32))
     }
 }
 

@@ -207,3 +207,235 @@ fn accept_ex_loaded_through_wsaioctl_accepts_a_usable_socket_and_names_its_peer(
     assert_eq!(got, b"hi");
     assert_eq!(in_flight(&stats), 0);
 }
+
+// ---- UDP: the datagram records -------------------------------------------------------------
+
+mod udp_records {
+    use super::super::udp::{classify, Received};
+    use super::super::{reclaim_datagram, Notify, UdpEcho};
+    use super::WAIT;
+    use crate::stats::StatsSnapshot;
+    use crate::sys::apc::sleep_alertable;
+    use crate::sys::iocp::{empty_entry, CompletionPort};
+    use crate::sys::{wait_any, Event};
+    use crate::{Ctx, Model, Server, ServerConfig};
+    use std::cell::RefCell;
+    use std::io;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::windows::io::AsRawSocket;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::{Duration, Instant};
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+
+    /// A bound UDP-only server (never run): its `Ctx` holds the socket the records use.
+    fn server(max: usize) -> Server {
+        Server::bind(ServerConfig {
+            model: Model::CompletionPort,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tcp: false,
+            udp: true,
+            udp_max_datagram: max,
+            ..ServerConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn client() -> UdpSocket {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(WAIT).unwrap();
+        c
+    }
+
+    fn udp_addr(ctx: &Ctx) -> SocketAddr {
+        ctx.udp.as_ref().unwrap().local_addr().unwrap()
+    }
+
+    /// Sends an oversized datagram (which must be counted and never echoed) then a small one
+    /// (which must be the first thing to come back), then stops, with `turn` reaping the
+    /// completions however the notification delivers them; checks the counters and that
+    /// every record came back.
+    fn oversized_then_small(ctx: &Ctx, udp: &RefCell<UdpEcho>, notify: Notify, turn: &dyn Fn()) {
+        udp.borrow_mut().new_turn(notify);
+        let c = client();
+        let to = udp_addr(ctx);
+        c.send_to(&[7u8; 1001], to).unwrap();
+        c.send_to(b"small", to).unwrap();
+        let deadline = Instant::now() + WAIT.unwrap();
+        let st = || ctx.stats.snapshot();
+        while !(st().udp_truncated == 1 && st().udp_datagrams_out == 1) {
+            assert!(Instant::now() < deadline, "{:?}", st());
+            turn();
+        }
+        let mut buf = [0u8; 2048];
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"small"[..], to));
+        let s: StatsSnapshot = st();
+        assert_eq!(
+            (s.udp_datagrams_in, s.udp_bytes_in, s.udp_bytes_out),
+            (2, 5, 5)
+        );
+        udp.borrow_mut().stop();
+        while udp.borrow().in_flight() > 0 {
+            assert!(Instant::now() < deadline, "records still in flight");
+            turn();
+        }
+        assert_eq!(ctx.stats.ops_in_flight.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn every_form_of_a_cut_datagram_is_truncated_and_abort_is_aborted() {
+        for (e, want) in [
+            (10040, Received::Truncated), // WSAEMSGSIZE (routine, WSAGetOverlappedResult)
+            (234, Received::Truncated),   // ERROR_MORE_DATA (STATUS_BUFFER_OVERFLOW mapped)
+            (995, Received::Aborted),     // ERROR_OPERATION_ABORTED
+            (676, Received::Aborted),     // ERROR_HANDLES_CLOSED (Wine's abort)
+            (10054, Received::Nothing),   // WSAECONNRESET (ICMP port unreachable)
+        ] {
+            assert_eq!(classify(&Err(io::Error::from_raw_os_error(e))), want, "{e}");
+        }
+        assert_eq!(classify(&Ok(0)), Received::Whole(0));
+    }
+
+    #[test]
+    fn with_an_event_an_oversized_datagram_is_counted_and_the_next_echoed() {
+        let server = server(1000);
+        let ctx = &server.ctx;
+        let event = Event::new().unwrap();
+        let notify = Notify::Event(event.handle());
+        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let turn = || {
+            wait_any(&[event.handle()], Some(Duration::from_millis(50)), false).unwrap();
+            event.reset();
+            while udp.borrow_mut().reap_completed(notify) {}
+        };
+        oversized_then_small(ctx, &udp, notify, &turn);
+    }
+
+    struct RoutineProbe<'a> {
+        ctx: &'a Ctx,
+        udp: RefCell<UdpEcho>,
+        notify: std::cell::Cell<Option<Notify>>,
+        errors: RefCell<Vec<u32>>,
+    }
+
+    unsafe extern "system" fn probe(error: u32, bytes: u32, ov: *mut OVERLAPPED, _flags: u32) {
+        // SAFETY: posted with a live `RoutineProbe` as context, alive until every record is
+        // back.
+        let p = unsafe { &*super::routine_context(ov).cast::<RoutineProbe>() };
+        // SAFETY: called once per completed record.
+        let d = unsafe { reclaim_datagram(ov, &p.ctx.stats) };
+        p.errors.borrow_mut().push(error);
+        let result = match error {
+            0 => Ok(bytes as usize),
+            e => Err(io::Error::from_raw_os_error(e as i32)),
+        };
+        let notify = p.notify.get().unwrap();
+        p.udp.borrow_mut().complete(d, result, notify);
+    }
+
+    #[test]
+    fn with_a_routine_an_oversized_datagram_is_counted_and_the_next_echoed() {
+        let server = server(1000);
+        let ctx = &server.ctx;
+        let p = RoutineProbe {
+            ctx,
+            udp: RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx)),
+            notify: std::cell::Cell::new(None),
+            errors: RefCell::new(Vec::new()),
+        };
+        let notify = Notify::Routine {
+            routine: probe,
+            context: (&p as *const RoutineProbe).cast(),
+        };
+        p.notify.set(Some(notify));
+        let turn = || {
+            sleep_alertable(Some(Duration::from_millis(50)));
+        };
+        oversized_then_small(ctx, &p.udp, notify, &turn);
+        let errors = p.errors.borrow().clone();
+        eprintln!("routine errors seen: {errors:?}");
+        // The cut datagram's form (Wine 8: WSAEMSGSIZE), then the small one, its send, and
+        // the four cancelled receives.
+        assert!(errors.iter().any(
+            |&e| classify(&Err(io::Error::from_raw_os_error(e as i32))) == Received::Truncated
+        ));
+    }
+
+    #[test]
+    fn with_a_port_an_oversized_datagram_is_counted_and_the_next_echoed() {
+        let server = server(1000);
+        let ctx = &server.ctx;
+        let port = CompletionPort::new(1).unwrap();
+        port.associate(ctx.udp.as_ref().unwrap().as_raw_socket(), 3)
+            .unwrap();
+        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let seen = RefCell::new(Vec::new());
+        let turn = || {
+            let mut entries = vec![empty_entry(); 8];
+            let n = port
+                .wait(&mut entries, Some(Duration::from_millis(50)))
+                .unwrap();
+            for e in &entries[..n] {
+                // SAFETY: every packet on this port is a datagram record's, dequeued once.
+                let d = unsafe { reclaim_datagram(e.lpOverlapped, &ctx.stats) };
+                let result = d.result();
+                seen.borrow_mut()
+                    .push(result.as_ref().map_err(|e| e.raw_os_error()).copied());
+                udp.borrow_mut().complete(d, result, Notify::Port);
+            }
+        };
+        oversized_then_small(ctx, &udp, Notify::Port, &turn);
+        eprintln!("port outcomes seen: {:?}", seen.borrow());
+    }
+
+    #[test]
+    fn an_icmp_port_unreachable_does_not_stop_the_echo() {
+        let server = server(1000);
+        let ctx = &server.ctx;
+        let event = Event::new().unwrap();
+        let notify = Notify::Event(event.handle());
+        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        udp.borrow_mut().new_turn(notify);
+        let turn = || {
+            wait_any(&[event.handle()], Some(Duration::from_millis(50)), false).unwrap();
+            event.reset();
+            while udp.borrow_mut().reap_completed(notify) {}
+        };
+        let to = udp_addr(ctx);
+        // A client that sends, then closes before the echo: the echo meets a closed port.
+        let gone = client();
+        gone.send_to(b"gone", to).unwrap();
+        let deadline = Instant::now() + WAIT.unwrap();
+        while ctx.stats.snapshot().udp_datagrams_out + ctx.stats.snapshot().udp_send_dropped < 1 {
+            assert!(Instant::now() < deadline);
+            turn();
+        }
+        drop(gone);
+        // Echo to a port nobody listens on (the ICMP answer would reset the next receive).
+        let closed = client().local_addr().unwrap();
+        ctx.udp.as_ref().unwrap().send_to(b"x", closed).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let c = client();
+        for i in 0..3u8 {
+            c.send_to(&[i], to).unwrap();
+            let mut buf = [0u8; 8];
+            let got = loop {
+                // Reap on this thread while the echo is on its way.
+                turn();
+                c.set_nonblocking(true).unwrap();
+                let r = c.recv_from(&mut buf);
+                c.set_nonblocking(false).unwrap();
+                match r {
+                    Ok((n, _)) => break buf[..n].to_vec(),
+                    Err(_) => assert!(Instant::now() < deadline, "no echo of {i}"),
+                }
+            };
+            assert_eq!(got, [i]);
+        }
+        udp.borrow_mut().stop();
+        while udp.borrow().in_flight() > 0 {
+            assert!(Instant::now() < deadline);
+            turn();
+        }
+    }
+}

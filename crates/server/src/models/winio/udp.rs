@@ -1,0 +1,563 @@
+//! [`UdpEcho`]: RFC 862 over UDP with overlapped `WSARecvFrom` / `WSASendTo`, for the three
+//! completion models — the Winsock twin of `models/uring/engine/udp.rs`.
+//!
+//! [`UDP_RECVS`] receives stay posted, each a [`Datagram`] record: its `OVERLAPPED` (first),
+//! its `WSABUF`, a buffer of `udp_max_datagram` bytes, and the `SOCKADDR_STORAGE` and length
+//! that `WSARecvFrom` fills in with the sender's address — all of which the kernel writes
+//! after the call has returned, so they live in the record until its completion is reaped.
+//! When a receive completes whole, the same record is posted as a `WSASendTo` of those bytes
+//! to that address, and a spare (or new) record takes its place as a receive; when the send
+//! completes, the record goes back to the spares. At most [`UDP_SENDS`] sends are in flight:
+//! past that a datagram's answer is dropped and counted, so a peer that does not read can
+//! neither pile up records nor stall the receives.
+//!
+//! **Truncation.** A datagram larger than the buffer completes the receive with an error, in
+//! one of three forms depending on who reports it: `WSAEMSGSIZE` (a completion routine's
+//! error, `WSAGetOverlappedResult`), `STATUS_BUFFER_OVERFLOW` in `OVERLAPPED.Internal` (what a
+//! completion port or an event waiter finds; [`Datagram::result`] maps it to
+//! `ERROR_MORE_DATA`), or `ERROR_MORE_DATA` itself. Every form is counted in
+//! `Stats::udp_truncated`, and the record is received over, never echoed.
+//!
+//! **Never block on a send.** A `WSASendTo` that fails at once (`WSAEWOULDBLOCK` on the
+//! non-blocking socket, `WSAENOBUFS`, ...) or completes with an error or short is counted in
+//! `Stats::udp_send_dropped`; nothing waits for room.
+//!
+//! **`WSAECONNRESET`.** Windows reports an ICMP port-unreachable (the answer to an earlier
+//! send to a port nobody listens on) as `WSAECONNRESET` on the next receive of the UDP socket.
+//! [`UdpEcho::new`] turns that off (`SIO_UDP_CONNRESET` = FALSE); if the system refuses the
+//! ioctl, such an error is a non-event anyway: the receive is re-posted.
+//!
+//! **Shutdown.** [`UdpEcho::stop`] stops re-posting and cancels the socket's pending
+//! operations (`CancelIoEx`: the socket is the server's, `ctx.udp`, and stays open); they
+//! complete with `ERROR_OPERATION_ABORTED` and are reaped like any other completion. The
+//! model goes on reaping until [`UdpEcho::in_flight`] is 0 (and so `Stats::ops_in_flight`).
+//!
+//! The accounting is `udp.rs`'s: every datagram received is counted once in
+//! `udp_datagrams_in` and once more in exactly one of `udp_datagrams_out`, `udp_send_dropped`
+//! and `udp_truncated`.
+
+use super::op::{stored_result, Notify};
+use crate::stats::Stats;
+use crate::trace::{trace_event, Trace};
+use crate::Ctx;
+use iomodels_core::ServiceKind;
+use std::io;
+use std::mem::size_of;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::windows::io::{AsRawSocket, RawSocket};
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use windows_sys::Win32::Foundation::{
+    ERROR_HANDLES_CLOSED, ERROR_MORE_DATA, ERROR_OPERATION_ABORTED, HANDLE, NTSTATUS,
+    STATUS_PENDING,
+};
+use windows_sys::Win32::Networking::WinSock as ws;
+use windows_sys::Win32::System::IO::{CancelIoEx, OVERLAPPED};
+
+/// Receives kept posted at once (as the io_uring models keep four `RECVMSG`).
+pub(crate) const UDP_RECVS: usize = 4;
+/// Sends in flight at most; an answer past that is dropped (and counted).
+pub(crate) const UDP_SENDS: usize = 16;
+
+/// One datagram's operation record: `WSARecvFrom` into `buf` (the sender's address into
+/// `from` / `from_len`), then `WSASendTo` of `buf[..len]` back to `from`. The rule of
+/// `models/winio` holds: a `Box` turned into a raw pointer when posted, back only when its
+/// completion is reaped.
+#[repr(C)]
+pub(crate) struct Datagram {
+    overlapped: OVERLAPPED,
+    wsabuf: ws::WSABUF,
+    /// `WSARecvFrom`'s in/out flags: written by the kernel at completion.
+    flags: u32,
+    /// The sender's address, written by the kernel at completion; the send's destination.
+    from: ws::SOCKADDR_STORAGE,
+    /// `from`'s length, in/out for `WSARecvFrom`: written by the kernel at completion.
+    from_len: i32,
+    /// Posted as a send (else as a receive).
+    sending: bool,
+    /// Send: the datagram's length.
+    len: usize,
+    buf: Vec<u8>,
+}
+
+// SAFETY: a record not in flight is owned data (a Vec, integers, an address); the raw
+// `hEvent` it may hold is a kernel handle or an opaque context value, usable from any thread.
+unsafe impl Send for Datagram {}
+
+impl Datagram {
+    /// A new record with a buffer of `size` bytes.
+    fn new(size: usize) -> Box<Datagram> {
+        Box::new(Datagram {
+            // SAFETY: OVERLAPPED is plain old data; all-zero is its initial state.
+            overlapped: unsafe { std::mem::zeroed() },
+            wsabuf: ws::WSABUF {
+                len: 0,
+                buf: std::ptr::null_mut(),
+            },
+            flags: 0,
+            // SAFETY: SOCKADDR_STORAGE is plain old data (a family and bytes).
+            from: unsafe { std::mem::zeroed() },
+            from_len: 0,
+            sending: false,
+            len: 0,
+            buf: vec![0; size],
+        })
+    }
+
+    /// The outcome the kernel stored in the record's `OVERLAPPED` (a datagram cut short:
+    /// `ERROR_MORE_DATA`). Call only on a reaped record.
+    pub fn result(&self) -> io::Result<usize> {
+        stored_result(&self.overlapped)
+    }
+
+    /// The sender's address (of a completed receive; a send's destination).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        let len = usize::try_from(self.from_len).unwrap_or(0);
+        match self.from.ss_family {
+            ws::AF_INET if len >= size_of::<ws::SOCKADDR_IN>() => {
+                // SAFETY: the family says the storage holds a SOCKADDR_IN (which it is large
+                // and aligned enough for).
+                let a = unsafe { &*std::ptr::addr_of!(self.from).cast::<ws::SOCKADDR_IN>() };
+                // SAFETY: every variant of the address union is four bytes of plain data.
+                let ip = u32::from_be(unsafe { a.sin_addr.S_un.S_addr });
+                Some(SocketAddrV4::new(ip.into(), u16::from_be(a.sin_port)).into())
+            }
+            ws::AF_INET6 if len >= size_of::<ws::SOCKADDR_IN6>() => {
+                // SAFETY: as above, for a SOCKADDR_IN6.
+                let a = unsafe { &*std::ptr::addr_of!(self.from).cast::<ws::SOCKADDR_IN6>() };
+                // SAFETY: every variant of the address union is sixteen bytes of plain data.
+                let ip = unsafe { a.sin6_addr.u.Byte };
+                // SAFETY: the scope id union is a u32 either way.
+                let scope = unsafe { a.Anonymous.sin6_scope_id };
+                Some(
+                    SocketAddrV6::new(ip.into(), u16::from_be(a.sin6_port), a.sin6_flowinfo, scope)
+                        .into(),
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A posted datagram record: a name, not an owner (see [`super::InFlight`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DatagramInFlight(NonNull<Datagram>);
+
+// SAFETY: an address; every access through it is an unsafe call whose contract the caller
+// keeps, whatever the thread.
+unsafe impl Send for DatagramInFlight {}
+
+impl DatagramInFlight {
+    /// `HasOverlappedIoCompleted` (the event model's check after its event fired).
+    ///
+    /// # Safety
+    /// The record must not have been reclaimed yet.
+    pub unsafe fn is_complete(self) -> bool {
+        // SAFETY: the record is alive (caller's contract); the kernel may be writing
+        // `Internal` concurrently, so it is read as the volatile word it is.
+        let status =
+            unsafe { std::ptr::addr_of!((*self.0.as_ptr()).overlapped.Internal).read_volatile() };
+        status as NTSTATUS != STATUS_PENDING
+    }
+
+    /// Takes the record back once its completion has been reaped.
+    ///
+    /// # Safety
+    /// The completion must have been reaped, and this must be the record's only reclaim.
+    pub unsafe fn reclaim(self, stats: &Stats) -> Box<Datagram> {
+        stats.ops_in_flight.fetch_sub(1, Relaxed);
+        // SAFETY: the pointer came from Box::into_raw when posted; the kernel is done with it
+        // (caller's contract), and nothing else reclaims it.
+        unsafe { Box::from_raw(self.0.as_ptr()) }
+    }
+}
+
+/// Takes back the datagram record a completion names (a port's `lpOverlapped`, a routine's
+/// argument).
+///
+/// # Safety
+/// `overlapped` must be the `OVERLAPPED*` of a [`Datagram`] posted by a [`UdpEcho`], whose
+/// completion is being reaped now, once.
+pub(crate) unsafe fn reclaim_datagram(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<Datagram> {
+    let ptr = NonNull::new(overlapped.cast::<Datagram>()).expect("a completion names its record");
+    // SAFETY: forwarded contract.
+    unsafe { DatagramInFlight(ptr).reclaim(stats) }
+}
+
+/// What a receive's outcome means for the echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A whole datagram of this many bytes.
+    Whole(usize),
+    /// The datagram was larger than the buffer (`WSAEMSGSIZE`, `ERROR_MORE_DATA`).
+    Truncated,
+    /// Cancelled or the socket closed (`ERROR_OPERATION_ABORTED`; Wine:
+    /// `ERROR_HANDLES_CLOSED`).
+    Aborted,
+    /// An ICMP error for an earlier send (`WSAECONNRESET` and kin) or another error that
+    /// concerns one datagram: nothing to answer, receive again.
+    Nothing,
+}
+
+/// Classifies a receive's outcome, in every form the three notifications report it.
+pub(crate) fn classify(result: &io::Result<usize>) -> Received {
+    let e = match result {
+        Ok(n) => return Received::Whole(*n),
+        Err(e) => e,
+    };
+    match e.raw_os_error().map(|c| c as u32) {
+        Some(c) if c == ws::WSAEMSGSIZE as u32 || c == ERROR_MORE_DATA => Received::Truncated,
+        Some(c)
+            if c == ERROR_OPERATION_ABORTED
+                || c == ERROR_HANDLES_CLOSED
+                || c == ws::WSA_OPERATION_ABORTED as u32
+                || c == ws::WSAEINTR as u32 =>
+        {
+            Received::Aborted
+        }
+        _ => Received::Nothing,
+    }
+}
+
+/// The UDP echo of one model: the socket, the records in flight, the spare ones.
+///
+/// Not thread-safe by itself: the completion-port model keeps it behind a mutex; the other
+/// two use it from one thread (the one that posts, so that its exit cannot cancel anything).
+pub(crate) struct UdpEcho {
+    socket: RawSocket,
+    stats: Arc<Stats>,
+    trace: Trace,
+    echo: bool,
+    size: usize,
+    recvs: usize,
+    sends: usize,
+    in_flight: Vec<DatagramInFlight>,
+    spare: Vec<Box<Datagram>>,
+    stopped: bool,
+    /// Receives completed this turn, and how many a turn may re-post (`None`: no limit).
+    this_turn: usize,
+    budget: Option<usize>,
+    /// Who reaps the completions (`("worker", 1)`), named in `--trace` lines.
+    pub via: Option<(&'static str, usize)>,
+}
+
+impl UdpEcho {
+    /// Serves `socket` (the server's, `ctx.udp`, which outlives the model). Turns
+    /// `SIO_UDP_CONNRESET` off. Nothing is posted until [`UdpEcho::arm`].
+    pub fn new(socket: &UdpSocket, ctx: &Ctx) -> UdpEcho {
+        let raw = socket.as_raw_socket();
+        if let Err(e) = disable_connreset(raw) {
+            log::debug!("udp: SIO_UDP_CONNRESET refused ({e}): WSAECONNRESET is re-posted over");
+        }
+        UdpEcho {
+            socket: raw,
+            stats: Arc::clone(&ctx.stats),
+            trace: ctx.trace.clone(),
+            echo: ctx.service == ServiceKind::Echo,
+            size: ctx.udp_max_datagram,
+            recvs: 0,
+            sends: 0,
+            in_flight: Vec::with_capacity(UDP_RECVS + UDP_SENDS),
+            spare: Vec::new(),
+            stopped: false,
+            this_turn: 0,
+            budget: None,
+            via: None,
+        }
+    }
+
+    /// Re-posts receives for at most `budget` completed ones per turn ([`UdpEcho::new_turn`]).
+    /// A thread that reaps inside its wait (routines) or loops until nothing is complete
+    /// (events) needs it: under a flood every re-posted receive completes at once, and the
+    /// thread would never get back to its loop (to see shutdown, to serve its other sockets).
+    pub fn with_turn_budget(mut self, budget: usize) -> UdpEcho {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The model's loop began a turn: the budget is whole again; post the receives it held back.
+    pub fn new_turn(&mut self, notify: Notify) {
+        self.this_turn = 0;
+        self.arm(notify);
+    }
+
+    /// The budget ran out with receives held back: the model should start a new turn without
+    /// waiting (a zero timeout), or the socket would go unread.
+    pub fn wants_turn(&self) -> bool {
+        !self.stopped && self.recvs < UDP_RECVS && self.budget.is_some_and(|b| self.this_turn >= b)
+    }
+
+    /// After a completion: keep receiving, unless this turn's budget is spent.
+    fn rearm(&mut self, notify: Notify) {
+        if self.budget.map_or(true, |b| self.this_turn < b) {
+            self.arm(notify);
+        }
+    }
+
+    /// Records the kernel holds (receives and sends).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Keeps [`UDP_RECVS`] receives posted (none once stopped).
+    pub fn arm(&mut self, notify: Notify) {
+        while !self.stopped && self.recvs < UDP_RECVS {
+            let mut d = self.spare.pop().unwrap_or_else(|| Datagram::new(self.size));
+            d.sending = false;
+            let len = d.buf.len();
+            match self.post(d, notify, len) {
+                Ok(()) => self.recvs += 1,
+                Err((d, e)) => {
+                    log::error!("udp: cannot post a receive: {e}");
+                    self.spare.push(d);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Feeds back a reaped record: echo a whole datagram, count the rest, keep receiving.
+    pub fn complete(&mut self, d: Box<Datagram>, result: io::Result<usize>, notify: Notify) {
+        let ptr = std::ptr::addr_of!(*d).cast_mut();
+        match self.in_flight.iter().position(|f| f.0.as_ptr() == ptr) {
+            Some(i) => {
+                self.in_flight.swap_remove(i);
+            }
+            None => debug_assert!(false, "a datagram record that was not in flight"),
+        }
+        let via = self
+            .via
+            .map_or(String::new(), |(what, n)| format!(" ({what} {n})"));
+        if d.sending {
+            self.sends -= 1;
+            trace_event!(
+                self.trace,
+                "completion sendto s={} {}{via}",
+                self.socket,
+                match &result {
+                    Ok(n) => format!("bytes={n}"),
+                    Err(e) => format!("error={e}"),
+                }
+            );
+            let sent = match result {
+                Ok(n) if n == d.len => Some(n),
+                Ok(n) => {
+                    log::debug!("udp: sent {n} of {} bytes", d.len);
+                    None
+                }
+                Err(e) => {
+                    log::debug!("udp: answer dropped: {e}");
+                    None
+                }
+            };
+            self.stats.count_datagram_out(sent);
+            self.spare.push(d);
+            return self.rearm(notify);
+        }
+        self.recvs -= 1;
+        self.this_turn += 1;
+        let outcome = classify(&result);
+        trace_event!(
+            self.trace,
+            "completion recvfrom s={} {} from={}{via}",
+            self.socket,
+            match (&result, outcome) {
+                (_, Received::Truncated) => "truncated".to_string(),
+                (Ok(n), _) => format!("bytes={n}"),
+                (Err(e), _) => format!("error={e}"),
+            },
+            d.peer().map_or("?".to_string(), |p| p.to_string())
+        );
+        match outcome {
+            Received::Whole(n) => {
+                self.stats.count_datagram_in(n, false);
+                self.answer(d, n, notify);
+                return self.rearm(notify);
+            }
+            Received::Truncated => {
+                self.stats.count_datagram_in(0, true);
+                log::debug!(
+                    "udp: a datagram from {:?} is larger than {} bytes: dropped",
+                    d.peer(),
+                    d.buf.len()
+                );
+            }
+            Received::Aborted => {}
+            Received::Nothing => {
+                if let Err(e) = &result {
+                    log::debug!("udp: receive failed, receiving again: {e}");
+                }
+            }
+        }
+        self.spare.push(d);
+        self.rearm(notify);
+    }
+
+    /// Sends the `n` bytes a receive put in `d` back to their sender, or counts the answer
+    /// dropped (stopped, discard service, too many sends in flight, a send refused at once).
+    fn answer(&mut self, mut d: Box<Datagram>, n: usize, notify: Notify) {
+        if self.stopped || !self.echo || self.sends >= UDP_SENDS {
+            self.stats.count_datagram_out(None);
+            self.spare.push(d);
+            return;
+        }
+        d.sending = true;
+        d.len = n;
+        match self.post(d, notify, n) {
+            Ok(()) => self.sends += 1,
+            Err((d, e)) => {
+                log::debug!("udp: answer dropped: {e}");
+                self.stats.count_datagram_out(None);
+                self.spare.push(d);
+            }
+        }
+    }
+
+    /// Reaps every record whose completion is stored, for the event model (after its event
+    /// fired and was reset); true if any was. Posting resets the event, so call again after
+    /// a pass that reaped (and so posted) something, until one reaps nothing.
+    pub fn reap_completed(&mut self, notify: Notify) -> bool {
+        let mut reaped = false;
+        for f in self.in_flight.clone() {
+            // SAFETY: `f` is in flight: listed in `in_flight`, which `complete` (the only
+            // path to a reclaim) updates.
+            if !unsafe { f.is_complete() } {
+                continue;
+            }
+            // SAFETY: its outcome is stored, and this is its only reclaim (`complete` takes
+            // it off the list).
+            let d = unsafe { f.reclaim(&self.stats) };
+            let result = d.result();
+            self.complete(d, result, notify);
+            reaped = true;
+        }
+        reaped
+    }
+
+    /// Shutdown began: post nothing more and cancel what is pending (`CancelIoEx`); the
+    /// aborted records still come back through the model's notification.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        if self.in_flight.is_empty() {
+            return;
+        }
+        self.stats.syscalls.fetch_add(1, Relaxed);
+        // SAFETY: the socket is open (the server's); a null OVERLAPPED cancels every pending
+        // operation on it, which then completes (aborted) through its usual notification.
+        if unsafe { CancelIoEx(self.socket as HANDLE, std::ptr::null()) } == 0 {
+            let e = io::Error::last_os_error();
+            log::debug!("udp: CancelIoEx: {e}");
+        }
+    }
+
+    /// Posts `d` (a receive of up to `len` bytes, or a send of `buf[..len]` to `from`).
+    fn post(
+        &mut self,
+        d: Box<Datagram>,
+        notify: Notify,
+        len: usize,
+    ) -> Result<(), (Box<Datagram>, io::Error)> {
+        let ptr = Box::into_raw(d);
+        // SAFETY: `ptr` is the record just released from its box; nothing else holds it
+        // until the call below hands it to the kernel.
+        let rc = unsafe {
+            let d = &mut *ptr;
+            d.overlapped = std::mem::zeroed();
+            d.overlapped.hEvent = notify.h_event();
+            d.wsabuf = ws::WSABUF {
+                len: len.min(d.buf.len()) as u32,
+                buf: d.buf.as_mut_ptr(),
+            };
+            d.flags = 0;
+            let wsabuf = std::ptr::addr_of!((*ptr).wsabuf);
+            let ov = std::ptr::addr_of_mut!((*ptr).overlapped);
+            self.stats.syscalls.fetch_add(1, Relaxed);
+            if d.sending {
+                ws::WSASendTo(
+                    self.socket as ws::SOCKET,
+                    wsabuf,
+                    1,
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::addr_of!((*ptr).from).cast(),
+                    (*ptr).from_len,
+                    ov,
+                    notify.routine(),
+                )
+            } else {
+                d.from_len = size_of::<ws::SOCKADDR_STORAGE>() as i32;
+                ws::WSARecvFrom(
+                    self.socket as ws::SOCKET,
+                    wsabuf,
+                    1,
+                    std::ptr::null_mut(),
+                    std::ptr::addr_of_mut!((*ptr).flags),
+                    std::ptr::addr_of_mut!((*ptr).from).cast(),
+                    std::ptr::addr_of_mut!((*ptr).from_len),
+                    ov,
+                    notify.routine(),
+                )
+            }
+        };
+        let error = if rc == 0 {
+            None
+        } else {
+            let e = crate::sys::last_wsa_error();
+            (e.raw_os_error() != Some(ws::WSA_IO_PENDING)).then_some(e)
+        };
+        match error {
+            None => {
+                // Pending or done at once: a completion comes either way.
+                self.stats.ops_in_flight.fetch_add(1, Relaxed);
+                // SAFETY: Box::into_raw never returns null.
+                self.in_flight
+                    .push(DatagramInFlight(unsafe { NonNull::new_unchecked(ptr) }));
+                Ok(())
+            }
+            // SAFETY: refused outright: the kernel took nothing, the record is ours again.
+            Some(e) => Err((unsafe { Box::from_raw(ptr) }, e)),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        if !self.in_flight.is_empty() {
+            // The records are leaked (never freed under the kernel); say so.
+            log::error!(
+                "udp: {} datagram operations never completed: leaking their records",
+                self.in_flight.len()
+            );
+        }
+    }
+}
+
+/// `WSAIoctl(SIO_UDP_CONNRESET, FALSE)`: no `WSAECONNRESET` on receives for ICMP
+/// port-unreachable answers to earlier sends.
+fn disable_connreset(socket: RawSocket) -> io::Result<()> {
+    let off: u32 = 0;
+    let mut returned = 0u32;
+    // SAFETY: the input is a live 4-byte BOOL, there is no output buffer, and the call is
+    // synchronous (no OVERLAPPED).
+    let rc = unsafe {
+        ws::WSAIoctl(
+            socket as ws::SOCKET,
+            ws::SIO_UDP_CONNRESET,
+            std::ptr::addr_of!(off).cast(),
+            size_of::<u32>() as u32,
+            std::ptr::null_mut(),
+            0,
+            &mut returned,
+            std::ptr::null_mut(),
+            None,
+        )
+    };
+    if rc != 0 {
+        return Err(crate::sys::last_wsa_error());
+    }
+    Ok(())
+}
