@@ -33,12 +33,14 @@ fn client(timeout: Duration) -> UdpSocket {
     s
 }
 
-/// Sends `msg` to `to` and returns the first datagram that comes back (from `to`).
+/// Sends `msg` to `to` and returns the first datagram that comes back from `to`. The socket is
+/// connected to `to` first, so the kernel delivers nothing else to it: a late echo from another
+/// test's server, sent to a port this socket has since reused, cannot pass for an answer.
 fn echo(s: &UdpSocket, to: SocketAddr, msg: &[u8]) -> io::Result<Vec<u8>> {
-    s.send_to(msg, to)?;
+    s.connect(to)?;
+    s.send(msg)?;
     let mut buf = vec![0u8; 65_536];
-    let (n, from) = s.recv_from(&mut buf)?;
-    assert_eq!(from, to, "the echo came from another address");
+    let n = s.recv(&mut buf)?;
     buf.truncate(n);
     Ok(buf)
 }
@@ -73,13 +75,15 @@ struct Tally {
 /// datagrams still out as lost and goes on (late echoes are still checked and counted).
 fn run_client(to: SocketAddr, id: u16, count: u32, window: u32) -> Tally {
     let s = client(Duration::from_millis(500));
+    // Connected: only the server's datagrams reach it (see `echo`).
+    s.connect(to).expect("connect the UDP client");
     let mut seen = vec![false; count as usize];
     let mut t = Tally::default();
     let mut buf = vec![0u8; 2048];
     let mut outstanding = 0;
     let mut take = |s: &UdpSocket, t: &mut Tally, seen: &mut [bool]| -> bool {
-        match s.recv_from(&mut buf) {
-            Ok((n, _)) => {
+        match s.recv(&mut buf) {
+            Ok(n) => {
                 let got = &buf[..n];
                 let ok = n >= 6 && u16::from_be_bytes([got[0], got[1]]) == id && {
                     let seq = u32::from_be_bytes([got[2], got[3], got[4], got[5]]);
@@ -102,7 +106,7 @@ fn run_client(to: SocketAddr, id: u16, count: u32, window: u32) -> Tally {
         }
     };
     for seq in 0..count {
-        s.send_to(&datagram(id, seq), to).expect("send a datagram");
+        s.send(&datagram(id, seq)).expect("send a datagram");
         t.sent += 1;
         outstanding += 1;
         while outstanding >= window {
