@@ -284,6 +284,14 @@ impl State<'_> {
         let error = ((lparam >> 16) & 0xffff) as i32;
         if self.udp.as_ref().is_some_and(|(u, _)| u.as_raw_socket() == socket) {
             trace_event!(self.ctx.trace, "FD_READ udp s={socket}");
+            if self.udp_on_queued {
+                // Our own WM_UDP_ON is queued and answers what waits. Every recvfrom
+                // re-enables FD_READ, and Winsock posts one more while datagrams remain, so a
+                // turn of 64 recvfrom calls leaves up to 64 FD_READ behind it: serving each
+                // with 64 more would multiply the messages in the queue (seen under Wine: a
+                // flood of datagrams kept the loop in one batch of messages for 30 s).
+                return;
+            }
             if error != 0 {
                 // Whatever it is, the recvfrom that follows reports it (and it concerns one
                 // datagram at most).
@@ -398,10 +406,11 @@ impl State<'_> {
         }
     }
 
-    /// Answers up to [`udp::BUDGET`] datagrams. Each recvfrom re-enables `FD_READ`, so Winsock
-    /// posts another while datagrams remain; when the budget ran out first the model also
-    /// posts itself `WM_UDP_ON`, so the rest is answered after the messages already queued
-    /// whatever Winsock does.
+    /// Answers up to [`udp::BUDGET`] datagrams. When the budget ran out first the model posts
+    /// itself `WM_UDP_ON`, so the rest is answered after the messages already queued, and
+    /// the `FD_READ` messages Winsock posts meanwhile are ignored. Otherwise the last recvfrom
+    /// said `WSAEWOULDBLOCK`, and even that call re-enables `FD_READ`: the next datagram
+    /// announces itself. Either way one of the two messages is always due.
     fn serve_udp(&mut self, window: Window) {
         let ctx = self.ctx;
         let Some((u, echo)) = self.udp.as_mut() else {
