@@ -27,6 +27,12 @@
 //! taken; after a wake-up that accepted nothing the acceptor therefore waits in `select` on the
 //! listener and the waker's socket until an accept succeeds again (see `accept_loop`).
 //!
+//! **Beside accepting.** A model may give the accepting thread one socket to serve itself
+//! ([`Beside`], through [`serve_with`]): `event-select`'s UDP socket. Its event joins the
+//! waker's and the listener's in that thread's wait (and its socket the `select` fallback), and
+//! the handles above the one the wait names are probed, as a group does. Without a listener
+//! (`--no-tcp`) the thread waits on the waker and that socket only.
+//!
 //! **Serving.** `WSAWaitForMultipleEvents` reports only the *lowest* signalled index. A group
 //! that served only that one would starve its higher slots under load, so after every wake-up
 //! it probes the handles above the one reported with a zero timeout, again and again, until none
@@ -271,7 +277,10 @@ where
         let accepting = acceptor.as_mut().is_some_and(|a| a.is_accepting());
         // A `beside` that asked to go again must not wait.
         let hurry = beside_now.then_some(Duration::ZERO);
-        if let Some(acceptor) = acceptor.as_ref().filter(|_| !fd_accept_enabled && accepting) {
+        if let Some(acceptor) = acceptor
+            .as_ref()
+            .filter(|_| !fd_accept_enabled && accepting)
+        {
             // The waker's socket is readable once shutdown is requested (never drained).
             let mut read = SocketSet::with_capacity(3);
             read.insert(acceptor.listener.as_raw_socket());
