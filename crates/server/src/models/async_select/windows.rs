@@ -3,10 +3,11 @@
 //!
 //! The listener is registered for `FD_ACCEPT`, each client for `FD_READ | FD_WRITE | FD_CLOSE`,
 //! the shutdown waker's UDP socket for `FD_READ` (so a wake-up is one more message), the
-//! server's UDP socket (`--udp`) for `FD_READ`: all post to one message-only window, whose procedure ([`WindowProc::window_proc`] below) serves the
-//! socket a message names. The loop blocks in `GetMessageW`, then dispatches what is queued (a
-//! bounded batch), then looks at shutdown and at the clock; a window timer wakes it for the
-//! drain deadline and for the end of an accept pause.
+//! server's UDP socket (`--udp`) for `FD_READ`: all post to one message-only window, whose
+//! procedure ([`WindowProc::window_proc`] below) serves the socket a message names. The loop
+//! blocks in `GetMessageW`, then dispatches what is queued (a bounded batch), then looks at
+//! shutdown and at the clock; a window timer wakes it for the drain deadline and for the end
+//! of an accept pause.
 
 use crate::accept::Acceptor;
 use crate::models::{min_timeout, Drain};
