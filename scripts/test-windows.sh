@@ -79,12 +79,13 @@ log=$(mktemp)
 set +e
 # A hung test must fail the run, not stall CI: each `cargo test` gets IOMODELS_TEST_TIMEOUT
 # seconds (default 1200; the server's take ~3 min under Wine). The exit trap then kills
-# whatever Wine still runs.
+# whatever Wine still runs. --no-fail-fast: a failing test binary must not hide the ones after
+# it (cargo stops at the first otherwise).
 limit=${IOMODELS_TEST_TIMEOUT:-1200}
 hung() {
   echo "test result: FAILED. 0 passed; 1 failed; 0 ignored ($1 hung: stopped after $limit s)" | tee -a "$log"
 }
-timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels-core -p iomodels-server --lib --tests "$@" 2>&1 | tee "$log"
+timeout -k 30 "$limit" $cargo test "${target[@]}" --no-fail-fast -p iomodels-core -p iomodels-server --lib --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 [ "$status" != 124 ] || hung "the core and server tests"
 timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels-load --lib "$@" 2>&1 | tee -a "$log"
