@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Windows half of the tests: builds the workspace for x86_64-pc-windows-gnu and runs the
-# Windows tests (the conformance suite for every Winsock model, the Windows edge cases, the
-# core's unit tests) under Wine, headless. Installs what it needs when missing: Debian's Rust
+# Windows tests (the conformance suites for every Winsock model — TCP, TLS and UDP
+# (udp_conformance) —, the Windows edge cases, the core's unit tests) under Wine, headless. Installs what it needs when missing: Debian's Rust
 # "web" toolchain with its std sources (this machine's rustup cannot download targets), mingw
 # and Wine. See ../shared/notes/windows-under-wine.md for why each piece is there.
 #
@@ -79,12 +79,13 @@ log=$(mktemp)
 set +e
 # A hung test must fail the run, not stall CI: each `cargo test` gets IOMODELS_TEST_TIMEOUT
 # seconds (default 1200; the server's take ~3 min under Wine). The exit trap then kills
-# whatever Wine still runs.
+# whatever Wine still runs. --no-fail-fast: a failing test binary must not hide the ones after
+# it (cargo stops at the first otherwise).
 limit=${IOMODELS_TEST_TIMEOUT:-1200}
 hung() {
   echo "test result: FAILED. 0 passed; 1 failed; 0 ignored ($1 hung: stopped after $limit s)" | tee -a "$log"
 }
-timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels-core -p iomodels-server --lib --tests "$@" 2>&1 | tee "$log"
+timeout -k 30 "$limit" $cargo test "${target[@]}" --no-fail-fast -p iomodels-core -p iomodels-server --lib --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 [ "$status" != 124 ] || hung "the core and server tests"
 timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels-load --lib "$@" 2>&1 | tee -a "$log"
@@ -102,12 +103,30 @@ echo "windows skipped: $load_tests tests of iomodels-load (mio's AFD polling sta
 # Wine turns into Ctrl-C): the server must stop gracefully and exit 0. Twice: over plain TCP,
 # then over TLS (`serve --tls-self-signed --tls-cert-out Z:/...`: the Windows process writes
 # its certificate through Wine's Z: drive, which maps /, and `socat OPENSSL:` trusts that file
-# and nothing else). (socat, built with OpenSSL, is installed with the packages above.)
+# and nothing else). Then over UDP (`serve --udp`): one `socat - UDP:` per datagram (1, 1,400,
+# 8,192 and 30,000 random bytes; `-b 65536` so socat reads each file whole, one datagram),
+# each echo compared byte for byte, and the exit line must count the four in and out.
+# (socat, built with OpenSSL, is installed with the packages above.)
 exe="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/debug/iomodels.exe"
 payload=$(mktemp) echoed=$(mktemp) served=$(mktemp) peer_err=$(mktemp) tls_dir=$(mktemp -d)
+dgram_dir=$(mktemp -d)
 head -c 262144 /dev/urandom >"$payload"
+dgram_sizes=(1 1400 8192 30000)
+for n in "${dgram_sizes[@]}"; do head -c "$n" /dev/urandom >"$dgram_dir/$n"; done
 cli_pass=0 cli_fail=0
-# serve_and_echo MODEL tcp|tls: one run; counts a pass or a failure.
+# udp_echoes NAME ADDR: every datagram of $dgram_dir through the server; false on the first
+# that does not come back intact.
+udp_echoes() {
+  local name=$1 addr=$2 n
+  for n in "${dgram_sizes[@]}"; do
+    if ! timeout 10 socat -t1 -b65536 - "UDP:$addr" <"$dgram_dir/$n" >"$echoed" 2>"$peer_err" \
+      || ! cmp -s "$dgram_dir/$n" "$echoed"; then
+      echo "$name: socat's $n-byte datagram did not come back intact ($(stat -c %s "$echoed") bytes): $(head -c 300 "$peer_err")" >&2
+      return 1
+    fi
+  done
+}
+# serve_and_echo MODEL tcp|tls|udp: one run; counts a pass or a failure.
 serve_and_echo() {
   local m=$1 mode=$2 name="windows cli: $1" cert="" peer
   local args=(serve --model "$m" --listen 127.0.0.1:0)
@@ -115,6 +134,9 @@ serve_and_echo() {
     name="windows cli tls: $m"
     cert="$tls_dir/$m.pem"
     args+=(--tls-self-signed --tls-cert-out "Z:$cert")
+  elif [ "$mode" = udp ]; then
+    name="windows cli udp: $m"
+    args+=(--udp)
   fi
   wine "$exe" "${args[@]}" >"$served" 2>&1 &
   local pid=$! addr="" ok=1 rc=0
@@ -134,6 +156,11 @@ serve_and_echo() {
   elif [ "$mode" = tls ] && [ ! -s "$cert" ]; then
     echo "$name: no certificate written to Z:$cert" >&2
     ok=0
+  elif [ "$mode" = udp ] && ! grep -q 'over TCP and UDP)$' "$served"; then
+    echo "$name: the ready line does not say UDP: $(grep '^listening' "$served")" >&2
+    ok=0
+  elif [ "$mode" = udp ]; then
+    udp_echoes "$name" "$addr" || ok=0
   elif ! timeout 30 socat -t5 - "$peer" <"$payload" >"$echoed" 2>"$peer_err" || ! cmp -s "$payload" "$echoed"; then
     echo "$name: socat's 256 KiB did not come back intact ($(stat -c %s "$echoed") bytes): $(head -c 300 "$peer_err")" >&2
     ok=0
@@ -146,7 +173,11 @@ serve_and_echo() {
     ok=0
   fi
   wait "$pid" || rc=$?
-  if [ "$ok" = 1 ] && { [ "$rc" != 0 ] || ! grep -q '^.*stopped: 1 connections served' "$served"; }; then
+  local served_line='stopped: 1 connections served'
+  if [ "$mode" = udp ]; then
+    served_line="UDP: ${#dgram_sizes[@]} datagrams in, ${#dgram_sizes[@]} echoed, 0 dropped unanswered, 0 oversized"
+  fi
+  if [ "$ok" = 1 ] && { [ "$rc" != 0 ] || ! grep -qF "$served_line" "$served"; }; then
     echo "$name exited $rc after SIGINT: $(tail -n 3 "$served")" >&2
     ok=0
   fi
@@ -157,13 +188,13 @@ serve_and_echo() {
   fi
   if [ "$ok" = 1 ]; then cli_pass=$((cli_pass + 1)); echo "$name ok"; else cli_fail=$((cli_fail + 1)); fi
 }
-for mode in tcp tls; do
+for mode in tcp tls udp; do
   for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do
     serve_and_echo "$m" "$mode"
   done
 done
-rm -rf "$payload" "$echoed" "$served" "$peer_err" "$tls_dir"
-echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain and TLS, socat from Linux)" | tee -a "$log"
+rm -rf "$payload" "$echoed" "$served" "$peer_err" "$tls_dir" "$dgram_dir"
+echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain, TLS and UDP, socat from Linux)" | tee -a "$log"
 [ "$cli_fail" = 0 ] || status=1
 # The binary must list every model with its Winsock mechanism.
 for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do

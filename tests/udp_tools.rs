@@ -1,6 +1,9 @@
 //! `iomodels udp` on loopback, through the binary: unicast counting, multicast to two
 //! receivers, the JSON report, SIGINT, discovery, socat as a peer in both directions, and
 //! every argument error as one line with a non-zero status.
+//!
+//! Linux only: the children are stopped with kill(2) (SIGINT), and socat is a Linux process.
+#![cfg(target_os = "linux")]
 
 mod support;
 

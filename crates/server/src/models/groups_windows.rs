@@ -27,6 +27,12 @@
 //! taken; after a wake-up that accepted nothing the acceptor therefore waits in `select` on the
 //! listener and the waker's socket until an accept succeeds again (see `accept_loop`).
 //!
+//! **Beside accepting.** A model may give the accepting thread one socket to serve itself
+//! ([`Beside`], through [`serve_with`]): `event-select`'s UDP socket. Its event joins the
+//! waker's and the listener's in that thread's wait (and its socket the `select` fallback), and
+//! the handles above the one the wait names are probed, as a group does. Without a listener
+//! (`--no-tcp`) the thread waits on the waker and that socket only.
+//!
 //! **Serving.** `WSAWaitForMultipleEvents` reports only the *lowest* signalled index. A group
 //! that served only that one would starve its higher slots under load, so after every wake-up
 //! it probes the handles above the one reported with a zero timeout, again and again, until none
@@ -50,7 +56,7 @@
 //! with overlapped operations in flight is done only when their completions have been reaped.
 
 use crate::accept::Acceptor;
-use crate::models::Drain;
+use crate::models::{min_timeout, Drain};
 use crate::sys::event::MAX_WAIT;
 use crate::sys::network_events::{event_select, network_events, FD_ACCEPT};
 use crate::sys::select::{select, SocketSet};
@@ -59,7 +65,7 @@ use crate::trace::trace_event;
 use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::windows::io::AsRawSocket;
+use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -125,6 +131,23 @@ pub(crate) const fn capacity<M: Member>() -> usize {
     (MAX_WAIT - FIXED_SLOTS) / M::HANDLES
 }
 
+/// A socket the accepting thread serves itself, beside accepting: its event is one more handle
+/// in the accepting thread's wait (`event-select`'s UDP socket, selected for `FD_READ`). A
+/// datagram socket has no connections to hand to a group, and its turns are short (a bounded
+/// number of datagrams), so accepting does not wait long behind it.
+pub(crate) trait Beside {
+    /// The event the accepting thread waits on for it; open for as long as this lives.
+    fn handle(&self) -> HANDLE;
+    /// Its socket, for the `select` the accepting thread waits in while `FD_ACCEPT` cannot be
+    /// waited for (see `accept_loop`).
+    fn socket(&self) -> RawSocket;
+    /// Its event was signalled, its socket was readable, it asked to go again or it was just
+    /// added: serve it. [`Flow::Again`] to be served next turn without waiting for a signal,
+    /// [`Flow::Wait`] to wait for one; [`Flow::Done`] is taken as `Wait`. An error stops the
+    /// model, as a listener's does.
+    fn serve(&mut self) -> io::Result<Flow>;
+}
+
 /// Serves `listener` until shutdown and drain are over: this thread accepts, groups of
 /// [`capacity`] members on threads of their own serve. `adopt` turns an accepted socket into
 /// a member on the accepting thread (an error closes the socket); `name` names the threads.
@@ -133,11 +156,30 @@ where
     M: Member,
     A: FnMut(TcpStream) -> io::Result<M>,
 {
+    serve_with(Some(listener), None, ctx, name, adopt)
+}
+
+/// [`serve`], with a listener or none (`--no-tcp`), and a socket the accepting thread serves
+/// itself ([`Beside`]) or none. Without a listener the accepting thread only waits on the
+/// waker and `beside`, and no group is ever started.
+pub(crate) fn serve_with<M, A>(
+    listener: Option<TcpListener>,
+    beside: Option<&mut dyn Beside>,
+    ctx: &Ctx,
+    name: &str,
+    adopt: A,
+) -> io::Result<()>
+where
+    M: Member,
+    A: FnMut(TcpStream) -> io::Result<M>,
+{
     let waker = ctx.shutdown.register()?;
     let listen_event = Event::new()?;
-    // Also makes the listener (and every socket it accepts) non-blocking.
-    event_select(&listener, &listen_event, FD_ACCEPT)?;
-    let acceptor = Acceptor::new(listener);
+    if let Some(l) = &listener {
+        // Also makes the listener (and every socket it accepts) non-blocking.
+        event_select(l, &listen_event, FD_ACCEPT)?;
+    }
+    let acceptor = listener.map(Acceptor::new);
     std::thread::scope(|scope| {
         let mut groups = Groups {
             scope,
@@ -151,18 +193,35 @@ where
         // If accepting fails (or panics), the groups must still end, or the scope would wait
         // for them forever: shut the whole model down.
         let stop = StopOnExit(ctx);
-        let accepted = accept_loop(acceptor, &listen_event, ctx, &waker, &mut groups, adopt);
+        let accepted = accept_loop(
+            acceptor,
+            &listen_event,
+            beside,
+            ctx,
+            &waker,
+            &mut groups,
+            adopt,
+        );
         drop(stop);
         let groups_result = groups.join_all();
         accepted.and(groups_result)
     })
 }
 
+/// What a handle in the accepting thread's wait stands for.
+#[derive(Clone, Copy)]
+enum Source {
+    Waker,
+    Beside,
+    Listener,
+}
+
 /// The accepting thread's loop; returns when shutdown is requested (having closed the
-/// listener) or the listener fails.
+/// listener) or the listener (or `beside`) fails.
 fn accept_loop<'scope, 'env, M, A>(
-    mut acceptor: Acceptor,
+    mut acceptor: Option<Acceptor>,
     listen_event: &Event,
+    mut beside: Option<&mut dyn Beside>,
     ctx: &'env Ctx,
     waker: &Waker,
     groups: &mut Groups<'scope, 'env, M>,
@@ -182,12 +241,20 @@ where
     let mut fd_accept_enabled = true;
     // The accepts about to run follow an FD_ACCEPT (or a pause), not the first try.
     let mut woken = false;
+    // Serve `beside` now: at first (what came before its selection), after its event, or
+    // when it asked to go again.
+    let mut beside_now = beside.is_some();
     loop {
         if ctx.shutdown.is_requested() {
-            return Ok(()); // dropping the acceptor closes the listener
+            // Dropping the acceptor closes the listener; `beside` is not served any more.
+            return Ok(());
         }
         groups.reap();
-        if accept_now && acceptor.is_accepting() {
+        if let Some(b) = beside.as_deref_mut().filter(|_| beside_now) {
+            beside_now = b.serve()? == Flow::Again;
+        }
+        let ready = accept_now && acceptor.as_mut().is_some_and(|a| a.is_accepting());
+        if let Some(acceptor) = acceptor.as_mut().filter(|_| ready) {
             accept_now = false;
             let n = acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
                 trace_event!(ctx.trace, "accept s={}", stream.as_raw_socket());
@@ -207,48 +274,82 @@ where
                 continue;
             }
         }
-        if !fd_accept_enabled && acceptor.is_accepting() {
+        let accepting = acceptor.as_mut().is_some_and(|a| a.is_accepting());
+        // A `beside` that asked to go again must not wait.
+        let hurry = beside_now.then_some(Duration::ZERO);
+        if let Some(acceptor) = acceptor
+            .as_ref()
+            .filter(|_| !fd_accept_enabled && accepting)
+        {
             // The waker's socket is readable once shutdown is requested (never drained).
-            let mut read = SocketSet::with_capacity(2);
+            let mut read = SocketSet::with_capacity(3);
             read.insert(acceptor.listener.as_raw_socket());
             read.insert(waker.as_raw_socket());
-            select(&mut read, &mut SocketSet::with_capacity(0), None)?;
+            if let Some(b) = &beside {
+                read.insert(b.socket());
+            }
+            select(&mut read, &mut SocketSet::with_capacity(0), hurry)?;
             ctx.stats.count_wait();
             accept_now = read.contains(acceptor.listener.as_raw_socket());
+            beside_now |= beside.as_ref().is_some_and(|b| read.contains(b.socket()));
             woken = true;
             continue;
         }
         // While accepting is paused (out of sockets), leave the listener's event out: a failed
         // accept re-enables FD_ACCEPT, so it would be signalled again at once.
-        let accepting = acceptor.is_accepting();
-        let handles = [waker.event_handle(), listen_event.handle()];
-        let n = if accepting { 2 } else { 1 };
-        let wait = wait_any(&handles[..n], acceptor.pause_remaining(), false)?;
+        let mut handles = [waker.event_handle(); 3];
+        let mut sources = [Source::Waker; 3];
+        let mut n = 1;
+        if let Some(b) = &beside {
+            (handles[n], sources[n]) = (b.handle(), Source::Beside);
+            n += 1;
+        }
+        if accepting {
+            (handles[n], sources[n]) = (listen_event.handle(), Source::Listener);
+            n += 1;
+        }
+        let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
+        let mut wait = wait_any(&handles[..n], min_timeout(hurry, pause), false)?;
         ctx.stats.count_wait();
-        match wait {
-            Wait::Signalled(1) => {
-                // Reads and clears the record (and resets the event); FD_ACCEPT is re-enabled
-                // by the accepts that follow.
-                let ne = network_events(&acceptor.listener, listen_event)?;
-                ctx.stats.syscalls.fetch_add(1, Ordering::Relaxed);
-                trace_event!(
-                    ctx.trace,
-                    "FD_ACCEPT s={}",
-                    acceptor.listener.as_raw_socket()
-                );
-                if let Some(e) = ne.error(FD_ACCEPT) {
-                    log::debug!("FD_ACCEPT carried an error: {e}");
-                }
-                accept_now = true;
-                woken = true;
-            }
+        if matches!(wait, Wait::TimedOut) && pause.is_some() {
             // The pause is over: the event was consumed by the accept that failed, so try.
-            Wait::TimedOut => {
-                accept_now = true;
-                woken = true;
+            accept_now = true;
+            woken = true;
+        }
+        // WSAWaitForMultipleEvents names only the lowest signalled handle: probe the ones above
+        // it, so a busy UDP socket cannot keep FD_ACCEPT from being seen (nor the reverse).
+        let mut base = 0;
+        while let Wait::Signalled(i) = wait {
+            let slot = base + i;
+            match sources[slot] {
+                // Shutdown, seen at the top.
+                Source::Waker => {}
+                Source::Beside => beside_now = true,
+                Source::Listener => {
+                    if let Some(acceptor) = &acceptor {
+                        // Reads and clears the record (and resets the event); FD_ACCEPT is
+                        // re-enabled by the accepts that follow.
+                        let ne = network_events(&acceptor.listener, listen_event)?;
+                        ctx.stats.syscalls.fetch_add(1, Ordering::Relaxed);
+                        trace_event!(
+                            ctx.trace,
+                            "FD_ACCEPT s={}",
+                            acceptor.listener.as_raw_socket()
+                        );
+                        if let Some(e) = ne.error(FD_ACCEPT) {
+                            log::debug!("FD_ACCEPT carried an error: {e}");
+                        }
+                        accept_now = true;
+                        woken = true;
+                    }
+                }
             }
-            // The waker (shutdown, seen at the top) or nothing.
-            Wait::Signalled(_) | Wait::IoCompletion => {}
+            base = slot + 1;
+            if base >= n {
+                break;
+            }
+            wait = wait_any(&handles[base..n], Some(Duration::ZERO), false)?;
+            ctx.stats.syscalls.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

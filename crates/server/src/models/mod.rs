@@ -88,8 +88,9 @@ pub(crate) fn run(model: Model, listener: Option<TcpListener>, ctx: &Ctx) -> io:
     }
 }
 
-/// The listener of a model that serves TCP only on this OS (UDP is Linux-only for now, and
-/// `Server::bind` refuses it elsewhere, so the listener is always there).
+/// The listener of a model that serves TCP only on this OS: on Windows, the completion models
+/// (overlapped-event, overlapped-routine, completion-port) until their UDP arrives; they need
+/// their TCP listener (`--no-tcp` is an error there).
 #[cfg_attr(target_os = "linux", allow(dead_code))]
 pub(crate) fn tcp_only(listener: Option<TcpListener>) -> io::Result<TcpListener> {
     listener.ok_or_else(|| {

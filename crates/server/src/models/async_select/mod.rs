@@ -35,12 +35,26 @@
 //! every 1,000th, and traces `overflow: rescanning N sockets`. Winsock's full message queue
 //! has no such fallback: there the notifications are simply gone.
 //!
-//! **UDP** (`--udp`, Linux for now). The UDP socket is set up like a client (`F_SETOWN_EX`,
+//! **UDP** (`--udp`). On Linux the UDP socket is set up like a client (`F_SETOWN_EX`,
 //! `F_SETSIG`, `O_ASYNC`), and only its `POLL_IN` messages — `FD_READ` — are acted on: answers
 //! never wait for room (a full send buffer drops one), so there is no `FD_WRITE` to wait for.
 //! A message marks it ready, and the loop answers up to 64 datagrams per turn (`udp.rs`),
 //! staying ready while the budget runs out before `EAGAIN` (signals are edges); an overflow
 //! rescan marks it ready too. `--trace` shows `FD_READ fd=N (udp)`.
+//! On Windows `WSAAsyncSelect(udp, hwnd, WM_SOCKET, FD_READ)`: an `FD_READ` message answers up
+//! to 64 datagrams (`--trace`: `FD_READ udp s=N`). When the budget runs out first, the model
+//! posts itself `WM_UDP_ON` (like `WM_READ_ON`), so the rest is answered behind the messages
+//! already queued, and ignores the socket's `FD_READ` messages until it comes: every recvfrom
+//! re-enables `FD_READ`, and Winsock posts one more for each while datagrams remain (as its
+//! documentation warns for several `recv` per message), so serving each of them with 64 more
+//! recvfrom calls multiplies the messages in the queue — seen under Wine: a flood of datagrams
+//! kept the loop inside one batch of messages for 30 s, and shutdown waited for it. A turn that
+//! ends on `WSAEWOULDBLOCK` has re-enabled `FD_READ` with that very call, so the next datagram
+//! posts a message. The first turn runs unasked (what came before the registration). At
+//! shutdown the socket is detached from the window (`WSAAsyncSelect(udp, hwnd, 0, 0)`) and
+//! its messages still queued are ignored. With `--no-tcp` there is no listener to register:
+//! the window serves the waker and the UDP socket only. A datagram larger than the buffer
+//! fails `WSARecvFrom` with `WSAEMSGSIZE`, counted and dropped (Wine 8 does the same).
 //!
 //! **Limits.** One thread and one message queue for every socket; a message per event, so a
 //! busy server spends its time in the message loop. Windows caps a thread's message queue
@@ -62,10 +76,10 @@
 //!
 //! **Windows.** The real thing, on one thread. A message-only window
 //! (`sys/windows/window.rs`: a class registered under a name of its own, `HWND_MESSAGE` parent)
-//! receives three messages: `WM_SOCKET` (`WM_USER + 1`) for the listener (`FD_ACCEPT`) and
-//! every client (`FD_READ | FD_WRITE | FD_CLOSE`), `WM_WAKE` for the shutdown waker's UDP
-//! socket, selected for `FD_READ` so that a wake-up is one more message, and `WM_READ_ON`, which
-//! the model posts itself. The loop blocks in `GetMessageW` (one counted wait), then dispatches
+//! receives four messages: `WM_SOCKET` (`WM_USER + 1`) for the listener (`FD_ACCEPT`), every
+//! client (`FD_READ | FD_WRITE | FD_CLOSE`) and the UDP socket (`FD_READ`, see **UDP** above),
+//! `WM_WAKE` for the shutdown waker's UDP socket, selected for `FD_READ` so that a wake-up is
+//! one more message, and `WM_READ_ON` and `WM_UDP_ON`, which the model posts itself. The loop blocks in `GetMessageW` (one counted wait), then dispatches
 //! what is queued, at most 1,024 messages, to the window procedure, then checks shutdown and
 //! the clock; a window timer (`SetTimer`) wakes it for the drain deadline and for the end of an
 //! accept pause. The procedure reads the event from `WSAGETSELECTEVENT(lParam)` (low word),

@@ -2,22 +2,25 @@
 //! thread's message loop serves them all.
 //!
 //! The listener is registered for `FD_ACCEPT`, each client for `FD_READ | FD_WRITE | FD_CLOSE`,
-//! the shutdown waker's UDP socket for `FD_READ` (so a wake-up is one more message): all post
-//! to one message-only window, whose procedure ([`WindowProc::window_proc`] below) serves the
-//! socket a message names. The loop blocks in `GetMessageW`, then dispatches what is queued (a
-//! bounded batch), then looks at shutdown and at the clock; a window timer wakes it for the
-//! drain deadline and for the end of an accept pause.
+//! the shutdown waker's UDP socket for `FD_READ` (so a wake-up is one more message), the
+//! server's UDP socket (`--udp`) for `FD_READ`: all post to one message-only window, whose
+//! procedure ([`WindowProc::window_proc`] below) serves the socket a message names. The loop
+//! blocks in `GetMessageW`, then dispatches what is queued (a bounded batch), then looks at
+//! shutdown and at the clock; a window timer wakes it for the drain deadline and for the end
+//! of an accept pause.
 
 use crate::accept::Acceptor;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::window::{self, Window, WindowClass, WindowProc};
 use crate::sys::{last_wsa_error, wsa_startup, Waker};
+use crate::trace::trace_event;
+use crate::udp::{self, Drained, UdpEcho};
 use crate::Ctx;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -32,13 +35,16 @@ pub(crate) fn availability() -> Result<(), String> {
     Ok(())
 }
 
-/// Winsock's notification for the listener and every client: `wParam` is the socket, `lParam`
-/// the event (low word) and an error code (high word).
+/// Winsock's notification for the listener, every client and the UDP socket: `wParam` is the
+/// socket, `lParam` the event (low word) and an error code (high word).
 const WM_SOCKET: u32 = WM_USER + 1;
 /// Winsock's notification for the shutdown waker's socket (`FD_READ`: a wake-up).
 const WM_WAKE: u32 = WM_USER + 2;
 /// Our own message: read on from socket `wParam`, whose peer closed with data still unread.
 const WM_READ_ON: u32 = WM_USER + 3;
+/// Our own message: answer on from the UDP socket, whose last turn ran out of budget with
+/// datagrams perhaps still waiting.
+const WM_UDP_ON: u32 = WM_USER + 4;
 /// The window's one timer: the drain deadline, or the end of an accept pause.
 const TIMER: usize = 1;
 /// The events a client socket is registered for.
@@ -49,16 +55,21 @@ const ACCEPT_BATCH: usize = 64;
 const MESSAGES_PER_TURN: usize = 1024;
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-    let listener = crate::models::tcp_only(listener)?;
     wsa_startup();
-    listener.set_nonblocking(true)?;
+    if let Some(l) = &listener {
+        l.set_nonblocking(true)?;
+    }
     let waker = ctx.shutdown.register()?;
     let class = WindowClass::<AsyncSelect>::register("iomodels-async-select")?;
     let model = AsyncSelect {
         state: RefCell::new(State {
             ctx,
             waker,
-            acceptor: Some(Acceptor::new(listener)),
+            acceptor: listener.map(Acceptor::new),
+            udp: ctx.udp.as_ref().map(|u| (u, UdpEcho::new(ctx))),
+            // The first turn answers what came before the registration (announced or not).
+            udp_on_queued: false,
+            udp_on_backlog: ctx.udp.is_some(),
             accept_after_pause: false,
             clients: HashMap::new(),
             scratch: vec![0u8; READ_CHUNK],
@@ -78,8 +89,15 @@ struct AsyncSelect<'c> {
 struct State<'c> {
     ctx: &'c Ctx,
     waker: Arc<Waker>,
-    /// The listener; `None` once shutdown began.
+    /// The listener; `None` without TCP (`--no-tcp`), and once shutdown began.
     acceptor: Option<Acceptor>,
+    /// The UDP socket and its echo buffer; `None` without UDP, and once shutdown began.
+    udp: Option<(&'c UdpSocket, UdpEcho)>,
+    /// A `WM_UDP_ON` is queued.
+    udp_on_queued: bool,
+    /// The UDP socket is to be served again but its `WM_UDP_ON` could not be posted (a full
+    /// message queue), or it was never served yet: the loop serves it without blocking.
+    udp_on_backlog: bool,
     /// Accepting paused (out of sockets) with connections waiting. Winsock posts no new
     /// `FD_ACCEPT` until `accept` is called, so the loop accepts when the pause ends.
     accept_after_pause: bool,
@@ -112,6 +130,15 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
     if let Some(a) = &model.state.borrow().acceptor {
         async_select(&a.listener, window, WM_SOCKET, ws::FD_ACCEPT)?;
     }
+    // The UDP socket: FD_READ only. Its answers never wait for room (a full send buffer drops
+    // one), so there is no FD_WRITE to ask for. It outlives the loop too (`ctx` owns it).
+    let _detach_udp = match &ctx.udp {
+        Some(u) => {
+            async_select(u, window, WM_SOCKET, ws::FD_READ)?;
+            Some(Detach(u, window))
+        }
+        None => None,
+    };
     let mut drain = Drain::new(ctx.drain_timeout);
     // When the armed timer is due, if one is.
     let mut timer: Option<Instant> = None;
@@ -125,6 +152,14 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
             if drain.begins(&ctx.shutdown) {
                 st.acceptor = None; // closes the listener: new clients are refused
                 st.accept_after_pause = false;
+                // Datagrams have nothing to drain: stop reading them. Messages already queued
+                // for the socket find no `udp` and are ignored.
+                if let Some((u, _)) = st.udp.take() {
+                    if let Err(e) = async_select(u, window, 0, 0) {
+                        log::debug!("async-select: cannot detach the UDP socket: {e}");
+                    }
+                }
+                st.udp_on_backlog = false;
             }
             if drain.is_over(st.clients.len()) {
                 return Ok(());
@@ -136,9 +171,12 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
             for socket in std::mem::take(&mut st.read_on_backlog) {
                 st.read_on(window, socket);
             }
+            if std::mem::take(&mut st.udp_on_backlog) {
+                st.serve_udp(window);
+            }
             let pause = st.acceptor.as_ref().and_then(|a| a.pause_remaining());
             arm_timer(window, &mut timer, min_timeout(drain.wait_limit(), pause))?;
-            st.read_on_backlog.is_empty()
+            st.read_on_backlog.is_empty() && !st.udp_on_backlog
         };
 
         let first = if block {
@@ -213,7 +251,7 @@ impl WindowProc for AsyncSelect<'_> {
         wparam: WPARAM,
         lparam: LPARAM,
     ) -> Option<LRESULT> {
-        if !matches!(msg, WM_SOCKET | WM_WAKE | WM_READ_ON | WM_TIMER) {
+        if !matches!(msg, WM_SOCKET | WM_WAKE | WM_READ_ON | WM_UDP_ON | WM_TIMER) {
             return None;
         }
         let Ok(mut st) = self.state.try_borrow_mut() else {
@@ -229,6 +267,10 @@ impl WindowProc for AsyncSelect<'_> {
             WM_SOCKET => st.on_socket_event(window, socket, lparam),
             WM_WAKE => st.waker.reset(), // the loop sees the shutdown flag next
             WM_READ_ON => st.read_on(window, socket),
+            WM_UDP_ON => {
+                st.udp_on_queued = false;
+                st.serve_udp(window); // after shutdown began: nothing to serve, ignored
+            }
             _ => {} // WM_TIMER: waking the loop was the point; it looks at the clock
         }
         Some(0)
@@ -241,6 +283,27 @@ impl State<'_> {
     fn on_socket_event(&mut self, window: Window, socket: RawSocket, lparam: LPARAM) {
         let event = (lparam & 0xffff) as u32;
         let error = ((lparam >> 16) & 0xffff) as i32;
+        if self.udp.as_ref().is_some_and(|(u, _)| u.as_raw_socket() == socket) {
+            trace_event!(self.ctx.trace, "FD_READ udp s={socket}");
+            if self.udp_on_queued {
+                // Our own WM_UDP_ON is queued and answers what waits. Every recvfrom
+                // re-enables FD_READ, and Winsock posts one more while datagrams remain, so a
+                // turn of 64 recvfrom calls leaves up to 64 FD_READ behind it: serving each
+                // with 64 more would multiply the messages in the queue (seen under Wine: a
+                // flood of datagrams kept the loop in one batch of messages for 30 s).
+                return;
+            }
+            if error != 0 {
+                // Whatever it is, the recvfrom that follows reports it (and it concerns one
+                // datagram at most).
+                log::debug!(
+                    "async-select: udp event {event:#x} with {}",
+                    io::Error::from_raw_os_error(error)
+                );
+            }
+            self.serve_udp(window);
+            return;
+        }
         if let Some(a) = &self.acceptor {
             if a.listener.as_raw_socket() == socket {
                 if error != 0 {
@@ -341,6 +404,26 @@ impl State<'_> {
         }
         for socket in new {
             self.serve(window, socket);
+        }
+    }
+
+    /// Answers up to [`udp::BUDGET`] datagrams. When the budget ran out first the model posts
+    /// itself `WM_UDP_ON`, so the rest is answered after the messages already queued, and
+    /// the `FD_READ` messages Winsock posts meanwhile are ignored. Otherwise the last recvfrom
+    /// said `WSAEWOULDBLOCK`, and even that call re-enables `FD_READ`: the next datagram
+    /// announces itself. Either way one of the two messages is always due.
+    fn serve_udp(&mut self, window: Window) {
+        let ctx = self.ctx;
+        let Some((u, echo)) = self.udp.as_mut() else {
+            return; // shutdown began: a stale message
+        };
+        if echo.serve(u, ctx, udp::BUDGET) == Drained::More && !self.udp_on_queued {
+            self.udp_on_queued = true;
+            if let Err(e) = window.post(WM_UDP_ON, 0, 0) {
+                log::debug!("async-select: cannot post WM_UDP_ON ({e}); deferring");
+                self.udp_on_queued = false;
+                self.udp_on_backlog = true;
+            }
         }
     }
 

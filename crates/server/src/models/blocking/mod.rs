@@ -20,14 +20,18 @@
 //! a connection past the cap, or one whose thread cannot be spawned, is closed at once, counted
 //! in `Stats::refused`, and logged once.
 //!
-//! **UDP** (`--udp`, Linux for now). A thread of its own (the acceptor's thread when there is
-//! no TCP listener) waits in `poll` on the UDP socket and the shutdown waker, and answers up to
-//! 64 datagrams per wake-up (`udp.rs`): the socket stays non-blocking, so a full send buffer
-//! drops an answer instead of stalling the thread.
+//! **UDP** (`--udp`). A thread of its own (the acceptor's thread when there is no TCP listener)
+//! waits on the UDP socket and the shutdown waker — `poll` on Linux, `select` on Windows —
+//! and answers up to 64 datagrams per wake-up (`udp.rs`): the socket stays non-blocking, so a
+//! full send buffer drops an answer instead of stalling the thread. A blocking `recvfrom`
+//! would be the book's version, but nothing portable interrupts it at shutdown.
 //!
 //! **Windows.** The same code over Winsock: the acceptor waits in `select` on the listener and
-//! the waker's socket, the drain wakes client threads with `shutdown(SD_BOTH)`, and the thread
-//! cap is a plain 8,192 (no mapping-count wall there).
+//! the waker's socket, the UDP thread in `select` on the UDP socket and the waker's socket, the
+//! drain wakes client threads with `shutdown(SD_BOTH)`, and the thread cap is a plain 8,192 (no
+//! mapping-count wall there). A datagram larger than the buffer makes `WSARecvFrom` fail with
+//! `WSAEMSGSIZE` (the first bytes copied, the rest dropped); socket2 turns that into the
+//! truncated flag, so it is counted and dropped as on Linux (Wine 8 does the same).
 //!
 //! **Pitfalls.** A thread blocked in `recv` does not see a shutdown flag: to end the drain the
 //! acceptor shuts down (`shutdown(SHUT_RDWR)`) every socket still open, which wakes its thread.

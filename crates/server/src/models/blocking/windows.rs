@@ -26,8 +26,8 @@ pub(super) fn wait_for_client(
     wait_either(listener.as_raw_socket(), waker, timeout)
 }
 
-/// Waits until a datagram is waiting or the waker fires: `(datagram, wake)` (UDP is refused at
-/// bind on Windows for now, so nothing calls this yet).
+/// Waits until a datagram is waiting or the waker fires: `(datagram, wake)`. The UDP thread's
+/// wait is a `select` on the UDP socket and the waker's socket.
 pub(super) fn wait_for_datagram(
     udp: &UdpSocket,
     waker: &Waker,

@@ -20,10 +20,23 @@
 //! the rest. Backpressure needs no `epoll_ctl`: a paused session keeps its `readable` flag and
 //! resumes reading as soon as its output drains.
 //!
-//! **UDP** (`--udp`, Linux for now). The UDP socket is registered with epoll too,
-//! edge-triggered for `EPOLLIN`; an edge marks it ready and the loop answers up to 64 datagrams
-//! per turn (`udp.rs`), staying ready (the next wait has a zero timeout) while the budget runs
-//! out before `EAGAIN`.
+//! **UDP** (`--udp`). On Linux the UDP socket is registered with epoll too, edge-triggered
+//! for `EPOLLIN`; an edge marks it ready and the loop answers up to 64 datagrams per turn
+//! (`udp.rs`), staying ready (the next wait has a zero timeout) while the budget runs out
+//! before `EAGAIN`. On Windows `WSAEventSelect(udp, event, FD_READ)` (no `FD_WRITE`: answers
+//! never wait for room) ties it to an event of its own, and the *accepting* thread serves it:
+//! its wait holds the waker's event, the UDP socket's and the listener's (3 handles), and it
+//! probes the handles above the one the wait names, so neither starves the other.
+//! `WSAEnumNetworkEvents` clears the socket's record and resets the event (`--trace`:
+//! `FD_READ udp s=N`), then up to 64 datagrams are answered; each recvfrom re-enables
+//! `FD_READ`, and a turn that ran out of budget is served again without waiting. A datagram
+//! socket has no connection to hand to a group, and one thread serving it keeps datagrams in
+//! order. While the acceptor waits in `select` (the Wine fallback below) the UDP socket is in
+//! that read set too. With `--no-tcp` the accepting thread waits on the waker and the UDP event
+//! only, and no group ever starts. At shutdown the selection is ended (`WSAEventSelect(udp,
+//! NULL, 0)`) before its event closes: the socket outlives the model. A datagram larger than
+//! the buffer fails `WSARecvFrom` with `WSAEMSGSIZE`, counted and dropped (Wine 8 does the
+//! same).
 //!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`) and memory; one thread, so one core.
 //!

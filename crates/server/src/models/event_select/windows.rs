@@ -1,16 +1,20 @@
 //! `WSAEventSelect` + `WSAWaitForMultipleEvents` + `WSAEnumNetworkEvents`, in groups of 62
-//! sockets per thread (`models/groups_windows.rs`).
+//! sockets per thread (`models/groups_windows.rs`); the UDP socket (`--udp`) on the accepting
+//! thread, its event beside the listener's.
 
-use crate::models::groups_windows::{self, Flow, Member};
+use crate::models::groups_windows::{self, Beside, Flow, Member};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::stats::Stats;
-use crate::sys::network_events::{event_select, network_events, FD_CLOSE, FD_READ, FD_WRITE};
+use crate::sys::network_events::{
+    clear_event_select, event_select, network_events, FD_CLOSE, FD_READ, FD_WRITE,
+};
 use crate::sys::Event;
 use crate::trace::{trace_event, Trace};
+use crate::udp::{self, Drained, UdpEcho};
 use crate::Ctx;
 use std::io;
-use std::net::{TcpListener, TcpStream};
-use std::os::windows::io::AsRawSocket;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use windows_sys::Win32::Foundation::HANDLE;
@@ -22,10 +26,75 @@ pub(crate) fn availability() -> Result<(), String> {
 }
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-    let listener = crate::models::tcp_only(listener)?;
-    groups_windows::serve(listener, ctx, "event-select", |stream| {
+    let mut udp = ctx.udp.as_ref().map(|u| UdpSide::new(u, ctx)).transpose()?;
+    let beside = udp.as_mut().map(|u| u as &mut dyn Beside);
+    groups_windows::serve_with(listener, beside, ctx, "event-select", |stream| {
         EventConn::new(stream, ctx)
     })
+}
+
+/// The UDP socket, selected for `FD_READ` on an event of its own and served on the accepting
+/// thread ([`Beside`]): its event is one more handle in that thread's wait.
+struct UdpSide<'c> {
+    socket: &'c UdpSocket,
+    event: Event,
+    echo: UdpEcho,
+    ctx: &'c Ctx,
+}
+
+impl<'c> UdpSide<'c> {
+    /// `WSAEventSelect(udp, event, FD_READ)`: no `FD_WRITE`, since answers never wait for room
+    /// (a full send buffer drops one). Datagrams already waiting are recorded at once.
+    fn new(socket: &'c UdpSocket, ctx: &'c Ctx) -> io::Result<UdpSide<'c>> {
+        let event = Event::new()?;
+        event_select(socket, &event, FD_READ)?;
+        Ok(UdpSide {
+            socket,
+            event,
+            echo: UdpEcho::new(ctx),
+            ctx,
+        })
+    }
+}
+
+impl Beside for UdpSide<'_> {
+    fn handle(&self) -> HANDLE {
+        self.event.handle()
+    }
+
+    fn socket(&self) -> RawSocket {
+        self.socket.as_raw_socket()
+    }
+
+    /// Reads and clears the socket's record (resetting the event), then answers up to
+    /// [`udp::BUDGET`] datagrams. Each recvfrom re-enables `FD_READ`, posted again while
+    /// datagrams remain; a turn that ran out of budget also asks to go again, so the rest is
+    /// answered after the accepting thread's other work whatever Winsock records.
+    fn serve(&mut self) -> io::Result<Flow> {
+        let ne = network_events(self.socket, &self.event)?;
+        self.ctx.stats.syscalls.fetch_add(1, Relaxed);
+        if ne.has(FD_READ) {
+            trace_event!(self.ctx.trace, "FD_READ udp s={}", self.socket());
+            if let Some(e) = ne.error(FD_READ) {
+                // The recvfrom that follows reports whatever it is (one datagram at most).
+                log::debug!("event-select: FD_READ on the UDP socket carried {e}");
+            }
+        }
+        Ok(match self.echo.serve(self.socket, self.ctx, udp::BUDGET) {
+            Drained::More => Flow::Again,
+            Drained::Empty => Flow::Wait,
+        })
+    }
+}
+
+impl Drop for UdpSide<'_> {
+    /// The socket outlives this (`ctx` owns it) but the event does not: end the selection
+    /// first, so Winsock never signals a closed event.
+    fn drop(&mut self) {
+        if let Err(e) = clear_event_select(self.socket) {
+            log::debug!("event-select: cannot end the UDP socket's selection: {e}");
+        }
+    }
 }
 
 /// One socket with its event object.

@@ -14,10 +14,11 @@
 //! is sent in the same turn as the request that caused it, and only a send that would block puts
 //! the socket in the write set.
 //!
-//! **UDP** (`--udp`, Linux for now). The UDP socket is one more descriptor in the read set;
-//! when `select` reports it readable the loop answers up to 64 datagrams (`udp.rs`), then goes
-//! on with the connections. Level-triggered: datagrams still waiting make the next `select`
-//! return at once.
+//! **UDP** (`--udp`). The UDP socket is one more descriptor in the read set, on both OSes (on
+//! Windows one more entry of the `fd_set`: it takes a place of the count cap); when `select`
+//! reports it readable the loop answers up to 64 datagrams (`udp.rs`), then goes on with the
+//! connections. Level-triggered: datagrams still waiting make the next `select` return at
+//! once. With `--no-tcp` the read set holds the waker and the UDP socket only.
 //!
 //! **Limits.** An `fd_set` is a bitmap indexed by descriptor *value*, `FD_SETSIZE` = 1024 bits:
 //! a descriptor numbered 1024 or above cannot be waited on at all, whatever the number of
