@@ -88,19 +88,6 @@ pub(crate) fn run(model: Model, listener: Option<TcpListener>, ctx: &Ctx) -> io:
     }
 }
 
-/// The listener of a model that serves TCP only on this OS: on Windows, the completion models
-/// (overlapped-event, overlapped-routine, completion-port) until their UDP arrives; they need
-/// their TCP listener (`--no-tcp` is an error there).
-#[cfg_attr(target_os = "linux", allow(dead_code))]
-pub(crate) fn tcp_only(listener: Option<TcpListener>) -> io::Result<TcpListener> {
-    listener.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::Unsupported,
-            "UDP is not implemented on this OS yet: this model needs its TCP listener",
-        )
-    })
-}
-
 /// The shutdown sequence as a model's loop sees it: serving, then draining until the
 /// connections are gone or the deadline passes.
 pub(crate) struct Drain {
