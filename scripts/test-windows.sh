@@ -193,8 +193,53 @@ for mode in tcp tls udp; do
     serve_and_echo "$m" "$mode"
   done
 done
+# The UDP tools across the two OSes: the Linux `iomodels udp send` to `iomodels.exe udp recv`
+# under Wine — unicast, then to a multicast group the Windows receiver joined on 127.0.0.1 —
+# and `iomodels.exe udp send` to a Linux receiver of a group. Each receiver must count all 200
+# datagrams of the sender's run, none lost. The Linux binary is the one the Linux tests built
+# (scripts/test.sh runs them first); alone, this script builds it (rustup's toolchain, the
+# default target directory).
+linux_exe="$root/target/debug/iomodels"
+if [ ! -x "$linux_exe" ]; then
+  env -u RUSTC -u RUSTDOC -u RUSTC_BOOTSTRAP -u CARGO_TARGET_DIR cargo build -q --bin iomodels
+fi
+udp_port=$((40000 + $$ % 20000))
+group="239.255.$(($$ % 251)).77"
+# udp_tool NAME RECEIVER SENDER DEST: starts `RECEIVER udp recv` (bound on DEST's port, and
+# joined to DEST's group when it is one), then `SENDER udp send --to DEST` 200 datagrams, and
+# checks the receiver's JSON; counts a pass or a failure.
+udp_tool() {
+  local name=$1 dest=$4 rx tx join=() send=() rpid ok=1
+  read -ra rx <<<"$2"
+  read -ra tx <<<"$3"
+  if [ "${dest%%.*}" = 239 ]; then
+    join=(--listen "0.0.0.0:${dest##*:}" --multicast "${dest%:*}" --iface 127.0.0.1)
+    send=(--iface 127.0.0.1 --loop)
+  else
+    join=(--listen "$dest")
+  fi
+  timeout 60 "${rx[@]}" udp recv "${join[@]}" --count 200 --duration 30s --json >"$echoed" 2>"$peer_err" &
+  rpid=$!
+  for _ in $(seq 150); do grep -q 'listening on' "$peer_err" && break; sleep 0.1; done
+  if ! grep -q 'listening on' "$peer_err"; then
+    echo "$name: the receiver did not start: $(head -c 300 "$peer_err")" >&2
+    ok=0
+  elif ! timeout 60 "${tx[@]}" udp send --to "$dest" "${send[@]}" --count 200 --rate 2000 >"$served" 2>&1; then
+    echo "$name: the sender failed: $(tail -n 3 "$served")" >&2
+    ok=0
+  fi
+  wait "$rpid" || ok=0
+  if [ "$ok" = 1 ] && ! grep -q '"received":200,"unique":200,"lost":0' "$echoed"; then
+    echo "$name: the receiver did not count 200 of 200: $(head -c 400 "$echoed") $(head -c 200 "$peer_err")" >&2
+    ok=0
+  fi
+  if [ "$ok" = 1 ]; then cli_pass=$((cli_pass + 1)); echo "$name ok"; else cli_fail=$((cli_fail + 1)); fi
+}
+udp_tool "windows cli udp tools: Linux send -> Windows recv (unicast)" "wine $exe" "$linux_exe" "127.0.0.1:$udp_port"
+udp_tool "windows cli udp tools: Linux send -> Windows recv ($group)" "wine $exe" "$linux_exe" "$group:$((udp_port + 1))"
+udp_tool "windows cli udp tools: Windows send -> Linux recv ($group)" "$linux_exe" "wine $exe" "$group:$((udp_port + 2))"
 rm -rf "$payload" "$echoed" "$served" "$peer_err" "$tls_dir" "$dgram_dir"
-echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain, TLS and UDP, socat from Linux)" | tee -a "$log"
+echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain, TLS and UDP, socat from Linux; udp send/recv across the two)" | tee -a "$log"
 [ "$cli_fail" = 0 ] || status=1
 # The binary must list every model with its Winsock mechanism.
 for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do
