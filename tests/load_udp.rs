@@ -93,7 +93,14 @@ fn the_table_reports_datagrams_and_loss() {
     let s = Served::start(&["--udp", "--no-tcp"]);
     let addr = s.addr.to_string();
     let out = iomodels(&[
-        "load", "--udp", "--connect", &addr, "--conns", "4", "--duration", "300ms",
+        "load",
+        "--udp",
+        "--connect",
+        &addr,
+        "--conns",
+        "4",
+        "--duration",
+        "300ms",
     ]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
@@ -120,7 +127,14 @@ fn nobody_at_the_port_is_one_line_not_a_count_of_losses() {
         .unwrap()
         .to_string();
     let out = iomodels(&[
-        "load", "--udp", "--connect", &addr, "--conns", "3", "--duration", "5s",
+        "load",
+        "--udp",
+        "--connect",
+        &addr,
+        "--conns",
+        "3",
+        "--duration",
+        "5s",
     ]);
     assert_one_line_error(
         &out,
@@ -139,7 +153,14 @@ fn udp_flag_combinations_that_make_no_sense_are_one_line_errors() {
         (&["--udp-timeout", "0s"], &["--udp-timeout"]),
     ];
     for (extra, needles) in cases {
-        let mut args = vec!["load", "--udp", "--connect", "127.0.0.1:9", "--duration", "1s"];
+        let mut args = vec![
+            "load",
+            "--udp",
+            "--connect",
+            "127.0.0.1:9",
+            "--duration",
+            "1s",
+        ];
         args.extend_from_slice(extra);
         assert_one_line_error(&iomodels(&args), needles);
     }

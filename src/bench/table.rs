@@ -144,6 +144,27 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
                 kind: ColKind::StopReason,
             },
         ],
+        "udp" => vec![
+            Column::stat("datagrams/s", |r| r.msgs_per_sec, Fmt::Count),
+            Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),
+            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
+            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
+            Column::stat("loss %", |r| r.loss_percent, Fmt::Sig),
+            Column {
+                header: "CPU s/M dgrams",
+                ..cpu_per_million
+            },
+            Column::stat("ctx sw/1k dgrams", |r| r.ctx_switches_per_1k, Fmt::Sig),
+            Column {
+                header: "wake-ups/dgram",
+                ..wakeups
+            },
+            Column::stat("syscalls/dgram", |r| r.syscalls_per_msg, Fmt::Sig),
+            Column {
+                header: "errors",
+                kind: ColKind::Errors,
+            },
+        ],
         _ => vec![
             Column::stat("msgs/s", |r| r.msgs_per_sec, Fmt::Count),
             Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),

@@ -96,8 +96,8 @@ use hdrhistogram::Histogram;
 
 pub use idle::{hold_idle, IdleConfig, IdleReport, Phase};
 pub use report::{Latency, LoadReport, UdpCounts};
-pub use udp::{HEADER as UDP_HEADER, MAX_DATAGRAM as UDP_MAX_DATAGRAM};
 pub use tls::TlsClient;
+pub use udp::{HEADER as UDP_HEADER, MAX_DATAGRAM as UDP_MAX_DATAGRAM};
 
 use cpu::{cpu_time, Who};
 use cycle::run_cycle_worker;
@@ -505,9 +505,27 @@ mod tests {
     fn validate_rejects_udp_combinations_with_one_line_reasons() {
         let udp = |c: LoadConfig| LoadConfig { udp: true, ..c };
         let cases = [
-            (udp(LoadConfig { size: 7, ..Default::default() }), "at least 8"),
-            (udp(LoadConfig { size: 65_508, ..Default::default() }), "at most 65507"),
-            (udp(LoadConfig { handshakes: true, ..Default::default() }), "drop --udp"),
+            (
+                udp(LoadConfig {
+                    size: 7,
+                    ..Default::default()
+                }),
+                "at least 8",
+            ),
+            (
+                udp(LoadConfig {
+                    size: 65_508,
+                    ..Default::default()
+                }),
+                "at most 65507",
+            ),
+            (
+                udp(LoadConfig {
+                    handshakes: true,
+                    ..Default::default()
+                }),
+                "drop --udp",
+            ),
             (
                 udp(LoadConfig {
                     udp_timeout: Duration::ZERO,
@@ -518,10 +536,20 @@ mod tests {
         ];
         for (cfg, want) in cases {
             let e = cfg.validate().unwrap_err();
-            assert!(e.starts_with("--") && !e.contains('\n') && e.contains(want), "{e}");
+            assert!(
+                e.starts_with("--") && !e.contains('\n') && e.contains(want),
+                "{e}"
+            );
         }
         for size in [UDP_HEADER, 64, UDP_MAX_DATAGRAM] {
-            assert_eq!(udp(LoadConfig { size, ..Default::default() }).validate(), Ok(()));
+            assert_eq!(
+                udp(LoadConfig {
+                    size,
+                    ..Default::default()
+                })
+                .validate(),
+                Ok(())
+            );
         }
     }
 

@@ -280,7 +280,8 @@ impl LoadReport {
             "{:<13} min {}  p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
             "latency (us)", l.min, l.p50, l.p99, l.p999, l.max, l.mean
         );
-        let _ = writeln!(
+        let _ =
+            writeln!(
             s,
             "{:<13} sent {}  received {}  lost {} ({:.3} %, timeout {} ms)  late {}  duplicated {}",
             "datagrams", u.sent, u.received, u.lost, u.loss_percent, u.timeout_ms, u.late,

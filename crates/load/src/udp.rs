@@ -286,7 +286,8 @@ pub(crate) fn run_udp_worker(
     let start = Instant::now();
     let cpu_start = cpu_time(Who::Thread);
     let (send_deadline, _) = deadlines(cfg, start);
-    let scan_every = (cfg.udp_timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(25));
+    let scan_every =
+        (cfg.udp_timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(25));
     let mut next_scan = start + scan_every;
     let mut last_echo: Option<Instant> = None;
     let mut sending = true;
@@ -405,7 +406,11 @@ mod tests {
         assert!(matches!(f.judge(&a, 64), Verdict::Received(_)));
         assert!(matches!(f.judge(&a, 64), Verdict::Duplicated));
         let mut r = Counters::default();
-        f.expire(Instant::now() + Duration::from_secs(1), Duration::from_millis(200), &mut r);
+        f.expire(
+            Instant::now() + Duration::from_secs(1),
+            Duration::from_millis(200),
+            &mut r,
+        );
         assert_eq!(r.udp_lost, 1);
         assert!(matches!(f.judge(&c, 64), Verdict::Late));
         assert!(matches!(f.judge(&c, 64), Verdict::Duplicated));
@@ -418,7 +423,10 @@ mod tests {
         for at in [0, 7, 8, 50, 99] {
             let mut bad = a.clone();
             bad[at] ^= 0x40;
-            assert!(matches!(f.judge(&bad, 100), Verdict::Mismatch), "flip at {at}");
+            assert!(
+                matches!(f.judge(&bad, 100), Verdict::Mismatch),
+                "flip at {at}"
+            );
         }
         assert!(matches!(f.judge(&a[..99], 100), Verdict::Mismatch));
         // Another flow's datagram with the same sequence number.

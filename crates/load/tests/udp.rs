@@ -161,7 +161,11 @@ fn every_model_echoes_every_datagram_and_each_verifies() {
         assert_eq!(u.sent, 8 * 250, "{model}: {r:?}");
         // Loopback may drop under a burst; almost everything must come back.
         assert!(u.received >= u.sent * 9 / 10, "{model}: {r:?}");
-        assert_eq!((r.mismatches, u.duplicated, u.refused), (0, 0, 0), "{model}");
+        assert_eq!(
+            (r.mismatches, u.duplicated, u.refused),
+            (0, 0, 0),
+            "{model}"
+        );
         assert_balanced(&r);
         assert!(r.latency_us.p50 > 0 && r.latency_us.p50 <= r.latency_us.p99);
         assert!(took < Duration::from_secs(10), "{model}: {took:?}");
@@ -267,7 +271,10 @@ fn the_smallest_and_the_largest_datagram_verify() {
 #[test]
 fn nobody_at_the_port_refuses_every_socket_at_once() {
     // A port that was just free: bind, note it, close.
-    let addr = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (r, took) = timed(&LoadConfig {
         messages_per_conn: None,
         duration: Duration::from_secs(5),
@@ -276,7 +283,10 @@ fn nobody_at_the_port_refuses_every_socket_at_once() {
     let u = r.udp.clone().unwrap();
     assert_eq!((u.refused, u.received), (4, 0), "{r:?}");
     assert!(!r.is_clean());
-    assert!(took < Duration::from_secs(2), "refused sockets end the run: {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "refused sockets end the run: {took:?}"
+    );
 }
 
 #[test]
@@ -284,7 +294,14 @@ fn the_report_names_udp_in_table_and_json() {
     let peer = Peer::start(Mode::Echo);
     let r = run(&cfg(peer.addr)).unwrap();
     let table = r.to_table();
-    for want in ["(UDP)", "datagrams/s", "sent 1200", "late 0", "duplicated 0", "(clean)"] {
+    for want in [
+        "(UDP)",
+        "datagrams/s",
+        "sent 1200",
+        "late 0",
+        "duplicated 0",
+        "(clean)",
+    ] {
         assert!(table.contains(want), "{want:?} in\n{table}");
     }
     let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
