@@ -57,9 +57,6 @@ pub const HEADER: usize = 8;
 /// The largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IPv4 header bytes).
 pub const MAX_DATAGRAM: usize = 65_507;
 
-/// Datagrams read from one socket per readiness event before the others get a turn.
-const READ_BATCH: usize = 64;
-
 /// One socket and the datagrams it has in flight.
 struct Flow {
     sock: Option<UdpSocket>,
@@ -153,8 +150,9 @@ impl Flow {
         }
     }
 
-    /// Reads and judges the echoes waiting on the socket; returns the time of the last
-    /// verified echo, if any.
+    /// Reads and judges the echoes waiting on the socket, to `WouldBlock` (the readiness is
+    /// edge-triggered; at most `depth` echoes plus duplicates wait); returns the time of the
+    /// last verified echo, if any.
     fn read(
         &mut self,
         size: usize,
@@ -163,10 +161,7 @@ impl Flow {
         r: &mut Counters,
     ) -> io::Result<Option<Instant>> {
         let mut last = None;
-        for _ in 0..READ_BATCH {
-            let Some(sock) = &self.sock else {
-                break;
-            };
+        while let Some(sock) = &self.sock {
             let n = match sock.recv(buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
