@@ -616,4 +616,20 @@ mod tests {
             assert_eq!(l.chars().count(), width, "{l}");
         }
     }
+
+    #[test]
+    fn udp_scenarios_show_datagrams_loss_and_cpu_per_datagram() {
+        let headers: Vec<&str> = columns("udp").iter().map(|c| c.header).collect();
+        for want in [
+            "datagrams/s",
+            "p50 µs",
+            "p99 µs",
+            "loss %",
+            "CPU s/M dgrams",
+            "errors",
+        ] {
+            assert!(headers.contains(&want), "{want} in {headers:?}");
+        }
+        assert!(!columns("pingpong").iter().any(|c| c.header == "loss %"));
+    }
 }
