@@ -130,7 +130,7 @@ struct LoadArgs {
     /// The echo server to load
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9990", value_parser = parse_addr)]
     connect: SocketAddr,
-    /// Connections to open
+    /// Connections to open (with --udp: UDP sockets)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     conns: u32,
     /// Bytes per message. Units: B, KiB, MiB, KB, MB

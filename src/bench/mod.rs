@@ -48,7 +48,7 @@ pub struct BenchArgs {
     /// A short subset that runs in seconds (for CI and tests; numbers not to be trusted)
     #[arg(long)]
     quick: bool,
-    /// Measured time of each ping-pong run
+    /// Measured time of each ping-pong and UDP run
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = iomodels_core::units::parse_duration)]
     duration: Duration,
     /// Datagrams each socket keeps in flight in the UDP scenarios
