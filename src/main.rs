@@ -130,7 +130,7 @@ struct LoadArgs {
     /// The echo server to load
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9990", value_parser = parse_addr)]
     connect: SocketAddr,
-    /// Connections to open
+    /// Connections to open (with --udp: UDP sockets)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     conns: u32,
     /// Bytes per message. Units: B, KiB, MiB, KB, MB
@@ -161,6 +161,17 @@ struct LoadArgs {
     /// the failed cycles; --messages limits the cycles per connection
     #[arg(long, conflicts_with = "idle")]
     handshakes: bool,
+    /// UDP mode, for `serve --udp`: --conns UDP sockets, each connect()ed to the server and
+    /// keeping --depth datagrams of --size bytes (8 to 65507; the first 8 carry a sequence
+    /// number) in flight. Every echo is verified byte for byte, matched by its sequence number
+    /// in any order; reports datagrams/s, latency, and sent / received / lost / late /
+    /// duplicated. --messages counts the datagrams each socket sends
+    #[arg(long)]
+    udp: bool,
+    /// With --udp: a datagram not echoed within this time is counted lost and replaced by a
+    /// new one (an echo arriving later is counted late, not as an error)
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    udp_timeout: Duration,
     #[command(flatten)]
     tls: tls::LoadTlsArgs,
 }
@@ -438,6 +449,16 @@ fn load(args: LoadArgs) -> Result<()> {
     if let Err(e) = iomodels_server::sys::raise_nofile_limit() {
         log::warn!("cannot raise RLIMIT_NOFILE: {e}");
     }
+    if args.udp {
+        if args.idle {
+            return Err(anyhow!("--idle holds TCP connections: drop --udp"));
+        }
+        if args.tls.tls {
+            return Err(anyhow!(
+                "--udp has no TLS (there is no DTLS here): drop --tls"
+            ));
+        }
+    }
     if args.idle {
         if args.tls.tls {
             return Err(anyhow!("--idle holds plain TCP connections: drop --tls"));
@@ -455,6 +476,8 @@ fn load(args: LoadArgs) -> Result<()> {
         threads: args.threads,
         tls,
         handshakes: args.handshakes,
+        udp: args.udp,
+        udp_timeout: args.udp_timeout,
         ..LoadConfig::default()
     };
     cfg.validate().map_err(|e| anyhow!(e))?;
@@ -464,6 +487,15 @@ fn load(args: LoadArgs) -> Result<()> {
     // certificate) is the whole answer.
     if let (Some(why), 0) = (&report.tls_error, report.messages) {
         return Err(anyhow!("TLS handshake with {} failed: {why}", args.connect));
+    }
+    // Every socket met an ICMP port unreachable and nothing came back: nobody is there.
+    if let Some(u) = &report.udp {
+        if u.refused > 0 && u.received == 0 {
+            return Err(anyhow!(
+                "no UDP echo server at {} (connection refused)",
+                args.connect
+            ));
+        }
     }
     if args.json {
         println!("{}", report.to_json());
@@ -475,6 +507,18 @@ fn load(args: LoadArgs) -> Result<()> {
             "no connection to {} could be established ({} connect errors)",
             args.connect,
             report.connect_errors
+        ));
+    }
+    if let (Some(u), false) = (&report.udp, report.is_clean()) {
+        return Err(anyhow!(
+            "the run was not clean: {} socket errors, {} refused, {} I/O errors, {} mismatches \
+             ({} of {} datagrams lost)",
+            report.connect_errors,
+            u.refused,
+            report.io_errors,
+            report.mismatches,
+            u.lost,
+            u.sent
         ));
     }
     if !report.is_clean() {

@@ -38,7 +38,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     models: Vec<String>,
     /// Scenarios to run, comma-separated: pp64-1, pp64-100, pp64-1000, pp4k-100, pp64k-10,
-    /// idle, c12k, max-conns [default: all; with --quick: pp64-100, idle, c12k]
+    /// udp64-100, udp1400-100 (UDP echo: serve --udp --no-tcp, load --udp), idle, c12k,
+    /// max-conns [default: all; with --quick: pp64-100, idle, c12k]
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Repetitions of every model and scenario (medians and min-max are reported)
@@ -47,9 +48,12 @@ pub struct BenchArgs {
     /// A short subset that runs in seconds (for CI and tests; numbers not to be trusted)
     #[arg(long)]
     quick: bool,
-    /// Measured time of each ping-pong run
+    /// Measured time of each ping-pong and UDP run
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = iomodels_core::units::parse_duration)]
     duration: Duration,
+    /// Datagrams each socket keeps in flight in the UDP scenarios
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    udp_depth: u32,
     /// Idle connections the idle scenario holds
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     idle: usize,
@@ -72,6 +76,13 @@ pub struct BenchArgs {
 enum Scenario {
     /// Closed-loop echo: `conns` connections, one `size`-byte message in flight each.
     PingPong {
+        name: &'static str,
+        conns: usize,
+        size: usize,
+    },
+    /// Closed-loop UDP echo: `conns` sockets, `depth` datagrams of `size` bytes in flight
+    /// each (`--udp-depth`), against `serve --udp --no-tcp`.
+    Udp {
         name: &'static str,
         conns: usize,
         size: usize,
@@ -112,10 +123,24 @@ const PINGPONGS: [Scenario; 5] = [
     },
 ];
 
+/// The UDP scenarios: not in `--quick` (CI), in the full list.
+const UDPS: [Scenario; 2] = [
+    Scenario::Udp {
+        name: "udp64-100",
+        conns: 100,
+        size: 64,
+    },
+    Scenario::Udp {
+        name: "udp1400-100",
+        conns: 100,
+        size: 1400,
+    },
+];
+
 impl Scenario {
     fn name(self) -> &'static str {
         match self {
-            Scenario::PingPong { name, .. } => name,
+            Scenario::PingPong { name, .. } | Scenario::Udp { name, .. } => name,
             Scenario::Idle => "idle",
             Scenario::C12k => "c12k",
             Scenario::MaxConns => "max-conns",
@@ -125,6 +150,7 @@ impl Scenario {
     fn kind(self) -> &'static str {
         match self {
             Scenario::PingPong { .. } => "pingpong",
+            Scenario::Udp { .. } => "udp",
             Scenario::Idle => "idle",
             Scenario::C12k => "c12k",
             Scenario::MaxConns => "max-conns",
@@ -133,6 +159,7 @@ impl Scenario {
 
     fn all() -> Vec<Scenario> {
         let mut v = PINGPONGS.to_vec();
+        v.extend(UDPS);
         v.extend([Scenario::Idle, Scenario::C12k, Scenario::MaxConns]);
         v
     }
@@ -161,6 +188,8 @@ struct Plan {
     c12k_hold: Duration,
     max_conns: usize,
     pinned: bool,
+    /// Datagrams in flight per socket in the UDP scenarios.
+    udp_depth: usize,
 }
 
 /// One server to measure: a model, or the tokio reference.
@@ -178,11 +207,15 @@ impl Participant {
         }
     }
 
-    fn serve_args(&self, pinned: bool) -> Vec<String> {
+    /// `iomodels serve` arguments; `udp`: UDP only (`--udp --no-tcp`).
+    fn serve_args(&self, pinned: bool, udp: bool) -> Vec<String> {
         let listen = ["--listen".to_string(), "127.0.0.1:0".to_string()];
         match self {
             Participant::Model(m) => {
                 let mut a = vec!["serve".into(), "--model".into(), m.name().into()];
+                if udp {
+                    a.extend(["--udp".into(), "--no-tcp".into()]);
+                }
                 if *m == Model::CompletionPort && pinned {
                     // One CPU for the server: one worker (two would only contend for it).
                     a.extend(["--workers".into(), "1".into()]);
@@ -210,13 +243,18 @@ struct Server {
 
 impl Server {
     fn start(p: &Participant, plan: &Plan) -> Result<Server> {
+        Server::start_serving(p, plan, false)
+    }
+
+    /// Starts `p`; with `udp`, serving UDP alone.
+    fn start_serving(p: &Participant, plan: &Plan, udp: bool) -> Result<Server> {
         // The child inherits the affinity of the thread that starts it: pin this thread to
         // the server's CPU for the spawn, then back to the load generator's.
         if plan.pinned {
             pin_current_thread(0).context("cannot pin to CPU 0")?;
         }
         let spawned = Command::new(std::env::current_exe()?)
-            .args(p.serve_args(plan.pinned))
+            .args(p.serve_args(plan.pinned, udp))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -294,6 +332,7 @@ struct Sample {
     ctx_per_1k: Option<f64>,
     wakeups_per_msg: Option<f64>,
     syscalls_per_msg: Option<f64>,
+    loss_percent: Option<f64>,
     rss_per_conn: Option<f64>,
     conns_held: Option<u64>,
     stop_reason: Option<String>,
@@ -369,6 +408,44 @@ fn pingpong(p: &Participant, plan: &Plan, conns: usize, size: usize) -> Result<S
         p999: Some(report.latency_us.p999 as f64),
         mismatches: report.mismatches + warm.mismatches,
         errors: report.connect_errors + report.io_errors + report.incomplete,
+        ..Sample::default()
+    };
+    per_message(&mut s, &a, &b, report.messages);
+    Ok(s)
+}
+
+/// Closed-loop UDP echo: `conns` sockets with `plan.udp_depth` datagrams of `size` bytes in
+/// flight each, against the model serving UDP alone.
+fn udp(p: &Participant, plan: &Plan, conns: usize, size: usize) -> Result<Sample> {
+    if matches!(p, Participant::Tokio) {
+        bail!("the tokio reference serves TCP only");
+    }
+    let mut server = Server::start_serving(p, plan, true)?;
+    let addr = server.addr;
+    let cfg = |duration| LoadConfig {
+        connect: addr,
+        conns,
+        size,
+        depth: plan.udp_depth,
+        duration,
+        udp: true,
+        ..LoadConfig::default()
+    };
+    let warm = iomodels_load::run(&cfg(plan.warmup))?;
+    let a = read(&mut server);
+    let report = iomodels_load::run(&cfg(plan.duration))?;
+    let b = read(&mut server);
+    server.stop();
+    let u = report.udp.clone().unwrap_or_default();
+    let mut s = Sample {
+        msgs_per_sec: Some(report.msgs_per_sec),
+        mb_per_sec: Some(report.mb_per_sec),
+        p50: Some(report.latency_us.p50 as f64),
+        p99: Some(report.latency_us.p99 as f64),
+        p999: Some(report.latency_us.p999 as f64),
+        loss_percent: Some(u.loss_percent),
+        mismatches: report.mismatches + warm.mismatches,
+        errors: report.connect_errors + report.io_errors + u.refused,
         ..Sample::default()
     };
     per_message(&mut s, &a, &b, report.messages);
@@ -503,6 +580,7 @@ fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
 fn run_one(p: &Participant, sc: Scenario, plan: &Plan) -> Result<Sample> {
     match sc {
         Scenario::PingPong { conns, size, .. } => pingpong(p, plan, conns, size),
+        Scenario::Udp { conns, size, .. } => udp(p, plan, conns, size),
         Scenario::Idle => idle(p, plan),
         Scenario::C12k => c12k(p, plan),
         Scenario::MaxConns => max_conns(p, plan),
@@ -538,6 +616,7 @@ fn row(model: &str, samples: &[Sample]) -> Row {
         ctx_switches_per_1k: stat(&|s| s.ctx_per_1k),
         wakeups_per_msg: stat(&|s| s.wakeups_per_msg),
         syscalls_per_msg: stat(&|s| s.syscalls_per_msg),
+        loss_percent: stat(&|s| s.loss_percent),
         rss_per_conn_bytes: stat(&|s| s.rss_per_conn),
         conns_held: {
             let mut v: Vec<u64> = samples.iter().filter_map(|s| s.conns_held).collect();
@@ -567,6 +646,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             c12k_hold: Duration::from_millis(1500),
             max_conns: args.max_conns.unwrap_or(1500),
             pinned,
+            udp_depth: args.udp_depth as usize,
         }
     } else {
         Plan {
@@ -579,6 +659,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             // Both processes need a descriptor per connection, plus a few of their own.
             max_conns: args.max_conns.unwrap_or(nofile.saturating_sub(100)),
             pinned,
+            udp_depth: args.udp_depth as usize,
         }
     };
     let participants: Vec<Participant> = if args.models.is_empty() {
@@ -722,6 +803,12 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
     match sc {
         Scenario::PingPong { conns, size, .. } => format!(
             "closed-loop echo: {conns} connection(s), one {size} B message in flight each, {:.1} s measured after a {:.1} s warm-up",
+            plan.duration.as_secs_f64(),
+            plan.warmup.as_secs_f64()
+        ),
+        Scenario::Udp { conns, size, .. } => format!(
+            "closed-loop UDP echo (serve --udp --no-tcp): {conns} socket(s), {} {size} B datagram(s) in flight each, lost after 200 ms and replaced, {:.1} s measured after a {:.1} s warm-up",
+            plan.udp_depth,
             plan.duration.as_secs_f64(),
             plan.warmup.as_secs_f64()
         ),

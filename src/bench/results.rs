@@ -91,6 +91,9 @@ pub struct Row {
     pub wakeups_per_msg: Option<Stat>,
     /// Socket system calls (or io_uring operations) the model issued, per message.
     pub syscalls_per_msg: Option<Stat>,
+    /// UDP scenarios: datagrams not echoed within the loss timeout, % of those sent.
+    #[serde(default)]
+    pub loss_percent: Option<Stat>,
     /// Server RSS growth per open connection, bytes (idle, c12k, max-conns).
     pub rss_per_conn_bytes: Option<Stat>,
     /// Connections held (idle, c12k, max-conns).
@@ -145,6 +148,7 @@ impl Row {
             ctx_switches_per_1k: None,
             wakeups_per_msg: None,
             syscalls_per_msg: None,
+            loss_percent: None,
             rss_per_conn_bytes: None,
             conns_held: None,
             stop_reason: None,

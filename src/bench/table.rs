@@ -144,6 +144,27 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
                 kind: ColKind::StopReason,
             },
         ],
+        "udp" => vec![
+            Column::stat("datagrams/s", |r| r.msgs_per_sec, Fmt::Count),
+            Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),
+            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
+            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
+            Column::stat("loss %", |r| r.loss_percent, Fmt::Sig),
+            Column {
+                header: "CPU s/M dgrams",
+                ..cpu_per_million
+            },
+            Column::stat("ctx sw/1k dgrams", |r| r.ctx_switches_per_1k, Fmt::Sig),
+            Column {
+                header: "wake-ups/dgram",
+                ..wakeups
+            },
+            Column::stat("syscalls/dgram", |r| r.syscalls_per_msg, Fmt::Sig),
+            Column {
+                header: "errors",
+                kind: ColKind::Errors,
+            },
+        ],
         _ => vec![
             Column::stat("msgs/s", |r| r.msgs_per_sec, Fmt::Count),
             Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),
@@ -594,5 +615,21 @@ mod tests {
         for l in &lines {
             assert_eq!(l.chars().count(), width, "{l}");
         }
+    }
+
+    #[test]
+    fn udp_scenarios_show_datagrams_loss_and_cpu_per_datagram() {
+        let headers: Vec<&str> = columns("udp").iter().map(|c| c.header).collect();
+        for want in [
+            "datagrams/s",
+            "p50 µs",
+            "p99 µs",
+            "loss %",
+            "CPU s/M dgrams",
+            "errors",
+        ] {
+            assert!(headers.contains(&want), "{want} in {headers:?}");
+        }
+        assert!(!columns("pingpong").iter().any(|c| c.header == "loss %"));
     }
 }

@@ -89,6 +89,7 @@ fn main() {
             drain_timeout: Duration::from_secs(5),
             tls: None,
             handshakes: false,
+            ..LoadConfig::default()
         };
         let cpu0 = task_cpu(child.id());
         let t0 = Instant::now();

@@ -55,6 +55,15 @@
 //! and close, and the report counts [`LoadReport::handshakes`] (completed cycles) per second,
 //! with the cycle time in [`LoadReport::latency_us`] (see the `cycle` module).
 //!
+//! ## UDP
+//!
+//! With [`LoadConfig::udp`], each of the `conns` is a UDP socket `connect`ed to the server,
+//! keeping `depth` datagrams of `size` bytes in flight; each datagram carries its sequence
+//! number, so every echo is verified byte for byte and matched even out of order. A datagram
+//! not answered within [`LoadConfig::udp_timeout`] is counted lost and replaced, so loss never
+//! stalls the run; echoes that come after their timeout, or twice, are counted apart (see the
+//! `udp` module and [`UdpCounts`]).
+//!
 //! ```no_run
 //! let cfg = iomodels_load::LoadConfig {
 //!     conns: 100,
@@ -75,6 +84,7 @@ mod idle;
 mod pattern;
 mod report;
 mod tls;
+mod udp;
 mod worker;
 
 use std::io;
@@ -85,11 +95,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 pub use idle::{hold_idle, IdleConfig, IdleReport, Phase};
-pub use report::{Latency, LoadReport};
+pub use report::{Latency, LoadReport, UdpCounts};
 pub use tls::TlsClient;
+pub use udp::{HEADER as UDP_HEADER, MAX_DATAGRAM as UDP_MAX_DATAGRAM};
 
 use cpu::{cpu_time, Who};
 use cycle::run_cycle_worker;
+use udp::run_udp_worker;
 use worker::{run_worker, Gate, WorkerResult};
 
 /// The largest accepted [`LoadConfig::depth`].
@@ -123,11 +135,18 @@ pub struct LoadConfig {
     /// full TLS handshake, echoes one message of `size` bytes and closes; `messages_per_conn`
     /// then limits the cycles per connection. Needs `tls`, and `depth` 1.
     pub handshakes: bool,
+    /// Load a UDP echo server: `conns` UDP sockets, each with `depth` datagrams of `size`
+    /// bytes in flight ([`UDP_HEADER`] ≤ `size` ≤ [`UDP_MAX_DATAGRAM`]); `messages_per_conn`
+    /// then counts the datagrams each socket sends. No TLS, no handshakes.
+    pub udp: bool,
+    /// With `udp`: a datagram not echoed within this time is counted lost and replaced.
+    pub udp_timeout: Duration,
 }
 
 impl Default for LoadConfig {
     /// 127.0.0.1:9990, 1 connection, 64 B messages, depth 1, 10 s, no message limit, automatic
-    /// threads, 5 s connect timeout, 5 s drain timeout, plain TCP, messages (not handshakes).
+    /// threads, 5 s connect timeout, 5 s drain timeout, plain TCP, messages (not handshakes);
+    /// with `udp`, a 200 ms loss timeout.
     fn default() -> LoadConfig {
         LoadConfig {
             connect: SocketAddr::from((Ipv4Addr::LOCALHOST, 9990)),
@@ -141,6 +160,8 @@ impl Default for LoadConfig {
             drain_timeout: Duration::from_secs(5),
             tls: None,
             handshakes: false,
+            udp: false,
+            udp_timeout: Duration::from_millis(200),
         }
     }
 }
@@ -171,6 +192,31 @@ impl LoadConfig {
         }
         if self.connect.port() == 0 {
             return Err("--connect needs a non-zero port".into());
+        }
+        if self.udp {
+            if self.tls.is_some() {
+                return Err("--udp has no TLS (there is no DTLS here): drop --tls".into());
+            }
+            if self.handshakes {
+                return Err("--handshakes measures TLS handshakes over TCP: drop --udp".into());
+            }
+            if self.size < udp::HEADER {
+                return Err(format!(
+                    "--size must be at least {} with --udp (each datagram starts with its \
+                     {}-byte sequence number)",
+                    udp::HEADER,
+                    udp::HEADER
+                ));
+            }
+            if self.size > udp::MAX_DATAGRAM {
+                return Err(format!(
+                    "--size must be at most {} with --udp (the largest UDP payload over IPv4)",
+                    udp::MAX_DATAGRAM
+                ));
+            }
+            if self.udp_timeout.is_zero() {
+                return Err("--udp-timeout must be greater than zero".into());
+            }
         }
         if self.handshakes && self.tls.is_none() {
             return Err("--handshakes measures TLS handshakes: add --tls --tls-ca FILE".into());
@@ -224,6 +270,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
                 .spawn_scoped(scope, move || {
                     gate.wait().then(|| match cycle_tls {
                         Some(tls) => run_cycle_worker(poll, i, threads, cfg, tls, barrier),
+                        None if cfg.udp => run_udp_worker(poll, i, threads, cfg, barrier),
                         None => run_worker(poll, i, threads, cfg, barrier),
                     })
                 });
@@ -294,12 +341,23 @@ fn merge(
         client_cpu_percent: 0.0,
         incomplete: 0,
         tls: cfg.tls.is_some(),
-        mode: if cfg.handshakes { "handshakes" } else { "echo" }.to_string(),
+        mode: if cfg.handshakes {
+            "handshakes"
+        } else if cfg.udp {
+            "udp"
+        } else {
+            "echo"
+        }
+        .to_string(),
         handshakes: 0,
         handshakes_per_sec: 0.0,
         handshake_failures: 0,
         tls_errors: 0,
         tls_error: None,
+        udp: cfg.udp.then(|| UdpCounts {
+            timeout_ms: cfg.udp_timeout.as_millis() as u64,
+            ..UdpCounts::default()
+        }),
     };
     let mut start: Option<Instant> = None;
     let mut end: Option<Instant> = None;
@@ -321,6 +379,14 @@ fn merge(
         if report.tls_error.is_none() {
             report.tls_error = r.tls_error.clone();
         }
+        if let Some(u) = report.udp.as_mut() {
+            u.sent += r.udp_sent;
+            u.received += r.messages;
+            u.lost += r.udp_lost;
+            u.late += r.udp_late;
+            u.duplicated += r.udp_duplicated;
+            u.refused += r.udp_refused;
+        }
         start = Some(start.map_or(w.start, |s| s.min(w.start)));
         if let Some(e) = w.end {
             end = Some(end.map_or(e, |x| x.max(e)));
@@ -331,6 +397,11 @@ fn merge(
         };
     }
     report.latency_us = Latency::from_histogram(&hist);
+    if let Some(u) = report.udp.as_mut() {
+        if u.sent > 0 {
+            u.loss_percent = 100.0 * u.lost as f64 / u.sent as f64;
+        }
+    }
     let elapsed = match (start, end) {
         (Some(s), Some(e)) => e.saturating_duration_since(s).as_secs_f64(),
         _ => 0.0,
@@ -428,6 +499,58 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn validate_rejects_udp_combinations_with_one_line_reasons() {
+        let udp = |c: LoadConfig| LoadConfig { udp: true, ..c };
+        let cases = [
+            (
+                udp(LoadConfig {
+                    size: 7,
+                    ..Default::default()
+                }),
+                "at least 8",
+            ),
+            (
+                udp(LoadConfig {
+                    size: 65_508,
+                    ..Default::default()
+                }),
+                "at most 65507",
+            ),
+            (
+                udp(LoadConfig {
+                    handshakes: true,
+                    ..Default::default()
+                }),
+                "drop --udp",
+            ),
+            (
+                udp(LoadConfig {
+                    udp_timeout: Duration::ZERO,
+                    ..Default::default()
+                }),
+                "--udp-timeout",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let e = cfg.validate().unwrap_err();
+            assert!(
+                e.starts_with("--") && !e.contains('\n') && e.contains(want),
+                "{e}"
+            );
+        }
+        for size in [UDP_HEADER, 64, UDP_MAX_DATAGRAM] {
+            assert_eq!(
+                udp(LoadConfig {
+                    size,
+                    ..Default::default()
+                })
+                .validate(),
+                Ok(())
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,31 @@ impl Latency {
     }
 }
 
+/// The datagram counts of a `--udp` run (see the `udp` module for the definitions).
+///
+/// `received` + `lost` + the datagrams that came back corrupted (`mismatches` of the report)
+/// is `sent`, except for datagrams still in flight when a socket failed; `late` and
+/// `duplicated` are echoes on top of that.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UdpCounts {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Echoes verified while their datagram was in flight (= the report's `messages`).
+    pub received: u64,
+    /// Datagrams not echoed within `timeout_ms` (replaced by new ones).
+    pub lost: u64,
+    /// `100 × lost / sent`.
+    pub loss_percent: f64,
+    /// Verified echoes of datagrams already counted lost (they stay counted in `lost`).
+    pub late: u64,
+    /// Verified echoes of datagrams already answered.
+    pub duplicated: u64,
+    /// Sockets closed by `ECONNREFUSED`: an ICMP port unreachable, no server at the address.
+    pub refused: u64,
+    /// The loss timeout, in milliseconds.
+    pub timeout_ms: u64,
+}
+
 /// What a [`run`](crate::run) measured.
 ///
 /// Counters are totals over all connections and threads. Rates are over `elapsed_secs`, the
@@ -103,7 +128,8 @@ pub struct LoadReport {
     /// Whether the connections spoke TLS.
     pub tls: bool,
     /// `"echo"`: connections kept open, messages counted; `"handshakes"`: cycles of connect,
-    /// TLS handshake, one echo, close, counted in `handshakes`.
+    /// TLS handshake, one echo, close, counted in `handshakes`; `"udp"`: UDP sockets, echoed
+    /// datagrams counted in `messages` (and `msgs_per_sec` is datagrams/s), the rest in `udp`.
     pub mode: String,
     /// TLS handshakes completed. In handshake mode: complete cycles (handshake, verified echo
     /// and clean close), each also counted once in `messages`.
@@ -120,6 +146,10 @@ pub struct LoadReport {
     /// The first TLS failure, as rustls words it (e.g. `invalid peer certificate: Expired`);
     /// `null` when there was none.
     pub tls_error: Option<String>,
+    /// `--udp`: datagrams sent, received, lost, late, duplicated; `null` over TCP. In this
+    /// mode `conns_*` count sockets, `messages` the verified echoes, and `mismatches` the
+    /// echoes that did not verify (each datagram once; the socket goes on).
+    pub udp: Option<UdpCounts>,
 }
 
 impl LoadReport {
@@ -132,6 +162,9 @@ impl LoadReport {
     pub fn to_table(&self) -> String {
         let l = &self.latency_us;
         let mut s = String::new();
+        if let Some(u) = &self.udp {
+            return self.udp_table(u);
+        }
         let shape = if self.is_handshakes() {
             "cycles".to_string()
         } else {
@@ -217,6 +250,61 @@ impl LoadReport {
         s
     }
 
+    /// The table of a `--udp` run.
+    fn udp_table(&self, u: &UdpCounts) -> String {
+        let l = &self.latency_us;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<13} {} (UDP)  sockets {}/{}  size {} B  depth {}  threads {}",
+            "target",
+            self.connect,
+            self.conns_established,
+            self.conns_requested,
+            self.size,
+            self.depth,
+            self.threads
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} {} echoes, {} B in {:.3} s",
+            "completed", self.messages, self.bytes, self.elapsed_secs
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} {:.0} datagrams/s  {:.2} MB/s",
+            "throughput", self.msgs_per_sec, self.mb_per_sec
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} min {}  p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+            "latency (us)", l.min, l.p50, l.p99, l.p999, l.max, l.mean
+        );
+        let _ =
+            writeln!(
+            s,
+            "{:<13} sent {}  received {}  lost {} ({:.3} %, timeout {} ms)  late {}  duplicated {}",
+            "datagrams", u.sent, u.received, u.lost, u.loss_percent, u.timeout_ms, u.late,
+            u.duplicated
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} socket {}  refused {}  io {}  mismatches {}{}",
+            "errors",
+            self.connect_errors,
+            u.refused,
+            self.io_errors,
+            self.mismatches,
+            if self.is_clean() { "  (clean)" } else { "" }
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} {:.1} % of one core (this load generator)",
+            "client cpu", self.client_cpu_percent
+        );
+        s
+    }
+
     /// The report as one JSON object on one line (no trailing newline).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -224,9 +312,11 @@ impl LoadReport {
 
     /// True when every requested connection was established (in handshake mode: completed a
     /// cycle) and nothing went wrong: no connect errors, I/O errors, mismatches, TLS failures
-    /// or incomplete messages.
+    /// or incomplete messages. With UDP, also no socket refused; loss, late and duplicated
+    /// echoes do not make a run unclean (UDP allows them; they are reported).
     pub fn is_clean(&self) -> bool {
-        self.conns_established == self.conns_requested
+        self.udp.as_ref().is_none_or(|u| u.refused == 0)
+            && self.conns_established == self.conns_requested
             && self.connect_errors == 0
             && self.io_errors == 0
             && self.mismatches == 0

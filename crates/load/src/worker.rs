@@ -331,6 +331,12 @@ pub(crate) struct Counters {
     pub(crate) tls_error: Option<String>,
     pub(crate) handshakes: u64,
     pub(crate) cycle_failures: u64,
+    /// `--udp`: datagrams sent, counted lost, echoed late, echoed twice; sockets refused.
+    pub(crate) udp_sent: u64,
+    pub(crate) udp_lost: u64,
+    pub(crate) udp_late: u64,
+    pub(crate) udp_duplicated: u64,
+    pub(crate) udp_refused: u64,
 }
 
 impl Counters {

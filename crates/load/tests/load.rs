@@ -120,6 +120,8 @@ fn cfg(addr: SocketAddr) -> LoadConfig {
         drain_timeout: Duration::from_secs(2),
         tls: None,
         handshakes: false,
+        udp: false,
+        udp_timeout: Duration::from_millis(200),
     }
 }
 

@@ -86,6 +86,7 @@ fn cfg(addr: SocketAddr, tls: TlsClient) -> LoadConfig {
         drain_timeout: Duration::from_secs(5),
         tls: Some(tls),
         handshakes: false,
+        ..LoadConfig::default()
     }
 }
 

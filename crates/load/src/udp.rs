@@ -1,0 +1,443 @@
+//! `--udp`: closed-loop load on a UDP echo server (RFC 862 over UDP).
+//!
+//! Each of the `conns` *flows* is a UDP socket bound to an ephemeral port and `connect`ed to
+//! the server, so the kernel delivers it only datagrams from the server's address, and an ICMP
+//! port unreachable comes back as `ECONNREFUSED` on the next `recv` or `send`. A flow keeps
+//! `depth` datagrams of `size` bytes in flight, as a TCP connection keeps `depth` messages.
+//!
+//! ## A datagram
+//!
+//! ```text
+//! bytes 0..8      sequence number n, u64 little-endian (0, 1, 2, ... per flow)
+//! bytes 8..size   the flow's pattern stream (see `pattern`) from offset n·size + 8 on
+//! ```
+//!
+//! An echo is *verified* when it is exactly `size` bytes, its sequence number was sent by this
+//! flow, and every other byte equals the pattern at that sequence number: the sequence number
+//! names the datagram, so echoes are matched in any order, and a datagram of another flow, a
+//! shifted or a corrupted one does not verify. A datagram that does not verify counts once in
+//! `mismatches` (and, if it named a datagram in flight, frees that slot).
+//!
+//! ## Loss
+//!
+//! UDP may drop a datagram anywhere (a full socket buffer on either side, the server's
+//! `udp_send_dropped`). A datagram not answered within `udp_timeout` is counted *lost* and its
+//! slot is refilled with a new datagram (a new sequence number), so loss never stalls a flow.
+//! The verdicts of a verified echo:
+//!
+//! * **received**: its datagram was in flight: timed (send → receive) and counted in
+//!   `messages`;
+//! * **late**: its datagram had already been counted lost (it stays counted in `lost`);
+//! * **duplicated**: its datagram had already been received (or was late) once.
+//!
+//! Timeouts are checked every `udp_timeout / 8` (at most 25 ms), so a datagram is declared
+//! lost between `udp_timeout` and `udp_timeout` plus that interval after it was sent. When
+//! sending stops (`duration` or `messages_per_conn`), a flow waits for its datagrams in flight
+//! or their timeout — the drain takes at most that long, whatever `drain_timeout` says. The
+//! measured interval ends with the last verified echo.
+
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::cpu::{cpu_time, Who};
+use crate::pattern::{Pattern, CHUNK};
+use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
+use crate::LoadConfig;
+
+/// Bytes of the header every datagram starts with: its sequence number.
+pub const HEADER: usize = 8;
+
+/// The largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IPv4 header bytes).
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// One socket and the datagrams it has in flight.
+struct Flow {
+    sock: Option<UdpSocket>,
+    pattern: Pattern,
+    /// The next sequence number to send (= datagrams sent so far).
+    next_seq: u64,
+    /// Sequence numbers in flight and when they were sent, oldest (smallest) first.
+    in_flight: VecDeque<(u64, Instant)>,
+    /// Sequence numbers counted lost whose echo has not arrived (yet).
+    lost: HashSet<u64>,
+    /// Verified echoes of datagrams in flight.
+    received: u64,
+}
+
+impl Flow {
+    fn open(cfg: &LoadConfig, poll: &Poll, token: Token, index: usize) -> io::Result<Flow> {
+        let local: SocketAddr = if cfg.connect.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let mut sock = UdpSocket::bind(local)?;
+        sock.connect(cfg.connect)?;
+        poll.registry()
+            .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(Flow {
+            sock: Some(sock),
+            pattern: Pattern::for_connection(index as u64),
+            next_seq: 0,
+            in_flight: VecDeque::with_capacity(cfg.depth.min(1024)),
+            lost: HashSet::new(),
+            received: 0,
+        })
+    }
+
+    /// Whether this flow still starts new datagrams.
+    fn may_send(&self, cfg: &LoadConfig, sending: bool) -> bool {
+        sending && cfg.messages_per_conn.is_none_or(|m| self.next_seq < m)
+    }
+
+    /// Whether the flow has nothing more to do.
+    fn is_finished(&self, cfg: &LoadConfig, sending: bool) -> bool {
+        self.sock.is_none() || (self.in_flight.is_empty() && !self.may_send(cfg, sending))
+    }
+
+    /// Writes datagram `seq` of this flow into `out` (`out.len()` is the datagram size).
+    fn compose(&self, seq: u64, out: &mut [u8]) {
+        out[..HEADER].copy_from_slice(&seq.to_le_bytes());
+        let size = out.len();
+        out[HEADER..].copy_from_slice(self.pattern.window(body_offset(seq, size), size - HEADER));
+    }
+
+    /// Sends new datagrams until `depth` are in flight (or the socket buffer is full).
+    fn fill(
+        &mut self,
+        cfg: &LoadConfig,
+        sending: bool,
+        out: &mut [u8],
+        r: &mut Counters,
+    ) -> io::Result<()> {
+        while self.in_flight.len() < cfg.depth && self.may_send(cfg, sending) {
+            let Some(sock) = &self.sock else {
+                return Ok(());
+            };
+            let seq = self.next_seq;
+            self.compose(seq, out);
+            match sock.send(out) {
+                Ok(_) => {
+                    self.in_flight.push_back((seq, Instant::now()));
+                    self.next_seq += 1;
+                    r.udp_sent += 1;
+                }
+                // The socket buffer is full: the writable event resumes.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the datagrams in flight longer than `timeout` as lost.
+    fn expire(&mut self, now: Instant, timeout: Duration, r: &mut Counters) {
+        while let Some(&(seq, sent)) = self.in_flight.front() {
+            if now.saturating_duration_since(sent) < timeout {
+                break;
+            }
+            self.in_flight.pop_front();
+            self.lost.insert(seq);
+            r.udp_lost += 1;
+        }
+    }
+
+    /// Reads and judges the echoes waiting on the socket, to `WouldBlock` (the readiness is
+    /// edge-triggered; at most `depth` echoes plus duplicates wait); returns the time of the
+    /// last verified echo, if any.
+    fn read(
+        &mut self,
+        size: usize,
+        buf: &mut [u8],
+        hist: &mut Histogram<u64>,
+        r: &mut Counters,
+    ) -> io::Result<Option<Instant>> {
+        let mut last = None;
+        while let Some(sock) = &self.sock {
+            let n = match sock.recv(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let now = Instant::now();
+            match self.judge(&buf[..n], size) {
+                Verdict::Received(sent) => {
+                    let us = now.saturating_duration_since(sent).as_micros().max(1) as u64;
+                    if hist.record(us).is_err() {
+                        hist.saturating_record(us);
+                    }
+                    self.received += 1;
+                    last = Some(now);
+                }
+                Verdict::Late => r.udp_late += 1,
+                Verdict::Duplicated => r.udp_duplicated += 1,
+                Verdict::Mismatch => r.mismatches += 1,
+            }
+        }
+        Ok(last)
+    }
+
+    /// What an echo of `data` means for this flow (see the module doc).
+    fn judge(&mut self, data: &[u8], size: usize) -> Verdict {
+        if data.len() != size {
+            return Verdict::Mismatch;
+        }
+        let seq = u64::from_le_bytes(data[..HEADER].try_into().expect("8 bytes"));
+        if seq >= self.next_seq {
+            return Verdict::Mismatch;
+        }
+        let slot = self.in_flight.binary_search_by_key(&seq, |&(s, _)| s).ok();
+        if !self
+            .pattern
+            .matches(body_offset(seq, size), &data[HEADER..])
+        {
+            // The header named a datagram in flight, the body is wrong: that datagram's
+            // echo has come and failed; free its slot rather than wait for its timeout.
+            if let Some(i) = slot {
+                self.in_flight.remove(i);
+            }
+            return Verdict::Mismatch;
+        }
+        if let Some(i) = slot {
+            let (_, sent) = self.in_flight.remove(i).expect("found");
+            Verdict::Received(sent)
+        } else if self.lost.remove(&seq) {
+            Verdict::Late
+        } else {
+            Verdict::Duplicated
+        }
+    }
+
+    /// Closes the socket (its datagrams in flight are no longer waited for).
+    fn close(&mut self, poll: &Poll) {
+        if let Some(mut sock) = self.sock.take() {
+            let _ = poll.registry().deregister(&mut sock);
+        }
+        self.in_flight.clear();
+    }
+}
+
+/// The stream offset the body of datagram `seq` starts at.
+fn body_offset(seq: u64, size: usize) -> u64 {
+    seq.wrapping_mul(size as u64).wrapping_add(HEADER as u64)
+}
+
+/// The judgement of one echo.
+enum Verdict {
+    /// Verified, of a datagram in flight sent at this instant.
+    Received(Instant),
+    /// Verified, of a datagram already counted lost.
+    Late,
+    /// Verified, of a datagram already answered.
+    Duplicated,
+    /// Wrong length, unknown sequence number or wrong bytes.
+    Mismatch,
+}
+
+/// Counts a socket error: `ECONNREFUSED` (an ICMP port unreachable: no server there) apart
+/// from the rest.
+fn count_error(e: &io::Error, r: &mut Counters) {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        r.udp_refused += 1;
+    } else {
+        r.io_errors += 1;
+    }
+}
+
+/// Runs one UDP worker: opens flows number `first, first + stride, ...` (below `cfg.conns`),
+/// waits at `barrier` for the other workers, then drives the load.
+pub(crate) fn run_udp_worker(
+    mut poll: Poll,
+    first: usize,
+    stride: usize,
+    cfg: &LoadConfig,
+    barrier: &Barrier,
+) -> WorkerResult {
+    let mut hist = crate::new_histogram();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; CHUNK];
+    let mut out = vec![0u8; cfg.size];
+    let mut r = Counters::default();
+
+    let mut flows: Vec<Flow> = Vec::new();
+    for index in (first..cfg.conns).step_by(stride) {
+        match Flow::open(cfg, &poll, Token(flows.len()), index) {
+            Ok(flow) => flows.push(flow),
+            Err(_) => r.connect_errors += 1,
+        }
+    }
+    let established = flows.len();
+
+    barrier.wait();
+    let start = Instant::now();
+    let cpu_start = cpu_time(Who::Thread);
+    let (send_deadline, _) = deadlines(cfg, start);
+    let scan_every =
+        (cfg.udp_timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(25));
+    let mut next_scan = start + scan_every;
+    let mut last_echo: Option<Instant> = None;
+    let mut sending = true;
+
+    for flow in flows.iter_mut() {
+        if let Err(e) = flow.fill(cfg, sending, &mut out, &mut r) {
+            count_error(&e, &mut r);
+            flow.close(&poll);
+        }
+    }
+
+    loop {
+        let now = Instant::now();
+        if sending && now >= send_deadline {
+            sending = false;
+        }
+        if now >= next_scan {
+            for flow in flows.iter_mut().filter(|f| f.sock.is_some()) {
+                flow.expire(now, cfg.udp_timeout, &mut r);
+                if let Err(e) = flow.fill(cfg, sending, &mut out, &mut r) {
+                    count_error(&e, &mut r);
+                    flow.close(&poll);
+                }
+            }
+            next_scan = now + scan_every;
+        }
+        if flows.iter().all(|f| f.is_finished(cfg, sending)) {
+            break;
+        }
+        let wake_at = if sending {
+            next_scan.min(send_deadline)
+        } else {
+            next_scan
+        };
+        // Round up so a deadline is never polled with a zero timeout in a spin.
+        let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The poll itself broke: every flow still open fails.
+            for flow in flows.iter_mut().filter(|f| f.sock.is_some()) {
+                r.io_errors += 1;
+                flow.close(&poll);
+            }
+            break;
+        }
+        for event in events.iter() {
+            let Some(flow) = flows.get_mut(event.token().0) else {
+                continue;
+            };
+            if flow.sock.is_none() {
+                continue;
+            }
+            let result = flow
+                .read(cfg.size, &mut buf, &mut hist, &mut r)
+                .and_then(|last| {
+                    if last.is_some() {
+                        last_echo = last;
+                    }
+                    flow.fill(cfg, sending, &mut out, &mut r)
+                });
+            if let Err(e) = result {
+                count_error(&e, &mut r);
+                flow.close(&poll);
+            }
+        }
+    }
+    let cpu_end = cpu_time(Who::Thread);
+    let end = (established > 0).then(|| last_echo.unwrap_or_else(Instant::now));
+    for flow in &flows {
+        r.messages += flow.received;
+        r.bytes += flow.received * cfg.size as u64;
+    }
+    r.into_result(
+        hist,
+        established,
+        start,
+        end,
+        cpu_between(cpu_start, cpu_end),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow() -> Flow {
+        Flow {
+            sock: None,
+            pattern: Pattern::for_connection(5),
+            next_seq: 0,
+            in_flight: VecDeque::new(),
+            lost: HashSet::new(),
+            received: 0,
+        }
+    }
+
+    /// Puts datagram `seq` in flight and returns its bytes.
+    fn sent(f: &mut Flow, size: usize) -> Vec<u8> {
+        let mut d = vec![0u8; size];
+        let seq = f.next_seq;
+        f.compose(seq, &mut d);
+        f.in_flight.push_back((seq, Instant::now()));
+        f.next_seq += 1;
+        d
+    }
+
+    #[test]
+    fn echoes_verify_in_any_order_and_late_and_duplicate_are_told_apart() {
+        let mut f = flow();
+        let a = sent(&mut f, 64);
+        let b = sent(&mut f, 64);
+        let c = sent(&mut f, 64);
+        assert!(matches!(f.judge(&b, 64), Verdict::Received(_)));
+        assert!(matches!(f.judge(&a, 64), Verdict::Received(_)));
+        assert!(matches!(f.judge(&a, 64), Verdict::Duplicated));
+        let mut r = Counters::default();
+        f.expire(
+            Instant::now() + Duration::from_secs(1),
+            Duration::from_millis(200),
+            &mut r,
+        );
+        assert_eq!(r.udp_lost, 1);
+        assert!(matches!(f.judge(&c, 64), Verdict::Late));
+        assert!(matches!(f.judge(&c, 64), Verdict::Duplicated));
+    }
+
+    #[test]
+    fn wrong_bytes_length_or_sequence_are_mismatches() {
+        let mut f = flow();
+        let a = sent(&mut f, 100);
+        for at in [0, 7, 8, 50, 99] {
+            let mut bad = a.clone();
+            bad[at] ^= 0x40;
+            assert!(
+                matches!(f.judge(&bad, 100), Verdict::Mismatch),
+                "flip at {at}"
+            );
+        }
+        assert!(matches!(f.judge(&a[..99], 100), Verdict::Mismatch));
+        // Another flow's datagram with the same sequence number.
+        let mut other = flow();
+        other.pattern = Pattern::for_connection(6);
+        let o = sent(&mut other, 100);
+        assert!(matches!(f.judge(&o, 100), Verdict::Mismatch));
+        // The flip at byte 50 named datagram 0 and freed its slot.
+        assert!(f.in_flight.is_empty());
+    }
+
+    #[test]
+    fn the_smallest_datagram_is_the_header_alone() {
+        let mut f = flow();
+        let a = sent(&mut f, HEADER);
+        assert_eq!(a, 0u64.to_le_bytes());
+        assert!(matches!(f.judge(&a, HEADER), Verdict::Received(_)));
+    }
+}
