@@ -21,71 +21,58 @@ fn iomodels(args: &[&str]) -> Output {
         .expect("run timeout iomodels")
 }
 
-/// 20 sockets, depth 2, 300 datagrams each, through `serve --udp --no-tcp --model MODEL`:
-/// everything sent verifies (a generous loss timeout: a busy machine is slow, not lossy), and
-/// the server counted every datagram the load generator got back.
-fn load_udp_through_the_binary_verifies_every_echo(model: &str) {
-    let mut s = Served::start(&["--model", model, "--udp", "--no-tcp"]);
-    let addr = s.addr.to_string();
-    let out = iomodels(&[
-        "load",
-        "--udp",
-        "--connect",
-        &addr,
-        "--conns",
-        "20",
-        "--depth",
-        "2",
-        "--size",
-        "100",
-        "--messages",
-        "300",
-        "--udp-timeout",
-        "2s",
-        "--json",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{model}: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
-    assert_eq!(r["mode"], "udp");
-    assert_eq!(r["mismatches"], 0, "{model}: {r}");
-    assert_eq!(r["udp"]["sent"], 20 * 300, "{model}: {r}");
-    let received = r["udp"]["received"].as_u64().unwrap();
-    assert!(received > 0, "{model}: {r}");
-    assert_eq!(r["udp"]["duplicated"], 0, "{model}: {r}");
-    assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{model}: {r}");
-    let stats = s.stats_until("the echoes counted", |v| {
-        v["udp_datagrams_out"].as_u64().unwrap_or(0) >= received
-    });
-    assert!(stats["udp_datagrams_in"].as_u64().unwrap() <= 20 * 300);
-    assert_eq!(stats["udp_truncated"], 0);
-    assert!(s.terminate().success());
-}
+mod per_model {
+    use super::*;
 
-macro_rules! per_model {
-    ($($name:ident => $model:literal),* $(,)?) => {
-        $(
-            mod $name {
-                #[test] fn load_udp_through_the_binary_verifies_every_echo() {
-                    super::load_udp_through_the_binary_verifies_every_echo($model)
-                }
-            }
-        )*
-    };
+    /// 20 sockets, depth 2, 300 datagrams each, through `serve --udp --no-tcp --model MODEL`:
+    /// everything sent verifies (a generous loss timeout: a busy machine is slow, not lossy), and
+    /// the server counted every datagram the load generator got back.
+    pub fn load_udp_through_the_binary_verifies_every_echo(model: &str) {
+        let mut s = Served::start(&["--model", model, "--udp", "--no-tcp"]);
+        let addr = s.addr.to_string();
+        let out = iomodels(&[
+            "load",
+            "--udp",
+            "--connect",
+            &addr,
+            "--conns",
+            "20",
+            "--depth",
+            "2",
+            "--size",
+            "100",
+            "--messages",
+            "300",
+            "--udp-timeout",
+            "2s",
+            "--json",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{model}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert_eq!(r["mode"], "udp");
+        assert_eq!(r["mismatches"], 0, "{model}: {r}");
+        assert_eq!(r["udp"]["sent"], 20 * 300, "{model}: {r}");
+        let received = r["udp"]["received"].as_u64().unwrap();
+        assert!(received > 0, "{model}: {r}");
+        assert_eq!(r["udp"]["duplicated"], 0, "{model}: {r}");
+        assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{model}: {r}");
+        let stats = s.stats_until("the echoes counted", |v| {
+            v["udp_datagrams_out"].as_u64().unwrap_or(0) >= received
+        });
+        assert!(stats["udp_datagrams_in"].as_u64().unwrap() <= 20 * 300);
+        assert_eq!(stats["udp_truncated"], 0);
+        assert!(s.terminate().success());
+    }
 }
 
 per_model! {
-    blocking => "blocking",
-    select => "select",
-    async_select => "async-select",
-    event_select => "event-select",
-    overlapped_event => "overlapped-event",
-    overlapped_routine => "overlapped-routine",
-    completion_port => "completion-port",
+    check: every_available_model_is_loaded_over_udp;
+    cases: [load_udp_through_the_binary_verifies_every_echo];
 }
 
 #[test]
