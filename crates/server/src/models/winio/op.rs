@@ -165,16 +165,53 @@ pub(super) fn stored_result(overlapped: &OVERLAPPED) -> io::Result<usize> {
     }
 }
 
+/// A record the kernel can hold: `#[repr(C)]` with its `OVERLAPPED` first, so the
+/// `*mut OVERLAPPED` a completion hands back is a pointer to the record itself.
+///
+/// # Safety
+/// Implement only for such a type ([`Op`], the datagram record in `udp.rs`).
+pub(crate) unsafe trait Record {}
+
+// SAFETY: #[repr(C)], `overlapped` first.
+unsafe impl Record for Op {}
+
 /// A posted record: the kernel holds it until its completion is reaped. A name, not an owner
 /// (it is `Copy`, like the `OVERLAPPED*` it stands for).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct InFlight(NonNull<Op>);
+pub(crate) struct InFlight<T: Record = Op>(NonNull<T>);
+
+// Derived, these would ask `T` for the same traits; a name compares and prints as its address.
+impl<T: Record> PartialEq for InFlight<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<T: Record> Eq for InFlight<T> {}
+
+impl<T: Record> std::fmt::Debug for InFlight<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InFlight({:p})", self.0)
+    }
+}
+
+impl<T: Record> Clone for InFlight<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: Record> Copy for InFlight<T> {}
 
 // SAFETY: an InFlight is an address; every access through it is an unsafe call whose contract
 // (the record is still in flight) the caller keeps, whatever the thread.
-unsafe impl Send for InFlight {}
+unsafe impl<T: Record> Send for InFlight<T> {}
 
-impl InFlight {
+impl<T: Record> InFlight<T> {
+    /// The name of a record just posted (`ptr` from `Box::into_raw`).
+    pub(super) fn posted(ptr: NonNull<T>) -> InFlight<T> {
+        InFlight(ptr)
+    }
+
     /// The `OVERLAPPED*` the kernel was given (and will hand back on completion).
     pub fn overlapped(self) -> *mut OVERLAPPED {
         self.0.as_ptr().cast()
@@ -188,10 +225,10 @@ impl InFlight {
     /// The record must not have been reclaimed yet.
     #[allow(dead_code)] // overlapped-event's
     pub unsafe fn is_complete(self) -> bool {
-        // SAFETY: the record is alive (caller's contract); the kernel may be writing `Internal`
-        // concurrently, so it is read as the volatile word it is.
-        let status =
-            unsafe { std::ptr::addr_of!((*self.0.as_ptr()).overlapped.Internal).read_volatile() };
+        // SAFETY: the record is alive (caller's contract) and starts with its OVERLAPPED
+        // (`Record`); the kernel may be writing `Internal` concurrently, so it is read as the
+        // volatile word it is.
+        let status = unsafe { std::ptr::addr_of!((*self.overlapped()).Internal).read_volatile() };
         status as NTSTATUS != STATUS_PENDING
     }
 
@@ -234,7 +271,7 @@ impl InFlight {
     /// The operation's completion must have been reaped (dequeued from the port, delivered to
     /// the routine, or seen complete with [`InFlight::is_complete`]), and this must be the
     /// only reclaim of this record.
-    pub unsafe fn reclaim(self, stats: &Stats) -> Box<Op> {
+    pub unsafe fn reclaim(self, stats: &Stats) -> Box<T> {
         stats.ops_in_flight.fetch_sub(1, Relaxed);
         // SAFETY: the pointer came from Box::into_raw in `post`, the kernel is done with it
         // (caller's contract), and nothing else reclaims it.
@@ -246,12 +283,21 @@ impl InFlight {
 /// `lpOverlapped`, a completion routine's argument).
 ///
 /// # Safety
-/// `overlapped` must be the `OVERLAPPED*` of a record posted through this module whose
+/// `overlapped` must be the `OVERLAPPED*` of a `T` posted through this module whose
 /// completion is being reaped now, once.
-pub(crate) unsafe fn reclaim(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<Op> {
-    let ptr = NonNull::new(overlapped.cast::<Op>()).expect("a completion names its OVERLAPPED");
+pub(crate) unsafe fn reclaim_as<T: Record>(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<T> {
+    let ptr = NonNull::new(overlapped.cast::<T>()).expect("a completion names its OVERLAPPED");
     // SAFETY: forwarded contract.
     unsafe { InFlight(ptr).reclaim(stats) }
+}
+
+/// [`reclaim_as`] for a connection's or an accept's record.
+///
+/// # Safety
+/// As [`reclaim_as`], for an [`Op`].
+pub(crate) unsafe fn reclaim(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<Op> {
+    // SAFETY: forwarded contract.
+    unsafe { reclaim_as(overlapped, stats) }
 }
 
 /// The `context` of the [`Notify::Routine`] a record was posted with (kept in its `hEvent`):

@@ -36,7 +36,7 @@
 //! `udp_datagrams_in` and once more in exactly one of `udp_datagrams_out`, `udp_send_dropped`
 //! and `udp_truncated`.
 
-use super::op::{stored_result, Notify};
+use super::op::{reclaim_as, stored_result, InFlight, Notify, Record};
 use crate::stats::Stats;
 use crate::trace::{trace_event, Trace};
 use crate::Ctx;
@@ -49,8 +49,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use windows_sys::Win32::Foundation::{
-    ERROR_HANDLES_CLOSED, ERROR_MORE_DATA, ERROR_OPERATION_ABORTED, HANDLE, NTSTATUS,
-    STATUS_PENDING,
+    ERROR_HANDLES_CLOSED, ERROR_MORE_DATA, ERROR_OPERATION_ABORTED, HANDLE,
 };
 use windows_sys::Win32::Networking::WinSock as ws;
 use windows_sys::Win32::System::IO::{CancelIoEx, OVERLAPPED};
@@ -140,38 +139,8 @@ impl Datagram {
     }
 }
 
-/// A posted datagram record: a name, not an owner (see [`super::InFlight`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DatagramInFlight(NonNull<Datagram>);
-
-// SAFETY: an address; every access through it is an unsafe call whose contract the caller
-// keeps, whatever the thread.
-unsafe impl Send for DatagramInFlight {}
-
-impl DatagramInFlight {
-    /// `HasOverlappedIoCompleted` (the event model's check after its event fired).
-    ///
-    /// # Safety
-    /// The record must not have been reclaimed yet.
-    pub unsafe fn is_complete(self) -> bool {
-        // SAFETY: the record is alive (caller's contract); the kernel may be writing
-        // `Internal` concurrently, so it is read as the volatile word it is.
-        let status =
-            unsafe { std::ptr::addr_of!((*self.0.as_ptr()).overlapped.Internal).read_volatile() };
-        status as NTSTATUS != STATUS_PENDING
-    }
-
-    /// Takes the record back once its completion has been reaped.
-    ///
-    /// # Safety
-    /// The completion must have been reaped, and this must be the record's only reclaim.
-    pub unsafe fn reclaim(self, stats: &Stats) -> Box<Datagram> {
-        stats.ops_in_flight.fetch_sub(1, Relaxed);
-        // SAFETY: the pointer came from Box::into_raw when posted; the kernel is done with it
-        // (caller's contract), and nothing else reclaims it.
-        unsafe { Box::from_raw(self.0.as_ptr()) }
-    }
-}
+// SAFETY: #[repr(C)], `overlapped` first.
+unsafe impl Record for Datagram {}
 
 /// Takes back the datagram record a completion names (a port's `lpOverlapped`, a routine's
 /// argument).
@@ -180,9 +149,8 @@ impl DatagramInFlight {
 /// `overlapped` must be the `OVERLAPPED*` of a [`Datagram`] posted by a [`UdpEcho`], whose
 /// completion is being reaped now, once.
 pub(crate) unsafe fn reclaim_datagram(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<Datagram> {
-    let ptr = NonNull::new(overlapped.cast::<Datagram>()).expect("a completion names its record");
     // SAFETY: forwarded contract.
-    unsafe { DatagramInFlight(ptr).reclaim(stats) }
+    unsafe { reclaim_as(overlapped, stats) }
 }
 
 /// What a receive's outcome means for the echo.
@@ -232,7 +200,7 @@ pub(crate) struct UdpEcho {
     size: usize,
     recvs: usize,
     sends: usize,
-    in_flight: Vec<DatagramInFlight>,
+    in_flight: Vec<InFlight<Datagram>>,
     spare: Vec<Box<Datagram>>,
     stopped: bool,
     /// Receives completed this turn, and how many a turn may re-post (`None`: no limit).
@@ -319,8 +287,8 @@ impl UdpEcho {
 
     /// Feeds back a reaped record: echo a whole datagram, count the rest, keep receiving.
     pub fn complete(&mut self, d: Box<Datagram>, result: io::Result<usize>, notify: Notify) {
-        let ptr = std::ptr::addr_of!(*d).cast_mut();
-        match self.in_flight.iter().position(|f| f.0.as_ptr() == ptr) {
+        let ptr = std::ptr::addr_of!(*d).cast_mut().cast::<OVERLAPPED>();
+        match self.in_flight.iter().position(|f| f.overlapped() == ptr) {
             Some(i) => {
                 self.in_flight.swap_remove(i);
             }
@@ -515,7 +483,7 @@ impl UdpEcho {
                 self.stats.ops_in_flight.fetch_add(1, Relaxed);
                 // SAFETY: Box::into_raw never returns null.
                 self.in_flight
-                    .push(DatagramInFlight(unsafe { NonNull::new_unchecked(ptr) }));
+                    .push(InFlight::posted(unsafe { NonNull::new_unchecked(ptr) }));
                 Ok(())
             }
             // SAFETY: refused outright: the kernel took nothing, the record is ours again.
