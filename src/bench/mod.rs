@@ -384,15 +384,22 @@ fn per_message(s: &mut Sample, a: &Reading, b: &Reading, messages: u64) {
     s.others_percent = (100.0 * others / secs).max(0.0);
 }
 
-fn pingpong(p: &Participant, plan: &Plan, conns: usize, size: usize) -> Result<Sample> {
-    let mut server = Server::start(p, plan)?;
+/// Closed-loop echo, one message (or datagram) in flight per connection (UDP: `plan.udp_depth`
+/// per socket, against the model serving UDP alone): a warm-up run, then the measured one
+/// between two readings of the server.
+fn echo_loop(p: &Participant, plan: &Plan, conns: usize, size: usize, udp: bool) -> Result<Sample> {
+    if udp && matches!(p, Participant::Tokio) {
+        bail!("the tokio reference serves TCP only");
+    }
+    let mut server = Server::start_serving(p, plan, udp)?;
     let addr = server.addr;
     let cfg = |duration| LoadConfig {
         connect: addr,
         conns,
         size,
-        depth: 1,
+        depth: if udp { plan.udp_depth } else { 1 },
         duration,
+        udp,
         ..LoadConfig::default()
     };
     let warm = iomodels_load::run(&cfg(plan.warmup))?;
@@ -410,44 +417,10 @@ fn pingpong(p: &Participant, plan: &Plan, conns: usize, size: usize) -> Result<S
         errors: report.connect_errors + report.io_errors + report.incomplete,
         ..Sample::default()
     };
-    per_message(&mut s, &a, &b, report.messages);
-    Ok(s)
-}
-
-/// Closed-loop UDP echo: `conns` sockets with `plan.udp_depth` datagrams of `size` bytes in
-/// flight each, against the model serving UDP alone.
-fn udp(p: &Participant, plan: &Plan, conns: usize, size: usize) -> Result<Sample> {
-    if matches!(p, Participant::Tokio) {
-        bail!("the tokio reference serves TCP only");
+    if let Some(u) = &report.udp {
+        s.loss_percent = Some(u.loss_percent);
+        s.errors += u.refused;
     }
-    let mut server = Server::start_serving(p, plan, true)?;
-    let addr = server.addr;
-    let cfg = |duration| LoadConfig {
-        connect: addr,
-        conns,
-        size,
-        depth: plan.udp_depth,
-        duration,
-        udp: true,
-        ..LoadConfig::default()
-    };
-    let warm = iomodels_load::run(&cfg(plan.warmup))?;
-    let a = read(&mut server);
-    let report = iomodels_load::run(&cfg(plan.duration))?;
-    let b = read(&mut server);
-    server.stop();
-    let u = report.udp.clone().unwrap_or_default();
-    let mut s = Sample {
-        msgs_per_sec: Some(report.msgs_per_sec),
-        mb_per_sec: Some(report.mb_per_sec),
-        p50: Some(report.latency_us.p50 as f64),
-        p99: Some(report.latency_us.p99 as f64),
-        p999: Some(report.latency_us.p999 as f64),
-        loss_percent: Some(u.loss_percent),
-        mismatches: report.mismatches + warm.mismatches,
-        errors: report.connect_errors + report.io_errors + u.refused,
-        ..Sample::default()
-    };
     per_message(&mut s, &a, &b, report.messages);
     Ok(s)
 }
@@ -579,8 +552,8 @@ fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
 
 fn run_one(p: &Participant, sc: Scenario, plan: &Plan) -> Result<Sample> {
     match sc {
-        Scenario::PingPong { conns, size, .. } => pingpong(p, plan, conns, size),
-        Scenario::Udp { conns, size, .. } => udp(p, plan, conns, size),
+        Scenario::PingPong { conns, size, .. } => echo_loop(p, plan, conns, size, false),
+        Scenario::Udp { conns, size, .. } => echo_loop(p, plan, conns, size, true),
         Scenario::Idle => idle(p, plan),
         Scenario::C12k => c12k(p, plan),
         Scenario::MaxConns => max_conns(p, plan),
