@@ -207,11 +207,6 @@ impl<T: Record> Copy for InFlight<T> {}
 unsafe impl<T: Record> Send for InFlight<T> {}
 
 impl<T: Record> InFlight<T> {
-    /// The name of a record just posted (`ptr` from `Box::into_raw`).
-    pub(super) fn posted(ptr: NonNull<T>) -> InFlight<T> {
-        InFlight(ptr)
-    }
-
     /// The `OVERLAPPED*` the kernel was given (and will hand back on completion).
     pub fn overlapped(self) -> *mut OVERLAPPED {
         self.0.as_ptr().cast()
@@ -312,7 +307,7 @@ pub(crate) unsafe fn routine_context(overlapped: *mut OVERLAPPED) -> *const std:
 
 /// What posting returned: in flight (a completion will come, also for an operation that
 /// completed at once), or refused (no completion will come; the record is back).
-pub(crate) type Posted = Result<InFlight, (Box<Op>, io::Error)>;
+pub(crate) type Posted<T = Op> = Result<InFlight<T>, (Box<T>, io::Error)>;
 
 /// Posts `op` with `call`, which gets the record's raw pointer, its OVERLAPPED and WSABUF,
 /// and returns the Winsock return value (0, or SOCKET_ERROR with the error in
@@ -342,6 +337,18 @@ pub(super) unsafe fn post(
     };
     stats.syscalls.fetch_add(1, Relaxed);
     let rc = call(ptr, ov, wsabuf, flags);
+    // SAFETY: `ptr` came from Box::into_raw above and `rc` is what the posting call returned.
+    unsafe { outcome(ptr, rc, stats) }
+}
+
+/// What a posting call's return code `rc` (0, or SOCKET_ERROR with the error in
+/// `WSAGetLastError`) means for the record `ptr`: in flight (counted in `ops_in_flight`), or
+/// back in its box.
+///
+/// # Safety
+/// `ptr` must come from `Box::into_raw`, and `rc` be what the call that was given it returned,
+/// with nothing in between that could change the thread's last Winsock error.
+pub(super) unsafe fn outcome<T: Record>(ptr: *mut T, rc: i32, stats: &Stats) -> Posted<T> {
     let error = if rc == 0 {
         None
     } else {

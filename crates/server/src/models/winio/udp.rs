@@ -36,7 +36,7 @@
 //! `udp_datagrams_in` and once more in exactly one of `udp_datagrams_out`, `udp_send_dropped`
 //! and `udp_truncated`.
 
-use super::op::{reclaim_as, stored_result, InFlight, Notify, Record};
+use super::op::{outcome, reclaim_as, stored_result, InFlight, Notify, Record};
 use crate::stats::Stats;
 use crate::trace::{trace_event, Trace};
 use crate::Ctx;
@@ -45,7 +45,6 @@ use std::io;
 use std::mem::size_of;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::windows::io::{AsRawSocket, RawSocket};
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use windows_sys::Win32::Foundation::{
@@ -471,24 +470,10 @@ impl UdpEcho {
                 )
             }
         };
-        let error = if rc == 0 {
-            None
-        } else {
-            let e = crate::sys::last_wsa_error();
-            (e.raw_os_error() != Some(ws::WSA_IO_PENDING)).then_some(e)
-        };
-        match error {
-            None => {
-                // Pending or done at once: a completion comes either way.
-                self.stats.ops_in_flight.fetch_add(1, Relaxed);
-                // SAFETY: Box::into_raw never returns null.
-                self.in_flight
-                    .push(InFlight::posted(unsafe { NonNull::new_unchecked(ptr) }));
-                Ok(())
-            }
-            // SAFETY: refused outright: the kernel took nothing, the record is ours again.
-            Some(e) => Err((unsafe { Box::from_raw(ptr) }, e)),
-        }
+        // SAFETY: `ptr` came from Box::into_raw above and `rc` is the posting call's.
+        let f = unsafe { outcome(ptr, rc, &self.stats) }?;
+        self.in_flight.push(f);
+        Ok(())
     }
 }
 
