@@ -111,7 +111,7 @@ struct ServeArgs {
     #[arg(long)]
     trace: bool,
     /// Also serve over UDP, on the same port as TCP: each datagram is answered with one
-    /// datagram of the same bytes, to its sender (Linux for now; no TLS: there is no DTLS)
+    /// datagram of the same bytes, to its sender, by every model (no TLS: there is no DTLS)
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_self_signed"])]
     udp: bool,
     /// Serve UDP alone: no TCP listener at all (needs --udp)

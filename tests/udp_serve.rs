@@ -2,7 +2,8 @@
 //! through every model (`socat - UDP:127.0.0.1:PORT`); `--udp --no-tcp` serves UDP alone; the
 //! SIGUSR1 counters name the UDP traffic; flags that make no sense are one-line errors.
 //!
-//! Linux only for now: UDP on Windows is the next step of issue #8.
+//! Linux: the binary's tests run socat here; under Wine, scripts/test-windows.sh runs the same
+//! check (`iomodels.exe serve --udp` against socat) for every Windows model.
 #![cfg(target_os = "linux")]
 
 use std::net::{TcpStream, UdpSocket};

@@ -66,7 +66,7 @@ pub struct ServerConfig {
     /// is refused); `udp` must then be on.
     pub tcp: bool,
     /// Also serve the service over UDP (RFC 862 echo: each datagram answered with one datagram
-    /// of the same bytes, to its sender), on the TCP listener's port. Linux only for now.
+    /// of the same bytes, to its sender), on the TCP listener's port, by every model.
     pub udp: bool,
     /// The largest datagram the server receives whole (its UDP receive buffer), 65,536 bytes
     /// by default: every IPv4 datagram fits. A larger one is counted

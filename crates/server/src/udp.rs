@@ -7,7 +7,8 @@
 //! [`UdpEcho::serve`], which receives and answers until the socket has no datagram left or the
 //! turn's budget is spent.
 //!
-//! Two rules, the same for the io_uring models (`models/uring`):
+//! Two rules, the same for the completion models (io_uring: `models/uring/engine/udp.rs`;
+//! Winsock overlapped I/O: `models/winio/udp.rs`):
 //! - **No truncated echo.** A datagram is received into a buffer of
 //!   [`crate::ServerConfig::udp_max_datagram`] bytes (65,536 by default: every IPv4 datagram
 //!   fits, 65,507 bytes of payload at most). One that did not fit (`MSG_TRUNC`) is counted in
