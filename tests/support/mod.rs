@@ -135,6 +135,17 @@ impl Served {
     /// Starts `serve --listen 127.0.0.1:0 ARGS` (in `dir` if given) and waits for its ready
     /// line.
     pub fn start_in(dir: Option<&Path>, args: &[&str]) -> Served {
+        let mut cmd = Served::command(args);
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
+        Served::spawn(cmd)
+    }
+
+    /// The command `start` runs: `iomodels serve --listen 127.0.0.1:0 ARGS`, its stdout and
+    /// stderr piped. A test that needs more (a resource limit in the child) adds it and hands
+    /// the command to [`Served::spawn`].
+    pub fn command(args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -142,9 +153,11 @@ impl Served {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(dir) = dir {
-            cmd.current_dir(dir);
-        }
+        cmd
+    }
+
+    /// Spawns `cmd` (made by [`Served::command`]) and waits for its ready line.
+    pub fn spawn(mut cmd: Command) -> Served {
         let mut child = cmd.spawn().expect("spawn iomodels serve");
         let (tx, lines) = mpsc::channel();
         let stdout = BufReader::new(child.stdout.take().unwrap());

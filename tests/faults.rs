@@ -1,0 +1,696 @@
+//! The fault suite (issue #9), every Linux model, against the real binary: each case starts its
+//! own `iomodels serve` child, so the descriptors (`/proc/PID/fd`), memory (`VmRSS`) and CPU time
+//! (`/proc/PID/stat`) measured are the server's alone.
+//!
+//! The faults: silent clients (slowloris), 20,000 connect/close cycles, resets at every stage of
+//! an exchange, half-close with 1 MiB in flight, a peer that never reads, descriptor exhaustion
+//! (the server started with `RLIMIT_NOFILE` = 64), a reset during a large reply (SIGPIPE), and
+//! SIGTERM with 1,000 busy connections. Every load loop is bounded in count and in time; no
+//! assertion is about speed: bounds are seconds where a failure would be minutes or forever, and
+//! the CPU budget of a saturated server is a quarter of what a spinning one would burn.
+//!
+//! Each case first checks that it can fail (the limit really applies, the measure sees the
+//! server's connections, the server really was writing when the peer reset).
+#![cfg(target_os = "linux")]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{random_bytes, Served};
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// The most any client waits for one read or write: a bound, never a measurement.
+const IO_DEADLINE: Duration = Duration::from_secs(30);
+
+per_model! {
+    check: every_model_is_in_the_fault_suite;
+    cases: [
+        two_hundred_silent_clients_do_not_stop_a_normal_client_being_served,
+        twenty_thousand_connect_close_cycles_leak_no_descriptor_or_memory,
+        resets_before_mid_message_and_mid_reply_leave_a_concurrent_4_mib_echo_intact,
+        half_close_with_1_mib_in_flight_gets_exactly_1_mib_back_then_eof,
+        a_peer_that_never_reads_cannot_grow_the_server_and_is_released_on_close,
+        out_of_descriptors_it_serves_the_admitted_pauses_without_spinning_and_recovers,
+        a_reset_during_a_large_reply_does_not_kill_the_process,
+        sigterm_with_1000_busy_connections_loses_no_byte_and_exits_0,
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readings of the server process.
+
+/// Descriptors the process has open now.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+/// The process's resident set, in bytes.
+fn rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib * KIB
+}
+
+/// The process's CPU time so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(hz > 0);
+    ticks as f64 / hz as f64
+}
+
+/// Waits (bounded) until the server's descriptor count is `want`, and returns the last count.
+fn fd_count_settles_at(pid: u32, want: usize) -> usize {
+    let end = Instant::now() + support::SERVER_DEADLINE;
+    loop {
+        let n = fd_count(pid);
+        if n == want || Instant::now() > end {
+            return n;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn counter(stats: &serde_json::Value, name: &str) -> i64 {
+    stats[name]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no counter {name} in {stats}"))
+}
+
+/// The server is still running (no crash, no signal death).
+fn assert_alive(s: &mut Served) {
+    if let Some(status) = s.child.try_wait().unwrap() {
+        panic!(
+            "the server died: {status:?} (signal {:?}); stderr:\n{}",
+            status.signal(),
+            s.stderr_text()
+        );
+    }
+}
+
+/// SIGTERM, then exit status 0 (not a signal death).
+fn assert_clean_exit(s: Served) {
+    let (status, err) = s.stop(libc::SIGTERM);
+    assert!(
+        status.success(),
+        "exit {status:?} (signal {:?}); stderr:\n{err}",
+        status.signal()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients.
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let c = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    c.set_read_timeout(Some(IO_DEADLINE)).unwrap();
+    c.set_write_timeout(Some(IO_DEADLINE)).unwrap();
+    c
+}
+
+/// Writes `data` (from a second thread, so the echo can flow back meanwhile) and reads as many
+/// bytes back.
+fn exchange(stream: &TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut w = stream.try_clone().unwrap();
+    thread::scope(|sc| {
+        let writer = sc.spawn(move || w.write_all(data));
+        let mut back = vec![0; data.len()];
+        let read = (&*stream).read_exact(&mut back);
+        writer.join().unwrap().expect("write the message");
+        read.expect("read the echo");
+        back
+    })
+}
+
+/// A new client echoes `n` bytes and gets them back byte-identical.
+fn assert_echoes(addr: SocketAddr, n: usize, seed: u64) {
+    let c = connect(addr);
+    let data = random_bytes(n, seed);
+    assert!(
+        exchange(&c, &data) == data,
+        "{n} bytes came back different"
+    );
+}
+
+/// Closes with SO_LINGER 0: the kernel sends a reset instead of a FIN.
+fn reset(c: TcpStream) {
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+}
+
+/// A client that sends `total` bytes and reads back only `read` of them, then returns the
+/// socket: the server is left with output to send. The writer gives up after `IO_DEADLINE`.
+fn leave_the_server_writing(addr: SocketAddr, total: usize, read: usize, seed: u64) -> TcpStream {
+    let c = connect(addr);
+    let data = random_bytes(total, seed);
+    let mut w = c.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let _ = w.write_all(&data);
+    });
+    let mut head = vec![0; read];
+    (&c).read_exact(&mut head).expect("the first echoed bytes");
+    assert!(head == random_bytes(read, seed)[..], "echo differs");
+    writer.join().unwrap();
+    c
+}
+
+/// A client that echoes `size`-byte messages until `stop`, on one connection, verifying each:
+/// returns how many came back byte-identical.
+fn bystander(addr: SocketAddr, size: usize, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let c = connect(addr);
+        let mut rounds = 0;
+        // At least one round, at most 50 (bounded), until told to stop.
+        while rounds == 0 || (!stop.load(Relaxed) && rounds < 50) {
+            let data = random_bytes(size, 1000 + rounds as u64);
+            assert!(
+                exchange(&c, &data) == data,
+                "the bystander's round {rounds} ({size} bytes) came back different"
+            );
+            rounds += 1;
+        }
+        rounds
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases.
+
+mod per_model {
+    use super::*;
+
+    /// Slowloris: 200 clients connect and send nothing; meanwhile a normal client's echo is
+    /// served, twice, and the server holds all 201 connections.
+    pub fn two_hundred_silent_clients_do_not_stop_a_normal_client_being_served(model: &str) {
+        let mut s = Served::start(&["--model", model]);
+        let fd0 = fd_count(s.pid());
+        let silent: Vec<TcpStream> = (0..200).map(|_| connect(s.addr)).collect();
+        s.stats_until("200 silent clients accepted", |v| v["active"] == 200);
+        // The server holds them (the measure sees them): at least 200 more descriptors.
+        assert!(fd_count(s.pid()) >= fd0 + 200, "the silent clients hold no descriptor?");
+        assert_echoes(s.addr, 256 * KIB, 1);
+        thread::sleep(Duration::from_millis(300));
+        assert_echoes(s.addr, 64 * KIB, 2);
+        drop(silent);
+        s.stats_until("every silent client gone", |v| v["active"] == 0);
+        assert_clean_exit(s);
+    }
+
+    /// 20,000 connections opened and closed with no data (4 threads, capped at 60 s): the
+    /// server's descriptor count comes back to exactly where it was, its RSS within 8 MiB,
+    /// `active` to 0, and it still echoes.
+    pub fn twenty_thousand_connect_close_cycles_leak_no_descriptor_or_memory(model: &str) {
+        const CYCLES: usize = 20_000;
+        let mut s = Served::start(&["--model", model]);
+        let pid = s.pid();
+        // Warm up (lazily allocated buffers, threads, rings), then measure the baseline.
+        assert_echoes(s.addr, 64 * KIB, 1);
+        s.stats_until("the warm-up client gone", |v| v["active"] == 0);
+        thread::sleep(Duration::from_millis(200));
+        let fd0 = fd_count(pid);
+        let rss0 = rss(pid);
+        // The measure can fail: ten open connections show as ten more descriptors.
+        let held: Vec<TcpStream> = (0..10).map(|_| connect(s.addr)).collect();
+        s.stats_until("10 held", |v| v["active"] == 10);
+        assert!(fd_count(pid) >= fd0 + 10, "connections hold no descriptor?");
+        drop(held);
+        s.stats_until("10 released", |v| v["active"] == 0);
+
+        let claimed = Arc::new(AtomicUsize::new(0));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let started = Instant::now();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let claimed = Arc::clone(&claimed);
+                let addr = s.addr;
+                thread::spawn(move || {
+                    let mut done = 0usize;
+                    while Instant::now() < deadline && claimed.fetch_add(1, Relaxed) < CYCLES {
+                        let c = TcpStream::connect(addr)
+                            .unwrap_or_else(|e| panic!("cycle {done}: connect: {e}"));
+                        drop(c);
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        let done: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        eprintln!(
+            "{model}: {done} connect/close cycles in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(done, CYCLES, "the cycles did not finish within 60 s");
+        let stats = s.stats_until("every cycle accepted and closed", |v| {
+            v["active"] == 0
+                && counter(v, "accepted") + counter(v, "refused") >= 1 + 10 + CYCLES as i64
+        });
+        assert_eq!(counter(&stats, "pending_bytes"), 0);
+        let fds = fd_count_settles_at(pid, fd0);
+        assert_eq!(fds, fd0, "descriptors before {fd0}, after {fds}: a leak");
+        let grown = rss(pid).saturating_sub(rss0);
+        assert!(
+            grown <= 8 * MIB,
+            "RSS grew by {} KiB over {CYCLES} cycles (from {} KiB)",
+            grown / KIB,
+            rss0 / KIB
+        );
+        assert_echoes(s.addr, 64 * KIB, 2);
+        assert_clean_exit(s);
+    }
+
+    /// Resets (SO_LINGER 0, close) before sending, in the middle of a 1 MiB message, and while
+    /// the server is sending a large echo back: each is counted as an error, the server lives,
+    /// and a concurrent client's 4 MiB echoes come back byte-identical.
+    pub fn resets_before_mid_message_and_mid_reply_leave_a_concurrent_4_mib_echo_intact(
+        model: &str,
+    ) {
+        let mut s = Served::start(&["--model", model]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let witness = bystander(s.addr, 4 * MIB, Arc::clone(&stop));
+
+        // Before sending anything.
+        let before = counter(&s.stats(), "errors");
+        for _ in 0..20 {
+            reset(connect(s.addr));
+        }
+        s.stats_until("20 resets before sending counted", |v| {
+            counter(v, "errors") >= before + 20
+        });
+        assert_alive(&mut s);
+
+        // Mid-message: half of a 1 MiB message written.
+        let before = counter(&s.stats(), "errors");
+        for i in 0..20 {
+            let mut c = connect(s.addr);
+            c.write_all(&random_bytes(MIB / 2, 10 + i)).unwrap();
+            reset(c);
+        }
+        s.stats_until("20 resets mid-message counted", |v| {
+            counter(v, "errors") >= before + 20
+        });
+        assert_alive(&mut s);
+
+        // While the server is sending: 2 MiB sent, 64 KiB of the echo read, the rest unread.
+        let before = counter(&s.stats(), "errors");
+        for i in 0..5 {
+            let c = leave_the_server_writing(s.addr, 2 * MIB, 64 * KIB, 100 + i);
+            reset(c);
+        }
+        s.stats_until("5 resets mid-reply counted", |v| {
+            counter(v, "errors") >= before + 5
+        });
+        assert_alive(&mut s);
+
+        stop.store(true, Relaxed);
+        let rounds = witness.join().expect("the concurrent 4 MiB echo");
+        assert!(rounds >= 1);
+        s.stats_until("all gone, nothing pending", |v| {
+            v["active"] == 0 && v["pending_bytes"] == 0
+        });
+        assert_echoes(s.addr, 64 * KIB, 3);
+        assert_clean_exit(s);
+    }
+
+    /// Half-close with 1 MiB in flight (four clients at once): each writes 1 MiB, shuts down
+    /// its write side, and reads until EOF: exactly its 1 MiB comes back.
+    pub fn half_close_with_1_mib_in_flight_gets_exactly_1_mib_back_then_eof(model: &str) {
+        let mut s = Served::start(&["--model", model]);
+        let addr = s.addr;
+        let clients: Vec<_> = (0..4u64)
+            .map(|i| {
+                thread::spawn(move || {
+                    let c = connect(addr);
+                    let data = random_bytes(MIB, 20 + i);
+                    let mut w = c.try_clone().unwrap();
+                    let sent = data.clone();
+                    let writer = thread::spawn(move || {
+                        w.write_all(&sent).unwrap();
+                        w.shutdown(Shutdown::Write).unwrap();
+                    });
+                    let mut back = Vec::new();
+                    (&c).read_to_end(&mut back).expect("read until EOF");
+                    writer.join().unwrap();
+                    assert_eq!(back.len(), MIB, "client {i}: not exactly 1 MiB back");
+                    assert!(back == data, "client {i}: the bytes differ");
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let stats = s.stats_until("four clients done", |v| v["active"] == 0);
+        assert_eq!(counter(&stats, "errors"), 0);
+        assert_clean_exit(s);
+    }
+
+    /// A peer that sends up to 256 MiB and never reads (stopped after 5 s, or after 1 s of the
+    /// server pushing back): the server's RSS stays within 64 MiB of its start, another client
+    /// is served meanwhile, and when the flooder goes everything is released.
+    pub fn a_peer_that_never_reads_cannot_grow_the_server_and_is_released_on_close(model: &str) {
+        let mut s = Served::start(&["--model", model]);
+        let pid = s.pid();
+        assert_echoes(s.addr, 64 * KIB, 1);
+        s.stats_until("warm-up done", |v| v["active"] == 0);
+        let fd0 = fd_count(pid);
+        let rss0 = rss(pid);
+
+        let mut flood = connect(s.addr);
+        flood
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let chunk = random_bytes(256 * KIB, 5);
+        let (mut sent, mut blocked) = (0usize, Duration::ZERO);
+        let started = Instant::now();
+        let mut peak_rss = rss0;
+        while sent < 256 * MIB
+            && started.elapsed() < Duration::from_secs(5)
+            && blocked < Duration::from_secs(1)
+        {
+            let t = Instant::now();
+            match flood.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    blocked += t.elapsed()
+                }
+                Err(e) => panic!("the flood's write failed after {sent} bytes: {e}"),
+            }
+            peak_rss = peak_rss.max(rss(pid));
+        }
+        eprintln!(
+            "{model}: the flooder sent {} MiB in {:.1} s, blocked {:.1} s",
+            sent / MIB,
+            started.elapsed().as_secs_f64(),
+            blocked.as_secs_f64()
+        );
+        // Another client, while the flooder is still connected and stuck.
+        assert_echoes(s.addr, MIB, 2);
+        peak_rss = peak_rss.max(rss(pid));
+        assert_alive(&mut s);
+        assert!(
+            peak_rss - rss0 <= 64 * MIB,
+            "RSS grew by {} MiB under a peer that never reads (sent {} MiB)",
+            (peak_rss - rss0) / MIB,
+            sent / MIB
+        );
+        let stats = s.stats();
+        assert!(
+            counter(&stats, "pending_bytes") > 0,
+            "the flooder left nothing pending? {stats}"
+        );
+
+        drop(flood);
+        s.stats_until("the flooder released", |v| {
+            v["active"] == 0 && v["pending_bytes"] == 0
+        });
+        let fds = fd_count_settles_at(pid, fd0);
+        assert_eq!(fds, fd0, "descriptors before {fd0}, after {fds}");
+        assert_echoes(s.addr, 64 * KIB, 3);
+        assert_clean_exit(s);
+    }
+
+    /// The server started with RLIMIT_NOFILE = 64, and 90 clients: the admitted ones keep
+    /// being served, accepting pauses (counted in `accept_pauses`, logged once per back-off),
+    /// the saturated server does not spin (under 0.5 s of CPU in 2 s, where a spin is ~2 s),
+    /// and once clients leave, every waiting one is served, then a new one.
+    pub fn out_of_descriptors_it_serves_the_admitted_pauses_without_spinning_and_recovers(
+        model: &str,
+    ) {
+        const LIMIT: libc::rlim_t = 64;
+        const CLIENTS: usize = 90;
+        let mut cmd = Served::command(&["--model", model]);
+        // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe and
+        // touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: LIMIT,
+                    rlim_max: LIMIT,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let mut s = Served::spawn(cmd);
+        let pid = s.pid();
+        // The limit took effect (the server raises its soft limit only up to the hard one).
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        assert_eq!(
+            line.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
+            ["64", "64"],
+            "{line}"
+        );
+
+        // Every client sends its 8-byte tag; the admitted ones get it back.
+        let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(s.addr)).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(&(i as u64).to_le_bytes()).unwrap();
+            c.set_nonblocking(true).unwrap();
+        }
+        let stats = s.stats_until("accepting paused", |v| counter(v, "accept_pauses") > 0);
+        let _ = stats;
+        let answered = |clients: &mut [TcpStream], got: &mut [Vec<u8>], quiet: Duration| {
+            // Polls until no new answer for `quiet` (bounded by SERVER_DEADLINE).
+            let end = Instant::now() + support::SERVER_DEADLINE;
+            let mut last_news = Instant::now();
+            while Instant::now() < end && last_news.elapsed() < quiet {
+                for (i, c) in clients.iter_mut().enumerate() {
+                    let mut buf = [0u8; 8];
+                    let want = 8 - got[i].len();
+                    if want == 0 {
+                        continue;
+                    }
+                    match c.read(&mut buf[..want]) {
+                        Ok(0) => panic!("client {i}: EOF before its echo"),
+                        Ok(n) => {
+                            got[i].extend_from_slice(&buf[..n]);
+                            last_news = Instant::now();
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("client {i}: {e}"),
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let mut got = vec![Vec::new(); CLIENTS];
+        answered(&mut clients, &mut got, Duration::from_secs(1));
+        let admitted: Vec<usize> = (0..CLIENTS).filter(|&i| got[i].len() == 8).collect();
+        for &i in &admitted {
+            assert_eq!(got[i], (i as u64).to_le_bytes(), "client {i}'s echo");
+        }
+        assert!(
+            !admitted.is_empty() && admitted.len() < CLIENTS,
+            "{} of {CLIENTS} admitted under a limit of {LIMIT}",
+            admitted.len()
+        );
+
+        // Saturated for 2 s: the admitted ones are served again, the CPU stays low.
+        let cpu0 = cpu_seconds(pid);
+        let window = Instant::now();
+        for &i in &admitted {
+            let c = &mut clients[i];
+            c.set_nonblocking(false).unwrap();
+            let msg = random_bytes(1000, i as u64);
+            c.write_all(&msg).unwrap();
+            let mut back = vec![0; msg.len()];
+            c.read_exact(&mut back).expect("an admitted client served");
+            assert!(back == msg, "client {i}: second echo differs");
+        }
+        thread::sleep(Duration::from_secs(2).saturating_sub(window.elapsed()));
+        let cpu = cpu_seconds(pid) - cpu0;
+        let window = window.elapsed();
+        assert!(
+            cpu < 0.5,
+            "the server used {cpu:.2} s of CPU in {:.1} s while out of descriptors: a spin",
+            window.as_secs_f64()
+        );
+        let stats = s.stats();
+        assert!(counter(&stats, "accept_pauses") > 0, "{stats}");
+        // Logged once per back-off (100 ms), not once per attempt.
+        let logged = s
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains("pausing accepts"))
+            .count();
+        let intervals = started.elapsed().as_millis() as usize / 100 + 2;
+        assert!(
+            (1..=intervals).contains(&logged),
+            "{logged} back-off lines in {intervals} intervals of 100 ms"
+        );
+
+        // Recovery: the admitted leave; every waiting client is then served, and as each one
+        // leaves in turn, the next.
+        let mut waiting: Vec<(usize, TcpStream)> = Vec::new();
+        for (i, c) in clients.into_iter().enumerate() {
+            if !admitted.contains(&i) {
+                waiting.push((i, c));
+            }
+        }
+        let end = Instant::now() + support::SERVER_DEADLINE;
+        while !waiting.is_empty() {
+            assert!(
+                Instant::now() < end,
+                "{} clients never served after the admitted ones left; stderr:\n{}",
+                waiting.len(),
+                s.stderr_text()
+            );
+            waiting.retain_mut(|(i, c)| {
+                let mut buf = [0u8; 8];
+                let want = 8 - got[*i].len();
+                match c.read(&mut buf[..want]) {
+                    Ok(0) => panic!("client {i}: EOF before its echo"),
+                    Ok(n) => got[*i].extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("client {i}: {e}"),
+                }
+                if got[*i].len() < 8 {
+                    return true;
+                }
+                assert_eq!(got[*i], (*i as u64).to_le_bytes(), "client {i}'s echo");
+                false // dropped: its descriptor frees one for the next
+            });
+            thread::sleep(Duration::from_millis(20));
+        }
+        s.stats_until("every client gone", |v| v["active"] == 0);
+        assert_echoes(s.addr, 64 * KIB, 9);
+        assert_alive(&mut s);
+        assert_clean_exit(s);
+    }
+
+    /// SIGPIPE / EPIPE: clients that reset (or close with unread data, which also resets)
+    /// while the server is writing a 2 MiB reply: the process lives, counts them, serves the
+    /// next client, and exits 0 on SIGTERM (not killed by a signal).
+    pub fn a_reset_during_a_large_reply_does_not_kill_the_process(model: &str) {
+        let mut s = Served::start(&["--model", model]);
+        for i in 0..6 {
+            let c = leave_the_server_writing(s.addr, 2 * MIB, 16 * KIB, 200 + i);
+            // The server really is writing: it holds output for this client.
+            let stats = s.stats();
+            assert!(
+                counter(&stats, "pending_bytes") > 0 || counter(&stats, "bytes_out") > 0,
+                "{stats}"
+            );
+            if i % 2 == 0 {
+                reset(c);
+            } else {
+                drop(c);
+            }
+            assert_alive(&mut s);
+        }
+        let stats = s.stats_until("six broken connections closed", |v| v["active"] == 0);
+        assert!(counter(&stats, "errors") >= 6, "not counted: {stats}");
+        assert_eq!(counter(&stats, "pending_bytes"), 0);
+        assert_echoes(s.addr, MIB, 7);
+        assert_alive(&mut s);
+        assert_clean_exit(s);
+    }
+
+    /// SIGTERM with 1,000 busy connections (4 client threads of 250, 1 KiB exchanges in
+    /// rounds): every exchange started before or during the drain comes back byte-identical,
+    /// each client then reads a clean EOF, and the server exits 0 within the drain timeout
+    /// (5 s) and a 10 s margin.
+    pub fn sigterm_with_1000_busy_connections_loses_no_byte_and_exits_0(model: &str) {
+        const THREADS: usize = 4;
+        const PER_THREAD: usize = 250;
+        // The test process holds 1,000 sockets too.
+        let _ = iomodels_server::sys::raise_nofile_limit();
+        let mut s = Served::start(&["--model", model, "--drain-timeout", "5s"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let addr = s.addr;
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (stop, rounds) = (Arc::clone(&stop), Arc::clone(&rounds));
+                thread::spawn(move || {
+                    let mut conns: Vec<TcpStream> =
+                        (0..PER_THREAD).map(|_| connect(addr)).collect();
+                    let mut done = 0u64;
+                    // Bounded: at most 200 rounds, and the test stops them much sooner.
+                    while !stop.load(Relaxed) && done < 200 {
+                        let msgs: Vec<Vec<u8>> = (0..PER_THREAD)
+                            .map(|k| random_bytes(KIB, (t * PER_THREAD + k) as u64 + done))
+                            .collect();
+                        for (c, m) in conns.iter_mut().zip(&msgs) {
+                            c.write_all(m).expect("write during the exchange");
+                        }
+                        for (k, (c, m)) in conns.iter_mut().zip(&msgs).enumerate() {
+                            let mut back = vec![0; KIB];
+                            c.read_exact(&mut back).unwrap_or_else(|e| {
+                                panic!("thread {t} conn {k} round {done}: {e}")
+                            });
+                            assert!(back == *m, "thread {t} conn {k} round {done}: differs");
+                        }
+                        done += 1;
+                        rounds.fetch_add(1, Relaxed);
+                    }
+                    for c in &mut conns {
+                        c.shutdown(Shutdown::Write).unwrap();
+                        let mut rest = Vec::new();
+                        c.read_to_end(&mut rest).expect("a clean EOF");
+                        assert!(rest.is_empty(), "{} bytes after the last echo", rest.len());
+                    }
+                    done
+                })
+            })
+            .collect();
+        // Every connection busy: accepted, and each thread through two rounds.
+        s.stats_until("1,000 connections accepted", |v| {
+            counter(v, "accepted") >= 1000
+        });
+        let end = Instant::now() + Duration::from_secs(60);
+        while rounds.load(Relaxed) < 2 * THREADS {
+            assert!(Instant::now() < end, "the clients never got going");
+            thread::sleep(Duration::from_millis(20));
+        }
+        s.signal(libc::SIGTERM);
+        let signalled = Instant::now();
+        stop.store(true, Relaxed);
+        let done: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(done >= 2 * THREADS as u64);
+        let status = s.wait();
+        let took = signalled.elapsed();
+        assert!(
+            status.success(),
+            "exit {status:?} (signal {:?}); stderr:\n{}",
+            status.signal(),
+            s.stderr_text()
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "exit {:.1} s after SIGTERM (drain timeout 5 s)",
+            took.as_secs_f64()
+        );
+    }
+}
