@@ -644,6 +644,11 @@ mod per_model {
         thread::sleep(Duration::from_secs(2).saturating_sub(window.elapsed()));
         let cpu = cpu_seconds(pid) - cpu0;
         let window = window.elapsed();
+        eprintln!(
+            "{model}: {} of {CLIENTS} admitted under RLIMIT_NOFILE 64; {cpu:.2} s of CPU in {:.1} s saturated",
+            admitted.len(),
+            window.as_secs_f64()
+        );
         assert!(
             cpu < 0.5,
             "the server used {cpu:.2} s of CPU in {:.1} s while out of descriptors: a spin",
