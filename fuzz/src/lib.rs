@@ -221,9 +221,9 @@ pub fn chunked(data: &[u8]) {
         m.conn.on_received(&chunk);
         *fed += n;
     };
-    // At most 4,096 steps, so one input cannot run for long.
+    // At most 4,096 steps and 8 MiB, so one input cannot run for long.
     for _ in 0..4096 {
-        if u.is_empty() {
+        if u.is_empty() || fed >= 8 << 20 {
             break;
         }
         let before = m.conn.pending_len();
@@ -246,7 +246,7 @@ pub fn chunked(data: &[u8]) {
             // A model that reads past the budget (none should): nothing is dropped, and
             // reading pauses once the mark is reached.
             _ => {
-                let n = size(&mut u);
+                let n = size(&mut u).min(64 * 1024);
                 if !m.eof && !m.write_shut && n > 0 {
                     feed(&mut m, &mut fed, n);
                     if kind == ServiceKind::Echo {
