@@ -86,7 +86,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let queue = SignalQueue::new(&[sig, libc::SIGIO])?;
     let listener_fd = listener.as_ref().map_or(-1, |l| l.as_raw_fd());
     let mut acceptor = match listener {
-        Some(l) => Some(Notifying::new(listener_fd, Acceptor::new(l), tid, sig)?),
+        Some(l) => Some(Notifying::new(listener_fd, Acceptor::new(l, ctx), tid, sig)?),
         None => None,
     };
     // The UDP socket announces datagrams with the same signal (FD_READ only: its sends never

@@ -136,7 +136,7 @@ fn serve_udp(udp: &UdpSocket, ctx: &Ctx) -> io::Result<()> {
 fn serve_tcp(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let waker = ctx.shutdown.register()?;
-    let mut acceptor = Acceptor::new(listener);
+    let mut acceptor = Acceptor::new(listener, ctx);
     let live: Live = Arc::default();
     let mut next_id = 0u64;
     let cap = thread_cap();

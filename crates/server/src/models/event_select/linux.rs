@@ -36,7 +36,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         l.set_nonblocking(true)?;
         epoll.add(l.as_raw_fd(), LISTENER, EPOLLIN)?;
     }
-    let mut acceptor = listener.map(Acceptor::new);
+    let mut acceptor = listener.map(|l| Acceptor::new(l, ctx));
     let mut listener_registered = true;
     // The UDP socket, edge-triggered like the connections; `udp_ready` remembers that it may
     // hold datagrams no edge will announce again (the budget ran out). Datagrams that came

@@ -100,7 +100,7 @@ mod serve {
         };
         let waker = ctx.shutdown.register()?;
         let wake = os::raw(&*waker);
-        let mut acceptor = listener.map(Acceptor::new);
+        let mut acceptor = listener.map(|l| Acceptor::new(l, ctx));
         let mut sessions: Vec<Session> = Vec::new();
         let mut scratch = vec![0u8; READ_CHUNK];
         let mut sets = Sets::new();
