@@ -233,18 +233,6 @@ impl Session {
         why.count(&self.stats);
         Some(why)
     }
-
-    /// Sets the timeouts on a blocking socket (the thread-per-client model): a recv that waits
-    /// longer than `idle`, or a send that moves nothing for longer than `write`, fails, and the
-    /// pump closes the connection as idle or as a slow reader.
-    pub fn set_blocking_timeouts(
-        &self,
-        idle: Option<std::time::Duration>,
-        write: Option<std::time::Duration>,
-    ) -> io::Result<()> {
-        self.stream.set_read_timeout(idle)?;
-        self.stream.set_write_timeout(write)
-    }
 }
 
 /// A blocking call's `SO_RCVTIMEO` / `SO_SNDTIMEO` ran out (Linux: `EAGAIN`; Windows:
