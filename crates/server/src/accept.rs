@@ -35,6 +35,8 @@ pub(crate) struct ConnCap {
     stats: Arc<Stats>,
     /// At the cap when last asked (a pause is counted and logged once, when it begins).
     held: bool,
+    /// Wake every server thread when a pause begins ([`ConnCap::waking_others`]).
+    others: Option<crate::Shutdown>,
 }
 
 impl ConnCap {
@@ -43,7 +45,16 @@ impl ConnCap {
             max: ctx.max_conns,
             stats: Arc::clone(&ctx.stats),
             held: false,
+            others: None,
         }
+    }
+
+    /// When this cap's pause begins, wake every other thread of the server too: workers that
+    /// accept on listeners of their own must stop their accepts as well (they see the same
+    /// count once awake).
+    pub fn waking_others(mut self, ctx: &Ctx) -> ConnCap {
+        self.others = Some(ctx.shutdown.clone());
+        self
     }
 
     /// How many more connections may be accepted now (0 at the cap: the pause begins, counted
@@ -54,6 +65,9 @@ impl ConnCap {
         if room == 0 && !self.held {
             self.held = true;
             self.stats.conn_cap_pauses.fetch_add(1, Relaxed);
+            if let Some(s) = &self.others {
+                s.wake_all();
+            }
             log::warn!(
                 "{active} connections open, the --max-conns cap: not accepting until one closes \
                  (new clients wait in the listen backlog)"

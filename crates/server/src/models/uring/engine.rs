@@ -258,7 +258,10 @@ impl<'a> Engine<'a> {
             accept_multishot: false,
             accepts_trimming: false,
             accept_paused_until: None,
-            cap: ConnCap::new(ctx),
+            cap: match ctx.workers > 1 {
+                true => ConnCap::new(ctx).waking_others(ctx),
+                false => ConnCap::new(ctx),
+            },
             sweep: ctx.sweep(),
             waker: ctx.shutdown.register()?,
             draining: false,
@@ -310,6 +313,7 @@ impl<'a> Engine<'a> {
             }
             self.resume_accepting_if_due();
             self.arm_accepts(); // below the cap again, or nothing to do
+            self.trim_accepts(); // another worker reached the cap
             self.rearm_starved();
             let pause = self
                 .accept_paused_until
