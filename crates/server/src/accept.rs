@@ -60,7 +60,9 @@ impl ConnCap {
     /// How many more connections may be accepted now (0 at the cap: the pause begins, counted
     /// and logged once; it ends, logged, when a connection has closed).
     pub fn room(&mut self) -> usize {
-        let active = usize::try_from(self.stats.active.load(Relaxed)).unwrap_or(0);
+        // Sockets handed between workers are connections too, though no session counts them yet.
+        let open = self.stats.active.load(Relaxed) + self.stats.handoffs_in_flight.load(Relaxed);
+        let active = usize::try_from(open).unwrap_or(0);
         let room = self.max.saturating_sub(active);
         if room == 0 && !self.held {
             self.held = true;

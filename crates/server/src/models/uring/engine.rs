@@ -364,6 +364,8 @@ impl<'a> Engine<'a> {
                 if !self.draining {
                     self.adopt(stream);
                 }
+                // Counted as a session now (or closed): no longer in transit.
+                self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
             }
             return;
         }
@@ -450,12 +452,15 @@ impl<'a> Engine<'a> {
                 if done.cqe.result >= 0 {
                     // Delivered: the other worker owns the descriptor now.
                     let _ = std::os::fd::IntoRawFd::into_raw_fd(stream);
-                } else if !self.draining {
-                    log::debug!(
-                        "hand-off failed ({}); serving the connection here",
-                        io::Error::from_raw_os_error(-done.cqe.result)
-                    );
-                    self.adopt(stream);
+                } else {
+                    if !self.draining {
+                        log::debug!(
+                            "hand-off failed ({}); serving the connection here",
+                            io::Error::from_raw_os_error(-done.cqe.result)
+                        );
+                        self.adopt(stream);
+                    }
+                    self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
                 }
             }
         }
@@ -738,9 +743,11 @@ impl<'a> Engine<'a> {
         let posted = self.post(NO_CONN, Kind::Handoff(Some(stream)), |_| {
             opcode::MsgRingData::new(Fd(target), fd, HANDOFF, None).build()
         });
-        if let Err(e) = posted {
+        match posted {
+            // Until the other worker adopts it, the cap counts it here.
+            Ok(_) => drop(self.ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed)),
             // The record (and the socket in it) was dropped: the connection is closed.
-            log::warn!("cannot hand a connection to another worker: {e}");
+            Err(e) => log::warn!("cannot hand a connection to another worker: {e}"),
         }
     }
 
