@@ -150,7 +150,9 @@ fn parse_timeout(s: &str) -> Result<Timeout, String> {
         return Ok(Timeout(None));
     }
     match parse_duration(s)? {
-        d if d.is_zero() => Err(format!("'{s}' is no timeout: give a duration above 0, or off")),
+        d if d.is_zero() => Err(format!(
+            "'{s}' is no timeout: give a duration above 0, or off"
+        )),
         d => Ok(Timeout(Some(d))),
     }
 }
@@ -317,7 +319,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         tcp: !args.no_tcp,
         udp: args.udp,
         udp_max_datagram: args.udp_max_datagram,
-        max_conns: args.max_conns.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        max_conns: args
+            .max_conns
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         idle_timeout: args.idle_timeout.0,
         write_timeout: args.write_timeout.0,
     };

@@ -96,10 +96,10 @@ impl Acceptor {
         }
     }
 
-    /// True if accepting stopped at the connection cap when last asked: the model should not
-    /// wait for the listener (it stays readable) until a connection has closed.
-    pub fn at_cap(&self) -> bool {
-        self.cap.is_held()
+    /// True if the server holds `--max-conns` connections now: the model should not wait for
+    /// the listener (it stays readable) until a connection has closed.
+    pub fn at_cap(&mut self) -> bool {
+        self.cap.room() == 0
     }
 
     /// True if the model should wait for the listener to become readable now: accepting is

@@ -59,7 +59,9 @@ impl Expiry {
             }
             Expiry::SlowReader => {
                 stats.slow_reader_closed.fetch_add(1, Relaxed);
-                log::debug!("closing a connection whose peer left its output unread for --write-timeout");
+                log::debug!(
+                    "closing a connection whose peer left its output unread for --write-timeout"
+                );
             }
         }
     }
@@ -182,10 +184,19 @@ mod tests {
         let sweep = Sweep::new(Some(Duration::from_secs(10)), None);
         let mut c = Clock::new();
         let t0 = c.last_traffic;
-        assert_eq!(sweep.check(&mut c, false, t0 + Duration::from_secs(9)), None);
+        assert_eq!(
+            sweep.check(&mut c, false, t0 + Duration::from_secs(9)),
+            None
+        );
         c.mark(true, false);
-        assert_eq!(sweep.check(&mut c, false, t0 + Duration::from_secs(12)), None);
-        assert_eq!(sweep.check(&mut c, false, t0 + Duration::from_secs(21)), None);
+        assert_eq!(
+            sweep.check(&mut c, false, t0 + Duration::from_secs(12)),
+            None
+        );
+        assert_eq!(
+            sweep.check(&mut c, false, t0 + Duration::from_secs(21)),
+            None
+        );
         assert_eq!(
             sweep.check(&mut c, false, t0 + Duration::from_secs(22)),
             Some(Expiry::Idle)
@@ -211,9 +222,18 @@ mod tests {
 
     #[test]
     fn sweeps_come_a_quarter_of_the_shortest_timeout_apart_within_bounds() {
-        assert_eq!(Sweep::new(Some(Duration::from_secs(2)), None).every, Duration::from_millis(500));
-        assert_eq!(Sweep::new(None, Some(Duration::from_secs(60))).every, SWEEP_MAX);
-        assert_eq!(Sweep::new(Some(Duration::from_millis(1)), None).every, SWEEP_MIN);
+        assert_eq!(
+            Sweep::new(Some(Duration::from_secs(2)), None).every,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            Sweep::new(None, Some(Duration::from_secs(60))).every,
+            SWEEP_MAX
+        );
+        assert_eq!(
+            Sweep::new(Some(Duration::from_millis(1)), None).every,
+            SWEEP_MIN
+        );
         assert!(Sweep::new(None, None).wait_limit().is_none());
     }
 }

@@ -143,7 +143,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         // all, so the next turn sees it): no zero timeout meanwhile.
         let accept_now = model.listener_ready
             && acceptor
-                .as_ref()
+                .as_mut()
                 .is_some_and(|a| a.pause_remaining().is_none() && !a.at_cap());
         let timeout = if !model.ready.is_empty() || accept_now || model.udp_ready {
             Some(Duration::ZERO)

@@ -157,7 +157,7 @@ fn serve_tcp(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     let mut drain = Drain::new(ctx.drain_timeout);
 
     while !drain.begins(&ctx.shutdown) {
-        if acceptor.at_cap() && !acceptor.is_accepting() {
+        if acceptor.at_cap() {
             std::thread::sleep(CAP_RECHECK);
             continue;
         }
