@@ -52,6 +52,7 @@ impl ConnCap {
     /// When this cap's pause begins, wake every other thread of the server too: workers that
     /// accept on listeners of their own must stop their accepts as well (they see the same
     /// count once awake).
+    #[cfg(target_os = "linux")] // the io_uring engine's
     pub fn waking_others(mut self, ctx: &Ctx) -> ConnCap {
         self.others = Some(ctx.shutdown.clone());
         self
@@ -82,6 +83,7 @@ impl ConnCap {
     }
 
     /// At the cap when last asked ([`ConnCap::room`]).
+    #[cfg(target_os = "linux")] // the io_uring engine's
     pub fn is_held(&self) -> bool {
         self.held
     }

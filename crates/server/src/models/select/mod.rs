@@ -37,7 +37,7 @@
 //!
 //! **Limits of the server** (`--max-conns`, `--idle-timeout`, `--write-timeout`, both OSes):
 //! at the cap the listener leaves the read set until a connection closes; the timeouts are a
-//! sweep over the sessions every loop turn that one is due ([`crate::limits`]), and `select`'s
+//! sweep over the sessions every loop turn that one is due (`crate::limits`), and `select`'s
 //! timeout is bounded by the next sweep.
 //!
 //! **Pitfalls.** The sets are overwritten by the call and must be rebuilt every turn; `nfds` is

@@ -1,5 +1,16 @@
 //! [`Engine`]: one io_uring, its table of operation records, and the connections they serve.
 //! See the module doc of `models/uring` for the rule every function here keeps.
+//!
+//! Limits (`crate::limits`): the engine posts accepts only within `--max-conns` — never more
+//! in flight than places left, a multishot accept only while at least [`MULTISHOT_ROOM`]
+//! are, and accepts already posted are cancelled (`trim_accepts`) when they could pass the
+//! cap; a socket they accepted before the cancel landed is served, never dropped. A worker
+//! reaching the cap wakes the others (each keeps its own accepts), and a worker at the cap looks
+//! again every [`CAP_RECHECK`], since a close on another worker does not wake it. So across
+//! several `SO_REUSEPORT` listeners the cap can be passed by at most one connection per
+//! other worker, in a race. The idle and write timeouts are a sweep after each wait
+//! (`sweep_conns`): an expired connection is closed like any other (its operations
+//! cancelled, freed at their completions).
 
 use crate::accept::ConnCap;
 use crate::limits::Sweep;
