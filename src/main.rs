@@ -325,16 +325,19 @@ fn serve(args: ServeArgs) -> Result<()> {
         idle_timeout: args.idle_timeout.0,
         write_timeout: args.write_timeout.0,
     };
-    // Windows has no descriptor limit to raise. Raised before bind: the default --max-conns
-    // comes from it.
+    // Raised before bind, since the default --max-conns comes from it; said after bind, so a
+    // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)
+    let nofile = iomodels_server::sys::raise_nofile_limit();
+    let server = Server::bind(config.clone())?;
     #[cfg(unix)]
-    match iomodels_server::sys::raise_nofile_limit() {
+    match nofile {
         Ok(n) => {
             log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)")
         }
         Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
     }
-    let server = Server::bind(config.clone())?;
+    #[cfg(not(unix))]
+    let _ = nofile;
     for note in tls.iter().flat_map(|(_, notes)| notes) {
         log::info!("{note}");
     }
