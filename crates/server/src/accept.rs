@@ -5,12 +5,18 @@
 //! pauses accepting for a short back-off instead of spinning on a listener that stays
 //! readable, logging once per pause (as nginx and HAProxy do). Existing connections keep being
 //! served meanwhile.
+//!
+//! It also keeps the connection cap (`--max-conns`, [`crate::limits`]): while the server holds
+//! that many connections [`Acceptor::is_accepting`] says no (counted and logged once per
+//! pause), a batch never accepts past the cap, and the rest wait in the kernel's backlog.
 
 use crate::stats::Stats;
 use crate::sys;
+use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long accepting pauses after EMFILE/ENFILE.
@@ -20,18 +26,90 @@ const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct Acceptor {
     pub listener: TcpListener,
     paused_until: Option<Instant>,
+    cap: ConnCap,
 }
 
-impl Acceptor {
-    pub fn new(listener: TcpListener) -> Acceptor {
-        Acceptor {
-            listener,
-            paused_until: None,
+/// The connection cap: the server-wide count of open connections against `--max-conns`.
+pub(crate) struct ConnCap {
+    max: usize,
+    stats: Arc<Stats>,
+    /// At the cap when last asked (a pause is counted and logged once, when it begins).
+    held: bool,
+    /// Wake every server thread when a pause begins ([`ConnCap::waking_others`]).
+    others: Option<crate::Shutdown>,
+}
+
+impl ConnCap {
+    pub fn new(ctx: &Ctx) -> ConnCap {
+        ConnCap {
+            max: ctx.max_conns,
+            stats: Arc::clone(&ctx.stats),
+            held: false,
+            others: None,
         }
     }
 
-    /// True if the model should wait for the listener to become readable now.
+    /// When this cap's pause begins, wake every other thread of the server too: workers that
+    /// accept on listeners of their own must stop their accepts as well (they see the same
+    /// count once awake).
+    #[cfg(target_os = "linux")] // the io_uring engine's
+    pub fn waking_others(mut self, ctx: &Ctx) -> ConnCap {
+        self.others = Some(ctx.shutdown.clone());
+        self
+    }
+
+    /// How many more connections may be accepted now (0 at the cap: the pause begins, counted
+    /// and logged once; it ends, logged, when a connection has closed).
+    pub fn room(&mut self) -> usize {
+        // Sockets handed between workers are connections too, though no session counts them yet.
+        let open = self.stats.active.load(Relaxed) + self.stats.handoffs_in_flight.load(Relaxed);
+        let active = usize::try_from(open).unwrap_or(0);
+        let room = self.max.saturating_sub(active);
+        if room == 0 && !self.held {
+            self.held = true;
+            self.stats.conn_cap_pauses.fetch_add(1, Relaxed);
+            if let Some(s) = &self.others {
+                s.wake_all();
+            }
+            log::warn!(
+                "{active} connections open, the --max-conns cap: not accepting until one closes \
+                 (new clients wait in the listen backlog)"
+            );
+        } else if room > 0 && self.held {
+            self.held = false;
+            log::info!("below --max-conns again ({active} open): accepting");
+        }
+        room
+    }
+
+    /// At the cap when last asked ([`ConnCap::room`]).
+    #[cfg(target_os = "linux")] // the io_uring engine's
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener, ctx: &Ctx) -> Acceptor {
+        Acceptor {
+            listener,
+            paused_until: None,
+            cap: ConnCap::new(ctx),
+        }
+    }
+
+    /// True if the server holds `--max-conns` connections now: the model should not wait for
+    /// the listener (it stays readable) until a connection has closed.
+    pub fn at_cap(&mut self) -> bool {
+        self.cap.room() == 0
+    }
+
+    /// True if the model should wait for the listener to become readable now: accepting is
+    /// neither paused (out of descriptors) nor at the connection cap.
     pub fn is_accepting(&mut self) -> bool {
+        if self.cap.room() == 0 {
+            return false;
+        }
         match self.paused_until {
             Some(t) if Instant::now() < t => false,
             Some(_) => {
@@ -57,6 +135,7 @@ impl Acceptor {
         mut serve: impl FnMut(TcpStream),
     ) -> io::Result<usize> {
         let mut accepted = 0;
+        let max = max.min(self.cap.room());
         while accepted < max {
             stats.syscalls.fetch_add(1, Relaxed);
             match self.listener.accept() {

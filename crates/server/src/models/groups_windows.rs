@@ -179,7 +179,7 @@ where
         // Also makes the listener (and every socket it accepts) non-blocking.
         event_select(l, &listen_event, FD_ACCEPT)?;
     }
-    let acceptor = listener.map(Acceptor::new);
+    let acceptor = listener.map(|l| Acceptor::new(l, ctx));
     std::thread::scope(|scope| {
         let mut groups = Groups {
             scope,

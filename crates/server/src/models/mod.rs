@@ -75,6 +75,14 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
     }
 }
 
+/// Whether `model` enforces the connection cap and the timeouts ([`crate::limits`]) on this
+/// OS: every model on Linux; on Windows the two whose loop is shared with Linux (`blocking`,
+/// `select`). The others would need the sweep in their group threads, window procedure and
+/// completion workers, and their accepting (`FD_ACCEPT`, `AcceptEx`) paused at the cap.
+pub(crate) fn enforces_limits(model: Model) -> bool {
+    cfg!(target_os = "linux") || matches!(model, Model::Blocking | Model::Select)
+}
+
 /// Serves `listener` (and `ctx.udp`) with `model` until shutdown and drain are over.
 pub(crate) fn run(model: Model, listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     match model {

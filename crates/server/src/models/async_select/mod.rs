@@ -28,6 +28,12 @@
 //! the caller's thread's: when `run` returns, every socket has had `O_ASYNC` cleared and been
 //! closed, the signals still queued are read and dropped, and the thread's old mask is restored.
 //!
+//! **Server limits** (Linux; on Windows bind refuses them for this model): at `--max-conns`
+//! the loop stops accepting and keeps the listener's "connections wait" flag (the backlog will
+//! announce nothing new), accepting again on the turn after a connection closes; the idle and
+//! write timeouts are a sweep over the sessions (`crate::limits`), and the `poll` on the
+//! signalfd is bounded by the next sweep.
+//!
 //! **Overflow.** The real-time queue is bounded (`RLIMIT_SIGPENDING`, per user). A signal that
 //! cannot be queued becomes a plain `SIGIO` (pending at most once, no `si_fd`): notifications
 //! were lost, so the loop rescans — marks every session readable and writable, pumps each, and

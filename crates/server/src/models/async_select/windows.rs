@@ -65,7 +65,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         state: RefCell::new(State {
             ctx,
             waker,
-            acceptor: listener.map(Acceptor::new),
+            acceptor: listener.map(|l| Acceptor::new(l, ctx)),
             udp: ctx.udp.as_ref().map(|u| (u, UdpEcho::new(ctx))),
             // The first turn answers what came before the registration (announced or not).
             udp_on_queued: false,

@@ -68,6 +68,13 @@
 //! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
 //! not by load.
 //!
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; Linux only, on
+//! Windows bind refuses them for this model) come from the shared engine
+//! (`models/uring/engine.rs`, see its module doc): accepts are posted only within the cap (a multishot accept only while 1,024 or more
+//! places are left; nearer the cap one single-shot accept; a worker reaching the cap wakes the
+//! others, which cancel their accepts; sockets in hand-off count), and
+//! the connection timeouts are a sweep after each wait, which is bounded by the next sweep.
+//!
 //! **Pitfalls.** The one rule of completion I/O (in `models/uring`): nothing a posted operation
 //! points at may be freed before its final completion — after a cancel, a reset, or at
 //! shutdown, which cancels everything and reaps until the table is empty. Provided buffers must

@@ -40,6 +40,11 @@
 //!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`) and memory; one thread, so one core.
 //!
+//! **Server limits** (Linux; on Windows bind refuses them for this model, whose group threads
+//! would each need the sweep): at `--max-conns` the listener leaves the epoll set until a
+//! connection closes; the idle and write timeouts are a sweep over the sessions
+//! (`crate::limits`), and `epoll_wait` is bounded by the next sweep.
+//!
 //! **Windows.** The real thing. One wait holds at most 64 handles, so sockets are served in
 //! groups, a thread each (`models/groups_windows.rs`): every group waits on the shutdown
 //! waker's event, its hand-off event and up to **62 sockets' events** (62 + 2 = 64). The

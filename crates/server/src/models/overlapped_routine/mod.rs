@@ -48,6 +48,11 @@
 //! **Limits.** One thread; 16 KiB of posted buffer per idle connection; needs io_uring on
 //! Linux.
 //!
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; Linux only, on
+//! Windows bind refuses them for this model) come from the shared engine
+//! (`models/uring/engine.rs`, see its module doc): accepts are posted only within the cap, and
+//! the connection timeouts are a sweep after each wait, which is bounded by the next sweep.
+//!
 //! **Pitfalls.** A routine must not block (it runs inside the wait loop, delaying every other
 //! completion); the buffer and context a routine receives belong to it — it must re-post or
 //! free them, never leave the kernel holding a buffer that is freed; on Windows the routines

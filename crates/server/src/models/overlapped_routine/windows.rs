@@ -290,7 +290,7 @@ fn accept_loop(
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let listen = listener.as_raw_socket();
-    let mut acceptor = Acceptor::new(listener);
+    let mut acceptor = Acceptor::new(listener, ctx);
     let mut none = SocketSet::with_capacity(0);
     while !ctx.shutdown.is_requested() {
         let mut read = SocketSet::with_capacity(2);

@@ -1,6 +1,19 @@
 //! [`Engine`]: one io_uring, its table of operation records, and the connections they serve.
 //! See the module doc of `models/uring` for the rule every function here keeps.
+//!
+//! Limits (`crate::limits`): the engine posts accepts only within `--max-conns` — never more
+//! in flight than places left, a multishot accept only while at least [`MULTISHOT_ROOM`]
+//! are, and accepts already posted are cancelled (`trim_accepts`) when they could pass the
+//! cap; a socket they accepted before the cancel landed is served, never dropped. A worker
+//! reaching the cap wakes the others (each keeps its own accepts), and a worker at the cap looks
+//! again every [`CAP_RECHECK`], since a close on another worker does not wake it. So across
+//! several `SO_REUSEPORT` listeners the cap can be passed by at most one connection per
+//! other worker, in a race. The idle and write timeouts are a sweep after each wait
+//! (`sweep_conns`): an expired connection is closed like any other (its operations
+//! cancelled, freed at their completions).
 
+use crate::accept::ConnCap;
+use crate::limits::Sweep;
 use crate::models::{min_timeout, Drain};
 use crate::session::Session;
 use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd, Ring};
@@ -27,6 +40,12 @@ const NO_CONN: usize = usize::MAX;
 const HANDOFF: u64 = u64::MAX;
 /// How long accepting pauses when the process is out of descriptors.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a worker at the connection cap looks again: a connection closing on another
+/// worker does not wake it.
+const CAP_RECHECK: Duration = Duration::from_millis(50);
+/// A multishot accept is posted only while at least this many connections fit below the cap;
+/// nearer to it, one single-shot accept at a time, so the kernel cannot accept past the cap.
+const MULTISHOT_ROOM: usize = 1024;
 /// How long shutdown waits for the kernel to complete cancelled operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// Send and receive buffers kept for reuse (beyond that they go back to the allocator).
@@ -187,7 +206,16 @@ pub(crate) struct Engine<'a> {
     conns: Slab<UConn>,
     listener: Option<TcpListener>,
     accepts_posted: usize,
+    /// The accept posted is multishot.
+    accept_multishot: bool,
+    /// The accepts are being cancelled because they could accept past the cap; none is
+    /// posted again until all have completed.
+    accepts_trimming: bool,
     accept_paused_until: Option<Instant>,
+    /// `--max-conns`, counted over every worker.
+    cap: ConnCap,
+    /// `--idle-timeout`, `--write-timeout`.
+    sweep: Sweep,
     waker: Arc<Waker>,
     /// Shutdown requested: no new connections.
     draining: bool,
@@ -238,7 +266,14 @@ impl<'a> Engine<'a> {
             conns: Slab::new(),
             listener,
             accepts_posted: 0,
+            accept_multishot: false,
+            accepts_trimming: false,
             accept_paused_until: None,
+            cap: match ctx.workers > 1 {
+                true => ConnCap::new(ctx).waking_others(ctx),
+                false => ConnCap::new(ctx),
+            },
+            sweep: ctx.sweep(),
             waker: ctx.shutdown.register()?,
             draining: false,
             stopping: false,
@@ -288,18 +323,25 @@ impl<'a> Engine<'a> {
                 break Ok(());
             }
             self.resume_accepting_if_due();
+            self.arm_accepts(); // below the cap again, or nothing to do
+            self.trim_accepts(); // another worker reached the cap
             self.rearm_starved();
             let pause = self
                 .accept_paused_until
                 .map(|t| t.saturating_duration_since(Instant::now()));
+            let capped = self.cap.is_held().then_some(CAP_RECHECK);
+            let timeout = min_timeout(drain.wait_limit(), min_timeout(pause, capped));
             if let Err(e) = self
                 .ring
-                .submit_and_wait(min_timeout(drain.wait_limit(), pause))
+                .submit_and_wait(min_timeout(timeout, self.sweep.wait_limit()))
             {
                 break Err(e);
             }
             self.ctx.stats.count_wait();
             self.complete_all();
+            if let Some(now) = self.sweep.due() {
+                self.sweep_conns(now);
+            }
         };
         if self.cancel_everything() {
             served
@@ -333,6 +375,8 @@ impl<'a> Engine<'a> {
                 if !self.draining {
                     self.adopt(stream);
                 }
+                // Counted as a session now (or closed): no longer in transit.
+                self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
             }
             return;
         }
@@ -419,12 +463,15 @@ impl<'a> Engine<'a> {
                 if done.cqe.result >= 0 {
                     // Delivered: the other worker owns the descriptor now.
                     let _ = std::os::fd::IntoRawFd::into_raw_fd(stream);
-                } else if !self.draining {
-                    log::debug!(
-                        "hand-off failed ({}); serving the connection here",
-                        io::Error::from_raw_os_error(-done.cqe.result)
-                    );
-                    self.adopt(stream);
+                } else {
+                    if !self.draining {
+                        log::debug!(
+                            "hand-off failed ({}); serving the connection here",
+                            io::Error::from_raw_os_error(-done.cqe.result)
+                        );
+                        self.adopt(stream);
+                    }
+                    self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
                 }
             }
         }
@@ -493,11 +540,16 @@ impl<'a> Engine<'a> {
         let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return;
         };
-        if self.draining || self.accept_paused_until.is_some() {
+        if self.draining || self.accept_paused_until.is_some() || self.accepts_trimming {
             return;
         }
-        let multishot = self.cfg.accepts == 0;
-        let want = self.cfg.accepts.max(1);
+        // Never more accepts in flight than connections fit below the cap.
+        let room = self.cap.room();
+        let multishot = self.cfg.accepts == 0 && room >= MULTISHOT_ROOM;
+        let want = self.cfg.accepts.max(1).min(room);
+        if self.accepts_posted < want {
+            self.accept_multishot = multishot;
+        }
         while self.accepts_posted < want {
             let posted = self.post(NO_CONN, Kind::Accept, |_| {
                 if multishot {
@@ -517,6 +569,41 @@ impl<'a> Engine<'a> {
                     break;
                 }
             }
+        }
+    }
+
+    /// Cancels the accepts in flight when they could accept past the cap: more posted than
+    /// connections fit, or a multishot one too near the cap. Sockets they accepted before the
+    /// cancel landed are served (never dropped); [`Engine::arm_accepts`] posts again, within
+    /// the cap, once all have completed.
+    fn trim_accepts(&mut self) {
+        if self.draining || self.accepts_trimming || self.accepts_posted == 0 {
+            return;
+        }
+        let room = self.cap.room();
+        if self.accepts_posted <= room && !(self.accept_multishot && room < MULTISHOT_ROOM) {
+            return;
+        }
+        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all()).build();
+        match self.post(NO_CONN, Kind::Cancel, |_| cancel) {
+            Ok(_) => self.accepts_trimming = true,
+            Err(e) => log::error!("cannot cancel the accepts at the cap: {e}"),
+        }
+    }
+
+    /// The sweep of the idle and write timeouts ([`crate::limits`]): closes what expired.
+    fn sweep_conns(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, u)| !u.closing)
+            .filter_map(|(c, u)| u.s.expired(&self.sweep, now).map(|_| c))
+            .collect();
+        for c in expired {
+            self.begin_close(c);
         }
     }
 
@@ -640,6 +727,9 @@ impl<'a> Engine<'a> {
                 errno => log::debug!("accept: {}", io::Error::from_raw_os_error(errno)),
             }
         }
+        if last && self.accepts_posted == 0 {
+            self.accepts_trimming = false;
+        }
         if last {
             if self.draining && self.accepts_posted == 0 {
                 self.listener = None; // no operation uses it any more: close it
@@ -647,6 +737,7 @@ impl<'a> Engine<'a> {
                 self.arm_accepts();
             }
         }
+        self.trim_accepts();
     }
 
     /// Serves an accepted socket here, or (accept hand-off) passes it to the next worker.
@@ -663,9 +754,11 @@ impl<'a> Engine<'a> {
         let posted = self.post(NO_CONN, Kind::Handoff(Some(stream)), |_| {
             opcode::MsgRingData::new(Fd(target), fd, HANDOFF, None).build()
         });
-        if let Err(e) = posted {
+        match posted {
+            // Until the other worker adopts it, the cap counts it here.
+            Ok(_) => drop(self.ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed)),
             // The record (and the socket in it) was dropped: the connection is closed.
-            log::warn!("cannot hand a connection to another worker: {e}");
+            Err(e) => log::warn!("cannot hand a connection to another worker: {e}"),
         }
     }
 
