@@ -786,7 +786,8 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         date: utc_now(),
         command,
         quick: args.quick,
-        repeat,
+        // A soak-only run ran everything once.
+        repeat: scenarios.iter().map(runs).max().unwrap_or(repeat),
         models: participants.iter().map(Participant::name).collect(),
         scenarios: scenario_results,
     })
