@@ -620,6 +620,13 @@ fn soak_svg(series: &[(usize, &Soak)], fds: bool) -> Result<String, String> {
             .label_style(font(12.0).color(&INK))
             .axis_desc_style(font(13.0).color(&MUTED))
             .light_line_style(WHITE)
+            .y_label_formatter(&|v| {
+                if fds {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            })
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, k) in series {
