@@ -334,7 +334,9 @@ fn bystander(addr: SocketAddr, size: usize, stop: Arc<AtomicBool>) -> thread::Jo
 /// after the descriptors ran out, see
 /// `completion_port_survives_descriptor_exhaustion_while_its_workers_start`).
 fn start_with_64_descriptors(model: &str) -> Served {
-    let s = start_with_64_descriptors_args(&["--model", model]);
+    // A cap far above what 64 descriptors allow: the case is about running out of descriptors
+    // (EMFILE on accept), which the default cap (the descriptor limit minus 64) would prevent.
+    let s = start_with_64_descriptors_args(&["--model", model, "--max-conns", "100000"]);
     let end = Instant::now() + support::SERVER_DEADLINE;
     let (mut last, mut still) = (fd_count(s.pid()), 0);
     while still < 6 && Instant::now() < end {
@@ -891,7 +893,14 @@ mod per_model {
 #[ignore = "server bug: completion-port stops accepting and exits 1 when a worker's io_uring_setup hits EMFILE at start"]
 fn completion_port_survives_descriptor_exhaustion_while_its_workers_start() {
     for attempt in 0..10 {
-        let s = start_with_64_descriptors_args(&["--model", "completion-port", "--workers", "12"]);
+        let s = start_with_64_descriptors_args(&[
+            "--model",
+            "completion-port",
+            "--workers",
+            "12",
+            "--max-conns",
+            "100000",
+        ]);
         let addr = s.addr;
         let hammers: Vec<_> = (0..4)
             .map(|_| thread::spawn(move || (0..23).map(|_| connect(addr)).collect::<Vec<_>>()))
