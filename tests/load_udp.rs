@@ -9,7 +9,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::{assert_one_line_error, Served, BIN};
+use support::{assert_one_line_error, free_udp_port, Served, BIN};
 
 /// Runs `iomodels ARGS` to completion, under `timeout 60` so a hang fails instead of blocking.
 fn iomodels(args: &[&str]) -> Output {
@@ -21,6 +21,13 @@ fn iomodels(args: &[&str]) -> Output {
         .expect("run timeout iomodels")
 }
 
+/// `iomodels load --udp --connect ADDR FLAGS`, to completion.
+fn load_udp(addr: &str, flags: &[&str]) -> Output {
+    let mut args = vec!["load", "--udp", "--connect", addr];
+    args.extend_from_slice(flags);
+    iomodels(&args)
+}
+
 mod per_model {
     use super::*;
 
@@ -30,23 +37,22 @@ mod per_model {
     pub fn load_udp_through_the_binary_verifies_every_echo(model: &str) {
         let mut s = Served::start(&["--model", model, "--udp", "--no-tcp"]);
         let addr = s.addr.to_string();
-        let out = iomodels(&[
-            "load",
-            "--udp",
-            "--connect",
+        let out = load_udp(
             &addr,
-            "--conns",
-            "20",
-            "--depth",
-            "2",
-            "--size",
-            "100",
-            "--messages",
-            "300",
-            "--udp-timeout",
-            "2s",
-            "--json",
-        ]);
+            &[
+                "--conns",
+                "20",
+                "--depth",
+                "2",
+                "--size",
+                "100",
+                "--messages",
+                "300",
+                "--udp-timeout",
+                "2s",
+                "--json",
+            ],
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -79,16 +85,7 @@ per_model! {
 fn the_table_reports_datagrams_and_loss() {
     let s = Served::start(&["--udp", "--no-tcp"]);
     let addr = s.addr.to_string();
-    let out = iomodels(&[
-        "load",
-        "--udp",
-        "--connect",
-        &addr,
-        "--conns",
-        "4",
-        "--duration",
-        "300ms",
-    ]);
+    let out = load_udp(&addr, &["--conns", "4", "--duration", "300ms"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
     for want in [
@@ -108,21 +105,8 @@ fn the_table_reports_datagrams_and_loss() {
 #[test]
 fn nobody_at_the_port_is_one_line_not_a_count_of_losses() {
     // A port that was just free.
-    let addr = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let out = iomodels(&[
-        "load",
-        "--udp",
-        "--connect",
-        &addr,
-        "--conns",
-        "3",
-        "--duration",
-        "5s",
-    ]);
+    let addr = format!("127.0.0.1:{}", free_udp_port());
+    let out = load_udp(&addr, &["--conns", "3", "--duration", "5s"]);
     assert_one_line_error(
         &out,
         &["no UDP echo server at", &addr, "(connection refused)"],
@@ -140,15 +124,8 @@ fn udp_flag_combinations_that_make_no_sense_are_one_line_errors() {
         (&["--udp-timeout", "0s"], &["--udp-timeout"]),
     ];
     for (extra, needles) in cases {
-        let mut args = vec![
-            "load",
-            "--udp",
-            "--connect",
-            "127.0.0.1:9",
-            "--duration",
-            "1s",
-        ];
-        args.extend_from_slice(extra);
-        assert_one_line_error(&iomodels(&args), needles);
+        let mut flags = vec!["--duration", "1s"];
+        flags.extend_from_slice(extra);
+        assert_one_line_error(&load_udp("127.0.0.1:9", &flags), needles);
     }
 }

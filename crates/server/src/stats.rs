@@ -147,6 +147,23 @@ impl Stats {
     }
 
     /// Counts the fate of a datagram received whole: echoed (`Some(len)`) or dropped.
+    /// Counts the outcome of sending an answer of `len` bytes: echoed if the whole datagram
+    /// went, else dropped (a short send or an error, logged at debug level).
+    pub(crate) fn count_answer(&self, len: usize, result: std::io::Result<usize>) {
+        let sent = match result {
+            Ok(n) if n == len => Some(n),
+            Ok(n) => {
+                log::debug!("udp: sent {n} of {len} bytes");
+                None
+            }
+            Err(e) => {
+                log::debug!("udp: answer dropped: {e}");
+                None
+            }
+        };
+        self.count_datagram_out(sent);
+    }
+
     pub(crate) fn count_datagram_out(&self, sent: Option<usize>) {
         match sent {
             Some(len) => {

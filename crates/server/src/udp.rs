@@ -88,18 +88,10 @@ impl UdpEcho {
                 continue;
             }
             stats.syscalls.fetch_add(1, Relaxed);
-            let sent = match send_datagram(socket, &self.buf[..got.len], &got.from) {
-                Ok(n) if n == got.len => Some(n),
-                Ok(n) => {
-                    log::debug!("udp: sent {n} of {} bytes", got.len);
-                    None
-                }
-                Err(e) => {
-                    log::debug!("udp: answer dropped: {e}");
-                    None
-                }
-            };
-            stats.count_datagram_out(sent);
+            stats.count_answer(
+                got.len,
+                send_datagram(socket, &self.buf[..got.len], &got.from),
+            );
         }
         Drained::More
     }

@@ -307,18 +307,7 @@ impl UdpEcho {
                     Err(e) => format!("error={e}"),
                 }
             );
-            let sent = match result {
-                Ok(n) if n == d.len => Some(n),
-                Ok(n) => {
-                    log::debug!("udp: sent {n} of {} bytes", d.len);
-                    None
-                }
-                Err(e) => {
-                    log::debug!("udp: answer dropped: {e}");
-                    None
-                }
-            };
-            self.stats.count_datagram_out(sent);
+            self.stats.count_answer(d.len, result);
             self.spare.push(d);
             return self.rearm(notify);
         }

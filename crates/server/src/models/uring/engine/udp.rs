@@ -169,14 +169,8 @@ impl Engine<'_> {
         };
         self.udp_posted -= 1;
         let res = done.cqe.result;
-        let sent = usize::try_from(res).ok().filter(|&n| n == d.iov.iov_len);
-        if sent.is_none() {
-            log::debug!(
-                "udp: answer dropped: {}",
-                std::io::Error::from_raw_os_error(-res.min(0))
-            );
-        }
-        self.ctx.stats.count_datagram_out(sent);
+        let result = usize::try_from(res).map_err(|_| std::io::Error::from_raw_os_error(-res));
+        self.ctx.stats.count_answer(d.iov.iov_len, result);
         self.udp_spare.push(d);
         self.arm_udp();
     }
