@@ -44,13 +44,11 @@ per_model! {
     ]
 }
 
-/// Descriptor exhaustion, one test per model like `per_model!`, written out because one model
-/// fails it (see the reason).
+/// Descriptor exhaustion, one test per model like `per_model!`.
 mod out_of_descriptors_serves_the_admitted_without_spinning_and_recovers {
     use super::per_model::out_of_descriptors_it_serves_the_admitted_pauses_without_spinning_and_recovers as case;
 
     #[test]
-    #[ignore = "server bug: blocking polls the still-readable listener during the EMFILE back-off: a busy loop"]
     fn blocking() {
         case("blocking")
     }
@@ -80,8 +78,7 @@ mod out_of_descriptors_serves_the_admitted_without_spinning_and_recovers {
     }
 }
 
-/// The back-off log case, one test per model like `per_model!`, written out because two models
-/// fail it (issue #9's fault suite; see the reasons).
+/// The back-off log case, one test per model like `per_model!`.
 mod back_off_logged_once_per_interval {
     use super::per_model::out_of_descriptors_the_back_off_is_logged_once_per_interval as case;
 
@@ -102,12 +99,10 @@ mod back_off_logged_once_per_interval {
         case("event-select")
     }
     #[test]
-    #[ignore = "server bug: uring engine logs and counts EMFILE once per posted accept (4), not once per back-off"]
     fn overlapped_event() {
         case("overlapped-event")
     }
     #[test]
-    #[ignore = "server bug: uring engine logs and counts EMFILE once per posted accept (4), not once per back-off"]
     fn overlapped_routine() {
         case("overlapped-routine")
     }
@@ -766,6 +761,11 @@ mod per_model {
             _ => 1,
         };
         let intervals = started.elapsed().as_millis() as usize / 100 + 2;
+        eprintln!(
+            "{model}: {logged} back-off lines, accept_pauses {}, in {intervals} intervals",
+            counter(&stats, "accept_pauses")
+        );
+
         assert!(
             (1..=intervals * accepting_threads).contains(&logged),
             "{logged} back-off lines in {intervals} intervals of 100 ms \

@@ -11,8 +11,13 @@
 //! other worker, in a race. The idle and write timeouts are a sweep after each wait
 //! (`sweep_conns`): an expired connection is closed like any other (its operations
 //! cancelled, freed at their completions).
+//!
+//! Out of descriptors, every accept posted (four for the overlapped models) completes with
+//! EMFILE at once: that is one pause of 100 ms ([`crate::accept::Backoff`], shared with the
+//! readiness models' acceptor), counted in `accept_pauses` and logged once, not once per
+//! accept; no accept is posted until it ends.
 
-use crate::accept::ConnCap;
+use crate::accept::{Backoff, ConnCap};
 use crate::limits::Sweep;
 use crate::models::{min_timeout, Drain};
 use crate::session::Session;
@@ -38,8 +43,7 @@ const NO_CONN: usize = usize::MAX;
 /// User data of a completion another worker's ring posted into ours (`IORING_OP_MSG_RING`):
 /// its result is an accepted socket handed to this worker. It has no record in our table.
 const HANDOFF: u64 = u64::MAX;
-/// How long accepting pauses when the process is out of descriptors.
-const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
 /// How often a worker at the connection cap looks again: a connection closing on another
 /// worker does not wake it.
 const CAP_RECHECK: Duration = Duration::from_millis(50);
@@ -211,7 +215,9 @@ pub(crate) struct Engine<'a> {
     /// The accepts are being cancelled because they could accept past the cap; none is
     /// posted again until all have completed.
     accepts_trimming: bool,
-    accept_paused_until: Option<Instant>,
+    /// Out of descriptors: no accept is posted until the pause ends (one pause for all the
+    /// accepts that failed together, counted and logged once).
+    backoff: Backoff,
     /// `--max-conns`, counted over every worker.
     cap: ConnCap,
     /// `--idle-timeout`, `--write-timeout`.
@@ -268,7 +274,7 @@ impl<'a> Engine<'a> {
             accepts_posted: 0,
             accept_multishot: false,
             accepts_trimming: false,
-            accept_paused_until: None,
+            backoff: Backoff::default(),
             cap: match ctx.workers > 1 {
                 true => ConnCap::new(ctx).waking_others(ctx),
                 false => ConnCap::new(ctx),
@@ -322,13 +328,10 @@ impl<'a> Engine<'a> {
             if drain.is_over(self.conns.len()) {
                 break Ok(());
             }
-            self.resume_accepting_if_due();
-            self.arm_accepts(); // below the cap again, or nothing to do
+            self.arm_accepts(); // a pause over, below the cap again, or nothing to do
             self.trim_accepts(); // another worker reached the cap
             self.rearm_starved();
-            let pause = self
-                .accept_paused_until
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let pause = self.backoff.remaining();
             let capped = self.cap.is_held().then_some(CAP_RECHECK);
             let timeout = min_timeout(drain.wait_limit(), min_timeout(pause, capped));
             if let Err(e) = self
@@ -540,7 +543,7 @@ impl<'a> Engine<'a> {
         let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return;
         };
-        if self.draining || self.accept_paused_until.is_some() || self.accepts_trimming {
+        if self.draining || self.backoff.is_paused() || self.accepts_trimming {
             return;
         }
         // Never more accepts in flight than connections fit below the cap.
@@ -620,16 +623,6 @@ impl<'a> Engine<'a> {
                     log::error!("cannot cancel the accepts: {e}");
                 }
             }
-        }
-    }
-
-    fn resume_accepting_if_due(&mut self) {
-        if self
-            .accept_paused_until
-            .is_some_and(|t| Instant::now() >= t)
-        {
-            self.accept_paused_until = None;
-            self.arm_accepts();
         }
     }
 
@@ -716,14 +709,11 @@ impl<'a> Engine<'a> {
             match -res {
                 libc::ECANCELED => {}
                 libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    self.ctx.stats.accept_pauses.fetch_add(1, Relaxed);
-                    log::warn!(
-                        "accept: {}; pausing accepts for {} ms, serving existing connections",
-                        io::Error::from_raw_os_error(-res),
-                        EMFILE_BACKOFF.as_millis()
-                    );
-                    self.accept_paused_until = Some(Instant::now() + EMFILE_BACKOFF);
+                    // Every accept posted fails at once: one pause, counted and logged once.
+                    let e = io::Error::from_raw_os_error(-res);
+                    self.backoff.begin(&e, &self.ctx.stats);
                 }
+
                 errno => log::debug!("accept: {}", io::Error::from_raw_os_error(errno)),
             }
         }
