@@ -345,6 +345,22 @@ fn start_with_64_descriptors(model: &str) -> Served {
 
 /// `serve ARGS` started with RLIMIT_NOFILE = 64, checked.
 fn start_with_64_descriptors_args(args: &[&str]) -> Served {
+    let s = Served::spawn(command_with_64_descriptors(args));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
+        ["64", "64"],
+        "the limit did not take effect: {line}"
+    );
+    s
+}
+
+/// The command `serve ARGS` with RLIMIT_NOFILE = 64 (soft and hard) set in the child.
+fn command_with_64_descriptors(args: &[&str]) -> std::process::Command {
     const LIMIT: libc::rlim_t = 64;
     let mut cmd = Served::command(args);
     // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe and
@@ -361,18 +377,7 @@ fn start_with_64_descriptors_args(args: &[&str]) -> Served {
             Ok(())
         });
     }
-    let s = Served::spawn(cmd);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    assert_eq!(
-        line.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
-        ["64", "64"],
-        "the limit did not take effect: {line}"
-    );
-    s
+    cmd
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,7 +770,6 @@ mod per_model {
             "{model}: {logged} back-off lines, accept_pauses {}, in {intervals} intervals",
             counter(&stats, "accept_pauses")
         );
-
         assert!(
             (1..=intervals * accepting_threads).contains(&logged),
             "{logged} back-off lines in {intervals} intervals of 100 ms \
@@ -882,15 +886,13 @@ mod per_model {
 }
 
 /// completion-port: descriptors running out while its workers start do not stop the server.
-/// Each worker creates its ring and waker on its own thread once running; a worker that starts
-/// when the workers already running have accepted every descriptor gets EMFILE from
-/// `io_uring_setup`, fails, and triggers shutdown without a log line: the listeners close (new
-/// clients are refused), and when the open connections end the server exits 1 ("server
-/// failed: Too many open files"). Up to ten starts with 12 workers, a limit of 64, and 92
-/// clients connecting as soon as the server is ready; after they leave, a new client must be
-/// served and SIGTERM must exit 0.
+/// Each worker used to create its ring and waker on its own thread once running; a worker
+/// that started when the workers already running had accepted every descriptor got EMFILE
+/// from `io_uring_setup`, failed, and stopped the server without a log line (exit 1 once the
+/// open connections ended). Now every ring is made at bind. Ten starts with 12 workers, a limit
+/// of 64, and 92 clients connecting as soon as the server is ready; after they leave, a new
+/// client must be served and SIGTERM must exit 0.
 #[test]
-#[ignore = "server bug: completion-port stops accepting and exits 1 when a worker's io_uring_setup hits EMFILE at start"]
 fn completion_port_survives_descriptor_exhaustion_while_its_workers_start() {
     for attempt in 0..10 {
         let s = start_with_64_descriptors_args(&[
@@ -920,4 +922,20 @@ fn completion_port_survives_descriptor_exhaustion_while_its_workers_start() {
         }
         assert_clean_exit(s);
     }
+}
+
+/// completion-port: when the descriptor limit cannot hold every worker's ring and waker (40
+/// workers, a limit of 64), the start is refused at bind with one line naming the worker and
+/// the error, before the ready line: never a server that starts and dies later.
+#[test]
+fn completion_port_refuses_to_start_when_its_workers_rings_cannot_all_be_made() {
+    let out = command_with_64_descriptors(&["--model", "completion-port", "--workers", "40"])
+        .output()
+        .expect("run iomodels serve");
+    assert!(
+        out.stdout.is_empty(),
+        "it got ready: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    support::assert_one_line_error(&out, &["io_uring ring", "worker", "Too many open files"]);
 }

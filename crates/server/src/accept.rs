@@ -183,7 +183,6 @@ impl Acceptor {
                     self.backoff.begin(&e, stats);
                     break;
                 }
-
                 Err(e) => return Err(e),
             }
         }

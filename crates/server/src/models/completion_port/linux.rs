@@ -1,7 +1,7 @@
 //! io_uring: a ring per worker, multishot accept and recv, a provided-buffer ring per worker;
 //! connections spread by SO_REUSEPORT listeners or handed out by one acceptor.
 
-use crate::models::uring::{Engine, EngineConfig, Handoff, Recv};
+use crate::models::uring::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv};
 use crate::{AcceptMode, Ctx};
 use std::io;
 use std::net::TcpListener;
@@ -20,6 +20,33 @@ const CONFIG: EngineConfig = EngineConfig {
     routines: None,
     ring_entries: 4096,
 };
+
+/// At bind: every worker's ring (with its provided buffers) and waker, so that none is made
+/// once connections are being accepted (a worker starting late would find the descriptors
+/// taken, fail, and stop the server), and a limit too low for them all refuses the start with
+/// one line.
+pub(crate) fn prepare(ctx: &Ctx) -> io::Result<Prepared> {
+    let parts = (0..ctx.workers)
+        .map(|i| {
+            Parts::for_a_worker(ctx, &CONFIG).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot make the io_uring ring of completion-port worker {} of {}: {e}",
+                        i + 1,
+                        ctx.workers
+                    ),
+                )
+            })
+        })
+        .collect::<io::Result<Vec<Parts>>>()?;
+    Ok(Prepared::new(parts))
+}
+
+/// The engine of worker `i`, on the parts made at bind.
+fn engine(ctx: &Ctx, i: usize, listener: Option<TcpListener>) -> io::Result<Engine<'_>> {
+    Engine::from_parts(ctx, listener, CONFIG, ctx.prepared.take(i)?)
+}
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     match ctx.accept_mode {
@@ -43,7 +70,7 @@ fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let listeners = Mutex::new(listeners);
     run_workers(ctx, |i| {
         let listener = lock(&listeners)[i].take();
-        worker(Engine::new(ctx, listener, CONFIG)?, i).run()
+        worker(engine(ctx, i, listener)?, i).run()
     })
 }
 
@@ -68,7 +95,7 @@ fn run_handoff(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let all_created = Barrier::new(ctx.workers);
     run_workers(ctx, |i| {
         let own = if i == 0 { lock(&listener).take() } else { None };
-        let engine = Engine::new(ctx, own, CONFIG);
+        let engine = engine(ctx, i, own);
         lock(&rings)[i] = engine.as_ref().ok().map(Engine::ring_fd);
         all_created.wait();
         let mut engine = worker(engine?, i);

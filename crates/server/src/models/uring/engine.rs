@@ -31,7 +31,7 @@ use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod udp;
@@ -251,6 +251,57 @@ pub(crate) struct Engine<'a> {
     ring: Ring,
 }
 
+/// What an engine holds that takes descriptors or much memory: its ring (with the
+/// provided-buffer ring, for multishot receives) and its shutdown waker. Made apart from the
+/// engine so a model with several workers can make every worker's parts before any worker
+/// runs: a worker starting late could otherwise find the descriptors taken by connections
+/// the others accepted, and fail.
+pub(crate) struct Parts {
+    ring: Ring,
+    waker: Arc<Waker>,
+}
+
+impl Parts {
+    /// The parts of an engine that another thread will run ([`Ring::for_another_thread`]).
+    pub fn for_a_worker(ctx: &Ctx, cfg: &EngineConfig) -> io::Result<Parts> {
+        Parts::with_ring(ctx, cfg, Ring::for_another_thread(cfg.ring_entries)?)
+    }
+
+    fn with_ring(ctx: &Ctx, cfg: &EngineConfig, mut ring: Ring) -> io::Result<Parts> {
+        if let Recv::Multishot = cfg.recv {
+            ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
+        }
+        Ok(Parts {
+            ring,
+            waker: ctx.shutdown.register()?,
+        })
+    }
+}
+
+/// The parts of every worker's engine, made at bind ([`crate::models::prepare`]); each worker
+/// takes its own.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    parts: Mutex<Vec<Option<Parts>>>,
+}
+
+impl Prepared {
+    pub fn new(parts: Vec<Parts>) -> Prepared {
+        Prepared {
+            parts: Mutex::new(parts.into_iter().map(Some).collect()),
+        }
+    }
+
+    /// Worker `i`'s parts (once).
+    pub fn take(&self, i: usize) -> io::Result<Parts> {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        parts
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| io::Error::other(format!("no io_uring ring was made for worker {i}")))
+    }
+}
+
 impl<'a> Engine<'a> {
     /// Creates the ring (and, for multishot receives, its provided-buffer ring). Call on the
     /// thread that will run the engine. Without a listener the engine serves only sockets other
@@ -260,10 +311,20 @@ impl<'a> Engine<'a> {
         listener: Option<TcpListener>,
         cfg: EngineConfig,
     ) -> io::Result<Engine<'a>> {
-        let mut ring = Ring::new(cfg.ring_entries)?;
-        if let Recv::Multishot = cfg.recv {
-            ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
-        }
+        let parts = Parts::with_ring(ctx, &cfg, Ring::new(cfg.ring_entries)?)?;
+        Engine::from_parts(ctx, listener, cfg, parts)
+    }
+
+    /// An engine on parts made beforehand ([`Parts::for_a_worker`]). Call on the thread that
+    /// will run the engine: it enables the ring for this thread.
+    pub fn from_parts(
+        ctx: &'a Ctx,
+        listener: Option<TcpListener>,
+        cfg: EngineConfig,
+        parts: Parts,
+    ) -> io::Result<Engine<'a>> {
+        let Parts { mut ring, waker } = parts;
+        ring.enable()?;
         Ok(Engine {
             ctx,
             cfg,
@@ -280,7 +341,7 @@ impl<'a> Engine<'a> {
                 false => ConnCap::new(ctx),
             },
             sweep: ctx.sweep(),
-            waker: ctx.shutdown.register()?,
+            waker,
             draining: false,
             stopping: false,
             send_pool: Vec::new(),
@@ -713,7 +774,6 @@ impl<'a> Engine<'a> {
                     let e = io::Error::from_raw_os_error(-res);
                     self.backoff.begin(&e, &self.ctx.stats);
                 }
-
                 errno => log::debug!("accept: {}", io::Error::from_raw_os_error(errno)),
             }
         }
