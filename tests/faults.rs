@@ -122,6 +122,24 @@ fn fd_count(pid: u32) -> usize {
         .count()
 }
 
+/// The process's descriptors by kind (`socket`, `anon_inode:[io_uring]`, `anon_inode:[eventfd]`,
+/// `pipe`, a path), for the message of a count that differs: it says what was made or leaked.
+fn fd_kinds(pid: u32) -> std::collections::BTreeMap<String, usize> {
+    let mut kinds = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/PID/fd") {
+        let Ok(target) = entry.and_then(|e| std::fs::read_link(e.path())) else {
+            continue; // closed meanwhile
+        };
+        let target = target.to_string_lossy().into_owned();
+        let kind = match target.split_once(":[") {
+            Some((kind @ ("socket" | "pipe"), _)) => kind.to_string(),
+            _ => target,
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    kinds
+}
+
 /// The process's resident set, in bytes.
 fn rss(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -428,6 +446,7 @@ mod per_model {
         });
         thread::sleep(Duration::from_millis(200));
         let fd0 = fd_count(pid);
+        let kinds0 = fd_kinds(pid);
         let rss0 = rss(pid);
         // The measure can fail: ten open connections show as ten more descriptors.
         let held: Vec<TcpStream> = (0..10).map(|_| connect(s.addr)).collect();
@@ -450,7 +469,12 @@ mod per_model {
         });
         assert_eq!(counter(&stats, "pending_bytes"), 0);
         let fds = fd_count_settles_at(pid, fd0);
-        assert_eq!(fds, fd0, "descriptors before {fd0}, after {fds}: a leak");
+        assert_eq!(
+            fds,
+            fd0,
+            "descriptors before {fd0} {kinds0:?}, after {fds} {:?}: a leak",
+            fd_kinds(pid)
+        );
         let grown = rss(pid).saturating_sub(rss0);
         assert!(
             grown <= 8 * MIB,
@@ -557,6 +581,7 @@ mod per_model {
         assert_echoes(s.addr, 64 * KIB, 1);
         s.stats_until("warm-up done", |v| v["active"] == 0);
         let fd0 = fd_count(pid);
+        let kinds0 = fd_kinds(pid);
         let rss0 = rss(pid);
 
         let mut flood = connect(s.addr);
@@ -608,7 +633,12 @@ mod per_model {
             v["active"] == 0 && v["pending_bytes"] == 0
         });
         let fds = fd_count_settles_at(pid, fd0);
-        assert_eq!(fds, fd0, "descriptors before {fd0}, after {fds}");
+        assert_eq!(
+            fds,
+            fd0,
+            "descriptors before {fd0} {kinds0:?}, after {fds} {:?}",
+            fd_kinds(pid)
+        );
         assert_echoes(s.addr, 64 * KIB, 3);
         assert_clean_exit(s);
     }

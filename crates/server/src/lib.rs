@@ -368,8 +368,8 @@ impl Server {
                 prepared: models::Prepared::default(),
             },
         };
-        server.ctx.prepared =
-            models::prepare(server.model, &server.ctx).map_err(ServerError::Io)?;
+        server.ctx.prepared = models::prepare(server.model, server.listener.as_ref(), &server.ctx)
+            .map_err(ServerError::Io)?;
         Ok(server)
     }
 

@@ -97,16 +97,24 @@ pub(crate) struct Prepared;
 
 /// Makes what `model` needs before it serves ([`Prepared`]).
 #[cfg(target_os = "linux")]
-pub(crate) fn prepare(model: Model, ctx: &Ctx) -> io::Result<Prepared> {
+pub(crate) fn prepare(
+    model: Model,
+    listener: Option<&TcpListener>,
+    ctx: &Ctx,
+) -> io::Result<Prepared> {
     match model {
-        Model::CompletionPort => completion_port::prepare(ctx),
+        Model::CompletionPort => completion_port::prepare(ctx, listener),
         _ => Ok(Prepared::default()),
     }
 }
 
 /// Makes what `model` needs before it serves: nothing, on this OS.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn prepare(_model: Model, _ctx: &Ctx) -> io::Result<Prepared> {
+pub(crate) fn prepare(
+    _model: Model,
+    _listener: Option<&TcpListener>,
+    _ctx: &Ctx,
+) -> io::Result<Prepared> {
     Ok(Prepared)
 }
 

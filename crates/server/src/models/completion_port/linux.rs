@@ -21,29 +21,40 @@ const CONFIG: EngineConfig = EngineConfig {
     ring_entries: 4096,
 };
 
-/// At bind: every worker's ring (with its provided buffers) and waker, so that none is made
-/// once connections are being accepted (a worker starting late would find the descriptors
-/// taken, fail, and stop the server), and a limit too low for them all refuses the start with
+/// At bind: every worker's ring (with its provided buffers) and waker, and with reuse-port
+/// the listeners of workers 1.. (worker 0 has `listener`, the one `Server::bind` opened), so
+/// that nothing is made once connections are being accepted (a worker starting late would
+/// find the descriptors taken, fail, and stop the server), the server holds every descriptor
+/// it keeps from its ready line on, and a limit too low for them all refuses the start with
 /// one line.
-pub(crate) fn prepare(ctx: &Ctx) -> io::Result<Prepared> {
+pub(crate) fn prepare(ctx: &Ctx, listener: Option<&TcpListener>) -> io::Result<Prepared> {
+    let reuse_port = match (ctx.accept_mode, listener) {
+        (AcceptMode::ReusePort, Some(l)) => Some(l.local_addr()?),
+        _ => None,
+    };
     let parts = (0..ctx.workers)
         .map(|i| {
-            Parts::for_a_worker(ctx, &CONFIG).map_err(|e| {
+            let why = |e: io::Error, what| {
+                let n = ctx.workers;
                 io::Error::new(
                     e.kind(),
-                    format!(
-                        "cannot make the io_uring ring of completion-port worker {} of {}: {e}",
-                        i + 1,
-                        ctx.workers
-                    ),
+                    format!("cannot make the {what} of completion-port worker {i} of {n}: {e}"),
                 )
-            })
+            };
+            let parts = Parts::for_a_worker(ctx, &CONFIG).map_err(|e| why(e, "io_uring ring"))?;
+            match reuse_port {
+                Some(addr) if i > 0 => {
+                    let own = crate::listen(addr, true).map_err(|e| why(e, "listener"))?;
+                    Ok(parts.with_listener(own))
+                }
+                _ => Ok(parts),
+            }
         })
         .collect::<io::Result<Vec<Parts>>>()?;
     Ok(Prepared::new(parts))
 }
 
-/// The engine of worker `i`, on the parts made at bind.
+/// The engine of worker `i`, on the parts made at bind; `listener` is worker 0's.
 fn engine(ctx: &Ctx, i: usize, listener: Option<TcpListener>) -> io::Result<Engine<'_>> {
     Engine::from_parts(ctx, listener, CONFIG, ctx.prepared.take(i)?)
 }
@@ -57,20 +68,13 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
 
 /// Each worker accepts on its own SO_REUSEPORT listener (none when serving UDP alone).
 fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-    // Every worker's listener exists before any worker runs, so no connection lands on a port
-    // nobody serves; worker 0 uses the one `Server::bind` opened (with SO_REUSEPORT).
-    let mut listeners: Vec<Option<TcpListener>> = (0..ctx.workers).map(|_| None).collect();
-    if let Some(listener) = listener {
-        let addr = listener.local_addr()?;
-        listeners[0] = Some(listener);
-        for slot in &mut listeners[1..] {
-            *slot = Some(crate::listen(addr, true)?);
-        }
-    }
-    let listeners = Mutex::new(listeners);
+    // Every worker's listener exists before any worker runs (made at bind with its ring), so
+    // no connection lands on a port nobody serves; worker 0 uses the one `Server::bind`
+    // opened (with SO_REUSEPORT).
+    let listener = Mutex::new(listener);
     run_workers(ctx, |i| {
-        let listener = lock(&listeners)[i].take();
-        worker(engine(ctx, i, listener)?, i).run()
+        let own = if i == 0 { lock(&listener).take() } else { None };
+        worker(engine(ctx, i, own)?, i).run()
     })
 }
 

@@ -259,6 +259,8 @@ pub(crate) struct Engine<'a> {
 pub(crate) struct Parts {
     ring: Ring,
     waker: Arc<Waker>,
+    /// A listener of its own (`completion-port`'s reuse-port workers).
+    listener: Option<TcpListener>,
 }
 
 impl Parts {
@@ -274,7 +276,14 @@ impl Parts {
         Ok(Parts {
             ring,
             waker: ctx.shutdown.register()?,
+            listener: None,
         })
+    }
+
+    /// With a listener of its own, for the engine to accept on.
+    pub fn with_listener(mut self, listener: TcpListener) -> Parts {
+        self.listener = Some(listener);
+        self
     }
 }
 
@@ -315,15 +324,21 @@ impl<'a> Engine<'a> {
         Engine::from_parts(ctx, listener, cfg, parts)
     }
 
-    /// An engine on parts made beforehand ([`Parts::for_a_worker`]). Call on the thread that
-    /// will run the engine: it enables the ring for this thread.
+    /// An engine on parts made beforehand ([`Parts::for_a_worker`]), accepting on `listener`
+    /// or else on the parts' own. Call on the thread that will run the engine: it enables the
+    /// ring for this thread.
     pub fn from_parts(
         ctx: &'a Ctx,
         listener: Option<TcpListener>,
         cfg: EngineConfig,
         parts: Parts,
     ) -> io::Result<Engine<'a>> {
-        let Parts { mut ring, waker } = parts;
+        let Parts {
+            mut ring,
+            waker,
+            listener: own,
+        } = parts;
+        let listener = listener.or(own);
         ring.enable()?;
         Ok(Engine {
             ctx,
