@@ -96,6 +96,9 @@ fn worker(engine: Engine<'_>, i: usize) -> Engine<'_> {
 fn run_handoff(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let listener = Mutex::new(listener);
     let rings: Mutex<Vec<Option<RawFd>>> = Mutex::new(vec![None; ctx.workers]);
+    // The rings exist since bind, but each is enabled by its own worker, and a ring still
+    // disabled refuses a MSG_RING: worker 0 hands out nothing until every worker has enabled
+    // its ring.
     let all_created = Barrier::new(ctx.workers);
     run_workers(ctx, |i| {
         let own = if i == 0 { lock(&listener).take() } else { None };
@@ -106,7 +109,7 @@ fn run_handoff(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         if i == 0 {
             let fds: Option<Vec<RawFd>> = lock(&rings).iter().copied().collect();
             let fds =
-                fds.ok_or_else(|| io::Error::other("a worker's ring could not be created"))?;
+                fds.ok_or_else(|| io::Error::other("a worker's ring could not be enabled"))?;
             engine.hand_off_to(Handoff::new(fds, 0));
         }
         engine.run()
