@@ -276,10 +276,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            eprintln!("error: {}", one_line(&causes(&e)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, `: `-separated, each said once: a cause whose text its error's
+/// message already ends with (`ServerError` shows its source) is not repeated.
+fn causes(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Folds a multi-line message (clap's, with its hints) into the one line the CLI promises.

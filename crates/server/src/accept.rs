@@ -25,8 +25,50 @@ const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 /// A listening socket with its accept loop.
 pub(crate) struct Acceptor {
     pub listener: TcpListener,
-    paused_until: Option<Instant>,
+    backoff: Backoff,
     cap: ConnCap,
+}
+
+/// The pause after EMFILE/ENFILE (out of descriptors, or of kernel memory for the io_uring
+/// models): one pause is counted in [`Stats::accept_pauses`] and logged once, however many
+/// accepts fail while it lasts (the io_uring models keep several posted: they fail together).
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    until: Option<Instant>,
+}
+
+impl Backoff {
+    /// An accept failed for want of descriptors (`e`): a pause begins, counted and logged,
+    /// unless one is already on (then nothing changes: it ends when it was going to).
+    pub fn begin(&mut self, e: &io::Error, stats: &Stats) {
+        if self.is_paused() {
+            return;
+        }
+        stats.accept_pauses.fetch_add(1, Relaxed);
+        log::warn!(
+            "accept: {e}; pausing accepts for {} ms, serving existing connections",
+            EMFILE_BACKOFF.as_millis()
+        );
+        self.until = Some(Instant::now() + EMFILE_BACKOFF);
+    }
+
+    /// True while a pause is on; a pause that has ended is forgotten here.
+    pub fn is_paused(&mut self) -> bool {
+        match self.until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                self.until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// How long until the pause ends, if one is on: the most a model may wait.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.until
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
 }
 
 /// The connection cap: the server-wide count of open connections against `--max-conns`.
@@ -93,7 +135,7 @@ impl Acceptor {
     pub fn new(listener: TcpListener, ctx: &Ctx) -> Acceptor {
         Acceptor {
             listener,
-            paused_until: None,
+            backoff: Backoff::default(),
             cap: ConnCap::new(ctx),
         }
     }
@@ -107,23 +149,12 @@ impl Acceptor {
     /// True if the model should wait for the listener to become readable now: accepting is
     /// neither paused (out of descriptors) nor at the connection cap.
     pub fn is_accepting(&mut self) -> bool {
-        if self.cap.room() == 0 {
-            return false;
-        }
-        match self.paused_until {
-            Some(t) if Instant::now() < t => false,
-            Some(_) => {
-                self.paused_until = None;
-                true
-            }
-            None => true,
-        }
+        self.cap.room() > 0 && !self.backoff.is_paused()
     }
 
     /// How long until a pause ends, if accepting is paused: the most a model may wait.
     pub fn pause_remaining(&self) -> Option<Duration> {
-        self.paused_until
-            .map(|t| t.saturating_duration_since(Instant::now()))
+        self.backoff.remaining()
     }
 
     /// Accepts up to `max` pending connections and hands each to `serve`. Returns how many were
@@ -149,12 +180,7 @@ impl Acceptor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if sys::is_transient_accept_error(&e) => continue,
                 Err(e) if sys::is_out_of_descriptors(&e) => {
-                    stats.accept_pauses.fetch_add(1, Relaxed);
-                    log::warn!(
-                        "accept: {e}; pausing accepts for {} ms, serving existing connections",
-                        EMFILE_BACKOFF.as_millis()
-                    );
-                    self.paused_until = Some(Instant::now() + EMFILE_BACKOFF);
+                    self.backoff.begin(&e, stats);
                     break;
                 }
                 Err(e) => return Err(e),

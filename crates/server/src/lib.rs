@@ -291,6 +291,8 @@ pub(crate) struct Ctx {
     pub idle_timeout: Option<Duration>,
     /// [`ServerConfig::write_timeout`].
     pub write_timeout: Option<Duration>,
+    /// What the model made at bind ([`models::prepare`]).
+    pub prepared: models::Prepared,
 }
 
 impl Ctx {
@@ -344,7 +346,7 @@ impl Server {
         check_transports(&config)?;
         let max_conns = check_limits(&config)?;
         let (listener, udp) = bind_sockets(&config, reuse_port)?;
-        Ok(Server {
+        let mut server = Server {
             model: config.model,
             listener,
             ctx: Ctx {
@@ -363,8 +365,12 @@ impl Server {
                 max_conns,
                 idle_timeout: config.idle_timeout,
                 write_timeout: config.write_timeout,
+                prepared: models::Prepared::default(),
             },
-        })
+        };
+        server.ctx.prepared = models::prepare(server.model, server.listener.as_ref(), &server.ctx)
+            .map_err(ServerError::Io)?;
+        Ok(server)
     }
 
     /// The address actually bound (with the real port when port 0 was asked for): the TCP

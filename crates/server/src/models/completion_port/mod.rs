@@ -79,7 +79,12 @@
 //! points at may be freed before its final completion — after a cancel, a reset, or at
 //! shutdown, which cancels everything and reaps until the table is empty. Provided buffers must
 //! be returned to the ring, or it runs dry. A multishot operation's completions keep coming
-//! until one arrives without `IORING_CQE_F_MORE`. With hand-off, a socket accepted in the last
+//! until one arrives without `IORING_CQE_F_MORE`. Every worker's ring (with its provided
+//! buffers) and waker is made at bind (`prepare`), disabled (`IORING_SETUP_R_DISABLED`) and
+//! enabled by its worker, which so becomes the ring's single issuer: a worker making its own
+//! ring once running could find the descriptors taken by connections the others had already
+//! accepted, fail with EMFILE and stop the server; now a limit too low for every ring refuses
+//! the start with one line, and nothing is made later. With hand-off, a socket accepted in the last
 //! instant before shutdown can reach a worker that has already stopped reaping: it is then
 //! closed only at process exit. On Windows: a closed socket's pending operations still come
 //! out of the port (with `ERROR_OPERATION_ABORTED`, or `ERROR_NETNAME_DELETED` for a reset
@@ -88,3 +93,6 @@
 //! it waits on the port.
 
 os_files!();
+
+#[cfg(target_os = "linux")]
+pub(crate) use linux::prepare;

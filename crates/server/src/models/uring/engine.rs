@@ -11,8 +11,13 @@
 //! other worker, in a race. The idle and write timeouts are a sweep after each wait
 //! (`sweep_conns`): an expired connection is closed like any other (its operations
 //! cancelled, freed at their completions).
+//!
+//! Out of descriptors, every accept posted (four for the overlapped models) completes with
+//! EMFILE at once: that is one pause of 100 ms ([`crate::accept::Backoff`], shared with the
+//! readiness models' acceptor), counted in `accept_pauses` and logged once, not once per
+//! accept; no accept is posted until it ends.
 
-use crate::accept::ConnCap;
+use crate::accept::{Backoff, ConnCap};
 use crate::limits::Sweep;
 use crate::models::{min_timeout, Drain};
 use crate::session::Session;
@@ -26,7 +31,7 @@ use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod udp;
@@ -38,8 +43,7 @@ const NO_CONN: usize = usize::MAX;
 /// User data of a completion another worker's ring posted into ours (`IORING_OP_MSG_RING`):
 /// its result is an accepted socket handed to this worker. It has no record in our table.
 const HANDOFF: u64 = u64::MAX;
-/// How long accepting pauses when the process is out of descriptors.
-const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
 /// How often a worker at the connection cap looks again: a connection closing on another
 /// worker does not wake it.
 const CAP_RECHECK: Duration = Duration::from_millis(50);
@@ -211,7 +215,9 @@ pub(crate) struct Engine<'a> {
     /// The accepts are being cancelled because they could accept past the cap; none is
     /// posted again until all have completed.
     accepts_trimming: bool,
-    accept_paused_until: Option<Instant>,
+    /// Out of descriptors: no accept is posted until the pause ends (one pause for all the
+    /// accepts that failed together, counted and logged once).
+    backoff: Backoff,
     /// `--max-conns`, counted over every worker.
     cap: ConnCap,
     /// `--idle-timeout`, `--write-timeout`.
@@ -245,6 +251,66 @@ pub(crate) struct Engine<'a> {
     ring: Ring,
 }
 
+/// What an engine holds that takes descriptors or much memory: its ring (with the
+/// provided-buffer ring, for multishot receives) and its shutdown waker. Made apart from the
+/// engine so a model with several workers can make every worker's parts before any worker
+/// runs: a worker starting late could otherwise find the descriptors taken by connections
+/// the others accepted, and fail.
+pub(crate) struct Parts {
+    ring: Ring,
+    waker: Arc<Waker>,
+    /// A listener of its own (`completion-port`'s reuse-port workers).
+    listener: Option<TcpListener>,
+}
+
+impl Parts {
+    /// The parts of an engine that another thread will run ([`Ring::for_another_thread`]).
+    pub fn for_a_worker(ctx: &Ctx, cfg: &EngineConfig) -> io::Result<Parts> {
+        Parts::with_ring(ctx, cfg, Ring::for_another_thread(cfg.ring_entries)?)
+    }
+
+    fn with_ring(ctx: &Ctx, cfg: &EngineConfig, mut ring: Ring) -> io::Result<Parts> {
+        if let Recv::Multishot = cfg.recv {
+            ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
+        }
+        Ok(Parts {
+            ring,
+            waker: ctx.shutdown.register()?,
+            listener: None,
+        })
+    }
+
+    /// With a listener of its own, for the engine to accept on.
+    pub fn with_listener(mut self, listener: TcpListener) -> Parts {
+        self.listener = Some(listener);
+        self
+    }
+}
+
+/// The parts of every worker's engine, made at bind ([`crate::models::prepare`]); each worker
+/// takes its own.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    parts: Mutex<Vec<Option<Parts>>>,
+}
+
+impl Prepared {
+    pub fn new(parts: Vec<Parts>) -> Prepared {
+        Prepared {
+            parts: Mutex::new(parts.into_iter().map(Some).collect()),
+        }
+    }
+
+    /// Worker `i`'s parts (once).
+    pub fn take(&self, i: usize) -> io::Result<Parts> {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        parts
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| io::Error::other(format!("no io_uring ring was made for worker {i}")))
+    }
+}
+
 impl<'a> Engine<'a> {
     /// Creates the ring (and, for multishot receives, its provided-buffer ring). Call on the
     /// thread that will run the engine. Without a listener the engine serves only sockets other
@@ -254,10 +320,26 @@ impl<'a> Engine<'a> {
         listener: Option<TcpListener>,
         cfg: EngineConfig,
     ) -> io::Result<Engine<'a>> {
-        let mut ring = Ring::new(cfg.ring_entries)?;
-        if let Recv::Multishot = cfg.recv {
-            ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
-        }
+        let parts = Parts::with_ring(ctx, &cfg, Ring::new(cfg.ring_entries)?)?;
+        Engine::from_parts(ctx, listener, cfg, parts)
+    }
+
+    /// An engine on parts made beforehand ([`Parts::for_a_worker`]), accepting on `listener`
+    /// or else on the parts' own. Call on the thread that will run the engine: it enables the
+    /// ring for this thread.
+    pub fn from_parts(
+        ctx: &'a Ctx,
+        listener: Option<TcpListener>,
+        cfg: EngineConfig,
+        parts: Parts,
+    ) -> io::Result<Engine<'a>> {
+        let Parts {
+            mut ring,
+            waker,
+            listener: own,
+        } = parts;
+        let listener = listener.or(own);
+        ring.enable()?;
         Ok(Engine {
             ctx,
             cfg,
@@ -268,13 +350,13 @@ impl<'a> Engine<'a> {
             accepts_posted: 0,
             accept_multishot: false,
             accepts_trimming: false,
-            accept_paused_until: None,
+            backoff: Backoff::default(),
             cap: match ctx.workers > 1 {
                 true => ConnCap::new(ctx).waking_others(ctx),
                 false => ConnCap::new(ctx),
             },
             sweep: ctx.sweep(),
-            waker: ctx.shutdown.register()?,
+            waker,
             draining: false,
             stopping: false,
             send_pool: Vec::new(),
@@ -322,13 +404,10 @@ impl<'a> Engine<'a> {
             if drain.is_over(self.conns.len()) {
                 break Ok(());
             }
-            self.resume_accepting_if_due();
-            self.arm_accepts(); // below the cap again, or nothing to do
+            self.arm_accepts(); // a pause over, below the cap again, or nothing to do
             self.trim_accepts(); // another worker reached the cap
             self.rearm_starved();
-            let pause = self
-                .accept_paused_until
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let pause = self.backoff.remaining();
             let capped = self.cap.is_held().then_some(CAP_RECHECK);
             let timeout = min_timeout(drain.wait_limit(), min_timeout(pause, capped));
             if let Err(e) = self
@@ -540,7 +619,7 @@ impl<'a> Engine<'a> {
         let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return;
         };
-        if self.draining || self.accept_paused_until.is_some() || self.accepts_trimming {
+        if self.draining || self.backoff.is_paused() || self.accepts_trimming {
             return;
         }
         // Never more accepts in flight than connections fit below the cap.
@@ -620,16 +699,6 @@ impl<'a> Engine<'a> {
                     log::error!("cannot cancel the accepts: {e}");
                 }
             }
-        }
-    }
-
-    fn resume_accepting_if_due(&mut self) {
-        if self
-            .accept_paused_until
-            .is_some_and(|t| Instant::now() >= t)
-        {
-            self.accept_paused_until = None;
-            self.arm_accepts();
         }
     }
 
@@ -716,13 +785,9 @@ impl<'a> Engine<'a> {
             match -res {
                 libc::ECANCELED => {}
                 libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    self.ctx.stats.accept_pauses.fetch_add(1, Relaxed);
-                    log::warn!(
-                        "accept: {}; pausing accepts for {} ms, serving existing connections",
-                        io::Error::from_raw_os_error(-res),
-                        EMFILE_BACKOFF.as_millis()
-                    );
-                    self.accept_paused_until = Some(Instant::now() + EMFILE_BACKOFF);
+                    // Every accept posted fails at once: one pause, counted and logged once.
+                    let e = io::Error::from_raw_os_error(-res);
+                    self.backoff.begin(&e, &self.ctx.stats);
                 }
                 errno => log::debug!("accept: {}", io::Error::from_raw_os_error(errno)),
             }
