@@ -76,11 +76,9 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
 }
 
 /// Whether `model` enforces the connection cap and the timeouts ([`crate::limits`]) on this
-/// OS: every model on Linux; on Windows the two whose loop is shared with Linux (`blocking`,
-/// `select`). The others would need the sweep in their group threads, window procedure and
-/// completion workers, and their accepting (`FD_ACCEPT`, `AcceptEx`) paused at the cap.
-pub(crate) fn enforces_limits(model: Model) -> bool {
-    cfg!(target_os = "linux") || matches!(model, Model::Blocking | Model::Select)
+/// OS: every model on Linux and on Windows.
+pub(crate) fn enforces_limits(_model: Model) -> bool {
+    true
 }
 
 /// Serves `listener` (and `ctx.udp`) with `model` until shutdown and drain are over.
