@@ -1,5 +1,5 @@
-//! The limits of `serve`, for every model: the connection cap (`--max-conns`), the idle
-//! timeout and the slow-reader guard (`--write-timeout`).
+//! The limits of `serve`, for every model on Linux and on Windows: the connection cap
+//! (`--max-conns`), the idle timeout and the slow-reader guard (`--write-timeout`).
 //!
 //! Bounds are generous (seconds): a timeout is checked to fire, not to fire on the dot, and a
 //! loaded machine must not fail these tests.
@@ -20,12 +20,6 @@ fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
         (v.configure)(c);
         tweak(c);
     })
-}
-
-/// True: every variant enforces the limits, on Linux and on Windows. (A model that could not
-/// would refuse them at bind, with one line naming the flags; none does now.)
-fn enforced(_v: Variant, _tweak: impl FnOnce(&mut ServerConfig)) -> bool {
-    true
 }
 
 /// How many connections past the cap the variant may admit in a race: `completion-port` with
@@ -98,9 +92,6 @@ mod cases {
 
     pub fn at_the_cap_new_clients_wait_in_the_backlog_and_are_served_when_one_closes(v: Variant) {
         const CAP: usize = 3;
-        if !enforced(v, |c| c.max_conns = Some(CAP)) {
-            return;
-        }
         let server = start(v, |c| c.max_conns = Some(CAP));
         let mut admitted: Vec<TcpStream> = (0..CAP)
             .map(|_| {
@@ -160,9 +151,6 @@ mod cases {
     }
 
     pub fn an_idle_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not(v: Variant) {
-        if !enforced(v, |c| c.idle_timeout = Some(Duration::from_secs(2))) {
-            return;
-        }
         let server = start(v, |c| c.idle_timeout = Some(Duration::from_secs(2)));
         let addr = server.addr;
         let mut idle = connect(addr);
@@ -199,9 +187,6 @@ mod cases {
     }
 
     pub fn a_flooding_client_that_never_reads_is_closed_after_the_write_timeout(v: Variant) {
-        if !enforced(v, |c| c.write_timeout = Some(Duration::from_secs(1))) {
-            return;
-        }
         let server = start(v, |c| {
             c.max_pending = 256 * 1024;
             c.write_timeout = Some(Duration::from_secs(1));

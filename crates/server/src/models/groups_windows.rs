@@ -39,6 +39,16 @@
 //! is signalled: each turn serves every signalled handle once, in slot order. A member can also
 //! ask to be served again without a signal ([`Flow::Again`]; the next wait then does not block).
 //!
+//! **Limits** (`crate::limits`). The accepting thread's [`Acceptor`] keeps the connection
+//! cap (a member counts from `adopt` on, as its session is made there). At the cap the
+//! listener's event leaves the accepting thread's wait — `FD_ACCEPT` is not taken, nothing is
+//! accepted and dropped, clients wait in the backlog — and a [`RoomSignal`] joins it, armed
+//! before the cap is looked at again; a group that drops a member tells it, so the acceptor
+//! wakes on the first close and accepts (falling back to `select` if the `FD_ACCEPT` seen at
+//! the cap is not signalled again). Each group sweeps its own members for the idle and write
+//! timeouts ([`Member::expired`]), its wait bounded by the next sweep, and closes an expired
+//! one as the drain does ([`Member::close`]: at once, or once its operations are reaped).
+//!
 //! **Retiring.** A group left without members for [`IDLE_LINGER`] retires: it swaps its load
 //! from 0 to [`RETIRED`] (failing, and staying, if the acceptor has just reserved a slot) and
 //! its thread ends; the acceptor joins it on its next turn. The linger keeps a server with a

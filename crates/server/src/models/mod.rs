@@ -75,12 +75,6 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
     }
 }
 
-/// Whether `model` enforces the connection cap and the timeouts ([`crate::limits`]) on this
-/// OS: every model on Linux and on Windows.
-pub(crate) fn enforces_limits(_model: Model) -> bool {
-    true
-}
-
 /// Serves `listener` (and `ctx.udp`) with `model` until shutdown and drain are over.
 pub(crate) fn run(model: Model, listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     match model {
