@@ -9,6 +9,9 @@
 //! It also keeps the connection cap (`--max-conns`, [`crate::limits`]): while the server holds
 //! that many connections [`Acceptor::is_accepting`] says no (counted and logged once per
 //! pause), a batch never accepts past the cap, and the rest wait in the kernel's backlog.
+//! Where connections close on another thread than the one that accepts (the Windows models
+//! with group threads, an I/O thread or completion workers), a [`RoomSignal`] wakes the
+//! accepting side when one closes while it waits at the cap.
 
 use crate::stats::Stats;
 use crate::sys;
@@ -16,6 +19,8 @@ use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
+#[cfg(windows)]
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +136,48 @@ impl ConnCap {
     }
 }
 
+/// Wakes an acceptor that waits at the connection cap when a connection closes on another
+/// thread: no polling, and no wake-up per close while below the cap.
+///
+/// The acceptor calls [`RoomSignal::arm`] once it finds itself at the cap and then looks at
+/// the count again before it waits (on [`RoomSignal::waker`] among its other handles); a
+/// thread that closes a connection calls [`RoomSignal::freed`] after the close. Either the
+/// acceptor's second look sees the freed place, or `freed` sees the signal armed and wakes it.
+#[cfg(windows)]
+pub(crate) struct RoomSignal {
+    armed: AtomicBool,
+    waker: sys::Waker,
+}
+
+#[cfg(windows)]
+impl RoomSignal {
+    pub fn new() -> io::Result<RoomSignal> {
+        Ok(RoomSignal {
+            armed: AtomicBool::new(false),
+            waker: sys::Waker::new()?,
+        })
+    }
+
+    /// The acceptor is at the cap: the next close wakes it.
+    pub fn arm(&self) {
+        self.armed.store(true, SeqCst);
+    }
+
+    /// A connection closed (its session is dropped): wake the acceptor if it waits at the cap.
+    pub fn freed(&self) {
+        if self.armed.swap(false, SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake the accepting thread at the cap: {e}");
+            }
+        }
+    }
+
+    /// What the acceptor waits on (its event or its socket); reset it once woken.
+    pub fn waker(&self) -> &sys::Waker {
+        &self.waker
+    }
+}
+
 impl Acceptor {
     pub fn new(listener: TcpListener, ctx: &Ctx) -> Acceptor {
         Acceptor {
@@ -144,6 +191,16 @@ impl Acceptor {
     /// the listener (it stays readable) until a connection has closed.
     pub fn at_cap(&mut self) -> bool {
         self.cap.room() == 0
+    }
+
+    /// [`Acceptor::is_accepting`] for an acceptor whose connections close on other threads:
+    /// at the cap, `room` is armed first, so a close after this look wakes the acceptor.
+    #[cfg(windows)]
+    pub fn is_accepting_armed(&mut self, room: &RoomSignal) -> bool {
+        if self.at_cap() {
+            room.arm();
+        }
+        self.is_accepting()
     }
 
     /// True if the model should wait for the listener to become readable now: accepting is

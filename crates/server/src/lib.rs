@@ -518,8 +518,7 @@ fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
 }
 
 /// Checks the limits and resolves the connection cap (see [`ServerConfig::max_conns`]).
-/// The models that do not enforce the limits yet (on Windows: all but `blocking` and `select`)
-/// refuse any value but the defaults, with one line.
+/// Every model enforces them, on Linux and on Windows.
 fn check_limits(config: &ServerConfig) -> Result<usize, ServerError> {
     let invalid = |why: String| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
     if config.max_conns == Some(0) {
@@ -530,17 +529,6 @@ fn check_limits(config: &ServerConfig) -> Result<usize, ServerError> {
         return Err(invalid(
             "a timeout must be longer than 0 (leave it out, or 'off', for none)".into(),
         ));
-    }
-    let defaults = config.max_conns.is_none()
-        && config.idle_timeout.is_none()
-        && config.write_timeout == Some(DEFAULT_WRITE_TIMEOUT);
-    if !defaults && !models::enforces_limits(config.model) {
-        return Err(invalid(format!(
-            "model {} does not enforce --max-conns, --idle-timeout or --write-timeout on {} \
-             yet: leave them at their defaults",
-            config.model,
-            std::env::consts::OS
-        )));
     }
     Ok(config.max_conns.unwrap_or_else(|| {
         sys::nofile_soft_limit().map_or(usize::MAX, |n| {

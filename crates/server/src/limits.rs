@@ -3,7 +3,9 @@
 //! (`--write-timeout`).
 //!
 //! **The cap** is checked where connections are accepted ([`crate::accept::Acceptor`] for the
-//! readiness models, the io_uring engine's accept posting for the completion models) against
+//! readiness models and the Windows models that accept with `accept`, the io_uring engine's
+//! accept posting for the Linux completion models, `AcceptEx` posting for the Windows
+//! completion port) against
 //! [`crate::Stats::active`], the server-wide gauge every [`crate::session::Session`] keeps: at
 //! the cap a model stops accepting, and connections wait in the kernel's backlog (their
 //! handshake completes there, nothing reads them) until one closes. Nothing is ever accepted
@@ -19,7 +21,8 @@
 //! when every sweep saw it backpressured (output at the high-water mark, reading paused) for
 //! the write timeout; so it is never closed early, and at most two sweep intervals late.
 //! Models bound their waits by [`Sweep::wait_limit`] so a sweep is not missed while nothing
-//! happens.
+//! happens (the Windows group threads, I/O thread and completion-port coordinator alike; the
+//! async-select window arms its timer for it).
 //!
 //! The thread-per-client model has no loop to sweep in: it sets the same timeouts as
 //! `SO_RCVTIMEO` (idle) and `SO_SNDTIMEO` (write) on its blocking sockets.

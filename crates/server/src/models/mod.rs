@@ -75,14 +75,6 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
     }
 }
 
-/// Whether `model` enforces the connection cap and the timeouts ([`crate::limits`]) on this
-/// OS: every model on Linux; on Windows the two whose loop is shared with Linux (`blocking`,
-/// `select`). The others would need the sweep in their group threads, window procedure and
-/// completion workers, and their accepting (`FD_ACCEPT`, `AcceptEx`) paused at the cap.
-pub(crate) fn enforces_limits(model: Model) -> bool {
-    cfg!(target_os = "linux") || matches!(model, Model::Blocking | Model::Select)
-}
-
 /// What a model makes at bind, before it serves anything, so that a start that cannot succeed
 /// fails there, with one line, instead of a worker failing later: on Linux, every
 /// `completion-port` worker's ring, provided buffers and waker. Workers take theirs from

@@ -68,8 +68,12 @@
 //! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
 //! not by load.
 //!
-//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; Linux only, on
-//! Windows bind refuses them for this model) come from the shared engine
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Windows:
+//! `AcceptEx` is posted only within the cap (open connections plus posted accepts never pass
+//! it; a worker that forgets a closed connection tops the accepts up again), and the
+//! coordinator sweeps the connections, its wait bounded by the next sweep, closing an expired
+//! one under its lock (`CancelIoEx` + `closesocket`; the workers reap its aborted records).
+//! Linux: they come from the shared engine
 //! (`models/uring/engine.rs`, see its module doc): accepts are posted only within the cap (a multishot accept only while 1,024 or more
 //! places are left; nearer the cap one single-shot accept; a worker reaching the cap wakes the
 //! others, which cancel their accepts; sockets in hand-off count), and

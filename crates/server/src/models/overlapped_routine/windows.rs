@@ -16,8 +16,17 @@
 //! alertable wait, and the loop never holds that borrow across the wait, so the borrow cannot
 //! collide; a collision would be a bug and aborts. The rules of the records are in
 //! `models/winio`.
+//!
+//! Limits (`crate::limits`): the accepting thread's [`Acceptor`] keeps the connection cap,
+//! counting the sockets on their way in an APC (`Stats::handoffs_in_flight`) as connections;
+//! at the cap it leaves the listener out of its `select` and waits on a [`RoomSignal`] that
+//! the I/O thread signals when it forgets a connection. The I/O thread sweeps its connections
+//! for the idle and write timeouts (its alertable wait bounded by the next sweep) and closes
+//! an expired one like any other: `closesocket`, then its aborted records are reaped by their
+//! routines.
 
-use crate::accept::Acceptor;
+use crate::accept::{Acceptor, RoomSignal};
+use crate::limits::Sweep;
 use crate::models::winio::{reclaim, reclaim_datagram, routine_context, Notify, Op, OvConn, UdpEcho};
 use crate::models::{min_timeout, Drain};
 use crate::sys::apc::{current_thread, queue_apc, sleep_alertable};
@@ -31,6 +40,7 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::windows::io::AsRawSocket;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
@@ -56,8 +66,11 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let io_thread = current_thread()?;
     let io_waker = ctx.shutdown.register()?;
     let accept_waker = ctx.shutdown.register()?;
+    // Shared with the I/O state, which outlives `run` if it has to be leaked.
+    let room = Arc::new(RoomSignal::new()?);
     let io = Box::new(RefCell::new(Io {
         ctx,
+        room: Arc::clone(&room),
         conns: Slab::new(),
         draining: false,
         notify: Notify::Port, // replaced below, once the box has its address
@@ -86,7 +99,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                 std::thread::Builder::new()
                     .name("routine-acceptor".into())
                     .spawn_scoped(scope, || {
-                        let r = accept_loop(listener, ctx, &io_thread, &accept_waker);
+                        let r = accept_loop(listener, ctx, &io_thread, &accept_waker, &room);
                         if let Err(e) = &r {
                             log::error!("overlapped-routine accepting thread: {e}");
                             ctx.shutdown.trigger();
@@ -132,6 +145,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
 fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
     let ctx = io.borrow().ctx;
     let mut drain = Drain::new(ctx.drain_timeout);
+    let mut timeouts = ctx.sweep();
     loop {
         {
             let mut io = io.borrow_mut();
@@ -143,11 +157,15 @@ fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
             if drain.is_over(io.conns.len()) {
                 return Ok(());
             }
+            if let Some(now) = timeouts.due() {
+                io.expire(&timeouts, now);
+            }
             io.udp_turn();
         } // the borrow ends here: the routines that run in the wait take it
         // The UDP budget ran out last turn: receives are held back, so do not block.
         let udp_waits = io.borrow().udp.as_ref().is_some_and(UdpEcho::wants_turn);
-        let timeout = min_timeout(drain.wait_limit(), udp_waits.then_some(Duration::ZERO));
+        let timeout = min_timeout(drain.wait_limit(), timeouts.wait_limit());
+        let timeout = min_timeout(timeout, udp_waits.then_some(Duration::ZERO));
         match wait_any(&[waker.event_handle()], timeout, true)? {
             Wait::Signalled(_) => waker.reset(),
             Wait::IoCompletion | Wait::TimedOut => {}
@@ -159,6 +177,8 @@ fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
 /// Everything the I/O thread owns.
 struct Io<'a> {
     ctx: &'a Ctx,
+    /// Told when a connection is forgotten: the accepting thread may wait at the cap.
+    room: Arc<RoomSignal>,
     conns: Slab<OvConn>,
     draining: bool,
     /// `on_complete`, with this value's address as context.
@@ -172,14 +192,19 @@ struct Io<'a> {
 impl Io<'_> {
     fn adopt_handed(&mut self) {
         let handed = HANDED.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        let handoffs = &self.ctx.stats.handoffs_in_flight;
         for stream in handed {
             if self.draining {
-                continue; // dropped: closed
+                drop(stream); // closed
+                handoffs.fetch_sub(1, Relaxed);
+                continue;
             }
             if let Err(e) = stream.set_nodelay(true) {
                 log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
             }
+            // Counted active now: no longer on its way.
             let key = self.conns.insert(OvConn::new(stream, self.ctx));
+            handoffs.fetch_sub(1, Relaxed);
             self.advance(key);
         }
     }
@@ -196,10 +221,28 @@ impl Io<'_> {
     }
 
     fn advance(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        conn.advance(key, self.notify);
-        if conn.is_idle() {
+        self.conns[key].advance(key, self.notify);
+        self.forget_if_idle(key);
+    }
+
+    /// A connection closed with nothing in flight leaves the table.
+    fn forget_if_idle(&mut self, key: usize) {
+        if self.conns[key].is_idle() {
             self.conns.remove(key);
+            self.room.freed();
+        }
+    }
+
+    /// Closes the connections whose idle or write timeout expired at `now`.
+    fn expire(&mut self, timeouts: &Sweep, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(k, c)| c.expired(timeouts, now).then_some(k))
+            .collect();
+        for key in expired {
+            self.conns[key].close();
+            self.forget_if_idle(key);
         }
     }
 
@@ -207,9 +250,7 @@ impl Io<'_> {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.conns[key].close();
-            if self.conns[key].is_idle() {
-                self.conns.remove(key);
-            }
+            self.forget_if_idle(key);
         }
     }
 
@@ -287,6 +328,7 @@ fn accept_loop(
     ctx: &Ctx,
     io_thread: &Handle,
     waker: &Waker,
+    room: &RoomSignal,
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let listen = listener.as_raw_socket();
@@ -295,14 +337,20 @@ fn accept_loop(
     while !ctx.shutdown.is_requested() {
         let mut read = SocketSet::with_capacity(2);
         read.insert(waker.as_raw_socket());
-        let accepting = acceptor.is_accepting();
-        if accepting {
-            read.insert(listen);
-        }
+        // At the cap (or paused) the listener stays out; a connection forgotten by the I/O
+        // thread makes the room signal's socket readable.
+        let accepting = acceptor.is_accepting_armed(room);
+        read.insert(match accepting {
+            true => listen,
+            false => room.waker().as_raw_socket(),
+        });
         select(&mut read, &mut none, acceptor.pause_remaining())?;
         ctx.stats.count_wait();
         if read.contains(waker.as_raw_socket()) {
             waker.reset();
+        }
+        if read.contains(room.waker().as_raw_socket()) {
+            room.waker().reset();
         }
         if accepting && read.contains(listen) && !ctx.shutdown.is_requested() {
             acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
@@ -322,12 +370,15 @@ fn hand_over(stream: TcpStream, io_thread: &Handle, ctx: &Ctx) {
         log::debug!("cannot make an accepted socket blocking: {e}");
     }
     ctx.stats.syscalls.fetch_add(1, Relaxed);
+    // A connection for the cap from now on, though no session counts it yet.
+    ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed);
     let data = Box::into_raw(Box::new(stream)) as usize;
     // SAFETY: `adopt_apc` takes back exactly this box, once, on the I/O thread; that thread
     // runs its queued APCs (a last alertable wait) after this thread has been joined.
     if let Err(e) = unsafe { queue_apc(io_thread, adopt_apc, data) } {
         // SAFETY: the APC was not queued: the box is still ours alone.
         drop(unsafe { Box::from_raw(data as *mut TcpStream) });
+        ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
         log::error!("cannot hand a connection to the I/O thread: {e}");
     }
 }
