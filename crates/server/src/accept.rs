@@ -35,26 +35,32 @@ pub(crate) struct Acceptor {
 }
 
 /// The pause after EMFILE/ENFILE (out of descriptors, or of kernel memory for the io_uring
-/// models): one pause is counted in [`Stats::accept_pauses`] and logged once, however many
-/// accepts fail while it lasts (the io_uring models keep several posted: they fail together).
+/// models; on Windows `WSAEMFILE`/`WSAENOBUFS`): one pause is counted in
+/// [`Stats::accept_pauses`] and logged once, however many accepts fail while it lasts (the
+/// io_uring models and Windows' `AcceptEx` keep several posted: they fail together).
 #[derive(Debug, Default)]
 pub(crate) struct Backoff {
     until: Option<Instant>,
 }
 
 impl Backoff {
-    /// An accept failed for want of descriptors (`e`): a pause begins, counted and logged,
-    /// unless one is already on (then nothing changes: it ends when it was going to).
-    pub fn begin(&mut self, e: &io::Error, stats: &Stats) {
+    /// An accept failed (`e`: for want of descriptors, or anything retrying at once would spin
+    /// on): a pause begins, logged, and counted when it is for want of descriptors, unless one
+    /// is already on (then nothing changes: it ends when it was going to). True if it began.
+    pub fn begin(&mut self, e: &io::Error, stats: &Stats) -> bool {
         if self.is_paused() {
-            return;
+            log::debug!("accept: {e} (accepting is paused)");
+            return false;
         }
-        stats.accept_pauses.fetch_add(1, Relaxed);
+        if sys::is_out_of_descriptors(e) {
+            stats.accept_pauses.fetch_add(1, Relaxed);
+        }
         log::warn!(
             "accept: {e}; pausing accepts for {} ms, serving existing connections",
             EMFILE_BACKOFF.as_millis()
         );
         self.until = Some(Instant::now() + EMFILE_BACKOFF);
+        true
     }
 
     /// True while a pause is on; a pause that has ended is forgotten here.

@@ -29,7 +29,7 @@
 //! or buffers (`WSAEMFILE`, `WSAENOBUFS`, from `AcceptEx` or its socket), accepting pauses for a
 //! back-off, logged once per pause.
 
-use crate::accept::ConnCap;
+use crate::accept::{Backoff, ConnCap};
 use crate::models::winio::{
     reclaim, reclaim_datagram, AcceptEx, Notify, Op, OpKind, OvConn, UdpEcho, RECV_SIZE,
 };
@@ -63,8 +63,6 @@ const KEY_UDP: usize = 3;
 const ACCEPT_TAG: usize = usize::MAX;
 /// Packets dequeued per `GetQueuedCompletionStatusEx`.
 const BATCH: usize = 64;
-/// How long accepting pauses after the system ran out of sockets or buffers (as `accept.rs`).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long the final phase waits for the kernel to complete the closed sockets' operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
@@ -90,7 +88,8 @@ struct Accepting {
     /// `None` once draining (closing it aborted the pending accepts), or without TCP.
     listener: Option<TcpListener>,
     posted: usize,
-    paused_until: Option<Instant>,
+    /// Out of sockets or buffers: the pause before posting again (one count and log a pause).
+    backoff: Backoff,
     /// `--max-conns`: no more accepts posted than places left.
     cap: ConnCap,
 }
@@ -135,7 +134,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         accepting: Mutex::new(Accepting {
             listener,
             posted: 0,
-            paused_until: None,
+            backoff: Backoff::default(),
             cap: ConnCap::new(ctx),
         }),
         conns: Mutex::new(Slab::new()),
@@ -197,9 +196,7 @@ impl Server<'_> {
             if drain.is_over(lock(&self.conns).len()) {
                 break Ok(());
             }
-            let pause = lock(&self.accepting)
-                .paused_until
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let pause = lock(&self.accepting).backoff.remaining();
             let handles = [waker.event_handle(), self.kick.handle()];
             let limit = min_timeout(drain.wait_limit(), timeouts.wait_limit());
             match wait_any(&handles, min_timeout(limit, pause), false) {
@@ -280,10 +277,8 @@ impl Server<'_> {
     }
 
     fn post_accepts_locked(&self, a: &mut Accepting) {
-        match a.paused_until {
-            Some(t) if Instant::now() < t => return,
-            Some(_) => a.paused_until = None,
-            None => {}
+        if a.backoff.is_paused() {
+            return;
         }
         if a.listener.is_none() {
             return;
@@ -309,21 +304,10 @@ impl Server<'_> {
     }
 
     fn pause_accepting(&self, a: &mut Accepting, e: &io::Error) {
-        if a.paused_until.is_some_and(|t| Instant::now() < t) {
-            // Another accept failing within the pause: counted and logged once already.
-            log::debug!("accept: {e} (accepting is paused)");
-            return;
-        }
-        if is_out_of_descriptors(e) {
-            self.ctx.stats.accept_pauses.fetch_add(1, Relaxed);
-        }
-        log::warn!(
-            "accept: {e}; pausing accepts for {} ms, serving existing connections",
-            ACCEPT_BACKOFF.as_millis()
-        );
-        a.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-        if let Err(e) = self.kick.set() {
-            log::error!("cannot wake the coordinator: {e}");
+        if a.backoff.begin(e, &self.ctx.stats) {
+            if let Err(e) = self.kick.set() {
+                log::error!("cannot wake the coordinator: {e}");
+            }
         }
     }
 
