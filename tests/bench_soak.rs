@@ -3,37 +3,18 @@
 //! /proc).
 #![cfg(target_os = "linux")]
 
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
+mod support;
 
 #[test]
 fn a_short_soak_samples_rss_and_descriptors_and_the_server_survives_the_faults() {
-    let dir = std::env::temp_dir().join(format!("iomodels-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (json, html) = (dir.join("soak.json"), dir.join("report.html"));
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "--scenario",
-            "soak",
-            "--duration",
-            "3s",
-            "--models",
-            "event-select",
-            "--json",
-        ])
-        .arg(&json)
-        .arg("--report")
-        .arg(&html)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (v, report) = support::bench(&[
+        "--scenario",
+        "soak",
+        "--duration",
+        "3s",
+        "--models",
+        "event-select",
+    ]);
     let scenarios = v["scenarios"].as_array().unwrap();
     assert_eq!(scenarios.len(), 1);
     assert_eq!(scenarios[0]["name"], "soak");
@@ -84,8 +65,6 @@ fn a_short_soak_samples_rss_and_descriptors_and_the_server_survives_the_faults()
         k["fds_after"]
     );
 
-    let report = std::fs::read_to_string(&html).unwrap();
     assert!(report.contains("Soak: server memory over time"));
     assert!(report.contains("<svg"), "the report has no soak chart");
-    let _ = std::fs::remove_dir_all(&dir);
 }

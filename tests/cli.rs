@@ -304,22 +304,7 @@ fn serve_says_what_descriptor_limit_it_got() {
 /// writes JSON of the documented shape, with no byte mismatch anywhere.
 #[test]
 fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
-    let dir = std::env::temp_dir().join(format!("iomodels-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (json, html) = (dir.join("bench.json"), dir.join("report.html"));
-    let out = Command::new(BIN)
-        .args(["bench", "--quick", "--repeat", "1", "--json"])
-        .arg(&json)
-        .arg("--report")
-        .arg(&html)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (v, report) = support::bench(&["--quick", "--repeat", "1"]);
     for key in [
         "machine",
         "date",
@@ -370,9 +355,7 @@ fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
             }
         }
     }
-    let report = std::fs::read_to_string(&html).unwrap();
     assert!(report.contains("<svg"), "the report has no chart");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -46,75 +46,9 @@ per_model! {
         at_max_conns_5_a_sixth_client_waits_in_the_backlog_until_one_closes,
         idle_timeout_closes_a_silent_client_while_an_active_one_is_served,
         write_timeout_closes_a_never_reading_flooder_while_another_client_is_served,
+        out_of_descriptors_it_serves_the_admitted_pauses_without_spinning_and_recovers,
+        out_of_descriptors_the_back_off_is_logged_once_per_interval,
     ]
-}
-
-/// Descriptor exhaustion, one test per model like `per_model!`.
-mod out_of_descriptors_serves_the_admitted_without_spinning_and_recovers {
-    use super::per_model::out_of_descriptors_it_serves_the_admitted_pauses_without_spinning_and_recovers as case;
-
-    #[test]
-    fn blocking() {
-        case("blocking")
-    }
-    #[test]
-    fn select() {
-        case("select")
-    }
-    #[test]
-    fn async_select() {
-        case("async-select")
-    }
-    #[test]
-    fn event_select() {
-        case("event-select")
-    }
-    #[test]
-    fn overlapped_event() {
-        case("overlapped-event")
-    }
-    #[test]
-    fn overlapped_routine() {
-        case("overlapped-routine")
-    }
-    #[test]
-    fn completion_port() {
-        case("completion-port")
-    }
-}
-
-/// The back-off log case, one test per model like `per_model!`.
-mod back_off_logged_once_per_interval {
-    use super::per_model::out_of_descriptors_the_back_off_is_logged_once_per_interval as case;
-
-    #[test]
-    fn blocking() {
-        case("blocking")
-    }
-    #[test]
-    fn select() {
-        case("select")
-    }
-    #[test]
-    fn async_select() {
-        case("async-select")
-    }
-    #[test]
-    fn event_select() {
-        case("event-select")
-    }
-    #[test]
-    fn overlapped_event() {
-        case("overlapped-event")
-    }
-    #[test]
-    fn overlapped_routine() {
-        case("overlapped-routine")
-    }
-    #[test]
-    fn completion_port() {
-        case("completion-port")
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

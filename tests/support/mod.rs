@@ -103,6 +103,36 @@ macro_rules! per_model {
     };
 }
 
+/// Runs `iomodels bench ARGS --json FILE --report FILE` in a directory of its own, checks that
+/// it succeeded, and returns the JSON results and the HTML report.
+pub fn bench(args: &[&str]) -> (serde_json::Value, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "iomodels-bench-{}-{}",
+        std::process::id(),
+        args.join("-").replace(['/', ' '], "_")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, html) = (dir.join("bench.json"), dir.join("report.html"));
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--report")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = std::fs::read_to_string(&html).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (v, report)
+}
+
 /// `n` bytes of a xorshift stream seeded with `seed` (the same bytes for the same seed).
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
