@@ -331,6 +331,9 @@ impl<'a> Engine<'a> {
                 .map(|t| t.saturating_duration_since(Instant::now()));
             let capped = self.cap.is_held().then_some(CAP_RECHECK);
             let timeout = min_timeout(drain.wait_limit(), min_timeout(pause, capped));
+            // The gauge counts what this turn posted too (the first turn's accepts and waker
+            // poll included) before the worker blocks, not only after its next completion.
+            self.publish_ops();
             if let Err(e) = self
                 .ring
                 .submit_and_wait(min_timeout(timeout, self.sweep.wait_limit()))
