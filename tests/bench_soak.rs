@@ -1,11 +1,12 @@
 //! `bench --scenario soak`: a short soak of one model writes the documented time series and
-//! figures, with every echo right and the server alive at the end.
+//! figures, with every echo right and the server alive at the end. Linux only: the soak reads
+//! the server's RSS and descriptors from /proc.
+#![cfg(target_os = "linux")]
 
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
 
-#[cfg(target_os = "linux")]
 #[test]
 fn a_short_soak_samples_rss_and_descriptors_and_the_server_survives_the_faults() {
     let dir = std::env::temp_dir().join(format!("iomodels-soak-{}", std::process::id()));
