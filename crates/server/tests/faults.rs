@@ -40,15 +40,17 @@ const WARM_UP: &[u8] = b"warm-up";
 
 /// The process's resources, shared by the cases running in parallel: most cases take it
 /// [`shared`]; a case that counts the process's descriptors, or holds thousands of sockets,
-/// runs [`alone`].
+/// runs [`alone`]. Either also starts counting panics of server threads (checked at stop).
 static PROCESS: RwLock<()> = RwLock::new(());
 
 fn shared() -> RwLockReadGuard<'static, ()> {
+    common::watch_server_panics();
     // A case that failed while holding it poisons it; the others still run.
     PROCESS.read().unwrap_or_else(|e| e.into_inner())
 }
 
 fn alone() -> RwLockWriteGuard<'static, ()> {
+    common::watch_server_panics();
     PROCESS.write().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -9,18 +9,10 @@ mod common;
 use common::Variant;
 
 use common::{clients, connect, ping, wait_for, CLIENT_TIMEOUT};
-use iomodels_server::{AcceptMode, Model, RunningServer, ServerConfig};
+use iomodels_server::{AcceptMode, Model, ServerConfig};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// Starts the variant on a free loopback port, with `tweak` applied after its own settings.
-fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
-    common::start(v.model, |c| {
-        (v.configure)(c);
-        tweak(c);
-    })
-}
 
 /// True if the variant enforces the limits on this OS; if not, checks that `Server::bind`
 /// refuses `tweak` with one line naming the flags (Windows: all but blocking and select).
@@ -121,7 +113,7 @@ mod cases {
         if !enforced(v, |c| c.max_conns = Some(CAP)) {
             return;
         }
-        let server = start(v, |c| c.max_conns = Some(CAP));
+        let server = v.start(|c| c.max_conns = Some(CAP));
         let mut admitted: Vec<TcpStream> = (0..CAP)
             .map(|_| {
                 let mut s = connect(server.addr);
@@ -183,7 +175,7 @@ mod cases {
         if !enforced(v, |c| c.idle_timeout = Some(Duration::from_secs(2))) {
             return;
         }
-        let server = start(v, |c| c.idle_timeout = Some(Duration::from_secs(2)));
+        let server = v.start(|c| c.idle_timeout = Some(Duration::from_secs(2)));
         let addr = server.addr;
         let mut idle = connect(addr);
         ping(&mut idle, b"then silence");
@@ -222,7 +214,7 @@ mod cases {
         if !enforced(v, |c| c.write_timeout = Some(Duration::from_secs(1))) {
             return;
         }
-        let server = start(v, |c| {
+        let server = v.start(|c| {
             c.max_pending = 256 * 1024;
             c.write_timeout = Some(Duration::from_secs(1));
         });
@@ -269,7 +261,7 @@ mod cases {
     }
 
     pub fn with_the_defaults_a_quiet_connection_stays_open(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start(|_| {});
         let mut s = connect(server.addr);
         ping(&mut s, b"hello");
         std::thread::sleep(Duration::from_millis(1500));
