@@ -9,18 +9,10 @@ mod common;
 use common::Variant;
 
 use common::{clients, connect, ping, wait_for, CLIENT_TIMEOUT};
-use iomodels_server::{AcceptMode, Model, RunningServer, ServerConfig};
+use iomodels_server::{AcceptMode, Model, ServerConfig};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// Starts the variant on a free loopback port, with `tweak` applied after its own settings.
-fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
-    common::start(v.model, |c| {
-        (v.configure)(c);
-        tweak(c);
-    })
-}
 
 /// How many connections past the cap the variant may admit in a race: `completion-port` with
 /// a listener per worker (`SO_REUSEPORT`) keeps one accept posted per worker within the room
@@ -92,7 +84,7 @@ mod cases {
 
     pub fn at_the_cap_new_clients_wait_in_the_backlog_and_are_served_when_one_closes(v: Variant) {
         const CAP: usize = 3;
-        let server = start(v, |c| c.max_conns = Some(CAP));
+        let server = v.start(|c| c.max_conns = Some(CAP));
         let mut admitted: Vec<TcpStream> = (0..CAP)
             .map(|_| {
                 let mut s = connect(server.addr);
@@ -151,7 +143,7 @@ mod cases {
     }
 
     pub fn an_idle_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not(v: Variant) {
-        let server = start(v, |c| c.idle_timeout = Some(Duration::from_secs(2)));
+        let server = v.start(|c| c.idle_timeout = Some(Duration::from_secs(2)));
         let addr = server.addr;
         let mut idle = connect(addr);
         ping(&mut idle, b"then silence");
@@ -187,7 +179,7 @@ mod cases {
     }
 
     pub fn a_flooding_client_that_never_reads_is_closed_after_the_write_timeout(v: Variant) {
-        let server = start(v, |c| {
+        let server = v.start(|c| {
             c.max_pending = 256 * 1024;
             c.write_timeout = Some(Duration::from_secs(1));
         });
@@ -234,7 +226,7 @@ mod cases {
     }
 
     pub fn with_the_defaults_a_quiet_connection_stays_open(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start(|_| {});
         let mut s = connect(server.addr);
         ping(&mut s, b"hello");
         std::thread::sleep(Duration::from_millis(1500));

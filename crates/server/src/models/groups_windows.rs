@@ -414,7 +414,13 @@ impl<M> GroupHandle<'_, M> {
     fn reserve(&self, capacity: usize) -> bool {
         self.load
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < capacity).then_some(n + 1)
+                // Not `then_some(n + 1)`: that adds first, and a retired group's load is
+                // `RETIRED` (usize::MAX): the overflow panics the accepting thread.
+                if n < capacity {
+                    Some(n + 1)
+                } else {
+                    None
+                }
             })
             .is_ok()
     }

@@ -1043,6 +1043,16 @@ pub struct Variant {
     pub configure: fn(&mut ServerConfig),
 }
 
+impl Variant {
+    /// Starts the variant with [`start`], `tweak` applied after the variant's own settings.
+    pub fn start(self, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+        start(self.model, |c| {
+            (self.configure)(c);
+            tweak(c);
+        })
+    }
+}
+
 /// A suite run for every model: for each variant listed, a module (`blocking`, `select`, ...)
 /// with one `#[test]` per case, each calling `cases::CASE(MODEL)`; and a test named `$check`
 /// that fails if a model available here is missing from the list (so a new model cannot go

@@ -24,6 +24,13 @@
 //! for the idle and write timeouts (its alertable wait bounded by the next sweep) and closes
 //! an expired one like any other: `closesocket`, then its aborted records are reaped by their
 //! routines.
+//!
+//! An alertable wait returns only once the thread's APC queue is empty, and under steady load
+//! every routine posts the next operation, whose routine is queued before the wait is over: the
+//! wait could run routines forever, and the loop (shutdown, the drain deadline) would never see
+//! a turn. So a wait runs at most [`ROUTINES_PER_WAIT`] routines' worth of new posts; the
+//! connections completed past that are only noted (`Io::deferred`), the queue runs dry, the
+//! wait returns, and the loop's next turn posts their next operations.
 
 use crate::accept::{Acceptor, RoomSignal};
 use crate::limits::Sweep;
@@ -55,6 +62,10 @@ const ACCEPT_BATCH: usize = 64;
 /// How long the final phase waits for the kernel to complete the closed sockets' operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
+/// The completion routines in one alertable wait that may post a connection's next operation;
+/// past them, the connection waits for the loop's next turn (see the module doc).
+const ROUTINES_PER_WAIT: usize = 256;
+
 thread_local! {
     /// Sockets the accepting thread handed to this (the I/O) thread, not adopted yet: the
     /// hand-off APC puts them here, the loop takes them after its wait.
@@ -73,6 +84,8 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         room: Arc::clone(&room),
         conns: Slab::new(),
         draining: false,
+        routines_left: ROUTINES_PER_WAIT,
+        deferred: Vec::new(),
         notify: Notify::Port, // replaced below, once the box has its address
         udp: ctx
             .udp
@@ -124,6 +137,8 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         io.borrow_mut().adopt_handed();
         io.borrow_mut().stop_udp();
         io.borrow_mut().close_all();
+        // Closed: what completes now posts nothing; every completion is reaped in turn.
+        io.borrow_mut().routines_left = usize::MAX;
         let deadline = Instant::now() + CANCEL_WAIT;
         while io.borrow().ops_in_flight() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -153,6 +168,7 @@ fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
                 io.draining = true;
                 io.stop_udp(); // a datagram has nothing to drain
             }
+            io.advance_deferred();
             io.adopt_handed();
             if drain.is_over(io.conns.len()) {
                 return Ok(());
@@ -181,6 +197,11 @@ struct Io<'a> {
     room: Arc<RoomSignal>,
     conns: Slab<OvConn>,
     draining: bool,
+    /// Routines the current wait may still let post a next operation.
+    routines_left: usize,
+    /// Connections whose completion came past [`ROUTINES_PER_WAIT`] in a wait: advanced on the
+    /// loop's next turn.
+    deferred: Vec<usize>,
     /// `on_complete`, with this value's address as context.
     notify: Notify,
     /// The UDP echo (`--udp`), its records posted from this thread.
@@ -217,7 +238,23 @@ impl Io<'_> {
             return;
         };
         conn.complete(op, result);
+        if self.routines_left == 0 {
+            self.deferred.push(key);
+            return;
+        }
+        self.routines_left -= 1;
         self.advance(key);
+    }
+
+    /// A new turn of the loop: the connections the last wait deferred post their next
+    /// operations (a connection that closed meanwhile is gone), and the budget is whole again.
+    fn advance_deferred(&mut self) {
+        self.routines_left = ROUTINES_PER_WAIT;
+        for key in std::mem::take(&mut self.deferred) {
+            if self.conns.contains(key) {
+                self.advance(key);
+            }
+        }
     }
 
     fn advance(&mut self, key: usize) {

@@ -410,6 +410,9 @@ impl<'a> Engine<'a> {
             let pause = self.backoff.remaining();
             let capped = self.cap.is_held().then_some(CAP_RECHECK);
             let timeout = min_timeout(drain.wait_limit(), min_timeout(pause, capped));
+            // The gauge counts what this turn posted too (the first turn's accepts and waker
+            // poll included) before the worker blocks, not only after its next completion.
+            self.publish_ops();
             if let Err(e) = self
                 .ring
                 .submit_and_wait(min_timeout(timeout, self.sweep.wait_limit()))
