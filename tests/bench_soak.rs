@@ -56,6 +56,9 @@ fn a_short_soak_samples_rss_and_descriptors_and_the_server_survives_the_faults()
     assert_eq!(faults.len(), 4);
     for f in faults {
         assert!(f["cycles"].as_u64().unwrap() > 0, "{f}");
+        // An error count comes with the first error's text, and only then.
+        let errors = f["errors"].as_u64().unwrap();
+        assert_eq!(errors > 0, f["first_error"].is_string(), "{f}");
     }
     // Every client closed: the server holds no more descriptors than before the load.
     assert!(

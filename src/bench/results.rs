@@ -184,6 +184,9 @@ pub struct FaultCount {
     pub cycles: u64,
     /// Errors it saw (connect, I/O, timeouts): expected, counted.
     pub errors: u64,
+    /// The first of them, as text (`None` without errors), so a count says what it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 impl Span {

@@ -79,12 +79,13 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
                 echoes: &half_close_echoes,
             };
             s.spawn(move || {
-                let (mut cycles, mut errors) = (0, 0);
+                let (mut cycles, mut errors, mut first_error) = (0, 0, None);
                 while !ctx.stop.load(Ordering::Relaxed) {
                     match f(&ctx) {
                         Ok(()) => cycles += 1,
-                        Err(_) => {
+                        Err(e) => {
                             errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
                             // A refused connect returns at once: do not spin on it.
                             thread::sleep(Duration::from_millis(10));
                         }
@@ -94,6 +95,7 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
                     fault: name.to_string(),
                     cycles,
                     errors,
+                    first_error,
                 }
             })
         })

@@ -391,6 +391,16 @@ pub fn render_table(r: &BenchResults) -> String {
         }
 
         for row in &sc.rows {
+            for f in row.soak.iter().flat_map(|k| &k.faults) {
+                if let Some(e) = &f.first_error {
+                    out.push_str(&format!(
+                        "  {} {}: {} error(s), the first: {e}\n",
+                        row.model,
+                        f.fault,
+                        thousands(f.errors)
+                    ));
+                }
+            }
             if row.mismatches > 0 {
                 out.push_str(&format!(
                     "!! MISMATCH: {} echoed {} wrong bytes in {}\n",
