@@ -183,53 +183,11 @@ fn reset(c: TcpStream) {
     drop(c);
 }
 
-/// A client with a small receive buffer (64 KiB, no autotuning) that sends up to 8 MiB, reads
-/// back only the first 16 KiB, and writes on until the server pushes back; returned once the
-/// server's counters show output it holds and cannot send: the server is writing to it.
+/// [`support::writing::leave_the_server_writing`] with 8 MiB of seeded bytes, returned once
+/// the server's counters show output it holds and cannot send: the server is writing to it.
 fn leave_the_server_writing(s: &mut Served, seed: u64) -> TcpStream {
-    const HEAD: usize = 16 * KIB;
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(64 * KIB).unwrap();
-    sock.connect(&s.addr.into()).expect("connect");
-    let c: TcpStream = sock.into();
-    c.set_nonblocking(true).unwrap();
     let data = random_bytes(8 * MIB, seed);
-    let (mut sent, mut head) = (0, Vec::with_capacity(HEAD));
-    let mut stuck_since: Option<Instant> = None;
-    let end = Instant::now() + IO_DEADLINE;
-    // Until 8 MiB are sent or the writes have been refused for 200 ms (bounded), and the head
-    // is read.
-    while head.len() < HEAD
-        || (sent < data.len()
-            && stuck_since.is_none_or(|t| t.elapsed() < Duration::from_millis(200)))
-    {
-        assert!(Instant::now() < end, "the client never got its head back");
-        if sent < data.len() {
-            match (&c).write(&data[sent..(sent + 64 * KIB).min(data.len())]) {
-                Ok(n) => {
-                    sent += n;
-                    stuck_since = None;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    stuck_since.get_or_insert_with(Instant::now);
-                }
-                Err(e) => panic!("write after {sent} bytes: {e}"),
-            }
-        }
-        if head.len() < HEAD {
-            let mut buf = vec![0; HEAD - head.len()];
-            match (&c).read(&mut buf) {
-                Ok(0) => panic!("EOF before the echo"),
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-        if stuck_since.is_some() {
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-    assert!(head == data[..HEAD], "the echo's head differs");
+    let c = support::writing::leave_the_server_writing(s.addr, &data, IO_DEADLINE);
     s.stats_until("the server holding output it cannot send", |v| {
         counter(v, "pending_bytes") > 0
     });

@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 mod process;
+#[path = "../../crates/server/tests/common/writing.rs"]
+pub mod writing;
 #[allow(unused_imports)]
 pub use process::*;
 

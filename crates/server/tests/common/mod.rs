@@ -388,6 +388,8 @@ pub fn assert_no_server_panic() {
 #[allow(unused_imports)]
 pub use self::tls::*;
 
+pub mod writing;
+
 /// TLS for the tests: a PKI made once per test binary, and a TLS client driven by hand over a
 /// blocking std socket (rustls' `ClientConnection`, not `StreamOwned`, whose writes also read):
 /// reading never writes and writing never reads, so a client that "never reads" really never
