@@ -121,8 +121,40 @@ struct ServeArgs {
     /// dropped, never echoed cut short. Units: B, KiB, KB
     #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_bytes, requires = "udp")]
     udp_max_datagram: usize,
+    /// The most connections open at once: at the cap the server stops accepting (new clients
+    /// wait in the listen backlog, accepted as soon as a connection closes); none is ever
+    /// accepted and dropped [default: the descriptor limit less 64, so accept stops at the cap
+    /// before it would fail for lack of descriptors, and the server keeps some for itself]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_conns: Option<u64>,
+    /// Close a connection when no byte has moved either way for DURATION, or 'off'. Off by
+    /// default for echo's sake: an echo client may wait any time between messages
+    #[arg(long, value_name = "DURATION", default_value = "off", value_parser = parse_timeout)]
+    idle_timeout: Timeout,
+    /// Close a connection whose peer leaves its output unread at --max-pending (reading from it
+    /// paused) for DURATION, or 'off': the slow-reader guard, so a peer that stops reading
+    /// cannot hold its buffers forever (60s, as nginx's send_timeout)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    write_timeout: Timeout,
     #[command(flatten)]
     tls: tls::ServeTlsArgs,
+}
+
+/// A timeout flag's value: a duration, or `off` (`None`).
+#[derive(Clone, Copy, Debug)]
+struct Timeout(Option<Duration>);
+
+/// Parses a timeout: `off`, or a duration longer than 0 (e.g. 30s, 500ms).
+fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Timeout(None));
+    }
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!(
+            "'{s}' is no timeout: give a duration above 0, or off"
+        )),
+        d => Ok(Timeout(Some(d))),
+    }
 }
 
 #[derive(Args)]
@@ -244,10 +276,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            eprintln!("error: {}", one_line(&causes(&e)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, `: `-separated, each said once: a cause whose text its error's
+/// message already ends with (`ServerError` shows its source) is not repeated.
+fn causes(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Folds a multi-line message (clap's, with its hints) into the one line the CLI promises.
@@ -287,8 +336,25 @@ fn serve(args: ServeArgs) -> Result<()> {
         tcp: !args.no_tcp,
         udp: args.udp,
         udp_max_datagram: args.udp_max_datagram,
+        max_conns: args
+            .max_conns
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        idle_timeout: args.idle_timeout.0,
+        write_timeout: args.write_timeout.0,
     };
+    // Raised before bind, since the default --max-conns comes from it; said after bind, so a
+    // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)
+    let nofile = iomodels_server::sys::raise_nofile_limit();
     let server = Server::bind(config.clone())?;
+    #[cfg(unix)]
+    match nofile {
+        Ok(n) => {
+            log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)")
+        }
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+    #[cfg(not(unix))]
+    let _ = nofile;
     for note in tls.iter().flat_map(|(_, notes)| notes) {
         log::info!("{note}");
     }
@@ -296,14 +362,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         if let Err(why) = Model::CompletionPort.availability() {
             log::info!("default model: {model} (completion-port is unavailable: {why})");
         }
-    }
-    // Windows has no descriptor limit to raise.
-    #[cfg(unix)]
-    match iomodels_server::sys::raise_nofile_limit() {
-        Ok(n) => {
-            log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)")
-        }
-        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
     }
     let shutdown = server.shutdown_handle();
     let stats = server.stats();
@@ -415,6 +473,8 @@ fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
         "accepted": s.accepted, "refused": s.refused, "active": s.active, "errors": s.errors,
         "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "pending_bytes": s.pending_bytes,
         "peak_conn_pending": s.peak_conn_pending, "accept_pauses": s.accept_pauses,
+        "conn_cap_pauses": s.conn_cap_pauses, "idle_closed": s.idle_closed,
+        "slow_reader_closed": s.slow_reader_closed,
         "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,
         "notification_overflows": s.notification_overflows,
         "tls_failures": s.tls_failures, "tls_truncated": s.tls_truncated,

@@ -304,22 +304,7 @@ fn serve_says_what_descriptor_limit_it_got() {
 /// writes JSON of the documented shape, with no byte mismatch anywhere.
 #[test]
 fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
-    let dir = std::env::temp_dir().join(format!("iomodels-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (json, html) = (dir.join("bench.json"), dir.join("report.html"));
-    let out = Command::new(BIN)
-        .args(["bench", "--quick", "--repeat", "1", "--json"])
-        .arg(&json)
-        .arg("--report")
-        .arg(&html)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (v, report) = support::bench(&["--quick", "--repeat", "1"]);
     for key in [
         "machine",
         "date",
@@ -370,9 +355,7 @@ fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
             }
         }
     }
-    let report = std::fs::read_to_string(&html).unwrap();
     assert!(report.contains("<svg"), "the report has no chart");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -518,4 +501,86 @@ fn without_trace_no_model_prints_trace_lines() {
             "{model}: trace lines without --trace:\n{err}"
         );
     }
+}
+
+#[test]
+fn serve_help_names_the_limits_and_their_defaults() {
+    let out = iomodels(&["serve", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--max-conns <N>",
+        "listen backlog",
+        "the descriptor limit less 64",
+        "--idle-timeout <DURATION>",
+        "for echo's sake",
+        "[default: off]",
+        "--write-timeout <DURATION>",
+        "[default: 60s]",
+    ] {
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle:?}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn bad_limit_values_fail_with_one_line() {
+    for (args, needle) in [
+        (&["--max-conns", "0"][..], "--max-conns"),
+        (&["--max-conns", "many"][..], "--max-conns"),
+        (&["--idle-timeout", "0s"][..], "--idle-timeout"),
+        (&["--idle-timeout", "soon"][..], "--idle-timeout"),
+        (&["--write-timeout", "1 fortnight"][..], "--write-timeout"),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let out = Command::new(BIN)
+            .args(&all)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, &[needle]);
+    }
+}
+
+/// `--max-conns 1`: the second client's connect completes in the backlog but it gets no echo
+/// until the first leaves; `--idle-timeout` then closes the quiet one; the SIGUSR1 counters
+/// show both.
+#[test]
+fn serve_max_conns_and_idle_timeout_through_the_binary() {
+    let mut s = Served::start(&[
+        "--model",
+        "event-select",
+        "--max-conns",
+        "1",
+        "--idle-timeout",
+        "1s",
+    ]);
+    let mut first = TcpStream::connect(s.addr).unwrap();
+    first.write_all(b"one").unwrap();
+    let mut b = [0u8; 3];
+    first.read_exact(&mut b).unwrap();
+    let mut second = TcpStream::connect(s.addr).unwrap();
+    second.write_all(b"two").unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(second.read(&mut b).is_err(), "served past --max-conns 1");
+    let stats = s.stats();
+    assert_eq!(stats["accepted"], 1, "{stats}");
+    assert_eq!(stats["conn_cap_pauses"], 1, "{stats}");
+    drop(first);
+    second
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    second.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"two");
+    // Now quiet: closed by the idle timeout.
+    assert_eq!(second.read(&mut b).unwrap_or(0), 0);
+    let stats = s.stats_until("the idle close", |v| v["idle_closed"] == 1);
+    assert_eq!(stats["slow_reader_closed"], 0, "{stats}");
+    assert!(s.stderr_line_with("--max-conns").contains("not accepting"));
+    assert!(s.terminate().success());
 }

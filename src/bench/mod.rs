@@ -15,6 +15,7 @@ mod os;
 mod procfs;
 mod report;
 mod results;
+mod soak;
 mod table;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -39,7 +40,8 @@ pub struct BenchArgs {
     models: Vec<String>,
     /// Scenarios to run, comma-separated: pp64-1, pp64-100, pp64-1000, pp4k-100, pp64k-10,
     /// udp64-100, udp1400-100 (UDP echo: serve --udp --no-tcp, load --udp), idle, c12k,
-    /// max-conns [default: all; with --quick: pp64-100, idle, c12k]
+    /// max-conns, soak (long: mixed load with faults, server RSS and descriptors over time;
+    /// only when named, run once) [default: all but soak; with --quick: pp64-100, idle, c12k]
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Repetitions of every model and scenario (medians and min-max are reported)
@@ -48,9 +50,10 @@ pub struct BenchArgs {
     /// A short subset that runs in seconds (for CI and tests; numbers not to be trusted)
     #[arg(long)]
     quick: bool,
-    /// Measured time of each ping-pong and UDP run
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = iomodels_core::units::parse_duration)]
-    duration: Duration,
+    /// Measured time of each ping-pong and UDP run [default: 3s]; of the soak, per model
+    /// [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = iomodels_core::units::parse_duration)]
+    duration: Option<Duration>,
     /// Datagrams each socket keeps in flight in the UDP scenarios
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     udp_depth: u32,
@@ -93,6 +96,9 @@ enum Scenario {
     C12k,
     /// Ramp connections up to a bound; how many each model held while still echoing.
     MaxConns,
+    /// Mixed load with faults for `--duration`: the server's RSS and descriptors over time.
+    /// Only when named; run once whatever `--repeat` says.
+    Soak,
 }
 
 const PINGPONGS: [Scenario; 5] = [
@@ -144,6 +150,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::C12k => "c12k",
             Scenario::MaxConns => "max-conns",
+            Scenario::Soak => "soak",
         }
     }
 
@@ -154,9 +161,11 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::C12k => "c12k",
             Scenario::MaxConns => "max-conns",
+            Scenario::Soak => "soak",
         }
     }
 
+    /// Every scenario the default run has (all but the soak, which is long).
     fn all() -> Vec<Scenario> {
         let mut v = PINGPONGS.to_vec();
         v.extend(UDPS);
@@ -165,16 +174,14 @@ impl Scenario {
     }
 
     fn parse(s: &str) -> Result<Scenario> {
-        Scenario::all()
-            .into_iter()
-            .find(|sc| sc.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Scenario::all().iter().map(|s| s.name()).collect();
-                anyhow!(
-                    "unknown scenario '{s}' (expected one of: {})",
-                    names.join(", ")
-                )
-            })
+        let known = || Scenario::all().into_iter().chain([Scenario::Soak]);
+        known().find(|sc| sc.name() == s).ok_or_else(|| {
+            let names: Vec<_> = known().map(|s| s.name()).collect();
+            anyhow!(
+                "unknown scenario '{s}' (expected one of: {})",
+                names.join(", ")
+            )
+        })
     }
 }
 
@@ -190,6 +197,8 @@ struct Plan {
     pinned: bool,
     /// Datagrams in flight per socket in the UDP scenarios.
     udp_depth: usize,
+    /// Length of the soak, per model (after its warm-up).
+    soak: Duration,
 }
 
 /// One server to measure: a model, or the tokio reference.
@@ -340,6 +349,8 @@ struct Sample {
     errors: u64,
     /// CPU others used during the run, in % of one core.
     others_percent: f64,
+    /// The soak scenario's time series and figures.
+    soak: Option<results::Soak>,
 }
 
 /// Server-side readings at one moment.
@@ -557,6 +568,7 @@ fn run_one(p: &Participant, sc: Scenario, plan: &Plan) -> Result<Sample> {
         Scenario::Idle => idle(p, plan),
         Scenario::C12k => c12k(p, plan),
         Scenario::MaxConns => max_conns(p, plan),
+        Scenario::Soak => soak::soak(p, plan),
     }
 }
 
@@ -601,6 +613,7 @@ fn row(model: &str, samples: &[Sample]) -> Row {
         errors: samples.iter().map(|s| s.errors).sum(),
         busy: (!busy.is_empty()).then(|| busy.join("; ")),
         note: None,
+        soak: samples.iter().find_map(|s| s.soak.clone()),
     }
 }
 
@@ -620,10 +633,11 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             max_conns: args.max_conns.unwrap_or(1500),
             pinned,
             udp_depth: args.udp_depth as usize,
+            soak: args.duration.unwrap_or(Duration::from_secs(60)),
         }
     } else {
         Plan {
-            duration: args.duration,
+            duration: args.duration.unwrap_or(Duration::from_secs(3)),
             warmup: Duration::from_millis(500),
             idle: args.idle,
             idle_hold: Duration::from_secs(1),
@@ -633,6 +647,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             max_conns: args.max_conns.unwrap_or(nofile.saturating_sub(100)),
             pinned,
             udp_depth: args.udp_depth as usize,
+            soak: args.duration.unwrap_or(Duration::from_secs(60)),
         }
     };
     let participants: Vec<Participant> = if args.models.is_empty() {
@@ -688,7 +703,9 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
     }
 
     let repeat = args.repeat as usize;
-    let total = (repeat * scenarios.len() * participants.len()) as u64;
+    // The soak runs once, in the first repetition.
+    let runs = |sc: &Scenario| if *sc == Scenario::Soak { 1 } else { repeat };
+    let total = (scenarios.iter().map(runs).sum::<usize>() * participants.len()) as u64;
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
             .expect("a valid template"),
@@ -699,6 +716,9 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         vec![vec![None; participants.len()]; scenarios.len()];
     for rep in 0..repeat {
         for (si, &sc) in scenarios.iter().enumerate() {
+            if rep >= runs(&sc) {
+                continue;
+            }
             for (pi, p) in participants.iter().enumerate() {
                 bar.set_message(format!(
                     "repetition {}/{repeat}: {} on {}",
@@ -766,7 +786,8 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         date: utc_now(),
         command,
         quick: args.quick,
-        repeat,
+        // A soak-only run ran everything once.
+        repeat: scenarios.iter().map(runs).max().unwrap_or(repeat),
         models: participants.iter().map(Participant::name).collect(),
         scenarios: scenario_results,
     })
@@ -797,6 +818,12 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
         Scenario::MaxConns => format!(
             "connections opened one after another up to {} (by default what the descriptor limits allow), then one echo on each: how many still echo, and why the ramp stopped",
             plan.max_conns
+        ),
+        Scenario::Soak => format!(
+            "{:.0} s per model (after a {:.1} s warm-up) of 16 verified 1 KiB echo connections beside fault clients (connect/close churn, reset mid-echo, slow reader, half-close): server RSS and descriptors sampled every {:.1} s, slopes by least squares; run once",
+            plan.soak.as_secs_f64(),
+            soak::warmup(plan.soak).as_secs_f64(),
+            soak::interval(plan.soak).as_secs_f64()
         ),
     }
 }
@@ -854,6 +881,16 @@ pub fn command(args: BenchArgs) -> Result<()> {
             bad.join(", ")
         );
     }
+    let dead: Vec<String> = results
+        .scenarios
+        .iter()
+        .flat_map(|s| s.rows.iter())
+        .filter(|r| r.soak.as_ref().is_some_and(|k| !k.alive))
+        .map(|r| r.model.clone())
+        .collect();
+    if !dead.is_empty() {
+        bail!("the server did not survive the soak: {}", dead.join(", "));
+    }
     Ok(())
 }
 
@@ -866,6 +903,11 @@ mod tests {
         for sc in Scenario::all() {
             assert_eq!(Scenario::parse(sc.name()).unwrap(), sc);
         }
+        assert_eq!(Scenario::parse("soak").unwrap(), Scenario::Soak);
+        assert!(
+            !Scenario::all().contains(&Scenario::Soak),
+            "the soak is long"
+        );
         assert!(Scenario::parse("pp1")
             .unwrap_err()
             .to_string()

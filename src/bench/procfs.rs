@@ -52,6 +52,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Open descriptors of a process (entries of `/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// Busy CPU time of the whole machine so far (all CPUs, everything but idle and iowait), in
 /// seconds.
 pub fn machine_busy_seconds() -> Option<f64> {
@@ -100,6 +105,7 @@ mod tests {
         assert!(cpu_seconds(me).is_some());
         assert!(context_switches(me).unwrap() > 0);
         assert!(rss_bytes(me).unwrap() > 1024 * 1024);
+        assert!(fd_count(me).unwrap() >= 3);
         assert!(machine_busy_seconds().unwrap() > 0.0);
         assert!(!kernel().is_empty());
     }

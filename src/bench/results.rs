@@ -108,6 +108,115 @@ pub struct Row {
     pub busy: Option<String>,
     /// Anything else worth knowing (e.g. why a model did not run).
     pub note: Option<String>,
+    /// The soak scenario: the server's RSS and descriptors over time under mixed load with
+    /// faults.
+    #[serde(default)]
+    pub soak: Option<Soak>,
+}
+
+/// What a soak run saw of one server: its memory and descriptors over time (flat is the goal)
+/// while steady echo clients ran beside clients that misbehave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Soak {
+    /// Soak length after the warm-up, seconds.
+    pub duration_secs: f64,
+    /// Warm-up before the first sample, seconds (the load already runs).
+    pub warmup_secs: f64,
+    /// Time between samples, seconds.
+    pub interval_secs: f64,
+    /// Descriptors of the idle server before any load.
+    pub fds_before: u64,
+    /// Descriptors of the server after every client closed (and a short settle).
+    pub fds_after: u64,
+    /// RSS of the idle server before any load, bytes.
+    pub rss_before: u64,
+    /// RSS after every client closed, bytes.
+    pub rss_after: u64,
+    /// The time series, from the end of the warm-up.
+    pub samples: Vec<SoakSample>,
+    /// RSS (bytes): first sample, last, smallest, largest.
+    pub rss: Span,
+    /// Open descriptors: first sample, last, smallest, largest.
+    pub fds: Span,
+    /// Least-squares slope of RSS over the samples, MiB per minute.
+    pub rss_mib_per_min: f64,
+    /// Least-squares slope of the descriptor count, descriptors per minute.
+    pub fds_per_min: f64,
+    /// Verified echoes: the steady clients' round trips plus the half-close clients' streams.
+    pub echoes: u64,
+    /// What each fault client did and how often it saw an error (errors are expected: the
+    /// faults provoke them).
+    pub faults: Vec<FaultCount>,
+    /// The server process was still running at the end and answered a fresh echo.
+    pub alive: bool,
+}
+
+/// One sample of a soak: seconds since the warm-up ended, RSS and descriptors then.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct SoakSample {
+    /// Seconds since the end of the warm-up.
+    pub t: f64,
+    /// Resident set size, bytes.
+    pub rss: u64,
+    /// Open descriptors.
+    pub fds: u64,
+}
+
+/// First, last, smallest and largest value of a series.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Span {
+    /// First sample.
+    pub start: u64,
+    /// Last sample.
+    pub end: u64,
+    /// Smallest sample.
+    pub min: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+/// One kind of fault client in a soak and what it saw.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultCount {
+    /// What it does, e.g. `reset mid-message`.
+    pub fault: String,
+    /// Cycles it completed.
+    pub cycles: u64,
+    /// Errors it saw (connect, I/O, timeouts): expected, counted.
+    pub errors: u64,
+    /// The first of them, as text (`None` without errors), so a count says what it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+impl Span {
+    /// The span of `values` (empty: all zero).
+    pub fn of(values: impl IntoIterator<Item = u64>) -> Span {
+        let v: Vec<u64> = values.into_iter().collect();
+        Span {
+            start: v.first().copied().unwrap_or(0),
+            end: v.last().copied().unwrap_or(0),
+            min: v.iter().copied().min().unwrap_or(0),
+            max: v.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+/// Least-squares slope of `y` over `x` (fewer than two points, or no spread in `x`: 0).
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx == 0.0 {
+        0.0
+    } else {
+        sxy / sxx
+    }
 }
 
 impl Stat {
@@ -156,6 +265,7 @@ impl Row {
             errors: 0,
             busy: None,
             note: Some(why),
+            soak: None,
         }
     }
 }
@@ -176,5 +286,14 @@ mod tests {
         );
         assert_eq!(Stat::of(&[4.0, 1.0]).unwrap().median, 2.5);
         assert_eq!(Stat::of(&[]), None);
+    }
+
+    #[test]
+    fn least_squares_slope_and_span() {
+        assert_eq!(slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]), 2.0);
+        assert_eq!(slope(&[(0.0, 7.0), (1.0, 7.0)]), 0.0);
+        assert_eq!(slope(&[(1.0, 7.0)]), 0.0);
+        let s = Span::of([5, 2, 9, 4]);
+        assert_eq!((s.start, s.end, s.min, s.max), (5, 4, 2, 9));
     }
 }

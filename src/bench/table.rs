@@ -48,6 +48,8 @@ pub(crate) enum ColKind {
     StopReason,
     /// Connect and I/O errors.
     Errors,
+    /// A figure of the soak.
+    Soak(fn(&Soak) -> String),
 }
 
 /// One column of a scenario table.
@@ -87,6 +89,7 @@ impl Column {
             ColKind::Conns => row.conns_held.map_or_else(|| DASH.to_string(), thousands),
             ColKind::StopReason => row.stop_reason.clone().unwrap_or_else(|| DASH.to_string()),
             ColKind::Errors => thousands(row.errors),
+            ColKind::Soak(f) => row.soak.as_ref().map_or_else(|| DASH.to_string(), f),
         }
     }
 
@@ -107,7 +110,7 @@ impl Column {
 
     /// Whether the cells are numbers (right-aligned).
     pub(crate) fn numeric(&self) -> bool {
-        !matches!(self.kind, ColKind::StopReason)
+        !matches!(self.kind, ColKind::StopReason | ColKind::Soak(_))
     }
 }
 
@@ -126,7 +129,47 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
         kind: ColKind::Conns,
     };
     let wakeups = Column::stat("wake-ups/msg", |r| r.wakeups_per_msg, Fmt::Sig);
+    let soak = |header, f| Column {
+        header,
+        kind: ColKind::Soak(f),
+    };
     match kind {
+        "soak" => vec![
+            soak("RSS start→end", |k| {
+                format!(
+                    "{} → {}",
+                    fmt_bytes(k.rss.start as f64),
+                    fmt_bytes(k.rss.end as f64)
+                )
+            }),
+            soak("RSS min–max", |k| {
+                format!(
+                    "{}–{}",
+                    fmt_bytes(k.rss.min as f64),
+                    fmt_bytes(k.rss.max as f64)
+                )
+            }),
+            soak("RSS MiB/min", |k| fmt_sig(k.rss_mib_per_min)),
+            soak("fds start→end", |k| {
+                format!("{} → {}", k.fds.start, k.fds.end)
+            }),
+            soak("fds min–max", |k| format!("{}–{}", k.fds.min, k.fds.max)),
+            soak("fds/min", |k| fmt_sig(k.fds_per_min)),
+            soak("fds idle before/after", |k| {
+                format!("{}/{}", k.fds_before, k.fds_after)
+            }),
+            soak("echoes", |k| thousands(k.echoes)),
+            Column {
+                header: "echo errors",
+                kind: ColKind::Errors,
+            },
+            soak("fault cycles (errors)", |k| {
+                let c: u64 = k.faults.iter().map(|f| f.cycles).sum();
+                let e: u64 = k.faults.iter().map(|f| f.errors).sum();
+                format!("{} ({})", thousands(c), thousands(e))
+            }),
+            soak("alive", |k| if k.alive { "yes" } else { "NO" }.to_string()),
+        ],
         "idle" => vec![
             conns,
             Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
@@ -348,6 +391,16 @@ pub fn render_table(r: &BenchResults) -> String {
         }
 
         for row in &sc.rows {
+            for f in row.soak.iter().flat_map(|k| &k.faults) {
+                if let Some(e) = &f.first_error {
+                    out.push_str(&format!(
+                        "  {} {}: {} error(s), the first: {e}\n",
+                        row.model,
+                        f.fault,
+                        thousands(f.errors)
+                    ));
+                }
+            }
             if row.mismatches > 0 {
                 out.push_str(&format!(
                     "!! MISMATCH: {} echoed {} wrong bytes in {}\n",

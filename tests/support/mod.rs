@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 mod process;
+#[path = "../../crates/server/tests/common/writing.rs"]
+pub mod writing;
 #[allow(unused_imports)]
 pub use process::*;
 
@@ -103,6 +105,36 @@ macro_rules! per_model {
     };
 }
 
+/// Runs `iomodels bench ARGS --json FILE --report FILE` in a directory of its own, checks that
+/// it succeeded, and returns the JSON results and the HTML report.
+pub fn bench(args: &[&str]) -> (serde_json::Value, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "iomodels-bench-{}-{}",
+        std::process::id(),
+        args.join("-").replace(['/', ' '], "_")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, html) = (dir.join("bench.json"), dir.join("report.html"));
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--report")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = std::fs::read_to_string(&html).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (v, report)
+}
+
 /// `n` bytes of a xorshift stream seeded with `seed` (the same bytes for the same seed).
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -135,6 +167,17 @@ impl Served {
     /// Starts `serve --listen 127.0.0.1:0 ARGS` (in `dir` if given) and waits for its ready
     /// line.
     pub fn start_in(dir: Option<&Path>, args: &[&str]) -> Served {
+        let mut cmd = Served::command(args);
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
+        Served::spawn(cmd)
+    }
+
+    /// The command `start` runs: `iomodels serve --listen 127.0.0.1:0 ARGS`, its stdout and
+    /// stderr piped. A test that needs more (a resource limit in the child) adds it and hands
+    /// the command to [`Served::spawn`].
+    pub fn command(args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -142,9 +185,11 @@ impl Served {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(dir) = dir {
-            cmd.current_dir(dir);
-        }
+        cmd
+    }
+
+    /// Spawns `cmd` (made by [`Served::command`]) and waits for its ready line.
+    pub fn spawn(mut cmd: Command) -> Served {
         let mut child = cmd.spawn().expect("spawn iomodels serve");
         let (tx, lines) = mpsc::channel();
         let stdout = BufReader::new(child.stdout.take().unwrap());

@@ -9,10 +9,12 @@
 //! Map: `models/` has one module per model (its doc first, its OS file beside it); `sys/` owns
 //! every OS resource behind an RAII type; `session.rs` is the read/write loop the readiness
 //! models share; `accept.rs` the accept loop with its descriptor-exhaustion back-off; `udp.rs`
-//! the datagram echo the readiness models share.
+//! the datagram echo the readiness models share; `limits.rs` the connection cap and the idle
+//! and write timeouts every model enforces with the same code.
 #![warn(missing_docs)]
 
 mod accept;
+mod limits;
 mod model;
 pub mod models;
 mod session;
@@ -22,6 +24,7 @@ pub mod sys;
 mod trace;
 mod udp;
 
+pub use limits::{DEFAULT_WRITE_TIMEOUT, RESERVED_DESCRIPTORS};
 pub use model::Model;
 pub use shutdown::Shutdown;
 pub use stats::{Stats, StatsSnapshot};
@@ -72,6 +75,21 @@ pub struct ServerConfig {
     /// by default: every IPv4 datagram fits. A larger one is counted
     /// ([`Stats::udp_truncated`]) and dropped, never echoed cut short.
     pub udp_max_datagram: usize,
+    /// The most connections open at once (`--max-conns`): at the cap the model stops accepting
+    /// and new clients wait in the kernel's listen backlog until a connection closes; none is
+    /// ever accepted and dropped. `None` (the default): the descriptor limit (`RLIMIT_NOFILE`
+    /// when the server binds) less [`RESERVED_DESCRIPTORS`], so accept stops at the cap before
+    /// it would fail with `EMFILE`, and the server keeps descriptors for itself; on Windows
+    /// (no descriptor limit) no cap.
+    pub max_conns: Option<usize>,
+    /// Close a connection when no byte has moved either way for this long (`--idle-timeout`).
+    /// `None` (the default): never, for echo's sake — an echo client may legitimately wait
+    /// forever between messages.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose peer leaves its output unread at the high-water mark
+    /// (`max_pending`, reading from it paused) for this long (`--write-timeout`), the
+    /// slow-reader guard. [`DEFAULT_WRITE_TIMEOUT`] (60 s) by default; `None`: never.
+    pub write_timeout: Option<Duration>,
 }
 
 /// The UDP socket's kernel buffers requested at bind (`SO_RCVBUF` / `SO_SNDBUF`); the kernel
@@ -194,6 +212,9 @@ impl Default for ServerConfig {
             tcp: true,
             udp: false,
             udp_max_datagram: udp::MAX_DATAGRAM,
+            max_conns: None,
+            idle_timeout: None,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
@@ -264,6 +285,21 @@ pub(crate) struct Ctx {
     pub udp: Option<UdpSocket>,
     /// Bytes of the buffer a datagram is received into ([`ServerConfig::udp_max_datagram`]).
     pub udp_max_datagram: usize,
+    /// The connection cap ([`ServerConfig::max_conns`], resolved; `usize::MAX`: none).
+    pub max_conns: usize,
+    /// [`ServerConfig::idle_timeout`].
+    pub idle_timeout: Option<Duration>,
+    /// [`ServerConfig::write_timeout`].
+    pub write_timeout: Option<Duration>,
+    /// What the model made at bind ([`models::prepare`]).
+    pub prepared: models::Prepared,
+}
+
+impl Ctx {
+    /// A fresh sweep for one model loop ([`limits::Sweep`]).
+    pub fn sweep(&self) -> limits::Sweep {
+        limits::Sweep::new(self.idle_timeout, self.write_timeout)
+    }
 }
 
 /// A bound server, ready to run.
@@ -308,8 +344,9 @@ impl Server {
             && workers > 1
             && config.accept_mode == AcceptMode::ReusePort;
         check_transports(&config)?;
+        let max_conns = check_limits(&config)?;
         let (listener, udp) = bind_sockets(&config, reuse_port)?;
-        Ok(Server {
+        let mut server = Server {
             model: config.model,
             listener,
             ctx: Ctx {
@@ -325,8 +362,15 @@ impl Server {
                 tls: config.tls,
                 udp,
                 udp_max_datagram: config.udp_max_datagram,
+                max_conns,
+                idle_timeout: config.idle_timeout,
+                write_timeout: config.write_timeout,
+                prepared: models::Prepared::default(),
             },
-        })
+        };
+        server.ctx.prepared = models::prepare(server.model, server.listener.as_ref(), &server.ctx)
+            .map_err(ServerError::Io)?;
+        Ok(server)
     }
 
     /// The address actually bound (with the real port when port 0 was asked for): the TCP
@@ -471,6 +515,29 @@ fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
         ));
     }
     Ok(())
+}
+
+/// Checks the limits and resolves the connection cap (see [`ServerConfig::max_conns`]).
+/// Every model enforces them, on Linux and on Windows.
+fn check_limits(config: &ServerConfig) -> Result<usize, ServerError> {
+    let invalid = |why: String| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
+    if config.max_conns == Some(0) {
+        return Err(invalid("--max-conns must be at least 1".into()));
+    }
+    let zero = Some(Duration::ZERO);
+    if config.idle_timeout == zero || config.write_timeout == zero {
+        return Err(invalid(
+            "a timeout must be longer than 0 (leave it out, or 'off', for none)".into(),
+        ));
+    }
+    Ok(config.max_conns.unwrap_or_else(|| {
+        sys::nofile_soft_limit().map_or(usize::MAX, |n| {
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(RESERVED_DESCRIPTORS)
+                .max(1)
+        })
+    }))
 }
 
 /// Opens the TCP listener and the UDP socket the configuration asks for, the UDP one on the

@@ -3,6 +3,7 @@
 //! connections through [`Session::pump`]; they differ only in how they learn that a socket is
 //! ready.
 
+use crate::limits::{Clock, Expiry, Sweep};
 use crate::stats::Stats;
 use crate::Ctx;
 use iomodels_core::Connection;
@@ -50,6 +51,10 @@ pub(crate) struct Session {
     /// The socket blocks (the thread-per-client model): a write can wait indefinitely, so the
     /// pending gauge is published before each write rather than after.
     pub blocking: bool,
+    /// What the idle and write timeouts see of this connection ([`crate::limits`]).
+    pub clock: Clock,
+    /// A blocking socket's timeout fired (`SO_RCVTIMEO` / `SO_SNDTIMEO`): why it closed.
+    expired: Option<Expiry>,
     /// The peer's address, taken at the start for a TLS connection's closing log line (at the
     /// end, `getpeername` fails once the peer has reset the connection).
     tls_peer: Option<SocketAddr>,
@@ -76,6 +81,8 @@ impl Session {
             edge_triggered: false,
             peer_closing: false,
             blocking: false,
+            clock: Clock::new(),
+            expired: None,
             tls_peer,
             stats: Arc::clone(&ctx.stats),
             published_pending: 0,
@@ -94,6 +101,10 @@ impl Session {
     /// [`Session::pump`], also saying how many bytes it read (for a model's `--trace`).
     pub fn pump_counted(&mut self, scratch: &mut [u8], max_reads: usize) -> (Status, u64) {
         let (result, bytes_in) = self.pump_inner(scratch, max_reads);
+        if let Some(why) = self.expired.take() {
+            why.count(&self.stats);
+            return (Status::Closed, bytes_in);
+        }
         let status = result.unwrap_or_else(|e| {
             log::debug!("connection closed on error: {e}");
             self.stats.errors.fetch_add(1, Relaxed);
@@ -125,6 +136,10 @@ impl Session {
                             self.readable = false;
                         }
                     }
+                    Err(e) if self.blocking && is_timeout(&e) => {
+                        self.expired = Some(Expiry::Idle);
+                        break Ok(Status::Closed);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
                     Err(e) => break Err(e),
@@ -146,6 +161,10 @@ impl Session {
                         self.conn.on_sent(n);
                         bytes_out += n as u64;
                         progress = true;
+                    }
+                    Err(e) if self.blocking && is_timeout(&e) => {
+                        self.expired = Some(Expiry::SlowReader);
+                        break Ok(Status::Closed);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
@@ -183,6 +202,8 @@ impl Session {
     /// Adds traffic to the server's counters and moves the pending gauge to this connection's
     /// current unsent bytes.
     pub fn publish(&mut self, bytes_in: u64, bytes_out: u64) {
+        self.clock
+            .mark(bytes_in + bytes_out > 0, self.conn.is_backpressured());
         if bytes_in > 0 {
             self.stats.bytes_in.fetch_add(bytes_in, Relaxed);
         }
@@ -202,6 +223,25 @@ impl Session {
             self.stats.peak_conn_pending.fetch_max(pending, Relaxed);
         }
     }
+}
+
+impl Session {
+    /// The sweep's verdict on this connection ([`crate::limits`]): `Some` (counted) means
+    /// drop it now.
+    pub fn expired(&mut self, sweep: &Sweep, now: std::time::Instant) -> Option<Expiry> {
+        let why = sweep.check(&mut self.clock, self.conn.is_backpressured(), now)?;
+        why.count(&self.stats);
+        Some(why)
+    }
+}
+
+/// A blocking call's `SO_RCVTIMEO` / `SO_SNDTIMEO` ran out (Linux: `EAGAIN`; Windows:
+/// `WSAETIMEDOUT`).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl Session {

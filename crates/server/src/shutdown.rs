@@ -30,6 +30,13 @@ impl Shutdown {
     /// Asks the server to stop; safe to call from any thread, any number of times.
     pub fn trigger(&self) {
         self.inner.requested.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Wakes every registered wait without asking for shutdown: something every thread should
+    /// look at again changed (the connection cap was reached: the other workers of a model
+    /// must stop their accepts).
+    pub(crate) fn wake_all(&self) {
         for w in self
             .inner
             .wakers
@@ -38,7 +45,7 @@ impl Shutdown {
             .iter()
         {
             if let Err(e) = w.wake() {
-                log::warn!("cannot wake a server thread for shutdown: {e}");
+                log::warn!("cannot wake a server thread: {e}");
             }
         }
     }

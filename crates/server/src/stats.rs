@@ -26,6 +26,17 @@ pub struct Stats {
     pub peak_conn_pending: AtomicUsize,
     /// `accept` failed for lack of descriptors (EMFILE/ENFILE) and accepting paused.
     pub accept_pauses: AtomicU64,
+    /// Times accepting stopped because the server held `--max-conns` connections (each pause
+    /// counts once; it ends when a connection closes).
+    pub conn_cap_pauses: AtomicU64,
+    /// Connections closed by `--idle-timeout`: no byte moved either way for that long.
+    pub idle_closed: AtomicU64,
+    /// Connections closed by `--write-timeout`: the peer left its output unread at the
+    /// high-water mark (reading from it paused) for that long.
+    pub slow_reader_closed: AtomicU64,
+    /// `completion-port --accept handoff`: accepted sockets on their way to another worker's
+    /// ring, not yet counted in `active` (gauge, for the connection cap; not in snapshots).
+    pub(crate) handoffs_in_flight: AtomicI64,
     /// Completion models: operations posted to the kernel whose final completion has not
     /// arrived yet (gauge). Zero after a clean shutdown: nothing leaked.
     pub ops_in_flight: AtomicI64,
@@ -84,6 +95,12 @@ pub struct StatsSnapshot {
     pub peak_conn_pending: usize,
     /// See [`Stats::accept_pauses`].
     pub accept_pauses: u64,
+    /// See [`Stats::conn_cap_pauses`].
+    pub conn_cap_pauses: u64,
+    /// See [`Stats::idle_closed`].
+    pub idle_closed: u64,
+    /// See [`Stats::slow_reader_closed`].
+    pub slow_reader_closed: u64,
     /// See [`Stats::ops_in_flight`].
     pub ops_in_flight: i64,
     /// See [`Stats::recv_buffer_exhausted`].
@@ -171,6 +188,9 @@ impl Stats {
             pending_bytes: self.pending_bytes.load(Relaxed),
             peak_conn_pending: self.peak_conn_pending.load(Relaxed),
             accept_pauses: self.accept_pauses.load(Relaxed),
+            conn_cap_pauses: self.conn_cap_pauses.load(Relaxed),
+            idle_closed: self.idle_closed.load(Relaxed),
+            slow_reader_closed: self.slow_reader_closed.load(Relaxed),
             ops_in_flight: self.ops_in_flight.load(Relaxed),
             recv_buffer_exhausted: self.recv_buffer_exhausted.load(Relaxed),
             notification_overflows: self.notification_overflows.load(Relaxed),

@@ -13,24 +13,15 @@ use common::{
     check_echo_then_eof, clients, connect, eventually, ping, reset, send_and_close, wait_for, Rng,
 };
 use iomodels_core::ServiceKind;
-use iomodels_server::{RunningServer, ServerConfig};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
-
-/// Starts the variant on a free loopback port, with `tweak` applied after its own settings.
-fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
-    common::start(v.model, |c| {
-        (v.configure)(c);
-        tweak(c);
-    })
-}
 
 mod cases {
     use super::*;
 
     pub fn small_echo(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start(|_| {});
         let mut s = connect(server.addr);
         ping(&mut s, b"hello, world\n");
         drop(s);
@@ -38,11 +29,11 @@ mod cases {
     }
 
     pub fn a_4_mib_message_in_random_chunks_comes_back_byte_identical(v: Variant) {
-        common::check_4_mib_echo_in_random_chunks(start(v, |_| {}));
+        common::check_4_mib_echo_in_random_chunks(v.start(|_| {}));
     }
 
     pub fn two_hundred_concurrent_clients_are_each_verified(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start(|_| {});
         let report = clients(server.addr, 200, 20, 1000);
         assert!(report.is_clean(), "{report:?}");
         assert_eq!(report.conns_established, 200);
@@ -55,7 +46,7 @@ mod cases {
     }
 
     pub fn half_close_gets_everything_back_then_eof(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start(|_| {});
         let data = Rng(7).bytes(100_000);
         // Returns only at EOF: the server shut down its side after echoing.
         check_echo_then_eof(&mut connect(server.addr), &data);
@@ -68,7 +59,7 @@ mod cases {
     /// A short message and the FIN often arrive in one go: the end of stream must not be missed
     /// behind the data (a model that stopped reading after a short read would hang here).
     pub fn data_and_fin_arriving_together_are_both_seen(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start(|_| {});
         let mut rng = Rng(5);
         for _ in 0..100 {
             let len = 1 + rng.next() as usize % 3000;
@@ -81,7 +72,7 @@ mod cases {
     }
 
     pub fn a_client_that_resets_mid_stream_does_not_disturb_others(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start(|_| {});
         let addr = server.addr;
         let others = std::thread::spawn(move || clients(addr, 20, 200, 512));
         for i in 0..20 {
@@ -111,7 +102,7 @@ mod cases {
     pub fn a_client_that_never_reads_is_held_to_the_high_water_mark(v: Variant) {
         const HIGH_WATER: usize = 256 * 1024;
         const FLOOD: usize = 64 << 20;
-        let server = start(v, |c| c.max_pending = HIGH_WATER);
+        let server = v.start(|c| c.max_pending = HIGH_WATER);
         let flooder = connect(server.addr);
         flooder
             .set_write_timeout(Some(Duration::from_secs(2)))
@@ -151,7 +142,7 @@ mod cases {
     }
 
     pub fn discard_reads_everything_and_sends_nothing(v: Variant) {
-        let server = start(v, |c| c.service = ServiceKind::Discard);
+        let server = v.start(|c| c.service = ServiceKind::Discard);
         let data = Rng(3).bytes(1 << 20);
         let got = send_and_close(&mut connect(server.addr), &data);
         assert!(got.is_empty(), "discard sent {} bytes", got.len());
@@ -163,7 +154,7 @@ mod cases {
     }
 
     pub fn shutdown_lets_an_in_flight_echo_finish_then_refuses_new_clients(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start(|_| {});
         let addr = server.addr;
         let data = Rng(11).bytes(2 << 20);
         let mut s = connect(server.addr);

@@ -39,6 +39,16 @@
 //! is signalled: each turn serves every signalled handle once, in slot order. A member can also
 //! ask to be served again without a signal ([`Flow::Again`]; the next wait then does not block).
 //!
+//! **Limits** (`crate::limits`). The accepting thread's [`Acceptor`] keeps the connection
+//! cap (a member counts from `adopt` on, as its session is made there). At the cap the
+//! listener's event leaves the accepting thread's wait — `FD_ACCEPT` is not taken, nothing is
+//! accepted and dropped, clients wait in the backlog — and a [`RoomSignal`] joins it, armed
+//! before the cap is looked at again; a group that drops a member tells it, so the acceptor
+//! wakes on the first close and accepts (falling back to `select` if the `FD_ACCEPT` seen at
+//! the cap is not signalled again). Each group sweeps its own members for the idle and write
+//! timeouts ([`Member::expired`]), its wait bounded by the next sweep, and closes an expired
+//! one as the drain does ([`Member::close`]: at once, or once its operations are reaped).
+//!
 //! **Retiring.** A group left without members for [`IDLE_LINGER`] retires: it swaps its load
 //! from 0 to [`RETIRED`] (failing, and staying, if the acceptor has just reserved a slot) and
 //! its thread ends; the acceptor joins it on its next turn. The linger keeps a server with a
@@ -55,7 +65,8 @@
 //! ([`Member::close`]) and waits, up to [`CLOSE_WAIT`], until each says it is done — a member
 //! with overlapped operations in flight is done only when their completions have been reaped.
 
-use crate::accept::Acceptor;
+use crate::accept::{Acceptor, RoomSignal};
+use crate::limits::Sweep;
 use crate::models::{min_timeout, Drain};
 use crate::sys::event::MAX_WAIT;
 use crate::sys::network_events::{event_select, network_events, FD_ACCEPT};
@@ -116,7 +127,10 @@ pub(crate) trait Member: Send + Sized + 'static {
     fn signalled(&mut self, k: usize, local: &mut Self::Local) -> Flow;
     /// Its turn without a signal: after it returned [`Flow::Again`], and once when it joins.
     fn again(&mut self, local: &mut Self::Local) -> Flow;
-    /// The drain is over: close now. [`Flow::Done`] when the member can be dropped at once,
+    /// The sweep of the idle and write timeouts ([`crate::limits`]) at `now`: true (counted)
+    /// if it expired; the group then closes it with [`Member::close`].
+    fn expired(&mut self, sweep: &Sweep, now: Instant) -> bool;
+    /// The drain is over, or it expired: close now. [`Flow::Done`] when the member can be dropped at once,
     /// [`Flow::Wait`] while operations are still in flight (their handles stay in the wait and
     /// later turns return `Done`).
     fn close(&mut self, local: &mut Self::Local) -> Flow;
@@ -179,12 +193,14 @@ where
         // Also makes the listener (and every socket it accepts) non-blocking.
         event_select(l, &listen_event, FD_ACCEPT)?;
     }
-    let acceptor = listener.map(Acceptor::new);
+    let acceptor = listener.map(|l| Acceptor::new(l, ctx));
+    let room = RoomSignal::new()?;
     std::thread::scope(|scope| {
         let mut groups = Groups {
             scope,
             ctx,
             waker: &waker,
+            room: &room,
             name,
             list: Vec::new(),
             next_id: 0,
@@ -214,6 +230,8 @@ enum Source {
     Waker,
     Beside,
     Listener,
+    /// A connection closed while accepting stopped at the cap.
+    Room,
 }
 
 /// The accepting thread's loop; returns when shutdown is requested (having closed the
@@ -231,6 +249,7 @@ where
     M: Member,
     A: FnMut(TcpStream) -> io::Result<M>,
 {
+    let room = groups.room;
     // A client may have connected before the selection: try once without waiting.
     let mut accept_now = true;
     // Whether FD_ACCEPT can be waited for. Windows re-enables it with every accept call; Wine
@@ -274,7 +293,12 @@ where
                 continue;
             }
         }
-        let accepting = acceptor.as_mut().is_some_and(|a| a.is_accepting());
+        // At the connection cap the listener's event is left out of the wait (FD_ACCEPT is
+        // not taken: nothing is accepted and dropped) and the groups' room signal goes in:
+        // a member leaving wakes this thread.
+        let accepting = acceptor
+            .as_mut()
+            .is_some_and(|a| a.is_accepting_armed(room));
         // A `beside` that asked to go again must not wait.
         let hurry = beside_now.then_some(Duration::ZERO);
         if let Some(acceptor) = acceptor
@@ -297,8 +321,8 @@ where
         }
         // While accepting is paused (out of sockets), leave the listener's event out: a failed
         // accept re-enables FD_ACCEPT, so it would be signalled again at once.
-        let mut handles = [waker.event_handle(); 3];
-        let mut sources = [Source::Waker; 3];
+        let mut handles = [waker.event_handle(); 4];
+        let mut sources = [Source::Waker; 4];
         let mut n = 1;
         if let Some(b) = &beside {
             (handles[n], sources[n]) = (b.handle(), Source::Beside);
@@ -306,6 +330,9 @@ where
         }
         if accepting {
             (handles[n], sources[n]) = (listen_event.handle(), Source::Listener);
+            n += 1;
+        } else if acceptor.is_some() {
+            (handles[n], sources[n]) = (room.waker().event_handle(), Source::Room);
             n += 1;
         }
         let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
@@ -325,6 +352,13 @@ where
                 // Shutdown, seen at the top.
                 Source::Waker => {}
                 Source::Beside => beside_now = true,
+                Source::Room => {
+                    // Below the cap again: accept what waits (`select` finds out, if the
+                    // FD_ACCEPT that came at the cap is not signalled again).
+                    room.waker().reset();
+                    accept_now = true;
+                    woken = true;
+                }
                 Source::Listener => {
                     if let Some(acceptor) = &acceptor {
                         // Reads and clears the record (and resets the event); FD_ACCEPT is
@@ -380,7 +414,13 @@ impl<M> GroupHandle<'_, M> {
     fn reserve(&self, capacity: usize) -> bool {
         self.load
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < capacity).then_some(n + 1)
+                // Not `then_some(n + 1)`: that adds first, and a retired group's load is
+                // `RETIRED` (usize::MAX): the overflow panics the accepting thread.
+                if n < capacity {
+                    Some(n + 1)
+                } else {
+                    None
+                }
             })
             .is_ok()
     }
@@ -391,6 +431,7 @@ struct Groups<'scope, 'env, M> {
     scope: &'scope Scope<'scope, 'env>,
     ctx: &'env Ctx,
     waker: &'env Waker,
+    room: &'env RoomSignal,
     name: &'env str,
     list: Vec<GroupHandle<'scope, M>>,
     next_id: usize,
@@ -430,13 +471,13 @@ impl<'scope, 'env, M: Member> Groups<'scope, 'env, M> {
         let handoff = Arc::new(Event::new()?);
         let load = Arc::new(AtomicUsize::new(1));
         let id = self.next_id;
-        let (ctx, waker) = (self.ctx, self.waker);
+        let (ctx, waker, room) = (self.ctx, self.waker, self.room);
         let (h, l) = (Arc::clone(&handoff), Arc::clone(&load));
         let thread = std::thread::Builder::new()
             .name(format!("{}-group-{id}", self.name))
             .spawn_scoped(self.scope, move || {
                 let _retired = RetireOnExit(&l);
-                Group::new(id, ctx, waker, &h, &l, rx).run(first)
+                Group::new(id, ctx, waker, room, &h, &l, rx).run(first)
             })?;
         self.next_id += 1;
         log::debug!("{}: group {id} started", self.name);
@@ -537,6 +578,8 @@ struct Group<'a, M: Member> {
     id: usize,
     ctx: &'a Ctx,
     waker: &'a Waker,
+    /// Told when a member leaves: the acceptor may be waiting at the connection cap.
+    room: &'a RoomSignal,
     handoff: &'a Event,
     load: &'a AtomicUsize,
     rx: Receiver<M>,
@@ -551,6 +594,7 @@ impl<'a, M: Member> Group<'a, M> {
         id: usize,
         ctx: &'a Ctx,
         waker: &'a Waker,
+        room: &'a RoomSignal,
         handoff: &'a Event,
         load: &'a AtomicUsize,
         rx: Receiver<M>,
@@ -559,6 +603,7 @@ impl<'a, M: Member> Group<'a, M> {
             id,
             ctx,
             waker,
+            room,
             handoff,
             load,
             rx,
@@ -574,6 +619,7 @@ impl<'a, M: Member> Group<'a, M> {
         first.joined(self.id);
         self.slots.push(Slot::new(first));
         let mut drain = Drain::new(self.ctx.drain_timeout);
+        let mut timeouts = self.ctx.sweep();
         let mut idle_since: Option<Instant> = None;
         let mut take_handoffs = false;
         loop {
@@ -591,7 +637,7 @@ impl<'a, M: Member> Group<'a, M> {
             if drain.is_over(self.slots.len()) {
                 break;
             }
-            let mut timeout = drain.wait_limit();
+            let mut timeout = min_timeout(drain.wait_limit(), timeouts.wait_limit());
             if self.slots.is_empty() && !draining {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 let left = IDLE_LINGER.saturating_sub(since.elapsed());
@@ -608,7 +654,7 @@ impl<'a, M: Member> Group<'a, M> {
                     idle_since = None;
                     continue;
                 }
-                timeout = Some(left);
+                timeout = min_timeout(timeout, Some(left));
             } else {
                 idle_since = None;
             }
@@ -618,6 +664,9 @@ impl<'a, M: Member> Group<'a, M> {
             // While draining the waker stays signalled: leave it out of the wait.
             let first = usize::from(draining);
             take_handoffs |= self.turn_once(first, timeout)?;
+            if let Some(now) = timeouts.due() {
+                self.expire(&timeouts, now);
+            }
             self.sweep();
         }
         self.close_all()
@@ -686,13 +735,27 @@ impl<'a, M: Member> Group<'a, M> {
         Ok(handoff)
     }
 
-    /// Drops the members that are done, freeing their slots.
+    /// Closes the members whose idle or write timeout expired at `now` ([`crate::limits`]),
+    /// as the drain does: [`Member::close`], then they are dropped once done.
+    fn expire(&mut self, timeouts: &Sweep, now: Instant) {
+        let turn = self.turn;
+        for s in &mut self.slots {
+            if !s.done && s.member.expired(timeouts, now) {
+                let flow = s.member.close(&mut self.local);
+                s.apply(flow, turn);
+            }
+        }
+    }
+
+    /// Drops the members that are done, freeing their slots (and telling an acceptor that
+    /// waits at the connection cap).
     fn sweep(&mut self) {
         let before = self.slots.len();
         self.slots.retain(|s| !s.done);
         let freed = before - self.slots.len();
         if freed > 0 {
             self.load.fetch_sub(freed, Ordering::AcqRel);
+            self.room.freed();
         }
     }
 

@@ -75,6 +75,41 @@ pub(crate) fn availability(model: Model) -> Result<(), String> {
     }
 }
 
+/// What a model makes at bind, before it serves anything, so that a start that cannot succeed
+/// fails there, with one line, instead of a worker failing later: on Linux, every
+/// `completion-port` worker's ring, provided buffers and waker. Workers take theirs from
+/// `Ctx::prepared`.
+#[cfg(target_os = "linux")]
+pub(crate) use uring::Prepared;
+
+/// What a model makes at bind: nothing, on this OS.
+#[cfg(not(target_os = "linux"))]
+#[derive(Default)]
+pub(crate) struct Prepared;
+
+/// Makes what `model` needs before it serves ([`Prepared`]).
+#[cfg(target_os = "linux")]
+pub(crate) fn prepare(
+    model: Model,
+    listener: Option<&TcpListener>,
+    ctx: &Ctx,
+) -> io::Result<Prepared> {
+    match model {
+        Model::CompletionPort => completion_port::prepare(ctx, listener),
+        _ => Ok(Prepared::default()),
+    }
+}
+
+/// Makes what `model` needs before it serves: nothing, on this OS.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn prepare(
+    _model: Model,
+    _listener: Option<&TcpListener>,
+    _ctx: &Ctx,
+) -> io::Result<Prepared> {
+    Ok(Prepared)
+}
+
 /// Serves `listener` (and `ctx.udp`) with `model` until shutdown and drain are over.
 pub(crate) fn run(model: Model, listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     match model {

@@ -388,6 +388,8 @@ pub fn assert_no_server_panic() {
 #[allow(unused_imports)]
 pub use self::tls::*;
 
+pub mod writing;
+
 /// TLS for the tests: a PKI made once per test binary, and a TLS client driven by hand over a
 /// blocking std socket (rustls' `ClientConnection`, not `StreamOwned`, whose writes also read):
 /// reading never writes and writing never reads, so a client that "never reads" really never
@@ -1041,6 +1043,16 @@ pub mod tls {
 pub struct Variant {
     pub model: Model,
     pub configure: fn(&mut ServerConfig),
+}
+
+impl Variant {
+    /// Starts the variant with [`start`], `tweak` applied after the variant's own settings.
+    pub fn start(self, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+        start(self.model, |c| {
+            (self.configure)(c);
+            tweak(c);
+        })
+    }
 }
 
 /// A suite run for every model: for each variant listed, a module (`blocking`, `select`, ...)

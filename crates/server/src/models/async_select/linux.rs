@@ -86,7 +86,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let queue = SignalQueue::new(&[sig, libc::SIGIO])?;
     let listener_fd = listener.as_ref().map_or(-1, |l| l.as_raw_fd());
     let mut acceptor = match listener {
-        Some(l) => Some(Notifying::new(listener_fd, Acceptor::new(l), tid, sig)?),
+        Some(l) => Some(Notifying::new(listener_fd, Acceptor::new(l, ctx), tid, sig)?),
         None => None,
     };
     // The UDP socket announces datagrams with the same signal (FD_READ only: its sends never
@@ -114,6 +114,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let mut signals = SignalQueue::buffer(SIGNAL_BATCH);
     let mut touched: Vec<RawFd> = Vec::new();
     let mut drain = Drain::new(ctx.drain_timeout);
+    let mut sweep = ctx.sweep();
 
     loop {
         if drain.begins(&ctx.shutdown) {
@@ -129,15 +130,21 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             }
             return Ok(());
         }
+        if let Some(now) = sweep.due() {
+            // An fd left in `ready` may be reused by a later accept: serving it is harmless.
+            model.clients.retain(|_, c| c.expired(&sweep, now).is_none());
+        }
         if let Some(a) = acceptor.as_mut() {
             if model.listener_ready && a.is_accepting() {
                 model.accept(a)?;
             }
         }
+        // At the cap nothing is accepted until a connection closes (this thread closes them
+        // all, so the next turn sees it): no zero timeout meanwhile.
         let accept_now = model.listener_ready
             && acceptor
-                .as_ref()
-                .is_some_and(|a| a.pause_remaining().is_none());
+                .as_mut()
+                .is_some_and(|a| a.pause_remaining().is_none() && !a.at_cap());
         let timeout = if !model.ready.is_empty() || accept_now || model.udp_ready {
             Some(Duration::ZERO)
         } else {
@@ -145,7 +152,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                 .as_ref()
                 .filter(|_| model.listener_ready)
                 .and_then(|a| a.pause_remaining());
-            min_timeout(drain.wait_limit(), pause)
+            min_timeout(min_timeout(drain.wait_limit(), pause), sweep.wait_limit())
         };
         let (queued, woken) = wait_readable(queue.as_raw_fd(), waker.as_raw_fd(), timeout)?;
         ctx.stats.count_wait();
@@ -316,9 +323,9 @@ impl Loop<'_> {
             self.clients.insert(fd, s);
             fresh.push(fd);
         })?;
-        // Fewer than a batch: the backlog is empty (or accepting paused: keep the flag, the
-        // connections still waiting will announce nothing new).
-        if n < ACCEPT_BATCH && acceptor.pause_remaining().is_none() {
+        // Fewer than a batch: the backlog is empty (or accepting paused or at the cap: keep the
+        // flag, the connections still waiting will announce nothing new).
+        if n < ACCEPT_BATCH && acceptor.pause_remaining().is_none() && !acceptor.at_cap() {
             self.listener_ready = false;
         }
         for fd in fresh {

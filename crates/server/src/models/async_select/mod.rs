@@ -28,6 +28,15 @@
 //! the caller's thread's: when `run` returns, every socket has had `O_ASYNC` cleared and been
 //! closed, the signals still queued are read and dropped, and the thread's old mask is restored.
 //!
+//! **Server limits** (both OSes): at `--max-conns` the loop stops accepting and keeps the
+//! listener's "connections wait" flag (the backlog will announce nothing new), accepting again
+//! on the turn after a connection closes; the idle and write timeouts are a sweep over the
+//! sessions (`crate::limits`), and the `poll` on the signalfd is bounded by the next sweep.
+//! Windows: an `FD_ACCEPT` that comes at the cap is not answered with `accept`, so Winsock
+//! posts no further one (only an accept call re-enables it); the loop accepts on its first
+//! turn below the cap (a close is served in the same thread). The sweep runs on the turn one
+//! is due, and the window's timer (`WM_TIMER`) is armed for the next one.
+//!
 //! **Overflow.** The real-time queue is bounded (`RLIMIT_SIGPENDING`, per user). A signal that
 //! cannot be queued becomes a plain `SIGIO` (pending at most once, no `si_fd`): notifications
 //! were lost, so the loop rescans — marks every session readable and writable, pumps each, and

@@ -6,8 +6,13 @@
 //! server's UDP socket (`--udp`) for `FD_READ`: all post to one message-only window, whose
 //! procedure ([`WindowProc::window_proc`] below) serves the socket a message names. The loop
 //! blocks in `GetMessageW`, then dispatches what is queued (a bounded batch), then looks at
-//! shutdown and at the clock; a window timer wakes it for the drain deadline and for the end
-//! of an accept pause.
+//! shutdown and at the clock; a window timer wakes it for the drain deadline, for the end
+//! of an accept pause and for the next sweep of the idle and write timeouts.
+//!
+//! Limits (`crate::limits`): at the connection cap an `FD_ACCEPT` is not answered with an
+//! accept, so Winsock posts no further one (it re-enables `FD_ACCEPT` only with an accept
+//! call); a client closing is served in this same thread, and the loop accepts again on its
+//! next turn below the cap. The timeouts are a sweep over the clients on the turn one is due.
 
 use crate::accept::Acceptor;
 use crate::models::{min_timeout, Drain};
@@ -45,7 +50,7 @@ const WM_READ_ON: u32 = WM_USER + 3;
 /// Our own message: answer on from the UDP socket, whose last turn ran out of budget with
 /// datagrams perhaps still waiting.
 const WM_UDP_ON: u32 = WM_USER + 4;
-/// The window's one timer: the drain deadline, or the end of an accept pause.
+/// The window's one timer: the drain deadline, the end of an accept pause, or the next sweep.
 const TIMER: usize = 1;
 /// The events a client socket is registered for.
 const CLIENT_EVENTS: u32 = ws::FD_READ | ws::FD_WRITE | ws::FD_CLOSE;
@@ -65,7 +70,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         state: RefCell::new(State {
             ctx,
             waker,
-            acceptor: listener.map(Acceptor::new),
+            acceptor: listener.map(|l| Acceptor::new(l, ctx)),
             udp: ctx.udp.as_ref().map(|u| (u, UdpEcho::new(ctx))),
             // The first turn answers what came before the registration (announced or not).
             udp_on_queued: false,
@@ -98,8 +103,9 @@ struct State<'c> {
     /// The UDP socket is to be served again but its `WM_UDP_ON` could not be posted (a full
     /// message queue), or it was never served yet: the loop serves it without blocking.
     udp_on_backlog: bool,
-    /// Accepting paused (out of sockets) with connections waiting. Winsock posts no new
-    /// `FD_ACCEPT` until `accept` is called, so the loop accepts when the pause ends.
+    /// Accepting paused (out of sockets, or at the connection cap) with connections
+    /// waiting. Winsock posts no new `FD_ACCEPT` until `accept` is called, so the loop accepts
+    /// when the pause ends or a connection has closed.
     accept_after_pause: bool,
     /// Open connections by socket. A message for a socket not here is stale: ignored.
     clients: HashMap<RawSocket, Client>,
@@ -140,6 +146,7 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
         None => None,
     };
     let mut drain = Drain::new(ctx.drain_timeout);
+    let mut timeouts = ctx.sweep();
     // When the armed timer is due, if one is.
     let mut timer: Option<Instant> = None;
 
@@ -164,6 +171,11 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
             if drain.is_over(st.clients.len()) {
                 return Ok(());
             }
+            if let Some(now) = timeouts.due() {
+                // Dropping a session closes its socket; its queued messages become stale.
+                st.clients
+                    .retain(|_, c| c.session.expired(&timeouts, now).is_none());
+            }
             if st.accept_after_pause && st.acceptor.as_mut().is_some_and(|a| a.is_accepting()) {
                 st.accept_after_pause = false;
                 st.accept(window);
@@ -175,7 +187,8 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
                 st.serve_udp(window);
             }
             let pause = st.acceptor.as_ref().and_then(|a| a.pause_remaining());
-            arm_timer(window, &mut timer, min_timeout(drain.wait_limit(), pause))?;
+            let limit = min_timeout(drain.wait_limit(), timeouts.wait_limit());
+            arm_timer(window, &mut timer, min_timeout(limit, pause))?;
             st.read_on_backlog.is_empty() && !st.udp_on_backlog
         };
 

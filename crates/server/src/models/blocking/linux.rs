@@ -15,12 +15,15 @@ pub(super) fn raw_id(socket: &impl AsRawFd) -> RawId {
 }
 
 /// Waits until a client is waiting to be accepted or the waker fires: `(client, wake)`.
+/// Without a listener (accepting is paused) it waits for the waker or the timeout alone:
+/// `poll` ignores an entry whose descriptor is negative.
 pub(super) fn wait_for_client(
-    listener: &TcpListener,
+    listener: Option<&TcpListener>,
     waker: &Waker,
     timeout: Option<Duration>,
 ) -> io::Result<(bool, bool)> {
-    wait_readable(listener.as_raw_fd(), waker.as_raw_fd(), timeout)
+    let listener = listener.map_or(-1, AsRawFd::as_raw_fd);
+    wait_readable(listener, waker.as_raw_fd(), timeout)
 }
 
 /// Waits until a datagram is waiting or the waker fires: `(datagram, wake)`.

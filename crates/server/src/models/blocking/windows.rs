@@ -17,13 +17,14 @@ pub(super) fn raw_id(socket: &impl AsRawSocket) -> RawId {
 }
 
 /// Waits until a client is waiting to be accepted or the waker fires: `(client, wake)`. The
-/// acceptor's wait is a `select` on the listener and the waker's socket.
+/// acceptor's wait is a `select` on the listener and the waker's socket; without a listener
+/// (accepting is paused) on the waker's socket alone, until the timeout.
 pub(super) fn wait_for_client(
-    listener: &TcpListener,
+    listener: Option<&TcpListener>,
     waker: &Waker,
     timeout: Option<Duration>,
 ) -> io::Result<(bool, bool)> {
-    wait_either(listener.as_raw_socket(), waker, timeout)
+    wait_either(listener.map(AsRawSocket::as_raw_socket), waker, timeout)
 }
 
 /// Waits until a datagram is waiting or the waker fires: `(datagram, wake)`. The UDP thread's
@@ -33,17 +34,26 @@ pub(super) fn wait_for_datagram(
     waker: &Waker,
     timeout: Option<Duration>,
 ) -> io::Result<(bool, bool)> {
-    wait_either(udp.as_raw_socket(), waker, timeout)
+    wait_either(Some(udp.as_raw_socket()), waker, timeout)
 }
 
-/// `select` on one socket and the waker's socket, for reading.
-fn wait_either(s: RawSocket, waker: &Waker, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
+/// `select` on one socket (if any) and the waker's socket, for reading.
+fn wait_either(
+    s: Option<RawSocket>,
+    waker: &Waker,
+    timeout: Option<Duration>,
+) -> io::Result<(bool, bool)> {
     let mut read = SocketSet::with_capacity(2);
-    read.insert(s);
+    if let Some(s) = s {
+        read.insert(s);
+    }
     read.insert(waker.as_raw_socket());
     let mut write = SocketSet::with_capacity(0);
     select(&mut read, &mut write, timeout)?;
-    Ok((read.contains(s), read.contains(waker.as_raw_socket())))
+    Ok((
+        s.is_some_and(|s| read.contains(s)),
+        read.contains(waker.as_raw_socket()),
+    ))
 }
 
 /// Shuts down both directions of a client socket, so its thread's blocking call returns.

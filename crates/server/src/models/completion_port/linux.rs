@@ -1,7 +1,7 @@
 //! io_uring: a ring per worker, multishot accept and recv, a provided-buffer ring per worker;
 //! connections spread by SO_REUSEPORT listeners or handed out by one acceptor.
 
-use crate::models::uring::{Engine, EngineConfig, Handoff, Recv};
+use crate::models::uring::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv};
 use crate::{AcceptMode, Ctx};
 use std::io;
 use std::net::TcpListener;
@@ -21,6 +21,44 @@ const CONFIG: EngineConfig = EngineConfig {
     ring_entries: 4096,
 };
 
+/// At bind: every worker's ring (with its provided buffers) and waker, and with reuse-port
+/// the listeners of workers 1.. (worker 0 has `listener`, the one `Server::bind` opened), so
+/// that nothing is made once connections are being accepted (a worker starting late would
+/// find the descriptors taken, fail, and stop the server), the server holds every descriptor
+/// it keeps from its ready line on, and a limit too low for them all refuses the start with
+/// one line.
+pub(crate) fn prepare(ctx: &Ctx, listener: Option<&TcpListener>) -> io::Result<Prepared> {
+    let reuse_port = match (ctx.accept_mode, listener) {
+        (AcceptMode::ReusePort, Some(l)) => Some(l.local_addr()?),
+        _ => None,
+    };
+    let parts = (0..ctx.workers)
+        .map(|i| {
+            let why = |e: io::Error, what| {
+                let n = ctx.workers;
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot make the {what} of completion-port worker {i} of {n}: {e}"),
+                )
+            };
+            let parts = Parts::for_a_worker(ctx, &CONFIG).map_err(|e| why(e, "io_uring ring"))?;
+            match reuse_port {
+                Some(addr) if i > 0 => {
+                    let own = crate::listen(addr, true).map_err(|e| why(e, "listener"))?;
+                    Ok(parts.with_listener(own))
+                }
+                _ => Ok(parts),
+            }
+        })
+        .collect::<io::Result<Vec<Parts>>>()?;
+    Ok(Prepared::new(parts))
+}
+
+/// The engine of worker `i`, on the parts made at bind; `listener` is worker 0's.
+fn engine(ctx: &Ctx, i: usize, listener: Option<TcpListener>) -> io::Result<Engine<'_>> {
+    Engine::from_parts(ctx, listener, CONFIG, ctx.prepared.take(i)?)
+}
+
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     match ctx.accept_mode {
         AcceptMode::ReusePort => run_reuseport(listener, ctx),
@@ -30,20 +68,13 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
 
 /// Each worker accepts on its own SO_REUSEPORT listener (none when serving UDP alone).
 fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-    // Every worker's listener exists before any worker runs, so no connection lands on a port
-    // nobody serves; worker 0 uses the one `Server::bind` opened (with SO_REUSEPORT).
-    let mut listeners: Vec<Option<TcpListener>> = (0..ctx.workers).map(|_| None).collect();
-    if let Some(listener) = listener {
-        let addr = listener.local_addr()?;
-        listeners[0] = Some(listener);
-        for slot in &mut listeners[1..] {
-            *slot = Some(crate::listen(addr, true)?);
-        }
-    }
-    let listeners = Mutex::new(listeners);
+    // Every worker's listener exists before any worker runs (made at bind with its ring), so
+    // no connection lands on a port nobody serves; worker 0 uses the one `Server::bind`
+    // opened (with SO_REUSEPORT).
+    let listener = Mutex::new(listener);
     run_workers(ctx, |i| {
-        let listener = lock(&listeners)[i].take();
-        worker(Engine::new(ctx, listener, CONFIG)?, i).run()
+        let own = if i == 0 { lock(&listener).take() } else { None };
+        worker(engine(ctx, i, own)?, i).run()
     })
 }
 
@@ -65,17 +96,20 @@ fn worker(engine: Engine<'_>, i: usize) -> Engine<'_> {
 fn run_handoff(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let listener = Mutex::new(listener);
     let rings: Mutex<Vec<Option<RawFd>>> = Mutex::new(vec![None; ctx.workers]);
+    // The rings exist since bind, but each is enabled by its own worker, and a ring still
+    // disabled refuses a MSG_RING: worker 0 hands out nothing until every worker has enabled
+    // its ring.
     let all_created = Barrier::new(ctx.workers);
     run_workers(ctx, |i| {
         let own = if i == 0 { lock(&listener).take() } else { None };
-        let engine = Engine::new(ctx, own, CONFIG);
+        let engine = engine(ctx, i, own);
         lock(&rings)[i] = engine.as_ref().ok().map(Engine::ring_fd);
         all_created.wait();
         let mut engine = worker(engine?, i);
         if i == 0 {
             let fds: Option<Vec<RawFd>> = lock(&rings).iter().copied().collect();
             let fds =
-                fds.ok_or_else(|| io::Error::other("a worker's ring could not be created"))?;
+                fds.ok_or_else(|| io::Error::other("a worker's ring could not be enabled"))?;
             engine.hand_off_to(Handoff::new(fds, 0));
         }
         engine.run()

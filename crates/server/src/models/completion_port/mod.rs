@@ -68,11 +68,27 @@
 //! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
 //! not by load.
 //!
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Windows:
+//! `AcceptEx` is posted only within the cap (open connections plus posted accepts never pass
+//! it; a worker that forgets a closed connection tops the accepts up again), and the
+//! coordinator sweeps the connections, its wait bounded by the next sweep, closing an expired
+//! one under its lock (`CancelIoEx` + `closesocket`; the workers reap its aborted records).
+//! Linux: they come from the shared engine
+//! (`models/uring/engine.rs`, see its module doc): accepts are posted only within the cap (a multishot accept only while 1,024 or more
+//! places are left; nearer the cap one single-shot accept; a worker reaching the cap wakes the
+//! others, which cancel their accepts; sockets in hand-off count), and
+//! the connection timeouts are a sweep after each wait, which is bounded by the next sweep.
+//!
 //! **Pitfalls.** The one rule of completion I/O (in `models/uring`): nothing a posted operation
 //! points at may be freed before its final completion — after a cancel, a reset, or at
 //! shutdown, which cancels everything and reaps until the table is empty. Provided buffers must
 //! be returned to the ring, or it runs dry. A multishot operation's completions keep coming
-//! until one arrives without `IORING_CQE_F_MORE`. With hand-off, a socket accepted in the last
+//! until one arrives without `IORING_CQE_F_MORE`. Every worker's ring (with its provided
+//! buffers) and waker is made at bind (`prepare`), disabled (`IORING_SETUP_R_DISABLED`) and
+//! enabled by its worker, which so becomes the ring's single issuer: a worker making its own
+//! ring once running could find the descriptors taken by connections the others had already
+//! accepted, fail with EMFILE and stop the server; now a limit too low for every ring refuses
+//! the start with one line, and nothing is made later. With hand-off, a socket accepted in the last
 //! instant before shutdown can reach a worker that has already stopped reaping: it is then
 //! closed only at process exit. On Windows: a closed socket's pending operations still come
 //! out of the port (with `ERROR_OPERATION_ABORTED`, or `ERROR_NETNAME_DELETED` for a reset
@@ -81,3 +97,6 @@
 //! it waits on the port.
 
 os_files!();
+
+#[cfg(target_os = "linux")]
+pub(crate) use linux::prepare;

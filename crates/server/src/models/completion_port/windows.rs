@@ -18,7 +18,18 @@
 //! connection does not hold up lookups. A connection leaves the table only once it is closed
 //! and none of its records is in flight, so a record's tag (its table key) can never name a
 //! newer connection.
+//!
+//! **Limits** (`crate::limits`). `AcceptEx` is posted only within the connection cap: never
+//! more accepts in flight than places left below `--max-conns` (open connections counted over
+//! every worker, `Stats::active`), so an accept completing never passes the cap, and at the
+//! cap none is posted: clients wait in the listen backlog. A worker that forgets a closed
+//! connection tops the accepts up again. The coordinator sweeps the connections for the idle
+//! and write timeouts (its wait bounded by the next sweep) and closes an expired one under its
+//! lock like any other (`closesocket`; the workers reap its aborted records). Out of sockets
+//! or buffers (`WSAEMFILE`, `WSAENOBUFS`, from `AcceptEx` or its socket), accepting pauses for a
+//! back-off, logged once per pause.
 
+use crate::accept::{Backoff, ConnCap};
 use crate::models::winio::{
     reclaim, reclaim_datagram, AcceptEx, Notify, Op, OpKind, OvConn, UdpEcho, RECV_SIZE,
 };
@@ -52,8 +63,6 @@ const KEY_UDP: usize = 3;
 const ACCEPT_TAG: usize = usize::MAX;
 /// Packets dequeued per `GetQueuedCompletionStatusEx`.
 const BATCH: usize = 64;
-/// How long accepting pauses after the system ran out of sockets or buffers (as `accept.rs`).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long the final phase waits for the kernel to complete the closed sockets' operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
@@ -79,7 +88,10 @@ struct Accepting {
     /// `None` once draining (closing it aborted the pending accepts), or without TCP.
     listener: Option<TcpListener>,
     posted: usize,
-    paused_until: Option<Instant>,
+    /// Out of sockets or buffers: the pause before posting again (one count and log a pause).
+    backoff: Backoff,
+    /// `--max-conns`: no more accepts posted than places left.
+    cap: ConnCap,
 }
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
@@ -122,7 +134,8 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         accepting: Mutex::new(Accepting {
             listener,
             posted: 0,
-            paused_until: None,
+            backoff: Backoff::default(),
+            cap: ConnCap::new(ctx),
         }),
         conns: Mutex::new(Slab::new()),
         kick: Event::new()?,
@@ -174,6 +187,7 @@ impl Server<'_> {
             lock(udp).arm(Notify::Port);
         }
         let mut drain = Drain::new(self.ctx.drain_timeout);
+        let mut timeouts = self.ctx.sweep();
         let served = loop {
             if drain.begins(&self.ctx.shutdown) {
                 self.stop_accepting();
@@ -182,21 +196,23 @@ impl Server<'_> {
             if drain.is_over(lock(&self.conns).len()) {
                 break Ok(());
             }
-            let pause = lock(&self.accepting)
-                .paused_until
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let pause = lock(&self.accepting).backoff.remaining();
             let handles = [waker.event_handle(), self.kick.handle()];
-            match wait_any(&handles, min_timeout(drain.wait_limit(), pause), false) {
+            let limit = min_timeout(drain.wait_limit(), timeouts.wait_limit());
+            match wait_any(&handles, min_timeout(limit, pause), false) {
                 Ok(Wait::Signalled(0)) => waker.reset(),
                 Ok(Wait::Signalled(_)) => self.kick.reset(),
                 Ok(_) => {}
                 Err(e) => break Err(e),
             }
+            if let Some(now) = timeouts.due() {
+                self.close_where(|c| c.expired(&timeouts, now));
+            }
             self.post_accepts();
         };
         self.stop_accepting();
         self.stop_udp();
-        self.close_all();
+        self.close_where(|_| true);
         let deadline = Instant::now() + CANCEL_WAIT;
         while self.ctx.stats.ops_in_flight.load(Relaxed) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
@@ -253,19 +269,23 @@ impl Server<'_> {
 
     // ---- accepting ------------------------------------------------------------------------
 
-    /// Tops the posted accepts up (unless draining or paused).
+    /// Tops the posted accepts up to what is wanted and fits below the cap (unless draining
+    /// or paused).
     fn post_accepts(&self) {
         let mut a = lock(&self.accepting);
         self.post_accepts_locked(&mut a);
     }
 
     fn post_accepts_locked(&self, a: &mut Accepting) {
-        match a.paused_until {
-            Some(t) if Instant::now() < t => return,
-            Some(_) => a.paused_until = None,
-            None => {}
+        if a.backoff.is_paused() {
+            return;
         }
-        while a.posted < self.accepts_wanted {
+        if a.listener.is_none() {
+            return;
+        }
+        // Every posted accept becomes a connection: open + posted never passes the cap.
+        let want = self.accepts_wanted.min(a.cap.room());
+        while a.posted < want {
             let (Some(listener), Some(accept_ex)) = (a.listener.as_ref(), &self.accept_ex) else {
                 return;
             };
@@ -284,16 +304,10 @@ impl Server<'_> {
     }
 
     fn pause_accepting(&self, a: &mut Accepting, e: &io::Error) {
-        if is_out_of_descriptors(e) {
-            self.ctx.stats.accept_pauses.fetch_add(1, Relaxed);
-        }
-        log::warn!(
-            "accept: {e}; pausing accepts for {} ms, serving existing connections",
-            ACCEPT_BACKOFF.as_millis()
-        );
-        a.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-        if let Err(e) = self.kick.set() {
-            log::error!("cannot wake the coordinator: {e}");
+        if a.backoff.begin(e, &self.ctx.stats) {
+            if let Err(e) = self.kick.set() {
+                log::error!("cannot wake the coordinator: {e}");
+            }
         }
     }
 
@@ -418,15 +432,21 @@ impl Server<'_> {
         }
     }
 
+    /// A closed connection with nothing in flight leaves the table; its place below the cap
+    /// may take an accept again.
     fn forget(&self, key: usize, conn: &Shared) {
-        let mut conns = lock(&self.conns);
-        if conns.get(key).is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            conns.remove(key);
+        {
+            let mut conns = lock(&self.conns);
+            if conns.get(key).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                conns.remove(key);
+            }
         }
+        self.post_accepts();
     }
 
-    /// Closes every connection (`closesocket`: their pending operations complete, aborted).
-    fn close_all(&self) {
+    /// Closes every connection `pred` picks (`closesocket`: their pending operations complete,
+    /// aborted, and the workers reap them): expired ones, or all of them at the end.
+    fn close_where(&self, mut pred: impl FnMut(&mut OvConn) -> bool) {
         let all: Vec<(usize, Shared)> = lock(&self.conns)
             .iter()
             .map(|(k, c)| (k, Arc::clone(c)))
@@ -434,6 +454,9 @@ impl Server<'_> {
         for (key, conn) in all {
             let idle = {
                 let mut c = lock(&conn);
+                if !pred(&mut *c) {
+                    continue;
+                }
                 c.close();
                 c.is_idle()
             };

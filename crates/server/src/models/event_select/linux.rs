@@ -1,4 +1,9 @@
 //! epoll, edge-triggered.
+//!
+//! Limits (`--max-conns`, `--idle-timeout`, `--write-timeout`): at the cap the listener leaves
+//! the epoll set (as during an `EMFILE` pause) and comes back when a connection has closed;
+//! the timeouts are a sweep over the sessions ([`crate::limits`]) when one is due, and
+//! `epoll_wait`'s timeout is bounded by the next sweep.
 
 use crate::accept::Acceptor;
 use crate::models::{min_timeout, Drain};
@@ -36,7 +41,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         l.set_nonblocking(true)?;
         epoll.add(l.as_raw_fd(), LISTENER, EPOLLIN)?;
     }
-    let mut acceptor = listener.map(Acceptor::new);
+    let mut acceptor = listener.map(|l| Acceptor::new(l, ctx));
     let mut listener_registered = true;
     // The UDP socket, edge-triggered like the connections; `udp_ready` remembers that it may
     // hold datagrams no edge will announce again (the budget ran out). Datagrams that came
@@ -55,6 +60,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let mut ready: Vec<usize> = Vec::new();
     let mut still_ready: Vec<usize> = Vec::new();
     let mut drain = Drain::new(ctx.drain_timeout);
+    let mut sweep = ctx.sweep();
 
     loop {
         if drain.begins(&ctx.shutdown) {
@@ -84,7 +90,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         }
         let timeout = if ready.is_empty() && !udp_ready {
             let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
-            min_timeout(drain.wait_limit(), pause)
+            min_timeout(min_timeout(drain.wait_limit(), pause), sweep.wait_limit())
         } else {
             Some(std::time::Duration::ZERO)
         };
@@ -153,6 +159,10 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             if sessions.contains(key) {
                 serve(&mut sessions, key, &mut scratch, &mut still_ready);
             }
+        }
+        if let Some(now) = sweep.due() {
+            // A key left in `ready` may name a slot reused later: pumping it is harmless.
+            sessions.retain(|_, s| s.expired(&sweep, now).is_none());
         }
         std::mem::swap(&mut ready, &mut still_ready);
         ready.sort_unstable();

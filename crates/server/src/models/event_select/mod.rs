@@ -40,6 +40,14 @@
 //!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`) and memory; one thread, so one core.
 //!
+//! **Server limits** (both OSes): at `--max-conns` the listener leaves the epoll set until a
+//! connection closes; the idle and write timeouts are a sweep over the sessions
+//! (`crate::limits`), and `epoll_wait` is bounded by the next sweep. Windows: at the cap the
+//! accepting thread leaves the listener's event out of its wait (`FD_ACCEPT` is not taken)
+//! and waits instead on a room signal that a group sets when a member leaves; every group
+//! thread sweeps its own members, its `WSAWaitForMultipleEvents` bounded by the next sweep
+//! (`models/groups_windows.rs`).
+//!
 //! **Windows.** The real thing. One wait holds at most 64 handles, so sockets are served in
 //! groups, a thread each (`models/groups_windows.rs`): every group waits on the shutdown
 //! waker's event, its hand-off event and up to **62 sockets' events** (62 + 2 = 64). The

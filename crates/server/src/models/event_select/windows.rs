@@ -2,6 +2,7 @@
 //! sockets per thread (`models/groups_windows.rs`); the UDP socket (`--udp`) on the accepting
 //! thread, its event beside the listener's.
 
+use crate::limits::Sweep;
 use crate::models::groups_windows::{self, Beside, Flow, Member};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::stats::Stats;
@@ -17,6 +18,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 use windows_sys::Win32::Foundation::HANDLE;
 
 pub(crate) const MECHANISM: &str = "WSAEventSelect, groups of 62 sockets";
@@ -200,6 +202,10 @@ impl Member for EventConn {
 
     fn again(&mut self, scratch: &mut Vec<u8>) -> Flow {
         self.pump(scratch)
+    }
+
+    fn expired(&mut self, sweep: &Sweep, now: Instant) -> bool {
+        self.session.expired(sweep, now).is_some()
     }
 
     fn close(&mut self, _scratch: &mut Vec<u8>) -> Flow {

@@ -37,6 +37,14 @@
 //! io_uring (Linux 5.19+ here), which containers often block; the model is then unavailable and
 //! says why.
 //!
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Linux:
+//! from the shared engine (`models/uring/engine.rs`, see its module doc): accepts are posted
+//! only within the cap, and the connection timeouts are a sweep after each wait, which is
+//! bounded by the next sweep. Windows: from the groups (`models/groups_windows.rs`, as
+//! `event-select`): at the cap the accepting thread stops taking `FD_ACCEPT` until a group
+//! signals that a member left; each group sweeps its members, and closes an expired one as the
+//! drain does (`CancelIoEx` + `closesocket`, then its aborted records are reaped).
+//!
 //! **Windows.** The real thing, in groups: one `WSAWaitForMultipleEvents` holds at most 64
 //! handles, so connections are served by group threads (`models/groups_windows.rs`, shared with
 //! `event-select`), each waiting on the shutdown waker's event, its hand-off event and **62

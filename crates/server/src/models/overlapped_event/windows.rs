@@ -3,6 +3,7 @@
 //! operation records and connection logic from `models/winio`. UDP (`--udp`): a thread of its
 //! own waits on the shutdown waker and one event that every datagram record carries.
 
+use crate::limits::Sweep;
 use crate::models::groups_windows::{self, Flow, Member, CLOSE_WAIT};
 use crate::models::winio::{InFlight, Notify, OvConn, UdpEcho};
 use crate::stats::Stats;
@@ -205,6 +206,10 @@ impl Member for EventedConn {
 
     fn again(&mut self, _: &mut ()) -> Flow {
         self.reap() // the first turn posts the first receive
+    }
+
+    fn expired(&mut self, sweep: &Sweep, now: Instant) -> bool {
+        self.conn.expired(sweep, now)
     }
 
     fn close(&mut self, _: &mut ()) -> Flow {

@@ -48,6 +48,15 @@
 //! **Limits.** One thread; 16 KiB of posted buffer per idle connection; needs io_uring on
 //! Linux.
 //!
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Linux:
+//! from the shared engine (`models/uring/engine.rs`, see its module doc): accepts are posted
+//! only within the cap, and the connection timeouts are a sweep after each wait, which is
+//! bounded by the next sweep. Windows: the accepting thread keeps the cap (sockets on their
+//! way in an APC count as connections) and, at the cap, waits on a room signal the I/O thread
+//! sets when it forgets a connection; the I/O thread sweeps its connections, its alertable
+//! wait bounded by the next sweep, and closes an expired one like any other (`CancelIoEx` +
+//! `closesocket`; the routines reap its aborted records).
+//!
 //! **Pitfalls.** A routine must not block (it runs inside the wait loop, delaying every other
 //! completion); the buffer and context a routine receives belong to it — it must re-post or
 //! free them, never leave the kernel holding a buffer that is freed; on Windows the routines

@@ -16,8 +16,24 @@
 //! alertable wait, and the loop never holds that borrow across the wait, so the borrow cannot
 //! collide; a collision would be a bug and aborts. The rules of the records are in
 //! `models/winio`.
+//!
+//! Limits (`crate::limits`): the accepting thread's [`Acceptor`] keeps the connection cap,
+//! counting the sockets on their way in an APC (`Stats::handoffs_in_flight`) as connections;
+//! at the cap it leaves the listener out of its `select` and waits on a [`RoomSignal`] that
+//! the I/O thread signals when it forgets a connection. The I/O thread sweeps its connections
+//! for the idle and write timeouts (its alertable wait bounded by the next sweep) and closes
+//! an expired one like any other: `closesocket`, then its aborted records are reaped by their
+//! routines.
+//!
+//! An alertable wait returns only once the thread's APC queue is empty, and under steady load
+//! every routine posts the next operation, whose routine is queued before the wait is over: the
+//! wait could run routines forever, and the loop (shutdown, the drain deadline) would never see
+//! a turn. So a wait runs at most [`ROUTINES_PER_WAIT`] routines' worth of new posts; the
+//! connections completed past that are only noted (`Io::deferred`), the queue runs dry, the
+//! wait returns, and the loop's next turn posts their next operations.
 
-use crate::accept::Acceptor;
+use crate::accept::{Acceptor, RoomSignal};
+use crate::limits::Sweep;
 use crate::models::winio::{reclaim, reclaim_datagram, routine_context, Notify, Op, OvConn, UdpEcho};
 use crate::models::{min_timeout, Drain};
 use crate::sys::apc::{current_thread, queue_apc, sleep_alertable};
@@ -31,6 +47,7 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::windows::io::AsRawSocket;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
@@ -45,6 +62,10 @@ const ACCEPT_BATCH: usize = 64;
 /// How long the final phase waits for the kernel to complete the closed sockets' operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
+/// The completion routines in one alertable wait that may post a connection's next operation;
+/// past them, the connection waits for the loop's next turn (see the module doc).
+const ROUTINES_PER_WAIT: usize = 256;
+
 thread_local! {
     /// Sockets the accepting thread handed to this (the I/O) thread, not adopted yet: the
     /// hand-off APC puts them here, the loop takes them after its wait.
@@ -56,10 +77,15 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let io_thread = current_thread()?;
     let io_waker = ctx.shutdown.register()?;
     let accept_waker = ctx.shutdown.register()?;
+    // Shared with the I/O state, which outlives `run` if it has to be leaked.
+    let room = Arc::new(RoomSignal::new()?);
     let io = Box::new(RefCell::new(Io {
         ctx,
+        room: Arc::clone(&room),
         conns: Slab::new(),
         draining: false,
+        routines_left: ROUTINES_PER_WAIT,
+        deferred: Vec::new(),
         notify: Notify::Port, // replaced below, once the box has its address
         udp: ctx
             .udp
@@ -86,7 +112,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                 std::thread::Builder::new()
                     .name("routine-acceptor".into())
                     .spawn_scoped(scope, || {
-                        let r = accept_loop(listener, ctx, &io_thread, &accept_waker);
+                        let r = accept_loop(listener, ctx, &io_thread, &accept_waker, &room);
                         if let Err(e) = &r {
                             log::error!("overlapped-routine accepting thread: {e}");
                             ctx.shutdown.trigger();
@@ -111,6 +137,8 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         io.borrow_mut().adopt_handed();
         io.borrow_mut().stop_udp();
         io.borrow_mut().close_all();
+        // Closed: what completes now posts nothing; every completion is reaped in turn.
+        io.borrow_mut().routines_left = usize::MAX;
         let deadline = Instant::now() + CANCEL_WAIT;
         while io.borrow().ops_in_flight() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -132,6 +160,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
 fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
     let ctx = io.borrow().ctx;
     let mut drain = Drain::new(ctx.drain_timeout);
+    let mut timeouts = ctx.sweep();
     loop {
         {
             let mut io = io.borrow_mut();
@@ -139,15 +168,20 @@ fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
                 io.draining = true;
                 io.stop_udp(); // a datagram has nothing to drain
             }
+            io.advance_deferred();
             io.adopt_handed();
             if drain.is_over(io.conns.len()) {
                 return Ok(());
+            }
+            if let Some(now) = timeouts.due() {
+                io.expire(&timeouts, now);
             }
             io.udp_turn();
         } // the borrow ends here: the routines that run in the wait take it
         // The UDP budget ran out last turn: receives are held back, so do not block.
         let udp_waits = io.borrow().udp.as_ref().is_some_and(UdpEcho::wants_turn);
-        let timeout = min_timeout(drain.wait_limit(), udp_waits.then_some(Duration::ZERO));
+        let timeout = min_timeout(drain.wait_limit(), timeouts.wait_limit());
+        let timeout = min_timeout(timeout, udp_waits.then_some(Duration::ZERO));
         match wait_any(&[waker.event_handle()], timeout, true)? {
             Wait::Signalled(_) => waker.reset(),
             Wait::IoCompletion | Wait::TimedOut => {}
@@ -159,8 +193,15 @@ fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
 /// Everything the I/O thread owns.
 struct Io<'a> {
     ctx: &'a Ctx,
+    /// Told when a connection is forgotten: the accepting thread may wait at the cap.
+    room: Arc<RoomSignal>,
     conns: Slab<OvConn>,
     draining: bool,
+    /// Routines the current wait may still let post a next operation.
+    routines_left: usize,
+    /// Connections whose completion came past [`ROUTINES_PER_WAIT`] in a wait: advanced on the
+    /// loop's next turn.
+    deferred: Vec<usize>,
     /// `on_complete`, with this value's address as context.
     notify: Notify,
     /// The UDP echo (`--udp`), its records posted from this thread.
@@ -172,14 +213,19 @@ struct Io<'a> {
 impl Io<'_> {
     fn adopt_handed(&mut self) {
         let handed = HANDED.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        let handoffs = &self.ctx.stats.handoffs_in_flight;
         for stream in handed {
             if self.draining {
-                continue; // dropped: closed
+                drop(stream); // closed
+                handoffs.fetch_sub(1, Relaxed);
+                continue;
             }
             if let Err(e) = stream.set_nodelay(true) {
                 log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
             }
+            // Counted active now: no longer on its way.
             let key = self.conns.insert(OvConn::new(stream, self.ctx));
+            handoffs.fetch_sub(1, Relaxed);
             self.advance(key);
         }
     }
@@ -192,14 +238,48 @@ impl Io<'_> {
             return;
         };
         conn.complete(op, result);
+        if self.routines_left == 0 {
+            self.deferred.push(key);
+            return;
+        }
+        self.routines_left -= 1;
         self.advance(key);
     }
 
+    /// A new turn of the loop: the connections the last wait deferred post their next
+    /// operations (a connection that closed meanwhile is gone), and the budget is whole again.
+    fn advance_deferred(&mut self) {
+        self.routines_left = ROUTINES_PER_WAIT;
+        for key in std::mem::take(&mut self.deferred) {
+            if self.conns.contains(key) {
+                self.advance(key);
+            }
+        }
+    }
+
     fn advance(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        conn.advance(key, self.notify);
-        if conn.is_idle() {
+        self.conns[key].advance(key, self.notify);
+        self.forget_if_idle(key);
+    }
+
+    /// A connection closed with nothing in flight leaves the table.
+    fn forget_if_idle(&mut self, key: usize) {
+        if self.conns[key].is_idle() {
             self.conns.remove(key);
+            self.room.freed();
+        }
+    }
+
+    /// Closes the connections whose idle or write timeout expired at `now`.
+    fn expire(&mut self, timeouts: &Sweep, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(k, c)| c.expired(timeouts, now).then_some(k))
+            .collect();
+        for key in expired {
+            self.conns[key].close();
+            self.forget_if_idle(key);
         }
     }
 
@@ -207,9 +287,7 @@ impl Io<'_> {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.conns[key].close();
-            if self.conns[key].is_idle() {
-                self.conns.remove(key);
-            }
+            self.forget_if_idle(key);
         }
     }
 
@@ -287,22 +365,29 @@ fn accept_loop(
     ctx: &Ctx,
     io_thread: &Handle,
     waker: &Waker,
+    room: &RoomSignal,
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let listen = listener.as_raw_socket();
-    let mut acceptor = Acceptor::new(listener);
+    let mut acceptor = Acceptor::new(listener, ctx);
     let mut none = SocketSet::with_capacity(0);
     while !ctx.shutdown.is_requested() {
         let mut read = SocketSet::with_capacity(2);
         read.insert(waker.as_raw_socket());
-        let accepting = acceptor.is_accepting();
-        if accepting {
-            read.insert(listen);
-        }
+        // At the cap (or paused) the listener stays out; a connection forgotten by the I/O
+        // thread makes the room signal's socket readable.
+        let accepting = acceptor.is_accepting_armed(room);
+        read.insert(match accepting {
+            true => listen,
+            false => room.waker().as_raw_socket(),
+        });
         select(&mut read, &mut none, acceptor.pause_remaining())?;
         ctx.stats.count_wait();
         if read.contains(waker.as_raw_socket()) {
             waker.reset();
+        }
+        if read.contains(room.waker().as_raw_socket()) {
+            room.waker().reset();
         }
         if accepting && read.contains(listen) && !ctx.shutdown.is_requested() {
             acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
@@ -322,12 +407,15 @@ fn hand_over(stream: TcpStream, io_thread: &Handle, ctx: &Ctx) {
         log::debug!("cannot make an accepted socket blocking: {e}");
     }
     ctx.stats.syscalls.fetch_add(1, Relaxed);
+    // A connection for the cap from now on, though no session counts it yet.
+    ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed);
     let data = Box::into_raw(Box::new(stream)) as usize;
     // SAFETY: `adopt_apc` takes back exactly this box, once, on the I/O thread; that thread
     // runs its queued APCs (a last alertable wait) after this thread has been joined.
     if let Err(e) = unsafe { queue_apc(io_thread, adopt_apc, data) } {
         // SAFETY: the APC was not queued: the box is still ours alone.
         drop(unsafe { Box::from_raw(data as *mut TcpStream) });
+        ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
         log::error!("cannot hand a connection to the I/O thread: {e}");
     }
 }

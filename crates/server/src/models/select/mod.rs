@@ -35,6 +35,11 @@
 //! `Stats::refused`, as on Linux. Each turn still copies and scans the whole array: the
 //! O(connections) cost is the same.
 //!
+//! **Limits of the server** (`--max-conns`, `--idle-timeout`, `--write-timeout`, both OSes):
+//! at the cap the listener leaves the read set until a connection closes; the timeouts are a
+//! sweep over the sessions every loop turn that one is due (`crate::limits`), and `select`'s
+//! timeout is bounded by the next sweep.
+//!
 //! **Pitfalls.** The sets are overwritten by the call and must be rebuilt every turn; `nfds` is
 //! the highest descriptor plus one, not a count; a socket reported readable may still return
 //! `EWOULDBLOCK`; the wait must include something shutdown can signal (here an eventfd).
@@ -100,12 +105,13 @@ mod serve {
         };
         let waker = ctx.shutdown.register()?;
         let wake = os::raw(&*waker);
-        let mut acceptor = listener.map(Acceptor::new);
+        let mut acceptor = listener.map(|l| Acceptor::new(l, ctx));
         let mut sessions: Vec<Session> = Vec::new();
         let mut scratch = vec![0u8; READ_CHUNK];
         let mut sets = Sets::new();
         let mut drain = Drain::new(ctx.drain_timeout);
         let mut warned_refusal = false;
+        let mut sweep = ctx.sweep();
 
         loop {
             if drain.begins(&ctx.shutdown) {
@@ -135,7 +141,8 @@ mod serve {
                 }
             }
             let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
-            let ready = sets.select(min_timeout(drain.wait_limit(), pause))?;
+            let limit = min_timeout(drain.wait_limit(), sweep.wait_limit());
+            let ready = sets.select(min_timeout(limit, pause))?;
             ctx.stats.count_wait();
             trace_event!(ctx.trace, "select: {ready} ready");
 
@@ -164,6 +171,9 @@ mod serve {
                 } else {
                     i += 1;
                 }
+            }
+            if let Some(now) = sweep.due() {
+                sessions.retain_mut(|s| s.expired(&sweep, now).is_none());
             }
             if let Some(acceptor) = acceptor
                 .as_mut()

@@ -1,6 +1,24 @@
 //! [`Engine`]: one io_uring, its table of operation records, and the connections they serve.
 //! See the module doc of `models/uring` for the rule every function here keeps.
+//!
+//! Limits (`crate::limits`): the engine posts accepts only within `--max-conns` — never more
+//! in flight than places left, a multishot accept only while at least [`MULTISHOT_ROOM`]
+//! are, and accepts already posted are cancelled (`trim_accepts`) when they could pass the
+//! cap; a socket they accepted before the cancel landed is served, never dropped. A worker
+//! reaching the cap wakes the others (each keeps its own accepts), and a worker at the cap looks
+//! again every [`CAP_RECHECK`], since a close on another worker does not wake it. So across
+//! several `SO_REUSEPORT` listeners the cap can be passed by at most one connection per
+//! other worker, in a race. The idle and write timeouts are a sweep after each wait
+//! (`sweep_conns`): an expired connection is closed like any other (its operations
+//! cancelled, freed at their completions).
+//!
+//! Out of descriptors, every accept posted (four for the overlapped models) completes with
+//! EMFILE at once: that is one pause of 100 ms ([`crate::accept::Backoff`], shared with the
+//! readiness models' acceptor), counted in `accept_pauses` and logged once, not once per
+//! accept; no accept is posted until it ends.
 
+use crate::accept::{Backoff, ConnCap};
+use crate::limits::Sweep;
 use crate::models::{min_timeout, Drain};
 use crate::session::Session;
 use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd, Ring};
@@ -13,7 +31,7 @@ use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod udp;
@@ -25,8 +43,13 @@ const NO_CONN: usize = usize::MAX;
 /// User data of a completion another worker's ring posted into ours (`IORING_OP_MSG_RING`):
 /// its result is an accepted socket handed to this worker. It has no record in our table.
 const HANDOFF: u64 = u64::MAX;
-/// How long accepting pauses when the process is out of descriptors.
-const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often a worker at the connection cap looks again: a connection closing on another
+/// worker does not wake it.
+const CAP_RECHECK: Duration = Duration::from_millis(50);
+/// A multishot accept is posted only while at least this many connections fit below the cap;
+/// nearer to it, one single-shot accept at a time, so the kernel cannot accept past the cap.
+const MULTISHOT_ROOM: usize = 1024;
 /// How long shutdown waits for the kernel to complete cancelled operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// Send and receive buffers kept for reuse (beyond that they go back to the allocator).
@@ -187,7 +210,18 @@ pub(crate) struct Engine<'a> {
     conns: Slab<UConn>,
     listener: Option<TcpListener>,
     accepts_posted: usize,
-    accept_paused_until: Option<Instant>,
+    /// The accept posted is multishot.
+    accept_multishot: bool,
+    /// The accepts are being cancelled because they could accept past the cap; none is
+    /// posted again until all have completed.
+    accepts_trimming: bool,
+    /// Out of descriptors: no accept is posted until the pause ends (one pause for all the
+    /// accepts that failed together, counted and logged once).
+    backoff: Backoff,
+    /// `--max-conns`, counted over every worker.
+    cap: ConnCap,
+    /// `--idle-timeout`, `--write-timeout`.
+    sweep: Sweep,
     waker: Arc<Waker>,
     /// Shutdown requested: no new connections.
     draining: bool,
@@ -217,6 +251,66 @@ pub(crate) struct Engine<'a> {
     ring: Ring,
 }
 
+/// What an engine holds that takes descriptors or much memory: its ring (with the
+/// provided-buffer ring, for multishot receives) and its shutdown waker. Made apart from the
+/// engine so a model with several workers can make every worker's parts before any worker
+/// runs: a worker starting late could otherwise find the descriptors taken by connections
+/// the others accepted, and fail.
+pub(crate) struct Parts {
+    ring: Ring,
+    waker: Arc<Waker>,
+    /// A listener of its own (`completion-port`'s reuse-port workers).
+    listener: Option<TcpListener>,
+}
+
+impl Parts {
+    /// The parts of an engine that another thread will run ([`Ring::for_another_thread`]).
+    pub fn for_a_worker(ctx: &Ctx, cfg: &EngineConfig) -> io::Result<Parts> {
+        Parts::with_ring(ctx, cfg, Ring::for_another_thread(cfg.ring_entries)?)
+    }
+
+    fn with_ring(ctx: &Ctx, cfg: &EngineConfig, mut ring: Ring) -> io::Result<Parts> {
+        if let Recv::Multishot = cfg.recv {
+            ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
+        }
+        Ok(Parts {
+            ring,
+            waker: ctx.shutdown.register()?,
+            listener: None,
+        })
+    }
+
+    /// With a listener of its own, for the engine to accept on.
+    pub fn with_listener(mut self, listener: TcpListener) -> Parts {
+        self.listener = Some(listener);
+        self
+    }
+}
+
+/// The parts of every worker's engine, made at bind ([`crate::models::prepare`]); each worker
+/// takes its own.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    parts: Mutex<Vec<Option<Parts>>>,
+}
+
+impl Prepared {
+    pub fn new(parts: Vec<Parts>) -> Prepared {
+        Prepared {
+            parts: Mutex::new(parts.into_iter().map(Some).collect()),
+        }
+    }
+
+    /// Worker `i`'s parts (once).
+    pub fn take(&self, i: usize) -> io::Result<Parts> {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        parts
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| io::Error::other(format!("no io_uring ring was made for worker {i}")))
+    }
+}
+
 impl<'a> Engine<'a> {
     /// Creates the ring (and, for multishot receives, its provided-buffer ring). Call on the
     /// thread that will run the engine. Without a listener the engine serves only sockets other
@@ -226,10 +320,26 @@ impl<'a> Engine<'a> {
         listener: Option<TcpListener>,
         cfg: EngineConfig,
     ) -> io::Result<Engine<'a>> {
-        let mut ring = Ring::new(cfg.ring_entries)?;
-        if let Recv::Multishot = cfg.recv {
-            ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
-        }
+        let parts = Parts::with_ring(ctx, &cfg, Ring::new(cfg.ring_entries)?)?;
+        Engine::from_parts(ctx, listener, cfg, parts)
+    }
+
+    /// An engine on parts made beforehand ([`Parts::for_a_worker`]), accepting on `listener`
+    /// or else on the parts' own. Call on the thread that will run the engine: it enables the
+    /// ring for this thread.
+    pub fn from_parts(
+        ctx: &'a Ctx,
+        listener: Option<TcpListener>,
+        cfg: EngineConfig,
+        parts: Parts,
+    ) -> io::Result<Engine<'a>> {
+        let Parts {
+            mut ring,
+            waker,
+            listener: own,
+        } = parts;
+        let listener = listener.or(own);
+        ring.enable()?;
         Ok(Engine {
             ctx,
             cfg,
@@ -238,8 +348,15 @@ impl<'a> Engine<'a> {
             conns: Slab::new(),
             listener,
             accepts_posted: 0,
-            accept_paused_until: None,
-            waker: ctx.shutdown.register()?,
+            accept_multishot: false,
+            accepts_trimming: false,
+            backoff: Backoff::default(),
+            cap: match ctx.workers > 1 {
+                true => ConnCap::new(ctx).waking_others(ctx),
+                false => ConnCap::new(ctx),
+            },
+            sweep: ctx.sweep(),
+            waker,
             draining: false,
             stopping: false,
             send_pool: Vec::new(),
@@ -287,19 +404,26 @@ impl<'a> Engine<'a> {
             if drain.is_over(self.conns.len()) {
                 break Ok(());
             }
-            self.resume_accepting_if_due();
+            self.arm_accepts(); // a pause over, below the cap again, or nothing to do
+            self.trim_accepts(); // another worker reached the cap
             self.rearm_starved();
-            let pause = self
-                .accept_paused_until
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let pause = self.backoff.remaining();
+            let capped = self.cap.is_held().then_some(CAP_RECHECK);
+            let timeout = min_timeout(drain.wait_limit(), min_timeout(pause, capped));
+            // The gauge counts what this turn posted too (the first turn's accepts and waker
+            // poll included) before the worker blocks, not only after its next completion.
+            self.publish_ops();
             if let Err(e) = self
                 .ring
-                .submit_and_wait(min_timeout(drain.wait_limit(), pause))
+                .submit_and_wait(min_timeout(timeout, self.sweep.wait_limit()))
             {
                 break Err(e);
             }
             self.ctx.stats.count_wait();
             self.complete_all();
+            if let Some(now) = self.sweep.due() {
+                self.sweep_conns(now);
+            }
         };
         if self.cancel_everything() {
             served
@@ -333,6 +457,8 @@ impl<'a> Engine<'a> {
                 if !self.draining {
                     self.adopt(stream);
                 }
+                // Counted as a session now (or closed): no longer in transit.
+                self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
             }
             return;
         }
@@ -419,12 +545,15 @@ impl<'a> Engine<'a> {
                 if done.cqe.result >= 0 {
                     // Delivered: the other worker owns the descriptor now.
                     let _ = std::os::fd::IntoRawFd::into_raw_fd(stream);
-                } else if !self.draining {
-                    log::debug!(
-                        "hand-off failed ({}); serving the connection here",
-                        io::Error::from_raw_os_error(-done.cqe.result)
-                    );
-                    self.adopt(stream);
+                } else {
+                    if !self.draining {
+                        log::debug!(
+                            "hand-off failed ({}); serving the connection here",
+                            io::Error::from_raw_os_error(-done.cqe.result)
+                        );
+                        self.adopt(stream);
+                    }
+                    self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
                 }
             }
         }
@@ -493,11 +622,16 @@ impl<'a> Engine<'a> {
         let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return;
         };
-        if self.draining || self.accept_paused_until.is_some() {
+        if self.draining || self.backoff.is_paused() || self.accepts_trimming {
             return;
         }
-        let multishot = self.cfg.accepts == 0;
-        let want = self.cfg.accepts.max(1);
+        // Never more accepts in flight than connections fit below the cap.
+        let room = self.cap.room();
+        let multishot = self.cfg.accepts == 0 && room >= MULTISHOT_ROOM;
+        let want = self.cfg.accepts.max(1).min(room);
+        if self.accepts_posted < want {
+            self.accept_multishot = multishot;
+        }
         while self.accepts_posted < want {
             let posted = self.post(NO_CONN, Kind::Accept, |_| {
                 if multishot {
@@ -520,6 +654,41 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Cancels the accepts in flight when they could accept past the cap: more posted than
+    /// connections fit, or a multishot one too near the cap. Sockets they accepted before the
+    /// cancel landed are served (never dropped); [`Engine::arm_accepts`] posts again, within
+    /// the cap, once all have completed.
+    fn trim_accepts(&mut self) {
+        if self.draining || self.accepts_trimming || self.accepts_posted == 0 {
+            return;
+        }
+        let room = self.cap.room();
+        if self.accepts_posted <= room && !(self.accept_multishot && room < MULTISHOT_ROOM) {
+            return;
+        }
+        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all()).build();
+        match self.post(NO_CONN, Kind::Cancel, |_| cancel) {
+            Ok(_) => self.accepts_trimming = true,
+            Err(e) => log::error!("cannot cancel the accepts at the cap: {e}"),
+        }
+    }
+
+    /// The sweep of the idle and write timeouts ([`crate::limits`]): closes what expired.
+    fn sweep_conns(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, u)| !u.closing)
+            .filter_map(|(c, u)| u.s.expired(&self.sweep, now).map(|_| c))
+            .collect();
+        for c in expired {
+            self.begin_close(c);
+        }
+    }
+
     fn stop_accepting(&mut self) {
         self.draining = true;
         self.stop_udp();
@@ -533,16 +702,6 @@ impl<'a> Engine<'a> {
                     log::error!("cannot cancel the accepts: {e}");
                 }
             }
-        }
-    }
-
-    fn resume_accepting_if_due(&mut self) {
-        if self
-            .accept_paused_until
-            .is_some_and(|t| Instant::now() >= t)
-        {
-            self.accept_paused_until = None;
-            self.arm_accepts();
         }
     }
 
@@ -629,16 +788,15 @@ impl<'a> Engine<'a> {
             match -res {
                 libc::ECANCELED => {}
                 libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    self.ctx.stats.accept_pauses.fetch_add(1, Relaxed);
-                    log::warn!(
-                        "accept: {}; pausing accepts for {} ms, serving existing connections",
-                        io::Error::from_raw_os_error(-res),
-                        EMFILE_BACKOFF.as_millis()
-                    );
-                    self.accept_paused_until = Some(Instant::now() + EMFILE_BACKOFF);
+                    // Every accept posted fails at once: one pause, counted and logged once.
+                    let e = io::Error::from_raw_os_error(-res);
+                    self.backoff.begin(&e, &self.ctx.stats);
                 }
                 errno => log::debug!("accept: {}", io::Error::from_raw_os_error(errno)),
             }
+        }
+        if last && self.accepts_posted == 0 {
+            self.accepts_trimming = false;
         }
         if last {
             if self.draining && self.accepts_posted == 0 {
@@ -647,6 +805,7 @@ impl<'a> Engine<'a> {
                 self.arm_accepts();
             }
         }
+        self.trim_accepts();
     }
 
     /// Serves an accepted socket here, or (accept hand-off) passes it to the next worker.
@@ -663,9 +822,11 @@ impl<'a> Engine<'a> {
         let posted = self.post(NO_CONN, Kind::Handoff(Some(stream)), |_| {
             opcode::MsgRingData::new(Fd(target), fd, HANDOFF, None).build()
         });
-        if let Err(e) = posted {
+        match posted {
+            // Until the other worker adopts it, the cap counts it here.
+            Ok(_) => drop(self.ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed)),
             // The record (and the socket in it) was dropped: the connection is closed.
-            log::warn!("cannot hand a connection to another worker: {e}");
+            Err(e) => log::warn!("cannot hand a connection to another worker: {e}"),
         }
     }
 

@@ -2,7 +2,8 @@
 //! [`Connection`](iomodels_core::Connection), and the (at most) one receive and one send it
 //! has posted — driven the same way whatever announces the completions.
 
-use super::op::{post_recv, post_send, InFlight, Notify, Op, OpKind};
+use super::op::{cancel_all, post_recv, post_send, InFlight, Notify, Op, OpKind};
+use crate::limits::Sweep;
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::trace::{trace_event, Trace};
@@ -12,6 +13,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The most bytes one receive asks for: the size of a connection's posted buffer (and so the
 /// memory an idle connection pins in its posted receive).
@@ -235,11 +237,24 @@ impl OvConn {
         }
     }
 
-    /// Closes the socket now (`closesocket`). Its pending operations complete with
-    /// `ERROR_OPERATION_ABORTED`; their records stay in flight until reaped
+    /// The sweep of the idle and write timeouts ([`crate::limits`]) at `now`: true (counted)
+    /// if the open connection expired. The model then closes it ([`OvConn::close`]) as any
+    /// other: its records are reaped as their aborted completions come.
+    pub fn expired(&mut self, sweep: &Sweep, now: Instant) -> bool {
+        self.session
+            .as_mut()
+            .is_some_and(|s| s.expired(sweep, now).is_some())
+    }
+
+    /// Closes the socket now: `CancelIoEx` if anything is pending (Wine's `closesocket` alone
+    /// leaves it pending, see [`cancel_all`]), then `closesocket`. Its pending operations
+    /// complete with `ERROR_OPERATION_ABORTED`; their records stay in flight until reaped
     /// ([`OvConn::is_idle`]).
     pub fn close(&mut self) {
         if let Some(s) = self.session.take() {
+            if self.ops_in_flight() > 0 {
+                cancel_all(self.socket, &self.stats);
+            }
             self.stats.syscalls.fetch_add(1, Relaxed);
             drop(s); // closesocket; Session settles the active and pending gauges
             self.resend = None;

@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 use windows_sys::Win32::Foundation::{RtlNtStatusToDosError, HANDLE, NTSTATUS, STATUS_PENDING};
 use windows_sys::Win32::Networking::WinSock as ws;
-use windows_sys::Win32::System::IO::OVERLAPPED;
+use windows_sys::Win32::System::IO::{CancelIoEx, OVERLAPPED};
 
 /// A completion routine as `WSARecv` / `WSASend` take it: `(error, bytes, overlapped, flags)`.
 /// It runs as an APC on the thread that posted the operation, inside an alertable wait.
@@ -303,6 +303,21 @@ pub(crate) unsafe fn reclaim(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<
 pub(crate) unsafe fn routine_context(overlapped: *mut OVERLAPPED) -> *const std::ffi::c_void {
     // SAFETY: the record is alive (caller's contract); the kernel does not write hEvent.
     unsafe { (*overlapped).hEvent.cast_const() }
+}
+
+/// `CancelIoEx(socket, NULL)`: every operation pending on the open `socket`, whoever posted
+/// it, completes aborted through its usual notification (the records are reaped as any).
+/// Before `closesocket` too: Wine's `closesocket` leaves a pending receive or send of a
+/// socket without a completion port in its queue (a send to a peer that never reads would
+/// keep the socket, and the records, alive), so the models cancel first.
+pub(crate) fn cancel_all(socket: RawSocket, stats: &Stats) {
+    stats.syscalls.fetch_add(1, Relaxed);
+    // SAFETY: plain values; the socket is open (the caller's contract, checked by nothing
+    // worse than an error return for a stale one).
+    if unsafe { CancelIoEx(socket as HANDLE, std::ptr::null()) } == 0 {
+        let e = io::Error::last_os_error();
+        log::debug!("CancelIoEx: {e}");
+    }
 }
 
 /// What posting returned: in flight (a completion will come, also for an operation that

@@ -36,7 +36,7 @@
 //! `udp_datagrams_in` and once more in exactly one of `udp_datagrams_out`, `udp_send_dropped`
 //! and `udp_truncated`.
 
-use super::op::{outcome, reclaim_as, stored_result, InFlight, Notify, Record};
+use super::op::{cancel_all, outcome, reclaim_as, stored_result, InFlight, Notify, Record};
 use crate::stats::Stats;
 use crate::trace::{trace_event, Trace};
 use crate::Ctx;
@@ -48,10 +48,10 @@ use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use windows_sys::Win32::Foundation::{
-    ERROR_HANDLES_CLOSED, ERROR_MORE_DATA, ERROR_OPERATION_ABORTED, HANDLE,
+    ERROR_HANDLES_CLOSED, ERROR_MORE_DATA, ERROR_OPERATION_ABORTED,
 };
 use windows_sys::Win32::Networking::WinSock as ws;
-use windows_sys::Win32::System::IO::{CancelIoEx, OVERLAPPED};
+use windows_sys::Win32::System::IO::OVERLAPPED;
 
 /// Receives kept posted at once (as the io_uring models keep four `RECVMSG`).
 pub(crate) const UDP_RECVS: usize = 4;
@@ -401,13 +401,8 @@ impl UdpEcho {
         if self.in_flight.is_empty() {
             return;
         }
-        self.stats.syscalls.fetch_add(1, Relaxed);
-        // SAFETY: the socket is open (the server's); a null OVERLAPPED cancels every pending
-        // operation on it, which then completes (aborted) through its usual notification.
-        if unsafe { CancelIoEx(self.socket as HANDLE, std::ptr::null()) } == 0 {
-            let e = io::Error::last_os_error();
-            log::debug!("udp: CancelIoEx: {e}");
-        }
+        // The socket is the server's, open.
+        cancel_all(self.socket, &self.stats);
     }
 
     /// Posts `d` (a receive of up to `len` bytes, or a send of `buf[..len]` to `from`).

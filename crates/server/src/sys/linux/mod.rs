@@ -46,6 +46,18 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`) now, if it can be read: where the
+/// default connection cap comes from.
+pub fn nofile_soft_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY (syscall!): getrlimit writes into a live rlimit.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)).ok()?;
+    Some(lim.rlim_cur)
+}
+
 /// Pins the calling thread to one CPU. Processes and threads it starts afterwards inherit the
 /// pin, which is how `bench` places the server on one CPU and the load generator on another.
 pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {

@@ -5,7 +5,8 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// Blocks until `a` or `b` is readable or `timeout` passes (`None`: no timeout). Returns which
-/// were readable, `(a, b)`. Interrupted waits (EINTR) return `(false, false)`.
+/// were readable, `(a, b)`. Interrupted waits (EINTR) return `(false, false)`. A negative
+/// descriptor is ignored (`poll` skips its entry): `b` alone is waited for.
 pub fn wait_readable(a: RawFd, b: RawFd, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
     let mut fds = [
         libc::pollfd {
@@ -19,7 +20,11 @@ pub fn wait_readable(a: RawFd, b: RawFd, timeout: Option<Duration>) -> io::Resul
             revents: 0,
         },
     ];
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    // Rounded up: a deadline less than a millisecond away must not become a zero wait, which
+    // returns at once and is asked again, a spin until the deadline.
+    let ms = timeout.map_or(-1, |t| {
+        t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int
+    });
     // SAFETY (syscall!): `fds` is a live array of two pollfd and we pass its length.
     match syscall!(poll(fds.as_mut_ptr(), 2, ms)) {
         Ok(_) => Ok((fds[0].revents != 0, fds[1].revents != 0)),

@@ -52,6 +52,8 @@ pub struct Ring {
     /// only for clarity: `Drop for Ring` unregisters it explicitly before either is freed.
     bufs: Option<BufRing>,
     ring: IoUring,
+    /// Made disabled ([`Ring::for_another_thread`]) and not yet [`Ring::enable`]d.
+    disabled: bool,
 }
 
 fn fake_error() -> Option<io::Error> {
@@ -72,25 +74,56 @@ impl Ring {
     /// thread waits, in batches; 6.1+) and falls back to a plain ring where the kernel refuses
     /// them. Must be called on the thread that will use the ring.
     pub fn new(entries: u32) -> io::Result<Ring> {
+        Ring::build(entries, false)
+    }
+
+    /// Creates a ring, as [`Ring::new`] does, for a thread that does not run yet: it is made
+    /// disabled (`IORING_SETUP_R_DISABLED`), and the thread that will use it calls
+    /// [`Ring::enable`] first, which makes that thread its single issuer. Buffers may be
+    /// registered before. So a server can make every worker's ring (and find out that it
+    /// cannot) before any worker runs.
+    pub fn for_another_thread(entries: u32) -> io::Result<Ring> {
+        Ring::build(entries, true)
+    }
+
+    fn build(entries: u32, disabled: bool) -> io::Result<Ring> {
         if let Some(e) = fake_error() {
             return Err(e);
         }
-        let tuned = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(entries * 2)
-            .build(entries);
-        let ring = match tuned {
+        let builder = |tuned: bool| {
+            let mut b = IoUring::builder();
+            if tuned {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }
+            if disabled {
+                b.setup_r_disabled();
+            }
+            b.setup_cqsize(entries * 2);
+            b
+        };
+        let ring = match builder(true).build(entries) {
             Ok(r) => r,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 log::info!("io_uring: DEFER_TASKRUN not supported here; using a plain ring");
-                IoUring::builder()
-                    .setup_cqsize(entries * 2)
-                    .build(entries)?
+                builder(false).build(entries)?
             }
             Err(e) => return Err(e),
         };
-        Ok(Ring { bufs: None, ring })
+        Ok(Ring {
+            bufs: None,
+            ring,
+            disabled,
+        })
+    }
+
+    /// Enables a ring made by [`Ring::for_another_thread`]: call on the thread that will use
+    /// it, before anything is submitted. Does nothing to a ring made enabled.
+    pub fn enable(&mut self) -> io::Result<()> {
+        if self.disabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.disabled = false;
+        }
+        Ok(())
     }
 
     /// Allocates `count` (a power of two, at most 32768) buffers of `size` bytes, hands them

@@ -60,6 +60,11 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(u64::MAX)
 }
 
+/// Windows has no descriptor limit: `None` (the default connection cap is then none).
+pub fn nofile_soft_limit() -> Option<u64> {
+    None
+}
+
 /// An accept error that concerns one would-be connection (the peer reset or aborted it before
 /// it was accepted), not the listener: accept the next one. Wine reports a connection reset
 /// in the backlog as `WSAENOTCONN` from `accept` (Windows: `WSAECONNRESET`).

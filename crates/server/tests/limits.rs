@@ -1,0 +1,253 @@
+//! The limits of `serve`, for every model on Linux and on Windows: the connection cap
+//! (`--max-conns`), the idle timeout and the slow-reader guard (`--write-timeout`).
+//!
+//! Bounds are generous (seconds): a timeout is checked to fire, not to fire on the dot, and a
+//! loaded machine must not fail these tests.
+
+mod common;
+
+use common::Variant;
+
+use common::{clients, connect, ping, wait_for, CLIENT_TIMEOUT};
+use iomodels_server::{AcceptMode, Model, ServerConfig};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// How many connections past the cap the variant may admit in a race: `completion-port` with
+/// a listener per worker (`SO_REUSEPORT`) keeps one accept posted per worker within the room
+/// each sees, so two workers can both take the last place.
+fn cap_slack(v: Variant) -> usize {
+    let mut c = ServerConfig {
+        model: v.model,
+        ..ServerConfig::default()
+    };
+    (v.configure)(&mut c);
+    if cfg!(target_os = "linux")
+        && c.model == Model::CompletionPort
+        && c.accept_mode == AcceptMode::ReusePort
+    {
+        let workers = c
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        workers.saturating_sub(1)
+    } else {
+        0
+    }
+}
+
+/// True if nothing comes back on `s` within `wait` (the read times out).
+fn silent_for(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 16];
+    let silent = loop {
+        match s.read(&mut b) {
+            // async-select's queued signals may interrupt a call of another thread.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                break matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                )
+            }
+            Ok(_) => break false,
+        }
+    };
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    silent
+}
+
+/// Reads until end of stream or an error: the server closed the connection.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            // async-select's queued signals may interrupt a call of another thread.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true, // reset
+        }
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub fn at_the_cap_new_clients_wait_in_the_backlog_and_are_served_when_one_closes(v: Variant) {
+        const CAP: usize = 3;
+        let server = v.start(|c| c.max_conns = Some(CAP));
+        let mut admitted: Vec<TcpStream> = (0..CAP)
+            .map(|_| {
+                let mut s = connect(server.addr);
+                ping(&mut s, b"admitted");
+                s
+            })
+            .collect();
+        // Their handshake completes in the kernel's backlog; nobody reads them.
+        let mut waiting: Vec<TcpStream> = (0..2).map(|_| connect(server.addr)).collect();
+        for w in &mut waiting {
+            w.write_all(b"waiting").unwrap();
+        }
+        for w in &mut waiting {
+            assert!(
+                silent_for(w, Duration::from_millis(500)),
+                "a client past the cap was served"
+            );
+        }
+        for s in &mut admitted {
+            ping(s, b"still served at the cap");
+        }
+        let at_cap = server.stats.snapshot();
+        assert_eq!(at_cap.accepted, CAP as u64, "{at_cap:?}");
+        assert_eq!(at_cap.active, CAP as i64, "{at_cap:?}");
+        assert_eq!(
+            at_cap.refused, 0,
+            "nothing is accepted and dropped: {at_cap:?}"
+        );
+        assert!(at_cap.conn_cap_pauses >= 1, "{at_cap:?}");
+
+        // One place frees up: one waiting client is accepted, and the cap holds.
+        drop(admitted.pop());
+        let s = wait_for(&server, Duration::from_secs(10), "a waiting client", |s| {
+            s.accepted > CAP as u64
+        });
+        assert!(
+            s.active <= (CAP + cap_slack(v)) as i64,
+            "past the cap after a close: {s:?}"
+        );
+        // Another: both waiting clients get their echo.
+        drop(admitted.pop());
+        for w in &mut waiting {
+            let mut back = [0u8; 7];
+            w.read_exact(&mut back)
+                .expect("the echo once below the cap");
+            assert_eq!(&back, b"waiting");
+            ping(w, b"served");
+        }
+        let s = server.stats.snapshot();
+        assert_eq!(s.accepted, CAP as u64 + 2, "{s:?}");
+        assert_eq!(s.refused, 0, "{s:?}");
+        assert_eq!(s.errors, 0, "{s:?}");
+        drop(waiting);
+        drop(admitted);
+        server.stop().unwrap();
+    }
+
+    pub fn an_idle_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not(v: Variant) {
+        let server = v.start(|c| c.idle_timeout = Some(Duration::from_secs(2)));
+        let addr = server.addr;
+        let mut idle = connect(addr);
+        ping(&mut idle, b"then silence");
+        let busy = std::thread::spawn(move || {
+            let mut s = connect(addr);
+            let end = Instant::now() + Duration::from_secs(5);
+            let mut n = 0u64;
+            while Instant::now() < end {
+                ping(&mut s, b"busy");
+                n += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (s, n)
+        });
+        let start = Instant::now();
+        assert!(
+            closed_by_server(&mut idle),
+            "the idle connection was not closed"
+        );
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500),
+            "closed after {took:?}, before the 2 s idle timeout"
+        );
+        let (busy, pings) = busy.join().expect("the busy client was served throughout");
+        assert!(pings > 10);
+        let s = server.stats.snapshot();
+        assert_eq!(s.idle_closed, 1, "only the idle connection: {s:?}");
+        assert_eq!(s.slow_reader_closed, 0, "{s:?}");
+        assert_eq!(s.errors, 0, "{s:?}");
+        drop(busy);
+        server.stop().unwrap();
+    }
+
+    pub fn a_flooding_client_that_never_reads_is_closed_after_the_write_timeout(v: Variant) {
+        let server = v.start(|c| {
+            c.max_pending = 256 * 1024;
+            c.write_timeout = Some(Duration::from_secs(1));
+        });
+        let mut flooder = connect(server.addr);
+        let flood = std::thread::spawn(move || {
+            let chunk = vec![0x5a; 64 * 1024];
+            let mut sent = 0usize;
+            // Ends when the server closes the connection (reset) or after 256 MiB.
+            while sent < 256 << 20 {
+                match flooder.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return (sent, Some(e.kind())),
+                }
+            }
+            (sent, None)
+        });
+        // Meanwhile another client is served.
+        let report = clients(server.addr, 5, 50, 4096);
+        assert!(report.is_clean(), "others starved: {report:?}");
+        let s = wait_for(
+            &server,
+            Duration::from_secs(20),
+            "the slow reader's close",
+            |s| s.slow_reader_closed == 1,
+        );
+        let (sent, end) = flood.join().unwrap();
+        assert!(
+            !matches!(
+                end,
+                Some(io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) | None
+            ),
+            "the flooder was not cut off ({sent} bytes sent, ended by {end:?})"
+        );
+        assert_eq!(s.idle_closed, 0, "{s:?}");
+        let s = wait_for(
+            &server,
+            Duration::from_secs(10),
+            "no connection left",
+            |s| s.active == 0,
+        );
+        assert_eq!(s.slow_reader_closed, 1, "{s:?}");
+        server.stop().unwrap();
+    }
+
+    pub fn with_the_defaults_a_quiet_connection_stays_open(v: Variant) {
+        let server = v.start(|_| {});
+        let mut s = connect(server.addr);
+        ping(&mut s, b"hello");
+        std::thread::sleep(Duration::from_millis(1500));
+        ping(&mut s, b"still here");
+        let st = server.stats.snapshot();
+        assert_eq!(
+            (st.idle_closed, st.slow_reader_closed, st.conn_cap_pauses),
+            (0, 0, 0)
+        );
+        drop(s);
+        server.stop().unwrap();
+    }
+}
+
+model_suite! {
+    check: every_available_model_runs_the_limits_suite, "the limits suite";
+    cases: [
+        at_the_cap_new_clients_wait_in_the_backlog_and_are_served_when_one_closes,
+        an_idle_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not,
+        a_flooding_client_that_never_reads_is_closed_after_the_write_timeout,
+        with_the_defaults_a_quiet_connection_stays_open,
+    ];
+    every_model
+}
