@@ -27,7 +27,7 @@ set +e
 # A hung test must fail the run, not stall CI: the whole `cargo test` (build included) gets
 # IOMODELS_TEST_TIMEOUT seconds (default 1200; it takes ~4 min cold).
 limit=${IOMODELS_TEST_TIMEOUT:-1200}
-timeout -k 30 "$limit" cargo test --workspace "$@" 2>&1 | tee "$log"
+timeout -k 30 "$limit" cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$status" = 124 ]; then
   echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (cargo test hung: stopped after $limit s)" | tee -a "$log"

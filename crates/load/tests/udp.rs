@@ -223,7 +223,15 @@ fn duplicated_echoes_are_counted_and_are_not_errors() {
     let r = run(&cfg(peer.addr)).unwrap();
     let u = r.udp.clone().unwrap();
     assert_eq!(u.received, 4 * 300, "{r:?}");
-    assert_eq!(u.duplicated, 4 * 300 / 5, "{r:?}");
+    // Every fifth datagram comes back twice, the copies back to back. A socket stops reading at
+    // its last echo, so the second copy of its last datagram may come too late to be read: at
+    // most one per socket (4) goes uncounted (seen once in CI: 239 of 240).
+    let twice = 4 * 300 / 5;
+    assert!(
+        (twice - 4..=twice).contains(&u.duplicated),
+        "{} duplicated, {twice} sent twice: {r:?}",
+        u.duplicated
+    );
     assert_eq!((r.mismatches, u.lost, u.late), (0, 0, 0), "{r:?}");
     assert!(r.is_clean(), "{r:?}");
 }
