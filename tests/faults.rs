@@ -245,37 +245,6 @@ fn accepting_threads(model: &str) -> usize {
     }
 }
 
-/// True if nothing (no byte, no end of stream, no reset) comes on `c` within `wait`.
-fn silent_for(c: &mut TcpStream, wait: Duration) -> bool {
-    c.set_read_timeout(Some(wait)).unwrap();
-    let mut b = [0u8; 64];
-    let silent = matches!(
-        c.read(&mut b),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-    );
-    c.set_read_timeout(Some(IO_DEADLINE)).unwrap();
-    silent
-}
-
-/// Reads until the server ends the connection (end of stream or a reset) or `deadline`
-/// passes with nothing: returns how long it took, `None` if it never ended.
-fn ended_by_server(c: &mut TcpStream, deadline: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    c.set_read_timeout(Some(deadline)).unwrap();
-    let mut b = [0u8; 4096];
-    loop {
-        match c.read(&mut b) {
-            Ok(0) => return Some(started.elapsed()),
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return None
-            }
-            Err(_) => return Some(started.elapsed()), // reset
-        }
-    }
-}
-
 /// `serve --model MODEL` started with RLIMIT_NOFILE = 64 (soft and hard: the server raises its
 /// soft limit only up to the hard one), checked in /proc/PID/limits.
 ///
@@ -775,7 +744,7 @@ mod per_model {
         let mut sixth = connect(s.addr);
         sixth.write_all(b"the sixth").unwrap();
         assert!(
-            silent_for(&mut sixth, Duration::from_secs(1)),
+            support::writing::silent_for(&mut sixth, Duration::from_secs(1), IO_DEADLINE),
             "the sixth client got an answer (an echo, EOF or a reset) past the cap"
         );
         for (i, c) in five.iter().enumerate() {
@@ -831,7 +800,7 @@ mod per_model {
             })
         };
         let mut silent = connect(s.addr);
-        let took = ended_by_server(&mut silent, Duration::from_secs(10));
+        let took = support::writing::ended_by_server(&mut silent, Duration::from_secs(10));
         stop.store(true, Relaxed);
         let (active, rounds) = active
             .join()

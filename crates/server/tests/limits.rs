@@ -36,49 +36,6 @@ fn cap_slack(v: Variant) -> usize {
     }
 }
 
-/// True if nothing comes back on `s` within `wait` (the read times out).
-fn silent_for(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut b = [0u8; 16];
-    let silent = loop {
-        match s.read(&mut b) {
-            // async-select's queued signals may interrupt a call of another thread.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                break matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                )
-            }
-            Ok(_) => break false,
-        }
-    };
-    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    silent
-}
-
-/// Reads until end of stream or an error: the server closed the connection.
-fn closed_by_server(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 4096];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            // async-select's queued signals may interrupt a call of another thread.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => return true, // reset
-        }
-    }
-}
-
 mod cases {
     use super::*;
 
@@ -99,7 +56,7 @@ mod cases {
         }
         for w in &mut waiting {
             assert!(
-                silent_for(w, Duration::from_millis(500)),
+                common::writing::silent_for(w, Duration::from_millis(500), CLIENT_TIMEOUT),
                 "a client past the cap was served"
             );
         }
@@ -160,7 +117,7 @@ mod cases {
         });
         let start = Instant::now();
         assert!(
-            closed_by_server(&mut idle),
+            common::writing::ended_by_server(&mut idle, CLIENT_TIMEOUT).is_some(),
             "the idle connection was not closed"
         );
         let took = start.elapsed();

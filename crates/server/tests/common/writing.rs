@@ -1,5 +1,6 @@
-//! A client that leaves the server writing to it, shared by the server's in-process fault
-//! suite (`common`) and the binary's (`tests/support` includes this file by `#[path]`).
+//! What a client sees of the server's side, shared by the server's tests (`common`) and the
+//! binary's (`tests/support` includes this file by `#[path]`): a client that leaves the server
+//! writing to it, silence for a while, the server ending a connection.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -57,4 +58,40 @@ pub fn leave_the_server_writing(addr: SocketAddr, data: &[u8], deadline: Duratio
     }
     assert!(head == data[..HEAD], "the echo's head differs");
     c
+}
+
+/// True if nothing comes back on `s` within `wait` (the read times out); the read timeout is
+/// `then` afterwards.
+pub fn silent_for(s: &mut TcpStream, wait: Duration, then: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 64];
+    let silent = loop {
+        match s.read(&mut b) {
+            // async-select's queued signals may interrupt a call of another thread.
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => break matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            Ok(_) => break false,
+        }
+    };
+    s.set_read_timeout(Some(then)).unwrap();
+    silent
+}
+
+/// Reads until the server ends the connection (end of stream or a reset) or `deadline`
+/// passes with nothing: returns how long it took, `None` if it never ended.
+pub fn ended_by_server(s: &mut TcpStream, deadline: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    s.set_read_timeout(Some(deadline)).unwrap();
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return None
+            }
+            Err(_) => return Some(started.elapsed()), // reset
+        }
+    }
 }
