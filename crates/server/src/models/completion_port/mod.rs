@@ -74,7 +74,7 @@
 //! coordinator sweeps the connections, its wait bounded by the next sweep, closing an expired
 //! one under its lock (`CancelIoEx` + `closesocket`; the workers reap its aborted records).
 //! Linux: they come from the shared engine
-//! (`models/uring/engine.rs`, see its module doc): accepts are posted only within the cap (a multishot accept only while 1,024 or more
+//! (`models/uring/engine/accept.rs`, see its module doc): accepts are posted only within the cap (a multishot accept only while 1,024 or more
 //! places are left; nearer the cap one single-shot accept; a worker reaching the cap wakes the
 //! others, which cancel their accepts; sockets in hand-off count), and
 //! the connection timeouts are a sweep after each wait, which is bounded by the next sweep.

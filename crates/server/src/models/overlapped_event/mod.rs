@@ -38,7 +38,7 @@
 //! says why.
 //!
 //! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Linux:
-//! from the shared engine (`models/uring/engine.rs`, see its module doc): accepts are posted
+//! from the shared engine (`models/uring/engine/accept.rs`, see its module doc): accepts are posted
 //! only within the cap, and the connection timeouts are a sweep after each wait, which is
 //! bounded by the next sweep. Windows: from the groups (`models/groups_windows.rs`, as
 //! `event-select`): at the cap the accepting thread stops taking `FD_ACCEPT` until a group

@@ -49,7 +49,7 @@
 //! Linux.
 //!
 //! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Linux:
-//! from the shared engine (`models/uring/engine.rs`, see its module doc): accepts are posted
+//! from the shared engine (`models/uring/engine/accept.rs`, see its module doc): accepts are posted
 //! only within the cap, and the connection timeouts are a sweep after each wait, which is
 //! bounded by the next sweep. Windows: the accepting thread keeps the cap (sockets on their
 //! way in an APC count as connections) and, at the cap, waits on a room signal the I/O thread

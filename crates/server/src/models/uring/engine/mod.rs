@@ -1,41 +1,42 @@
 //! [`Engine`]: one io_uring, its table of operation records, and the connections they serve.
 //! See the module doc of `models/uring` for the rule every function here keeps.
 //!
-//! Limits (`crate::limits`): the engine posts accepts only within `--max-conns` — never more
-//! in flight than places left, a multishot accept only while at least [`MULTISHOT_ROOM`]
-//! are, and accepts already posted are cancelled (`trim_accepts`) when they could pass the
-//! cap; a socket they accepted before the cancel landed is served, never dropped. A worker
-//! reaching the cap wakes the others (each keeps its own accepts), and a worker at the cap looks
-//! again every [`CAP_RECHECK`], since a close on another worker does not wake it. So across
-//! several `SO_REUSEPORT` listeners the cap can be passed by at most one connection per
-//! other worker, in a race. The idle and write timeouts are a sweep after each wait
-//! (`sweep_conns`): an expired connection is closed like any other (its operations
-//! cancelled, freed at their completions).
+//! The engine is cut along its concerns, one file each:
+//! - this file: the engine's state, the wait loop, completions to handlers (table dispatch or
+//!   a record's routine), posting and cancelling records, the sweep and shutdown;
+//! - `accept.rs`: accepts within the connection cap, the EMFILE back-off, accept hand-off
+//!   between workers;
+//! - `conn.rs`: one connection's I/O: receives (owned buffers or provided buffers), sends,
+//!   backpressure and parked buffers, half-close and close;
+//! - `udp.rs`: UDP datagram records.
 //!
-//! Out of descriptors, every accept posted (four for the overlapped models) completes with
-//! EMFILE at once: that is one pause of 100 ms ([`crate::accept::Backoff`], shared with the
-//! readiness models' acceptor), counted in `accept_pauses` and logged once, not once per
-//! accept; no accept is posted until it ends.
+//! The idle and write timeouts are a sweep after each wait (`sweep_conns`): an expired
+//! connection is closed like any other (its operations cancelled, freed at their
+//! completions).
 
 use crate::accept::{Backoff, ConnCap};
 use crate::limits::Sweep;
 use crate::models::{min_timeout, Drain};
-use crate::session::Session;
+
 use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd, Ring};
 use crate::sys::Waker;
 use crate::trace::trace_event;
 use crate::Ctx;
 use slab::Slab;
-use std::collections::VecDeque;
+
 use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod accept;
+mod conn;
 mod udp;
 
+pub(crate) use accept::Handoff;
+use conn::UConn;
 use udp::Datagram;
 
 /// The `conn` of records that belong to no connection (accept, wake-up, cancel).
@@ -150,54 +151,6 @@ pub(crate) struct Done {
     pub conn: usize,
     pub cqe: Cqe,
     pub kind: Kind,
-}
-
-/// A provided buffer a connection could not take yet (backpressure): its bytes `off..len`
-/// still wait, in order, ahead of anything received later.
-struct Parked {
-    bid: u16,
-    off: usize,
-    len: usize,
-}
-
-/// A connection of the completion models.
-struct UConn {
-    /// The socket, the connection state machine and the server-wide accounting.
-    s: Session,
-    fd: RawFd,
-    /// User data of the posted receive, if any.
-    recv_op: Option<u64>,
-    /// User data of the posted send, if any (one at a time keeps the bytes in order).
-    send_op: Option<u64>,
-    /// A cancel was posted for the multishot receive (backpressure or close).
-    recv_cancelled: bool,
-    /// The connection is over: its operations are being cancelled; dropped when none is left.
-    closing: bool,
-    /// The peer's end of stream arrived (behind any parked data).
-    eof_seen: bool,
-    /// Multishot: the receive ended for lack of buffers; re-armed when some come back.
-    starved: bool,
-    parked: VecDeque<Parked>,
-}
-
-/// The acceptor's side of accept hand-off: every worker's ring, and whose turn it is.
-pub(crate) struct Handoff {
-    /// The ring descriptor of each worker, this one included.
-    pub rings: Vec<RawFd>,
-    /// This worker's index in `rings`.
-    pub me: usize,
-    next: usize,
-}
-
-impl Handoff {
-    /// Round-robin over `rings`, starting after `me`.
-    pub fn new(rings: Vec<RawFd>, me: usize) -> Handoff {
-        Handoff {
-            rings,
-            me,
-            next: me,
-        }
-    }
 }
 
 /// One ring, its operation table and its connections: the whole of a single-threaded
@@ -450,17 +403,7 @@ impl<'a> Engine<'a> {
     fn complete(&mut self, cqe: Cqe) {
         trace_event!(self.ctx.trace, "{}", self.describe(&cqe));
         if cqe.user_data == HANDOFF {
-            if cqe.result >= 0 {
-                // SAFETY: the acceptor handed this descriptor to us and gave up owning it
-                // (its record forgot the socket once the kernel confirmed delivery).
-                let stream = unsafe { TcpStream::from_raw_fd(cqe.result) };
-                if !self.draining {
-                    self.adopt(stream);
-                }
-                // Counted as a session now (or closed): no longer in transit.
-                self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
-            }
-            return;
+            return self.handed_over(cqe);
         }
         let key = (cqe.user_data & 0xffff_ffff) as usize;
         let generation = (cqe.user_data >> 32) as u32;
@@ -540,22 +483,7 @@ impl<'a> Engine<'a> {
             Kind::UdpSend(_) => self.udp_send_done(done),
             Kind::Wake => self.wake_done(done),
             Kind::Cancel => {}
-            Kind::Handoff(stream) => {
-                let stream = stream.expect("a hand-off record owns its socket");
-                if done.cqe.result >= 0 {
-                    // Delivered: the other worker owns the descriptor now.
-                    let _ = std::os::fd::IntoRawFd::into_raw_fd(stream);
-                } else {
-                    if !self.draining {
-                        log::debug!(
-                            "hand-off failed ({}); serving the connection here",
-                            io::Error::from_raw_os_error(-done.cqe.result)
-                        );
-                        self.adopt(stream);
-                    }
-                    self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
-                }
-            }
+            Kind::Handoff(stream) => self.handoff_done(stream, done.cqe),
         }
     }
 
@@ -618,64 +546,6 @@ impl<'a> Engine<'a> {
         .map(drop)
     }
 
-    fn arm_accepts(&mut self) {
-        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
-            return;
-        };
-        if self.draining || self.backoff.is_paused() || self.accepts_trimming {
-            return;
-        }
-        // Never more accepts in flight than connections fit below the cap.
-        let room = self.cap.room();
-        let multishot = self.cfg.accepts == 0 && room >= MULTISHOT_ROOM;
-        let want = self.cfg.accepts.max(1).min(room);
-        if self.accepts_posted < want {
-            self.accept_multishot = multishot;
-        }
-        while self.accepts_posted < want {
-            let posted = self.post(NO_CONN, Kind::Accept, |_| {
-                if multishot {
-                    opcode::AcceptMulti::new(Fd(fd))
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build()
-                } else {
-                    opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build()
-                }
-            });
-            match posted {
-                Ok(_) => self.accepts_posted += 1,
-                Err(e) => {
-                    log::error!("cannot post an accept: {e}");
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Cancels the accepts in flight when they could accept past the cap: more posted than
-    /// connections fit, or a multishot one too near the cap. Sockets they accepted before the
-    /// cancel landed are served (never dropped); [`Engine::arm_accepts`] posts again, within
-    /// the cap, once all have completed.
-    fn trim_accepts(&mut self) {
-        if self.draining || self.accepts_trimming || self.accepts_posted == 0 {
-            return;
-        }
-        let room = self.cap.room();
-        if self.accepts_posted <= room && !(self.accept_multishot && room < MULTISHOT_ROOM) {
-            return;
-        }
-        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
-            return;
-        };
-        let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all()).build();
-        match self.post(NO_CONN, Kind::Cancel, |_| cancel) {
-            Ok(_) => self.accepts_trimming = true,
-            Err(e) => log::error!("cannot cancel the accepts at the cap: {e}"),
-        }
-    }
-
     /// The sweep of the idle and write timeouts ([`crate::limits`]): closes what expired.
     fn sweep_conns(&mut self, now: Instant) {
         let expired: Vec<usize> = self
@@ -689,400 +559,12 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn stop_accepting(&mut self) {
-        self.draining = true;
-        self.stop_udp();
-        if let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) {
-            if self.accepts_posted == 0 {
-                self.listener = None;
-            } else {
-                // The listener stays open until the accepts' final completions arrive.
-                let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all()).build();
-                if let Err(e) = self.post(NO_CONN, Kind::Cancel, |_| cancel) {
-                    log::error!("cannot cancel the accepts: {e}");
-                }
-            }
-        }
-    }
-
-    fn post_recv(&mut self, c: usize) {
-        let u = &self.conns[c];
-        if self.stopping
-            || u.closing
-            || u.recv_op.is_some()
-            || u.eof_seen
-            || u.starved
-            || !u.parked.is_empty()
-            || !u.s.conn.wants_read()
-        {
-            return;
-        }
-        let fd = u.fd;
-        let posted = match self.cfg.recv {
-            Recv::Owned { size } => {
-                let len = u.s.conn.read_budget().min(size) as u32;
-                let mut buf = self.recv_pool.pop().unwrap_or_else(|| vec![0; size]);
-                let ptr = buf.as_mut_ptr();
-                self.post(c, Kind::Recv(buf), |_| {
-                    opcode::Recv::new(Fd(fd), ptr, len).build()
-                })
-            }
-            Recv::Multishot => {
-                let group = self.ring.bufs().map_or(0, |b| b.group());
-                self.post(c, Kind::RecvMulti, |_| {
-                    opcode::RecvMulti::new(Fd(fd), group).build()
-                })
-            }
-        };
-        match posted {
-            Ok(ud) => {
-                let u = &mut self.conns[c];
-                u.recv_op = Some(ud);
-                u.recv_cancelled = false;
-            }
-            Err(e) => self.fail(c, &e),
-        }
-    }
-
-    fn try_send(&mut self, c: usize) {
-        let u = &mut self.conns[c];
-        if self.stopping || u.closing || u.send_op.is_some() || !u.s.conn.wants_write() {
-            return;
-        }
-        let spare = self.send_pool.pop().unwrap_or_default();
-        let buf = u.s.conn.take_output(spare);
-        self.post_send(c, buf, 0);
-    }
-
-    fn post_send(&mut self, c: usize, buf: Vec<u8>, off: usize) {
-        let fd = self.conns[c].fd;
-        let rest = &buf[off..];
-        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
-        match self.post(c, Kind::Send { buf, off }, |_| {
-            opcode::Send::new(Fd(fd), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        }) {
-            Ok(ud) => self.conns[c].send_op = Some(ud),
-            Err(e) => self.fail(c, &e),
-        }
-    }
-
-    // ---- handlers -------------------------------------------------------------------------
-
-    /// An accept completed: adopt the new socket and post its first receive.
-    pub fn accept_done(&mut self, done: Done) {
-        let last = !done.cqe.more();
-        if last {
-            self.accepts_posted -= 1;
-        }
-        let res = done.cqe.result;
-        if res >= 0 {
-            // SAFETY: a successful accept completion's result is a new descriptor that nothing
-            // else owns; the TcpStream now owns (and will close) it.
-            let stream = unsafe { TcpStream::from_raw_fd(res) };
-            if !self.draining {
-                self.distribute(stream);
-            }
-        } else {
-            match -res {
-                libc::ECANCELED => {}
-                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    // Every accept posted fails at once: one pause, counted and logged once.
-                    let e = io::Error::from_raw_os_error(-res);
-                    self.backoff.begin(&e, &self.ctx.stats);
-                }
-                errno => log::debug!("accept: {}", io::Error::from_raw_os_error(errno)),
-            }
-        }
-        if last && self.accepts_posted == 0 {
-            self.accepts_trimming = false;
-        }
-        if last {
-            if self.draining && self.accepts_posted == 0 {
-                self.listener = None; // no operation uses it any more: close it
-            } else {
-                self.arm_accepts();
-            }
-        }
-        self.trim_accepts();
-    }
-
-    /// Serves an accepted socket here, or (accept hand-off) passes it to the next worker.
-    fn distribute(&mut self, stream: TcpStream) {
-        let Some(h) = self.handoff.as_mut() else {
-            return self.adopt(stream);
-        };
-        h.next = (h.next + 1) % h.rings.len();
-        if h.next == h.me {
-            return self.adopt(stream);
-        }
-        let target = h.rings[h.next];
-        let fd = stream.as_raw_fd();
-        let posted = self.post(NO_CONN, Kind::Handoff(Some(stream)), |_| {
-            opcode::MsgRingData::new(Fd(target), fd, HANDOFF, None).build()
-        });
-        match posted {
-            // Until the other worker adopts it, the cap counts it here.
-            Ok(_) => drop(self.ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed)),
-            // The record (and the socket in it) was dropped: the connection is closed.
-            Err(e) => log::warn!("cannot hand a connection to another worker: {e}"),
-        }
-    }
-
-    fn adopt(&mut self, stream: TcpStream) {
-        if let Err(e) = stream.set_nodelay(true) {
-            log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
-        }
-        let fd = stream.as_raw_fd();
-        let c = self.conns.insert(UConn {
-            s: Session::new(stream, self.ctx),
-            fd,
-            recv_op: None,
-            send_op: None,
-            recv_cancelled: false,
-            closing: false,
-            eof_seen: false,
-            starved: false,
-            parked: VecDeque::new(),
-        });
-        self.post_recv(c);
-    }
-
-    /// A single-shot receive into the record's own buffer completed.
-    pub fn recv_done(&mut self, done: Done) {
-        let Kind::Recv(buf) = done.kind else {
-            unreachable!()
-        };
-        let c = done.conn;
-        let res = done.cqe.result;
-        let u = &mut self.conns[c];
-        u.recv_op = None;
-        if res > 0 {
-            let n = res as usize;
-            u.s.conn.on_received(&buf[..n]);
-            u.s.publish(n as u64, 0);
-        } else if res == 0 {
-            u.eof_seen = true;
-            u.s.conn.on_peer_eof();
-        } else if !(u.closing && res == -libc::ECANCELED) {
-            self.fail(c, &io::Error::from_raw_os_error(-res));
-        }
-        if self.recv_pool.len() < POOL_MAX {
-            self.recv_pool.push(buf);
-        }
-        self.advance(c);
-    }
-
-    /// A multishot receive posted a completion: bytes in a provided buffer, the end of
-    /// stream, or its end (cancelled, out of buffers, error).
-    pub fn recv_multi_done(&mut self, done: Done) {
-        let c = done.conn;
-        let cqe = done.cqe;
-        let u = &mut self.conns[c];
-        let mut error = None;
-        if let Some(bid) = cqe.buffer_id() {
-            self.bufs_out += 1;
-            let len = cqe.result.max(0) as usize;
-            let bufs = self
-                .ring
-                .bufs()
-                .expect("multishot receives have a buffer ring");
-            if u.closing {
-                self.recycle(bid); // the connection is going: its bytes have nowhere to go
-            } else if u.parked.is_empty() && len <= u.s.conn.read_budget() {
-                u.s.conn.on_received(bufs.get(bid, len));
-                u.s.publish(len as u64, 0);
-                self.recycle(bid);
-            } else {
-                // Backpressure: keep the bytes in their buffer, in order, until the connection
-                // can take them; the buffer stays out of the ring meanwhile.
-                u.parked.push_back(Parked { bid, off: 0, len });
-            }
-        } else if cqe.result == 0 {
-            u.eof_seen = true;
-        } else if cqe.result == -libc::ENOBUFS {
-            self.ctx.stats.recv_buffer_exhausted.fetch_add(1, Relaxed);
-            if !u.closing && !u.starved {
-                u.starved = true;
-                self.starved.push(c);
-            }
-        } else if cqe.result < 0 && cqe.result != -libc::ECANCELED {
-            error = Some(io::Error::from_raw_os_error(-cqe.result));
-        }
-        if !cqe.more() {
-            let u = &mut self.conns[c];
-            u.recv_op = None;
-            u.recv_cancelled = false;
-        }
-        if let Some(e) = error {
-            self.fail(c, &e);
-        }
-        self.feed_parked(c);
-        self.advance(c);
-    }
-
-    /// A send completed: report the bytes, send the rest of a short write, or recycle the
-    /// buffer.
-    pub fn send_done(&mut self, done: Done) {
-        let Kind::Send { buf, off } = done.kind else {
-            unreachable!()
-        };
-        let c = done.conn;
-        let res = done.cqe.result;
-        let u = &mut self.conns[c];
-        u.send_op = None;
-        if res > 0 {
-            let n = res as usize;
-            u.s.conn.on_send_complete(n);
-            u.s.publish(0, n as u64);
-            if off + n < buf.len() && !u.closing {
-                // A short write: the rest goes first, from the same buffer.
-                self.post_send(c, buf, off + n);
-            } else if buf.capacity() <= POOL_BUF_MAX && self.send_pool.len() < POOL_MAX {
-                self.send_pool.push(buf);
-            }
-        } else if !(u.closing && res == -libc::ECANCELED) {
-            self.fail(c, &io::Error::from_raw_os_error(-res.max(1)));
-        }
-        self.feed_parked(c);
-        self.advance(c);
-    }
-
     fn wake_done(&mut self, done: Done) {
         self.waker.reset();
         if !done.cqe.more() && !self.stopping {
             if let Err(e) = self.arm_wake() {
                 log::error!("cannot re-arm the shutdown waker: {e}");
             }
-        }
-    }
-
-    // ---- connection logic -------------------------------------------------------------------
-
-    /// Moves a connection on after any completion: send what is owed, keep a receive posted
-    /// while backpressure allows (or cancel it when it does not), half-close, close.
-    fn advance(&mut self, c: usize) {
-        let Some(u) = self.conns.get_mut(c) else {
-            return;
-        };
-        if u.closing {
-            return self.release_if_idle(c);
-        }
-        self.try_send(c);
-        let Some(u) = self.conns.get_mut(c) else {
-            return; // the send failed and the connection is gone
-        };
-        let wants_read = u.s.conn.wants_read();
-        match (self.cfg.recv, u.recv_op) {
-            (Recv::Multishot, Some(ud)) if !wants_read && !u.recv_cancelled => {
-                u.recv_cancelled = true;
-                self.cancel(ud);
-            }
-            (_, None) if wants_read => self.post_recv(c),
-            _ => {}
-        }
-        let Some(u) = self.conns.get_mut(c) else {
-            return;
-        };
-        if u.closing {
-            return;
-        }
-        if u.s.conn.should_shutdown_write() {
-            // The peer may be gone already: the connection is over either way.
-            let _ = u.s.stream.shutdown(Shutdown::Write);
-            u.s.conn.on_write_shutdown();
-        }
-        u.s.publish(0, 0);
-        if u.s.conn.is_finished() {
-            self.begin_close(c);
-        }
-    }
-
-    /// Hands parked bytes to the connection as far as its read budget allows, in order,
-    /// returning each buffer to the ring once empty; applies a waiting end of stream.
-    fn feed_parked(&mut self, c: usize) {
-        let Some(u) = self.conns.get_mut(c) else {
-            return;
-        };
-        while let Some(p) = u.parked.front_mut() {
-            let budget = u.s.conn.read_budget();
-            if budget == 0 || u.closing {
-                break;
-            }
-            let n = budget.min(p.len - p.off);
-            let bufs = self.ring.bufs().expect("parked buffers come from the ring");
-            u.s.conn
-                .on_received(&bufs.get(p.bid, p.len)[p.off..p.off + n]);
-            u.s.publish(n as u64, 0);
-            p.off += n;
-            if p.off == p.len {
-                let bid = p.bid;
-                u.parked.pop_front();
-                recycle(&mut self.ring, &mut self.bufs_out, bid);
-            }
-        }
-        let u = &mut self.conns[c];
-        if u.eof_seen && u.parked.is_empty() && !u.s.conn.peer_eof() {
-            u.s.conn.on_peer_eof();
-        }
-    }
-
-    fn recycle(&mut self, bid: u16) {
-        recycle(&mut self.ring, &mut self.bufs_out, bid);
-    }
-
-    /// Re-arms receives that ended for lack of buffers, as far as buffers are back.
-    fn rearm_starved(&mut self) {
-        let Some(count) = self.ring.bufs().map(|b| usize::from(b.count())) else {
-            return;
-        };
-        let mut available = count.saturating_sub(self.bufs_out);
-        while available > 0 {
-            let Some(c) = self.starved.pop() else { break };
-            if let Some(u) = self.conns.get_mut(c) {
-                u.starved = false;
-                self.post_recv(c);
-                available -= 1;
-            }
-        }
-    }
-
-    /// An I/O error ends this connection (and only this one).
-    fn fail(&mut self, c: usize, e: &io::Error) {
-        if !self.conns[c].closing {
-            log::debug!("connection closed on error: {e}");
-            self.ctx.stats.errors.fetch_add(1, Relaxed);
-            self.begin_close(c);
-        }
-    }
-
-    /// Starts closing: cancels the connection's operations and returns its parked buffers;
-    /// the connection (and its socket) is dropped when its last operation has completed.
-    fn begin_close(&mut self, c: usize) {
-        let u = &mut self.conns[c];
-        if !u.closing {
-            u.closing = true;
-            let recv = u.recv_op.filter(|_| !u.recv_cancelled);
-            let send = u.send_op;
-            u.recv_cancelled = true;
-            let parked: Vec<u16> = u.parked.drain(..).map(|p| p.bid).collect();
-            for bid in parked {
-                self.recycle(bid);
-            }
-            if !self.stopping {
-                for ud in [recv, send].into_iter().flatten() {
-                    self.cancel(ud);
-                }
-            }
-        }
-        self.release_if_idle(c);
-    }
-
-    fn release_if_idle(&mut self, c: usize) {
-        let u = &self.conns[c];
-        if u.closing && u.recv_op.is_none() && u.send_op.is_none() {
-            drop(self.conns.remove(c)); // closes the socket; Session settles the gauges
         }
     }
 
@@ -1130,8 +612,6 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// Gives a provided buffer back to the ring (a free function, so it can run while a
-/// connection is borrowed).
 /// A completion's result for `--trace`: a count or descriptor, or the errno's name.
 fn errno_name(res: i32) -> String {
     let name = match -res {
@@ -1148,11 +628,4 @@ fn errno_name(res: i32) -> String {
         _ => return res.to_string(),
     };
     name.to_string()
-}
-
-fn recycle(ring: &mut Ring, bufs_out: &mut usize, bid: u16) {
-    *bufs_out -= 1;
-    if let Some(b) = ring.bufs_mut() {
-        b.recycle(bid);
-    }
 }

@@ -1,0 +1,360 @@
+//! One connection's I/O: a receive kept posted while backpressure allows (into the record's
+//! own buffer, or multishot from the provided-buffer ring), one send at a time from the
+//! connection's output, parked provided buffers, half-close and close. Closing cancels the
+//! connection's operations; it is dropped when the last one has completed.
+
+use super::{Done, Engine, Kind, Recv, POOL_BUF_MAX, POOL_MAX};
+use crate::session::Session;
+use crate::sys::uring::{opcode, Fd, Ring};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// A provided buffer a connection could not take yet (backpressure): its bytes `off..len`
+/// still wait, in order, ahead of anything received later.
+pub(super) struct Parked {
+    pub(super) bid: u16,
+    pub(super) off: usize,
+    pub(super) len: usize,
+}
+
+/// A connection of the completion models.
+pub(super) struct UConn {
+    /// The socket, the connection state machine and the server-wide accounting.
+    pub(super) s: Session,
+    pub(super) fd: RawFd,
+    /// User data of the posted receive, if any.
+    pub(super) recv_op: Option<u64>,
+    /// User data of the posted send, if any (one at a time keeps the bytes in order).
+    pub(super) send_op: Option<u64>,
+    /// A cancel was posted for the multishot receive (backpressure or close).
+    pub(super) recv_cancelled: bool,
+    /// The connection is over: its operations are being cancelled; dropped when none is left.
+    pub(super) closing: bool,
+    /// The peer's end of stream arrived (behind any parked data).
+    pub(super) eof_seen: bool,
+    /// Multishot: the receive ended for lack of buffers; re-armed when some come back.
+    pub(super) starved: bool,
+    pub(super) parked: VecDeque<Parked>,
+}
+
+impl Engine<'_> {
+    pub(super) fn post_recv(&mut self, c: usize) {
+        let u = &self.conns[c];
+        if self.stopping
+            || u.closing
+            || u.recv_op.is_some()
+            || u.eof_seen
+            || u.starved
+            || !u.parked.is_empty()
+            || !u.s.conn.wants_read()
+        {
+            return;
+        }
+        let fd = u.fd;
+        let posted = match self.cfg.recv {
+            Recv::Owned { size } => {
+                let len = u.s.conn.read_budget().min(size) as u32;
+                let mut buf = self.recv_pool.pop().unwrap_or_else(|| vec![0; size]);
+                let ptr = buf.as_mut_ptr();
+                self.post(c, Kind::Recv(buf), |_| {
+                    opcode::Recv::new(Fd(fd), ptr, len).build()
+                })
+            }
+            Recv::Multishot => {
+                let group = self.ring.bufs().map_or(0, |b| b.group());
+                self.post(c, Kind::RecvMulti, |_| {
+                    opcode::RecvMulti::new(Fd(fd), group).build()
+                })
+            }
+        };
+        match posted {
+            Ok(ud) => {
+                let u = &mut self.conns[c];
+                u.recv_op = Some(ud);
+                u.recv_cancelled = false;
+            }
+            Err(e) => self.fail(c, &e),
+        }
+    }
+
+    pub(super) fn try_send(&mut self, c: usize) {
+        let u = &mut self.conns[c];
+        if self.stopping || u.closing || u.send_op.is_some() || !u.s.conn.wants_write() {
+            return;
+        }
+        let spare = self.send_pool.pop().unwrap_or_default();
+        let buf = u.s.conn.take_output(spare);
+        self.post_send(c, buf, 0);
+    }
+
+    pub(super) fn post_send(&mut self, c: usize, buf: Vec<u8>, off: usize) {
+        let fd = self.conns[c].fd;
+        let rest = &buf[off..];
+        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
+        match self.post(c, Kind::Send { buf, off }, |_| {
+            opcode::Send::new(Fd(fd), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }) {
+            Ok(ud) => self.conns[c].send_op = Some(ud),
+            Err(e) => self.fail(c, &e),
+        }
+    }
+
+    pub(super) fn adopt(&mut self, stream: TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
+        }
+        let fd = stream.as_raw_fd();
+        let c = self.conns.insert(UConn {
+            s: Session::new(stream, self.ctx),
+            fd,
+            recv_op: None,
+            send_op: None,
+            recv_cancelled: false,
+            closing: false,
+            eof_seen: false,
+            starved: false,
+            parked: VecDeque::new(),
+        });
+        self.post_recv(c);
+    }
+
+    /// A single-shot receive into the record's own buffer completed.
+    pub fn recv_done(&mut self, done: Done) {
+        let Kind::Recv(buf) = done.kind else {
+            unreachable!()
+        };
+        let c = done.conn;
+        let res = done.cqe.result;
+        let u = &mut self.conns[c];
+        u.recv_op = None;
+        if res > 0 {
+            let n = res as usize;
+            u.s.conn.on_received(&buf[..n]);
+            u.s.publish(n as u64, 0);
+        } else if res == 0 {
+            u.eof_seen = true;
+            u.s.conn.on_peer_eof();
+        } else if !(u.closing && res == -libc::ECANCELED) {
+            self.fail(c, &io::Error::from_raw_os_error(-res));
+        }
+        if self.recv_pool.len() < POOL_MAX {
+            self.recv_pool.push(buf);
+        }
+        self.advance(c);
+    }
+
+    /// A multishot receive posted a completion: bytes in a provided buffer, the end of
+    /// stream, or its end (cancelled, out of buffers, error).
+    pub fn recv_multi_done(&mut self, done: Done) {
+        let c = done.conn;
+        let cqe = done.cqe;
+        let u = &mut self.conns[c];
+        let mut error = None;
+        if let Some(bid) = cqe.buffer_id() {
+            self.bufs_out += 1;
+            let len = cqe.result.max(0) as usize;
+            let bufs = self
+                .ring
+                .bufs()
+                .expect("multishot receives have a buffer ring");
+            if u.closing {
+                self.recycle(bid); // the connection is going: its bytes have nowhere to go
+            } else if u.parked.is_empty() && len <= u.s.conn.read_budget() {
+                u.s.conn.on_received(bufs.get(bid, len));
+                u.s.publish(len as u64, 0);
+                self.recycle(bid);
+            } else {
+                // Backpressure: keep the bytes in their buffer, in order, until the connection
+                // can take them; the buffer stays out of the ring meanwhile.
+                u.parked.push_back(Parked { bid, off: 0, len });
+            }
+        } else if cqe.result == 0 {
+            u.eof_seen = true;
+        } else if cqe.result == -libc::ENOBUFS {
+            self.ctx.stats.recv_buffer_exhausted.fetch_add(1, Relaxed);
+            if !u.closing && !u.starved {
+                u.starved = true;
+                self.starved.push(c);
+            }
+        } else if cqe.result < 0 && cqe.result != -libc::ECANCELED {
+            error = Some(io::Error::from_raw_os_error(-cqe.result));
+        }
+        if !cqe.more() {
+            let u = &mut self.conns[c];
+            u.recv_op = None;
+            u.recv_cancelled = false;
+        }
+        if let Some(e) = error {
+            self.fail(c, &e);
+        }
+        self.feed_parked(c);
+        self.advance(c);
+    }
+
+    /// A send completed: report the bytes, send the rest of a short write, or recycle the
+    /// buffer.
+    pub fn send_done(&mut self, done: Done) {
+        let Kind::Send { buf, off } = done.kind else {
+            unreachable!()
+        };
+        let c = done.conn;
+        let res = done.cqe.result;
+        let u = &mut self.conns[c];
+        u.send_op = None;
+        if res > 0 {
+            let n = res as usize;
+            u.s.conn.on_send_complete(n);
+            u.s.publish(0, n as u64);
+            if off + n < buf.len() && !u.closing {
+                // A short write: the rest goes first, from the same buffer.
+                self.post_send(c, buf, off + n);
+            } else if buf.capacity() <= POOL_BUF_MAX && self.send_pool.len() < POOL_MAX {
+                self.send_pool.push(buf);
+            }
+        } else if !(u.closing && res == -libc::ECANCELED) {
+            self.fail(c, &io::Error::from_raw_os_error(-res.max(1)));
+        }
+        self.feed_parked(c);
+        self.advance(c);
+    }
+
+    /// Moves a connection on after any completion: send what is owed, keep a receive posted
+    /// while backpressure allows (or cancel it when it does not), half-close, close.
+    pub(super) fn advance(&mut self, c: usize) {
+        let Some(u) = self.conns.get_mut(c) else {
+            return;
+        };
+        if u.closing {
+            return self.release_if_idle(c);
+        }
+        self.try_send(c);
+        let Some(u) = self.conns.get_mut(c) else {
+            return; // the send failed and the connection is gone
+        };
+        let wants_read = u.s.conn.wants_read();
+        match (self.cfg.recv, u.recv_op) {
+            (Recv::Multishot, Some(ud)) if !wants_read && !u.recv_cancelled => {
+                u.recv_cancelled = true;
+                self.cancel(ud);
+            }
+            (_, None) if wants_read => self.post_recv(c),
+            _ => {}
+        }
+        let Some(u) = self.conns.get_mut(c) else {
+            return;
+        };
+        if u.closing {
+            return;
+        }
+        if u.s.conn.should_shutdown_write() {
+            // The peer may be gone already: the connection is over either way.
+            let _ = u.s.stream.shutdown(Shutdown::Write);
+            u.s.conn.on_write_shutdown();
+        }
+        u.s.publish(0, 0);
+        if u.s.conn.is_finished() {
+            self.begin_close(c);
+        }
+    }
+
+    /// Hands parked bytes to the connection as far as its read budget allows, in order,
+    /// returning each buffer to the ring once empty; applies a waiting end of stream.
+    pub(super) fn feed_parked(&mut self, c: usize) {
+        let Some(u) = self.conns.get_mut(c) else {
+            return;
+        };
+        while let Some(p) = u.parked.front_mut() {
+            let budget = u.s.conn.read_budget();
+            if budget == 0 || u.closing {
+                break;
+            }
+            let n = budget.min(p.len - p.off);
+            let bufs = self.ring.bufs().expect("parked buffers come from the ring");
+            u.s.conn
+                .on_received(&bufs.get(p.bid, p.len)[p.off..p.off + n]);
+            u.s.publish(n as u64, 0);
+            p.off += n;
+            if p.off == p.len {
+                let bid = p.bid;
+                u.parked.pop_front();
+                recycle(&mut self.ring, &mut self.bufs_out, bid);
+            }
+        }
+        let u = &mut self.conns[c];
+        if u.eof_seen && u.parked.is_empty() && !u.s.conn.peer_eof() {
+            u.s.conn.on_peer_eof();
+        }
+    }
+
+    pub(super) fn recycle(&mut self, bid: u16) {
+        recycle(&mut self.ring, &mut self.bufs_out, bid);
+    }
+
+    /// Re-arms receives that ended for lack of buffers, as far as buffers are back.
+    pub(super) fn rearm_starved(&mut self) {
+        let Some(count) = self.ring.bufs().map(|b| usize::from(b.count())) else {
+            return;
+        };
+        let mut available = count.saturating_sub(self.bufs_out);
+        while available > 0 {
+            let Some(c) = self.starved.pop() else { break };
+            if let Some(u) = self.conns.get_mut(c) {
+                u.starved = false;
+                self.post_recv(c);
+                available -= 1;
+            }
+        }
+    }
+
+    /// An I/O error ends this connection (and only this one).
+    pub(super) fn fail(&mut self, c: usize, e: &io::Error) {
+        if !self.conns[c].closing {
+            log::debug!("connection closed on error: {e}");
+            self.ctx.stats.errors.fetch_add(1, Relaxed);
+            self.begin_close(c);
+        }
+    }
+
+    /// Starts closing: cancels the connection's operations and returns its parked buffers;
+    /// the connection (and its socket) is dropped when its last operation has completed.
+    pub(super) fn begin_close(&mut self, c: usize) {
+        let u = &mut self.conns[c];
+        if !u.closing {
+            u.closing = true;
+            let recv = u.recv_op.filter(|_| !u.recv_cancelled);
+            let send = u.send_op;
+            u.recv_cancelled = true;
+            let parked: Vec<u16> = u.parked.drain(..).map(|p| p.bid).collect();
+            for bid in parked {
+                self.recycle(bid);
+            }
+            if !self.stopping {
+                for ud in [recv, send].into_iter().flatten() {
+                    self.cancel(ud);
+                }
+            }
+        }
+        self.release_if_idle(c);
+    }
+
+    pub(super) fn release_if_idle(&mut self, c: usize) {
+        let u = &self.conns[c];
+        if u.closing && u.recv_op.is_none() && u.send_op.is_none() {
+            drop(self.conns.remove(c)); // closes the socket; Session settles the gauges
+        }
+    }
+}
+
+/// Gives a provided buffer back to the ring (a free function, so it can run while a
+/// connection is borrowed).
+fn recycle(ring: &mut Ring, bufs_out: &mut usize, bid: u16) {
+    *bufs_out -= 1;
+    if let Some(b) = ring.bufs_mut() {
+        b.recycle(bid);
+    }
+}
