@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod bench;
+mod idle;
 #[cfg(all(feature = "tokio-reference", unix))]
 mod reference;
 mod tls;
@@ -183,10 +184,26 @@ struct LoadArgs {
     /// Print one JSON object instead of a table
     #[arg(long)]
     json: bool,
-    /// Idle mode: open --conns connections, echo one byte on each, then hold them open and
-    /// silent for --duration (to measure a server's memory per idle connection)
+    /// Idle mode: open --conns connections, echo one byte on each (verified), then hold them
+    /// open and silent for --duration (to measure a server's memory per idle connection), or
+    /// echoing with --echo-every. Past one process's descriptor limit the hold is split over
+    /// child processes of this binary (shards), their reports summed; past 20,000 connections
+    /// to 127.0.0.x the source addresses 127.0.0.1, .2, ... are used in turn (254 × 20,000 at
+    /// most; 20,000 to any other server)
     #[arg(long)]
     idle: bool,
+    /// With --idle: while holding, each connection echoes one --size message (verified) every
+    /// DURATION
+    #[arg(long, value_name = "DURATION", requires = "idle", value_parser = parse_interval)]
+    echo_every: Option<Duration>,
+    /// With --idle: hold at most N connections per process (default: the descriptor limit
+    /// less 64), to try the split over shards below the limit
+    #[arg(long, value_name = "N", requires = "idle", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    shard_size: Option<u64>,
+    /// Internal: this process is shard I of K of an --idle hold; its configuration comes on
+    /// stdin, its phases and report go to stdout as JSON lines
+    #[arg(long, value_name = "I/K", requires = "idle", hide = true)]
+    shard: Option<String>,
     /// Handshake mode (needs --tls): each connection repeatedly connects, does a full TLS
     /// handshake (no session resumption), echoes one --size message (verified), sends
     /// close_notify and closes. Reports handshakes/s (completed cycles), the cycle time and
@@ -206,6 +223,14 @@ struct LoadArgs {
     udp_timeout: Duration,
     #[command(flatten)]
     tls: tls::LoadTlsArgs,
+}
+
+/// A pacing interval: a duration above 0.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("'{s}' is no interval: give a duration above 0")),
+        d => Ok(d),
+    }
 }
 
 fn parse_model(s: &str) -> Result<Model, String> {
@@ -599,18 +624,45 @@ fn load(args: LoadArgs) -> Result<()> {
 }
 
 fn load_idle(args: &LoadArgs) -> Result<()> {
-    let cfg = iomodels_load::IdleConfig {
-        connect: args.connect,
-        conns: args.conns as usize,
-        hold: args.duration,
-        ..iomodels_load::IdleConfig::default()
-    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let report = iomodels_load::hold_idle(&cfg, &stop, &mut |_| {})
+    if args.shard.is_some() {
+        return idle::run_shard(stop);
+    }
+    let conns = args.conns as usize;
+    let reach = iomodels_load::max_idle_conns(args.connect);
+    if conns > reach {
+        return Err(anyhow!(
+            "--conns {conns} is more than --idle can open to {}: {reach} at most ({})",
+            args.connect,
+            if reach > iomodels_load::PER_SOURCE {
+                "254 source addresses 127.0.0.x, 20,000 connections each"
+            } else {
+                "one source address, 20,000 connections; only an IPv4 loopback server gets \
+                 127.0.0.x source addresses"
+            }
+        ));
+    }
+    let cfg = iomodels_load::IdleConfig {
+        connect: args.connect,
+        conns,
+        hold: args.duration,
+        echo_every: args.echo_every,
+        size: args.size,
+        threads: match args.threads {
+            0 => iomodels_load::IdleConfig::default().threads,
+            n => n,
+        },
+        ..iomodels_load::IdleConfig::default()
+    };
+    let per_process = match args.shard_size {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => idle::per_process(),
+    };
+    let report = idle::hold_split(&cfg, per_process, &stop, &mut |_| {})
         .with_context(|| format!("idle connections to {}", args.connect))?;
     if args.json {
         println!("{}", report.to_json());
@@ -624,6 +676,15 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
             report.conns_requested,
             report.connect_errors,
             report.echo_errors
+        ));
+    }
+    if report.conns_still_open < report.conns_held || report.message_errors > 0 {
+        return Err(anyhow!(
+            "of {} connections held, {} were closed by the server before the end and {} paced \
+             echoes failed",
+            report.conns_held,
+            report.closed_by_server,
+            report.message_errors
         ));
     }
     Ok(())

@@ -447,7 +447,8 @@ struct Held {
 }
 
 /// Starts the server, opens `cfg.conns` connections (one-byte echo each) and holds them as
-/// `cfg` says; fills the connection count and RSS per connection of the sample.
+/// `cfg` says — past this process's descriptor limit over shards (`crate::idle`); fills the
+/// connection count and RSS per connection of the sample.
 fn hold(p: &Participant, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     let mut server = Server::start(p, plan)?;
     std::thread::sleep(Duration::from_millis(200));
@@ -460,7 +461,7 @@ fn hold(p: &Participant, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     let mut at_held = None;
     let mut at_closing = None;
     let mut rss_held = 0;
-    let report = iomodels_load::hold_idle(&cfg, &stop, &mut |phase| match phase {
+    let report = crate::idle::hold(&cfg, &stop, &mut |phase| match phase {
         Phase::Held => {
             rss_held = procfs::rss_bytes(server.pid).unwrap_or(0);
             at_held = Some(read(&mut server));

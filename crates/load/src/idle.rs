@@ -1,8 +1,32 @@
 //! Many mostly idle connections: open them, prove each works with a one-byte echo, then hold
 //! them open — silent (what a server's memory per idle connection is measured against), or
 //! each echoing one small message per interval (the seed's 12,000-connection experiment).
+//!
+//! [`hold_idle`] holds them in this process, with blocking sockets on [`IdleConfig::threads`]
+//! threads: one descriptor per connection, so at most the process's descriptor limit
+//! (`RLIMIT_NOFILE`; 20,000 on the machine this was measured on). Holding more is the
+//! caller's business: the `iomodels` binary splits a larger hold over several processes of
+//! itself, each calling [`hold_idle`] for its part ([`IdleConfig::part`]), and sums their
+//! reports (its `src/idle.rs`).
+//!
+//! ## Source addresses
+//!
+//! One source address reaches one server through at most the ephemeral port range (Linux's
+//! default, 32768-60999, is 28,232 ports). Past [`PER_SOURCE`] connections to an IPv4 loopback
+//! server, connection `i` of the whole plan binds to 127.0.0.(1 + i / [`PER_SOURCE`]) before it
+//! connects, so up to 254 × 20,000 connections can be made ([`max_idle_conns`]); a process holding
+//! a part of a plan numbers its connections from the part's first, so the parts never crowd
+//! one address past [`PER_SOURCE`] between them. Any other server gets one source address.
+//!
+//! ## What the report checks
+//!
+//! Every connection is *established* (connect succeeded), then *verified* (a one-byte echo
+//! came back right: [`IdleReport::conns_held`]), and right before the close each held one is
+//! checked to be *still open* (a non-blocking peek that finds neither the end of the stream
+//! nor an error: [`IdleReport::conns_still_open`]; the others are
+//! [`IdleReport::closed_by_server`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -10,12 +34,49 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-/// Connections one source address can open to one server before the ephemeral ports run out
-/// (Linux's default range, 32768-60999, is 28,232 ports; leave room for other sockets).
-const PER_SOURCE: usize = 20_000;
+/// Connections one source address opens to one server before the next address is used
+/// (Linux's default ephemeral range, 32768-60999, is 28,232 ports; leave room for other
+/// sockets).
+pub const PER_SOURCE: usize = 20_000;
+
+/// Source addresses 127.0.0.1 ..= 127.0.0.254 (127.0.0.255 is left alone).
+const LOOPBACK_SOURCES: usize = 254;
+
+/// The most connections the source-address plan reaches to `connect`: 254 × [`PER_SOURCE`]
+/// to an IPv4 loopback server (spread over 127.0.0.x), [`PER_SOURCE`] to any other.
+pub fn max_idle_conns(connect: SocketAddr) -> usize {
+    if spreads_sources(connect) {
+        LOOPBACK_SOURCES * PER_SOURCE
+    } else {
+        PER_SOURCE
+    }
+}
+
+/// Source addresses a plan of `conns` connections to `connect` uses.
+pub fn idle_sources(connect: SocketAddr, conns: usize) -> usize {
+    if spreads_sources(connect) {
+        conns.div_ceil(PER_SOURCE).max(1)
+    } else {
+        1
+    }
+}
+
+fn spreads_sources(connect: SocketAddr) -> bool {
+    matches!(connect.ip(), IpAddr::V4(ip) if ip.is_loopback())
+}
+
+/// A hold's place in a larger plan split over processes: its connections are numbered from
+/// `first` in a plan of `total` (what source address each gets depends on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdlePart {
+    /// The plan's index of this hold's first connection.
+    pub first: usize,
+    /// Connections in the whole plan.
+    pub total: usize,
+}
 
 /// What to hold open.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleConfig {
     /// The echo server.
     pub connect: SocketAddr,
@@ -35,6 +96,8 @@ pub struct IdleConfig {
     /// A thread stops opening after this many failures in a row (`None`: never): how a ramp
     /// towards the server's limit ends without waiting out every timeout.
     pub give_up_after: Option<usize>,
+    /// This hold is a part of a larger plan (`None`: the whole plan is `conns`).
+    pub part: Option<IdlePart>,
 }
 
 /// Where [`hold_idle`] is, for its caller's measurements.
@@ -44,6 +107,26 @@ pub enum Phase {
     Held,
     /// The hold is over; the connections are about to close.
     Closing,
+}
+
+impl IdleConfig {
+    /// The plan's whole: this hold, or the larger one [`IdleConfig::part`] says it is part of.
+    fn plan(&self) -> IdlePart {
+        self.part.unwrap_or(IdlePart {
+            first: 0,
+            total: self.conns,
+        })
+    }
+
+    /// Source addresses this hold's connections use (see the module doc).
+    pub fn sources(&self) -> usize {
+        let plan = self.plan();
+        if idle_sources(self.connect, plan.total) > 1 && self.conns > 0 {
+            (plan.first + self.conns - 1) / PER_SOURCE - plan.first / PER_SOURCE + 1
+        } else {
+            1
+        }
+    }
 }
 
 impl Default for IdleConfig {
@@ -57,17 +140,26 @@ impl Default for IdleConfig {
             echo_every: None,
             size: 64,
             give_up_after: None,
+            part: None,
         }
     }
 }
 
-/// What [`hold_idle`] achieved.
-#[derive(Debug, Clone, Serialize)]
+/// What [`hold_idle`] achieved (or, summed, several processes' parts of one hold).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IdleReport {
     /// Connections asked for.
     pub conns_requested: usize,
-    /// Connections opened whose one-byte echo came back right, and that were then held.
+    /// Connections whose connect succeeded.
+    pub conns_established: usize,
+    /// Connections *verified*: established, and their one-byte echo came back right; these
+    /// are held.
     pub conns_held: usize,
+    /// Held connections found still open right before the close (a non-blocking peek saw
+    /// neither the end of the stream nor an error).
+    pub conns_still_open: usize,
+    /// Held connections found closed (end of stream) or reset by the server by then.
+    pub closed_by_server: usize,
     /// Connections that could not be opened.
     pub connect_errors: u64,
     /// Connections whose one-byte echo failed or came back wrong.
@@ -75,6 +167,8 @@ pub struct IdleReport {
     /// Source addresses used (127.0.0.1, 127.0.0.2, ...: more than one past 20,000
     /// connections to a loopback server).
     pub sources: usize,
+    /// Processes that held the connections (1: this one).
+    pub shards: usize,
     /// Seconds it took to open and check them all.
     pub open_secs: f64,
     /// Seconds they were held.
@@ -92,7 +186,10 @@ impl IdleReport {
     /// A few readable lines.
     pub fn to_table(&self) -> String {
         format!(
-            "held          {} of {} idle connections for {:.1} s (from {} source address(es))\n\
+            "held          {} of {} connections for {:.1} s, from {} source address(es) in \
+             {} process(es)\n\
+             connections   requested {}  established {}  verified {}  still open at the end {}  \
+             closed by the server {}\n\
              opened in     {:.2} s\n\
              paced         {} messages echoed, {} failed, {} late rounds\n\
              errors        connect {}  echo {}\n",
@@ -100,6 +197,12 @@ impl IdleReport {
             self.conns_requested,
             self.held_secs,
             self.sources,
+            self.shards,
+            self.conns_requested,
+            self.conns_established,
+            self.conns_held,
+            self.conns_still_open,
+            self.closed_by_server,
             self.open_secs,
             self.messages,
             self.message_errors,
@@ -113,6 +216,20 @@ impl IdleReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a report serialises")
     }
+
+    /// Adds another part's counts to these (the times and the plan's figures — requested,
+    /// sources, shards — are the caller's to set).
+    pub fn add_part(&mut self, part: &IdleReport) {
+        self.conns_established += part.conns_established;
+        self.conns_held += part.conns_held;
+        self.conns_still_open += part.conns_still_open;
+        self.closed_by_server += part.closed_by_server;
+        self.connect_errors += part.connect_errors;
+        self.echo_errors += part.echo_errors;
+        self.messages += part.messages;
+        self.message_errors += part.message_errors;
+        self.late_rounds += part.late_rounds;
+    }
 }
 
 /// Opens `cfg.conns` connections, echoes one byte on each (checked), holds them for
@@ -122,7 +239,8 @@ impl IdleReport {
 /// the server's memory and CPU at those moments.
 ///
 /// Past 20,000 connections to a loopback IPv4 server, connections are spread over source
-/// addresses 127.0.0.1, 127.0.0.2, ... so the ephemeral port range does not run out.
+/// addresses 127.0.0.1, 127.0.0.2, ... so the ephemeral port range does not run out (see the
+/// module doc; with [`IdleConfig::part`], over the whole plan's addresses).
 pub fn hold_idle(
     cfg: &IdleConfig,
     stop: &AtomicBool,
@@ -134,27 +252,32 @@ pub fn hold_idle(
             "--conns must be at least 1",
         ));
     }
-    let loopback_v4 = matches!(cfg.connect.ip(), IpAddr::V4(ip) if ip.is_loopback());
-    let sources = if loopback_v4 {
-        cfg.conns.div_ceil(PER_SOURCE)
-    } else {
-        1
-    };
+    let part = cfg.plan();
+    if part.first + cfg.conns > part.total || part.total > max_idle_conns(cfg.connect) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "connections {}..{} of {} to {}: beyond what the source addresses reach ({})",
+                part.first,
+                part.first + cfg.conns,
+                part.total,
+                cfg.connect,
+                max_idle_conns(cfg.connect)
+            ),
+        ));
+    }
+    // Bind to a source address only when the whole plan needs more than one.
+    let bind = idle_sources(cfg.connect, part.total) > 1;
+    let sources = cfg.sources();
     let threads = cfg.threads.clamp(1, cfg.conns);
     let start = Instant::now();
     let opened = Barrier::new(threads + 1);
     let held = Barrier::new(threads + 1);
     let mut report = IdleReport {
         conns_requested: cfg.conns,
-        conns_held: 0,
-        connect_errors: 0,
-        echo_errors: 0,
         sources,
-        open_secs: 0.0,
-        held_secs: 0.0,
-        messages: 0,
-        message_errors: 0,
-        late_rounds: 0,
+        shards: 1,
+        ..IdleReport::default()
     };
     let held_conns = AtomicUsize::new(0);
     let results: Vec<ThreadResult> = std::thread::scope(|scope| {
@@ -171,13 +294,15 @@ pub fn hold_idle(
                             break;
                         }
                         let before = r.streams.len();
-                        let source = (sources > 1)
-                            .then(|| Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8));
+                        let source = bind.then(|| source_address(part.first + i));
                         match open(cfg, source) {
-                            Ok(s) => match echo(&s, &[i as u8]) {
-                                Ok(()) => r.streams.push(s),
-                                Err(_) => r.echo_errors += 1,
-                            },
+                            Ok(s) => {
+                                r.established += 1;
+                                match echo(&s, &[i as u8]) {
+                                    Ok(()) => r.streams.push(s),
+                                    Err(_) => r.echo_errors += 1,
+                                }
+                            }
                             Err(_) => r.connect_errors += 1,
                         }
                         if r.streams.len() > before {
@@ -189,6 +314,13 @@ pub fn hold_idle(
                     held_conns.fetch_add(r.streams.len(), Ordering::Relaxed);
                     opened.wait();
                     hold(cfg, stop, t, &mut r);
+                    for s in &r.streams {
+                        if still_open(s) {
+                            r.still_open += 1;
+                        } else {
+                            r.closed_by_server += 1;
+                        }
+                    }
                     held.wait();
                     r
                 })
@@ -208,6 +340,9 @@ pub fn hold_idle(
             .collect()
     });
     for r in results {
+        report.conns_established += r.established;
+        report.conns_still_open += r.still_open;
+        report.closed_by_server += r.closed_by_server;
         report.connect_errors += r.connect_errors;
         report.echo_errors += r.echo_errors;
         report.messages += r.messages;
@@ -221,6 +356,9 @@ pub fn hold_idle(
 #[derive(Default)]
 struct ThreadResult {
     streams: Vec<TcpStream>,
+    established: usize,
+    still_open: usize,
+    closed_by_server: usize,
     connect_errors: u64,
     echo_errors: u64,
     messages: u64,
@@ -279,6 +417,24 @@ fn hold(cfg: &IdleConfig, stop: &AtomicBool, t: usize, r: &mut ThreadResult) {
                 std::thread::sleep((next.min(end) - Instant::now()).min(Duration::from_millis(20)));
             }
         }
+    }
+}
+
+/// The source address of the plan's connection `i` (when the plan binds at all).
+fn source_address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8)
+}
+
+/// Whether the server has left `s` alone: a non-blocking peek finds nothing to read (no end of
+/// stream, no error). Bytes waiting (none are expected) also count as open.
+fn still_open(s: &TcpStream) -> bool {
+    if s.set_nonblocking(true).is_err() {
+        return false;
+    }
+    match s.peek(&mut [0u8; 1]) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
     }
 }
 

@@ -94,7 +94,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-pub use idle::{hold_idle, IdleConfig, IdleReport, Phase};
+pub use idle::{
+    hold_idle, idle_sources, max_idle_conns, IdleConfig, IdlePart, IdleReport, Phase, PER_SOURCE,
+};
 pub use report::{Latency, LoadReport, UdpCounts};
 pub use tls::TlsClient;
 pub use udp::{HEADER as UDP_HEADER, MAX_DATAGRAM as UDP_MAX_DATAGRAM};
