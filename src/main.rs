@@ -187,8 +187,8 @@ struct LoadArgs {
     /// Idle mode: open --conns connections, echo one byte on each (verified), then hold them
     /// open and silent for --duration (to measure a server's memory per idle connection), or
     /// echoing with --echo-every. Past one process's descriptor limit the hold is split over
-    /// child processes of this binary (shards), their reports summed; past 20,000 connections
-    /// to 127.0.0.x the source addresses 127.0.0.1, .2, ... are used in turn (254 × 20,000 at
+    /// child processes of this binary (shards), their reports summed; past 10,000 connections
+    /// to 127.0.0.x the source addresses 127.0.0.1, .2, ... are used in turn (254 × 10,000 at
     /// most; 20,000 to any other server)
     #[arg(long)]
     idle: bool,
@@ -639,7 +639,7 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
             "--conns {conns} is more than --idle can open to {}: {reach} at most ({})",
             args.connect,
             if reach > iomodels_load::PER_SOURCE {
-                "254 source addresses 127.0.0.x, 20,000 connections each"
+                "254 source addresses 127.0.0.x, 10,000 connections each"
             } else {
                 "one source address, 20,000 connections; only an IPv4 loopback server gets \
                  127.0.0.x source addresses"
@@ -671,11 +671,15 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
     }
     if report.conns_held < report.conns_requested {
         return Err(anyhow!(
-            "held {} of {} connections ({} connect errors, {} echo errors)",
+            "held {} of {} connections ({} connect errors, {} echo errors{})",
             report.conns_held,
             report.conns_requested,
             report.connect_errors,
-            report.echo_errors
+            report.echo_errors,
+            match &report.first_error {
+                Some(why) => format!("; first: {why}"),
+                None => String::new(),
+            }
         ));
     }
     if report.conns_still_open < report.conns_held || report.message_errors > 0 {

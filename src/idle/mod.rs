@@ -27,7 +27,7 @@
 //! The parent calls `phase(Held)` when every shard is held and `phase(Closing)` when every
 //! shard is closing, so a caller (the bench) reads the server at the same moments as with one
 //! process. Each shard numbers its connections from its part's first in the whole plan, so the
-//! source addresses (127.0.0.x, 20,000 each) are spread over the whole plan and two shards
+//! source addresses (127.0.0.x, 10,000 each) are spread over the whole plan and two shards
 //! never share an address's ephemeral ports beyond what it has.
 //!
 //! ## No orphans

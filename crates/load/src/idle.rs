@@ -12,11 +12,19 @@
 //! ## Source addresses
 //!
 //! One source address reaches one server through at most the ephemeral port range (Linux's
-//! default, 32768-60999, is 28,232 ports). Past [`PER_SOURCE`] connections to an IPv4 loopback
-//! server, connection `i` of the whole plan binds to 127.0.0.(1 + i / [`PER_SOURCE`]) before it
-//! connects, so up to 254 × 20,000 connections can be made ([`max_idle_conns`]); a process holding
-//! a part of a plan numbers its connections from the part's first, so the parts never crowd
-//! one address past [`PER_SOURCE`] between them. Any other server gets one source address.
+//! default, 32768-60999, is 28,232 ports), and Linux picks a connect's port among the even
+//! ports first: past half the range (14,116) every further connect scans the taken half,
+//! so opening slows down sharply (measured here: 100,000 connections at 20,000 per address
+//! took 40-60 s, 75% of it in `__inet_hash_connect` / `__inet_check_established`; at
+//! 10,000 per address, 3.6 s). So past [`PER_SOURCE`] (10,000) connections to an IPv4
+//! loopback server, connection `i` of the whole plan binds to 127.0.0.(1 + i / [`PER_SOURCE`])
+//! before it connects — with `IP_BIND_ADDRESS_NO_PORT` on Linux, so the port is chosen at
+//! connect like an unbound socket's, not by bind's own search (slower still, and it fails
+//! with `EADDRINUSE` well before the range is used up) — which reaches 254 × 10,000
+//! connections ([`max_idle_conns`]). A process holding a part of a plan numbers its
+//! connections from the part's first, so the parts never crowd one address past
+//! [`PER_SOURCE`] between them. Any other server gets one source address and at most
+//! 20,000 connections.
 //!
 //! ## What the report checks
 //!
@@ -34,21 +42,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-/// Connections one source address opens to one server before the next address is used
-/// (Linux's default ephemeral range, 32768-60999, is 28,232 ports; leave room for other
-/// sockets).
-pub const PER_SOURCE: usize = 20_000;
+/// Connections one source address opens to an IPv4 loopback server before the next address
+/// is used: under half the default ephemeral range (28,232 ports), where Linux's even-first
+/// port search stays quick (see the module doc).
+pub const PER_SOURCE: usize = 10_000;
+
+/// Connections to a server that gets one source address (not IPv4 loopback): most of the
+/// ephemeral range, opened ever slower past half of it.
+const ONE_SOURCE: usize = 20_000;
 
 /// Source addresses 127.0.0.1 ..= 127.0.0.254 (127.0.0.255 is left alone).
 const LOOPBACK_SOURCES: usize = 254;
 
 /// The most connections the source-address plan reaches to `connect`: 254 × [`PER_SOURCE`]
-/// to an IPv4 loopback server (spread over 127.0.0.x), [`PER_SOURCE`] to any other.
+/// to an IPv4 loopback server (spread over 127.0.0.x), 20,000 to any other.
 pub fn max_idle_conns(connect: SocketAddr) -> usize {
     if spreads_sources(connect) {
         LOOPBACK_SOURCES * PER_SOURCE
     } else {
-        PER_SOURCE
+        ONE_SOURCE
     }
 }
 
@@ -164,8 +176,10 @@ pub struct IdleReport {
     pub connect_errors: u64,
     /// Connections whose one-byte echo failed or came back wrong.
     pub echo_errors: u64,
-    /// Source addresses used (127.0.0.1, 127.0.0.2, ...: more than one past 20,000
-    /// connections to a loopback server).
+    /// The first connect or echo error's reason (`None`: there was none).
+    pub first_error: Option<String>,
+    /// Source addresses used (127.0.0.1, 127.0.0.2, ...: more than one past 10,000
+    /// connections to an IPv4 loopback server).
     pub sources: usize,
     /// Processes that held the connections (1: this one).
     pub shards: usize,
@@ -192,7 +206,7 @@ impl IdleReport {
              closed by the server {}\n\
              opened in     {:.2} s\n\
              paced         {} messages echoed, {} failed, {} late rounds\n\
-             errors        connect {}  echo {}\n",
+             errors        connect {}  echo {}{}\n",
             self.conns_held,
             self.conns_requested,
             self.held_secs,
@@ -208,7 +222,11 @@ impl IdleReport {
             self.message_errors,
             self.late_rounds,
             self.connect_errors,
-            self.echo_errors
+            self.echo_errors,
+            match &self.first_error {
+                Some(why) => format!("  (first: {why})"),
+                None => String::new(),
+            }
         )
     }
 
@@ -229,6 +247,9 @@ impl IdleReport {
         self.messages += part.messages;
         self.message_errors += part.message_errors;
         self.late_rounds += part.late_rounds;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&part.first_error);
+        }
     }
 }
 
@@ -238,7 +259,7 @@ impl IdleReport {
 /// ([`Phase::Held`]) and when the hold is over ([`Phase::Closing`]), so the caller can read
 /// the server's memory and CPU at those moments.
 ///
-/// Past 20,000 connections to a loopback IPv4 server, connections are spread over source
+/// Past 10,000 connections to a loopback IPv4 server, connections are spread over source
 /// addresses 127.0.0.1, 127.0.0.2, ... so the ephemeral port range does not run out (see the
 /// module doc; with [`IdleConfig::part`], over the whole plan's addresses).
 pub fn hold_idle(
@@ -300,10 +321,19 @@ pub fn hold_idle(
                                 r.established += 1;
                                 match echo(&s, &[i as u8]) {
                                     Ok(()) => r.streams.push(s),
-                                    Err(_) => r.echo_errors += 1,
+                                    Err(e) => {
+                                        r.echo_errors += 1;
+                                        r.first_error.get_or_insert(format!("echo: {e}"));
+                                    }
                                 }
                             }
-                            Err(_) => r.connect_errors += 1,
+                            Err(e) => {
+                                r.connect_errors += 1;
+                                r.first_error.get_or_insert(format!(
+                                    "connect from {}: {e}",
+                                    source.map_or("any address".into(), |ip| ip.to_string())
+                                ));
+                            }
                         }
                         if r.streams.len() > before {
                             failures_in_a_row = 0;
@@ -344,6 +374,9 @@ pub fn hold_idle(
         report.conns_still_open += r.still_open;
         report.closed_by_server += r.closed_by_server;
         report.connect_errors += r.connect_errors;
+        if report.first_error.is_none() {
+            report.first_error = r.first_error;
+        }
         report.echo_errors += r.echo_errors;
         report.messages += r.messages;
         report.message_errors += r.message_errors;
@@ -361,6 +394,7 @@ struct ThreadResult {
     closed_by_server: usize,
     connect_errors: u64,
     echo_errors: u64,
+    first_error: Option<String>,
     messages: u64,
     message_errors: u64,
     late_rounds: u64,
@@ -445,6 +479,8 @@ fn open(cfg: &IdleConfig, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
         Some(Protocol::TCP),
     )?;
     if let Some(ip) = source {
+        // The port is picked at connect, not here (see the sys module).
+        crate::sys::bind_address_no_port(&socket)?;
         socket.bind(&SockAddr::from(SocketAddr::from((ip, 0))))?;
     }
     socket.connect_timeout(&cfg.connect.into(), cfg.timeout)?;

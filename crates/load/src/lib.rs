@@ -83,6 +83,7 @@ mod cycle;
 mod idle;
 mod pattern;
 mod report;
+mod sys;
 mod tls;
 mod udp;
 mod worker;

@@ -365,7 +365,7 @@ fn a_ramp_gives_up_after_consecutive_failures() {
 }
 
 /// A part of a larger plan numbers its connections from the part's first: 20 connections
-/// from index 19,990 of a 40,000 plan straddle two source addresses (127.0.0.1 and .2), all
+/// from index 19,990 of a 40,000 plan straddle two source addresses (127.0.0.2 and .3), all
 /// verified and still open at the end; the plan's reach and address counts.
 #[cfg(target_os = "linux")]
 #[test]
@@ -387,15 +387,15 @@ fn a_part_of_a_larger_plan_uses_the_plans_source_addresses() {
     assert_eq!(report.conns_still_open, 20, "{report:?}");
     let v4: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let v6: SocketAddr = "[::1]:9".parse().unwrap();
-    assert_eq!(iomodels_load::max_idle_conns(v4), 254 * 20_000);
+    assert_eq!(iomodels_load::max_idle_conns(v4), 254 * 10_000);
     assert_eq!(iomodels_load::max_idle_conns(v6), 20_000);
-    assert_eq!(iomodels_load::idle_sources(v4, 100_000), 5);
+    assert_eq!(iomodels_load::idle_sources(v4, 100_000), 10);
     assert_eq!(iomodels_load::idle_sources(v6, 100_000), 1);
     // A plan past the reach is refused, not wrapped round the addresses.
     let too_far = iomodels_load::IdleConfig {
         part: Some(iomodels_load::IdlePart {
             first: 0,
-            total: 254 * 20_000 + 1,
+            total: 254 * 10_000 + 1,
         }),
         ..idle_cfg(server.addr, 1)
     };
