@@ -224,6 +224,34 @@ fn killing_an_idle_hold_leaves_no_shard_running() {
     server_holds(&mut s, 0);
 }
 
+/// One shard killed mid-hold: the hold ends with one line naming the shard, and the parent
+/// kills and reaps the others (none left running; the server sees every connection close).
+#[test]
+fn a_shard_killed_mid_hold_ends_the_hold_with_an_error_and_leaves_no_shard() {
+    let mut s = Served::start(&["--model", "event-select"]);
+    let load = Load::start(
+        s.addr,
+        &["--conns", &CONNS.to_string(), "--duration", "120s"],
+    );
+    server_holds(&mut s, CONNS);
+    let shards = children_of(load.pid());
+    assert!(shards.len() > 1, "one process held them: {shards:?}");
+    // SAFETY: kill takes a pid and a signal number; the pid is a child of our child, alive.
+    assert_eq!(
+        unsafe { libc::kill(shards[0] as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    let (status, _, err) = load.finish();
+    assert!(!status.success(), "it succeeded: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.contains("ended before its report"), "{err}");
+    assert!(
+        shards.iter().all(|&p| !running(p)),
+        "shards still running after the parent's exit: {shards:?}"
+    );
+    server_holds(&mut s, 0);
+}
+
 /// The server closes every held connection (its idle timeout) during the hold: the still-open
 /// check before the close finds them all closed, and the run fails saying so.
 #[test]
@@ -302,6 +330,18 @@ fn absurd_idle_flags_are_refused_with_one_line() {
             "20000 at most",
         ),
         (&["--echo-every", "0s"][..], "--echo-every"),
+        // A share so small that it would take more than 64 processes.
+        (
+            &[
+                "--conns",
+                "1000",
+                "--shard-size",
+                "10",
+                "--connect",
+                "127.0.0.1:9",
+            ][..],
+            "more than 64",
+        ),
     ] {
         let args = idle(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -56,6 +56,10 @@ use linux::die_with_parent;
 /// whatever the runtime opens.
 pub const RESERVE: usize = 64;
 
+/// The most shards one hold starts (1,000,000 connections at this machine's 20,000
+/// descriptors take 51): a per-process share so small that more would be needed is refused.
+pub const MAX_SHARDS: usize = 64;
+
 /// A shard holds on past its parent's hold by this much at most, should the parent never say
 /// `end` (it always does, or dies, and then the shard exits): the bound on a shard's hold.
 const SHARD_HOLD_BOUND: Duration = Duration::from_secs(3600);
@@ -96,7 +100,19 @@ pub fn hold_split(
     if cfg.conns <= per_process {
         return hold_idle(cfg, stop, phase);
     }
-    sharded(cfg, per_process.max(1), stop, phase)
+    let per_process = per_process.max(1);
+    if cfg.conns.div_ceil(per_process) > MAX_SHARDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} connections at {per_process} per process would take {} processes, more \
+                 than {MAX_SHARDS}",
+                cfg.conns,
+                cfg.conns.div_ceil(per_process)
+            ),
+        ));
+    }
+    sharded(cfg, per_process, stop, phase)
 }
 
 /// One shard: the child process, the pipe to its stdin (kept apart from `child`, so that
