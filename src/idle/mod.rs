@@ -52,6 +52,10 @@ mod linux;
 #[cfg(target_os = "linux")]
 use linux::die_with_parent;
 
+/// Elsewhere a shard dies with its parent only through its stdin's end.
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
+
 /// Descriptors a process keeps for itself besides its connections: stdio, the shard pipes,
 /// whatever the runtime opens.
 pub const RESERVE: usize = 64;
@@ -190,7 +194,6 @@ fn sharded(
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        #[cfg(target_os = "linux")]
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| {
             io::Error::new(e.kind(), format!("cannot start shard {}/{k}: {e}", i + 1))
