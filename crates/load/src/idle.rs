@@ -7,7 +7,7 @@
 //! (`RLIMIT_NOFILE`; 20,000 on the machine this was measured on). Holding more is the
 //! caller's business: the `iomodels` binary splits a larger hold over several processes of
 //! itself, each calling [`hold_idle`] for its part ([`IdleConfig::part`]), and sums their
-//! reports (its `src/idle.rs`).
+//! reports (its `src/idle/mod.rs`).
 //!
 //! ## Source addresses
 //!
