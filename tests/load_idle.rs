@@ -256,7 +256,8 @@ fn a_shard_killed_mid_hold_ends_the_hold_with_an_error_and_leaves_no_shard() {
 /// check before the close finds them all closed, and the run fails saying so.
 #[test]
 fn connections_the_server_closed_during_the_hold_are_not_counted_still_open() {
-    let mut s = Served::start(&["--model", "event-select", "--idle-timeout", "1s"]);
+    // 2 s: long enough that no connection is closed between its connect and its one-byte echo.
+    let mut s = Served::start(&["--model", "event-select", "--idle-timeout", "2s"]);
     let load = Load::start(
         s.addr,
         &[
