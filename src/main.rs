@@ -107,6 +107,12 @@ struct ServeArgs {
     /// 16 KiB receive buffer
     #[arg(long, value_name = "COUNTxSIZE", default_value = "256x16KiB", value_parser = parse_recv_buffers)]
     recv_buffers: iomodels_server::RecvBuffers,
+    /// completion-port's connections as io_uring direct descriptors (auto: where the kernel
+    /// has them; `iomodels models` says whether it does), outside the process's descriptor
+    /// table, so one process holds more connections than RLIMIT_NOFILE; or off: ordinary
+    /// descriptors. Linux only
+    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_direct)]
+    direct_descriptors: iomodels_server::DirectDescriptors,
     /// Print every notification the model receives (readiness, completion, message) on stderr,
     /// one line each, at most 200 a second: to watch a model work
     #[arg(long)]
@@ -245,6 +251,10 @@ fn parse_accept_mode(s: &str) -> Result<AcceptMode, String> {
     s.parse()
 }
 
+fn parse_direct(s: &str) -> Result<iomodels_server::DirectDescriptors, String> {
+    s.parse()
+}
+
 fn parse_service(s: &str) -> Result<ServiceKind, String> {
     s.parse()
 }
@@ -366,6 +376,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         idle_timeout: args.idle_timeout.0,
         write_timeout: args.write_timeout.0,
+        direct_descriptors: args.direct_descriptors,
     };
     // Raised before bind, since the default --max-conns comes from it; said after bind, so a
     // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)
@@ -411,8 +422,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         (true, true, _) => " over TCP and UDP",
         (false, _, _) => " over UDP only",
     };
+    let direct = match server.direct_descriptors() {
+        true => ", direct descriptors",
+        false => "",
+    };
     println!(
-        "listening on {} (model {}: {}, service {}{transport})",
+        "listening on {} (model {}: {}{direct}, service {}{transport})",
         server.local_addr(),
         model,
         model.mechanism(),
@@ -499,6 +514,8 @@ fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
         "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "pending_bytes": s.pending_bytes,
         "peak_conn_pending": s.peak_conn_pending, "accept_pauses": s.accept_pauses,
         "conn_cap_pauses": s.conn_cap_pauses, "idle_closed": s.idle_closed,
+        "direct_table_full": s.direct_table_full,
+        "direct_accepted_for_others": s.direct_accepted_for_others,
         "slow_reader_closed": s.slow_reader_closed,
         "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,
         "notification_overflows": s.notification_overflows,
@@ -526,6 +543,15 @@ fn models_table() -> String {
             m.mechanism(),
             avail
         ));
+    }
+    if cfg!(target_os = "linux") && Model::CompletionPort.is_available() {
+        out.push_str(&match iomodels_server::direct_descriptors_support() {
+            Ok(()) => "\ncompletion-port: direct descriptors (each worker's connections live in its ring's \
+                       fixed-file table, not in the process's descriptor table; --direct-descriptors off \
+                       for ordinary ones)\n"
+                .to_string(),
+            Err(why) => format!("\ncompletion-port: ordinary descriptors (direct descriptors unavailable: {why})\n"),
+        });
     }
     out
 }

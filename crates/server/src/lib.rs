@@ -24,7 +24,7 @@ pub mod sys;
 mod trace;
 mod udp;
 
-pub use limits::{DEFAULT_WRITE_TIMEOUT, RESERVED_DESCRIPTORS};
+pub use limits::{DEFAULT_WRITE_TIMEOUT, RESERVED_DESCRIPTORS, RESERVED_DIRECT_SLOTS};
 pub use model::Model;
 pub use shutdown::Shutdown;
 pub use stats::{Stats, StatsSnapshot};
@@ -90,6 +90,42 @@ pub struct ServerConfig {
     /// (`max_pending`, reading from it paused) for this long (`--write-timeout`), the
     /// slow-reader guard. [`DEFAULT_WRITE_TIMEOUT`] (60 s) by default; `None`: never.
     pub write_timeout: Option<Duration>,
+    /// Whether `completion-port` (Linux) keeps its connections as io_uring direct descriptors,
+    /// outside the process's descriptor table (`--direct-descriptors`): `Auto` (the default)
+    /// where the kernel supports them ([`direct_descriptors_support`]), `Off` for ordinary
+    /// descriptors. Other models and OSes ignore it.
+    pub direct_descriptors: DirectDescriptors,
+}
+
+/// Whether `completion-port` keeps its connections as io_uring direct descriptors (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirectDescriptors {
+    /// Direct descriptors where the kernel supports them, else ordinary ones (said in one log
+    /// line at bind).
+    #[default]
+    Auto,
+    /// Ordinary descriptors, as every other model.
+    Off,
+}
+
+impl std::str::FromStr for DirectDescriptors {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(DirectDescriptors::Auto),
+            "off" => Ok(DirectDescriptors::Off),
+            _ => Err(format!(
+                "unknown --direct-descriptors value '{s}' (expected auto or off)"
+            )),
+        }
+    }
+}
+
+/// Whether `completion-port` runs on direct descriptors on this machine with
+/// `--direct-descriptors auto`: `Ok`, or why it runs on ordinary descriptors.
+pub fn direct_descriptors_support() -> Result<(), String> {
+    models::completion_port::direct_support()
 }
 
 /// The UDP socket's kernel buffers requested at bind (`SO_RCVBUF` / `SO_SNDBUF`); the kernel
@@ -215,6 +251,7 @@ impl Default for ServerConfig {
             max_conns: None,
             idle_timeout: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            direct_descriptors: DirectDescriptors::Auto,
         }
     }
 }
@@ -293,6 +330,9 @@ pub(crate) struct Ctx {
     pub write_timeout: Option<Duration>,
     /// What the model made at bind ([`models::prepare`]).
     pub prepared: models::Prepared,
+    /// `completion-port` on direct descriptors: the slots of each worker's fixed-file table;
+    /// `None`: ordinary descriptors.
+    pub direct_table: Option<usize>,
 }
 
 impl Ctx {
@@ -344,7 +384,8 @@ impl Server {
             && workers > 1
             && config.accept_mode == AcceptMode::ReusePort;
         check_transports(&config)?;
-        let max_conns = check_limits(&config)?;
+        let direct_table = models::completion_port::direct_table(&config);
+        let max_conns = check_limits(&config, direct_table.map(|slots| slots * workers))?;
         let (listener, udp) = bind_sockets(&config, reuse_port)?;
         let mut server = Server {
             model: config.model,
@@ -366,6 +407,7 @@ impl Server {
                 idle_timeout: config.idle_timeout,
                 write_timeout: config.write_timeout,
                 prepared: models::Prepared::default(),
+                direct_table,
             },
         };
         server.ctx.prepared = models::prepare(server.model, server.listener.as_ref(), &server.ctx)
@@ -395,6 +437,12 @@ impl Server {
     /// The model this server runs.
     pub fn model(&self) -> Model {
         self.model
+    }
+
+    /// True if the model keeps its connections as io_uring direct descriptors
+    /// (`completion-port` on Linux, see [`ServerConfig::direct_descriptors`]).
+    pub fn direct_descriptors(&self) -> bool {
+        self.ctx.direct_table.is_some()
     }
 
     /// The server's live counters.
@@ -484,6 +532,10 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    // Linux copies it to every accepted socket: what `completion-port`'s direct descriptors
+    // (no descriptor to call setsockopt on) rely on. The models still set it on each socket
+    // they hold a descriptor of (Windows does not copy it).
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
@@ -518,8 +570,10 @@ fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
 }
 
 /// Checks the limits and resolves the connection cap (see [`ServerConfig::max_conns`]).
-/// Every model enforces them, on Linux and on Windows.
-fn check_limits(config: &ServerConfig) -> Result<usize, ServerError> {
+/// Every model enforces them, on Linux and on Windows. `direct_slots`: the slots of every
+/// worker's fixed-file table (`completion-port` on direct descriptors), whose sum less
+/// [`RESERVED_DIRECT_SLOTS`] is then the default cap.
+fn check_limits(config: &ServerConfig, direct_slots: Option<usize>) -> Result<usize, ServerError> {
     let invalid = |why: String| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
     if config.max_conns == Some(0) {
         return Err(invalid("--max-conns must be at least 1".into()));
@@ -529,6 +583,19 @@ fn check_limits(config: &ServerConfig) -> Result<usize, ServerError> {
         return Err(invalid(
             "a timeout must be longer than 0 (leave it out, or 'off', for none)".into(),
         ));
+    }
+    if let (Some(slots), Some(max)) = (direct_slots, config.max_conns) {
+        if max > slots {
+            log::info!(
+                "--max-conns {max} is more than the direct-descriptor tables hold ({slots}): \
+                 a worker whose table is full stops accepting"
+            );
+        }
+    }
+    if let Some(slots) = direct_slots {
+        return Ok(config
+            .max_conns
+            .unwrap_or_else(|| slots.saturating_sub(RESERVED_DIRECT_SLOTS).max(1)));
     }
     Ok(config.max_conns.unwrap_or_else(|| {
         sys::nofile_soft_limit().map_or(usize::MAX, |n| {

@@ -39,6 +39,11 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// log and certificate files), below the descriptor limit.
 pub const RESERVED_DESCRIPTORS: usize = 64;
 
+/// Slots the default cap leaves free in the direct-descriptor tables of `completion-port`
+/// (connections, not the server's own descriptors, live there): room for sockets passed
+/// between rings in accept hand-off.
+pub const RESERVED_DIRECT_SLOTS: usize = 16;
+
 /// The fewest time between sweeps, and the most.
 const SWEEP_MIN: Duration = Duration::from_millis(10);
 const SWEEP_MAX: Duration = Duration::from_secs(1);

@@ -34,9 +34,12 @@ pub(crate) enum Status {
 /// tried optimistically (`writable` starts true), so a reply goes out in the same turn as the
 /// request that caused it.
 ///
-/// Dropping a session closes the socket and settles its share of the server's gauges.
-pub(crate) struct Session {
-    pub stream: TcpStream,
+/// Dropping a session closes the socket and settles its share of the server's gauges. The
+/// socket is a [`TcpStream`] for every model but one: `completion-port`'s engine keeps either
+/// an ordinary socket or a direct descriptor (a slot in its ring's fixed-file table, closed by
+/// the engine with `IORING_OP_CLOSE`) behind [`SessionSocket`]; only `TcpStream` sessions pump.
+pub(crate) struct Session<S: SessionSocket = TcpStream> {
+    pub stream: S,
     pub conn: Connection,
     pub readable: bool,
     pub writable: bool,
@@ -63,12 +66,33 @@ pub(crate) struct Session {
     published_pending: usize,
 }
 
-impl Session {
+/// What a session needs of its socket beyond what its model does with it.
+pub(crate) trait SessionSocket {
+    /// The peer's address, if this socket can tell it now (for a TLS connection's log line).
+    fn peer(&self) -> Option<SocketAddr>;
+    /// One best-effort, non-blocking write of `buf` (a TLS `close_notify` at the end).
+    fn write_now(&mut self, buf: &[u8]);
+}
+
+impl SessionSocket for TcpStream {
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer_addr().ok()
+    }
+
+    fn write_now(&mut self, buf: &[u8]) {
+        // (Fails on Windows for a socket under WSAAsyncSelect/WSAEventSelect, which are
+        // non-blocking already.)
+        let _ = self.set_nonblocking(true);
+        let _ = self.write(buf);
+    }
+}
+
+impl<S: SessionSocket> Session<S> {
     /// Wraps an accepted stream and counts it as active.
-    pub fn new(stream: TcpStream, ctx: &Ctx) -> Session {
+    pub fn new(stream: S, ctx: &Ctx) -> Session<S> {
         ctx.stats.accepted.fetch_add(1, Relaxed);
         ctx.stats.active.fetch_add(1, Relaxed);
-        let tls_peer = ctx.tls.as_ref().and_then(|_| stream.peer_addr().ok());
+        let tls_peer = ctx.tls.as_ref().and_then(|_| stream.peer());
         Session {
             stream,
             conn: match &ctx.tls {
@@ -89,6 +113,41 @@ impl Session {
         }
     }
 
+    /// Records the peer's address for a TLS connection's closing log line, when the socket
+    /// could not tell it at [`Session::new`] (a direct descriptor learns it later).
+    pub fn set_tls_peer(&mut self, peer: SocketAddr) {
+        if self.conn.is_tls() {
+            self.tls_peer = Some(peer);
+        }
+    }
+
+    /// Adds traffic to the server's counters and moves the pending gauge to this connection's
+    /// current unsent bytes.
+    pub fn publish(&mut self, bytes_in: u64, bytes_out: u64) {
+        self.clock
+            .mark(bytes_in + bytes_out > 0, self.conn.is_backpressured());
+        if bytes_in > 0 {
+            self.stats.bytes_in.fetch_add(bytes_in, Relaxed);
+        }
+        if bytes_out > 0 {
+            self.stats.bytes_out.fetch_add(bytes_out, Relaxed);
+        }
+        self.publish_pending();
+    }
+
+    /// Moves the pending gauge to this connection's current unsent bytes (and the peak).
+    fn publish_pending(&mut self) {
+        let pending = self.conn.pending_len();
+        if pending != self.published_pending {
+            let delta = pending as i64 - self.published_pending as i64;
+            self.stats.pending_bytes.fetch_add(delta, Relaxed);
+            self.published_pending = pending;
+            self.stats.peak_conn_pending.fetch_max(pending, Relaxed);
+        }
+    }
+}
+
+impl Session {
     /// Reads (at most `max_reads` times) and writes until neither makes progress, handles
     /// half-close, and says whether the connection is still open.
     ///
@@ -199,33 +258,9 @@ impl Session {
         (result, bytes_in)
     }
 
-    /// Adds traffic to the server's counters and moves the pending gauge to this connection's
-    /// current unsent bytes.
-    pub fn publish(&mut self, bytes_in: u64, bytes_out: u64) {
-        self.clock
-            .mark(bytes_in + bytes_out > 0, self.conn.is_backpressured());
-        if bytes_in > 0 {
-            self.stats.bytes_in.fetch_add(bytes_in, Relaxed);
-        }
-        if bytes_out > 0 {
-            self.stats.bytes_out.fetch_add(bytes_out, Relaxed);
-        }
-        self.publish_pending();
-    }
-
-    /// Moves the pending gauge to this connection's current unsent bytes (and the peak).
-    fn publish_pending(&mut self) {
-        let pending = self.conn.pending_len();
-        if pending != self.published_pending {
-            let delta = pending as i64 - self.published_pending as i64;
-            self.stats.pending_bytes.fetch_add(delta, Relaxed);
-            self.published_pending = pending;
-            self.stats.peak_conn_pending.fetch_max(pending, Relaxed);
-        }
-    }
 }
 
-impl Session {
+impl<S: SessionSocket> Session<S> {
     /// The sweep's verdict on this connection ([`crate::limits`]): `Some` (counted) means
     /// drop it now.
     pub fn expired(&mut self, sweep: &Sweep, now: std::time::Instant) -> Option<Expiry> {
@@ -244,7 +279,7 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-impl Session {
+impl<S: SessionSocket> Session<S> {
     /// A TLS connection the server closes before it is over (the drain at shutdown ran out):
     /// one non-blocking send of our `close_notify` (behind any owed output), so the client
     /// sees a close, not a truncation. Skipped while a completion model has a send in flight
@@ -257,10 +292,7 @@ impl Session {
         if self.conn.send_in_flight() || !self.conn.close_notify_now() {
             return;
         }
-        // (Fails on Windows for a socket under WSAAsyncSelect/WSAEventSelect, which are
-        // non-blocking already.)
-        let _ = self.stream.set_nonblocking(true);
-        let _ = self.stream.write(self.conn.pending_output());
+        self.stream.write_now(self.conn.pending_output());
     }
 
     /// One line for a TLS connection that did not end cleanly: a TLS error (the alert rustls
@@ -272,7 +304,7 @@ impl Session {
         }
         let peer = || {
             self.tls_peer
-                .or_else(|| self.stream.peer_addr().ok())
+                .or_else(|| self.stream.peer())
                 .map_or_else(|| "a client".to_string(), |a| a.to_string())
         };
         if let Some(e) = self.conn.tls_error() {
@@ -288,7 +320,7 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl<S: SessionSocket> Drop for Session<S> {
     fn drop(&mut self) {
         self.tls_goodbye();
         self.log_tls_end();

@@ -29,6 +29,12 @@ pub struct Stats {
     /// Times accepting stopped because the server held `--max-conns` connections (each pause
     /// counts once; it ends when a connection closes).
     pub conn_cap_pauses: AtomicU64,
+    /// Times a `completion-port` worker's direct-descriptor table filled up (it stops
+    /// accepting; the others accept on its listener for it until it has room again).
+    pub direct_table_full: AtomicU64,
+    /// Connections a `completion-port` worker accepted on another worker's listener because
+    /// that worker's direct-descriptor table was full.
+    pub direct_accepted_for_others: AtomicU64,
     /// Connections closed by `--idle-timeout`: no byte moved either way for that long.
     pub idle_closed: AtomicU64,
     /// Connections closed by `--write-timeout`: the peer left its output unread at the
@@ -97,6 +103,10 @@ pub struct StatsSnapshot {
     pub accept_pauses: u64,
     /// See [`Stats::conn_cap_pauses`].
     pub conn_cap_pauses: u64,
+    /// See [`Stats::direct_table_full`].
+    pub direct_table_full: u64,
+    /// See [`Stats::direct_accepted_for_others`].
+    pub direct_accepted_for_others: u64,
     /// See [`Stats::idle_closed`].
     pub idle_closed: u64,
     /// See [`Stats::slow_reader_closed`].
@@ -189,6 +199,8 @@ impl Stats {
             peak_conn_pending: self.peak_conn_pending.load(Relaxed),
             accept_pauses: self.accept_pauses.load(Relaxed),
             conn_cap_pauses: self.conn_cap_pauses.load(Relaxed),
+            direct_table_full: self.direct_table_full.load(Relaxed),
+            direct_accepted_for_others: self.direct_accepted_for_others.load(Relaxed),
             idle_closed: self.idle_closed.load(Relaxed),
             slow_reader_closed: self.slow_reader_closed.load(Relaxed),
             ops_in_flight: self.ops_in_flight.load(Relaxed),

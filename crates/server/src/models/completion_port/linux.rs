@@ -1,17 +1,42 @@
 //! io_uring: a ring per worker, multishot accept and recv, a provided-buffer ring per worker;
 //! connections spread by SO_REUSEPORT listeners or handed out by one acceptor.
 
-use crate::models::uring::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv};
-use crate::{AcceptMode, Ctx};
+use crate::models::uring::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv, Spill};
+use crate::{AcceptMode, Ctx, DirectDescriptors, Model, ServerConfig};
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::RawFd;
-use std::sync::{Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 
 pub(crate) const MECHANISM: &str = "io_uring, a ring per worker, multishot recv";
 
 pub(crate) fn availability() -> Result<(), String> {
     crate::sys::uring::probe()
+}
+
+/// Whether the kernel supports what direct descriptors need (probed once).
+pub(crate) fn direct_support() -> Result<(), String> {
+    crate::sys::uring::probe_direct()
+}
+
+/// The slots of each worker's fixed-file table when `config` runs `completion-port` on direct
+/// descriptors: the descriptor limit (`RLIMIT_NOFILE`'s soft limit, which `serve` raises to the
+/// hard one; the kernel refuses a larger table), `None` for ordinary descriptors — said in one
+/// log line when direct descriptors were wanted but are not supported here.
+pub(crate) fn direct_table(config: &ServerConfig) -> Option<usize> {
+    if config.model != Model::CompletionPort || !config.tcp {
+        return None;
+    }
+    if config.direct_descriptors == DirectDescriptors::Off {
+        log::debug!("completion-port: ordinary descriptors (--direct-descriptors off)");
+        return None;
+    }
+    if let Err(why) = direct_support() {
+        log::info!("completion-port: ordinary descriptors (direct descriptors unavailable: {why})");
+        return None;
+    }
+    let limit = crate::sys::nofile_soft_limit().unwrap_or(1024);
+    Some(usize::try_from(limit.min(u64::from(u32::MAX / 2))).unwrap_or(1024))
 }
 
 const CONFIG: EngineConfig = EngineConfig {
@@ -71,11 +96,31 @@ fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     // Every worker's listener exists before any worker runs (made at bind with its ring), so
     // no connection lands on a port nobody serves; worker 0 uses the one `Server::bind`
     // opened (with SO_REUSEPORT).
+    let listener = match (ctx.direct_table, listener) {
+        (Some(_), Some(listener)) => {
+            // Direct descriptors: a worker whose table is full must not strand its listener's
+            // backlog, so every worker can accept on every listener (`engine/accept.rs`).
+            let spill = spill(listener, ctx);
+            return run_workers(ctx, |i| {
+                let engine = engine(ctx, i, None)?.with_spill(Arc::clone(&spill), i);
+                worker(engine, i).run()
+            });
+        }
+        (_, listener) => listener,
+    };
     let listener = Mutex::new(listener);
     run_workers(ctx, |i| {
         let own = if i == 0 { lock(&listener).take() } else { None };
         worker(engine(ctx, i, own)?, i).run()
     })
+}
+
+/// Every worker's listener, `listener` as worker 0's (the others were made at bind), in one
+/// [`Spill`], worker `i`'s at index `i`.
+fn spill(listener: TcpListener, ctx: &Ctx) -> Arc<Spill> {
+    let mut listeners = vec![listener];
+    listeners.extend((1..ctx.workers).filter_map(|i| ctx.prepared.take_listener(i)));
+    Arc::new(Spill::new(listeners))
 }
 
 /// Names the engine's worker; worker 0 also serves the UDP socket. One socket read by one ring

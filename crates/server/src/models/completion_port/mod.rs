@@ -99,4 +99,16 @@
 os_files!();
 
 #[cfg(target_os = "linux")]
-pub(crate) use linux::prepare;
+pub(crate) use linux::{direct_support, direct_table, prepare};
+
+/// Direct descriptors are io_uring's: elsewhere `completion-port` has ordinary sockets.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn direct_support() -> Result<(), String> {
+    Err("direct descriptors are io_uring's (Linux only)".into())
+}
+
+/// Direct descriptors are io_uring's: elsewhere no table.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn direct_table(_config: &crate::ServerConfig) -> Option<usize> {
+    None
+}

@@ -44,4 +44,4 @@
 
 mod engine;
 
-pub(crate) use engine::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv, Routines};
+pub(crate) use engine::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv, Routines, Spill};

@@ -1,6 +1,7 @@
-//! io_uring: an owned ring ([`Ring`]), a provided-buffer ring ([`BufRing`]), and [`probe`],
+//! io_uring: an owned ring ([`Ring`]), a provided-buffer ring ([`BufRing`]), [`probe`],
 //! which says once per process whether this kernel (and this sandbox) can run the completion
-//! models.
+//! models, and [`probe_direct`], whether `completion-port` can keep its connections as direct
+//! descriptors (sockets that live only in a ring's fixed-file table).
 //!
 //! The `io-uring` crate builds the submission entries; this file owns the ring and the
 //! memory the kernel writes into, and is where their `unsafe` lives.
@@ -143,6 +144,15 @@ impl Ring {
         }
         self.bufs = Some(br);
         Ok(())
+    }
+
+    /// Registers a sparse fixed-file table of `slots` empty slots (`IORING_REGISTER_FILES_SPARSE`)
+    /// for direct descriptors: accepts allocate into it, operations name a slot
+    /// (`IOSQE_FIXED_FILE`), `IORING_OP_CLOSE` empties one. The kernel refuses a table larger
+    /// than `RLIMIT_NOFILE` (per table; nothing sums the tables of several rings). Dropping the
+    /// ring closes whatever the table still holds.
+    pub fn register_direct_table(&mut self, slots: u32) -> io::Result<()> {
+        self.ring.submitter().register_files_sparse(slots)
     }
 
     /// The provided-buffer ring, if one was added.
@@ -390,4 +400,37 @@ fn probe_now() -> Result<(), String> {
             "io_uring unavailable: cannot register a provided-buffer ring (needs Linux 5.19+): {e}"
         )
     })
+}
+
+/// Whether `completion-port` can keep its connections as direct descriptors here: the
+/// completion models run ([`probe`]), a sparse fixed-file table can be registered, and the
+/// kernel has the operations they need on a fixed file (`CLOSE` on a slot, `SHUTDOWN`,
+/// `MSG_RING` to pass a slot between rings, and `FIXED_FD_INSTALL` — Linux 6.8 — for the peer
+/// address of a TLS connection; multishot accept with `IORING_FILE_INDEX_ALLOC` is 5.19, older
+/// than all of them). Checked once per process.
+pub fn probe_direct() -> Result<(), String> {
+    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    RESULT.get_or_init(probe_direct_now).clone()
+}
+
+fn probe_direct_now() -> Result<(), String> {
+    probe()?;
+    let mut ring = Ring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    let mut p = Probe::new();
+    ring.ring
+        .submitter()
+        .register_probe(&mut p)
+        .map_err(|e| format!("cannot probe opcodes: {e}"))?;
+    for (code, name) in [
+        (opcode::Close::CODE, "CLOSE"),
+        (opcode::Shutdown::CODE, "SHUTDOWN"),
+        (opcode::MsgRingSendFd::CODE, "MSG_RING"),
+        (opcode::FixedFdInstall::CODE, "FIXED_FD_INSTALL (Linux 6.8+)"),
+    ] {
+        if !p.is_supported(code) {
+            return Err(format!("this kernel lacks IORING_OP_{name}"));
+        }
+    }
+    ring.register_direct_table(8)
+        .map_err(|e| format!("cannot register a sparse fixed-file table: {e}"))
 }

@@ -10,17 +10,86 @@
 //! several `SO_REUSEPORT` listeners the cap can be passed by at most one connection per
 //! other worker, in a race.
 //!
+//! **Direct descriptors** (`completion-port`): accepts allocate a slot in the worker's
+//! fixed-file table, so they are also posted only within the table's free slots: a multishot
+//! accept only while [`super::TABLE_MULTISHOT_ROOM`] slots are free (the kernel may accept the
+//! whole backlog in one wait, and an accept that finds the table full closes what it accepted),
+//! nearer to full a few single-shot accepts, each into one slot, and none when it is full.
+//! A full table must not strand its listener's backlog: with `SO_REUSEPORT` the kernel keeps
+//! hashing new connections to that listener. So every worker's listener is in a shared
+//! [`Spill`]; a worker whose table is full says so there (counted in `direct_table_full`,
+//! logged once) and wakes the others, and each worker with free slots keeps one single-shot
+//! accept posted on that listener for it ([`Engine::help_others`]) until the full worker has
+//! room again. Nothing waits longer than it would for a free slot anywhere, and nothing is
+//! accepted and dropped.
+//!
 //! Out of descriptors, every accept posted (four for the overlapped models) completes with
 //! EMFILE at once: that is one pause of 100 ms ([`crate::accept::Backoff`], shared with the
 //! readiness models' acceptor), counted in `accept_pauses` and logged once, not once per
 //! accept; no accept is posted until it ends.
 
-use super::{Done, Engine, Kind, HANDOFF, MULTISHOT_ROOM, NO_CONN};
+use super::conn::Sock;
+use super::{
+    Done, Engine, Kind, HANDOFF, MULTISHOT_ROOM, NO_CONN, TABLE_MULTISHOT_ROOM,
+    TABLE_SINGLE_ACCEPTS,
+};
 use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd};
+use io_uring::types::{DestinationSlot, Fixed};
 use std::io;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+
+/// Every worker's listener (direct descriptors with reuse-port), and whose table is full: a
+/// worker with free slots accepts on a full worker's listener for it. The listeners close when
+/// the last engine lets go of the spill (after every worker has stopped); an engine that stops
+/// accepting shuts its own listener down for reading instead, which takes it out of the
+/// reuse-port group and refuses new connections as a close would.
+pub(crate) struct Spill {
+    listeners: Vec<TcpListener>,
+    full: Vec<AtomicBool>,
+}
+
+impl Spill {
+    pub fn new(listeners: Vec<TcpListener>) -> Spill {
+        let full = listeners.iter().map(|_| AtomicBool::new(false)).collect();
+        Spill { listeners, full }
+    }
+
+    pub fn len(&self) -> usize {
+        self.listeners.len()
+    }
+}
+
+/// The listener an engine accepts on: its own, or its place in a [`Spill`]. Dropping it stops
+/// the listening (closes an own one; shuts a shared one down for reading).
+pub(super) enum Listener {
+    Own(TcpListener),
+    Shared { spill: Arc<Spill>, index: usize },
+}
+
+impl Listener {
+    fn fd(&self) -> RawFd {
+        match self {
+            Listener::Own(l) => l.as_raw_fd(),
+            Listener::Shared { spill, index } => spill.listeners[*index].as_raw_fd(),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Shared { spill, index } = self {
+            let l = &spill.listeners[*index];
+            if let Err(e) = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read) {
+                log::debug!("shutting a listener down: {e}");
+            }
+            spill.full[*index].store(false, SeqCst);
+        }
+    }
+}
 
 /// The acceptor's side of accept hand-off: every worker's ring, and whose turn it is.
 pub(crate) struct Handoff {
@@ -43,29 +112,61 @@ impl Handoff {
 }
 
 impl Engine<'_> {
+    /// How many connections this worker may accept now (below the cap, and into its table's
+    /// free slots less those its accepts for other workers may take), and whether a multishot
+    /// accept is safe.
+    fn accept_room(&mut self) -> (usize, bool) {
+        let helps = self.helps_posted();
+        let cap = self.cap.room().saturating_sub(helps);
+        let mut multishot = cap >= MULTISHOT_ROOM;
+        let mut room = cap;
+        if let Some(t) = &self.table {
+            let free = t.free().saturating_sub(helps);
+            room = room.min(free);
+            multishot &= free >= TABLE_MULTISHOT_ROOM;
+        }
+        (room, multishot)
+    }
+
+    fn helps_posted(&self) -> usize {
+        self.helps.iter().flatten().count()
+    }
+
     pub(super) fn arm_accepts(&mut self) {
-        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+        let Some(fd) = self.listener.as_ref().map(Listener::fd) else {
             return;
         };
         if self.draining || self.backoff.is_paused() || self.accepts_trimming {
             return;
         }
-        // Never more accepts in flight than connections fit below the cap.
-        let room = self.cap.room();
-        let multishot = self.cfg.accepts == 0 && room >= MULTISHOT_ROOM;
-        let want = self.cfg.accepts.max(1).min(room);
+        // Never more accepts in flight than connections fit below the cap (and in the table).
+        let (room, multishot) = self.accept_room();
+        let multishot = self.cfg.accepts == 0 && multishot;
+        let singles = match self.table {
+            Some(_) => TABLE_SINGLE_ACCEPTS,
+            None => 1,
+        };
+        let want = match multishot {
+            true => 1,
+            false => self.cfg.accepts.max(singles).min(room),
+        };
         if self.accepts_posted < want {
             self.accept_multishot = multishot;
         }
+        let direct = self.table.is_some();
+        // The kernel refuses SOCK_CLOEXEC (a descriptor flag) with a direct descriptor.
+        let flags = if direct { 0 } else { libc::SOCK_CLOEXEC };
         while self.accepts_posted < want {
             let posted = self.post(NO_CONN, Kind::Accept, |_| {
                 if multishot {
                     opcode::AcceptMulti::new(Fd(fd))
-                        .flags(libc::SOCK_CLOEXEC)
+                        .allocate_file_index(direct)
+                        .flags(flags)
                         .build()
                 } else {
                     opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                        .flags(libc::SOCK_CLOEXEC)
+                        .file_index(direct.then(DestinationSlot::auto_target))
+                        .flags(flags)
                         .build()
                 }
             });
@@ -87,11 +188,11 @@ impl Engine<'_> {
         if self.draining || self.accepts_trimming || self.accepts_posted == 0 {
             return;
         }
-        let room = self.cap.room();
-        if self.accepts_posted <= room && !(self.accept_multishot && room < MULTISHOT_ROOM) {
+        let (room, multishot) = self.accept_room();
+        if self.accepts_posted <= room && !(self.accept_multishot && !multishot) {
             return;
         }
-        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+        let Some(fd) = self.listener.as_ref().map(Listener::fd) else {
             return;
         };
         let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all()).build();
@@ -104,7 +205,11 @@ impl Engine<'_> {
     pub(super) fn stop_accepting(&mut self) {
         self.draining = true;
         self.stop_udp();
-        if let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) {
+        let helps: Vec<u64> = self.helps.iter().flatten().copied().collect();
+        for ud in helps {
+            self.cancel(ud);
+        }
+        if let Some(fd) = self.listener.as_ref().map(Listener::fd) {
             if self.accepts_posted == 0 {
                 self.listener = None;
             } else {
@@ -125,11 +230,11 @@ impl Engine<'_> {
         }
         let res = done.cqe.result;
         if res >= 0 {
-            // SAFETY: a successful accept completion's result is a new descriptor that nothing
-            // else owns; the TcpStream now owns (and will close) it.
-            let stream = unsafe { TcpStream::from_raw_fd(res) };
+            let sock = self.accepted(res);
             if !self.draining {
-                self.distribute(stream);
+                self.distribute(sock);
+            } else {
+                self.discard(sock);
             }
         } else {
             match -res {
@@ -155,24 +260,157 @@ impl Engine<'_> {
         self.trim_accepts();
     }
 
+    /// The socket a successful accept's result names: a slot of our table (direct), or a new
+    /// descriptor.
+    fn accepted(&mut self, res: i32) -> Sock {
+        match self.table.as_mut() {
+            Some(t) => {
+                t.used += 1;
+                Sock::Direct(res as u32)
+            }
+            // SAFETY: a successful accept completion's result is a new descriptor that nothing
+            // else owns; the TcpStream now owns (and will close) it.
+            None => Sock::Ordinary(unsafe { TcpStream::from_raw_fd(res) }),
+        }
+    }
+
+    /// Closes a socket accepted while shutting down.
+    pub(super) fn discard(&mut self, sock: Sock) {
+        match sock {
+            Sock::Ordinary(stream) => drop(stream),
+            Sock::Direct(slot) => self.close_slot(slot),
+        }
+    }
+
+    /// Looks whether this worker's table is full, or has room again: says so (counted and
+    /// logged once per time it fills) and, with a [`Spill`], tells the other workers, which
+    /// then accept on this worker's listener for it.
+    pub(super) fn check_table(&mut self) {
+        let Some(t) = self.table.as_mut() else {
+            return;
+        };
+        let full = t.free() == 0;
+        if full == t.full {
+            return;
+        }
+        t.full = full;
+        let (slots, worker) = (t.slots, self.worker.unwrap_or(0));
+        if full {
+            self.ctx.stats.direct_table_full.fetch_add(1, Relaxed);
+            log::warn!(
+                "completion-port worker {worker}: its {slots}-slot descriptor table is full: \
+                 it stops accepting (other workers accept on its listener for it)"
+            );
+        } else {
+            log::info!("completion-port worker {worker}: room in its descriptor table again");
+        }
+        if let (Some(spill), Some(Listener::Shared { index, .. })) = (&self.spill, &self.listener)
+        {
+            spill.full[*index].store(full, SeqCst);
+            if full {
+                self.ctx.shutdown.wake_all();
+            }
+        }
+    }
+
+    /// Keeps one single-shot accept (into our table) posted on the listener of each worker
+    /// whose table is full, while our own table and the cap have room for it beyond what our
+    /// own accepts may take.
+    pub(super) fn help_others(&mut self) {
+        let Some(spill) = self.spill.clone() else {
+            return;
+        };
+        if self.draining || self.stopping {
+            return;
+        }
+        let me = match &self.listener {
+            Some(Listener::Shared { index, .. }) => *index,
+            _ => return,
+        };
+        for w in 0..spill.len() {
+            if w == me || self.helps[w].is_some() || !spill.full[w].load(SeqCst) {
+                continue;
+            }
+            let own = match self.accept_multishot && self.accepts_posted > 0 {
+                true => TABLE_MULTISHOT_ROOM,
+                false => self.accepts_posted,
+            };
+            let taken = own + self.helps_posted();
+            let free = self.table.as_ref().map_or(0, |t| t.free());
+            if free <= taken || self.cap.room() <= taken {
+                return;
+            }
+            let fd = spill.listeners[w].as_raw_fd();
+            let posted = self.post(NO_CONN, Kind::HelpAccept(w), |_| {
+                opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .file_index(Some(DestinationSlot::auto_target()))
+                    .build()
+            });
+            match posted {
+                Ok(ud) => self.helps[w] = Some(ud),
+                Err(e) => {
+                    log::error!("cannot post an accept for worker {w}: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// An accept on a full worker's listener completed: serve the connection here.
+    pub(super) fn help_accept_done(&mut self, w: usize, done: Done) {
+        self.helps[w] = None;
+        let res = done.cqe.result;
+        if res >= 0 {
+            let sock = self.accepted(res);
+            if self.draining {
+                self.discard(sock);
+            } else {
+                self.ctx.stats.direct_accepted_for_others.fetch_add(1, Relaxed);
+                self.adopt(sock);
+            }
+        } else if res != -libc::ECANCELED {
+            log::debug!(
+                "accept for worker {w}: {}",
+                io::Error::from_raw_os_error(-res)
+            );
+        }
+        self.help_others();
+    }
+
     /// Serves an accepted socket here, or (accept hand-off) passes it to the next worker.
-    pub(super) fn distribute(&mut self, stream: TcpStream) {
+    pub(super) fn distribute(&mut self, sock: Sock) {
         let Some(h) = self.handoff.as_mut() else {
-            return self.adopt(stream);
+            return self.adopt(sock);
         };
         h.next = (h.next + 1) % h.rings.len();
         if h.next == h.me {
-            return self.adopt(stream);
+            return self.adopt(sock);
         }
         let target = h.rings[h.next];
-        let fd = stream.as_raw_fd();
-        let posted = self.post(NO_CONN, Kind::Handoff(Some(stream)), |_| {
-            opcode::MsgRingData::new(Fd(target), fd, HANDOFF, None).build()
-        });
+        let posted = match sock {
+            Sock::Ordinary(stream) => {
+                let fd = stream.as_raw_fd();
+                self.post(NO_CONN, Kind::Handoff(Some(stream)), |_| {
+                    opcode::MsgRingData::new(Fd(target), fd, HANDOFF, None).build()
+                })
+            }
+            // The slot moves to the other ring's table (a slot it allocates); ours is closed
+            // once the kernel says it was delivered.
+            Sock::Direct(slot) => self.post(NO_CONN, Kind::HandoffSlot(slot), |_| {
+                opcode::MsgRingSendFd::new(
+                    Fd(target),
+                    Fixed(slot),
+                    DestinationSlot::auto_target(),
+                    HANDOFF,
+                )
+                .build()
+            }),
+        };
         match posted {
             // Until the other worker adopts it, the cap counts it here.
             Ok(_) => drop(self.ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed)),
-            // The record (and the socket in it) was dropped: the connection is closed.
+            // The record (and the socket in it) was dropped: the connection is closed (a
+            // slot stays taken until the ring is dropped).
             Err(e) => log::warn!("cannot hand a connection to another worker: {e}"),
         }
     }
@@ -181,11 +419,13 @@ impl Engine<'_> {
     /// our table): serve it.
     pub(super) fn handed_over(&mut self, cqe: Cqe) {
         if cqe.result >= 0 {
-            // SAFETY: the acceptor handed this descriptor to us and gave up owning it
-            // (its record forgot the socket once the kernel confirmed delivery).
-            let stream = unsafe { TcpStream::from_raw_fd(cqe.result) };
+            // Direct: the kernel put the socket in a slot of our table (its index is the
+            // result); ordinary: the descriptor is ours.
+            let sock = self.accepted(cqe.result);
             if !self.draining {
-                self.adopt(stream);
+                self.adopt(sock);
+            } else {
+                self.discard(sock);
             }
             // Counted as a session now (or closed): no longer in transit.
             self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
@@ -205,7 +445,26 @@ impl Engine<'_> {
                     "hand-off failed ({}); serving the connection here",
                     io::Error::from_raw_os_error(-cqe.result)
                 );
-                self.adopt(stream);
+                self.adopt(Sock::Ordinary(stream));
+            }
+            self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Our `MSG_RING` of a direct descriptor completed: the other worker's table has the
+    /// socket (close our slot), or (it failed: that table is full) it is served here.
+    pub(super) fn handoff_slot_done(&mut self, slot: u32, cqe: Cqe) {
+        if cqe.result >= 0 {
+            self.close_slot(slot);
+        } else {
+            if !self.draining {
+                log::debug!(
+                    "hand-off failed ({}); serving the connection here",
+                    io::Error::from_raw_os_error(-cqe.result)
+                );
+                self.adopt(Sock::Direct(slot));
+            } else {
+                self.close_slot(slot);
             }
             self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
         }

@@ -1,16 +1,85 @@
 //! One connection's I/O: a receive kept posted while backpressure allows (into the record's
 //! own buffer, or multishot from the provided-buffer ring), one send at a time from the
 //! connection's output, parked provided buffers, half-close and close. Closing cancels the
-//! connection's operations; it is dropped when the last one has completed.
+//! connection's operations; it is dropped when the last one has completed, and a direct
+//! descriptor's slot is then closed with `IORING_OP_CLOSE`.
 
-use super::{Done, Engine, Kind, Recv, POOL_BUF_MAX, POOL_MAX};
-use crate::session::Session;
+use super::{Done, Engine, Kind, Recv, NO_CONN, POOL_BUF_MAX, POOL_MAX};
+use crate::session::{Session, SessionSocket};
 use crate::sys::uring::{opcode, Fd, Ring};
+use io_uring::squeue::{Entry, Flags};
+use io_uring::types::Fixed;
 use std::collections::VecDeque;
-use std::io;
-use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
+
+/// A connection's socket: an ordinary descriptor, or a direct descriptor — a slot in the
+/// ring's fixed-file table, in no descriptor table of the process. Dropping an ordinary one
+/// closes it; a slot is closed by the engine ([`Engine::close_slot`]) once the connection's
+/// operations have completed.
+pub(crate) enum Sock {
+    Ordinary(TcpStream),
+    Direct(u32),
+}
+
+impl Sock {
+    fn target(&self) -> Target {
+        match self {
+            Sock::Ordinary(s) => Target::Fd(s.as_raw_fd()),
+            Sock::Direct(slot) => Target::Slot(*slot),
+        }
+    }
+}
+
+impl SessionSocket for Sock {
+    /// A direct descriptor cannot say: the engine asks the kernel ([`Kind::PeerAddr`]) and
+    /// tells the session.
+    fn peer(&self) -> Option<SocketAddr> {
+        match self {
+            Sock::Ordinary(s) => s.peer_addr().ok(),
+            Sock::Direct(_) => None,
+        }
+    }
+
+    /// A direct descriptor has no synchronous write: the engine sends a stopping TLS
+    /// connection's `close_notify` itself ([`Kind::Goodbye`]).
+    fn write_now(&mut self, buf: &[u8]) {
+        if let Sock::Ordinary(s) = self {
+            let _ = s.set_nonblocking(true);
+            let _ = s.write(buf);
+        }
+    }
+}
+
+/// What an operation on a connection names: its descriptor, or its slot.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Target {
+    Fd(RawFd),
+    Slot(u32),
+}
+
+impl Target {
+    /// The submission `build` makes for the socket, given as a `Fd`: a slot's number there with
+    /// `IOSQE_FIXED_FILE` set is what `types::Fixed` amounts to, for every opcode at once.
+    fn sqe(self, build: impl FnOnce(Fd) -> Entry) -> Entry {
+        match self {
+            Target::Fd(fd) => build(Fd(fd)),
+            Target::Slot(slot) => build(Fd(slot as RawFd)).flags(Flags::FIXED_FILE),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Fd(fd) => write!(f, "fd={fd}"),
+            Target::Slot(slot) => write!(f, "slot={slot}"),
+        }
+    }
+}
 
 /// A provided buffer a connection could not take yet (backpressure): its bytes `off..len`
 /// still wait, in order, ahead of anything received later.
@@ -23,8 +92,10 @@ pub(super) struct Parked {
 /// A connection of the completion models.
 pub(super) struct UConn {
     /// The socket, the connection state machine and the server-wide accounting.
-    pub(super) s: Session,
-    pub(super) fd: RawFd,
+    pub(super) s: Session<Sock>,
+    pub(super) target: Target,
+    /// User data of the `FIXED_FD_INSTALL` that reads a direct TLS connection's peer address.
+    pub(super) peer_op: Option<u64>,
     /// User data of the posted receive, if any.
     pub(super) recv_op: Option<u64>,
     /// User data of the posted send, if any (one at a time keeps the bytes in order).
@@ -53,20 +124,20 @@ impl Engine<'_> {
         {
             return;
         }
-        let fd = u.fd;
+        let target = u.target;
         let posted = match self.cfg.recv {
             Recv::Owned { size } => {
                 let len = u.s.conn.read_budget().min(size) as u32;
                 let mut buf = self.recv_pool.pop().unwrap_or_else(|| vec![0; size]);
                 let ptr = buf.as_mut_ptr();
                 self.post(c, Kind::Recv(buf), |_| {
-                    opcode::Recv::new(Fd(fd), ptr, len).build()
+                    target.sqe(|fd| opcode::Recv::new(fd, ptr, len).build())
                 })
             }
             Recv::Multishot => {
                 let group = self.ring.bufs().map_or(0, |b| b.group());
                 self.post(c, Kind::RecvMulti, |_| {
-                    opcode::RecvMulti::new(Fd(fd), group).build()
+                    target.sqe(|fd| opcode::RecvMulti::new(fd, group).build())
                 })
             }
         };
@@ -91,27 +162,34 @@ impl Engine<'_> {
     }
 
     pub(super) fn post_send(&mut self, c: usize, buf: Vec<u8>, off: usize) {
-        let fd = self.conns[c].fd;
+        let target = self.conns[c].target;
         let rest = &buf[off..];
         let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
         match self.post(c, Kind::Send { buf, off }, |_| {
-            opcode::Send::new(Fd(fd), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+            target.sqe(|fd| {
+                opcode::Send::new(fd, ptr, len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            })
         }) {
             Ok(ud) => self.conns[c].send_op = Some(ud),
             Err(e) => self.fail(c, &e),
         }
     }
 
-    pub(super) fn adopt(&mut self, stream: TcpStream) {
-        if let Err(e) = stream.set_nodelay(true) {
-            log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
+    /// Serves an accepted socket. A direct descriptor has `TCP_NODELAY` from its listener
+    /// (Linux copies it to accepted sockets); a TLS one gets its peer address looked up.
+    pub(super) fn adopt(&mut self, sock: Sock) {
+        if let Sock::Ordinary(stream) = &sock {
+            if let Err(e) = stream.set_nodelay(true) {
+                log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
+            }
         }
-        let fd = stream.as_raw_fd();
+        let target = sock.target();
         let c = self.conns.insert(UConn {
-            s: Session::new(stream, self.ctx),
-            fd,
+            s: Session::new(sock, self.ctx),
+            target,
+            peer_op: None,
             recv_op: None,
             send_op: None,
             recv_cancelled: false,
@@ -120,7 +198,49 @@ impl Engine<'_> {
             starved: false,
             parked: VecDeque::new(),
         });
+        if let (Target::Slot(slot), Some(_)) = (target, &self.ctx.tls) {
+            self.look_up_peer(c, slot);
+        }
         self.post_recv(c);
+    }
+
+    /// A direct TLS connection's peer address, for its closing log line: there is no
+    /// descriptor to call `getpeername` on, so `IORING_OP_FIXED_FD_INSTALL` makes a temporary
+    /// one, closed as soon as the address is read ([`Engine::peer_addr_done`]). Without it
+    /// (the process out of descriptors) the line says "a client".
+    fn look_up_peer(&mut self, c: usize, slot: u32) {
+        match self.post(c, Kind::PeerAddr, |_| {
+            opcode::FixedFdInstall::new(Fixed(slot), 0).build()
+        }) {
+            Ok(ud) => self.conns[c].peer_op = Some(ud),
+            Err(e) => log::debug!("cannot look up a TLS peer's address: {e}"),
+        }
+    }
+
+    /// The temporary descriptor of a direct TLS connection: read its peer, close it.
+    pub fn peer_addr_done(&mut self, done: Done) {
+        let c = done.conn;
+        let res = done.cqe.result;
+        let u = &mut self.conns[c];
+        u.peer_op = None;
+        if res >= 0 {
+            // SAFETY: a successful FIXED_FD_INSTALL's result is a new descriptor (a second
+            // reference to the connection's socket) that nothing else owns; it is closed here.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            if let Some(peer) = socket2::SockRef::from(&fd)
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+            {
+                u.s.set_tls_peer(peer);
+            }
+        } else {
+            log::debug!(
+                "no temporary descriptor for a TLS peer's address: {}",
+                io::Error::from_raw_os_error(-res)
+            );
+        }
+        self.advance(c);
     }
 
     /// A single-shot receive into the record's own buffer completed.
@@ -253,9 +373,20 @@ impl Engine<'_> {
         }
         if u.s.conn.should_shutdown_write() {
             // The peer may be gone already: the connection is over either way.
-            let _ = u.s.stream.shutdown(Shutdown::Write);
             u.s.conn.on_write_shutdown();
+            match &u.s.stream {
+                Sock::Ordinary(s) => drop(s.shutdown(Shutdown::Write)),
+                Sock::Direct(slot) => {
+                    let slot = *slot;
+                    if let Err(e) = self.post(NO_CONN, Kind::Shutdown, |_| {
+                        opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR).build()
+                    }) {
+                        log::debug!("cannot post a shutdown: {e}");
+                    }
+                }
+            }
         }
+        let u = &mut self.conns[c];
         u.s.publish(0, 0);
         if u.s.conn.is_finished() {
             self.begin_close(c);
@@ -337,15 +468,73 @@ impl Engine<'_> {
                 for ud in [recv, send].into_iter().flatten() {
                     self.cancel(ud);
                 }
+            } else {
+                self.goodbye(c);
             }
         }
         self.release_if_idle(c);
     }
 
+    /// The server stops with this direct TLS connection open: its `close_notify` (behind any
+    /// owed output) goes out in one send, so the client sees a close, not a truncation (what
+    /// [`Session`]'s drop does with a write on an ordinary socket). Best effort.
+    fn goodbye(&mut self, c: usize) {
+        let u = &mut self.conns[c];
+        let Target::Slot(slot) = u.target else {
+            return; // the session's drop writes it
+        };
+        let conn = &mut u.s.conn;
+        if conn.is_finished() || conn.send_in_flight() || !conn.close_notify_now() {
+            return;
+        }
+        let buf = conn.take_output(Vec::new());
+        let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+        if let Err(e) = self.post(NO_CONN, Kind::Goodbye(buf), |_| {
+            opcode::Send::new(Fixed(slot), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }) {
+            log::debug!("cannot send a close_notify: {e}");
+        }
+    }
+
     pub(super) fn release_if_idle(&mut self, c: usize) {
         let u = &self.conns[c];
-        if u.closing && u.recv_op.is_none() && u.send_op.is_none() {
-            drop(self.conns.remove(c)); // closes the socket; Session settles the gauges
+        if u.closing && u.recv_op.is_none() && u.send_op.is_none() && u.peer_op.is_none() {
+            // Closes an ordinary socket; Session settles the gauges.
+            let u = self.conns.remove(c);
+            let slot = match u.s.stream {
+                Sock::Direct(slot) => Some(slot),
+                Sock::Ordinary(_) => None,
+            };
+            drop(u);
+            if let Some(slot) = slot {
+                self.close_slot(slot);
+            }
+        }
+    }
+
+    /// Closes a direct descriptor (`IORING_OP_CLOSE` on its slot): the slot counts as taken
+    /// until the close completes. If the close cannot be posted, the slot stays taken until
+    /// the ring is dropped (which closes it).
+    pub(super) fn close_slot(&mut self, slot: u32) {
+        if let Err(e) = self.post(NO_CONN, Kind::Close, |_| {
+            opcode::Close::new(Fixed(slot)).build()
+        }) {
+            log::error!("cannot close a direct descriptor (slot {slot}): {e}");
+        }
+    }
+
+    /// A slot's close completed: it is free for an accept.
+    pub fn close_done(&mut self, done: Done) {
+        if done.cqe.result < 0 {
+            log::debug!(
+                "closing a direct descriptor: {}",
+                io::Error::from_raw_os_error(-done.cqe.result)
+            );
+        }
+        if let Some(t) = self.table.as_mut() {
+            t.used = t.used.saturating_sub(1);
         }
     }
 }

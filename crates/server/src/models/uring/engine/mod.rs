@@ -4,11 +4,19 @@
 //! The engine is cut along its concerns, one file each:
 //! - this file: the engine's state, the wait loop, completions to handlers (table dispatch or
 //!   a record's routine), posting and cancelling records, the sweep and shutdown;
-//! - `accept.rs`: accepts within the connection cap, the EMFILE back-off, accept hand-off
-//!   between workers;
+//! - `accept.rs`: accepts within the connection cap (and the fixed-file table), the EMFILE
+//!   back-off, accept hand-off between workers, and accepting for a worker whose table is full;
 //! - `conn.rs`: one connection's I/O: receives (owned buffers or provided buffers), sends,
 //!   backpressure and parked buffers, half-close and close;
 //! - `udp.rs`: UDP datagram records.
+//!
+//! **Direct descriptors** (`completion-port` where the kernel has them, see its module doc): a
+//! worker's ring has a sparse fixed-file table ([`Parts::for_a_worker`]); accepts allocate a
+//! slot in it, and every operation on the connection names the slot (`IOSQE_FIXED_FILE`,
+//! [`conn::Target`]). Such a socket is in no descriptor table of the process, so dropping its
+//! connection closes nothing: when the connection's last operation has completed the engine
+//! posts `IORING_OP_CLOSE` on the slot (a record like any other), and the slot is counted
+//! free at that completion. Dropping the ring closes what its table still holds.
 //!
 //! The idle and write timeouts are a sweep after each wait (`sweep_conns`): an expired
 //! connection is closed like any other (its operations cancelled, freed at their
@@ -35,7 +43,8 @@ mod accept;
 mod conn;
 mod udp;
 
-pub(crate) use accept::Handoff;
+pub(crate) use accept::{Handoff, Spill};
+use accept::Listener;
 use conn::UConn;
 use udp::Datagram;
 
@@ -51,6 +60,13 @@ const CAP_RECHECK: Duration = Duration::from_millis(50);
 /// A multishot accept is posted only while at least this many connections fit below the cap;
 /// nearer to it, one single-shot accept at a time, so the kernel cannot accept past the cap.
 const MULTISHOT_ROOM: usize = 1024;
+/// With direct descriptors a multishot accept is posted only while this many slots are free
+/// in the worker's table: in one wait the kernel may accept the whole listen backlog (4,096)
+/// and whatever arrives meanwhile, and an accept that finds the table full closes the socket
+/// it accepted (`-ENFILE`): the one way a connection could be accepted and dropped.
+const TABLE_MULTISHOT_ROOM: usize = 8192;
+/// Nearer to a full table: this many single-shot accepts at most, each into one slot.
+const TABLE_SINGLE_ACCEPTS: usize = 8;
 /// How long shutdown waits for the kernel to complete cancelled operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// Send and receive buffers kept for reuse (beyond that they go back to the allocator).
@@ -122,6 +138,21 @@ pub(crate) enum Kind {
     /// A `MSG_RING` that hands this accepted socket to another worker's ring. The record owns
     /// the socket until the kernel says it was delivered.
     Handoff(Option<TcpStream>),
+    /// A `MSG_RING` (`IORING_MSG_SEND_FD`) that puts this direct descriptor in another worker's
+    /// table; our slot is closed once it is delivered.
+    HandoffSlot(u32),
+    /// A single-shot accept (direct) on the listener of worker `.0`, whose table is full.
+    HelpAccept(usize),
+    /// `IORING_OP_CLOSE` of a direct descriptor's slot: the slot is free at its completion.
+    Close,
+    /// `IORING_OP_SHUTDOWN` (write side) of a direct descriptor.
+    Shutdown,
+    /// `IORING_OP_FIXED_FD_INSTALL`: a temporary ordinary descriptor for a TLS connection's
+    /// direct one, to read the peer's address (closed at once).
+    PeerAddr,
+    /// A TLS connection's last `close_notify`, sent as the server stops (no connection left to
+    /// tell).
+    Goodbye(Vec<u8>),
 }
 
 impl Kind {
@@ -161,7 +192,7 @@ pub(crate) struct Engine<'a> {
     ops: Slab<Op>,
     next_generation: u32,
     conns: Slab<UConn>,
-    listener: Option<TcpListener>,
+    listener: Option<Listener>,
     accepts_posted: usize,
     /// The accept posted is multishot.
     accept_multishot: bool,
@@ -191,6 +222,13 @@ pub(crate) struct Engine<'a> {
     handoff: Option<Handoff>,
     /// This engine's worker index (`completion-port`), named in `--trace` lines.
     worker: Option<usize>,
+    /// Direct descriptors: this worker's fixed-file table.
+    table: Option<Table>,
+    /// Direct descriptors with a listener per worker: every worker's listener, and which
+    /// workers' tables are full, so the others accept for them.
+    spill: Option<Arc<Spill>>,
+    /// The accept posted on each other worker's listener for it (by worker index).
+    helps: Vec<Option<u64>>,
     /// The UDP socket this engine serves ([`Engine::with_udp`]).
     udp: Option<RawFd>,
     /// Datagram records posted (receives and sends).
@@ -214,12 +252,39 @@ pub(crate) struct Parts {
     waker: Arc<Waker>,
     /// A listener of its own (`completion-port`'s reuse-port workers).
     listener: Option<TcpListener>,
+    /// The slots of the ring's fixed-file table, when it has one (direct descriptors).
+    table: Option<usize>,
+}
+
+/// A worker's fixed-file table (direct descriptors): how many slots, how many hold a socket
+/// (or are being closed), and whether it was full when last looked at.
+#[derive(Debug)]
+struct Table {
+    slots: usize,
+    used: usize,
+    full: bool,
+}
+
+impl Table {
+    fn free(&self) -> usize {
+        self.slots.saturating_sub(self.used)
+    }
 }
 
 impl Parts {
-    /// The parts of an engine that another thread will run ([`Ring::for_another_thread`]).
+    /// The parts of an engine that another thread will run ([`Ring::for_another_thread`]),
+    /// with a sparse fixed-file table of `ctx.direct_table` slots when the connections are to
+    /// be direct descriptors.
     pub fn for_a_worker(ctx: &Ctx, cfg: &EngineConfig) -> io::Result<Parts> {
-        Parts::with_ring(ctx, cfg, Ring::for_another_thread(cfg.ring_entries)?)
+        let mut parts = Parts::with_ring(ctx, cfg, Ring::for_another_thread(cfg.ring_entries)?)?;
+        if let Some(slots) = ctx.direct_table {
+            let n = u32::try_from(slots).map_err(io::Error::other)?;
+            parts.ring.register_direct_table(n).map_err(|e| {
+                io::Error::new(e.kind(), format!("a fixed-file table of {slots} slots: {e}"))
+            })?;
+            parts.table = Some(slots);
+        }
+        Ok(parts)
     }
 
     fn with_ring(ctx: &Ctx, cfg: &EngineConfig, mut ring: Ring) -> io::Result<Parts> {
@@ -230,6 +295,7 @@ impl Parts {
             ring,
             waker: ctx.shutdown.register()?,
             listener: None,
+            table: None,
         })
     }
 
@@ -252,6 +318,12 @@ impl Prepared {
         Prepared {
             parts: Mutex::new(parts.into_iter().map(Some).collect()),
         }
+    }
+
+    /// Worker `i`'s own listener, taken out of its parts (for a [`Spill`]).
+    pub fn take_listener(&self, i: usize) -> Option<TcpListener> {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        parts.get_mut(i)?.as_mut()?.listener.take()
     }
 
     /// Worker `i`'s parts (once).
@@ -290,8 +362,9 @@ impl<'a> Engine<'a> {
             mut ring,
             waker,
             listener: own,
+            table,
         } = parts;
-        let listener = listener.or(own);
+        let listener = listener.or(own).map(Listener::Own);
         ring.enable()?;
         Ok(Engine {
             ctx,
@@ -320,11 +393,30 @@ impl<'a> Engine<'a> {
             published_ops: 0,
             handoff: None,
             worker: None,
+            table: table.map(|slots| Table {
+                slots,
+                used: 0,
+                full: false,
+            }),
+            spill: None,
+            helps: Vec::new(),
             udp: None,
             udp_posted: 0,
             udp_spare: Vec::new(),
             ring,
         })
+    }
+
+    /// Accepts on listener `index` of `spill` (the worker's own) instead of a listener of its
+    /// own, and on the others' while their tables are full (direct descriptors, reuse-port).
+    pub fn with_spill(mut self, spill: Arc<Spill>, index: usize) -> Engine<'a> {
+        self.helps = vec![None; spill.len()];
+        self.listener = Some(Listener::Shared {
+            spill: Arc::clone(&spill),
+            index,
+        });
+        self.spill = Some(spill);
+        self
     }
 
     /// Names this engine's worker index in its `--trace` lines (`completion-port`).
@@ -357,8 +449,10 @@ impl<'a> Engine<'a> {
             if drain.is_over(self.conns.len()) {
                 break Ok(());
             }
+            self.check_table(); // full, or room again
             self.arm_accepts(); // a pause over, below the cap again, or nothing to do
             self.trim_accepts(); // another worker reached the cap
+            self.help_others(); // another worker's table is full
             self.rearm_starved();
             let pause = self.backoff.remaining();
             let capped = self.cap.is_held().then_some(CAP_RECHECK);
@@ -446,10 +540,12 @@ impl<'a> Engine<'a> {
         }
         let op = self.ops.get((cqe.user_data & 0xffff_ffff) as usize);
         let fd = match op.map(|op| &op.kind) {
-            Some(Kind::UdpRecv(_) | Kind::UdpSend(_)) => self.udp,
-            _ => op.and_then(|op| self.conns.get(op.conn)).map(|u| u.fd),
+            Some(Kind::UdpRecv(_) | Kind::UdpSend(_)) => self.udp.map(|fd| format!(" fd={fd}")),
+            _ => op
+                .and_then(|op| self.conns.get(op.conn))
+                .map(|u| format!(" {}", u.target)),
         }
-        .map_or(String::new(), |fd| format!(" fd={fd}"));
+        .unwrap_or_default();
         let what = match op.map(|op| &op.kind) {
             Some(Kind::Accept) => "accept",
             Some(Kind::UdpRecv(_)) => "recvmsg",
@@ -458,7 +554,12 @@ impl<'a> Engine<'a> {
             Some(Kind::Send { .. }) => "send",
             Some(Kind::Wake) => "wake",
             Some(Kind::Cancel) => "cancel",
-            Some(Kind::Handoff(_)) => "hand-off",
+            Some(Kind::Handoff(_) | Kind::HandoffSlot(_)) => "hand-off",
+            Some(Kind::HelpAccept(_)) => "accept (for a full worker)",
+            Some(Kind::Close) => "close",
+            Some(Kind::Shutdown) => "shutdown",
+            Some(Kind::PeerAddr) => "fixed-fd-install",
+            Some(Kind::Goodbye(_)) => "send (close_notify)",
             None => "unknown",
         };
         let buf = cqe
@@ -482,8 +583,13 @@ impl<'a> Engine<'a> {
             Kind::UdpRecv(_) => self.udp_recv_done(done),
             Kind::UdpSend(_) => self.udp_send_done(done),
             Kind::Wake => self.wake_done(done),
-            Kind::Cancel => {}
+            Kind::Cancel | Kind::Shutdown => {}
+            Kind::Goodbye(buf) => drop(buf), // sent, or not: the server is stopping
             Kind::Handoff(stream) => self.handoff_done(stream, done.cqe),
+            Kind::HandoffSlot(slot) => self.handoff_slot_done(slot, done.cqe),
+            Kind::HelpAccept(w) => self.help_accept_done(w, done),
+            Kind::Close => self.close_done(done),
+            Kind::PeerAddr => self.peer_addr_done(done),
         }
     }
 
