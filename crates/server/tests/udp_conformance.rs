@@ -324,4 +324,8 @@ model_suite! {
         c.accept_mode = iomodels_server::AcceptMode::Handoff;
     };
     completion_port_two_workers => Model::CompletionPort, |c| c.workers = Some(2);
+    #[cfg(target_os = "linux")]
+    completion_port_ordinary => Model::CompletionPort, |c| {
+        c.direct_descriptors = iomodels_server::DirectDescriptors::Off;
+    };
 }

@@ -1060,8 +1060,9 @@ impl Variant {
 /// that fails if a model available here is missing from the list (so a new model cannot go
 /// untested) or one listed is not available.
 ///
-/// `every_model` in place of the list runs the suite on every model (and completion-port's
-/// hand-off mode on Linux).
+/// `every_model` in place of the list runs the suite on every model (and, on Linux,
+/// completion-port's hand-off mode, and completion-port on ordinary descriptors: its default
+/// is direct descriptors where the kernel has them).
 ///
 /// ```ignore
 /// model_suite! {
@@ -1074,7 +1075,8 @@ impl Variant {
 /// ```
 #[macro_export]
 macro_rules! model_suite {
-    // Every model, and completion-port's hand-off accept mode on Linux: what each suite runs.
+    // Every model, completion-port's hand-off accept mode and its fallback to ordinary
+    // descriptors on Linux: what each suite runs.
     (check: $check:ident, $suite:literal; cases: $cases:tt; every_model) => {
         $crate::model_suite! {
             check: $check, $suite;
@@ -1090,6 +1092,10 @@ macro_rules! model_suite {
             completion_port_handoff => iomodels_server::Model::CompletionPort, |c| {
                 c.workers = Some(2);
                 c.accept_mode = iomodels_server::AcceptMode::Handoff;
+            };
+            #[cfg(target_os = "linux")]
+            completion_port_ordinary => iomodels_server::Model::CompletionPort, |c| {
+                c.direct_descriptors = iomodels_server::DirectDescriptors::Off;
             };
         }
     };

@@ -42,6 +42,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 
+/// `IORING_MSG_RING_CQE_SKIP` (the `io-uring` crate does not export it): the target ring gets
+/// no completion for the message.
+const MSG_RING_CQE_SKIP: u32 = 1;
+
 /// Every worker's listener (direct descriptors with reuse-port), and whose table is full: a
 /// worker with free slots accepts on a full worker's listener for it. The listeners close when
 /// the last engine lets go of the spill (after every worker has stopped); an engine that stops
@@ -394,15 +398,17 @@ impl Engine<'_> {
                     opcode::MsgRingData::new(Fd(target), fd, HANDOFF, None).build()
                 })
             }
-            // The slot moves to the other ring's table (a slot it allocates); ours is closed
-            // once the kernel says it was delivered.
-            Sock::Direct(slot) => self.post(NO_CONN, Kind::HandoffSlot(slot), |_| {
+            // The slot moves to a slot the other ring allocates in its table, without a
+            // completion there (the result it would carry is not the slot); ours is closed and
+            // the other worker told its slot once the kernel says it was delivered.
+            Sock::Direct(slot) => self.post(NO_CONN, Kind::HandoffSlot(slot, target), |_| {
                 opcode::MsgRingSendFd::new(
                     Fd(target),
                     Fixed(slot),
                     DestinationSlot::auto_target(),
                     HANDOFF,
                 )
+                .opcode_flags(MSG_RING_CQE_SKIP)
                 .build()
             }),
         };
@@ -413,6 +419,20 @@ impl Engine<'_> {
             // slot stays taken until the ring is dropped).
             Err(e) => log::warn!("cannot hand a connection to another worker: {e}"),
         }
+    }
+
+    /// Telling the other worker its slot completed; if it failed, that connection stays in its
+    /// table, unserved, until its ring is dropped.
+    pub(super) fn handoff_tell_done(&mut self, cqe: Cqe) {
+        if cqe.result < 0 {
+            self.lost_handoff(&io::Error::from_raw_os_error(-cqe.result));
+        }
+    }
+
+    fn lost_handoff(&mut self, e: &io::Error) {
+        log::error!("cannot tell a worker the connection handed to it: {e}");
+        self.ctx.stats.errors.fetch_add(1, Relaxed);
+        self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
     }
 
     /// A socket another worker's ring handed to this one (`IORING_OP_MSG_RING`, no record in
@@ -452,10 +472,17 @@ impl Engine<'_> {
     }
 
     /// Our `MSG_RING` of a direct descriptor completed: the other worker's table has the
-    /// socket (close our slot), or (it failed: that table is full) it is served here.
-    pub(super) fn handoff_slot_done(&mut self, slot: u32, cqe: Cqe) {
+    /// socket in the slot our result names (close ours, tell it which), or (it failed: that
+    /// table is full) it is served here.
+    pub(super) fn handoff_slot_done(&mut self, slot: u32, ring: RawFd, cqe: Cqe) {
         if cqe.result >= 0 {
             self.close_slot(slot);
+            let theirs = cqe.result;
+            if let Err(e) = self.post(NO_CONN, Kind::HandoffTell, |_| {
+                opcode::MsgRingData::new(Fd(ring), theirs, HANDOFF, None).build()
+            }) {
+                self.lost_handoff(&e);
+            }
         } else {
             if !self.draining {
                 log::debug!(

@@ -94,8 +94,11 @@ pub(super) struct UConn {
     /// The socket, the connection state machine and the server-wide accounting.
     pub(super) s: Session<Sock>,
     pub(super) target: Target,
-    /// User data of the `FIXED_FD_INSTALL` that reads a direct TLS connection's peer address.
-    pub(super) peer_op: Option<u64>,
+    /// Operations on a direct descriptor besides its receive and send (the `FIXED_FD_INSTALL`
+    /// that reads a TLS peer's address, a `SHUTDOWN`, a last `close_notify`): the slot is closed
+    /// only after they completed, or one still queued (the kernel runs `SHUTDOWN` on a worker
+    /// thread) could hit the next socket given the same slot.
+    pub(super) slot_ops: u32,
     /// User data of the posted receive, if any.
     pub(super) recv_op: Option<u64>,
     /// User data of the posted send, if any (one at a time keeps the bytes in order).
@@ -189,7 +192,7 @@ impl Engine<'_> {
         let c = self.conns.insert(UConn {
             s: Session::new(sock, self.ctx),
             target,
-            peer_op: None,
+            slot_ops: 0,
             recv_op: None,
             send_op: None,
             recv_cancelled: false,
@@ -212,7 +215,7 @@ impl Engine<'_> {
         match self.post(c, Kind::PeerAddr, |_| {
             opcode::FixedFdInstall::new(Fixed(slot), 0).build()
         }) {
-            Ok(ud) => self.conns[c].peer_op = Some(ud),
+            Ok(_) => self.conns[c].slot_ops += 1,
             Err(e) => log::debug!("cannot look up a TLS peer's address: {e}"),
         }
     }
@@ -222,7 +225,7 @@ impl Engine<'_> {
         let c = done.conn;
         let res = done.cqe.result;
         let u = &mut self.conns[c];
-        u.peer_op = None;
+        u.slot_ops -= 1;
         if res >= 0 {
             // SAFETY: a successful FIXED_FD_INSTALL's result is a new descriptor (a second
             // reference to the connection's socket) that nothing else owns; it is closed here.
@@ -376,12 +379,16 @@ impl Engine<'_> {
             u.s.conn.on_write_shutdown();
             match &u.s.stream {
                 Sock::Ordinary(s) => drop(s.shutdown(Shutdown::Write)),
+                // A connection over now is closed at once, which sends the FIN (its input is
+                // all read): no shutdown to wait for.
+                Sock::Direct(_) if u.s.conn.is_finished() => {}
                 Sock::Direct(slot) => {
                     let slot = *slot;
-                    if let Err(e) = self.post(NO_CONN, Kind::Shutdown, |_| {
+                    match self.post(c, Kind::Shutdown, |_| {
                         opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR).build()
                     }) {
-                        log::debug!("cannot post a shutdown: {e}");
+                        Ok(_) => self.conns[c].slot_ops += 1,
+                        Err(e) => log::debug!("cannot post a shutdown: {e}"),
                     }
                 }
             }
@@ -489,18 +496,30 @@ impl Engine<'_> {
         }
         let buf = conn.take_output(Vec::new());
         let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
-        if let Err(e) = self.post(NO_CONN, Kind::Goodbye(buf), |_| {
+        match self.post(c, Kind::Goodbye(buf), |_| {
             opcode::Send::new(Fixed(slot), ptr, len)
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
         }) {
-            log::debug!("cannot send a close_notify: {e}");
+            Ok(_) => self.conns[c].slot_ops += 1,
+            Err(e) => log::debug!("cannot send a close_notify: {e}"),
         }
+    }
+
+    /// A stopping TLS connection's `close_notify` went out (or did not: best effort).
+    pub fn goodbye_done(&mut self, done: Done) {
+        let Kind::Goodbye(buf) = done.kind else {
+            unreachable!()
+        };
+        drop(buf); // the kernel is done with it
+        let c = done.conn;
+        self.conns[c].slot_ops -= 1;
+        self.release_if_idle(c);
     }
 
     pub(super) fn release_if_idle(&mut self, c: usize) {
         let u = &self.conns[c];
-        if u.closing && u.recv_op.is_none() && u.send_op.is_none() && u.peer_op.is_none() {
+        if u.closing && u.recv_op.is_none() && u.send_op.is_none() && u.slot_ops == 0 {
             // Closes an ordinary socket; Session settles the gauges.
             let u = self.conns.remove(c);
             let slot = match u.s.stream {
@@ -523,6 +542,13 @@ impl Engine<'_> {
         }) {
             log::error!("cannot close a direct descriptor (slot {slot}): {e}");
         }
+    }
+
+    /// A direct descriptor's shutdown completed.
+    pub fn shutdown_done(&mut self, done: Done) {
+        let c = done.conn;
+        self.conns[c].slot_ops -= 1;
+        self.advance(c);
     }
 
     /// A slot's close completed: it is free for an accept.

@@ -138,14 +138,19 @@ pub(crate) enum Kind {
     /// A `MSG_RING` that hands this accepted socket to another worker's ring. The record owns
     /// the socket until the kernel says it was delivered.
     Handoff(Option<TcpStream>),
-    /// A `MSG_RING` (`IORING_MSG_SEND_FD`) that puts this direct descriptor in another worker's
-    /// table; our slot is closed once it is delivered.
-    HandoffSlot(u32),
+    /// A `MSG_RING` (`IORING_MSG_SEND_FD`) that puts direct descriptor `.0` in the table of the
+    /// worker whose ring is `.1`, silently; our slot is closed once it is delivered, and a
+    /// [`Kind::HandoffTell`] tells that worker which slot it got.
+    HandoffSlot(u32, RawFd),
+    /// A `MSG_RING` telling another worker the slot of the direct descriptor just put in its
+    /// table (the completion it gets carries the slot as its result).
+    HandoffTell,
     /// A single-shot accept (direct) on the listener of worker `.0`, whose table is full.
     HelpAccept(usize),
     /// `IORING_OP_CLOSE` of a direct descriptor's slot: the slot is free at its completion.
     Close,
-    /// `IORING_OP_SHUTDOWN` (write side) of a direct descriptor.
+    /// `IORING_OP_SHUTDOWN` (write side) of a direct descriptor (the kernel runs it on a
+    /// worker thread, which looks the slot up only then).
     Shutdown,
     /// `IORING_OP_FIXED_FD_INSTALL`: a temporary ordinary descriptor for a TLS connection's
     /// direct one, to read the peer's address (closed at once).
@@ -554,7 +559,7 @@ impl<'a> Engine<'a> {
             Some(Kind::Send { .. }) => "send",
             Some(Kind::Wake) => "wake",
             Some(Kind::Cancel) => "cancel",
-            Some(Kind::Handoff(_) | Kind::HandoffSlot(_)) => "hand-off",
+            Some(Kind::Handoff(_) | Kind::HandoffSlot(..) | Kind::HandoffTell) => "hand-off",
             Some(Kind::HelpAccept(_)) => "accept (for a full worker)",
             Some(Kind::Close) => "close",
             Some(Kind::Shutdown) => "shutdown",
@@ -583,10 +588,12 @@ impl<'a> Engine<'a> {
             Kind::UdpRecv(_) => self.udp_recv_done(done),
             Kind::UdpSend(_) => self.udp_send_done(done),
             Kind::Wake => self.wake_done(done),
-            Kind::Cancel | Kind::Shutdown => {}
-            Kind::Goodbye(buf) => drop(buf), // sent, or not: the server is stopping
+            Kind::Cancel => {}
+            Kind::Shutdown => self.shutdown_done(done),
+            Kind::Goodbye(_) => self.goodbye_done(done),
             Kind::Handoff(stream) => self.handoff_done(stream, done.cqe),
-            Kind::HandoffSlot(slot) => self.handoff_slot_done(slot, done.cqe),
+            Kind::HandoffSlot(slot, ring) => self.handoff_slot_done(slot, ring, done.cqe),
+            Kind::HandoffTell => self.handoff_tell_done(done.cqe),
             Kind::HelpAccept(w) => self.help_accept_done(w, done),
             Kind::Close => self.close_done(done),
             Kind::PeerAddr => self.peer_addr_done(done),
