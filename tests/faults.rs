@@ -255,7 +255,17 @@ fn accepting_threads(model: &str) -> usize {
 fn start_with_64_descriptors(model: &str) -> Served {
     // A cap far above what 64 descriptors allow: the case is about running out of descriptors
     // (EMFILE on accept), which the default cap (the descriptor limit minus 64) would prevent.
-    let s = start_with_64_descriptors_args(&["--model", model, "--max-conns", "100000"]);
+    // completion-port on ordinary descriptors: on direct ones its connections take none (see
+    // `completion_port_with_full_tables_stops_accepting_and_drops_no_client` for what a full
+    // table does instead).
+    let s = start_with_64_descriptors_args(&[
+        "--model",
+        model,
+        "--max-conns",
+        "100000",
+        "--direct-descriptors",
+        "off",
+    ]);
     let end = Instant::now() + support::SERVER_DEADLINE;
     let (mut last, mut still) = (fd_count(s.pid()), 0);
     while still < 6 && Instant::now() < end {
@@ -285,15 +295,20 @@ fn start_with_64_descriptors_args(args: &[&str]) -> Served {
 
 /// The command `serve ARGS` with RLIMIT_NOFILE = 64 (soft and hard) set in the child.
 fn command_with_64_descriptors(args: &[&str]) -> std::process::Command {
-    const LIMIT: libc::rlim_t = 64;
+    command_with_descriptors(64, args)
+}
+
+/// The command `serve ARGS` with RLIMIT_NOFILE = `limit` (soft and hard) set in the child.
+fn command_with_descriptors(limit: u64, args: &[&str]) -> std::process::Command {
+    let limit = limit as libc::rlim_t;
     let mut cmd = Served::command(args);
     // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe and
     // touches no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: LIMIT,
-                rlim_max: LIMIT,
+                rlim_cur: limit,
+                rlim_max: limit,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -317,11 +332,20 @@ mod per_model {
         let fd0 = fd_count(s.pid());
         let silent: Vec<TcpStream> = (0..200).map(|_| connect(s.addr)).collect();
         s.stats_until("200 silent clients accepted", |v| v["active"] == 200);
-        // The server holds them (the measure sees them): at least 200 more descriptors.
-        assert!(
-            fd_count(s.pid()) >= fd0 + 200,
-            "the silent clients hold no descriptor?"
-        );
+        // The server holds them (the measure sees them): at least 200 more descriptors; with
+        // direct descriptors none (they live in the rings' tables).
+        if direct(&s) {
+            assert!(
+                fd_count(s.pid()) < fd0 + 10,
+                "direct descriptors, yet the silent clients hold {} descriptors",
+                fd_count(s.pid()) - fd0
+            );
+        } else {
+            assert!(
+                fd_count(s.pid()) >= fd0 + 200,
+                "the silent clients hold no descriptor?"
+            );
+        }
         assert_echoes(s.addr, 256 * KIB, 1);
         thread::sleep(Duration::from_millis(300));
         assert_echoes(s.addr, 64 * KIB, 2);
@@ -354,10 +378,15 @@ mod per_model {
         let fd0 = fd_count(pid);
         let kinds0 = fd_kinds(pid);
         let rss0 = rss(pid);
-        // The measure can fail: ten open connections show as ten more descriptors.
+        // The measure can fail: ten open connections show as ten more descriptors (none with
+        // direct descriptors: the count must then stay flat throughout).
         let held: Vec<TcpStream> = (0..10).map(|_| connect(s.addr)).collect();
         s.stats_until("10 held", |v| v["active"] == 10);
-        assert!(fd_count(pid) >= fd0 + 10, "connections hold no descriptor?");
+        if direct(&s) {
+            assert_eq!(fd_count(pid), fd0, "direct descriptors, yet the count grew");
+        } else {
+            assert!(fd_count(pid) >= fd0 + 10, "connections hold no descriptor?");
+        }
         drop(held);
         s.stats_until("10 released", |v| v["active"] == 0);
 
@@ -979,6 +1008,11 @@ mod per_model {
     }
 }
 
+/// True if the server says (in its ready line) that its connections are direct descriptors.
+fn direct(s: &Served) -> bool {
+    s.ready_line.contains("direct descriptors")
+}
+
 /// completion-port: descriptors running out while its workers start do not stop the server.
 /// Each worker used to create its ring and waker on its own thread once running; a worker
 /// that started when the workers already running had accepted every descriptor got EMFILE
@@ -989,6 +1023,7 @@ mod per_model {
 #[test]
 fn completion_port_survives_descriptor_exhaustion_while_its_workers_start() {
     for attempt in 0..10 {
+        // Ordinary descriptors: direct ones take no descriptor per connection.
         let s = start_with_64_descriptors_args(&[
             "--model",
             "completion-port",
@@ -996,6 +1031,8 @@ fn completion_port_survives_descriptor_exhaustion_while_its_workers_start() {
             "12",
             "--max-conns",
             "100000",
+            "--direct-descriptors",
+            "off",
         ]);
         let addr = s.addr;
         let hammers: Vec<_> = (0..4)
@@ -1032,4 +1069,112 @@ fn completion_port_refuses_to_start_when_its_workers_rings_cannot_all_be_made() 
         String::from_utf8_lossy(&out.stdout)
     );
     support::assert_one_line_error(&out, &["io_uring ring", "worker", "Too many open files"]);
+}
+
+/// Sends `tag` on `c` and checks that exactly it comes back.
+fn echo_tag(c: &mut TcpStream, tag: u64) {
+    c.write_all(&tag.to_le_bytes()).expect("write a tag");
+    let mut back = [0u8; 8];
+    c.read_exact(&mut back).expect("its echo");
+    assert_eq!(back, tag.to_le_bytes(), "connection {tag}: the echo differs");
+}
+
+/// completion-port on direct descriptors holds more connections than its descriptor limit: 4
+/// workers started with RLIMIT_NOFILE = 256 hold 1,000 clients, each echoing a tag (checked),
+/// while the server's descriptor table stays under 100 entries; a fresh client is served
+/// meanwhile, and when they leave `active` comes back to 0.
+#[test]
+fn completion_port_holds_more_connections_than_its_descriptor_limit() {
+    const CLIENTS: usize = 1000;
+    let _ = iomodels_server::sys::raise_nofile_limit(); // the test holds 1,000 sockets too
+    let mut s = Served::spawn(command_with_descriptors(
+        256,
+        &["--model", "completion-port", "--workers", "4"],
+    ));
+    assert!(direct(&s), "not on direct descriptors: {}", s.ready_line);
+    let pid = s.pid();
+    let fd0 = fd_count(pid);
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(s.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        echo_tag(c, i as u64);
+    }
+    s.stats_until("1,000 connections held", |v| {
+        counter(v, "active") == CLIENTS as i64
+    });
+    let fds = fd_count(pid);
+    eprintln!("{CLIENTS} connections held with {fds} descriptors (at start {fd0}; limit 256)");
+    assert!(
+        fds < 100,
+        "{fds} descriptors for {CLIENTS} connections: {:?}",
+        fd_kinds(pid)
+    );
+    assert_echoes(s.addr, 64 * KIB, 1);
+    // Still held, and each still answers.
+    for (i, c) in clients.iter_mut().enumerate().step_by(10) {
+        echo_tag(c, (CLIENTS + i) as u64);
+    }
+    drop(clients);
+    s.stats_until("every client gone", |v| v["active"] == 0);
+    assert_eq!(fd_count_settles_at(pid, fd0), fd0, "descriptors leaked");
+    assert_clean_exit(s);
+}
+
+/// completion-port with full direct-descriptor tables (2 workers, RLIMIT_NOFILE = 64: 128
+/// slots, `--max-conns` far above) stops accepting and drops no client: 128 clients are served
+/// (a worker whose table fills first leaves its listener to the other), 10 more wait in the
+/// backlog (no echo, no EOF, no reset), each table's filling is counted, and as 10 of the first
+/// leave, the 10 waiting are served.
+#[test]
+fn completion_port_with_full_tables_stops_accepting_and_drops_no_client() {
+    const SLOTS: usize = 128;
+    const EXTRA: usize = 10;
+    let mut s = Served::spawn(command_with_64_descriptors(&[
+        "--model",
+        "completion-port",
+        "--workers",
+        "2",
+        "--max-conns",
+        "100000",
+    ]));
+    assert!(direct(&s), "not on direct descriptors: {}", s.ready_line);
+    let mut first: Vec<TcpStream> = (0..SLOTS).map(|_| connect(s.addr)).collect();
+    for (i, c) in first.iter_mut().enumerate() {
+        echo_tag(c, i as u64);
+    }
+    let mut extra: Vec<TcpStream> = (0..EXTRA).map(|_| connect(s.addr)).collect();
+    for (i, c) in extra.iter_mut().enumerate() {
+        c.write_all(&((SLOTS + i) as u64).to_le_bytes()).unwrap();
+    }
+    let stats = s.stats_until("both tables full", |v| {
+        counter(v, "direct_table_full") >= 2
+    });
+    // Waiting, not dropped: nothing comes back, neither an echo nor an EOF nor a reset.
+    for (i, c) in extra.iter_mut().enumerate() {
+        assert!(
+            support::writing::silent_for(c, Duration::from_millis(300), IO_DEADLINE),
+            "waiting client {i}: an answer, an EOF or a reset while it should wait"
+        );
+    }
+    let now = s.stats();
+    assert_eq!(
+        (counter(&now, "active"), counter(&now, "accepted")),
+        (SLOTS as i64, SLOTS as i64),
+        "first {stats}, now {now}"
+    );
+    // Ten leave: the ten waiting are served, in whichever worker has the room.
+    first.truncate(SLOTS - EXTRA);
+    for (i, c) in extra.iter_mut().enumerate() {
+        let mut back = [0u8; 8];
+        c.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("waiting client {i} never served: {e}"));
+        assert_eq!(back, ((SLOTS + i) as u64).to_le_bytes());
+    }
+    let stats = s.stats_until("the waiting clients accepted", |v| {
+        counter(v, "accepted") == (SLOTS + EXTRA) as i64 && counter(v, "active") == SLOTS as i64
+    });
+    assert_eq!(counter(&stats, "errors"), 0, "{stats}");
+    drop((first, extra));
+    s.stats_until("every client gone", |v| v["active"] == 0);
+    assert_echoes(s.addr, 64 * KIB, 2);
+    assert_clean_exit(s);
 }

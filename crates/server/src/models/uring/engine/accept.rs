@@ -125,7 +125,9 @@ impl Engine<'_> {
         let mut multishot = cap >= MULTISHOT_ROOM;
         let mut room = cap;
         if let Some(t) = &self.table {
-            let free = t.free().saturating_sub(helps);
+            // A full worker's listener goes first: its backlog has nowhere else to go, ours
+            // has this worker.
+            let free = t.free().saturating_sub(helps + self.helps_wanted());
             room = room.min(free);
             multishot &= free >= TABLE_MULTISHOT_ROOM;
         }
@@ -134,6 +136,20 @@ impl Engine<'_> {
 
     fn helps_posted(&self) -> usize {
         self.helps.iter().flatten().count()
+    }
+
+    /// The full workers this one would accept for and has no accept posted for yet.
+    fn helps_wanted(&self) -> usize {
+        let (Some(spill), Some(Listener::Shared { index, .. })) = (&self.spill, &self.listener)
+        else {
+            return 0;
+        };
+        if self.draining {
+            return 0;
+        }
+        (0..spill.len())
+            .filter(|&w| w != *index && self.helps[w].is_none() && spill.full[w].load(SeqCst))
+            .count()
     }
 
     pub(super) fn arm_accepts(&mut self) {
