@@ -1076,7 +1076,11 @@ fn echo_tag(c: &mut TcpStream, tag: u64) {
     c.write_all(&tag.to_le_bytes()).expect("write a tag");
     let mut back = [0u8; 8];
     c.read_exact(&mut back).expect("its echo");
-    assert_eq!(back, tag.to_le_bytes(), "connection {tag}: the echo differs");
+    assert_eq!(
+        back,
+        tag.to_le_bytes(),
+        "connection {tag}: the echo differs"
+    );
 }
 
 /// completion-port on direct descriptors holds more connections than its descriptor limit: 4
@@ -1145,9 +1149,7 @@ fn completion_port_with_full_tables_stops_accepting_and_drops_no_client() {
     for (i, c) in extra.iter_mut().enumerate() {
         c.write_all(&((SLOTS + i) as u64).to_le_bytes()).unwrap();
     }
-    let stats = s.stats_until("both tables full", |v| {
-        counter(v, "direct_table_full") >= 2
-    });
+    let stats = s.stats_until("both tables full", |v| counter(v, "direct_table_full") >= 2);
     // Waiting, not dropped: nothing comes back, neither an echo nor an EOF nor a reset.
     for (i, c) in extra.iter_mut().enumerate() {
         assert!(

@@ -257,7 +257,6 @@ impl Session {
         self.publish(bytes_in, bytes_out);
         (result, bytes_in)
     }
-
 }
 
 impl<S: SessionSocket> Session<S> {

@@ -22,6 +22,47 @@
 //! - **batching**: submissions queue up during a turn and go to the kernel in the one
 //!   `io_uring_enter` that also waits; with `DEFER_TASKRUN` the completion work runs there too.
 //!
+//! **Direct descriptors** (Linux, `--direct-descriptors auto`, the default where the kernel has
+//! what they need: `sys::uring::probe_direct`, said by `iomodels models` and in the ready line;
+//! without them, or with `off`, connections are ordinary descriptors as in every other model,
+//! said in one log line). Each worker's ring registers a sparse fixed-file table of
+//! `RLIMIT_NOFILE` slots (the soft limit, which `serve` raises to the hard one; the kernel bounds
+//! each *table* by it, not their sum); the multishot accept allocates each new socket a slot
+//! (`IORING_FILE_INDEX_ALLOC`), and its receives, sends, shutdown and close name the slot
+//! (`IOSQE_FIXED_FILE`). A connection is then in no descriptor table of the process: N workers
+//! hold up to N × the descriptor limit, with the process's descriptors flat (rings, listeners,
+//! eventfds). `--max-conns` defaults to the slots of all tables less 16. Closing is
+//! `IORING_OP_CLOSE` on the slot, posted once every operation of the connection has completed
+//! (a `SHUTDOWN` runs on a kernel worker thread and looks its slot up late: closing first could
+//! let it hit the next socket given that slot). What needed a call on the socket:
+//! - `TCP_NODELAY` is set on the listeners: Linux copies it to every accepted socket (checked:
+//!   `getsockopt` on an accepted socket says 1 with it, 0 without), so no per-connection
+//!   `setsockopt` is needed — `IORING_OP_URING_CMD`'s `SOCKET_URING_OP_SETSOCKOPT` (6.7+) would
+//!   do it per socket, at a submission each, for nothing;
+//! - the peer address in a TLS connection's closing log line: multishot accept cannot return
+//!   addresses and this kernel (6.18) has no `getpeername` socket command, so for TLS
+//!   connections only, `IORING_OP_FIXED_FD_INSTALL` (6.8+) makes a temporary ordinary
+//!   descriptor, `getpeername` reads the address and the descriptor is closed at once (one
+//!   submission and two system calls per TLS connection, nothing for plain ones; without a
+//!   descriptor to spare the line says "a client");
+//! - a TLS `close_notify` when the drain runs out is a send on the slot, not a write on a
+//!   descriptor.
+//!
+//! A full table stops its worker accepting and must strand nothing: `SO_REUSEPORT` keeps
+//! hashing connections to that worker's listener. Every worker's listener is shared
+//! (`engine/accept.rs`: `Spill`): a worker whose table is full says so (counted in
+//! `direct_table_full`, logged once) and the others keep one single-shot accept each on its
+//! listener until it has room (counted in `direct_accepted_for_others`). Chosen over closing the
+//! full worker's listener (its backlog would be reset unless `net.ipv4.tcp_migrate_req` is on)
+//! and over one listener shared by every worker's accept (the kernel wakes the first waiting
+//! accept each time (io_uring arms an accept as an exclusive waiter), so one worker would take
+//! every connection until its table filled; reasoned from the kernel, not measured). Near a
+//! full table accepts are single-shot (a multishot accept only while 8,192 slots are free: one
+//! wait may accept the whole backlog, and an accept finding the table full closes the socket it
+//! took). `--accept handoff` passes direct descriptors too: `IORING_OP_MSG_RING` with
+//! `IORING_MSG_SEND_FD` moves the socket into a slot the target ring allocates (silently), the
+//! acceptor closes its own slot and tells the target which slot it got with a second message.
+//!
 //! Sends take the connection's output as an owned buffer (one send in flight per connection,
 //! re-posted for the rest after a short write, freed only at its completion). Backpressure
 //! cancels a connection's multishot recv; bytes already delivered in provided buffers are
@@ -62,7 +103,8 @@
 //! until `Stats::ops_in_flight` is 0. Without a TCP listener (`--no-tcp`) no `AcceptEx` is
 //! loaded or posted.
 //!
-//! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one);
+//! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one)
+//! on ordinary descriptors; on direct ones the tables (a descriptor limit per worker);
 //! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 256 × 16 KiB per worker by default); io_uring must be
 //! allowed (containers often block it: the model is then unavailable and says why, and the
 //! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,

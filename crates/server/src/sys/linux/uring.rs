@@ -425,7 +425,10 @@ fn probe_direct_now() -> Result<(), String> {
         (opcode::Close::CODE, "CLOSE"),
         (opcode::Shutdown::CODE, "SHUTDOWN"),
         (opcode::MsgRingSendFd::CODE, "MSG_RING"),
-        (opcode::FixedFdInstall::CODE, "FIXED_FD_INSTALL (Linux 6.8+)"),
+        (
+            opcode::FixedFdInstall::CODE,
+            "FIXED_FD_INSTALL (Linux 6.8+)",
+        ),
     ] {
         if !p.is_supported(code) {
             return Err(format!("this kernel lacks IORING_OP_{name}"));

@@ -209,7 +209,7 @@ impl Engine<'_> {
             return;
         }
         let (room, multishot) = self.accept_room();
-        if self.accepts_posted <= room && !(self.accept_multishot && !multishot) {
+        if self.accepts_posted <= room && (multishot || !self.accept_multishot) {
             return;
         }
         let Some(fd) = self.listener.as_ref().map(Listener::fd) else {
@@ -324,8 +324,7 @@ impl Engine<'_> {
         } else {
             log::info!("completion-port worker {worker}: room in its descriptor table again");
         }
-        if let (Some(spill), Some(Listener::Shared { index, .. })) = (&self.spill, &self.listener)
-        {
+        if let (Some(spill), Some(Listener::Shared { index, .. })) = (&self.spill, &self.listener) {
             spill.full[*index].store(full, SeqCst);
             if full {
                 self.ctx.shutdown.wake_all();
@@ -385,7 +384,10 @@ impl Engine<'_> {
             if self.draining {
                 self.discard(sock);
             } else {
-                self.ctx.stats.direct_accepted_for_others.fetch_add(1, Relaxed);
+                self.ctx
+                    .stats
+                    .direct_accepted_for_others
+                    .fetch_add(1, Relaxed);
                 self.adopt(sock);
             }
         } else if res != -libc::ECANCELED {

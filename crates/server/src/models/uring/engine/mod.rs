@@ -43,8 +43,8 @@ mod accept;
 mod conn;
 mod udp;
 
-pub(crate) use accept::{Handoff, Spill};
 use accept::Listener;
+pub(crate) use accept::{Handoff, Spill};
 use conn::UConn;
 use udp::Datagram;
 
@@ -285,7 +285,10 @@ impl Parts {
         if let Some(slots) = ctx.direct_table {
             let n = u32::try_from(slots).map_err(io::Error::other)?;
             parts.ring.register_direct_table(n).map_err(|e| {
-                io::Error::new(e.kind(), format!("a fixed-file table of {slots} slots: {e}"))
+                io::Error::new(
+                    e.kind(),
+                    format!("a fixed-file table of {slots} slots: {e}"),
+                )
             })?;
             parts.table = Some(slots);
         }
