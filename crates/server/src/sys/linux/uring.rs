@@ -402,11 +402,28 @@ fn probe_now() -> Result<(), String> {
     })
 }
 
+/// `IORING_ACCEPT_DONTWAIT` (Linux 6.10+) set on an accept submission: with nothing to accept
+/// it completes at once with `-EAGAIN` instead of waiting (the `io-uring` crate's builder has
+/// no setter for the accept flags it goes in).
+pub fn accept_dontwait(entry: squeue::Entry) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    const DONTWAIT: u16 = 1 << 1; // IORING_ACCEPT_DONTWAIT, in the submission's ioprio field
+                                  // SAFETY: `Entry` is `#[repr(C)]` around the 64-byte `io_uring_sqe` (size checked above),
+                                  // whose `ioprio` (u16) is at byte 2; any bit pattern is a valid `[u8; 64]` and the result
+                                  // differs from a valid entry only in the accept flags the kernel reads there.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    let ioprio = u16::from_ne_bytes([raw[2], raw[3]]) | DONTWAIT;
+    raw[2..4].copy_from_slice(&ioprio.to_ne_bytes());
+    // SAFETY: as above: the bytes of an entry with one more accept flag.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
+
 /// Whether `completion-port` can keep its connections as direct descriptors here: the
 /// completion models run ([`probe`]), a sparse fixed-file table can be registered, and the
 /// kernel has the operations they need on a fixed file (`CLOSE` on a slot, `SHUTDOWN`,
-/// `MSG_RING` to pass a slot between rings, and `FIXED_FD_INSTALL` — Linux 6.8 — for the peer
-/// address of a TLS connection; multishot accept with `IORING_FILE_INDEX_ALLOC` is 5.19, older
+/// `MSG_RING` to pass a slot between rings, `FIXED_FD_INSTALL` — Linux 6.8 — for the peer
+/// address of a TLS connection, and accepts that do not wait (`IORING_ACCEPT_DONTWAIT`, 6.10: a
+/// flag no probe lists, so this asks for `IORING_OP_BIND`, 6.11); multishot accept with `IORING_FILE_INDEX_ALLOC` is 5.19, older
 /// than all of them). Checked once per process.
 pub fn probe_direct() -> Result<(), String> {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();

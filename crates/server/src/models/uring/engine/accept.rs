@@ -29,10 +29,7 @@
 //! accept; no accept is posted until it ends.
 
 use super::conn::Sock;
-use super::{
-    Done, Engine, Kind, HANDOFF, MULTISHOT_ROOM, NO_CONN, TABLE_MULTISHOT_ROOM,
-    TABLE_SINGLE_ACCEPTS,
-};
+use super::{Done, Engine, Kind, HANDOFF, MULTISHOT_ROOM, NO_CONN, TABLE_MULTISHOT_ROOM};
 use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd};
 use io_uring::types::{DestinationSlot, Fixed};
 use std::io;
@@ -65,6 +62,20 @@ impl Spill {
     pub fn len(&self) -> usize {
         self.listeners.len()
     }
+}
+
+/// Accept tries on one listener ([`Engine::try_accepts`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Tries {
+    /// The multishot poll on the listener, if posted.
+    pub(super) poll: Option<u64>,
+    /// Its cancel was posted.
+    pub(super) cancelled: bool,
+    /// Worth a try: the listener became readable (or a slot freed) since the last try was
+    /// made, or that try succeeded.
+    pub(super) ready: bool,
+    /// The accept try in flight.
+    pub(super) accept: Option<u64>,
 }
 
 /// The listener an engine accepts on: its own, or its place in a [`Spill`]. Dropping it stops
@@ -117,39 +128,23 @@ impl Handoff {
 
 impl Engine<'_> {
     /// How many connections this worker may accept now (below the cap, and into its table's
-    /// free slots less those its accepts for other workers may take), and whether a multishot
-    /// accept is safe.
+    /// free slots less those its accept tries may take), and whether a multishot accept is
+    /// safe.
     fn accept_room(&mut self) -> (usize, bool) {
-        let helps = self.helps_posted();
-        let cap = self.cap.room().saturating_sub(helps);
+        let trying = self.tries_in_flight();
+        let cap = self.cap.room().saturating_sub(trying);
         let mut multishot = cap >= MULTISHOT_ROOM;
         let mut room = cap;
         if let Some(t) = &self.table {
-            // A full worker's listener goes first: its backlog has nowhere else to go, ours
-            // has this worker.
-            let free = t.free().saturating_sub(helps + self.helps_wanted());
+            let free = t.free().saturating_sub(trying);
             room = room.min(free);
             multishot &= free >= TABLE_MULTISHOT_ROOM;
         }
         (room, multishot)
     }
 
-    fn helps_posted(&self) -> usize {
-        self.helps.iter().flatten().count()
-    }
-
-    /// The full workers this one would accept for and has no accept posted for yet.
-    fn helps_wanted(&self) -> usize {
-        let (Some(spill), Some(Listener::Shared { index, .. })) = (&self.spill, &self.listener)
-        else {
-            return 0;
-        };
-        if self.draining {
-            return 0;
-        }
-        (0..spill.len())
-            .filter(|&w| w != *index && self.helps[w].is_none() && spill.full[w].load(SeqCst))
-            .count()
+    fn tries_in_flight(&self) -> usize {
+        self.tries.iter().filter(|t| t.accept.is_some()).count()
     }
 
     pub(super) fn arm_accepts(&mut self) {
@@ -162,13 +157,12 @@ impl Engine<'_> {
         // Never more accepts in flight than connections fit below the cap (and in the table).
         let (room, multishot) = self.accept_room();
         let multishot = self.cfg.accepts == 0 && multishot;
-        let singles = match self.table {
-            Some(_) => TABLE_SINGLE_ACCEPTS,
-            None => 1,
-        };
+        if self.table.is_some() && !multishot {
+            return; // near a full table or the cap: accept tries ([`Engine::try_accepts`])
+        }
         let want = match multishot {
             true => 1,
-            false => self.cfg.accepts.max(singles).min(room),
+            false => self.cfg.accepts.max(1).min(room),
         };
         if self.accepts_posted < want {
             self.accept_multishot = multishot;
@@ -225,8 +219,8 @@ impl Engine<'_> {
     pub(super) fn stop_accepting(&mut self) {
         self.draining = true;
         self.stop_udp();
-        let helps: Vec<u64> = self.helps.iter().flatten().copied().collect();
-        for ud in helps {
+        let polls: Vec<u64> = self.tries.iter().filter_map(|t| t.poll).collect();
+        for ud in polls {
             self.cancel(ud);
         }
         if let Some(fd) = self.listener.as_ref().map(Listener::fd) {
@@ -332,71 +326,135 @@ impl Engine<'_> {
         }
     }
 
-    /// Keeps one single-shot accept (into our table) posted on the listener of each worker
-    /// whose table is full, while our own table and the cap have room for it beyond what our
-    /// own accepts may take.
-    pub(super) fn help_others(&mut self) {
-        let Some(spill) = self.spill.clone() else {
-            return;
-        };
-        if self.draining || self.stopping {
+    /// Accept tries (direct descriptors, when a multishot accept is not safe: near a full
+    /// table or the cap), on this worker's own listener and on the listener of every worker
+    /// whose table is full. A try is an accept that does not wait (`IORING_ACCEPT_DONTWAIT`),
+    /// into one slot, made when a multishot poll (not exclusive: every worker's poll wakes)
+    /// says the listener is readable, again after each success, and on every listener once a
+    /// slot frees. No accept sleeps on a listener holding a slot for a connection that may
+    /// never come, and no wake-up is lost: a sleeping single-shot accept on a listener several
+    /// rings wait on can swallow the wake-up of a second connection (the kernel wakes one
+    /// exclusive waiter per connection, and a waiter already busy with the first still counts),
+    /// stranding it.
+    pub(super) fn try_accepts(&mut self) {
+        if self.table.is_none() || self.stopping {
             return;
         }
-        let me = match &self.listener {
-            Some(Listener::Shared { index, .. }) => *index,
-            _ => return,
-        };
-        for w in 0..spill.len() {
-            if w == me || self.helps[w].is_some() || !spill.full[w].load(SeqCst) {
+        for i in 0..self.tries.len() {
+            let Some(fd) = self.try_target(i) else {
+                if let Some(ud) = self.tries[i].poll.filter(|_| !self.tries[i].cancelled) {
+                    self.tries[i].cancelled = true;
+                    self.cancel(ud);
+                }
+                continue;
+            };
+            if self.tries[i].poll.is_none() {
+                match self.post(NO_CONN, Kind::AcceptPoll(i), |_| {
+                    opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+                        .multi(true)
+                        .build()
+                }) {
+                    Ok(ud) => {
+                        let t = &mut self.tries[i];
+                        (t.poll, t.cancelled, t.ready) = (Some(ud), false, true);
+                    }
+                    Err(e) => log::error!("cannot poll a listener: {e}"),
+                }
+            }
+            if !self.tries[i].ready || self.tries[i].accept.is_some() {
                 continue;
             }
-            let own = match self.accept_multishot && self.accepts_posted > 0 {
-                true => TABLE_MULTISHOT_ROOM,
-                false => self.accepts_posted,
-            };
-            let taken = own + self.helps_posted();
-            let free = self.table.as_ref().map_or(0, |t| t.free());
-            if free <= taken || self.cap.room() <= taken {
+            if self.accept_room().0 == 0 {
                 return;
             }
-            let fd = spill.listeners[w].as_raw_fd();
-            let posted = self.post(NO_CONN, Kind::HelpAccept(w), |_| {
-                opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                    .file_index(Some(DestinationSlot::auto_target()))
-                    .build()
-            });
-            match posted {
-                Ok(ud) => self.helps[w] = Some(ud),
-                Err(e) => {
-                    log::error!("cannot post an accept for worker {w}: {e}");
-                    return;
-                }
+            let entry = opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .file_index(Some(DestinationSlot::auto_target()))
+                .build();
+            match self.post(NO_CONN, Kind::TryAccept(i), |_| {
+                crate::sys::uring::accept_dontwait(entry)
+            }) {
+                // Worth another try only if the listener becomes readable (or a slot frees)
+                // after this one was made, or it succeeds.
+                Ok(ud) => (self.tries[i].accept, self.tries[i].ready) = (Some(ud), false),
+                Err(e) => log::error!("cannot post an accept: {e}"),
             }
         }
     }
 
-    /// An accept on a full worker's listener completed: serve the connection here.
-    pub(super) fn help_accept_done(&mut self, w: usize, done: Done) {
-        self.helps[w] = None;
+    /// The listener accept tries go to at index `i`: our own while a multishot accept is not
+    /// safe (and none is left in flight), another worker's while its table is full.
+    fn try_target(&mut self, i: usize) -> Option<RawFd> {
+        if self.draining {
+            return None;
+        }
+        let own = match (&self.listener, &self.spill) {
+            (Some(Listener::Shared { index, .. }), _) => *index,
+            (Some(Listener::Own(_)), None) => 0,
+            _ => return None,
+        };
+        if i == own {
+            let multishot = self.cfg.accepts == 0 && self.accept_room().1;
+            let quiet = self.accepts_posted == 0 && !self.backoff.is_paused();
+            return (!multishot && quiet).then(|| self.listener.as_ref().map(Listener::fd))?;
+        }
+        let spill = self.spill.as_ref()?;
+        spill.full[i]
+            .load(SeqCst)
+            .then(|| spill.listeners[i].as_raw_fd())
+    }
+
+    /// A listener's poll fired (readable: try), or ended.
+    pub(super) fn accept_poll_done(&mut self, i: usize, done: Done) {
+        let t = &mut self.tries[i];
+        if done.cqe.result > 0 {
+            t.ready = true;
+        }
+        if !done.cqe.more() {
+            t.poll = None;
+        }
+        self.try_accepts();
+    }
+
+    /// An accept try completed: serve the connection (and try again at once: more may wait),
+    /// or nothing was there.
+    pub(super) fn try_accept_done(&mut self, i: usize, done: Done) {
+        self.tries[i].accept = None;
         let res = done.cqe.result;
         if res >= 0 {
+            self.tries[i].ready = true; // more may wait
             let sock = self.accepted(res);
             if self.draining {
                 self.discard(sock);
             } else {
-                self.ctx
-                    .stats
-                    .direct_accepted_for_others
-                    .fetch_add(1, Relaxed);
-                self.adopt(sock);
+                let own = matches!(&self.listener, Some(Listener::Shared { index, .. }) if *index == i)
+                    || self.spill.is_none();
+                if !own {
+                    self.ctx
+                        .stats
+                        .direct_accepted_for_others
+                        .fetch_add(1, Relaxed);
+                }
+                self.distribute(sock);
             }
-        } else if res != -libc::ECANCELED {
-            log::debug!(
-                "accept for worker {w}: {}",
-                io::Error::from_raw_os_error(-res)
-            );
+        } else {
+            match -res {
+                libc::EAGAIN | libc::ECANCELED => {}
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    let e = io::Error::from_raw_os_error(-res);
+                    self.backoff.begin(&e, &self.ctx.stats);
+                }
+                errno => log::debug!("accept: {}", io::Error::from_raw_os_error(errno)),
+            }
         }
-        self.help_others();
+        self.try_accepts();
+    }
+
+    /// A slot freed: every listener tries may go to is worth a try again (a connection may
+    /// wait there since a try found no room).
+    pub(super) fn retry_accepts(&mut self) {
+        for t in &mut self.tries {
+            t.ready = true;
+        }
     }
 
     /// Serves an accepted socket here, or (accept hand-off) passes it to the next worker.

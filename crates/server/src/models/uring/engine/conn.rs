@@ -562,6 +562,7 @@ impl Engine<'_> {
         if let Some(t) = self.table.as_mut() {
             t.used = t.used.saturating_sub(1);
         }
+        self.retry_accepts();
     }
 }
 

@@ -43,8 +43,8 @@ mod accept;
 mod conn;
 mod udp;
 
-use accept::Listener;
 pub(crate) use accept::{Handoff, Spill};
+use accept::{Listener, Tries};
 use conn::UConn;
 use udp::Datagram;
 
@@ -65,8 +65,7 @@ const MULTISHOT_ROOM: usize = 1024;
 /// and whatever arrives meanwhile, and an accept that finds the table full closes the socket
 /// it accepted (`-ENFILE`): the one way a connection could be accepted and dropped.
 const TABLE_MULTISHOT_ROOM: usize = 8192;
-/// Nearer to a full table: this many single-shot accepts at most, each into one slot.
-const TABLE_SINGLE_ACCEPTS: usize = 8;
+
 /// How long shutdown waits for the kernel to complete cancelled operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// Send and receive buffers kept for reuse (beyond that they go back to the allocator).
@@ -145,8 +144,10 @@ pub(crate) enum Kind {
     /// A `MSG_RING` telling another worker the slot of the direct descriptor just put in its
     /// table (the completion it gets carries the slot as its result).
     HandoffTell,
-    /// A single-shot accept (direct) on the listener of worker `.0`, whose table is full.
-    HelpAccept(usize),
+    /// A multishot poll on listener `.0` (ours, or a full worker's) for accept tries.
+    AcceptPoll(usize),
+    /// An accept try (direct, not waiting) on listener `.0`.
+    TryAccept(usize),
     /// `IORING_OP_CLOSE` of a direct descriptor's slot: the slot is free at its completion.
     Close,
     /// `IORING_OP_SHUTDOWN` (write side) of a direct descriptor (the kernel runs it on a
@@ -166,6 +167,7 @@ impl Kind {
     fn peek(&self) -> Kind {
         match self {
             Kind::Accept => Kind::Accept,
+            Kind::AcceptPoll(i) => Kind::AcceptPoll(*i),
             Kind::RecvMulti => Kind::RecvMulti,
             Kind::Wake => Kind::Wake,
             other => unreachable!("{other:?} is never multishot"),
@@ -232,8 +234,8 @@ pub(crate) struct Engine<'a> {
     /// Direct descriptors with a listener per worker: every worker's listener, and which
     /// workers' tables are full, so the others accept for them.
     spill: Option<Arc<Spill>>,
-    /// The accept posted on each other worker's listener for it (by worker index).
-    helps: Vec<Option<u64>>,
+    /// Accept tries, per listener (direct descriptors near a full table or the cap).
+    tries: Vec<Tries>,
     /// The UDP socket this engine serves ([`Engine::with_udp`]).
     udp: Option<RawFd>,
     /// Datagram records posted (receives and sends).
@@ -407,7 +409,7 @@ impl<'a> Engine<'a> {
                 full: false,
             }),
             spill: None,
-            helps: Vec::new(),
+            tries: vec![Tries::default(); usize::from(table.is_some())],
             udp: None,
             udp_posted: 0,
             udp_spare: Vec::new(),
@@ -418,7 +420,7 @@ impl<'a> Engine<'a> {
     /// Accepts on listener `index` of `spill` (the worker's own) instead of a listener of its
     /// own, and on the others' while their tables are full (direct descriptors, reuse-port).
     pub fn with_spill(mut self, spill: Arc<Spill>, index: usize) -> Engine<'a> {
-        self.helps = vec![None; spill.len()];
+        self.tries = vec![Tries::default(); spill.len()];
         self.listener = Some(Listener::Shared {
             spill: Arc::clone(&spill),
             index,
@@ -460,7 +462,7 @@ impl<'a> Engine<'a> {
             self.check_table(); // full, or room again
             self.arm_accepts(); // a pause over, below the cap again, or nothing to do
             self.trim_accepts(); // another worker reached the cap
-            self.help_others(); // another worker's table is full
+            self.try_accepts(); // near a full table, or another worker's table is full
             self.rearm_starved();
             let pause = self.backoff.remaining();
             let capped = self.cap.is_held().then_some(CAP_RECHECK);
@@ -563,7 +565,8 @@ impl<'a> Engine<'a> {
             Some(Kind::Wake) => "wake",
             Some(Kind::Cancel) => "cancel",
             Some(Kind::Handoff(_) | Kind::HandoffSlot(..) | Kind::HandoffTell) => "hand-off",
-            Some(Kind::HelpAccept(_)) => "accept (for a full worker)",
+            Some(Kind::AcceptPoll(_)) => "poll (listener)",
+            Some(Kind::TryAccept(_)) => "accept (try)",
             Some(Kind::Close) => "close",
             Some(Kind::Shutdown) => "shutdown",
             Some(Kind::PeerAddr) => "fixed-fd-install",
@@ -597,7 +600,8 @@ impl<'a> Engine<'a> {
             Kind::Handoff(stream) => self.handoff_done(stream, done.cqe),
             Kind::HandoffSlot(slot, ring) => self.handoff_slot_done(slot, ring, done.cqe),
             Kind::HandoffTell => self.handoff_tell_done(done.cqe),
-            Kind::HelpAccept(w) => self.help_accept_done(w, done),
+            Kind::AcceptPoll(i) => self.accept_poll_done(i, done),
+            Kind::TryAccept(i) => self.try_accept_done(i, done),
             Kind::Close => self.close_done(done),
             Kind::PeerAddr => self.peer_addr_done(done),
         }
