@@ -64,6 +64,10 @@ impl Spill {
     }
 }
 
+/// Accept tries made at once on one listener: each takes at most one slot and completes at
+/// once, so a batch reserves nothing for long.
+const TRY_BATCH: usize = 16;
+
 /// Accept tries on one listener ([`Engine::try_accepts`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Tries {
@@ -74,8 +78,8 @@ pub(super) struct Tries {
     /// Worth a try: the listener became readable (or a slot freed) since the last try was
     /// made, or that try succeeded.
     pub(super) ready: bool,
-    /// The accept try in flight.
-    pub(super) accept: Option<u64>,
+    /// Accept tries in flight (a batch: each completes at once, with a connection or not).
+    pub(super) in_flight: usize,
 }
 
 /// The listener an engine accepts on: its own, or its place in a [`Spill`]. Dropping it stops
@@ -144,7 +148,7 @@ impl Engine<'_> {
     }
 
     fn tries_in_flight(&self) -> usize {
-        self.tries.iter().filter(|t| t.accept.is_some()).count()
+        self.tries.iter().map(|t| t.in_flight).sum()
     }
 
     pub(super) fn arm_accepts(&mut self) {
@@ -329,9 +333,10 @@ impl Engine<'_> {
     /// Accept tries (direct descriptors, when a multishot accept is not safe: near a full
     /// table or the cap), on this worker's own listener and on the listener of every worker
     /// whose table is full. A try is an accept that does not wait (`IORING_ACCEPT_DONTWAIT`),
-    /// into one slot, made when a multishot poll (not exclusive: every worker's poll wakes)
-    /// says the listener is readable, again after each success, and on every listener once a
-    /// slot frees. No accept sleeps on a listener holding a slot for a connection that may
+    /// into one slot, made in batches of up to [`TRY_BATCH`] (within the free slots) when a
+    /// multishot poll (not exclusive: every worker's poll wakes) says the listener is
+    /// readable, again after a batch accepted something, and on every listener once a slot
+    /// frees. No accept sleeps on a listener holding a slot for a connection that may
     /// never come, and no wake-up is lost: a sleeping single-shot accept on a listener several
     /// rings wait on can swallow the wake-up of a second connection (the kernel wakes one
     /// exclusive waiter per connection, and a waiter already busy with the first still counts),
@@ -361,22 +366,29 @@ impl Engine<'_> {
                     Err(e) => log::error!("cannot poll a listener: {e}"),
                 }
             }
-            if !self.tries[i].ready || self.tries[i].accept.is_some() {
+            if !self.tries[i].ready || self.tries[i].in_flight > 0 {
                 continue;
             }
-            if self.accept_room().0 == 0 {
+            let room = self.accept_room().0;
+            if room == 0 {
                 return;
             }
-            let entry = opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                .file_index(Some(DestinationSlot::auto_target()))
-                .build();
-            match self.post(NO_CONN, Kind::TryAccept(i), |_| {
-                crate::sys::uring::accept_dontwait(entry)
-            }) {
-                // Worth another try only if the listener becomes readable (or a slot frees)
-                // after this one was made, or it succeeds.
-                Ok(ud) => (self.tries[i].accept, self.tries[i].ready) = (Some(ud), false),
-                Err(e) => log::error!("cannot post an accept: {e}"),
+            // Worth another batch only if the listener becomes readable (or a slot frees)
+            // after this one was made, or one of it succeeds.
+            self.tries[i].ready = false;
+            for _ in 0..room.min(TRY_BATCH) {
+                let entry = opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .file_index(Some(DestinationSlot::auto_target()))
+                    .build();
+                match self.post(NO_CONN, Kind::TryAccept(i), |_| {
+                    crate::sys::uring::accept_dontwait(entry)
+                }) {
+                    Ok(_) => self.tries[i].in_flight += 1,
+                    Err(e) => {
+                        log::error!("cannot post an accept: {e}");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -418,7 +430,7 @@ impl Engine<'_> {
     /// An accept try completed: serve the connection (and try again at once: more may wait),
     /// or nothing was there.
     pub(super) fn try_accept_done(&mut self, i: usize, done: Done) {
-        self.tries[i].accept = None;
+        self.tries[i].in_flight -= 1;
         let res = done.cqe.result;
         if res >= 0 {
             self.tries[i].ready = true; // more may wait
