@@ -140,6 +140,38 @@ fn a_port_in_use_is_one_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
 
+/// `iomodels models` says how completion-port holds its connections here (Linux): direct
+/// descriptors, or ordinary ones and why; the ready line says it too.
+#[cfg(target_os = "linux")]
+#[test]
+fn models_says_whether_completion_port_uses_direct_descriptors() {
+    if !iomodels_server::Model::CompletionPort.is_available() {
+        return;
+    }
+    let out = iomodels(&["models"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("completion-port: "))
+        .unwrap_or_else(|| panic!("no completion-port line in:\n{table}"));
+    match iomodels_server::direct_descriptors_support() {
+        Ok(()) => assert!(line.contains("direct descriptors"), "{line}"),
+        Err(why) => assert!(line.contains("ordinary descriptors") && line.contains(&why)),
+    }
+    let direct = iomodels_server::direct_descriptors_support().is_ok();
+    for (flag, want) in [("auto", direct), ("off", false)] {
+        let s = Served::start(&["--model", "completion-port", "--direct-descriptors", flag]);
+        assert_eq!(
+            s.ready_line.contains("direct descriptors"),
+            want,
+            "--direct-descriptors {flag}: {}",
+            s.ready_line
+        );
+    }
+    let out = iomodels(&["serve", "--direct-descriptors", "always"]);
+    assert_one_line_error(&out, &["--direct-descriptors", "auto or off"]);
+}
+
 #[test]
 fn a_model_not_available_here_is_one_line_saying_why() {
     let out = iomodels(&["models"]);
@@ -151,7 +183,7 @@ fn a_model_not_available_here_is_one_line_saying_why() {
         .map(|l| l.split_whitespace().next().unwrap().to_string());
     let Some(model) = unavailable else {
         // Every model is available: nothing to refuse. (Then the table must list all seven.)
-        assert_eq!(table.lines().count(), 8);
+        assert_eq!(table.lines().take_while(|l| !l.is_empty()).count(), 8);
         return;
     };
     let out = iomodels(&["serve", "--model", &model, "--listen", "127.0.0.1:0"]);
@@ -458,9 +490,12 @@ fn expected_trace(model: &str) -> Option<[&'static str; 2]> {
         // accept is the sure line; the client's FIN comes after O_ASYNC, so an FD_READ too.
         "async-select" => ["accept fd=", "FD_READ fd="],
         "event-select" => ["accept fd=", "EPOLLIN"],
-        "overlapped-event" | "overlapped-routine" | "completion-port" => {
-            ["CQE accept res=", "CQE recv fd="]
-        }
+        "overlapped-event" | "overlapped-routine" => ["CQE accept res=", "CQE recv fd="],
+        // A direct descriptor is a slot of the worker's table, not a descriptor.
+        "completion-port" => match iomodels_server::direct_descriptors_support() {
+            Ok(()) => ["CQE accept res=", "CQE recv slot="],
+            Err(_) => ["CQE accept res=", "CQE recv fd="],
+        },
         _ => return None,
     })
 }

@@ -3,7 +3,7 @@
 #![cfg(target_os = "linux")]
 
 use iomodels_load::LoadConfig;
-use iomodels_server::{Model, RecvBuffers, RunningServer, Server, ServerConfig};
+use iomodels_server::{DirectDescriptors, Model, RecvBuffers, RunningServer, Server, ServerConfig};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -60,11 +60,17 @@ fn an_exhausted_buffer_ring_is_refilled_and_rearmed_without_losing_or_reordering
 
 #[test]
 fn shutdown_with_operations_in_flight_reaps_every_one() {
-    for model in COMPLETION_MODELS {
+    // completion-port on direct descriptors (its default here) and on ordinary ones.
+    let variants = COMPLETION_MODELS
+        .into_iter()
+        .map(|m| (m, DirectDescriptors::Auto))
+        .chain([(Model::CompletionPort, DirectDescriptors::Off)]);
+    for (model, direct_descriptors) in variants {
         let server = start(ServerConfig {
             model,
             drain_timeout: Duration::from_millis(300),
             max_pending: 64 * 1024,
+            direct_descriptors,
             ..ServerConfig::default()
         });
         // Idle clients: a receive posted for each.
