@@ -80,7 +80,8 @@ pub struct ServerConfig {
     /// ever accepted and dropped. `None` (the default): the descriptor limit (`RLIMIT_NOFILE`
     /// when the server binds) less [`RESERVED_DESCRIPTORS`], so accept stops at the cap before
     /// it would fail with `EMFILE`, and the server keeps descriptors for itself; on Windows
-    /// (no descriptor limit) no cap.
+    /// (no descriptor limit) no cap. `completion-port` on direct descriptors: the slots of
+    /// every worker's table (the descriptor limit each) less [`RESERVED_DIRECT_SLOTS`].
     pub max_conns: Option<usize>,
     /// Close a connection when no byte has moved either way for this long (`--idle-timeout`).
     /// `None` (the default): never, for echo's sake — an echo client may legitimately wait

@@ -11,17 +11,17 @@
 //! other worker, in a race.
 //!
 //! **Direct descriptors** (`completion-port`): accepts allocate a slot in the worker's
-//! fixed-file table, so they are also posted only within the table's free slots: a multishot
-//! accept only while [`super::TABLE_MULTISHOT_ROOM`] slots are free (the kernel may accept the
-//! whole backlog in one wait, and an accept that finds the table full closes what it accepted),
-//! nearer to full a few single-shot accepts, each into one slot, and none when it is full.
-//! A full table must not strand its listener's backlog: with `SO_REUSEPORT` the kernel keeps
-//! hashing new connections to that listener. So every worker's listener is in a shared
-//! [`Spill`]; a worker whose table is full says so there (counted in `direct_table_full`,
-//! logged once) and wakes the others, and each worker with free slots keeps one single-shot
-//! accept posted on that listener for it ([`Engine::help_others`]) until the full worker has
-//! room again. Nothing waits longer than it would for a free slot anywhere, and nothing is
-//! accepted and dropped.
+//! fixed-file table, so they are also posted only within the table's free slots. A multishot
+//! accept only while [`super::TABLE_MULTISHOT_ROOM`] slots are free (and the cap allows one):
+//! the kernel may accept the whole backlog in one wait, and an accept that finds the table full
+//! closes what it accepted. Nearer to full (or to the cap): accept tries
+//! ([`Engine::try_accepts`]), which never wait, so they hold no slot for long and lose no
+//! wake-up. A full table must not strand its listener's backlog: with `SO_REUSEPORT` the
+//! kernel keeps hashing new connections to that listener. So every worker's listener is in a
+//! shared [`Spill`]; a worker whose table is full says so there (counted in
+//! `direct_table_full`, logged once) and wakes the others, which then make accept tries on
+//! that listener too, until the full worker has room again. Nothing waits longer than it would
+//! for a free slot anywhere, and nothing is accepted and dropped.
 //!
 //! Out of descriptors, every accept posted (four for the overlapped models) completes with
 //! EMFILE at once: that is one pause of 100 ms ([`crate::accept::Backoff`], shared with the
