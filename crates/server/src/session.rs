@@ -115,6 +115,7 @@ impl<S: SessionSocket> Session<S> {
 
     /// Records the peer's address for a TLS connection's closing log line, when the socket
     /// could not tell it at [`Session::new`] (a direct descriptor learns it later).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // io_uring's direct descriptors
     pub fn set_tls_peer(&mut self, peer: SocketAddr) {
         if self.conn.is_tls() {
             self.tls_peer = Some(peer);

@@ -373,10 +373,16 @@ impl Engine<'_> {
             if room == 0 {
                 return;
             }
+            // Near the cap one try at a time, as one single-shot accept: every worker may try
+            // at once, and the cap may be passed by one connection per other worker at most.
+            let batch = match self.cap.room() >= MULTISHOT_ROOM {
+                true => TRY_BATCH,
+                false => 1,
+            };
             // Worth another batch only if the listener becomes readable (or a slot frees)
             // after this one was made, or one of it succeeds.
             self.tries[i].ready = false;
-            for _ in 0..room.min(TRY_BATCH) {
+            for _ in 0..room.min(batch) {
                 let entry = opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
                     .file_index(Some(DestinationSlot::auto_target()))
                     .build();
