@@ -72,15 +72,17 @@
 //! not name the slot), the acceptor closes its own slot and tells the target which slot it got
 //! with a second message.
 //!
-//! Measured here (release build, `serve --workers 6`, six client processes of 17,000 from
-//! 127.0.0.2-7): 102,000 connections held in one process, each echoed one byte (verified), the
-//! server's descriptor table at 25 entries throughout, RSS 7.3 MB before and 47.7 MB with all
-//! held (0.40 KiB per connection, the provided buffers' first touch included), 22 s to open
-//! them all (48 s in a busier run), a fresh client served at once meanwhile. The same server on
-//! ordinary descriptors holds at most the descriptor limit (19,000 held: 19,025 descriptors,
-//! 0.67 KiB per connection at that count, as on direct ones: the fixed ~6 MB of provided
-//! buffers touched once weighs more there). With the default worker count (one per CPU: 2
-//! here) the tables hold 2 × 20,000.
+//! Measured here (release build, `serve --workers 6` against `iomodels load --idle --conns
+//! 100000`, three runs): 100,000 connections held in one process, each echoed one byte
+//! (verified), all still open at the end; the server's descriptor table at 25 entries
+//! throughout; RSS 7.5 MB before, 47.3 MB with all held: 0.40 KiB per connection (the provided
+//! buffers' first touch included); opened in 3.4 s (3.2–3.5); a fresh client served at once
+//! meanwhile. The same server on ordinary descriptors holds at most the descriptor limit
+//! (19,000 held: 19,025 descriptors; 0.67 KiB per connection at that count, as on direct ones:
+//! the fixed ~6 MB of provided buffers touched once weighs more there). With the default worker
+//! count (one per CPU: 2 here) the tables hold 2 × 20,000. Server CPU per message, one worker,
+//! direct against ordinary descriptors (three alternating runs each, medians): 4.98 against
+//! 5.09 s per million 64-byte echoes with 100 connections, 5.54 against 5.98 with 1,000.
 //!
 //! Sends take the connection's output as an owned buffer (one send in flight per connection,
 //! re-posted for the rest after a short write, freed only at its completion). Backpressure
