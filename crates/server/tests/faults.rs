@@ -353,11 +353,18 @@ mod cases {
             let stop = Arc::clone(&stop);
             thread::spawn(move || -> std::io::Result<u64> {
                 let mut s = connect(addr);
-                // At least one round, at most 400, until told to stop.
+                // At least one round, at most 400, until told to stop. A fast model can be
+                // through its 400 rounds before the resets are: the connection then stays
+                // open, silent, until the stop (at most a minute), so that the stages still
+                // see exactly one client left.
                 let mut rounds = 0;
                 while rounds == 0 || (!stop.load(Relaxed) && rounds < 400) {
                     echo_messages(&mut s, 1000 + rounds, 4, 64 * KIB)?;
                     rounds += 1;
+                }
+                let waited = Instant::now();
+                while !stop.load(Relaxed) && waited.elapsed() < Duration::from_secs(60) {
+                    thread::sleep(Duration::from_millis(10));
                 }
                 Ok(rounds)
             })
