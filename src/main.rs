@@ -437,12 +437,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     server.run()?;
     let s = stats.snapshot();
     log::info!(
-        "stopped: {} connections served, {} refused, {} closed on errors; {} bytes in, {} out",
+        "stopped: {} connections served, {} refused, {} closed on errors; {} bytes in, {} out; \
+         receive buffers posted to the kernel for connections: peak {} bytes, {} at exit",
         s.accepted,
         s.refused,
         s.errors,
         s.bytes_in,
-        s.bytes_out
+        s.bytes_out,
+        s.recv_buffer_bytes_posted_peak,
+        s.recv_buffer_bytes_posted
     );
     if config.udp {
         log::info!(
@@ -518,6 +521,8 @@ fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
         "direct_accepted_for_others": s.direct_accepted_for_others,
         "slow_reader_closed": s.slow_reader_closed,
         "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,
+        "recv_buffer_bytes_posted": s.recv_buffer_bytes_posted,
+        "recv_buffer_bytes_posted_peak": s.recv_buffer_bytes_posted_peak,
         "notification_overflows": s.notification_overflows,
         "tls_failures": s.tls_failures, "tls_truncated": s.tls_truncated,
         "udp_datagrams_in": s.udp_datagrams_in, "udp_datagrams_out": s.udp_datagrams_out,

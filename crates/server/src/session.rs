@@ -183,7 +183,16 @@ impl Session {
             if self.readable && budget > 0 && reads < max_reads {
                 reads += 1;
                 calls += 1;
-                match self.stream.read(&mut scratch[..budget]) {
+                // A blocking recv hands its buffer to the kernel until it returns: counted
+                // while it waits (`Stats::recv_buffer_bytes_posted`).
+                if self.blocking {
+                    self.stats.recv_buffer_posted(budget);
+                }
+                let read = self.stream.read(&mut scratch[..budget]);
+                if self.blocking {
+                    self.stats.recv_buffer_returned(budget);
+                }
+                match read {
                     Ok(0) => {
                         self.conn.on_peer_eof();
                         progress = true;

@@ -2,8 +2,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-/// Live counters of one server. All are monotonic except the two gauges, `active` and
-/// `pending_bytes`.
+/// Live counters of one server. All are monotonic except the gauges: `active`,
+/// `pending_bytes`, `ops_in_flight` and `recv_buffer_bytes_posted`.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Connections accepted and served.
@@ -46,9 +46,26 @@ pub struct Stats {
     /// Completion models: operations posted to the kernel whose final completion has not
     /// arrived yet (gauge). Zero after a clean shutdown: nothing leaked.
     pub ops_in_flight: AtomicI64,
-    /// Completion models: multishot receives that ended because the provided-buffer ring was
+    /// Completion models on Linux: receives that ended because the provided-buffer ring was
     /// empty (ENOBUFS) and were re-armed once buffers came back.
     pub recv_buffer_exhausted: AtomicU64,
+    /// Bytes of receive buffers handed to the kernel now for specific connections (gauge):
+    /// memory an idle connection pins, by model.
+    /// - `select`, `async-select`, `event-select` (and epoll, signal-driven I/O on Linux): 0.
+    ///   They read into a per-thread scratch buffer, and only when a socket is ready.
+    /// - `blocking`: the length of each client thread's read buffer while the thread is
+    ///   blocked in `recv` on it (an idle connection's thread is).
+    /// - `overlapped-event`, `overlapped-routine`, `completion-port` on Linux (io_uring): 0.
+    ///   Their receives take a buffer from a provided-buffer ring when data arrives, so no
+    ///   buffer is tied to a connection before the completion (the ring itself, shared, is
+    ///   `--recv-buffers`).
+    /// - The same models on Windows: the length of each posted `WSARecv` (16 KiB), from the
+    ///   post until its completion is reaped.
+    ///
+    /// UDP datagram buffers are not counted: they belong to the socket, not to a connection.
+    pub recv_buffer_bytes_posted: AtomicI64,
+    /// The highest [`Stats::recv_buffer_bytes_posted`] has been.
+    pub recv_buffer_bytes_posted_peak: AtomicI64,
     /// `async-select` on Linux: times the real-time signal queue overflowed (the kernel sent
     /// plain `SIGIO` instead of a queued notification) and the model rescanned every socket.
     pub notification_overflows: AtomicU64,
@@ -115,6 +132,10 @@ pub struct StatsSnapshot {
     pub ops_in_flight: i64,
     /// See [`Stats::recv_buffer_exhausted`].
     pub recv_buffer_exhausted: u64,
+    /// See [`Stats::recv_buffer_bytes_posted`].
+    pub recv_buffer_bytes_posted: i64,
+    /// See [`Stats::recv_buffer_bytes_posted_peak`].
+    pub recv_buffer_bytes_posted_peak: i64,
     /// See [`Stats::notification_overflows`].
     pub notification_overflows: u64,
     /// See [`Stats::tls_failures`].
@@ -144,6 +165,18 @@ impl Stats {
     pub(crate) fn count_wait(&self) {
         self.waits.fetch_add(1, Relaxed);
         self.syscalls.fetch_add(1, Relaxed);
+    }
+
+    /// A receive buffer of `len` bytes was handed to the kernel for one connection.
+    pub(crate) fn recv_buffer_posted(&self, len: usize) {
+        let now = self.recv_buffer_bytes_posted.fetch_add(len as i64, Relaxed) + len as i64;
+        self.recv_buffer_bytes_posted_peak.fetch_max(now, Relaxed);
+    }
+
+    /// The kernel gave back a receive buffer of `len` bytes counted by
+    /// [`Stats::recv_buffer_posted`].
+    pub(crate) fn recv_buffer_returned(&self, len: usize) {
+        self.recv_buffer_bytes_posted.fetch_sub(len as i64, Relaxed);
     }
 
     /// Counts a datagram received: `len` bytes, or cut short (`truncated`: counted, dropped).
@@ -205,6 +238,8 @@ impl Stats {
             slow_reader_closed: self.slow_reader_closed.load(Relaxed),
             ops_in_flight: self.ops_in_flight.load(Relaxed),
             recv_buffer_exhausted: self.recv_buffer_exhausted.load(Relaxed),
+            recv_buffer_bytes_posted: self.recv_buffer_bytes_posted.load(Relaxed),
+            recv_buffer_bytes_posted_peak: self.recv_buffer_bytes_posted_peak.load(Relaxed),
             notification_overflows: self.notification_overflows.load(Relaxed),
             tls_failures: self.tls_failures.load(Relaxed),
             tls_truncated: self.tls_truncated.load(Relaxed),

@@ -13,7 +13,7 @@ pub(crate) fn availability() -> Result<(), String> {
 
 /// The engine configured as overlapped I/O with event notification.
 pub(crate) const CONFIG: EngineConfig = EngineConfig {
-    recv: Recv::Owned { size: 16 * 1024 },
+    recv: Recv::Single,
     accepts: 4,
     routines: None,
     ring_entries: 4096,

@@ -170,10 +170,23 @@ pub(super) fn stored_result(overlapped: &OVERLAPPED) -> io::Result<usize> {
 ///
 /// # Safety
 /// Implement only for such a type ([`Op`], the datagram record in `udp.rs`).
-pub(crate) unsafe trait Record {}
+pub(crate) unsafe trait Record {
+    /// The bytes of a connection's receive buffer this record handed to the kernel, counted in
+    /// `Stats::recv_buffer_bytes_posted` from its post until its reclaim; 0 for any other.
+    fn posted_recv_len(&self) -> usize {
+        0
+    }
+}
 
 // SAFETY: #[repr(C)], `overlapped` first.
-unsafe impl Record for Op {}
+unsafe impl Record for Op {
+    fn posted_recv_len(&self) -> usize {
+        match self.kind {
+            OpKind::Recv => self.wsabuf.len as usize,
+            _ => 0,
+        }
+    }
+}
 
 /// A posted record: the kernel holds it until its completion is reaped. A name, not an owner
 /// (it is `Copy`, like the `OVERLAPPED*` it stands for).
@@ -270,7 +283,9 @@ impl<T: Record> InFlight<T> {
         stats.ops_in_flight.fetch_sub(1, Relaxed);
         // SAFETY: the pointer came from Box::into_raw in `post`, the kernel is done with it
         // (caller's contract), and nothing else reclaims it.
-        unsafe { Box::from_raw(self.0.as_ptr()) }
+        let record = unsafe { Box::from_raw(self.0.as_ptr()) };
+        stats.recv_buffer_returned(record.posted_recv_len());
+        record
     }
 }
 
@@ -383,7 +398,8 @@ pub(super) unsafe fn outcome<T: Record>(ptr: *mut T, rc: i32, stats: &Stats) -> 
     }
 }
 
-/// `WSARecv` of up to `len` bytes into the record's buffer (grown to `len` if smaller).
+/// `WSARecv` of up to `len` bytes into the record's buffer (grown to `len` if smaller). The
+/// `len` bytes count in `Stats::recv_buffer_bytes_posted` until the record is reclaimed.
 pub(crate) fn post_recv(
     socket: RawSocket,
     mut op: Box<Op>,
@@ -391,6 +407,7 @@ pub(crate) fn post_recv(
     notify: Notify,
     stats: &Stats,
 ) -> Posted {
+    debug_assert_eq!(op.kind, OpKind::Recv, "a receive record");
     if op.buf.len() < len {
         op.buf.resize(len, 0);
     }
@@ -411,9 +428,17 @@ pub(crate) fn post_recv(
             )
         }
     };
+    // Counted before the post: once posted, another thread (a completion port's worker) may
+    // reclaim the record, and uncount it, before `post` returns.
+    let counted = len.min(u32::MAX as usize);
+    stats.recv_buffer_posted(counted);
     // SAFETY: the buffer pointer is into the record's own Vec (a heap block that does not
     // move while the record is in flight); `call` passes only the record's fields.
-    unsafe { post(op, notify, data, len, stats, call) }
+    let posted = unsafe { post(op, notify, data, len, stats, call) };
+    if posted.is_err() {
+        stats.recv_buffer_returned(counted); // refused: the kernel holds nothing
+    }
+    posted
 }
 
 /// `WSASend` of the record's `buf[off..]`.

@@ -39,6 +39,8 @@ fn an_event_announces_a_receive_and_the_record_reports_its_bytes() {
         .map_err(|(_, e)| e)
         .unwrap();
     assert_eq!(in_flight(&stats), 1);
+    let posted = || stats.recv_buffer_bytes_posted.load(Relaxed);
+    assert_eq!(posted(), 64, "the posted receive buffer is counted");
     // SAFETY: `f` is in flight (not reclaimed) and `socket` is open, here and below.
     unsafe {
         assert!(!f.is_complete(), "nothing was sent yet");
@@ -59,6 +61,8 @@ fn an_event_announces_a_receive_and_the_record_reports_its_bytes() {
     assert_eq!(op.result().unwrap(), 5);
     assert_eq!(&op.buf[..5], b"hello");
     assert_eq!(in_flight(&stats), 0);
+    assert_eq!(posted(), 0, "uncounted at reclaim");
+    assert_eq!(stats.recv_buffer_bytes_posted_peak.load(Relaxed), 64);
 }
 
 #[test]

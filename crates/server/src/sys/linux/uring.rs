@@ -6,14 +6,14 @@
 //! The `io-uring` crate builds the submission entries; this file owns the ring and the
 //! memory the kernel writes into, and is where their `unsafe` lives.
 
-use io_uring::{cqueue, squeue, types, IoUring, Probe};
+use io_uring::{cqueue, types, IoUring, Probe};
 use std::alloc::{self, Layout};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use io_uring::{opcode, types::CancelBuilder, types::Fd};
+pub use io_uring::{opcode, squeue, types::CancelBuilder, types::Fd};
 
 /// Environment variable that makes every ring setup fail with the named error (`EPERM`,
 /// `ENOSYS` or `ENOMEM`), as in a container that blocks io_uring or on an old kernel: how the
@@ -313,6 +313,11 @@ impl BufRing {
     /// How many buffers the ring has.
     pub fn count(&self) -> u16 {
         self.count
+    }
+
+    /// Bytes per buffer.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The first `len` bytes of buffer `bid`, as the kernel filled them.

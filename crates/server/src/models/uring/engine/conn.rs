@@ -1,6 +1,6 @@
-//! One connection's I/O: a receive kept posted while backpressure allows (into the record's
-//! own buffer, or multishot from the provided-buffer ring), one send at a time from the
-//! connection's output, parked provided buffers, half-close and close. Closing cancels the
+//! One connection's I/O: a receive kept posted while backpressure allows (single-shot or
+//! multishot, the buffer picked from the provided-buffer ring at completion), one send at a
+//! time from the connection's output, parked provided buffers, half-close and close. Closing cancels the
 //! connection's operations; it is dropped when the last one has completed, and a direct
 //! descriptor's slot is then closed with `IORING_OP_CLOSE`.
 
@@ -103,13 +103,13 @@ pub(super) struct UConn {
     pub(super) recv_op: Option<u64>,
     /// User data of the posted send, if any (one at a time keeps the bytes in order).
     pub(super) send_op: Option<u64>,
-    /// A cancel was posted for the multishot receive (backpressure or close).
+    /// A cancel was posted for the receive (a multishot one under backpressure, or close).
     pub(super) recv_cancelled: bool,
     /// The connection is over: its operations are being cancelled; dropped when none is left.
     pub(super) closing: bool,
     /// The peer's end of stream arrived (behind any parked data).
     pub(super) eof_seen: bool,
-    /// Multishot: the receive ended for lack of buffers; re-armed when some come back.
+    /// The receive ended for lack of buffers (ENOBUFS); re-armed when some come back.
     pub(super) starved: bool,
     pub(super) parked: VecDeque<Parked>,
 }
@@ -128,21 +128,24 @@ impl Engine<'_> {
             return;
         }
         let target = u.target;
+        let bufs = self.ring.bufs().expect("every engine has a buffer ring");
+        let group = bufs.group();
         let posted = match self.cfg.recv {
-            Recv::Owned { size } => {
-                let len = u.s.conn.read_budget().min(size) as u32;
-                let mut buf = self.recv_pool.pop().unwrap_or_else(|| vec![0; size]);
-                let ptr = buf.as_mut_ptr();
-                self.post(c, Kind::Recv(buf), |_| {
-                    target.sqe(|fd| opcode::Recv::new(fd, ptr, len).build())
+            Recv::Single => {
+                // At most the read budget: the kernel fills that much of the buffer it picks.
+                let len = u.s.conn.read_budget().min(bufs.size()) as u32;
+                self.post(c, Kind::Recv, |_| {
+                    target.sqe(|fd| {
+                        opcode::Recv::new(fd, std::ptr::null_mut(), len)
+                            .buf_group(group)
+                            .build()
+                            .flags(Flags::BUFFER_SELECT)
+                    })
                 })
             }
-            Recv::Multishot => {
-                let group = self.ring.bufs().map_or(0, |b| b.group());
-                self.post(c, Kind::RecvMulti, |_| {
-                    target.sqe(|fd| opcode::RecvMulti::new(fd, group).build())
-                })
-            }
+            Recv::Multishot => self.post(c, Kind::RecvMulti, |_| {
+                target.sqe(|fd| opcode::RecvMulti::new(fd, group).build())
+            }),
         };
         match posted {
             Ok(ud) => {
@@ -246,45 +249,23 @@ impl Engine<'_> {
         self.advance(c);
     }
 
-    /// A single-shot receive into the record's own buffer completed.
+    /// A receive posted a completion: bytes in a provided buffer, the end of stream, or (the
+    /// final completion of a multishot receive, the only one of a single-shot receive) its
+    /// end: cancelled, out of buffers, an error.
     pub fn recv_done(&mut self, done: Done) {
-        let Kind::Recv(buf) = done.kind else {
-            unreachable!()
-        };
-        let c = done.conn;
-        let res = done.cqe.result;
-        let u = &mut self.conns[c];
-        u.recv_op = None;
-        if res > 0 {
-            let n = res as usize;
-            u.s.conn.on_received(&buf[..n]);
-            u.s.publish(n as u64, 0);
-        } else if res == 0 {
-            u.eof_seen = true;
-            u.s.conn.on_peer_eof();
-        } else if !(u.closing && res == -libc::ECANCELED) {
-            self.fail(c, &io::Error::from_raw_os_error(-res));
-        }
-        if self.recv_pool.len() < POOL_MAX {
-            self.recv_pool.push(buf);
-        }
-        self.advance(c);
-    }
-
-    /// A multishot receive posted a completion: bytes in a provided buffer, the end of
-    /// stream, or its end (cancelled, out of buffers, error).
-    pub fn recv_multi_done(&mut self, done: Done) {
         let c = done.conn;
         let cqe = done.cqe;
         let u = &mut self.conns[c];
         let mut error = None;
+        if cqe.result == 0 {
+            // The end of stream, behind any parked bytes (a buffer the kernel may have
+            // picked for it comes back empty, below).
+            u.eof_seen = true;
+        }
         if let Some(bid) = cqe.buffer_id() {
             self.bufs_out += 1;
             let len = cqe.result.max(0) as usize;
-            let bufs = self
-                .ring
-                .bufs()
-                .expect("multishot receives have a buffer ring");
+            let bufs = self.ring.bufs().expect("receives have a buffer ring");
             if u.closing {
                 self.recycle(bid); // the connection is going: its bytes have nowhere to go
             } else if u.parked.is_empty() && len <= u.s.conn.read_budget() {
@@ -296,8 +277,6 @@ impl Engine<'_> {
                 // can take them; the buffer stays out of the ring meanwhile.
                 u.parked.push_back(Parked { bid, off: 0, len });
             }
-        } else if cqe.result == 0 {
-            u.eof_seen = true;
         } else if cqe.result == -libc::ENOBUFS {
             self.ctx.stats.recv_buffer_exhausted.fetch_add(1, Relaxed);
             if !u.closing && !u.starved {

@@ -6,8 +6,8 @@
 //!   a record's routine), posting and cancelling records, the sweep and shutdown;
 //! - `accept.rs`: accepts within the connection cap (and the fixed-file table), the EMFILE
 //!   back-off, accept hand-off between workers, and accepting for a worker whose table is full;
-//! - `conn.rs`: one connection's I/O: receives (owned buffers or provided buffers), sends,
-//!   backpressure and parked buffers, half-close and close;
+//! - `conn.rs`: one connection's I/O: receives (single-shot or multishot, both into provided
+//!   buffers), sends, backpressure and parked buffers, half-close and close;
 //! - `udp.rs`: UDP datagram records.
 //!
 //! **Direct descriptors** (`completion-port` where the kernel has them, see its module doc): a
@@ -68,20 +68,21 @@ const TABLE_MULTISHOT_ROOM: usize = 8192;
 
 /// How long shutdown waits for the kernel to complete cancelled operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
-/// Send and receive buffers kept for reuse (beyond that they go back to the allocator).
+/// Send buffers kept for reuse (beyond that they go back to the allocator).
 const POOL_MAX: usize = 64;
 /// Send buffers larger than this are not kept for reuse.
 const POOL_BUF_MAX: usize = 64 * 1024;
 
-/// How connections receive.
+/// How connections receive. Either way the kernel picks the buffer from the ring's
+/// provided-buffer group (`--recv-buffers`) when data arrives: an idle connection holds none
+/// (the io_uring form of the zero-byte `WSARecv` trick).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Recv {
-    /// One single-shot recv at a time per connection, into a buffer of `size` bytes that the
-    /// connection's record owns (overlapped I/O: `WSARecv` with a posted buffer).
-    Owned { size: usize },
-    /// One multishot recv per connection, filling buffers the kernel picks from the ring's
-    /// provided-buffer group (a completion port with the zero-byte-read trick: no buffer is
-    /// tied up by an idle connection).
+    /// One single-shot recv at a time per connection (`IOSQE_BUFFER_SELECT`), posted again
+    /// after each completion: overlapped I/O, one `WSARecv` outstanding per socket.
+    Single,
+    /// One multishot recv per connection, posting a completion for every buffer it fills
+    /// until it ends (a completion port's steady stream of completions).
     Multishot,
 }
 
@@ -102,7 +103,7 @@ pub(crate) struct Routines {
 /// What distinguishes the three models.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EngineConfig {
-    /// Owned buffers or a provided-buffer ring.
+    /// Single-shot or multishot receives.
     pub recv: Recv,
     /// Single-shot accepts kept posted (several `AcceptEx`); 0 means one multishot accept.
     pub accepts: usize,
@@ -117,8 +118,8 @@ pub(crate) struct EngineConfig {
 #[derive(Debug)]
 pub(crate) enum Kind {
     Accept,
-    /// A single-shot receive into this buffer.
-    Recv(Vec<u8>),
+    /// A single-shot receive into a buffer of the provided-buffer ring.
+    Recv,
     /// A multishot receive from the provided-buffer ring.
     RecvMulti,
     /// A send of `buf[off..]`.
@@ -219,7 +220,6 @@ pub(crate) struct Engine<'a> {
     /// Final phase: everything is being cancelled; nothing new is posted.
     stopping: bool,
     send_pool: Vec<Vec<u8>>,
-    recv_pool: Vec<Vec<u8>>,
     /// Provided buffers handed to us by the kernel and not yet recycled.
     bufs_out: usize,
     starved: Vec<usize>,
@@ -249,8 +249,8 @@ pub(crate) struct Engine<'a> {
     ring: Ring,
 }
 
-/// What an engine holds that takes descriptors or much memory: its ring (with the
-/// provided-buffer ring, for multishot receives) and its shutdown waker. Made apart from the
+/// What an engine holds that takes descriptors or much memory: its ring (with its
+/// provided-buffer ring) and its shutdown waker. Made apart from the
 /// engine so a model with several workers can make every worker's parts before any worker
 /// runs: a worker starting late could otherwise find the descriptors taken by connections
 /// the others accepted, and fail.
@@ -283,7 +283,7 @@ impl Parts {
     /// with a sparse fixed-file table of `ctx.direct_table` slots when the connections are to
     /// be direct descriptors.
     pub fn for_a_worker(ctx: &Ctx, cfg: &EngineConfig) -> io::Result<Parts> {
-        let mut parts = Parts::with_ring(ctx, cfg, Ring::for_another_thread(cfg.ring_entries)?)?;
+        let mut parts = Parts::with_ring(ctx, Ring::for_another_thread(cfg.ring_entries)?)?;
         if let Some(slots) = ctx.direct_table {
             let n = u32::try_from(slots).map_err(io::Error::other)?;
             parts.ring.register_direct_table(n).map_err(|e| {
@@ -297,10 +297,8 @@ impl Parts {
         Ok(parts)
     }
 
-    fn with_ring(ctx: &Ctx, cfg: &EngineConfig, mut ring: Ring) -> io::Result<Parts> {
-        if let Recv::Multishot = cfg.recv {
-            ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
-        }
+    fn with_ring(ctx: &Ctx, mut ring: Ring) -> io::Result<Parts> {
+        ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
         Ok(Parts {
             ring,
             waker: ctx.shutdown.register()?,
@@ -347,7 +345,7 @@ impl Prepared {
 }
 
 impl<'a> Engine<'a> {
-    /// Creates the ring (and, for multishot receives, its provided-buffer ring). Call on the
+    /// Creates the ring and its provided-buffer ring. Call on the
     /// thread that will run the engine. Without a listener the engine serves only sockets other
     /// workers hand it.
     pub fn new(
@@ -355,7 +353,7 @@ impl<'a> Engine<'a> {
         listener: Option<TcpListener>,
         cfg: EngineConfig,
     ) -> io::Result<Engine<'a>> {
-        let parts = Parts::with_ring(ctx, &cfg, Ring::new(cfg.ring_entries)?)?;
+        let parts = Parts::with_ring(ctx, Ring::new(cfg.ring_entries)?)?;
         Engine::from_parts(ctx, listener, cfg, parts)
     }
 
@@ -396,7 +394,6 @@ impl<'a> Engine<'a> {
             draining: false,
             stopping: false,
             send_pool: Vec::new(),
-            recv_pool: Vec::new(),
             bufs_out: 0,
             starved: Vec::new(),
             cqes: Vec::with_capacity(1024),
@@ -560,7 +557,7 @@ impl<'a> Engine<'a> {
             Some(Kind::Accept) => "accept",
             Some(Kind::UdpRecv(_)) => "recvmsg",
             Some(Kind::UdpSend(_)) => "sendmsg",
-            Some(Kind::Recv(_) | Kind::RecvMulti) => "recv",
+            Some(Kind::Recv | Kind::RecvMulti) => "recv",
             Some(Kind::Send { .. }) => "send",
             Some(Kind::Wake) => "wake",
             Some(Kind::Cancel) => "cancel",
@@ -588,8 +585,7 @@ impl<'a> Engine<'a> {
     pub fn dispatch(&mut self, done: Done) {
         match done.kind {
             Kind::Accept => self.accept_done(done),
-            Kind::Recv(_) => self.recv_done(done),
-            Kind::RecvMulti => self.recv_multi_done(done),
+            Kind::Recv | Kind::RecvMulti => self.recv_done(done),
             Kind::Send { .. } => self.send_done(done),
             Kind::UdpRecv(_) => self.udp_recv_done(done),
             Kind::UdpSend(_) => self.udp_send_done(done),
@@ -621,7 +617,7 @@ impl<'a> Engine<'a> {
         self.next_generation = generation.wrapping_add(1);
         let routine = self.cfg.routines.and_then(|r| match kind {
             Kind::Accept => Some(r.accept),
-            Kind::Recv(_) => Some(r.recv),
+            Kind::Recv => Some(r.recv),
             Kind::Send { .. } => Some(r.send),
             Kind::UdpRecv(_) => Some(r.udp_recv),
             Kind::UdpSend(_) => Some(r.udp_send),
@@ -638,9 +634,11 @@ impl<'a> Engine<'a> {
         });
         let sqe = build(&op.kind).user_data(user_data);
         // SAFETY: every buffer the submission points at is owned by the record just inserted
-        // in the table (a Vec's heap block does not move with the Vec), and every descriptor by
-        // a connection or listener that outlives its operations; the record is removed only at
-        // the operation's final completion (the one rule, see the module doc).
+        // in the table (a Vec's heap block does not move with the Vec) — a receive points at
+        // none: the kernel picks one of the ring's provided buffers, which live as long as the
+        // ring, dropped last — and every descriptor by a connection or listener that outlives
+        // its operations; the record is removed only at the operation's final completion (the
+        // one rule, see the module doc).
         if let Err(e) = unsafe { self.ring.push(&sqe) } {
             self.ops.remove(key);
             return Err(e);
