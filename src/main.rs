@@ -102,8 +102,9 @@ struct ServeArgs {
     /// Windows the workers share one listener's AcceptEx completions
     #[arg(long, value_name = "MODE", default_value = "reuseport", value_parser = parse_accept_mode)]
     accept: AcceptMode,
-    /// The provided-buffer ring of each completion-port worker, as COUNTxSIZE (a power-of-two
-    /// count of buffers of SIZE bytes). Linux only: on Windows each connection posts its own
+    /// The provided-buffer ring the io_uring models receive from, as COUNTxSIZE (a power-of-two
+    /// count of buffers of SIZE bytes): one ring for overlapped-event and overlapped-routine,
+    /// one per completion-port worker. Linux only: on Windows each connection posts its own
     /// 16 KiB receive buffer
     #[arg(long, value_name = "COUNTxSIZE", default_value = "256x16KiB", value_parser = parse_recv_buffers)]
     recv_buffers: iomodels_server::RecvBuffers,

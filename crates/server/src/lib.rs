@@ -55,7 +55,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Worker threads of the `completion-port` model (`None`: one per CPU).
     pub workers: Option<usize>,
-    /// The provided-buffer ring of the `completion-port` model (per worker).
+    /// The provided-buffer ring the io_uring models receive from (Linux: one ring for
+    /// `overlapped-event` and `overlapped-routine`, one per `completion-port` worker).
     pub recv_buffers: RecvBuffers,
     /// How the `completion-port` workers get their connections.
     pub accept_mode: AcceptMode,
@@ -171,8 +172,10 @@ impl std::str::FromStr for AcceptMode {
     }
 }
 
-/// The provided-buffer ring a `completion-port` worker receives into: `count` buffers of `size`
-/// bytes, shared by all of the worker's connections, so an idle connection holds none.
+/// The provided-buffer ring an io_uring model receives into (Linux: the one ring of
+/// `overlapped-event` and `overlapped-routine`, each `completion-port` worker's ring): `count`
+/// buffers of `size` bytes, shared by all of the ring's connections, so an idle connection
+/// holds none. Windows has no such ring: each connection posts its own 16 KiB buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvBuffers {
     /// How many buffers (a power of two, at most 32768).
@@ -221,8 +224,8 @@ impl std::str::FromStr for RecvBuffers {
 }
 
 impl Default for RecvBuffers {
-    /// 256 buffers of 16 KiB (as large as the overlapped models' posted buffers): 4 MiB of
-    /// address space per worker, whose pages become resident only as traffic fills them.
+    /// 256 buffers of 16 KiB (as large as the Windows models' posted buffers): 4 MiB of
+    /// address space per ring, whose pages become resident only as traffic fills them.
     /// Larger buffers make large messages cheaper (measured for 64 KiB messages: 78, 68 and 61
     /// µs of server CPU per message with 4, 16 and 64 KiB buffers).
     fn default() -> Self {

@@ -92,12 +92,33 @@ fn idle_ops(server: &RunningServer) -> i64 {
     last
 }
 
-/// Waits until the server holds nothing: no connection, no unsent byte, no operation but its
-/// idle ones.
+/// Waits until the server holds nothing: no connection, no unsent byte, no receive buffer
+/// posted, no operation but its idle ones.
 fn settled(server: &RunningServer, idle: i64, what: &str) -> StatsSnapshot {
     wait_for(server, SETTLE, what, |s| {
-        s.active == 0 && s.pending_bytes == 0 && s.ops_in_flight == idle
+        s.active == 0
+            && s.pending_bytes == 0
+            && s.recv_buffer_bytes_posted == 0
+            && s.ops_in_flight == idle
     })
+}
+
+/// What one idle connection holds in receive buffers handed to the kernel
+/// (`recv_buffer_bytes_posted`): `blocking`'s thread is blocked in recv on its 64 KiB buffer,
+/// and the Winsock overlapped models keep a 16 KiB `WSARecv` posted; the readiness models read
+/// only when a socket is ready, and the io_uring models' receives take a provided buffer only
+/// when data arrives: nothing.
+fn idle_recv_buffer_bytes(model: Model) -> i64 {
+    let bytes = match model {
+        Model::Blocking => 64 * KIB,
+        Model::OverlappedEvent | Model::OverlappedRoutine | Model::CompletionPort
+            if cfg!(windows) =>
+        {
+            16 * KIB
+        }
+        _ => 0,
+    };
+    bytes as i64
 }
 
 /// Stops the server (within 30 s) and checks that it left nothing behind.
@@ -112,8 +133,13 @@ fn stop_clean(server: RunningServer) {
     );
     let s = stats.snapshot();
     assert_eq!(
-        (s.active, s.pending_bytes, s.ops_in_flight),
-        (0, 0, 0),
+        (
+            s.active,
+            s.pending_bytes,
+            s.ops_in_flight,
+            s.recv_buffer_bytes_posted
+        ),
+        (0, 0, 0, 0),
         "after stop: {s:?}"
     );
     common::assert_no_server_panic();
@@ -253,8 +279,9 @@ mod cases {
     use super::*;
 
     /// Slowloris: 200 clients connect and send nothing. Meanwhile another client's 256 KiB
-    /// come back byte for byte, twice; the silent ones are held open and sent nothing; once
-    /// they leave, the server holds nothing and serves on.
+    /// come back byte for byte, twice; the silent ones are held open and sent nothing, and hold
+    /// the model's receive buffers for idle connections ([`idle_recv_buffer_bytes`]: none on
+    /// Linux's io_uring models); once they leave, the server holds nothing and serves on.
     pub fn silent_clients_do_not_stop_another_being_served_and_leave_nothing_behind(v: Variant) {
         const SILENT: usize = 200;
         let _process = shared();
@@ -273,6 +300,14 @@ mod cases {
             s.active == SILENT as i64
         });
         assert_eq!((st.accepted, st.errors), (SILENT as u64 + 3, 0), "{st:?}");
+        let pinned = SILENT as i64 * idle_recv_buffer_bytes(v.model);
+        let st = wait_for(
+            &server,
+            SETTLE,
+            "the silent clients' receives posted",
+            |s| s.recv_buffer_bytes_posted == pinned,
+        );
+        assert!(st.recv_buffer_bytes_posted_peak >= pinned, "{st:?}");
         for (i, s) in silent.iter().enumerate() {
             s.set_nonblocking(true).unwrap();
             let got = (&*s).read(&mut [0u8; 16]);

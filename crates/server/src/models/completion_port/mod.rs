@@ -126,8 +126,9 @@
 //!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one)
 //! on ordinary descriptors; on direct ones the tables (a descriptor limit per worker);
-//! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 256 × 16 KiB per worker by default); io_uring must be
-//! allowed (containers often block it: the model is then unavailable and says why, and the
+//! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 256 × 16 KiB per worker by default; a
+//! ring that runs dry ends receives with `ENOBUFS`, re-armed when buffers come back); io_uring
+//! must be allowed (containers often block it: the model is then unavailable and says why, and the
 //! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
 //! not by load.
 //!

@@ -31,13 +31,14 @@
 
 use crate::accept::{Backoff, ConnCap};
 use crate::models::winio::{
-    reclaim, reclaim_datagram, AcceptEx, Notify, Op, OpKind, OvConn, UdpEcho, RECV_SIZE,
+    reclaim, reclaim_datagram, warn_if_recv_buffers_set, AcceptEx, Notify, Op, OpKind, OvConn,
+    UdpEcho,
 };
 use crate::models::{min_timeout, Drain};
 use crate::sys::iocp::{empty_entry, CompletionPort};
 use crate::sys::{is_out_of_descriptors, wait_any, Event, Wait};
 use crate::trace::trace_event;
-use crate::{AcceptMode, Ctx, RecvBuffers};
+use crate::{AcceptMode, Ctx};
 use slab::Slab;
 use std::io;
 use std::net::TcpListener;
@@ -103,13 +104,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             ctx.accept_mode.name()
         );
     }
-    if ctx.recv_buffers != RecvBuffers::default() {
-        log::warn!(
-            "--recv-buffers is Linux-only (a provided-buffer ring): each connection posts its \
-             own {} KiB receive buffer here",
-            RECV_SIZE / 1024
-        );
-    }
+    warn_if_recv_buffers_set(ctx);
     let workers = ctx.workers.max(1);
     let port = CompletionPort::new(workers as u32)?;
     let accept_ex = match &listener {

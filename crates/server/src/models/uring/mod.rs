@@ -10,9 +10,15 @@
 //!
 //! | model | dispatch | receive | accept | threads |
 //! |---|---|---|---|---|
-//! | `overlapped-event` | look the record up in the table, match its kind | one recv per connection into the connection's own posted buffer | several single-shot accepts (AcceptEx) | one |
+//! | `overlapped-event` | look the record up in the table, match its kind | one single-shot recv per connection, re-posted after each completion, its buffer picked from the provided-buffer ring at completion | several single-shot accepts (AcceptEx) | one |
 //! | `overlapped-routine` | call the routine stored in the record | same | same | one |
-//! | `completion-port` | match the kind | multishot recv from a provided-buffer ring | multishot accept | one ring per worker |
+//! | `completion-port` | match the kind | one multishot recv per connection from the provided-buffer ring | multishot accept | one ring per worker |
+//!
+//! Every receive names the ring's provided-buffer group (`IOSQE_BUFFER_SELECT`; `--recv-buffers`
+//! buffers per ring) instead of a buffer: the kernel picks one only when data arrives, so an
+//! idle connection pins no receive memory (the zero-byte `WSARecv` of the book, in one step).
+//! A ring that runs dry completes the receives that need a buffer with `ENOBUFS`; they are
+//! re-posted when buffers come back (counted in `recv_buffer_exhausted`; nothing is lost).
 //!
 //! ## The one rule of completion I/O
 //!
@@ -23,16 +29,16 @@
 //! use-after-free that no compiler sees.
 //!
 //! So in this engine:
-//! - every posted operation is an [`Op`] in the engine's table, and owns its buffer (a receive
-//!   `Vec`, the send `Vec` taken from the connection); the table slot is freed only when its
-//!   final completion is reaped;
+//! - every posted operation is an [`Op`] in the engine's table, and owns its buffer (the send
+//!   `Vec` taken from the connection; receives own none, see below); the table slot is freed
+//!   only when its final completion is reaped;
 //! - closing a connection *cancels* its operations (`IORING_OP_ASYNC_CANCEL`) and frees nothing:
 //!   the socket is closed and the connection dropped when the last of its operations has
 //!   completed (with `-ECANCELED` or otherwise);
 //! - shutdown cancels everything, reaps completions until the table is empty, and only then
 //!   drops the ring; if the kernel never answered, the memory is leaked on purpose rather than
 //!   freed under it;
-//! - provided buffers (completion-port) belong to the ring for as long as the ring exists, and
+//! - provided buffers (every receive's) belong to the ring for as long as the ring exists, and
 //!   a buffer the kernel handed over goes back to it only after its bytes were consumed.
 //!
 //! - a UDP datagram record (`engine/udp.rs`) owns its buffer, its `msghdr`, `iovec` and the

@@ -110,5 +110,17 @@ pub(crate) use udp::{reclaim_datagram, UdpEcho};
 #[allow(unused_imports)]
 pub(crate) use op::{post_recv, post_send, CompletionRoutine, InFlight, Posted};
 
+/// Says once, at start, that `--recv-buffers` does nothing here: the provided-buffer ring is
+/// io_uring's; on Windows each connection posts its own [`RECV_SIZE`] receive buffer.
+pub(crate) fn warn_if_recv_buffers_set(ctx: &crate::Ctx) {
+    if ctx.recv_buffers != crate::RecvBuffers::default() {
+        log::warn!(
+            "--recv-buffers is Linux-only (a provided-buffer ring): each connection posts its \
+             own {} KiB receive buffer here",
+            RECV_SIZE / 1024
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests;
