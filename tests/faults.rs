@@ -562,6 +562,12 @@ mod per_model {
             counter(&stats, "pending_bytes") > 0,
             "the flooder left nothing pending? {stats}"
         );
+        // The receive-buffer gauge and its peak are in the JSON, the peak never below it.
+        assert!(
+            counter(&stats, "recv_buffer_bytes_posted_peak")
+                >= counter(&stats, "recv_buffer_bytes_posted").max(0),
+            "{stats}"
+        );
 
         drop(flood);
         s.stats_until("the flooder released", |v| {
