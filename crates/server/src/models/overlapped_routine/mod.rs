@@ -18,7 +18,7 @@
 //! receive routine, but no buffer of their own: as in `overlapped-event` (the zero-byte receive,
 //! io_uring style: see its module doc), the kernel picks one from the ring's provided buffers
 //! (`--recv-buffers`) when data arrives, so an idle connection pins none (measured 387 B of
-//! server RSS per idle connection at 19,000, against 15.4 KiB with a posted buffer each). The
+//! server RSS per idle connection at 19,000, against 15.5 KiB with a posted buffer each). The
 //! engine and the one rule of completion I/O are in `models/uring`.
 //!
 //! **On Windows** (`windows.rs`, on the shared overlapped core in `models/winio`): the real
