@@ -25,7 +25,7 @@
 //! one ring by default, whose pages become resident only as traffic fills them), at most the
 //! connection's read budget of it; the bytes are consumed and the buffer goes back to the ring
 //! at once (or stays parked, in order, under backpressure). One step, where Winsock needs two.
-//! An idle connection costs its socket, its state and its posted record: measured 387 B of
+//! An idle connection costs its socket, its state and its posted record: measured 395 B of
 //! server RSS per idle connection at 19,000 (`bench --scenario idle`), against 15.5 KiB when
 //! each connection posted its own 16 KiB buffer. `Stats::recv_buffer_bytes_posted` is 0 here.
 //!
