@@ -114,6 +114,18 @@ struct ServeArgs {
     /// descriptors. Linux only
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_direct)]
     direct_descriptors: iomodels_server::DirectDescriptors,
+    /// Consume the provided buffers incrementally (on) — a receive takes only the bytes it
+    /// needs of a buffer and the next one goes on after it (IOU_PBUF_RING_INC, Linux 6.12+;
+    /// without it, off with one log line) — or one whole buffer per receive (off). Linux only
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    recv_incremental: bool,
+    /// The io_uring models (completion-port, overlapped-event, overlapped-routine on Linux):
+    /// wait for several completions at once, holding the first at most DURATION (io_uring's
+    /// min-wait, Linux 6.12+; without it, off with one log line). Fewer wake-ups per message
+    /// at low rates for up to DURATION of added latency; 0: off (each wait returns at its
+    /// first completion). At most 100ms. Units: us, ms, s
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_batch_wait)]
+    batch_wait: Duration,
     /// Print every notification the model receives (readiness, completion, message) on stderr,
     /// one line each, at most 200 a second: to watch a model work
     #[arg(long)]
@@ -248,6 +260,20 @@ fn parse_recv_buffers(s: &str) -> Result<iomodels_server::RecvBuffers, String> {
     s.parse()
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}' is neither on nor off")),
+    }
+}
+
+fn parse_batch_wait(s: &str) -> Result<Duration, String> {
+    let wait = parse_duration(s)?;
+    iomodels_server::check_batch_wait(wait)?;
+    Ok(wait)
+}
+
 fn parse_accept_mode(s: &str) -> Result<AcceptMode, String> {
     s.parse()
 }
@@ -367,6 +393,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         workers: args.workers.map(|n| n as usize),
         accept_mode: args.accept,
         recv_buffers: args.recv_buffers,
+        recv_incremental: args.recv_incremental,
+        batch_wait: Some(args.batch_wait),
         trace: args.trace,
         tls: tls.as_ref().map(|(config, _)| config.clone()),
         tcp: !args.no_tcp,
@@ -529,7 +557,7 @@ fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
         "udp_datagrams_in": s.udp_datagrams_in, "udp_datagrams_out": s.udp_datagrams_out,
         "udp_truncated": s.udp_truncated, "udp_send_dropped": s.udp_send_dropped,
         "udp_bytes_in": s.udp_bytes_in, "udp_bytes_out": s.udp_bytes_out,
-        "waits": s.waits, "syscalls": s.syscalls,
+        "waits": s.waits, "syscalls": s.syscalls, "batched_waits": s.batched_waits,
     }})
     .to_string()
 }

@@ -402,6 +402,40 @@ fn a_bad_buffer_ring_is_one_line() {
     );
 }
 
+#[test]
+fn a_bad_batch_wait_or_recv_incremental_is_one_line() {
+    for (args, needles) in [
+        (&["--batch-wait", "1s"][..], &["too long", "100ms"][..]),
+        (&["--batch-wait", "500ns"][..], &["unknown unit"][..]),
+        (&["--batch-wait", "0.0001us"][..], &["resolution"][..]),
+        (&["--batch-wait", "soon"][..], &["not a duration"][..]),
+        (
+            &["--recv-incremental", "maybe"][..],
+            &["neither on nor off"][..],
+        ),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        assert_one_line_error(&iomodels(&all), needles);
+    }
+}
+
+#[test]
+fn serve_help_names_the_batch_wait_and_its_default() {
+    let out = iomodels(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--batch-wait <DURATION>",
+        "min-wait",
+        "--recv-incremental <on|off>",
+    ] {
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle:?}:\n{help}"
+        );
+    }
+}
+
 /// Past ~16,000 threads a new thread cannot map its signal stack and Rust aborts the whole
 /// process: the thread-per-client model must refuse connections at its cap instead of dying.
 #[test]

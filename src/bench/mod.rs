@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Upper bound of the max-conns ramp [default: what the descriptor limits allow]
     #[arg(long, value_name = "N")]
     max_conns: Option<usize>,
+    /// An extra `iomodels serve` argument for every model's server (not the tokio
+    /// reference), e.g. --serve-arg=--batch-wait=0 --serve-arg=--recv-buffers=64x64KiB:
+    /// to compare settings side by side; repeatable
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    serve_arg: Vec<String>,
     /// Run server and load generator as SCHED_RR real-time threads (needs root)
     #[arg(long)]
     realtime: bool,
@@ -195,6 +200,8 @@ struct Plan {
     c12k_hold: Duration,
     max_conns: usize,
     pinned: bool,
+    /// Extra `serve` arguments (`--serve-arg`).
+    serve_args: Vec<String>,
     /// Datagrams in flight per socket in the UDP scenarios.
     udp_depth: usize,
     /// Length of the soak, per model (after its warm-up).
@@ -217,7 +224,8 @@ impl Participant {
     }
 
     /// `iomodels serve` arguments; `udp`: UDP only (`--udp --no-tcp`).
-    fn serve_args(&self, pinned: bool, udp: bool) -> Vec<String> {
+    fn serve_args(&self, plan: &Plan, udp: bool) -> Vec<String> {
+        let pinned = plan.pinned;
         let listen = ["--listen".to_string(), "127.0.0.1:0".to_string()];
         match self {
             Participant::Model(m) => {
@@ -229,6 +237,7 @@ impl Participant {
                     // One CPU for the server: one worker (two would only contend for it).
                     a.extend(["--workers".into(), "1".into()]);
                 }
+                a.extend(plan.serve_args.iter().cloned());
                 a.extend(listen);
                 a
             }
@@ -263,7 +272,7 @@ impl Server {
             pin_current_thread(0).context("cannot pin to CPU 0")?;
         }
         let spawned = Command::new(std::env::current_exe()?)
-            .args(p.serve_args(plan.pinned, udp))
+            .args(p.serve_args(plan, udp))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -522,6 +531,10 @@ fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
     server.stop();
     per_message(&mut sample, &start, &end, report.messages);
     sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
+    if report.messages > 0 {
+        sample.p50 = Some(report.paced_p50_us as f64);
+        sample.p99 = Some(report.paced_p99_us as f64);
+    }
     sample.errors += report.late_rounds;
     Ok(sample)
 }
@@ -633,6 +646,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             c12k_hold: Duration::from_millis(1500),
             max_conns: args.max_conns.unwrap_or(1500),
             pinned,
+            serve_args: args.serve_arg.clone(),
             udp_depth: args.udp_depth as usize,
             soak: args.duration.unwrap_or(Duration::from_secs(60)),
         }
@@ -647,6 +661,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             // Both processes need a descriptor per connection, plus a few of their own.
             max_conns: args.max_conns.unwrap_or(nofile.saturating_sub(100)),
             pinned,
+            serve_args: args.serve_arg.clone(),
             udp_depth: args.udp_depth as usize,
             soak: args.duration.unwrap_or(Duration::from_secs(60)),
         }

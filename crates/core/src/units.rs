@@ -48,11 +48,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs = match unit.trim() {
         "" | "s" => v,
         "ms" => v / 1000.0,
+        "us" | "µs" => v / 1_000_000.0,
         "m" | "min" => v * 60.0,
         "h" => v * 3600.0,
         other => {
             return Err(format!(
-                "unknown unit '{other}' in '{s}' (use ms, s, m or h)"
+                "unknown unit '{other}' in '{s}' (use us, ms, s, m or h)"
             ))
         }
     };

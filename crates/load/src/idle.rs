@@ -194,6 +194,13 @@ pub struct IdleReport {
     /// Paced message rounds that could not be completed within their interval (the client
     /// fell behind).
     pub late_rounds: u64,
+    /// Paced messages' round trip, median, in µs: from the message's write to the end of its
+    /// echo's read. A round writes every message of a thread first and then reads them back in
+    /// order, so this includes the client's own writing and reading of the thread's others.
+    /// Summed over shards: the largest of theirs.
+    pub paced_p50_us: u64,
+    /// Paced messages' round trip, 99th percentile, in µs (as [`IdleReport::paced_p50_us`]).
+    pub paced_p99_us: u64,
 }
 
 impl IdleReport {
@@ -205,7 +212,7 @@ impl IdleReport {
              connections   requested {}  established {}  verified {}  still open at the end {}  \
              closed by the server {}\n\
              opened in     {:.2} s\n\
-             paced         {} messages echoed, {} failed, {} late rounds\n\
+             paced         {} messages echoed, {} failed, {} late rounds, round trip p50 {} µs p99 {} µs\n\
              errors        connect {}  echo {}{}\n",
             self.conns_held,
             self.conns_requested,
@@ -221,6 +228,8 @@ impl IdleReport {
             self.messages,
             self.message_errors,
             self.late_rounds,
+            self.paced_p50_us,
+            self.paced_p99_us,
             self.connect_errors,
             self.echo_errors,
             match &self.first_error {
@@ -247,6 +256,9 @@ impl IdleReport {
         self.messages += part.messages;
         self.message_errors += part.message_errors;
         self.late_rounds += part.late_rounds;
+        // Percentiles do not add up: the worst part's, an upper bound of the whole's.
+        self.paced_p50_us = self.paced_p50_us.max(part.paced_p50_us);
+        self.paced_p99_us = self.paced_p99_us.max(part.paced_p99_us);
         if self.first_error.is_none() {
             self.first_error.clone_from(&part.first_error);
         }
@@ -369,10 +381,12 @@ pub fn hold_idle(
             .map(|h| h.join().expect("an idle-connection thread panicked"))
             .collect()
     });
+    let mut round_trips: Vec<u64> = Vec::new();
     for r in results {
         report.conns_established += r.established;
         report.conns_still_open += r.still_open;
         report.closed_by_server += r.closed_by_server;
+        round_trips.extend_from_slice(&r.round_trips_us);
         report.connect_errors += r.connect_errors;
         if report.first_error.is_none() {
             report.first_error = r.first_error;
@@ -382,6 +396,13 @@ pub fn hold_idle(
         report.message_errors += r.message_errors;
         report.late_rounds += r.late_rounds;
     }
+    round_trips.sort_unstable();
+    let percentile = |q: f64| match round_trips.len() {
+        0 => 0,
+        n => round_trips[((n as f64 * q) as usize).min(n - 1)],
+    };
+    report.paced_p50_us = percentile(0.50);
+    report.paced_p99_us = percentile(0.99);
     Ok(report)
 }
 
@@ -398,6 +419,8 @@ struct ThreadResult {
     messages: u64,
     message_errors: u64,
     late_rounds: u64,
+    /// Each paced message's round trip, in µs.
+    round_trips_us: Vec<u64>,
 }
 
 /// Holds this thread's connections: sleeps, or echoes one message on each per interval
@@ -415,6 +438,7 @@ fn hold(cfg: &IdleConfig, stop: &AtomicBool, t: usize, r: &mut ThreadResult) {
     let mut back = vec![0u8; msg.len()];
     let mut round = 0u64;
     let mut alive = vec![true; r.streams.len()];
+    let mut written = vec![Instant::now(); r.streams.len()];
     while !over() {
         round += 1;
         for (k, b) in msg.iter_mut().enumerate() {
@@ -423,18 +447,27 @@ fn hold(cfg: &IdleConfig, stop: &AtomicBool, t: usize, r: &mut ThreadResult) {
                 .wrapping_add(k as u8)
                 .wrapping_add(t as u8);
         }
-        for (s, ok) in r.streams.iter().zip(alive.iter_mut()) {
+        for ((s, ok), at) in r
+            .streams
+            .iter()
+            .zip(alive.iter_mut())
+            .zip(written.iter_mut())
+        {
+            *at = Instant::now();
             if *ok && (&*s).write_all(&msg).is_err() {
                 *ok = false;
                 r.message_errors += 1;
             }
         }
-        for (s, ok) in r.streams.iter().zip(alive.iter_mut()) {
+        for ((s, ok), at) in r.streams.iter().zip(alive.iter_mut()).zip(written.iter()) {
             if !*ok {
                 continue;
             }
             match (&*s).read_exact(&mut back) {
-                Ok(()) if back == msg => r.messages += 1,
+                Ok(()) if back == msg => {
+                    r.messages += 1;
+                    r.round_trips_us.push(at.elapsed().as_micros() as u64);
+                }
                 _ => {
                     *ok = false;
                     r.message_errors += 1;

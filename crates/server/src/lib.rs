@@ -58,8 +58,21 @@ pub struct ServerConfig {
     /// The provided-buffer ring the io_uring models receive from (Linux: one ring for
     /// `overlapped-event` and `overlapped-routine`, one per `completion-port` worker).
     pub recv_buffers: RecvBuffers,
+    /// The provided-buffer ring is consumed incrementally (`--recv-incremental`,
+    /// `IOU_PBUF_RING_INC`, Linux 6.12+): a receive takes only the bytes it needs of a buffer,
+    /// the next one goes on after it. On by default; without kernel support, off with one
+    /// log line.
+    pub recv_incremental: bool,
     /// How the `completion-port` workers get their connections.
     pub accept_mode: AcceptMode,
+    /// The io_uring models (`completion-port`, `overlapped-event`, `overlapped-routine` on
+    /// Linux) wait for several completions at once, holding the first for at most this long
+    /// (`--batch-wait`, io_uring's min-wait, Linux 6.12+): fewer wake-ups per message at low
+    /// rates, at the cost of up to this much added latency. `None` (or zero): each wait returns
+    /// at its first completion. [`DEFAULT_BATCH_WAIT`] (off) by default; at most
+    /// [`BATCH_WAIT_MAX`].
+    /// Ignored elsewhere, and with one log line where the kernel has no min-wait.
+    pub batch_wait: Option<Duration>,
     /// Print every notification the model receives on stderr (`--trace`), rate-limited.
     pub trace: bool,
     /// Speak TLS on every connection with this configuration (see
@@ -134,6 +147,30 @@ pub fn direct_descriptors_support() -> Result<(), String> {
 /// clamps them to `net.core.rmem_max` / `wmem_max` (212,992 bytes by default), so this asks for
 /// as much as the machine allows, up to 4 MiB: a burst of datagrams waits there for the model.
 const UDP_SOCKET_BUFFER: usize = 4 << 20;
+
+/// The default of [`ServerConfig::batch_wait`]: zero, off, by measurement (ARCHITECTURE.md,
+/// "Batched waits": the bench's loads already arrive in batches, and a bound cost closed
+/// loops throughput while saving nothing measurable).
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::ZERO;
+
+/// The largest [`ServerConfig::batch_wait`] accepted: every completion may be held this long.
+pub const BATCH_WAIT_MAX: Duration = Duration::from_millis(100);
+
+/// Checks a batch wait ([`ServerConfig::batch_wait`]): zero (off) or 1 µs to
+/// [`BATCH_WAIT_MAX`].
+pub fn check_batch_wait(wait: Duration) -> Result<(), String> {
+    if wait > BATCH_WAIT_MAX {
+        return Err(format!(
+            "a batch wait of {wait:?} is too long: it delays every completion by up to that much (at most {BATCH_WAIT_MAX:?}; 0 turns batching off)"
+        ));
+    }
+    if !wait.is_zero() && wait < Duration::from_micros(1) {
+        return Err(format!(
+            "a batch wait of {wait:?} is below the kernel's resolution of 1 µs (0 turns batching off)"
+        ));
+    }
+    Ok(())
+}
 
 /// How the workers of a multi-threaded model get their connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -246,7 +283,9 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(5),
             workers: None,
             recv_buffers: RecvBuffers::default(),
+            recv_incremental: true,
             accept_mode: AcceptMode::default(),
+            batch_wait: Some(DEFAULT_BATCH_WAIT).filter(|w| !w.is_zero()),
             trace: false,
             tls: None,
             tcp: true,
@@ -316,7 +355,10 @@ pub(crate) struct Ctx {
     pub drain_timeout: Duration,
     pub workers: usize,
     pub recv_buffers: RecvBuffers,
+    pub recv_incremental: bool,
     pub accept_mode: AcceptMode,
+    /// [`ServerConfig::batch_wait`], checked; `None`: off.
+    pub batch_wait: Option<Duration>,
     /// `--trace`: [`trace::trace_event!`] prints through it.
     pub trace: trace::Trace,
     /// TLS for every connection (checked usable at bind), or plain TCP.
@@ -368,6 +410,10 @@ impl Server {
             .recv_buffers
             .check()
             .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        if let Some(wait) = config.batch_wait {
+            check_batch_wait(wait)
+                .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        }
         if let Some(tls) = &config.tls {
             // Every connection makes a session from this configuration; one that rustls
             // refuses is refused here, once, rather than at each accept.
@@ -402,7 +448,9 @@ impl Server {
                 drain_timeout: config.drain_timeout,
                 workers,
                 recv_buffers: config.recv_buffers,
+                recv_incremental: config.recv_incremental,
                 accept_mode: config.accept_mode,
+                batch_wait: config.batch_wait.filter(|w| !w.is_zero()),
                 trace: trace::Trace::new(config.model.name(), config.trace),
                 tls: config.tls,
                 udp,

@@ -95,6 +95,9 @@ pub struct Stats {
     /// System calls on the data path: socket calls (accept, recv, send, shutdown) and wait
     /// calls; for the io_uring models, `io_uring_enter` (the socket work rides in the ring).
     pub syscalls: AtomicU64,
+    /// Waits of the io_uring models that asked for several completions with a bound on the
+    /// delay (`--batch-wait`, io_uring's min-wait); the rest of `waits` returned at the first.
+    pub batched_waits: AtomicU64,
 }
 
 /// A plain copy of [`Stats`] at one moment.
@@ -158,6 +161,8 @@ pub struct StatsSnapshot {
     pub waits: u64,
     /// See [`Stats::syscalls`].
     pub syscalls: u64,
+    /// See [`Stats::batched_waits`].
+    pub batched_waits: u64,
 }
 
 impl Stats {
@@ -251,6 +256,7 @@ impl Stats {
             udp_bytes_out: self.udp_bytes_out.load(Relaxed),
             waits: self.waits.load(Relaxed),
             syscalls: self.syscalls.load(Relaxed),
+            batched_waits: self.batched_waits.load(Relaxed),
         }
     }
 }

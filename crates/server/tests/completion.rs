@@ -28,12 +28,24 @@ fn start(config: ServerConfig) -> RunningServer {
 #[test]
 fn an_exhausted_buffer_ring_is_refilled_and_rearmed_without_losing_or_reordering_a_byte() {
     // Two 64-byte buffers for 64 busy connections: receives (single-shot for the overlapped
-    // models, multishot for completion-port) keep running dry.
-    for model in COMPLETION_MODELS {
+    // models, multishot for completion-port) keep running dry. With the ring consumed
+    // incrementally or in whole buffers, and with batched waits (which must not hold back the
+    // re-arming of starved receives).
+    let cases = [
+        (true, None),
+        (false, None),
+        (true, Some(Duration::from_micros(500))),
+    ];
+    for (model, (incremental, batch_wait)) in COMPLETION_MODELS
+        .into_iter()
+        .flat_map(|m| cases.map(|c| (m, c)))
+    {
         let server = start(ServerConfig {
             model,
             workers: Some(1),
             recv_buffers: RecvBuffers { count: 2, size: 64 },
+            recv_incremental: incremental,
+            batch_wait,
             ..ServerConfig::default()
         });
         let report = iomodels_load::run(&LoadConfig {
@@ -48,19 +60,20 @@ fn an_exhausted_buffer_ring_is_refilled_and_rearmed_without_losing_or_reordering
         })
         .unwrap();
         let stats = server.stats.snapshot();
-        assert!(report.is_clean(), "{model}: {report:?}");
-        assert_eq!(report.messages, 64 * 100, "{model}");
-        assert_eq!(report.mismatches, 0, "{model}");
+        let case = format!("{model}, incremental {incremental}, batch wait {batch_wait:?}");
+        assert!(report.is_clean(), "{case}: {report:?}");
+        assert_eq!(report.messages, 64 * 100, "{case}: {report:?}");
+        assert_eq!(report.mismatches, 0, "{case}");
         assert!(
             stats.recv_buffer_exhausted > 0,
-            "{model}: the ring never ran dry, so this test proved nothing: {stats:?}"
+            "{case}: the ring never ran dry, so this test proved nothing: {stats:?}"
         );
         // A receive's buffer is picked at completion: none is ever posted for a connection.
-        assert_eq!(stats.recv_buffer_bytes_posted_peak, 0, "{model}: {stats:?}");
+        assert_eq!(stats.recv_buffer_bytes_posted_peak, 0, "{case}: {stats:?}");
         let stats = server.stats.clone();
         server.stop().unwrap();
         let s = stats.snapshot();
-        assert_eq!((s.ops_in_flight, s.active), (0, 0), "{model}: {s:?}");
+        assert_eq!((s.ops_in_flight, s.active), (0, 0), "{case}: {s:?}");
     }
 }
 
@@ -111,5 +124,76 @@ fn shutdown_with_operations_in_flight_reaps_every_one() {
             t.elapsed()
         );
         drop((idle, flooder));
+    }
+}
+
+#[test]
+fn messages_larger_than_a_buffer_arrive_byte_exact_under_backpressure_incremental_or_not() {
+    // 4 KiB buffers for 64 KiB messages: each arrives in many pieces (incrementally consumed:
+    // pieces of buffers shared with other connections), and a 16 KiB high-water mark parks
+    // pieces while the echo waits for the client to read.
+    for incremental in [true, false] {
+        let server = start(ServerConfig {
+            model: Model::CompletionPort,
+            workers: Some(1),
+            recv_buffers: RecvBuffers {
+                count: 16,
+                size: 4096,
+            },
+            recv_incremental: incremental,
+            max_pending: 16 * 1024,
+            ..ServerConfig::default()
+        });
+        let report = iomodels_load::run(&LoadConfig {
+            connect: server.addr,
+            conns: 16,
+            size: 64 * 1024,
+            depth: 2,
+            duration: Duration::from_secs(30),
+            messages_per_conn: Some(20),
+            threads: 2,
+            ..LoadConfig::default()
+        })
+        .unwrap();
+        let stats = server.stats.clone();
+        server.stop().unwrap();
+        let s = stats.snapshot();
+        assert!(report.is_clean(), "incremental {incremental}: {report:?}");
+        assert_eq!(report.messages, 16 * 20, "incremental {incremental}");
+        assert_eq!(report.mismatches, 0, "incremental {incremental}");
+        assert_eq!(s.bytes_in, 16 * 20 * 64 * 1024, "incremental {incremental}");
+        assert_eq!((s.ops_in_flight, s.active), (0, 0), "{s:?}");
+    }
+}
+
+#[test]
+fn a_served_echo_under_batched_waits_completes_every_message() {
+    for model in COMPLETION_MODELS {
+        let server = start(ServerConfig {
+            model,
+            workers: Some(1),
+            batch_wait: Some(Duration::from_millis(1)),
+            ..ServerConfig::default()
+        });
+        let report = iomodels_load::run(&LoadConfig {
+            connect: server.addr,
+            conns: 64,
+            size: 64,
+            depth: 1,
+            duration: Duration::from_secs(30),
+            messages_per_conn: Some(50),
+            threads: 2,
+            ..LoadConfig::default()
+        })
+        .unwrap();
+        let s = server.stats.snapshot();
+        server.stop().unwrap();
+        assert!(report.is_clean(), "{model}: {report:?}");
+        assert_eq!(report.messages, 64 * 50, "{model}");
+        assert_eq!(report.mismatches, 0, "{model}");
+        assert!(
+            s.batched_waits > 0,
+            "{model}: no wait was batched, so this test proved nothing: {s:?}"
+        );
     }
 }

@@ -20,6 +20,9 @@ pub use io_uring::{opcode, squeue, types::CancelBuilder, types::Fd};
 /// fallback to the readiness models is tested.
 pub const FAKE_ERROR_ENV: &str = "IOMODELS_FAKE_URING_ERROR";
 
+/// `IOU_PBUF_RING_INC` (uapi `io_uring.h`): register a buffer ring incrementally consumed.
+const IOU_PBUF_RING_INC: u16 = 2;
+
 /// One completion: the operation's user data, its result (bytes, a descriptor, or `-errno`),
 /// and the `IORING_CQE_F_*` flags.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +45,12 @@ impl Cqe {
     pub fn buffer_id(&self) -> Option<u16> {
         cqueue::buffer_select(self.flags)
     }
+
+    /// The kernel keeps filling the rest of this completion's provided buffer
+    /// (`IORING_CQE_F_BUF_MORE`, incrementally consumed rings only): it is not ours yet.
+    pub fn buffer_more(&self) -> bool {
+        cqueue::buffer_more(self.flags)
+    }
 }
 
 /// An io_uring instance; unmapped and closed on drop.
@@ -55,6 +64,8 @@ pub struct Ring {
     ring: IoUring,
     /// Made disabled ([`Ring::for_another_thread`]) and not yet [`Ring::enable`]d.
     disabled: bool,
+    /// The kernel takes a minimum batch wait (`IORING_FEAT_MIN_TIMEOUT`, 6.12+).
+    min_wait: bool,
 }
 
 fn fake_error() -> Option<io::Error> {
@@ -110,10 +121,12 @@ impl Ring {
             }
             Err(e) => return Err(e),
         };
+        let min_wait = ring.params().is_feature_min_timeout();
         Ok(Ring {
             bufs: None,
             ring,
             disabled,
+            min_wait,
         })
     }
 
@@ -129,18 +142,45 @@ impl Ring {
 
     /// Allocates `count` (a power of two, at most 32768) buffers of `size` bytes, hands them
     /// all to the kernel and registers them as buffer group `group`, owned by this ring.
-    pub fn add_buf_ring(&mut self, group: u16, count: u16, size: usize) -> io::Result<()> {
+    ///
+    /// With `incremental`, the ring is registered incrementally consumed (`IOU_PBUF_RING_INC`,
+    /// Linux 6.12+), where the kernel has that: see [`BufRing`]. Where it has not (the
+    /// registration fails with `EINVAL`), each receive takes a whole buffer, said in one log
+    /// line per process.
+    pub fn add_buf_ring(
+        &mut self,
+        group: u16,
+        count: u16,
+        size: usize,
+        incremental: bool,
+    ) -> io::Result<()> {
         assert!(self.bufs.is_none(), "one buffer ring per Ring");
-        let br = BufRing::new(group, count, size)?;
-        // SAFETY: `entries` is a page-aligned array of `count` entries owned by `br`, which
-        // this ring keeps until Drop has unregistered the group.
-        unsafe {
-            self.ring.submitter().register_buf_ring_with_flags(
-                br.entries as u64,
-                count,
-                group,
-                0,
-            )?;
+        let mut br = BufRing::new(group, count, size)?;
+        let register = |br: &BufRing, flags: u16| {
+            // SAFETY: `entries` is a page-aligned array of `count` entries owned by `br`, which
+            // this ring keeps until Drop has unregistered the group.
+            unsafe {
+                self.ring.submitter().register_buf_ring_with_flags(
+                    br.entries as u64,
+                    count,
+                    group,
+                    flags,
+                )
+            }
+        };
+        match register(&br, if incremental { IOU_PBUF_RING_INC } else { 0 }) {
+            Ok(()) => br.incremental = incremental,
+            Err(e) if incremental && e.raw_os_error() == Some(libc::EINVAL) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    log::info!(
+                        "io_uring: no incrementally consumed buffer rings here (IOU_PBUF_RING_INC, \
+                         Linux 6.12+): each receive takes a whole provided buffer"
+                    );
+                });
+                register(&br, 0)?;
+            }
+            Err(e) => return Err(e),
         }
         self.bufs = Some(br);
         Ok(())
@@ -215,6 +255,47 @@ impl Ring {
         }
     }
 
+    /// Whether [`Ring::submit_and_wait_batch`] can batch here: the kernel has min-wait
+    /// (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.12+).
+    pub fn can_batch(&self) -> bool {
+        self.min_wait
+    }
+
+    /// Submits what is queued and waits for `want` completions, but no longer than
+    /// `min_wait` once at least one has arrived; with none, until the first one or `timeout`.
+    ///
+    /// This is io_uring's min-wait (`io_uring_getevents_arg.min_wait_usec`, Linux 6.12+; in
+    /// the kernel, `io_cqring_min_timer_wakeup`): when `min_wait` expires the wait ends if
+    /// any completion (or completion work, with `DEFER_TASKRUN`) arrived since it began;
+    /// otherwise it goes on as an ordinary wait that the next completion ends. The kernel
+    /// treats a min-wait *without* an overall timeout as the whole timeout (it would return
+    /// empty every `min_wait`), so an overall timeout is always passed: `timeout`, or an hour
+    /// standing for none. Where the kernel has no min-wait ([`Ring::can_batch`] false), or
+    /// `want` is 1, this is [`Ring::submit_and_wait`].
+    pub fn submit_and_wait_batch(
+        &mut self,
+        want: usize,
+        min_wait: Duration,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        if want <= 1 || !self.min_wait || min_wait.is_zero() {
+            return self.submit_and_wait(timeout);
+        }
+        let t = timeout.unwrap_or(Duration::from_secs(3600));
+        let ts = types::Timespec::new()
+            .sec(t.as_secs())
+            .nsec(t.subsec_nanos());
+        let usec = u32::try_from(min_wait.as_micros())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(usec);
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if is_retry(&e) || e.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Moves every available completion into `out` (cleared first).
     pub fn reap(&mut self, out: &mut Vec<Cqe>) {
         out.clear();
@@ -250,11 +331,26 @@ impl AsRawFd for Ring {
 }
 
 /// A provided-buffer ring: `count` buffers of `size` bytes that the kernel picks from for
-/// multishot receives, so a connection holds a buffer only while data is in it.
+/// receives with `IOSQE_BUFFER_SELECT` (multishot or single-shot), so a connection holds a
+/// buffer only while data is in it.
 ///
 /// The application hands buffers to the kernel by writing ring entries and publishing the
-/// tail; the kernel hands one back in each receive completion (its id in the flags); the
-/// application returns it with [`BufRing::recycle`] once the bytes are consumed.
+/// tail; the kernel names one in each receive completion (its id in the flags); what it
+/// delivered is taken with [`BufRing::take`] as a [`Piece`], read with [`BufRing::bytes`],
+/// and given back with [`BufRing::release`] once consumed.
+///
+/// **Incrementally consumed** (`IOU_PBUF_RING_INC`, Linux 6.12+; see [`Ring::add_buf_ring`]):
+/// a receive uses only as much of the buffer at the ring's head as it needs, and the next
+/// receive — for any connection — goes on in the same buffer after it, so a 64-byte message
+/// takes 64 bytes, not a whole buffer, and buffers can be large enough for a 64 KiB message
+/// to arrive in one completion. A completion with `IORING_CQE_F_BUF_MORE` says the kernel
+/// keeps the rest of its buffer; the buffer is ours only after a completion without it, and
+/// goes back to the kernel only when every piece of it has been released as well. The
+/// kernel writes the consumed position into the ring entry itself; the pieces' offsets are
+/// counted here, in completion order (the order the kernel consumed them in). A completion
+/// of 0 bytes consumes nothing, whatever its flags say (kernels before the fix of
+/// `io_kbuf_inc_commit` for 0-length transfers report such a buffer as done while still
+/// using it): its buffer is left as it is.
 pub struct BufRing {
     entries: *mut types::BufRingEntry,
     layout: Layout,
@@ -263,6 +359,43 @@ pub struct BufRing {
     count: u16,
     tail: u16,
     group: u16,
+    /// Registered incrementally consumed.
+    incremental: bool,
+    /// Per buffer: where the next piece starts (bytes the kernel has consumed).
+    consumed: Box<[u32]>,
+    /// Per buffer: pieces taken and not yet released.
+    pieces: Box<[u32]>,
+    /// Per buffer: the kernel is done with it (it is out of the ring until recycled).
+    done: Box<[bool]>,
+    /// Buffers out of the ring (done and not yet recycled).
+    out: usize,
+}
+
+/// Bytes a receive delivered into a provided buffer: part of it (incrementally consumed
+/// rings) or all of it. Taken with [`BufRing::take`], given back with [`BufRing::release`];
+/// the buffer is recycled when the kernel is done with it and its last piece is released.
+#[derive(Debug)]
+pub struct Piece {
+    bid: u16,
+    off: u32,
+    len: u32,
+}
+
+impl Piece {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether it holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer it is in.
+    pub fn bid(&self) -> u16 {
+        self.bid
+    }
 }
 
 // SAFETY: the raw entries pointer is owned memory like a Box; nothing is shared across threads.
@@ -288,15 +421,21 @@ impl BufRing {
         if entries.is_null() {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
+        let n = usize::from(count);
         let mut br = BufRing {
             entries,
             layout,
             // Zeroed allocation: pages are only backed (and counted in RSS) once used.
-            bufs: vec![0u8; usize::from(count) * size].into_boxed_slice(),
+            bufs: vec![0u8; n * size].into_boxed_slice(),
             size,
             count,
             tail: 0,
             group,
+            incremental: false,
+            consumed: vec![0; n].into_boxed_slice(),
+            pieces: vec![0; n].into_boxed_slice(),
+            done: vec![false; n].into_boxed_slice(),
+            out: 0,
         };
         for bid in 0..count {
             br.push(bid);
@@ -320,17 +459,76 @@ impl BufRing {
         self.size
     }
 
-    /// The first `len` bytes of buffer `bid`, as the kernel filled them.
-    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid) * self.size;
-        &self.bufs[start..start + len.min(self.size)]
+    /// Whether the kernel consumes the buffers incrementally (`IOU_PBUF_RING_INC`).
+    pub fn is_incremental(&self) -> bool {
+        self.incremental
     }
 
-    /// Gives buffer `bid` back to the kernel.
-    pub fn recycle(&mut self, bid: u16) {
-        debug_assert!(bid < self.count);
-        self.push(bid);
-        self.publish();
+    /// Buffers the kernel can pick from now (not taken out by a finished buffer that waits
+    /// for its pieces' release).
+    pub fn available(&self) -> usize {
+        usize::from(self.count) - self.out
+    }
+
+    /// What a receive completion delivered into a provided buffer: `Some` piece of
+    /// `cqe.result` bytes when it carries a buffer and bytes; `None` otherwise (an error, or
+    /// 0 bytes: an end of stream; a whole buffer named with 0 bytes goes back at once).
+    pub fn take(&mut self, cqe: &Cqe) -> Option<Piece> {
+        let bid = cqe.buffer_id()?;
+        let i = usize::from(bid);
+        if i >= self.done.len() {
+            log::error!("completion names provided buffer {bid} of {}", self.count);
+            return None;
+        }
+        if cqe.result <= 0 {
+            if !self.incremental {
+                // The kernel handed the whole buffer back unused.
+                self.done[i] = true;
+                self.out += 1;
+                self.recycle_if_free(bid);
+            }
+            return None;
+        }
+        let len = (cqe.result as u32).min(self.size as u32 - self.consumed[i]);
+        let piece = Piece {
+            bid,
+            off: self.consumed[i],
+            len,
+        };
+        self.pieces[i] += 1;
+        if self.incremental && cqe.buffer_more() {
+            self.consumed[i] += len;
+        } else {
+            self.done[i] = true;
+            self.out += 1;
+        }
+        Some(piece)
+    }
+
+    /// The bytes of `piece`, as the kernel wrote them.
+    pub fn bytes(&self, piece: &Piece) -> &[u8] {
+        let start = usize::from(piece.bid) * self.size + piece.off as usize;
+        &self.bufs[start..start + piece.len as usize]
+    }
+
+    /// Gives a piece back: its buffer returns to the kernel once the kernel is done with it
+    /// and this was its last piece out.
+    pub fn release(&mut self, piece: Piece) {
+        let i = usize::from(piece.bid);
+        debug_assert!(self.pieces[i] > 0);
+        self.pieces[i] -= 1;
+        self.recycle_if_free(piece.bid);
+    }
+
+    fn recycle_if_free(&mut self, bid: u16) {
+        let i = usize::from(bid);
+        if self.done[i] && self.pieces[i] == 0 {
+            self.done[i] = false;
+            self.consumed[i] = 0;
+            self.out -= 1;
+            self.push(bid);
+            self.publish();
+        }
     }
 
     fn push(&mut self, bid: u16) {
@@ -338,7 +536,8 @@ impl BufRing {
         let idx = usize::from(self.tail & mask);
         let addr = self.bufs.as_ptr() as u64 + (usize::from(bid) * self.size) as u64;
         // SAFETY: idx < count, inside the entries array we allocated; the kernel only reads
-        // entries between its head and our published tail, and this slot is past the tail.
+        // (and, incrementally consumed, writes) entries between its head and our published
+        // tail, and this slot is past the tail.
         let entry = unsafe { &mut *self.entries.add(idx) };
         entry.set_addr(addr);
         entry.set_len(self.size as u32);
@@ -400,7 +599,7 @@ fn probe_now() -> Result<(), String> {
             ));
         }
     }
-    ring.add_buf_ring(0, 1, 64).map_err(|e| {
+    ring.add_buf_ring(0, 1, 64, false).map_err(|e| {
         format!(
             "io_uring unavailable: cannot register a provided-buffer ring (needs Linux 5.19+): {e}"
         )
@@ -458,4 +657,71 @@ fn probe_direct_now() -> Result<(), String> {
     }
     ring.register_direct_table(8)
         .map_err(|e| format!("cannot register a sparse fixed-file table: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receive completion into buffer `bid` of `len` bytes, `more`: the kernel keeps the
+    /// rest of the buffer (`IORING_CQE_F_BUF_MORE`).
+    fn cqe(bid: u16, len: i32, more: bool) -> Cqe {
+        // IORING_CQE_F_BUFFER, and the buffer id above IORING_CQE_BUFFER_SHIFT (16).
+        let mut flags = 1 | (u32::from(bid) << 16);
+        if more {
+            flags |= BUF_MORE;
+        }
+        Cqe {
+            user_data: 0,
+            result: len,
+            flags,
+        }
+    }
+
+    /// `IORING_CQE_F_BUF_MORE`.
+    const BUF_MORE: u32 = 1 << 4;
+
+    #[test]
+    fn an_incremental_buffer_is_recycled_only_when_the_kernel_is_done_and_every_piece_is_back() {
+        let mut br = BufRing::new(0, 2, 100).unwrap();
+        br.incremental = true;
+        br.bufs[..100].copy_from_slice(&[7u8; 100]);
+        br.bufs[10..30].copy_from_slice(&[1u8; 20]);
+        let tail = br.tail;
+        let a = br.take(&cqe(0, 10, true)).unwrap();
+        let b = br.take(&cqe(0, 20, true)).unwrap();
+        assert_eq!(
+            br.bytes(&b),
+            &[1u8; 20][..],
+            "the second piece starts after the first"
+        );
+        assert_eq!(br.available(), 2, "the kernel still fills buffer 0");
+        // A 0-byte completion (end of stream) consumes nothing, whatever its flags.
+        assert!(br.take(&cqe(0, 0, false)).is_none());
+        let c = br.take(&cqe(0, 70, false)).unwrap();
+        assert_eq!((c.len(), c.off), (70, 30));
+        assert_eq!(br.available(), 1, "the kernel is done with buffer 0");
+        br.release(b);
+        br.release(c);
+        assert_eq!(br.tail, tail, "a piece is still out: not recycled");
+        br.release(a);
+        assert_eq!(br.tail, tail.wrapping_add(1), "recycled once");
+        assert_eq!(br.available(), 2);
+        let d = br.take(&cqe(0, 5, true)).unwrap();
+        assert_eq!(d.off, 0, "a recycled buffer starts over");
+    }
+
+    #[test]
+    fn a_whole_buffer_ring_recycles_each_buffer_at_its_one_piece() {
+        let mut br = BufRing::new(0, 2, 100).unwrap();
+        let tail = br.tail;
+        // Without IOU_PBUF_RING_INC a completion's buffer is ours, whatever the flags say.
+        let a = br.take(&cqe(1, 60, true)).unwrap();
+        assert_eq!((a.bid(), a.off, br.available()), (1, 0, 1));
+        br.release(a);
+        assert_eq!((br.tail, br.available()), (tail.wrapping_add(1), 2));
+        // A buffer named with 0 bytes goes straight back.
+        assert!(br.take(&cqe(0, 0, false)).is_none());
+        assert_eq!((br.tail, br.available()), (tail.wrapping_add(2), 2));
+    }
 }

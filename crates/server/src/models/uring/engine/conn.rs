@@ -6,7 +6,7 @@
 
 use super::{Done, Engine, Kind, Recv, NO_CONN, POOL_BUF_MAX, POOL_MAX};
 use crate::session::{Session, SessionSocket};
-use crate::sys::uring::{opcode, Fd, Ring};
+use crate::sys::uring::{opcode, Fd, Piece};
 use io_uring::squeue::{Entry, Flags};
 use io_uring::types::Fixed;
 use std::collections::VecDeque;
@@ -81,12 +81,11 @@ impl fmt::Display for Target {
     }
 }
 
-/// A provided buffer a connection could not take yet (backpressure): its bytes `off..len`
-/// still wait, in order, ahead of anything received later.
+/// Received bytes in a provided buffer that a connection could not take yet (backpressure):
+/// the piece's bytes from `off` on still wait, in order, ahead of anything received later.
 pub(super) struct Parked {
-    pub(super) bid: u16,
+    pub(super) piece: Piece,
     pub(super) off: usize,
-    pub(super) len: usize,
 }
 
 /// A connection of the completion models.
@@ -111,6 +110,8 @@ pub(super) struct UConn {
     pub(super) eof_seen: bool,
     /// The receive ended for lack of buffers (ENOBUFS); re-armed when some come back.
     pub(super) starved: bool,
+    /// In the engine's list of connections to move on after this batch of completions.
+    pub(super) deferred: bool,
     pub(super) parked: VecDeque<Parked>,
 }
 
@@ -202,6 +203,7 @@ impl Engine<'_> {
             closing: false,
             eof_seen: false,
             starved: false,
+            deferred: false,
             parked: VecDeque::new(),
         });
         if let (Target::Slot(slot), Some(_)) = (target, &self.ctx.tls) {
@@ -259,23 +261,22 @@ impl Engine<'_> {
         let mut error = None;
         if cqe.result == 0 {
             // The end of stream, behind any parked bytes (a buffer the kernel may have
-            // picked for it comes back empty, below).
+            // picked for it comes back empty: `take` gives a whole one back at once).
             u.eof_seen = true;
         }
-        if let Some(bid) = cqe.buffer_id() {
-            self.bufs_out += 1;
-            let len = cqe.result.max(0) as usize;
-            let bufs = self.ring.bufs().expect("receives have a buffer ring");
+        let bufs = self.ring.bufs_mut().expect("receives have a buffer ring");
+        if let Some(piece) = bufs.take(&cqe) {
+            let len = piece.len();
             if u.closing {
-                self.recycle(bid); // the connection is going: its bytes have nowhere to go
+                bufs.release(piece); // the connection is going: its bytes have nowhere to go
             } else if u.parked.is_empty() && len <= u.s.conn.read_budget() {
-                u.s.conn.on_received(bufs.get(bid, len));
+                u.s.conn.on_received(bufs.bytes(&piece));
                 u.s.publish(len as u64, 0);
-                self.recycle(bid);
+                bufs.release(piece);
             } else {
                 // Backpressure: keep the bytes in their buffer, in order, until the connection
                 // can take them; the buffer stays out of the ring meanwhile.
-                u.parked.push_back(Parked { bid, off: 0, len });
+                u.parked.push_back(Parked { piece, off: 0 });
             }
         } else if cqe.result == -libc::ENOBUFS {
             self.ctx.stats.recv_buffer_exhausted.fetch_add(1, Relaxed);
@@ -327,10 +328,22 @@ impl Engine<'_> {
 
     /// Moves a connection on after any completion: send what is owed, keep a receive posted
     /// while backpressure allows (or cancel it when it does not), half-close, close.
+    ///
+    /// While a batch of completions is being handled, this only notes the connection; it is
+    /// moved on once, after the batch ([`Engine::advance_deferred`]): the bytes of several
+    /// receive completions (a large message in several buffers) leave in one send, and
+    /// nothing is lost by waiting, since submissions reach the kernel only at the next wait.
     pub(super) fn advance(&mut self, c: usize) {
         let Some(u) = self.conns.get_mut(c) else {
             return;
         };
+        if self.in_batch {
+            if !u.deferred {
+                u.deferred = true;
+                self.deferred.push(c);
+            }
+            return;
+        }
         if u.closing {
             return self.release_if_idle(c);
         }
@@ -379,6 +392,18 @@ impl Engine<'_> {
         }
     }
 
+    /// Moves on every connection a batch of completions touched ([`Engine::advance`]).
+    pub(super) fn advance_deferred(&mut self) {
+        let mut deferred = std::mem::take(&mut self.deferred);
+        for c in deferred.drain(..) {
+            if let Some(u) = self.conns.get_mut(c) {
+                u.deferred = false;
+                self.advance(c);
+            }
+        }
+        self.deferred = deferred;
+    }
+
     /// Hands parked bytes to the connection as far as its read budget allows, in order,
     /// returning each buffer to the ring once empty; applies a waiting end of stream.
     pub(super) fn feed_parked(&mut self, c: usize) {
@@ -390,16 +415,19 @@ impl Engine<'_> {
             if budget == 0 || u.closing {
                 break;
             }
-            let n = budget.min(p.len - p.off);
-            let bufs = self.ring.bufs().expect("parked buffers come from the ring");
+            let bufs = self
+                .ring
+                .bufs_mut()
+                .expect("parked buffers come from the ring");
+            let n = budget.min(p.piece.len() - p.off);
             u.s.conn
-                .on_received(&bufs.get(p.bid, p.len)[p.off..p.off + n]);
+                .on_received(&bufs.bytes(&p.piece)[p.off..p.off + n]);
             u.s.publish(n as u64, 0);
             p.off += n;
-            if p.off == p.len {
-                let bid = p.bid;
-                u.parked.pop_front();
-                recycle(&mut self.ring, &mut self.bufs_out, bid);
+            if p.off == p.piece.len() {
+                if let Some(p) = u.parked.pop_front() {
+                    bufs.release(p.piece);
+                }
             }
         }
         let u = &mut self.conns[c];
@@ -408,16 +436,11 @@ impl Engine<'_> {
         }
     }
 
-    pub(super) fn recycle(&mut self, bid: u16) {
-        recycle(&mut self.ring, &mut self.bufs_out, bid);
-    }
-
     /// Re-arms receives that ended for lack of buffers, as far as buffers are back.
     pub(super) fn rearm_starved(&mut self) {
-        let Some(count) = self.ring.bufs().map(|b| usize::from(b.count())) else {
+        let Some(mut available) = self.ring.bufs().map(|b| b.available()) else {
             return;
         };
-        let mut available = count.saturating_sub(self.bufs_out);
         while available > 0 {
             let Some(c) = self.starved.pop() else { break };
             if let Some(u) = self.conns.get_mut(c) {
@@ -446,9 +469,10 @@ impl Engine<'_> {
             let recv = u.recv_op.filter(|_| !u.recv_cancelled);
             let send = u.send_op;
             u.recv_cancelled = true;
-            let parked: Vec<u16> = u.parked.drain(..).map(|p| p.bid).collect();
-            for bid in parked {
-                self.recycle(bid);
+            if let Some(bufs) = self.ring.bufs_mut() {
+                for p in u.parked.drain(..) {
+                    bufs.release(p.piece);
+                }
             }
             if !self.stopping {
                 for ud in [recv, send].into_iter().flatten() {
@@ -542,14 +566,5 @@ impl Engine<'_> {
             t.used = t.used.saturating_sub(1);
         }
         self.retry_accepts();
-    }
-}
-
-/// Gives a provided buffer back to the ring (a free function, so it can run while a
-/// connection is borrowed).
-fn recycle(ring: &mut Ring, bufs_out: &mut usize, bid: u16) {
-    *bufs_out -= 1;
-    if let Some(b) = ring.bufs_mut() {
-        b.recycle(bid);
     }
 }

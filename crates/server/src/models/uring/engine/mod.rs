@@ -66,6 +66,13 @@ const MULTISHOT_ROOM: usize = 1024;
 /// it accepted (`-ENFILE`): the one way a connection could be accepted and dropped.
 const TABLE_MULTISHOT_ROOM: usize = 8192;
 
+/// Batched waits (`--batch-wait`): the wait asks for one completion per this many
+/// connections of the engine, at least 1 (then it is an ordinary wait) and at most
+/// [`BATCH_MAX`]. Few connections in a closed loop have few completions in flight: asking
+/// for more than can come would hold every one of them the whole bound.
+const CONNS_PER_BATCHED_COMPLETION: usize = 4;
+/// The most completions a batched wait asks for.
+const BATCH_MAX: usize = 8;
 /// How long shutdown waits for the kernel to complete cancelled operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// Send buffers kept for reuse (beyond that they go back to the allocator).
@@ -220,9 +227,11 @@ pub(crate) struct Engine<'a> {
     /// Final phase: everything is being cancelled; nothing new is posted.
     stopping: bool,
     send_pool: Vec<Vec<u8>>,
-    /// Provided buffers handed to us by the kernel and not yet recycled.
-    bufs_out: usize,
     starved: Vec<usize>,
+    /// A batch of completions is being handled: [`Engine::advance`] defers to its end.
+    in_batch: bool,
+    /// Connections to move on after this batch.
+    deferred: Vec<usize>,
     cqes: Vec<Cqe>,
     published_ops: i64,
     /// Set on the worker that accepts for all the others (accept hand-off).
@@ -298,7 +307,12 @@ impl Parts {
     }
 
     fn with_ring(ctx: &Ctx, mut ring: Ring) -> io::Result<Parts> {
-        ring.add_buf_ring(0, ctx.recv_buffers.count, ctx.recv_buffers.size)?;
+        ring.add_buf_ring(
+            0,
+            ctx.recv_buffers.count,
+            ctx.recv_buffers.size,
+            ctx.recv_incremental,
+        )?;
         Ok(Parts {
             ring,
             waker: ctx.shutdown.register()?,
@@ -394,8 +408,9 @@ impl<'a> Engine<'a> {
             draining: false,
             stopping: false,
             send_pool: Vec::new(),
-            bufs_out: 0,
             starved: Vec::new(),
+            in_batch: false,
+            deferred: Vec::new(),
             cqes: Vec::with_capacity(1024),
             published_ops: 0,
             handoff: None,
@@ -445,6 +460,7 @@ impl<'a> Engine<'a> {
     /// Serves until shutdown and drain are over, then cancels everything in flight and waits
     /// for every final completion before the ring and the buffers are freed.
     pub fn run(mut self) -> io::Result<()> {
+        let batch_wait = self.batch_wait();
         self.arm_wake()?;
         self.arm_accepts();
         self.arm_udp();
@@ -467,10 +483,21 @@ impl<'a> Engine<'a> {
             // The gauge counts what this turn posted too (the first turn's accepts and waker
             // poll included) before the worker blocks, not only after its next completion.
             self.publish_ops();
-            if let Err(e) = self
-                .ring
-                .submit_and_wait(min_timeout(timeout, self.sweep.wait_limit()))
-            {
+            let timeout = min_timeout(timeout, self.sweep.wait_limit());
+            let want = match batch_wait {
+                Some(_) if !self.draining && self.starved.is_empty() => {
+                    (self.conns.len() / CONNS_PER_BATCHED_COMPLETION).clamp(1, BATCH_MAX)
+                }
+                _ => 1,
+            };
+            let waited = match batch_wait {
+                Some(bound) if want > 1 => {
+                    self.ctx.stats.batched_waits.fetch_add(1, Relaxed);
+                    self.ring.submit_and_wait_batch(want, bound, timeout)
+                }
+                _ => self.ring.submit_and_wait(timeout),
+            };
+            if let Err(e) = waited {
                 break Err(e);
             }
             self.ctx.stats.count_wait();
@@ -489,15 +516,35 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// The batch bound this engine waits with (`--batch-wait`), if batching is on and the
+    /// kernel has min-wait; says once per process when it has not.
+    fn batch_wait(&self) -> Option<Duration> {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        let bound = self.ctx.batch_wait?;
+        if self.ring.can_batch() {
+            return Some(bound);
+        }
+        SAID.call_once(|| {
+            log::info!(
+                "io_uring: this kernel has no min-wait (IORING_FEAT_MIN_TIMEOUT, Linux 6.12+): \
+                 --batch-wait is off, each wait returns at its first completion"
+            );
+        });
+        None
+    }
+
     // ---- the wait loop's side: completions to handlers -------------------------------------
 
     fn complete_all(&mut self) {
         let mut cqes = std::mem::take(&mut self.cqes);
         self.ring.reap(&mut cqes);
+        self.in_batch = true;
         for cqe in cqes.drain(..) {
             self.complete(cqe);
         }
+        self.in_batch = false;
         self.cqes = cqes;
+        self.advance_deferred();
         self.publish_ops();
     }
 
