@@ -106,7 +106,7 @@ struct ServeArgs {
     /// count of buffers of SIZE bytes): one ring for overlapped-event and overlapped-routine,
     /// one per completion-port worker. Linux only: on Windows each connection posts its own
     /// 16 KiB receive buffer
-    #[arg(long, value_name = "COUNTxSIZE", default_value = "256x16KiB", value_parser = parse_recv_buffers)]
+    #[arg(long, value_name = "COUNTxSIZE", default_value = "16x64KiB", value_parser = parse_recv_buffers)]
     recv_buffers: iomodels_server::RecvBuffers,
     /// completion-port's connections as io_uring direct descriptors (auto: where the kernel
     /// has them; `iomodels models` says whether it does), outside the process's descriptor

@@ -407,7 +407,7 @@ fn a_bad_batch_wait_or_recv_incremental_is_one_line() {
     for (args, needles) in [
         (&["--batch-wait", "1s"][..], &["too long", "100ms"][..]),
         (&["--batch-wait", "500ns"][..], &["unknown unit"][..]),
-        (&["--batch-wait", "0.0001us"][..], &["resolution"][..]),
+        (&["--batch-wait", "0.5us"][..], &["resolution"][..]),
         (&["--batch-wait", "soon"][..], &["not a duration"][..]),
         (
             &["--recv-incremental", "maybe"][..],

@@ -19,8 +19,17 @@
 //! - a **multishot recv** per connection, filling buffers the kernel picks from the worker's
 //!   **provided-buffer ring** only when data arrives — an idle connection holds no receive
 //!   buffer, the zero-byte-read trick done by the kernel;
+//! - an **incrementally consumed** buffer ring (`IOU_PBUF_RING_INC`, 6.12+;
+//!   `--recv-incremental`): a receive takes only the bytes it needs of the buffer at the ring's
+//!   head and the next receive, for any connection, goes on after it — a 64 B message takes
+//!   64 B, not a buffer, so a few large buffers (16 × 64 KiB by default) serve many
+//!   connections and a 64 KiB message arrives in one or two completions;
 //! - **batching**: submissions queue up during a turn and go to the kernel in the one
 //!   `io_uring_enter` that also waits; with `DEFER_TASKRUN` the completion work runs there too.
+//!   The completions of one wait are all handled before any connection moves on, so the bytes
+//!   of several receives leave in one send. `--batch-wait DUR` (off by default) makes the wait
+//!   itself ask for several completions, bounded by io_uring's min-wait (6.12+): see
+//!   `models/uring/engine` for when it applies and what it was measured to give.
 //!
 //! **Direct descriptors** (Linux, `--direct-descriptors auto`, the default where the kernel has
 //! what they need: `sys::uring::probe_direct`, said by `iomodels models` and in the ready line;
@@ -126,7 +135,9 @@
 //!
 //! **Limits.** Descriptors (`RLIMIT_NOFILE`; `serve` raises the soft limit to the hard one)
 //! on ordinary descriptors; on direct ones the tables (a descriptor limit per worker);
-//! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 256 × 16 KiB per worker by default; a
+//! buffer-ring size (`RecvBuffers`, `--recv-buffers`, 16 × 64 KiB per worker by default,
+//! consumed incrementally; on a kernel without `IOU_PBUF_RING_INC` each receive takes a whole
+//! buffer, said in one log line, and more, smaller buffers serve many connections better; a
 //! ring that runs dry ends receives with `ENOBUFS`, re-armed when buffers come back); io_uring
 //! must be allowed (containers often block it: the model is then unavailable and says why, and the
 //! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
@@ -147,7 +158,10 @@
 //! points at may be freed before its final completion — after a cancel, a reset, or at
 //! shutdown, which cancels everything and reaps until the table is empty. Provided buffers must
 //! be returned to the ring, or it runs dry. A multishot operation's completions keep coming
-//! until one arrives without `IORING_CQE_F_MORE`. Every worker's ring (with its provided
+//! until one arrives without `IORING_CQE_F_MORE`. An incrementally consumed buffer is shared by
+//! the pieces of several receives: it goes back to the ring only after a completion without
+//! `IORING_CQE_F_BUF_MORE` and once every piece of it has been consumed (`BufRing` in
+//! `sys/linux/uring.rs`). Every worker's ring (with its provided
 //! buffers) and waker is made at bind (`prepare`), disabled (`IORING_SETUP_R_DISABLED`) and
 //! enabled by its worker, which so becomes the ring's single issuer: a worker making its own
 //! ring once running could find the descriptors taken by connections the others had already

@@ -3,6 +3,11 @@
 //! models, and [`probe_direct`], whether `completion-port` can keep its connections as direct
 //! descriptors (sockets that live only in a ring's fixed-file table).
 //!
+//! Two features of recent kernels are used where present, each probed with a fallback and a
+//! log line: incrementally consumed buffer rings (`IOU_PBUF_RING_INC`, 6.12+; see
+//! [`BufRing`]: pieces of a buffer, recycled after the last), and the min-wait of a wait for
+//! several completions (`IORING_FEAT_MIN_TIMEOUT`, 6.12+; [`Ring::submit_and_wait_batch`]).
+//!
 //! The `io-uring` crate builds the submission entries; this file owns the ring and the
 //! memory the kernel writes into, and is where their `unsafe` lives.
 
@@ -175,7 +180,8 @@ impl Ring {
                 SAID.call_once(|| {
                     log::info!(
                         "io_uring: no incrementally consumed buffer rings here (IOU_PBUF_RING_INC, \
-                         Linux 6.12+): each receive takes a whole provided buffer"
+                         Linux 6.12+): each receive takes a whole provided buffer (with few large \
+                         buffers many connections may wait for one: consider --recv-buffers 256x16KiB)"
                     );
                 });
                 register(&br, 0)?;

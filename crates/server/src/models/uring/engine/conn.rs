@@ -3,6 +3,12 @@
 //! time from the connection's output, parked provided buffers, half-close and close. Closing cancels the
 //! connection's operations; it is dropped when the last one has completed, and a direct
 //! descriptor's slot is then closed with `IORING_OP_CLOSE`.
+//!
+//! What a receive delivers into the provided-buffer ring is a `Piece` (`BufRing::take`): a
+//! whole buffer, or, with an incrementally consumed ring, part of one that other connections'
+//! receives share. A piece the connection cannot take yet (backpressure) is parked; every
+//! piece is released (`BufRing::release`) once consumed, and the ring recycles a buffer when
+//! its last piece is back and the kernel is done with it.
 
 use super::{Done, Engine, Kind, Recv, NO_CONN, POOL_BUF_MAX, POOL_MAX};
 use crate::session::{Session, SessionSocket};

@@ -21,6 +21,22 @@
 //! The idle and write timeouts are a sweep after each wait (`sweep_conns`): an expired
 //! connection is closed like any other (its operations cancelled, freed at their
 //! completions).
+//!
+//! **One wait, one batch.** Every completion a wait returned is handled before any connection
+//! moves on (`advance` defers to the end of the batch): the bytes of several receive
+//! completions of one connection — a 64 KiB message in several buffers — leave in one send,
+//! and nothing waits for it, since submissions reach the kernel only at the next wait.
+//!
+//! **Batched waits** (`--batch-wait DUR`, off by default; all three models, the code is
+//! theirs in common). The wait asks for one completion per 4 connections of the engine (at
+//! most 8) and holds the first at most DUR: io_uring's min-wait (Linux 6.12+,
+//! `Ring::submit_and_wait_batch`, which says how the kernel treats it). With fewer than 8
+//! connections, while draining, or while a connection waits for provided buffers (its receive
+//! is re-armed only when the loop comes round, and a wait for completions that cannot come
+//! was seen to stall such connections until the wait's timeout), the wait returns at its first
+//! completion. Measured on the bench (ARCHITECTURE.md, "Batched waits"): the `c12k` load
+//! already arrives in bursts (0.025 wake-ups per message without it), so it saved nothing
+//! measurable there, and it cost closed loops throughput when it asked for 32; hence off.
 
 use crate::accept::{Backoff, ConnCap};
 use crate::limits::Sweep;
