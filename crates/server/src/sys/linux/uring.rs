@@ -460,7 +460,8 @@ impl BufRing {
         self.count
     }
 
-    /// Bytes per buffer.
+    /// Bytes per buffer: the most one receive can take (incrementally consumed: what is left
+    /// of the buffer at the ring's head, which may be less).
     pub fn size(&self) -> usize {
         self.size
     }
