@@ -132,9 +132,12 @@ fn messages_larger_than_a_buffer_arrive_byte_exact_under_backpressure_incrementa
     // 4 KiB buffers for 64 KiB messages: each arrives in many pieces (incrementally consumed:
     // pieces of buffers shared with other connections), and a 16 KiB high-water mark parks
     // pieces while the echo waits for the client to read.
-    for incremental in [true, false] {
+    for (model, incremental) in COMPLETION_MODELS
+        .into_iter()
+        .flat_map(|m| [(m, true), (m, false)])
+    {
         let server = start(ServerConfig {
-            model: Model::CompletionPort,
+            model,
             workers: Some(1),
             recv_buffers: RecvBuffers {
                 count: 16,
@@ -158,11 +161,12 @@ fn messages_larger_than_a_buffer_arrive_byte_exact_under_backpressure_incrementa
         let stats = server.stats.clone();
         server.stop().unwrap();
         let s = stats.snapshot();
-        assert!(report.is_clean(), "incremental {incremental}: {report:?}");
-        assert_eq!(report.messages, 16 * 20, "incremental {incremental}");
-        assert_eq!(report.mismatches, 0, "incremental {incremental}");
-        assert_eq!(s.bytes_in, 16 * 20 * 64 * 1024, "incremental {incremental}");
-        assert_eq!((s.ops_in_flight, s.active), (0, 0), "{s:?}");
+        let case = format!("{model}, incremental {incremental}");
+        assert!(report.is_clean(), "{case}: {report:?}");
+        assert_eq!(report.messages, 16 * 20, "{case}");
+        assert_eq!(report.mismatches, 0, "{case}");
+        assert_eq!(s.bytes_in, 16 * 20 * 64 * 1024, "{case}");
+        assert_eq!((s.ops_in_flight, s.active), (0, 0), "{case}: {s:?}");
     }
 }
 
