@@ -432,6 +432,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let stats = server.stats();
     let drain = args.drain_timeout;
     let live = server.stats();
+    let max_conns = server.max_conns();
     watch_signals(
         move |sig| {
             log::info!("{sig}: no longer accepting; open connections may finish for {drain:?}");
@@ -439,7 +440,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         },
         move || {
             // `bench` reads the counters this way, before and after each run.
-            println!("{}", stats_json(&live.snapshot()));
+            println!("{}", stats_json(&live.snapshot(), max_conns));
             let _ = std::io::stdout().flush();
         },
     )?;
@@ -539,9 +540,11 @@ fn watch_signals(
     .context("cannot install the console control handler")
 }
 
-/// The server's counters as one JSON line: `{"stats":{...}}` (printed on SIGUSR1).
-fn stats_json(s: &iomodels_server::StatsSnapshot) -> String {
+/// The server's counters as one JSON line: `{"stats":{...}}` (printed on SIGUSR1), with
+/// `max_conns`, the connection cap in effect (`bench` sizes its ramps by it).
+fn stats_json(s: &iomodels_server::StatsSnapshot, max_conns: usize) -> String {
     serde_json::json!({ "stats": {
+        "max_conns": max_conns,
         "accepted": s.accepted, "refused": s.refused, "active": s.active, "errors": s.errors,
         "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "pending_bytes": s.pending_bytes,
         "peak_conn_pending": s.peak_conn_pending, "accept_pauses": s.accept_pauses,

@@ -28,7 +28,7 @@ use results::{BenchResults, Machine, Row, ScenarioResult, Stat};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// `iomodels bench` flags.
@@ -40,8 +40,11 @@ pub struct BenchArgs {
     models: Vec<String>,
     /// Scenarios to run, comma-separated: pp64-1, pp64-100, pp64-1000, pp4k-100, pp64k-10,
     /// udp64-100, udp1400-100 (UDP echo: serve --udp --no-tcp, load --udp), idle, c12k,
-    /// max-conns, soak (long: mixed load with faults, server RSS and descriptors over time;
-    /// only when named, run once) [default: all but soak; with --quick: pp64-100, idle, c12k]
+    /// c100k (100,000 connections, a 64 B echo each every 10 s, held 30 s: only the models that
+    /// can hold them run), max-conns (a ramp up to each model's own bound: completion-port,
+    /// with direct descriptors, past 100,000 with --workers 6), soak (long: mixed load with
+    /// faults, server RSS and descriptors over time; only when named, run once) [default: all
+    /// but soak; with --quick: pp64-100, idle, c12k]
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Repetitions of every model and scenario (medians and min-max are reported)
@@ -60,9 +63,20 @@ pub struct BenchArgs {
     /// Idle connections the idle scenario holds
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     idle: usize,
-    /// Upper bound of the max-conns ramp [default: what the descriptor limits allow]
-    #[arg(long, value_name = "N")]
-    max_conns: Option<usize>,
+    /// Upper bound of the max-conns ramp [default: each model's own bound: the connection cap
+    /// the server reports (its descriptor limit less 64; for completion-port with direct
+    /// descriptors, what its fixed-file tables hold), and what the load generator can hold]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_conns: Option<u64>,
+    /// Connections the c100k scenario holds
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    c100k: u64,
+    /// How often each c100k connection echoes its 64 B message (for tests: shrinks the run)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = iomodels_core::units::parse_duration, hide = true)]
+    c100k_every: Duration,
+    /// How long c100k holds its connections once all are open (for tests: shrinks the run)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = iomodels_core::units::parse_duration, hide = true)]
+    c100k_hold: Duration,
     /// An extra `iomodels serve` argument for every model's server (not the tokio
     /// reference), e.g. --serve-arg=--batch-wait=0 --serve-arg=--recv-buffers=64x64KiB:
     /// to compare settings side by side; repeatable
@@ -99,6 +113,9 @@ enum Scenario {
     Idle,
     /// The seed's experiment: 12,000 connections, one 64 B message a second each.
     C12k,
+    /// Past the descriptor cap: 100,000 connections, one 64 B message every 10 s each; only
+    /// the models that can hold that many run it.
+    C100k,
     /// Ramp connections up to a bound; how many each model held while still echoing.
     MaxConns,
     /// Mixed load with faults for `--duration`: the server's RSS and descriptors over time.
@@ -154,6 +171,7 @@ impl Scenario {
             Scenario::PingPong { name, .. } | Scenario::Udp { name, .. } => name,
             Scenario::Idle => "idle",
             Scenario::C12k => "c12k",
+            Scenario::C100k => "c100k",
             Scenario::MaxConns => "max-conns",
             Scenario::Soak => "soak",
         }
@@ -165,6 +183,7 @@ impl Scenario {
             Scenario::Udp { .. } => "udp",
             Scenario::Idle => "idle",
             Scenario::C12k => "c12k",
+            Scenario::C100k => "c100k",
             Scenario::MaxConns => "max-conns",
             Scenario::Soak => "soak",
         }
@@ -174,8 +193,18 @@ impl Scenario {
     fn all() -> Vec<Scenario> {
         let mut v = PINGPONGS.to_vec();
         v.extend(UDPS);
-        v.extend([Scenario::Idle, Scenario::C12k, Scenario::MaxConns]);
+        v.extend([
+            Scenario::Idle,
+            Scenario::C12k,
+            Scenario::C100k,
+            Scenario::MaxConns,
+        ]);
         v
+    }
+
+    /// The `--quick` subset (CI's): seconds, no UDP, no c100k, no max-conns ramp.
+    fn quick() -> Vec<Scenario> {
+        vec![PINGPONGS[1], Scenario::Idle, Scenario::C12k]
     }
 
     fn parse(s: &str) -> Result<Scenario> {
@@ -198,7 +227,19 @@ struct Plan {
     idle_hold: Duration,
     c12k: usize,
     c12k_hold: Duration,
-    max_conns: usize,
+    /// c100k: connections, how often each echoes, how long they are held.
+    c100k: usize,
+    c100k_every: Duration,
+    c100k_hold: Duration,
+    /// The max-conns bound given with `--max-conns` (`None`: each model's own bound).
+    max_conns: Option<usize>,
+    /// The process descriptor limit (RLIMIT_NOFILE, raised to the hard limit): it bounds this
+    /// process, each server process, and each io_uring fixed-file table.
+    nofile: usize,
+    /// Connections the load generator can hold ([`load_capacity`]).
+    load_capacity: usize,
+    /// Longest a ramp of connections may take; then it stops opening and holds what it has.
+    ramp_limit: Duration,
     pinned: bool,
     /// Extra `serve` arguments (`--serve-arg`).
     serve_args: Vec<String>,
@@ -223,8 +264,9 @@ impl Participant {
         }
     }
 
-    /// `iomodels serve` arguments; `udp`: UDP only (`--udp --no-tcp`).
-    fn serve_args(&self, plan: &Plan, udp: bool) -> Vec<String> {
+    /// `iomodels serve` arguments; `udp`: UDP only (`--udp --no-tcp`); `workers`: the
+    /// completion-port's worker count when a scenario needs more than one.
+    fn serve_args(&self, plan: &Plan, udp: bool, workers: Option<usize>) -> Vec<String> {
         let pinned = plan.pinned;
         let listen = ["--listen".to_string(), "127.0.0.1:0".to_string()];
         match self {
@@ -233,9 +275,14 @@ impl Participant {
                 if udp {
                     a.extend(["--udp".into(), "--no-tcp".into()]);
                 }
-                if *m == Model::CompletionPort && pinned {
-                    // One CPU for the server: one worker (two would only contend for it).
-                    a.extend(["--workers".into(), "1".into()]);
+                if *m == Model::CompletionPort {
+                    if let Some(n) = workers {
+                        // A fixed-file table per worker: capacity, not speed.
+                        a.extend(["--workers".into(), n.to_string()]);
+                    } else if pinned {
+                        // One CPU for the server: one worker (two would only contend for it).
+                        a.extend(["--workers".into(), "1".into()]);
+                    }
                 }
                 a.extend(plan.serve_args.iter().cloned());
                 a.extend(listen);
@@ -261,18 +308,24 @@ struct Server {
 
 impl Server {
     fn start(p: &Participant, plan: &Plan) -> Result<Server> {
-        Server::start_serving(p, plan, false)
+        Server::start_serving(p, plan, false, None)
     }
 
-    /// Starts `p`; with `udp`, serving UDP alone.
-    fn start_serving(p: &Participant, plan: &Plan, udp: bool) -> Result<Server> {
+    /// Starts `p`; with `udp`, serving UDP alone; with `workers`, completion-port runs that
+    /// many workers (see [`Participant::serve_args`]).
+    fn start_serving(
+        p: &Participant,
+        plan: &Plan,
+        udp: bool,
+        workers: Option<usize>,
+    ) -> Result<Server> {
         // The child inherits the affinity of the thread that starts it: pin this thread to
         // the server's CPU for the spawn, then back to the load generator's.
         if plan.pinned {
             pin_current_thread(0).context("cannot pin to CPU 0")?;
         }
         let spawned = Command::new(std::env::current_exe()?)
-            .args(p.serve_args(plan, udp))
+            .args(p.serve_args(plan, udp, workers))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -317,6 +370,13 @@ impl Server {
         Some(v["stats"].take())
     }
 
+    /// The connection cap the server has in effect (`max_conns` in its counters): its
+    /// `--max-conns` default, resolved from its descriptor limit or its fixed-file tables.
+    fn max_conns(&mut self) -> Option<usize> {
+        let s = self.stats()?;
+        usize::try_from(s["max_conns"].as_u64()?).ok()
+    }
+
     /// Wake-ups and system calls so far.
     fn counters(&mut self) -> Option<(f64, f64)> {
         let s = self.stats()?;
@@ -353,7 +413,13 @@ struct Sample {
     loss_percent: Option<f64>,
     rss_per_conn: Option<f64>,
     conns_held: Option<u64>,
+    /// Paced echoes that came back right (c100k).
+    verified_echoes: Option<u64>,
+    /// Paced rounds the load generator could not finish within their interval (c100k).
+    late_rounds: Option<u64>,
     stop_reason: Option<String>,
+    /// Anything else worth knowing about this repetition.
+    note: Option<String>,
     mismatches: u64,
     errors: u64,
     /// CPU others used during the run, in % of one core.
@@ -411,7 +477,7 @@ fn echo_loop(p: &Participant, plan: &Plan, conns: usize, size: usize, udp: bool)
     if udp && matches!(p, Participant::Tokio) {
         bail!("the tokio reference serves TCP only");
     }
-    let mut server = Server::start_serving(p, plan, udp)?;
+    let mut server = Server::start_serving(p, plan, udp, None)?;
     let addr = server.addr;
     let cfg = |duration| LoadConfig {
         connect: addr,
@@ -453,29 +519,60 @@ struct Held {
     /// Readings when every connection was open, and when the hold ended.
     start: Reading,
     end: Reading,
+    /// The ramp ran out of time ([`Plan::ramp_limit`]) and stopped opening.
+    cut: bool,
 }
 
-/// Starts the server, opens `cfg.conns` connections (one-byte echo each) and holds them as
-/// `cfg` says — past this process's descriptor limit over shards (`crate::idle`); fills the
-/// connection count and RSS per connection of the sample.
-fn hold(p: &Participant, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
-    let mut server = Server::start(p, plan)?;
+/// Connections the load generator can hold. [`hold`] runs it in this process, so this is
+/// this process's descriptor limit less a few of its own. A hold that spreads its
+/// connections over child processes lifts it: change this together with the call in [`hold`].
+fn load_capacity(nofile: usize) -> usize {
+    nofile.saturating_sub(100)
+}
+
+/// Opens `cfg.conns` connections to `server` (one-byte echo each) and holds them as `cfg`
+/// says; fills the connection count and RSS per connection of the sample. Opening stops
+/// after `plan.ramp_limit` (then the hold ends at once: `Held::cut`).
+fn hold(mut server: Server, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = procfs::rss_bytes(server.pid).unwrap_or(0);
     let cfg = IdleConfig {
         connect: server.addr,
         ..cfg
     };
-    let stop = AtomicBool::new(false);
+    let (stop, opened, cut) = (
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+    );
     let mut at_held = None;
     let mut at_closing = None;
     let mut rss_held = 0;
-    let report = crate::idle::hold(&cfg, &stop, &mut |phase| match phase {
-        Phase::Held => {
-            rss_held = procfs::rss_bytes(server.pid).unwrap_or(0);
-            at_held = Some(read(&mut server));
-        }
-        Phase::Closing => at_closing = Some(read(&mut server)),
+    let report = std::thread::scope(|scope| {
+        let (stop, opened, cut) = (&stop, &opened, &cut);
+        // The ramp's time bound: past it, stop opening.
+        scope.spawn(move || {
+            let end = Instant::now() + plan.ramp_limit;
+            while !opened.load(Ordering::Relaxed) {
+                if Instant::now() >= end {
+                    cut.store(true, Ordering::Relaxed);
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        // The one call of the load generator's hold.
+        let report = crate::idle::hold(&cfg, stop, &mut |phase| match phase {
+            Phase::Held => {
+                opened.store(true, Ordering::Relaxed);
+                rss_held = procfs::rss_bytes(server.pid).unwrap_or(0);
+                at_held = Some(read(&mut server));
+            }
+            Phase::Closing => at_closing = Some(read(&mut server)),
+        });
+        opened.store(true, Ordering::Relaxed);
+        report
     })?;
     let (a, b) = (at_held.expect("held"), at_closing.expect("closing"));
     let mut s = Sample {
@@ -493,6 +590,7 @@ fn hold(p: &Participant, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
         report,
         start: a,
         end: b,
+        cut: cut.load(Ordering::Relaxed),
     })
 }
 
@@ -510,7 +608,7 @@ fn held_conns(conns: usize, hold: Duration) -> IdleConfig {
 
 fn idle(p: &Participant, plan: &Plan) -> Result<Sample> {
     let cfg = held_conns(plan.idle, plan.idle_hold);
-    let held = hold(p, plan, cfg)?;
+    let held = hold(Server::start(p, plan)?, plan, cfg)?;
     held.server.stop();
     Ok(held.sample)
 }
@@ -527,7 +625,8 @@ fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
         report,
         start,
         end,
-    } = hold(p, plan, cfg)?;
+        ..
+    } = hold(Server::start(p, plan)?, plan, cfg)?;
     server.stop();
     per_message(&mut sample, &start, &end, report.messages);
     sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
@@ -539,39 +638,267 @@ fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
     Ok(sample)
 }
 
+/// How many connections the scenarios past the descriptor cap aim at: c100k's full size, and
+/// what completion-port's worker count in max-conns is chosen for.
+const PAST_THE_CAP: usize = 100_000;
+
+/// Slots of a fixed-file table counted on when choosing completion-port's worker count: the
+/// kernel bounds each table by RLIMIT_NOFILE; the server keeps a few slots in reserve.
+fn table_room(nofile: usize) -> usize {
+    nofile.saturating_sub(100).max(1)
+}
+
+/// completion-port's worker count for `conns` connections, a fixed-file table each:
+/// ceil(conns / table room) (with RLIMIT_NOFILE 20,000: 6 for 100,000). `None` — the usual
+/// placement — when one table holds them, and for every other server.
+fn tables_for(p: &Participant, conns: usize, nofile: usize) -> Option<usize> {
+    let n = conns.div_ceil(table_room(nofile));
+    (*p == Participant::Model(Model::CompletionPort) && n > 1).then_some(n)
+}
+
+/// `select(2)`'s bitmap size (glibc): the `select` model waits only on descriptors below it.
+const FD_SETSIZE: usize = 1024;
+
+/// The most connections a server can hold, and what sets that bound.
+#[derive(Debug, Clone, PartialEq)]
+struct Bound {
+    conns: usize,
+    why: String,
+}
+
+/// What bounds `p`'s connections: its mechanism (select's FD_SETSIZE, blocking's thread cap)
+/// or its connection cap `cap` as the server reports it (`None`: the reference, which has
+/// none: its descriptor limit). A cap above the process's descriptor limit `nofile` can only
+/// be fixed-file tables (completion-port with direct descriptors, `workers` tables).
+fn model_bound(p: &Participant, cap: Option<usize>, nofile: usize, workers: usize) -> Bound {
+    let by_descriptors = |cap: usize| Bound {
+        conns: cap,
+        why: format!(
+            "descriptors: its cap is {} (RLIMIT_NOFILE {} less {})",
+            table::thousands(cap as u64),
+            table::thousands(nofile as u64),
+            nofile.saturating_sub(cap)
+        ),
+    };
+    let Participant::Model(m) = p else {
+        return Bound {
+            conns: nofile.saturating_sub(iomodels_server::RESERVED_DESCRIPTORS),
+            why: format!(
+                "descriptors: a descriptor per connection (RLIMIT_NOFILE {})",
+                table::thousands(nofile as u64)
+            ),
+        };
+    };
+    let cap = cap.unwrap_or_else(|| nofile.saturating_sub(iomodels_server::RESERVED_DESCRIPTORS));
+    match m {
+        Model::Select if FD_SETSIZE < cap => Bound {
+            conns: FD_SETSIZE,
+            why: "FD_SETSIZE: select(2) cannot wait on descriptors >= 1024".into(),
+        },
+        Model::Blocking if procfs::blocking_thread_cap() < cap => {
+            let threads = procfs::blocking_thread_cap();
+            Bound {
+                conns: threads,
+                why: format!(
+                    "threads: a thread per connection, at most {} here (vm.max_map_count)",
+                    table::thousands(threads as u64)
+                ),
+            }
+        }
+        _ if cap > nofile => Bound {
+            conns: cap,
+            why: format!(
+                "the fixed-file tables: {workers} workers' tables hold {} (direct descriptors)",
+                table::thousands(cap as u64)
+            ),
+        },
+        _ => by_descriptors(cap),
+    }
+}
+
+/// c100k: only a server that says it can hold `plan.c100k` connections runs it (a ramp that
+/// would fail at 20,000 after minutes is not run); the others are not run, with the reason.
+fn c100k(p: &Participant, plan: &Plan) -> Result<Sample> {
+    let want = plan.c100k;
+    let workers = tables_for(p, want, plan.nofile);
+    let mut server = Server::start_serving(p, plan, false, workers)?;
+    let cap = server.max_conns();
+    let bound = model_bound(p, cap, plan.nofile, workers.unwrap_or(1));
+    let why_not = if bound.conns < want {
+        Some(format!(
+            "cannot hold {} connections: {}",
+            table::thousands(want as u64),
+            bound.why
+        ))
+    } else if plan.load_capacity < want {
+        Some(format!(
+            "the load generator holds at most {} connections (its own descriptor limit)",
+            table::thousands(plan.load_capacity as u64)
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = why_not {
+        server.stop();
+        bail!(why);
+    }
+    let cfg = IdleConfig {
+        echo_every: Some(plan.c100k_every),
+        size: 64,
+        ..held_conns(want, plan.c100k_hold)
+    };
+    let Held {
+        mut sample,
+        server,
+        report,
+        start,
+        end,
+        cut,
+    } = hold(server, plan, cfg)?;
+    server.stop();
+    per_message(&mut sample, &start, &end, report.messages);
+    sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
+    sample.verified_echoes = Some(report.messages);
+    sample.late_rounds = Some(report.late_rounds);
+    if cut {
+        sample.note = Some(format!(
+            "the ramp was cut after {:.0} s: {} of {} connections opened, not held",
+            plan.ramp_limit.as_secs_f64(),
+            table::thousands(report.conns_held as u64),
+            table::thousands(want as u64)
+        ));
+    }
+    Ok(sample)
+}
+
+/// The max-conns ramp's bound for one server: the smallest of `--max-conns`, the server's
+/// connection cap `cap` (as it reports it) and what the load generator can hold.
+fn ramp_bound(plan: &Plan, cap: Option<usize>, nofile: usize, workers: usize) -> Bound {
+    let mut candidates = vec![Bound {
+        conns: plan.load_capacity,
+        why: "the load generator's limit (its own descriptors)".into(),
+    }];
+    if let Some(n) = plan.max_conns {
+        candidates.push(Bound {
+            conns: n,
+            why: "--max-conns".into(),
+        });
+    }
+    if let Some(cap) = cap {
+        candidates.push(Bound {
+            conns: cap,
+            why: if cap > nofile {
+                format!("the fixed-file tables are full: {workers} workers' tables (direct descriptors)")
+            } else {
+                "the server's cap (RLIMIT_NOFILE less its reserve)".into()
+            },
+        });
+    }
+    candidates
+        .into_iter()
+        .min_by_key(|b| b.conns)
+        .expect("the load generator's bound is always there")
+}
+
+/// How a max-conns ramp ended, for [`stop_reason`].
+struct RampEnd {
+    model: Option<Model>,
+    bound: Bound,
+    /// Connections that echoed the paced message after the ramp.
+    echoing: u64,
+    /// Connections that failed: to open, to echo their first byte, or the paced message.
+    failed: u64,
+    /// The server's counters: connections refused (FD_SETSIZE, thread cap), accepts that
+    /// failed for lack of descriptors, pauses at the connection cap.
+    refused: u64,
+    accept_pauses: u64,
+    cap_pauses: u64,
+    /// The ramp ran out of time after this long.
+    cut: Option<Duration>,
+}
+
+/// Why a max-conns ramp stopped, in words.
+fn stop_reason(e: &RampEnd) -> String {
+    if e.failed == 0 && e.echoing as usize >= e.bound.conns {
+        format!(
+            "reached the bound ({}: {})",
+            table::thousands(e.bound.conns as u64),
+            e.bound.why
+        )
+    } else if let Some(after) = e.cut {
+        format!(
+            "time: the ramp was cut after {:.0} s",
+            after.as_secs_f64()
+        )
+    } else if e.model == Some(Model::Select) && e.refused > 0 {
+        format!(
+            "FD_SETSIZE: select(2) cannot wait on descriptors >= 1024 ({} refused)",
+            e.refused
+        )
+    } else if e.model == Some(Model::Blocking) && e.refused > 0 {
+        format!(
+            "threads: {} connections refused at the thread cap (vm.max_map_count)",
+            e.refused
+        )
+    } else if e.accept_pauses > 0 {
+        "descriptors: accept failed with EMFILE (RLIMIT_NOFILE)".to_string()
+    } else if e.cap_pauses > 0 {
+        format!(
+            "the server stopped accepting at its cap ({}: {})",
+            table::thousands(e.bound.conns as u64),
+            e.bound.why
+        )
+    } else {
+        format!(
+            "{} connections failed (connect or echo timed out)",
+            e.failed
+        )
+    }
+}
+
 fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
+    let workers = tables_for(p, plan.max_conns.unwrap_or(PAST_THE_CAP), plan.nofile);
+    let mut server = Server::start_serving(p, plan, false, workers)?;
+    let cap = server.max_conns();
+    let bound = ramp_bound(plan, cap, plan.nofile, workers.unwrap_or(1));
     let cfg = IdleConfig {
         // One paced round at the start of the hold: every held connection must still echo.
         echo_every: Some(Duration::from_secs(3600)),
         size: 64,
         timeout: Duration::from_secs(2),
-        ..held_conns(plan.max_conns, Duration::from_millis(100))
+        ..held_conns(bound.conns, Duration::from_millis(100))
     };
     let Held {
         sample: mut s,
         mut server,
         report,
+        cut,
         ..
-    } = hold(p, plan, cfg)?;
+    } = hold(server, plan, cfg)?;
     let stats = server.stats().unwrap_or_default();
-    let refused = stats["refused"].as_u64().unwrap_or(0);
-    let pauses = stats["accept_pauses"].as_u64().unwrap_or(0);
+    let counter = |name: &str| stats[name].as_u64().unwrap_or(0);
+    let end = RampEnd {
+        model: match p {
+            Participant::Model(m) => Some(*m),
+            Participant::Tokio => None,
+        },
+        bound,
+        echoing: report.messages,
+        failed: report.connect_errors + report.echo_errors + report.message_errors,
+        refused: counter("refused"),
+        accept_pauses: counter("accept_pauses"),
+        cap_pauses: counter("conn_cap_pauses"),
+        cut: cut.then_some(plan.ramp_limit),
+    };
     server.stop();
-    let echoing = report.messages;
-    s.conns_held = Some(echoing);
-    s.errors = 0; // failures are how a ramp ends; the reason says which
-    let failed = report.connect_errors + report.echo_errors + report.message_errors;
-    s.stop_reason = Some(if failed == 0 && echoing as usize >= plan.max_conns {
-        format!("reached the bound ({} connections)", plan.max_conns)
-    } else if matches!(p, Participant::Model(Model::Select)) && refused > 0 {
-        format!("FD_SETSIZE: select(2) cannot wait on descriptors >= 1024 ({refused} refused)")
-    } else if matches!(p, Participant::Model(Model::Blocking)) && refused > 0 {
-        format!("threads: {refused} connections refused at the thread cap (vm.max_map_count)")
-    } else if pauses > 0 {
-        "descriptors: accept failed with EMFILE (RLIMIT_NOFILE)".to_string()
+    // Held and still echoing; a cut ramp never echoed: what it opened.
+    s.conns_held = Some(if cut {
+        report.conns_held as u64
     } else {
-        format!("{failed} connections failed (connect or echo timed out)")
+        report.messages
     });
+    s.errors = 0; // failures are how a ramp ends; the reason says which
+    s.stop_reason = Some(stop_reason(&end));
     Ok(s)
 }
 
@@ -581,6 +908,7 @@ fn run_one(p: &Participant, sc: Scenario, plan: &Plan) -> Result<Sample> {
         Scenario::Udp { conns, size, .. } => echo_loop(p, plan, conns, size, true),
         Scenario::Idle => idle(p, plan),
         Scenario::C12k => c12k(p, plan),
+        Scenario::C100k => c100k(p, plan),
         Scenario::MaxConns => max_conns(p, plan),
         Scenario::Soak => soak::soak(p, plan),
     }
@@ -622,11 +950,16 @@ fn row(model: &str, samples: &[Sample]) -> Row {
             v.sort_unstable();
             v.get(v.len() / 2).copied()
         },
+        verified_echoes: stat(&|s| s.verified_echoes.map(|n| n as f64)),
+        late_rounds: samples
+            .iter()
+            .filter_map(|s| s.late_rounds)
+            .reduce(|a, b| a + b),
         stop_reason: samples.iter().rev().find_map(|s| s.stop_reason.clone()),
         mismatches: samples.iter().map(|s| s.mismatches).sum(),
         errors: samples.iter().map(|s| s.errors).sum(),
         busy: (!busy.is_empty()).then(|| busy.join("; ")),
-        note: None,
+        note: samples.iter().rev().find_map(|s| s.note.clone()),
         soak: samples.iter().find_map(|s| s.soak.clone()),
     }
 }
@@ -636,36 +969,39 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cores >= 2;
     let nofile = sys::raise_nofile_limit().unwrap_or(1024) as usize;
-    let plan = if args.quick {
-        Plan {
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let mut plan = Plan {
+        duration: args.duration.unwrap_or(Duration::from_secs(3)),
+        warmup: Duration::from_millis(500),
+        idle: args.idle,
+        idle_hold: Duration::from_secs(1),
+        c12k: 12_000,
+        c12k_hold: Duration::from_secs(10),
+        c100k: count(args.c100k),
+        c100k_every: args.c100k_every,
+        c100k_hold: args.c100k_hold,
+        max_conns: args.max_conns.map(count),
+        nofile,
+        load_capacity: load_capacity(nofile),
+        ramp_limit: Duration::from_secs(300),
+        pinned,
+        serve_args: args.serve_arg.clone(),
+        udp_depth: args.udp_depth as usize,
+        soak: args.duration.unwrap_or(Duration::from_secs(60)),
+    };
+    if args.quick {
+        plan = Plan {
             duration: Duration::from_millis(500),
             warmup: Duration::from_millis(100),
             idle: 200,
             idle_hold: Duration::from_millis(200),
             c12k: 200,
             c12k_hold: Duration::from_millis(1500),
-            max_conns: args.max_conns.unwrap_or(1500),
-            pinned,
-            serve_args: args.serve_arg.clone(),
-            udp_depth: args.udp_depth as usize,
-            soak: args.duration.unwrap_or(Duration::from_secs(60)),
-        }
-    } else {
-        Plan {
-            duration: args.duration.unwrap_or(Duration::from_secs(3)),
-            warmup: Duration::from_millis(500),
-            idle: args.idle,
-            idle_hold: Duration::from_secs(1),
-            c12k: 12_000,
-            c12k_hold: Duration::from_secs(10),
-            // Both processes need a descriptor per connection, plus a few of their own.
-            max_conns: args.max_conns.unwrap_or(nofile.saturating_sub(100)),
-            pinned,
-            serve_args: args.serve_arg.clone(),
-            udp_depth: args.udp_depth as usize,
-            soak: args.duration.unwrap_or(Duration::from_secs(60)),
-        }
-    };
+            max_conns: Some(plan.max_conns.unwrap_or(1500)),
+            ramp_limit: Duration::from_secs(60),
+            ..plan
+        };
+    }
     let participants: Vec<Participant> = if args.models.is_empty() {
         let mut v: Vec<Participant> = Model::available()
             .into_iter()
@@ -698,7 +1034,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             .map(|s| Scenario::parse(s))
             .collect::<Result<_>>()?
     } else if args.quick {
-        vec![PINGPONGS[1], Scenario::Idle, Scenario::C12k]
+        Scenario::quick()
     } else {
         Scenario::all()
     };
@@ -783,7 +1119,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
                         )
                     } else {
                         let mut r = row(&p.name(), got);
-                        r.note = failures[si][pi].clone();
+                        r.note = failures[si][pi].clone().or(r.note);
                         r
                     }
                 })
@@ -831,9 +1167,27 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
             plan.c12k,
             plan.c12k_hold.as_secs_f64()
         ),
+        Scenario::C100k => {
+            let workers = plan.c100k.div_ceil(table_room(plan.nofile));
+            format!(
+                "past the descriptor cap: {} connections, each echoing one 64 B message every {} s (verified) for {} s: connections held, verified echoes, server CPU %, RSS per connection; completion-port runs --workers {workers} (a fixed-file table each, each at most RLIMIT_NOFILE {}: direct descriptors); a model that cannot hold them all (descriptor limit, FD_SETSIZE, thread cap) is not run",
+                table::thousands(plan.c100k as u64),
+                trim_secs(plan.c100k_every),
+                trim_secs(plan.c100k_hold),
+                table::thousands(plan.nofile as u64)
+            )
+        }
         Scenario::MaxConns => format!(
-            "connections opened one after another up to {} (by default what the descriptor limits allow), then one echo on each: how many still echo, and why the ramp stopped",
-            plan.max_conns
+            "connections opened one after another up to {}, then one echo on each: how many still echo, and why the ramp stopped (after 20 failures in a row per opening thread, or {} s)",
+            match plan.max_conns {
+                Some(n) => format!("{} (--max-conns)", table::thousands(n as u64)),
+                None => format!(
+                    "each model's own bound: the connection cap the server reports (its descriptor limit less 64; completion-port runs --workers {} and, with direct descriptors, holds what its fixed-file tables hold) and what the load generator holds ({})",
+                    PAST_THE_CAP.div_ceil(table_room(plan.nofile)),
+                    table::thousands(plan.load_capacity as u64)
+                ),
+            },
+            trim_secs(plan.ramp_limit)
         ),
         Scenario::Soak => format!(
             "{:.0} s per model (after a {:.1} s warm-up) of 16 verified 1 KiB echo connections beside fault clients (connect/close churn, reset mid-echo, slow reader, half-close): server RSS and descriptors sampled every {:.1} s, slopes by least squares; run once",
@@ -841,6 +1195,16 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
             soak::warmup(plan.soak).as_secs_f64(),
             soak::interval(plan.soak).as_secs_f64()
         ),
+    }
+}
+
+/// Seconds, without a fraction when whole: `10`, `1.5`.
+fn trim_secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s}")
     }
 }
 
@@ -928,6 +1292,118 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("pp64-100"));
+    }
+
+    #[test]
+    fn c100k_and_max_conns_are_in_the_full_run_not_in_quick() {
+        for sc in [Scenario::C100k, Scenario::MaxConns] {
+            assert!(Scenario::all().contains(&sc), "{}", sc.name());
+            assert!(!Scenario::quick().contains(&sc), "{}", sc.name());
+        }
+        assert_eq!(Scenario::parse("c100k").unwrap(), Scenario::C100k);
+        assert_eq!(Scenario::C100k.kind(), "c100k");
+    }
+
+    fn plan(max_conns: Option<usize>, load_capacity: usize) -> Plan {
+        Plan {
+            duration: Duration::from_secs(3),
+            warmup: Duration::from_millis(500),
+            idle: 10_000,
+            idle_hold: Duration::from_secs(1),
+            c12k: 12_000,
+            c12k_hold: Duration::from_secs(10),
+            c100k: 100_000,
+            c100k_every: Duration::from_secs(10),
+            c100k_hold: Duration::from_secs(30),
+            max_conns,
+            nofile: 20_000,
+            load_capacity,
+            ramp_limit: Duration::from_secs(300),
+            pinned: true,
+            serve_args: Vec::new(),
+            udp_depth: 1,
+            soak: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn completion_port_gets_a_table_per_twenty_thousand_connections() {
+        let cp = Participant::Model(Model::CompletionPort);
+        assert_eq!(tables_for(&cp, 100_000, 20_000), Some(6));
+        assert_eq!(tables_for(&cp, 19_900, 20_000), None);
+        assert_eq!(tables_for(&cp, 19_901, 20_000), Some(2));
+        assert_eq!(
+            tables_for(&Participant::Model(Model::EventSelect), 100_000, 20_000),
+            None
+        );
+        assert_eq!(tables_for(&Participant::Tokio, 100_000, 20_000), None);
+    }
+
+    #[test]
+    fn what_bounds_each_model() {
+        let es = Participant::Model(Model::EventSelect);
+        let b = model_bound(&es, Some(19_936), 20_000, 1);
+        assert_eq!(b.conns, 19_936);
+        assert!(b.why.contains("RLIMIT_NOFILE 20,000 less 64"), "{}", b.why);
+        let b = model_bound(&Participant::Model(Model::Select), Some(19_936), 20_000, 1);
+        assert_eq!(b.conns, FD_SETSIZE);
+        assert!(b.why.starts_with("FD_SETSIZE"), "{}", b.why);
+        // A cap past the process's descriptor limit: fixed-file tables.
+        let cp = Participant::Model(Model::CompletionPort);
+        let b = model_bound(&cp, Some(119_616), 20_000, 6);
+        assert_eq!(b.conns, 119_616);
+        assert!(b.why.contains("6 workers' tables hold 119,616"), "{}", b.why);
+        let b = model_bound(&Participant::Tokio, None, 20_000, 1);
+        assert_eq!(b.conns, 20_000 - iomodels_server::RESERVED_DESCRIPTORS);
+    }
+
+    #[test]
+    fn the_ramp_stops_at_the_smallest_bound() {
+        let b = ramp_bound(&plan(None, 19_900), Some(19_936), 20_000, 1);
+        assert_eq!(b.conns, 19_900);
+        assert!(b.why.contains("load generator"), "{}", b.why);
+        let b = ramp_bound(&plan(None, usize::MAX), Some(119_616), 20_000, 6);
+        assert_eq!(b.conns, 119_616);
+        assert!(b.why.contains("fixed-file tables are full"), "{}", b.why);
+        let b = ramp_bound(&plan(Some(1500), usize::MAX), Some(19_936), 20_000, 1);
+        assert_eq!((b.conns, b.why.as_str()), (1500, "--max-conns"));
+        let b = ramp_bound(&plan(None, usize::MAX), Some(19_936), 20_000, 1);
+        assert!(b.why.contains("server's cap"), "{}", b.why);
+    }
+
+    #[test]
+    fn why_a_ramp_stopped() {
+        let end = |model, echoing, failed, refused, pauses: (u64, u64), cut| RampEnd {
+            model,
+            bound: Bound {
+                conns: 19_900,
+                why: "the load generator's limit (its own descriptors)".into(),
+            },
+            echoing,
+            failed,
+            refused,
+            accept_pauses: pauses.0,
+            cap_pauses: pauses.1,
+            cut,
+        };
+        let r = |e: RampEnd| stop_reason(&e);
+        assert_eq!(
+            r(end(None, 19_900, 0, 0, (0, 0), None)),
+            "reached the bound (19,900: the load generator's limit (its own descriptors))"
+        );
+        let sel = Some(Model::Select);
+        assert!(r(end(sel, 1015, 160, 160, (0, 0), None)).starts_with("FD_SETSIZE"));
+        let blk = Some(Model::Blocking);
+        assert!(r(end(blk, 15_358, 160, 160, (0, 0), None)).starts_with("threads: 160"));
+        let es = Some(Model::EventSelect);
+        assert!(r(end(es, 19_000, 9, 0, (3, 0), None)).contains("EMFILE"));
+        assert!(r(end(es, 19_000, 9, 0, (0, 2), None)).contains("stopped accepting at its cap"));
+        assert!(r(end(es, 19_000, 9, 0, (0, 0), None)).starts_with("9 connections failed"));
+        let cut = Some(Duration::from_secs(300));
+        assert_eq!(
+            r(end(es, 0, 0, 0, (0, 0), cut)),
+            "time: the ramp was cut after 300 s"
+        );
     }
 
     #[test]

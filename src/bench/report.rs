@@ -194,10 +194,15 @@ fn charts(r: &BenchResults) -> Vec<Chart> {
         Chart {
             title: "Many slow connections: server CPU".into(),
             caption: "Server CPU use in % of one core while many connections each send a \
-                      message now and then. Lower is better."
+                      message now and then (c12k: 12,000 connections, one message a second \
+                      each; c100k: 100,000, one every 10 s, only the models that hold them). \
+                      Lower is better."
                 .into(),
             fmt: Fmt::Sig,
-            panels: panels(r, &order, "c12k", |row| row.server_cpu_percent),
+            panels: panels(r, &order, "c12k", |row| row.server_cpu_percent)
+                .into_iter()
+                .chain(panels(r, &order, "c100k", |row| row.server_cpu_percent))
+                .collect(),
         },
         Chart {
             title: "Most connections held".into(),

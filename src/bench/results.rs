@@ -43,11 +43,12 @@ pub struct Machine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioResult {
     /// Short name, as `--scenario` takes it: `pp64-1`, `pp64-100`, `pp64-1000`, `pp4k-100`,
-    /// `pp64k-10`, `idle`, `c12k`, `max-conns`.
+    /// `pp64k-10`, `udp64-100`, `udp1400-100`, `idle`, `c12k`, `c100k`, `max-conns`, `soak`.
     pub name: String,
     /// One sentence: what it does.
     pub description: String,
-    /// `pingpong`, `idle`, `c12k` or `max-conns`: which columns matter.
+    /// `pingpong`, `udp`, `idle`, `c12k`, `c100k`, `max-conns` or `soak`: which columns
+    /// matter.
     pub kind: String,
     /// One row per model, in the order of `BenchResults::models`.
     pub rows: Vec<Row>,
@@ -94,10 +95,17 @@ pub struct Row {
     /// UDP scenarios: datagrams not echoed within the loss timeout, % of those sent.
     #[serde(default)]
     pub loss_percent: Option<Stat>,
-    /// Server RSS growth per open connection, bytes (idle, c12k, max-conns).
+    /// Server RSS growth per open connection, bytes (idle, c12k, c100k, max-conns).
     pub rss_per_conn_bytes: Option<Stat>,
-    /// Connections held (idle, c12k, max-conns).
+    /// Connections held (idle, c12k, c100k, max-conns; max-conns: those still echoing).
     pub conns_held: Option<u64>,
+    /// Paced echoes that came back right while the connections were held (c100k).
+    #[serde(default)]
+    pub verified_echoes: Option<Stat>,
+    /// Paced rounds the load generator could not finish within their interval, over all
+    /// repetitions (c100k).
+    #[serde(default)]
+    pub late_rounds: Option<u64>,
     /// Why the ramp stopped (max-conns).
     pub stop_reason: Option<String>,
     /// Echoed bytes that differed from what was sent, over all repetitions: must be 0.
@@ -260,6 +268,8 @@ impl Row {
             loss_percent: None,
             rss_per_conn_bytes: None,
             conns_held: None,
+            verified_echoes: None,
+            late_rounds: None,
             stop_reason: None,
             mismatches: 0,
             errors: 0,

@@ -44,6 +44,8 @@ pub(crate) enum ColKind {
     },
     /// Connections held.
     Conns,
+    /// A count that is not a [`Stat`] (summed over the repetitions).
+    Count(fn(&Row) -> Option<u64>),
     /// Why the connection ramp stopped.
     StopReason,
     /// Connect and I/O errors.
@@ -87,6 +89,7 @@ impl Column {
                 Some(s) => fmt.format(s.median),
             },
             ColKind::Conns => row.conns_held.map_or_else(|| DASH.to_string(), thousands),
+            ColKind::Count(get) => get(row).map_or_else(|| DASH.to_string(), thousands),
             ColKind::StopReason => row.stop_reason.clone().unwrap_or_else(|| DASH.to_string()),
             ColKind::Errors => thousands(row.errors),
             ColKind::Soak(f) => row.soak.as_ref().map_or_else(|| DASH.to_string(), f),
@@ -181,6 +184,21 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
             wakeups,
             Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
             Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
+        ],
+        "c100k" => vec![
+            conns,
+            Column::stat("verified echoes", |r| r.verified_echoes, Fmt::Count),
+            Column {
+                header: "late rounds",
+                kind: ColKind::Count(|r| r.late_rounds),
+            },
+            Column::stat("server CPU %", |r| r.server_cpu_percent, Fmt::Sig),
+            cpu_per_million,
+            Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
+            Column {
+                header: "errors",
+                kind: ColKind::Errors,
+            },
         ],
         "max-conns" => vec![
             conns,
@@ -442,8 +460,9 @@ pub(crate) mod sample {
         })
     }
 
-    /// Results for `models` over four ping-pong scenarios, idle, c12k and max-conns. The
-    /// second model does not run io_uring-style (`not run` in every scenario but max-conns),
+    /// Results for `models` over four ping-pong scenarios, idle, c12k, c100k and max-conns.
+    /// The second model does not run io_uring-style (`not run` in every scenario but
+    /// max-conns), only the last model runs c100k,
     /// the third echoes wrong bytes in `pp64-100`, the last ran on a busy machine in `pp64-1`.
     pub(crate) fn results(models: &[&str], command: &str) -> BenchResults {
         let pp = [
@@ -520,6 +539,14 @@ pub(crate) mod sample {
                 .iter()
                 .enumerate()
                 .map(|(mi, m)| {
+                    if kind == "c100k" && mi + 1 != models.len() {
+                        return Row::not_run(
+                            m,
+                            "cannot hold 100,000 connections: descriptors: its cap is 19,936 \
+                             (RLIMIT_NOFILE 20,000 less 64)"
+                                .into(),
+                        );
+                    }
                     if mi == 1 && kind != "max-conns" {
                         return Row::not_run(m, "io_uring is not available here".into());
                     }
@@ -537,6 +564,14 @@ pub(crate) mod sample {
                             row.server_cpu_percent = stat(12.0 * f, 0.1);
                             row.cpu_s_per_million = stat(4.0 * f, 0.1);
                             row.wakeups_per_msg = if mi == 0 { None } else { stat(0.2 * f, 0.1) };
+                        }
+                        "c100k" => {
+                            row.conns_held = Some(100_000);
+                            row.verified_echoes = stat(300_000.0, 0.0);
+                            row.late_rounds = Some(0);
+                            row.server_cpu_percent = stat(9.0 * f, 0.1);
+                            row.cpu_s_per_million = stat(30.0 * f, 0.1);
+                            row.rss_per_conn_bytes = stat(410.0, 0.02);
                         }
                         _ => {
                             row.conns_held = Some(20_000 + 9_000 * mi as u64);
@@ -564,6 +599,11 @@ pub(crate) mod sample {
             "c12k",
             "c12k",
             "12,000 connections, each sends one 64-byte message a second.",
+        ));
+        scenarios.push(other(
+            "c100k",
+            "c100k",
+            "100,000 connections, each sends one 64-byte message every 10 s.",
         ));
         scenarios.push(other(
             "max-conns",
@@ -670,6 +710,32 @@ mod tests {
         for l in &lines {
             assert_eq!(l.chars().count(), width, "{l}");
         }
+    }
+
+    #[test]
+    fn c100k_shows_held_verified_cpu_and_rss_and_why_a_model_did_not_run() {
+        let r = sample::results(&MODELS, "iomodels bench");
+        let t = render_table(&r);
+        let start = t.find("== c100k (c100k)").unwrap();
+        let block = &t[start..t[start..].find("\n== ").map_or(t.len(), |i| start + i)];
+        for want in [
+            "conns held",
+            "verified echoes",
+            "late rounds",
+            "server CPU %",
+            "RSS/conn",
+            "300,000",
+            "100,000",
+            "410 B",
+        ] {
+            assert!(block.contains(want), "{want} in\n{block}");
+        }
+        assert!(
+            block.lines().any(|l| l.starts_with("  blocking ")
+                && l.ends_with("not run: cannot hold 100,000 connections: descriptors: its cap is 19,936 (RLIMIT_NOFILE 20,000 less 64)")),
+            "{block}"
+        );
+        assert_eq!(block.matches("not run:").count(), MODELS.len() - 1, "{block}");
     }
 
     #[test]

@@ -499,6 +499,12 @@ impl Server {
         self.ctx.direct_table.is_some()
     }
 
+    /// The connection cap in effect: `--max-conns`, or its default resolved at bind (what the
+    /// descriptors, or the model's tables, can hold). `usize::MAX`: none.
+    pub fn max_conns(&self) -> usize {
+        self.ctx.max_conns
+    }
+
     /// The server's live counters.
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.ctx.stats)
