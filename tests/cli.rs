@@ -390,6 +390,117 @@ fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
     assert!(report.contains("<svg"), "the report has no chart");
 }
 
+/// c100k, shrunk (1,100 connections, an echo a second, held 2 s): completion-port holds them
+/// and every paced echo is verified; select cannot (FD_SETSIZE) and is listed as not run,
+/// with the reason, without a ramp.
+#[test]
+fn bench_c100k_runs_the_models_that_can_hold_it_and_says_why_the_others_did_not() {
+    let runs = if available_models().contains(&"completion-port".to_string()) {
+        "completion-port"
+    } else {
+        "event-select"
+    };
+    let models = format!("{runs},select");
+    let (v, report) = support::bench(&[
+        "--scenario",
+        "c100k",
+        "--c100k",
+        "1100",
+        "--c100k-every",
+        "1s",
+        "--c100k-hold",
+        "2s",
+        "--models",
+        &models,
+        "--repeat",
+        "1",
+    ]);
+    let sc = &v["scenarios"][0];
+    assert_eq!(sc["name"], "c100k");
+    assert_eq!(sc["kind"], "c100k");
+    assert!(
+        sc["description"]
+            .as_str()
+            .unwrap()
+            .contains("1,100 connections"),
+        "{}",
+        sc["description"]
+    );
+    let rows = sc["rows"].as_array().unwrap();
+    let ran = &rows[0];
+    assert_eq!(ran["model"], runs);
+    assert_eq!(ran["ran"], true, "{}", ran["note"]);
+    assert_eq!(ran["conns_held"], 1100, "{ran}");
+    assert_eq!(ran["mismatches"], 0, "{ran}");
+    assert_eq!(ran["errors"], 0, "{ran}");
+    // One verified echo per connection per round: two rounds in 2 s (one if a round ran late).
+    let echoes = ran["verified_echoes"]["median"].as_f64().unwrap() as u64;
+    assert!(echoes == 2200 || echoes == 1100, "{ran}");
+    assert!(ran["late_rounds"].as_u64().is_some(), "{ran}");
+    assert!(
+        ran["server_cpu_percent"]["median"].as_f64().is_some(),
+        "{ran}"
+    );
+    assert!(
+        ran["rss_per_conn_bytes"]["median"].as_f64().is_some(),
+        "{ran}"
+    );
+    let not = &rows[1];
+    assert_eq!(not["model"], "select");
+    assert_eq!(not["ran"], false);
+    assert_eq!(
+        not["note"],
+        "cannot hold 1,100 connections: FD_SETSIZE: select(2) cannot wait on descriptors >= 1024"
+    );
+    assert!(
+        report.contains("verified echoes"),
+        "the report has no c100k column"
+    );
+}
+
+/// A descriptor-bound model asked for more connections than the descriptor limit is not run:
+/// it says its cap, and no ramp is tried.
+#[test]
+fn bench_c100k_past_the_descriptor_limit_is_not_run_on_event_select() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a live rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let want = lim.rlim_max.min(10_000_000) + 1;
+    let (v, _) = support::bench(&[
+        "--scenario",
+        "c100k",
+        "--c100k",
+        &want.to_string(),
+        "--models",
+        "event-select",
+        "--repeat",
+        "1",
+    ]);
+    let row = &v["scenarios"][0]["rows"][0];
+    assert_eq!(row["ran"], false, "{row}");
+    let note = row["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("cannot hold ") && note.contains("descriptors: its cap is"),
+        "{note}"
+    );
+}
+
+#[test]
+fn bench_help_names_c100k_and_its_size_flag() {
+    let out = iomodels(&["bench", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(help.contains("c100k (100,000 connections"), "{help}");
+    assert!(help.contains("--c100k <N>"), "{help}");
+    assert!(
+        !help.contains("--c100k-every"),
+        "a test-only flag is hidden: {help}"
+    );
+}
+
 #[test]
 fn a_bad_buffer_ring_is_one_line() {
     assert_one_line_error(

@@ -826,10 +826,7 @@ fn stop_reason(e: &RampEnd) -> String {
             e.bound.why
         )
     } else if let Some(after) = e.cut {
-        format!(
-            "time: the ramp was cut after {:.0} s",
-            after.as_secs_f64()
-        )
+        format!("time: the ramp was cut after {:.0} s", after.as_secs_f64())
     } else if e.model == Some(Model::Select) && e.refused > 0 {
         format!(
             "FD_SETSIZE: select(2) cannot wait on descriptors >= 1024 ({} refused)",
@@ -1042,7 +1039,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         set_realtime().context("--realtime needs root (SCHED_RR)")?;
     }
     let placement = if pinned {
-        "server pinned to CPU 0, load generator to CPU 1 (completion-port runs one worker)"
+        "server pinned to CPU 0, load generator to CPU 1 (completion-port runs one worker; in c100k and max-conns a worker per fixed-file table)"
             .to_string()
     } else {
         "one CPU: server and load generator share it (cannot pin apart)".to_string()
@@ -1352,7 +1349,11 @@ mod tests {
         let cp = Participant::Model(Model::CompletionPort);
         let b = model_bound(&cp, Some(119_616), 20_000, 6);
         assert_eq!(b.conns, 119_616);
-        assert!(b.why.contains("6 workers' tables hold 119,616"), "{}", b.why);
+        assert!(
+            b.why.contains("6 workers' tables hold 119,616"),
+            "{}",
+            b.why
+        );
         let b = model_bound(&Participant::Tokio, None, 20_000, 1);
         assert_eq!(b.conns, 20_000 - iomodels_server::RESERVED_DESCRIPTORS);
     }

@@ -95,22 +95,6 @@ pub fn kernel() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_this_process() {
-        let me = std::process::id();
-        assert!(cpu_seconds(me).is_some());
-        assert!(context_switches(me).unwrap() > 0);
-        assert!(rss_bytes(me).unwrap() > 1024 * 1024);
-        assert!(fd_count(me).unwrap() >= 3);
-        assert!(machine_busy_seconds().unwrap() > 0.0);
-        assert!(!kernel().is_empty());
-    }
-}
-
 /// The most client threads the `blocking` model runs, computed as it computes it
 /// (`models/blocking/linux.rs`): a quarter of `vm.max_map_count` less 4,096, and at most half
 /// of `kernel.threads-max` and of `kernel.pid_max`.
@@ -125,4 +109,20 @@ pub fn blocking_thread_cap() -> usize {
     let by_threads = read("/proc/sys/kernel/threads-max").map_or(usize::MAX, |t| t / 2);
     let by_pids = read("/proc/sys/kernel/pid_max").map_or(usize::MAX, |p| p / 2);
     by_maps.min(by_threads).min(by_pids).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(cpu_seconds(me).is_some());
+        assert!(context_switches(me).unwrap() > 0);
+        assert!(rss_bytes(me).unwrap() > 1024 * 1024);
+        assert!(fd_count(me).unwrap() >= 3);
+        assert!(machine_busy_seconds().unwrap() > 0.0);
+        assert!(!kernel().is_empty());
+    }
 }

@@ -735,7 +735,11 @@ mod tests {
                 && l.ends_with("not run: cannot hold 100,000 connections: descriptors: its cap is 19,936 (RLIMIT_NOFILE 20,000 less 64)")),
             "{block}"
         );
-        assert_eq!(block.matches("not run:").count(), MODELS.len() - 1, "{block}");
+        assert_eq!(
+            block.matches("not run:").count(),
+            MODELS.len() - 1,
+            "{block}"
+        );
     }
 
     #[test]
