@@ -772,7 +772,8 @@ fn c100k(p: &Participant, plan: &Plan) -> Result<Sample> {
 }
 
 /// The max-conns ramp's bound for one server: the smallest of `--max-conns`, the server's
-/// connection cap `cap` (as it reports it) and what the load generator can hold.
+/// connection cap `cap` as it reports it (`None`, the reference: its descriptor limit) and
+/// what the load generator can hold.
 fn ramp_bound(plan: &Plan, cap: Option<usize>, nofile: usize, workers: usize) -> Bound {
     let mut candidates = vec![Bound {
         conns: plan.load_capacity,
@@ -784,16 +785,23 @@ fn ramp_bound(plan: &Plan, cap: Option<usize>, nofile: usize, workers: usize) ->
             why: "--max-conns".into(),
         });
     }
-    if let Some(cap) = cap {
-        candidates.push(Bound {
+    candidates.push(match cap {
+        Some(cap) if cap > nofile => Bound {
             conns: cap,
-            why: if cap > nofile {
-                format!("the fixed-file tables are full: {workers} workers' tables (direct descriptors)")
-            } else {
-                "the server's cap (RLIMIT_NOFILE less its reserve)".into()
-            },
-        });
-    }
+            why: format!(
+                "the fixed-file tables are full: {workers} workers' tables (direct descriptors)"
+            ),
+        },
+        Some(cap) => Bound {
+            conns: cap,
+            why: "the server's cap (RLIMIT_NOFILE less its reserve)".into(),
+        },
+        // The reference has no cap of its own: a descriptor per connection.
+        None => Bound {
+            conns: nofile.saturating_sub(iomodels_server::RESERVED_DESCRIPTORS),
+            why: "the server's descriptor limit (RLIMIT_NOFILE less 64)".into(),
+        },
+    });
     candidates
         .into_iter()
         .min_by_key(|b| b.conns)
@@ -965,6 +973,9 @@ fn row(model: &str, samples: &[Sample]) -> Row {
 fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cores >= 2;
+    if args.c100k_every.is_zero() {
+        bail!("--c100k-every must be longer than 0");
+    }
     let nofile = sys::raise_nofile_limit().unwrap_or(1024) as usize;
     let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let mut plan = Plan {
@@ -1370,6 +1381,8 @@ mod tests {
         assert_eq!((b.conns, b.why.as_str()), (1500, "--max-conns"));
         let b = ramp_bound(&plan(None, usize::MAX), Some(19_936), 20_000, 1);
         assert!(b.why.contains("server's cap"), "{}", b.why);
+        let b = ramp_bound(&plan(None, usize::MAX), None, 20_000, 1);
+        assert_eq!(b.conns, 20_000 - iomodels_server::RESERVED_DESCRIPTORS);
     }
 
     #[test]
