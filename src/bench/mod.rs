@@ -10,6 +10,14 @@
 //! The headline is **server CPU seconds per million messages**: on a small machine the load
 //! generator costs as much CPU as the server, so messages per second are bounded by both and
 //! drift with whatever else runs; CPU per message is the server's own cost.
+//!
+//! The connection scenarios are sized by what each server says it can hold: `max_conns` in
+//! its SIGUSR1 counters (the descriptor limit less 64, or for completion-port with io_uring
+//! direct descriptors what its fixed-file tables hold, a table per worker, each bounded by
+//! RLIMIT_NOFILE), the model's own mechanism (select's `FD_SETSIZE`, blocking's thread cap)
+//! and what the load generator holds ([`load_capacity`]). `max-conns` ramps up to that bound
+//! and says what stopped it; `c100k` runs only where all its connections fit and lists the
+//! others as not run, with the reason. Every ramp is bounded in time.
 
 mod os;
 mod procfs;
