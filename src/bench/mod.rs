@@ -825,10 +825,12 @@ struct RampEnd {
     /// Connections that failed: to open, to echo their first byte, or the paced message.
     failed: u64,
     /// The server's counters: connections refused (FD_SETSIZE, thread cap), accepts that
-    /// failed for lack of descriptors, pauses at the connection cap.
+    /// failed for lack of descriptors, pauses at the connection cap, times a completion-port
+    /// worker's fixed-file table filled (`direct_table_full`; 0 where the server has none).
     refused: u64,
     accept_pauses: u64,
     cap_pauses: u64,
+    tables_full: u64,
     /// The ramp ran out of time after this long.
     cut: Option<Duration>,
 }
@@ -855,6 +857,11 @@ fn stop_reason(e: &RampEnd) -> String {
         )
     } else if e.accept_pauses > 0 {
         "descriptors: accept failed with EMFILE (RLIMIT_NOFILE)".to_string()
+    } else if e.tables_full > 0 {
+        format!(
+            "the fixed-file tables are full (a worker's table filled {} times; direct descriptors)",
+            e.tables_full
+        )
     } else if e.cap_pauses > 0 {
         format!(
             "the server stopped accepting at its cap ({}: {})",
@@ -901,6 +908,7 @@ fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
         refused: counter("refused"),
         accept_pauses: counter("accept_pauses"),
         cap_pauses: counter("conn_cap_pauses"),
+        tables_full: counter("direct_table_full"),
         cut: cut.then_some(plan.ramp_limit),
     };
     server.stop();
@@ -1395,7 +1403,7 @@ mod tests {
 
     #[test]
     fn why_a_ramp_stopped() {
-        let end = |model, echoing, failed, refused, pauses: (u64, u64), cut| RampEnd {
+        let end = |model, echoing, failed, refused, pauses: (u64, u64, u64), cut| RampEnd {
             model,
             bound: Bound {
                 conns: 19_900,
@@ -1406,24 +1414,27 @@ mod tests {
             refused,
             accept_pauses: pauses.0,
             cap_pauses: pauses.1,
+            tables_full: pauses.2,
             cut,
         };
         let r = |e: RampEnd| stop_reason(&e);
         assert_eq!(
-            r(end(None, 19_900, 0, 0, (0, 0), None)),
+            r(end(None, 19_900, 0, 0, (0, 0, 0), None)),
             "reached the bound (19,900: the load generator's limit (its own descriptors))"
         );
         let sel = Some(Model::Select);
-        assert!(r(end(sel, 1015, 160, 160, (0, 0), None)).starts_with("FD_SETSIZE"));
+        assert!(r(end(sel, 1015, 160, 160, (0, 0, 0), None)).starts_with("FD_SETSIZE"));
         let blk = Some(Model::Blocking);
-        assert!(r(end(blk, 15_358, 160, 160, (0, 0), None)).starts_with("threads: 160"));
+        assert!(r(end(blk, 15_358, 160, 160, (0, 0, 0), None)).starts_with("threads: 160"));
         let es = Some(Model::EventSelect);
-        assert!(r(end(es, 19_000, 9, 0, (3, 0), None)).contains("EMFILE"));
-        assert!(r(end(es, 19_000, 9, 0, (0, 2), None)).contains("stopped accepting at its cap"));
-        assert!(r(end(es, 19_000, 9, 0, (0, 0), None)).starts_with("9 connections failed"));
+        assert!(r(end(es, 19_000, 9, 0, (3, 0, 0), None)).contains("EMFILE"));
+        assert!(r(end(es, 19_000, 9, 0, (0, 2, 0), None)).contains("stopped accepting at its cap"));
+        assert!(r(end(es, 19_000, 9, 0, (0, 0, 0), None)).starts_with("9 connections failed"));
+        let cp = Some(Model::CompletionPort);
+        assert!(r(end(cp, 99_000, 9, 0, (0, 1, 4), None)).contains("fixed-file tables are full"));
         let cut = Some(Duration::from_secs(300));
         assert_eq!(
-            r(end(es, 0, 0, 0, (0, 0), cut)),
+            r(end(es, 0, 0, 0, (0, 0, 0), cut)),
             "time: the ramp was cut after 300 s"
         );
     }
