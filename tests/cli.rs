@@ -433,9 +433,13 @@ fn bench_c100k_runs_the_models_that_can_hold_it_and_says_why_the_others_did_not(
     assert_eq!(ran["conns_held"], 1100, "{ran}");
     assert_eq!(ran["mismatches"], 0, "{ran}");
     assert_eq!(ran["errors"], 0, "{ran}");
-    // One verified echo per connection per round: two rounds in 2 s (one if a round ran late).
+    // One verified echo per connection per round: a round each second of the 2 s hold (one
+    // more if the hold's end comes just after a round's start, one less if a round ran late).
     let echoes = ran["verified_echoes"]["median"].as_f64().unwrap() as u64;
-    assert!(echoes == 2200 || echoes == 1100, "{ran}");
+    assert!(
+        echoes % 1100 == 0 && (1100..=3300).contains(&echoes),
+        "{ran}"
+    );
     assert!(ran["late_rounds"].as_u64().is_some(), "{ran}");
     assert!(
         ran["server_cpu_percent"]["median"].as_f64().is_some(),
