@@ -244,8 +244,8 @@ struct Plan {
     /// The process descriptor limit (RLIMIT_NOFILE, raised to the hard limit): it bounds this
     /// process, each server process, and each io_uring fixed-file table.
     nofile: usize,
-    /// Connections the load generator can hold ([`load_capacity`]).
-    load_capacity: usize,
+    /// Connections the load generator can hold, and why no more ([`load_capacity`]).
+    load_capacity: Bound,
     /// Longest a ramp of connections may take; then it stops opening and holds what it has.
     ramp_limit: Duration,
     pinned: bool,
@@ -531,11 +531,15 @@ struct Held {
     cut: bool,
 }
 
-/// Connections the load generator can hold. [`hold`] runs it in this process, so this is
-/// this process's descriptor limit less a few of its own. A hold that spreads its
-/// connections over child processes lifts it: change this together with the call in [`hold`].
-fn load_capacity(nofile: usize) -> usize {
-    nofile.saturating_sub(100)
+/// Connections the load generator can hold, and what bounds it. [`hold`] runs it in this
+/// process, so this is this process's descriptor limit less a few of its own. A hold that
+/// spreads its connections over child processes lifts it: change this together with the call
+/// in [`hold`].
+fn load_capacity(nofile: usize) -> Bound {
+    Bound {
+        conns: nofile.saturating_sub(100),
+        why: "the load generator's limit (its own descriptors)".into(),
+    }
 }
 
 /// Opens `cfg.conns` connections to `server` (one-byte echo each) and holds them as `cfg`
@@ -738,10 +742,12 @@ fn c100k(p: &Participant, plan: &Plan) -> Result<Sample> {
             table::thousands(want as u64),
             bound.why
         ))
-    } else if plan.load_capacity < want {
+    } else if plan.load_capacity.conns < want {
         Some(format!(
-            "the load generator holds at most {} connections (its own descriptor limit)",
-            table::thousands(plan.load_capacity as u64)
+            "cannot open {} connections: {} is {}",
+            table::thousands(want as u64),
+            plan.load_capacity.why,
+            table::thousands(plan.load_capacity.conns as u64)
         ))
     } else {
         None
@@ -783,10 +789,7 @@ fn c100k(p: &Participant, plan: &Plan) -> Result<Sample> {
 /// connection cap `cap` as it reports it (`None`, the reference: its descriptor limit) and
 /// what the load generator can hold.
 fn ramp_bound(plan: &Plan, cap: Option<usize>, nofile: usize, workers: usize) -> Bound {
-    let mut candidates = vec![Bound {
-        conns: plan.load_capacity,
-        why: "the load generator's limit (its own descriptors)".into(),
-    }];
+    let mut candidates = vec![plan.load_capacity.clone()];
     if let Some(n) = plan.max_conns {
         candidates.push(Bound {
             conns: n,
@@ -1208,7 +1211,7 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
                 None => format!(
                     "each model's own bound: the connection cap the server reports (its descriptor limit less 64; completion-port runs --workers {} and, with direct descriptors, holds what its fixed-file tables hold) and what the load generator holds ({})",
                     PAST_THE_CAP.div_ceil(table_room(plan.nofile)),
-                    table::thousands(plan.load_capacity as u64)
+                    table::thousands(plan.load_capacity.conns as u64)
                 ),
             },
             trim_secs(plan.ramp_limit)
@@ -1329,6 +1332,10 @@ mod tests {
     }
 
     fn plan(max_conns: Option<usize>, load_capacity: usize) -> Plan {
+        let load_capacity = Bound {
+            conns: load_capacity,
+            why: "the load generator's limit (its own descriptors)".into(),
+        };
         Plan {
             duration: Duration::from_secs(3),
             warmup: Duration::from_millis(500),
