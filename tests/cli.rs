@@ -431,6 +431,7 @@ fn bench_c100k_runs_the_models_that_can_hold_it_and_says_why_the_others_did_not(
     assert_eq!(ran["model"], runs);
     assert_eq!(ran["ran"], true, "{}", ran["note"]);
     assert_eq!(ran["conns_held"], 1100, "{ran}");
+    assert_eq!(ran["conns_still_open"], 1100, "{ran}");
     assert_eq!(ran["mismatches"], 0, "{ran}");
     assert_eq!(ran["errors"], 0, "{ran}");
     // One verified echo per connection per round: a round each second of the 2 s hold (one

@@ -423,6 +423,8 @@ struct Sample {
     conns_held: Option<u64>,
     /// Paced echoes that came back right (c100k).
     verified_echoes: Option<u64>,
+    /// Connections still open when the hold ended (c100k).
+    still_open: Option<u64>,
     /// Paced rounds the load generator could not finish within their interval (c100k).
     late_rounds: Option<u64>,
     stop_reason: Option<String>,
@@ -531,20 +533,32 @@ struct Held {
     cut: bool,
 }
 
-/// Connections the load generator can hold, and what bounds it. [`hold`] runs it in this
-/// process, so this is this process's descriptor limit less a few of its own. A hold that
-/// spreads its connections over child processes lifts it: change this together with the call
-/// in [`hold`].
+/// Connections the load generator can hold, and what bounds it. [`hold`] spreads them over
+/// shards past this process's descriptor limit (`crate::idle`): at most
+/// [`crate::idle::MAX_SHARDS`] processes of RLIMIT_NOFILE less [`crate::idle::RESERVE`] each,
+/// and what the source-address plan reaches (127.0.0.x; every server here is on 127.0.0.1).
 fn load_capacity(nofile: usize) -> Bound {
+    let shards = crate::idle::MAX_SHARDS * nofile.saturating_sub(crate::idle::RESERVE);
+    let sources =
+        iomodels_load::max_idle_conns(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)));
     Bound {
-        conns: nofile.saturating_sub(100),
-        why: "the load generator's limit (its own descriptors)".into(),
+        conns: shards.min(sources),
+        why: if shards < sources {
+            format!(
+                "the load generator's limit ({} shards of RLIMIT_NOFILE less {})",
+                crate::idle::MAX_SHARDS,
+                crate::idle::RESERVE
+            )
+        } else {
+            "the load generator's limit (its source addresses, 127.0.0.x)".into()
+        },
     }
 }
 
-/// Opens `cfg.conns` connections to `server` (one-byte echo each) and holds them as `cfg`
-/// says; fills the connection count and RSS per connection of the sample. Opening stops
-/// after `plan.ramp_limit` (then the hold ends at once: `Held::cut`).
+/// Opens `cfg.conns` connections to `server` (one-byte echo each) — past this process's
+/// descriptor limit over shards (`crate::idle`) — and holds them as `cfg` says; fills the
+/// connection count and RSS per connection of the sample. Opening stops after
+/// `plan.ramp_limit` (then the hold ends at once: `Held::cut`).
 fn hold(mut server: Server, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = procfs::rss_bytes(server.pid).unwrap_or(0);
@@ -773,7 +787,11 @@ fn c100k(p: &Participant, plan: &Plan) -> Result<Sample> {
     per_message(&mut sample, &start, &end, report.messages);
     sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
     sample.verified_echoes = Some(report.messages);
+    sample.still_open = Some(report.conns_still_open as u64);
     sample.late_rounds = Some(report.late_rounds);
+    if let Some(why) = report.first_error.as_ref().filter(|_| sample.errors > 0) {
+        sample.note = Some(format!("the first connect or echo error: {why}"));
+    }
     if cut {
         sample.note = Some(format!(
             "the ramp was cut after {:.0} s: {} of {} connections opened, not held",
@@ -836,6 +854,8 @@ struct RampEnd {
     tables_full: u64,
     /// The ramp ran out of time after this long.
     cut: Option<Duration>,
+    /// The load generator's first connect or echo error.
+    first_error: Option<String>,
 }
 
 /// Why a max-conns ramp stopped, in words.
@@ -872,10 +892,10 @@ fn stop_reason(e: &RampEnd) -> String {
             e.bound.why
         )
     } else {
-        format!(
-            "{} connections failed (connect or echo timed out)",
-            e.failed
-        )
+        match &e.first_error {
+            Some(why) => format!("{} connections failed (the first: {why})", e.failed),
+            None => format!("{} connections failed (connect or echo)", e.failed),
+        }
     }
 }
 
@@ -913,6 +933,7 @@ fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
         cap_pauses: counter("conn_cap_pauses"),
         tables_full: counter("direct_table_full"),
         cut: cut.then_some(plan.ramp_limit),
+        first_error: report.first_error.clone(),
     };
     server.stop();
     // Held and still echoing; a cut ramp never echoed: what it opened.
@@ -975,6 +996,11 @@ fn row(model: &str, samples: &[Sample]) -> Row {
             v.get(v.len() / 2).copied()
         },
         verified_echoes: stat(&|s| s.verified_echoes.map(|n| n as f64)),
+        conns_still_open: {
+            let mut v: Vec<u64> = samples.iter().filter_map(|s| s.still_open).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied()
+        },
         late_rounds: samples
             .iter()
             .filter_map(|s| s.late_rounds)
@@ -1423,6 +1449,7 @@ mod tests {
             cap_pauses: pauses.1,
             tables_full: pauses.2,
             cut,
+            first_error: None,
         };
         let r = |e: RampEnd| stop_reason(&e);
         assert_eq!(

@@ -102,6 +102,9 @@ pub struct Row {
     /// Paced echoes that came back right while the connections were held (c100k).
     #[serde(default)]
     pub verified_echoes: Option<Stat>,
+    /// Connections still open when the hold ended (c100k): none closed by the server.
+    #[serde(default)]
+    pub conns_still_open: Option<u64>,
     /// Paced rounds the load generator could not finish within their interval, over all
     /// repetitions (c100k).
     #[serde(default)]
@@ -269,6 +272,7 @@ impl Row {
             rss_per_conn_bytes: None,
             conns_held: None,
             verified_echoes: None,
+            conns_still_open: None,
             late_rounds: None,
             stop_reason: None,
             mismatches: 0,

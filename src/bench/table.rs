@@ -187,6 +187,10 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
         ],
         "c100k" => vec![
             conns,
+            Column {
+                header: "still open",
+                kind: ColKind::Count(|r| r.conns_still_open),
+            },
             Column::stat("verified echoes", |r| r.verified_echoes, Fmt::Count),
             Column {
                 header: "late rounds",
@@ -568,6 +572,7 @@ pub(crate) mod sample {
                         "c100k" => {
                             row.conns_held = Some(100_000);
                             row.verified_echoes = stat(300_000.0, 0.0);
+                            row.conns_still_open = Some(100_000);
                             row.late_rounds = Some(0);
                             row.server_cpu_percent = stat(9.0 * f, 0.1);
                             row.cpu_s_per_million = stat(30.0 * f, 0.1);
@@ -720,6 +725,7 @@ mod tests {
         let block = &t[start..t[start..].find("\n== ").map_or(t.len(), |i| start + i)];
         for want in [
             "conns held",
+            "still open",
             "verified echoes",
             "late rounds",
             "server CPU %",
