@@ -450,6 +450,7 @@ fn bench_c100k_runs_the_models_that_can_hold_it_and_says_why_the_others_did_not(
         ran["rss_per_conn_bytes"]["median"].as_f64().is_some(),
         "{ran}"
     );
+    assert!(ran["p99_us"]["median"].as_f64().is_some(), "{ran}");
     let not = &rows[1];
     assert_eq!(not["model"], "select");
     assert_eq!(not["ran"], false);

@@ -787,6 +787,10 @@ fn c100k(p: &Participant, plan: &Plan) -> Result<Sample> {
     per_message(&mut sample, &start, &end, report.messages);
     sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
     sample.verified_echoes = Some(report.messages);
+    if report.messages > 0 {
+        sample.p50 = Some(report.paced_p50_us as f64);
+        sample.p99 = Some(report.paced_p99_us as f64);
+    }
     sample.still_open = Some(report.conns_still_open as u64);
     sample.late_rounds = Some(report.late_rounds);
     if let Some(why) = report.first_error.as_ref().filter(|_| sample.errors > 0) {

@@ -199,6 +199,8 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
             Column::stat("server CPU %", |r| r.server_cpu_percent, Fmt::Sig),
             cpu_per_million,
             Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
+            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
+            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
             Column {
                 header: "errors",
                 kind: ColKind::Errors,
