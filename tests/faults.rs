@@ -280,16 +280,7 @@ fn start_with_64_descriptors(model: &str) -> Served {
 /// `serve ARGS` started with RLIMIT_NOFILE = 64, checked.
 fn start_with_64_descriptors_args(args: &[&str]) -> Served {
     let s = Served::spawn(command_with_64_descriptors(args));
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    assert_eq!(
-        line.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
-        ["64", "64"],
-        "the limit did not take effect: {line}"
-    );
+    support::assert_nofile_limit(s.pid(), 64);
     s
 }
 

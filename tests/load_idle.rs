@@ -69,16 +69,7 @@ impl Load {
             stdout,
             stderr,
         };
-        let limits = std::fs::read_to_string(format!("/proc/{}/limits", load.pid())).unwrap();
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .unwrap();
-        assert_eq!(
-            line.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
-            ["256", "256"],
-            "the limit did not take effect: {line}"
-        );
+        support::assert_nofile_limit(load.pid(), 256);
         load
     }
 

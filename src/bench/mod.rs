@@ -654,14 +654,20 @@ fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
         ..
     } = hold(Server::start(p, plan)?, plan, cfg)?;
     server.stop();
-    per_message(&mut sample, &start, &end, report.messages);
+    paced(&mut sample, &report, &start, &end);
+    sample.errors += report.late_rounds;
+    Ok(sample)
+}
+
+/// What a paced hold (c12k, c100k) measured: CPU per message between the two readings, the
+/// echo rate, and the paced echoes' round trip.
+fn paced(sample: &mut Sample, report: &iomodels_load::IdleReport, start: &Reading, end: &Reading) {
+    per_message(sample, start, end, report.messages);
     sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
     if report.messages > 0 {
         sample.p50 = Some(report.paced_p50_us as f64);
         sample.p99 = Some(report.paced_p99_us as f64);
     }
-    sample.errors += report.late_rounds;
-    Ok(sample)
 }
 
 /// How many connections the scenarios past the descriptor cap aim at: c100k's full size, and
@@ -721,8 +727,8 @@ fn model_bound(p: &Participant, cap: Option<usize>, nofile: usize, workers: usiz
             conns: FD_SETSIZE,
             why: "FD_SETSIZE: select(2) cannot wait on descriptors >= 1024".into(),
         },
-        Model::Blocking if procfs::blocking_thread_cap() < cap => {
-            let threads = procfs::blocking_thread_cap();
+        Model::Blocking if iomodels_server::models::blocking::max_threads() < cap => {
+            let threads = iomodels_server::models::blocking::max_threads();
             Bound {
                 conns: threads,
                 why: format!(
@@ -784,13 +790,8 @@ fn c100k(p: &Participant, plan: &Plan) -> Result<Sample> {
         cut,
     } = hold(server, plan, cfg)?;
     server.stop();
-    per_message(&mut sample, &start, &end, report.messages);
-    sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
+    paced(&mut sample, &report, &start, &end);
     sample.verified_echoes = Some(report.messages);
-    if report.messages > 0 {
-        sample.p50 = Some(report.paced_p50_us as f64);
-        sample.p99 = Some(report.paced_p99_us as f64);
-    }
     sample.still_open = Some(report.conns_still_open as u64);
     sample.late_rounds = Some(report.late_rounds);
     if let Some(why) = report.first_error.as_ref().filter(|_| sample.errors > 0) {

@@ -95,22 +95,6 @@ pub fn kernel() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The most client threads the `blocking` model runs, computed as it computes it
-/// (`models/blocking/linux.rs`): a quarter of `vm.max_map_count` less 4,096, and at most half
-/// of `kernel.threads-max` and of `kernel.pid_max`.
-pub fn blocking_thread_cap() -> usize {
-    let read = |path: &str| {
-        fs::read_to_string(path)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    };
-    let by_maps =
-        read("/proc/sys/vm/max_map_count").map_or(usize::MAX, |m| m.saturating_sub(4096) / 4);
-    let by_threads = read("/proc/sys/kernel/threads-max").map_or(usize::MAX, |t| t / 2);
-    let by_pids = read("/proc/sys/kernel/pid_max").map_or(usize::MAX, |p| p / 2);
-    by_maps.min(by_threads).min(by_pids).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,23 @@ pub fn bench(args: &[&str]) -> (serde_json::Value, String) {
     (v, report)
 }
 
+/// Fails unless process `pid` runs with `RLIMIT_NOFILE` = `n` (soft and hard): a test of a
+/// low descriptor limit must not pass because the limit never took effect.
+#[allow(dead_code)] // not every test file starts a process with a limit
+pub fn assert_nofile_limit(pid: u32, n: u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let n = n.to_string();
+    assert_eq!(
+        line.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
+        [n.as_str(), n.as_str()],
+        "the limit did not take effect: {line}"
+    );
+}
+
 /// `n` bytes of a xorshift stream seeded with `seed` (the same bytes for the same seed).
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

@@ -73,6 +73,13 @@ use linux::{force_shutdown, raw_id, thread_cap, wait_for_client, wait_for_datagr
 #[cfg(windows)]
 use windows::{force_shutdown, raw_id, thread_cap, wait_for_client, wait_for_datagram, RawId};
 
+/// The most client threads this model runs on this machine (past it a client is refused):
+/// what `bench` compares a ramp against. The OS file says how it is computed.
+#[cfg(any(target_os = "linux", windows))]
+pub fn max_threads() -> usize {
+    thread_cap()
+}
+
 /// What `--trace` calls a socket's raw name.
 #[cfg(target_os = "linux")]
 const RAW_NAME: &str = "fd";
