@@ -31,7 +31,7 @@
 
 use crate::accept::{Backoff, ConnCap};
 use crate::models::winio::{
-    reclaim, reclaim_datagram, warn_if_recv_buffers_set, AcceptEx, Notify, Op, OpKind, OvConn,
+    reclaim, reclaim_datagram, warn_if_uring_flags_set, AcceptEx, Notify, Op, OpKind, OvConn,
     UdpEcho,
 };
 use crate::models::{min_timeout, Drain};
@@ -104,7 +104,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             ctx.accept_mode.name()
         );
     }
-    warn_if_recv_buffers_set(ctx);
+    warn_if_uring_flags_set(ctx);
     let workers = ctx.workers.max(1);
     let port = CompletionPort::new(workers as u32)?;
     let accept_ex = match &listener {

@@ -25,7 +25,7 @@ pub(crate) fn availability() -> Result<(), String> {
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     crate::sys::wsa_startup();
-    crate::models::winio::warn_if_recv_buffers_set(ctx);
+    crate::models::winio::warn_if_uring_flags_set(ctx);
     let tcp = |listener| {
         groups_windows::serve(listener, ctx, "overlapped-event", |stream| {
             EventedConn::new(stream, ctx)

@@ -74,7 +74,7 @@ thread_local! {
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     crate::sys::wsa_startup();
-    crate::models::winio::warn_if_recv_buffers_set(ctx);
+    crate::models::winio::warn_if_uring_flags_set(ctx);
     let io_thread = current_thread()?;
     let io_waker = ctx.shutdown.register()?;
     let accept_waker = ctx.shutdown.register()?;

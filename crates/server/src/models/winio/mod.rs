@@ -110,15 +110,20 @@ pub(crate) use udp::{reclaim_datagram, UdpEcho};
 #[allow(unused_imports)]
 pub(crate) use op::{post_recv, post_send, CompletionRoutine, InFlight, Posted};
 
-/// Says once, at start, that `--recv-buffers` does nothing here: the provided-buffer ring is
-/// io_uring's; on Windows each connection posts its own [`RECV_SIZE`] receive buffer.
-pub(crate) fn warn_if_recv_buffers_set(ctx: &crate::Ctx) {
-    if ctx.recv_buffers != crate::RecvBuffers::default() {
+/// Says once, at start, which io_uring-only flags were set and do nothing here:
+/// `--recv-buffers` and `--recv-incremental` (the provided-buffer ring is io_uring's; on Windows
+/// each connection posts its own [`RECV_SIZE`] receive buffer) and `--batch-wait` (io_uring's
+/// min-wait; a completion port hands out whatever packets are queued).
+pub(crate) fn warn_if_uring_flags_set(ctx: &crate::Ctx) {
+    if ctx.recv_buffers != crate::RecvBuffers::default() || !ctx.recv_incremental {
         log::warn!(
-            "--recv-buffers is Linux-only (a provided-buffer ring): each connection posts its \
-             own {} KiB receive buffer here",
+            "--recv-buffers and --recv-incremental are Linux-only (a provided-buffer ring): each \
+             connection posts its own {} KiB receive buffer here",
             RECV_SIZE / 1024
         );
+    }
+    if ctx.batch_wait.is_some() {
+        log::warn!("--batch-wait is Linux-only (io_uring's min-wait): ignored here");
     }
 }
 
