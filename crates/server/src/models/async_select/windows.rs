@@ -175,6 +175,7 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
                 // Dropping a session closes its socket; its queued messages become stale.
                 st.clients
                     .retain(|_, c| c.session.expired(&timeouts, now).is_none());
+                st.retry_blocked_sends(window);
             }
             if st.accept_after_pause && st.acceptor.as_mut().is_some_and(|a| a.is_accepting()) {
                 st.accept_after_pause = false;
@@ -450,6 +451,27 @@ impl State<'_> {
     }
 
     /// Pumps a client once: at most one recv, as many sends as the socket takes.
+    /// Tries the send again, once a sweep, for every client whose output waits for
+    /// `FD_WRITE`. Under Wine a peer that resets while the server waits to write can be
+    /// announced by neither `FD_WRITE` nor `FD_CLOSE` (seen: a reset in the middle of a large
+    /// reply kept its connection until the write timeout). A send still blocked costs one
+    /// `WSAEWOULDBLOCK` per sweep; a reset one closes the connection, counted as an error
+    /// like any other.
+    fn retry_blocked_sends(&mut self, window: Window) {
+        let blocked: Vec<RawSocket> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.session.writable && c.session.conn.wants_write())
+            .map(|(&socket, _)| socket)
+            .collect();
+        for socket in blocked {
+            if let Some(c) = self.clients.get_mut(&socket) {
+                c.session.writable = true;
+            }
+            self.serve(window, socket);
+        }
+    }
+
     fn serve(&mut self, window: Window, socket: RawSocket) {
         let Some(client) = self.clients.get_mut(&socket) else {
             return;
