@@ -313,6 +313,22 @@ impl Ring {
     }
 }
 
+impl Ring {
+    /// `Err` naming the first of `ops` (opcode, name) this kernel lacks, or why it could not
+    /// be asked.
+    fn lacks_none_of(&mut self, ops: &[(u8, &str)]) -> Result<(), String> {
+        let mut p = Probe::new();
+        self.ring
+            .submitter()
+            .register_probe(&mut p)
+            .map_err(|e| format!("cannot probe opcodes: {e}"))?;
+        match ops.iter().find(|(code, _)| !p.is_supported(*code)) {
+            Some((_, name)) => Err(format!("this kernel lacks IORING_OP_{name}")),
+            None => Ok(()),
+        }
+    }
+}
+
 fn is_retry(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -588,24 +604,14 @@ fn probe_now() -> Result<(), String> {
         };
         format!("io_uring unavailable: io_uring_setup failed: {e}{name}")
     })?;
-    let mut p = Probe::new();
-    ring.ring
-        .submitter()
-        .register_probe(&mut p)
-        .map_err(|e| format!("io_uring unavailable: cannot probe opcodes: {e}"))?;
-    for (code, name) in [
+    ring.lacks_none_of(&[
         (opcode::Accept::CODE, "ACCEPT"),
         (opcode::Recv::CODE, "RECV"),
         (opcode::Send::CODE, "SEND"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
-    ] {
-        if !p.is_supported(code) {
-            return Err(format!(
-                "io_uring unavailable: this kernel lacks IORING_OP_{name}"
-            ));
-        }
-    }
+    ])
+    .map_err(|e| format!("io_uring unavailable: {e}"))?;
     ring.add_buf_ring(0, 1, 64, false).map_err(|e| {
         format!(
             "io_uring unavailable: cannot register a provided-buffer ring (needs Linux 5.19+): {e}"
@@ -644,12 +650,7 @@ pub fn probe_direct() -> Result<(), String> {
 fn probe_direct_now() -> Result<(), String> {
     probe()?;
     let mut ring = Ring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
-    let mut p = Probe::new();
-    ring.ring
-        .submitter()
-        .register_probe(&mut p)
-        .map_err(|e| format!("cannot probe opcodes: {e}"))?;
-    for (code, name) in [
+    ring.lacks_none_of(&[
         (opcode::Close::CODE, "CLOSE"),
         (opcode::Shutdown::CODE, "SHUTDOWN"),
         (opcode::MsgRingSendFd::CODE, "MSG_RING"),
@@ -657,11 +658,12 @@ fn probe_direct_now() -> Result<(), String> {
             opcode::FixedFdInstall::CODE,
             "FIXED_FD_INSTALL (Linux 6.8+)",
         ),
-    ] {
-        if !p.is_supported(code) {
-            return Err(format!("this kernel lacks IORING_OP_{name}"));
-        }
-    }
+        // IORING_ACCEPT_DONTWAIT (6.10) is a flag no probe lists; BIND (6.11) stands for it.
+        (
+            opcode::Bind::CODE,
+            "BIND (Linux 6.11+, for IORING_ACCEPT_DONTWAIT)",
+        ),
+    ])?;
     ring.register_direct_table(8)
         .map_err(|e| format!("cannot register a sparse fixed-file table: {e}"))
 }

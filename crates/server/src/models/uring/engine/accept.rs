@@ -554,14 +554,7 @@ impl Engine<'_> {
             // Delivered: the other worker owns the descriptor now.
             let _ = std::os::fd::IntoRawFd::into_raw_fd(stream);
         } else {
-            if !self.draining {
-                log::debug!(
-                    "hand-off failed ({}); serving the connection here",
-                    io::Error::from_raw_os_error(-cqe.result)
-                );
-                self.adopt(Sock::Ordinary(stream));
-            }
-            self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
+            self.hand_off_failed(Sock::Ordinary(stream), cqe.result);
         }
     }
 
@@ -578,16 +571,23 @@ impl Engine<'_> {
                 self.lost_handoff(&e);
             }
         } else {
-            if !self.draining {
-                log::debug!(
-                    "hand-off failed ({}); serving the connection here",
-                    io::Error::from_raw_os_error(-cqe.result)
-                );
-                self.adopt(Sock::Direct(slot));
-            } else {
-                self.close_slot(slot);
-            }
-            self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
+            self.hand_off_failed(Sock::Direct(slot), cqe.result);
         }
+    }
+
+    /// A hand-off failed (`res` is its `-errno`; for a slot: the other table is full): the
+    /// connection is served here, or closed if shutdown has begun. Either way it is no longer
+    /// in transit.
+    fn hand_off_failed(&mut self, sock: Sock, res: i32) {
+        if !self.draining {
+            log::debug!(
+                "hand-off failed ({}); serving the connection here",
+                io::Error::from_raw_os_error(-res)
+            );
+            self.adopt(sock);
+        } else if let Sock::Direct(slot) = sock {
+            self.close_slot(slot);
+        } // (an ordinary socket closes as it drops)
+        self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
     }
 }
