@@ -21,7 +21,7 @@
 //! connections post a `WSARecv` with a *zero-length* buffer: it completes when data arrives and
 //! pins no memory meanwhile; only then does the server read for real. Here the recv carries no
 //! buffer either: it names the ring's provided-buffer group (`IOSQE_BUFFER_SELECT`), and the
-//! kernel picks a buffer only when data arrives (one of `--recv-buffers`, 256 × 16 KiB on the
+//! kernel picks a buffer only when data arrives (one of `--recv-buffers`, 16 × 64 KiB consumed incrementally on the
 //! one ring by default, whose pages become resident only as traffic fills them), at most the
 //! connection's read budget of it; the bytes are consumed and the buffer goes back to the ring
 //! at once (or stays parked, in order, under backpressure). One step, where Winsock needs two.
