@@ -553,6 +553,7 @@ fn stats_json(s: &iomodels_server::StatsSnapshot, max_conns: usize) -> String {
         "direct_accepted_for_others": s.direct_accepted_for_others,
         "slow_reader_closed": s.slow_reader_closed,
         "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,
+        "bytes_passed_through": s.bytes_passed_through,
         "recv_buffer_bytes_posted": s.recv_buffer_bytes_posted,
         "recv_buffer_bytes_posted_peak": s.recv_buffer_bytes_posted_peak,
         "notification_overflows": s.notification_overflows,

@@ -16,6 +16,12 @@
 //! unsent bytes into an owned buffer, and [`Connection::on_send_complete`] reports what the
 //! kernel sent. Bytes handed out still count as unsent for backpressure until then.
 //!
+//! A completion model that received into a buffer of its own (a provided buffer) can skip the
+//! copy when the reply is the input itself: while [`Connection::passes_through`] holds (plain
+//! echo, nothing owed ahead), it sends the received bytes from that buffer and reports them
+//! with [`Connection::on_passed_through`] instead of [`Connection::on_received`]; they count as
+//! handed out, like [`Connection::take_output`]'s, until [`Connection::on_send_complete`].
+//!
 //! ## Half-close
 //! When the peer shuts down its write side (a read returns 0), the connection stops reading,
 //! finishes sending what it owes, then asks the model to shut down its own write side; after
@@ -196,6 +202,32 @@ impl Connection {
             None => self.service.on_input(data, &mut self.out),
             Some(tls) => tls.on_received(data, &mut self.service, &mut self.out),
         }
+        if self.pending_len() >= self.limits.high_water {
+            self.paused = true;
+        }
+    }
+
+    /// True when the reply to the next input is that input, byte for byte, with nothing owed
+    /// ahead of it: a plaintext echo connection whose output buffer is empty. A completion
+    /// model may then send received bytes from the buffer they arrived in
+    /// ([`Connection::on_passed_through`]) instead of copying them in with
+    /// [`Connection::on_received`].
+    pub fn passes_through(&self) -> bool {
+        self.tls.is_none() && self.service == Service::Echo && self.out.is_empty()
+    }
+
+    /// Completion models: `n` bytes just received (while [`Connection::passes_through`] held)
+    /// go out as they are from the model's own buffer, after any bytes handed out before. They
+    /// count as handed out, like [`Connection::take_output`]'s, until
+    /// [`Connection::on_send_complete`] reports them sent; the read budget and backpressure
+    /// see them as unsent output.
+    pub fn on_passed_through(&mut self, n: usize) {
+        debug_assert!(
+            self.passes_through(),
+            "bytes passed through a connection that transforms them"
+        );
+        debug_assert!(!self.peer_eof, "bytes received after end of stream");
+        self.in_flight += n;
         if self.pending_len() >= self.limits.high_water {
             self.paused = true;
         }
@@ -416,5 +448,59 @@ mod tests {
         let limits = Limits::with_high_water(0);
         let input = pattern(1000);
         assert_eq!(run(ServiceKind::Echo, limits, &input, 10, 10), input);
+    }
+
+    #[test]
+    fn received_bytes_pass_through_only_when_the_reply_is_the_input_with_nothing_ahead() {
+        let limits = Limits {
+            high_water: 100,
+            low_water: 10,
+        };
+        assert!(!Connection::new(ServiceKind::Discard, limits).passes_through());
+        let mut c = Connection::new(ServiceKind::Echo, limits);
+        assert!(c.passes_through());
+        c.on_passed_through(60);
+        assert!(
+            c.passes_through(),
+            "nothing copied in: still nothing owed ahead"
+        );
+        assert!(
+            !c.wants_write(),
+            "passed-through bytes are the model's to send"
+        );
+        assert_eq!(c.pending_len(), 60);
+        assert_eq!(c.read_budget(), 40, "they count against the read budget");
+        c.on_received(&[7; 10]);
+        assert!(
+            !c.passes_through(),
+            "copied bytes are owed: later input must follow them"
+        );
+        let copied = c.take_output(Vec::new());
+        assert_eq!(copied, [7; 10]);
+        assert!(
+            c.passes_through(),
+            "handed out in order: nothing owed ahead any more"
+        );
+        assert_eq!(c.pending_len(), 70);
+    }
+
+    #[test]
+    fn passed_through_bytes_pause_reading_at_high_water_until_sent() {
+        let limits = Limits {
+            high_water: 100,
+            low_water: 10,
+        };
+        let mut c = Connection::new(ServiceKind::Echo, limits);
+        c.on_passed_through(100);
+        assert!(c.is_backpressured());
+        assert_eq!(c.read_budget(), 0);
+        c.on_send_complete(80);
+        assert!(c.is_backpressured(), "20 unsent, above low water");
+        c.on_send_complete(15);
+        assert!(!c.is_backpressured());
+        c.on_peer_eof();
+        assert!(!c.should_shutdown_write(), "5 bytes still to go out");
+        c.on_send_complete(5);
+        assert!(c.should_shutdown_write());
     }
 }

@@ -49,6 +49,10 @@ pub struct Stats {
     /// Completion models on Linux: receives that ended because the provided-buffer ring was
     /// empty (ENOBUFS) and were re-armed once buffers came back.
     pub recv_buffer_exhausted: AtomicU64,
+    /// Completion models on Linux: received bytes echoed straight from the provided buffer
+    /// they arrived in, without a copy (plain echo while half the ring is free; the rest is
+    /// copied into the connection's output).
+    pub bytes_passed_through: AtomicU64,
     /// Bytes of receive buffers handed to the kernel now for specific connections (gauge):
     /// memory an idle connection pins, by model.
     /// - `select`, `async-select`, `event-select` (and epoll, signal-driven I/O on Linux): 0.
@@ -135,6 +139,8 @@ pub struct StatsSnapshot {
     pub ops_in_flight: i64,
     /// See [`Stats::recv_buffer_exhausted`].
     pub recv_buffer_exhausted: u64,
+    /// See [`Stats::bytes_passed_through`].
+    pub bytes_passed_through: u64,
     /// See [`Stats::recv_buffer_bytes_posted`].
     pub recv_buffer_bytes_posted: i64,
     /// See [`Stats::recv_buffer_bytes_posted_peak`].
@@ -243,6 +249,7 @@ impl Stats {
             slow_reader_closed: self.slow_reader_closed.load(Relaxed),
             ops_in_flight: self.ops_in_flight.load(Relaxed),
             recv_buffer_exhausted: self.recv_buffer_exhausted.load(Relaxed),
+            bytes_passed_through: self.bytes_passed_through.load(Relaxed),
             recv_buffer_bytes_posted: self.recv_buffer_bytes_posted.load(Relaxed),
             recv_buffer_bytes_posted_peak: self.recv_buffer_bytes_posted_peak.load(Relaxed),
             notification_overflows: self.notification_overflows.load(Relaxed),

@@ -201,3 +201,72 @@ fn a_served_echo_under_batched_waits_completes_every_message() {
         );
     }
 }
+
+#[test]
+fn echoed_bytes_go_out_from_their_provided_buffer_or_copied_in_order_never_for_discard() {
+    // 64 connections, 4 messages in flight each, a ring of 4 buffers: bytes pass through
+    // while half the ring is free and are copied otherwise, so a connection's output mixes
+    // both; and a connection's next piece often follows another connection's in the ring (it
+    // cannot join the bytes already waiting to go out, so it is copied behind them). Both
+    // ways must give back every byte in order. Discard has nothing to echo.
+    for (model, incremental) in COMPLETION_MODELS
+        .into_iter()
+        .flat_map(|m| [(m, true), (m, false)])
+    {
+        let server = start(ServerConfig {
+            model,
+            workers: Some(1),
+            recv_buffers: RecvBuffers {
+                count: 4,
+                size: 16 * 1024,
+            },
+            recv_incremental: incremental,
+            ..ServerConfig::default()
+        });
+        let report = iomodels_load::run(&LoadConfig {
+            connect: server.addr,
+            conns: 64,
+            size: 3000,
+            depth: 4,
+            duration: Duration::from_secs(30),
+            messages_per_conn: Some(200),
+            threads: 2,
+            ..LoadConfig::default()
+        })
+        .unwrap();
+        let stats = server.stats.clone();
+        server.stop().unwrap();
+        let s = stats.snapshot();
+        let case = format!("{model}, incremental {incremental}");
+        assert!(report.is_clean(), "{case}: {report:?}");
+        assert_eq!(
+            (report.messages, report.mismatches),
+            (64 * 200, 0),
+            "{case}"
+        );
+        assert_eq!(s.bytes_out, 64 * 200 * 3000, "{case}: {s:?}");
+        assert!(
+            s.bytes_passed_through > 0 && s.bytes_passed_through < s.bytes_in,
+            "{case}: both ways were not taken ({} of {} bytes passed through)",
+            s.bytes_passed_through,
+            s.bytes_in
+        );
+        assert_eq!((s.ops_in_flight, s.active), (0, 0), "{case}: {s:?}");
+    }
+    let server = start(ServerConfig {
+        model: Model::CompletionPort,
+        service: iomodels_core::ServiceKind::Discard,
+        ..ServerConfig::default()
+    });
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.write_all(&[7u8; 100_000]).unwrap();
+    drop(c);
+    let stats = server.stats.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.snapshot().bytes_in < 100_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.stop().unwrap();
+    let s = stats.snapshot();
+    assert_eq!((s.bytes_in, s.bytes_passed_through), (100_000, 0), "{s:?}");
+}

@@ -275,6 +275,42 @@ fn busy_client(
     Ok(busy)
 }
 
+/// A peer that never reads: a thread writes `stream` 64 KiB at a time (seeded with `seed`)
+/// until `limit` bytes went in, 30 s passed or its writes were blocked for `blocked_for` in
+/// all (the stream needs a write timeout); it returns what it sent and how long it was
+/// blocked. The flag is set at the first blocked write.
+fn flood(
+    stream: &TcpStream,
+    seed: u64,
+    limit: usize,
+    blocked_for: Duration,
+) -> (thread::JoinHandle<(usize, Duration)>, Arc<AtomicBool>) {
+    let blocked_once = Arc::new(AtomicBool::new(false));
+    let mut f = stream.try_clone().unwrap();
+    f.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let flag = Arc::clone(&blocked_once);
+    let handle = thread::spawn(move || {
+        let chunk = Rng::seeded(seed).bytes(64 * KIB);
+        let (mut sent, mut blocked) = (0usize, Duration::ZERO);
+        let started = Instant::now();
+        while sent < limit && started.elapsed() < Duration::from_secs(30) && blocked < blocked_for {
+            let t = Instant::now();
+            match f.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    blocked += t.elapsed();
+                    flag.store(true, Relaxed);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("a flood's write failed after {sent} bytes: {e}"),
+            }
+        }
+        (sent, blocked)
+    });
+    (handle, blocked_once)
+}
+
 mod cases {
     use super::*;
 
@@ -511,37 +547,7 @@ mod cases {
         let server = v.start(|_| {});
         let idle = idle_ops(&server);
         let flooder = connect(server.addr);
-        flooder
-            .set_write_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let blocked_once = Arc::new(AtomicBool::new(false));
-        let flood = {
-            let mut f = flooder.try_clone().unwrap();
-            let blocked_once = Arc::clone(&blocked_once);
-            thread::spawn(move || {
-                let chunk = Rng::seeded(5).bytes(64 * KIB);
-                let (mut sent, mut blocked) = (0usize, Duration::ZERO);
-                let started = Instant::now();
-                while sent < FLOOD
-                    && started.elapsed() < Duration::from_secs(30)
-                    && blocked < Duration::from_secs(2)
-                {
-                    let t = Instant::now();
-                    match f.write(&chunk) {
-                        Ok(n) => sent += n,
-                        Err(e)
-                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                        {
-                            blocked += t.elapsed();
-                            blocked_once.store(true, Relaxed);
-                        }
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => panic!("the flood's write failed after {sent} bytes: {e}"),
-                    }
-                }
-                (sent, blocked)
-            })
-        };
+        let (flood, blocked_once) = flood(&flooder, 5, FLOOD, Duration::from_secs(2));
         let held = common::eventually(SETTLE, || blocked_once.load(Relaxed));
         assert!(held, "the flooder's writes never blocked: no backpressure");
         let report = clients(server.addr, 5, 50, 4096);
@@ -566,6 +572,38 @@ mod cases {
         assert!(st.pending_bytes <= (high_water + SLACK) as i64, "{st:?}");
         drop(flooder);
         settled(&server, idle, "the flooder released");
+        ping(&mut connect(server.addr), b"still serving");
+        stop_clean(server);
+    }
+
+    /// Many peers that send and never read — 32 of them, twice an io_uring model's 16 provided
+    /// buffers, each writing up to 32 MiB until its writes were blocked for 1 s: each is held
+    /// at its own high-water mark, and together they take no other client's receive buffers
+    /// (an io_uring model holds a provided buffer for bytes it sends as they are, or parks,
+    /// only while half the ring stays free): five other clients are served meanwhile, and
+    /// when the flooders close, nothing is left behind.
+    pub fn many_peers_that_never_read_do_not_starve_the_others(v: Variant) {
+        const FLOODERS: usize = 32;
+        let _process = shared();
+        let server = v.start(|_| {});
+        let idle = idle_ops(&server);
+        let flooders: Vec<TcpStream> = (0..FLOODERS).map(|_| connect(server.addr)).collect();
+        let floods: Vec<_> = flooders
+            .iter()
+            .enumerate()
+            .map(|(i, s)| flood(s, 100 + i as u64, 32 * MIB, Duration::from_secs(1)))
+            .collect();
+        let held = common::eventually(Duration::from_secs(30), || {
+            floods.iter().all(|(_, blocked)| blocked.load(Relaxed))
+        });
+        assert!(held, "not every flooder's writes blocked: no backpressure");
+        let report = clients(server.addr, 5, 50, 4096);
+        assert!(report.is_clean(), "others starved: {report:?}");
+        for (f, _) in floods {
+            f.join().expect("a flooder");
+        }
+        drop(flooders);
+        settled(&server, idle, "the flooders released");
         ping(&mut connect(server.addr), b"still serving");
         stop_clean(server);
     }
@@ -634,6 +672,7 @@ model_suite! {
         resets_before_sending_mid_message_and_mid_reply_lose_only_their_own_connection,
         half_close_with_1_mib_in_flight_gets_exactly_1_mib_back_then_eof,
         a_peer_that_never_reads_is_held_at_the_high_water_mark_while_others_are_served,
+        many_peers_that_never_read_do_not_starve_the_others,
         stop_with_many_busy_connections_returns_and_no_completed_exchange_loses_a_byte,
     ];
     every_model

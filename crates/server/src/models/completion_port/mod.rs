@@ -94,9 +94,12 @@
 //! 5.09 s per million 64-byte echoes with 100 connections, 5.54 against 5.98 with 1,000.
 //!
 //! Sends take the connection's output as an owned buffer (one send in flight per connection,
-//! re-posted for the rest after a short write, freed only at its completion). Backpressure
-//! cancels a connection's multishot recv; bytes already delivered in provided buffers are
-//! parked in order and fed as the output drains, then the recv is re-armed. When the buffer
+//! re-posted for the rest after a short write, freed only at its completion); a plaintext echo
+//! sends the received bytes straight from the provided buffer they arrived in instead, while
+//! half the ring stays free (`bytes_passed_through`; see `models/uring/engine/conn.rs`).
+//! Backpressure cancels a connection's multishot recv; bytes already delivered in provided
+//! buffers are copied out, parked in order and fed as the output drains, then the recv is
+//! re-armed (parking them in their buffers let 32 peers that never read hold the whole ring). When the buffer
 //! ring runs dry, a multishot recv ends with `ENOBUFS`: the connection is re-armed once buffers
 //! come back — the bytes wait in the socket meanwhile, nothing is lost or reordered.
 //!

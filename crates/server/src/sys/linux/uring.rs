@@ -56,6 +56,11 @@ impl Cqe {
     pub fn buffer_more(&self) -> bool {
         cqueue::buffer_more(self.flags)
     }
+
+    /// The socket still held data after this receive (`IORING_CQE_F_SOCK_NONEMPTY`).
+    pub fn sock_nonempty(&self) -> bool {
+        cqueue::sock_nonempty(self.flags)
+    }
 }
 
 /// An io_uring instance; unmapped and closed on drop.
@@ -534,6 +539,20 @@ impl BufRing {
         &self.bufs[start..start + piece.len as usize]
     }
 
+    /// Makes `next` part of `head` when it follows it in the same buffer (the kernel consumed
+    /// them one after the other), so both go out in one send and come back in one release;
+    /// otherwise gives `next` back untouched.
+    pub fn join(&mut self, head: &mut Piece, next: Piece) -> Result<(), Piece> {
+        if next.bid != head.bid || next.off != head.off + head.len {
+            return Err(next);
+        }
+        head.len += next.len;
+        let i = usize::from(next.bid);
+        debug_assert!(self.pieces[i] > 1, "two pieces of one buffer are out");
+        self.pieces[i] -= 1;
+        Ok(())
+    }
+
     /// Gives a piece back: its buffer returns to the kernel once the kernel is done with it
     /// and this was its last piece out.
     pub fn release(&mut self, piece: Piece) {
@@ -732,5 +751,40 @@ mod tests {
         // A buffer named with 0 bytes goes straight back.
         assert!(br.take(&cqe(0, 0, false)).is_none());
         assert_eq!((br.tail, br.available()), (tail.wrapping_add(2), 2));
+    }
+
+    #[test]
+    fn pieces_that_follow_each_other_join_and_come_back_as_one() {
+        let mut br = BufRing::new(0, 2, 100).unwrap();
+        br.incremental = true;
+        for (i, b) in br.bufs[..100].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let tail = br.tail;
+        let mut a = br.take(&cqe(0, 10, true)).unwrap();
+        let b = br.take(&cqe(0, 20, true)).unwrap();
+        let c = br.take(&cqe(1, 5, true)).unwrap();
+        br.join(&mut a, b).unwrap();
+        assert_eq!(
+            br.bytes(&a),
+            &(0..30).collect::<Vec<u8>>()[..],
+            "one run of 30 bytes"
+        );
+        let c = br.join(&mut a, c).unwrap_err();
+        assert_eq!(c.bid(), 1, "another buffer's piece is given back untouched");
+        br.release(c);
+        let d = br.take(&cqe(0, 70, false)).unwrap();
+        let mut gap = br.take(&cqe(1, 5, true)).unwrap();
+        let d = br.join(&mut gap, d).unwrap_err();
+        assert_eq!(d.off, 30, "a piece of another buffer does not join");
+        br.release(gap);
+        br.release(d);
+        assert_eq!(br.tail, tail, "the joined piece is still out");
+        br.release(a);
+        assert_eq!(
+            br.tail,
+            tail.wrapping_add(1),
+            "one release of the joined piece recycles buffer 0"
+        );
     }
 }

@@ -1,26 +1,41 @@
 //! One connection's I/O: a receive kept posted while backpressure allows (single-shot or
 //! multishot, the buffer picked from the provided-buffer ring at completion), one send at a
-//! time from the connection's output, parked provided buffers, half-close and close. Closing cancels the
+//! time from the connection's output, parked bytes, half-close and close. Closing cancels the
 //! connection's operations; it is dropped when the last one has completed, and a direct
 //! descriptor's slot is then closed with `IORING_OP_CLOSE`.
 //!
 //! What a receive delivers into the provided-buffer ring is a `Piece` (`BufRing::take`): a
 //! whole buffer, or, with an incrementally consumed ring, part of one that other connections'
-//! receives share. A piece the connection cannot take yet (backpressure) is parked; every
+//! receives share. Bytes the connection cannot take yet (backpressure: a multishot receive
+//! delivers until its cancel lands) are copied out and parked in the connection's own memory,
+//! so that no buffer waits on a peer that does not read (32 such peers used to hold all 16
+//! buffers of the ring and starve every other connection); every
 //! piece is released (`BufRing::release`) once consumed, and the ring recycles a buffer when
 //! its last piece is back and the kernel is done with it.
+//!
+//! A plaintext echo connection sends what it received straight from the provided buffer it
+//! arrived in (`UConn::passing`: the book's "overlapped I/O copies straight into posted
+//! buffers", with no copy out of them either): the bytes go out from the ring, and the piece
+//! is released when the send is done. Only while nothing copied is owed ahead of them
+//! (`Connection::passes_through`), and only while the ring keeps half its buffers free after
+//! the piece's buffer is held (a peer that never reads holds its piece: a handful of such
+//! peers must not take every buffer from the others); otherwise the bytes are copied into the
+//! session's output as for every other service.
 
-use super::{Done, Engine, Kind, Recv, NO_CONN, POOL_BUF_MAX, POOL_MAX};
+use super::{Done, Engine, Kind, Outgoing, Recv, NO_CONN, POOL_BUF_MAX, POOL_MAX};
 use crate::session::{Session, SessionSocket};
-use crate::sys::uring::{opcode, Fd, Piece};
+use crate::sys::uring::{opcode, BufRing, Fd, Piece};
 use io_uring::squeue::{Entry, Flags};
 use io_uring::types::Fixed;
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
+
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19), in a receive's `ioprio`: arm the poll before
+/// trying.
+const POLL_FIRST: u16 = 1;
 
 /// A connection's socket: an ordinary descriptor, or a direct descriptor — a slot in the
 /// ring's fixed-file table, in no descriptor table of the process. Dropping an ordinary one
@@ -87,9 +102,9 @@ impl fmt::Display for Target {
     }
 }
 
-/// Received bytes in a provided buffer that a connection could not take yet (backpressure):
-/// the piece's bytes from `off` on still wait, in order, ahead of anything received later.
-pub(super) struct Parked {
+/// Received bytes going out as they are from their provided buffer: the piece's bytes from
+/// `off` on are still to be sent.
+pub(super) struct Passing {
     pub(super) piece: Piece,
     pub(super) off: usize,
 }
@@ -118,7 +133,45 @@ pub(super) struct UConn {
     pub(super) starved: bool,
     /// In the engine's list of connections to move on after this batch of completions.
     pub(super) deferred: bool,
-    pub(super) parked: VecDeque<Parked>,
+    /// Received bytes the connection could not take yet (backpressure), copied out of their
+    /// provided buffer; fed to the session in order, ahead of anything received later.
+    pub(super) parked: Vec<u8>,
+    /// Received bytes going out as they are, from the provided buffer they arrived in: the
+    /// piece's bytes from `off` on are still to be sent, ahead of the session's output.
+    pub(super) passing: Option<Passing>,
+    /// The last receive left the socket empty (no `IORING_CQE_F_SOCK_NONEMPTY`): the next
+    /// single-shot receive waits for data before trying (`IORING_RECVSEND_POLL_FIRST`) rather
+    /// than failing once with `EAGAIN` first — in a ping-pong, the next request comes only
+    /// after our reply.
+    pub(super) drained: bool,
+}
+
+/// Hands received bytes to connection `u`: as they are, when they may go out from their
+/// provided buffer (see the module doc), joined to bytes already waiting there when they
+/// follow them in the same buffer; otherwise copied into the session and the piece released.
+/// Says whether they pass through.
+fn take_input(bufs: &mut BufRing, u: &mut UConn, piece: Piece) -> bool {
+    let len = piece.len();
+    let piece = if !u.s.conn.passes_through() {
+        piece
+    } else if let Some(p) = &mut u.passing {
+        match bufs.join(&mut p.piece, piece) {
+            Ok(()) => {
+                u.s.conn.on_passed_through(len);
+                return true;
+            }
+            Err(piece) => piece,
+        }
+    } else if 2 * bufs.available().saturating_sub(1) >= usize::from(bufs.count()) {
+        u.passing = Some(Passing { piece, off: 0 });
+        u.s.conn.on_passed_through(len);
+        return true;
+    } else {
+        piece
+    };
+    u.s.conn.on_received(bufs.bytes(&piece));
+    bufs.release(piece);
+    false
 }
 
 impl Engine<'_> {
@@ -141,10 +194,12 @@ impl Engine<'_> {
             Recv::Single => {
                 // At most the read budget: the kernel fills that much of the buffer it picks.
                 let len = u.s.conn.read_budget().min(bufs.size()) as u32;
+                let poll_first = if u.drained { POLL_FIRST } else { 0 };
                 self.post(c, Kind::Recv, |_| {
                     target.sqe(|fd| {
                         opcode::Recv::new(fd, std::ptr::null_mut(), len)
                             .buf_group(group)
+                            .ioprio(poll_first)
                             .build()
                             .flags(Flags::BUFFER_SELECT)
                     })
@@ -164,9 +219,17 @@ impl Engine<'_> {
         }
     }
 
+    /// Sends what the connection owes, one send at a time: received bytes going out as they
+    /// are first, then the session's output.
     pub(super) fn try_send(&mut self, c: usize) {
         let u = &mut self.conns[c];
-        if self.stopping || u.closing || u.send_op.is_some() || !u.s.conn.wants_write() {
+        if self.stopping || u.closing || u.send_op.is_some() {
+            return;
+        }
+        if u.passing.is_some() {
+            return self.post_passed(c);
+        }
+        if !u.s.conn.wants_write() {
             return;
         }
         let spare = self.send_pool.pop().unwrap_or_default();
@@ -175,12 +238,27 @@ impl Engine<'_> {
     }
 
     pub(super) fn post_send(&mut self, c: usize, buf: Vec<u8>, off: usize) {
-        let target = self.conns[c].target;
         let rest = &buf[off..];
-        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
-        match self.post(c, Kind::Send { buf, off }, |_| {
+        let (ptr, len) = (rest.as_ptr(), rest.len());
+        self.post_send_op(c, Outgoing::Owned { buf, off }, ptr, len);
+    }
+
+    /// Sends the rest of the connection's passing bytes from their provided buffer.
+    fn post_passed(&mut self, c: usize) {
+        let bufs = self.ring.bufs().expect("passing bytes come from the ring");
+        let p = self.conns[c].passing.as_ref().expect("bytes to pass");
+        let rest = &bufs.bytes(&p.piece)[p.off..];
+        let (ptr, len) = (rest.as_ptr(), rest.len());
+        self.post_send_op(c, Outgoing::Passed, ptr, len);
+    }
+
+    /// Posts a send of `len` bytes at `ptr`, memory that `what` keeps alive until it completes:
+    /// the record's own buffer, or the ring's buffer the connection's passing piece holds.
+    fn post_send_op(&mut self, c: usize, what: Outgoing, ptr: *const u8, len: usize) {
+        let target = self.conns[c].target;
+        match self.post(c, Kind::Send(what), |_| {
             target.sqe(|fd| {
-                opcode::Send::new(fd, ptr, len)
+                opcode::Send::new(fd, ptr, len as u32)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
             })
@@ -210,7 +288,9 @@ impl Engine<'_> {
             eof_seen: false,
             starved: false,
             deferred: false,
-            parked: VecDeque::new(),
+            parked: Vec::new(),
+            passing: None,
+            drained: false,
         });
         if let (Target::Slot(slot), Some(_)) = (target, &self.ctx.tls) {
             self.look_up_peer(c, slot);
@@ -276,13 +356,18 @@ impl Engine<'_> {
             if u.closing {
                 bufs.release(piece); // the connection is going: its bytes have nowhere to go
             } else if u.parked.is_empty() && len <= u.s.conn.read_budget() {
-                u.s.conn.on_received(bufs.bytes(&piece));
+                if take_input(bufs, u, piece) {
+                    self.ctx
+                        .stats
+                        .bytes_passed_through
+                        .fetch_add(len as u64, Relaxed);
+                }
                 u.s.publish(len as u64, 0);
-                bufs.release(piece);
             } else {
-                // Backpressure: keep the bytes in their buffer, in order, until the connection
-                // can take them; the buffer stays out of the ring meanwhile.
-                u.parked.push_back(Parked { piece, off: 0 });
+                // Backpressure: keep the bytes, in order, until the connection can take them;
+                // not in their buffer, which a peer that never reads would hold for good.
+                u.parked.extend_from_slice(bufs.bytes(&piece));
+                bufs.release(piece);
             }
         } else if cqe.result == -libc::ENOBUFS {
             self.ctx.stats.recv_buffer_exhausted.fetch_add(1, Relaxed);
@@ -293,8 +378,9 @@ impl Engine<'_> {
         } else if cqe.result < 0 && cqe.result != -libc::ECANCELED {
             error = Some(io::Error::from_raw_os_error(-cqe.result));
         }
+        let u = &mut self.conns[c];
+        u.drained = cqe.result >= 0 && !cqe.sock_nonempty();
         if !cqe.more() {
-            let u = &mut self.conns[c];
             u.recv_op = None;
             u.recv_cancelled = false;
         }
@@ -308,7 +394,7 @@ impl Engine<'_> {
     /// A send completed: report the bytes, send the rest of a short write, or recycle the
     /// buffer.
     pub fn send_done(&mut self, done: Done) {
-        let Kind::Send { buf, off } = done.kind else {
+        let Kind::Send(what) = done.kind else {
             unreachable!()
         };
         let c = done.conn;
@@ -319,11 +405,26 @@ impl Engine<'_> {
             let n = res as usize;
             u.s.conn.on_send_complete(n);
             u.s.publish(0, n as u64);
-            if off + n < buf.len() && !u.closing {
+            match what {
                 // A short write: the rest goes first, from the same buffer.
-                self.post_send(c, buf, off + n);
-            } else if buf.capacity() <= POOL_BUF_MAX && self.send_pool.len() < POOL_MAX {
-                self.send_pool.push(buf);
+                Outgoing::Owned { buf, off } if off + n < buf.len() && !u.closing => {
+                    self.post_send(c, buf, off + n)
+                }
+                Outgoing::Owned { buf, .. } => {
+                    if buf.capacity() <= POOL_BUF_MAX && self.send_pool.len() < POOL_MAX {
+                        self.send_pool.push(buf);
+                    }
+                }
+                Outgoing::Passed => {
+                    let p = u.passing.as_mut().expect("a passed send has its bytes");
+                    p.off += n;
+                    if p.off == p.piece.len() {
+                        if let (Some(p), Some(bufs)) = (u.passing.take(), self.ring.bufs_mut()) {
+                            bufs.release(p.piece);
+                        }
+                    }
+                    // The rest of a short write, or bytes joined meanwhile, go from advance.
+                }
             }
         } else if !(u.closing && res == -libc::ECANCELED) {
             self.fail(c, &io::Error::from_raw_os_error(-res.max(1)));
@@ -410,33 +511,26 @@ impl Engine<'_> {
         self.deferred = deferred;
     }
 
-    /// Hands parked bytes to the connection as far as its read budget allows, in order,
-    /// returning each buffer to the ring once empty; applies a waiting end of stream.
+    /// Hands parked bytes to the connection as far as its read budget allows, in order;
+    /// applies a waiting end of stream.
     pub(super) fn feed_parked(&mut self, c: usize) {
         let Some(u) = self.conns.get_mut(c) else {
             return;
         };
-        while let Some(p) = u.parked.front_mut() {
-            let budget = u.s.conn.read_budget();
-            if budget == 0 || u.closing {
+        let mut fed = 0;
+        while fed < u.parked.len() && !u.closing {
+            let n = u.s.conn.read_budget().min(u.parked.len() - fed);
+            if n == 0 {
                 break;
             }
-            let bufs = self
-                .ring
-                .bufs_mut()
-                .expect("parked buffers come from the ring");
-            let n = budget.min(p.piece.len() - p.off);
-            u.s.conn
-                .on_received(&bufs.bytes(&p.piece)[p.off..p.off + n]);
+            u.s.conn.on_received(&u.parked[fed..fed + n]);
             u.s.publish(n as u64, 0);
-            p.off += n;
-            if p.off == p.piece.len() {
-                if let Some(p) = u.parked.pop_front() {
-                    bufs.release(p.piece);
-                }
-            }
+            fed += n;
         }
-        let u = &mut self.conns[c];
+        u.parked.drain(..fed);
+        if u.parked.is_empty() && u.parked.capacity() > POOL_BUF_MAX {
+            u.parked = Vec::new(); // a burst's worth, not kept for the connection's life
+        }
         if u.eof_seen && u.parked.is_empty() && !u.s.conn.peer_eof() {
             u.s.conn.on_peer_eof();
         }
@@ -466,7 +560,7 @@ impl Engine<'_> {
         }
     }
 
-    /// Starts closing: cancels the connection's operations and returns its parked buffers;
+    /// Starts closing: cancels the connection's operations and drops its parked bytes;
     /// the connection (and its socket) is dropped when its last operation has completed.
     pub(super) fn begin_close(&mut self, c: usize) {
         let u = &mut self.conns[c];
@@ -475,11 +569,7 @@ impl Engine<'_> {
             let recv = u.recv_op.filter(|_| !u.recv_cancelled);
             let send = u.send_op;
             u.recv_cancelled = true;
-            if let Some(bufs) = self.ring.bufs_mut() {
-                for p in u.parked.drain(..) {
-                    bufs.release(p.piece);
-                }
-            }
+            u.parked = Vec::new();
             if !self.stopping {
                 for ud in [recv, send].into_iter().flatten() {
                     self.cancel(ud);
@@ -530,7 +620,10 @@ impl Engine<'_> {
         let u = &self.conns[c];
         if u.closing && u.recv_op.is_none() && u.send_op.is_none() && u.slot_ops == 0 {
             // Closes an ordinary socket; Session settles the gauges.
-            let u = self.conns.remove(c);
+            let mut u = self.conns.remove(c);
+            if let (Some(p), Some(bufs)) = (u.passing.take(), self.ring.bufs_mut()) {
+                bufs.release(p.piece); // no send reads it any more
+            }
             let slot = match u.s.stream {
                 Sock::Direct(slot) => Some(slot),
                 Sock::Ordinary(_) => None,

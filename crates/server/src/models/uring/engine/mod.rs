@@ -7,7 +7,7 @@
 //! - `accept.rs`: accepts within the connection cap (and the fixed-file table), the EMFILE
 //!   back-off, accept hand-off between workers, and accepting for a worker whose table is full;
 //! - `conn.rs`: one connection's I/O: receives (single-shot or multishot, both into provided
-//!   buffers), sends, backpressure and parked buffers, half-close and close;
+//!   buffers), sends, backpressure and parked bytes, half-close and close;
 //! - `udp.rs`: UDP datagram records.
 //!
 //! **Direct descriptors** (`completion-port` where the kernel has them, see its module doc): a
@@ -145,11 +145,8 @@ pub(crate) enum Kind {
     Recv,
     /// A multishot receive from the provided-buffer ring.
     RecvMulti,
-    /// A send of `buf[off..]`.
-    Send {
-        buf: Vec<u8>,
-        off: usize,
-    },
+    /// A send of a connection's output.
+    Send(Outgoing),
     /// A UDP receive (`IORING_OP_RECVMSG`) into the record's buffer and address.
     UdpRecv(Box<Datagram>),
     /// A UDP send (`IORING_OP_SENDMSG`) of the datagram received, back to its sender.
@@ -183,6 +180,16 @@ pub(crate) enum Kind {
     /// A TLS connection's last `close_notify`, sent as the server stops (no connection left to
     /// tell).
     Goodbye(Vec<u8>),
+}
+
+/// What a send sends.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// `buf[off..]`: output the session produced, moved out of it.
+    Owned { buf: Vec<u8>, off: usize },
+    /// The connection's received bytes going out as they are, from the provided buffer they
+    /// arrived in ([`conn::UConn::passing`]).
+    Passed,
 }
 
 impl Kind {
@@ -621,7 +628,7 @@ impl<'a> Engine<'a> {
             Some(Kind::UdpRecv(_)) => "recvmsg",
             Some(Kind::UdpSend(_)) => "sendmsg",
             Some(Kind::Recv | Kind::RecvMulti) => "recv",
-            Some(Kind::Send { .. }) => "send",
+            Some(Kind::Send(_)) => "send",
             Some(Kind::Wake) => "wake",
             Some(Kind::Cancel) => "cancel",
             Some(Kind::Handoff(_) | Kind::HandoffSlot(..) | Kind::HandoffTell) => "hand-off",
@@ -649,7 +656,7 @@ impl<'a> Engine<'a> {
         match done.kind {
             Kind::Accept => self.accept_done(done),
             Kind::Recv | Kind::RecvMulti => self.recv_done(done),
-            Kind::Send { .. } => self.send_done(done),
+            Kind::Send(_) => self.send_done(done),
             Kind::UdpRecv(_) => self.udp_recv_done(done),
             Kind::UdpSend(_) => self.udp_send_done(done),
             Kind::Wake => self.wake_done(done),
@@ -681,7 +688,7 @@ impl<'a> Engine<'a> {
         let routine = self.cfg.routines.and_then(|r| match kind {
             Kind::Accept => Some(r.accept),
             Kind::Recv => Some(r.recv),
-            Kind::Send { .. } => Some(r.send),
+            Kind::Send(_) => Some(r.send),
             Kind::UdpRecv(_) => Some(r.udp_recv),
             Kind::UdpSend(_) => Some(r.udp_send),
             _ => None,
