@@ -119,6 +119,13 @@ struct ServeArgs {
     /// without it, off with one log line) — or one whole buffer per receive (off). Linux only
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     recv_incremental: bool,
+    /// A plaintext echo sends the bytes it received straight from the provided buffer they
+    /// arrived in, with no copy (on), while half the buffer ring stays free (a peer that never
+    /// reads holds its buffer until it does); or copies them into the connection's output
+    /// first, as the other services and TLS always do (off). Counted in bytes_passed_through.
+    /// Linux only
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pass_through: bool,
     /// The io_uring models (completion-port, overlapped-event, overlapped-routine on Linux):
     /// wait for several completions at once, holding the first at most DURATION (io_uring's
     /// min-wait, Linux 6.12+; without it, off with one log line). Fewer wake-ups per message
@@ -394,6 +401,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         accept_mode: args.accept,
         recv_buffers: args.recv_buffers,
         recv_incremental: args.recv_incremental,
+        pass_through: args.pass_through,
         batch_wait: Some(args.batch_wait),
         trace: args.trace,
         tls: tls.as_ref().map(|(config, _)| config.clone()),

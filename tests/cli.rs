@@ -530,6 +530,7 @@ fn a_bad_batch_wait_or_recv_incremental_is_one_line() {
             &["--recv-incremental", "maybe"][..],
             &["neither on nor off"][..],
         ),
+        (&["--pass-through", "yes"][..], &["neither on nor off"][..]),
     ] {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
@@ -545,6 +546,7 @@ fn serve_help_names_the_batch_wait_and_its_default() {
         "--batch-wait <DURATION>",
         "min-wait",
         "--recv-incremental <on|off>",
+        "--pass-through <on|off>",
     ] {
         assert!(
             help.contains(needle),

@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// the next one goes on after it. On by default; without kernel support, off with one
     /// log line.
     pub recv_incremental: bool,
+    /// A plaintext echo on the io_uring models sends received bytes straight from their
+    /// provided buffer, while half the ring stays free (`--pass-through`, on by default);
+    /// off: copied into the connection's output first.
+    pub pass_through: bool,
     /// How the `completion-port` workers get their connections.
     pub accept_mode: AcceptMode,
     /// The io_uring models (`completion-port`, `overlapped-event`, `overlapped-routine` on
@@ -286,6 +290,7 @@ impl Default for ServerConfig {
             workers: None,
             recv_buffers: RecvBuffers::default(),
             recv_incremental: true,
+            pass_through: true,
             accept_mode: AcceptMode::default(),
             batch_wait: Some(DEFAULT_BATCH_WAIT).filter(|w| !w.is_zero()),
             trace: false,
@@ -358,6 +363,7 @@ pub(crate) struct Ctx {
     pub workers: usize,
     pub recv_buffers: RecvBuffers,
     pub recv_incremental: bool,
+    pub pass_through: bool,
     pub accept_mode: AcceptMode,
     /// [`ServerConfig::batch_wait`], checked; `None`: off.
     pub batch_wait: Option<Duration>,
@@ -451,6 +457,7 @@ impl Server {
                 workers,
                 recv_buffers: config.recv_buffers,
                 recv_incremental: config.recv_incremental,
+                pass_through: config.pass_through,
                 accept_mode: config.accept_mode,
                 batch_wait: config.batch_wait.filter(|w| !w.is_zero()),
                 trace: trace::Trace::new(config.model.name(), config.trace),

@@ -115,10 +115,13 @@ pub(crate) use op::{post_recv, post_send, CompletionRoutine, InFlight, Posted};
 /// each connection posts its own [`RECV_SIZE`] receive buffer) and `--batch-wait` (io_uring's
 /// min-wait; a completion port hands out whatever packets are queued).
 pub(crate) fn warn_if_uring_flags_set(ctx: &crate::Ctx) {
-    if ctx.recv_buffers != crate::RecvBuffers::default() || !ctx.recv_incremental {
+    if ctx.recv_buffers != crate::RecvBuffers::default()
+        || !ctx.recv_incremental
+        || !ctx.pass_through
+    {
         log::warn!(
-            "--recv-buffers and --recv-incremental are Linux-only (a provided-buffer ring): each \
-             connection posts its own {} KiB receive buffer here",
+            "--recv-buffers, --recv-incremental and --pass-through are Linux-only (a \
+             provided-buffer ring): each connection posts its own {} KiB receive buffer here",
             RECV_SIZE / 1024
         );
     }

@@ -146,13 +146,13 @@ pub(super) struct UConn {
     pub(super) drained: bool,
 }
 
-/// Hands received bytes to connection `u`: as they are, when they may go out from their
+/// Hands received bytes to connection `u`: as they are, when they may (`--pass-through`) go out from their
 /// provided buffer (see the module doc), joined to bytes already waiting there when they
 /// follow them in the same buffer; otherwise copied into the session and the piece released.
 /// Says whether they pass through.
-fn take_input(bufs: &mut BufRing, u: &mut UConn, piece: Piece) -> bool {
+fn take_input(bufs: &mut BufRing, u: &mut UConn, piece: Piece, pass_through: bool) -> bool {
     let len = piece.len();
-    let piece = if !u.s.conn.passes_through() {
+    let piece = if !pass_through || !u.s.conn.passes_through() {
         piece
     } else if let Some(p) = &mut u.passing {
         match bufs.join(&mut p.piece, piece) {
@@ -356,7 +356,7 @@ impl Engine<'_> {
             if u.closing {
                 bufs.release(piece); // the connection is going: its bytes have nowhere to go
             } else if u.parked.is_empty() && len <= u.s.conn.read_budget() {
-                if take_input(bufs, u, piece) {
+                if take_input(bufs, u, piece, self.ctx.pass_through) {
                     self.ctx
                         .stats
                         .bytes_passed_through
