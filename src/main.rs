@@ -45,9 +45,11 @@ enum Command {
     /// Serve echo (RFC 862) or discard (RFC 863) over TCP, TLS or UDP (--udp) with one I/O model
     ///
     /// Prints one line when ready. SIGINT or SIGTERM stops accepting, lets open connections
-    /// finish for --drain-timeout, and exits 0; SIGUSR1 prints the server's counters
-    /// (connections, bytes, wake-ups, system calls, ...) as one JSON line on stdout. On
-    /// Windows, Ctrl-C stops it the same way and Ctrl-Break prints the counters.
+    /// finish for --drain-timeout, and exits 0; a second one during that drain stops at once
+    /// (exit 128 + the signal). SIGUSR1 prints the server's counters (connections, bytes,
+    /// wake-ups, system calls, ...) as one JSON line on stdout; a closed or full stdout costs
+    /// only the line. On Windows, Ctrl-C stops it the same way (twice: at once) and
+    /// Ctrl-Break prints the counters.
     Serve(ServeArgs),
     /// List the I/O models: the mechanism on this OS, and whether it is available
     Models,
@@ -87,15 +89,15 @@ struct ServeArgs {
     #[arg(long, value_name = "SERVICE", default_value = "echo", value_parser = parse_service)]
     service: ServiceKind,
     /// Unsent bytes per connection above which the server stops reading from it (backpressure;
-    /// reading resumes below a quarter of it). Units: B, KiB, MiB, KB, MB
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    /// reading resumes below a quarter of it). At least 1 KiB. Units: B, KiB, MiB, KB, MB
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_pending)]
     max_pending: usize,
     /// On SIGINT/SIGTERM, how long open connections may go on before they are closed
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     drain_timeout: Duration,
     /// Worker threads of the completion-port model (Linux: a ring each; Windows: all on one
-    /// completion port) [default: one per CPU]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// completion port), at most 256; more than 8 per CPU is warned about [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     workers: Option<u32>,
     /// How completion-port workers get connections: reuseport (a listener each, the kernel
     /// spreads them) or handoff (one acceptor passes sockets round-robin). Linux only: on
@@ -252,6 +254,18 @@ struct LoadArgs {
 }
 
 /// A pacing interval: a duration above 0.
+/// `--max-pending`: at least 1 KiB (0 used to be taken, and a 1 MB echo then took some two
+/// million system calls, a byte or two at a time).
+fn parse_max_pending(s: &str) -> Result<usize, String> {
+    match parse_bytes(s)? {
+        n if n < 1024 => Err(format!(
+            "'{s}' is too small a backpressure mark: at least 1KiB (a connection would move a \
+             few bytes per system call)"
+        )),
+        n => Ok(n),
+    }
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => Err(format!("'{s}' is no interval: give a duration above 0")),
@@ -415,6 +429,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         write_timeout: args.write_timeout.0,
         direct_descriptors: args.direct_descriptors,
     };
+    if let (Some(n), Ok(cpus)) = (args.workers, std::thread::available_parallelism()) {
+        if n as usize > 8 * cpus.get() {
+            log::warn!(
+                "--workers {n} on {cpus} CPUs: {n} threads and rings; more than 8 per CPU adds \
+                 no speed (only fixed-file tables, for completion-port past the descriptor limit)"
+            );
+        }
+    }
     // Raised before bind, since the default --max-conns comes from it; said after bind, so a
     // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)
     let nofile = iomodels_server::sys::raise_nofile_limit();
@@ -443,13 +465,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     let max_conns = server.max_conns();
     watch_signals(
         move |sig| {
-            log::info!("{sig}: no longer accepting; open connections may finish for {drain:?}");
+            log::info!(
+                "{sig}: no longer accepting; open connections may finish for {drain:?} \
+                 (the same signal again stops at once)"
+            );
             shutdown.trigger();
         },
         move || {
             // `bench` reads the counters this way, before and after each run.
-            println!("{}", stats_json(&live.snapshot(), max_conns));
-            let _ = std::io::stdout().flush();
+            say(&stats_json(&live.snapshot(), max_conns), "the counters");
         },
     )?;
 
@@ -464,14 +488,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         true => ", direct descriptors",
         false => "",
     };
-    println!(
-        "listening on {} (model {}: {}{direct}, service {}{transport})",
-        server.local_addr(),
-        model,
-        model.mechanism(),
-        config.service,
+    say(
+        &format!(
+            "listening on {} (model {}: {}{direct}, service {}{transport})",
+            server.local_addr(),
+            model,
+            model.mechanism(),
+            config.service,
+        ),
+        "the ready line",
     );
-    std::io::stdout().flush()?;
     server.run()?;
     let s = stats.snapshot();
     log::info!(
@@ -497,8 +523,40 @@ fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Calls `stop` (once) on SIGINT or SIGTERM and `stats` on every SIGUSR1, from a thread of
-/// its own.
+/// Writes `line` on stdout, never panicking and never failing the server: a closed or full
+/// stdout (its reader gone, `/dev/full`) costs the line, said on stderr at most once a second.
+/// `what` names the line for that message.
+fn say(line: &str, what: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+            *last = Some(std::time::Instant::now());
+            log::warn!("cannot print {what} on stdout: {e}");
+        }
+    }
+}
+
+/// Runs `stats` on a thread of its own for each request, coalescing requests made while it
+/// runs: printing may block on a full stdout, and whoever asks (the signal thread) must not.
+fn stats_printer(stats: impl Fn() + Send + 'static) -> Result<std::sync::mpsc::SyncSender<()>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("counters".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                stats();
+            }
+        })
+        .context("cannot start the counters thread")?;
+    Ok(tx)
+}
+
+/// Calls `stop` on SIGINT or SIGTERM, and `stats` (on a thread of its own, so that a stdout
+/// nobody reads cannot hold signals up) on every SIGUSR1, from a thread of its own. A second
+/// SIGINT or SIGTERM while the first one's drain goes on exits at once (128 + the signal's
+/// number), as most daemons do.
 #[cfg(unix)]
 fn watch_signals(
     stop: impl FnOnce(&str) + Send + 'static,
@@ -507,24 +565,38 @@ fn watch_signals(
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
         .context("cannot install signal handlers")?;
+    let print = stats_printer(stats)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            let mut stop = Some(stop);
             for sig in signals.forever() {
                 if sig == SIGUSR1 {
-                    stats();
+                    // Full: a print is pending already, which will show the latest counters.
+                    let _ = print.try_send(());
                     continue;
                 }
-                stop(if sig == SIGINT { "SIGINT" } else { "SIGTERM" });
-                break;
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                match stop.take() {
+                    Some(stop) => stop(name),
+                    None => stop_now(name, 128 + sig),
+                }
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
 }
 
-/// Windows: Ctrl-C (Wine turns a SIGINT into it) or the console closing calls `stop` once;
-/// Ctrl-Break, which has no Unix twin, prints the counters as SIGUSR1 does on Unix.
+/// A second stop signal during the drain: the connections still open are cut (the process
+/// exits; the kernel resets them), with `code`.
+fn stop_now(what: &str, code: i32) -> ! {
+    log::warn!("{what} again during the drain: stopping now, open connections are cut");
+    std::process::exit(code)
+}
+
+/// Windows: Ctrl-C (Wine turns a SIGINT into it) or the console closing calls `stop` once, and
+/// exits at once the second time; Ctrl-Break, which has no Unix twin, prints the counters as
+/// SIGUSR1 does on Unix.
 #[cfg(windows)]
 fn watch_signals(
     stop: impl FnOnce(&str) + Send + 'static,
@@ -532,16 +604,21 @@ fn watch_signals(
 ) -> Result<()> {
     use iomodels_server::sys::CtrlEvent;
     let stop = std::sync::Mutex::new(Some(stop));
+    let print = stats_printer(stats)?;
     iomodels_server::sys::on_console_ctrl(move |event| match event {
-        CtrlEvent::Break => stats(),
+        CtrlEvent::Break => {
+            let _ = print.try_send(());
+        }
         CtrlEvent::CtrlC | CtrlEvent::Close => {
             let once = stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(stop) = once {
-                stop(if event == CtrlEvent::CtrlC {
-                    "Ctrl-C"
-                } else {
-                    "console closing"
-                });
+            let what = if event == CtrlEvent::CtrlC {
+                "Ctrl-C"
+            } else {
+                "console closing"
+            };
+            match once {
+                Some(stop) => stop(what),
+                None => stop_now(what, 130),
             }
         }
     })

@@ -47,8 +47,27 @@ pub struct ServeTlsArgs {
     pub tls_client_ca: Option<PathBuf>,
 }
 
+/// The largest certificate, key or CA file read: 4 MiB (a system's whole CA bundle is ~0.2 MiB).
+/// `--tls-client-ca /dev/zero` used to grow the process to 2 GB before it listened.
+const MAX_PEM_FILE: u64 = 4 << 20;
+
 fn read(path: &Path, flag: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{flag} {}: cannot read it", path.display()))
+    use std::io::Read;
+    let cannot = || format!("{flag} {}: cannot read it", path.display());
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .with_context(cannot)?
+        .take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        anyhow::bail!(
+            "{flag} {}: larger than {} MiB, not a PEM file",
+            path.display(),
+            MAX_PEM_FILE >> 20
+        );
+    }
+    Ok(bytes)
 }
 
 /// The server configuration the options ask for (`None`: plain TCP), and lines to print about

@@ -714,17 +714,20 @@ fn model_bound(p: &Participant, cap: Option<usize>, nofile: usize, workers: usiz
     };
     let Participant::Model(m) = p else {
         return Bound {
-            conns: nofile.saturating_sub(iomodels_server::RESERVED_DESCRIPTORS),
+            conns: nofile.saturating_sub(iomodels_server::reserved_descriptors(nofile)),
             why: format!(
                 "descriptors: a descriptor per connection (RLIMIT_NOFILE {})",
                 table::thousands(nofile as u64)
             ),
         };
     };
-    let cap = cap.unwrap_or_else(|| nofile.saturating_sub(iomodels_server::RESERVED_DESCRIPTORS));
+    let cap =
+        cap.unwrap_or_else(|| nofile.saturating_sub(iomodels_server::reserved_descriptors(nofile)));
     match m {
-        Model::Select if FD_SETSIZE < cap => Bound {
-            conns: FD_SETSIZE,
+        // The server's own cap (960 by default: FD_SETSIZE less its own descriptors), or
+        // FD_SETSIZE for an older server that reported the descriptor limit's.
+        Model::Select if cap + iomodels_server::RESERVED_DESCRIPTORS >= FD_SETSIZE => Bound {
+            conns: cap.min(FD_SETSIZE),
             why: "FD_SETSIZE: select(2) cannot wait on descriptors >= 1024".into(),
         },
         Model::Blocking if iomodels_server::models::blocking::max_threads() < cap => {
@@ -832,7 +835,7 @@ fn ramp_bound(plan: &Plan, cap: Option<usize>, nofile: usize, workers: usize) ->
         },
         // The reference has no cap of its own: a descriptor per connection.
         None => Bound {
-            conns: nofile.saturating_sub(iomodels_server::RESERVED_DESCRIPTORS),
+            conns: nofile.saturating_sub(iomodels_server::reserved_descriptors(nofile)),
             why: "the server's descriptor limit (RLIMIT_NOFILE less 64)".into(),
         },
     });
@@ -1409,6 +1412,9 @@ mod tests {
         assert!(b.why.contains("RLIMIT_NOFILE 20,000 less 64"), "{}", b.why);
         let b = model_bound(&Participant::Model(Model::Select), Some(19_936), 20_000, 1);
         assert_eq!(b.conns, FD_SETSIZE);
+        assert!(b.why.starts_with("FD_SETSIZE"), "{}", b.why);
+        let b = model_bound(&Participant::Model(Model::Select), Some(960), 20_000, 1);
+        assert_eq!(b.conns, 960);
         assert!(b.why.starts_with("FD_SETSIZE"), "{}", b.why);
         // A cap past the process's descriptor limit: fixed-file tables.
         let cp = Participant::Model(Model::CompletionPort);

@@ -35,7 +35,12 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{s}' is too large a byte count"))
 }
 
-/// Parses a duration: plain seconds (`10`, `2.5`) or with a unit: `ms`, `s`, `m`, `h`.
+/// The longest duration any flag takes: 30 days. Longer ones are typos or tests of the parser
+/// (`--drain-timeout 9223372036854775807s` used to overflow the deadline and panic).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Parses a duration: plain seconds (`10`, `2.5`) or with a unit: `ms`, `s`, `m`, `h`; at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -57,7 +62,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ))
         }
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a valid duration"))
+    let d =
+        Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a valid duration"))?;
+    if d > MAX_DURATION {
+        return Err(format!("'{s}' is too long: at most 30 days"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

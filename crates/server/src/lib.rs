@@ -24,7 +24,9 @@ pub mod sys;
 mod trace;
 mod udp;
 
-pub use limits::{DEFAULT_WRITE_TIMEOUT, RESERVED_DESCRIPTORS, RESERVED_DIRECT_SLOTS};
+pub use limits::{
+    reserved_descriptors, DEFAULT_WRITE_TIMEOUT, RESERVED_DESCRIPTORS, RESERVED_DIRECT_SLOTS,
+};
 pub use model::Model;
 pub use shutdown::Shutdown;
 pub use stats::{Stats, StatsSnapshot};
@@ -96,8 +98,9 @@ pub struct ServerConfig {
     /// The most connections open at once (`--max-conns`): at the cap the model stops accepting
     /// and new clients wait in the kernel's listen backlog until a connection closes; none is
     /// ever accepted and dropped. `None` (the default): the descriptor limit (`RLIMIT_NOFILE`
-    /// when the server binds) less [`RESERVED_DESCRIPTORS`], so accept stops at the cap before
-    /// it would fail with `EMFILE`, and the server keeps descriptors for itself; on Windows
+    /// when the server binds) less [`reserved_descriptors`] (64, or a quarter of a limit below
+    /// 256), so accept stops at the cap before it would fail with `EMFILE`, and the server keeps
+    /// descriptors for itself; `select` on Linux at most [`SELECT_DEFAULT_CAP`]; on Windows
     /// (no descriptor limit) no cap. `completion-port` on direct descriptors: the slots of
     /// every worker's table (the descriptor limit each) less [`RESERVED_DIRECT_SLOTS`].
     pub max_conns: Option<usize>,
@@ -226,8 +229,12 @@ pub struct RecvBuffers {
 }
 
 impl RecvBuffers {
-    /// `Ok` if the kernel can take this ring: a power-of-two count up to 32768 of buffers of
-    /// 1 byte to 4 GiB.
+    /// The most memory one ring may take (each `completion-port` worker has one): 256 MiB,
+    /// 256 times the default; `32768x1MiB` (32 GiB) used to abort the process at allocation.
+    pub const MAX_TOTAL: usize = 256 << 20;
+
+    /// `Ok` if the kernel can take this ring and the process can allocate it: a power-of-two
+    /// count up to 32768 of buffers of 1 byte to 4 GiB, [`RecvBuffers::MAX_TOTAL`] in all.
     pub fn check(&self) -> Result<(), String> {
         if !self.count.is_power_of_two() || self.count > 32768 {
             return Err(format!(
@@ -239,6 +246,16 @@ impl RecvBuffers {
             return Err(format!(
                 "buffers must hold 1 byte to 4 GiB, not {}",
                 self.size
+            ));
+        }
+        let total = usize::from(self.count).saturating_mul(self.size);
+        if total > Self::MAX_TOTAL {
+            return Err(format!(
+                "{} buffers of {} bytes are {} MiB per ring: at most {} MiB",
+                self.count,
+                self.size,
+                total >> 20,
+                Self::MAX_TOTAL >> 20
             ));
         }
         Ok(())
@@ -636,6 +653,11 @@ fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// `select`'s default connection cap on Linux: `FD_SETSIZE` (1024) less
+/// [`RESERVED_DESCRIPTORS`] for the server's own descriptors, which take the lowest numbers.
+#[cfg(target_os = "linux")]
+pub const SELECT_DEFAULT_CAP: usize = sys::select::FD_SETSIZE - RESERVED_DESCRIPTORS;
+
 /// Checks the limits and resolves the connection cap (see [`ServerConfig::max_conns`]).
 /// Every model enforces them, on Linux and on Windows. `direct_slots`: the slots of every
 /// worker's fixed-file table (`completion-port` on direct descriptors), whose sum less
@@ -665,12 +687,17 @@ fn check_limits(config: &ServerConfig, direct_slots: Option<usize>) -> Result<us
             .unwrap_or_else(|| slots.saturating_sub(RESERVED_DIRECT_SLOTS).max(1)));
     }
     Ok(config.max_conns.unwrap_or_else(|| {
-        sys::nofile_soft_limit().map_or(usize::MAX, |n| {
-            usize::try_from(n)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(RESERVED_DESCRIPTORS)
-                .max(1)
-        })
+        let by_descriptors = sys::nofile_soft_limit().map_or(usize::MAX, |n| {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            n.saturating_sub(reserved_descriptors(n)).max(1)
+        });
+        match config.model {
+            // select(2) watches descriptors below FD_SETSIZE only: past it a connection could
+            // only be accepted and reset, so the default cap stops short of it.
+            #[cfg(target_os = "linux")]
+            Model::Select => by_descriptors.min(SELECT_DEFAULT_CAP),
+            _ => by_descriptors,
+        }
     }))
 }
 

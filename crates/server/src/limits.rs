@@ -36,8 +36,16 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Descriptors the default cap leaves to the server itself (listeners, rings, epoll, eventfds,
-/// log and certificate files), below the descriptor limit.
+/// log and certificate files), below the descriptor limit: at most this many, and a quarter
+/// of a small limit ([`reserved_descriptors`]).
 pub const RESERVED_DESCRIPTORS: usize = 64;
+
+/// The descriptors the default cap leaves to the server under a descriptor limit of `nofile`:
+/// [`RESERVED_DESCRIPTORS`], or a quarter of a limit below 256, so that `ulimit -n 64` leaves
+/// 48 connections, not 1.
+pub fn reserved_descriptors(nofile: usize) -> usize {
+    RESERVED_DESCRIPTORS.min(nofile / 4)
+}
 
 /// Slots the default cap leaves free in the direct-descriptor tables of `completion-port`
 /// (connections, not the server's own descriptors, live there): room for sockets passed

@@ -142,7 +142,10 @@ impl Drain {
     /// shutdown request; the model then closes its listener.
     pub fn begins(&mut self, shutdown: &Shutdown) -> bool {
         if self.deadline.is_none() && shutdown.is_requested() {
-            self.deadline = Some(Instant::now() + self.timeout);
+            // However long the timeout (a library caller's is not bounded by the CLI's parser),
+            // the deadline is a time: a year at most.
+            let timeout = self.timeout.min(Duration::from_secs(365 * 24 * 3600));
+            self.deadline = Some(Instant::now() + timeout);
             return true;
         }
         false
