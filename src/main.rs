@@ -529,11 +529,10 @@ fn serve(args: ServeArgs) -> Result<()> {
 fn say(line: &str, what: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-        static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
-        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
-            *last = Some(std::time::Instant::now());
-            log::warn!("cannot print {what} on stdout: {e}");
+        use iomodels_server::log_every::LogEvery;
+        static EVERY: LogEvery = LogEvery::new();
+        if let Some(n) = EVERY.allow() {
+            log::warn!("cannot print {what} on stdout: {e}{}", LogEvery::more(n));
         }
     }
 }

@@ -21,6 +21,7 @@ per_model! {
         a_full_device_as_stdout_costs_the_ready_line_not_the_service,
         a_second_stop_signal_during_the_drain_stops_at_once,
         a_limit_of_64_descriptors_leaves_48_connections_not_1,
+        a_client_cycling_at_the_cap_costs_about_a_log_line_a_second,
     ];
 }
 
@@ -242,6 +243,43 @@ mod per_model {
         }
         assert!(s.terminate().success());
     }
+
+    pub fn a_client_cycling_at_the_cap_costs_about_a_log_line_a_second(model: &str) {
+        let (cycles, err) = cycle_at_the_cap(model);
+        assert!(cycles >= 100, "only {cycles} cycles: this proved nothing");
+        let lines = err.lines().filter(|l| l.contains("--max-conns")).count();
+        // Two call sites (reaching the cap, leaving it), one line a second each, over ~3 s
+        // and the stop: a bound, not a rate measurement.
+        assert!(
+            lines <= 2 * 5,
+            "{lines} cap lines for {cycles} cycles:\n{err}"
+        );
+        assert!(
+            err.contains("more like it since the last such line"),
+            "no line says what it left out:\n{err}"
+        );
+    }
+}
+
+/// A client that connects, echoes a byte and closes, over and over for 3 s, against
+/// `--max-conns 1`: every cycle reaches the cap and leaves it, which used to log two lines
+/// (10–16 thousand in 3 s); now the cap's lines come at most about once a second each, saying
+/// how many like them were left out.
+fn cycle_at_the_cap(model: &str) -> (u64, String) {
+    let s = Served::start(&["--model", model, "--max-conns", "1"]);
+    let started = Instant::now();
+    let mut cycles = 0u64;
+    while started.elapsed() < Duration::from_secs(3) && cycles < 1_000_000 {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut back = [0u8; 1];
+        c.read_exact(&mut back).unwrap();
+        cycles += 1;
+    }
+    let (status, err) = s.stop(libc::SIGTERM);
+    assert!(status.success(), "{status:?}");
+    (cycles, err)
 }
 
 /// Values that used to panic, abort or eat the machine are refused before anything is

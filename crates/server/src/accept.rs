@@ -13,6 +13,7 @@
 //! with group threads, an I/O thread or completion workers), a [`RoomSignal`] wakes the
 //! accepting side when one closes while it waits at the cap.
 
+use crate::log_every::log_every;
 use crate::stats::Stats;
 use crate::sys;
 use crate::Ctx;
@@ -55,7 +56,8 @@ impl Backoff {
         if sys::is_out_of_descriptors(e) {
             stats.accept_pauses.fetch_add(1, Relaxed);
         }
-        log::warn!(
+        log_every!(
+            warn,
             "accept: {e}; pausing accepts for {} ms, serving existing connections",
             EMFILE_BACKOFF.as_millis()
         );
@@ -124,13 +126,14 @@ impl ConnCap {
             if let Some(s) = &self.others {
                 s.wake_all();
             }
-            log::warn!(
+            log_every!(
+                warn,
                 "{active} connections open, the --max-conns cap: not accepting until one closes \
                  (new clients wait in the listen backlog)"
             );
         } else if room > 0 && self.held {
             self.held = false;
-            log::info!("below --max-conns again ({active} open): accepting");
+            log_every!(info, "below --max-conns again ({active} open): accepting");
         }
         room
     }

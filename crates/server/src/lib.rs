@@ -15,6 +15,7 @@
 
 mod accept;
 mod limits;
+pub mod log_every;
 mod model;
 pub mod models;
 mod session;

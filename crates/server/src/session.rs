@@ -4,6 +4,7 @@
 //! ready.
 
 use crate::limits::{Clock, Expiry, Sweep};
+use crate::log_every::log_every;
 use crate::stats::Stats;
 use crate::Ctx;
 use iomodels_core::Connection;
@@ -318,10 +319,11 @@ impl<S: SessionSocket> Session<S> {
         };
         if let Some(e) = self.conn.tls_error() {
             self.stats.tls_failures.fetch_add(1, Relaxed);
-            log::warn!("tls: {}: {e}; connection closed", peer());
+            log_every!(warn, "tls: {}: {e}; connection closed", peer());
         } else if self.conn.tls_truncated() {
             self.stats.tls_truncated.fetch_add(1, Relaxed);
-            log::warn!(
+            log_every!(
+                warn,
                 "tls: {}: end of stream without close_notify (truncated)",
                 peer()
             );

@@ -67,6 +67,7 @@
 
 use crate::accept::{Acceptor, RoomSignal};
 use crate::limits::Sweep;
+use crate::log_every::log_every;
 use crate::models::{min_timeout, Drain};
 use crate::sys::event::MAX_WAIT;
 use crate::sys::network_events::{event_select, network_events, FD_ACCEPT};
@@ -461,7 +462,7 @@ impl<'scope, 'env, M: Member> Groups<'scope, 'env, M> {
         if let Err(e) = self.spawn(member) {
             // The member (and its socket) was dropped: the connection is closed.
             self.ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
-            log::warn!("cannot start a group thread, connection closed: {e}");
+            log_every!(warn, "cannot start a group thread, connection closed: {e}");
         }
     }
 

@@ -15,6 +15,7 @@
 //! next turn below the cap. The timeouts are a sweep over the clients on the turn one is due.
 
 use crate::accept::Acceptor;
+use crate::log_every::log_every;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::window::{self, Window, WindowClass, WindowProc};
@@ -396,7 +397,10 @@ impl State<'_> {
                 }
                 Err(e) => {
                     ctx.stats.refused.fetch_add(1, Relaxed);
-                    log::warn!("async-select: WSAAsyncSelect on a new client failed: {e}");
+                    log_every!(
+                        warn,
+                        "async-select: WSAAsyncSelect on a new client failed: {e}"
+                    );
                 }
             }
         });

@@ -56,6 +56,7 @@ mod linux;
 mod windows;
 
 use crate::accept::Acceptor;
+use crate::log_every::log_every;
 use crate::models::Drain;
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::trace::trace_event;
@@ -202,7 +203,7 @@ fn serve_tcp(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
                 };
                 ctx.stats.refused.fetch_add(1, Relaxed);
                 if !refused.is_empty() {
-                    log::warn!("blocking: {refused}; connection closed");
+                    log_every!(warn, "blocking: {refused}; connection closed");
                 }
             })?;
         }

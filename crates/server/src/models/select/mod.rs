@@ -70,6 +70,7 @@ pub(crate) use serve::run;
 mod serve {
     use super::os::{self, Sets};
     use crate::accept::Acceptor;
+    use crate::log_every::log_every;
     use crate::models::{min_timeout, Drain};
     use crate::session::{Session, Status, READ_CHUNK};
     use crate::trace::trace_event;
@@ -110,7 +111,6 @@ mod serve {
         let mut scratch = vec![0u8; READ_CHUNK];
         let mut sets = Sets::new();
         let mut drain = Drain::new(ctx.drain_timeout);
-        let mut warned_refusal = false;
         let mut sweep = ctx.sweep();
 
         loop {
@@ -182,13 +182,7 @@ mod serve {
                 acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
                     if let Err(why) = os::admit(os::raw(&stream), sessions.len()) {
                         ctx.stats.refused.fetch_add(1, Relaxed);
-                        if !warned_refusal {
-                            warned_refusal = true;
-                            log::warn!(
-                                "select: closing a connection: {why}; further ones are counted, \
-                                 not logged"
-                            );
-                        }
+                        log_every!(warn, "select: closing a connection: {why}");
                         return; // dropping the stream closes it
                     }
                     let raw = os::raw(&stream);
