@@ -354,8 +354,9 @@ mod per_model {
         let mut s = Served::start(&["--model", model]);
         let pid = s.pid();
         // Warm up with the same load (lazily allocated buffers, rings; for the thread-per-client
-        // model the allocator's per-thread arenas, a one-time ~12 MiB measured flat over five
-        // further batches of 5,000), then measure the baseline: a leak grows with the cycles.
+        // model glibc's cached thread stacks), then measure the baseline: a leak grows with the
+        // cycles. (Free memory the allocator kept used to grow it by 6–14 MiB, failing this 2
+        // runs in 3: the blocking model now gives it back, `sys::release_free_memory`.)
         assert_echoes(s.addr, 64 * KIB, 1);
         let warm = connect_close_cycles(s.addr, WARM_UP, Duration::from_secs(30));
         assert_eq!(
@@ -401,7 +402,16 @@ mod per_model {
             "descriptors before {fd0} {kinds0:?}, after {fds} {:?}: a leak",
             fd_kinds(pid)
         );
-        let grown = rss(pid).saturating_sub(rss0);
+        // The thread-per-client server gives freed memory back at most a second after its
+        // threads end (glibc's malloc_trim): allow it that, and a margin (bounded poll).
+        let settled_by = Instant::now() + Duration::from_secs(5);
+        let grown = loop {
+            let grown = rss(pid).saturating_sub(rss0);
+            if grown <= 8 * MIB || Instant::now() > settled_by {
+                break grown;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
         assert!(
             grown <= 8 * MIB,
             "RSS grew by {} KiB over {CYCLES} cycles (from {} KiB)",

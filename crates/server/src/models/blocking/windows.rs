@@ -57,6 +57,9 @@ fn wait_either(
 }
 
 /// Shuts down both directions of a client socket, so its thread's blocking call returns.
+/// Nothing to give back: Windows' heap decommits free pages itself.
+pub(super) fn release_free_memory() {}
+
 pub(super) fn force_shutdown(s: RawId) {
     // SAFETY: the caller holds the registry lock, under which every registered socket is still
     // open (a client thread unregisters and closes its socket under the same lock), so `s`

@@ -29,6 +29,20 @@ pub fn set_reuse_port(socket: &socket2::Socket) -> std::io::Result<()> {
     socket.set_reuse_port(true)
 }
 
+/// Gives the memory the allocator holds free back to the OS (glibc's `malloc_trim(0)`, which
+/// also releases free pages inside its heaps, not only at their tops). A thread per client
+/// leaves freed memory scattered over glibc's per-thread arenas and its main heap: 20,000
+/// connect/close cycles grew the server's RSS by 6–14 MiB, all of it free (one `malloc_trim`
+/// gave it back), not a leak. Other C libraries: nothing to do here.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes a size and touches only the allocator's own state, under its
+    // locks; it may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Raises the soft limit on open descriptors (`RLIMIT_NOFILE`) to the hard limit, so a server
 /// can hold as many connections as the system lets this process have. Returns the new limit.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
