@@ -7,7 +7,8 @@
 //! `abc`, urgent `X`, `def` come back as `abcXdef` without the peer sending more (before, the
 //! bytes after the mark sat unread until it did).
 //!
-//! Limits (`--max-conns`, `--idle-timeout`, `--write-timeout`): at the cap the listener leaves
+//! Limits (`--max-conns`, `--idle-timeout`, `--write-timeout`, `--handshake-timeout`): at the
+//! cap the listener leaves
 //! the epoll set (as during an `EMFILE` pause) and comes back when a connection has closed;
 //! the timeouts are a sweep over the sessions ([`crate::limits`]) when one is due, and
 //! `epoll_wait`'s timeout is bounded by the next sweep.
