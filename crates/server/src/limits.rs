@@ -27,7 +27,7 @@
 //! timeout away, not this one). The deadline is fixed in the [`Clock`] when the session is
 //! made and dropped by the first sweep that finds the handshake complete; plaintext
 //! connections have none. Counted in [`crate::Stats::tls_handshake_timeouts`] and logged at
-//! most about once a second ([`LogEvery`]), with the number of closes the log left out.
+//! most about once a second (`log_every!`), with the number of closes the log left out.
 //! Models bound their waits by [`Sweep::wait_limit`] so a sweep is not missed while nothing
 //! happens (the Windows group threads, I/O thread and completion-port coordinator alike; the
 //! async-select window arms its timer for it).
@@ -37,10 +37,9 @@
 //! deadline runs, each recv waits at most until the deadline, and the same
 //! [`Clock::handshake_expired`] decides.
 
+use crate::log_every::log_every;
 use crate::stats::Stats;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The slow-reader guard's default: a peer that reads nothing of its output for a minute is
@@ -87,9 +86,6 @@ pub(crate) enum Expiry {
     Handshake,
 }
 
-/// Handshake-timeout lines: at most about one a second, server-wide.
-static HANDSHAKE_LOG: LogEvery = LogEvery::new();
-
 impl Expiry {
     /// Counts the close in its counter and logs it at debug level.
     pub fn count(self, stats: &Stats) {
@@ -106,47 +102,13 @@ impl Expiry {
             }
             Expiry::Handshake => {
                 stats.tls_handshake_timeouts.fetch_add(1, Relaxed);
-                if let Some(left_out) = HANDSHAKE_LOG.allow() {
-                    let more = match left_out {
-                        0 => String::new(),
-                        n => format!(" ({n} more since the last such line)"),
-                    };
-                    log::warn!(
-                        "tls: closing a connection whose handshake did not complete within \
-                         --handshake-timeout{more}"
-                    );
-                }
+                log_every!(
+                    warn,
+                    "tls: closing a connection whose handshake did not complete within \
+                     --handshake-timeout"
+                );
             }
         }
-    }
-}
-
-/// A repeated log line's limiter: at most one line a second, saying how many it left out.
-#[derive(Debug)]
-pub(crate) struct LogEvery {
-    last: Mutex<Option<Instant>>,
-    left_out: AtomicU64,
-}
-
-impl LogEvery {
-    pub const fn new() -> LogEvery {
-        LogEvery {
-            last: Mutex::new(None),
-            left_out: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(n)`: log the line now, adding that `n` were left out since the last one;
-    /// `None`: leave it out (counted).
-    pub fn allow(&self) -> Option<u64> {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
-            self.left_out.fetch_add(1, Relaxed);
-            return None;
-        }
-        *last = Some(now);
-        Some(self.left_out.swap(0, Relaxed))
     }
 }
 
@@ -395,15 +357,5 @@ mod tests {
         // Plaintext has no deadline.
         let mut plain = Clock::new(None);
         assert_eq!(sweep.check(&mut plain, false, true, at(60)), None);
-    }
-
-    #[test]
-    fn a_repeated_line_is_logged_once_a_second_with_what_was_left_out() {
-        let every = LogEvery::new();
-        assert_eq!(every.allow(), Some(0));
-        assert_eq!(every.allow(), None);
-        assert_eq!(every.allow(), None);
-        *every.last.lock().unwrap() = Some(Instant::now() - Duration::from_secs(2));
-        assert_eq!(every.allow(), Some(2));
     }
 }
