@@ -165,6 +165,10 @@ struct ServeArgs {
     /// cannot hold its buffers forever (60s, as nginx's send_timeout)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     write_timeout: Timeout,
+    /// With TLS: close a connection whose handshake is not complete DURATION after it was
+    /// accepted, or 'off'. A hard deadline: bytes trickling in do not extend it (at most 1h)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_handshake_timeout)]
+    handshake_timeout: Timeout,
     #[command(flatten)]
     tls: tls::ServeTlsArgs,
 }
@@ -183,6 +187,17 @@ fn parse_timeout(s: &str) -> Result<Timeout, String> {
             "'{s}' is no timeout: give a duration above 0, or off"
         )),
         d => Ok(Timeout(Some(d))),
+    }
+}
+
+/// Parses `--handshake-timeout`: a timeout ([`parse_timeout`]) of at most an hour.
+fn parse_handshake_timeout(s: &str) -> Result<Timeout, String> {
+    match parse_timeout(s)? {
+        Timeout(Some(d)) if d > iomodels_server::MAX_HANDSHAKE_TIMEOUT => Err(format!(
+            "'{s}' is too long for a handshake: at most {}s, or off",
+            iomodels_server::MAX_HANDSHAKE_TIMEOUT.as_secs()
+        )),
+        t => Ok(t),
     }
 }
 
@@ -427,6 +442,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         idle_timeout: args.idle_timeout.0,
         write_timeout: args.write_timeout.0,
+        handshake_timeout: args.handshake_timeout.0,
         direct_descriptors: args.direct_descriptors,
     };
     if let (Some(n), Ok(cpus)) = (args.workers, std::thread::available_parallelism()) {
@@ -642,6 +658,7 @@ fn stats_json(s: &iomodels_server::StatsSnapshot, max_conns: usize) -> String {
         "recv_buffer_bytes_posted_peak": s.recv_buffer_bytes_posted_peak,
         "notification_overflows": s.notification_overflows,
         "tls_failures": s.tls_failures, "tls_truncated": s.tls_truncated,
+        "tls_handshake_timeouts": s.tls_handshake_timeouts,
         "udp_datagrams_in": s.udp_datagrams_in, "udp_datagrams_out": s.udp_datagrams_out,
         "udp_truncated": s.udp_truncated, "udp_send_dropped": s.udp_send_dropped,
         "udp_bytes_in": s.udp_bytes_in, "udp_bytes_out": s.udp_bytes_out,

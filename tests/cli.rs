@@ -705,6 +705,8 @@ fn serve_help_names_the_limits_and_their_defaults() {
         "[default: off]",
         "--write-timeout <DURATION>",
         "[default: 60s]",
+        "--handshake-timeout <DURATION>",
+        "[default: 10s]",
     ] {
         assert!(
             help.contains(needle),
@@ -721,6 +723,12 @@ fn bad_limit_values_fail_with_one_line() {
         (&["--idle-timeout", "0s"][..], "--idle-timeout"),
         (&["--idle-timeout", "soon"][..], "--idle-timeout"),
         (&["--write-timeout", "1 fortnight"][..], "--write-timeout"),
+        (&["--handshake-timeout", "0s"][..], "--handshake-timeout"),
+        (&["--handshake-timeout", "2h"][..], "--handshake-timeout"),
+        (
+            &["--handshake-timeout", "9223372036854775807s"][..],
+            "--handshake-timeout",
+        ),
     ] {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);

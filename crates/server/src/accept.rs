@@ -240,6 +240,7 @@ impl Acceptor {
                     if let Err(e) = stream.set_nodelay(true) {
                         log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
                     }
+                    sys::set_oob_inline_accepted(&stream);
                     accepted += 1;
                     serve(stream);
                 }

@@ -26,7 +26,8 @@ mod trace;
 mod udp;
 
 pub use limits::{
-    reserved_descriptors, DEFAULT_WRITE_TIMEOUT, RESERVED_DESCRIPTORS, RESERVED_DIRECT_SLOTS,
+    reserved_descriptors, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_WRITE_TIMEOUT, MAX_HANDSHAKE_TIMEOUT,
+    RESERVED_DESCRIPTORS, RESERVED_DIRECT_SLOTS,
 };
 pub use model::Model;
 pub use shutdown::Shutdown;
@@ -113,6 +114,11 @@ pub struct ServerConfig {
     /// (`max_pending`, reading from it paused) for this long (`--write-timeout`), the
     /// slow-reader guard. [`DEFAULT_WRITE_TIMEOUT`] (60 s) by default; `None`: never.
     pub write_timeout: Option<Duration>,
+    /// With TLS, close a connection whose handshake is not complete this long after it was
+    /// accepted (`--handshake-timeout`): a hard deadline that no trickle of bytes extends,
+    /// counted in [`Stats::tls_handshake_timeouts`]. [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s) by
+    /// default, at most [`MAX_HANDSHAKE_TIMEOUT`]; `None`: never. Plaintext ignores it.
+    pub handshake_timeout: Option<Duration>,
     /// Whether `completion-port` (Linux) keeps its connections as io_uring direct descriptors,
     /// outside the process's descriptor table (`--direct-descriptors`): `Auto` (the default)
     /// where the kernel supports them ([`direct_descriptors_support`]), `Off` for ordinary
@@ -319,6 +325,7 @@ impl Default for ServerConfig {
             max_conns: None,
             idle_timeout: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             direct_descriptors: DirectDescriptors::Auto,
         }
     }
@@ -400,6 +407,8 @@ pub(crate) struct Ctx {
     pub idle_timeout: Option<Duration>,
     /// [`ServerConfig::write_timeout`].
     pub write_timeout: Option<Duration>,
+    /// [`ServerConfig::handshake_timeout`].
+    pub handshake_timeout: Option<Duration>,
     /// What the model made at bind ([`models::prepare`]).
     pub prepared: models::Prepared,
     /// `completion-port` on direct descriptors: the slots of each worker's fixed-file table;
@@ -410,7 +419,17 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// A fresh sweep for one model loop ([`limits::Sweep`]).
     pub fn sweep(&self) -> limits::Sweep {
-        limits::Sweep::new(self.idle_timeout, self.write_timeout)
+        limits::Sweep::new(
+            self.idle_timeout,
+            self.write_timeout,
+            self.tls_handshake_deadline(),
+        )
+    }
+
+    /// The handshake deadline a new connection gets: `--handshake-timeout` when serving TLS,
+    /// else none.
+    pub fn tls_handshake_deadline(&self) -> Option<Duration> {
+        self.handshake_timeout.filter(|_| self.tls.is_some())
     }
 }
 
@@ -485,6 +504,7 @@ impl Server {
                 max_conns,
                 idle_timeout: config.idle_timeout,
                 write_timeout: config.write_timeout,
+                handshake_timeout: config.handshake_timeout,
                 prepared: models::Prepared::default(),
                 direct_table,
             },
@@ -621,6 +641,10 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
     // (no descriptor to call setsockopt on) rely on. The models still set it on each socket
     // they hold a descriptor of (Windows does not copy it).
     socket.set_nodelay(true)?;
+    // Urgent (MSG_OOB) bytes stay in the stream, echoed in place like any other: never
+    // pulled out of band, where nothing reads them. Linux copies it to accepted sockets;
+    // Windows sets it on each ([`sys::set_oob_inline_accepted`]).
+    socket.set_out_of_band_inline(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
@@ -669,10 +693,22 @@ fn check_limits(config: &ServerConfig, direct_slots: Option<usize>) -> Result<us
         return Err(invalid("--max-conns must be at least 1".into()));
     }
     let zero = Some(Duration::ZERO);
-    if config.idle_timeout == zero || config.write_timeout == zero {
+    if config.idle_timeout == zero
+        || config.write_timeout == zero
+        || config.handshake_timeout == zero
+    {
         return Err(invalid(
             "a timeout must be longer than 0 (leave it out, or 'off', for none)".into(),
         ));
+    }
+    if let Some(d) = config
+        .handshake_timeout
+        .filter(|d| *d > MAX_HANDSHAKE_TIMEOUT)
+    {
+        return Err(invalid(format!(
+            "--handshake-timeout {d:?} is too long: at most {MAX_HANDSHAKE_TIMEOUT:?} \
+             (or 'off')"
+        )));
     }
     if let (Some(slots), Some(max)) = (direct_slots, config.max_conns) {
         if max > slots {

@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The most bytes one read asks for: the size of a model's scratch buffer.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -52,6 +53,11 @@ pub(crate) struct Session<S: SessionSocket = TcpStream> {
     /// what there is to read, since the end of stream still waits behind the data and no new
     /// edge will announce it.
     pub peer_closing: bool,
+    /// The socket announced urgent data (`EPOLLPRI` / `POLL_PRI`). A recv stops short at the
+    /// urgent mark (Linux's `tcp_recvmsg`, `SO_OOBINLINE` or not), so a short read is then not
+    /// the end of what there is to read: an edge-triggered model reads on until `EWOULDBLOCK`,
+    /// or the bytes after the mark would sit unread until the peer sent more.
+    pub urgent: bool,
     /// The socket blocks (the thread-per-client model): a write can wait indefinitely, so the
     /// pending gauge is published before each write rather than after.
     pub blocking: bool,
@@ -59,6 +65,8 @@ pub(crate) struct Session<S: SessionSocket = TcpStream> {
     pub clock: Clock,
     /// A blocking socket's timeout fired (`SO_RCVTIMEO` / `SO_SNDTIMEO`): why it closed.
     expired: Option<Expiry>,
+    /// A blocking socket's `SO_RCVTIMEO` is the handshake deadline (not the idle timeout).
+    recv_waits_for_handshake: bool,
     /// The peer's address, taken at the start for a TLS connection's closing log line (at the
     /// end, `getpeername` fails once the peer has reset the connection).
     tls_peer: Option<SocketAddr>,
@@ -105,9 +113,11 @@ impl<S: SessionSocket> Session<S> {
             writable: true,
             edge_triggered: false,
             peer_closing: false,
+            urgent: false,
             blocking: false,
-            clock: Clock::new(),
+            clock: Clock::new(ctx.tls_handshake_deadline()),
             expired: None,
+            recv_waits_for_handshake: false,
             tls_peer,
             stats: Arc::clone(&ctx.stats),
             published_pending: 0,
@@ -202,15 +212,22 @@ impl Session {
                         self.conn.on_received(&scratch[..n]);
                         bytes_in += n as u64;
                         progress = true;
-                        if n < budget && self.edge_triggered && !self.peer_closing {
+                        if n < budget && self.edge_triggered && !self.peer_closing && !self.urgent {
                             self.readable = false;
                         }
                     }
                     Err(e) if self.blocking && is_timeout(&e) => {
-                        self.expired = Some(Expiry::Idle);
+                        self.expired = Some(if self.recv_waits_for_handshake {
+                            Expiry::Handshake
+                        } else {
+                            Expiry::Idle
+                        });
                         break Ok(Status::Closed);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        self.urgent = false;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
                     Err(e) => break Err(e),
                 }
@@ -268,13 +285,52 @@ impl Session {
         self.publish(bytes_in, bytes_out);
         (result, bytes_in)
     }
+
+    /// The thread-per-client model's part of the handshake deadline (it has no sweep): call
+    /// before each blocking recv. While a deadline runs, the recv waits at most until it
+    /// (`SO_RCVTIMEO`, shorter than `idle` if need be), so a trickling peer cannot stretch it;
+    /// once the handshake is complete the idle timeout is put back. False (counted) when the
+    /// deadline has passed: close the connection.
+    pub fn arm_handshake_deadline(&mut self, idle: Option<Duration>) -> bool {
+        let now = Instant::now();
+        if self.clock.handshake_left(now).is_none() {
+            return true;
+        }
+        if self
+            .clock
+            .handshake_expired(!self.conn.tls_handshake_complete(), now)
+        {
+            Expiry::Handshake.count(&self.stats);
+            return false;
+        }
+        let wait = match self.clock.handshake_left(now) {
+            Some(left) if idle.is_none_or(|i| left <= i) => {
+                self.recv_waits_for_handshake = true;
+                Some(left)
+            }
+            _ => {
+                // Shorter, or the handshake is complete: the idle timeout.
+                self.recv_waits_for_handshake = false;
+                idle
+            }
+        };
+        if let Err(e) = self.stream.set_read_timeout(wait) {
+            log::debug!("SO_RCVTIMEO for the handshake deadline: {e}");
+        }
+        true
+    }
 }
 
 impl<S: SessionSocket> Session<S> {
     /// The sweep's verdict on this connection ([`crate::limits`]): `Some` (counted) means
     /// drop it now.
-    pub fn expired(&mut self, sweep: &Sweep, now: std::time::Instant) -> Option<Expiry> {
-        let why = sweep.check(&mut self.clock, self.conn.is_backpressured(), now)?;
+    pub fn expired(&mut self, sweep: &Sweep, now: Instant) -> Option<Expiry> {
+        let why = sweep.check(
+            &mut self.clock,
+            self.conn.is_backpressured(),
+            !self.conn.tls_handshake_complete(),
+            now,
+        )?;
         why.count(&self.stats);
         Some(why)
     }

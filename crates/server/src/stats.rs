@@ -78,6 +78,9 @@ pub struct Stats {
     pub tls_failures: AtomicU64,
     /// TLS: connections whose peer ended the stream without a `close_notify` (truncation).
     pub tls_truncated: AtomicU64,
+    /// TLS: connections closed because their handshake was not complete at
+    /// `--handshake-timeout` after accept.
+    pub tls_handshake_timeouts: AtomicU64,
     /// UDP: datagrams received (zero-length and oversized ones included). Every one of them
     /// ends counted once more: in `udp_datagrams_out`, `udp_send_dropped` or `udp_truncated`.
     pub udp_datagrams_in: AtomicU64,
@@ -151,6 +154,8 @@ pub struct StatsSnapshot {
     pub tls_failures: u64,
     /// See [`Stats::tls_truncated`].
     pub tls_truncated: u64,
+    /// See [`Stats::tls_handshake_timeouts`].
+    pub tls_handshake_timeouts: u64,
     /// See [`Stats::udp_datagrams_in`].
     pub udp_datagrams_in: u64,
     /// See [`Stats::udp_datagrams_out`].
@@ -255,6 +260,7 @@ impl Stats {
             notification_overflows: self.notification_overflows.load(Relaxed),
             tls_failures: self.tls_failures.load(Relaxed),
             tls_truncated: self.tls_truncated.load(Relaxed),
+            tls_handshake_timeouts: self.tls_handshake_timeouts.load(Relaxed),
             udp_datagrams_in: self.udp_datagrams_in.load(Relaxed),
             udp_datagrams_out: self.udp_datagrams_out.load(Relaxed),
             udp_truncated: self.udp_truncated.load(Relaxed),

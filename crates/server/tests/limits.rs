@@ -182,6 +182,24 @@ mod cases {
         server.stop().unwrap();
     }
 
+    /// `--handshake-timeout` is for TLS: a plaintext connection quiet past it (1 s here, and
+    /// the sweeps it brings) is served as before, and nothing is counted.
+    pub fn the_handshake_deadline_leaves_plaintext_connections_alone(v: Variant) {
+        let server = v.start(|c| c.handshake_timeout = Some(Duration::from_secs(1)));
+        let mut s = connect(server.addr);
+        ping(&mut s, b"\x16\x03\x01 not a ClientHello");
+        std::thread::sleep(Duration::from_millis(2500));
+        ping(&mut s, b"still here");
+        let st = server.stats.snapshot();
+        assert_eq!(
+            (st.tls_handshake_timeouts, st.idle_closed),
+            (0, 0),
+            "{st:?}"
+        );
+        drop(s);
+        server.stop().unwrap();
+    }
+
     pub fn with_the_defaults_a_quiet_connection_stays_open(v: Variant) {
         let server = v.start(|_| {});
         let mut s = connect(server.addr);
@@ -205,6 +223,7 @@ model_suite! {
         an_idle_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not,
         a_flooding_client_that_never_reads_is_closed_after_the_write_timeout,
         with_the_defaults_a_quiet_connection_stays_open,
+        the_handshake_deadline_leaves_plaintext_connections_alone,
     ];
     every_model
 }

@@ -126,6 +126,7 @@ impl Bystander {
 struct Expect {
     tls_failures: u64,
     tls_truncated: u64,
+    tls_handshake_timeouts: u64,
 }
 
 /// Connections that ended on a TLS error, nothing else.
@@ -133,8 +134,19 @@ const fn failures(n: u64) -> Expect {
     Expect {
         tls_failures: n,
         tls_truncated: 0,
+        tls_handshake_timeouts: 0,
     }
 }
+
+/// One connection closed at the handshake deadline, nothing else.
+const HANDSHAKE_TIMED_OUT: Expect = Expect {
+    tls_failures: 0,
+    tls_truncated: 0,
+    tls_handshake_timeouts: 1,
+};
+
+/// The handshake deadline of the cases that test it (the others keep the default, 10 s).
+const DEADLINE: Duration = Duration::from_secs(1);
 
 /// Starts the variant with `tls`, runs `bad` against it beside a [`Bystander`] (both as
 /// `good`), and checks what the server counted, that it serves a new good client afterwards,
@@ -146,10 +158,23 @@ fn run_case(
     expect: Expect,
     bad: impl FnOnce(SocketAddr),
 ) {
+    run_case_with(v, tls, |_| {}, good, expect, bad)
+}
+
+/// [`run_case`], with `tweak` applied to the server's configuration.
+fn run_case_with(
+    v: Variant,
+    tls: Arc<rustls::ServerConfig>,
+    tweak: impl FnOnce(&mut iomodels_server::ServerConfig),
+    good: Good,
+    expect: Expect,
+    bad: impl FnOnce(SocketAddr),
+) {
     common::watch_server_panics();
     let server = common::start(v.model, |c| {
         (v.configure)(c);
         c.tls = Some(tls);
+        tweak(c);
     });
     let bystander = Bystander::start(server.addr, &good);
     bad(server.addr);
@@ -179,7 +204,12 @@ fn settle(server: &RunningServer, open: i64, expect: Expect) -> iomodels_server:
             s.active == open
                 && s.tls_failures >= expect.tls_failures
                 && s.tls_truncated >= expect.tls_truncated
+                && s.tls_handshake_timeouts >= expect.tls_handshake_timeouts
         },
+    );
+    assert_eq!(
+        st.tls_handshake_timeouts, expect.tls_handshake_timeouts,
+        "handshake timeouts: {st:?}"
     );
     assert_eq!(st.tls_failures, expect.tls_failures, "TLS failures: {st:?}");
     assert_eq!(
@@ -297,6 +327,7 @@ mod cases {
         let expect = Expect {
             tls_failures: 0,
             tls_truncated: 1,
+            tls_handshake_timeouts: 0,
         };
         run_case(v, server_tls(false), Good::usual(), expect, |addr| {
             let mut s = connect(addr);
@@ -313,20 +344,130 @@ mod cases {
         let expect = Expect {
             tls_failures: 0,
             tls_truncated: 1,
+            tls_handshake_timeouts: 0,
         };
-        run_case(v, server_tls(false), Good::usual(), expect, |addr| {
-            let mut held = connect(addr);
-            held.write_all(&hello[..hello.len() / 2]).expect("send");
-            let clients = if cfg!(windows) { 10 } else { 20 };
-            let report = tls_clients(addr, good_client(), clients, 20, 1000);
-            assert!(
-                report.is_clean(),
-                "clients were not served beside a stalled handshake: {report:?}"
-            );
-            assert_eq!(report.conns_established, clients);
-            let got = finish_raw(held);
-            assert!(got.is_empty(), "{} bytes for half a ClientHello", got.len());
-        });
+        let no_deadline = |c: &mut iomodels_server::ServerConfig| c.handshake_timeout = None;
+        run_case_with(
+            v,
+            server_tls(false),
+            no_deadline,
+            Good::usual(),
+            expect,
+            |addr| {
+                let mut held = connect(addr);
+                held.write_all(&hello[..hello.len() / 2]).expect("send");
+                let clients = if cfg!(windows) { 10 } else { 20 };
+                let report = tls_clients(addr, good_client(), clients, 20, 1000);
+                assert!(
+                    report.is_clean(),
+                    "clients were not served beside a stalled handshake: {report:?}"
+                );
+                assert_eq!(report.conns_established, clients);
+                let got = finish_raw(held);
+                assert!(got.is_empty(), "{} bytes for half a ClientHello", got.len());
+            },
+        );
+    }
+
+    /// Half a ClientHello, then the rest trickled one byte every 300 ms (never all of it):
+    /// the server closes the connection at the handshake deadline — not before it, and the
+    /// trickle does not extend it — with nothing sent back, and counts it. The bystander,
+    /// handshaken before and echoing past the deadline, is not affected.
+    pub fn a_trickled_handshake_is_closed_at_the_handshake_deadline(v: Variant) {
+        let hello = client_hello(good_client());
+        let deadline = |c: &mut iomodels_server::ServerConfig| c.handshake_timeout = Some(DEADLINE);
+        run_case_with(
+            v,
+            server_tls(false),
+            deadline,
+            Good::usual(),
+            HANDSHAKE_TIMED_OUT,
+            |addr| {
+                let started = Instant::now();
+                let mut s = connect(addr);
+                let half = hello.len() / 2;
+                s.write_all(&hello[..half])
+                    .expect("send half a ClientHello");
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                // Bounded: the deadline plus generous slack (a hang fails, speed is not tested).
+                let bound = started + DEADLINE + SETTLE;
+                let mut next = half;
+                let mut buf = [0u8; 4096];
+                let how = loop {
+                    assert!(
+                        Instant::now() < bound,
+                        "not closed {:?} after connecting",
+                        started.elapsed()
+                    );
+                    if next < hello.len() - 1 {
+                        if let Err(e) = s.write_all(&hello[next..next + 1]) {
+                            break format!("a send failed: {e}");
+                        }
+                        next += 1;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => break "end of stream".to_string(),
+                        Ok(n) => panic!("{n} bytes back for an incomplete ClientHello"),
+                        Err(e) if common::is_timeout(&e) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => break format!("{e}"),
+                    }
+                };
+                let took = started.elapsed();
+                assert!(
+                    took >= DEADLINE,
+                    "closed ({how}) after {took:?}, before the {DEADLINE:?} deadline"
+                );
+                assert!(
+                    next > half + 1,
+                    "the trickle did not run ({} bytes)",
+                    next - half
+                );
+            },
+        );
+    }
+
+    /// Half a ClientHello, a pause until the server has closed the connection at the
+    /// deadline, then the rest: no ServerHello ever comes, the handshake cannot complete late.
+    pub fn a_handshake_cannot_complete_after_the_deadline(v: Variant) {
+        let hello = client_hello(good_client());
+        let deadline = |c: &mut iomodels_server::ServerConfig| c.handshake_timeout = Some(DEADLINE);
+        run_case_with(
+            v,
+            server_tls(false),
+            deadline,
+            Good::usual(),
+            HANDSHAKE_TIMED_OUT,
+            |addr| {
+                let mut s = connect(addr);
+                let half = hello.len() / 2;
+                s.write_all(&hello[..half])
+                    .expect("send half a ClientHello");
+                let mut peek = [0u8; 1];
+                s.set_read_timeout(Some(DEADLINE + SETTLE)).unwrap();
+                let r = loop {
+                    match s.peek(&mut peek) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        r => break r,
+                    }
+                };
+                match r {
+                    Ok(0) => {}
+                    Ok(_) => panic!("bytes back for half a ClientHello"),
+                    Err(e) if common::is_timeout(&e) => panic!("not closed at the deadline"),
+                    Err(_) => {} // reset
+                }
+                let _ = s.write_all(&hello[half..]);
+                s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+                let (got, _end) = read_raw_to_end(&s);
+                assert!(
+                    got.is_empty(),
+                    "{} bytes (a ServerHello?) after the deadline",
+                    got.len()
+                );
+            },
+        );
     }
 
     pub fn a_client_without_a_certificate_is_refused_when_one_is_required(v: Variant) {
@@ -411,6 +552,8 @@ mod tls {
             records_with_bogus_bodies_are_refused,
             a_handshake_cut_in_half_then_closed_is_a_truncation,
             a_handshake_cut_in_half_and_held_open_does_not_stall_the_server,
+            a_trickled_handshake_is_closed_at_the_handshake_deadline,
+            a_handshake_cannot_complete_after_the_deadline,
             a_client_without_a_certificate_is_refused_when_one_is_required,
             a_client_certificate_from_an_unknown_ca_is_refused,
             a_client_refuses_an_expired_server_certificate,

@@ -27,6 +27,11 @@
 //! a send that moves no byte that long, fails and the pump closes the connection and counts it
 //! (`idle_closed`, `slow_reader_closed`). So here the write timeout runs whenever a send waits,
 //! not only at the high-water mark: a blocking send is this model's backpressure.
+//! `--handshake-timeout` (TLS): until the handshake is complete, each recv's `SO_RCVTIMEO` is
+//! the time left to the deadline (or the idle timeout if shorter), set before each recv, and
+//! a recv that times out then closes the connection as `tls_handshake_timeouts`; a peer
+//! trickling bytes gets each recv shortened until none is left. Then the idle timeout is put
+//! back: one `setsockopt` per recv during the handshake only.
 //!
 //! **UDP** (`--udp`). A thread of its own (the acceptor's thread when there is no TCP listener)
 //! waits on the UDP socket and the shutdown waker — `poll` on Linux, `select` on Windows —
@@ -315,6 +320,7 @@ fn spawn_client(
     let stats = Arc::clone(&ctx.stats);
     let trace = ctx.trace.clone();
     let thread_live = Arc::clone(live);
+    let idle = ctx.idle_timeout;
     let spawned = std::thread::Builder::new()
         .name(format!("client-{id}"))
         .stack_size(CLIENT_STACK)
@@ -322,6 +328,11 @@ fn spawn_client(
             let mut scratch = vec![0u8; READ_CHUNK];
             // One blocking recv per call: each is this thread's wait for its client.
             loop {
+                // TLS: until the handshake is complete, each recv waits at most until the
+                // handshake deadline.
+                if !session.arm_handshake_deadline(idle) {
+                    break;
+                }
                 let eof_before = session.conn.peer_eof();
                 let (status, n) = session.pump_counted(&mut scratch, 1);
                 stats.waits.fetch_add(1, Relaxed);

@@ -48,6 +48,10 @@
 //!   `getsockopt` on an accepted socket says 1 with it, 0 without), so no per-connection
 //!   `setsockopt` is needed — `IORING_OP_URING_CMD`'s `SOCKET_URING_OP_SETSOCKOPT` (6.7+) would
 //!   do it per socket, at a submission each, for nothing;
+//! - `SO_OOBINLINE` (urgent bytes echoed in place, never left out of band): the same — set on
+//!   the listeners, copied by Linux to every accepted socket (a sock flag `sk_clone_lock`
+//!   copies; `sys::linux` tests it: 1 on an accepted socket with it on the listener, 0
+//!   without), so no socket command per connection;
 //! - the peer address in a TLS connection's closing log line: multishot accept cannot return
 //!   addresses and this kernel (6.18) has no `getpeername` socket command, so for TLS
 //!   connections only, `IORING_OP_FIXED_FD_INSTALL` (6.8+) makes a temporary ordinary
@@ -146,7 +150,8 @@
 //! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
 //! not by load.
 //!
-//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Windows:
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`,
+//! `--handshake-timeout`; both OSes). Windows:
 //! `AcceptEx` is posted only within the cap (open connections plus posted accepts never pass
 //! it; a worker that forgets a closed connection tops the accepts up again), and the
 //! coordinator sweeps the connections, its wait bounded by the next sweep, closing an expired

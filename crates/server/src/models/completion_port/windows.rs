@@ -357,6 +357,7 @@ impl Server<'_> {
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
         }
+        crate::sys::set_oob_inline_accepted(&stream);
         log::trace!("accepted {peer:?}");
         trace_event!(
             self.ctx.trace,

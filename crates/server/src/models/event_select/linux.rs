@@ -1,6 +1,14 @@
 //! epoll, edge-triggered.
 //!
-//! Limits (`--max-conns`, `--idle-timeout`, `--write-timeout`): at the cap the listener leaves
+//! Urgent data (`MSG_OOB`): accepted sockets have `SO_OOBINLINE` (from the listener), so the
+//! urgent byte is echoed in place; but a recv stops short at the urgent mark, and a short read
+//! is how this edge-triggered loop knows a socket is drained. So sockets also ask for
+//! `EPOLLPRI`, and a socket that reported it reads until `EAGAIN` ([`Session::urgent`]):
+//! `abc`, urgent `X`, `def` come back as `abcXdef` without the peer sending more (before, the
+//! bytes after the mark sat unread until it did).
+//!
+//! Limits (`--max-conns`, `--idle-timeout`, `--write-timeout`, `--handshake-timeout`): at the
+//! cap the listener leaves
 //! the epoll set (as during an `EMFILE` pause) and comes back when a connection has closed;
 //! the timeouts are a sweep over the sessions ([`crate::limits`]) when one is due, and
 //! `epoll_wait`'s timeout is bounded by the next sweep.
@@ -9,7 +17,7 @@ use crate::accept::Acceptor;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::epoll::{
-    Epoll, Events, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP,
+    Epoll, Events, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLRDHUP,
 };
 use crate::trace::trace_event;
 use crate::udp::{self, Drained, UdpEcho};
@@ -117,7 +125,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                         trace_event!(ctx.trace, "accept fd={fd}");
                         let entry = sessions.vacant_entry();
                         let key = entry.key();
-                        let flags = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+                        let flags = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
                         match epoll.add(fd, key as u64, flags) {
                             Ok(()) => {
                                 let s = entry.insert(Session::new(stream, ctx));
@@ -139,8 +147,12 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                         epoll_names(bits),
                         s.stream.as_raw_fd()
                     );
-                    if bits & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR) != 0 {
+                    if bits & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR) != 0 {
                         s.readable = true;
+                    }
+                    if bits & EPOLLPRI != 0 {
+                        // Urgent data: the next read stops short at its mark.
+                        s.urgent = true;
                     }
                     if bits & (EPOLLRDHUP | EPOLLHUP | EPOLLERR) != 0 {
                         s.peer_closing = true;
@@ -184,6 +196,7 @@ fn serve(sessions: &mut Slab<Session>, key: usize, scratch: &mut [u8], again: &m
 fn epoll_names(bits: i32) -> String {
     let names = [
         (EPOLLIN, "EPOLLIN"),
+        (EPOLLPRI, "EPOLLPRI"),
         (EPOLLOUT, "EPOLLOUT"),
         (EPOLLRDHUP, "EPOLLRDHUP"),
         (EPOLLHUP, "EPOLLHUP"),

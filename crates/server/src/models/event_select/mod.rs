@@ -78,5 +78,14 @@
 //! selection); an event must outlive the socket selected on it (close the socket first); and
 //! `FD_WRITE` waits for a send that would block, so a send that merely came up short must be
 //! retried, not waited on.
+//!
+//! **Urgent data** (`MSG_OOB`). Every accepted socket has `SO_OOBINLINE` (Windows: set on each
+//! accepted socket; Linux: copied from the listener), so an urgent byte is plain data, echoed
+//! in place, and on Windows announced by `FD_READ` like any other (without it only `FD_OOB`,
+//! which this model does not select, would say it is there). On Linux a recv stops short at
+//! the urgent mark even inline, and this model's edge-triggered loop takes a short read for
+//! "drained": `abc`, urgent `X`, `def` came back as `abc`, the rest unread until the peer sent
+//! more. So sockets also ask for `EPOLLPRI`, and after one the session reads on until
+//! `EAGAIN`.
 
 os_files!();

@@ -56,7 +56,8 @@
 //! `recv_buffer_bytes_posted`). Needs io_uring (Linux 5.19+ here), which containers often block;
 //! the model is then unavailable and says why.
 //!
-//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Linux:
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`,
+//! `--handshake-timeout`; both OSes). Linux:
 //! from the shared engine (`models/uring/engine/accept.rs`, see its module doc): accepts are posted
 //! only within the cap, and the connection timeouts are a sweep after each wait, which is
 //! bounded by the next sweep. Windows: from the groups (`models/groups_windows.rs`, as

@@ -53,7 +53,8 @@
 //! (`recv_buffer_exhausted`) and are re-posted when buffers come back, nothing lost. Windows:
 //! 16 KiB of posted buffer per connection, idle or not (`recv_buffer_bytes_posted`).
 //!
-//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`; both OSes). Linux:
+//! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`,
+//! `--handshake-timeout`; both OSes). Linux:
 //! from the shared engine (`models/uring/engine/accept.rs`, see its module doc): accepts are posted
 //! only within the cap, and the connection timeouts are a sweep after each wait, which is
 //! bounded by the next sweep. Windows: the accepting thread keeps the cap (sockets on their

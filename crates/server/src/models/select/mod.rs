@@ -35,7 +35,8 @@
 //! `Stats::refused`, as on Linux. Each turn still copies and scans the whole array: the
 //! O(connections) cost is the same.
 //!
-//! **Limits of the server** (`--max-conns`, `--idle-timeout`, `--write-timeout`, both OSes):
+//! **Limits of the server** (`--max-conns`, `--idle-timeout`, `--write-timeout`,
+//! `--handshake-timeout`, both OSes):
 //! at the cap the listener leaves the read set until a connection closes; the timeouts are a
 //! sweep over the sessions every loop turn that one is due (`crate::limits`), and `select`'s
 //! timeout is bounded by the next sweep.

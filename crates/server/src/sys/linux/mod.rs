@@ -43,6 +43,12 @@ pub fn release_free_memory() {
     }
 }
 
+/// `SO_OOBINLINE` on an accepted socket: nothing to do on Linux, which copies it from the
+/// listener ([`crate::listen`] sets it) to every socket accepted on it — ordinary descriptors
+/// and io_uring direct descriptors alike, which have no descriptor to call `setsockopt` on
+/// (checked by `accepted_sockets_inherit_oobinline_from_the_listener`).
+pub fn set_oob_inline_accepted(_stream: &std::net::TcpStream) {}
+
 /// Raises the soft limit on open descriptors (`RLIMIT_NOFILE`) to the hard limit, so a server
 /// can hold as many connections as the system lets this process have. Returns the new limit.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
@@ -142,4 +148,26 @@ pub fn is_out_of_descriptors(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accepted_sockets_inherit_oobinline_from_the_listener() {
+        let listener = crate::listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(socket2::SockRef::from(&listener)
+            .out_of_band_inline()
+            .unwrap());
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(socket2::SockRef::from(&accepted)
+            .out_of_band_inline()
+            .unwrap());
+        // And a listener without it gives sockets without it: the copy is what we rely on.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(plain.local_addr().unwrap()).unwrap();
+        let (a, _) = plain.accept().unwrap();
+        assert!(!socket2::SockRef::from(&a).out_of_band_inline().unwrap());
+    }
 }

@@ -54,6 +54,15 @@ pub fn set_reuse_port(_socket: &socket2::Socket) -> io::Result<()> {
     ))
 }
 
+/// `SO_OOBINLINE` on an accepted socket: set on each one (as `TCP_NODELAY` is), since an
+/// accepted socket is not relied on to copy it from the listener (`AcceptEx`'s socket is
+/// made before the connection; Wine maps options onto host sockets of its own).
+pub fn set_oob_inline_accepted(stream: &std::net::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(stream).set_out_of_band_inline(true) {
+        log::debug!("SO_OOBINLINE on an accepted socket failed: {e}");
+    }
+}
+
 /// Windows has no `RLIMIT_NOFILE`: sockets are limited by memory (non-paged pool) and by the
 /// ephemeral port range, not by a descriptor table. Returns `u64::MAX`.
 pub fn raise_nofile_limit() -> io::Result<u64> {

@@ -18,7 +18,8 @@
 //! posts `IORING_OP_CLOSE` on the slot (a record like any other), and the slot is counted
 //! free at that completion. Dropping the ring closes what its table still holds.
 //!
-//! The idle and write timeouts are a sweep after each wait (`sweep_conns`): an expired
+//! The idle and write timeouts and the TLS handshake deadline are a sweep after each wait
+//! (`sweep_conns`, deciding with the same `limits::Sweep` as every model): an expired
 //! connection is closed like any other (its operations cancelled, freed at their
 //! completions).
 //!
