@@ -151,7 +151,9 @@ impl LoopGuard {
     fn log(&self, from: SocketAddr, why: LoopSource) {
         let now = Instant::now();
         let mut l = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if l.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        if l.last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
             l.suppressed += 1;
             return;
         }

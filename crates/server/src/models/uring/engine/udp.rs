@@ -81,7 +81,10 @@ impl Datagram {
 
     /// The sender's address a completed receive filled in (`None`: not an IP address).
     fn peer(&self) -> Option<std::net::SocketAddr> {
-        let len = self.hdr.msg_namelen.min(size_of::<libc::sockaddr_storage>() as u32);
+        let len = self
+            .hdr
+            .msg_namelen
+            .min(size_of::<libc::sockaddr_storage>() as u32);
         // SAFETY: `addr` is a sockaddr_storage the kernel filled in, `len` bytes of it valid
         // (at most its size); socket2 reads it by its family and length only.
         let addr = unsafe { socket2::SockAddr::new(self.addr, len) };
