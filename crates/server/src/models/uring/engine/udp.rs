@@ -6,8 +6,9 @@
 //! receive again. A receive that completes with `MSG_TRUNC` in the header's `msg_flags` is
 //! counted and received over, never echoed; so is one the shared echo-loop rule
 //! (`crate::udp::LoopGuard`: source port 0, the server's own port or address, a reflecting
-//! service's port) refuses, counted in `udp_loop_dropped`. Sends carry `MSG_DONTWAIT`: a full send buffer
-//! completes them with `-EAGAIN` — counted as dropped — instead of parking them in the ring.
+//! service's port) refuses, counted in `udp_loop_dropped`. Sends carry `MSG_DONTWAIT`: a full
+//! send buffer completes them with `-EAGAIN` — counted as dropped — instead of parking them in
+//! the ring.
 //! The one rule holds as for connections: a record (its header, address and buffer) is freed
 //! or reused only at its completion. When shutdown begins the receives are cancelled; their
 //! records come back with `-ECANCELED` and are dropped.
