@@ -253,12 +253,20 @@ mod cases {
         let reflector = bound_on_loopback(UDP_REFLECTING_PORTS[3])
             .expect("bind UDP port 19 on loopback (needs root, as CI runs)");
         // The server's own port on another address: where another echo server like it sits.
-        let own_port = bound_on_loopback(to.port()).expect("bind the server's port elsewhere");
-        for s in [&reflector, &own_port, &listed] {
+        // Wine refuses that bind (WSAEADDRINUSE on every 127.0.0.x while the server holds
+        // 127.0.0.1:P): there the own-port case rests on the unit tests of the shared rule
+        // (`udp::loop_risk`) and on Linux, where this and `udp_forged.rs` run it.
+        let own_port = match cfg!(windows) {
+            true => None,
+            false => Some(bound_on_loopback(to.port()).expect("bind the server's port elsewhere")),
+        };
+        let senders: Vec<&UdpSocket> = [&reflector, &listed].into_iter().chain(&own_port).collect();
+        for s in &senders {
             s.send_to(b"are you an echo server?", to).unwrap();
         }
-        let st = wait_for(&server, ECHO_TIMEOUT, "three loop drops", |s| {
-            s.udp_loop_dropped == 3
+        let drops = senders.len() as u64;
+        let st = wait_for(&server, ECHO_TIMEOUT, "the loop drops", |s| {
+            s.udp_loop_dropped == drops
         });
         assert_eq!(st.udp_datagrams_out + st.udp_send_dropped, 0, "{st:?}");
         // An ordinary sender is still answered, and only it.
@@ -267,11 +275,11 @@ mod cases {
         let st = wait_for(&server, ECHO_TIMEOUT, "the counters to add up", accounted);
         assert_eq!(
             (st.udp_datagrams_in, st.udp_datagrams_out),
-            (4, 1),
+            (drops + 1, 1),
             "{st:?}"
         );
-        assert_eq!(st.udp_loop_dropped, 3, "{st:?}");
-        for s in [&reflector, &own_port, &listed] {
+        assert_eq!(st.udp_loop_dropped, drops, "{st:?}");
+        for s in senders {
             assert!(got_nothing(s), "a loop-prone sender got an answer");
         }
         server.stop().unwrap();
