@@ -60,7 +60,7 @@ fn accounted(s: &StatsSnapshot) -> bool {
 /// (the models' tests run at once, each wanting such a socket).
 fn bound_on_loopback(port: u16) -> io::Result<UdpSocket> {
     let mut last = None;
-    for host in 10..=250u8 {
+    for host in 10..=40u8 {
         match UdpSocket::bind((Ipv4Addr::new(127, 0, 0, host), port)) {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
@@ -68,6 +68,26 @@ fn bound_on_loopback(port: u16) -> io::Result<UdpSocket> {
         }
     }
     Err(last.unwrap())
+}
+
+/// A socket bound to one of the reflecting services' ports on loopback, the first free one
+/// within [`ECHO_TIMEOUT`].
+fn reflecting_port() -> io::Result<UdpSocket> {
+    let began = Instant::now();
+    loop {
+        let mut last = None;
+        for port in UDP_REFLECTING_PORTS {
+            match bound_on_loopback(port) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        if began.elapsed() > ECHO_TIMEOUT {
+            return Err(last.unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Nothing waits on `s` (it got no answer).
@@ -249,9 +269,10 @@ mod cases {
         let listed_port = listed.local_addr().unwrap().port();
         let server = start(v, |c| c.udp_drop_ports = vec![listed_port]);
         let to = server.udp_addr.unwrap();
-        // chargen's port (or another reflecting service's): binding it needs root.
-        let reflector = bound_on_loopback(UDP_REFLECTING_PORTS[3])
-            .expect("bind UDP port 19 on loopback (needs root, as CI runs)");
+        // A reflecting service's port (7, 13, 17, 19, 37): binding one needs root. Each model's
+        // test wants one at once, and Wine holds a port for every address once one has it:
+        // try them all, for a while.
+        let reflector = reflecting_port().expect("bind a port below 1024 (needs root, as CI runs)");
         // The server's own port on another address: where another echo server like it sits.
         // Wine refuses that bind (WSAEADDRINUSE on every 127.0.0.x while the server holds
         // 127.0.0.1:P): there the own-port case rests on the unit tests of the shared rule
