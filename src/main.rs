@@ -150,6 +150,13 @@ struct ServeArgs {
     /// dropped, never echoed cut short. Units: B, KiB, KB
     #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_bytes, requires = "udp")]
     udp_max_datagram: usize,
+    /// More source ports whose datagrams are never answered (counted in udp_loop_dropped and
+    /// logged at most once a second), e.g. 53,123,161,1900 for services that may answer an
+    /// echo; comma-separated, or none. Always dropped, whatever this says: source port 0, the
+    /// server's own port, the server's own address and port, and 7,13,17,19,37 (echo,
+    /// daytime, qotd, chargen, time): their answer could start an echo loop
+    #[arg(long, value_name = "LIST", default_value = "none", value_parser = parse_ports, requires = "udp")]
+    udp_drop_ports: Ports,
     /// The most connections open at once: at the cap the server stops accepting (new clients
     /// wait in the listen backlog, accepted as soon as a connection closes); none is ever
     /// accepted and dropped [default: the descriptor limit less 64, so accept stops at the cap
@@ -199,6 +206,28 @@ fn parse_handshake_timeout(s: &str) -> Result<Timeout, String> {
         )),
         t => Ok(t),
     }
+}
+
+/// `--udp-drop-ports`: a list of ports (a newtype, so clap takes the whole list as one value).
+#[derive(Debug, Clone)]
+struct Ports(Vec<u16>);
+
+fn parse_ports(s: &str) -> Result<Ports, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Ports(Vec::new()));
+    }
+    let ports = s
+        .split(',')
+        .map(|p| match p.trim().parse::<u16>() {
+            Ok(0) => Err("port 0 is always dropped: list ports 1 to 65535".to_string()),
+            Ok(p) => Ok(p),
+            Err(_) => Err(format!(
+                "'{}' is not a port: give ports 1 to 65535, comma-separated, or none",
+                p.trim()
+            )),
+        })
+        .collect::<Result<Vec<u16>, String>>()?;
+    Ok(Ports(ports))
 }
 
 #[derive(Args)]
@@ -437,6 +466,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         tcp: !args.no_tcp,
         udp: args.udp,
         udp_max_datagram: args.udp_max_datagram,
+        udp_drop_ports: args.udp_drop_ports.0,
         max_conns: args
             .max_conns
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
@@ -529,11 +559,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     );
     if config.udp {
         log::info!(
-            "UDP: {} datagrams in, {} echoed, {} dropped unanswered, {} oversized",
+            "UDP: {} datagrams in, {} echoed, {} dropped unanswered, {} oversized, {} dropped \
+             as possible echo loops",
             s.udp_datagrams_in,
             s.udp_datagrams_out,
             s.udp_send_dropped,
-            s.udp_truncated
+            s.udp_truncated,
+            s.udp_loop_dropped
         );
     }
     Ok(())
@@ -661,6 +693,7 @@ fn stats_json(s: &iomodels_server::StatsSnapshot, max_conns: usize) -> String {
         "tls_handshake_timeouts": s.tls_handshake_timeouts,
         "udp_datagrams_in": s.udp_datagrams_in, "udp_datagrams_out": s.udp_datagrams_out,
         "udp_truncated": s.udp_truncated, "udp_send_dropped": s.udp_send_dropped,
+        "udp_loop_dropped": s.udp_loop_dropped,
         "udp_bytes_in": s.udp_bytes_in, "udp_bytes_out": s.udp_bytes_out,
         "waits": s.waits, "syscalls": s.syscalls, "batched_waits": s.batched_waits,
     }})

@@ -103,11 +103,31 @@ mod per_model {
         assert!(v["msgs_per_sec"].as_f64().unwrap() > 0.0);
         assert!(s.terminate().success());
     }
+
+    /// A completion-port server (its reuse-port listeners: SO_REUSEPORT, which any socket of
+    /// the same user that sets it too may join) holds a port; a second server of this model on
+    /// that port, over TCP and with --udp, is refused in one line instead of starting beside it
+    /// and getting part of its clients.
+    pub fn a_port_a_completion_port_server_holds_is_refused_in_one_line(model: &str) {
+        for udp in [false, true] {
+            let mut args = vec!["--model", "completion-port", "--workers", "2"];
+            args.extend(udp.then_some("--udp"));
+            let first = Served::start(&args);
+            let addr = first.addr.to_string();
+            let mut second = vec!["10", BIN, "serve", "--model", model, "--listen", &addr];
+            second.extend(["--workers", "2"]);
+            second.extend(udp.then_some("--udp"));
+            let out = Command::new("timeout").args(&second).output().unwrap();
+            assert_one_line_error(&out, &[&addr, "in use"]);
+            assert!(first.terminate().success());
+        }
+    }
 }
 
 per_model! {
     check: every_available_model_is_tested_through_the_cli;
     cases: [
+        a_port_a_completion_port_server_holds_is_refused_in_one_line,
         ready_line_then_sigterm_exits_zero,
         socat_echo_is_byte_identical,
         server_rss_stays_bounded_under_a_64_mib_flood_that_is_never_read,

@@ -126,3 +126,74 @@ fn udp_with_tls_is_refused_in_one_line() {
         "a refused command wrote a certificate"
     );
 }
+
+/// A port listed in --udp-drop-ports (like 7, 13, 17, 19, 37, 0 and the server's own port,
+/// always dropped) gets no answer: counted in the SIGUSR1 JSON and the exit line, logged at
+/// most about once a second, each line saying how many drops it did not log.
+#[test]
+fn a_listed_source_port_gets_no_answer_and_the_drops_are_counted_and_logged_rate_limited() {
+    let dropped = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = dropped.local_addr().unwrap().port().to_string();
+    let mut s = Served::start(&["--udp", "--udp-drop-ports", &format!("53,{port}")]);
+    for _ in 0..100 {
+        dropped.send_to(b"loop?", s.addr).unwrap();
+    }
+    s.stats_until("100 loop drops", |v| v["udp_loop_dropped"] == 100);
+    // A second later, one more: its line says how many the first second suppressed.
+    std::thread::sleep(Duration::from_millis(1100));
+    dropped.send_to(b"loop?", s.addr).unwrap();
+    s.stats_until("101 loop drops", |v| v["udp_loop_dropped"] == 101);
+    let ordinary = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ordinary
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    ordinary.send_to(b"echo me", s.addr).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = ordinary.recv_from(&mut buf).expect("an ordinary echo");
+    assert_eq!(&buf[..n], b"echo me");
+    dropped.set_nonblocking(true).unwrap();
+    assert!(
+        dropped.recv_from(&mut buf).is_err(),
+        "a listed port got an answer"
+    );
+    let (err, status) = s.terminate_with_stderr();
+    assert!(status.success(), "{status:?}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("not answering a datagram from"))
+        .collect();
+    assert!(
+        (2..=10).contains(&lines.len()),
+        "{} log lines for 101 drops: {err}",
+        lines.len()
+    );
+    let logged: u64 = lines
+        .iter()
+        .map(|l| {
+            // "... (N more such datagrams dropped since the last line)"
+            1 + l
+                .rsplit_once(" more such datagrams")
+                .and_then(|(head, _)| head.rsplit('(').next())
+                .map_or(0, |n| n.parse::<u64>().expect("a count"))
+        })
+        .sum();
+    assert_eq!(
+        logged, 101,
+        "the lines do not account for every drop: {err}"
+    );
+    assert!(
+        err.contains("102 datagrams in, 1 echoed, 0 dropped unanswered, 0 oversized, 101 dropped as possible echo loops"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_udp_drop_port_is_one_line() {
+    for bad in ["0", "70000", "7,x", ""] {
+        let out = iomodels(&["serve", "--udp", "--udp-drop-ports", bad]);
+        assert!(!out.status.success(), "{bad:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+        assert!(err.contains("--udp-drop-ports"), "{err:?}");
+    }
+}

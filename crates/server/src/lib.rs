@@ -32,6 +32,7 @@ pub use limits::{
 pub use model::Model;
 pub use shutdown::Shutdown;
 pub use stats::{Stats, StatsSnapshot};
+pub use udp::REFLECTING_PORTS as UDP_REFLECTING_PORTS;
 
 use iomodels_core::{Limits, ServiceKind};
 use std::fmt;
@@ -97,6 +98,11 @@ pub struct ServerConfig {
     /// by default: every IPv4 datagram fits. A larger one is counted
     /// ([`Stats::udp_truncated`]) and dropped, never echoed cut short.
     pub udp_max_datagram: usize,
+    /// More source ports whose datagrams are never answered (`--udp-drop-ports`), besides
+    /// those always dropped: 0, the server's own UDP port and [`UDP_REFLECTING_PORTS`] (and a
+    /// datagram from the server's own address and port). Counted in
+    /// [`Stats::udp_loop_dropped`]. Empty by default; no port 0.
+    pub udp_drop_ports: Vec<u16>,
     /// The most connections open at once (`--max-conns`): at the cap the model stops accepting
     /// and new clients wait in the kernel's listen backlog until a connection closes; none is
     /// ever accepted and dropped. `None` (the default): the descriptor limit (`RLIMIT_NOFILE`
@@ -322,6 +328,7 @@ impl Default for ServerConfig {
             tcp: true,
             udp: false,
             udp_max_datagram: udp::MAX_DATAGRAM,
+            udp_drop_ports: Vec::new(),
             max_conns: None,
             idle_timeout: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
@@ -401,6 +408,8 @@ pub(crate) struct Ctx {
     pub udp: Option<UdpSocket>,
     /// Bytes of the buffer a datagram is received into ([`ServerConfig::udp_max_datagram`]).
     pub udp_max_datagram: usize,
+    /// The echo-loop rule every model's UDP path asks before it answers a datagram.
+    pub udp_guard: Arc<udp::LoopGuard>,
     /// The connection cap ([`ServerConfig::max_conns`], resolved; `usize::MAX`: none).
     pub max_conns: usize,
     /// [`ServerConfig::idle_timeout`].
@@ -499,6 +508,10 @@ impl Server {
                 batch_wait: config.batch_wait.filter(|w| !w.is_zero()),
                 trace: trace::Trace::new(config.model.name(), config.trace),
                 tls: config.tls,
+                udp_guard: Arc::new(udp::LoopGuard::new(
+                    udp.as_ref().and_then(|u| u.local_addr().ok()),
+                    &config.udp_drop_ports,
+                )),
                 udp,
                 udp_max_datagram: config.udp_max_datagram,
                 max_conns,
@@ -650,6 +663,26 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
     Ok(socket.into())
 }
 
+/// `Err(AddrInUse)` if another socket listens on `addr`, found by binding a plain socket to it
+/// (SO_REUSEADDR as [`listen`] sets it, no SO_REUSEPORT) and closing it again.
+///
+/// `completion-port`'s reuse-port listeners need it: SO_REUSEPORT lets any socket of the same
+/// user that sets it too join the group on a port, so a second server (run by the same user,
+/// or by root, as servers often are) would bind beside the first, silently, and the kernel
+/// would split the clients between them. A plain socket cannot bind over a listening one,
+/// whoever owns it. The race this leaves: two such servers starting on one port within the
+/// same few microseconds both pass the probe and share it.
+fn probe_port_free(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into())
+}
+
 /// `Ok` if the configuration asks for something this build can serve: at least one of TCP and
 /// UDP; UDP without TLS, with a usable receive buffer.
 fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
@@ -674,6 +707,9 @@ fn check_transports(config: &ServerConfig) -> Result<(), ServerError> {
             udp::MAX_DATAGRAM,
             config.udp_max_datagram
         ));
+    }
+    if config.udp_drop_ports.contains(&0) {
+        return invalid("--udp-drop-ports: port 0 is always dropped; list ports 1 to 65535");
     }
     Ok(())
 }
@@ -752,6 +788,9 @@ fn bind_sockets(
     let mut attempts = 0;
     loop {
         attempts += 1;
+        if reuse_port && config.tcp && config.listen.port() != 0 {
+            probe_port_free(config.listen).map_err(bind_error)?;
+        }
         let listener = match config.tcp {
             true => Some(listen(config.listen, reuse_port).map_err(bind_error)?),
             false => None,

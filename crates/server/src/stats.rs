@@ -82,7 +82,8 @@ pub struct Stats {
     /// `--handshake-timeout` after accept.
     pub tls_handshake_timeouts: AtomicU64,
     /// UDP: datagrams received (zero-length and oversized ones included). Every one of them
-    /// ends counted once more: in `udp_datagrams_out`, `udp_send_dropped` or `udp_truncated`.
+    /// ends counted once more: in `udp_datagrams_out`, `udp_send_dropped`, `udp_truncated` or
+    /// `udp_loop_dropped`.
     pub udp_datagrams_in: AtomicU64,
     /// UDP: datagrams echoed (sent back whole to their sender).
     pub udp_datagrams_out: AtomicU64,
@@ -92,6 +93,10 @@ pub struct Stats {
     /// (the send would have blocked), the send failed, shutdown began first, or the service
     /// is discard.
     pub udp_send_dropped: AtomicU64,
+    /// UDP: datagrams received whole but never answered because the answer could start an
+    /// echo loop: source port 0, the server's own port, a reflecting service's port (7, 13,
+    /// 17, 19, 37, `--udp-drop-ports`), or the server's own address and port (`udp.rs`).
+    pub udp_loop_dropped: AtomicU64,
     /// UDP: payload bytes of the datagrams received whole.
     pub udp_bytes_in: AtomicU64,
     /// UDP: payload bytes echoed.
@@ -164,6 +169,8 @@ pub struct StatsSnapshot {
     pub udp_truncated: u64,
     /// See [`Stats::udp_send_dropped`].
     pub udp_send_dropped: u64,
+    /// See [`Stats::udp_loop_dropped`].
+    pub udp_loop_dropped: u64,
     /// See [`Stats::udp_bytes_in`].
     pub udp_bytes_in: u64,
     /// See [`Stats::udp_bytes_out`].
@@ -265,6 +272,7 @@ impl Stats {
             udp_datagrams_out: self.udp_datagrams_out.load(Relaxed),
             udp_truncated: self.udp_truncated.load(Relaxed),
             udp_send_dropped: self.udp_send_dropped.load(Relaxed),
+            udp_loop_dropped: self.udp_loop_dropped.load(Relaxed),
             udp_bytes_in: self.udp_bytes_in.load(Relaxed),
             udp_bytes_out: self.udp_bytes_out.load(Relaxed),
             waits: self.waits.load(Relaxed),

@@ -1,15 +1,19 @@
 //! The UDP conformance suite (RFC 862 echo over UDP, issue #8), generated for every model: each
 //! datagram is answered with one datagram of the same bytes, to its sender; zero-length and
 //! 65,507-byte datagrams too; an oversized one is counted and dropped, never echoed cut short;
-//! the counters add up; UDP works beside TCP and alone; shutdown does not wait for datagrams.
-//! Linux and Windows (under Wine in CI).
+//! the counters add up; UDP works beside TCP and alone; shutdown does not wait for datagrams;
+//! a datagram whose answer could start an echo loop (from a reflecting service's port, the
+//! server's own port, a `udp_drop_ports` port) gets none and is counted (issue #16; the forged
+//! sources, the server's own address and port 0, are in `udp_forged.rs`).
+//! Linux and Windows (under Wine in CI). The loop case binds a port below 1024 (7, 13, 17, 19
+//! or 37), which needs root, as CI runs.
 
 mod common;
 
 use common::{connect, eventually, ping, wait_for, Rng, Variant};
-use iomodels_server::{Model, RunningServer, ServerConfig, StatsSnapshot};
+use iomodels_server::{Model, RunningServer, ServerConfig, StatsSnapshot, UDP_REFLECTING_PORTS};
 use std::io;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,9 +49,51 @@ fn echo(s: &UdpSocket, to: SocketAddr, msg: &[u8]) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Every datagram received ended counted once more: echoed, dropped or oversized.
+/// Every datagram received ended counted once more: echoed, dropped, oversized or dropped as
+/// a possible echo loop.
 fn accounted(s: &StatsSnapshot) -> bool {
-    s.udp_datagrams_in == s.udp_datagrams_out + s.udp_send_dropped + s.udp_truncated
+    s.udp_datagrams_in
+        == s.udp_datagrams_out + s.udp_send_dropped + s.udp_truncated + s.udp_loop_dropped
+}
+
+/// A socket bound to `port` on the first loopback address 127.0.0.10.. where that port is free
+/// (the models' tests run at once, each wanting such a socket).
+fn bound_on_loopback(port: u16) -> io::Result<UdpSocket> {
+    let mut last = None;
+    for host in 10..=40u8 {
+        match UdpSocket::bind((Ipv4Addr::new(127, 0, 0, host), port)) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap())
+}
+
+/// A socket bound to one of the reflecting services' ports on loopback, the first free one
+/// within [`ECHO_TIMEOUT`].
+fn reflecting_port() -> io::Result<UdpSocket> {
+    let began = Instant::now();
+    loop {
+        let mut last = None;
+        for port in UDP_REFLECTING_PORTS {
+            match bound_on_loopback(port) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        if began.elapsed() > ECHO_TIMEOUT {
+            return Err(last.unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Nothing waits on `s` (it got no answer).
+fn got_nothing(s: &UdpSocket) -> bool {
+    s.set_nonblocking(true).unwrap();
+    matches!(s.recv(&mut [0u8; 64]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// The datagram client `client` sends as its `seq`-th: its id and sequence number, then
@@ -217,6 +263,49 @@ mod cases {
         server.stop().unwrap();
     }
 
+    pub fn a_datagram_that_could_start_an_echo_loop_gets_no_answer_and_is_counted(v: Variant) {
+        // A port the operator listed (--udp-drop-ports): bound before the server starts.
+        let listed = client(ECHO_TIMEOUT);
+        let listed_port = listed.local_addr().unwrap().port();
+        let server = start(v, |c| c.udp_drop_ports = vec![listed_port]);
+        let to = server.udp_addr.unwrap();
+        // A reflecting service's port (7, 13, 17, 19, 37): binding one needs root. Each model's
+        // test wants one at once, and Wine holds a port for every address once one has it:
+        // try them all, for a while.
+        let reflector = reflecting_port().expect("bind a port below 1024 (needs root, as CI runs)");
+        // The server's own port on another address: where another echo server like it sits.
+        // Wine refuses that bind (WSAEADDRINUSE on every 127.0.0.x while the server holds
+        // 127.0.0.1:P): there the own-port case rests on the unit tests of the shared rule
+        // (`udp::loop_risk`) and on Linux, where this and `udp_forged.rs` run it.
+        let own_port = match cfg!(windows) {
+            true => None,
+            false => Some(bound_on_loopback(to.port()).expect("bind the server's port elsewhere")),
+        };
+        let senders: Vec<&UdpSocket> = [&reflector, &listed].into_iter().chain(&own_port).collect();
+        for s in &senders {
+            s.send_to(b"are you an echo server?", to).unwrap();
+        }
+        let drops = senders.len() as u64;
+        let st = wait_for(&server, ECHO_TIMEOUT, "the loop drops", |s| {
+            s.udp_loop_dropped == drops
+        });
+        assert_eq!(st.udp_datagrams_out + st.udp_send_dropped, 0, "{st:?}");
+        // An ordinary sender is still answered, and only it.
+        let s = client(ECHO_TIMEOUT);
+        assert_eq!(echo(&s, to, b"ordinary").unwrap(), b"ordinary");
+        let st = wait_for(&server, ECHO_TIMEOUT, "the counters to add up", accounted);
+        assert_eq!(
+            (st.udp_datagrams_in, st.udp_datagrams_out),
+            (drops + 1, 1),
+            "{st:?}"
+        );
+        assert_eq!(st.udp_loop_dropped, drops, "{st:?}");
+        for s in senders {
+            assert!(got_nothing(s), "a loop-prone sender got an answer");
+        }
+        server.stop().unwrap();
+    }
+
     pub fn udp_and_tcp_are_served_at_once_on_the_same_port(v: Variant) {
         let server = start(v, |_| {});
         let udp = server.udp_addr.unwrap();
@@ -306,6 +395,7 @@ model_suite! {
         a_zero_length_datagram_is_echoed,
         a_65507_byte_datagram_is_echoed_whole,
         an_oversized_datagram_is_counted_and_dropped_never_echoed_cut_short,
+        a_datagram_that_could_start_an_echo_loop_gets_no_answer_and_is_counted,
         ten_thousand_datagrams_from_50_clients_come_back_byte_identical,
         udp_and_tcp_are_served_at_once_on_the_same_port,
         udp_alone_has_no_tcp_listener,

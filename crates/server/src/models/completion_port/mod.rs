@@ -10,7 +10,11 @@
 //!
 //! **Linux counterpart.** io_uring, one ring per worker, one worker per CPU (`--workers N`).
 //! Each worker has its own `SO_REUSEPORT` listener on the same port, so the kernel spreads new
-//! connections over the workers and no accepted socket crosses threads. The alternative,
+//! connections over the workers and no accepted socket crosses threads. `SO_REUSEPORT` would let
+//! a second server of the same user (root, often) join that group unnoticed and take part of
+//! the clients, so `Server::bind` first binds a plain socket to the address and refuses a port
+//! in use in one line, as every other model does (the race left: two servers starting within
+//! the same microseconds). The alternative,
 //! `--accept handoff` — worker 0 accepts for all and passes each socket to the next worker's
 //! ring with `IORING_OP_MSG_RING` — was measured against it and is kept as an option
 //! (ARCHITECTURE.md gives the figures and why reuse-port is the default). What a

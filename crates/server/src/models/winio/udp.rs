@@ -32,13 +32,19 @@
 //! complete with `ERROR_OPERATION_ABORTED` and are reaped like any other completion. The
 //! model goes on reaping until [`UdpEcho::in_flight`] is 0 (and so `Stats::ops_in_flight`).
 //!
+//! **Echo loops.** A whole datagram is first put to `crate::udp::LoopGuard`, the rule every
+//! model shares: one from source port 0, the server's own port or address, or a reflecting
+//! service's port (7, 13, 17, 19, 37, `--udp-drop-ports`) is counted in `udp_loop_dropped`
+//! and never answered.
+//!
 //! The accounting is `udp.rs`'s: every datagram received is counted once in
-//! `udp_datagrams_in` and once more in exactly one of `udp_datagrams_out`, `udp_send_dropped`
-//! and `udp_truncated`.
+//! `udp_datagrams_in` and once more in exactly one of `udp_datagrams_out`, `udp_send_dropped`,
+//! `udp_truncated` and `udp_loop_dropped`.
 
 use super::op::{cancel_all, outcome, reclaim_as, stored_result, InFlight, Notify, Record};
 use crate::stats::Stats;
 use crate::trace::{trace_event, Trace};
+use crate::udp::LoopGuard;
 use crate::Ctx;
 use iomodels_core::ServiceKind;
 use std::io;
@@ -194,6 +200,8 @@ pub(crate) fn classify(result: &io::Result<usize>) -> Received {
 pub(crate) struct UdpEcho {
     socket: RawSocket,
     stats: Arc<Stats>,
+    /// The echo-loop rule (`crate::udp::LoopGuard`), asked before every answer.
+    guard: Arc<LoopGuard>,
     trace: Trace,
     echo: bool,
     size: usize,
@@ -220,6 +228,7 @@ impl UdpEcho {
         UdpEcho {
             socket: raw,
             stats: Arc::clone(&ctx.stats),
+            guard: Arc::clone(&ctx.udp_guard),
             trace: ctx.trace.clone(),
             echo: ctx.service == ServiceKind::Echo,
             size: ctx.udp_max_datagram,
@@ -328,6 +337,10 @@ impl UdpEcho {
         match outcome {
             Received::Whole(n) => {
                 self.stats.count_datagram_in(n, false);
+                if self.guard.drops(d.peer(), &self.stats) {
+                    self.spare.push(d);
+                    return self.rearm(notify);
+                }
                 self.answer(d, n, notify);
                 return self.rearm(notify);
             }

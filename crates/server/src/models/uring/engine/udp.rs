@@ -4,8 +4,11 @@
 //! (with room for the sender's address); when it completes whole, the same record is posted as
 //! a send of those bytes back to that address, and when the send completes it is posted as a
 //! receive again. A receive that completes with `MSG_TRUNC` in the header's `msg_flags` is
-//! counted and received over, never echoed. Sends carry `MSG_DONTWAIT`: a full send buffer
-//! completes them with `-EAGAIN` — counted as dropped — instead of parking them in the ring.
+//! counted and received over, never echoed; so is one the shared echo-loop rule
+//! (`crate::udp::LoopGuard`: source port 0, the server's own port or address, a reflecting
+//! service's port) refuses, counted in `udp_loop_dropped`. Sends carry `MSG_DONTWAIT`: a full
+//! send buffer completes them with `-EAGAIN` — counted as dropped — instead of parking them in
+//! the ring.
 //! The one rule holds as for connections: a record (its header, address and buffer) is freed
 //! or reused only at its completion. When shutdown begins the receives are cancelled; their
 //! records come back with `-ECANCELED` and are dropped.
@@ -77,6 +80,18 @@ impl Datagram {
         &self.hdr
     }
 
+    /// The sender's address a completed receive filled in (`None`: not an IP address).
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        let len = self
+            .hdr
+            .msg_namelen
+            .min(size_of::<libc::sockaddr_storage>() as u32);
+        // SAFETY: `addr` is a sockaddr_storage the kernel filled in, `len` bytes of it valid
+        // (at most its size); socket2 reads it by its family and length only.
+        let addr = unsafe { socket2::SockAddr::new(self.addr, len) };
+        addr.as_socket()
+    }
+
     /// The receive's datagram did not fit the buffer.
     pub(super) fn truncated(&self) -> bool {
         self.hdr.msg_flags & libc::MSG_TRUNC != 0
@@ -136,6 +151,8 @@ impl Engine<'_> {
             stats.count_datagram_in(len, truncated);
             if truncated {
                 log::debug!("udp: a datagram larger than {} bytes: dropped", d.buf.len());
+            } else if self.ctx.udp_guard.drops(d.peer(), stats) {
+                // Not answered: it could start an echo loop (counted and logged).
             } else if self.draining || self.ctx.service != ServiceKind::Echo {
                 stats.count_datagram_out(None);
             } else if let Some(fd) = self.udp {
