@@ -475,14 +475,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         handshake_timeout: args.handshake_timeout.0,
         direct_descriptors: args.direct_descriptors,
     };
-    if let (Some(n), Ok(cpus)) = (args.workers, std::thread::available_parallelism()) {
-        if n as usize > 8 * cpus.get() {
-            log::warn!(
-                "--workers {n} on {cpus} CPUs: {n} threads and rings; more than 8 per CPU adds \
-                 no speed (only fixed-file tables, for completion-port past the descriptor limit)"
-            );
-        }
-    }
     // Raised before bind, since the default --max-conns comes from it; said after bind, so a
     // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)
     let nofile = iomodels_server::sys::raise_nofile_limit();
@@ -496,6 +488,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     #[cfg(not(unix))]
     let _ = nofile;
+    // Said after bind, like the lines above: a refused start stays one line.
+    if let (Some(n), Ok(cpus)) = (args.workers, std::thread::available_parallelism()) {
+        if n as usize > 8 * cpus.get() {
+            log::warn!(
+                "--workers {n} on {cpus} CPUs: {n} threads and rings; more than 8 per CPU adds \
+                 no speed (only fixed-file tables, for completion-port past the descriptor limit)"
+            );
+        }
+    }
     for note in tls.iter().flat_map(|(_, notes)| notes) {
         log::info!("{note}");
     }

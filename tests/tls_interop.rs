@@ -546,18 +546,21 @@ mod per_model {
             warnings.iter().all(|l| l.contains("tls: 127.0.0.1:")),
             "{model}: {warnings:#?}"
         );
-        assert_eq!(
-            warnings.len(),
-            4,
-            "{model}: one warning line per refused client expected:\n{err}"
+        // Refusals log at most about one line a second (log_every!), each saying how many
+        // like it it left out: the lines and their counts account for at most the 4 refusals,
+        // which the counter above holds every one of.
+        let left_out: u64 = warnings
+            .iter()
+            .filter_map(|l| l.split(" (").last()?.split(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(
+            !warnings.is_empty() && warnings.len() as u64 + left_out <= 4,
+            "{model}: {} lines leaving out {left_out} for 4 refusals:\n{err}",
+            warnings.len()
         );
-        assert_eq!(
-            warnings
-                .iter()
-                .filter(|l| l.contains("no certificates"))
-                .count(),
-            3,
-            "{model}: {warnings:#?}"
+        assert!(
+            warnings[0].contains("no certificates"),
+            "{model}: the first refusal's reason: {warnings:#?}"
         );
     }
 }

@@ -162,6 +162,20 @@ fn run_case(
 }
 
 /// [`run_case`], with `tweak` applied to the server's configuration.
+/// [`run_case_with`] against a server with the test's handshake deadline ([`DEADLINE`]),
+/// expecting the bad client's connection to be closed at it.
+fn past_the_handshake_deadline(v: Variant, bad: impl FnOnce(SocketAddr)) {
+    let deadline = |c: &mut iomodels_server::ServerConfig| c.handshake_timeout = Some(DEADLINE);
+    run_case_with(
+        v,
+        server_tls(false),
+        deadline,
+        Good::usual(),
+        HANDSHAKE_TIMED_OUT,
+        bad,
+    );
+}
+
 fn run_case_with(
     v: Variant,
     tls: Arc<rustls::ServerConfig>,
@@ -375,99 +389,83 @@ mod cases {
     /// handshaken before and echoing past the deadline, is not affected.
     pub fn a_trickled_handshake_is_closed_at_the_handshake_deadline(v: Variant) {
         let hello = client_hello(good_client());
-        let deadline = |c: &mut iomodels_server::ServerConfig| c.handshake_timeout = Some(DEADLINE);
-        run_case_with(
-            v,
-            server_tls(false),
-            deadline,
-            Good::usual(),
-            HANDSHAKE_TIMED_OUT,
-            |addr| {
-                let started = Instant::now();
-                let mut s = connect(addr);
-                let half = hello.len() / 2;
-                s.write_all(&hello[..half])
-                    .expect("send half a ClientHello");
-                s.set_read_timeout(Some(Duration::from_millis(300)))
-                    .unwrap();
-                // Bounded: the deadline plus generous slack (a hang fails, speed is not tested).
-                let bound = started + DEADLINE + SETTLE;
-                let mut next = half;
-                let mut buf = [0u8; 4096];
-                let how = loop {
-                    assert!(
-                        Instant::now() < bound,
-                        "not closed {:?} after connecting",
-                        started.elapsed()
-                    );
-                    if next < hello.len() - 1 {
-                        if let Err(e) = s.write_all(&hello[next..next + 1]) {
-                            break format!("a send failed: {e}");
-                        }
-                        next += 1;
-                    }
-                    match s.read(&mut buf) {
-                        Ok(0) => break "end of stream".to_string(),
-                        Ok(n) => panic!("{n} bytes back for an incomplete ClientHello"),
-                        Err(e) if common::is_timeout(&e) => continue,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => break format!("{e}"),
-                    }
-                };
-                let took = started.elapsed();
+        past_the_handshake_deadline(v, |addr| {
+            let started = Instant::now();
+            let mut s = connect(addr);
+            let half = hello.len() / 2;
+            s.write_all(&hello[..half])
+                .expect("send half a ClientHello");
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            // Bounded: the deadline plus generous slack (a hang fails, speed is not tested).
+            let bound = started + DEADLINE + SETTLE;
+            let mut next = half;
+            let mut buf = [0u8; 4096];
+            let how = loop {
                 assert!(
-                    took >= DEADLINE,
-                    "closed ({how}) after {took:?}, before the {DEADLINE:?} deadline"
+                    Instant::now() < bound,
+                    "not closed {:?} after connecting",
+                    started.elapsed()
                 );
-                assert!(
-                    next > half + 1,
-                    "the trickle did not run ({} bytes)",
-                    next - half
-                );
-            },
-        );
+                if next < hello.len() - 1 {
+                    if let Err(e) = s.write_all(&hello[next..next + 1]) {
+                        break format!("a send failed: {e}");
+                    }
+                    next += 1;
+                }
+                match s.read(&mut buf) {
+                    Ok(0) => break "end of stream".to_string(),
+                    Ok(n) => panic!("{n} bytes back for an incomplete ClientHello"),
+                    Err(e) if common::is_timeout(&e) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break format!("{e}"),
+                }
+            };
+            let took = started.elapsed();
+            assert!(
+                took >= DEADLINE,
+                "closed ({how}) after {took:?}, before the {DEADLINE:?} deadline"
+            );
+            assert!(
+                next > half + 1,
+                "the trickle did not run ({} bytes)",
+                next - half
+            );
+        });
     }
 
     /// Half a ClientHello, a pause until the server has closed the connection at the
     /// deadline, then the rest: no ServerHello ever comes, the handshake cannot complete late.
     pub fn a_handshake_cannot_complete_after_the_deadline(v: Variant) {
         let hello = client_hello(good_client());
-        let deadline = |c: &mut iomodels_server::ServerConfig| c.handshake_timeout = Some(DEADLINE);
-        run_case_with(
-            v,
-            server_tls(false),
-            deadline,
-            Good::usual(),
-            HANDSHAKE_TIMED_OUT,
-            |addr| {
-                let mut s = connect(addr);
-                let half = hello.len() / 2;
-                s.write_all(&hello[..half])
-                    .expect("send half a ClientHello");
-                let mut peek = [0u8; 1];
-                s.set_read_timeout(Some(DEADLINE + SETTLE)).unwrap();
-                let r = loop {
-                    match s.peek(&mut peek) {
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        r => break r,
-                    }
-                };
-                match r {
-                    Ok(0) => {}
-                    Ok(_) => panic!("bytes back for half a ClientHello"),
-                    Err(e) if common::is_timeout(&e) => panic!("not closed at the deadline"),
-                    Err(_) => {} // reset
+        past_the_handshake_deadline(v, |addr| {
+            let mut s = connect(addr);
+            let half = hello.len() / 2;
+            s.write_all(&hello[..half])
+                .expect("send half a ClientHello");
+            let mut peek = [0u8; 1];
+            s.set_read_timeout(Some(DEADLINE + SETTLE)).unwrap();
+            let r = loop {
+                match s.peek(&mut peek) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
                 }
-                let _ = s.write_all(&hello[half..]);
-                s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-                let (got, _end) = read_raw_to_end(&s);
-                assert!(
-                    got.is_empty(),
-                    "{} bytes (a ServerHello?) after the deadline",
-                    got.len()
-                );
-            },
-        );
+            };
+            match r {
+                Ok(0) => {}
+                Ok(_) => panic!("bytes back for half a ClientHello"),
+                Err(e) if common::is_timeout(&e) => panic!("not closed at the deadline"),
+                Err(_) => {} // reset
+            }
+            let _ = s.write_all(&hello[half..]);
+            s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+            let (got, _end) = read_raw_to_end(&s);
+            assert!(
+                got.is_empty(),
+                "{} bytes (a ServerHello?) after the deadline",
+                got.len()
+            );
+        });
     }
 
     pub fn a_client_without_a_certificate_is_refused_when_one_is_required(v: Variant) {
