@@ -320,6 +320,10 @@ mod per_model {
     /// served, twice, and the server holds all 201 connections.
     pub fn two_hundred_silent_clients_do_not_stop_a_normal_client_being_served(model: &str) {
         let mut s = Served::start(&["--model", model]);
+        // The baseline once the server has started up (the thread-per-client model reads its
+        // thread cap from /proc as it starts: a file open for a moment), and served a client.
+        assert_echoes(s.addr, KIB, 3);
+        s.stats_until("the first client gone", |v| v["active"] == 0);
         let fd0 = fd_count(s.pid());
         let silent: Vec<TcpStream> = (0..200).map(|_| connect(s.addr)).collect();
         s.stats_until("200 silent clients accepted", |v| v["active"] == 200);
