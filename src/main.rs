@@ -159,8 +159,10 @@ struct ServeArgs {
     udp_drop_ports: Ports,
     /// The most connections open at once: at the cap the server stops accepting (new clients
     /// wait in the listen backlog, accepted as soon as a connection closes); none is ever
-    /// accepted and dropped [default: the descriptor limit less 64, so accept stops at the cap
-    /// before it would fail for lack of descriptors, and the server keeps some for itself]
+    /// accepted and dropped [default: the descriptor limit less 64 (less a quarter of a limit
+    /// below 256), so accept stops at the cap before it would fail for lack of descriptors, and
+    /// the server keeps some for itself; select at most 960, below FD_SETSIZE; completion-port
+    /// on direct descriptors: what its fixed-file tables hold, less 16]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_conns: Option<u64>,
     /// Close a connection when no byte has moved either way for DURATION, or 'off'. Off by
@@ -197,15 +199,14 @@ fn parse_timeout(s: &str) -> Result<Timeout, String> {
     }
 }
 
-/// Parses `--handshake-timeout`: a timeout ([`parse_timeout`]) of at most an hour.
+/// Parses `--handshake-timeout`: a timeout ([`parse_timeout`]) the server takes
+/// ([`iomodels_server::check_handshake_timeout`]: at most an hour).
 fn parse_handshake_timeout(s: &str) -> Result<Timeout, String> {
-    match parse_timeout(s)? {
-        Timeout(Some(d)) if d > iomodels_server::MAX_HANDSHAKE_TIMEOUT => Err(format!(
-            "'{s}' is too long for a handshake: at most {}s, or off",
-            iomodels_server::MAX_HANDSHAKE_TIMEOUT.as_secs()
-        )),
-        t => Ok(t),
+    let t = parse_timeout(s)?;
+    if let Some(d) = t.0 {
+        iomodels_server::check_handshake_timeout(d)?;
     }
+    Ok(t)
 }
 
 /// `--udp-drop-ports`: a list of ports (a newtype, so clap takes the whole list as one value).
@@ -297,7 +298,6 @@ struct LoadArgs {
     tls: tls::LoadTlsArgs,
 }
 
-/// A pacing interval: a duration above 0.
 /// `--max-pending`: at least 1 KiB (0 used to be taken, and a 1 MB echo then took some two
 /// million system calls, a byte or two at a time).
 fn parse_max_pending(s: &str) -> Result<usize, String> {
@@ -310,6 +310,7 @@ fn parse_max_pending(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A pacing interval: a duration above 0.
 fn parse_interval(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => Err(format!("'{s}' is no interval: give a duration above 0")),

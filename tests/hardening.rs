@@ -9,7 +9,7 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use support::{assert_one_line_error, Served, BIN, SERVER_DEADLINE};
 
@@ -106,6 +106,31 @@ fn text(f: &ErrFile) -> String {
     std::fs::read_to_string(&f.0).unwrap()
 }
 
+/// `serve --model MODEL` with stdout a pipe, after its ready line (read from the pipe, which is
+/// returned still open).
+fn spawn_piped(model: &str) -> (Child, ErrFile, BufReader<ChildStdout>) {
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (mut child, err) = spawn(Stdio::piped(), listen, &["--model", model]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    out.read_line(&mut ready).unwrap();
+    assert!(ready.starts_with("listening on"), "{ready:?}");
+    (child, err, out)
+}
+
+/// Sends SIGTERM, asserts the server exits 0 within the deadline (`what`: its stdout, for the
+/// message), and returns its stderr.
+fn sigterm_exits_0(mut child: Child, err: &ErrFile, what: &str) -> String {
+    signal(&child, libc::SIGTERM);
+    let status = exit_within_deadline(&mut child);
+    let err = text(err);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?} after SIGTERM with stdout {what}; stderr:\n{err}"
+    );
+    err
+}
+
 mod per_model {
     use super::*;
 
@@ -113,23 +138,13 @@ mod per_model {
     /// (it used to panic the signal thread, after which SIGTERM was ignored): the counters are
     /// lost with one warning, and SIGTERM still stops the server with exit 0.
     pub fn a_closed_stdout_costs_the_counters_not_the_stop(model: &str) {
-        let (mut child, err) = spawn(Stdio::piped(), free_addr(), &["--model", model]);
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut ready = String::new();
-        out.read_line(&mut ready).unwrap();
-        assert!(ready.starts_with("listening on"), "{ready:?}");
+        let (child, err, out) = spawn_piped(model);
         drop(out);
         for _ in 0..3 {
             signal(&child, libc::SIGUSR1);
             std::thread::sleep(Duration::from_millis(100));
         }
-        signal(&child, libc::SIGTERM);
-        let status = exit_within_deadline(&mut child);
-        let err = text(&err);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{status:?} after SIGTERM with stdout closed; stderr:\n{err}"
-        );
+        let err = sigterm_exits_0(child, &err, "closed");
         assert!(
             err.contains("cannot print the counters on stdout"),
             "no word of the lost counters:\n{err}"
@@ -140,21 +155,12 @@ mod per_model {
     /// stdout is a pipe nobody reads after the ready line: 300 SIGUSR1s fill it (a counters
     /// line is ~1 KB, the pipe 64 KiB), and SIGTERM still stops the server, exit 0.
     pub fn a_stdout_nobody_reads_does_not_hold_up_the_stop(model: &str) {
-        let (mut child, err) = spawn(Stdio::piped(), free_addr(), &["--model", model]);
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut ready = String::new();
-        out.read_line(&mut ready).unwrap();
+        let (child, err, out) = spawn_piped(model);
         for _ in 0..300 {
             signal(&child, libc::SIGUSR1);
             std::thread::sleep(Duration::from_millis(2));
         }
-        signal(&child, libc::SIGTERM);
-        let status = exit_within_deadline(&mut child);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{status:?} after SIGTERM with stdout full; stderr:\n{}",
-            text(&err)
-        );
+        sigterm_exits_0(child, &err, "full");
         drop(out); // held open (unread) until the server was gone
     }
 
@@ -166,17 +172,11 @@ mod per_model {
             .open("/dev/full")
             .unwrap();
         let addr = free_addr();
-        let (mut child, err) = spawn(Stdio::from(full), addr, &["--model", model]);
+        let (child, err) = spawn(Stdio::from(full), addr, &["--model", model]);
         serving(addr);
         signal(&child, libc::SIGUSR1);
         serving(addr);
-        signal(&child, libc::SIGTERM);
-        let status = exit_within_deadline(&mut child);
-        let err = text(&err);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{status:?}; stderr:\n{err}"
-        );
+        let err = sigterm_exits_0(child, &err, "/dev/full");
         assert!(
             err.contains("cannot print the ready line on stdout"),
             "no word of the lost ready line:\n{err}"

@@ -640,10 +640,31 @@ fn idle(p: &Participant, plan: &Plan) -> Result<Sample> {
 }
 
 fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
+    let (mut sample, report, _) = paced_hold(
+        Server::start(p, plan)?,
+        plan,
+        plan.c12k,
+        Duration::from_secs(1),
+        plan.c12k_hold,
+    )?;
+    sample.errors += report.late_rounds;
+    Ok(sample)
+}
+
+/// `server` holding `conns` connections for `hold_for`, each echoing one 64 B message every
+/// `every` (c12k, c100k); the server is stopped after. The sample with its paced figures, the
+/// load's report, and whether the ramp was cut.
+fn paced_hold(
+    server: Server,
+    plan: &Plan,
+    conns: usize,
+    every: Duration,
+    hold_for: Duration,
+) -> Result<(Sample, iomodels_load::IdleReport, bool)> {
     let cfg = IdleConfig {
-        echo_every: Some(Duration::from_secs(1)),
+        echo_every: Some(every),
         size: 64,
-        ..held_conns(plan.c12k, plan.c12k_hold)
+        ..held_conns(conns, hold_for)
     };
     let Held {
         mut sample,
@@ -651,12 +672,11 @@ fn c12k(p: &Participant, plan: &Plan) -> Result<Sample> {
         report,
         start,
         end,
-        ..
-    } = hold(Server::start(p, plan)?, plan, cfg)?;
+        cut,
+    } = hold(server, plan, cfg)?;
     server.stop();
     paced(&mut sample, &report, &start, &end);
-    sample.errors += report.late_rounds;
-    Ok(sample)
+    Ok((sample, report, cut))
 }
 
 /// What a paced hold (c12k, c100k) measured: CPU per message between the two readings, the
@@ -714,15 +734,14 @@ fn model_bound(p: &Participant, cap: Option<usize>, nofile: usize, workers: usiz
     };
     let Participant::Model(m) = p else {
         return Bound {
-            conns: nofile.saturating_sub(iomodels_server::reserved_descriptors(nofile)),
+            conns: iomodels_server::descriptor_cap(nofile),
             why: format!(
                 "descriptors: a descriptor per connection (RLIMIT_NOFILE {})",
                 table::thousands(nofile as u64)
             ),
         };
     };
-    let cap =
-        cap.unwrap_or_else(|| nofile.saturating_sub(iomodels_server::reserved_descriptors(nofile)));
+    let cap = cap.unwrap_or_else(|| iomodels_server::descriptor_cap(nofile));
     match m {
         // The server's own cap (960 by default: FD_SETSIZE less its own descriptors), or
         // FD_SETSIZE for an older server that reported the descriptor limit's.
@@ -779,21 +798,8 @@ fn c100k(p: &Participant, plan: &Plan) -> Result<Sample> {
         server.stop();
         bail!(why);
     }
-    let cfg = IdleConfig {
-        echo_every: Some(plan.c100k_every),
-        size: 64,
-        ..held_conns(want, plan.c100k_hold)
-    };
-    let Held {
-        mut sample,
-        server,
-        report,
-        start,
-        end,
-        cut,
-    } = hold(server, plan, cfg)?;
-    server.stop();
-    paced(&mut sample, &report, &start, &end);
+    let (mut sample, report, cut) =
+        paced_hold(server, plan, want, plan.c100k_every, plan.c100k_hold)?;
     sample.verified_echoes = Some(report.messages);
     sample.still_open = Some(report.conns_still_open as u64);
     sample.late_rounds = Some(report.late_rounds);
@@ -835,7 +841,7 @@ fn ramp_bound(plan: &Plan, cap: Option<usize>, nofile: usize, workers: usize) ->
         },
         // The reference has no cap of its own: a descriptor per connection.
         None => Bound {
-            conns: nofile.saturating_sub(iomodels_server::reserved_descriptors(nofile)),
+            conns: iomodels_server::descriptor_cap(nofile),
             why: "the server's descriptor limit (RLIMIT_NOFILE less 64)".into(),
         },
     });

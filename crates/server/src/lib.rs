@@ -26,7 +26,7 @@ mod trace;
 mod udp;
 
 pub use limits::{
-    reserved_descriptors, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_WRITE_TIMEOUT, MAX_HANDSHAKE_TIMEOUT,
+    descriptor_cap, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_WRITE_TIMEOUT, MAX_HANDSHAKE_TIMEOUT,
     RESERVED_DESCRIPTORS, RESERVED_DIRECT_SLOTS,
 };
 pub use model::Model;
@@ -106,8 +106,8 @@ pub struct ServerConfig {
     /// The most connections open at once (`--max-conns`): at the cap the model stops accepting
     /// and new clients wait in the kernel's listen backlog until a connection closes; none is
     /// ever accepted and dropped. `None` (the default): the descriptor limit (`RLIMIT_NOFILE`
-    /// when the server binds) less [`reserved_descriptors`] (64, or a quarter of a limit below
-    /// 256), so accept stops at the cap before it would fail with `EMFILE`, and the server keeps
+    /// when the server binds) less 64, or a quarter of a limit below 256 ([`descriptor_cap`]),
+    /// so accept stops at the cap before it would fail with `EMFILE`, and the server keeps
     /// descriptors for itself; `select` on Linux at most [`SELECT_DEFAULT_CAP`]; on Windows
     /// (no descriptor limit) no cap. `completion-port` on direct descriptors: the slots of
     /// every worker's table (the descriptor limit each) less [`RESERVED_DIRECT_SLOTS`].
@@ -187,6 +187,20 @@ pub fn check_batch_wait(wait: Duration) -> Result<(), String> {
     if !wait.is_zero() && wait < Duration::from_micros(1) {
         return Err(format!(
             "a batch wait of {wait:?} is below the kernel's resolution of 1 µs (0 turns batching off)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a handshake deadline ([`ServerConfig::handshake_timeout`]): above 0 and at most
+/// [`MAX_HANDSHAKE_TIMEOUT`].
+pub fn check_handshake_timeout(d: Duration) -> Result<(), String> {
+    if d.is_zero() {
+        return Err("a handshake timeout must be longer than 0 (or 'off')".into());
+    }
+    if d > MAX_HANDSHAKE_TIMEOUT {
+        return Err(format!(
+            "a handshake timeout of {d:?} is too long: at most {MAX_HANDSHAKE_TIMEOUT:?} (or 'off')"
         ));
     }
     Ok(())
@@ -638,6 +652,22 @@ impl Drop for RunningServer {
 /// each worker of a model can open its own listener on the same port and the kernel spreads
 /// the connections over them.
 pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = bound_stream_socket(addr, reuse_port)?;
+    // Linux copies it to every accepted socket: what `completion-port`'s direct descriptors
+    // (no descriptor to call setsockopt on) rely on. The models still set it on each socket
+    // they hold a descriptor of (Windows does not copy it).
+    socket.set_nodelay(true)?;
+    // Urgent (MSG_OOB) bytes stay in the stream, echoed in place like any other: never
+    // pulled out of band, where nothing reads them. Linux copies it to accepted sockets;
+    // Windows sets it on each ([`sys::set_oob_inline_accepted`]).
+    socket.set_out_of_band_inline(true)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A TCP socket bound to `addr` as [`listen`] binds its listeners: SO_REUSEADDR on Unix, v6-only
+/// for IPv6, SO_REUSEPORT if asked.
+fn bound_stream_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // On Windows SO_REUSEADDR would let another process bind over a live listener, and a
@@ -650,17 +680,8 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    // Linux copies it to every accepted socket: what `completion-port`'s direct descriptors
-    // (no descriptor to call setsockopt on) rely on. The models still set it on each socket
-    // they hold a descriptor of (Windows does not copy it).
-    socket.set_nodelay(true)?;
-    // Urgent (MSG_OOB) bytes stay in the stream, echoed in place like any other: never
-    // pulled out of band, where nothing reads them. Linux copies it to accepted sockets;
-    // Windows sets it on each ([`sys::set_oob_inline_accepted`]).
-    socket.set_out_of_band_inline(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// `Err(AddrInUse)` if another socket listens on `addr`, found by binding a plain socket to it
@@ -673,14 +694,7 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
 /// whoever owns it. The race this leaves: two such servers starting on one port within the
 /// same few microseconds both pass the probe and share it.
 fn probe_port_free(addr: SocketAddr) -> io::Result<()> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    #[cfg(unix)]
-    probe.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        probe.set_only_v6(true)?;
-    }
-    probe.bind(&addr.into())
+    bound_stream_socket(addr, false).map(drop)
 }
 
 /// `Ok` if the configuration asks for something this build can serve: at least one of TCP and
@@ -729,22 +743,13 @@ fn check_limits(config: &ServerConfig, direct_slots: Option<usize>) -> Result<us
         return Err(invalid("--max-conns must be at least 1".into()));
     }
     let zero = Some(Duration::ZERO);
-    if config.idle_timeout == zero
-        || config.write_timeout == zero
-        || config.handshake_timeout == zero
-    {
+    if config.idle_timeout == zero || config.write_timeout == zero {
         return Err(invalid(
             "a timeout must be longer than 0 (leave it out, or 'off', for none)".into(),
         ));
     }
-    if let Some(d) = config
-        .handshake_timeout
-        .filter(|d| *d > MAX_HANDSHAKE_TIMEOUT)
-    {
-        return Err(invalid(format!(
-            "--handshake-timeout {d:?} is too long: at most {MAX_HANDSHAKE_TIMEOUT:?} \
-             (or 'off')"
-        )));
+    if let Some(d) = config.handshake_timeout {
+        check_handshake_timeout(d).map_err(|why| invalid(format!("--handshake-timeout: {why}")))?;
     }
     if let (Some(slots), Some(max)) = (direct_slots, config.max_conns) {
         if max > slots {
@@ -761,8 +766,7 @@ fn check_limits(config: &ServerConfig, direct_slots: Option<usize>) -> Result<us
     }
     Ok(config.max_conns.unwrap_or_else(|| {
         let by_descriptors = sys::nofile_soft_limit().map_or(usize::MAX, |n| {
-            let n = usize::try_from(n).unwrap_or(usize::MAX);
-            n.saturating_sub(reserved_descriptors(n)).max(1)
+            descriptor_cap(usize::try_from(n).unwrap_or(usize::MAX))
         });
         match config.model {
             // select(2) watches descriptors below FD_SETSIZE only: past it a connection could

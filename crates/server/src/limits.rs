@@ -56,14 +56,16 @@ pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Descriptors the default cap leaves to the server itself (listeners, rings, epoll, eventfds,
 /// log and certificate files), below the descriptor limit: at most this many, and a quarter
-/// of a small limit ([`reserved_descriptors`]).
+/// of a small limit ([`descriptor_cap`]).
 pub const RESERVED_DESCRIPTORS: usize = 64;
 
-/// The descriptors the default cap leaves to the server under a descriptor limit of `nofile`:
-/// [`RESERVED_DESCRIPTORS`], or a quarter of a limit below 256, so that `ulimit -n 64` leaves
-/// 48 connections, not 1.
-pub fn reserved_descriptors(nofile: usize) -> usize {
-    RESERVED_DESCRIPTORS.min(nofile / 4)
+/// The default connection cap under a descriptor limit of `nofile`: the limit less
+/// [`RESERVED_DESCRIPTORS`], or less a quarter of a limit below 256, so that `ulimit -n 64`
+/// leaves 48 connections, not 1; at least 1.
+pub fn descriptor_cap(nofile: usize) -> usize {
+    nofile
+        .saturating_sub(RESERVED_DESCRIPTORS.min(nofile / 4))
+        .max(1)
 }
 
 /// Slots the default cap leaves free in the direct-descriptor tables of `completion-port`

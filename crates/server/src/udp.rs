@@ -43,10 +43,26 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 
-/// Source ports of the well-known UDP services that answer any datagram (7 echo, 13 daytime,
-/// 17 qotd, 19 chargen, 37 time): a datagram from one is never answered, whatever
-/// `--udp-drop-ports` says.
-pub const REFLECTING_PORTS: [u16; 5] = [7, 13, 17, 19, 37];
+/// The well-known UDP services that answer any datagram, by port: a datagram from one of their
+/// ports is never answered, whatever `--udp-drop-ports` says.
+const REFLECTING_SERVICES: [(u16, &str); 5] = [
+    (7, "echo"),
+    (13, "daytime"),
+    (17, "qotd"),
+    (19, "chargen"),
+    (37, "time"),
+];
+
+/// The ports of [`REFLECTING_SERVICES`]: 7, 13, 17, 19, 37.
+pub const REFLECTING_PORTS: [u16; 5] = {
+    let mut ports = [0; 5];
+    let mut i = 0;
+    while i < ports.len() {
+        ports[i] = REFLECTING_SERVICES[i].0;
+        i += 1;
+    }
+    ports
+};
 
 /// Why a datagram is not answered: an answer could start an echo loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +83,9 @@ impl fmt::Display for LoopSource {
             LoopSource::PortZero => f.write_str("source port 0"),
             LoopSource::OwnAddress => f.write_str("the server's own address and port"),
             LoopSource::OwnPort => f.write_str("the server's own UDP port"),
-            LoopSource::DropPort(p) => match p {
-                7 => f.write_str("port 7, echo"),
-                13 => f.write_str("port 13, daytime"),
-                17 => f.write_str("port 17, qotd"),
-                19 => f.write_str("port 19, chargen"),
-                37 => f.write_str("port 37, time"),
-                _ => write!(f, "port {p}, in --udp-drop-ports"),
+            LoopSource::DropPort(p) => match REFLECTING_SERVICES.iter().find(|(q, _)| q == p) {
+                Some((_, name)) => write!(f, "port {p}, {name}"),
+                None => write!(f, "port {p}, in --udp-drop-ports"),
             },
         }
     }

@@ -11,7 +11,7 @@
 mod common;
 
 use common::{connect, eventually, ping, wait_for, Rng, Variant};
-use iomodels_server::{Model, RunningServer, ServerConfig, StatsSnapshot, UDP_REFLECTING_PORTS};
+use iomodels_server::{Model, StatsSnapshot, UDP_REFLECTING_PORTS};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,15 +20,6 @@ use std::time::{Duration, Instant};
 
 /// How long a client waits for an echo that should come (loopback: at once).
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Starts the variant serving UDP beside TCP, with `tweak` applied after its own settings.
-fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
-    common::start(v.model, |c| {
-        c.udp = true;
-        (v.configure)(c);
-        tweak(c);
-    })
-}
 
 /// A client socket on loopback, with `timeout` on its receives.
 fn client(timeout: Duration) -> UdpSocket {
@@ -172,7 +163,7 @@ mod cases {
     use super::*;
 
     pub fn a_small_datagram_is_echoed_to_its_sender(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start_udp(|_| {});
         let to = server.udp_addr.expect("serving UDP");
         let s = client(ECHO_TIMEOUT);
         assert_eq!(echo(&s, to, b"hello, udp\n").unwrap(), b"hello, udp\n");
@@ -185,7 +176,7 @@ mod cases {
     }
 
     pub fn a_zero_length_datagram_is_echoed(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start_udp(|_| {});
         let to = server.udp_addr.unwrap();
         let s = client(ECHO_TIMEOUT);
         assert_eq!(echo(&s, to, b"").unwrap(), b"");
@@ -195,7 +186,7 @@ mod cases {
     }
 
     pub fn a_65507_byte_datagram_is_echoed_whole(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start_udp(|_| {});
         let to = server.udp_addr.unwrap();
         let s = client(ECHO_TIMEOUT);
         let big = Rng(65_507).bytes(65_507);
@@ -208,7 +199,7 @@ mod cases {
     }
 
     pub fn an_oversized_datagram_is_counted_and_dropped_never_echoed_cut_short(v: Variant) {
-        let server = start(v, |c| c.udp_max_datagram = 1000);
+        let server = v.start_udp(|c| c.udp_max_datagram = 1000);
         let to = server.udp_addr.unwrap();
         let s = client(ECHO_TIMEOUT);
         // Fits exactly: echoed.
@@ -237,7 +228,7 @@ mod cases {
     }
 
     pub fn ten_thousand_datagrams_from_50_clients_come_back_byte_identical(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start_udp(|_| {});
         let to = server.udp_addr.unwrap();
         let clients: Vec<_> = (0..50u16)
             .map(|id| std::thread::spawn(move || run_client(to, id, 200, 4)))
@@ -267,7 +258,7 @@ mod cases {
         // A port the operator listed (--udp-drop-ports): bound before the server starts.
         let listed = client(ECHO_TIMEOUT);
         let listed_port = listed.local_addr().unwrap().port();
-        let server = start(v, |c| c.udp_drop_ports = vec![listed_port]);
+        let server = v.start_udp(|c| c.udp_drop_ports = vec![listed_port]);
         let to = server.udp_addr.unwrap();
         // A reflecting service's port (7, 13, 17, 19, 37): binding one needs root. Each model's
         // test wants one at once, and Wine holds a port for every address once one has it:
@@ -307,7 +298,7 @@ mod cases {
     }
 
     pub fn udp_and_tcp_are_served_at_once_on_the_same_port(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start_udp(|_| {});
         let udp = server.udp_addr.unwrap();
         assert_eq!(udp.port(), server.addr.port());
         let tcp = server.addr;
@@ -331,7 +322,7 @@ mod cases {
     }
 
     pub fn udp_alone_has_no_tcp_listener(v: Variant) {
-        let server = start(v, |c| c.tcp = false);
+        let server = v.start_udp(|c| c.tcp = false);
         let to = server.udp_addr.unwrap();
         assert_eq!(server.addr, to);
         let s = client(ECHO_TIMEOUT);
@@ -345,7 +336,7 @@ mod cases {
     }
 
     pub fn shutdown_with_udp_traffic_in_flight_returns_promptly(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start_udp(|_| {});
         let to = server.udp_addr.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         // Two senders flood the server and never read (their echoes pile up, then drop).

@@ -12,20 +12,11 @@
 mod common;
 
 use common::{wait_for, Variant};
-use iomodels_server::{RunningServer, ServerConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn start(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
-    common::start(v.model, |c| {
-        c.udp = true;
-        (v.configure)(c);
-        tweak(c);
-    })
-}
 
 fn v4(addr: SocketAddr) -> (Ipv4Addr, u16) {
     match addr.ip() {
@@ -68,7 +59,7 @@ mod cases {
     use super::*;
 
     pub fn a_datagram_forged_from_the_servers_own_address_is_dropped_once_not_looped(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start_udp(|_| {});
         let to = server.udp_addr.unwrap();
         forge(to, to, b"to myself");
         wait_for(&server, WAIT, "the loop drop", |s| s.udp_loop_dropped == 1);
@@ -83,7 +74,7 @@ mod cases {
     }
 
     pub fn a_datagram_forged_from_port_0_is_dropped(v: Variant) {
-        let server = start(v, |_| {});
+        let server = v.start_udp(|_| {});
         let to = server.udp_addr.unwrap();
         forge("127.0.0.1:0".parse().unwrap(), to, b"from nowhere");
         wait_for(&server, WAIT, "the loop drop", |s| s.udp_loop_dropped == 1);
@@ -102,10 +93,10 @@ mod cases {
     /// Two echo servers on one port (127.0.0.1:P and 127.0.0.2:P): a datagram forged from A to
     /// B would ping-pong between them forever; B drops it (its own port), A never sees one.
     pub fn a_datagram_forged_from_another_echo_server_on_the_same_port_is_not_bounced(v: Variant) {
-        let a = start(v, |_| {});
+        let a = v.start_udp(|_| {});
         let a_addr = a.udp_addr.unwrap();
         let b_listen = SocketAddr::from(([127, 0, 0, 2], a_addr.port()));
-        let b = start(v, |c| c.listen = b_listen);
+        let b = v.start_udp(|c| c.listen = b_listen);
         let b_addr = b.udp_addr.unwrap();
         assert_eq!(b_addr, b_listen);
         forge(a_addr, b_addr, b"ping-pong");

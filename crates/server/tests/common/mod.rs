@@ -1053,6 +1053,14 @@ impl Variant {
             tweak(c);
         })
     }
+
+    /// [`Variant::start`] serving UDP beside TCP.
+    pub fn start_udp(self, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+        self.start(|c| {
+            c.udp = true;
+            tweak(c);
+        })
+    }
 }
 
 /// A suite run for every model: for each variant listed, a module (`blocking`, `select`, ...)

@@ -18,7 +18,7 @@
 //! of the mapping limit less a margin, and at most half of `kernel.threads-max` and of
 //! `kernel.pid_max`: 15,358 here);
 //! a connection past the cap, or one whose thread cannot be spawned, is closed at once, counted
-//! in `Stats::refused`, and logged once.
+//! in `Stats::refused`, and logged (at most a line a second, `log_every!`).
 //!
 //! **Server limits.** `--max-conns`: at the cap the acceptor stops accepting and looks again
 //! every 20 ms (the listener stays readable, and a client thread ending does not wake it).
@@ -214,7 +214,6 @@ fn serve_tcp(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     let live: Live = Arc::default();
     let mut next_id = 0u64;
     let cap = thread_cap();
-    let mut warned_cap = false;
     let mut drain = Drain::new(ctx.drain_timeout);
     let mut trim = Trim::new();
 
@@ -240,23 +239,16 @@ fn serve_tcp(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
                 next_id += 1;
                 let refused = match spawn_client(stream, next_id, ctx, &live, cap) {
                     Ok(()) => return,
-                    Err(Refused::AtCap) if !warned_cap => {
-                        warned_cap = true;
-                        format!(
-                            "{cap} client threads is the most this process can run \
-                             (vm.max_map_count, threads-max, pid_max); closing connections past \
-                             it (counted, not logged again)"
-                        )
-                    }
-                    Err(Refused::AtCap) => String::new(),
+                    Err(Refused::AtCap) => format!(
+                        "{cap} client threads is the most this process can run \
+                         (vm.max_map_count, threads-max, pid_max)"
+                    ),
                     Err(Refused::Failed(e)) => {
                         format!("cannot serve a client on a thread of its own ({e})")
                     }
                 };
                 ctx.stats.refused.fetch_add(1, Relaxed);
-                if !refused.is_empty() {
-                    log_every!(warn, "blocking: {refused}; connection closed");
-                }
+                log_every!(warn, "blocking: {refused}; connection closed");
             })?;
         }
     }

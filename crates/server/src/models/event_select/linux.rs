@@ -8,8 +8,8 @@
 //! bytes after the mark sat unread until it did).
 //!
 //! Limits (`--max-conns`, `--idle-timeout`, `--write-timeout`, `--handshake-timeout`): at the
-//! cap the listener leaves
-//! the epoll set (as during an `EMFILE` pause) and comes back when a connection has closed;
+//! cap the listener leaves the epoll set (as during an `EMFILE` pause) and comes back when a
+//! connection has closed;
 //! the timeouts are a sweep over the sessions ([`crate::limits`]) when one is due, and
 //! `epoll_wait`'s timeout is bounded by the next sweep.
 

@@ -23,8 +23,9 @@
 //! **Limits.** An `fd_set` is a bitmap indexed by descriptor *value*, `FD_SETSIZE` = 1024 bits:
 //! a descriptor numbered 1024 or above cannot be waited on at all, whatever the number of
 //! sockets. Such a connection is closed as soon as it is accepted, counted in
-//! `Stats::refused` and logged once ([`crate::sys::select::FdSet`] refuses it rather than write
-//! past the bitmap, which is undefined behaviour).
+//! `Stats::refused` and logged, at most a line a second ([`crate::sys::select::FdSet`] refuses
+//! it rather than write past the bitmap, which is undefined behaviour). The default
+//! `--max-conns` (`SELECT_DEFAULT_CAP`, 960) stops accepting before that happens.
 //!
 //! **Windows.** The real `select()`, but Winsock's `fd_set` is no bitmap: it is a count and an
 //! array of `SOCKET` handles (`FD_SETSIZE` = 64 entries unless redefined), and `select` reads as

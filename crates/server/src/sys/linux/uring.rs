@@ -498,6 +498,13 @@ impl BufRing {
         usize::from(self.count) - self.out
     }
 
+    /// Whether one more buffer may be held out of the ring for a while (bytes sent straight
+    /// from it, `--pass-through`) with at least half the ring still the kernel's: what peers
+    /// that never read can hold stays bounded, whatever their number.
+    pub fn can_hold_one(&self) -> bool {
+        2 * self.available().saturating_sub(1) >= usize::from(self.count)
+    }
+
     /// What a receive completion delivered into a provided buffer: `Some` piece of
     /// `cqe.result` bytes when it carries a buffer and bytes; `None` otherwise (an error, or
     /// 0 bytes: an end of stream; a whole buffer named with 0 bytes goes back at once).

@@ -146,26 +146,28 @@ pub(super) struct UConn {
     pub(super) drained: bool,
 }
 
-/// Hands received bytes to connection `u`: as they are, when they may (`--pass-through`) go out from their
-/// provided buffer (see the module doc), joined to bytes already waiting there when they
-/// follow them in the same buffer; otherwise copied into the session and the piece released.
-/// Says whether they pass through.
+/// Hands received bytes to connection `u`: as they are, when they may go out from their
+/// provided buffer (`--pass-through`, see the module doc), joined to bytes already waiting
+/// there when they follow them in the same buffer; otherwise copied into the session and the
+/// piece released. Says whether they pass through.
 fn take_input(bufs: &mut BufRing, u: &mut UConn, piece: Piece, pass_through: bool) -> bool {
     let len = piece.len();
-    let piece = if !pass_through || !u.s.conn.passes_through() {
-        piece
-    } else if let Some(p) = &mut u.passing {
-        match bufs.join(&mut p.piece, piece) {
+    let piece = if pass_through && u.s.conn.passes_through() {
+        let held = match &mut u.passing {
+            Some(p) => bufs.join(&mut p.piece, piece),
+            None if bufs.can_hold_one() => {
+                u.passing = Some(Passing { piece, off: 0 });
+                Ok(())
+            }
+            None => Err(piece),
+        };
+        match held {
             Ok(()) => {
                 u.s.conn.on_passed_through(len);
                 return true;
             }
             Err(piece) => piece,
         }
-    } else if 2 * bufs.available().saturating_sub(1) >= usize::from(bufs.count()) {
-        u.passing = Some(Passing { piece, off: 0 });
-        u.s.conn.on_passed_through(len);
-        return true;
     } else {
         piece
     };
@@ -416,12 +418,12 @@ impl Engine<'_> {
                     }
                 }
                 Outgoing::Passed => {
-                    let p = u.passing.as_mut().expect("a passed send has its bytes");
-                    p.off += n;
-                    if p.off == p.piece.len() {
-                        if let (Some(p), Some(bufs)) = (u.passing.take(), self.ring.bufs_mut()) {
-                            bufs.release(p.piece);
-                        }
+                    let sent_all = u.passing.as_mut().is_some_and(|p| {
+                        p.off += n;
+                        p.off == p.piece.len()
+                    });
+                    if sent_all {
+                        self.release_passing(c);
                     }
                     // The rest of a short write, or bytes joined meanwhile, go from advance.
                 }
@@ -560,6 +562,18 @@ impl Engine<'_> {
         }
     }
 
+    /// Gives the connection's passing bytes back to the ring (all sent, or the connection is
+    /// gone and no send reads them any more).
+    fn release_passing(&mut self, c: usize) {
+        if let Some(p) = self.conns[c].passing.take() {
+            let bufs = self
+                .ring
+                .bufs_mut()
+                .expect("passing bytes come from the ring");
+            bufs.release(p.piece);
+        }
+    }
+
     /// Starts closing: cancels the connection's operations and drops its parked bytes;
     /// the connection (and its socket) is dropped when its last operation has completed.
     pub(super) fn begin_close(&mut self, c: usize) {
@@ -619,11 +633,9 @@ impl Engine<'_> {
     pub(super) fn release_if_idle(&mut self, c: usize) {
         let u = &self.conns[c];
         if u.closing && u.recv_op.is_none() && u.send_op.is_none() && u.slot_ops == 0 {
-            // Closes an ordinary socket; Session settles the gauges.
-            let mut u = self.conns.remove(c);
-            if let (Some(p), Some(bufs)) = (u.passing.take(), self.ring.bufs_mut()) {
-                bufs.release(p.piece); // no send reads it any more
-            }
+            self.release_passing(c); // no send reads it any more
+                                     // Closes an ordinary socket; Session settles the gauges.
+            let u = self.conns.remove(c);
             let slot = match u.s.stream {
                 Sock::Direct(slot) => Some(slot),
                 Sock::Ordinary(_) => None,
