@@ -827,7 +827,8 @@ fn bind_sockets(
 }
 
 /// Opens the UDP socket: non-blocking, IPv6 sockets v6-only, kernel buffers as large as the
-/// system allows up to [`UDP_SOCKET_BUFFER`].
+/// system allows up to [`UDP_SOCKET_BUFFER`]; on a wildcard address, with packet information
+/// asked for, so each answer leaves from the address its datagram was sent to.
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -844,5 +845,10 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    Ok(socket.into())
+    let socket: UdpSocket = socket.into();
+    if addr.ip().is_unspecified() {
+        // Answers leave from the address each datagram was sent to (`sys/datagram.rs`).
+        crate::sys::want_arrival(&socket)?;
+    }
+    Ok(socket)
 }

@@ -231,7 +231,7 @@ impl UdpEcho {
             stats.syscalls.fetch_add(1, Relaxed);
             stats.count_answer(
                 got.len,
-                send_datagram(socket, &self.buf[..got.len], &got.from),
+                send_datagram(socket, &self.buf[..got.len], &got.from, got.arrival),
             );
         }
         Drained::More

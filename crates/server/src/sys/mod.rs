@@ -19,7 +19,7 @@
 //! `io::Error::last_os_error()` in one place.
 
 mod datagram;
-pub use datagram::{recv_datagram, send_datagram, Received};
+pub use datagram::{recv_datagram, reply_source, send_datagram, want_arrival, Arrival, Received};
 
 #[cfg(target_os = "linux")]
 mod linux;

@@ -13,6 +13,8 @@ macro_rules! syscall {
     }};
 }
 
+pub(super) mod datagram;
+pub use datagram::PacketInfo;
 pub mod epoll;
 mod poll;
 pub mod select;

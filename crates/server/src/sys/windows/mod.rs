@@ -8,6 +8,7 @@
 
 pub mod apc;
 pub mod console;
+pub(super) mod datagram;
 pub mod event;
 pub mod iocp;
 pub mod network_events;

@@ -1,8 +1,10 @@
 //! UDP in the engine: RFC 862 echo with `IORING_OP_RECVMSG` and `IORING_OP_SENDMSG`.
 //!
 //! [`UDP_RECVS`] datagram records circulate: each is posted as a receive into its own buffer
-//! (with room for the sender's address); when it completes whole, the same record is posted as
-//! a send of those bytes back to that address, and when the send completes it is posted as a
+//! (with room for the sender's address and, on a wildcard socket, the `IP_PKTINFO` /
+//! `IPV6_PKTINFO` control message naming the address the datagram was sent to); when it
+//! completes whole, the same record is posted as a send of those bytes back to that address,
+//! from the address it was sent to (the same control message, `crate::sys::reply_source`), and when the send completes it is posted as a
 //! receive again. A receive that completes with `MSG_TRUNC` in the header's `msg_flags` is
 //! counted and received over, never echoed; so is one the shared echo-loop rule
 //! (`crate::udp::LoopGuard`: source port 0, the server's own port or address, a reflecting
@@ -15,6 +17,7 @@
 
 use super::{Done, Engine, Kind, NO_CONN};
 use crate::sys::uring::{opcode, CancelBuilder, Fd};
+use crate::sys::{reply_source, PacketInfo};
 use iomodels_core::ServiceKind;
 use std::fmt;
 use std::mem::size_of;
@@ -30,6 +33,9 @@ pub(crate) struct Datagram {
     hdr: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
+    /// Where the datagram arrived, then where its answer leaves from (`IP_PKTINFO` /
+    /// `IPV6_PKTINFO`: `sys/linux/datagram.rs`).
+    info: PacketInfo,
     buf: Vec<u8>,
 }
 
@@ -53,6 +59,7 @@ impl Datagram {
             },
             // SAFETY: as above.
             addr: unsafe { std::mem::zeroed() },
+            info: PacketInfo::default(),
             buf: vec![0; size],
         })
     }
@@ -67,15 +74,25 @@ impl Datagram {
         self.hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         self.hdr.msg_iov = &mut self.iov;
         self.hdr.msg_iovlen = 1;
-        self.hdr.msg_control = std::ptr::null_mut();
-        self.hdr.msg_controllen = 0;
+        self.hdr.msg_control = self.info.as_mut_ptr();
+        self.hdr.msg_controllen = PacketInfo::LEN as _;
         self.hdr.msg_flags = 0;
         &mut self.hdr
     }
 
-    /// Points the header at the `len` bytes received, to the address the receive filled in.
+    /// Points the header at the `len` bytes received, to the address the receive filled in,
+    /// from the address the datagram was sent to (when the socket reported it and
+    /// [`reply_source`] allows it).
     fn for_send(&mut self, len: usize) -> *const libc::msghdr {
         self.iov.iov_len = len;
+        let from = self
+            .info
+            .arrival(self.hdr.msg_controllen)
+            .and_then(reply_source);
+        self.hdr.msg_controllen = match from {
+            Some(from) => self.info.source(from) as _,
+            None => 0,
+        };
         self.hdr.msg_flags = 0;
         &self.hdr
     }
