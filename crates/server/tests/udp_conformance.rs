@@ -175,6 +175,50 @@ mod cases {
         server.stop().unwrap();
     }
 
+    /// A server on a wildcard address answers each datagram from the address it was sent to
+    /// (issue #16): to 127.0.0.2 from 127.0.0.2, so a client whose socket is connected there
+    /// gets its echo. Before, every answer left from 127.0.0.1 (the route back's pick) and
+    /// the connected client got nothing. IPv6: `[::]` answers `::1` from `::1` (the only IPv6
+    /// loopback address; `tests/udp_netns.rs` checks a second one in a namespace).
+    pub fn a_wildcard_socket_answers_from_the_address_each_datagram_was_sent_to(v: Variant) {
+        let server = v.start_udp(|c| c.listen = "0.0.0.0:0".parse().unwrap());
+        let port = server.udp_addr.expect("serving UDP").port();
+        for host in [1, 2, 3] {
+            let to = SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), port));
+            // Connected: the kernel delivers only datagrams from `to`.
+            let s = client(ECHO_TIMEOUT);
+            let got = echo(&s, to, format!("to {to}").as_bytes());
+            assert_eq!(
+                got.expect("the echo, from the address the datagram was sent to"),
+                format!("to {to}").as_bytes()
+            );
+            // Unconnected: the answer's source, as the client sees it.
+            let u = client(ECHO_TIMEOUT);
+            u.send_to(b"from?", to).unwrap();
+            let mut buf = [0u8; 16];
+            let (n, from) = u.recv_from(&mut buf).expect("the echo");
+            assert_eq!((&buf[..n], from), (&b"from?"[..], to));
+        }
+        server.stop().unwrap();
+
+        let server = v.start_udp(|c| c.listen = "[::]:0".parse().unwrap());
+        let to = SocketAddr::from((
+            std::net::Ipv6Addr::LOCALHOST,
+            server.udp_addr.unwrap().port(),
+        ));
+        let s = UdpSocket::bind("[::1]:0").expect("bind a UDP client on ::1");
+        s.set_read_timeout(Some(ECHO_TIMEOUT)).unwrap();
+        assert_eq!(
+            echo(&s, to, b"over IPv6").expect("the IPv6 echo"),
+            b"over IPv6"
+        );
+        let st = wait_for(&server, ECHO_TIMEOUT, "one datagram out", |s| {
+            s.udp_datagrams_out == 1
+        });
+        assert_eq!(st.udp_send_dropped, 0);
+        server.stop().unwrap();
+    }
+
     pub fn a_zero_length_datagram_is_echoed(v: Variant) {
         let server = v.start_udp(|_| {});
         let to = server.udp_addr.unwrap();
@@ -384,6 +428,7 @@ model_suite! {
     cases: [
         a_small_datagram_is_echoed_to_its_sender,
         a_zero_length_datagram_is_echoed,
+        a_wildcard_socket_answers_from_the_address_each_datagram_was_sent_to,
         a_65507_byte_datagram_is_echoed_whole,
         an_oversized_datagram_is_counted_and_dropped_never_echoed_cut_short,
         a_datagram_that_could_start_an_echo_loop_gets_no_answer_and_is_counted,
