@@ -479,6 +479,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     // Raised before bind, since the default --max-conns comes from it; said after bind, so a
     // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)
     let nofile = iomodels_server::sys::raise_nofile_limit();
+    // Before bind: from listen() on, clients (and an operator's script) see a server, and a
+    // SIGUSR1 then, whose default action ends the process, must find its handler.
+    let signals = early_signals()?;
     let server = Server::bind(config.clone())?;
     #[cfg(unix)]
     match nofile {
@@ -512,6 +515,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let live = server.stats();
     let max_conns = server.max_conns();
     watch_signals(
+        signals,
         move |sig| {
             log::info!(
                 "{sig}: no longer accepting; open connections may finish for {drain:?} \
@@ -602,18 +606,39 @@ fn stats_printer(stats: impl Fn() + Send + 'static) -> Result<std::sync::mpsc::S
     Ok(tx)
 }
 
+/// The stop and counters signals, caught from before the server binds until [`watch_signals`]
+/// handles them: one that arrives while the server starts is held, not fatal (SIGUSR1's and
+/// SIGTERM's default actions end the process at once). On Windows nothing is caught early:
+/// [`watch_signals`] installs the console handler.
+#[cfg(unix)]
+struct EarlySignals(signal_hook::iterator::Signals);
+#[cfg(windows)]
+struct EarlySignals;
+
+#[cfg(unix)]
+fn early_signals() -> Result<EarlySignals> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
+        .context("cannot install signal handlers")?;
+    Ok(EarlySignals(signals))
+}
+
+#[cfg(windows)]
+fn early_signals() -> Result<EarlySignals> {
+    Ok(EarlySignals)
+}
+
 /// Calls `stop` on SIGINT or SIGTERM, and `stats` (on a thread of its own, so that a stdout
-/// nobody reads cannot hold signals up) on every SIGUSR1, from a thread of its own. A second
-/// SIGINT or SIGTERM while the first one's drain goes on exits at once (128 + the signal's
-/// number), as most daemons do.
+/// nobody reads cannot hold signals up) on every SIGUSR1, from a thread of its own; signals
+/// caught since [`early_signals`] are handled first. A second SIGINT or SIGTERM while the
+/// first one's drain goes on exits at once (128 + the signal's number), as most daemons do.
 #[cfg(unix)]
 fn watch_signals(
+    EarlySignals(mut signals): EarlySignals,
     stop: impl FnOnce(&str) + Send + 'static,
     stats: impl Fn() + Send + Sync + 'static,
 ) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
-        .context("cannot install signal handlers")?;
+    use signal_hook::consts::{SIGINT, SIGUSR1};
     let print = stats_printer(stats)?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -648,6 +673,7 @@ fn stop_now(what: &str, code: i32) -> ! {
 /// SIGUSR1 does on Unix.
 #[cfg(windows)]
 fn watch_signals(
+    _: EarlySignals,
     stop: impl FnOnce(&str) + Send + 'static,
     stats: impl Fn() + Send + Sync + 'static,
 ) -> Result<()> {

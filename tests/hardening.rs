@@ -16,6 +16,7 @@ use support::{assert_one_line_error, Served, BIN, SERVER_DEADLINE};
 per_model! {
     check: every_available_model_runs_the_hardening_suite;
     cases: [
+        a_signal_as_soon_as_the_port_opens_is_handled_not_fatal,
         a_closed_stdout_costs_the_counters_not_the_stop,
         a_stdout_nobody_reads_does_not_hold_up_the_stop,
         a_full_device_as_stdout_costs_the_ready_line_not_the_service,
@@ -133,6 +134,34 @@ fn sigterm_exits_0(mut child: Child, err: &ErrFile, what: &str) -> String {
 
 mod per_model {
     use super::*;
+
+    /// A SIGUSR1 sent the moment the port accepts a connection — a script that reads the
+    /// counters as soon as the server answers — finds its handler: the server lives on and
+    /// stops with exit 0 at SIGTERM. Before, the handlers were installed after bind, and the
+    /// signal's default action could end the process first (`blocking`: killed by SIGUSR1 in
+    /// every try here).
+    pub fn a_signal_as_soon_as_the_port_opens_is_handled_not_fatal(model: &str) {
+        let listen = free_addr();
+        let (mut child, err) = spawn(Stdio::null(), listen, &["--model", model]);
+        let end = Instant::now() + SERVER_DEADLINE;
+        // Spinning (a refused connect takes microseconds), so the signal follows listen()
+        // closely: in the window the handlers used to leave open.
+        while TcpStream::connect(listen).is_err() {
+            assert!(
+                Instant::now() < end,
+                "{listen} never opened:\n{}",
+                text(&err)
+            );
+        }
+        signal(&child, libc::SIGUSR1);
+        serving(listen);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{model}: ended by a SIGUSR1 as the port opened: {:?}",
+            child.wait().unwrap()
+        );
+        sigterm_exits_0(child, &err, "/dev/null");
+    }
 
     /// stdout's reader reads the ready line and goes away; SIGUSR1 then finds a broken pipe
     /// (it used to panic the signal thread, after which SIGTERM was ignored): the counters are
