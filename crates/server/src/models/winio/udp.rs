@@ -43,6 +43,7 @@
 
 use super::op::{cancel_all, outcome, reclaim_as, stored_result, InFlight, Notify, Record};
 use crate::stats::Stats;
+use crate::sys::{reply_source, Arrival, PacketInfo, RecvMsg};
 use crate::trace::{trace_event, Trace};
 use crate::udp::LoopGuard;
 use crate::Ctx;
@@ -64,20 +65,25 @@ pub(crate) const UDP_RECVS: usize = 4;
 /// Sends in flight at most; an answer past that is dropped (and counted).
 pub(crate) const UDP_SENDS: usize = 16;
 
-/// One datagram's operation record: `WSARecvFrom` into `buf` (the sender's address into
-/// `from` / `from_len`), then `WSASendTo` of `buf[..len]` back to `from`. The rule of
-/// `models/winio` holds: a `Box` turned into a raw pointer when posted, back only when its
-/// completion is reaped.
+/// One datagram's operation record: `WSARecvMsg` into `buf` (the sender's address into
+/// `from`, the packet information into `control`), then `WSASendMsg` of `buf[..len]` back to
+/// `from`, from the address the datagram was sent to. The rule of `models/winio` holds: a
+/// `Box` turned into a raw pointer when posted, back only when its completion is reaped —
+/// and `msg` points into the record itself (name, buffer, control), all of which the kernel
+/// writes or reads after the posting call has returned.
 #[repr(C)]
 pub(crate) struct Datagram {
     overlapped: OVERLAPPED,
     wsabuf: ws::WSABUF,
-    /// `WSARecvFrom`'s in/out flags: written by the kernel at completion.
-    flags: u32,
+    /// The message `WSARecvMsg` / `WSASendMsg` take: `name` → `from`, `lpBuffers` → `wsabuf`,
+    /// `Control` → `control`. The kernel writes `namelen`, `Control.len` and `dwFlags` at a
+    /// receive's completion. (`WSARecvFrom`, the fallback, uses `namelen` and `dwFlags` only.)
+    msg: ws::WSAMSG,
     /// The sender's address, written by the kernel at completion; the send's destination.
     from: ws::SOCKADDR_STORAGE,
-    /// `from`'s length, in/out for `WSARecvFrom`: written by the kernel at completion.
-    from_len: i32,
+    /// Where the datagram arrived (`IN_PKTINFO` / `IN6_PKTINFO`), then where its answer leaves
+    /// from (`crate::sys::PacketInfo`).
+    control: PacketInfo,
     /// Posted as a send (else as a receive).
     sending: bool,
     /// Send: the datagram's length.
@@ -99,10 +105,12 @@ impl Datagram {
                 len: 0,
                 buf: std::ptr::null_mut(),
             },
-            flags: 0,
+            // SAFETY: WSAMSG is plain old data (integers and null pointers); `post` points it
+            // into the record before every use.
+            msg: unsafe { std::mem::zeroed() },
             // SAFETY: SOCKADDR_STORAGE is plain old data (a family and bytes).
             from: unsafe { std::mem::zeroed() },
-            from_len: 0,
+            control: PacketInfo::default(),
             sending: false,
             len: 0,
             buf: vec![0; size],
@@ -115,9 +123,21 @@ impl Datagram {
         stored_result(&self.overlapped)
     }
 
+    /// A completed receive's `MSG_TRUNC` (Windows may report a cut datagram this way as
+    /// well as by an error).
+    fn cut(&self) -> bool {
+        self.msg.dwFlags & ws::MSG_TRUNC != 0
+    }
+
+    /// Where a completed receive's datagram arrived (`None`: not reported — a socket that did
+    /// not ask, or the `WSARecvFrom` fallback).
+    pub fn arrival(&self) -> Option<Arrival> {
+        self.control.arrival(self.msg.Control.len as usize)
+    }
+
     /// The sender's address (of a completed receive; a send's destination).
     pub fn peer(&self) -> Option<SocketAddr> {
-        let len = usize::try_from(self.from_len).unwrap_or(0);
+        let len = usize::try_from(self.msg.namelen).unwrap_or(0);
         match self.from.ss_family {
             ws::AF_INET if len >= size_of::<ws::SOCKADDR_IN>() => {
                 // SAFETY: the family says the storage holds a SOCKADDR_IN (which it is large
@@ -199,6 +219,9 @@ pub(crate) fn classify(result: &io::Result<usize>) -> Received {
 /// two use it from one thread (the one that posts, so that its exit cannot cancel anything).
 pub(crate) struct UdpEcho {
     socket: RawSocket,
+    /// `WSARecvMsg` (`None`: the provider refused it; receives fall back to `WSARecvFrom`,
+    /// and answers leave from wherever the route picks).
+    recv_msg: Option<RecvMsg>,
     stats: Arc<Stats>,
     /// The echo-loop rule (`crate::udp::LoopGuard`), asked before every answer.
     guard: Arc<LoopGuard>,
@@ -210,6 +233,8 @@ pub(crate) struct UdpEcho {
     in_flight: Vec<InFlight<Datagram>>,
     spare: Vec<Box<Datagram>>,
     stopped: bool,
+    /// Where the last whole datagram arrived, as its receive reported it.
+    last_arrival: Option<Arrival>,
     /// Receives completed this turn, and how many a turn may re-post (`None`: no limit).
     this_turn: usize,
     budget: Option<usize>,
@@ -225,8 +250,19 @@ impl UdpEcho {
         if let Err(e) = disable_connreset(raw) {
             log::debug!("udp: SIO_UDP_CONNRESET refused ({e}): WSAECONNRESET is re-posted over");
         }
+        let recv_msg = match RecvMsg::load(raw) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                log::warn!(
+                    "udp: WSARecvMsg unavailable ({e}): receiving with WSARecvFrom, answers leave \
+                     from the address the route picks"
+                );
+                None
+            }
+        };
         UdpEcho {
             socket: raw,
+            recv_msg,
             stats: Arc::clone(&ctx.stats),
             guard: Arc::clone(&ctx.udp_guard),
             trace: ctx.trace.clone(),
@@ -237,6 +273,7 @@ impl UdpEcho {
             in_flight: Vec::with_capacity(UDP_RECVS + UDP_SENDS),
             spare: Vec::new(),
             stopped: false,
+            last_arrival: None,
             this_turn: 0,
             budget: None,
             via: None,
@@ -271,6 +308,12 @@ impl UdpEcho {
         }
     }
 
+    /// Where the last whole datagram received arrived (`None`: not reported, or none yet).
+    #[allow(dead_code)] // the tests'
+    pub fn last_arrival(&self) -> Option<Arrival> {
+        self.last_arrival
+    }
+
     /// Records the kernel holds (receives and sends).
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
@@ -282,7 +325,7 @@ impl UdpEcho {
             let mut d = self.spare.pop().unwrap_or_else(|| Datagram::new(self.size));
             d.sending = false;
             let len = d.buf.len();
-            match self.post(d, notify, len) {
+            match self.post(d, notify, len, PacketInfo::LEN) {
                 Ok(()) => self.recvs += 1,
                 Err((d, e)) => {
                     log::error!("udp: cannot post a receive: {e}");
@@ -309,7 +352,7 @@ impl UdpEcho {
             self.sends -= 1;
             trace_event!(
                 self.trace,
-                "completion sendto s={} {}{via}",
+                "completion sendmsg s={} {}{via}",
                 self.socket,
                 match &result {
                     Ok(n) => format!("bytes={n}"),
@@ -322,21 +365,26 @@ impl UdpEcho {
         }
         self.recvs -= 1;
         self.this_turn += 1;
-        let outcome = classify(&result);
+        let outcome = match classify(&result) {
+            Received::Whole(_) if d.cut() => Received::Truncated,
+            o => o,
+        };
         trace_event!(
             self.trace,
-            "completion recvfrom s={} {} from={}{via}",
+            "completion recvmsg s={} {} from={} to={}{via}",
             self.socket,
             match (&result, outcome) {
                 (_, Received::Truncated) => "truncated".to_string(),
                 (Ok(n), _) => format!("bytes={n}"),
                 (Err(e), _) => format!("error={e}"),
             },
-            d.peer().map_or("?".to_string(), |p| p.to_string())
+            d.peer().map_or("?".to_string(), |p| p.to_string()),
+            d.arrival().map_or("?".to_string(), |a| a.addr.to_string())
         );
         match outcome {
             Received::Whole(n) => {
                 self.stats.count_datagram_in(n, false);
+                self.last_arrival = d.arrival();
                 if self.guard.drops(d.peer(), &self.stats) {
                     self.spare.push(d);
                     return self.rearm(notify);
@@ -363,8 +411,9 @@ impl UdpEcho {
         self.rearm(notify);
     }
 
-    /// Sends the `n` bytes a receive put in `d` back to their sender, or counts the answer
-    /// dropped (stopped, discard service, too many sends in flight, a send refused at once).
+    /// Sends the `n` bytes a receive put in `d` back to their sender, from the address they
+    /// were sent to when [`reply_source`] allows it, or counts the answer dropped (stopped,
+    /// discard service, too many sends in flight, a send refused at once).
     fn answer(&mut self, mut d: Box<Datagram>, n: usize, notify: Notify) {
         if self.stopped || !self.echo || self.sends >= UDP_SENDS {
             self.stats.count_datagram_out(None);
@@ -373,7 +422,11 @@ impl UdpEcho {
         }
         d.sending = true;
         d.len = n;
-        match self.post(d, notify, n) {
+        let control_len = match d.arrival().and_then(reply_source) {
+            Some(from) => d.control.source(from),
+            None => 0,
+        };
+        match self.post(d, notify, n, control_len) {
             Ok(()) => self.sends += 1,
             Err((d, e)) => {
                 log::debug!("udp: answer dropped: {e}");
@@ -418,16 +471,20 @@ impl UdpEcho {
         cancel_all(self.socket, &self.stats);
     }
 
-    /// Posts `d` (a receive of up to `len` bytes, or a send of `buf[..len]` to `from`).
+    /// Posts `d`: a receive of up to `len` bytes with room for `control_len` bytes of packet
+    /// information, or a send of `buf[..len]` to `from` with the `control_len` bytes of
+    /// `control` that [`UdpEcho::answer`] wrote (0: none, the route picks the source).
     fn post(
         &mut self,
         d: Box<Datagram>,
         notify: Notify,
         len: usize,
+        control_len: usize,
     ) -> Result<(), (Box<Datagram>, io::Error)> {
         let ptr = Box::into_raw(d);
         // SAFETY: `ptr` is the record just released from its box; nothing else holds it
-        // until the call below hands it to the kernel.
+        // until the call below hands it to the kernel, and every pointer the message holds
+        // is into the record (which stays where it is until its completion is reaped).
         let rc = unsafe {
             let d = &mut *ptr;
             d.overlapped = std::mem::zeroed();
@@ -436,35 +493,48 @@ impl UdpEcho {
                 len: len.min(d.buf.len()) as u32,
                 buf: d.buf.as_mut_ptr(),
             };
-            d.flags = 0;
-            let wsabuf = std::ptr::addr_of!((*ptr).wsabuf);
+            if !d.sending {
+                d.msg.namelen = size_of::<ws::SOCKADDR_STORAGE>() as i32;
+            }
+            let control = d.control.wsabuf(control_len);
+            d.msg = ws::WSAMSG {
+                name: std::ptr::addr_of_mut!((*ptr).from).cast(),
+                namelen: d.msg.namelen,
+                lpBuffers: std::ptr::addr_of_mut!((*ptr).wsabuf),
+                dwBufferCount: 1,
+                Control: control,
+                dwFlags: 0,
+            };
+            let msg = std::ptr::addr_of_mut!((*ptr).msg);
             let ov = std::ptr::addr_of_mut!((*ptr).overlapped);
             self.stats.syscalls.fetch_add(1, Relaxed);
-            if d.sending {
-                ws::WSASendTo(
+            match (d.sending, self.recv_msg) {
+                (true, _) => ws::WSASendMsg(
                     self.socket as ws::SOCKET,
-                    wsabuf,
-                    1,
-                    std::ptr::null_mut(),
+                    msg,
                     0,
-                    std::ptr::addr_of!((*ptr).from).cast(),
-                    (*ptr).from_len,
-                    ov,
-                    notify.routine(),
-                )
-            } else {
-                d.from_len = size_of::<ws::SOCKADDR_STORAGE>() as i32;
-                ws::WSARecvFrom(
-                    self.socket as ws::SOCKET,
-                    wsabuf,
-                    1,
                     std::ptr::null_mut(),
-                    std::ptr::addr_of_mut!((*ptr).flags),
-                    std::ptr::addr_of_mut!((*ptr).from).cast(),
-                    std::ptr::addr_of_mut!((*ptr).from_len),
                     ov,
                     notify.routine(),
-                )
+                ),
+                (false, Some(recv_msg)) => {
+                    recv_msg.call(self.socket, msg, std::ptr::null_mut(), ov, notify.routine())
+                }
+                (false, None) => {
+                    // The fallback: no packet information comes back.
+                    d.msg.Control.len = 0;
+                    ws::WSARecvFrom(
+                        self.socket as ws::SOCKET,
+                        std::ptr::addr_of!((*ptr).wsabuf),
+                        1,
+                        std::ptr::null_mut(),
+                        std::ptr::addr_of_mut!((*ptr).msg.dwFlags),
+                        std::ptr::addr_of_mut!((*ptr).from).cast(),
+                        std::ptr::addr_of_mut!((*ptr).msg.namelen),
+                        ov,
+                        notify.routine(),
+                    )
+                }
             }
         };
         // SAFETY: `ptr` came from Box::into_raw above and `rc` is the posting call's.

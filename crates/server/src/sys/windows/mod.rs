@@ -9,6 +9,7 @@
 pub mod apc;
 pub mod console;
 pub(super) mod datagram;
+pub use datagram::{PacketInfo, RecvMsg};
 pub mod event;
 pub mod iocp;
 pub mod network_events;
@@ -38,6 +39,26 @@ pub fn wsa_startup() {
             log::error!("WSAStartup failed: {}", io::Error::from_raw_os_error(rc));
         }
     });
+}
+
+/// The Wine version this process runs under (`wine_get_version`, which ntdll.dll exports under
+/// Wine only), or `None` on Windows. For the tests that must tell a Wine limit from a failure.
+pub fn wine_version() -> Option<String> {
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+    // SAFETY: NUL-terminated names; ntdll.dll is loaded in every process and never unloaded.
+    let f = unsafe {
+        let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+        if ntdll.is_null() {
+            return None;
+        }
+        GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast())?
+    };
+    // SAFETY: Wine's `const char *wine_get_version(void)`: a static NUL-terminated string.
+    let version = unsafe {
+        let get: unsafe extern "C" fn() -> *const std::ffi::c_char = std::mem::transmute(f);
+        std::ffi::CStr::from_ptr(get())
+    };
+    Some(version.to_string_lossy().into_owned())
 }
 
 /// The last Winsock error of this thread, as an `io::Error`.
