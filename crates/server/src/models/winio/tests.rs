@@ -233,9 +233,14 @@ mod udp_records {
 
     /// A bound UDP-only server (never run): its `Ctx` holds the socket the records use.
     fn server(max: usize) -> Server {
+        server_on("127.0.0.1:0", max)
+    }
+
+    /// As [`server`], on `listen` (a wildcard address: the socket asks for packet information).
+    fn server_on(listen: &str, max: usize) -> Server {
         Server::bind(ServerConfig {
             model: Model::CompletionPort,
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: listen.parse().unwrap(),
             tcp: false,
             udp: true,
             udp_max_datagram: max,
@@ -441,5 +446,122 @@ mod udp_records {
             assert!(Instant::now() < deadline);
             turn();
         }
+    }
+
+    // ---- Answers leave from the address each datagram was sent to ----------------------
+
+    /// On a wildcard server, a datagram from `client_at` sent to `to_ip` (127.0.0.2: not the
+    /// address the route back picks) is received with its arrival reported (`WSARecvMsg`'s
+    /// `IN_PKTINFO` / `IN6_PKTINFO`) and echoed from there (`WSASendMsg`), however `turn`
+    /// reaps the completions; then everything comes back.
+    fn answered_from_the_arrival(
+        ctx: &Ctx,
+        udp: &RefCell<UdpEcho>,
+        notify: Notify,
+        turn: &dyn Fn(),
+        client_at: &str,
+        to_ip: &str,
+    ) {
+        udp.borrow_mut().new_turn(notify);
+        let to = SocketAddr::new(to_ip.parse().unwrap(), udp_addr(ctx).port());
+        let c = UdpSocket::bind(client_at).unwrap();
+        c.set_read_timeout(WAIT).unwrap();
+        c.send_to(b"from where?", to).unwrap();
+        let deadline = Instant::now() + WAIT.unwrap();
+        while ctx.stats.snapshot().udp_datagrams_out < 1 {
+            assert!(Instant::now() < deadline, "{:?}", ctx.stats.snapshot());
+            turn();
+        }
+        let arrival = udp.borrow().last_arrival();
+        assert_eq!(
+            arrival.map(|a| a.addr),
+            Some(to.ip()),
+            "the receive did not report where the datagram was sent to"
+        );
+        let mut buf = [0u8; 64];
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from where?");
+        if from != to && crate::sys::wine_version().is_some() {
+            crate::sys::datagram_wine_skips(&format!(
+                "an overlapped answer to {to} leaves from {to} (it left from {from})"
+            ));
+        } else {
+            assert_eq!(from, to, "the answer left from another address");
+        }
+        udp.borrow_mut().stop();
+        while udp.borrow().in_flight() > 0 {
+            assert!(Instant::now() < deadline, "records still in flight");
+            turn();
+        }
+        assert_eq!(ctx.stats.ops_in_flight.load(Relaxed), 0);
+    }
+
+    /// The event form, on `listen`.
+    fn with_an_event(listen: &str, client_at: &str, to_ip: &str) {
+        let server = server_on(listen, 1000);
+        let ctx = &server.ctx;
+        let event = Event::new().unwrap();
+        let notify = Notify::Event(event.handle());
+        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let turn = || {
+            wait_any(&[event.handle()], Some(Duration::from_millis(50)), false).unwrap();
+            event.reset();
+            while udp.borrow_mut().reap_completed(notify) {}
+        };
+        answered_from_the_arrival(ctx, &udp, notify, &turn, client_at, to_ip);
+    }
+
+    #[test]
+    fn with_an_event_a_wildcard_socket_answers_from_the_address_a_datagram_was_sent_to() {
+        with_an_event("0.0.0.0:0", "127.0.0.1:0", "127.0.0.2");
+    }
+
+    #[test]
+    fn with_an_event_an_ipv6_wildcard_socket_reports_loopback_and_answers_from_it() {
+        with_an_event("[::]:0", "[::1]:0", "::1");
+    }
+
+    #[test]
+    fn with_a_routine_a_wildcard_socket_answers_from_the_address_a_datagram_was_sent_to() {
+        let server = server_on("0.0.0.0:0", 1000);
+        let ctx = &server.ctx;
+        let p = RoutineProbe {
+            ctx,
+            udp: RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx)),
+            notify: std::cell::Cell::new(None),
+            errors: RefCell::new(Vec::new()),
+        };
+        let notify = Notify::Routine {
+            routine: probe,
+            context: (&p as *const RoutineProbe).cast(),
+        };
+        p.notify.set(Some(notify));
+        let turn = || {
+            sleep_alertable(Some(Duration::from_millis(50)));
+        };
+        answered_from_the_arrival(ctx, &p.udp, notify, &turn, "127.0.0.1:0", "127.0.0.2");
+    }
+
+    #[test]
+    fn with_a_port_a_wildcard_socket_answers_from_the_address_a_datagram_was_sent_to() {
+        let server = server_on("0.0.0.0:0", 1000);
+        let ctx = &server.ctx;
+        let port = CompletionPort::new(1).unwrap();
+        port.associate(ctx.udp.as_ref().unwrap().as_raw_socket(), 3)
+            .unwrap();
+        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let turn = || {
+            let mut entries = vec![empty_entry(); 8];
+            let n = port
+                .wait(&mut entries, Some(Duration::from_millis(50)))
+                .unwrap();
+            for e in &entries[..n] {
+                // SAFETY: every packet on this port is a datagram record's, dequeued once.
+                let d = unsafe { reclaim_datagram(e.lpOverlapped, &ctx.stats) };
+                let result = d.result();
+                udp.borrow_mut().complete(d, result, Notify::Port);
+            }
+        };
+        answered_from_the_arrival(ctx, &udp, Notify::Port, &turn, "127.0.0.1:0", "127.0.0.2");
     }
 }

@@ -477,11 +477,21 @@ mod tests {
     }
 }
 
+/// Says on the test's own stderr (past the harness's capture, so it shows in every run, and
+/// `scripts/test-windows.sh` counts it) which check Wine cannot pass: an answer's source.
+#[cfg(test)]
+pub(crate) fn wine_skips(check: &str) {
+    use std::io::Write;
+    let why = "Wine's WSASendMsg drops the control data (dlls/ws2_32/socket.c: WSASendMsg \
+               passes only the buffers and the name to WS2_sendto)";
+    let _ = std::io::stderr()
+        .write_all(format!("\nwindows skipped: 1 check under Wine: {check}: {why}\n").as_bytes());
+}
+
 /// The calls themselves, on real sockets (loopback: 127.0.0.1, 127.0.0.2 and ::1).
 #[cfg(test)]
 mod calls {
     use super::*;
-    use std::io::Write;
     use std::net::SocketAddr;
     use std::time::Duration;
 
@@ -499,15 +509,6 @@ mod calls {
         let c = UdpSocket::bind(bind).unwrap();
         c.set_read_timeout(WAIT).unwrap();
         c
-    }
-
-    /// Says on the test's own stderr (past the harness's capture) which check Wine cannot run.
-    pub(crate) fn wine_skips(check: &str) {
-        let why = "Wine's WSASendMsg drops the control data (dlls/ws2_32/socket.c WSASendMsg \
-                   passes only the buffers and name to WS2_sendto)";
-        let _ = std::io::stderr().write_all(
-            format!("\nwindows skipped: 1 check under Wine: {check}: {why}\n").as_bytes(),
-        );
     }
 
     /// `recv_datagram` on a wildcard socket reports where the datagram was sent to, and
@@ -533,7 +534,7 @@ mod calls {
         let (n, from) = c.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"where to?");
         if from != to && crate::sys::wine_version().is_some() {
-            wine_skips(&format!(
+            super::wine_skips(&format!(
                 "an answer to {to} leaves from {to} (it left from {from})"
             ));
         } else {
