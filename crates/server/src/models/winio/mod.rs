@@ -2,7 +2,7 @@
 //! `completion-port` share on Windows
 //!
 //! The three models post the same operations — `AcceptEx`, `WSARecv`, `WSASend`, and for UDP
-//! `WSARecvFrom`, `WSASendTo` — and drive each connection (and the UDP socket) the same way;
+//! `WSARecvMsg`, `WSASendMsg` — and drive each connection (and the UDP socket) the same way;
 //! they differ only in how a completion is announced (an event in `OVERLAPPED.hEvent`, a
 //! completion routine run in an alertable wait, a packet on a completion port) and so in
 //! which thread reaps it. This module is the shared part, and it
@@ -12,8 +12,8 @@
 //! `conn.rs` — [`OvConn`], a connection's operations and its
 //! [`Connection`](iomodels_core::Connection); `accept.rs` — [`AcceptEx`], loaded through
 //! `WSAIoctl`, with `SO_UPDATE_ACCEPT_CONTEXT` and `GetAcceptExSockaddrs`; `udp.rs` —
-//! [`UdpEcho`], RFC 862 over UDP with `Datagram` records (`WSARecvFrom` → `WSASendTo` →
-//! `WSARecvFrom`).
+//! [`UdpEcho`], RFC 862 over UDP with `Datagram` records (`WSARecvMsg` → `WSASendMsg` →
+//! `WSARecvMsg`).
 //!
 //! ## The one rule of completion I/O (as in `models/uring`)
 //!
@@ -70,10 +70,12 @@
 //! ## UDP (`udp.rs`)
 //!
 //! The same rule for datagrams: a `Datagram` record holds its `OVERLAPPED` (first), its
-//! `WSABUF`, a buffer of `udp_max_datagram` bytes and the `SOCKADDR_STORAGE` + length that
-//! `WSARecvFrom` fills in after the call returned — all of it stays put until the completion
-//! is reaped. [`UdpEcho`] keeps four receives posted; a whole datagram is sent back from the
-//! same record (`WSASendTo` to the address it came from), then the record receives again.
+//! `WSABUF`, its `WSAMSG`, a buffer of `udp_max_datagram` bytes, the `SOCKADDR_STORAGE` and
+//! the packet-information control buffer that `WSARecvMsg` fills in after the call returned —
+//! all of it stays put until the completion is reaped. [`UdpEcho`] keeps four receives
+//! posted; a whole datagram is sent back from the same record (`WSASendMsg` to the address it
+//! came from, from the address it was sent to: `IN_PKTINFO` / `IN6_PKTINFO`, see `udp.rs`),
+//! then the record receives again.
 //! Limits: at most 16 sends in flight (past that the answer is dropped and counted); the
 //! event and routine models re-post receives for at most 64 datagrams a turn (a flood would
 //! otherwise keep their thread inside the reaping). A cut datagram (larger than the buffer)
@@ -89,8 +91,10 @@
 //! a routine gets `WSAEMSGSIZE`; cancelled receives complete with `ERROR_OPERATION_ABORTED`
 //! (not `ERROR_HANDLES_CLOSED`, which is what `closesocket` gives there); Wine accepts
 //! `SIO_UDP_CONNRESET`, and on loopback reports no `WSAECONNRESET` on UDP even with it on, so
-//! under Wine that path is not exercised; an overlapped `WSARecvFrom` on the (non-blocking)
-//! UDP socket is pending, not `WSAEWOULDBLOCK`.
+//! under Wine that path is not exercised; an overlapped `WSARecvMsg` on the (non-blocking)
+//! UDP socket is pending, not `WSAEWOULDBLOCK`; `WSARecvMsg` reports `IN_PKTINFO` /
+//! `IN6_PKTINFO`, but `WSASendMsg` ignores the control data (the answer's source is the
+//! route's pick there).
 //!
 //! `OvConn` is `Send` (no raw pointer of the caller's in it); a multi-threaded model must
 //! still make sure that two completions of one connection are not handled at once (the

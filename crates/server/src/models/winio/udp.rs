@@ -1,15 +1,28 @@
-//! [`UdpEcho`]: RFC 862 over UDP with overlapped `WSARecvFrom` / `WSASendTo`, for the three
-//! completion models — the Winsock twin of `models/uring/engine/udp.rs`.
+//! [`UdpEcho`]: RFC 862 over UDP with overlapped `WSARecvMsg` / `WSASendMsg`, for the three
+//! completion models — the Winsock twin of `models/uring/engine/udp.rs` (`IORING_OP_RECVMSG`
+//! / `IORING_OP_SENDMSG`).
 //!
 //! [`UDP_RECVS`] receives stay posted, each a [`Datagram`] record: its `OVERLAPPED` (first),
-//! its `WSABUF`, a buffer of `udp_max_datagram` bytes, and the `SOCKADDR_STORAGE` and length
-//! that `WSARecvFrom` fills in with the sender's address — all of which the kernel writes
-//! after the call has returned, so they live in the record until its completion is reaped.
-//! When a receive completes whole, the same record is posted as a `WSASendTo` of those bytes
-//! to that address, and a spare (or new) record takes its place as a receive; when the send
-//! completes, the record goes back to the spares. At most [`UDP_SENDS`] sends are in flight:
-//! past that a datagram's answer is dropped and counted, so a peer that does not read can
-//! neither pile up records nor stall the receives.
+//! its `WSABUF`, its `WSAMSG`, a buffer of `udp_max_datagram` bytes, the `SOCKADDR_STORAGE`
+//! for the sender's address and a `crate::sys::PacketInfo` control buffer — the message
+//! points at the others, and the kernel writes them (and the message's `namelen`,
+//! `Control.len`, `dwFlags`) after the call has returned, so they all live in the record until
+//! its completion is reaped. When a receive completes whole, the same record is posted as a
+//! `WSASendMsg` of those bytes to that address, and a spare (or new) record takes its place
+//! as a receive; when the send completes, the record goes back to the spares. At most
+//! [`UDP_SENDS`] sends are in flight: past that a datagram's answer is dropped and counted, so
+//! a peer that does not read can neither pile up records nor stall the receives.
+//!
+//! **From the address the datagram was sent to.** On a wildcard socket (which asked for
+//! `IP_PKTINFO` / `IPV6_PKTINFO`, `crate::sys::want_arrival`) each receive comes back with an
+//! `IN_PKTINFO` / `IN6_PKTINFO` control message; the answer's `WSASendMsg` carries one naming
+//! the source `crate::sys::reply_source` picks from it, so a datagram sent to 127.0.0.2 is
+//! answered from 127.0.0.2. The control data is encoded and decoded in one place,
+//! `sys/windows/datagram.rs`, which says the pitfalls: `WSARecvMsg` only through its extension
+//! pointer (looked up in [`UdpEcho::new`]; if the provider refuses it, a logged fallback to
+//! `WSARecvFrom`, answers then leaving from the route's pick), the control buffer's size, and
+//! Wine, whose `WSASendMsg` ignores the control data (there the answer leaves from the route's
+//! pick whatever is asked).
 //!
 //! **Truncation.** A datagram larger than the buffer completes the receive with an error, in
 //! one of three forms depending on who reports it: `WSAEMSGSIZE` (a completion routine's
@@ -18,7 +31,7 @@
 //! `ERROR_MORE_DATA`), or `ERROR_MORE_DATA` itself. Every form is counted in
 //! `Stats::udp_truncated`, and the record is received over, never echoed.
 //!
-//! **Never block on a send.** A `WSASendTo` that fails at once (`WSAEWOULDBLOCK` on the
+//! **Never block on a send.** A `WSASendMsg` that fails at once (`WSAEWOULDBLOCK` on the
 //! non-blocking socket, `WSAENOBUFS`, ...) or completes with an error or short is counted in
 //! `Stats::udp_send_dropped`; nothing waits for room.
 //!
