@@ -51,6 +51,12 @@ pub fn release_free_memory() {
 /// (checked by `accepted_sockets_inherit_oobinline_from_the_listener`).
 pub fn set_oob_inline_accepted(_stream: &std::net::TcpStream) {}
 
+/// The Wine version this process runs under: never on Linux (`None`). The Windows twin tells
+/// a Wine limit from a failure in the tests shared by both OSes.
+pub fn wine_version() -> Option<String> {
+    None
+}
+
 /// Raises the soft limit on open descriptors (`RLIMIT_NOFILE`) to the hard limit, so a server
 /// can hold as many connections as the system lets this process have. Returns the new limit.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
