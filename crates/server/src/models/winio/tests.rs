@@ -482,7 +482,7 @@ mod udp_records {
         let (n, from) = c.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"from where?");
         if from != to && crate::sys::wine_version().is_some() {
-            crate::sys::datagram_wine_skips(&format!(
+            crate::sys::wine_skips(&format!(
                 "an overlapped answer to {to} leaves from {to} (it left from {from})"
             ));
         } else {

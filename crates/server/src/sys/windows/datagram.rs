@@ -477,10 +477,10 @@ mod tests {
     }
 }
 
-/// Says on the test's own stderr (past the harness's capture, so it shows in every run, and
-/// `scripts/test-windows.sh` counts it) which check Wine cannot pass: an answer's source.
-#[cfg(test)]
-pub(crate) fn wine_skips(check: &str) {
+/// For tests, here and in `tests/udp_conformance.rs`: says on the test's own stderr (past the
+/// harness's capture, so it shows in every run, and `scripts/test-windows.sh` counts it) which
+/// check Wine cannot pass: an answer's source.
+pub fn wine_skips(check: &str) {
     use std::io::Write;
     let why = "Wine's WSASendMsg drops the control data (dlls/ws2_32/socket.c: WSASendMsg \
                passes only the buffers and the name to WS2_sendto)";

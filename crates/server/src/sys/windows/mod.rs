@@ -9,8 +9,8 @@
 pub mod apc;
 pub mod console;
 pub(super) mod datagram;
-#[cfg(test)]
-pub(crate) use datagram::wine_skips as datagram_wine_skips;
+#[doc(hidden)]
+pub use datagram::wine_skips;
 pub use datagram::{PacketInfo, RecvMsg};
 pub mod event;
 pub mod iocp;
