@@ -20,50 +20,6 @@ use std::time::Duration;
 mod cases {
     use super::*;
 
-    /// `abc`, an urgent (`MSG_OOB`) `X`, `def`, sent back to back: all seven bytes come back,
-    /// the urgent one in place (`SO_OOBINLINE`), without the client sending anything more (a
-    /// read stops short at the urgent mark; an edge-triggered model must not take that for
-    /// "drained"). Bounded: at most 20 s for seven bytes, a stall fails.
-    pub fn urgent_data_is_echoed_inline_and_never_stalls_the_connection(v: Variant) {
-        let server = v.start(|_| {});
-        let mut s = connect(server.addr);
-        s.set_nodelay(true).unwrap();
-        s.write_all(b"abc").unwrap();
-        let urgent = socket2::SockRef::from(&s).send_out_of_band(b"X").unwrap();
-        assert_eq!(urgent, 1);
-        s.write_all(b"def").unwrap();
-        let mut back = Vec::new();
-        let mut buf = [0u8; 64];
-        let end = std::time::Instant::now() + Duration::from_secs(20);
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        while back.len() < 7 && std::time::Instant::now() < end {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => back.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => panic!("reading the echo: {e}"),
-            }
-        }
-        assert_eq!(
-            String::from_utf8_lossy(&back),
-            "abcXdef",
-            "the echo of abc, urgent X, def"
-        );
-        ping(&mut s, b"and on");
-        drop(s);
-        server.stop().unwrap();
-    }
-
     pub fn small_echo(v: Variant) {
         let server = v.start(|_| {});
         let mut s = connect(server.addr);
@@ -235,7 +191,6 @@ mod cases {
 model_suite! {
     check: every_available_model_runs_the_suite, "the conformance suite";
     cases: [
-        urgent_data_is_echoed_inline_and_never_stalls_the_connection,
         small_echo,
         a_4_mib_message_in_random_chunks_comes_back_byte_identical,
         two_hundred_concurrent_clients_are_each_verified,

@@ -383,57 +383,6 @@ mod cases {
         );
     }
 
-    /// Half a ClientHello, then the rest trickled one byte every 300 ms (never all of it):
-    /// the server closes the connection at the handshake deadline — not before it, and the
-    /// trickle does not extend it — with nothing sent back, and counts it. The bystander,
-    /// handshaken before and echoing past the deadline, is not affected.
-    pub fn a_trickled_handshake_is_closed_at_the_handshake_deadline(v: Variant) {
-        let hello = client_hello(good_client());
-        past_the_handshake_deadline(v, |addr| {
-            let started = Instant::now();
-            let mut s = connect(addr);
-            let half = hello.len() / 2;
-            s.write_all(&hello[..half])
-                .expect("send half a ClientHello");
-            s.set_read_timeout(Some(Duration::from_millis(300)))
-                .unwrap();
-            // Bounded: the deadline plus generous slack (a hang fails, speed is not tested).
-            let bound = started + DEADLINE + SETTLE;
-            let mut next = half;
-            let mut buf = [0u8; 4096];
-            let how = loop {
-                assert!(
-                    Instant::now() < bound,
-                    "not closed {:?} after connecting",
-                    started.elapsed()
-                );
-                if next < hello.len() - 1 {
-                    if let Err(e) = s.write_all(&hello[next..next + 1]) {
-                        break format!("a send failed: {e}");
-                    }
-                    next += 1;
-                }
-                match s.read(&mut buf) {
-                    Ok(0) => break "end of stream".to_string(),
-                    Ok(n) => panic!("{n} bytes back for an incomplete ClientHello"),
-                    Err(e) if common::is_timeout(&e) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => break format!("{e}"),
-                }
-            };
-            let took = started.elapsed();
-            assert!(
-                took >= DEADLINE,
-                "closed ({how}) after {took:?}, before the {DEADLINE:?} deadline"
-            );
-            assert!(
-                next > half + 1,
-                "the trickle did not run ({} bytes)",
-                next - half
-            );
-        });
-    }
-
     /// Half a ClientHello, a pause until the server has closed the connection at the
     /// deadline, then the rest: no ServerHello ever comes, the handshake cannot complete late.
     pub fn a_handshake_cannot_complete_after_the_deadline(v: Variant) {
@@ -550,7 +499,6 @@ mod tls {
             records_with_bogus_bodies_are_refused,
             a_handshake_cut_in_half_then_closed_is_a_truncation,
             a_handshake_cut_in_half_and_held_open_does_not_stall_the_server,
-            a_trickled_handshake_is_closed_at_the_handshake_deadline,
             a_handshake_cannot_complete_after_the_deadline,
             a_client_without_a_certificate_is_refused_when_one_is_required,
             a_client_certificate_from_an_unknown_ca_is_refused,

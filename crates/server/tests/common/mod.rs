@@ -1068,6 +1068,8 @@ impl Variant {
 /// that fails if a model available here is missing from the list (so a new model cannot go
 /// untested) or one listed is not available.
 ///
+/// A case may carry attributes (`#[cfg(target_os = "linux")] case`): a case for one OS only.
+///
 /// `every_model` in place of the list runs the suite on every model (and, on Linux,
 /// completion-port's hand-off mode, and completion-port on ordinary descriptors: its default
 /// is direct descriptors where the kernel has them).
@@ -1138,7 +1140,7 @@ macro_rules! model_suite {
             }
         }
     };
-    (@cases [$($case:ident),* $(,)?]) => {
-        $(#[test] fn $case() { cases::$case(MODEL) })*
+    (@cases [$($(#[$case_attr:meta])* $case:ident),* $(,)?]) => {
+        $($(#[$case_attr])* #[test] fn $case() { cases::$case(MODEL) })*
     };
 }
