@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Windows half of the tests: builds the workspace for x86_64-pc-windows-gnu and runs the
 # Windows tests (the conformance suites for every Winsock model — TCP, TLS and UDP
-# (udp_conformance) —, the Windows edge cases, the core's unit tests) under Wine, headless. Installs what it needs when missing: Debian's Rust
+# (udp_conformance) —, the adversarial suite, the limits and faults, the Windows edge cases, the
+# core's unit tests: every test file of iomodels-server) under Wine, headless. Installs what it needs when missing: Debian's Rust
 # "web" toolchain with its std sources (this machine's rustup cannot download targets), mingw
 # and Wine. See ../shared/notes/windows-under-wine.md for why each piece is there.
 #
