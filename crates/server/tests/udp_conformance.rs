@@ -4,7 +4,7 @@
 //! the counters add up; UDP works beside TCP and alone; shutdown does not wait for datagrams;
 //! a datagram whose answer could start an echo loop (from a reflecting service's port, the
 //! server's own port, a `udp_drop_ports` port) gets none and is counted (issue #16; the forged
-//! sources, the server's own address and port 0, are in `udp_forged.rs`).
+//! sources, the server's own address and port 0, are in `adversarial.rs`).
 //! Linux and Windows (under Wine in CI). The loop case binds a port below 1024 (7, 13, 17, 19
 //! or 37), which needs root, as CI runs.
 
@@ -208,7 +208,8 @@ mod cases {
                 if from != to && iomodels_server::sys::wine_version().is_some() {
                     #[cfg(windows)]
                     iomodels_server::sys::wine_skips(&format!(
-                        "{v:?}: an answer to {to} leaves from {to} (it left from {from})"
+                        "{:?}: an answer to {to} leaves from {to} (it left from {from})",
+                        v.model
                     ));
                     continue;
                 }
