@@ -463,7 +463,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         pass_through: args.pass_through,
         batch_wait: Some(args.batch_wait),
         trace: args.trace,
-        tls: tls.as_ref().map(|(config, _)| config.clone()),
+        tls: tls.as_ref().map(|t| t.config.clone()),
         tcp: !args.no_tcp,
         udp: args.udp,
         udp_max_datagram: args.udp_max_datagram,
@@ -501,7 +501,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             );
         }
     }
-    for note in tls.iter().flat_map(|(_, notes)| notes) {
+    if let Some(t) = &tls {
+        t.write_cert()?;
+    }
+    for note in tls.iter().flat_map(|t| &t.notes) {
         log::info!("{note}");
     }
     if args.model.is_none() {

@@ -70,12 +70,34 @@ fn read(path: &Path, flag: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The server configuration the options ask for (`None`: plain TCP), and lines to print about
-/// it (the certificate's fingerprint, where a self-signed one was written).
-pub fn server_config(
-    args: &ServeTlsArgs,
-    listen: SocketAddr,
-) -> Result<Option<(Arc<ServerConfig>, Vec<String>)>> {
+/// What `serve`'s TLS options ask for.
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    /// Lines to print about it (the certificate's fingerprint, where a self-signed one goes).
+    pub notes: Vec<String>,
+    /// A self-signed certificate and the file it goes to (`--tls-cert-out`), written by
+    /// [`ServerTls::write_cert`] once the server is bound: a start refused for any reason
+    /// leaves no file behind.
+    cert_out: Option<(PathBuf, String)>,
+}
+
+impl ServerTls {
+    /// Writes the self-signed certificate, if there is one, to `--tls-cert-out`.
+    pub fn write_cert(&self) -> Result<()> {
+        let Some((path, pem)) = &self.cert_out else {
+            return Ok(());
+        };
+        std::fs::write(path, pem).with_context(|| {
+            format!(
+                "--tls-cert-out {}: cannot write the certificate",
+                path.display()
+            )
+        })
+    }
+}
+
+/// The server configuration the options ask for (`None`: plain TCP).
+pub fn server_config(args: &ServeTlsArgs, listen: SocketAddr) -> Result<Option<ServerTls>> {
     let client_roots = match &args.tls_client_ca {
         None => None,
         Some(path) => Some(
@@ -84,6 +106,7 @@ pub fn server_config(
         ),
     };
     let mut notes = Vec::new();
+    let mut cert_out = None;
     let (chain, key) = if args.tls_self_signed {
         let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
         let ip = listen.ip();
@@ -93,12 +116,7 @@ pub fn server_config(
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let issued = pki::self_signed(&names)
             .map_err(|e| anyhow!("cannot make a self-signed certificate: {e}"))?;
-        std::fs::write(&args.tls_cert_out, &issued.cert_pem).with_context(|| {
-            format!(
-                "--tls-cert-out {}: cannot write the certificate",
-                args.tls_cert_out.display()
-            )
-        })?;
+        cert_out = Some((args.tls_cert_out.clone(), issued.cert_pem.clone()));
         let out = args.tls_cert_out.display();
         notes.push(format!(
             "tls: self-signed certificate for {}, SHA-256 {}; written to {out} (trust it with \
@@ -148,7 +166,11 @@ pub fn server_config(
             (_, _, e) => anyhow!("the TLS certificate and key cannot be used: {e}"),
         }
     })?;
-    Ok(Some((config, notes)))
+    Ok(Some(ServerTls {
+        config,
+        notes,
+        cert_out,
+    }))
 }
 
 /// `load`'s TLS options.

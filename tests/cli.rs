@@ -160,6 +160,26 @@ fn a_port_in_use_is_one_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
 
+/// A start refused after the options were read (here: the port is in use) leaves no file: the
+/// self-signed certificate is written only once the server is bound.
+#[test]
+fn a_refused_start_writes_no_self_signed_certificate() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let pem = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("refused-start-cert.pem");
+    let _ = std::fs::remove_file(&pem);
+    let out = iomodels(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--tls-self-signed",
+        "--tls-cert-out",
+        pem.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, &[&format!("cannot listen on {addr}")]);
+    assert!(!pem.exists(), "a refused start wrote {}", pem.display());
+}
+
 /// `iomodels models` says how completion-port holds its connections here (Linux): direct
 /// descriptors, or ordinary ones and why; the ready line says it too.
 #[cfg(target_os = "linux")]

@@ -25,7 +25,11 @@
 //! Elsewhere, because they need a process of their own: select's default cap below
 //! `FD_SETSIZE` with 1,100 idle clients (item 5, `tests/hardening.rs`), select's refusal of a
 //! descriptor past `FD_SETSIZE` (`select_fd_setsize.rs`), the small-descriptor-limit reserve
-//! (item 10, `tests/hardening.rs`).
+//! (item 10), a client cycling at the cap and the log lines it costs (item 6), and the
+//! operator's side — a broken stdout, a second stop signal, absurd flag values (items 4, 8,
+//! 11) — all in `tests/hardening.rs`. Answers from the address a datagram was sent to (item 2)
+//! are part of the UDP contract: `udp_conformance.rs` (127.0.0.2, `::1`, both OSes) and
+//! `tests/udp_netns.rs` (a second address across a veth link, IPv4 and IPv6).
 //!
 //! The counts. This process holds both ends of every connection, so a connection costs two
 //! descriptors here (the limit is raised to the hard one first). The heavy cases run one at a
