@@ -31,7 +31,7 @@ pub struct ServeTlsArgs {
     pub tls_key: Option<PathBuf>,
     /// Speak TLS with a certificate made now for localhost, 127.0.0.1, ::1 (and the --listen
     /// address); prints its SHA-256 fingerprint and writes it to --tls-cert-out for clients
-    /// to trust
+    /// to trust, once the port is bound (a refused start writes no file)
     #[arg(long)]
     pub tls_self_signed: bool,
     /// Where --tls-self-signed writes its certificate (PEM)
