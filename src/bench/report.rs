@@ -13,7 +13,7 @@ use super::table::{self, columns, Fmt, DASH};
 const CHART_WIDTH: u32 = 1160;
 /// Height given to one bar (and its gap) in a chart.
 const BAR_PITCH: u32 = 26;
-/// One color per model, in the order of `BenchResults::models` (Tableau 10, then more).
+/// The models' colors ([`color`]): Tableau 10, then more.
 const PALETTE: [(u8, u8, u8); 16] = [
     (0x4e, 0x79, 0xa7),
     (0xf2, 0x8e, 0x2b),
@@ -52,7 +52,7 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// The models in a fixed order: `BenchResults::models`, then any others the rows name.
+/// The models in the legend's order: `BenchResults::models`, then any others the rows name.
 fn model_order(r: &BenchResults) -> Vec<String> {
     let mut order = r.models.clone();
     for sc in &r.scenarios {
@@ -65,9 +65,22 @@ fn model_order(r: &BenchResults) -> Vec<String> {
     order
 }
 
-/// The color of the model at `index` in [`model_order`].
-fn color(index: usize) -> RGBColor {
-    let (r, g, b) = PALETTE[index % PALETTE.len()];
+/// The color of `model`, the same in every chart of every run whatever `--models` lists: the
+/// seven models take the first seven colors in `Model::ALL`'s order (blocking blue, select
+/// orange, ...); any other name (the reference server) one of the rest, by a hash of the name.
+fn color(model: &str) -> RGBColor {
+    let known = iomodels_server::Model::ALL.len();
+    let index = iomodels_server::Model::ALL
+        .iter()
+        .position(|m| m.name() == model)
+        .unwrap_or_else(|| {
+            // FNV-1a: stable across runs, builds and platforms (std's hasher is not).
+            let hash = model.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            known + (hash % (PALETTE.len() - known) as u64) as usize
+        });
+    let (r, g, b) = PALETTE[index];
     RGBColor(r, g, b)
 }
 
@@ -128,12 +141,7 @@ struct Chart {
 }
 
 /// The panels of `metric` for every scenario of `kind`; empty when nothing was measured.
-fn panels(
-    r: &BenchResults,
-    order: &[String],
-    kind: &str,
-    metric: fn(&Row) -> Option<Stat>,
-) -> Vec<Panel> {
+fn panels(r: &BenchResults, kind: &str, metric: fn(&Row) -> Option<Stat>) -> Vec<Panel> {
     r.scenarios
         .iter()
         .filter(|sc| sc.kind == kind)
@@ -145,7 +153,7 @@ fn panels(
                 .iter()
                 .map(|row| Bar {
                     model: row.model.clone(),
-                    color: color(order.iter().position(|m| *m == row.model).unwrap_or(0)),
+                    color: color(&row.model),
                     ran: row.ran,
                     value: if row.ran { metric(row) } else { None },
                     busy: row.busy.is_some(),
@@ -158,7 +166,6 @@ fn panels(
 
 /// The charts the results have data for, headline first.
 fn charts(r: &BenchResults) -> Vec<Chart> {
-    let order = model_order(r);
     let mut out = vec![
         Chart {
             title: "Server CPU per message (the headline)".into(),
@@ -166,7 +173,7 @@ fn charts(r: &BenchResults) -> Vec<Chart> {
                       ping-pong scenario. Lower is better."
                 .into(),
             fmt: Fmt::Sig,
-            panels: panels(r, &order, "pingpong", |row| row.cpu_s_per_million),
+            panels: panels(r, "pingpong", |row| row.cpu_s_per_million),
         },
         Chart {
             title: "Throughput".into(),
@@ -175,7 +182,7 @@ fn charts(r: &BenchResults) -> Vec<Chart> {
                       generator was left with."
                 .into(),
             fmt: Fmt::Count,
-            panels: panels(r, &order, "pingpong", |row| row.msgs_per_sec),
+            panels: panels(r, "pingpong", |row| row.msgs_per_sec),
         },
         Chart {
             title: "p99 latency".into(),
@@ -183,13 +190,13 @@ fn charts(r: &BenchResults) -> Vec<Chart> {
                       scenario. Lower is better."
                 .into(),
             fmt: Fmt::Sig,
-            panels: panels(r, &order, "pingpong", |row| row.p99_us),
+            panels: panels(r, "pingpong", |row| row.p99_us),
         },
         Chart {
             title: "Memory per idle connection".into(),
             caption: "Server RSS growth per open, silent connection. Lower is better.".into(),
             fmt: Fmt::Bytes,
-            panels: panels(r, &order, "idle", |row| row.rss_per_conn_bytes),
+            panels: panels(r, "idle", |row| row.rss_per_conn_bytes),
         },
         Chart {
             title: "Many slow connections: server CPU".into(),
@@ -199,9 +206,9 @@ fn charts(r: &BenchResults) -> Vec<Chart> {
                       Lower is better."
                 .into(),
             fmt: Fmt::Sig,
-            panels: panels(r, &order, "c12k", |row| row.server_cpu_percent)
+            panels: panels(r, "c12k", |row| row.server_cpu_percent)
                 .into_iter()
-                .chain(panels(r, &order, "c100k", |row| row.server_cpu_percent))
+                .chain(panels(r, "c100k", |row| row.server_cpu_percent))
                 .collect(),
         },
         Chart {
@@ -210,7 +217,7 @@ fn charts(r: &BenchResults) -> Vec<Chart> {
                       is better."
                 .into(),
             fmt: Fmt::Count,
-            panels: panels(r, &order, "max-conns", |row| {
+            panels: panels(r, "max-conns", |row| {
                 row.conns_held.map(|n| Stat {
                     median: n as f64,
                     min: n as f64,
@@ -444,7 +451,6 @@ footer { color: #888; font-size: 13px; margin-top: 30px; }
 /// charts and in the tables; rows that did not run are greyed with their note. No scripts.
 pub fn render_html(r: &BenchResults) -> String {
     let m = &r.machine;
-    let order = model_order(r);
     let mut h = String::new();
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
@@ -518,11 +524,12 @@ pub fn render_html(r: &BenchResults) -> String {
     );
 
     let charts = charts(r);
-    let soaks = soak_series(r, &order);
+    let order = model_order(r);
+    let soaks = soak_series(r);
     if !charts.is_empty() || !soaks.is_empty() {
         h.push_str("<div class=\"legend\">");
-        for (i, model) in order.iter().enumerate() {
-            let c = color(i);
+        for model in &order {
+            let c = color(model);
             h.push_str(&format!(
                 "<span><i style=\"background:rgb({},{},{})\"></i>{}</span>",
                 c.0,
@@ -578,26 +585,26 @@ pub fn render_html(r: &BenchResults) -> String {
                 hover a number for its min and max.</p>\n",
     );
     for sc in &r.scenarios {
-        scenario_table(&mut h, sc, &order);
+        scenario_table(&mut h, sc);
     }
     h.push_str("<footer>Generated by iomodels bench.</footer>\n</main>\n</body>\n</html>\n");
     h
 }
 
-/// The soak time series of every model that has one, with the model's index in `order`.
-fn soak_series<'a>(r: &'a BenchResults, order: &[String]) -> Vec<(usize, &'a Soak)> {
+/// The soak time series of every model that has one, with the model's name.
+fn soak_series(r: &BenchResults) -> Vec<(&str, &Soak)> {
     r.scenarios
         .iter()
         .flat_map(|sc| sc.rows.iter())
         .filter_map(|row| {
             let k = row.soak.as_ref().filter(|k| !k.samples.is_empty())?;
-            Some((order.iter().position(|m| *m == row.model)?, k))
+            Some((row.model.as_str(), k))
         })
         .collect()
 }
 
 /// A line chart of the soak series: RSS in MiB, or (`fds`) open descriptors, over seconds.
-fn soak_svg(series: &[(usize, &Soak)], fds: bool) -> Result<String, String> {
+fn soak_svg(series: &[(&str, &Soak)], fds: bool) -> Result<String, String> {
     let value = |s: &SoakSample| {
         if fds {
             s.fds as f64
@@ -634,11 +641,11 @@ fn soak_svg(series: &[(usize, &Soak)], fds: bool) -> Result<String, String> {
             })
             .draw()
             .map_err(|e| e.to_string())?;
-        for (i, k) in series {
+        for (model, k) in series {
             chart
                 .draw_series(LineSeries::new(
                     k.samples.iter().map(|s| (s.t, value(s))),
-                    color(*i).stroke_width(2),
+                    color(model).stroke_width(2),
                 ))
                 .map_err(|e| e.to_string())?;
         }
@@ -648,7 +655,7 @@ fn soak_svg(series: &[(usize, &Soak)], fds: bool) -> Result<String, String> {
 }
 
 /// Appends one scenario's heading, table and footnotes.
-fn scenario_table(h: &mut String, sc: &ScenarioResult, order: &[String]) {
+fn scenario_table(h: &mut String, sc: &ScenarioResult) {
     let cols = columns(&sc.kind);
     h.push_str(&format!(
         "<h3>{}<span class=\"kind\">{}</span></h3>\n<p class=\"caption\">{}</p>\n",
@@ -669,7 +676,7 @@ fn scenario_table(h: &mut String, sc: &ScenarioResult, order: &[String]) {
         } else {
             ""
         };
-        let c = color(order.iter().position(|m| *m == row.model).unwrap_or(0));
+        let c = color(&row.model);
         let mut model = format!(
             "<span class=\"sw\" style=\"background:rgb({},{},{})\"></span>{}",
             c.0,
@@ -781,6 +788,33 @@ mod tests {
             r.scenarios.len() * (1 + MODELS.len())
         );
         assert_eq!(h.matches("<table>").count(), r.scenarios.len());
+    }
+
+    /// A model keeps its color whatever else a run has (`--models` used to shift them: the
+    /// colors went by position), in the legend and in the table alike; the seven models have
+    /// seven different colors.
+    #[test]
+    fn a_model_has_the_same_color_in_every_run() {
+        let swatch = |h: &str, model: &str| {
+            let at = h
+                .find(&format!("</i>{}</span>", esc(model)))
+                .unwrap_or_else(|| panic!("{model} in the legend"));
+            let start = h[..at].rfind("rgb(").unwrap();
+            h[start..at].split(')').next().unwrap().to_string()
+        };
+        let all = sample::results(&MODELS, "iomodels bench");
+        let some = sample::results(&MODELS[2..], "iomodels bench --models event-select");
+        let (all, some) = (render_html(&all), render_html(&some));
+        for model in &MODELS[2..] {
+            assert_eq!(swatch(&all, model), swatch(&some, model), "{model}");
+        }
+        let colors: std::collections::HashSet<_> = iomodels_server::Model::ALL
+            .iter()
+            .map(|m| color(m.name()))
+            .map(|c| (c.0, c.1, c.2))
+            .collect();
+        assert_eq!(colors.len(), iomodels_server::Model::ALL.len());
+        assert_eq!(color("reference: <tokio>"), color("reference: <tokio>"));
     }
 
     #[test]
