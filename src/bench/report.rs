@@ -84,6 +84,11 @@ fn color(model: &str) -> RGBColor {
     RGBColor(r, g, b)
 }
 
+/// How light `c` looks, 0 (black) to 255 (white): ITU-R BT.601 weights.
+fn luminance(c: RGBColor) -> f64 {
+    0.299 * f64::from(c.0) + 0.587 * f64::from(c.1) + 0.114 * f64::from(c.2)
+}
+
 /// A text style of `px` CSS pixels (the SVG backend writes `font-size` as size / 1.24).
 fn font(px: f64) -> FontDesc<'static> {
     ("sans-serif", px * 1.24).into_font()
@@ -371,6 +376,25 @@ fn draw_panel<DB: DrawingBackend>(
                 PathElement::new(vec![(s.min, yc - cap), (s.min, yc + cap)], whisker),
                 PathElement::new(vec![(s.max, yc - cap), (s.max, yc + cap)], whisker),
             ])?;
+        }
+        // The value inside its bar, ending where the whisker begins, when it fits there (in a
+        // color that reads on the bar's); else after the whisker.
+        let inside = s.min.min(s.median);
+        let room_px = chart.backend_coord(&(inside, yc)).0 - px;
+        if !b.mismatch && text_width(&label, 12.0) + 12.0 < f64::from(room_px) {
+            let on_bar = if luminance(b.color) > 150.0 {
+                INK
+            } else {
+                WHITE
+            };
+            let style = font(12.0)
+                .style(FontStyle::Bold)
+                .color(&on_bar)
+                .pos(Pos::new(HPos::Right, VPos::Center));
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((inside, yc)) + Text::new(label, (-6, 0), style),
+            ))?;
+            continue;
         }
         let style = if b.mismatch {
             font(12.0)
