@@ -1169,7 +1169,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         .iter()
         .enumerate()
         .map(|(si, sc)| ScenarioResult {
-            name: sc.name().to_string(),
+            name: result_name(*sc, &plan),
             description: describe(*sc, &plan),
             kind: sc.kind().to_string(),
             rows: participants
@@ -1210,6 +1210,16 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         models: participants.iter().map(Participant::name).collect(),
         scenarios: scenario_results,
     })
+}
+
+/// The name a scenario's results carry (JSON, tables, chart panels): its own, but c12k run
+/// at another size (`--quick`: 200 connections) is `c12k at 200 conns`, so nothing calls 200
+/// connections c12k.
+fn result_name(sc: Scenario, plan: &Plan) -> String {
+    match sc {
+        Scenario::C12k if plan.c12k != 12_000 => format!("c12k at {} conns", plan.c12k),
+        _ => sc.name().to_string(),
+    }
 }
 
 fn describe(sc: Scenario, plan: &Plan) -> String {
