@@ -821,3 +821,83 @@ fn serve_max_conns_and_idle_timeout_through_the_binary() {
     assert!(s.stderr_line_with("--max-conns").contains("not accepting"));
     assert!(s.terminate().success());
 }
+
+/// `bench --results NEW --baseline OLD` compares two runs' JSON without running anything: per
+/// scenario and model the medians, their ratio, and better / WORSE only where the min-max
+/// ranges are apart; the report gets the same table. The files: a recorded run, and a copy
+/// with one metric made better and one worse by half, beyond their ranges.
+#[test]
+fn bench_compares_two_json_files_by_their_ranges() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-baseline");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/bench-issue15-2026-12-04.json"
+    );
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(old_path).unwrap()).unwrap();
+    let pp = v["scenarios"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["name"] == "pp64-100")
+        .unwrap();
+    let scale = |stat: &mut serde_json::Value, by: f64| {
+        for k in ["median", "min", "max"] {
+            stat[k] = (stat[k].as_f64().unwrap() * by).into();
+        }
+    };
+    for row in pp["rows"].as_array_mut().unwrap() {
+        match row["model"].as_str().unwrap() {
+            "event-select" => scale(&mut row["cpu_s_per_million"], 0.5),
+            "select" => scale(&mut row["msgs_per_sec"], 0.5),
+            _ => {}
+        }
+    }
+    let new_path = dir.join("new.json");
+    std::fs::write(&new_path, v.to_string()).unwrap();
+    let report = dir.join("report.html");
+    let out = iomodels(&[
+        "bench",
+        "--results",
+        new_path.to_str().unwrap(),
+        "--baseline",
+        old_path,
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |model: &str, metric: &str| {
+        text.lines()
+            .find(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.starts_with(&["pp64-100", model]) && l.contains(metric)
+            })
+            .unwrap_or_else(|| panic!("no {model} {metric} line in:\n{text}"))
+            .to_string()
+    };
+    let cpu = line("event-select", "CPU s/M msgs");
+    assert!(cpu.contains("0.50×") && cpu.ends_with("better"), "{cpu}");
+    let rate = line("select", "msgs/s");
+    assert!(rate.contains("0.50×") && rate.ends_with("WORSE"), "{rate}");
+    // Everything else is the same run: ratio 1, ranges overlapping.
+    let same = line("completion-port", "CPU s/M msgs");
+    assert!(
+        same.contains("1.00×") && same.ends_with("ranges overlap"),
+        "{same}"
+    );
+    assert!(text.contains("1 better, 1 worse, "), "{text}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<h2>Compared with the baseline</h2>"));
+    assert_eq!(html.matches("<tr class=\"worse\">").count(), 1);
+    assert_eq!(html.matches("<tr class=\"better\">").count(), 1);
+
+    // A file that is not a bench JSON: one line, before anything runs.
+    let out = iomodels(&["bench", "--baseline", "Cargo.toml", "--quick"]);
+    assert_one_line_error(&out, &["--baseline Cargo.toml", "not the JSON of"]);
+}

@@ -19,6 +19,7 @@
 //! and says what stopped it; `c100k` runs only where all its connections fit and lists the
 //! others as not run, with the reason. Every ramp is bounded in time.
 
+mod compare;
 mod os;
 mod procfs;
 mod report;
@@ -99,6 +100,27 @@ pub struct BenchArgs {
     /// Where to write the HTML report
     #[arg(long, value_name = "FILE", default_value = "report.html")]
     report: std::path::PathBuf,
+    /// Compare with an earlier run's --json FILE: per scenario and model, the medians, their
+    /// ratio and whether the min-max ranges overlap (overlapping: no change shown), in the
+    /// table and the report
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<std::path::PathBuf>,
+    /// Run nothing: take the results from FILE (an earlier run's --json) and print its table,
+    /// write its report, and compare it with --baseline
+    #[arg(long, value_name = "FILE")]
+    results: Option<std::path::PathBuf>,
+}
+
+/// An earlier run's results, from its `--json` file (`what`: the flag that named it).
+fn read_results(path: &std::path::Path, what: &str) -> Result<BenchResults> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{what} {}: cannot read it", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} {}: not the JSON of `iomodels bench --json` ({e})",
+            path.display()
+        )
+    })
 }
 
 /// A scenario: what load, and which columns matter.
@@ -1311,15 +1333,33 @@ fn utc_now() -> String {
 
 /// `iomodels bench`: run, print the table, write the JSON and the report.
 pub fn command(args: BenchArgs) -> Result<()> {
-    os::supported()?;
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let results = run(&args, command)?;
+    // Read first: a bad file is refused before a run of minutes, not after.
+    let baseline = match &args.baseline {
+        Some(path) => Some(read_results(path, "--baseline")?),
+        None => None,
+    };
+    let results = match &args.results {
+        Some(path) => read_results(path, "--results")?,
+        None => {
+            os::supported()?;
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            run(&args, command)?
+        }
+    };
     print!("{}", table::render_table(&results));
+    let comparison = baseline.as_ref().map(|old| {
+        let lines = compare::compare(old, &results);
+        print!("{}", compare::render_text(old, &lines));
+        (old, lines)
+    });
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&results)?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    std::fs::write(&args.report, report::render_html(&results))
+    let comparison = comparison
+        .as_ref()
+        .map(|(old, lines)| (*old, lines.as_slice()));
+    std::fs::write(&args.report, report::render_html(&results, comparison))
         .with_context(|| format!("cannot write {}", args.report.display()))?;
     println!("report: {}", args.report.display());
     let bad: Vec<String> = results
