@@ -14,6 +14,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod about;
 mod bench;
 mod idle;
 #[cfg(all(feature = "tokio-reference", unix))]
@@ -382,6 +383,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    #[cfg(target_os = "linux")]
+    if !is_server(&cli.command) {
+        // A report whose reader left (`| head`) ends quietly (serve: README "A broken stdout").
+        iomodels_server::sys::default_sigpipe();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Models => {
@@ -407,6 +413,17 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&causes(&e)));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `serve` and the tokio reference server: processes that must outlive their stdout.
+#[cfg(target_os = "linux")]
+fn is_server(command: &Command) -> bool {
+    match command {
+        Command::Serve(_) => true,
+        #[cfg(feature = "tokio-reference")]
+        Command::ServeReference(_) => true,
+        _ => false,
     }
 }
 

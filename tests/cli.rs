@@ -901,3 +901,54 @@ fn bench_compares_two_json_files_by_their_ranges() {
     let out = iomodels(&["bench", "--baseline", "Cargo.toml", "--quick"]);
     assert_one_line_error(&out, &["--baseline Cargo.toml", "not the JSON of"]);
 }
+
+/// A report whose reader has left (`iomodels bench --results F | head -1`) ends the process
+/// quietly, as any Unix tool ends: killed by SIGPIPE or exit 0, never a panic on stderr (it
+/// used to panic: "failed printing to stdout: Broken pipe"). The pipe's read end is closed
+/// before the child starts, so its first write finds no reader, whatever the timing.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_reader_that_leaves_ends_a_report_quietly() {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let json = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/bench-udp-2026-11-27.json"
+    );
+    let report = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sigpipe-report.html");
+    for args in [
+        &[
+            "bench",
+            "--results",
+            json,
+            "--report",
+            report.to_str().unwrap(),
+        ][..],
+        &["models"][..],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two new descriptors into a live array of two.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just made by pipe and are owned by nobody else.
+        let (read, write) = unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}\n{err}",
+            out.status
+        );
+    }
+}

@@ -1217,13 +1217,14 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         .collect();
     Ok(BenchResults {
         machine: Machine {
-            cpu_model: procfs::cpu_model(),
+            cpu_model: crate::about::cpu_model(),
             cores,
-            kernel: procfs::kernel(),
+            kernel: crate::about::kernel(),
             os: std::env::consts::OS.to_string(),
             placement,
             realtime: args.realtime,
         },
+        build: crate::about::build(),
         date: utc_now(),
         command,
         quick: args.quick,

@@ -76,25 +76,6 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy / clock_ticks())
 }
 
-/// The CPU model name.
-pub fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The kernel release.
-pub fn kernel() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +88,6 @@ mod tests {
         assert!(rss_bytes(me).unwrap() > 1024 * 1024);
         assert!(fd_count(me).unwrap() >= 3);
         assert!(machine_busy_seconds().unwrap() > 0.0);
-        assert!(!kernel().is_empty());
+        assert!(!crate::about::kernel().is_empty());
     }
 }

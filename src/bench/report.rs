@@ -498,6 +498,7 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
     h.push_str("<dl class=\"meta\">\n");
     let cores = format!("{} online", m.cores);
     let realtime = if m.realtime { "yes (SCHED_RR)" } else { "no" };
+    let build = r.build.to_string();
     let repeat = format!(
         "{} per model and scenario (tables and bars: median; whiskers: min-max)",
         r.repeat
@@ -510,6 +511,7 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
         ("placement", m.placement.as_str()),
         ("realtime", realtime),
         ("date", r.date.as_str()),
+        ("build", build.as_str()),
         ("repetitions", repeat.as_str()),
     ] {
         h.push_str(&format!("<dt>{k}</dt><dd>{}</dd>\n", esc(v)));

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 /// Everything one `iomodels bench` run measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchResults {
+    /// The binary that ran it: version and git commit (`src/about.rs`; absent from files of
+    /// runs before it was recorded).
+    #[serde(default)]
+    pub build: crate::about::Build,
     /// The machine it ran on.
     pub machine: Machine,
     /// When it ran (UTC, RFC 3339).

@@ -351,6 +351,7 @@ pub fn render_table(r: &BenchResults) -> String {
         if m.realtime { " (SCHED_RR)" } else { "" }
     ));
     out.push_str(&format!("command:   {}\n", r.command));
+    out.push_str(&format!("build:     {}\n", r.build));
     out.push_str(&format!(
         "repeat:    {} (median, [min-max] over the repetitions)\n",
         r.repeat
@@ -618,6 +619,7 @@ pub(crate) mod sample {
             "Opens connections until something gives.",
         ));
         BenchResults {
+            build: crate::about::build(),
             machine: Machine {
                 cpu_model: "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz".into(),
                 cores: 2,

@@ -31,6 +31,20 @@ pub fn set_reuse_port(socket: &socket2::Socket) -> std::io::Result<()> {
     socket.set_reuse_port(true)
 }
 
+/// Restores `SIGPIPE`'s default action (Rust's runtime ignores it before `main`), so a
+/// process whose stdout reader has gone (`iomodels models | head -1`) ends quietly, as any Unix
+/// tool does, instead of failing the next `print!` with a panic. Only for the commands that
+/// report on stdout: `serve` keeps ignoring it (a closed stdout costs it a line, never the
+/// server), and sockets are unaffected either way (std's and io_uring's sends carry
+/// `MSG_NOSIGNAL`).
+pub fn default_sigpipe() {
+    // SAFETY: signal() with SIG_DFL installs no handler; it only changes the disposition,
+    // which no other code of this process relies on outside `serve`.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Gives the memory the allocator holds free back to the OS (glibc's `malloc_trim(0)`, which
 /// also releases free pages inside its heaps, not only at their tops). A thread per client
 /// leaves freed memory scattered over glibc's per-thread arenas and its main heap: 20,000
