@@ -17,6 +17,7 @@ use std::time::Duration;
 mod about;
 mod bench;
 mod idle;
+mod live;
 #[cfg(all(feature = "tokio-reference", unix))]
 mod reference;
 mod tls;
@@ -255,9 +256,15 @@ struct LoadArgs {
     /// Load-generator threads [default: one per CPU, at most one per connection]
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
-    /// Print one JSON object instead of a table
+    /// Print one JSON object instead of a table (the start line and --interval lines still
+    /// go to stderr)
     #[arg(long)]
     json: bool,
+    /// Print one line on stderr every DURATION of the run (as iperf3's -i): the span, msgs/s,
+    /// MB/s, p50/p99 latency over that span, errors so far. 10ms to 1h; off by default. Not
+    /// with --idle
+    #[arg(long, value_name = "DURATION", conflicts_with = "idle", value_parser = parse_report_interval)]
+    interval: Option<Duration>,
     /// Idle mode: open --conns connections, echo one byte on each (verified), then hold them
     /// open and silent for --duration (to measure a server's memory per idle connection), or
     /// echoing with --echo-every. Past one process's descriptor limit the hold is split over
@@ -308,6 +315,19 @@ fn parse_max_pending(s: &str) -> Result<usize, String> {
              few bytes per system call)"
         )),
         n => Ok(n),
+    }
+}
+
+/// A reporting interval (`load --interval`, `serve --stats-interval`): 10ms to 1h.
+fn parse_report_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_millis(10) => Err(format!(
+            "'{s}' is too short an interval: at least 10ms"
+        )),
+        d if d > Duration::from_secs(3600) => Err(format!(
+            "'{s}' is too long an interval: at most 1h"
+        )),
+        d => Ok(d),
     }
 }
 
@@ -812,8 +832,32 @@ fn load(args: LoadArgs) -> Result<()> {
         ..LoadConfig::default()
     };
     cfg.validate().map_err(|e| anyhow!(e))?;
-    let report =
-        iomodels_load::run(&cfg).with_context(|| format!("load against {}", args.connect))?;
+    let run = std::sync::Arc::new(iomodels_load::Live::new(args.interval.is_some()));
+    let stopped = live::stop_on_signals(std::sync::Arc::clone(&run))?;
+    eprintln!("{}", live::start_line(&cfg, args.interval));
+    let intervals = args
+        .interval
+        .map(|every| live::Intervals::start(std::sync::Arc::clone(&run), every, &cfg))
+        .transpose()?;
+    let report = iomodels_load::run_live(&cfg, &run);
+    if let Some(intervals) = intervals {
+        intervals.finish(report.as_ref().map_or(0.0, |r| r.elapsed_secs));
+    }
+    let report = report.with_context(|| format!("load against {}", args.connect))?;
+    let verdict = load_verdict(&args, &report);
+    if let Some(code) = stopped.exit_code() {
+        // Stopped by a signal: the report of what ran, then 128 + the signal.
+        if let Err(e) = verdict {
+            eprintln!("error: {}", one_line(&causes(&e)));
+        }
+        let _ = std::io::stdout().flush();
+        std::process::exit(i32::from(code));
+    }
+    verdict
+}
+
+/// Prints `report` (a table, or JSON with --json) and says whether the run was clean.
+fn load_verdict(args: &LoadArgs, report: &iomodels_load::LoadReport) -> Result<()> {
     // Nothing got through TLS: the reason (a refused certificate, a missing client
     // certificate) is the whole answer.
     if let (Some(why), 0) = (&report.tls_error, report.messages) {
@@ -904,6 +948,15 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
         },
         ..iomodels_load::IdleConfig::default()
     };
+    eprintln!(
+        "load: {} (idle), {conns} connections held for {:?}{}",
+        args.connect,
+        args.duration,
+        match args.echo_every {
+            Some(d) => format!(", each echoing one {} B message every {d:?}", args.size),
+            None => ", silent".to_string(),
+        }
+    );
     let per_process = match args.shard_size {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => idle::per_process(),

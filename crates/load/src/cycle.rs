@@ -29,7 +29,7 @@ use crate::cpu::{cpu_time, Who};
 use crate::pattern::{Pattern, CHUNK};
 use crate::tls::TlsClient;
 use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
-use crate::LoadConfig;
+use crate::{LoadConfig, Live};
 
 /// One connection slot and the cycle it is running.
 struct Slot {
@@ -67,7 +67,9 @@ pub(crate) fn run_cycle_worker(
     cfg: &LoadConfig,
     tls: &TlsClient,
     barrier: &Barrier,
+    live: &Live,
 ) -> WorkerResult {
+    let mut publisher = live.publisher(first);
     let mut hist = crate::new_histogram();
     // The round trip of each cycle's one message, which the report does not show: the cycle
     // time is the figure.
@@ -80,6 +82,7 @@ pub(crate) fn run_cycle_worker(
 
     barrier.wait();
     let start = Instant::now();
+    live.mark_started(start);
     let cpu_start = cpu_time(Who::Thread);
     let (send_deadline, drain_deadline) = deadlines(cfg, start);
 
@@ -103,7 +106,10 @@ pub(crate) fn run_cycle_worker(
     let mut sending = true;
     let end = loop {
         let now = Instant::now();
-        if sending && now >= send_deadline {
+        if publisher.due(now) {
+            publisher.publish(r.messages, r.bytes, &r, &hist);
+        }
+        if sending && (now >= send_deadline || publisher.stopped()) {
             sending = false;
         }
         if busy > 0 && now >= drain_deadline {
@@ -123,6 +129,7 @@ pub(crate) fn run_cycle_worker(
         } else {
             drain_deadline
         };
+        let wake_at = publisher.cap(now, wake_at);
         // Round up so a deadline is never polled with a zero timeout in a spin.
         let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
@@ -171,6 +178,7 @@ pub(crate) fn run_cycle_worker(
         }
     };
 
+    publisher.publish(r.messages, r.bytes, &r, &hist);
     let established = slots.iter().filter(|s| s.completed > 0).count();
     let cpu = cpu_between(cpu_start, cpu_time(Who::Thread));
     r.into_result(hist, established, start, Some(end), cpu)

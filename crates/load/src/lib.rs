@@ -81,6 +81,7 @@ mod conn;
 mod cpu;
 mod cycle;
 mod idle;
+mod live;
 mod pattern;
 mod report;
 mod sys;
@@ -98,6 +99,7 @@ use hdrhistogram::Histogram;
 pub use idle::{
     hold_idle, idle_sources, max_idle_conns, IdleConfig, IdlePart, IdleReport, Phase, PER_SOURCE,
 };
+pub use live::{Live, Totals};
 pub use report::{Latency, LoadReport, UdpCounts};
 pub use tls::TlsClient;
 pub use udp::{HEADER as UDP_HEADER, MAX_DATAGRAM as UDP_MAX_DATAGRAM};
@@ -247,6 +249,13 @@ impl LoadConfig {
 /// [`io::ErrorKind::InvalidInput`], or no poll instance or thread can be created); failures of
 /// individual connections are counted in the report instead.
 pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
+    run_live(cfg, &Live::default())
+}
+
+/// [`run`], watched through `live`: [`Live::stop`] ends the run early (no new message starts;
+/// the run drains and reports what it did), and with [`Live::new`]`(true)` its running totals
+/// can be read while it goes on ([`Live::totals`]).
+pub fn run_live(cfg: &LoadConfig, live: &Live) -> io::Result<LoadReport> {
     cfg.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let threads = cfg.effective_threads();
@@ -272,9 +281,9 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
                 .name(format!("iomodels-load-{i}"))
                 .spawn_scoped(scope, move || {
                     gate.wait().then(|| match cycle_tls {
-                        Some(tls) => run_cycle_worker(poll, i, threads, cfg, tls, barrier),
-                        None if cfg.udp => run_udp_worker(poll, i, threads, cfg, barrier),
-                        None => run_worker(poll, i, threads, cfg, barrier),
+                        Some(tls) => run_cycle_worker(poll, i, threads, cfg, tls, barrier, live),
+                        None if cfg.udp => run_udp_worker(poll, i, threads, cfg, barrier, live),
+                        None => run_worker(poll, i, threads, cfg, barrier, live),
                     })
                 });
             match spawned {

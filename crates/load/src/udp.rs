@@ -49,7 +49,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::cpu::{cpu_time, Who};
 use crate::pattern::{Pattern, CHUNK};
 use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
-use crate::LoadConfig;
+use crate::{LoadConfig, Live};
 
 /// Bytes of the header every datagram starts with: its sequence number.
 pub const HEADER: usize = 8;
@@ -261,7 +261,9 @@ pub(crate) fn run_udp_worker(
     stride: usize,
     cfg: &LoadConfig,
     barrier: &Barrier,
+    live: &Live,
 ) -> WorkerResult {
+    let mut publisher = live.publisher(first);
     let mut hist = crate::new_histogram();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; CHUNK];
@@ -279,6 +281,7 @@ pub(crate) fn run_udp_worker(
 
     barrier.wait();
     let start = Instant::now();
+    live.mark_started(start);
     let cpu_start = cpu_time(Who::Thread);
     let (send_deadline, _) = deadlines(cfg, start);
     let scan_every =
@@ -296,7 +299,11 @@ pub(crate) fn run_udp_worker(
 
     loop {
         let now = Instant::now();
-        if sending && now >= send_deadline {
+        if publisher.due(now) {
+            let received: u64 = flows.iter().map(|f| f.received).sum();
+            publisher.publish(received, received * cfg.size as u64, &r, &hist);
+        }
+        if sending && (now >= send_deadline || publisher.stopped()) {
             sending = false;
         }
         if now >= next_scan {
@@ -317,6 +324,7 @@ pub(crate) fn run_udp_worker(
         } else {
             next_scan
         };
+        let wake_at = publisher.cap(now, wake_at);
         // Round up so a deadline is never polled with a zero timeout in a spin.
         let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
@@ -357,6 +365,7 @@ pub(crate) fn run_udp_worker(
         r.messages += flow.received;
         r.bytes += flow.received * cfg.size as u64;
     }
+    publisher.publish(r.messages, r.bytes, &r, &hist);
     r.into_result(
         hist,
         established,

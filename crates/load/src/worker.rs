@@ -11,7 +11,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::conn::{Conn, Handshake, State, Step};
 use crate::cpu::{cpu_time, Who};
 use crate::pattern::{Pattern, CHUNK};
-use crate::LoadConfig;
+use crate::{LoadConfig, Live};
 
 /// How long to wait for the server's end of stream after the last connection finished.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(500);
@@ -71,7 +71,9 @@ pub(crate) fn run_worker(
     stride: usize,
     cfg: &LoadConfig,
     barrier: &Barrier,
+    live: &Live,
 ) -> WorkerResult {
+    let mut publisher = live.publisher(first);
     let mut hist = crate::new_histogram();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; CHUNK];
@@ -190,6 +192,7 @@ pub(crate) fn run_worker(
     // Phase 2: measure, from the moment every thread has finished connecting.
     barrier.wait();
     let start = Instant::now();
+    live.mark_started(start);
     let cpu_start = cpu_time(Who::Thread);
     let (send_deadline, drain_deadline) = deadlines(cfg, start);
     let mut sending = true;
@@ -206,7 +209,12 @@ pub(crate) fn run_worker(
 
     loop {
         let now = Instant::now();
-        if sending && now >= send_deadline {
+        if publisher.due(now) {
+            let done = conns.iter().map(|c| c.done).sum();
+            let verified = conns.iter().map(|c| c.verified).sum();
+            publisher.publish(done, verified, &r, &hist);
+        }
+        if sending && (now >= send_deadline || publisher.stopped()) {
             sending = false;
             for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
                 if conn.is_finished(false) {
@@ -244,6 +252,7 @@ pub(crate) fn run_worker(
             }
             close_deadline
         };
+        let wake_at = publisher.cap(now, wake_at);
         // Round up so a deadline is never polled with a zero timeout in a spin.
         let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
@@ -292,6 +301,7 @@ pub(crate) fn run_worker(
         r.messages += conn.done;
         r.bytes += conn.verified;
     }
+    publisher.publish(r.messages, r.bytes, &r, &hist);
     r.into_result(
         hist,
         established,
