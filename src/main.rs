@@ -180,6 +180,11 @@ struct ServeArgs {
     /// accepted, or 'off'. A hard deadline: bytes trickling in do not extend it (at most 1h)
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_handshake_timeout)]
     handshake_timeout: Timeout,
+    /// Log one line of counters (INFO, stderr) every DURATION: connections active and
+    /// accepted, bytes in and out and their rate over the interval, errors (and UDP datagrams
+    /// with --udp). 10ms to 1h; off by default. SIGUSR1 prints all the counters at any time
+    #[arg(long, value_name = "DURATION", value_parser = parse_report_interval)]
+    stats_interval: Option<Duration>,
     #[command(flatten)]
     tls: tls::ServeTlsArgs,
 }
@@ -590,7 +595,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         ),
         "the ready line",
     );
-    server.run()?;
+    let stats_lines = args
+        .stats_interval
+        .map(|every| stats_lines(server.stats(), every, config.udp))
+        .transpose()?;
+    let ran = server.run();
+    drop(stats_lines);
+    ran?;
     let s = stats.snapshot();
     log::info!(
         "stopped: {} connections served, {} refused, {} closed on errors; {} bytes in, {} out; \
@@ -615,6 +626,65 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `serve --stats-interval`: logs one line of counters every `every`, from a thread of its own,
+/// until the returned sender is dropped.
+fn stats_lines(
+    stats: std::sync::Arc<iomodels_server::Stats>,
+    every: Duration,
+    udp: bool,
+) -> Result<std::sync::mpsc::Sender<()>> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("stats-interval".into())
+        .spawn(move || {
+            let mut prev = stats.snapshot();
+            let mut at = std::time::Instant::now();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(
+                (at + every).saturating_duration_since(std::time::Instant::now()),
+            ) {
+                let now = std::time::Instant::now();
+                let s = stats.snapshot();
+                log::info!("{}", stats_line(&prev, &s, now.duration_since(at), udp));
+                prev = s;
+                at = now;
+            }
+        })
+        .context("cannot start the --stats-interval thread")?;
+    Ok(tx)
+}
+
+/// One `--stats-interval` line: the counters in `now`, with the rates since `prev`, `span` ago.
+fn stats_line(
+    prev: &iomodels_server::StatsSnapshot,
+    now: &iomodels_server::StatsSnapshot,
+    span: Duration,
+    udp: bool,
+) -> String {
+    let secs = span.as_secs_f64().max(1e-9);
+    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs / 1e6;
+    let mut line = format!(
+        "stats: connections {} active, {} accepted, {} refused; bytes in {} ({:.2} MB/s), \
+         out {} ({:.2} MB/s); errors {}",
+        now.active,
+        now.accepted,
+        now.refused,
+        now.bytes_in,
+        rate(prev.bytes_in, now.bytes_in),
+        now.bytes_out,
+        rate(prev.bytes_out, now.bytes_out),
+        now.errors
+    );
+    if udp {
+        line.push_str(&format!(
+            "; UDP datagrams in {} ({:.0}/s), out {}",
+            now.udp_datagrams_in,
+            now.udp_datagrams_in.saturating_sub(prev.udp_datagrams_in) as f64 / secs,
+            now.udp_datagrams_out
+        ));
+    }
+    line
 }
 
 /// Writes `line` on stdout, never panicking and never failing the server: a closed or full
