@@ -1147,10 +1147,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
     // The soak runs once, in the first repetition.
     let runs = |sc: &Scenario| if *sc == Scenario::Soak { 1 } else { repeat };
     let total = (scenarios.iter().map(runs).sum::<usize>() * participants.len()) as u64;
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
-            .expect("a valid template"),
-    );
+    let bar = Progress::new(total);
     // samples[scenario][participant] = one Sample per repetition that ran
     let mut samples = vec![vec![Vec::<Sample>::new(); participants.len()]; scenarios.len()];
     let mut failures: Vec<Vec<Option<String>>> =
@@ -1167,18 +1164,24 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
                     sc.name(),
                     p.name()
                 ));
+                let step = (sc.name(), p.name(), rep + 1, repeat);
                 if let Participant::Model(m) = p {
                     if let Err(why) = m.availability() {
                         failures[si][pi] = Some(format!("not available here: {why}"));
-                        bar.inc(1);
+                        bar.step_done(step, "not available");
                         continue;
                     }
                 }
                 match run_one(p, sc, &plan) {
-                    Ok(s) => samples[si][pi].push(s),
-                    Err(e) => failures[si][pi] = Some(format!("{e:#}")),
+                    Ok(s) => {
+                        samples[si][pi].push(s);
+                        bar.step_done(step, "done");
+                    }
+                    Err(e) => {
+                        failures[si][pi] = Some(format!("{e:#}"));
+                        bar.step_done(step, "failed");
+                    }
                 }
-                bar.inc(1);
             }
         }
     }
@@ -1243,6 +1246,69 @@ fn result_name(sc: Scenario, plan: &Plan) -> String {
         Scenario::C12k if plan.c12k != 12_000 => format!("c12k at {} conns", plan.c12k),
         _ => sc.name().to_string(),
     }
+}
+
+/// `bench`'s progress: on a terminal (stderr), a bar with the steps done, the time elapsed and
+/// an estimate of the time left (from the steps done so far); off a terminal (CI, `| tee`), one
+/// plain line on stderr per finished step.
+struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+    total: u64,
+    done: std::cell::Cell<u64>,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = ProgressBar::new(total).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {elapsed_precise} (about {eta} left) {msg}",
+            )
+            .expect("a valid template"),
+        );
+        Progress {
+            bar,
+            plain: !std::io::stderr().is_terminal(),
+            total,
+            done: std::cell::Cell::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    fn set_message(&self, msg: String) {
+        self.bar.set_message(msg);
+    }
+
+    /// A step (scenario, model, repetition, of repetitions) is over, with `outcome`.
+    fn step_done(&self, step: (&str, String, usize, usize), outcome: &str) {
+        self.bar.inc(1);
+        let done = self.done.get() + 1;
+        self.done.set(done);
+        if self.plain {
+            let (scenario, model, rep, reps) = step;
+            let elapsed = self.start.elapsed();
+            let left = elapsed.mul_f64((self.total.saturating_sub(done)) as f64 / done as f64);
+            eprintln!(
+                "bench: step {done}/{} {outcome}: {scenario} on {model}, repetition {rep}/{reps}; \
+                 elapsed {}, about {} left",
+                self.total,
+                clock(elapsed),
+                clock(left)
+            );
+        }
+    }
+
+    fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A duration as H:MM:SS.
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 fn describe(sc: Scenario, plan: &Plan) -> String {
