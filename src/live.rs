@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use iomodels_load::{LoadConfig, Live, Totals};
+use iomodels_load::{Live, LoadConfig, Totals};
 
 /// The line `load` prints on stderr before it connects.
 pub(crate) fn start_line(cfg: &LoadConfig, interval: Option<Duration>) -> String {
@@ -119,12 +119,8 @@ fn print_intervals(
         match rx.recv_timeout(wait) {
             Err(mpsc::RecvTimeoutError::Timeout) if sending => {
                 let now = live.totals();
-                let line = interval_line(
-                    from.as_secs_f64(),
-                    to.as_secs_f64(),
-                    &now.since(&prev),
-                    udp,
-                );
+                let line =
+                    interval_line(from.as_secs_f64(), to.as_secs_f64(), &now.since(&prev), udp);
                 eprintln!("{line}");
                 prev = now;
                 from = to;
@@ -135,10 +131,7 @@ fn print_intervals(
                 let d = now.since(&prev);
                 let span = elapsed - from.as_secs_f64();
                 if d.messages > 0 && span >= 0.01 {
-                    eprintln!(
-                        "{}",
-                        interval_line(from.as_secs_f64(), elapsed, &d, udp)
-                    );
+                    eprintln!("{}", interval_line(from.as_secs_f64(), elapsed, &d, udp));
                 }
                 return;
             }

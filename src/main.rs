@@ -326,12 +326,12 @@ fn parse_max_pending(s: &str) -> Result<usize, String> {
 /// A reporting interval (`load --interval`, `serve --stats-interval`): 10ms to 1h.
 fn parse_report_interval(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
-        d if d < Duration::from_millis(10) => Err(format!(
-            "'{s}' is too short an interval: at least 10ms"
-        )),
-        d if d > Duration::from_secs(3600) => Err(format!(
-            "'{s}' is too long an interval: at most 1h"
-        )),
+        d if d < Duration::from_millis(10) => {
+            Err(format!("'{s}' is too short an interval: at least 10ms"))
+        }
+        d if d > Duration::from_secs(3600) => {
+            Err(format!("'{s}' is too long an interval: at most 1h"))
+        }
         d => Ok(d),
     }
 }
@@ -641,9 +641,9 @@ fn stats_lines(
         .spawn(move || {
             let mut prev = stats.snapshot();
             let mut at = std::time::Instant::now();
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(
-                (at + every).saturating_duration_since(std::time::Instant::now()),
-            ) {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout((at + every).saturating_duration_since(std::time::Instant::now()))
+            {
                 let now = std::time::Instant::now();
                 let s = stats.snapshot();
                 log::info!("{}", stats_line(&prev, &s, now.duration_since(at), udp));

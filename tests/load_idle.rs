@@ -234,8 +234,11 @@ fn a_shard_killed_mid_hold_ends_the_hold_with_an_error_and_leaves_no_shard() {
     );
     let (status, _, err) = load.finish();
     assert!(!status.success(), "it succeeded: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
-    assert!(err.contains("ended before its report"), "{err}");
+    // The start line, then the one line that says what went wrong.
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "not the start line and one line: {err:?}");
+    assert!(lines[0].starts_with("load: "), "{err}");
+    assert!(lines[1].contains("ended before its report"), "{err}");
     assert!(
         shards.iter().all(|&p| !running(p)),
         "shards still running after the parent's exit: {shards:?}"

@@ -1264,9 +1264,19 @@ impl Progress {
         use std::io::IsTerminal;
         let bar = ProgressBar::new(total).with_style(
             ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} {elapsed_precise} (about {eta} left) {msg}",
+                "{bar:30} {pos}/{len} {elapsed_precise} (about {left} left) {msg}",
             )
-            .expect("a valid template"),
+            .expect("a valid template")
+            // indicatif's own {eta} says 0s before the first step is done.
+            .with_key(
+                "left",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = match state.pos() {
+                        0 => w.write_str("?"),
+                        _ => write!(w, "{}", indicatif::HumanDuration(state.eta())),
+                    };
+                },
+            ),
         );
         Progress {
             bar,

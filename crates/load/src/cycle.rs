@@ -29,7 +29,7 @@ use crate::cpu::{cpu_time, Who};
 use crate::pattern::{Pattern, CHUNK};
 use crate::tls::TlsClient;
 use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
-use crate::{LoadConfig, Live};
+use crate::{Live, LoadConfig};
 
 /// One connection slot and the cycle it is running.
 struct Slot {

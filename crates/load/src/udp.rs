@@ -49,7 +49,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::cpu::{cpu_time, Who};
 use crate::pattern::{Pattern, CHUNK};
 use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
-use crate::{LoadConfig, Live};
+use crate::{Live, LoadConfig};
 
 /// Bytes of the header every datagram starts with: its sequence number.
 pub const HEADER: usize = 8;

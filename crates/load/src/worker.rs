@@ -11,7 +11,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::conn::{Conn, Handshake, State, Step};
 use crate::cpu::{cpu_time, Who};
 use crate::pattern::{Pattern, CHUNK};
-use crate::{LoadConfig, Live};
+use crate::{Live, LoadConfig};
 
 /// How long to wait for the server's end of stream after the last connection finished.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(500);
