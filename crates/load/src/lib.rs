@@ -64,6 +64,13 @@
 //! stalls the run; echoes that come after their timeout, or twice, are counted apart (see the
 //! `udp` module and [`UdpCounts`]).
 //!
+//! ## Watching and stopping a run
+//!
+//! [`run_live`] takes a [`Live`]: [`Live::stop`] (from another thread: a signal handler's)
+//! ends the run as its duration would, and the report covers what ran; with
+//! [`Live::new`]`(true)` the workers publish running totals that [`Live::totals`] sums, for
+//! per-interval lines (see the `live` module).
+//!
 //! ```no_run
 //! let cfg = iomodels_load::LoadConfig {
 //!     conns: 100,
