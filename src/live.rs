@@ -37,8 +37,25 @@ pub(crate) fn start_line(cfg: &LoadConfig, interval: Option<Duration>) -> String
     )
 }
 
+/// What an `--interval` line counts: `msgs` (messages; with `udp`, datagrams, and the lost ones
+/// too) or, with `--handshakes`, `handshakes` (completed cycles, the latency their cycle time).
+#[derive(Clone, Copy)]
+struct Unit {
+    udp: bool,
+    handshakes: bool,
+}
+
+impl Unit {
+    fn of(cfg: &LoadConfig) -> Unit {
+        Unit {
+            udp: cfg.udp,
+            handshakes: cfg.handshakes,
+        }
+    }
+}
+
 /// One `--interval` line: the span `from`–`to` (seconds since the start) and what `d` holds.
-pub(crate) fn interval_line(from: f64, to: f64, d: &Totals, udp: bool) -> String {
+fn interval_line(from: f64, to: f64, d: &Totals, unit: Unit) -> String {
     let secs = (to - from).max(1e-9);
     let latency = if d.latency_us.is_empty() {
         "p50 - µs  p99 - µs".to_string()
@@ -49,14 +66,19 @@ pub(crate) fn interval_line(from: f64, to: f64, d: &Totals, udp: bool) -> String
             d.latency_us.value_at_quantile(0.99)
         )
     };
-    let lost = if udp {
+    let lost = if unit.udp {
         format!("  lost {}", d.lost)
     } else {
         String::new()
     };
     format!(
-        "[{from:6.2}-{to:6.2} s]  {:.0} msgs/s  {:.2} MB/s  {latency}  errors {}{lost}",
+        "[{from:6.2}-{to:6.2} s]  {:.0} {}/s  {:.2} MB/s  {latency}  errors {}{lost}",
         d.messages as f64 / secs,
+        if unit.handshakes {
+            "handshakes"
+        } else {
+            "msgs"
+        },
         d.bytes as f64 / secs / 1e6,
         d.errors
     )
@@ -73,10 +95,10 @@ impl Intervals {
     /// `cfg.duration`, or a stop).
     pub(crate) fn start(live: Arc<Live>, every: Duration, cfg: &LoadConfig) -> Result<Self> {
         let (done, rx) = mpsc::channel::<f64>();
-        let (duration, udp) = (cfg.duration, cfg.udp);
+        let (duration, unit) = (cfg.duration, Unit::of(cfg));
         let thread = std::thread::Builder::new()
             .name("intervals".into())
-            .spawn(move || print_intervals(&live, every, duration, udp, &rx))
+            .spawn(move || print_intervals(&live, every, duration, unit, &rx))
             .context("cannot start the --interval thread")?;
         Ok(Intervals { done, thread })
     }
@@ -92,7 +114,7 @@ fn print_intervals(
     live: &Live,
     every: Duration,
     duration: Duration,
-    udp: bool,
+    unit: Unit,
     rx: &mpsc::Receiver<f64>,
 ) {
     let mut prev = live.totals();
@@ -119,8 +141,12 @@ fn print_intervals(
         match rx.recv_timeout(wait) {
             Err(mpsc::RecvTimeoutError::Timeout) if sending => {
                 let now = live.totals();
-                let line =
-                    interval_line(from.as_secs_f64(), to.as_secs_f64(), &now.since(&prev), udp);
+                let line = interval_line(
+                    from.as_secs_f64(),
+                    to.as_secs_f64(),
+                    &now.since(&prev),
+                    unit,
+                );
                 eprintln!("{line}");
                 prev = now;
                 from = to;
@@ -131,7 +157,7 @@ fn print_intervals(
                 let d = now.since(&prev);
                 let span = elapsed - from.as_secs_f64();
                 if d.messages > 0 && span >= 0.01 {
-                    eprintln!("{}", interval_line(from.as_secs_f64(), elapsed, &d, udp));
+                    eprintln!("{}", interval_line(from.as_secs_f64(), elapsed, &d, unit));
                 }
                 return;
             }
@@ -174,15 +200,16 @@ pub(crate) fn stop_on_signals(live: Arc<Live>) -> Result<Stopped> {
     Ok(Stopped(which))
 }
 
-/// Windows: Ctrl-C (or the console closing) stops the run; a second one exits at once (130).
+/// Windows: Ctrl-C (Ctrl-Break, the console closing) stops the run; a second one exits at once
+/// (130).
 #[cfg(windows)]
 pub(crate) fn stop_on_signals(live: Arc<Live>) -> Result<Stopped> {
     use iomodels_server::sys::CtrlEvent;
     let which = Arc::new(AtomicI32::new(0));
     let seen = Arc::clone(&which);
     iomodels_server::sys::on_console_ctrl(move |event| match event {
-        CtrlEvent::Break => {}
         CtrlEvent::CtrlC => stopping(&live, &seen, "Ctrl-C", 2),
+        CtrlEvent::Break => stopping(&live, &seen, "Ctrl-Break", 2),
         CtrlEvent::Close => stopping(&live, &seen, "console closing", 2),
     })
     .context("cannot install the console control handler")?;
