@@ -56,16 +56,18 @@ enum Command {
     /// List the I/O models: the mechanism on this OS, and whether it is available
     Models,
     /// Drive an echo server with closed-loop load, verify every byte, report rate and latency
-    ///
-    /// Prints a start line on stderr at once and, with --interval, one line per interval.
-    /// Ctrl-C (SIGINT) or SIGTERM stops the run: the messages in flight are waited for, the
-    /// report of what ran is printed (table or --json), and it exits 130 (143 for SIGTERM); a
-    /// second one exits at once, without a report.
+    #[command(
+        after_help = "Prints a start line on stderr at once and, with --interval, one \
+        line per interval. Ctrl-C (SIGINT) or SIGTERM stops the run: the messages in flight are \
+        waited for, the report of what ran is printed (table or --json), and it exits 130 (143 \
+        for SIGTERM); a second one exits at once, without a report."
+    )]
     Load(LoadArgs),
     /// Compare every model on this machine: scenarios, medians, a table and an HTML report (Linux)
-    ///
-    /// On a terminal a progress bar shows the steps done and an estimate of the time left; off
-    /// a terminal (CI, `| tee`) one line per finished step goes to stderr.
+    #[command(
+        after_help = "On a terminal a progress bar shows the steps done and an estimate \
+        of the time left; off a terminal (CI, `| tee`) one line per finished step goes to stderr."
+    )]
     Bench(bench::BenchArgs),
     /// UDP tools: send numbered datagrams, receive and count them (unicast, multicast,
     /// broadcast), discover peers

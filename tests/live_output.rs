@@ -238,3 +238,28 @@ fn bad_interval_flags_are_one_line_usage_errors() {
         assert_one_line_error(&out, &[needle]);
     }
 }
+
+#[test]
+fn help_names_the_live_output_flags() {
+    for (cmd, needles) in [
+        ("load", &["--interval <DURATION>", "exits 130 (143"][..]),
+        ("serve", &["--stats-interval <DURATION>"][..]),
+        (
+            "bench",
+            &["estimate of the time left", "one line per finished step"][..],
+        ),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        for needle in needles {
+            assert!(
+                help.contains(needle),
+                "{cmd} --help lacks {needle:?}:\n{help}"
+            );
+        }
+    }
+}
