@@ -4,7 +4,7 @@
 //! `iomodels-load`. Errors end the process with one line on stderr and a non-zero status.
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use iomodels_core::units::{parse_bytes, parse_duration};
 use iomodels_core::ServiceKind;
 use iomodels_load::LoadConfig;
@@ -72,10 +72,34 @@ enum Command {
     /// UDP tools: send numbered datagrams, receive and count them (unicast, multicast,
     /// broadcast), discover peers
     Udp(udp::UdpArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    ///
+    /// bash: `iomodels completions bash > ~/.local/share/bash-completion/completions/iomodels`;
+    /// zsh: into a directory of your $fpath as `_iomodels`; fish:
+    /// `~/.config/fish/completions/iomodels.fish`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout: iomodels(1), or a subcommand's
+    ///
+    /// Read it with `iomodels manpage | man -l -`, or `iomodels manpage serve | man -l -`.
+    Manpage(ManpageArgs),
     /// Serve echo with a plain tokio server (the reference row of `bench`)
     #[cfg(all(feature = "tokio-reference", unix))]
     #[command(hide = true)]
     ServeReference(ReferenceArgs),
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_name = "SHELL")]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+struct ManpageArgs {
+    /// A subcommand (serve, load, bench, ...): its page instead of iomodels(1)
+    #[arg(value_name = "COMMAND")]
+    command: Option<String>,
 }
 
 #[cfg(all(feature = "tokio-reference", unix))]
@@ -405,17 +429,15 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // clap's own usage errors, help and version keep clap's layout (several lines: the error,
+    // the usage, a hint); a usage error exits 2, help and version 0.
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version: print as clap formats them.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{}", one_line(&e.to_string()));
-            return ExitCode::from(2);
-        }
+        Err(e) => e.exit(),
     };
     init_logging(cli.verbose);
     #[cfg(target_os = "linux")]
@@ -432,6 +454,11 @@ fn main() -> ExitCode {
         Command::Load(args) => load(args),
         Command::Bench(args) => bench::command(args),
         Command::Udp(args) => udp::command(args),
+        Command::Completions(args) => {
+            completions(args.shell);
+            Ok(())
+        }
+        Command::Manpage(args) => manpage(args),
         #[cfg(all(feature = "tokio-reference", unix))]
         Command::ServeReference(args) => {
             reference::serve(args.listen, args.drain_timeout, |addr| {
@@ -444,6 +471,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A value or a combination of flags found wrong after parsing: a usage error like
+        // clap's own, in its layout and with its status (2), with the subcommand's usage.
+        Err(e) if is_usage(&e) => {
+            let _ = usage_error(&matches, &causes(&e)).print();
+            ExitCode::from(2)
+        }
+        // A runtime failure (a port in use, a peer refusing, a file missing): one line, 1.
         Err(e) => {
             eprintln!("error: {}", one_line(&causes(&e)));
             ExitCode::FAILURE
@@ -460,6 +494,77 @@ fn is_server(command: &Command) -> bool {
         Command::ServeReference(_) => true,
         _ => false,
     }
+}
+
+/// A usage error found after clap parsed the command line: a bad value (`--size 0`, `bench
+/// --models foo`) or flags that do not go together. `main` prints it as clap prints its own
+/// (`error: ...`, the subcommand's usage, a hint) and exits 2.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Whether `e` is a usage error: a [`UsageError`], or the UDP tools' own
+/// ([`iomodels_udp::UdpError::Usage`]: a unicast group, a payload too large, ...).
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<UsageError>()
+            || matches!(
+                c.downcast_ref::<iomodels_udp::UdpError>(),
+                Some(iomodels_udp::UdpError::Usage(_))
+            )
+    })
+}
+
+/// A [`UsageError`] as an [`anyhow::Error`].
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// `msg` as a clap error of the subcommand `matches` ran (its usage line, clap's layout).
+fn usage_error(matches: &clap::ArgMatches, msg: &str) -> clap::Error {
+    let mut cmd = Cli::command();
+    cmd.build(); // names each subcommand `iomodels load`, ... for its usage line
+    let mut m = matches;
+    while let Some((name, sub)) = m.subcommand() {
+        match cmd.find_subcommand(name) {
+            Some(c) => cmd = c.clone(),
+            None => break,
+        }
+        m = sub;
+    }
+    cmd.error(clap::error::ErrorKind::ValueValidation, msg)
+}
+
+/// `iomodels completions SHELL`: the completion script, generated from the clap definitions.
+fn completions(shell: clap_complete::Shell) {
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "iomodels", &mut std::io::stdout());
+}
+
+/// `iomodels manpage [COMMAND]`: iomodels(1), or a subcommand's page (iomodels-serve(1), ...),
+/// in roff, generated from the clap definitions, on stdout.
+fn manpage(args: ManpageArgs) -> Result<()> {
+    let mut cmd = Cli::command().version(env!("CARGO_PKG_VERSION"));
+    cmd.build(); // names each subcommand's page: iomodels-serve, ...
+    let page = match &args.command {
+        None => cmd,
+        Some(name) => match cmd.find_subcommand(name).filter(|s| !s.is_hide_set()) {
+            Some(sub) => sub.clone().version(env!("CARGO_PKG_VERSION")),
+            None => return Err(usage(format!("no command '{name}' has a manual page"))),
+        },
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page).render(&mut out)?;
+    std::io::stdout()
+        .write_all(&out)
+        .context("cannot write the manual page")
 }
 
 /// An error and its causes, `: `-separated, each said once: a cause whose text its error's
@@ -882,17 +987,17 @@ fn load(args: LoadArgs) -> Result<()> {
     }
     if args.udp {
         if args.idle {
-            return Err(anyhow!("--idle holds TCP connections: drop --udp"));
+            return Err(usage("--idle holds TCP connections: drop --udp"));
         }
         if args.tls.tls {
-            return Err(anyhow!(
-                "--udp has no TLS (there is no DTLS here): drop --tls"
+            return Err(usage(
+                "--udp has no TLS (there is no DTLS here): drop --tls",
             ));
         }
     }
     if args.idle {
         if args.tls.tls {
-            return Err(anyhow!("--idle holds plain TCP connections: drop --tls"));
+            return Err(usage("--idle holds plain TCP connections: drop --tls"));
         }
         return load_idle(&args);
     }
@@ -911,7 +1016,7 @@ fn load(args: LoadArgs) -> Result<()> {
         udp_timeout: args.udp_timeout,
         ..LoadConfig::default()
     };
-    cfg.validate().map_err(|e| anyhow!(e))?;
+    cfg.validate().map_err(usage)?;
     let run = std::sync::Arc::new(iomodels_load::Live::new(args.interval.is_some()));
     let stopped = live::stop_on_signals(std::sync::Arc::clone(&run))?;
     eprintln!("{}", live::start_line(&cfg, args.interval));
@@ -1005,7 +1110,7 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
     let conns = args.conns as usize;
     let reach = iomodels_load::max_idle_conns(args.connect);
     if conns > reach {
-        return Err(anyhow!(
+        return Err(usage(format!(
             "--conns {conns} is more than --idle can open to {}: {reach} at most ({})",
             args.connect,
             if reach > iomodels_load::PER_SOURCE {
@@ -1014,7 +1119,7 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
                 "one source address, 20,000 connections; only an IPv4 loopback server gets \
                  127.0.0.x source addresses"
             }
-        ));
+        )));
     }
     let cfg = iomodels_load::IdleConfig {
         connect: args.connect,

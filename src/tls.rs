@@ -138,8 +138,8 @@ pub fn server_config(args: &ServeTlsArgs, listen: SocketAddr) -> Result<Option<S
         ));
         (chain, key)
     } else if args.tls_client_ca.is_some() {
-        return Err(anyhow!(
-            "--tls-client-ca needs TLS: add --tls-cert/--tls-key or --tls-self-signed"
+        return Err(crate::usage(
+            "--tls-client-ca needs TLS: add --tls-cert/--tls-key or --tls-self-signed",
         ));
     } else {
         return Ok(None);
@@ -219,7 +219,7 @@ impl LoadTlsArgs {
 pub fn load_client(args: &LoadTlsArgs, connect: SocketAddr) -> Result<Option<TlsClient>> {
     if !args.tls {
         return match args.first_given() {
-            Some(flag) => Err(anyhow!("{flag} is a TLS option: add --tls")),
+            Some(flag) => Err(crate::usage(format!("{flag} is a TLS option: add --tls"))),
             None => Ok(None),
         };
     }
@@ -230,11 +230,11 @@ pub fn load_client(args: &LoadTlsArgs, connect: SocketAddr) -> Result<Option<Tls
         Some(ca) => ca.as_path(),
         None if default_ca.is_file() => default_ca,
         None => {
-            return Err(anyhow!(
+            return Err(crate::usage(format!(
                 "--tls needs --tls-ca FILE: the CA certificate (PEM) that signed the server's \
                  (for `serve --tls-self-signed`, the file it wrote with --tls-cert-out; \
                  {SELF_SIGNED_DEFAULT} is not in this directory)"
-            ))
+            )))
         }
     };
     let roots = tls::roots_from_pem(&read(ca, "--tls-ca")?)

@@ -266,7 +266,7 @@ fn respond(a: DiscoverArgs, stop: &AtomicBool) -> Result<()> {
 
 fn probe(a: DiscoverArgs, stop: &AtomicBool) -> Result<()> {
     let to = a.to.ok_or_else(|| {
-        anyhow!("--probe needs --to ADDR (a broadcast address, a group or a host)")
+        crate::usage("--probe needs --to ADDR (a broadcast address, a group or a host)")
     })?;
     let report = discover::probe(
         &ProbeConfig {

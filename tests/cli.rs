@@ -9,7 +9,9 @@ use std::time::Duration;
 
 mod support;
 
-use support::{assert_one_line_error, available_models, random_bytes, socat, Served, BIN};
+use support::{
+    assert_one_line_error, assert_usage_error, available_models, random_bytes, socat, Served, BIN,
+};
 
 fn iomodels(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run iomodels")
@@ -138,14 +140,14 @@ per_model! {
 #[test]
 fn an_unknown_model_is_one_line_naming_the_choices() {
     let out = iomodels(&["serve", "--model", "iocp"]);
-    assert_one_line_error(&out, &["unknown model 'iocp'"]);
+    assert_usage_error(&out, &["unknown model 'iocp'"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("event-select"));
 }
 
 #[test]
 fn an_unparsable_address_is_one_line() {
-    assert_one_line_error(&iomodels(&["serve", "--listen", "nowhere"]), &["no port"]);
-    assert_one_line_error(
+    assert_usage_error(&iomodels(&["serve", "--listen", "nowhere"]), &["no port"]);
+    assert_usage_error(
         &iomodels(&["serve", "--listen", "300.1.1.1:80"]),
         &["300.1.1.1:80"],
     );
@@ -209,7 +211,7 @@ fn models_says_whether_completion_port_uses_direct_descriptors() {
         );
     }
     let out = iomodels(&["serve", "--direct-descriptors", "always"]);
-    assert_one_line_error(&out, &["--direct-descriptors", "auto or off"]);
+    assert_usage_error(&out, &["--direct-descriptors", "auto or off"]);
 }
 
 #[test]
@@ -232,7 +234,7 @@ fn a_model_not_available_here_is_one_line_saying_why() {
 
 #[test]
 fn a_bad_byte_count_is_one_line() {
-    assert_one_line_error(
+    assert_usage_error(
         &iomodels(&["serve", "--max-pending", "lots"]),
         &["byte count"],
     );
@@ -550,11 +552,11 @@ fn bench_help_names_c100k_and_its_size_flag() {
 
 #[test]
 fn a_bad_buffer_ring_is_one_line() {
-    assert_one_line_error(
+    assert_usage_error(
         &iomodels(&["serve", "--recv-buffers", "100x4KiB"]),
         &["power of two"],
     );
-    assert_one_line_error(
+    assert_usage_error(
         &iomodels(&["serve", "--recv-buffers", "256"]),
         &["COUNTxSIZE"],
     );
@@ -575,7 +577,7 @@ fn a_bad_batch_wait_or_recv_incremental_is_one_line() {
     ] {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        assert_one_line_error(&iomodels(&all), needles);
+        assert_usage_error(&iomodels(&all), needles);
     }
 }
 
@@ -778,7 +780,7 @@ fn bad_limit_values_fail_with_one_line() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert_one_line_error(&out, &[needle]);
+        assert_usage_error(&out, &[needle]);
     }
 }
 

@@ -141,7 +141,7 @@ fn json(out: &Output) -> serde_json::Value {
 #[test]
 fn tls_without_tls_ca_is_one_line_saying_what_to_add() {
     // (In an empty directory: no iomodels-self-signed.pem to default to.)
-    assert_one_line_error(
+    support::assert_usage_error(
         &iomodels(&["load", "--tls"]),
         &["--tls needs --tls-ca FILE"],
     );
@@ -177,11 +177,11 @@ fn load_tls_trusts_the_self_signed_file_serve_wrote_in_its_directory() {
 
 #[test]
 fn a_tls_option_without_tls_is_one_line() {
-    assert_one_line_error(
+    support::assert_usage_error(
         &iomodels(&["load", "--tls-ca", "ca.pem"]),
         &["--tls-ca is a TLS option: add --tls"],
     );
-    assert_one_line_error(
+    support::assert_usage_error(
         &iomodels(&["load", "--tls-server-name", "localhost"]),
         &["--tls-server-name is a TLS option"],
     );
@@ -204,12 +204,12 @@ fn a_ca_file_without_a_certificate_is_one_line() {
 #[test]
 fn a_client_certificate_without_its_key_is_one_line() {
     let out = iomodels(&["load", "--tls", "--tls-ca", "a.pem", "--tls-cert", "c.pem"]);
-    assert_one_line_error(&out, &["--tls-key"]);
+    support::assert_usage_error(&out, &["--tls-key"]);
 }
 
 #[test]
 fn handshakes_without_tls_are_refused_with_one_line() {
-    assert_one_line_error(
+    support::assert_usage_error(
         &iomodels(&["load", "--handshakes"]),
         &["--handshakes measures TLS handshakes: add --tls --tls-ca FILE"],
     );

@@ -9,7 +9,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::{assert_one_line_error, free_udp_port, Served, BIN};
+use support::{assert_one_line_error, assert_usage_error, free_udp_port, Served, BIN};
 
 /// Runs `iomodels ARGS` to completion, under `timeout 60` so a hang fails instead of blocking.
 fn iomodels(args: &[&str]) -> Output {
@@ -126,6 +126,6 @@ fn udp_flag_combinations_that_make_no_sense_are_one_line_errors() {
     for (extra, needles) in cases {
         let mut flags = vec!["--duration", "1s"];
         flags.extend_from_slice(extra);
-        assert_one_line_error(&load_udp("127.0.0.1:9", &flags), needles);
+        assert_usage_error(&load_udp("127.0.0.1:9", &flags), needles);
     }
 }

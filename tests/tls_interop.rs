@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{assert_one_line_error, random_bytes, Served, BIN};
+use support::{assert_one_line_error, assert_usage_error, random_bytes, Served, BIN};
 
 use iomodels_core::tls::pki::{Ca, Usage, Validity};
 use std::io::{Read, Write};
@@ -590,14 +590,14 @@ fn serve_bounded(args: &[&str]) -> Output {
 fn tls_cert_without_tls_key_is_one_line() {
     let pki = Pki::new("flag-cert-only");
     let out = serve_bounded(&["--tls-cert", s(&pki.server_cert)]);
-    assert_one_line_error(&out, &["--tls-key", "required"]);
+    assert_usage_error(&out, &["--tls-key", "required"]);
 }
 
 #[test]
 fn tls_key_without_tls_cert_is_one_line() {
     let pki = Pki::new("flag-key-only");
     let out = serve_bounded(&["--tls-key", s(&pki.server_key)]);
-    assert_one_line_error(&out, &["--tls-cert", "required"]);
+    assert_usage_error(&out, &["--tls-cert", "required"]);
 }
 
 #[test]
@@ -679,7 +679,7 @@ fn a_key_that_does_not_match_the_certificate_is_one_line() {
 fn tls_client_ca_without_tls_is_one_line() {
     let pki = Pki::new("flag-client-ca");
     let out = serve_bounded(&["--tls-client-ca", s(&pki.ca)]);
-    assert_one_line_error(&out, &["--tls-client-ca", "needs TLS"]);
+    assert_usage_error(&out, &["--tls-client-ca", "needs TLS"]);
 }
 
 /// The SHA-256 fingerprint `openssl x509` computes for a PEM file (`AB:CD:...`).

@@ -1,6 +1,6 @@
 //! `iomodels serve --udp` as a user meets it: socat, a peer nobody here wrote, sends datagrams
 //! through every model (`socat - UDP:127.0.0.1:PORT`); `--udp --no-tcp` serves UDP alone; the
-//! SIGUSR1 counters name the UDP traffic; flags that make no sense are one-line errors.
+//! SIGUSR1 counters name the UDP traffic; flags that make no sense are usage errors (status 2).
 //!
 //! Linux: the binary's tests run socat here; under Wine, scripts/test-windows.sh runs the same
 //! check (`iomodels.exe serve --udp` against socat) for every Windows model.
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod support;
 
-use support::{random_bytes, socat, Served, BIN};
+use support::{assert_usage_error, random_bytes, socat, Served, BIN};
 
 fn iomodels(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run iomodels")
@@ -93,16 +93,12 @@ fn udp_alone_refuses_tcp_and_counts_an_oversized_datagram() {
 }
 
 #[test]
-fn no_tcp_without_udp_is_one_line() {
-    let out = iomodels(&["serve", "--no-tcp"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
-    assert!(err.contains("--udp"), "{err:?}");
+fn no_tcp_without_udp_is_a_usage_error() {
+    assert_usage_error(&iomodels(&["serve", "--no-tcp"]), &["--udp"]);
 }
 
 #[test]
-fn udp_with_tls_is_refused_in_one_line() {
+fn udp_with_tls_is_refused_as_a_usage_error() {
     // In a directory of its own: a certificate written before the refusal would show there.
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("udp-with-tls");
     std::fs::create_dir_all(&dir).unwrap();
@@ -117,10 +113,7 @@ fn udp_with_tls_is_refused_in_one_line() {
         ])
         .output()
         .expect("run iomodels");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
-    assert!(err.contains("cannot be used with"), "{err:?}");
+    assert_usage_error(&out, &["cannot be used with"]);
     assert!(
         !dir.join("iomodels-self-signed.pem").exists(),
         "a refused command wrote a certificate"
@@ -188,12 +181,9 @@ fn a_listed_source_port_gets_no_answer_and_the_drops_are_counted_and_logged_rate
 }
 
 #[test]
-fn a_bad_udp_drop_port_is_one_line() {
+fn a_bad_udp_drop_port_is_a_usage_error() {
     for bad in ["0", "70000", "7,x", ""] {
         let out = iomodels(&["serve", "--udp", "--udp-drop-ports", bad]);
-        assert!(!out.status.success(), "{bad:?} accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
-        assert!(err.contains("--udp-drop-ports"), "{err:?}");
+        assert_usage_error(&out, &["--udp-drop-ports"]);
     }
 }

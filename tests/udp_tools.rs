@@ -1,6 +1,6 @@
 //! `iomodels udp` on loopback, through the binary: unicast counting, multicast to two
 //! receivers, the JSON report, SIGINT, discovery, socat as a peer in both directions, and
-//! every argument error as one line with a non-zero status.
+//! every argument error as a usage error (status 2, clap's layout).
 //!
 //! Linux only: the children are stopped with kill(2) (SIGINT), and socat is a Linux process.
 #![cfg(target_os = "linux")]
@@ -49,6 +49,21 @@ fn unicast_thousand_datagrams_all_arrive_and_none_is_lost() {
     assert_eq!(num(&r, "bytes"), 100_000, "{r}");
     assert_eq!(r["stopped"], "count");
     assert_eq!(r["run_id"], sent["run_id"]);
+}
+
+/// The table says why the receiver stopped in words, not as an enum's name (`Count`).
+#[test]
+fn recv_table_says_why_it_stopped_in_words() {
+    let (recv, port) = udp_recv(&["--count", "5", "--duration", "25s"]);
+    udp_send(&format!("127.0.0.1:{port}"), &["--count", "5"]);
+    let (status, out, err) = recv.finish();
+    assert!(status.success(), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("received "))
+        .unwrap_or_else(|| panic!("no received line in:\n{out}"));
+    assert!(line.ends_with("; stopped: --count reached"), "{line}");
+    assert!(!out.contains("Count"), "{out}");
 }
 
 #[test]
@@ -281,7 +296,7 @@ fn discover_lists_both_responders_on_a_loopback_group() {
 }
 
 #[test]
-fn every_argument_error_is_one_line_and_a_failure() {
+fn every_argument_error_is_a_usage_error() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["udp", "recv", "--multicast", "10.1.2.3"],
@@ -352,7 +367,7 @@ fn every_argument_error_is_one_line_and_a_failure() {
         ),
     ];
     for (args, needle) in cases {
-        run_fails_with(BIN, args, needle);
+        run_usage_error(BIN, args, needle);
     }
 }
 

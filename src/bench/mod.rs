@@ -27,7 +27,7 @@ mod results;
 mod soak;
 mod table;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use iomodels_load::{IdleConfig, LoadConfig, Phase};
@@ -241,10 +241,10 @@ impl Scenario {
         let known = || Scenario::all().into_iter().chain([Scenario::Soak]);
         known().find(|sc| sc.name() == s).ok_or_else(|| {
             let names: Vec<_> = known().map(|s| s.name()).collect();
-            anyhow!(
+            crate::usage(format!(
                 "unknown scenario '{s}' (expected one of: {})",
                 names.join(", ")
-            )
+            ))
         })
     }
 }
@@ -1055,7 +1055,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cores >= 2;
     if args.c100k_every.is_zero() {
-        bail!("--c100k-every must be longer than 0");
+        return Err(crate::usage("--c100k-every must be longer than 0"));
     }
     let nofile = sys::raise_nofile_limit().unwrap_or(1024) as usize;
     let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
@@ -1107,13 +1107,13 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
                 "tokio" | "reference: tokio" if cfg!(feature = "tokio-reference") => {
                     Ok(Participant::Tokio)
                 }
-                "tokio" => Err(anyhow!(
-                    "the tokio reference is not built (cargo feature tokio-reference)"
+                "tokio" => Err(crate::usage(
+                    "the tokio reference is not built (cargo feature tokio-reference)",
                 )),
                 other => other
                     .parse::<Model>()
                     .map(Participant::Model)
-                    .map_err(|e| anyhow!(e)),
+                    .map_err(crate::usage),
             })
             .collect::<Result<_>>()?
     };

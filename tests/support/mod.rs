@@ -25,10 +25,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
 /// How long the server may take to print its ready line, a stats line, or to exit.
 pub const SERVER_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A run refused with one line: non-zero status (not `timeout`'s 124: the command ran instead
-/// of refusing), exactly one line on stderr, containing every needle. A failure found once
-/// `load` ran may follow `load`'s start line (`load: ...`), printed when it starts: that line
-/// is not counted.
+/// A run that failed at run time (a port in use, a peer refusing, a file missing) with one
+/// line: status 1 (not 2, a usage error's, nor `timeout`'s 124: the command ran instead of
+/// failing), exactly one line on stderr, containing every needle. A failure found once `load`
+/// ran may follow `load`'s start line (`load: ...`), printed when it starts: that line is not
+/// counted.
 pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
     let all = String::from_utf8_lossy(&out.stderr);
     let err = match all.split_once('\n') {
@@ -40,15 +41,44 @@ pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
         Some(124),
         "it ran instead of refusing its arguments: {err}"
     );
-    assert!(
-        !out.status.success(),
-        "expected failure, got {:?}; stderr: {err}",
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a runtime failure (status 1), got {:?}; stderr: {err}",
         out.status
     );
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
     for needle in needles {
         assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
     }
+}
+
+/// A command line refused as a usage error, in clap's layout whether clap or the command found
+/// it: status 2, stderr starting with `error: ...`, which says every needle before the blank
+/// line, then the usage and the `--help` hint on lines of their own.
+pub fn assert_usage_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected a usage error (status 2), got {:?}; stderr: {err}",
+        out.status
+    );
+    assert!(err.starts_with("error: "), "{err:?}");
+    // The error itself: up to the blank line before the usage and the hint.
+    let what = err.split("\n\n").next().unwrap_or_default();
+    for needle in needles {
+        assert!(
+            what.contains(needle),
+            "{what:?} does not mention {needle:?}"
+        );
+    }
+    assert!(
+        err.lines()
+            .any(|l| l == "For more information, try '--help'."),
+        "no hint on a line of its own: {err:?}"
+    );
+    assert!(out.stdout.is_empty(), "a usage error printed on stdout");
 }
 
 /// The models `iomodels models` says this build can run, in its order.

@@ -8,7 +8,6 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::assert_one_line_error;
 
 /// The longest any child may take to get ready or to finish.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -152,16 +151,25 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     out
 }
 
-/// Runs `program args`, expects a refusal: non-zero status, exactly one line on stderr,
-/// containing `needle` (the same check as [`assert_one_line_error`]).
+/// Runs `program args`, expects a usage error whose message contains `needle` (the check of
+/// [`assert_usage_error`](super::assert_usage_error): status 2, clap's layout).
+pub fn run_usage_error(program: &str, args: &[&str], needle: &str) {
+    super::assert_usage_error(&run_output(program, args), &[needle]);
+}
+
+/// Runs `program args`, expects a runtime failure in one line containing `needle` (the check
+/// of [`assert_one_line_error`](super::assert_one_line_error): status 1).
 pub fn run_fails_with(program: &str, args: &[&str], needle: &str) {
+    super::assert_one_line_error(&run_output(program, args), &[needle]);
+}
+
+fn run_output(program: &str, args: &[&str]) -> std::process::Output {
     let (status, out, err) = run(program, args);
-    let output = std::process::Output {
+    std::process::Output {
         status,
         stdout: out.into_bytes(),
         stderr: err.into_bytes(),
-    };
-    assert_one_line_error(&output, &[needle]);
+    }
 }
 
 /// A UDP port free at this moment on the wildcard address (receivers that share a port

@@ -161,7 +161,7 @@ impl RecvReport {
         );
         let _ = writeln!(
             s,
-            "{:<13} {} datagrams ({} distinct, {} B) in {:.3} s, stopped by {:?}",
+            "{:<13} {} datagrams ({} distinct, {} B) in {:.3} s; stopped: {}",
             "received", st.received, st.unique, self.bytes, self.elapsed_s, self.stopped
         );
         let _ = writeln!(

@@ -89,6 +89,17 @@ pub enum Stopped {
     Signal,
 }
 
+/// In words, for the tables: `--count reached`, `--duration passed`, `interrupted (...)`.
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stopped::Count => "--count reached",
+            Stopped::Duration => "--duration passed",
+            Stopped::Signal => "interrupted (SIGINT, SIGTERM or Ctrl-C)",
+        })
+    }
+}
+
 /// A socket ready to send one run.
 pub struct Sender {
     sock: UdpSocket,
