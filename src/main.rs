@@ -82,9 +82,10 @@ enum Command {
     ///
     /// Read it with `iomodels manpage | man -l -`, or `iomodels manpage serve | man -l -`.
     Manpage(ManpageArgs),
-    /// Serve echo with a plain tokio server (the reference row of `bench`)
+    /// Serve echo with a plain tokio server (the reference row of `bench`). Named unlike any
+    /// user's command: clap suggests hidden subcommands too (`serv` -> 'serve-reference')
     #[cfg(all(feature = "tokio-reference", unix))]
-    #[command(hide = true)]
+    #[command(hide = true, name = "tokio-reference")]
     ServeReference(ReferenceArgs),
 }
 
@@ -274,9 +275,11 @@ fn parse_ports(s: &str) -> Result<Ports, String> {
 
 #[derive(Args)]
 struct LoadArgs {
-    /// The echo server to load
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9990", value_parser = parse_addr)]
-    connect: SocketAddr,
+    /// The echo server to load: IP:PORT, [IPv6]:PORT or HOST:PORT. A name that resolves to
+    /// several addresses (localhost: ::1 and 127.0.0.1) has each tried in order with one TCP
+    /// connection, and the run goes to the first that accepts (with --udp: the first address)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9990", value_parser = parse_target)]
+    connect: Target,
     /// Connections to open (with --udp: UDP sockets)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     conns: u32,
@@ -293,8 +296,8 @@ struct LoadArgs {
     #[arg(long, value_name = "M")]
     messages: Option<u64>,
     /// Load-generator threads [default: one per CPU, at most one per connection]
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    threads: usize,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    threads: Option<u32>,
     /// Print one JSON object instead of a table (the start line and --interval lines still
     /// go to stderr)
     #[arg(long)]
@@ -410,6 +413,90 @@ fn parse_direct(s: &str) -> Result<iomodels_server::DirectDescriptors, String> {
 
 fn parse_service(s: &str) -> Result<ServiceKind, String> {
     s.parse()
+}
+
+/// `load --connect`: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`, kept as given and resolved when
+/// the run starts ([`Target::pick`]), so that a name's every address can be tried.
+#[derive(Clone, Debug)]
+struct Target(String);
+
+/// Parses `load --connect`: an address, or a name with a port (not resolved here).
+fn parse_target(s: &str) -> Result<Target, String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(Target(s.to_string()));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(Target(s.to_string()))
+        }
+        Some((_, port)) if !port.is_empty() => Err(format!(
+            "'{s}' has no valid port ('{port}'; expected HOST:PORT, e.g. 127.0.0.1:9990)"
+        )),
+        _ => Err(format!(
+            "'{s}' has no port (expected IP:PORT, e.g. 127.0.0.1:9990)"
+        )),
+    }
+}
+
+impl Target {
+    /// Every address the target resolves to, in the resolver's order, each once.
+    fn resolve(&self) -> Result<Vec<SocketAddr>> {
+        let mut addrs = Vec::new();
+        for a in self
+            .0
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve --connect {}", self.0))?
+        {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        match addrs.is_empty() {
+            true => Err(anyhow!("--connect {} resolves to no address", self.0)),
+            false => Ok(addrs),
+        }
+    }
+
+    /// The address to load: the only one, or (`tcp`) the first of several that accepts a TCP
+    /// connection, tried in order as other clients do (that connection is closed at once;
+    /// the server sees one more connection). None accepting (or UDP, where nothing can be
+    /// tried without sending): the first, and the run says what went wrong with it.
+    fn pick(&self, tcp: bool) -> Result<SocketAddr> {
+        let addrs = self.resolve()?;
+        if addrs.len() == 1 || !tcp {
+            return Ok(addrs[0]);
+        }
+        Ok(
+            first_accepting(&addrs, Duration::from_secs(5)).unwrap_or_else(|| {
+                log::warn!(
+                    "--connect {}: no address accepted a connection ({}); loading {}",
+                    self.0,
+                    addrs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    addrs[0]
+                );
+                addrs[0]
+            }),
+        )
+    }
+}
+
+/// The first of `addrs` that accepts a TCP connection within `timeout`, tried in order; each
+/// refusal said in one log line.
+fn first_accepting(addrs: &[SocketAddr], timeout: Duration) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .copied()
+        .find(|a| match std::net::TcpStream::connect_timeout(a, timeout) {
+            Ok(_) => true,
+            Err(e) => {
+                log::info!("{a}: {e}; trying the next address");
+                false
+            }
+        })
 }
 
 /// An address as `IP:PORT`, `[IPv6]:PORT` or `host:PORT` (the first address it resolves to).
@@ -543,8 +630,13 @@ fn usage_error(matches: &clap::ArgMatches, msg: &str) -> clap::Error {
 }
 
 /// `iomodels completions SHELL`: the completion script, generated from the clap definitions.
+/// Hidden subcommands (`bench`'s tokio-reference) are left out: clap_complete would offer them.
 fn completions(shell: clap_complete::Shell) {
-    let mut cmd = Cli::command();
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("iomodels")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
     clap_complete::generate(shell, &mut cmd, "iomodels", &mut std::io::stdout());
 }
 
@@ -953,21 +1045,33 @@ fn stats_json(s: &iomodels_server::StatsSnapshot, max_conns: usize) -> String {
     .to_string()
 }
 
+/// `iomodels models`: a table whose columns are as wide as their longest cell, two spaces
+/// apart, so that no two run together whatever the mechanisms' names on this OS.
 fn models_table() -> String {
     let best = Model::best();
-    let mut out = format!("{:<20} {:<44} {}\n", "MODEL", "MECHANISM", "AVAILABLE");
+    let mut rows = vec![[
+        "MODEL".to_string(),
+        "MECHANISM".to_string(),
+        "AVAILABLE".to_string(),
+    ]];
     for m in Model::ALL {
         let avail = match m.availability() {
             Ok(()) if m == best => "yes (default)".to_string(),
             Ok(()) => "yes".to_string(),
             Err(why) => format!("no: {why}"),
         };
-        out.push_str(&format!(
-            "{:<20} {:<44} {}\n",
-            m.name(),
-            m.mechanism(),
-            avail
-        ));
+        rows.push([m.name().to_string(), m.mechanism().to_string(), avail]);
+    }
+    let width = |col: usize| {
+        rows.iter()
+            .map(|r| r[col].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1) = (width(0), width(1));
+    let mut out = String::new();
+    for [model, mechanism, avail] in &rows {
+        out.push_str(&format!("{model:<w0$}  {mechanism:<w1$}  {avail}\n"));
     }
     if cfg!(target_os = "linux") && Model::CompletionPort.is_available() {
         out.push_str(&match iomodels_server::direct_descriptors_support() {
@@ -982,6 +1086,7 @@ fn models_table() -> String {
 }
 
 fn load(args: LoadArgs) -> Result<()> {
+    let connect = args.connect.pick(!args.udp)?;
     if let Err(e) = iomodels_server::sys::raise_nofile_limit() {
         log::warn!("cannot raise RLIMIT_NOFILE: {e}");
     }
@@ -999,17 +1104,17 @@ fn load(args: LoadArgs) -> Result<()> {
         if args.tls.tls {
             return Err(usage("--idle holds plain TCP connections: drop --tls"));
         }
-        return load_idle(&args);
+        return load_idle(&args, connect);
     }
-    let tls = tls::load_client(&args.tls, args.connect)?;
+    let tls = tls::load_client(&args.tls, connect)?;
     let cfg = LoadConfig {
-        connect: args.connect,
+        connect,
         conns: args.conns as usize,
         size: args.size,
         depth: args.depth as usize,
         duration: args.duration,
         messages_per_conn: args.messages,
-        threads: args.threads,
+        threads: args.threads.map_or(0, |n| n as usize),
         tls,
         handshakes: args.handshakes,
         udp: args.udp,
@@ -1028,8 +1133,8 @@ fn load(args: LoadArgs) -> Result<()> {
     if let Some(intervals) = intervals {
         intervals.finish(report.as_ref().map_or(0.0, |r| r.elapsed_secs));
     }
-    let report = report.with_context(|| format!("load against {}", args.connect))?;
-    let verdict = load_verdict(&args, &report);
+    let report = report.with_context(|| format!("load against {connect}"))?;
+    let verdict = load_verdict(&args, connect, &report);
     if let Some(code) = stopped.exit_code() {
         // Stopped by a signal: the report of what ran, then 128 + the signal.
         if let Err(e) = verdict {
@@ -1042,18 +1147,22 @@ fn load(args: LoadArgs) -> Result<()> {
 }
 
 /// Prints `report` (a table, or JSON with --json) and says whether the run was clean.
-fn load_verdict(args: &LoadArgs, report: &iomodels_load::LoadReport) -> Result<()> {
+fn load_verdict(
+    args: &LoadArgs,
+    connect: SocketAddr,
+    report: &iomodels_load::LoadReport,
+) -> Result<()> {
     // Nothing got through TLS: the reason (a refused certificate, a missing client
     // certificate) is the whole answer.
     if let (Some(why), 0) = (&report.tls_error, report.messages) {
-        return Err(anyhow!("TLS handshake with {} failed: {why}", args.connect));
+        return Err(anyhow!("TLS handshake with {} failed: {why}", connect));
     }
     // Every socket met an ICMP port unreachable and nothing came back: nobody is there.
     if let Some(u) = &report.udp {
         if u.refused > 0 && u.received == 0 {
             return Err(anyhow!(
                 "no UDP echo server at {} (connection refused)",
-                args.connect
+                connect
             ));
         }
     }
@@ -1065,7 +1174,7 @@ fn load_verdict(args: &LoadArgs, report: &iomodels_load::LoadReport) -> Result<(
     if report.conns_established == 0 {
         return Err(anyhow!(
             "no connection to {} could be established ({} connect errors)",
-            args.connect,
+            connect,
             report.connect_errors
         ));
     }
@@ -1098,7 +1207,7 @@ fn load_verdict(args: &LoadArgs, report: &iomodels_load::LoadReport) -> Result<(
     Ok(())
 }
 
-fn load_idle(args: &LoadArgs) -> Result<()> {
+fn load_idle(args: &LoadArgs, connect: SocketAddr) -> Result<()> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
@@ -1108,11 +1217,11 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
         return idle::run_shard(stop);
     }
     let conns = args.conns as usize;
-    let reach = iomodels_load::max_idle_conns(args.connect);
+    let reach = iomodels_load::max_idle_conns(connect);
     if conns > reach {
         return Err(usage(format!(
             "--conns {conns} is more than --idle can open to {}: {reach} at most ({})",
-            args.connect,
+            connect,
             if reach > iomodels_load::PER_SOURCE {
                 "254 source addresses 127.0.0.x, 10,000 connections each"
             } else {
@@ -1122,20 +1231,20 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
         )));
     }
     let cfg = iomodels_load::IdleConfig {
-        connect: args.connect,
+        connect: connect,
         conns,
         hold: args.duration,
         echo_every: args.echo_every,
         size: args.size,
         threads: match args.threads {
-            0 => iomodels_load::IdleConfig::default().threads,
-            n => n,
+            None => iomodels_load::IdleConfig::default().threads,
+            Some(n) => n as usize,
         },
         ..iomodels_load::IdleConfig::default()
     };
     eprintln!(
         "load: {} (idle), {conns} connections held for {:?}{}",
-        args.connect,
+        connect,
         args.duration,
         match args.echo_every {
             Some(d) => format!(", each echoing one {} B message every {d:?}", args.size),
@@ -1147,7 +1256,7 @@ fn load_idle(args: &LoadArgs) -> Result<()> {
         None => idle::per_process(),
     };
     let report = idle::hold_split(&cfg, per_process, &stop, &mut |_| {})
-        .with_context(|| format!("idle connections to {}", args.connect))?;
+        .with_context(|| format!("idle connections to {}", connect))?;
     if args.json {
         println!("{}", report.to_json());
     } else {

@@ -954,3 +954,268 @@ fn a_reader_that_leaves_ends_a_report_quietly() {
         );
     }
 }
+
+// ---- Usage errors in clap's layout, status 2; runtime failures in one line, status 1 ----
+
+/// `iomodels` alone prints clap's usage and command list as clap lays it out (a line per
+/// command), not folded into one long line, with status 2.
+#[test]
+fn no_arguments_prints_the_usage_in_clap_layout_with_status_2() {
+    let out = iomodels(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 10, "{err}");
+    assert!(
+        lines.contains(&"Usage: iomodels [OPTIONS] <COMMAND>"),
+        "{err}"
+    );
+    for cmd in [
+        "serve",
+        "models",
+        "load",
+        "bench",
+        "udp",
+        "completions",
+        "manpage",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("  {cmd} "))),
+            "no line for {cmd}:\n{err}"
+        );
+    }
+    let longest = lines.iter().map(|l| l.len()).max().unwrap();
+    assert!(longest < 200, "a line of {longest} characters:\n{err}");
+}
+
+/// A typo's suggestion is clap's, on a line of its own, and the hidden subcommand `bench`
+/// uses is not among them.
+#[test]
+fn a_typo_gets_a_suggestion_on_a_line_of_its_own() {
+    for (args, tip) in [
+        (&["serv"][..], "  tip: a similar subcommand exists: 'serve'"),
+        (
+            &["serve", "--max-con", "5"][..],
+            "  tip: a similar argument exists: '--max-conns'",
+        ),
+    ] {
+        let out = iomodels(args);
+        assert_usage_error(&out, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.lines().any(|l| l == tip), "{tip:?} in:\n{err}");
+    }
+}
+
+/// The same kind of mistake, the same status: a bad value is a usage error (2, clap's
+/// layout with the subcommand's usage) whether clap's parser or the command found it.
+#[test]
+fn bad_values_are_usage_errors_with_status_2_whoever_finds_them() {
+    // Found by clap's parser.
+    for (args, needle) in [
+        (&["serve", "--model", "foo"][..], "unknown model 'foo'"),
+        (&["load", "--threads", "0"][..], "--threads"),
+        (&["completions", "tcsh"][..], "tcsh"),
+    ] {
+        assert_usage_error(&iomodels(args), &[needle]);
+    }
+    // Found by the command after parsing: the same status and layout, with the subcommand's
+    // usage as clap's own errors of that kind have.
+    for (args, needle) in [
+        (&["bench", "--models", "foo"][..], "unknown model 'foo'"),
+        (
+            &["bench", "--scenario", "nope"][..],
+            "unknown scenario 'nope'",
+        ),
+        (&["load", "--size", "0"][..], "--size must be at least 1"),
+        (&["load", "--udp", "--idle"][..], "drop --udp"),
+        (&["manpage", "nope"][..], "no command 'nope'"),
+    ] {
+        let out = iomodels(args);
+        assert_usage_error(&out, &[needle]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let usage = format!("Usage: iomodels {} ", args[0]);
+        assert!(err.lines().any(|l| l.starts_with(&usage)), "{err}");
+    }
+}
+
+/// Help keeps clap's layout: one line per flag, and each default said once (`--threads` had
+/// two: its own words and clap's `[default: 0]`).
+#[test]
+fn load_help_keeps_the_layout_and_says_one_default_for_threads() {
+    let out = iomodels(&["load", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.lines().count() > 20, "{help}");
+    let threads = help
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("--threads"))
+        .take_while(|l| !l.trim_start().starts_with("--json"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(threads.matches("[default:").count(), 1, "{threads}");
+    assert!(threads.contains("[default: one per CPU"), "{threads}");
+}
+
+// ---- Shell completions and the manual page, generated from the clap definitions ----
+
+#[test]
+fn bash_completion_names_the_subcommands_and_flags_and_is_valid_bash() {
+    let out = iomodels(&["completions", "bash"]);
+    assert!(out.status.success(), "{out:?}");
+    let script = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "serve",
+        "load",
+        "bench",
+        "models",
+        "udp",
+        "--max-conns",
+        "--conns",
+    ] {
+        assert!(script.contains(word), "{word} missing");
+    }
+    assert!(!script.contains("tokio-reference"), "a hidden subcommand");
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("iomodels.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn every_shell_gets_a_completion_script() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = iomodels(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("iomodels") && script.contains("max-conns"),
+            "{shell}: {script}"
+        );
+    }
+}
+
+/// `groff -k -man -Tutf8` (what `man -l -` runs) renders `iomodels manpage`, and a
+/// subcommand's page, without a warning. (scripts/test.sh installs groff-base.)
+#[test]
+fn the_manual_pages_render_with_groff() {
+    for (args, title, words) in [
+        (
+            &["manpage"][..],
+            "iomodels(1)",
+            &["SYNOPSIS", "iomodels-serve(1)", "iomodels-load(1)"][..],
+        ),
+        (
+            &["manpage", "serve"][..],
+            "iomodels-serve(1)",
+            &["--max-conns <N>", "--model <MODEL>"][..],
+        ),
+        (
+            &["manpage", "load"][..],
+            "iomodels-load(1)",
+            &["--connect <ADDR>"][..],
+        ),
+    ] {
+        let roff = iomodels(args);
+        assert!(roff.status.success(), "{roff:?}");
+        assert!(roff.stdout.starts_with(b".ie"), "not roff");
+        let mut groff = Command::new("groff")
+            .args(["-k", "-man", "-Tutf8", "-ww", "-P-cbou"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("groff (Debian: groff-base; scripts/test.sh installs it)");
+        groff.stdin.take().unwrap().write_all(&roff.stdout).unwrap();
+        let out = groff.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "groff warned");
+        let page = String::from_utf8(out.stdout).unwrap();
+        assert!(page.starts_with(title), "{page}");
+        for word in words {
+            assert!(page.contains(word), "{word} missing in:\n{page}");
+        }
+    }
+}
+
+// ---- Small ones: the models table, localhost ----
+
+/// Every column of `iomodels models` starts where its header does, after at least two spaces,
+/// whatever the longest mechanism's name (overlapped-routine's ran into AVAILABLE).
+#[test]
+fn the_models_table_columns_never_run_together() {
+    let out = iomodels(&["models"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let mut rows = table.lines().take_while(|l| !l.is_empty());
+    let header = rows.next().unwrap();
+    let cols: Vec<usize> = ["MECHANISM", "AVAILABLE"]
+        .iter()
+        .map(|h| header.find(h).unwrap())
+        .collect();
+    for row in rows {
+        for &c in &cols {
+            assert_eq!(&row[c - 2..c], "  ", "columns run together in {row:?}");
+            assert_ne!(&row[c..c + 1], " ", "a column starts late in {row:?}");
+        }
+    }
+}
+
+/// `load --connect localhost:P` tries every address localhost resolves to, in order: it
+/// reaches a server on [::1] only and one on 127.0.0.1 only, whichever the resolver lists
+/// first. Run in a mount namespace whose /etc/hosts gives localhost both addresses (this
+/// machine's may give one).
+#[test]
+fn load_localhost_tries_every_address_in_order() {
+    let hosts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hosts-localhost");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n::1 localhost\n").unwrap();
+    let probe = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/hosts && getent ahosts localhost",
+            hosts.display()
+        ))
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        eprintln!(
+            "skipped: no mount namespace here ({})",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+        return;
+    }
+    let resolved = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        resolved.contains("::1") && resolved.contains("127.0.0.1"),
+        "{resolved}"
+    );
+    for listen in ["[::1]:0", "127.0.0.1:0"] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--model", "event-select", "--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let s = Served::spawn(cmd);
+        let out = Command::new("timeout")
+            .args(["60", "unshare", "-m", "sh", "-c"])
+            .arg(format!(
+                "mount --bind {} /etc/hosts && exec {BIN} load --connect localhost:{} \
+                 --messages 5 --json",
+                hosts.display(),
+                s.addr.port()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "against {listen}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["messages"], 5, "against {listen}: {v}");
+        assert_eq!(v["mismatches"], 0);
+        assert!(s.terminate().success());
+    }
+}

@@ -319,7 +319,7 @@ impl Participant {
                 a
             }
             Participant::Tokio => {
-                let mut a = vec!["serve-reference".to_string()];
+                let mut a = vec!["tokio-reference".to_string()];
                 a.extend(listen);
                 a
             }

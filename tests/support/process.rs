@@ -8,7 +8,6 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 /// The longest any child may take to get ready or to finish.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
