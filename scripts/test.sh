@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs the Debian packages the tests use as real peers (socat, openssl,
-# iperf) and for network namespaces (iproute2), when missing, runs every test of the workspace on Linux, then the Windows tests under Wine
+# iperf), for network namespaces (iproute2) and to render the man page (groff-base), when missing, runs every test of the workspace on Linux, then the Windows tests under Wine
 # (scripts/test-windows.sh, which installs its own toolchain and Wine). Extra arguments go to
 # the Linux `cargo test`. IOMODELS_SKIP_WINDOWS=1 runs the Linux half only.
 set -euo pipefail
@@ -11,6 +11,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v iperf >/dev/null 2>&1 || missing+=(iperf)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# tests/cli.rs renders `iomodels manpage` with groff, as `man -l -` does.
+command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]}" >&2
   sudo=""

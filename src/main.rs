@@ -1155,7 +1155,7 @@ fn load_verdict(
     // Nothing got through TLS: the reason (a refused certificate, a missing client
     // certificate) is the whole answer.
     if let (Some(why), 0) = (&report.tls_error, report.messages) {
-        return Err(anyhow!("TLS handshake with {} failed: {why}", connect));
+        return Err(anyhow!("TLS handshake with {connect} failed: {why}"));
     }
     // Every socket met an ICMP port unreachable and nothing came back: nobody is there.
     if let Some(u) = &report.udp {
@@ -1231,7 +1231,7 @@ fn load_idle(args: &LoadArgs, connect: SocketAddr) -> Result<()> {
         )));
     }
     let cfg = iomodels_load::IdleConfig {
-        connect: connect,
+        connect,
         conns,
         hold: args.duration,
         echo_every: args.echo_every,
@@ -1256,7 +1256,7 @@ fn load_idle(args: &LoadArgs, connect: SocketAddr) -> Result<()> {
         None => idle::per_process(),
     };
     let report = idle::hold_split(&cfg, per_process, &stop, &mut |_| {})
-        .with_context(|| format!("idle connections to {}", connect))?;
+        .with_context(|| format!("idle connections to {connect}"))?;
     if args.json {
         println!("{}", report.to_json());
     } else {
