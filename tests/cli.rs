@@ -138,14 +138,14 @@ per_model! {
 }
 
 #[test]
-fn an_unknown_model_is_one_line_naming_the_choices() {
+fn an_unknown_model_is_a_usage_error_naming_the_choices() {
     let out = iomodels(&["serve", "--model", "iocp"]);
     assert_usage_error(&out, &["unknown model 'iocp'"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("event-select"));
 }
 
 #[test]
-fn an_unparsable_address_is_one_line() {
+fn an_unparsable_address_is_a_usage_error() {
     assert_usage_error(&iomodels(&["serve", "--listen", "nowhere"]), &["no port"]);
     assert_usage_error(
         &iomodels(&["serve", "--listen", "300.1.1.1:80"]),
@@ -233,7 +233,7 @@ fn a_model_not_available_here_is_one_line_saying_why() {
 }
 
 #[test]
-fn a_bad_byte_count_is_one_line() {
+fn a_bad_byte_count_is_a_usage_error() {
     assert_usage_error(
         &iomodels(&["serve", "--max-pending", "lots"]),
         &["byte count"],
@@ -551,7 +551,7 @@ fn bench_help_names_c100k_and_its_size_flag() {
 }
 
 #[test]
-fn a_bad_buffer_ring_is_one_line() {
+fn a_bad_buffer_ring_is_a_usage_error() {
     assert_usage_error(
         &iomodels(&["serve", "--recv-buffers", "100x4KiB"]),
         &["power of two"],
@@ -563,7 +563,7 @@ fn a_bad_buffer_ring_is_one_line() {
 }
 
 #[test]
-fn a_bad_batch_wait_or_recv_incremental_is_one_line() {
+fn a_bad_batch_wait_or_recv_incremental_is_a_usage_error() {
     for (args, needles) in [
         (&["--batch-wait", "1s"][..], &["too long", "100ms"][..]),
         (&["--batch-wait", "500ns"][..], &["unknown unit"][..]),
@@ -759,7 +759,7 @@ fn serve_help_names_the_limits_and_their_defaults() {
 }
 
 #[test]
-fn bad_limit_values_fail_with_one_line() {
+fn bad_limit_values_are_usage_errors() {
     for (args, needle) in [
         (&["--max-conns", "0"][..], "--max-conns"),
         (&["--max-conns", "many"][..], "--max-conns"),

@@ -1,4 +1,5 @@
-//! `iomodels load --tls` as a user meets it: the flag errors (one line each), a run against
+//! `iomodels load --tls` as a user meets it: the flag errors (usage errors, exit 2; a file
+//! that cannot be read or used: one line, exit 1), a run against
 //! `iomodels serve --tls-self-signed` in echo and in --handshakes mode, mutual TLS with
 //! certificate files, and the certificates a client must refuse, each ending the run with one
 //! line that names the problem.
@@ -139,7 +140,7 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 #[test]
-fn tls_without_tls_ca_is_one_line_saying_what_to_add() {
+fn tls_without_tls_ca_is_a_usage_error_saying_what_to_add() {
     // (In an empty directory: no iomodels-self-signed.pem to default to.)
     support::assert_usage_error(
         &iomodels(&["load", "--tls"]),
@@ -176,7 +177,7 @@ fn load_tls_trusts_the_self_signed_file_serve_wrote_in_its_directory() {
 }
 
 #[test]
-fn a_tls_option_without_tls_is_one_line() {
+fn a_tls_option_without_tls_is_a_usage_error() {
     support::assert_usage_error(
         &iomodels(&["load", "--tls-ca", "ca.pem"]),
         &["--tls-ca is a TLS option: add --tls"],
@@ -202,13 +203,13 @@ fn a_ca_file_without_a_certificate_is_one_line() {
 }
 
 #[test]
-fn a_client_certificate_without_its_key_is_one_line() {
+fn a_client_certificate_without_its_key_is_a_usage_error() {
     let out = iomodels(&["load", "--tls", "--tls-ca", "a.pem", "--tls-cert", "c.pem"]);
     support::assert_usage_error(&out, &["--tls-key"]);
 }
 
 #[test]
-fn handshakes_without_tls_are_refused_with_one_line() {
+fn handshakes_without_tls_are_a_usage_error() {
     support::assert_usage_error(
         &iomodels(&["load", "--handshakes"]),
         &["--handshakes measures TLS handshakes: add --tls --tls-ca FILE"],

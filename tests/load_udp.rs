@@ -114,7 +114,7 @@ fn nobody_at_the_port_is_one_line_not_a_count_of_losses() {
 }
 
 #[test]
-fn udp_flag_combinations_that_make_no_sense_are_one_line_errors() {
+fn udp_flag_combinations_that_make_no_sense_are_usage_errors() {
     let cases: [(&[&str], &[&str]); 6] = [
         (&["--size", "7"], &["--size", "at least 8"]),
         (&["--size", "65508"], &["--size", "at most 65507"]),

@@ -587,14 +587,14 @@ fn serve_bounded(args: &[&str]) -> Output {
 }
 
 #[test]
-fn tls_cert_without_tls_key_is_one_line() {
+fn tls_cert_without_tls_key_is_a_usage_error() {
     let pki = Pki::new("flag-cert-only");
     let out = serve_bounded(&["--tls-cert", s(&pki.server_cert)]);
     assert_usage_error(&out, &["--tls-key", "required"]);
 }
 
 #[test]
-fn tls_key_without_tls_cert_is_one_line() {
+fn tls_key_without_tls_cert_is_a_usage_error() {
     let pki = Pki::new("flag-key-only");
     let out = serve_bounded(&["--tls-key", s(&pki.server_key)]);
     assert_usage_error(&out, &["--tls-cert", "required"]);
@@ -676,7 +676,7 @@ fn a_key_that_does_not_match_the_certificate_is_one_line() {
 }
 
 #[test]
-fn tls_client_ca_without_tls_is_one_line() {
+fn tls_client_ca_without_tls_is_a_usage_error() {
     let pki = Pki::new("flag-client-ca");
     let out = serve_bounded(&["--tls-client-ca", s(&pki.ca)]);
     assert_usage_error(&out, &["--tls-client-ca", "needs TLS"]);
