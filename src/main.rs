@@ -1,7 +1,9 @@
 //! `iomodels`: serve with any socket I/O model, list the models, generate load.
 //!
 //! Every subcommand is a thin shell over a library: `serve` over `iomodels-server`, `load` over
-//! `iomodels-load`. Errors end the process with one line on stderr and a non-zero status.
+//! `iomodels-load`. A usage error (clap's own, or a [`UsageError`] found after parsing) is
+//! printed in clap's layout and exits 2; a runtime failure ends the process with one line on
+//! stderr and status 1.
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -541,10 +543,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load(args),
         Command::Bench(args) => bench::command(args),
         Command::Udp(args) => udp::command(args),
-        Command::Completions(args) => {
-            completions(args.shell);
-            Ok(())
-        }
+        Command::Completions(args) => completions(args.shell),
         Command::Manpage(args) => manpage(args),
         #[cfg(all(feature = "tokio-reference", unix))]
         Command::ServeReference(args) => {
@@ -631,13 +630,18 @@ fn usage_error(matches: &clap::ArgMatches, msg: &str) -> clap::Error {
 
 /// `iomodels completions SHELL`: the completion script, generated from the clap definitions.
 /// Hidden subcommands (`bench`'s tokio-reference) are left out: clap_complete would offer them.
-fn completions(shell: clap_complete::Shell) {
+fn completions(shell: clap_complete::Shell) -> Result<()> {
     let full = Cli::command();
     let mut cmd = clap::Command::new("iomodels")
         .version(env!("CARGO_PKG_VERSION"))
         .args(full.get_arguments().cloned())
         .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
-    clap_complete::generate(shell, &mut cmd, "iomodels", &mut std::io::stdout());
+    // Into a buffer first: clap_complete panics on a failed write (a full or closed stdout).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "iomodels", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .context("cannot write the completion script")
 }
 
 /// `iomodels manpage [COMMAND]`: iomodels(1), or a subcommand's page (iomodels-serve(1), ...),

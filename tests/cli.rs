@@ -1096,6 +1096,12 @@ fn every_shell_gets_a_completion_script() {
             "{shell}: {script}"
         );
     }
+    // A stdout that cannot take it: a runtime failure in one line, not a panic.
+    for args in [&["completions", "bash"][..], &["manpage"][..]] {
+        let full = std::fs::File::create("/dev/full").unwrap();
+        let out = Command::new(BIN).args(args).stdout(full).output().unwrap();
+        assert_one_line_error(&out, &["cannot write", "No space left on device"]);
+    }
 }
 
 /// `groff -k -man -Tutf8` (what `man -l -` runs) renders `iomodels manpage`, and a
