@@ -221,7 +221,8 @@ udp_tool() {
   fi
   timeout 60 "${rx[@]}" udp recv "${join[@]}" --count 200 --duration 30s --json >"$echoed" 2>"$peer_err" &
   rpid=$!
-  for _ in $(seq 150); do grep -q 'listening on' "$peer_err" && break; sleep 0.1; done
+  # A bound on a hang, not a timing: a Wine start on a loaded machine took over 15 s once.
+  for _ in $(seq 600); do grep -q 'listening on' "$peer_err" && break; sleep 0.1; done
   if ! grep -q 'listening on' "$peer_err"; then
     echo "$name: the receiver did not start: $(head -c 300 "$peer_err")" >&2
     ok=0

@@ -257,12 +257,14 @@ fn broadcast_reaches_every_other_namespace_and_needs_the_flag() {
         BIN,
         &["udp", "send", "--to", "10.77.0.255:5001", "--count", "1"],
     );
-    assert!(!err.0.success());
+    // A usage error: clap's layout (the cause first, then the usage), exit 2.
+    assert_eq!(err.0.code(), Some(2), "{}", err.2);
     assert_eq!(
-        err.2.trim(),
+        err.2.lines().next().unwrap_or(""),
         "error: 10.77.0.255 is a broadcast address: add --broadcast (the kernel refuses \
          broadcast without SO_BROADCAST: EACCES)"
     );
+    assert!(err.2.contains("Usage: iomodels udp send"), "{}", err.2);
     let receivers: Vec<Proc> = (1..3)
         .map(|i| {
             receiver(
