@@ -45,16 +45,14 @@
 mod common;
 
 use common::{
-    client_hello, connect, echo_messages, good_client, is_reset, is_timeout, ping, server_tls,
-    tls_ping, try_connect, wait_for, Rng, TlsClient, Variant, CLIENT_TIMEOUT,
+    alone, cap_slack, client_hello, connect, echo_messages, good_client, is_reset, is_timeout,
+    ping, server_tls, shared, tls_ping, try_connect, wait_for, Bystander, Variant, CLIENT_TIMEOUT,
 };
-use iomodels_server::{
-    AcceptMode, Model, RunningServer, Server, ServerConfig, ServerError, StatsSnapshot,
-};
+use iomodels_server::{Model, RunningServer, Server, ServerConfig, ServerError, StatsSnapshot};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -73,24 +71,6 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How often a trickled handshake sends one more byte.
 const HANDSHAKE_TRICKLE_EVERY: Duration = Duration::from_millis(300);
-
-/// The heavy cases (thousands of descriptors and threads) take the process alone; the others
-/// share it.
-static PROCESS: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    common::watch_server_panics();
-    // A case that failed while holding it poisons it; the others still run.
-    PROCESS.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn alone() -> RwLockWriteGuard<'static, ()> {
-    common::watch_server_panics();
-    let guard = PROCESS.write().unwrap_or_else(|e| e.into_inner());
-    // Both ends of every connection are in this process.
-    let _ = iomodels_server::sys::raise_nofile_limit();
-    guard
-}
 
 /// Silent connections, and as many trickling ones, of a slowloris against `v` (module doc).
 fn slowloris_count(v: Variant) -> usize {
@@ -123,28 +103,6 @@ fn start_with_cap(v: Variant, tweak: impl FnOnce(&mut ServerConfig)) -> (Running
     let server = Server::bind(config).expect("bind a loopback port");
     let cap = server.max_conns();
     (server.spawn().expect("spawn the server thread"), cap)
-}
-
-/// How many connections past the cap the variant may admit in a race: `completion-port` with
-/// a listener per worker (`SO_REUSEPORT`) keeps one accept posted per worker within the room
-/// each sees, so two workers can both take the last place (as `limits.rs` says).
-fn cap_slack(v: Variant) -> usize {
-    let mut c = ServerConfig {
-        model: v.model,
-        ..ServerConfig::default()
-    };
-    (v.configure)(&mut c);
-    if cfg!(target_os = "linux")
-        && c.model == Model::CompletionPort
-        && c.accept_mode == AcceptMode::ReusePort
-    {
-        let workers = c
-            .workers
-            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
-        workers.saturating_sub(1)
-    } else {
-        0
-    }
 }
 
 /// The process's resident set in KiB (server and test clients together), where it can be read.
@@ -463,57 +421,6 @@ fn slowloris(v: Variant, idle: Option<Duration>) -> Slowloris {
     Slowloris { count, st }
 }
 
-/// A good TLS client echoing on a thread of its own from before the attack until told to
-/// stop (after one more echo at least); bounded to two minutes.
-struct TlsBystander {
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Result<u64, String>>,
-}
-
-impl TlsBystander {
-    fn start(addr: SocketAddr) -> TlsBystander {
-        let mut s = TlsClient::connect(addr, good_client()).expect("the bystander's handshake");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || -> Result<u64, String> {
-            let mut rng = Rng::seeded(78);
-            let mut back = [0u8; 512];
-            let end = Instant::now() + Duration::from_secs(120);
-            let mut echoed = 0u64;
-            while Instant::now() < end && !(flag.load(Ordering::SeqCst) && echoed > 0) {
-                let msg = rng.bytes(back.len());
-                s.write_all(&msg)
-                    .map_err(|e| format!("bystander: send #{echoed}: {e}"))?;
-                s.read_exact(&mut back)
-                    .map_err(|e| format!("bystander: recv #{echoed}: {e}"))?;
-                if back[..] != msg[..] {
-                    return Err(format!("bystander: echo #{echoed} differs"));
-                }
-                echoed += 1;
-                thread::sleep(Duration::from_millis(5));
-            }
-            s.close_notify()
-                .map_err(|e| format!("bystander: close_notify: {e}"))?;
-            let rest = s
-                .read_to_close_notify()
-                .map_err(|e| format!("bystander: read to close_notify: {e}"))?;
-            if !rest.is_empty() {
-                return Err(format!("bystander: {} bytes after its echoes", rest.len()));
-            }
-            Ok(echoed)
-        });
-        TlsBystander { stop, thread }
-    }
-
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .join()
-            .expect("the bystander panicked")
-            .unwrap_or_else(|e| panic!("the good client beside the attack was disturbed: {e}"))
-    }
-}
-
 /// One half-handshake of the handshake slowloris.
 struct HalfHandshake {
     sock: TcpStream,
@@ -615,7 +522,7 @@ mod cases {
             "{count} handshakes do not fit the cap {cap}"
         );
         let addr = server.addr;
-        let bystander = TlsBystander::start(addr);
+        let bystander = Bystander::start(addr, good_client(), "localhost");
         let rss_before = rss_kib();
         let started = Instant::now();
         let mut peers: Vec<HalfHandshake> = (0..count)

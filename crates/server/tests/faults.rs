@@ -17,14 +17,14 @@
 mod common;
 
 use common::{
-    check_echo, check_random_chunks_echo, clients, connect, echo_messages, echo_through, ping,
-    reset, wait_for, Rng, Variant, CLIENT_TIMEOUT,
+    alone, check_echo, check_random_chunks_echo, clients, connect, echo_messages, echo_through,
+    ping, reset, shared, wait_for, Rng, Variant, CLIENT_TIMEOUT,
 };
 use iomodels_server::{Model, RunningServer, ServerConfig, StatsSnapshot};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,22 +37,6 @@ const SETTLE: Duration = Duration::from_secs(20);
 
 /// What [`idle_ops`]' client sends: every case's first connection.
 const WARM_UP: &[u8] = b"warm-up";
-
-/// The process's resources, shared by the cases running in parallel: most cases take it
-/// [`shared`]; a case that counts the process's descriptors, or holds thousands of sockets,
-/// runs [`alone`]. Either also starts counting panics of server threads (checked at stop).
-static PROCESS: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    common::watch_server_panics();
-    // A case that failed while holding it poisons it; the others still run.
-    PROCESS.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn alone() -> RwLockWriteGuard<'static, ()> {
-    common::watch_server_panics();
-    PROCESS.write().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Descriptors this process has open (`/proc/self/fd`), server and clients together.
 #[cfg(target_os = "linux")]

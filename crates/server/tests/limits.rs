@@ -8,33 +8,10 @@ mod common;
 
 use common::Variant;
 
-use common::{clients, connect, ping, wait_for, CLIENT_TIMEOUT};
-use iomodels_server::{AcceptMode, Model, ServerConfig};
+use common::{cap_slack, clients, connect, ping, wait_for, CLIENT_TIMEOUT};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// How many connections past the cap the variant may admit in a race: `completion-port` with
-/// a listener per worker (`SO_REUSEPORT`) keeps one accept posted per worker within the room
-/// each sees, so two workers can both take the last place.
-fn cap_slack(v: Variant) -> usize {
-    let mut c = ServerConfig {
-        model: v.model,
-        ..ServerConfig::default()
-    };
-    (v.configure)(&mut c);
-    if cfg!(target_os = "linux")
-        && c.model == Model::CompletionPort
-        && c.accept_mode == AcceptMode::ReusePort
-    {
-        let workers = c
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        workers.saturating_sub(1)
-    } else {
-        0
-    }
-}
 
 mod cases {
     use super::*;

@@ -20,16 +20,14 @@ use common::Variant;
 use common::{
     client_hello, client_in_2001, client_tls, connect, finish_raw, good_client, is_reset,
     read_raw_to_end, records, rustls_error, server_tls, server_tls_with, tls_clients, tls_ping_as,
-    wait_for, Identity, Rng, TlsClient, BOTH, CLIENT_TIMEOUT, TLS12, TLS13,
+    wait_for, Bystander, Identity, Rng, TlsClient, BOTH, CLIENT_TIMEOUT, TLS12, TLS13,
 };
 use iomodels_core::rustls::{self, AlertDescription, CertificateError, ClientConfig};
 use iomodels_server::RunningServer;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How long the server may take to end and count the offending connection (generous: Wine is
 /// slow, and nothing here depends on it being quick).
@@ -49,75 +47,6 @@ impl Good {
             config: good_client(),
             name: "localhost",
         }
-    }
-}
-
-/// A good client echoing on a thread of its own, 512-byte messages with a short pause between
-/// them, from before the bad input until [`Bystander::finish`].
-struct Bystander {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<u64, String>>,
-}
-
-impl Bystander {
-    /// Connects and handshakes (waiting for that), then echoes in the background.
-    fn start(addr: SocketAddr, good: &Good) -> Bystander {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (config, name, flag) = (Arc::clone(&good.config), good.name, Arc::clone(&stop));
-        let thread = thread::Builder::new()
-            .stack_size(1 << 20)
-            .spawn(move || -> Result<u64, String> {
-                let client = TlsClient::connect_as(addr, config, name);
-                let _ = ready_tx.send(client.is_ok());
-                let mut s = client.map_err(|e| format!("bystander: connect: {e}"))?;
-                let mut rng = Rng::seeded(77);
-                let mut back = [0u8; 512];
-                // Bounded: it stops when told, or after two minutes whatever happens.
-                let end = Instant::now() + Duration::from_secs(120);
-                let mut echoed = 0u64;
-                while Instant::now() < end && !(flag.load(Ordering::SeqCst) && echoed > 0) {
-                    let msg = rng.bytes(back.len());
-                    s.write_all(&msg)
-                        .map_err(|e| format!("bystander: send #{echoed}: {e}"))?;
-                    s.read_exact(&mut back)
-                        .map_err(|e| format!("bystander: recv #{echoed}: {e}"))?;
-                    if back[..] != msg[..] {
-                        return Err(format!("bystander: echo #{echoed} differs"));
-                    }
-                    echoed += 1;
-                    thread::sleep(Duration::from_millis(5));
-                }
-                s.close_notify()
-                    .map_err(|e| format!("bystander: close_notify: {e}"))?;
-                let rest = s
-                    .read_to_close_notify()
-                    .map_err(|e| format!("bystander: read to close_notify: {e}"))?;
-                if !rest.is_empty() {
-                    return Err(format!("bystander: {} bytes after its echoes", rest.len()));
-                }
-                Ok(echoed)
-            })
-            .expect("spawn the bystander");
-        let ready = ready_rx.recv_timeout(CLIENT_TIMEOUT * 2);
-        assert!(
-            ready == Ok(true),
-            "the bystander could not connect: {:?}",
-            thread.join()
-        );
-        Bystander { stop, thread }
-    }
-
-    /// Stops it after one more echo at least; fails the test if it was not served throughout.
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        let echoed = self
-            .thread
-            .join()
-            .expect("the bystander panicked")
-            .unwrap_or_else(|e| panic!("the good client beside the bad input was disturbed: {e}"));
-        assert!(echoed > 0);
-        echoed
     }
 }
 
@@ -190,7 +119,7 @@ fn run_case_with(
         c.tls = Some(tls);
         tweak(c);
     });
-    let bystander = Bystander::start(server.addr, &good);
+    let bystander = Bystander::start(server.addr, Arc::clone(&good.config), good.name);
     bad(server.addr);
     let st = settle(&server, 1, expect);
     // A new client while the bystander still runs, then the bystander's end.

@@ -356,6 +356,49 @@ fn is_server_thread(name: &str) -> bool {
         || name.contains("-group-")
 }
 
+/// The process's resources, shared by the cases of a test binary running in parallel: most
+/// cases take it [`shared`]; a case that counts the process's descriptors, or holds thousands
+/// of sockets, runs [`alone`]. Either also starts counting panics of server threads (checked
+/// at stop).
+static PROCESS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    watch_server_panics();
+    // A case that failed while holding it poisons it; the others still run.
+    PROCESS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`shared`]'s other side, with the descriptor limit raised to the hard one: both ends of
+/// every connection a heavy case opens are in this process.
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    watch_server_panics();
+    let guard = PROCESS.write().unwrap_or_else(|e| e.into_inner());
+    let _ = iomodels_server::sys::raise_nofile_limit();
+    guard
+}
+
+/// How many connections past the cap the variant may admit in a race: `completion-port` with
+/// a listener per worker (`SO_REUSEPORT`) keeps one accept posted per worker within the room
+/// each sees, so two workers can both take the last place.
+pub fn cap_slack(v: Variant) -> usize {
+    let mut c = ServerConfig {
+        model: v.model,
+        ..ServerConfig::default()
+    };
+    (v.configure)(&mut c);
+    if cfg!(target_os = "linux")
+        && c.model == Model::CompletionPort
+        && c.accept_mode == iomodels_server::AcceptMode::ReusePort
+    {
+        let workers = c
+            .workers
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        workers.saturating_sub(1)
+    } else {
+        0
+    }
+}
+
 static SERVER_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Starts counting panics on server threads (once per test binary). A panic on a thread the
@@ -964,6 +1007,82 @@ pub mod tls {
             })
             .collect();
         ClientsReport::collect(threads)
+    }
+
+    /// A good TLS client echoing on a thread of its own, 512-byte messages with a short pause
+    /// between them, from before a bad input or an attack until [`Bystander::finish`]; bounded
+    /// to two minutes whatever happens.
+    pub struct Bystander {
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        thread: thread::JoinHandle<Result<u64, String>>,
+    }
+
+    impl Bystander {
+        /// Connects and handshakes as a client of `server_name` (waiting for that), then
+        /// echoes in the background.
+        pub fn start(addr: SocketAddr, config: Arc<ClientConfig>, server_name: &str) -> Bystander {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            let stop = Arc::new(AtomicBool::new(false));
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let (name, flag) = (server_name.to_string(), Arc::clone(&stop));
+            let thread = thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn(move || -> Result<u64, String> {
+                    let client = TlsClient::connect_as(addr, config, &name);
+                    let _ = ready_tx.send(client.is_ok());
+                    let mut s = client.map_err(|e| format!("bystander: connect: {e}"))?;
+                    let mut rng = Rng::seeded(77);
+                    let mut back = [0u8; 512];
+                    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                    let mut echoed = 0u64;
+                    while std::time::Instant::now() < end
+                        && !(flag.load(Ordering::SeqCst) && echoed > 0)
+                    {
+                        let msg = rng.bytes(back.len());
+                        s.write_all(&msg)
+                            .map_err(|e| format!("bystander: send #{echoed}: {e}"))?;
+                        s.read_exact(&mut back)
+                            .map_err(|e| format!("bystander: recv #{echoed}: {e}"))?;
+                        if back[..] != msg[..] {
+                            return Err(format!("bystander: echo #{echoed} differs"));
+                        }
+                        echoed += 1;
+                        thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    s.close_notify()
+                        .map_err(|e| format!("bystander: close_notify: {e}"))?;
+                    let rest = s
+                        .read_to_close_notify()
+                        .map_err(|e| format!("bystander: read to close_notify: {e}"))?;
+                    if !rest.is_empty() {
+                        return Err(format!("bystander: {} bytes after its echoes", rest.len()));
+                    }
+                    Ok(echoed)
+                })
+                .expect("spawn the bystander");
+            let ready = ready_rx.recv_timeout(CLIENT_TIMEOUT * 2);
+            assert!(
+                ready == Ok(true),
+                "the bystander could not connect: {:?}",
+                thread.join()
+            );
+            Bystander { stop, thread }
+        }
+
+        /// Stops it after one more echo at least and returns how many it echoed; fails the
+        /// test if it was not served throughout.
+        pub fn finish(self) -> u64 {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let echoed = self
+                .thread
+                .join()
+                .expect("the bystander panicked")
+                .unwrap_or_else(|e| {
+                    panic!("the good client beside the bad input was disturbed: {e}")
+                });
+            assert!(echoed > 0);
+            echoed
+        }
     }
 
     /// One TLS client that echoes `msg`, closes with `close_notify` and checks the server's;
