@@ -14,28 +14,11 @@ cd "$(dirname "$0")/.."
 root=$PWD
 started=$(date +%s)
 
-# 1. Packages.
-missing=()
-for p in rustc-web cargo-web rust-web-src gcc-mingw-w64-x86-64 wine wine64 socat; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "scripts/test-windows.sh: installing ${missing[*]}" >&2
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-# 2. The toolchain: Debian's rustc 1.96 with its own std sources, built for the target
-# (-Zbuild-std), linked by mingw, run by Wine. A target directory of its own, so the Linux
-# build (rustup's toolchain) and this one never invalidate each other.
-export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR="${IOMODELS_WINDOWS_TARGET_DIR:-$root/target/windows}"
-export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+# 1. Packages and 2. the toolchain (scripts/windows/toolchain.sh): Debian's rustc with its own
+# std sources, built for the target (-Zbuild-std), linked by mingw, run by Wine.
+. scripts/windows/toolchain.sh
+windows_toolchain scripts/test-windows.sh wine wine64 socat
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
-cargo=/usr/bin/cargo
-target=(-Zbuild-std=std,panic_abort --target x86_64-pc-windows-gnu)
 
 # 3. Wine: a private prefix, no display, no debug chatter; the ProcessPrng shim in it.
 export WINEPREFIX="${IOMODELS_WINE_PREFIX:-$root/target/wine-prefix}"

@@ -46,6 +46,17 @@ pub struct Arrival {
     pub ifindex: u32,
 }
 
+#[cfg(test)]
+impl Arrival {
+    /// `addr` (parsed) on interface `ifindex`: the tests' shorthand.
+    pub(crate) fn at(addr: &str, ifindex: u32) -> Arrival {
+        Arrival {
+            addr: addr.parse().expect("an IP address"),
+            ifindex,
+        }
+    }
+}
+
 /// The source an answer to a datagram that arrived as `a` is sent from, sans I/O: its local
 /// address, unless that is a multicast, broadcast or unspecified one, which no datagram may be
 /// sent from (`None`: the OS picks, as without packet information). The interface is kept only
@@ -72,29 +83,31 @@ pub fn reply_source(a: Arrival) -> Option<Arrival> {
 mod tests {
     use super::*;
 
-    fn at(addr: &str, ifindex: u32) -> Arrival {
-        Arrival {
-            addr: addr.parse().unwrap(),
-            ifindex,
-        }
-    }
-
     #[test]
     fn an_answer_leaves_from_the_unicast_address_the_datagram_was_sent_to() {
-        assert_eq!(reply_source(at("127.0.0.2", 1)), Some(at("127.0.0.2", 0)));
-        assert_eq!(reply_source(at("::1", 1)), Some(at("::1", 0)));
         assert_eq!(
-            reply_source(at("2001:db8::5", 2)),
-            Some(at("2001:db8::5", 0))
+            reply_source(Arrival::at("127.0.0.2", 1)),
+            Some(Arrival::at("127.0.0.2", 0))
+        );
+        assert_eq!(
+            reply_source(Arrival::at("::1", 1)),
+            Some(Arrival::at("::1", 0))
+        );
+        assert_eq!(
+            reply_source(Arrival::at("2001:db8::5", 2)),
+            Some(Arrival::at("2001:db8::5", 0))
         );
         // Link-local: the interface is part of the address.
-        assert_eq!(reply_source(at("fe80::1", 3)), Some(at("fe80::1", 3)));
+        assert_eq!(
+            reply_source(Arrival::at("fe80::1", 3)),
+            Some(Arrival::at("fe80::1", 3))
+        );
     }
 
     #[test]
     fn an_answer_to_a_group_or_broadcast_datagram_leaves_from_the_os_pick() {
         for a in ["224.0.0.251", "255.255.255.255", "0.0.0.0", "ff02::1", "::"] {
-            assert_eq!(reply_source(at(a, 2)), None, "{a}");
+            assert_eq!(reply_source(Arrival::at(a, 2)), None, "{a}");
         }
     }
 }

@@ -249,16 +249,7 @@ mod tests {
 
     #[test]
     fn a_source_written_is_read_back() {
-        for from in [
-            Arrival {
-                addr: "127.0.0.2".parse().unwrap(),
-                ifindex: 0,
-            },
-            Arrival {
-                addr: "fe80::1".parse().unwrap(),
-                ifindex: 3,
-            },
-        ] {
+        for from in [Arrival::at("127.0.0.2", 0), Arrival::at("fe80::1", 3)] {
             let mut c = PacketInfo::default();
             let len = c.source(from);
             assert!(len <= PacketInfo::LEN);

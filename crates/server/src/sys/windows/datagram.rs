@@ -410,13 +410,6 @@ impl PacketInfo {
 mod tests {
     use super::*;
 
-    fn at(addr: &str, ifindex: u32) -> Arrival {
-        Arrival {
-            addr: addr.parse().unwrap(),
-            ifindex,
-        }
-    }
-
     #[test]
     fn the_control_layout_is_the_documented_wsa_cmsg_one() {
         // x64: a 16-byte WSACMSGHDR, data right after it, messages 8-aligned.
@@ -429,7 +422,11 @@ mod tests {
 
     #[test]
     fn a_source_written_is_read_back() {
-        for from in [at("127.0.0.2", 0), at("::1", 0), at("fe80::1", 3)] {
+        for from in [
+            Arrival::at("127.0.0.2", 0),
+            Arrival::at("::1", 0),
+            Arrival::at("fe80::1", 3),
+        ] {
             let mut c = PacketInfo::default();
             let len = c.source(from);
             assert!(len <= PacketInfo::LEN);
@@ -450,7 +447,7 @@ mod tests {
         c.0[12..16].copy_from_slice(&19i32.to_ne_bytes());
         c.0[16..20].copy_from_slice(&[127, 0, 0, 2]);
         c.0[20..24].copy_from_slice(&1u32.to_ne_bytes());
-        assert_eq!(c.arrival(24), Some(at("127.0.0.2", 1)));
+        assert_eq!(c.arrival(24), Some(Arrival::at("127.0.0.2", 1)));
         // Cut to less than one header or one message: nothing, never a panic.
         assert_eq!(c.arrival(8), None);
         assert_eq!(c.arrival(20), None);
@@ -465,12 +462,12 @@ mod tests {
     #[test]
     fn an_encoded_ipv4_message_is_byte_for_byte_in_pktinfo() {
         let mut c = PacketInfo::default();
-        assert_eq!(c.source(at("127.0.0.2", 0)), 24);
+        assert_eq!(c.source(Arrival::at("127.0.0.2", 0)), 24);
         assert_eq!(&c.0[..8], &24usize.to_ne_bytes());
         assert_eq!(&c.0[12..16], &19i32.to_ne_bytes());
         assert_eq!(&c.0[16..24], &[127, 0, 0, 2, 0, 0, 0, 0]);
         let mut c = PacketInfo::default();
-        assert_eq!(c.source(at("::1", 0)), 40);
+        assert_eq!(c.source(Arrival::at("::1", 0)), 40);
         assert_eq!(&c.0[..8], &36usize.to_ne_bytes());
         assert_eq!(&c.0[8..12], &41i32.to_ne_bytes());
         assert_eq!(c.0[31], 1);
