@@ -1,7 +1,10 @@
-//! Where a result came from, in every JSON this tool writes (`bench --json`, `load --json`,
-//! `udp recv --json`): the version, the git commit it was built from (`None` outside a
-//! checkout; `-modified` when the checkout had uncommitted changes; `build.rs`), and the
-//! machine it ran on.
+//! Where a result came from, in every JSON this tool writes (`bench --json`, `load --json`
+//! in every mode, `udp send|recv --json`, `udp discover --probe --json`): `build` — the
+//! version and the git commit it was built from (`None` outside a checkout; `-modified` when
+//! the checkout had uncommitted changes; `build.rs`) — and `machine`, the one it ran on (CPU
+//! model, cores, kernel, OS). One [`Build`] and one [`Machine`] type for all of them, so a
+//! reader parses them one way: the bench results embed the same two objects (bench's machine
+//! adds how it placed the processes), and [`stamped`] adds them to any other report.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +41,51 @@ impl std::fmt::Display for Build {
     }
 }
 
+/// The machine a result was measured on. The same keys in every JSON (bench's `machine`
+/// flattens this and adds its own two).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    /// CPU model name ([`cpu_model`]).
+    pub cpu_model: String,
+    /// Online CPUs.
+    pub cores: usize,
+    /// Kernel release ([`kernel`]).
+    pub kernel: String,
+    /// Operating system (`linux`, `windows`).
+    pub os: String,
+}
+
+impl Machine {
+    /// This machine.
+    pub fn this() -> Machine {
+        Machine {
+            cpu_model: cpu_model(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel: kernel(),
+            os: std::env::consts::OS.to_string(),
+        }
+    }
+}
+
+/// A report with this binary's `build` and this `machine` after its own keys.
+#[derive(Serialize)]
+struct Stamped<'a, T: Serialize> {
+    #[serde(flatten)]
+    report: &'a T,
+    build: Build,
+    machine: Machine,
+}
+
+/// `report` as one line of JSON, with `build` and `machine` added (see the module doc).
+pub fn stamped<T: Serialize>(report: &T) -> String {
+    let s = Stamped {
+        report,
+        build: build(),
+        machine: Machine::this(),
+    };
+    serde_json::to_string(&s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
 /// This binary's build.
 pub fn build() -> Build {
     Build {
@@ -63,8 +111,12 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The kernel release (Linux), or `unknown`.
+/// The kernel release (Linux; on Windows, what `OS` says, e.g. `Windows_NT`), or `unknown`.
 pub fn kernel() -> String {
+    #[cfg(windows)]
+    if let Ok(os) = std::env::var("OS") {
+        return os;
+    }
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
@@ -85,5 +137,26 @@ mod tests {
             "{c}"
         );
         assert_ne!(cpu_model(), "");
+    }
+
+    #[test]
+    fn a_stamped_report_keeps_its_keys_and_adds_build_and_machine() {
+        #[derive(Serialize)]
+        struct R {
+            elapsed_secs: f64,
+            error: Option<String>,
+        }
+        let v: serde_json::Value = serde_json::from_str(&stamped(&R {
+            elapsed_secs: 1.5,
+            error: None,
+        }))
+        .unwrap();
+        assert_eq!(v["elapsed_secs"], 1.5);
+        assert!(v["error"].is_null());
+        assert_eq!(v["build"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["machine"]["os"], std::env::consts::OS);
+        assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
+        let m: Machine = serde_json::from_value(v["machine"].clone()).unwrap();
+        assert_eq!(m, Machine::this());
     }
 }

@@ -1,5 +1,7 @@
 //! `iomodels udp`: the UDP tools (`send`, `recv`, `discover`), a thin shell over
-//! `iomodels-udp`: flags in, one report out (a table or `--json`), errors as one line.
+//! `iomodels-udp`: flags in, one report out (a table or `--json`, which carries `build` and
+//! `machine` as every JSON of this tool does: `about.rs`), errors as one line (an OS error in
+//! words with its errno name, e.g. `connection refused (ECONNREFUSED)`).
 //!
 //! SIGINT and SIGTERM (Ctrl-C on Windows) set a flag the tools poll at least every 50 ms:
 //! a receiver then prints what it saw and exits 0, as if its duration had passed.
@@ -216,7 +218,7 @@ fn send(a: SendArgs, stop: &AtomicBool) -> Result<()> {
     })?;
     let report = sender.run(stop)?;
     if a.json {
-        println!("{}", report.to_json());
+        println!("{}", crate::about::stamped(&report));
     } else {
         print!("{}", report.to_table());
     }
@@ -237,7 +239,7 @@ fn recv(a: RecvArgs, stop: &AtomicBool) -> Result<()> {
     ready(&format!("udp recv: {}", receiver.description()));
     let report = receiver.run(a.count, a.duration, stop)?;
     if a.json {
-        println!("{}", report.to_json());
+        println!("{}", crate::about::stamped(&report));
     } else {
         print!("{}", report.to_table());
     }
@@ -283,7 +285,7 @@ fn probe(a: DiscoverArgs, stop: &AtomicBool) -> Result<()> {
         stop,
     )?;
     if a.json {
-        println!("{}", report.to_json());
+        println!("{}", crate::about::stamped(&report));
     } else {
         print!("{}", report.to_table());
     }

@@ -109,7 +109,11 @@ fn nobody_at_the_port_is_one_line_not_a_count_of_losses() {
     let out = load_udp(&addr, &["--conns", "3", "--duration", "5s"]);
     assert_one_line_error(
         &out,
-        &["no UDP echo server at", &addr, "(connection refused)"],
+        &[
+            "no UDP echo server at",
+            &addr,
+            "connection refused (ECONNREFUSED)",
+        ],
     );
 }
 

@@ -94,7 +94,7 @@ fn recv_json_has_every_counter_and_the_latency_percentiles() {
             "latency_us.{key}: {r}"
         );
     }
-    assert!(r["elapsed_s"].as_f64().is_some());
+    assert!(r["elapsed_secs"].as_f64().is_some());
     assert_eq!(num(&r, "highest_seq"), 4);
     assert_eq!(r["run_id"].as_str().unwrap().len(), 16);
     assert!(r["sender"].as_str().unwrap().starts_with("127.0.0.1:"));

@@ -164,7 +164,7 @@ pub(crate) fn compare(old: &BenchResults, new: &BenchResults) -> Vec<Line> {
 pub(crate) fn render_text(old: &BenchResults, lines: &[Line]) -> String {
     let mut out = format!(
         "\ncompared with the baseline of {} ({}; {}): median [min–max], new / old\n",
-        old.date, old.command, old.machine.cpu_model
+        old.date, old.command, old.machine.host.cpu_model
     );
     if lines.is_empty() {
         out.push_str("  nothing to compare: no scenario and model ran in both\n");

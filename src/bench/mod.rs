@@ -526,17 +526,17 @@ fn echo_loop(p: &Participant, plan: &Plan, conns: usize, size: usize, udp: bool)
     let b = read(&mut server);
     server.stop();
     let mut s = Sample {
-        msgs_per_sec: Some(report.msgs_per_sec),
-        mb_per_sec: Some(report.mb_per_sec),
-        p50: Some(report.latency_us.p50 as f64),
-        p99: Some(report.latency_us.p99 as f64),
-        p999: Some(report.latency_us.p999 as f64),
+        msgs_per_sec: report.msgs_per_sec,
+        mb_per_sec: report.mb_per_sec,
+        p50: report.latency_us.as_ref().map(|l| l.p50 as f64),
+        p99: report.latency_us.as_ref().map(|l| l.p99 as f64),
+        p999: report.latency_us.as_ref().map(|l| l.p999 as f64),
         mismatches: report.mismatches + warm.mismatches,
         errors: report.connect_errors + report.io_errors + report.incomplete,
         ..Sample::default()
     };
     if let Some(u) = &report.udp {
-        s.loss_percent = Some(u.loss_percent);
+        s.loss_percent = u.loss_percent;
         s.errors += u.refused;
     }
     per_message(&mut s, &a, &b, report.messages);
@@ -1220,10 +1220,10 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         .collect();
     Ok(BenchResults {
         machine: Machine {
-            cpu_model: crate::about::cpu_model(),
-            cores,
-            kernel: crate::about::kernel(),
-            os: std::env::consts::OS.to_string(),
+            host: crate::about::Machine {
+                cores,
+                ..crate::about::Machine::this()
+            },
             placement,
             realtime: args.realtime,
         },

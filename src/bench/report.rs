@@ -496,7 +496,7 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
     }
 
     h.push_str("<dl class=\"meta\">\n");
-    let cores = format!("{} online", m.cores);
+    let cores = format!("{} online", m.host.cores);
     let realtime = if m.realtime { "yes (SCHED_RR)" } else { "no" };
     let build = r.build.to_string();
     let repeat = format!(
@@ -504,10 +504,10 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
         r.repeat
     );
     for (k, v) in [
-        ("CPU", m.cpu_model.as_str()),
+        ("CPU", m.host.cpu_model.as_str()),
         ("cores", cores.as_str()),
-        ("kernel", m.kernel.as_str()),
-        ("OS", m.os.as_str()),
+        ("kernel", m.host.kernel.as_str()),
+        ("OS", m.host.os.as_str()),
         ("placement", m.placement.as_str()),
         ("realtime", realtime),
         ("date", r.date.as_str()),
@@ -635,7 +635,7 @@ fn comparison_section(h: &mut String, old: &BenchResults, lines: &[Line]) {
          min–max ranges are apart (a change) or overlap (within the repetitions' spread).</p>\n",
         esc(&old.date),
         esc(&old.command),
-        esc(&old.machine.cpu_model)
+        esc(&old.machine.host.cpu_model)
     ));
     if lines.is_empty() {
         h.push_str("<p>Nothing to compare: no scenario and model ran in both.</p>\n");

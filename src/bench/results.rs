@@ -25,17 +25,14 @@ pub struct BenchResults {
     pub scenarios: Vec<ScenarioResult>,
 }
 
-/// The machine and how the run used it.
+/// The machine and how the run used it: the `machine` object of every JSON this tool
+/// writes (`cpu_model`, `cores`, `kernel`, `os`: [`crate::about::Machine`]), plus how the
+/// bench placed its processes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
-    /// CPU model name (from /proc/cpuinfo).
-    pub cpu_model: String,
-    /// Online CPUs.
-    pub cores: usize,
-    /// Kernel release (uname -r).
-    pub kernel: String,
-    /// Operating system.
-    pub os: String,
+    /// CPU model, cores, kernel, OS (flattened: the same keys as in `load --json`).
+    #[serde(flatten)]
+    pub host: crate::about::Machine,
     /// How server and load generator were placed, e.g. "server on CPU 0, load on CPU 1", or
     /// why they could not be pinned.
     pub placement: String,
@@ -87,6 +84,8 @@ pub struct Row {
     /// 99.9th percentile, microseconds.
     pub p999_us: Option<Stat>,
     /// Server CPU seconds (user + system) per million echoed messages: the headline.
+    /// `cpu_secs_per_million` in JSON (`cpu_s_per_million` in files of earlier versions).
+    #[serde(rename = "cpu_secs_per_million", alias = "cpu_s_per_million")]
     pub cpu_s_per_million: Option<Stat>,
     /// Server CPU use during the run, % of one core.
     pub server_cpu_percent: Option<Stat>,
@@ -143,13 +142,17 @@ pub struct Soak {
     pub fds_before: u64,
     /// Descriptors of the server after every client closed (and a short settle).
     pub fds_after: u64,
-    /// RSS of the idle server before any load, bytes.
+    /// RSS of the idle server before any load, bytes (`rss_before_bytes` in JSON;
+    /// `rss_before` in files of earlier versions).
+    #[serde(rename = "rss_before_bytes", alias = "rss_before")]
     pub rss_before: u64,
-    /// RSS after every client closed, bytes.
+    /// RSS after every client closed, bytes (`rss_after_bytes`; earlier: `rss_after`).
+    #[serde(rename = "rss_after_bytes", alias = "rss_after")]
     pub rss_after: u64,
     /// The time series, from the end of the warm-up.
     pub samples: Vec<SoakSample>,
-    /// RSS (bytes): first sample, last, smallest, largest.
+    /// RSS (bytes): first sample, last, smallest, largest (`rss_bytes`; earlier: `rss`).
+    #[serde(rename = "rss_bytes", alias = "rss")]
     pub rss: Span,
     /// Open descriptors: first sample, last, smallest, largest.
     pub fds: Span,
@@ -169,9 +172,11 @@ pub struct Soak {
 /// One sample of a soak: seconds since the warm-up ended, RSS and descriptors then.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct SoakSample {
-    /// Seconds since the end of the warm-up.
+    /// Seconds since the end of the warm-up (`t_secs`; earlier: `t`).
+    #[serde(rename = "t_secs", alias = "t")]
     pub t: f64,
-    /// Resident set size, bytes.
+    /// Resident set size, bytes (`rss_bytes`; earlier: `rss`).
+    #[serde(rename = "rss_bytes", alias = "rss")]
     pub rss: u64,
     /// Open descriptors.
     pub fds: u64,

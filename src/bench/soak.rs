@@ -147,7 +147,7 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
             echoes += r.messages;
             sample.mismatches += r.mismatches;
             sample.errors = r.connect_errors + r.io_errors + r.incomplete;
-            sample.msgs_per_sec = Some(r.msgs_per_sec);
+            sample.msgs_per_sec = r.msgs_per_sec;
         }
         Err(_) => sample.errors += 1,
     }

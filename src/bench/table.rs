@@ -343,7 +343,7 @@ pub fn render_table(r: &BenchResults) -> String {
     out.push_str(&format!("iomodels bench, {}\n", r.date));
     out.push_str(&format!(
         "machine:   {}, {} cores, kernel {}, {}\n",
-        m.cpu_model, m.cores, m.kernel, m.os
+        m.host.cpu_model, m.host.cores, m.host.kernel, m.host.os
     ));
     out.push_str(&format!(
         "placement: {}{}\n",
@@ -621,10 +621,12 @@ pub(crate) mod sample {
         BenchResults {
             build: crate::about::build(),
             machine: Machine {
-                cpu_model: "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz".into(),
-                cores: 2,
-                kernel: "6.8.0-1019-aws".into(),
-                os: "Ubuntu 24.04.1 LTS".into(),
+                host: crate::about::Machine {
+                    cpu_model: "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz".into(),
+                    cores: 2,
+                    kernel: "6.8.0-1019-aws".into(),
+                    os: "Ubuntu 24.04.1 LTS".into(),
+                },
                 placement: "server on CPU 0, load on CPU 1".into(),
                 realtime: false,
             },

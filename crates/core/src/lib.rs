@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod connection;
+pub mod errno;
 mod outbuf;
 mod service;
 pub mod tls;

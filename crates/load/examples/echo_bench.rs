@@ -117,14 +117,22 @@ fn main() {
         "conns", "msg/s", "p50us", "p99us", "p999us", "clientcpu", "servercpu", "clean"
     );
     for (n, r, s) in &summary {
+        let l = r.latency_us.clone().unwrap_or(iomodels_load::Latency {
+            min: 0,
+            p50: 0,
+            p99: 0,
+            p999: 0,
+            max: 0,
+            mean: 0.0,
+        });
         println!(
             "{:>6} {:>10.0} {:>6} {:>6} {:>7} {:>8.1}% {:>8.1}% {:>6}",
             n,
-            r.msgs_per_sec,
-            r.latency_us.p50,
-            r.latency_us.p99,
-            r.latency_us.p999,
-            r.client_cpu_percent,
+            r.msgs_per_sec.unwrap_or(0.0),
+            l.p50,
+            l.p99,
+            l.p999,
+            r.client_cpu_percent.unwrap_or(0.0),
             s,
             r.is_clean()
         );

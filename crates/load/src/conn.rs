@@ -21,6 +21,7 @@ use iomodels_core::rustls::ClientConnection;
 use mio::event::Event;
 use mio::net::TcpStream;
 
+use crate::failure::{looks_like_tls, Failure, FailureKind};
 use crate::pattern::{Pattern, CHUNK};
 use crate::tls::{feed, read_once, write_records, Fed, Flushed};
 
@@ -79,6 +80,12 @@ pub(crate) struct Conn {
     pub(crate) state: State,
     /// Why the TLS session failed, for the one-line error the CLI prints.
     pub(crate) failure: Option<String>,
+    /// Why the connection failed otherwise (connect, I/O, end of stream, mismatch), set where
+    /// it failed; the first cause is kept.
+    pub(crate) cause: Option<Failure>,
+    /// The connection speaks TLS (the session itself is taken out while its plaintext is
+    /// checked).
+    speaks_tls: bool,
     /// While `Closing`: the TCP write side has been shut (after the `close_notify` went out).
     write_shut: bool,
     pattern: Pattern,
@@ -118,9 +125,11 @@ impl Conn {
         };
         Conn {
             stream,
+            speaks_tls: tls.is_some(),
             tls,
             state,
             failure: None,
+            cause: None,
             write_shut: false,
             pattern,
             size: size as u64,
@@ -149,15 +158,21 @@ impl Conn {
     /// still in progress.
     pub(crate) fn on_connect_event(&mut self, event: &Event) -> Option<bool> {
         let stream = self.stream.as_ref()?;
-        let outcome = match stream.take_error() {
-            Ok(Some(_)) | Err(_) => Some(false),
-            Ok(None) if event.is_error() => Some(false),
+        let (outcome, cause) = match stream.take_error() {
+            Ok(Some(e)) | Err(e) => (Some(false), Some(Failure::os(&e))),
+            Ok(None) if event.is_error() => (Some(false), Some(Failure::of(FailureKind::Io))),
             Ok(None) => match stream.peer_addr() {
-                Ok(_) => Some(stream.set_nodelay(true).is_ok()),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
-                Err(_) => Some(false),
+                Ok(_) => match stream.set_nodelay(true) {
+                    Ok(()) => (Some(true), None),
+                    Err(e) => (Some(false), Some(Failure::os(&e))),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => (None, None),
+                Err(e) => (Some(false), Some(Failure::os(&e))),
             },
         };
+        if let Some(cause) = cause {
+            self.set_cause(cause);
+        }
         match outcome {
             Some(true) if self.tls.is_some() => self.state = State::Handshaking,
             Some(true) => self.state = State::Active,
@@ -215,6 +230,24 @@ impl Conn {
         }
     }
 
+    /// Records why the connection failed (the first cause stays).
+    pub(crate) fn set_cause(&mut self, cause: Failure) {
+        if self.cause.is_none() {
+            self.cause = Some(cause);
+        }
+    }
+
+    /// The cause of a failed step: what was recorded, else `kind`'s.
+    pub(crate) fn take_cause(&mut self, kind: FailureKind) -> Failure {
+        self.cause.take().unwrap_or_else(|| Failure::of(kind))
+    }
+
+    /// Records a failed write as the cause, and says `IoError`.
+    fn write_failed(&mut self, e: &io::Error) -> Step {
+        self.set_cause(Failure::os(e));
+        Step::IoError
+    }
+
     /// Records why the connection failed and drops it.
     fn fail(&mut self, why: String) {
         if self.failure.is_none() {
@@ -269,8 +302,8 @@ impl Conn {
             }
         }
         self.start_messages(true);
-        if self.flush(now).is_err() {
-            return Step::IoError;
+        if let Err(e) = self.flush(now) {
+            return self.write_failed(&e);
         }
         if self.is_finished(true) {
             return Step::Finished;
@@ -356,8 +389,10 @@ impl Conn {
         if step != Step::Continue {
             return step;
         }
-        if event.is_writable() && self.wants_flush() && self.flush(Instant::now()).is_err() {
-            return Step::IoError;
+        if event.is_writable() && self.wants_flush() {
+            if let Err(e) = self.flush(Instant::now()) {
+                return self.write_failed(&e);
+            }
         }
         if self.is_finished(sending) {
             return Step::Finished;
@@ -377,10 +412,16 @@ impl Conn {
                 return Step::IoError;
             };
             let n = match read_once(stream, buf) {
-                Ok(0) => return Step::IoError,
+                Ok(0) => {
+                    self.set_cause(Failure::of(FailureKind::Closed));
+                    return Step::IoError;
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Continue,
-                Err(_) => return Step::IoError,
+                Err(e) => {
+                    self.set_cause(Failure::os(&e));
+                    return Step::IoError;
+                }
             };
             let completed = match self.tls.take() {
                 None => self.accept(&buf[..n], sending, hist),
@@ -398,7 +439,10 @@ impl Conn {
                     match fed {
                         Fed::Done | Fed::Stopped => result,
                         // The server closed its side of the session before the echo was over.
-                        Fed::PeerClosed => Err(Step::IoError),
+                        Fed::PeerClosed => {
+                            self.set_cause(Failure::of(FailureKind::Closed));
+                            Err(Step::IoError)
+                        }
                         Fed::Failed(why) => {
                             self.failure = Some(why);
                             Err(Step::TlsError)
@@ -409,8 +453,8 @@ impl Conn {
             match completed {
                 Err(step) => return step,
                 Ok(Some(now)) => {
-                    if self.flush(now).is_err() {
-                        return Step::IoError;
+                    if let Err(e) = self.flush(now) {
+                        return self.write_failed(&e);
                     }
                 }
                 Ok(None) => {}
@@ -435,6 +479,15 @@ impl Conn {
     ) -> Result<Option<Instant>, Step> {
         let n = data.len() as u64;
         if self.verified + n > self.sent || !self.pattern.matches(self.verified, data) {
+            // The first bytes back on a plain connection are a TLS record: a TLS server
+            // (its alert, or its handshake), not a corrupting echo.
+            self.set_cause(Failure::of(
+                if self.verified == 0 && !self.speaks_tls && looks_like_tls(data) {
+                    FailureKind::TlsRecords
+                } else {
+                    FailureKind::Mismatch
+                },
+            ));
             return Err(Step::Mismatch);
         }
         self.verified += n;

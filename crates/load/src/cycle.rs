@@ -26,9 +26,10 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::conn::{Conn, Handshake, State, Step};
 use crate::cpu::{cpu_time, Who};
+use crate::failure::{Failure, FailureKind};
 use crate::pattern::{Pattern, CHUNK};
 use crate::tls::TlsClient;
-use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
+use crate::worker::{cpu_between, deadlines, Counters, WorkerResult, SILENT_DRAIN};
 use crate::{Live, LoadConfig};
 
 /// One connection slot and the cycle it is running.
@@ -48,9 +49,9 @@ struct Slot {
     stopped: bool,
 }
 
-/// Why a cycle failed.
+/// Why a cycle failed (the connection's recorded cause says more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+enum Failed {
     Connect,
     Io,
     Mismatch,
@@ -84,7 +85,7 @@ pub(crate) fn run_cycle_worker(
     let start = Instant::now();
     live.mark_started(start);
     let cpu_start = cpu_time(Who::Thread);
-    let (send_deadline, drain_deadline) = deadlines(cfg, start);
+    let (send_deadline, mut drain_deadline) = deadlines(cfg, start);
 
     let mut slots: Vec<Slot> = (first..cfg.conns)
         .step_by(stride)
@@ -111,9 +112,21 @@ pub(crate) fn run_cycle_worker(
         }
         if sending && (now >= send_deadline || publisher.stopped()) {
             sending = false;
+            // Not one cycle completed: the cycles in flight wait for a server that does not
+            // answer; a short drain says so sooner.
+            if r.handshakes == 0 {
+                drain_deadline = drain_deadline.min(now + SILENT_DRAIN);
+            }
         }
         if busy > 0 && now >= drain_deadline {
             for slot in slots.iter_mut().filter(|s| s.busy) {
+                r.failures.add(Failure::of(
+                    if slot.conn.state == State::Active && slot.conn.verified == 0 {
+                        FailureKind::Silent
+                    } else {
+                        FailureKind::Unanswered
+                    },
+                ));
                 slot.conn.close();
                 slot.busy = false;
                 r.incomplete += 1;
@@ -141,6 +154,7 @@ pub(crate) fn run_cycle_worker(
                 slot.conn.close();
                 slot.busy = false;
                 r.io_errors += 1;
+                r.failures.add(Failure::os(&e));
                 r.cycle_failures += 1;
             }
             break Instant::now();
@@ -203,7 +217,7 @@ fn start_cycle(
         Ok(session) => session,
         Err(why) => {
             slot.conn = Conn::failed(why, pattern, now);
-            fail(slot, Failure::Tls, r);
+            fail(slot, Failed::Tls, r);
             return false;
         }
     };
@@ -211,10 +225,14 @@ fn start_cycle(
         registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(s)
     });
-    let Ok(stream) = stream else {
-        slot.conn = Conn::new(None, None, pattern, 1, 1, None, now);
-        fail(slot, Failure::Connect, r);
-        return false;
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            slot.conn = Conn::new(None, None, pattern, 1, 1, None, now);
+            slot.conn.set_cause(Failure::os(&e));
+            fail(slot, Failed::Connect, r);
+            return false;
+        }
     };
     slot.conn = Conn::new(
         Some(stream),
@@ -230,12 +248,18 @@ fn start_cycle(
 }
 
 /// Counts a failed cycle; a slot that has never completed one stops.
-fn fail(slot: &mut Slot, failure: Failure, r: &mut Counters) {
+fn fail(slot: &mut Slot, failure: Failed, r: &mut Counters) {
     match failure {
-        Failure::Connect => r.connect_errors += 1,
-        Failure::Io => r.io_errors += 1,
-        Failure::Mismatch => r.mismatches += 1,
-        Failure::Tls => r.tls_failed(&mut slot.conn),
+        Failed::Connect => r.connect_errors += 1,
+        Failed::Io => r.io_errors += 1,
+        Failed::Mismatch => r.mismatches += 1,
+        Failed::Tls => r.tls_failed(&mut slot.conn),
+    }
+    match failure {
+        Failed::Connect => r.failures.add(slot.conn.take_cause(FailureKind::Io)),
+        Failed::Io => r.failures.add(slot.conn.take_cause(FailureKind::Closed)),
+        Failed::Mismatch => r.failures.add(slot.conn.take_cause(FailureKind::Mismatch)),
+        Failed::Tls => {}
     }
     r.cycle_failures += 1;
     slot.conn.close();
@@ -253,18 +277,18 @@ fn advance(
     buf: &mut [u8],
     scratch: &mut [u8],
     (cycles, echo): (&mut Histogram<u64>, &mut Histogram<u64>),
-) -> Option<Result<(), Failure>> {
+) -> Option<Result<(), Failed>> {
     let conn = &mut slot.conn;
     if conn.state == State::Connecting {
         match conn.on_connect_event(event)? {
             true => {}
-            false => return Some(Err(Failure::Connect)),
+            false => return Some(Err(Failed::Connect)),
         }
     }
     if conn.state == State::Handshaking {
         match conn.drive_handshake(buf, scratch) {
             Handshake::Pending => return None,
-            Handshake::Failed => return Some(Err(Failure::Tls)),
+            Handshake::Failed => return Some(Err(Failed::Tls)),
             // The cycle's one message goes out at once.
             Handshake::Done => match conn.begin(Instant::now(), buf, scratch, echo) {
                 Step::Continue => return None,
@@ -289,7 +313,7 @@ fn advance(
                 }
                 Some(Ok(()))
             }
-            false => Some(Err(Failure::Mismatch)),
+            false => Some(Err(Failed::Mismatch)),
         },
         State::Connecting | State::Handshaking | State::Closed => None,
     }
@@ -297,18 +321,18 @@ fn advance(
 
 /// What a step other than `Continue` means for the cycle: `Finished` closes (the cycle goes
 /// on until the server's end of stream), anything else fails it.
-fn step_outcome(conn: &mut Conn, step: Step) -> Option<Result<(), Failure>> {
+fn step_outcome(conn: &mut Conn, step: Step) -> Option<Result<(), Failed>> {
     match step {
         Step::Continue => None,
         Step::Finished => {
             conn.begin_close(true);
             match conn.state {
                 State::Closing { .. } => None,
-                _ => Some(Err(Failure::Io)),
+                _ => Some(Err(Failed::Io)),
             }
         }
-        Step::IoError => Some(Err(Failure::Io)),
-        Step::Mismatch => Some(Err(Failure::Mismatch)),
-        Step::TlsError => Some(Err(Failure::Tls)),
+        Step::IoError => Some(Err(Failed::Io)),
+        Step::Mismatch => Some(Err(Failed::Mismatch)),
+        Step::TlsError => Some(Err(Failed::Tls)),
     }
 }

@@ -87,6 +87,7 @@
 mod conn;
 mod cpu;
 mod cycle;
+mod failure;
 mod idle;
 mod live;
 mod pattern;
@@ -103,6 +104,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+pub use failure::{Failure, FailureKind};
 pub use idle::{
     hold_idle, idle_sources, max_idle_conns, IdleConfig, IdlePart, IdleReport, Phase, PER_SOURCE,
 };
@@ -354,10 +356,10 @@ fn merge(
         messages: 0,
         bytes: 0,
         elapsed_secs: 0.0,
-        msgs_per_sec: 0.0,
-        mb_per_sec: 0.0,
-        latency_us: Latency::from_histogram(&hist),
-        client_cpu_percent: 0.0,
+        msgs_per_sec: None,
+        mb_per_sec: None,
+        latency_us: None,
+        client_cpu_percent: None,
         incomplete: 0,
         tls: cfg.tls.is_some(),
         mode: if cfg.handshakes {
@@ -369,10 +371,12 @@ fn merge(
         }
         .to_string(),
         handshakes: 0,
-        handshakes_per_sec: 0.0,
+        handshakes_per_sec: None,
         handshake_failures: 0,
         tls_errors: 0,
         tls_error: None,
+        error: None,
+        failures: Vec::new(),
         udp: cfg.udp.then(|| UdpCounts {
             timeout_ms: cfg.udp_timeout.as_millis() as u64,
             ..UdpCounts::default()
@@ -381,7 +385,9 @@ fn merge(
     let mut start: Option<Instant> = None;
     let mut end: Option<Instant> = None;
     let mut thread_cpu = Some(Duration::ZERO);
+    let mut failures = failure::Failures::default();
     for w in &results {
+        failures.merge(&w.counters.failures);
         // Auto-resizing histograms cannot fail to add.
         let _ = hist.add(&w.hist);
         report.conns_established += w.established;
@@ -418,7 +424,15 @@ fn merge(
     report.latency_us = Latency::from_histogram(&hist);
     if let Some(u) = report.udp.as_mut() {
         if u.sent > 0 {
-            u.loss_percent = 100.0 * u.lost as f64 / u.sent as f64;
+            u.loss_percent = Some(100.0 * u.lost as f64 / u.sent as f64);
+        }
+        // Datagrams went out and not one came back, with no refusal to say why: nobody
+        // answers there (or a firewall drops them).
+        if u.sent > 0 && u.received == 0 && u.refused == 0 {
+            failures.add(Failure {
+                conns: report.conns_established as u64,
+                ..Failure::of(FailureKind::NoAnswer)
+            });
         }
     }
     let elapsed = match (start, end) {
@@ -427,19 +441,21 @@ fn merge(
     };
     report.elapsed_secs = elapsed;
     if elapsed > 0.0 {
-        report.msgs_per_sec = report.messages as f64 / elapsed;
-        report.mb_per_sec = report.bytes as f64 / elapsed / 1e6;
+        report.msgs_per_sec = Some(report.messages as f64 / elapsed);
+        report.mb_per_sec = Some(report.bytes as f64 / elapsed / 1e6);
         if cfg.handshakes {
-            report.handshakes_per_sec = report.handshakes as f64 / elapsed;
+            report.handshakes_per_sec = Some(report.handshakes as f64 / elapsed);
         }
         report.client_cpu_percent = match (thread_cpu, process_cpu) {
-            (Some(cpu), _) => cpu.as_secs_f64() / elapsed * 100.0,
+            (Some(cpu), _) => Some(cpu.as_secs_f64() / elapsed * 100.0),
             (None, Some((cpu, wall))) if !wall.is_zero() => {
-                cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+                Some(cpu.as_secs_f64() / wall.as_secs_f64() * 100.0)
             }
-            _ => 0.0,
+            _ => None,
         };
     }
+    report.failures = failures.into_list();
+    report.error = failure::explain(&report);
     report
 }
 

@@ -5,12 +5,30 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::failure::Failure;
+
+/// `value` with `decimals`, or `-` for a figure that does not exist.
+fn fig(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// The latency line's figures: `min ..  mean ..`, or `-` when nothing completed.
+fn latency_figures(l: Option<&Latency>) -> String {
+    match l {
+        Some(l) => format!(
+            "min {}  p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+            l.min, l.p50, l.p99, l.p999, l.max, l.mean
+        ),
+        None => "- (no echo completed)".to_string(),
+    }
+}
+
 /// Round-trip latency percentiles of the completed messages, in microseconds.
 ///
 /// A message's round trip runs from the write of its first byte to the read that completed
 /// its echo. In handshake mode these are the times of the completed *cycles* instead: from
-/// issuing the connect to the server's end of stream after our `close_notify`. All zero when
-/// nothing completed.
+/// issuing the connect to the server's end of stream after our `close_notify`. A report has
+/// none (`null` in JSON) when nothing completed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     /// Fastest round trip (µs).
@@ -28,26 +46,19 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// Summarises a histogram of microsecond values.
-    pub(crate) fn from_histogram(h: &Histogram<u64>) -> Latency {
+    /// Summarises a histogram of microsecond values; `None` when it is empty.
+    pub(crate) fn from_histogram(h: &Histogram<u64>) -> Option<Latency> {
         if h.is_empty() {
-            return Latency {
-                min: 0,
-                p50: 0,
-                p99: 0,
-                p999: 0,
-                max: 0,
-                mean: 0.0,
-            };
+            return None;
         }
-        Latency {
+        Some(Latency {
             min: h.min(),
             p50: h.value_at_quantile(0.50),
             p99: h.value_at_quantile(0.99),
             p999: h.value_at_quantile(0.999),
             max: h.max(),
             mean: h.mean(),
-        }
+        })
     }
 }
 
@@ -64,8 +75,8 @@ pub struct UdpCounts {
     pub received: u64,
     /// Datagrams not echoed within `timeout_ms` (replaced by new ones).
     pub lost: u64,
-    /// `100 × lost / sent`.
-    pub loss_percent: f64,
+    /// `100 × lost / sent`; `None` (`null`) when nothing was sent.
+    pub loss_percent: Option<f64>,
     /// Verified echoes of datagrams already counted lost (they stay counted in `lost`).
     pub late: u64,
     /// Verified echoes of datagrams already answered.
@@ -91,7 +102,8 @@ pub struct LoadReport {
     pub conns_requested: usize,
     /// Connections that connected within the connect timeout.
     pub conns_established: usize,
-    /// Bytes per message.
+    /// Bytes per message (`size_bytes` in JSON).
+    #[serde(rename = "size_bytes")]
     pub size: usize,
     /// Messages kept in flight per connection.
     pub depth: usize,
@@ -110,20 +122,24 @@ pub struct LoadReport {
     pub bytes: u64,
     /// Length of the measured interval, in seconds.
     pub elapsed_secs: f64,
-    /// `messages / elapsed_secs`.
-    pub msgs_per_sec: f64,
-    /// `bytes / elapsed_secs / 1e6` (echoed payload, MB = 10⁶ bytes).
-    pub mb_per_sec: f64,
-    /// Round-trip time per message.
-    pub latency_us: Latency,
+    /// `messages / elapsed_secs`; `None` (`null`) when nothing was measured (`elapsed_secs`
+    /// 0).
+    pub msgs_per_sec: Option<f64>,
+    /// `bytes / elapsed_secs / 1e6` (echoed payload, MB = 10⁶ bytes); `None` as
+    /// `msgs_per_sec`.
+    pub mb_per_sec: Option<f64>,
+    /// Round-trip time per message; `None` (`null`) when no message completed.
+    pub latency_us: Option<Latency>,
     /// CPU time (user + system) the load generator spent over the measured interval, in % of
     /// one core (may exceed 100 with several threads). Near `100 × threads` means the load
     /// generator, not the server, was the bottleneck. On Linux this is the sum over the load
     /// threads (`RUSAGE_THREAD`), so a server running in the same process is not counted;
-    /// elsewhere it is the whole process (`RUSAGE_SELF`).
-    pub client_cpu_percent: f64,
+    /// elsewhere it is the whole process (`RUSAGE_SELF`). `None` when nothing was measured
+    /// or the platform cannot tell.
+    pub client_cpu_percent: Option<f64>,
     /// Messages sent but not echoed when the drain timeout expired (in handshake mode: cycles
-    /// still in flight then).
+    /// still in flight then); `incomplete_messages` in JSON.
+    #[serde(rename = "incomplete_messages")]
     pub incomplete: u64,
     /// Whether the connections spoke TLS.
     pub tls: bool,
@@ -134,8 +150,9 @@ pub struct LoadReport {
     /// TLS handshakes completed. In handshake mode: complete cycles (handshake, verified echo
     /// and clean close), each also counted once in `messages`.
     pub handshakes: u64,
-    /// Handshake mode: `handshakes / elapsed_secs`; 0 otherwise.
-    pub handshakes_per_sec: f64,
+    /// Handshake mode: `handshakes / elapsed_secs`; `None` otherwise (and when nothing was
+    /// measured).
+    pub handshakes_per_sec: Option<f64>,
     /// Handshake mode: cycles that failed, for whatever reason (each also counted in
     /// `connect_errors`, `io_errors`, `mismatches`, `tls_errors` or `incomplete`); 0 otherwise.
     pub handshake_failures: u64,
@@ -146,6 +163,13 @@ pub struct LoadReport {
     /// The first TLS failure, as rustls words it (e.g. `invalid peer certificate: Expired`);
     /// `null` when there was none.
     pub tls_error: Option<String>,
+    /// Why the run failed, in one sentence (what the CLI prints as its error line): the
+    /// causes, with their errno names and how many connections each ended (see
+    /// [`Failure`]); `None` (`null`) for a clean run.
+    pub error: Option<String>,
+    /// Every cause of failure, one entry per kind and errno, most frequent first; empty for a
+    /// clean run.
+    pub failures: Vec<Failure>,
     /// `--udp`: datagrams sent, received, lost, late, duplicated; `null` over TCP. In this
     /// mode `conns_*` count sockets, `messages` the verified echoes, and `mismatches` the
     /// echoes that did not verify (each datagram once; the socket goes on).
@@ -160,7 +184,6 @@ impl LoadReport {
 
     /// A short human-readable table, one aspect per line, labels aligned.
     pub fn to_table(&self) -> String {
-        let l = &self.latency_us;
         let mut s = String::new();
         if let Some(u) = &self.udp {
             return self.udp_table(u);
@@ -189,8 +212,9 @@ impl LoadReport {
             );
             let _ = writeln!(
                 s,
-                "{:<13} {:.0} handshakes/s",
-                "throughput", self.handshakes_per_sec
+                "{:<13} {} handshakes/s",
+                "throughput",
+                fig(self.handshakes_per_sec, 0)
             );
         } else {
             let _ = writeln!(
@@ -200,24 +224,21 @@ impl LoadReport {
             );
             let _ = writeln!(
                 s,
-                "{:<13} {:.0} msg/s  {:.2} MB/s",
-                "throughput", self.msgs_per_sec, self.mb_per_sec
+                "{:<13} {} msg/s  {} MB/s",
+                "throughput",
+                fig(self.msgs_per_sec, 0),
+                fig(self.mb_per_sec, 2)
             );
         }
         let _ = writeln!(
             s,
-            "{:<13} min {}  p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+            "{:<13} {}",
             if self.is_handshakes() {
                 "cycle (us)"
             } else {
                 "latency (us)"
             },
-            l.min,
-            l.p50,
-            l.p99,
-            l.p999,
-            l.max,
-            l.mean
+            latency_figures(self.latency_us.as_ref())
         );
         let _ = writeln!(
             s,
@@ -244,15 +265,15 @@ impl LoadReport {
         }
         let _ = writeln!(
             s,
-            "{:<13} {:.1} % of one core (this load generator)",
-            "client cpu", self.client_cpu_percent
+            "{:<13} {} % of one core (this load generator)",
+            "client cpu",
+            fig(self.client_cpu_percent, 1)
         );
         s
     }
 
     /// The table of a `--udp` run.
     fn udp_table(&self, u: &UdpCounts) -> String {
-        let l = &self.latency_us;
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -272,19 +293,22 @@ impl LoadReport {
         );
         let _ = writeln!(
             s,
-            "{:<13} {:.0} datagrams/s  {:.2} MB/s",
-            "throughput", self.msgs_per_sec, self.mb_per_sec
+            "{:<13} {} datagrams/s  {} MB/s",
+            "throughput",
+            fig(self.msgs_per_sec, 0),
+            fig(self.mb_per_sec, 2)
         );
         let _ = writeln!(
             s,
-            "{:<13} min {}  p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
-            "latency (us)", l.min, l.p50, l.p99, l.p999, l.max, l.mean
+            "{:<13} {}",
+            "latency (us)",
+            latency_figures(self.latency_us.as_ref())
         );
         let _ =
             writeln!(
             s,
-            "{:<13} sent {}  received {}  lost {} ({:.3} %, timeout {} ms)  late {}  duplicated {}",
-            "datagrams", u.sent, u.received, u.lost, u.loss_percent, u.timeout_ms, u.late,
+            "{:<13} sent {}  received {}  lost {} ({} %, timeout {} ms)  late {}  duplicated {}",
+            "datagrams", u.sent, u.received, u.lost, fig(u.loss_percent, 3), u.timeout_ms, u.late,
             u.duplicated
         );
         let _ = writeln!(
@@ -299,8 +323,9 @@ impl LoadReport {
         );
         let _ = writeln!(
             s,
-            "{:<13} {:.1} % of one core (this load generator)",
-            "client cpu", self.client_cpu_percent
+            "{:<13} {} % of one core (this load generator)",
+            "client cpu",
+            fig(self.client_cpu_percent, 1)
         );
         s
     }

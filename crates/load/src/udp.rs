@@ -47,6 +47,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::cpu::{cpu_time, Who};
+use crate::failure::Failure;
 use crate::pattern::{Pattern, CHUNK};
 use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
 use crate::{Live, LoadConfig};
@@ -244,13 +245,14 @@ enum Verdict {
 }
 
 /// Counts a socket error: `ECONNREFUSED` (an ICMP port unreachable: no server there) apart
-/// from the rest.
+/// from the rest; either is the socket's cause of failure.
 fn count_error(e: &io::Error, r: &mut Counters) {
     if e.kind() == io::ErrorKind::ConnectionRefused {
         r.udp_refused += 1;
     } else {
         r.io_errors += 1;
     }
+    r.failures.add(Failure::os(e));
 }
 
 /// Runs one UDP worker: opens flows number `first, first + stride, ...` (below `cfg.conns`),
@@ -274,7 +276,10 @@ pub(crate) fn run_udp_worker(
     for index in (first..cfg.conns).step_by(stride) {
         match Flow::open(cfg, &poll, Token(flows.len()), index) {
             Ok(flow) => flows.push(flow),
-            Err(_) => r.connect_errors += 1,
+            Err(e) => {
+                r.connect_errors += 1;
+                r.failures.add(Failure::os(&e));
+            }
         }
     }
     let established = flows.len();
@@ -334,6 +339,7 @@ pub(crate) fn run_udp_worker(
             // The poll itself broke: every flow still open fails.
             for flow in flows.iter_mut().filter(|f| f.sock.is_some()) {
                 r.io_errors += 1;
+                r.failures.add(Failure::os(&e));
                 flow.close(&poll);
             }
             break;

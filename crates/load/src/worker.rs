@@ -10,11 +10,16 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{Conn, Handshake, State, Step};
 use crate::cpu::{cpu_time, Who};
+use crate::failure::{Failure, FailureKind, Failures};
 use crate::pattern::{Pattern, CHUNK};
 use crate::{Live, LoadConfig};
 
 /// How long to wait for the server's end of stream after the last connection finished.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// The drain when not one echoed byte came back during the whole run (a discard server, or
+/// one that reads and stalls): waiting the full drain timeout would only delay the answer.
+pub(crate) const SILENT_DRAIN: Duration = Duration::from_millis(500);
 
 /// A one-shot gate: workers wait until the spawner says whether all of them exist.
 pub(crate) struct Gate {
@@ -99,24 +104,22 @@ pub(crate) fn run_worker(
                 continue;
             }
         };
-        let stream = match TcpStream::connect(cfg.connect) {
-            Ok(mut s) => {
-                match poll.registry().register(
-                    &mut s,
-                    token,
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    Ok(()) => Some(s),
-                    Err(_) => None,
-                }
+        let stream = TcpStream::connect(cfg.connect).and_then(|mut s| {
+            poll.registry()
+                .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
+            Ok(s)
+        });
+        let stream = match stream {
+            Ok(s) => {
+                pending += 1;
+                Some(s)
             }
-            Err(_) => None,
+            Err(e) => {
+                r.connect_errors += 1;
+                r.failures.add(Failure::os(&e));
+                None
+            }
         };
-        if stream.is_some() {
-            pending += 1;
-        } else {
-            r.connect_errors += 1;
-        }
         conns.push(Conn::new(
             stream,
             session,
@@ -148,6 +151,7 @@ pub(crate) fn run_worker(
                     Some(false) => {
                         pending -= 1;
                         r.connect_errors += 1;
+                        r.failures.add(conn.take_cause(FailureKind::Io));
                     }
                     None => {}
                 }
@@ -175,6 +179,8 @@ pub(crate) fn run_worker(
             State::Connecting => {
                 conn.close();
                 r.connect_errors += 1;
+                r.failures
+                    .add(Failure::connect_timeout(cfg.connect_timeout));
             }
             State::Handshaking => {
                 conn.failure = Some(format!(
@@ -194,7 +200,7 @@ pub(crate) fn run_worker(
     let start = Instant::now();
     live.mark_started(start);
     let cpu_start = cpu_time(Who::Thread);
-    let (send_deadline, drain_deadline) = deadlines(cfg, start);
+    let (send_deadline, mut drain_deadline) = deadlines(cfg, start);
     let mut sending = true;
     let mut active = 0usize;
     let mut closing = 0usize;
@@ -216,6 +222,11 @@ pub(crate) fn run_worker(
         }
         if sending && (now >= send_deadline || publisher.stopped()) {
             sending = false;
+            // Not one echoed byte on any connection: a server that reads and never answers
+            // will not start now; a short drain says so sooner.
+            if active > 0 && conns.iter().all(|c| c.verified == 0) {
+                drain_deadline = drain_deadline.min(now + SILENT_DRAIN);
+            }
             for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
                 if conn.is_finished(false) {
                     r.settle(conn, Step::Finished, &mut active, &mut closing);
@@ -225,6 +236,11 @@ pub(crate) fn run_worker(
         if active > 0 && now >= drain_deadline {
             for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
                 r.incomplete += conn.outstanding();
+                r.failures.add(Failure::of(if conn.verified == 0 {
+                    FailureKind::Silent
+                } else {
+                    FailureKind::Unanswered
+                }));
                 conn.begin_close(false);
                 if matches!(conn.state, State::Closing { .. }) {
                     closing += 1;
@@ -263,6 +279,7 @@ pub(crate) fn run_worker(
             for conn in conns.iter_mut() {
                 if conn.state == State::Active {
                     r.io_errors += 1;
+                    r.failures.add(Failure::os(&e));
                 }
                 conn.close();
             }
@@ -285,6 +302,7 @@ pub(crate) fn run_worker(
                         closing -= 1;
                         if !clean {
                             r.mismatches += 1;
+                            r.failures.add(Failure::of(FailureKind::Mismatch));
                         }
                     }
                 }
@@ -347,14 +365,20 @@ pub(crate) struct Counters {
     pub(crate) udp_late: u64,
     pub(crate) udp_duplicated: u64,
     pub(crate) udp_refused: u64,
+    /// Why connections (sockets, cycles) failed, by cause.
+    pub(crate) failures: Failures,
 }
 
 impl Counters {
     /// Counts a connection whose TLS session failed, keeping the first reason.
     pub(crate) fn tls_failed(&mut self, conn: &mut Conn) {
         self.tls_errors += 1;
+        let why = conn.failure.take();
+        self.failures.add(Failure::tls(
+            why.as_deref().unwrap_or("the TLS session failed"),
+        ));
         if self.tls_error.is_none() {
-            self.tls_error = conn.failure.take();
+            self.tls_error = why;
         }
     }
 
@@ -389,10 +413,12 @@ impl Counters {
             }
             Step::IoError => {
                 self.io_errors += 1;
+                self.failures.add(conn.take_cause(FailureKind::Closed));
                 conn.close();
             }
             Step::Mismatch => {
                 self.mismatches += 1;
+                self.failures.add(conn.take_cause(FailureKind::Mismatch));
                 conn.close();
             }
             Step::TlsError => {

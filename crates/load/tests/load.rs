@@ -153,9 +153,11 @@ fn clean_run_counts_exactly_the_messages_asked_for() {
         (0, 0, 0, 0)
     );
     assert_eq!(r.threads, 2);
-    assert!(r.elapsed_secs > 0.0 && r.msgs_per_sec > 0.0 && r.mb_per_sec > 0.0);
-    assert!(r.latency_us.min <= r.latency_us.p50 && r.latency_us.p50 <= r.latency_us.p99);
-    assert!(r.latency_us.p99 <= r.latency_us.p999 && r.latency_us.p999 <= r.latency_us.max);
+    assert!(r.elapsed_secs > 0.0 && r.msgs_per_sec > Some(0.0) && r.mb_per_sec > Some(0.0));
+    let l = r.latency_us.as_ref().expect("messages completed");
+    assert!(l.min <= l.p50 && l.p50 <= l.p99);
+    assert!(l.p99 <= l.p999 && l.p999 <= l.max);
+    assert!(r.error.is_none() && r.failures.is_empty(), "{r:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -268,8 +270,28 @@ fn unreachable_port_counts_every_connect_as_an_error() {
     assert_eq!(r.conns_established, 0);
     assert_eq!((r.messages, r.io_errors, r.mismatches), (0, 0, 0));
     assert_eq!(r.elapsed_secs, 0.0);
-    assert_eq!(r.msgs_per_sec, 0.0);
+    // No interval, no echo: the rates and the latency do not exist.
+    assert_eq!((r.msgs_per_sec, r.mb_per_sec), (None, None));
+    assert!(r.latency_us.is_none());
     assert!(!r.is_clean());
+    // The cause, classified where the connects failed: every one refused, by its errno.
+    assert_eq!(r.failures.len(), 1, "{r:?}");
+    let f = &r.failures[0];
+    assert_eq!(f.kind, iomodels_load::FailureKind::Refused);
+    assert_eq!(f.conns, 5);
+    let errno = if cfg!(windows) {
+        "WSAECONNREFUSED"
+    } else {
+        "ECONNREFUSED"
+    };
+    assert_eq!(f.errno.as_deref(), Some(errno));
+    let why = r.error.as_deref().unwrap();
+    assert!(
+        why.contains(&format!(
+            "connection refused ({errno}) on 5 of 5 connections"
+        )),
+        "{why}"
+    );
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 

@@ -28,7 +28,10 @@ impl fmt::Display for UdpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UdpError::Usage(msg) => f.write_str(msg),
-            UdpError::Io { what, source } => write!(f, "{what}: {source}"),
+            // The OS error in words with its errno name: `connection refused (ECONNREFUSED)`.
+            UdpError::Io { what, source } => {
+                write!(f, "{what}: {}", iomodels_core::errno::describe(source))
+            }
         }
     }
 }

@@ -107,7 +107,7 @@ impl Receiver {
             foreign,
             other_runs,
             bytes,
-            elapsed_s: start.elapsed().as_secs_f64(),
+            elapsed_secs: start.elapsed().as_secs_f64(),
             stopped,
         })
     }
@@ -133,8 +133,8 @@ pub struct RecvReport {
     pub other_runs: u64,
     /// Payload bytes of the followed run.
     pub bytes: u64,
-    /// How long the receiver ran.
-    pub elapsed_s: f64,
+    /// How long the receiver ran, in seconds.
+    pub elapsed_secs: f64,
     /// Why it stopped.
     pub stopped: Stopped,
 }
@@ -162,7 +162,7 @@ impl RecvReport {
         let _ = writeln!(
             s,
             "{:<13} {} datagrams ({} distinct, {} B) in {:.3} s; stopped: {}",
-            "received", st.received, st.unique, self.bytes, self.elapsed_s, self.stopped
+            "received", st.received, st.unique, self.bytes, self.elapsed_secs, self.stopped
         );
         let _ = writeln!(
             s,

@@ -176,12 +176,8 @@ impl Sender {
             send_errors: errors,
             size: cfg.size,
             bytes: sent * cfg.size as u64,
-            elapsed_s: elapsed,
-            rate_pps: if elapsed > 0.0 {
-                sent as f64 / elapsed
-            } else {
-                0.0
-            },
+            elapsed_secs: elapsed,
+            msgs_per_sec: (elapsed > 0.0).then(|| sent as f64 / elapsed),
             stopped,
         })
     }
@@ -204,14 +200,15 @@ pub struct SendReport {
     pub sent: u64,
     /// Datagrams dropped at the sender (`ENOBUFS`, would-block): their numbers are skipped.
     pub send_errors: u64,
-    /// Bytes per datagram.
+    /// Bytes per datagram (`size_bytes` in JSON).
+    #[serde(rename = "size_bytes")]
     pub size: usize,
     /// `sent * size`.
     pub bytes: u64,
-    /// From the first datagram's due time to the end.
-    pub elapsed_s: f64,
-    /// `sent / elapsed_s`.
-    pub rate_pps: f64,
+    /// From the first datagram's due time to the end, in seconds.
+    pub elapsed_secs: f64,
+    /// Datagrams per second, `sent / elapsed_secs`; `None` (`null`) when no time passed.
+    pub msgs_per_sec: Option<f64>,
     /// Why the run ended.
     pub stopped: Stopped,
 }
@@ -228,8 +225,12 @@ impl SendReport {
         let _ = writeln!(s, "{:<13} {}  run {}", "to", self.to, self.run_id);
         let _ = writeln!(
             s,
-            "{:<13} {} datagrams of {} B in {:.3} s ({:.0}/s)",
-            "sent", self.sent, self.size, self.elapsed_s, self.rate_pps
+            "{:<13} {} datagrams of {} B in {:.3} s ({}/s)",
+            "sent",
+            self.sent,
+            self.size,
+            self.elapsed_secs,
+            self.msgs_per_sec.map_or("-".into(), |r| format!("{r:.0}"))
         );
         let _ = writeln!(
             s,
