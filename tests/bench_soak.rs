@@ -32,21 +32,24 @@ fn a_short_soak_samples_rss_and_descriptors_and_the_server_survives_the_faults()
     // Samples every 100 ms over 3 s, the first at 0 s and the last at the end.
     let samples = k["samples"].as_array().unwrap();
     assert!(samples.len() >= 20, "{} samples", samples.len());
-    let t: Vec<f64> = samples.iter().map(|s| s["t"].as_f64().unwrap()).collect();
+    let t: Vec<f64> = samples
+        .iter()
+        .map(|s| s["t_secs"].as_f64().unwrap())
+        .collect();
     assert!(t[0] < 0.5, "first sample at {} s", t[0]);
     assert!(*t.last().unwrap() >= 3.0, "last sample at {:?} s", t.last());
     assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
     for s in samples {
-        assert!(s["rss"].as_u64().unwrap() > 1 << 20, "{s}");
+        assert!(s["rss_bytes"].as_u64().unwrap() > 1 << 20, "{s}");
         assert!(s["fds"].as_u64().unwrap() >= 3, "{s}");
     }
     let first = &samples[0];
     let last = samples.last().unwrap();
-    assert_eq!(k["rss"]["start"], first["rss"]);
-    assert_eq!(k["rss"]["end"], last["rss"]);
+    assert_eq!(k["rss_bytes"]["start"], first["rss_bytes"]);
+    assert_eq!(k["rss_bytes"]["end"], last["rss_bytes"]);
     assert_eq!(k["fds"]["start"], first["fds"]);
     assert_eq!(k["fds"]["end"], last["fds"]);
-    assert!(k["rss"]["min"].as_u64() <= k["rss"]["max"].as_u64());
+    assert!(k["rss_bytes"]["min"].as_u64() <= k["rss_bytes"]["max"].as_u64());
     assert!(k["rss_mib_per_min"].as_f64().unwrap().is_finite());
     assert!(k["fds_per_min"].as_f64().unwrap().is_finite());
 

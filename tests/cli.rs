@@ -421,7 +421,7 @@ fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
                         "{what}"
                     );
                     assert!(
-                        r["cpu_s_per_million"]["median"].as_f64().is_some(),
+                        r["cpu_secs_per_million"]["median"].as_f64().is_some(),
                         "{what}"
                     );
                     assert!(r["p99_us"]["median"].as_f64().is_some(), "{what}");

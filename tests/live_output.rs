@@ -119,7 +119,7 @@ fn sigterm_mid_load_prints_the_json_report_and_exits_143() {
     assert_eq!(code, Some(143), "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
-    assert_eq!(v["incomplete"], 0, "{v}");
+    assert_eq!(v["incomplete_messages"], 0, "{v}");
 }
 
 #[test]

@@ -38,6 +38,16 @@ fn unicast_thousand_datagrams_all_arrive_and_none_is_lost() {
         ],
     ));
     assert_eq!(num(&sent, "sent"), 1000, "{sent}");
+    // The JSON naming scheme (README "JSON output"): seconds, rates, bytes; and where it came
+    // from, as in every JSON of this tool.
+    assert!(sent["elapsed_secs"].as_f64().unwrap() > 0.0, "{sent}");
+    assert!(sent["msgs_per_sec"].as_f64().unwrap() > 0.0, "{sent}");
+    assert_eq!(num(&sent, "size_bytes"), 100, "{sent}");
+    for old in ["elapsed_s", "rate_pps", "size"] {
+        assert!(sent.get(old).is_none(), "old key {old}: {sent}");
+    }
+    assert_eq!(sent["build"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(sent["machine"]["cpu_model"].as_str().is_some(), "{sent}");
     let (status, out, err) = recv.finish();
     assert!(status.success(), "{err}");
     let r = json(&out);
@@ -95,6 +105,9 @@ fn recv_json_has_every_counter_and_the_latency_percentiles() {
         );
     }
     assert!(r["elapsed_secs"].as_f64().is_some());
+    assert!(r.get("elapsed_s").is_none(), "old key: {r}");
+    assert_eq!(r["build"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(r["machine"]["cores"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(num(&r, "highest_seq"), 4);
     assert_eq!(r["run_id"].as_str().unwrap().len(), 16);
     assert!(r["sender"].as_str().unwrap().starts_with("127.0.0.1:"));

@@ -296,7 +296,7 @@ impl Conn {
         hist: &mut Histogram<u64>,
     ) -> Step {
         if self.tls.is_some() {
-            let step = self.read_available(buf, scratch, true, hist);
+            let step = self.read_available(buf, scratch, true, false, hist);
             if step != Step::Continue {
                 return step;
             }
@@ -385,7 +385,8 @@ impl Conn {
         sending: bool,
         hist: &mut Histogram<u64>,
     ) -> Step {
-        let step = self.read_available(buf, scratch, sending, hist);
+        let closed = event.is_read_closed() || event.is_error();
+        let step = self.read_available(buf, scratch, sending, closed, hist);
         if step != Step::Continue {
             return step;
         }
@@ -400,11 +401,14 @@ impl Conn {
         Step::Continue
     }
 
+    /// Reads and verifies what the socket has; `closed`: the event said the peer closed (or
+    /// the socket failed), so the end of stream or the error waits behind the data.
     fn read_available(
         &mut self,
         buf: &mut [u8],
         scratch: &mut [u8],
         sending: bool,
+        closed: bool,
         hist: &mut Histogram<u64>,
     ) -> Step {
         loop {
@@ -460,8 +464,10 @@ impl Conn {
                 Ok(None) => {}
             }
             // A short read means the receive queue is empty now. Linux signals every later
-            // arrival as a new edge, so the usual extra read that returns WouldBlock is skipped.
-            if n < buf.len() {
+            // arrival as a new edge, so the usual extra read that returns WouldBlock is skipped
+            // — unless the event already said the peer closed: then no new edge comes for the
+            // end of stream queued behind this data, and the next read must see it.
+            if n < buf.len() && !closed {
                 return Step::Continue;
             }
         }

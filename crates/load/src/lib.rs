@@ -39,6 +39,15 @@
 //! * [`LoadReport::connect_errors`], [`LoadReport::io_errors`], [`LoadReport::mismatches`],
 //!   [`LoadReport::tls_errors`], [`LoadReport::incomplete`]: what went wrong;
 //!   [`LoadReport::is_clean`] is true when nothing did.
+//! * [`LoadReport::failures`] and [`LoadReport::error`]: *why* — every connection (socket,
+//!   cycle) that failed is classified where it failed (see the `failure` module): refused,
+//!   reset or timed out with the errno name, closed by the server mid-run, TLS records on a
+//!   plain connection (add `--tls`), a server that sends nothing back (then the drain after the
+//!   duration is short, [`LoadConfig::drain_timeout`] is not waited out), echoes still missing
+//!   at the drain timeout, a mismatch, a TLS failure, a UDP server that does not answer; and
+//!   `error` is the one sentence that says it, the same for every mode (`None` when clean).
+//! * A figure that does not exist is `None` (`null` in JSON): the latency of a run in which
+//!   nothing was echoed, the rates of a run with no measured interval.
 //!
 //! ## TLS
 //!
