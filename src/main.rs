@@ -528,7 +528,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, is_server(&cli.command));
     #[cfg(target_os = "linux")]
     if !is_server(&cli.command) {
         // A report whose reader left (`| head`) ends quietly (serve: README "A broken stdout").
@@ -689,10 +689,14 @@ fn one_line(msg: &str) -> String {
         .join(" ")
 }
 
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
+/// Logging at `info` (`-v` debug, `-vv` trace; `RUST_LOG` overrides). A client (`load`,
+/// `bench`) keeps rustls' own warnings out unless `-v`: a TLS failure is its one error line
+/// (`TLS handshake with ... failed: ...`), not that line after a log line per connection.
+fn init_logging(verbose: u8, server: bool) {
+    let level = match (verbose, server) {
+        (0, true) => "info",
+        (0, false) => "info,rustls=error",
+        (1, _) => "debug",
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))

@@ -330,3 +330,85 @@ fn load_udp_against_a_silent_socket_says_the_server_did_not_answer() {
     assert!(v["udp"]["lost"].as_u64().unwrap() > 0, "{v}");
     drop(silent);
 }
+
+#[test]
+fn bench_files_of_earlier_versions_load_and_come_out_in_the_scheme() {
+    let dir = std::env::temp_dir().join(format!("iomodels-answers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report.html");
+    let bench = |file: &str| {
+        let path = format!("{}/docs/{file}", env!("CARGO_MANIFEST_DIR"));
+        let (status, out, err) = run(
+            BIN,
+            &[
+                "bench",
+                "--results",
+                &path,
+                "--json",
+                "--report",
+                report.to_str().unwrap(),
+            ],
+        );
+        assert!(status.success(), "{file}: {err}");
+        // `--json` alone: the JSON on stdout (one object), the table on stderr.
+        assert!(err.contains("report: "), "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    // Written with `cpu_s_per_million` (an earlier name): read, and written under the new one.
+    let v = bench("bench-pingpong-2026-12-05.json");
+    let row = &v["scenarios"][0]["rows"][0];
+    assert!(
+        row["cpu_secs_per_million"]["median"].as_f64().is_some(),
+        "{row}"
+    );
+    assert!(row.get("cpu_s_per_million").is_none(), "{row}");
+    assert_eq!(v["machine"]["cpu_model"], "AMD EPYC");
+    assert!(v["machine"]["cores"].as_u64().is_some());
+    assert!(v["build"]["version"].as_str().is_some());
+    // A soak of an earlier version: rss_before / rss / t read as the byte and second names.
+    let v = bench("bench-soak-2026-11-27.json");
+    let soak = v["scenarios"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|r| r["soak"].as_object())
+        .expect("a soak row");
+    assert!(soak["rss_before_bytes"].as_u64().unwrap() > 0, "{soak:?}");
+    assert!(soak["rss_bytes"]["max"].as_u64().unwrap() > 0, "{soak:?}");
+    let sample = &soak["samples"][0];
+    assert!(sample["t_secs"].as_f64().is_some(), "{sample}");
+    assert!(sample["rss_bytes"].as_u64().is_some(), "{sample}");
+    assert!(soak.get("rss_before").is_none() && sample.get("t").is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_against_a_plain_echo_server_says_drop_tls_in_one_line() {
+    let dir = std::env::temp_dir().join(format!("iomodels-answers-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("self-signed.pem").to_str().unwrap().to_string();
+    // A TLS server only to get a certificate file for --tls-ca; the load goes to a plain one.
+    let tls = Served::start(&["--tls-self-signed", "--tls-cert-out", &cert]);
+    let plain = Served::start(&[]);
+    let addr = plain.addr.to_string();
+    let args = [
+        "--tls",
+        "--tls-ca",
+        &cert,
+        "--conns",
+        "2",
+        "--duration",
+        "1s",
+    ];
+    // One line: rustls' own per-connection warnings are not logged by a client.
+    let needles = [
+        &format!("TLS handshake with {addr} failed") as &str,
+        "it speaks no TLS; drop --tls",
+    ];
+    fails_with(&load(&addr, &args), &needles);
+    let v = json_fails_with(&load(&addr, &[&args[..], &["--json"]].concat()), &needles);
+    assert!(v["latency_us"].is_null(), "{v}");
+    assert_eq!(v["failures"][0]["kind"], "tls");
+    drop((tls, plain));
+    let _ = std::fs::remove_dir_all(&dir);
+}

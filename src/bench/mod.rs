@@ -94,8 +94,9 @@ pub struct BenchArgs {
     /// Run server and load generator as SCHED_RR real-time threads (needs root)
     #[arg(long)]
     realtime: bool,
-    /// Also write the results as JSON to FILE
-    #[arg(long, value_name = "FILE")]
+    /// Also write the results as JSON to FILE; `--json` alone (or `--json -`) prints them on
+    /// stdout as one JSON object, as `load --json` does, and the table goes to stderr
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     json: Option<std::path::PathBuf>,
     /// Where to write the HTML report
     #[arg(long, value_name = "FILE", default_value = "report.html")]
@@ -1423,22 +1424,36 @@ pub fn command(args: BenchArgs) -> Result<()> {
             run(&args, command)?
         }
     };
-    print!("{}", table::render_table(&results));
+    // With `--json` alone stdout is the JSON's: the text goes to stderr.
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    let say = |text: &str| {
+        if json_to_stdout {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    };
+    say(&table::render_table(&results));
     let comparison = baseline.as_ref().map(|old| {
         let lines = compare::compare(old, &results);
-        print!("{}", compare::render_text(old, &lines));
+        say(&compare::render_text(old, &lines));
         (old, lines)
     });
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&results)?;
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    match &args.json {
+        Some(_) if json_to_stdout => println!("{}", serde_json::to_string(&results)?),
+        Some(path) => {
+            let json = serde_json::to_string_pretty(&results)?;
+            std::fs::write(path, json)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {}
     }
     let comparison = comparison
         .as_ref()
         .map(|(old, lines)| (*old, lines.as_slice()));
     std::fs::write(&args.report, report::render_html(&results, comparison))
         .with_context(|| format!("cannot write {}", args.report.display()))?;
-    println!("report: {}", args.report.display());
+    say(&format!("report: {}\n", args.report.display()));
     let bad: Vec<String> = results
         .scenarios
         .iter()

@@ -207,7 +207,13 @@ pub(crate) fn explain(report: &LoadReport) -> Option<String> {
     // Nothing got through TLS: the reason (a refused certificate, a missing client
     // certificate) is the whole answer.
     if let (true, Some(why)) = (nothing, &report.tls_error) {
-        return Some(format!("TLS handshake with {addr} failed: {why}"));
+        // A plain echo server sends our ClientHello back.
+        let hint = if why.contains("got ClientHello") {
+            " (the server echoed the ClientHello: it speaks no TLS; drop --tls)"
+        } else {
+            ""
+        };
+        return Some(format!("TLS handshake with {addr} failed: {why}{hint}"));
     }
     let mut s = if !nothing {
         format!("the run against {addr} was not clean: ")
