@@ -1221,13 +1221,8 @@ fn load_idle(args: &LoadArgs, connect: SocketAddr) -> Result<()> {
     };
     let report = idle::hold_split(&cfg, per_process, &stop, &mut |_| {})
         .with_context(|| format!("idle connections to {connect}"))?;
-    if args.json {
-        println!("{}", about::stamped(&report));
-    } else {
-        print!("{}", report.to_table());
-    }
-    if report.conns_held < report.conns_requested {
-        return Err(anyhow!(
+    let error = if report.conns_held < report.conns_requested {
+        Some(format!(
             "held {} of {} connections ({} connect errors, {} echo errors{})",
             report.conns_held,
             report.conns_requested,
@@ -1237,16 +1232,35 @@ fn load_idle(args: &LoadArgs, connect: SocketAddr) -> Result<()> {
                 Some(why) => format!("; first: {why}"),
                 None => String::new(),
             }
-        ));
+        ))
+    } else if report.conns_still_open < report.conns_held || report.message_errors > 0 {
+        Some(format!(
+            "of {} connections held, {} were closed by the server before the end (see its log) \
+             and {} paced echoes failed",
+            report.conns_held, report.closed_by_server, report.message_errors
+        ))
+    } else {
+        None
+    };
+    // Nothing held: the error line says why, without a table of zeros. The JSON has the
+    // same `error` (null when the hold was clean), as `load`'s.
+    #[derive(serde::Serialize)]
+    struct WithError<'a> {
+        #[serde(flatten)]
+        report: &'a iomodels_load::IdleReport,
+        error: &'a Option<String>,
     }
-    if report.conns_still_open < report.conns_held || report.message_errors > 0 {
-        return Err(anyhow!(
-            "of {} connections held, {} were closed by the server before the end and {} paced \
-             echoes failed",
-            report.conns_held,
-            report.closed_by_server,
-            report.message_errors
-        ));
+    if args.json {
+        let report = WithError {
+            report: &report,
+            error: &error,
+        };
+        println!("{}", about::stamped(&report));
+    } else if report.conns_held > 0 {
+        print!("{}", report.to_table());
     }
-    Ok(())
+    match error {
+        Some(why) => Err(anyhow!("{why}")),
+        None => Ok(()),
+    }
 }

@@ -412,3 +412,51 @@ fn tls_against_a_plain_echo_server_says_drop_tls_in_one_line() {
     drop((tls, plain));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn udp_tool_errors_say_the_errno_once() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, out, err) = run(BIN, &["udp", "recv", "--listen", &addr, "--duration", "1s"]);
+    let out = Output {
+        status,
+        stdout: out.into_bytes(),
+        stderr: err.into_bytes(),
+    };
+    assert_one_line_error(
+        &out,
+        &[&format!("bind {addr}: address already in use (EADDRINUSE)")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("os error"), "said twice: {err}");
+    drop(taken);
+}
+
+#[test]
+fn an_idle_hold_against_nothing_says_refused_without_a_table_of_zeros() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let args = ["--idle", "--conns", "3", "--duration", "1s"];
+    let needles = [
+        "held 0 of 3 connections",
+        "connection refused (ECONNREFUSED)",
+    ];
+    let out = load(&addr, &args);
+    assert_one_line_error(&out, &needles);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = load(&addr, &[&args[..], &["--json"]].concat());
+    assert_one_line_error(&out, &needles);
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(v["paced_p50_us"].is_null(), "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("connection refused (ECONNREFUSED)"), "{v}");
+    assert_eq!(v["build"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["machine"]["cpu_model"].as_str().is_some(), "{v}");
+}

@@ -708,8 +708,8 @@ fn paced(sample: &mut Sample, report: &iomodels_load::IdleReport, start: &Readin
     per_message(sample, start, end, report.messages);
     sample.msgs_per_sec = Some(report.messages as f64 / report.held_secs.max(1e-9));
     if report.messages > 0 {
-        sample.p50 = Some(report.paced_p50_us as f64);
-        sample.p99 = Some(report.paced_p99_us as f64);
+        sample.p50 = report.paced_p50_us.map(|us| us as f64);
+        sample.p99 = report.paced_p99_us.map(|us| us as f64);
     }
 }
 

@@ -34,6 +34,7 @@
 //! nor an error: [`IdleReport::conns_still_open`]; the others are
 //! [`IdleReport::closed_by_server`]).
 
+use iomodels_core::errno::describe;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, Read, Write};
@@ -197,10 +198,10 @@ pub struct IdleReport {
     /// Paced messages' round trip, median, in µs: from the message's write to the end of its
     /// echo's read. A round writes every message of a thread first and then reads them back in
     /// order, so this includes the client's own writing and reading of the thread's others.
-    /// Summed over shards: the largest of theirs.
-    pub paced_p50_us: u64,
+    /// Summed over shards: the largest of theirs. `None` (`null`) with no paced message.
+    pub paced_p50_us: Option<u64>,
     /// Paced messages' round trip, 99th percentile, in µs (as [`IdleReport::paced_p50_us`]).
-    pub paced_p99_us: u64,
+    pub paced_p99_us: Option<u64>,
 }
 
 impl IdleReport {
@@ -212,7 +213,7 @@ impl IdleReport {
              connections   requested {}  established {}  verified {}  still open at the end {}  \
              closed by the server {}\n\
              opened in     {:.2} s\n\
-             paced         {} messages echoed, {} failed, {} late rounds, round trip p50 {} µs p99 {} µs\n\
+             paced         {} messages echoed, {} failed, {} late rounds, round trip {}\n\
              errors        connect {}  echo {}{}\n",
             self.conns_held,
             self.conns_requested,
@@ -228,8 +229,10 @@ impl IdleReport {
             self.messages,
             self.message_errors,
             self.late_rounds,
-            self.paced_p50_us,
-            self.paced_p99_us,
+            match (self.paced_p50_us, self.paced_p99_us) {
+                (Some(p50), Some(p99)) => format!("p50 {p50} µs p99 {p99} µs"),
+                _ => "-".to_string(),
+            },
             self.connect_errors,
             self.echo_errors,
             match &self.first_error {
@@ -335,15 +338,17 @@ pub fn hold_idle(
                                     Ok(()) => r.streams.push(s),
                                     Err(e) => {
                                         r.echo_errors += 1;
-                                        r.first_error.get_or_insert(format!("echo: {e}"));
+                                        r.first_error
+                                            .get_or_insert(format!("echo: {}", describe(&e)));
                                     }
                                 }
                             }
                             Err(e) => {
                                 r.connect_errors += 1;
                                 r.first_error.get_or_insert(format!(
-                                    "connect from {}: {e}",
-                                    source.map_or("any address".into(), |ip| ip.to_string())
+                                    "connect from {}: {}",
+                                    source.map_or("any address".into(), |ip| ip.to_string()),
+                                    describe(&e)
                                 ));
                             }
                         }
@@ -398,8 +403,8 @@ pub fn hold_idle(
     }
     round_trips.sort_unstable();
     let percentile = |q: f64| match round_trips.len() {
-        0 => 0,
-        n => round_trips[((n as f64 * q) as usize).min(n - 1)],
+        0 => None,
+        n => Some(round_trips[((n as f64 * q) as usize).min(n - 1)]),
     };
     report.paced_p50_us = percentile(0.50);
     report.paced_p99_us = percentile(0.99);

@@ -36,14 +36,9 @@ impl fmt::Display for UdpError {
     }
 }
 
-impl std::error::Error for UdpError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            UdpError::Usage(_) => None,
-            UdpError::Io { source, .. } => Some(source),
-        }
-    }
-}
+/// No source: the message already says the OS error (in words, with its errno name), so a
+/// chain of causes printed after it would only repeat it as `std` words it.
+impl std::error::Error for UdpError {}
 
 /// Shorthand for the tools' results.
 pub type Result<T> = std::result::Result<T, UdpError>;
