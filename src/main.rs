@@ -571,12 +571,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// `serve` and the tokio reference server: processes that must outlive their stdout.
-#[cfg(target_os = "linux")]
+/// `serve` and the tokio reference server: processes that must outlive their stdout (and
+/// that log their peers' TLS failures).
 fn is_server(command: &Command) -> bool {
     match command {
         Command::Serve(_) => true,
-        #[cfg(feature = "tokio-reference")]
+        #[cfg(all(feature = "tokio-reference", unix))]
         Command::ServeReference(_) => true,
         _ => false,
     }

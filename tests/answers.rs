@@ -460,3 +460,29 @@ fn an_idle_hold_against_nothing_says_refused_without_a_table_of_zeros() {
     assert_eq!(v["build"]["version"], env!("CARGO_PKG_VERSION"));
     assert!(v["machine"]["cpu_model"].as_str().is_some(), "{v}");
 }
+
+#[test]
+fn a_connect_nobody_answers_is_timed_out_with_its_errno() {
+    // A listener with a backlog of 0 that never accepts: the kernel queues one connection,
+    // then drops the SYNs of the others, whose connects hang until the connect timeout (5 s).
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap().to_string();
+    let out = load(&addr, &["--conns", "4", "--duration", "1s", "--json"]);
+    let v = json_fails_with(
+        &out,
+        &["connect timed out (no answer within 5s", "(ETIMEDOUT)"],
+    );
+    assert!(v["latency_us"].is_null(), "{v}");
+    let timed_out = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "timed_out")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(timed_out["errno"], "ETIMEDOUT");
+    assert!(timed_out["conns"].as_u64().unwrap() >= 1, "{v}");
+    drop(l);
+}

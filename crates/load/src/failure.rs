@@ -34,7 +34,7 @@ pub enum FailureKind {
     Refused,
     /// `ECONNRESET`: the server reset the connection.
     Reset,
-    /// `ETIMEDOUT`: a connect not answered within `--connect-timeout` (or the kernel's).
+    /// `ETIMEDOUT`: a connect not answered within the connect timeout (5 s) (or the kernel's).
     TimedOut,
     /// End of stream before every echo came back: the server closed the connection.
     Closed,
@@ -113,11 +113,14 @@ impl Failure {
         }
     }
 
-    /// A connect still pending when `--connect-timeout` ran out.
+    /// A connect still pending when the connect timeout ran out.
     pub(crate) fn connect_timeout(timeout: Duration) -> Failure {
         Failure {
             kind: FailureKind::TimedOut,
-            cause: format!("connect timed out (no answer within --connect-timeout {timeout:?})"),
+            cause: format!(
+                "connect timed out (no answer within {timeout:?}: a full accept queue, or the \
+                 packets dropped)"
+            ),
             errno: Some(errno::timed_out().to_string()),
             conns: 1,
         }
