@@ -47,7 +47,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::cpu::{cpu_time, Who};
-use crate::failure::Failure;
+use crate::failure::{Failure, FailureKind};
 use crate::pattern::{Pattern, CHUNK};
 use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
 use crate::{Live, LoadConfig};
@@ -70,6 +70,8 @@ struct Flow {
     lost: HashSet<u64>,
     /// Verified echoes of datagrams in flight.
     received: u64,
+    /// An echo of this flow did not verify (counted once per flow as a cause of failure).
+    mismatched: bool,
 }
 
 impl Flow {
@@ -90,6 +92,7 @@ impl Flow {
             in_flight: VecDeque::with_capacity(cfg.depth.min(1024)),
             lost: HashSet::new(),
             received: 0,
+            mismatched: false,
         })
     }
 
@@ -181,7 +184,10 @@ impl Flow {
                 }
                 Verdict::Late => r.udp_late += 1,
                 Verdict::Duplicated => r.udp_duplicated += 1,
-                Verdict::Mismatch => r.mismatches += 1,
+                Verdict::Mismatch => {
+                    r.mismatches += 1;
+                    self.mismatched = true;
+                }
             }
         }
         Ok(last)
@@ -370,6 +376,9 @@ pub(crate) fn run_udp_worker(
     for flow in &flows {
         r.messages += flow.received;
         r.bytes += flow.received * cfg.size as u64;
+        if flow.mismatched {
+            r.failures.add(Failure::of(FailureKind::Mismatch));
+        }
     }
     publisher.publish(r.messages, r.bytes, &r, &hist);
     r.into_result(
@@ -393,6 +402,7 @@ mod tests {
             in_flight: VecDeque::new(),
             lost: HashSet::new(),
             received: 0,
+            mismatched: false,
         }
     }
 

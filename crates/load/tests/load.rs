@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use iomodels_load::{run, LoadConfig, LoadReport};
+use iomodels_load::{run, FailureKind, LoadConfig, LoadReport};
 
 /// What an in-test server does with each connection (numbered in accept order from 0).
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +105,11 @@ fn serve(mut s: TcpStream, mode: Mode, number: usize) {
             return;
         }
     }
+}
+
+/// The report's causes of failure: kind and connections.
+fn causes(r: &LoadReport) -> Vec<(FailureKind, u64)> {
+    r.failures.iter().map(|f| (f.kind, f.conns)).collect()
 }
 
 fn cfg(addr: SocketAddr) -> LoadConfig {
@@ -207,6 +212,7 @@ fn corrupting_server_counts_one_mismatch_per_bad_connection() {
     assert!(!r.is_clean());
     // Good connections finish; bad ones stop at the message holding byte 1000.
     assert_eq!(r.messages, 3 * 200 + 3 * (1000 / 64), "{r:?}");
+    assert_eq!(causes(&r), [(FailureKind::Mismatch, 3)]);
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -220,6 +226,7 @@ fn corruption_in_the_first_byte_is_caught_too() {
     let (r, _) = timed(&c);
     assert_eq!(r.mismatches, 4, "{r:?}");
     assert_eq!(r.messages, 0);
+    assert_eq!(causes(&r), [(FailureKind::Mismatch, 4)]);
 }
 
 #[test]
@@ -235,6 +242,13 @@ fn early_close_counts_io_errors() {
     assert_eq!(r.mismatches, 0, "{r:?}");
     assert_eq!(r.messages, 4 * 10, "{r:?}");
     assert!(!r.is_clean());
+    // An end of stream mid-run: the server closed them.
+    assert_eq!(causes(&r), [(FailureKind::Closed, 4)]);
+    let why = r.error.as_deref().unwrap();
+    assert!(
+        why.contains("the server closed 4 of 4 connections"),
+        "{why}"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -251,6 +265,8 @@ fn silent_server_leaves_messages_incomplete_after_the_drain_timeout() {
     assert_eq!(r.incomplete, 4 * 3, "{r:?}");
     assert_eq!(r.messages, 0);
     assert!(!r.is_clean());
+    assert_eq!(causes(&r), [(FailureKind::Silent, 4)]);
+    assert!(r.latency_us.is_none(), "{r:?}");
     assert!(r.elapsed_secs >= 0.29 && r.elapsed_secs < 1.0, "{r:?}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
@@ -277,7 +293,7 @@ fn unreachable_port_counts_every_connect_as_an_error() {
     // The cause, classified where the connects failed: every one refused, by its errno.
     assert_eq!(r.failures.len(), 1, "{r:?}");
     let f = &r.failures[0];
-    assert_eq!(f.kind, iomodels_load::FailureKind::Refused);
+    assert_eq!(f.kind, FailureKind::Refused);
     assert_eq!(f.conns, 5);
     let errno = if cfg!(windows) {
         "WSAECONNREFUSED"

@@ -215,6 +215,12 @@ fn a_corrupted_echo_is_one_mismatch_and_the_run_is_not_clean() {
         assert_eq!(u.lost, u64::from(at < UDP_HEADER), "flip at {at}: {r:?}");
         assert_eq!(u.received, u.sent - 1, "flip at {at}: {r:?}");
         assert!(r.to_table().contains("mismatches 1"), "{}", r.to_table());
+        // The cause: one socket's echo did not verify.
+        let why = r.error.as_deref().unwrap_or_else(|| panic!("{r:?}"));
+        assert!(
+            why.contains("the echo differed from what was sent on 1 of 4 sockets"),
+            "{why}"
+        );
     }
 }
 
