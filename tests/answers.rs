@@ -486,3 +486,37 @@ fn a_connect_nobody_answers_is_timed_out_with_its_errno() {
     assert!(timed_out["conns"].as_u64().unwrap() >= 1, "{v}");
     drop(l);
 }
+
+#[test]
+fn connections_left_in_the_backlog_at_a_servers_cap_are_named() {
+    // A server with a cap of 2 connections: it accepts the third only once the first two
+    // closed (after the run), as `serve --model select` at its FD_SETSIZE cap does.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for _ in 0..2 {
+            let first: Vec<_> = (0..2)
+                .filter_map(|_| l.accept().ok())
+                .map(|(s, _)| std::thread::spawn(move || echo(s)))
+                .collect();
+            for t in first {
+                let _ = t.join();
+            }
+            if let Ok((s, _)) = l.accept() {
+                echo(s);
+            }
+        }
+    });
+    let args = ["--conns", "3", "--threads", "1", "--duration", "1s"];
+    let needles = [
+        "was not clean",
+        "the server left 1 of 3 connections without an echo while the run lasted",
+        "at its connection cap?",
+    ];
+    let out = load(&addr, &args);
+    assert_one_line_error(&out, &needles);
+    let v = json_fails_with(&load(&addr, &[&args[..], &["--json"]].concat()), &needles);
+    assert_eq!(v["failures"][0]["kind"], "unserved");
+    assert_eq!(v["conns_established"], 3, "{v}");
+    assert_eq!(v["incomplete_messages"], 0, "{v}");
+}

@@ -86,6 +86,9 @@ pub(crate) struct Conn {
     /// The connection speaks TLS (the session itself is taken out while its plaintext is
     /// checked).
     speaks_tls: bool,
+    /// No echo had come back when sending stopped, while the others were served: a cause of
+    /// failure if it is served later (see `FailureKind::Unserved`).
+    pub(crate) unserved: bool,
     /// While `Closing`: the TCP write side has been shut (after the `close_notify` went out).
     write_shut: bool,
     pattern: Pattern,
@@ -126,6 +129,7 @@ impl Conn {
         Conn {
             stream,
             speaks_tls: tls.is_some(),
+            unserved: false,
             tls,
             state,
             failure: None,

@@ -13,8 +13,10 @@
 //! Pitfalls this module exists for: a server speaking TLS to a plain client answers with a TLS
 //! alert record, which used to count as a bare "mismatch"; a discard server accepts and reads
 //! but never answers, which used to wait out the whole drain timeout and report
-//! "incomplete"; a server that closes connections (a crash, a connection cap such as
-//! `select`'s `FD_SETSIZE`) gave "io N" with no errno.
+//! "incomplete"; a server that closes connections (a crash) gave "io N" with no errno; a
+//! server at its connection cap (`select`'s, bound by `FD_SETSIZE`) that leaves the
+//! connections past it in its listen backlog gave a clean report of fewer connections than
+//! asked for, only the maximum latency hinting at it (now [`FailureKind::Unserved`]).
 
 use std::fmt::Write as _;
 use std::io;
@@ -44,6 +46,10 @@ pub enum FailureKind {
     Silent,
     /// Echoes still missing when the drain timeout expired (after some came back).
     Unanswered,
+    /// Not one echo while the run lasted, though the other connections were served (ten
+    /// messages each on average, at least): answered only in the drain after it — a server
+    /// at its connection cap (accepting again once others close), or one that starves some.
+    Unserved,
     /// An echoed byte differed from the one sent.
     Mismatch,
     /// The TLS session failed (a certificate refused, an alert).
@@ -80,6 +86,7 @@ impl Failure {
             FailureKind::TlsRecords => "the server answered with TLS records",
             FailureKind::Silent => "the server sends nothing back",
             FailureKind::Unanswered => "echoes missing when the drain timeout expired",
+            FailureKind::Unserved => "no echo while the run lasted",
             FailureKind::Mismatch => "the echo differed from what was sent",
             FailureKind::Tls => "the TLS session failed",
             FailureKind::NoAnswer => "the server did not answer",
@@ -185,17 +192,18 @@ pub(crate) fn explain(report: &LoadReport) -> Option<String> {
         return None;
     }
     let addr = &report.connect;
-    let unit = if report.udp.is_some() {
-        "sockets"
-    } else if report.is_handshakes() {
-        "cycles"
-    } else {
-        "connections"
-    };
     let total = if report.is_handshakes() {
         report.handshakes + report.handshake_failures
     } else {
         report.conns_requested as u64
+    };
+    let unit = match (report.udp.is_some(), report.is_handshakes(), total == 1) {
+        (true, _, false) => "sockets",
+        (true, _, true) => "socket",
+        (_, true, false) => "cycles",
+        (_, true, true) => "cycle",
+        (_, _, false) => "connections",
+        (_, _, true) => "connection",
     };
     let nothing = report.messages == 0;
     let mut failures = report.failures.iter().peekable();
@@ -232,7 +240,10 @@ pub(crate) fn explain(report: &LoadReport) -> Option<String> {
         if i > 0 {
             s.push_str("; ");
         }
-        see_log |= matches!(f.kind, FailureKind::Closed | FailureKind::Reset);
+        see_log |= matches!(
+            f.kind,
+            FailureKind::Closed | FailureKind::Reset | FailureKind::Unserved
+        );
         let n = f.conns;
         let errno = f
             .errno
@@ -279,6 +290,11 @@ pub(crate) fn explain(report: &LoadReport) -> Option<String> {
                 "{} messages not echoed when the drain timeout expired, on {n} of {total} \
                  {unit} (a stalled or overloaded server)",
                 report.incomplete
+            ),
+            FailureKind::Unserved => write!(
+                s,
+                "the server left {n} of {total} {unit} without an echo while the run lasted \
+                 (served only after it: at its connection cap?)"
             ),
             FailureKind::Mismatch => write!(
                 s,

@@ -44,7 +44,8 @@
 //!   reset or timed out with the errno name, closed by the server mid-run, TLS records on a
 //!   plain connection (add `--tls`), a server that sends nothing back (then the drain after the
 //!   duration is short, [`LoadConfig::drain_timeout`] is not waited out), echoes still missing
-//!   at the drain timeout, a mismatch, a TLS failure, a UDP server that does not answer; and
+//!   at the drain timeout, connections served only after the run (a server at its connection
+//!   cap), a mismatch, a TLS failure, a UDP server that does not answer; and
 //!   `error` is the one sentence that says it, the same for every mode (`None` when clean).
 //! * A figure that does not exist is `None` (`null` in JSON): the latency of a run in which
 //!   nothing was echoed, the rates of a run with no measured interval.

@@ -337,10 +337,13 @@ impl LoadReport {
 
     /// True when every requested connection was established (in handshake mode: completed a
     /// cycle) and nothing went wrong: no connect errors, I/O errors, mismatches, TLS failures
-    /// or incomplete messages. With UDP, also no socket refused; loss, late and duplicated
-    /// echoes do not make a run unclean (UDP allows them; they are reported).
+    /// or incomplete messages, no connection left unserved while the run lasted, no cause of
+    /// failure at all (`failures` empty). With UDP, also no socket refused and not every
+    /// datagram lost; loss, late and duplicated echoes do not make a run unclean otherwise
+    /// (UDP allows them; they are reported).
     pub fn is_clean(&self) -> bool {
-        self.udp.as_ref().is_none_or(|u| u.refused == 0)
+        self.failures.is_empty()
+            && self.udp.as_ref().is_none_or(|u| u.refused == 0)
             && self.conns_established == self.conns_requested
             && self.connect_errors == 0
             && self.io_errors == 0

@@ -227,6 +227,14 @@ pub(crate) fn run_worker(
             if active > 0 && conns.iter().all(|c| c.verified == 0) {
                 drain_deadline = drain_deadline.min(now + SILENT_DRAIN);
             }
+            // Connections not served at all while the others were (ten echoes each on
+            // average): a server at its connection cap leaves them in its listen backlog.
+            let served: u64 = conns.iter().map(|c| c.done).sum();
+            if established > 1 && served >= 10 * established as u64 {
+                for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
+                    conn.unserved = conn.verified == 0;
+                }
+            }
             for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
                 if conn.is_finished(false) {
                     r.settle(conn, Step::Finished, &mut active, &mut closing);
@@ -318,6 +326,10 @@ pub(crate) fn run_worker(
     for conn in &conns {
         r.messages += conn.done;
         r.bytes += conn.verified;
+        // Served in the drain only (one never served is counted silent or unanswered).
+        if conn.unserved && conn.done > 0 {
+            r.failures.add(Failure::of(FailureKind::Unserved));
+        }
     }
     publisher.publish(r.messages, r.bytes, &r, &hist);
     r.into_result(
