@@ -251,14 +251,21 @@ enum Verdict {
 }
 
 /// Counts a socket error: `ECONNREFUSED` (an ICMP port unreachable: no server there) apart
-/// from the rest; either is the socket's cause of failure.
+/// from the rest; either is the socket's cause of failure. Winsock reports the ICMP port
+/// unreachable on a UDP socket as `WSAECONNRESET`: counted as refused too, named as it is.
 fn count_error(e: &io::Error, r: &mut Counters) {
-    if e.kind() == io::ErrorKind::ConnectionRefused {
+    let unreachable = e.kind() == io::ErrorKind::ConnectionRefused
+        || (cfg!(windows) && e.kind() == io::ErrorKind::ConnectionReset);
+    if unreachable {
         r.udp_refused += 1;
+        r.failures.add(Failure {
+            kind: FailureKind::Refused,
+            ..Failure::os(e)
+        });
     } else {
         r.io_errors += 1;
+        r.failures.add(Failure::os(e));
     }
-    r.failures.add(Failure::os(e));
 }
 
 /// Runs one UDP worker: opens flows number `first, first + stride, ...` (below `cfg.conns`),
