@@ -598,7 +598,7 @@ impl std::error::Error for UsageError {}
 
 /// Whether `e` is a usage error: a [`UsageError`], or the UDP tools' own
 /// ([`iomodels_udp::UdpError::Usage`]: a unicast group, a payload too large, ...).
-fn is_usage(e: &anyhow::Error) -> bool {
+pub(crate) fn is_usage(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.is::<UsageError>()
             || matches!(
@@ -665,7 +665,7 @@ fn manpage(args: ManpageArgs) -> Result<()> {
 
 /// An error and its causes, `: `-separated, each said once: a cause whose text its error's
 /// message already ends with (`ServerError` shows its source) is not repeated.
-fn causes(e: &anyhow::Error) -> String {
+pub(crate) fn causes(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
@@ -681,7 +681,7 @@ fn causes(e: &anyhow::Error) -> String {
 }
 
 /// Folds a multi-line message (clap's, with its hints) into the one line the CLI promises.
-fn one_line(msg: &str) -> String {
+pub(crate) fn one_line(msg: &str) -> String {
     msg.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("For more information"))

@@ -208,21 +208,63 @@ fn ready(line: &str) {
 }
 
 fn send(a: SendArgs, stop: &AtomicBool) -> Result<()> {
-    let sender = Sender::new(SendConfig {
-        to: a.to,
-        opts: a.opts.options(),
-        count: a.count,
-        duration: a.duration,
-        rate: a.rate,
-        size: a.size,
-    })?;
-    let report = sender.run(stop)?;
-    if a.json {
-        println!("{}", crate::about::stamped(&report));
-    } else {
-        print!("{}", report.to_table());
+    let report = (|| {
+        Sender::new(SendConfig {
+            to: a.to,
+            opts: a.opts.options(),
+            count: a.count,
+            duration: a.duration,
+            rate: a.rate,
+            size: a.size,
+        })?
+        .run(stop)
+        .map_err(anyhow::Error::from)
+    })();
+    print_report(a.json, report, |r| r.to_table(), |_| None)
+}
+
+/// Prints a command's report: a table, or with `json` one JSON object (with `build` and
+/// `machine`) whose `error` is null or says why the command failed, `failed(report)` or the
+/// error itself, in the words of its stderr line. So a script reading stdout gets one object
+/// whether the run failed at its start (a port in use: only `error`, `build` and `machine`)
+/// or after it (no answer to the probes: the report too); a usage error prints none. The
+/// error is passed on for `main` to print and exit 1.
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    report: Result<T>,
+    table: impl Fn(&T) -> String,
+    failed: impl Fn(&T) -> Option<anyhow::Error>,
+) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct Outcome<'a, T> {
+        #[serde(flatten)]
+        report: Option<&'a T>,
+        error: Option<String>,
     }
-    Ok(())
+    let error = match &report {
+        Ok(r) => failed(r).map_or(Ok(()), Err),
+        Err(_) => Ok(()),
+    };
+    let words = |e: &anyhow::Error| crate::one_line(&crate::causes(e));
+    match (&report, json) {
+        (Err(e), true) if !crate::is_usage(e) => {
+            let out = Outcome::<T> {
+                report: None,
+                error: Some(words(e)),
+            };
+            println!("{}", crate::about::stamped(&out));
+        }
+        (Ok(r), true) => {
+            let out = Outcome {
+                report: Some(r),
+                error: error.as_ref().err().map(words),
+            };
+            println!("{}", crate::about::stamped(&out));
+        }
+        (Ok(r), false) => print!("{}", table(r)),
+        (Err(_), _) => {}
+    }
+    report.and(error)
 }
 
 fn listen_options(listen: SocketAddr, g: &ListenArgs) -> ListenOptions {
@@ -235,15 +277,13 @@ fn listen_options(listen: SocketAddr, g: &ListenArgs) -> ListenOptions {
 }
 
 fn recv(a: RecvArgs, stop: &AtomicBool) -> Result<()> {
-    let receiver = Receiver::bind(&listen_options(a.listen, &a.group))?;
-    ready(&format!("udp recv: {}", receiver.description()));
-    let report = receiver.run(a.count, a.duration, stop)?;
-    if a.json {
-        println!("{}", crate::about::stamped(&report));
-    } else {
-        print!("{}", report.to_table());
-    }
-    Ok(())
+    let report = Receiver::bind(&listen_options(a.listen, &a.group))
+        .map_err(anyhow::Error::from)
+        .and_then(|receiver| {
+            ready(&format!("udp recv: {}", receiver.description()));
+            Ok(receiver.run(a.count, a.duration, stop)?)
+        });
+    print_report(a.json, report, |r| r.to_table(), |_| None)
 }
 
 fn respond(a: DiscoverArgs, stop: &AtomicBool) -> Result<()> {
@@ -283,18 +323,19 @@ fn probe(a: DiscoverArgs, stop: &AtomicBool) -> Result<()> {
             probes: a.probes,
         },
         stop,
-    )?;
-    if a.json {
-        println!("{}", crate::about::stamped(&report));
-    } else {
-        print!("{}", report.to_table());
-    }
-    if report.answers.is_empty() {
-        return Err(anyhow!(
-            "no answer to {} probe(s) sent to {to} within {:?}",
-            report.probes,
-            a.timeout
-        ));
-    }
-    Ok(())
+    );
+    print_report(
+        a.json,
+        report.map_err(anyhow::Error::from),
+        |r| r.to_table(),
+        |r| {
+            r.answers.is_empty().then(|| {
+                anyhow!(
+                    "no answer to {} probe(s) sent to {to} within {:?}",
+                    r.probes,
+                    a.timeout
+                )
+            })
+        },
+    )
 }

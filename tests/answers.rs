@@ -429,6 +429,27 @@ fn udp_tool_errors_say_the_errno_once() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("os error"), "said twice: {err}");
+    // With --json, the failure is still one JSON object on stdout, its `error` the same words.
+    {
+        let args = [
+            "udp",
+            "recv",
+            "--listen",
+            &addr,
+            "--duration",
+            "1s",
+            "--json",
+        ];
+        let (status, out, err) = run(BIN, &args);
+        assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON object ({e}): {out:?}"));
+        let error = v["error"].as_str().unwrap_or_else(|| panic!("{v}"));
+        assert!(error.contains("address already in use (EADDRINUSE)"), "{v}");
+        assert!(err.contains(error), "stderr {err:?} differs from {error:?}");
+        assert_eq!(v["build"]["version"], env!("CARGO_PKG_VERSION"));
+        assert!(v["machine"]["cores"].as_u64().is_some(), "{v}");
+    }
     drop(taken);
 }
 

@@ -106,6 +106,7 @@ fn recv_json_has_every_counter_and_the_latency_percentiles() {
     }
     assert!(r["elapsed_secs"].as_f64().is_some());
     assert!(r.get("elapsed_s").is_none(), "old key: {r}");
+    assert!(r["error"].is_null(), "a run that worked: {r}");
     assert_eq!(r["build"]["version"], env!("CARGO_PKG_VERSION"));
     assert!(r["machine"]["cores"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(num(&r, "highest_seq"), 4);
@@ -401,7 +402,14 @@ fn a_probe_nobody_answers_fails_in_one_line() {
         ],
     );
     assert!(!status.success());
-    assert_eq!(json(&out)["answers"], serde_json::json!([]));
+    let v = json(&out);
+    assert_eq!(v["answers"], serde_json::json!([]));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no answer to 1 probe(s)"), "{err}");
+    // The JSON says the same as the stderr line.
+    let error = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error: {v}"));
+    assert!(err.contains(error), "{err:?} vs {error:?}");
+    assert!(error.contains("no answer to 1 probe(s)"), "{v}");
 }
