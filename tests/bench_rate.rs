@@ -101,13 +101,13 @@ fn handmade() -> serde_json::Value {
             "model": model, "ran": true,
             "msgs_per_sec": stat(sat), "mb_per_sec": null,
             "p50_us": stat(400.0), "p99_us": stat(2000.0), "p999_us": null,
-            "cpu_s_per_million": null, "server_cpu_percent": null,
+            "cpu_secs_per_million": null, "server_cpu_percent": null,
             "ctx_switches_per_1k": null, "wakeups_per_msg": null, "syscalls_per_msg": null,
             "rss_per_conn_bytes": null, "conns_held": null,
             "stop_reason": "received 1,000 of 2,000 msg/s offered",
             "mismatches": 0, "errors": 0, "busy": null, "note": null,
             "curve": {
-                "conns": 100, "size": 64, "step_secs": 1.0, "points": points,
+                "conns": 100, "size_bytes": 64, "step_secs": 1.0, "points": points,
                 "p99_us_at_50_percent": stat(700.0), "p99_us_at_90_percent": stat(1900.0)
             }
         })

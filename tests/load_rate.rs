@@ -132,7 +132,7 @@ fn pipelined_open_loop_keeps_sending_and_counts_the_unanswered() {
     assert!(received < 400.0, "received {received}/s: {v}");
     // Unanswered at the end of the drain: counted, not an error (the run is measured).
     assert!(v["rate_unanswered"].as_u64().unwrap() > 500, "{v}");
-    assert_eq!(v["rate_unanswered"], v["incomplete"], "{v}");
+    assert_eq!(v["rate_unanswered"], v["incomplete_messages"], "{v}");
     assert_eq!(v["mismatches"], 0, "{v}");
     assert!(p99(&v, "latency_us") >= 500_000, "{v}");
 }

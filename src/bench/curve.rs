@@ -293,7 +293,7 @@ pub(super) fn merge(runs: &[&Run]) -> Option<Curve> {
     };
     Some(Curve {
         conns: CONNS,
-        size: SIZE,
+        size_bytes: SIZE,
         step_secs: ladder.step.as_secs_f64(),
         points,
         p99_us_at_50_percent: at(0.5),
@@ -395,6 +395,6 @@ mod tests {
         assert!(c.points[0].kept && !c.points[1].kept && !c.points[2].kept);
         assert_eq!(c.points[1].rate_requested_per_sec, 1500.0);
         assert_eq!(c.points[0].p99_us.median, 1000.0);
-        assert_eq!((c.conns, c.size, c.step_secs), (CONNS, SIZE, 0.5));
+        assert_eq!((c.conns, c.size_bytes, c.step_secs), (CONNS, SIZE, 0.5));
     }
 }

@@ -142,7 +142,7 @@ pub struct Curve {
     /// Connections of every step (one message unanswered at most on each, as wrk2's).
     pub conns: usize,
     /// Bytes per message.
-    pub size: usize,
+    pub size_bytes: usize,
     /// Seconds each step was measured.
     pub step_secs: f64,
     /// The steps run, lowest offered rate first.

@@ -556,7 +556,7 @@ pub(crate) mod sample {
         };
         let curve = |points: &[(f64, f64, f64, bool)]| Curve {
             conns: 100,
-            size: 64,
+            size_bytes: 64,
             step_secs: 1.0,
             points: points
                 .iter()
