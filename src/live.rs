@@ -31,9 +31,13 @@ pub(crate) fn start_line(cfg: &LoadConfig, interval: Option<Duration>) -> String
         Some(d) => format!("; a line every {d:?}"),
         None => String::new(),
     };
+    let shape = match cfg.rate {
+        Some(r) => format!("open loop at {r} msg/s"),
+        None => format!("depth {}", cfg.depth),
+    };
     format!(
-        "load: {} ({mode}), {} {unit}, depth {}, {} B messages, {length}{every}",
-        cfg.connect, cfg.conns, cfg.depth, cfg.size
+        "load: {} ({mode}), {} {unit}, {shape}, {} B messages, {length}{every}",
+        cfg.connect, cfg.conns, cfg.size
     )
 }
 
@@ -43,6 +47,8 @@ pub(crate) fn start_line(cfg: &LoadConfig, interval: Option<Duration>) -> String
 struct Unit {
     udp: bool,
     handshakes: bool,
+    /// `--rate`: the lines show the sent rate too.
+    rate: bool,
 }
 
 impl Unit {
@@ -50,6 +56,7 @@ impl Unit {
         Unit {
             udp: cfg.udp,
             handshakes: cfg.handshakes,
+            rate: cfg.rate.is_some(),
         }
     }
 }
@@ -71,8 +78,14 @@ fn interval_line(from: f64, to: f64, d: &Totals, unit: Unit) -> String {
     } else {
         String::new()
     };
+    // Under --rate: the achieved send rate, beside the echoes.
+    let sent = if unit.rate {
+        format!("sent {:.0}/s  ", d.sent as f64 / secs)
+    } else {
+        String::new()
+    };
     format!(
-        "[{from:6.2}-{to:6.2} s]  {:.0} {}/s  {:.2} MB/s  {latency}  errors {}{lost}",
+        "[{from:6.2}-{to:6.2} s]  {sent}{:.0} {}/s  {:.2} MB/s  {latency}  errors {}{lost}",
         d.messages as f64 / secs,
         if unit.handshakes {
             "handshakes"

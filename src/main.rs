@@ -304,9 +304,9 @@ struct LoadArgs {
     /// go to stderr)
     #[arg(long)]
     json: bool,
-    /// Print one line on stderr every DURATION of the run (as iperf3's -i): the span, msgs/s,
-    /// MB/s, p50/p99 latency over that span, errors so far. 10ms to 1h; off by default. Not
-    /// with --idle
+    /// Print one line on stderr every DURATION of the run (as iperf3's -i): the span, msgs/s
+    /// (with --rate, the sent rate first), MB/s, p50/p99 latency over that span, errors so far.
+    /// 10ms to 1h; off by default. Not with --idle
     #[arg(long, value_name = "DURATION", conflicts_with = "idle", value_parser = parse_report_interval)]
     interval: Option<Duration>,
     /// Idle mode: open --conns connections, echo one byte on each (verified), then hold them
@@ -346,8 +346,42 @@ struct LoadArgs {
     /// new one (an echo arriving later is counted late, not as an error)
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     udp_timeout: Duration,
+    /// Open loop (as wrk2's -R): offer N messages (with --udp: datagrams) per second in total,
+    /// spread evenly over the connections, each sent when it is due, and time every message
+    /// from when it was due, so a server that stalls shows it in the latency (no coordinated
+    /// omission). --depth is then the most messages a connection leaves unanswered (1: the
+    /// next waits for the echo, as wrk2; more: pipelined). Adds the requested, sent and
+    /// received rates and the service latency (from the actual write) to the report;
+    /// unanswered messages are counted, not errors. 1 to 100M; k and M suffixes (50k = 50000).
+    /// Not with --handshakes, --idle
+    #[arg(long, value_name = "N", value_parser = parse_rate, conflicts_with_all = ["handshakes", "idle"])]
+    rate: Option<u64>,
     #[command(flatten)]
     tls: tls::LoadTlsArgs,
+}
+
+/// `load --rate`: messages per second, 1 to [`iomodels_load::MAX_RATE`], with an optional k
+/// (×1000) or M (×1,000,000) suffix.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, scale) = match t.strip_suffix(['k', 'K']) {
+        Some(d) => (d, 1_000),
+        None => match t.strip_suffix('M') {
+            Some(d) => (d, 1_000_000),
+            None => (t, 1),
+        },
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a rate: give messages per second, like 5000 or 50k"))?;
+    match n.checked_mul(scale) {
+        Some(0) => Err(format!("'{s}' is no rate: at least 1 message per second")),
+        Some(r) if r <= iomodels_load::MAX_RATE => Ok(r),
+        _ => Err(format!(
+            "'{s}' is too high a rate: at most {}M messages per second",
+            iomodels_load::MAX_RATE / 1_000_000
+        )),
+    }
 }
 
 /// `--max-pending`: at least 1 KiB (0 used to be taken, and a 1 MB echo then took some two
@@ -1127,6 +1161,7 @@ fn load(args: LoadArgs) -> Result<()> {
         handshakes: args.handshakes,
         udp: args.udp,
         udp_timeout: args.udp_timeout,
+        rate: args.rate,
         ..LoadConfig::default()
     };
     cfg.validate().map_err(usage)?;

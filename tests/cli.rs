@@ -406,7 +406,10 @@ fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     // --quick runs c12k's pace on 200 connections, and says so.
-    assert_eq!(names, ["pp64-100", "idle", "c12k at 200 conns"]);
+    assert_eq!(
+        names,
+        ["pp64-100", "rate64-100", "idle", "c12k at 200 conns"]
+    );
     for s in scenarios {
         let rows = s["rows"].as_array().unwrap();
         assert_eq!(rows.len(), models.len());
@@ -425,6 +428,13 @@ fn bench_quick_writes_results_for_every_model_with_zero_mismatches() {
                         "{what}"
                     );
                     assert!(r["p99_us"]["median"].as_f64().is_some(), "{what}");
+                }
+                "rate" => {
+                    assert!(
+                        !r["curve"]["points"].as_array().unwrap().is_empty(),
+                        "{what}"
+                    );
+                    assert_eq!(r["curve"]["points"][0]["kept"], true, "{what}");
                 }
                 _ => assert!(r["conns_held"].as_u64().unwrap() > 0, "{what}"),
             }

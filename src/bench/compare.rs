@@ -63,6 +63,17 @@ fn metrics(kind: &str) -> Vec<Metric> {
         "idle" => vec![rss],
         "c12k" | "c100k" => vec![server_cpu, cpu],
         "max-conns" => vec![rss],
+        "rate" => vec![
+            Metric {
+                label: "saturation msg/s",
+                ..rate
+            },
+            Metric {
+                label: "p99 µs at 90 %",
+                get: |r| r.curve.as_ref().and_then(|c| c.p99_us_at_90_percent),
+                ..p99
+            },
+        ],
         _ => Vec::new(),
     }
 }

@@ -20,6 +20,7 @@
 //! others as not run, with the reason. Every ramp is bounded in time.
 
 mod compare;
+mod curve;
 mod os;
 mod procfs;
 mod report;
@@ -48,12 +49,15 @@ pub struct BenchArgs {
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     models: Vec<String>,
     /// Scenarios to run, comma-separated: pp64-1, pp64-100, pp64-1000, pp4k-100, pp64k-10,
-    /// udp64-100, udp1400-100 (UDP echo: serve --udp --no-tcp, load --udp), idle, c12k,
-    /// c100k (100,000 connections, a 64 B echo each every 10 s, held 30 s: only the models that
-    /// can hold them run), max-conns (a ramp up to each model's own bound: completion-port,
-    /// with direct descriptors, past 100,000 with --workers 6), soak (long: mixed load with
-    /// faults, server RSS and descriptors over time; only when named, run once) [default: all
-    /// but soak; with --quick: pp64-100, idle, c12k]
+    /// udp64-100, udp1400-100 (UDP echo: serve --udp --no-tcp, load --udp), rate64-100
+    /// (latency against offered load: open loop, load --rate over 100 connections, a ladder
+    /// of rates from 1,000 msg/s ×1.5 per step up to saturation; p99 from the schedule,
+    /// drawn as a curve per model), idle, c12k, c100k (100,000 connections, a 64 B echo each
+    /// every 10 s, held 30 s: only the models that can hold them run), max-conns (a ramp up
+    /// to each model's own bound: completion-port, with direct descriptors, past 100,000 with
+    /// --workers 6), soak (long: mixed load with faults, server RSS and descriptors over
+    /// time; only when named, run once) [default: all but soak; with --quick: pp64-100,
+    /// rate64-100 (5 short steps), idle, c12k]
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Repetitions of every model and scenario (medians and min-max are reported)
@@ -140,6 +144,8 @@ enum Scenario {
         conns: usize,
         size: usize,
     },
+    /// Open loop: latency against offered load, a ladder of rates up to saturation.
+    Rate,
     /// Hold idle connections; server RSS per connection.
     Idle,
     /// The seed's experiment: 12,000 connections, one 64 B message a second each.
@@ -200,6 +206,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::PingPong { name, .. } | Scenario::Udp { name, .. } => name,
+            Scenario::Rate => curve::NAME,
             Scenario::Idle => "idle",
             Scenario::C12k => "c12k",
             Scenario::C100k => "c100k",
@@ -212,6 +219,7 @@ impl Scenario {
         match self {
             Scenario::PingPong { .. } => "pingpong",
             Scenario::Udp { .. } => "udp",
+            Scenario::Rate => "rate",
             Scenario::Idle => "idle",
             Scenario::C12k => "c12k",
             Scenario::C100k => "c100k",
@@ -225,6 +233,7 @@ impl Scenario {
         let mut v = PINGPONGS.to_vec();
         v.extend(UDPS);
         v.extend([
+            Scenario::Rate,
             Scenario::Idle,
             Scenario::C12k,
             Scenario::C100k,
@@ -233,9 +242,10 @@ impl Scenario {
         v
     }
 
-    /// The `--quick` subset (CI's): seconds, no UDP, no c100k, no max-conns ramp.
+    /// The `--quick` subset (CI's): seconds, no UDP, no c100k, no max-conns ramp; a short
+    /// rate ladder.
     fn quick() -> Vec<Scenario> {
-        vec![PINGPONGS[1], Scenario::Idle, Scenario::C12k]
+        vec![PINGPONGS[1], Scenario::Rate, Scenario::Idle, Scenario::C12k]
     }
 
     fn parse(s: &str) -> Result<Scenario> {
@@ -278,6 +288,8 @@ struct Plan {
     udp_depth: usize,
     /// Length of the soak, per model (after its warm-up).
     soak: Duration,
+    /// The offered rates of the rate scenario.
+    ladder: curve::Ladder,
 }
 
 /// One server to measure: a model, or the tokio reference.
@@ -459,6 +471,8 @@ struct Sample {
     others_percent: f64,
     /// The soak scenario's time series and figures.
     soak: Option<results::Soak>,
+    /// The rate scenario's ladder.
+    curve: Option<curve::Run>,
 }
 
 /// Server-side readings at one moment.
@@ -984,10 +998,40 @@ fn max_conns(p: &Participant, plan: &Plan) -> Result<Sample> {
     Ok(s)
 }
 
+/// The rate scenario: a closed-loop warm-up, then the ladder of offered rates (see `curve`).
+fn rate_curve(p: &Participant, plan: &Plan) -> Result<Sample> {
+    let server = Server::start(p, plan)?;
+    let addr = server.addr;
+    let run = (|| {
+        iomodels_load::run(&LoadConfig {
+            connect: addr,
+            conns: curve::CONNS,
+            size: curve::SIZE,
+            duration: plan.warmup,
+            ..LoadConfig::default()
+        })?;
+        curve::ladder(addr, &plan.ladder)
+    })();
+    server.stop();
+    let run = run?;
+    let sat = run.saturation();
+    Ok(Sample {
+        msgs_per_sec: sat.map(|s| s.received_per_sec),
+        p50: sat.map(|s| s.p50_us as f64),
+        p99: sat.map(|s| s.p99_us as f64),
+        mismatches: run.mismatches,
+        errors: run.errors,
+        stop_reason: Some(run.stop_reason.clone()),
+        curve: Some(run),
+        ..Sample::default()
+    })
+}
+
 fn run_one(p: &Participant, sc: Scenario, plan: &Plan) -> Result<Sample> {
     match sc {
         Scenario::PingPong { conns, size, .. } => echo_loop(p, plan, conns, size, false),
         Scenario::Udp { conns, size, .. } => echo_loop(p, plan, conns, size, true),
+        Scenario::Rate => rate_curve(p, plan),
         Scenario::Idle => idle(p, plan),
         Scenario::C12k => c12k(p, plan),
         Scenario::C100k => c100k(p, plan),
@@ -1048,6 +1092,12 @@ fn row(model: &str, samples: &[Sample]) -> Row {
         busy: (!busy.is_empty()).then(|| busy.join("; ")),
         note: samples.iter().rev().find_map(|s| s.note.clone()),
         soak: samples.iter().find_map(|s| s.soak.clone()),
+        curve: curve::merge(
+            &samples
+                .iter()
+                .filter_map(|s| s.curve.as_ref())
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -1078,6 +1128,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         serve_args: args.serve_arg.clone(),
         udp_depth: args.udp_depth as usize,
         soak: args.duration.unwrap_or(Duration::from_secs(60)),
+        ladder: curve::Ladder::full(),
     };
     if args.quick {
         plan = Plan {
@@ -1089,6 +1140,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             c12k_hold: Duration::from_millis(1500),
             max_conns: Some(plan.max_conns.unwrap_or(1500)),
             ramp_limit: Duration::from_secs(60),
+            ladder: curve::Ladder::quick(),
             ..plan
         };
     }
@@ -1335,6 +1387,7 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
             plan.duration.as_secs_f64(),
             plan.warmup.as_secs_f64()
         ),
+        Scenario::Rate => plan.ladder.describe(),
         Scenario::Idle => format!(
             "{} idle connections (each echoed one byte first): server RSS growth per connection",
             plan.idle
@@ -1536,6 +1589,7 @@ mod tests {
             serve_args: Vec::new(),
             udp_depth: 1,
             soak: Duration::from_secs(60),
+            ladder: curve::Ladder::full(),
         }
     }
 

@@ -557,7 +557,8 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
     let charts = charts(r);
     let order = model_order(r);
     let soaks = soak_series(r);
-    if !charts.is_empty() || !soaks.is_empty() {
+    let curves = curve_series(r);
+    if !charts.is_empty() || !soaks.is_empty() || !curves.is_empty() {
         h.push_str("<div class=\"legend\">");
         for model in &order {
             let c = color(model);
@@ -578,6 +579,22 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
             esc(&chart.caption)
         ));
         match chart_svg(chart) {
+            Ok(svg) => h.push_str(&svg),
+            Err(e) => h.push_str(&format!("<p class=\"flag\">chart failed: {}</p>", esc(&e))),
+        }
+        h.push_str("\n</figure>\n");
+    }
+    if !curves.is_empty() {
+        h.push_str(
+            "<h2>Latency against offered load</h2>\n<p class=\"caption\">Open loop \
+             (load --rate): each model offered a ladder of rates; the 99th percentile (thick, \
+             dots) and the median (thin) of the latency measured from each message's due time, \
+             so a server that falls behind shows it (no coordinated omission). Both axes \
+             logarithmic. A hollow dot: a step not kept (less than 90 % of the offered rate \
+             sent or echoed, or the p99 exploded); the curve ends there. Lower and further right is \
+             better.</p>\n<figure>\n",
+        );
+        match curve_svg(&curves) {
             Ok(svg) => h.push_str(&svg),
             Err(e) => h.push_str(&format!("<p class=\"flag\">chart failed: {}</p>", esc(&e))),
         }
@@ -729,6 +746,96 @@ fn soak_svg(series: &[(&str, &Soak)], fds: bool) -> Result<String, String> {
     Ok(svg)
 }
 
+/// The latency–throughput curve of every model that has one (the rate scenario), with the
+/// model's name.
+fn curve_series(r: &BenchResults) -> Vec<(&str, &Curve)> {
+    r.scenarios
+        .iter()
+        .flat_map(|sc| sc.rows.iter())
+        .filter_map(|row| {
+            let c = row.curve.as_ref().filter(|c| !c.points.is_empty())?;
+            Some((row.model.as_str(), c))
+        })
+        .collect()
+}
+
+/// The curves as one chart: p99 (and p50) from the schedule against the offered rate, both
+/// axes logarithmic, one color per model ([`color`]).
+fn curve_svg(series: &[(&str, &Curve)]) -> Result<String, String> {
+    let points = || series.iter().flat_map(|(_, c)| c.points.iter());
+    let x_min = points()
+        .map(|p| p.rate_requested_per_sec)
+        .fold(f64::INFINITY, f64::min)
+        .max(1.0);
+    let x_max = points()
+        .map(|p| p.rate_requested_per_sec)
+        .fold(x_min * 2.0, f64::max);
+    let y_min = points()
+        .map(|p| p.p50_us.median)
+        .fold(f64::INFINITY, f64::min)
+        .max(1.0);
+    let y_max = points()
+        .map(|p| p.p99_us.median)
+        .fold(y_min * 10.0, f64::max);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (CHART_WIDTH, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (x_min / 1.2..x_max * 1.2).log_scale(),
+                (y_min / 1.5..y_max * 1.5).log_scale(),
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("offered load, messages per second (log)")
+            .y_desc("latency from the schedule, µs (log)")
+            .label_style(font(12.0).color(&INK))
+            .axis_desc_style(font(13.0).color(&MUTED))
+            .light_line_style(WHITE)
+            .x_label_formatter(&|v| table::fmt_count(*v))
+            .y_label_formatter(&|v| table::fmt_sig(*v))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (model, c) in series {
+            let col = color(model);
+            let xy = |f: fn(&CurvePoint) -> f64| {
+                c.points
+                    .iter()
+                    .map(move |p| (p.rate_requested_per_sec, f(p)))
+            };
+            chart
+                .draw_series(LineSeries::new(
+                    xy(|p| p.p50_us.median),
+                    col.stroke_width(1),
+                ))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(LineSeries::new(
+                    xy(|p| p.p99_us.median),
+                    col.stroke_width(3),
+                ))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(c.points.iter().map(|p| {
+                    let style = if p.kept {
+                        col.filled()
+                    } else {
+                        col.stroke_width(2)
+                    };
+                    Circle::new((p.rate_requested_per_sec, p.p99_us.median), 4, style)
+                }))
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
 /// Appends one scenario's heading, table and footnotes.
 fn scenario_table(h: &mut String, sc: &ScenarioResult) {
     let cols = columns(&sc.kind);
@@ -796,6 +903,22 @@ fn scenario_table(h: &mut String, sc: &ScenarioResult) {
         h.push_str("</tr>\n");
     }
     h.push_str("</tbody>\n</table></div>\n");
+    if let Some(m) = table::curve_matrix(sc) {
+        h.push_str(
+            "<p class=\"caption\">Latency from the schedule at each offered rate, p50 / p99 \
+             in µs (medians over the repetitions); ! marks a step not kept.</p>\n\
+             <div class=\"scroll\"><table>\n",
+        );
+        for (i, line) in m.iter().enumerate() {
+            let tag = if i == 0 { "th" } else { "td" };
+            h.push_str("<tr>");
+            for c in line {
+                h.push_str(&format!("<{tag}>{}</{tag}>", esc(c)));
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table></div>\n");
+    }
     for row in sc.rows.iter().filter(|row| row.mismatches > 0) {
         h.push_str(&format!(
             "<p class=\"foot bad\">!! MISMATCH: {} echoed {} wrong bytes in {}</p>\n",
@@ -852,6 +975,36 @@ mod tests {
         assert!(h.contains(DASH));
         // Headline, throughput, p99, RSS, c12k CPU, connections held.
         assert_eq!(h.matches("<svg").count(), 6);
+    }
+
+    #[test]
+    fn a_rate_scenario_draws_its_curves_with_the_models_colors_on_log_axes() {
+        let mut r = sample::results(&["blocking"], "iomodels bench");
+        r.scenarios = vec![sample::rate_scenario()];
+        let h = render_html(&r, None);
+        assert!(h.contains("<h2>Latency against offered load</h2>"), "{h}");
+        assert_eq!(h.matches("<svg").count(), 1, "only the curve chart");
+        let svg = &h[h.find("<svg").unwrap()..h.find("</svg>").unwrap()];
+        for model in ["blocking", "select"] {
+            let c = color(model);
+            let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+            // Two lines (p50, p99) per model, in its color.
+            assert_eq!(
+                svg.matches(&format!(
+                    "<polyline fill=\"none\" opacity=\"1\" stroke=\"{hex}\""
+                ))
+                .count(),
+                2,
+                "{model} {hex}: {svg}"
+            );
+        }
+        // A dot per step: 3 + 2, two of them hollow (not kept).
+        assert_eq!(svg.matches("<circle").count(), 5, "{svg}");
+        assert!(svg.contains("offered load, messages per second (log)"));
+        // The matrix under the table.
+        assert!(h.contains("<td>90,000 / 1,500,000 !</td>"), "{h}");
+        // The legend and the table have io-uring, not run, but no line.
+        assert!(h.contains("needs Linux 5.19"));
     }
 
     #[test]

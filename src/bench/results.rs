@@ -44,12 +44,13 @@ pub struct Machine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioResult {
     /// Short name, as `--scenario` takes it: `pp64-1`, `pp64-100`, `pp64-1000`, `pp4k-100`,
-    /// `pp64k-10`, `udp64-100`, `udp1400-100`, `idle`, `c12k`, `c100k`, `max-conns`, `soak`.
+    /// `pp64k-10`, `udp64-100`, `udp1400-100`, `rate64-100`, `idle`, `c12k`, `c100k`,
+    /// `max-conns`, `soak`.
     pub name: String,
     /// One sentence: what it does.
     pub description: String,
-    /// `pingpong`, `udp`, `idle`, `c12k`, `c100k`, `max-conns` or `soak`: which columns
-    /// matter.
+    /// `pingpong`, `udp`, `rate`, `idle`, `c12k`, `c100k`, `max-conns` or `soak`: which
+    /// columns matter.
     pub kind: String,
     /// One row per model, in the order of `BenchResults::models`.
     pub rows: Vec<Row>,
@@ -126,6 +127,53 @@ pub struct Row {
     /// faults.
     #[serde(default)]
     pub soak: Option<Soak>,
+    /// The rate scenario: latency against offered load (absent from files of runs before it
+    /// existed). With it, `msgs_per_sec` is the saturation rate (the received rate of the
+    /// highest step kept) and `p50_us` / `p99_us` the latency from the schedule there.
+    #[serde(default)]
+    pub curve: Option<Curve>,
+}
+
+/// A latency–throughput curve: a ladder of offered rates (open loop, `load --rate`), each
+/// step's latency measured from the messages' due times, up to the step the model no longer
+/// kept. Over the repetitions: the median and min-max of the repetitions that ran a step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Curve {
+    /// Connections of every step (one message unanswered at most on each, as wrk2's).
+    pub conns: usize,
+    /// Bytes per message.
+    pub size_bytes: usize,
+    /// Seconds each step was measured.
+    pub step_secs: f64,
+    /// The steps run, lowest offered rate first.
+    pub points: Vec<CurvePoint>,
+    /// The p99 from the schedule at half the saturation rate (interpolated between steps,
+    /// log-linear); `null` below the first step.
+    pub p99_us_at_50_percent: Option<Stat>,
+    /// The p99 from the schedule at 90 % of the saturation rate (interpolated).
+    pub p99_us_at_90_percent: Option<Stat>,
+}
+
+/// One offered rate of a [`Curve`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// The offered load, messages per second in total.
+    pub rate_requested_per_sec: f64,
+    /// Messages sent per second.
+    pub rate_sent_per_sec: Stat,
+    /// Echoes verified per second.
+    pub rate_received_per_sec: Stat,
+    /// Median latency from the schedule, µs.
+    pub p50_us: Stat,
+    /// 99th percentile from the schedule, µs.
+    pub p99_us: Stat,
+    /// 99th percentile from the actual write (service), µs; `null` when nothing came back.
+    pub service_p99_us: Option<Stat>,
+    /// Whether every repetition that ran it kept this rate: sent and echoed at least 90 % of
+    /// it, p99 not exploded (see the scenario's description).
+    pub kept: bool,
+    /// Repetitions that ran this step.
+    pub runs: usize,
 }
 
 /// What a soak run saw of one server: its memory and descriptors over time (flat is the goal)
@@ -289,6 +337,7 @@ impl Row {
             busy: None,
             note: Some(why),
             soak: None,
+            curve: None,
         }
     }
 }

@@ -206,6 +206,40 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
                 kind: ColKind::Errors,
             },
         ],
+        "rate" => vec![
+            Column {
+                header: "saturation msg/s",
+                kind: ColKind::Stat {
+                    get: |r| r.msgs_per_sec,
+                    fmt: Fmt::Count,
+                    range: true,
+                },
+            },
+            Column::stat(
+                "p99 µs at 50 %",
+                |r| r.curve.as_ref().and_then(|c| c.p99_us_at_50_percent),
+                Fmt::Sig,
+            ),
+            Column::stat(
+                "p99 µs at 90 %",
+                |r| r.curve.as_ref().and_then(|c| c.p99_us_at_90_percent),
+                Fmt::Sig,
+            ),
+            Column::stat("p50 µs at sat.", |r| r.p50_us, Fmt::Sig),
+            Column::stat("p99 µs at sat.", |r| r.p99_us, Fmt::Sig),
+            Column {
+                header: "steps",
+                kind: ColKind::Count(|r| r.curve.as_ref().map(|c| c.points.len() as u64)),
+            },
+            Column {
+                header: "errors",
+                kind: ColKind::Errors,
+            },
+            Column {
+                header: "stop reason",
+                kind: ColKind::StopReason,
+            },
+        ],
         "max-conns" => vec![
             conns,
             Column {
@@ -250,6 +284,43 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
             },
         ],
     }
+}
+
+/// The curves of a rate scenario as a matrix of strings: a header line (`offered msg/s`, then
+/// each model with a curve), then one line per offered rate with `p50 / p99` (µs, from the
+/// schedule) of each model, `!` after a step not kept, `(n of N)` when only n of the N
+/// repetitions reached it, empty where none did. `None` when no row has a curve.
+pub(crate) fn curve_matrix(sc: &ScenarioResult) -> Option<Vec<Vec<String>>> {
+    let rows: Vec<(&Row, &Curve)> = sc
+        .rows
+        .iter()
+        .filter_map(|r| Some((r, r.curve.as_ref()?)))
+        .collect();
+    let longest = rows.iter().max_by_key(|(_, c)| c.points.len())?.1;
+    let mut m = vec![std::iter::once("offered msg/s".to_string())
+        .chain(rows.iter().map(|(r, _)| r.model.clone()))
+        .collect::<Vec<_>>()];
+    for (i, p) in longest.points.iter().enumerate() {
+        let mut line = vec![thousands(p.rate_requested_per_sec.round() as u64)];
+        for (_, c) in &rows {
+            let all = c.points.first().map_or(0, |p| p.runs);
+            line.push(c.points.get(i).map_or_else(String::new, |q| {
+                format!(
+                    "{} / {}{}{}",
+                    fmt_sig(q.p50_us.median),
+                    fmt_sig(q.p99_us.median),
+                    if q.kept { "" } else { " !" },
+                    if q.runs < all {
+                        format!(" ({} of {all})", q.runs)
+                    } else {
+                        String::new()
+                    }
+                )
+            }));
+        }
+        m.push(line);
+    }
+    Some(m)
 }
 
 /// `n` with thousands separators: `1234567` → `1,234,567`.
@@ -417,6 +488,22 @@ pub fn render_table(r: &BenchResults) -> String {
             out.push_str(&join(cells, *ran));
         }
 
+        if let Some(m) = curve_matrix(sc) {
+            out.push_str(
+                "  latency from the schedule at each offered rate, p50 / p99 µs (! = not kept):\n",
+            );
+            let widths: Vec<usize> = (0..m[0].len())
+                .map(|i| m.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+                .collect();
+            for l in &m {
+                let cells: Vec<String> = l
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| pad(c, widths[i], i > 0))
+                    .collect();
+                out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+            }
+        }
         for row in &sc.rows {
             for f in row.soak.iter().flat_map(|k| &k.faults) {
                 if let Some(e) = &f.first_error {
@@ -458,6 +545,73 @@ pub fn render_table(r: &BenchResults) -> String {
 #[cfg(test)]
 pub(crate) mod sample {
     use super::super::results::*;
+
+    /// A rate scenario: `blocking` kept 1,000 and 2,000 msg/s and not 4,000 (p99 exploded
+    /// there); `select` kept only 1,000 and stopped at 2,000; `io-uring` did not run.
+    pub(crate) fn rate_scenario() -> ScenarioResult {
+        let s = |v: f64| Stat {
+            median: v,
+            min: v * 0.9,
+            max: v * 1.1,
+        };
+        let curve = |points: &[(f64, f64, f64, bool)]| Curve {
+            conns: 100,
+            size_bytes: 64,
+            step_secs: 1.0,
+            points: points
+                .iter()
+                .map(|&(rate, p50, p99, kept)| CurvePoint {
+                    rate_requested_per_sec: rate,
+                    rate_sent_per_sec: s(rate),
+                    rate_received_per_sec: s(if kept { rate } else { rate / 2.0 }),
+                    p50_us: s(p50),
+                    p99_us: s(p99),
+                    service_p99_us: Some(s(p99 / 2.0)),
+                    kept,
+                    runs: 3,
+                })
+                .collect(),
+            p99_us_at_50_percent: Some(s(810.0)),
+            p99_us_at_90_percent: Some(s(1_900.0)),
+        };
+        let row = |model: &str, c: Curve, sat: f64, why: &str| Row {
+            ran: true,
+            msgs_per_sec: Some(s(sat)),
+            p50_us: Some(s(400.0)),
+            p99_us: Some(s(2_000.0)),
+            stop_reason: Some(why.to_string()),
+            curve: Some(c),
+            note: None,
+            ..Row::not_run(model, String::new())
+        };
+        ScenarioResult {
+            name: "rate64-100".into(),
+            description: "open loop: a ladder of offered rates.".into(),
+            kind: "rate".into(),
+            rows: vec![
+                row(
+                    "blocking",
+                    curve(&[
+                        (1000.0, 300.0, 800.0, true),
+                        (2000.0, 400.0, 2_000.0, true),
+                        (4000.0, 90_000.0, 1_500_000.0, false),
+                    ]),
+                    2000.0,
+                    "p99 1,500 ms at 4,000 msg/s (first step: 0.8 ms)",
+                ),
+                row(
+                    "select",
+                    curve(&[
+                        (1000.0, 350.0, 900.0, true),
+                        (2000.0, 50_000.0, 700_000.0, false),
+                    ]),
+                    1000.0,
+                    "received 1,000 of 2,000 msg/s offered",
+                ),
+                Row::not_run("io-uring", "needs Linux 5.19".into()),
+            ],
+        }
+    }
 
     fn stat(median: f64, spread: f64) -> Option<Stat> {
         Some(Stat {
@@ -751,6 +905,48 @@ mod tests {
             block.matches("not run:").count(),
             MODELS.len() - 1,
             "{block}"
+        );
+    }
+
+    #[test]
+    fn a_rate_scenario_shows_saturation_and_its_curves_as_a_matrix() {
+        let mut r = sample::results(&["blocking"], "iomodels bench");
+        r.scenarios = vec![sample::rate_scenario()];
+        // Only two of the three repetitions of select reached its second step.
+        r.scenarios[0].rows[1].curve.as_mut().unwrap().points[1].runs = 2;
+        let t = render_table(&r);
+        for needle in [
+            "saturation msg/s",
+            "p99 µs at 50 %",
+            "p99 µs at 90 %",
+            "stop reason",
+            "p99 1,500 ms at 4,000 msg/s",
+            "not run: needs Linux 5.19",
+        ] {
+            assert!(t.contains(needle), "{needle:?} not in:\n{t}");
+        }
+        let lines: Vec<&str> = t.lines().collect();
+        let head = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("offered msg/s"))
+            .unwrap_or_else(|| panic!("no matrix in:\n{t}"));
+        let words = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(words(head), "offered msg/s blocking select");
+        assert_eq!(words(head + 1), "1,000 300 / 800 350 / 900");
+        assert_eq!(
+            words(head + 2),
+            "2,000 400 / 2,000 50,000 / 700,000 ! (2 of 3)"
+        );
+        assert_eq!(words(head + 3), "4,000 90,000 / 1,500,000 !");
+        // The saturation with its range; the p99 at 50 % and 90 % of it.
+        let blocking = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("blocking") && l.contains("p99 1,500"))
+            .unwrap();
+        assert!(blocking.contains("2,000 [1,800-2,200]"), "{blocking}");
+        assert!(
+            blocking.contains("810") && blocking.contains("1,900"),
+            "{blocking}"
         );
     }
 

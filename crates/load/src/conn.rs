@@ -5,13 +5,19 @@
 //! messages add up to, `sent` how many the socket (or, with TLS, rustls' writer) has taken,
 //! `verified` how many came back and matched the pattern. Message `k` occupies stream bytes
 //! `[k·size, (k+1)·size)`; it is *stamped* when its first byte is written and *complete* when
-//! `verified` passes its end. Stamps live in a ring of `depth` slots, because at most `depth`
-//! messages are ever outstanding.
+//! `verified` passes its end. Stamps live in a queue of at most `depth` entries, because at
+//! most `depth` messages are ever outstanding.
+//!
+//! Closed loop, a message starts when an earlier one completes (`depth` outstanding). Under
+//! `--rate` ([`Conn::pace`]), a message starts when its [`Schedule`] says it is due, and
+//! completes with two times: from its due time (the latency) and from its stamp (the service
+//! latency). Both ways go through the same `start_messages`, `flush` and `accept`.
 //!
 //! With TLS, a connection goes `Connecting` → `Handshaking` → `Active`; the echo is checked
 //! exactly as without TLS, on the plaintext rustls decrypts. Closing sends a `close_notify`
 //! before the TCP write side is shut.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::time::Instant;
@@ -23,6 +29,7 @@ use mio::net::TcpStream;
 
 use crate::failure::{looks_like_tls, Failure, FailureKind};
 use crate::pattern::{Pattern, CHUNK};
+use crate::schedule::{micros, Pacing, Schedule};
 use crate::tls::{feed, read_once, write_records, Fed, Flushed};
 
 /// Where a connection is in its life.
@@ -106,7 +113,35 @@ pub(crate) struct Conn {
     sent: u64,
     /// Bytes echoed back and verified.
     pub(crate) verified: u64,
-    stamps: Box<[Instant]>,
+    /// When each stamped, not yet completed message had its first byte written, oldest first.
+    stamps: VecDeque<Instant>,
+    /// Under `--rate`: when each message is due.
+    schedule: Option<Schedule>,
+    /// Under `--rate`: what was sent, held back, left unsent.
+    pub(crate) pacing: Pacing,
+}
+
+/// Where completed messages are timed: `latency` (from the schedule under `--rate`, from the
+/// write otherwise) and, under `--rate`, `service` (from the write).
+pub(crate) struct Latencies {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) service: Histogram<u64>,
+}
+
+impl Latencies {
+    pub(crate) fn new() -> Latencies {
+        Latencies {
+            latency: crate::new_histogram(),
+            service: crate::new_histogram(),
+        }
+    }
+}
+
+/// Records `us` in `h`, saturating beyond its range.
+pub(crate) fn record(h: &mut Histogram<u64>, us: u64) {
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
 }
 
 impl Conn {
@@ -119,7 +154,7 @@ impl Conn {
         size: usize,
         depth: usize,
         limit: Option<u64>,
-        epoch: Instant,
+        _epoch: Instant,
     ) -> Conn {
         let state = if stream.is_some() {
             State::Connecting
@@ -145,7 +180,9 @@ impl Conn {
             target: 0,
             sent: 0,
             verified: 0,
-            stamps: vec![epoch; depth].into_boxed_slice(),
+            stamps: VecDeque::with_capacity(depth.min(1024)),
+            schedule: None,
+            pacing: Pacing::default(),
         }
     }
 
@@ -267,6 +304,11 @@ impl Conn {
         self.state = State::Closed;
     }
 
+    /// Messages whose first byte has been written.
+    pub(crate) fn sent_messages(&self) -> u64 {
+        self.stamped
+    }
+
     /// Messages started but not (yet) echoed.
     pub(crate) fn outstanding(&self) -> u64 {
         self.started - self.done
@@ -277,15 +319,59 @@ impl Conn {
         (!sending || self.started >= self.limit) && self.done == self.started
     }
 
-    /// Starts messages until `depth` are outstanding (if still `sending` and under the limit).
+    /// Starts messages (if still `sending` and under the limit): closed loop, until `depth`
+    /// are outstanding; under `--rate`, those due at `now`, still at most `depth` outstanding.
     #[inline]
-    fn start_messages(&mut self, sending: bool) {
+    fn start_messages(&mut self, sending: bool, now: Instant) {
         if !sending {
             return;
         }
-        while self.started < self.limit && self.started - self.done < self.depth {
+        let due = match &self.schedule {
+            None => self.limit,
+            Some(s) => s.due_by(now).min(self.limit),
+        };
+        while self.started < due && self.started - self.done < self.depth {
             self.started += 1;
             self.target += self.size;
+        }
+        if self.schedule.is_some() && self.started < due {
+            self.pacing.hold(self.started, due);
+        }
+    }
+
+    /// Sends under `--rate` from now on, on `schedule`.
+    pub(crate) fn pace(&mut self, schedule: Schedule) {
+        self.schedule = Some(schedule);
+    }
+
+    /// Under `--rate`: when the next message is due, if one can start (under the limit and
+    /// the window); `None` otherwise (closed loop, or waiting for echoes).
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        let s = self.schedule.as_ref()?;
+        (self.started < self.limit && self.started - self.done < self.depth)
+            .then(|| s.due(self.started))
+    }
+
+    /// Under `--rate`, on the timer: starts the messages due at `until` (`now`, or the end of
+    /// sending if that came first) and writes them.
+    pub(crate) fn pump(&mut self, until: Instant, now: Instant, sending: bool) -> Step {
+        self.start_messages(sending, until);
+        if let Err(e) = self.flush(now) {
+            return self.write_failed(&e);
+        }
+        if self.is_finished(sending) {
+            return Step::Finished;
+        }
+        Step::Continue
+    }
+
+    /// Under `--rate`, once sending stopped at `at`: counts the messages due by then that
+    /// were never written.
+    pub(crate) fn settle_pacing(&mut self, at: Instant) {
+        if let Some(s) = &self.schedule {
+            let due = s.due_by(at).min(self.limit);
+            self.pacing.sent = self.stamped;
+            self.pacing.unsent = due.saturating_sub(self.stamped);
         }
     }
 
@@ -297,7 +383,7 @@ impl Conn {
         now: Instant,
         buf: &mut [u8],
         scratch: &mut [u8],
-        hist: &mut Histogram<u64>,
+        hist: &mut Latencies,
     ) -> Step {
         if self.tls.is_some() {
             let step = self.read_available(buf, scratch, true, false, hist);
@@ -305,7 +391,7 @@ impl Conn {
                 return step;
             }
         }
-        self.start_messages(true);
+        self.start_messages(true, now);
         if let Err(e) = self.flush(now) {
             return self.write_failed(&e);
         }
@@ -368,7 +454,7 @@ impl Conn {
     #[inline]
     fn stamp(&mut self, now: Instant) {
         while self.stamped < self.started && self.stamped * self.size < self.sent {
-            self.stamps[(self.stamped % self.depth) as usize] = now;
+            self.stamps.push_back(now);
             self.stamped += 1;
         }
     }
@@ -387,7 +473,7 @@ impl Conn {
         buf: &mut [u8],
         scratch: &mut [u8],
         sending: bool,
-        hist: &mut Histogram<u64>,
+        hist: &mut Latencies,
     ) -> Step {
         let closed = event.is_read_closed() || event.is_error();
         let step = self.read_available(buf, scratch, sending, closed, hist);
@@ -413,7 +499,7 @@ impl Conn {
         scratch: &mut [u8],
         sending: bool,
         closed: bool,
-        hist: &mut Histogram<u64>,
+        hist: &mut Latencies,
     ) -> Step {
         loop {
             let Some(stream) = self.stream.as_mut() else {
@@ -485,7 +571,7 @@ impl Conn {
         &mut self,
         data: &[u8],
         sending: bool,
-        hist: &mut Histogram<u64>,
+        hist: &mut Latencies,
     ) -> Result<Option<Instant>, Step> {
         let n = data.len() as u64;
         if self.verified + n > self.sent || !self.pattern.matches(self.verified, data) {
@@ -507,15 +593,23 @@ impl Conn {
         }
         let now = Instant::now();
         while self.done < complete {
-            let sent_at = self.stamps[(self.done % self.depth) as usize];
-            let us = now.saturating_duration_since(sent_at).as_micros();
-            let us = u64::try_from(us).unwrap_or(u64::MAX);
-            if hist.record(us).is_err() {
-                hist.saturating_record(us);
+            // Every completed message was stamped: its first byte went out before its echo.
+            let sent_at = self.stamps.pop_front().unwrap_or(now);
+            let service = u64::try_from(now.saturating_duration_since(sent_at).as_micros())
+                .unwrap_or(u64::MAX);
+            match &self.schedule {
+                None => record(&mut hist.latency, service),
+                Some(s) => {
+                    record(&mut hist.latency, s.latency_us(self.done, now));
+                    record(
+                        &mut hist.service,
+                        micros(now.saturating_duration_since(sent_at)),
+                    );
+                }
             }
             self.done += 1;
         }
-        self.start_messages(sending);
+        self.start_messages(sending, now);
         Ok(Some(now))
     }
 

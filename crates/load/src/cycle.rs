@@ -74,7 +74,7 @@ pub(crate) fn run_cycle_worker(
     let mut hist = crate::new_histogram();
     // The round trip of each cycle's one message, which the report does not show: the cycle
     // time is the figure.
-    let mut echo = crate::new_histogram();
+    let mut echo = crate::conn::Latencies::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; CHUNK];
     let mut scratch = vec![0u8; CHUNK];
@@ -108,7 +108,7 @@ pub(crate) fn run_cycle_worker(
     let end = loop {
         let now = Instant::now();
         if publisher.due(now) {
-            publisher.publish(r.messages, r.bytes, &r, &hist);
+            publisher.publish(r.messages, r.bytes, r.messages, &r, &hist);
         }
         if sending && (now >= send_deadline || publisher.stopped()) {
             sending = false;
@@ -192,7 +192,7 @@ pub(crate) fn run_cycle_worker(
         }
     };
 
-    publisher.publish(r.messages, r.bytes, &r, &hist);
+    publisher.publish(r.messages, r.bytes, r.messages, &r, &hist);
     let established = slots.iter().filter(|s| s.completed > 0).count();
     let cpu = cpu_between(cpu_start, cpu_time(Who::Thread));
     r.into_result(hist, established, start, Some(end), cpu)
@@ -276,7 +276,7 @@ fn advance(
     event: &mio::event::Event,
     buf: &mut [u8],
     scratch: &mut [u8],
-    (cycles, echo): (&mut Histogram<u64>, &mut Histogram<u64>),
+    (cycles, echo): (&mut Histogram<u64>, &mut crate::conn::Latencies),
 ) -> Option<Result<(), Failed>> {
     let conn = &mut slot.conn;
     if conn.state == State::Connecting {

@@ -1,4 +1,4 @@
-//! # iomodels-load: a closed-loop echo load generator that checks every byte
+//! # iomodels-load: a closed- and open-loop echo load generator that checks every byte
 //!
 //! [`run`] opens [`LoadConfig::conns`] TCP connections to an echo server and keeps exactly
 //! [`LoadConfig::depth`] messages of [`LoadConfig::size`] bytes in flight on each: a new message
@@ -6,6 +6,9 @@
 //! offered load adapts to the server's speed, so the message rate measures how fast the server
 //! (plus the loopback path and this generator) turns messages around, and the latency is the
 //! round-trip time at that load, never a queue growing without bound.
+//!
+//! With [`LoadConfig::rate`] the loop is *open*: messages are sent on a schedule (see
+//! [Open loop](#open-loop-rate) below) and timed from when they were due.
 //!
 //! The connections are non-blocking sockets (TCP_NODELAY on) spread over
 //! [`LoadConfig::threads`] threads, each with its own `mio` poll; all connects are issued at
@@ -49,6 +52,22 @@
 //!   `error` is the one sentence that says it, the same for every mode (`None` when clean).
 //! * A figure that does not exist is `None` (`null` in JSON): the latency of a run in which
 //!   nothing was echoed, the rates of a run with no measured interval.
+//!
+//! ## Open loop (`rate`)
+//!
+//! With [`LoadConfig::rate`] = `R`, message `k` of connection `c` is due at
+//! `start + (c + k·conns) / R` (the connections staggered by `1 / R`); a connection writes it
+//! when it is due if fewer than `depth` of its messages are unanswered (depth 1: as wrk2, the
+//! next waits for the echo of the last), and as soon as it can otherwise. Each completed
+//! message is timed from its *due* time into [`LoadReport::latency_us`], so a server that
+//! falls behind shows its backlog in the latency instead of slowing the generator down
+//! unseen (coordinated omission), and from its actual write into
+//! [`LoadReport::service_latency_us`]. The report adds the requested, sent and received rates
+//! and the messages unanswered, unsent and held back (`rate_*`, `null` in the closed loop);
+//! unanswered messages do not make a paced run unclean (a server that answers nothing
+//! at all still fails it). Due times are computed, never stored;
+//! on Linux a timerfd wakes the workers when a message is due (see the `schedule` module for
+//! the pitfalls). The same schedule paces TCP, TLS and UDP.
 //!
 //! ## TLS
 //!
@@ -102,6 +121,7 @@ mod idle;
 mod live;
 mod pattern;
 mod report;
+mod schedule;
 mod sys;
 mod tls;
 mod udp;
@@ -120,6 +140,7 @@ pub use idle::{
 };
 pub use live::{Live, Totals};
 pub use report::{Latency, LoadReport, UdpCounts};
+pub use schedule::MAX_RATE;
 pub use tls::TlsClient;
 pub use udp::{HEADER as UDP_HEADER, MAX_DATAGRAM as UDP_MAX_DATAGRAM};
 
@@ -165,6 +186,12 @@ pub struct LoadConfig {
     pub udp: bool,
     /// With `udp`: a datagram not echoed within this time is counted lost and replaced.
     pub udp_timeout: Duration,
+    /// Open loop: send `rate` messages (datagrams) per second in total, each connection on a
+    /// schedule, and time each message from when it was due (see the `schedule` module);
+    /// `None`: the closed loop of `depth` messages in flight. With a rate, `depth` is the most
+    /// messages a connection leaves unanswered (1: as wrk2, the next waits for the echo, timed
+    /// from its due time). Not with `handshakes`.
+    pub rate: Option<u64>,
 }
 
 impl Default for LoadConfig {
@@ -186,6 +213,7 @@ impl Default for LoadConfig {
             handshakes: false,
             udp: false,
             udp_timeout: Duration::from_millis(200),
+            rate: None,
         }
     }
 }
@@ -240,6 +268,21 @@ impl LoadConfig {
             }
             if self.udp_timeout.is_zero() {
                 return Err("--udp-timeout must be greater than zero".into());
+            }
+        }
+        if let Some(rate) = self.rate {
+            if rate == 0 {
+                return Err("--rate must be at least 1 message per second".into());
+            }
+            if rate > MAX_RATE {
+                return Err(format!(
+                    "--rate must be at most {MAX_RATE} messages per second"
+                ));
+            }
+            if self.handshakes {
+                return Err(
+                    "--rate paces messages; --handshakes measures cycles: drop one of them".into(),
+                );
             }
         }
         if self.handshakes && self.tls.is_none() {
@@ -391,7 +434,18 @@ fn merge(
             timeout_ms: cfg.udp_timeout.as_millis() as u64,
             ..UdpCounts::default()
         }),
+        rate_requested_per_sec: None,
+        rate_sent_per_sec: None,
+        rate_received_per_sec: None,
+        rate_sent: None,
+        rate_unanswered: None,
+        rate_unsent: None,
+        rate_held_back: None,
+        service_latency_us: None,
     };
+    let mut service = new_histogram();
+    let mut pacing = schedule::Pacing::default();
+    let mut send_end: Option<Instant> = None;
     let mut start: Option<Instant> = None;
     let mut end: Option<Instant> = None;
     let mut thread_cpu = Some(Duration::ZERO);
@@ -422,6 +476,13 @@ fn merge(
             u.duplicated += r.udp_duplicated;
             u.refused += r.udp_refused;
         }
+        pacing.add(&r.pacing);
+        if let Some(h) = &r.service {
+            let _ = service.add(h);
+        }
+        if let Some(e) = r.send_end {
+            send_end = Some(send_end.map_or(e, |x| x.max(e)));
+        }
         start = Some(start.map_or(w.start, |s| s.min(w.start)));
         if let Some(e) = w.end {
             end = Some(end.map_or(e, |x| x.max(e)));
@@ -450,6 +511,28 @@ fn merge(
         _ => 0.0,
     };
     report.elapsed_secs = elapsed;
+    if let Some(rate) = cfg.rate {
+        let sending = match (start, send_end) {
+            (Some(s), Some(e)) => e.saturating_duration_since(s).as_secs_f64(),
+            _ => 0.0,
+        };
+        report.rate_requested_per_sec = Some(rate as f64);
+        report.rate_sent_per_sec = Some(if sending > 0.0 {
+            pacing.sent as f64 / sending
+        } else {
+            0.0
+        });
+        report.rate_received_per_sec = Some(if elapsed > 0.0 {
+            report.messages as f64 / elapsed
+        } else {
+            0.0
+        });
+        report.rate_sent = Some(pacing.sent);
+        report.rate_unanswered = Some(pacing.sent.saturating_sub(report.messages));
+        report.rate_unsent = Some(pacing.unsent);
+        report.rate_held_back = Some(pacing.held_back);
+        report.service_latency_us = Latency::from_histogram(&service);
+    }
     if elapsed > 0.0 {
         report.msgs_per_sec = Some(report.messages as f64 / elapsed);
         report.mb_per_sec = Some(report.bytes as f64 / elapsed / 1e6);
@@ -595,6 +678,55 @@ mod tests {
                 .validate(),
                 Ok(())
             );
+        }
+    }
+
+    #[test]
+    fn rate_is_checked_and_goes_with_depth_and_udp_not_handshakes() {
+        let rate = |rate, more: LoadConfig| LoadConfig {
+            rate: Some(rate),
+            ..more
+        };
+        for (cfg, want) in [
+            (rate(0, LoadConfig::default()), "at least 1"),
+            (rate(MAX_RATE + 1, LoadConfig::default()), "at most"),
+            (
+                rate(
+                    10,
+                    LoadConfig {
+                        handshakes: true,
+                        tls: None,
+                        ..Default::default()
+                    },
+                ),
+                "--handshakes",
+            ),
+        ] {
+            let e = cfg.validate().unwrap_err();
+            assert!(
+                e.starts_with("--") && !e.contains('\n') && e.contains(want),
+                "{e}"
+            );
+        }
+        for ok in [
+            rate(1, LoadConfig::default()),
+            rate(MAX_RATE, LoadConfig::default()),
+            rate(
+                1000,
+                LoadConfig {
+                    depth: 64,
+                    ..Default::default()
+                },
+            ),
+            rate(
+                1000,
+                LoadConfig {
+                    udp: true,
+                    ..Default::default()
+                },
+            ),
+        ] {
+            assert_eq!(ok.validate(), Ok(()));
         }
     }
 

@@ -36,13 +36,17 @@ pub struct Live {
 pub struct Totals {
     /// Messages (datagrams; with handshakes: echoes of completed cycles) echoed and verified.
     pub messages: u64,
+    /// Messages (datagrams; with handshakes: echoes of completed cycles) sent: whose first
+    /// byte was written.
+    pub sent: u64,
     /// Payload bytes echoed and verified.
     pub bytes: u64,
     /// Connect, I/O, mismatch and TLS errors.
     pub errors: u64,
     /// `--udp`: datagrams counted lost.
     pub lost: u64,
-    /// Every latency recorded so far (µs); with handshakes, cycle times.
+    /// Every latency recorded so far (µs; under `--rate`, from the schedule); with
+    /// handshakes, cycle times.
     pub latency_us: Histogram<u64>,
 }
 
@@ -50,6 +54,7 @@ impl Totals {
     fn empty() -> Totals {
         Totals {
             messages: 0,
+            sent: 0,
             bytes: 0,
             errors: 0,
             lost: 0,
@@ -66,6 +71,7 @@ impl Totals {
         }
         Totals {
             messages: self.messages.saturating_sub(earlier.messages),
+            sent: self.sent.saturating_sub(earlier.sent),
             bytes: self.bytes.saturating_sub(earlier.bytes),
             errors: self.errors.saturating_sub(earlier.errors),
             lost: self.lost.saturating_sub(earlier.lost),
@@ -104,6 +110,7 @@ impl Live {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         for t in slots.iter().flatten() {
             sum.messages += t.messages;
+            sum.sent += t.sent;
             sum.bytes += t.bytes;
             sum.errors += t.errors;
             sum.lost += t.lost;
@@ -160,13 +167,21 @@ impl Publisher<'_> {
         false
     }
 
-    /// Publishes this worker's totals.
-    pub(crate) fn publish(&self, messages: u64, bytes: u64, r: &Counters, hist: &Histogram<u64>) {
+    /// Publishes this worker's totals: `messages` echoed, `bytes` of them, `sent` messages.
+    pub(crate) fn publish(
+        &self,
+        messages: u64,
+        bytes: u64,
+        sent: u64,
+        r: &Counters,
+        hist: &Histogram<u64>,
+    ) {
         if !self.live.publish {
             return;
         }
         let totals = Totals {
             messages,
+            sent,
             bytes,
             errors: r.connect_errors + r.io_errors + r.mismatches + r.tls_errors,
             lost: r.udp_lost,

@@ -174,6 +174,31 @@ pub struct LoadReport {
     /// mode `conns_*` count sockets, `messages` the verified echoes, and `mismatches` the
     /// echoes that did not verify (each datagram once; the socket goes on).
     pub udp: Option<UdpCounts>,
+    /// `--rate`: the offered load asked for, messages (datagrams) per second in total. `null`
+    /// in the closed loop, as every `rate_*` key and `service_latency_us`. Under `--rate`,
+    /// `latency_us` is timed from each message's due time (corrected for coordinated
+    /// omission), and messages unanswered at the end do not make the run unclean: they are
+    /// measured (a server that answers nothing at all still fails the run, `Silent`).
+    pub rate_requested_per_sec: Option<f64>,
+    /// `--rate`: messages sent (first byte written) per second of the sending span (from the
+    /// start to the end of `duration`, or the stop).
+    pub rate_sent_per_sec: Option<f64>,
+    /// `--rate`: echoes verified per second (`msgs_per_sec`: over `elapsed_secs`).
+    pub rate_received_per_sec: Option<f64>,
+    /// `--rate`: messages sent.
+    pub rate_sent: Option<u64>,
+    /// `--rate`: messages sent and never echoed back verified (in the drain timeout; with
+    /// `--udp`, lost or mismatched).
+    pub rate_unanswered: Option<u64>,
+    /// `--rate`: messages due before sending stopped that were never sent (the generator or
+    /// the socket was behind, or the window held them back).
+    pub rate_unsent: Option<u64>,
+    /// `--rate`: messages that fell due while their connection had `depth` unanswered; they
+    /// waited for echoes, and were timed from their due time when they went.
+    pub rate_held_back: Option<u64>,
+    /// `--rate`: the round trip from each message's actual write (the closed loop's
+    /// `latency_us`), to set beside `latency_us` (from the schedule).
+    pub service_latency_us: Option<Latency>,
 }
 
 impl LoadReport {
@@ -240,6 +265,7 @@ impl LoadReport {
             },
             latency_figures(self.latency_us.as_ref())
         );
+        s.push_str(&self.rate_lines());
         let _ = writeln!(
             s,
             "{:<13} {}connect {}  io {}  mismatches {}  {}incomplete {}{}",
@@ -269,6 +295,34 @@ impl LoadReport {
             "client cpu",
             fig(self.client_cpu_percent, 1)
         );
+        s
+    }
+
+    /// Under `--rate`: the rates and the service latency (nothing in the closed loop).
+    fn rate_lines(&self) -> String {
+        let mut s = String::new();
+        let Some(requested) = self.rate_requested_per_sec else {
+            return s;
+        };
+        let _ = writeln!(
+            s,
+            "{:<13} requested {requested:.0}/s  sent {:.0}/s  received {:.0}/s  \
+             (unanswered {}, unsent {}, held back {})",
+            "rate",
+            self.rate_sent_per_sec.unwrap_or(0.0),
+            self.rate_received_per_sec.unwrap_or(0.0),
+            self.rate_unanswered.unwrap_or(0),
+            self.rate_unsent.unwrap_or(0),
+            self.rate_held_back.unwrap_or(0),
+        );
+        if let Some(l) = &self.service_latency_us {
+            let _ = writeln!(
+                s,
+                "{:<13} min {}  p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}  (from the write; \
+                 the latency above: from the schedule)",
+                "service (us)", l.min, l.p50, l.p99, l.p999, l.max, l.mean
+            );
+        }
         s
     }
 
@@ -304,6 +358,7 @@ impl LoadReport {
             "latency (us)",
             latency_figures(self.latency_us.as_ref())
         );
+        s.push_str(&self.rate_lines());
         let _ =
             writeln!(
             s,
@@ -349,6 +404,6 @@ impl LoadReport {
             && self.io_errors == 0
             && self.mismatches == 0
             && self.tls_errors == 0
-            && self.incomplete == 0
+            && (self.incomplete == 0 || self.rate_requested_per_sec.is_some())
     }
 }

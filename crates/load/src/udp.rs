@@ -35,6 +35,13 @@
 //! sending stops (`duration` or `messages_per_conn`), a flow waits for its datagrams in flight
 //! or their timeout — the drain takes at most that long, whatever `drain_timeout` says. The
 //! measured interval ends with the last verified echo.
+//!
+//! ## Under `--rate`
+//!
+//! A flow sends datagram `n` when its [`Schedule`] says it is due (with at most `depth` in
+//! flight; see the `schedule` module) instead of as soon as one of `depth` comes back: the
+//! loss under an offered load. A received echo is timed from its datagram's due time (the latency) and from
+//! its actual send (the service latency); the loss timeout counts from the actual send.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -42,14 +49,17 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::conn::{record, Latencies};
 use crate::cpu::{cpu_time, Who};
 use crate::failure::{Failure, FailureKind};
 use crate::pattern::{Pattern, CHUNK};
-use crate::worker::{cpu_between, deadlines, Counters, WorkerResult};
+use crate::schedule::{micros, Pacing, Schedule};
+use crate::worker::{
+    arm, cpu_between, deadlines, earliest, pacing_timer, slack, Counters, WorkerResult, TIMER,
+};
 use crate::{Live, LoadConfig};
 
 /// Bytes of the header every datagram starts with: its sequence number.
@@ -72,6 +82,10 @@ struct Flow {
     received: u64,
     /// An echo of this flow did not verify (counted once per flow as a cause of failure).
     mismatched: bool,
+    /// Under `--rate`: when each datagram is due.
+    schedule: Option<Schedule>,
+    /// Under `--rate`: datagrams held back by the window, left unsent.
+    pacing: Pacing,
 }
 
 impl Flow {
@@ -93,6 +107,8 @@ impl Flow {
             lost: HashSet::new(),
             received: 0,
             mismatched: false,
+            schedule: None,
+            pacing: Pacing::default(),
         })
     }
 
@@ -113,15 +129,19 @@ impl Flow {
         out[HEADER..].copy_from_slice(self.pattern.window(body_offset(seq, size), size - HEADER));
     }
 
-    /// Sends new datagrams until `depth` are in flight (or the socket buffer is full).
+    /// Sends new datagrams until `depth` are in flight (or the socket buffer is full); under
+    /// `--rate`, those due at `now` (still at most `depth` in flight).
     fn fill(
         &mut self,
         cfg: &LoadConfig,
         sending: bool,
+        now: Instant,
         out: &mut [u8],
         r: &mut Counters,
     ) -> io::Result<()> {
-        while self.in_flight.len() < cfg.depth && self.may_send(cfg, sending) {
+        let due = self.schedule.as_ref().map_or(u64::MAX, |s| s.due_by(now));
+        while self.in_flight.len() < cfg.depth && self.next_seq < due && self.may_send(cfg, sending)
+        {
             let Some(sock) = &self.sock else {
                 return Ok(());
             };
@@ -138,6 +158,10 @@ impl Flow {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        if self.schedule.is_some() && self.next_seq < due && self.may_send(cfg, sending) {
+            // The window is full: these wait for echoes (or timeouts).
+            self.pacing.hold(self.next_seq, due);
         }
         Ok(())
     }
@@ -161,7 +185,7 @@ impl Flow {
         &mut self,
         size: usize,
         buf: &mut [u8],
-        hist: &mut Histogram<u64>,
+        hist: &mut Latencies,
         r: &mut Counters,
     ) -> io::Result<Option<Instant>> {
         let mut last = None;
@@ -175,9 +199,14 @@ impl Flow {
             let now = Instant::now();
             match self.judge(&buf[..n], size) {
                 Verdict::Received(sent) => {
-                    let us = now.saturating_duration_since(sent).as_micros().max(1) as u64;
-                    if hist.record(us).is_err() {
-                        hist.saturating_record(us);
+                    let service = micros(now.saturating_duration_since(sent));
+                    match &self.schedule {
+                        None => record(&mut hist.latency, service),
+                        Some(s) => {
+                            let seq = u64::from_le_bytes(buf[..HEADER].try_into().expect("8"));
+                            record(&mut hist.latency, s.latency_us(seq, now));
+                            record(&mut hist.service, service);
+                        }
                     }
                     self.received += 1;
                     last = Some(now);
@@ -222,6 +251,14 @@ impl Flow {
         } else {
             Verdict::Duplicated
         }
+    }
+
+    /// Under `--rate`: when the next datagram is due, if one can be sent (under the limit and
+    /// the window); `None` otherwise.
+    fn next_due(&self, cfg: &LoadConfig, sending: bool) -> Option<Instant> {
+        let s = self.schedule.as_ref()?;
+        (self.sock.is_some() && self.may_send(cfg, sending) && self.in_flight.len() < cfg.depth)
+            .then(|| s.due(self.next_seq))
     }
 
     /// Closes the socket (its datagrams in flight are no longer waited for).
@@ -279,16 +316,21 @@ pub(crate) fn run_udp_worker(
     live: &Live,
 ) -> WorkerResult {
     let mut publisher = live.publisher(first);
-    let mut hist = crate::new_histogram();
+    let mut hist = Latencies::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; CHUNK];
     let mut out = vec![0u8; cfg.size];
     let mut r = Counters::default();
 
     let mut flows: Vec<Flow> = Vec::new();
+    // Each flow's index in the run (its place in the stagger of --rate).
+    let mut indices: Vec<usize> = Vec::new();
     for index in (first..cfg.conns).step_by(stride) {
         match Flow::open(cfg, &poll, Token(flows.len()), index) {
-            Ok(flow) => flows.push(flow),
+            Ok(flow) => {
+                flows.push(flow);
+                indices.push(index);
+            }
             Err(e) => {
                 r.connect_errors += 1;
                 r.failures.add(Failure::os(&e));
@@ -307,44 +349,79 @@ pub(crate) fn run_udp_worker(
     let mut next_scan = start + scan_every;
     let mut last_echo: Option<Instant> = None;
     let mut sending = true;
+    // Under --rate: when sending stopped, and the next time a datagram falls due.
+    let mut send_end = None;
+    let mut next_due = None;
+    let mut timer = pacing_timer(cfg, &poll);
 
-    for flow in flows.iter_mut() {
-        if let Err(e) = flow.fill(cfg, sending, &mut out, &mut r) {
+    for (j, flow) in flows.iter_mut().enumerate() {
+        if let Some(rate) = cfg.rate {
+            flow.schedule = Some(Schedule::new(start, indices[j], cfg.conns, rate));
+        }
+        if let Err(e) = flow.fill(cfg, sending, start, &mut out, &mut r) {
             count_error(&e, &mut r);
             flow.close(&poll);
         }
+        next_due = earliest(next_due, flow.next_due(cfg, sending));
     }
 
     loop {
         let now = Instant::now();
         if publisher.due(now) {
             let received: u64 = flows.iter().map(|f| f.received).sum();
-            publisher.publish(received, received * cfg.size as u64, &r, &hist);
+            publisher.publish(
+                received,
+                received * cfg.size as u64,
+                r.udp_sent,
+                &r,
+                &hist.latency,
+            );
         }
         if sending && (now >= send_deadline || publisher.stopped()) {
+            // Under --rate, the datagrams that fell due before the deadline go out first.
+            // (Due strictly before it: `duration` × `rate` messages in all.)
+            let until = now.min(send_deadline - Duration::from_nanos(1));
+            if cfg.rate.is_some() {
+                for flow in flows.iter_mut().filter(|f| f.sock.is_some()) {
+                    if let Err(e) = flow.fill(cfg, true, until, &mut out, &mut r) {
+                        count_error(&e, &mut r);
+                        flow.close(&poll);
+                    }
+                }
+            }
             sending = false;
+            send_end = Some(until);
         }
-        if now >= next_scan {
+        let due_now = sending && next_due.is_some_and(|at| now >= at);
+        if now >= next_scan || due_now {
+            next_due = None;
             for flow in flows.iter_mut().filter(|f| f.sock.is_some()) {
-                flow.expire(now, cfg.udp_timeout, &mut r);
-                if let Err(e) = flow.fill(cfg, sending, &mut out, &mut r) {
+                if now >= next_scan {
+                    flow.expire(now, cfg.udp_timeout, &mut r);
+                }
+                if let Err(e) = flow.fill(cfg, sending, now, &mut out, &mut r) {
                     count_error(&e, &mut r);
                     flow.close(&poll);
                 }
+                next_due = earliest(next_due, flow.next_due(cfg, sending));
             }
-            next_scan = now + scan_every;
+            if now >= next_scan {
+                next_scan = now + scan_every;
+            }
         }
         if flows.iter().all(|f| f.is_finished(cfg, sending)) {
             break;
         }
         let wake_at = if sending {
-            next_scan.min(send_deadline)
+            earliest(Some(next_scan.min(send_deadline)), next_due).unwrap_or(next_scan)
         } else {
             next_scan
         };
         let wake_at = publisher.cap(now, wake_at);
-        // Round up so a deadline is never polled with a zero timeout in a spin.
-        let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
+        let timeout = wake_at.saturating_duration_since(now) + slack(cfg, sending);
+        if sending {
+            arm(&mut timer, next_due);
+        }
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -358,6 +435,12 @@ pub(crate) fn run_udp_worker(
             break;
         }
         for event in events.iter() {
+            if event.token() == TIMER {
+                if let Some(t) = timer.as_mut() {
+                    t.fired();
+                }
+                continue;
+            }
             let Some(flow) = flows.get_mut(event.token().0) else {
                 continue;
             };
@@ -370,26 +453,38 @@ pub(crate) fn run_udp_worker(
                     if last.is_some() {
                         last_echo = last;
                     }
-                    flow.fill(cfg, sending, &mut out, &mut r)
+                    flow.fill(cfg, sending, Instant::now(), &mut out, &mut r)
                 });
             if let Err(e) = result {
                 count_error(&e, &mut r);
                 flow.close(&poll);
             }
+            next_due = earliest(next_due, flow.next_due(cfg, sending));
         }
     }
     let cpu_end = cpu_time(Who::Thread);
     let end = (established > 0).then(|| last_echo.unwrap_or_else(Instant::now));
-    for flow in &flows {
+    let send_end = send_end.unwrap_or_else(Instant::now);
+    for flow in flows.iter_mut() {
         r.messages += flow.received;
         r.bytes += flow.received * cfg.size as u64;
         if flow.mismatched {
             r.failures.add(Failure::of(FailureKind::Mismatch));
         }
+        if let Some(s) = &flow.schedule {
+            let limit = cfg.messages_per_conn.unwrap_or(u64::MAX);
+            flow.pacing.unsent = s.due_by(send_end).min(limit).saturating_sub(flow.next_seq);
+            r.pacing.add(&flow.pacing);
+        }
     }
-    publisher.publish(r.messages, r.bytes, &r, &hist);
+    publisher.publish(r.messages, r.bytes, r.udp_sent, &r, &hist.latency);
+    if cfg.rate.is_some() {
+        r.pacing.sent = r.udp_sent;
+        r.send_end = Some(send_end);
+        r.service = Some(hist.service);
+    }
     r.into_result(
-        hist,
+        hist.latency,
         established,
         start,
         end,
@@ -410,6 +505,8 @@ mod tests {
             lost: HashSet::new(),
             received: 0,
             mismatched: false,
+            schedule: None,
+            pacing: Pacing::default(),
         }
     }
 

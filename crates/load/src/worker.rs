@@ -8,11 +8,31 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::conn::{Conn, Handshake, State, Step};
+use crate::conn::{Conn, Handshake, Latencies, State, Step};
 use crate::cpu::{cpu_time, Who};
 use crate::failure::{Failure, FailureKind, Failures};
 use crate::pattern::{Pattern, CHUNK};
+use crate::schedule::{Pacing, Schedule};
+use crate::sys::Timer;
 use crate::{Live, LoadConfig};
+
+/// The token of the `--rate` timer in a worker's poll (connections are numbered from 0).
+pub(crate) const TIMER: Token = Token(usize::MAX);
+
+/// The `--rate` timer of a worker (`None` in the closed loop, or if the OS refused one: the
+/// poll's timeout then wakes the worker, to the millisecond).
+pub(crate) fn pacing_timer(cfg: &LoadConfig, poll: &Poll) -> Option<Timer> {
+    cfg.rate?;
+    Timer::new(poll.registry(), TIMER).ok()
+}
+
+/// Arms `timer` for `next_due`, if both exist.
+pub(crate) fn arm(timer: &mut Option<Timer>, next_due: Option<Instant>) {
+    if let (Some(t), Some(at)) = (timer.as_mut(), next_due) {
+        // A timer that cannot be armed leaves the poll's timeout to wake the worker.
+        let _ = t.arm(at);
+    }
+}
 
 /// How long to wait for the server's end of stream after the last connection finished.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(500);
@@ -79,7 +99,7 @@ pub(crate) fn run_worker(
     live: &Live,
 ) -> WorkerResult {
     let mut publisher = live.publisher(first);
-    let mut hist = crate::new_histogram();
+    let mut hist = Latencies::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; CHUNK];
     // Plaintext out of rustls; unused without TLS.
@@ -206,11 +226,22 @@ pub(crate) fn run_worker(
     let mut closing = 0usize;
     let mut end: Option<Instant> = None;
     let mut cpu_end = None;
+    // Under --rate: when sending stopped, and the next time a message falls due.
+    let mut send_end = None;
+    let mut next_due: Option<Instant> = None;
+    let mut timer = pacing_timer(cfg, &poll);
 
-    for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
+    for (j, conn) in conns.iter_mut().enumerate() {
+        if conn.state != State::Active {
+            continue;
+        }
+        if let Some(rate) = cfg.rate {
+            conn.pace(Schedule::new(start, first + j * stride, cfg.conns, rate));
+        }
         active += 1;
         let step = conn.begin(start, &mut buf, &mut scratch, &mut hist);
         r.settle(conn, step, &mut active, &mut closing);
+        next_due = earliest(next_due, conn.next_due());
     }
 
     loop {
@@ -218,9 +249,19 @@ pub(crate) fn run_worker(
         if publisher.due(now) {
             let done = conns.iter().map(|c| c.done).sum();
             let verified = conns.iter().map(|c| c.verified).sum();
-            publisher.publish(done, verified, &r, &hist);
+            let sent = conns.iter().map(|c| c.sent_messages()).sum();
+            publisher.publish(done, verified, sent, &r, &hist.latency);
         }
         if sending && (now >= send_deadline || publisher.stopped()) {
+            // Under --rate, the messages that fell due before the deadline go out first.
+            // (Due strictly before it: `duration` × `rate` messages in all.)
+            let until = now.min(send_deadline - Duration::from_nanos(1));
+            if cfg.rate.is_some() {
+                for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
+                    let step = conn.pump(until, now, true);
+                    r.settle(conn, step, &mut active, &mut closing);
+                }
+            }
             sending = false;
             // Not one echoed byte on any connection: a server that reads and never answers
             // will not start now; a short drain says so sooner.
@@ -235,6 +276,8 @@ pub(crate) fn run_worker(
                     conn.unserved = conn.verified == 0;
                 }
             }
+            send_end = Some(until);
+            next_due = None;
             for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
                 if conn.is_finished(false) {
                     r.settle(conn, Step::Finished, &mut active, &mut closing);
@@ -244,17 +287,30 @@ pub(crate) fn run_worker(
         if active > 0 && now >= drain_deadline {
             for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
                 r.incomplete += conn.outstanding();
-                r.failures.add(Failure::of(if conn.verified == 0 {
-                    FailureKind::Silent
-                } else {
-                    FailureKind::Unanswered
-                }));
+                // Under --rate, echoes missing at the end are measured (rate_unanswered), not a
+                // failure; a server that never answered at all still is one.
+                if conn.verified == 0 {
+                    r.failures.add(Failure::of(FailureKind::Silent));
+                } else if cfg.rate.is_none() {
+                    r.failures.add(Failure::of(FailureKind::Unanswered));
+                }
                 conn.begin_close(false);
                 if matches!(conn.state, State::Closing { .. }) {
                     closing += 1;
                 }
             }
             active = 0;
+        }
+        // Under --rate: the timer. Every connection with a message due starts and writes it.
+        if sending && next_due.is_some_and(|at| now >= at) {
+            next_due = None;
+            for conn in conns.iter_mut().filter(|c| c.state == State::Active) {
+                let step = conn.pump(now, now, sending);
+                r.settle(conn, step, &mut active, &mut closing);
+                if conn.state == State::Active {
+                    next_due = earliest(next_due, conn.next_due());
+                }
+            }
         }
         if active == 0 && end.is_none() {
             // With no connections there is nothing to measure: leave `end` unset.
@@ -265,7 +321,7 @@ pub(crate) fn run_worker(
         }
         let wake_at = if active > 0 {
             if sending {
-                send_deadline
+                earliest(Some(send_deadline), next_due).unwrap_or(send_deadline)
             } else {
                 drain_deadline
             }
@@ -277,8 +333,10 @@ pub(crate) fn run_worker(
             close_deadline
         };
         let wake_at = publisher.cap(now, wake_at);
-        // Round up so a deadline is never polled with a zero timeout in a spin.
-        let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
+        let timeout = wake_at.saturating_duration_since(now) + slack(cfg, sending);
+        if sending {
+            arm(&mut timer, next_due);
+        }
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -297,6 +355,12 @@ pub(crate) fn run_worker(
         }
         let active_before = active;
         for event in events.iter() {
+            if event.token() == TIMER {
+                if let Some(t) = timer.as_mut() {
+                    t.fired();
+                }
+                continue;
+            }
             let Some(conn) = conns.get_mut(event.token().0) else {
                 continue;
             };
@@ -304,6 +368,10 @@ pub(crate) fn run_worker(
                 State::Active => {
                     let step = conn.on_event(event, &mut buf, &mut scratch, sending, &mut hist);
                     r.settle(conn, step, &mut active, &mut closing);
+                    // Echoes may have opened a full window: its due messages wake the timer.
+                    if sending && conn.state == State::Active {
+                        next_due = earliest(next_due, conn.next_due());
+                    }
                 }
                 State::Closing { .. } => {
                     if let Some(clean) = conn.on_closing_event(&mut buf, &mut scratch) {
@@ -323,17 +391,25 @@ pub(crate) fn run_worker(
         }
     }
 
-    for conn in &conns {
+    let send_end = send_end.unwrap_or_else(Instant::now);
+    for conn in conns.iter_mut() {
         r.messages += conn.done;
         r.bytes += conn.verified;
         // Served in the drain only (one never served is counted silent or unanswered).
         if conn.unserved && conn.done > 0 {
             r.failures.add(Failure::of(FailureKind::Unserved));
         }
+        conn.settle_pacing(send_end);
+        r.pacing.add(&conn.pacing);
     }
-    publisher.publish(r.messages, r.bytes, &r, &hist);
+    let sent = conns.iter().map(|c| c.sent_messages()).sum();
+    publisher.publish(r.messages, r.bytes, sent, &r, &hist.latency);
+    if cfg.rate.is_some() {
+        r.send_end = Some(send_end);
+        r.service = Some(hist.service);
+    }
     r.into_result(
-        hist,
+        hist.latency,
         established,
         start,
         end,
@@ -348,6 +424,26 @@ pub(crate) fn deadlines(cfg: &LoadConfig, start: Instant) -> (Instant, Instant) 
         .checked_add(cfg.duration)
         .unwrap_or(start + Duration::from_secs(86_400 * 365));
     (send, send.checked_add(cfg.drain_timeout).unwrap_or(send))
+}
+
+/// What a worker adds to its poll timeout: 500 µs, so that a deadline is never polled with a
+/// zero timeout in a spin; none while sending under `--rate`, where every µs of timer lateness
+/// counts in the latency (the poll rounds a timeout up to whole milliseconds anyway).
+pub(crate) fn slack(cfg: &LoadConfig, sending: bool) -> Duration {
+    if cfg.rate.is_some() && sending {
+        Duration::ZERO
+    } else {
+        Duration::from_micros(500)
+    }
+}
+
+/// The earlier of two optional instants.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 /// The thread CPU time between two readings, where the platform gives both.
@@ -379,6 +475,12 @@ pub(crate) struct Counters {
     pub(crate) udp_refused: u64,
     /// Why connections (sockets, cycles) failed, by cause.
     pub(crate) failures: Failures,
+    /// `--rate`: messages (datagrams) sent, held back by the window, left unsent.
+    pub(crate) pacing: Pacing,
+    /// `--rate`: when sending stopped.
+    pub(crate) send_end: Option<Instant>,
+    /// `--rate`: the service latency (from the actual write), µs.
+    pub(crate) service: Option<Histogram<u64>>,
 }
 
 impl Counters {

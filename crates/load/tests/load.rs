@@ -127,6 +127,7 @@ fn cfg(addr: SocketAddr) -> LoadConfig {
         handshakes: false,
         udp: false,
         udp_timeout: Duration::from_millis(200),
+        rate: None,
     }
 }
 
@@ -269,6 +270,82 @@ fn silent_server_leaves_messages_incomplete_after_the_drain_timeout() {
     assert!(r.latency_us.is_none(), "{r:?}");
     assert!(r.elapsed_secs >= 0.29 && r.elapsed_secs < 1.0, "{r:?}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn paced_run_sends_each_connections_messages_on_schedule_and_verifies_them() {
+    let server = Server::start(Mode::Echo);
+    // 2,000 msg/s over 4 connections, 50 each: 200 messages due over 0.1 s.
+    let c = LoadConfig {
+        rate: Some(2000),
+        messages_per_conn: Some(50),
+        ..cfg(server.addr)
+    };
+    let (r, took) = timed(&c);
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.messages, 200, "{r:?}");
+    assert_eq!(r.rate_sent, Some(200), "{r:?}");
+    // Every message went out (a late echo may have held one back a while: not asserted).
+    assert_eq!(
+        (r.rate_unsent, r.rate_unanswered),
+        (Some(0), Some(0)),
+        "{r:?}"
+    );
+    assert_eq!(r.rate_requested_per_sec, Some(2000.0));
+    let service = r.service_latency_us.as_ref().expect("echoes came back");
+    // From the schedule is never shorter than from the write (written at or after due).
+    let latency = r.latency_us.as_ref().expect("echoes came back");
+    assert!(latency.max >= service.min, "{r:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn paced_run_catches_corruption_as_the_closed_loop_does() {
+    let server = Server::start(Mode::Corrupt { at: 1000, every: 2 });
+    let c = LoadConfig {
+        conns: 6,
+        rate: Some(6000),
+        messages_per_conn: Some(200),
+        ..cfg(server.addr)
+    };
+    let (r, _) = timed(&c);
+    assert_eq!(r.mismatches, 3, "{r:?}");
+    assert_eq!(r.messages, 3 * 200 + 3 * (1000 / 64), "{r:?}");
+    assert!(!r.is_clean());
+}
+
+#[test]
+fn paced_run_against_a_server_that_echoes_nothing_sends_at_the_rate_and_says_so() {
+    let server = Server::start(Mode::Swallow);
+    // Pipelined (depth 1,000): every due message is sent, none answered. Unanswered messages
+    // are measured, but a server that answers nothing at all is a failure with its cause.
+    let c = LoadConfig {
+        rate: Some(1000),
+        depth: 1000,
+        duration: Duration::from_millis(200),
+        drain_timeout: Duration::from_millis(200),
+        ..cfg(server.addr)
+    };
+    let (r, took) = timed(&c);
+    let sent = r.rate_sent.unwrap();
+    assert!((150..=250).contains(&sent), "{r:?}");
+    assert_eq!(r.messages, 0, "{r:?}");
+    assert_eq!(r.rate_unanswered, Some(sent), "{r:?}");
+    assert_eq!(r.incomplete, sent, "{r:?}");
+    assert_eq!(r.rate_unsent, Some(0), "{r:?}");
+    assert!(r.service_latency_us.is_none(), "{r:?}");
+    assert!(!r.is_clean(), "{r:?}");
+    let error = r.error.as_deref().unwrap_or_default();
+    assert!(error.contains("sends nothing back"), "{error}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+
+    // Depth 1 (as wrk2): one message per connection, the rest held back and never sent.
+    let c = LoadConfig { depth: 1, ..c };
+    let (r, _) = timed(&c);
+    assert_eq!(r.rate_sent, Some(4), "{r:?}");
+    let unsent = r.rate_unsent.unwrap();
+    assert!((150..=250).contains(&unsent), "{r:?}");
+    assert!(r.rate_held_back.unwrap() >= unsent, "{r:?}");
 }
 
 #[test]
