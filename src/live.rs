@@ -22,7 +22,12 @@ pub(crate) fn start_line(cfg: &LoadConfig, interval: Option<Duration>) -> String
         (false, true, false) => "TLS",
         (false, false, _) => "plain TCP",
     };
-    let unit = if cfg.udp { "sockets" } else { "connections" };
+    let unit = match (cfg.udp, cfg.conns) {
+        (true, 1) => "socket",
+        (true, _) => "sockets",
+        (false, 1) => "connection",
+        (false, _) => "connections",
+    };
     let length = match cfg.messages_per_conn {
         Some(m) => format!("{m} messages per connection (at most {:?})", cfg.duration),
         None => format!("for {:?}", cfg.duration),

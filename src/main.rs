@@ -57,7 +57,8 @@ enum Command {
     Serve(ServeArgs),
     /// List the I/O models: the mechanism on this OS, and whether it is available
     Models,
-    /// Drive an echo server with closed-loop load, verify every byte, report rate and latency
+    /// Drive an echo server (closed loop, or open loop on a schedule with --rate), verify every
+    /// byte, report rate and latency
     #[command(
         after_help = "Prints a start line on stderr at once and, with --interval, one \
         line per interval. Ctrl-C (SIGINT) or SIGTERM stops the run: the messages in flight are \

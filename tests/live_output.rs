@@ -126,14 +126,7 @@ fn sigterm_mid_load_prints_the_json_report_and_exits_143() {
 fn sigint_mid_tls_load_prints_the_report() {
     let dir = std::env::temp_dir().join(format!("iomodels-live-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cert = dir.join("self-signed.pem").to_str().unwrap().to_string();
-    let s = Served::start(&[
-        "--model",
-        "event-select",
-        "--tls-self-signed",
-        "--tls-cert-out",
-        &cert,
-    ]);
+    let (s, cert) = Served::self_signed(&dir);
     let (code, out, err) = interrupted(
         &s.addr.to_string(),
         &["--tls", "--tls-ca", &cert, "--json"],

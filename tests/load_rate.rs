@@ -180,14 +180,7 @@ fn at_a_rate_the_server_keeps_the_achieved_rate_is_the_requested_one() {
 fn at_a_rate_the_server_keeps_tls_too() {
     let dir = std::env::temp_dir().join(format!("iomodels-load-rate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cert = dir.join("self-signed.pem").to_str().unwrap().to_string();
-    let s = Served::start(&[
-        "--model",
-        "event-select",
-        "--tls-self-signed",
-        "--tls-cert-out",
-        &cert,
-    ]);
+    let (s, cert) = Served::self_signed(&dir);
     let addr = s.addr.to_string();
     let (status, out, err) = run(
         BIN,

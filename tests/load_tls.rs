@@ -86,19 +86,6 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 
 /// TLS serving, for these tests.
 impl Served {
-    /// `serve --tls-self-signed` (event-select), and the certificate file it wrote.
-    fn self_signed(dir: &std::path::Path) -> (Served, String) {
-        let cert = dir.join("self-signed.pem").to_str().unwrap().to_string();
-        let s = Served::start(&[
-            "--model",
-            "event-select",
-            "--tls-self-signed",
-            "--tls-cert-out",
-            &cert,
-        ]);
-        (s, cert)
-    }
-
     /// `serve --tls-cert/--tls-key` with `issued` (completion-port), optionally requiring
     /// client certificates from `client_ca`.
     fn with_cert(dir: &std::path::Path, issued: &Issued, client_ca: Option<&str>) -> Served {

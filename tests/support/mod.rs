@@ -217,6 +217,20 @@ impl Served {
         Served::start_in(None, args)
     }
 
+    /// `serve --tls-self-signed` (event-select) writing its certificate to
+    /// `dir/self-signed.pem`, and that file's path (for `load --tls-ca`).
+    pub fn self_signed(dir: &Path) -> (Served, String) {
+        let cert = dir.join("self-signed.pem").to_str().unwrap().to_string();
+        let s = Served::start(&[
+            "--model",
+            "event-select",
+            "--tls-self-signed",
+            "--tls-cert-out",
+            &cert,
+        ]);
+        (s, cert)
+    }
+
     /// Starts `serve --listen 127.0.0.1:0 ARGS` (in `dir` if given) and waits for its ready
     /// line.
     pub fn start_in(dir: Option<&Path>, args: &[&str]) -> Served {
