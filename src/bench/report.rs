@@ -556,8 +556,8 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
 
     let charts = charts(r);
     let order = model_order(r);
-    let soaks = soak_series(r);
-    let curves = curve_series(r);
+    let soaks = series(r, |row| row.soak.as_ref().filter(|k| !k.samples.is_empty()));
+    let curves = series(r, |row| row.curve.as_ref().filter(|c| !c.points.is_empty()));
     if !charts.is_empty() || !soaks.is_empty() || !curves.is_empty() {
         h.push_str("<div class=\"legend\">");
         for model in &order {
@@ -683,15 +683,16 @@ fn comparison_section(h: &mut String, old: &BenchResults, lines: &[Line]) {
     h.push_str("</table>\n");
 }
 
-/// The soak time series of every model that has one, with the model's name.
-fn soak_series(r: &BenchResults) -> Vec<(&str, &Soak)> {
+/// What `pick` finds in each row that has it (a soak's time series, a rate scenario's curve),
+/// with the row's model.
+fn series<'a, T>(
+    r: &'a BenchResults,
+    pick: impl Fn(&'a Row) -> Option<&'a T>,
+) -> Vec<(&'a str, &'a T)> {
     r.scenarios
         .iter()
         .flat_map(|sc| sc.rows.iter())
-        .filter_map(|row| {
-            let k = row.soak.as_ref().filter(|k| !k.samples.is_empty())?;
-            Some((row.model.as_str(), k))
-        })
+        .filter_map(|row| Some((row.model.as_str(), pick(row)?)))
         .collect()
 }
 
@@ -744,19 +745,6 @@ fn soak_svg(series: &[(&str, &Soak)], fds: bool) -> Result<String, String> {
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
-}
-
-/// The latency–throughput curve of every model that has one (the rate scenario), with the
-/// model's name.
-fn curve_series(r: &BenchResults) -> Vec<(&str, &Curve)> {
-    r.scenarios
-        .iter()
-        .flat_map(|sc| sc.rows.iter())
-        .filter_map(|row| {
-            let c = row.curve.as_ref().filter(|c| !c.points.is_empty())?;
-            Some((row.model.as_str(), c))
-        })
-        .collect()
 }
 
 /// The curves as one chart: p99 (and p50) from the schedule against the offered rate, both
