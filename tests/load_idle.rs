@@ -227,11 +227,10 @@ fn a_shard_killed_mid_hold_ends_the_hold_with_an_error_and_leaves_no_shard() {
     server_holds(&mut s, CONNS);
     let shards = children_of(load.pid());
     assert!(shards.len() > 1, "one process held them: {shards:?}");
-    // SAFETY: kill takes a pid and a signal number; the pid is a child of our child, alive.
-    assert_eq!(
-        unsafe { libc::kill(shards[0] as libc::pid_t, libc::SIGKILL) },
-        0
-    );
+    // SAFETY: kill takes a pid and a signal number, no memory. The pid is a shard of our child,
+    // alive: the server still holds every connection (server_holds above).
+    let rc = unsafe { libc::kill(shards[0] as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0);
     let (status, _, err) = load.finish();
     assert!(!status.success(), "it succeeded: {err}");
     // The start line, then the one line that says what went wrong.

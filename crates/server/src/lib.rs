@@ -532,7 +532,9 @@ impl Server {
                 idle_timeout: config.idle_timeout,
                 write_timeout: config.write_timeout,
                 handshake_timeout: config.handshake_timeout,
-                prepared: models::Prepared::default(),
+                // (`Default::default()`: `Prepared` is the io_uring engines' parts on Linux, a unit
+                // struct elsewhere.)
+                prepared: Default::default(),
                 direct_table,
             },
         };

@@ -222,7 +222,7 @@ impl Server<'_> {
     /// One quit packet per worker. A worker that dequeues several passes the extras on.
     fn stop(&self, workers: usize) {
         for _ in 0..workers {
-            if let Err(e) = self.port.post(0, KEY_QUIT, std::ptr::null_mut()) {
+            if let Err(e) = self.port.post(0, KEY_QUIT) {
                 log::error!("cannot stop a completion-port worker: {e}");
             }
         }
@@ -450,7 +450,7 @@ impl Server<'_> {
         for (key, conn) in all {
             let idle = {
                 let mut c = lock(&conn);
-                if !pred(&mut *c) {
+                if !pred(&mut c) {
                     continue;
                 }
                 c.close();

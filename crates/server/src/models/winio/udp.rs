@@ -244,6 +244,10 @@ pub(crate) struct UdpEcho {
     recvs: usize,
     sends: usize,
     in_flight: Vec<InFlight<Datagram>>,
+    // Boxed on purpose (clippy::vec_box): a record is posted with `Box::into_raw` (its address
+    // is the OVERLAPPED the kernel writes) and reclaimed as a Box; a spare keeps its
+    // allocation, so re-posting it allocates nothing.
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<Datagram>>,
     stopped: bool,
     /// Where the last whole datagram arrived, as its receive reported it.
@@ -316,7 +320,7 @@ impl UdpEcho {
 
     /// After a completion: keep receiving, unless this turn's budget is spent.
     fn rearm(&mut self, notify: Notify) {
-        if self.budget.map_or(true, |b| self.this_turn < b) {
+        if self.budget.is_none_or(|b| self.this_turn < b) {
             self.arm(notify);
         }
     }

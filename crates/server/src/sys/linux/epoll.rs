@@ -41,8 +41,8 @@ impl Epoll {
     pub fn new() -> io::Result<Epoll> {
         // SAFETY (syscall!): flags only.
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-        // SAFETY: epoll_create1 just returned this descriptor and nothing else owns it.
         Ok(Epoll {
+            // SAFETY: epoll_create1 just returned this descriptor and nothing else owns it.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }

@@ -6,7 +6,7 @@ use std::os::windows::io::RawSocket;
 use std::time::Duration;
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT};
 use windows_sys::Win32::System::IO::{
-    CreateIoCompletionPort, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus, OVERLAPPED,
+    CreateIoCompletionPort, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus,
     OVERLAPPED_ENTRY,
 };
 
@@ -44,12 +44,19 @@ impl CompletionPort {
         Ok(())
     }
 
-    /// Queues a packet of our own (`PostQueuedCompletionStatus`): `bytes`, `key` and
-    /// `overlapped` come out of [`CompletionPort::wait`] as given.
-    pub fn post(&self, bytes: u32, key: usize, overlapped: *mut OVERLAPPED) -> io::Result<()> {
-        // SAFETY: the port is live; the kernel stores `overlapped` as a value and never
-        // dereferences it.
-        if unsafe { PostQueuedCompletionStatus(self.handle.raw(), bytes, key, overlapped) } == 0 {
+    /// Queues a packet of our own (`PostQueuedCompletionStatus`) with no `OVERLAPPED`: `bytes`
+    /// and `key` come out of [`CompletionPort::wait`] as given, with a null `lpOverlapped`
+    /// (a wake-up or a message the key names, never an operation to reclaim).
+    ///
+    /// It takes no `OVERLAPPED` pointer: whoever dequeues the packet would take one for an
+    /// operation record of theirs and reclaim it, so posting an arbitrary pointer could not be
+    /// a safe function (clippy::not_unsafe_ptr_arg_deref).
+    pub fn post(&self, bytes: u32, key: usize) -> io::Result<()> {
+        // SAFETY: the port is live (owned by `self`); a null `lpOverlapped` is allowed, the
+        // kernel only stores it in the packet.
+        let posted =
+            unsafe { PostQueuedCompletionStatus(self.handle.raw(), bytes, key, std::ptr::null()) };
+        if posted == 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
