@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Windows half of the tests: builds the workspace for x86_64-pc-windows-gnu and runs the
+# The Windows half of the tests: lints the workspace for x86_64-pc-windows-gnu (clippy, every
+# target, -D warnings: any finding fails the run before a test starts), builds it and runs the
 # Windows tests (the conformance suites for every Winsock model — TCP, TLS and UDP
 # (udp_conformance) —, the adversarial suite, the limits and faults, the Windows edge cases, the
 # core's unit tests: every test file of iomodels-server) under Wine, headless. Installs what it needs when missing: Debian's Rust
@@ -17,7 +18,8 @@ started=$(date +%s)
 # 1. Packages and 2. the toolchain (scripts/windows/toolchain.sh): Debian's rustc with its own
 # std sources, built for the target (-Zbuild-std), linked by mingw, run by Wine.
 . scripts/windows/toolchain.sh
-windows_toolchain scripts/test-windows.sh wine wine64 socat
+# (rust-web-clippy: the clippy of that same toolchain, for step 4.)
+windows_toolchain scripts/test-windows.sh wine wine64 socat rust-web-clippy
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
 
 # 3. Wine: a private prefix, no display, no debug chatter; the ProcessPrng shim in it.
@@ -42,10 +44,20 @@ wineserver -p 2>/dev/null || true  # (fails if one already runs: fine)
 wine wineboot </dev/null >/dev/null 2>&1 || true
 trap 'wineserver -k 2>/dev/null || true' EXIT
 
-# 4. Build everything, then run the tests.
+# 4. Lint, build everything, then run the tests.
+# Clippy on the Windows build, as .ci/run does for Linux: every crate and target (tests,
+# examples), warnings denied, and the workspace lints of Cargo.toml (every unsafe operation in
+# its own `unsafe` block, every block with a `// SAFETY:` comment). Debian's clippy (1.96, the
+# rustc-web toolchain that builds std here): /usr/bin first in PATH, or cargo would pick
+# rustup's cargo-clippy (1.95, which cannot read this std). Any finding fails the run here.
+echo "== windows: cargo clippy (workspace, all targets, x86_64-pc-windows-gnu, -D warnings)"
+if ! PATH="/usr/bin:$PATH" $cargo clippy --keep-going --workspace --all-targets "${target[@]}" -- -D warnings; then
+  echo "windows: clippy found something in the Windows build (above); fix it" >&2
+  exit 1
+fi
 echo "== windows: cargo build (workspace, x86_64-pc-windows-gnu)"
-# No clippy comes with Debian's toolchain, so the Windows build's own warnings fail the run
-# instead (cargo shows warnings of workspace crates only: std and dependencies are capped).
+# The build's own warnings fail the run too (cargo shows warnings of workspace crates only:
+# std and dependencies are capped).
 build_log=$(mktemp)
 $cargo build --workspace --lib --bins --tests "${target[@]}" 2>&1 | tee "$build_log"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
