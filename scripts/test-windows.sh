@@ -4,8 +4,8 @@
 # Windows tests (the conformance suites for every Winsock model — TCP, TLS and UDP
 # (udp_conformance) —, the adversarial suite, the limits and faults, the Windows edge cases, the
 # core's unit tests: every test file of iomodels-server) under Wine, headless. Installs what it needs when missing: Debian's Rust
-# "web" toolchain with its std sources (this machine's rustup cannot download targets), mingw
-# and Wine. See ../shared/notes/windows-under-wine.md for why each piece is there.
+# "web" toolchain with its std sources (this machine's rustup cannot download targets) and its
+# clippy (rust-web-clippy), mingw and Wine. See ../shared/notes/windows-under-wine.md for why each piece is there.
 #
 # Usage: scripts/test-windows.sh [extra cargo test arguments, e.g. a test-name filter]
 # Env: IOMODELS_WINE_PREFIX (default target/wine-prefix) keeps the Wine prefix between runs;
