@@ -274,3 +274,67 @@ macro_rules! for_model {
 
 for_model!(completion_port, Model::CompletionPort);
 for_model!(overlapped_routine, Model::OverlappedRoutine);
+
+/// Zero-byte receives (`models/winio`): 2,000 connections open and idle hand the kernel no
+/// receive buffer. Each client echoes one byte first (so the server has read, answered, and
+/// gone back to waiting on it), then all 2,000 sit idle; the gauge `recv_buffer_bytes_posted`
+/// and its peak stay within a few pages (they would be 2,000 × 16 KiB = 32 MiB with a 16 KiB
+/// `WSARecv` posted per connection). Afterwards every connection still echoes.
+fn idle_connections_post_no_receive_buffer(model: Model) {
+    const IDLE: usize = 2_000;
+    /// "A few pages at most".
+    const FEW_PAGES: i64 = 4 * 4096;
+    let server = start(model, |c| c.drain_timeout = Duration::from_millis(300));
+    let mut idle = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        let mut s = connect(server.addr);
+        ping(&mut s, &[i as u8]);
+        idle.push(s);
+    }
+    let st = wait_for(
+        &server,
+        Duration::from_secs(60),
+        "every idle connection open, its echo reaped",
+        |st| st.active == IDLE as i64 && st.bytes_out == IDLE as u64,
+    );
+    eprintln!(
+        "{model}: {IDLE} idle connections: recv_buffer_bytes_posted {} (peak {}), \
+         ops_in_flight {}",
+        st.recv_buffer_bytes_posted, st.recv_buffer_bytes_posted_peak, st.ops_in_flight
+    );
+    assert!(st.ops_in_flight >= IDLE as i64, "a receive waits on each: {st:?}");
+    assert!(
+        st.recv_buffer_bytes_posted_peak <= FEW_PAGES,
+        "idle connections pinned receive buffers: {st:?}"
+    );
+    for (i, s) in idle.iter_mut().enumerate() {
+        ping(s, &[i as u8, 1, 2, 3]);
+    }
+    let st = server.stats.snapshot();
+    assert_eq!((st.errors, st.active), (0, IDLE as i64), "{st:?}");
+    assert!(st.recv_buffer_bytes_posted_peak <= FEW_PAGES, "{st:?}");
+    drop(idle);
+    wait_for(&server, Duration::from_secs(60), "every connection closed", |s| {
+        s.active == 0
+    });
+    stop_clean(server);
+}
+
+mod zero_byte_receives {
+    use super::*;
+
+    #[test]
+    fn completion_port_two_thousand_idle_connections_pin_no_receive_buffer() {
+        idle_connections_post_no_receive_buffer(Model::CompletionPort);
+    }
+
+    #[test]
+    fn overlapped_routine_two_thousand_idle_connections_pin_no_receive_buffer() {
+        idle_connections_post_no_receive_buffer(Model::OverlappedRoutine);
+    }
+
+    #[test]
+    fn overlapped_event_two_thousand_idle_connections_pin_no_receive_buffer() {
+        idle_connections_post_no_receive_buffer(Model::OverlappedEvent);
+    }
+}

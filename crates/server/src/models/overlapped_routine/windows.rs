@@ -406,11 +406,8 @@ fn accept_loop(
 
 /// Queues the socket to the I/O thread.
 fn hand_over(stream: TcpStream, io_thread: &Handle, ctx: &Ctx) {
-    // The listener is non-blocking and its sockets inherit that; overlapped calls do not care,
-    // but the socket is the I/O thread's, in the state a plain accept gives.
-    if let Err(e) = stream.set_nonblocking(false) {
-        log::debug!("cannot make an accepted socket blocking: {e}");
-    }
+    // The listener is non-blocking and its sockets inherit that: as `OvConn` wants them (its
+    // `recv`s after a zero-byte receive must not block; overlapped calls ignore the mode).
     ctx.stats.syscalls.fetch_add(1, Relaxed);
     // A connection for the cap from now on, though no session counts it yet.
     ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed);

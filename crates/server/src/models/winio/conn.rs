@@ -1,6 +1,30 @@
 //! [`OvConn`]: one connection of an overlapped model — its socket, its
 //! [`Connection`](iomodels_core::Connection), and the (at most) one receive and one send it
 //! has posted — driven the same way whatever announces the completions.
+//!
+//! ## Zero-byte receives (the book's scalable-server technique)
+//!
+//! A posted `WSARecv` locks its buffer's pages in memory for as long as it is pending, and an
+//! idle connection's receive is pending for as long as the peer is silent: with a 16 KiB
+//! buffer posted per connection, 40,000 idle connections lock 640 MiB (*Network Programming
+//! for Microsoft Windows*, 2nd ed., ch. 6, whose test machine had 768 MB; locked pages are
+//! also bounded per process and system-wide, and a post past the bound fails with
+//! `WSAENOBUFS`). The book's answer, done here: while a connection waits for input it has a
+//! **zero-byte `WSARecv`** posted (a `WSABUF` of length 0: no page is locked). Its completion
+//! (0 bytes, success) says only that the socket has *something* to read — data, or the end of
+//! stream — so the connection then reads with ordinary **non-blocking `recv`s** (the socket is
+//! put in non-blocking mode at adoption; overlapped calls ignore that mode) into a per-thread
+//! scratch buffer of [`RECV_SIZE`] bytes, until `WSAEWOULDBLOCK` (drained: post the zero-byte
+//! receive again), `recv` returning 0 (the end of stream: that is how the two meanings of the
+//! 0-byte completion are told apart), an error (the connection closes, counted in `errors`), the
+//! read budget running out (backpressure: nothing is posted; the next send completion reads
+//! on), or [`READS_PER_TURN`] reads (fairness: the zero-byte receive is posted again, and
+//! completes at once since data is waiting). libuv's Windows TCP does the same ("zero reads").
+//! So `Stats::recv_buffer_bytes_posted` stays 0 for these models on Windows: no connection
+//! ever has a receive buffer in the kernel's hands. The cost: one more system call per burst of
+//! input (the `recv` after the completion), and the final `WSAEWOULDBLOCK` one.
+//! Wine 8 behaves as Windows here (checked by `winio::tests`): a zero-byte `WSARecv` stays
+//! pending on an empty socket and completes with 0 bytes on data or on the peer's FIN.
 
 use super::op::{cancel_all, post_recv, post_send, InFlight, Notify, Op, OpKind};
 use crate::limits::Sweep;
@@ -8,16 +32,25 @@ use crate::session::Session;
 use crate::stats::Stats;
 use crate::trace::{trace_event, Trace};
 use crate::Ctx;
-use std::io;
+use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The most bytes one receive asks for: the size of a connection's posted buffer (and so the
-/// memory an idle connection pins in its posted receive).
+/// The most bytes one non-blocking `recv` asks for: the size of each thread's scratch buffer
+/// (no connection has a receive buffer of its own; see the module doc).
 pub(crate) const RECV_SIZE: usize = 16 * 1024;
+/// Non-blocking `recv`s one turn of a connection makes before it lets the others go first
+/// (it posts its zero-byte receive again, which completes at once while data is waiting).
+const READS_PER_TURN: usize = 4;
+
+thread_local! {
+    /// The buffer every connection this thread serves reads into (copied out into the
+    /// connection at once).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; RECV_SIZE]);
+}
 /// A send buffer larger than this is not kept for the next send.
 const KEEP_SEND_BUF: usize = 64 * 1024;
 
@@ -34,8 +67,12 @@ pub(crate) struct OvConn {
     session: Option<Session>,
     socket: RawSocket,
     stats: Arc<Stats>,
+    /// The zero-byte receive, while posted.
     recv: Option<InFlight>,
     send: Option<InFlight>,
+    /// The zero-byte receive completed: data or the end of stream waits in the socket, to be
+    /// read with non-blocking `recv`s before the next zero-byte receive is posted.
+    readable: bool,
     /// A short send's record, holding the unsent rest: re-posted before any new output.
     resend: Option<Box<Op>>,
     /// Reaped records (with their buffers) kept for the next post.
@@ -48,20 +85,29 @@ pub(crate) struct OvConn {
 }
 
 impl OvConn {
-    /// Adopts an accepted socket (counted as accepted and active).
+    /// Adopts an accepted socket (counted as accepted and active) and makes it non-blocking
+    /// (for the `recv`s after a zero-byte receive; overlapped calls ignore the mode). If that
+    /// fails, the connection is closed at once (counted in `errors`).
     pub fn new(stream: TcpStream, ctx: &Ctx) -> OvConn {
-        OvConn {
+        ctx.stats.syscalls.fetch_add(1, Relaxed);
+        let nonblocking = stream.set_nonblocking(true);
+        let mut conn = OvConn {
             socket: stream.as_raw_socket(),
             session: Some(Session::new(stream, ctx)),
             stats: Arc::clone(&ctx.stats),
             recv: None,
             send: None,
+            readable: false,
             resend: None,
             spare_recv: None,
             spare_send: None,
             trace: ctx.trace.clone(),
             via: None,
+        };
+        if let Err(e) = nonblocking {
+            conn.fail(&e);
         }
+        conn
     }
 
     /// The socket (closed once [`OvConn::is_open`] is false: then only a name).
@@ -98,6 +144,12 @@ impl OvConn {
         if self.session.is_none() {
             return;
         }
+        if self.readable {
+            self.read_now();
+            if self.session.is_none() {
+                return;
+            }
+        }
         if self.send.is_none() {
             if let Some(op) = self.next_send(tag) {
                 match post_send(self.socket, op, notify, &self.stats) {
@@ -111,15 +163,15 @@ impl OvConn {
         }
         let budget = self.session.as_ref().map_or(0, |s| s.conn.read_budget());
         if self.recv.is_none() && budget > 0 {
-            let mut op = match self.spare_recv.take() {
+            // The zero-byte receive (no buffer: `recv_buffer_bytes_posted` stays 0).
+            let op = match self.spare_recv.take() {
                 Some(mut op) => {
                     op.reuse(OpKind::Recv, tag);
                     op
                 }
-                None => Op::new(OpKind::Recv, tag, vec![0; RECV_SIZE]),
+                None => Op::new(OpKind::Recv, tag, Vec::new()),
             };
-            op.buf.truncate(RECV_SIZE);
-            match post_recv(self.socket, op, budget.min(RECV_SIZE), notify, &self.stats) {
+            match post_recv(self.socket, op, 0, notify, &self.stats) {
                 Ok(f) => self.recv = Some(f),
                 Err((op, e)) => {
                     self.spare_recv = Some(op);
@@ -139,6 +191,60 @@ impl OvConn {
         s.publish(0, 0);
         if s.conn.is_finished() {
             self.close();
+        }
+    }
+
+    /// After a zero-byte receive completed: non-blocking `recv`s into the thread's scratch
+    /// buffer, fed to the connection, until the socket is drained (`WSAEWOULDBLOCK`), the end
+    /// of stream (`recv` returns 0), an error (closes), the read budget is 0 (`readable`
+    /// stays set: the next completion's `advance` reads on), or [`READS_PER_TURN`] reads.
+    fn read_now(&mut self) {
+        let mut failed = None;
+        if let Some(s) = self.session.as_mut() {
+            for _ in 0..READS_PER_TURN {
+                let budget = s.conn.read_budget().min(RECV_SIZE);
+                if budget == 0 {
+                    break;
+                }
+                self.stats.syscalls.fetch_add(1, Relaxed);
+                let read = SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    let read = (&s.stream).read(&mut scratch[..budget]);
+                    if let Ok(n @ 1..) = read {
+                        s.conn.on_received(&scratch[..n]);
+                    }
+                    read
+                });
+                trace_event!(
+                    self.trace,
+                    "recv s={} {}",
+                    self.socket,
+                    match &read {
+                        Ok(n) => format!("bytes={n}"),
+                        Err(e) => format!("error={e}"),
+                    }
+                );
+                match read {
+                    Ok(0) => {
+                        self.readable = false;
+                        s.conn.on_peer_eof();
+                        break;
+                    }
+                    Ok(n) => s.publish(n as u64, 0),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            self.fail(&e);
         }
     }
 
@@ -191,15 +297,13 @@ impl OvConn {
             OpKind::Recv => {
                 debug_assert_eq!(self.recv.map(InFlight::overlapped), Some(op_ptr(&mut op)));
                 self.recv = None;
-                let Some(s) = self.session.as_mut() else {
-                    return; // closed: the record (and its buffer) is freed here
-                };
+                if self.session.is_none() {
+                    return; // closed: the record is freed here
+                }
                 match result {
-                    Ok(0) => s.conn.on_peer_eof(),
-                    Ok(n) => {
-                        s.conn.on_received(&op.buf[..n]);
-                        s.publish(n as u64, 0);
-                    }
+                    // A zero-byte receive's completion: data, or the end of stream, waits;
+                    // `advance` reads it (and the `recv` tells which).
+                    Ok(_) => self.readable = true,
                     Err(e) => return self.fail(&e),
                 }
                 self.spare_recv = Some(op);

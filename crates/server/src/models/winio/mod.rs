@@ -125,7 +125,8 @@ pub(crate) fn warn_if_uring_flags_set(ctx: &crate::Ctx) {
     {
         log::warn!(
             "--recv-buffers, --recv-incremental and --pass-through are Linux-only (a \
-             provided-buffer ring): each connection posts its own {} KiB receive buffer here",
+             provided-buffer ring): here each connection posts a zero-byte receive and reads \
+             into its thread's {} KiB buffer once data is there",
             RECV_SIZE / 1024
         );
     }

@@ -565,3 +565,54 @@ mod udp_records {
         answered_from_the_arrival(ctx, &udp, Notify::Port, &turn, "127.0.0.1:0", "127.0.0.2");
     }
 }
+
+/// The book's zero-byte receive: a `WSARecv` of no bytes stays pending while the socket holds
+/// nothing (and hands the kernel no buffer: the gauge stays 0), completes with 0 bytes once
+/// data is there, and leaves the data for a non-blocking `recv`; at the peer's end of stream
+/// it completes with 0 bytes too, and the `recv` then returns 0.
+#[test]
+fn a_zero_byte_receive_waits_for_data_and_leaves_it_in_the_socket() {
+    let stats = Stats::default();
+    let (mut client, server) = pair();
+    server.set_nonblocking(true).unwrap();
+    let socket = server.as_raw_socket();
+    let event = Event::new().unwrap();
+    let post = |stats: &Stats| {
+        post_recv(socket, Op::new(OpKind::Recv, 3, Vec::new()), 0, Notify::Event(event.handle()), stats)
+            .map_err(|(_, e)| e)
+            .unwrap()
+    };
+    let f = post(&stats);
+    assert_eq!(stats.recv_buffer_bytes_posted_peak.load(Relaxed), 0);
+    assert_eq!(
+        wait_any(&[event.handle()], Some(Duration::from_millis(200)), false).unwrap(),
+        Wait::TimedOut,
+        "a zero-byte receive completed with nothing to read"
+    );
+    // SAFETY: in flight, on the open socket.
+    assert!(unsafe { !f.is_complete() });
+    client.write_all(b"hello").unwrap();
+    assert_eq!(wait_any(&[event.handle()], WAIT, false).unwrap(), Wait::Signalled(0));
+    // SAFETY: complete (its event fired and its status is stored); reclaimed once.
+    let op = unsafe {
+        assert_eq!(f.overlapped_result(socket).unwrap().unwrap(), 0);
+        f.reclaim(&stats)
+    };
+    assert_eq!(op.result().unwrap(), 0);
+    let mut buf = [0u8; 64];
+    assert_eq!((&server).read(&mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"hello");
+    let e = (&server).read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    // End of stream: completes with 0 too; the recv says which.
+    event.reset();
+    let f = post(&stats);
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(wait_any(&[event.handle()], WAIT, false).unwrap(), Wait::Signalled(0));
+    // SAFETY: as above.
+    let op = unsafe { f.reclaim(&stats) };
+    assert_eq!(op.result().unwrap(), 0);
+    assert_eq!((&server).read(&mut buf).unwrap(), 0, "end of stream");
+    assert_eq!(in_flight(&stats), 0);
+    assert_eq!(stats.recv_buffer_bytes_posted_peak.load(Relaxed), 0);
+}
