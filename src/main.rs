@@ -146,8 +146,8 @@ struct ServeArgs {
     accept: AcceptMode,
     /// The provided-buffer ring the io_uring models receive from, as COUNTxSIZE (a power-of-two
     /// count of buffers of SIZE bytes): one ring for overlapped-event and overlapped-routine,
-    /// one per completion-port worker. Linux only: on Windows each connection posts its own
-    /// 16 KiB receive buffer
+    /// one per completion-port worker. Linux only: on Windows each connection posts a zero-byte
+    /// receive and reads into its thread's 16 KiB buffer once data is there
     #[arg(long, value_name = "COUNTxSIZE", default_value = "16x64KiB", value_parser = parse_recv_buffers)]
     recv_buffers: iomodels_server::RecvBuffers,
     /// completion-port's connections as io_uring direct descriptors (auto: where the kernel

@@ -246,7 +246,8 @@ impl std::str::FromStr for AcceptMode {
 /// The provided-buffer ring an io_uring model receives into (Linux: the one ring of
 /// `overlapped-event` and `overlapped-routine`, each `completion-port` worker's ring): `count`
 /// buffers of `size` bytes, shared by all of the ring's connections, so an idle connection
-/// holds none. Windows has no such ring: each connection posts its own 16 KiB buffer.
+/// holds none. Windows has no such ring: each connection posts a zero-byte receive and reads
+/// into its thread's 16 KiB buffer once data is there, so an idle connection holds none either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvBuffers {
     /// How many buffers (a power of two, at most 32768).

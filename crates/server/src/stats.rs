@@ -63,8 +63,10 @@ pub struct Stats {
     ///   Their receives take a buffer from a provided-buffer ring when data arrives, so no
     ///   buffer is tied to a connection before the completion (the ring itself, shared, is
     ///   `--recv-buffers`).
-    /// - The same models on Windows: the length of each posted `WSARecv` (16 KiB), from the
-    ///   post until its completion is reaped.
+    /// - The same models on Windows: 0 too. A waiting connection has a zero-byte `WSARecv`
+    ///   posted (no buffer: the book's answer to page locking), and reads with non-blocking
+    ///   `recv`s once it completes (`models/winio`); a posted `WSARecv` with a buffer would
+    ///   count its length from the post until its completion is reaped.
     ///
     /// UDP datagram buffers are not counted: they belong to the socket, not to a connection.
     pub recv_buffer_bytes_posted: AtomicI64,

@@ -88,18 +88,13 @@ fn settled(server: &RunningServer, idle: i64, what: &str) -> StatsSnapshot {
 }
 
 /// What one idle connection holds in receive buffers handed to the kernel
-/// (`recv_buffer_bytes_posted`): `blocking`'s thread is blocked in recv on its 64 KiB buffer,
-/// and the Winsock overlapped models keep a 16 KiB `WSARecv` posted; the readiness models read
-/// only when a socket is ready, and the io_uring models' receives take a provided buffer only
-/// when data arrives: nothing.
+/// (`recv_buffer_bytes_posted`): `blocking`'s thread is blocked in recv on its 64 KiB buffer;
+/// the readiness models read only when a socket is ready, the io_uring models' receives take a
+/// provided buffer only when data arrives, and the Winsock overlapped models post zero-byte
+/// `WSARecv`s (no buffer): nothing.
 fn idle_recv_buffer_bytes(model: Model) -> i64 {
     let bytes = match model {
         Model::Blocking => 64 * KIB,
-        Model::OverlappedEvent | Model::OverlappedRoutine | Model::CompletionPort
-            if cfg!(windows) =>
-        {
-            16 * KIB
-        }
         _ => 0,
     };
     bytes as i64
@@ -300,8 +295,8 @@ mod cases {
 
     /// Slowloris: 200 clients connect and send nothing. Meanwhile another client's 256 KiB
     /// come back byte for byte, twice; the silent ones are held open and sent nothing, and hold
-    /// the model's receive buffers for idle connections ([`idle_recv_buffer_bytes`]: none on
-    /// Linux's io_uring models); once they leave, the server holds nothing and serves on.
+    /// the model's receive buffers for idle connections ([`idle_recv_buffer_bytes`]: none but
+    /// `blocking`'s); once they leave, the server holds nothing and serves on.
     pub fn silent_clients_do_not_stop_another_being_served_and_leave_nothing_behind(v: Variant) {
         const SILENT: usize = 200;
         let _process = shared();

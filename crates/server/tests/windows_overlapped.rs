@@ -302,7 +302,10 @@ fn idle_connections_post_no_receive_buffer(model: Model) {
          ops_in_flight {}",
         st.recv_buffer_bytes_posted, st.recv_buffer_bytes_posted_peak, st.ops_in_flight
     );
-    assert!(st.ops_in_flight >= IDLE as i64, "a receive waits on each: {st:?}");
+    assert!(
+        st.ops_in_flight >= IDLE as i64,
+        "a receive waits on each: {st:?}"
+    );
     assert!(
         st.recv_buffer_bytes_posted_peak <= FEW_PAGES,
         "idle connections pinned receive buffers: {st:?}"
@@ -314,9 +317,12 @@ fn idle_connections_post_no_receive_buffer(model: Model) {
     assert_eq!((st.errors, st.active), (0, IDLE as i64), "{st:?}");
     assert!(st.recv_buffer_bytes_posted_peak <= FEW_PAGES, "{st:?}");
     drop(idle);
-    wait_for(&server, Duration::from_secs(60), "every connection closed", |s| {
-        s.active == 0
-    });
+    wait_for(
+        &server,
+        Duration::from_secs(60),
+        "every connection closed",
+        |s| s.active == 0,
+    );
     stop_clean(server);
 }
 

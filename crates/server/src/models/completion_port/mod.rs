@@ -115,8 +115,11 @@
 //! original design. One completion port; `ctx.workers` threads (one per CPU by default) loop
 //! on `GetQueuedCompletionStatusEx`, 64 packets per call. Windows has no `SO_REUSEPORT`, so
 //! the workers share one listener associated with the port, and `--accept` (`AcceptMode`) is
-//! Linux-only and ignored here, as is `--recv-buffers`: each connection posts its own
-//! receive buffer (16 KiB, sized down to the read budget), with no zero-byte-read trick.
+//! Linux-only and ignored here, as is `--recv-buffers`. Receives are the book's zero-byte
+//! reads (`models/winio/conn.rs`): a waiting connection has a `WSARecv` of 0 bytes posted (no
+//! buffer, no locked page: `recv_buffer_bytes_posted` stays 0, also with 2,000 idle
+//! connections under Wine, where it was 2,000 × 16 KiB = 32 MB with a 16 KiB buffer posted
+//! each), and reads with non-blocking `recv`s into the worker's 16 KiB buffer once it completes.
 //! `AcceptEx` and `GetAcceptExSockaddrs` are loaded with `WSAIoctl`
 //! (`SIO_GET_EXTENSION_FUNCTION_POINTER`); 2 × workers (at least 8) accepts stay posted, each
 //! into a socket made ahead with `WSASocketW`, finished with `SO_UPDATE_ACCEPT_CONTEXT`. A

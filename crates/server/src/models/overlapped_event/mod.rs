@@ -52,8 +52,8 @@
 //! many connections at once can drain the ring: the receives that find it empty complete with
 //! `ENOBUFS` (counted in `recv_buffer_exhausted`) and are re-posted as soon as buffers come
 //! back — nothing is lost, the bytes wait in the socket; a larger `--recv-buffers` makes it
-//! rarer. Windows: a posted 16 KiB receive buffer per connection, idle or not (counted in
-//! `recv_buffer_bytes_posted`). Needs io_uring (Linux 5.19+ here), which containers often block;
+//! rarer. Windows: no posted receive buffer, idle or not (zero-byte receives, see
+//! `models/winio/conn.rs`: `recv_buffer_bytes_posted` stays 0). Needs io_uring (Linux 5.19+ here), which containers often block;
 //! the model is then unavailable and says why.
 //!
 //! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`,
@@ -72,7 +72,8 @@
 //! (its receive and its send) carry in `OVERLAPPED.hEvent`. When it is signalled the group
 //! resets it, asks `WSAGetOverlappedResult(fWait = FALSE)` about each record in flight, feeds
 //! the completed ones to the connection and posts what it wants next — the operation records,
-//! the receive sized to the read budget (16 KiB at most), one receive and at most one send in
+//! the zero-byte receive, then non-blocking `recv`s of up to 16 KiB within the read budget into
+//! the group thread's buffer, one receive and at most one send in
 //! flight, short sends re-posted first, half-close and backpressure all come from the
 //! overlapped connection logic the three Winsock completion models share (`models/winio`).
 //! Posting resets the `hEvent` it carries (Wine does; Windows documents it for `ReadFile`),

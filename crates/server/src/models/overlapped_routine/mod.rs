@@ -29,7 +29,9 @@
 //! `WSAWaitForMultipleEvents(fAlertable = TRUE)` on its shutdown event; each `WSARecv` /
 //! `WSASend` carries the one routine `on_complete`, and the routine's way back to the
 //! connection table is the table's address, passed in `hEvent` (which the system ignores when
-//! a routine is given). A receive asks for at most 16 KiB and never more than the read budget;
+//! a routine is given). A receive is the book's zero-byte `WSARecv` (`models/winio/conn.rs`):
+//! once its routine runs, the connection reads with non-blocking `recv`s (16 KiB at most each,
+//! never more than the read budget) into the I/O thread's buffer;
 //! one receive and at most one send per connection are in flight. At shutdown the I/O thread
 //! joins the accepting thread, runs the hand-offs it queued last (closing their sockets),
 //! closes every connection and waits alertably until every routine has run
@@ -51,7 +53,8 @@
 //! **Limits.** One thread; needs io_uring on Linux. Linux: a burst from many connections can
 //! drain the shared buffer ring; the receives that find it empty complete with `ENOBUFS`
 //! (`recv_buffer_exhausted`) and are re-posted when buffers come back, nothing lost. Windows:
-//! 16 KiB of posted buffer per connection, idle or not (`recv_buffer_bytes_posted`).
+//! no posted receive buffer, idle or not (zero-byte receives: `recv_buffer_bytes_posted` stays
+//! 0; it was 16 KiB per connection before them).
 //!
 //! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`,
 //! `--handshake-timeout`; both OSes). Linux:

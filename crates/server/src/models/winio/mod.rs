@@ -32,8 +32,10 @@
 //!   `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`). Only an outright error gives the record back;
 //! - `Stats::ops_in_flight` counts records from post to reclaim; after a clean stop it is 0;
 //! - each connection has one receive and at most one send in flight (the bytes stay in
-//!   order); a receive asks for at most the read budget (backpressure: no receive is posted
-//!   while it is 0); a short send is re-posted, from the same buffer, before new output;
+//!   order); the receive is a zero-byte `WSARecv` (no buffer: see `conn.rs`), after whose
+//!   completion non-blocking `recv`s ask for at most the read budget (backpressure: nothing is
+//!   read or posted while it is 0); a short send is re-posted, from the same buffer, before
+//!   new output;
 //! - closing a connection is `closesocket` now; the [`OvConn`] stays, holding nothing but its
 //!   in-flight records' names, until [`OvConn::is_idle`]; shutdown closes every connection and
 //!   the listener, then reaps until nothing is in flight.

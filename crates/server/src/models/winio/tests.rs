@@ -578,9 +578,15 @@ fn a_zero_byte_receive_waits_for_data_and_leaves_it_in_the_socket() {
     let socket = server.as_raw_socket();
     let event = Event::new().unwrap();
     let post = |stats: &Stats| {
-        post_recv(socket, Op::new(OpKind::Recv, 3, Vec::new()), 0, Notify::Event(event.handle()), stats)
-            .map_err(|(_, e)| e)
-            .unwrap()
+        post_recv(
+            socket,
+            Op::new(OpKind::Recv, 3, Vec::new()),
+            0,
+            Notify::Event(event.handle()),
+            stats,
+        )
+        .map_err(|(_, e)| e)
+        .unwrap()
     };
     let f = post(&stats);
     assert_eq!(stats.recv_buffer_bytes_posted_peak.load(Relaxed), 0);
@@ -592,7 +598,10 @@ fn a_zero_byte_receive_waits_for_data_and_leaves_it_in_the_socket() {
     // SAFETY: in flight, on the open socket.
     assert!(unsafe { !f.is_complete() });
     client.write_all(b"hello").unwrap();
-    assert_eq!(wait_any(&[event.handle()], WAIT, false).unwrap(), Wait::Signalled(0));
+    assert_eq!(
+        wait_any(&[event.handle()], WAIT, false).unwrap(),
+        Wait::Signalled(0)
+    );
     // SAFETY: complete (its event fired and its status is stored); reclaimed once.
     let op = unsafe {
         assert_eq!(f.overlapped_result(socket).unwrap().unwrap(), 0);
@@ -608,7 +617,10 @@ fn a_zero_byte_receive_waits_for_data_and_leaves_it_in_the_socket() {
     event.reset();
     let f = post(&stats);
     client.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(wait_any(&[event.handle()], WAIT, false).unwrap(), Wait::Signalled(0));
+    assert_eq!(
+        wait_any(&[event.handle()], WAIT, false).unwrap(),
+        Wait::Signalled(0)
+    );
     // SAFETY: as above.
     let op = unsafe { f.reclaim(&stats) };
     assert_eq!(op.result().unwrap(), 0);
