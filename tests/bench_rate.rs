@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::{available_models, BIN};
+use support::{available_models, bench_results};
 
 /// The JSON of a real `bench --quick --scenario rate64-100` on `models`, and its report.
 fn quick_rate(models: &str) -> (serde_json::Value, String) {
@@ -146,20 +144,7 @@ fn results_with_a_curve_print_its_matrix_and_draw_its_chart_without_running() {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("rate.json");
     std::fs::write(&json, handmade().to_string()).unwrap();
-    let html = dir.join("report.html");
-    let out = Command::new(BIN)
-        .args(["bench", "--results"])
-        .arg(&json)
-        .arg("--report")
-        .arg(&html)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (text, report) = bench_results(&json, &[]);
     let words: Vec<String> = text
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -172,7 +157,6 @@ fn results_with_a_curve_print_its_matrix_and_draw_its_chart_without_running() {
     assert_eq!(words[head + 2], "2,000 400 / 2,000 50,000 / 700,000 !");
     assert_eq!(words[head + 3], "4,000 90,000 / 1,500,000 !");
     assert!(text.contains("saturation msg/s"), "{text}");
-    let report = std::fs::read_to_string(&html).unwrap();
     assert!(report.contains("<h2>Latency against offered load</h2>"));
     assert_eq!(report.matches("<circle").count(), 5, "a dot per step");
     let _ = std::fs::remove_dir_all(&dir);
@@ -188,19 +172,6 @@ fn results_from_before_the_rate_scenario_still_load() {
         !std::fs::read_to_string(json).unwrap().contains("\"curve\""),
         "the old file is expected without curves"
     );
-    let html = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("bench-rate-old-{}.html", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["bench", "--results", json, "--report"])
-        .arg(&html)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = std::fs::read_to_string(&html).unwrap();
+    let (_, report) = bench_results(std::path::Path::new(json), &[]);
     assert!(!report.contains("Latency against offered load"));
-    let _ = std::fs::remove_file(&html);
 }

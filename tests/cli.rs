@@ -10,7 +10,8 @@ use std::time::Duration;
 mod support;
 
 use support::{
-    assert_one_line_error, assert_usage_error, available_models, random_bytes, socat, Served, BIN,
+    assert_one_line_error, assert_usage_error, available_models, bench_results, random_bytes,
+    socat, Served, BIN,
 };
 
 fn iomodels(args: &[&str]) -> Output {
@@ -868,22 +869,7 @@ fn bench_compares_two_json_files_by_their_ranges() {
     }
     let new_path = dir.join("new.json");
     std::fs::write(&new_path, v.to_string()).unwrap();
-    let report = dir.join("report.html");
-    let out = iomodels(&[
-        "bench",
-        "--results",
-        new_path.to_str().unwrap(),
-        "--baseline",
-        old_path,
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (text, html) = bench_results(&new_path, &["--baseline", old_path]);
     let line = |model: &str, metric: &str| {
         text.lines()
             .find(|l| {
@@ -904,7 +890,6 @@ fn bench_compares_two_json_files_by_their_ranges() {
         "{same}"
     );
     assert!(text.contains("1 better, 1 worse, "), "{text}");
-    let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.contains("<h2>Compared with the baseline</h2>"));
     assert_eq!(html.matches("<tr class=\"worse\">").count(), 1);
     assert_eq!(html.matches("<tr class=\"better\">").count(), 1);

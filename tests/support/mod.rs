@@ -141,6 +141,33 @@ macro_rules! per_model {
     };
 }
 
+/// Runs `iomodels bench --results JSON --report FILE ARGS` (nothing is measured), checks
+/// that it succeeded, and returns its stdout (the table) and the HTML report.
+pub fn bench_results(json: &Path, args: &[&str]) -> (String, String) {
+    let html = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "bench-results-{}-{}.html",
+        std::process::id(),
+        json.file_stem().unwrap_or_default().to_string_lossy()
+    ));
+    let out = Command::new(BIN)
+        .args(["bench", "--results"])
+        .arg(json)
+        .arg("--report")
+        .arg(&html)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = std::fs::read_to_string(&html).unwrap();
+    let _ = std::fs::remove_file(&html);
+    (text, report)
+}
+
 /// Runs `iomodels bench ARGS --json FILE --report FILE` in a directory of its own, checks that
 /// it succeeded, and returns the JSON results and the HTML report.
 pub fn bench(args: &[&str]) -> (serde_json::Value, String) {

@@ -352,8 +352,8 @@ impl Conn {
             .then(|| s.due(self.started))
     }
 
-    /// Under `--rate`, on the timer: starts the messages due at `until` (`now`, or the end of
-    /// sending if that came first) and writes them.
+    /// Starts the messages due at `until` (under `--rate`, on the timer: `now`, or the end of
+    /// sending if that came first; closed loop: up to the window) and writes them.
     pub(crate) fn pump(&mut self, until: Instant, now: Instant, sending: bool) -> Step {
         self.start_messages(sending, until);
         if let Err(e) = self.flush(now) {
@@ -391,14 +391,7 @@ impl Conn {
                 return step;
             }
         }
-        self.start_messages(true, now);
-        if let Err(e) = self.flush(now) {
-            return self.write_failed(&e);
-        }
-        if self.is_finished(true) {
-            return Step::Finished;
-        }
-        Step::Continue
+        self.pump(now, now, true)
     }
 
     /// Writes as much of the unsent part of the started messages as the socket takes, straight
