@@ -6,10 +6,9 @@
 //!
 //! A posted `WSARecv` locks its buffer's pages in memory for as long as it is pending, and an
 //! idle connection's receive is pending for as long as the peer is silent: with a 16 KiB
-//! buffer posted per connection, 40,000 idle connections lock 640 MiB (*Network Programming
-//! for Microsoft Windows*, 2nd ed., ch. 6, whose test machine had 768 MB; locked pages are
-//! also bounded per process and system-wide, and a post past the bound fails with
-//! `WSAENOBUFS`). The book's answer, done here: while a connection waits for input it has a
+//! buffer posted per connection, 40,000 idle connections lock 640 MiB (the book's test machine
+//! for its scalable-server figures had 768 MB; locked pages are also bounded per process and
+//! system-wide, and a post past the bound fails with `WSAENOBUFS`). The book's answer, done here: while a connection waits for input it has a
 //! **zero-byte `WSARecv`** posted (a `WSABUF` of length 0: no page is locked). Its completion
 //! (0 bytes, success) says only that the socket has *something* to read — data, or the end of
 //! stream — so the connection then reads with ordinary **non-blocking `recv`s** (the socket is
