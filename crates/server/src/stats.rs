@@ -35,6 +35,9 @@ pub struct Stats {
     /// Connections a `completion-port` worker accepted on another worker's listener because
     /// that worker's direct-descriptor table was full.
     pub direct_accepted_for_others: AtomicU64,
+    /// `completion-port` on Windows: times its `AcceptEx` pool grew (doubled, from
+    /// `max(2 × workers, 8)` up to 256) because a worker's turn found every posted accept taken.
+    pub accept_pool_grown: AtomicU64,
     /// Connections closed by `--idle-timeout`: no byte moved either way for that long.
     pub idle_closed: AtomicU64,
     /// Connections closed by `--write-timeout`: the peer left its output unread at the
@@ -141,6 +144,8 @@ pub struct StatsSnapshot {
     pub direct_table_full: u64,
     /// See [`Stats::direct_accepted_for_others`].
     pub direct_accepted_for_others: u64,
+    /// See [`Stats::accept_pool_grown`].
+    pub accept_pool_grown: u64,
     /// See [`Stats::idle_closed`].
     pub idle_closed: u64,
     /// See [`Stats::slow_reader_closed`].
@@ -259,6 +264,7 @@ impl Stats {
             conn_cap_pauses: self.conn_cap_pauses.load(Relaxed),
             direct_table_full: self.direct_table_full.load(Relaxed),
             direct_accepted_for_others: self.direct_accepted_for_others.load(Relaxed),
+            accept_pool_grown: self.accept_pool_grown.load(Relaxed),
             idle_closed: self.idle_closed.load(Relaxed),
             slow_reader_closed: self.slow_reader_closed.load(Relaxed),
             ops_in_flight: self.ops_in_flight.load(Relaxed),

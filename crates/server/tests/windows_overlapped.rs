@@ -344,3 +344,74 @@ mod zero_byte_receives {
         idle_connections_post_no_receive_buffer(Model::OverlappedEvent);
     }
 }
+
+/// The `AcceptEx` pool keeps up (`completion-port`): 2,000 clients connect at once (8 threads
+/// of 250) to a server with one worker, whose pool starts at 8 posted accepts. Every client's
+/// connect succeeds (none refused), the server accepts all 2,000, the pool grew (a turn found
+/// every posted accept taken: `accept_pool_grown`), and every connection echoes.
+#[test]
+fn completion_port_an_accept_storm_of_two_thousand_connections_is_accepted_whole() {
+    const STORM: usize = 2_000;
+    const THREADS: usize = 8;
+    let server = start(Model::CompletionPort, |c| {
+        c.workers = Some(1);
+        c.drain_timeout = Duration::from_millis(300);
+    });
+    let addr = server.addr;
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let gate = std::sync::Arc::clone(&gate);
+            thread::spawn(move || {
+                gate.wait();
+                (0..STORM / THREADS)
+                    .map(|_| common::try_connect(addr))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut conns = Vec::with_capacity(STORM);
+    let mut refused = Vec::new();
+    for t in threads {
+        for c in t.join().expect("a connecting thread") {
+            match c {
+                Ok(s) => conns.push(s),
+                Err(e) => refused.push(e),
+            }
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "{} connects failed: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    let st = wait_for(
+        &server,
+        Duration::from_secs(60),
+        "every connection accepted",
+        |s| s.accepted == STORM as u64 && s.active == STORM as i64,
+    );
+    eprintln!(
+        "accept storm: {STORM} connections accepted in {:?}; the pool grew {} times (to {} \
+         posted accepts)",
+        started.elapsed(),
+        st.accept_pool_grown,
+        (8usize << st.accept_pool_grown).min(256)
+    );
+    assert!(st.accept_pool_grown >= 1, "the pool never grew: {st:?}");
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.set_nodelay(true).unwrap();
+        ping(s, &[i as u8, (i >> 8) as u8]);
+    }
+    assert_eq!(server.stats.snapshot().errors, 0);
+    drop(conns);
+    wait_for(
+        &server,
+        Duration::from_secs(60),
+        "every connection closed",
+        |s| s.active == 0,
+    );
+    stop_clean(server);
+}

@@ -28,6 +28,18 @@
 //! lock like any other (`closesocket`; the workers reap its aborted records). Out of sockets
 //! or buffers (`WSAEMFILE`, `WSAENOBUFS`, from `AcceptEx` or its socket), accepting pauses for a
 //! back-off, logged once per pause.
+//!
+//! **The `AcceptEx` pool keeps up.** It starts at `max(2 × workers, 8)`. A worker re-posts the
+//! accepts it reaped at the end of its turn (one `GetQueuedCompletionStatusEx` batch), not one
+//! by one, so a turn that finds none left posted — every accept taken, connections arriving
+//! faster than the pool — is seen: the pool then doubles, up to [`ACCEPT_POOL_MAX`] (a constant:
+//! 256 sockets made ahead), unless the connection cap was the limit. The book's version watches
+//! `FD_ACCEPT` on the listener (`WSAEventSelect`), which fires when a client waits with no
+//! accept posted; the turn's count needs no second notification on a listener that is already
+//! the port's, and has no wait of its own to schedule. Counted in `Stats::accept_pool_grown`, logged at info each time (at
+//! most 5 lines a run: 8 → 256); the pool never shrinks (a posted accept costs a socket and
+//! 288 bytes). Without growth nothing is refused while the listen backlog (4,096) holds the
+//! storm; with it, accepting does not lag the storm by a pool's worth per turn.
 
 use crate::accept::{Backoff, ConnCap};
 use crate::models::winio::{
@@ -62,6 +74,9 @@ const KEY_QUIT: usize = 2;
 const KEY_UDP: usize = 3;
 /// The tag of accept records (connection records carry their table key).
 const ACCEPT_TAG: usize = usize::MAX;
+/// The most `AcceptEx` the pool grows to (from `max(2 × workers, 8)`): each holds a socket made
+/// ahead and a 288-byte address buffer.
+const ACCEPT_POOL_MAX: usize = 256;
 /// Packets dequeued per `GetQueuedCompletionStatusEx`.
 const BATCH: usize = 64;
 /// How long the final phase waits for the kernel to complete the closed sockets' operations.
@@ -75,8 +90,6 @@ struct Server<'a> {
     port: CompletionPort,
     /// Loaded through the listener; `None` without one (`--no-tcp`).
     accept_ex: Option<AcceptEx>,
-    /// How many `AcceptEx` stay posted.
-    accepts_wanted: usize,
     accepting: Mutex<Accepting>,
     conns: Mutex<Slab<Shared>>,
     /// Signalled when accepting paused: the coordinator re-posts the accepts after the pause.
@@ -89,6 +102,9 @@ struct Accepting {
     /// `None` once draining (closing it aborted the pending accepts), or without TCP.
     listener: Option<TcpListener>,
     posted: usize,
+    /// How many `AcceptEx` stay posted: the pool, grown (doubled, up to [`ACCEPT_POOL_MAX`])
+    /// when a worker's turn finds every one of them taken.
+    wanted: usize,
     /// Out of sockets or buffers: the pause before posting again (one count and log a pause).
     backoff: Backoff,
     /// `--max-conns`: no more accepts posted than places left.
@@ -125,10 +141,10 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         ctx,
         accept_ex,
         port,
-        accepts_wanted: (2 * workers).max(8),
         accepting: Mutex::new(Accepting {
             listener,
             posted: 0,
+            wanted: (2 * workers).max(8),
             backoff: Backoff::default(),
             cap: ConnCap::new(ctx),
         }),
@@ -236,6 +252,7 @@ impl Server<'_> {
             let n = self.port.wait(&mut entries, None)?;
             stats.count_wait();
             let mut quits = 0;
+            let mut accepts = false;
             for e in &entries[..n] {
                 if e.lpCompletionKey == KEY_QUIT {
                     quits += 1;
@@ -250,9 +267,15 @@ impl Server<'_> {
                 let op = unsafe { reclaim(e.lpOverlapped, stats) };
                 let result = op.result();
                 match op.kind() {
-                    OpKind::Accept => self.accept_done(op, result, worker),
+                    OpKind::Accept => {
+                        accepts = true;
+                        self.accept_done(op, result, worker);
+                    }
                     OpKind::Recv | OpKind::Send => self.io_done(op, result, worker),
                 }
+            }
+            if accepts {
+                self.accepts_turn();
             }
             if quits > 0 {
                 // Packets beyond our own quit belong to other workers.
@@ -279,7 +302,7 @@ impl Server<'_> {
             return;
         }
         // Every posted accept becomes a connection: open + posted never passes the cap.
-        let want = self.accepts_wanted.min(a.cap.room());
+        let want = a.wanted.min(a.cap.room());
         while a.posted < want {
             let (Some(listener), Some(accept_ex)) = (a.listener.as_ref(), &self.accept_ex) else {
                 return;
@@ -298,6 +321,30 @@ impl Server<'_> {
         }
     }
 
+    /// The end of a worker's turn that reaped accepts (which did not re-post: see
+    /// `accept_done`): if every posted accept was taken (none left posted), connections came
+    /// faster than the pool, so it doubles, up to [`ACCEPT_POOL_MAX`] (counted in
+    /// `accept_pool_grown`, logged each time: at most 5 lines a run), unless the connection
+    /// cap rather than the pool was the limit; then the accepts are topped up.
+    fn accepts_turn(&self) {
+        let mut a = lock(&self.accepting);
+        if a.posted == 0
+            && a.wanted < ACCEPT_POOL_MAX
+            && a.listener.is_some()
+            && !a.backoff.is_paused()
+            && a.cap.room() > a.wanted
+        {
+            a.wanted = (2 * a.wanted).min(ACCEPT_POOL_MAX);
+            self.ctx.stats.accept_pool_grown.fetch_add(1, Relaxed);
+            log::info!(
+                "completion-port: a turn found every posted AcceptEx taken: the pool grows to {} \
+                 (at most {ACCEPT_POOL_MAX})",
+                a.wanted
+            );
+        }
+        self.post_accepts_locked(&mut a);
+    }
+
     fn pause_accepting(&self, a: &mut Accepting, e: &io::Error) {
         if a.backoff.begin(e, &self.ctx.stats) {
             if let Err(e) = self.kick.set() {
@@ -312,7 +359,8 @@ impl Server<'_> {
         lock(&self.accepting).listener = None;
     }
 
-    /// An accept completed: adopt its socket, post another accept.
+    /// An accept completed: adopt its socket. Another accept is posted at the end of the
+    /// worker's turn (`accepts_turn`), so a turn that took them all can be seen.
     fn accept_done(&self, mut op: Box<Op>, result: io::Result<usize>, worker: usize) {
         match &result {
             Ok(_) => trace_event!(self.ctx.trace, "AcceptEx done (worker {worker})"),
@@ -340,7 +388,6 @@ impl Server<'_> {
                 None
             }
         };
-        self.post_accepts_locked(&mut a);
         drop(a);
         if let Some((key, conn)) = adopted {
             self.advance(key, &conn);
