@@ -1070,6 +1070,7 @@ fn stats_json(s: &iomodels_server::StatsSnapshot, max_conns: usize) -> String {
         "peak_conn_pending_bytes": s.peak_conn_pending, "accept_pauses": s.accept_pauses,
         "conn_cap_pauses": s.conn_cap_pauses, "idle_closed": s.idle_closed,
         "direct_table_full": s.direct_table_full, "accept_pool_grown": s.accept_pool_grown,
+        "accepts_posted": s.accepts_posted, "shared_locks": s.shared_locks,
         "direct_accepted_for_others": s.direct_accepted_for_others,
         "slow_reader_closed": s.slow_reader_closed,
         "ops_in_flight": s.ops_in_flight, "recv_buffer_exhausted": s.recv_buffer_exhausted,

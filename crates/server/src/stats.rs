@@ -38,6 +38,15 @@ pub struct Stats {
     /// `completion-port` on Windows: times its `AcceptEx` pool grew (doubled, from
     /// `max(2 × workers, 8)` up to 256) because a worker's turn found every posted accept taken.
     pub accept_pool_grown: AtomicU64,
+    /// Winsock models: `AcceptEx` operations posted whose completion has not been reaped yet
+    /// (gauge; also counted in `ops_in_flight`). The part of the operations at rest that is
+    /// the accept pool, which `completion-port` grows in a connect storm. 0 on Linux.
+    pub accepts_posted: AtomicI64,
+    /// `completion-port` on Windows: acquisitions of a lock every thread of the server shares
+    /// (the connection table, the accepting state, the UDP echo). A connection's receive and
+    /// send completions take none: only its own lock. Accepts and closes take a few each, so
+    /// this grows with connections and datagrams, not with TCP messages. 0 elsewhere.
+    pub shared_locks: AtomicU64,
     /// Connections closed by `--idle-timeout`: no byte moved either way for that long.
     pub idle_closed: AtomicU64,
     /// Connections closed by `--write-timeout`: the peer left its output unread at the
@@ -146,6 +155,10 @@ pub struct StatsSnapshot {
     pub direct_accepted_for_others: u64,
     /// See [`Stats::accept_pool_grown`].
     pub accept_pool_grown: u64,
+    /// See [`Stats::accepts_posted`].
+    pub accepts_posted: i64,
+    /// See [`Stats::shared_locks`].
+    pub shared_locks: u64,
     /// See [`Stats::idle_closed`].
     pub idle_closed: u64,
     /// See [`Stats::slow_reader_closed`].
@@ -265,6 +278,8 @@ impl Stats {
             direct_table_full: self.direct_table_full.load(Relaxed),
             direct_accepted_for_others: self.direct_accepted_for_others.load(Relaxed),
             accept_pool_grown: self.accept_pool_grown.load(Relaxed),
+            accepts_posted: self.accepts_posted.load(Relaxed),
+            shared_locks: self.shared_locks.load(Relaxed),
             idle_closed: self.idle_closed.load(Relaxed),
             slow_reader_closed: self.slow_reader_closed.load(Relaxed),
             ops_in_flight: self.ops_in_flight.load(Relaxed),

@@ -107,9 +107,10 @@
 //! half the ring stays free (`bytes_passed_through`; see `models/uring/engine/conn.rs`).
 //! Backpressure cancels a connection's multishot recv; bytes already delivered in provided
 //! buffers are copied out, parked in order and fed as the output drains, then the recv is
-//! re-armed (parking them in their buffers let 32 peers that never read hold the whole ring). When the buffer
-//! ring runs dry, a multishot recv ends with `ENOBUFS`: the connection is re-armed once buffers
-//! come back — the bytes wait in the socket meanwhile, nothing is lost or reordered.
+//! re-armed (parking them in their buffers let 32 peers that never read hold the whole ring).
+//! When the buffer ring runs dry, a multishot recv ends with `ENOBUFS`: the connection is
+//! re-armed once buffers come back — the bytes wait in the socket meanwhile, nothing is lost
+//! or reordered.
 //!
 //! **On Windows** (`windows.rs`, on the shared overlapped core in `models/winio`): the
 //! original design. One completion port; `ctx.workers` threads (one per CPU by default) loop
@@ -126,17 +127,20 @@
 //! `SO_UPDATE_ACCEPT_CONTEXT`. Taken accepts are re-posted at the end of the worker's turn, and
 //! a turn that finds every posted accept taken doubles the pool, up to 256 (the book watches
 //! `FD_ACCEPT` on the listener for the same sign; counted in `accept_pool_grown`, logged; the
-//! pool never shrinks). 2,000 clients connecting at once under Wine (one worker) are all
-//! accepted, none refused (`tests/windows_overlapped.rs`). A
+//! pool never shrinks, the gauge `accepts_posted` shows it). 2,000 clients connecting at once
+//! under Wine (one worker) are all accepted, none refused (`tests/windows_overlapped.rs`). A
 //! failure to post one (`WSAENOBUFS`, `WSAEMFILE`, ...) pauses accepting for 100 ms instead of
-//! spinning. Several workers may dequeue completions of one connection at once (its receive
-//! and its send): each connection is behind a mutex, held from feeding the completion to
-//! posting the next operation, so they are handled one at a time (`windows.rs` says why the
-//! lock order is sound). The thread that called `run` coordinates: re-posts accepts after a
-//! pause, runs the drain, then closes the listener and every connection — their pending
-//! operations complete with errors and the workers reap them — waits until
-//! `Stats::ops_in_flight` is 0, and stops each worker with a `PostQueuedCompletionStatus`
-//! packet.
+//! spinning. A connection's socket has the address of its `Arc<Mutex<OvConn>>` as its
+//! completion key (the book's per-handle data), so a worker finds the connection a packet is
+//! for without a lookup and takes only that connection's mutex, held from feeding the
+//! completion to posting the next operation: two workers contend only when they dequeue
+//! completions of the same connection (its receive and its send). The connection table, the
+//! one process-wide lock on the TCP path, is taken per accept and per close, never per
+//! message (`shared_locks` counts it; `windows.rs` says why the key and the lock order are
+//! sound). The thread that called `run` coordinates: re-posts accepts after a pause, runs the
+//! drain, then closes the listener and every connection — their pending operations complete
+//! with errors and the workers reap them — waits until `Stats::ops_in_flight` is 0, and stops
+//! each worker with a `PostQueuedCompletionStatus` packet.
 //!
 //! **UDP** (`--udp`). Linux: worker 0 owns the one UDP socket: four `IORING_OP_RECVMSG`
 //! posted on its ring, each whole datagram sent back with `IORING_OP_SENDMSG`
@@ -158,8 +162,8 @@
 //! consumed incrementally; on a kernel without `IOU_PBUF_RING_INC` each receive takes a whole
 //! buffer, said in one log line, and more, smaller buffers serve many connections better; a
 //! ring that runs dry ends receives with `ENOBUFS`, re-armed when buffers come back); io_uring
-//! must be allowed (containers often block it: the model is then unavailable and says why, and the
-//! default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
+//! must be allowed (containers often block it: the model is then unavailable and says why,
+//! and the default model falls back to `event-select`). `SO_REUSEPORT` spreads connections by hash,
 //! not by load.
 //!
 //! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`,
@@ -168,11 +172,11 @@
 //! it; a worker that forgets a closed connection tops the accepts up again), and the
 //! coordinator sweeps the connections, its wait bounded by the next sweep, closing an expired
 //! one under its lock (`CancelIoEx` + `closesocket`; the workers reap its aborted records).
-//! Linux: they come from the shared engine
-//! (`models/uring/engine/accept.rs`, see its module doc): accepts are posted only within the cap (a multishot accept only while 1,024 or more
+//! Linux: they come from the shared engine (`models/uring/engine/accept.rs`, see its module
+//! doc): accepts are posted only within the cap (a multishot accept only while 1,024 or more
 //! places are left; nearer the cap one single-shot accept; a worker reaching the cap wakes the
-//! others, which cancel their accepts; sockets in hand-off count), and
-//! the connection timeouts are a sweep after each wait, which is bounded by the next sweep.
+//! others, which cancel their accepts; sockets in hand-off count), and the connection timeouts
+//! are a sweep after each wait, which is bounded by the next sweep.
 //!
 //! **Pitfalls.** The one rule of completion I/O (in `models/uring`): nothing a posted operation
 //! points at may be freed before its final completion — after a cancel, a reset, or at

@@ -8,16 +8,27 @@
 //! receive, post another accept) or a connection's receive or send (feed the connection, post
 //! what it wants next). The rules of the records are in `models/winio`.
 //!
-//! **One completion at a time per connection: a lock.** A connection's receive and send can
-//! complete at the same moment and be dequeued by two workers. Each connection is an
-//! `Arc<Mutex<OvConn>>`, and a worker holds its mutex from `complete` to the end of `advance`
-//! — so the state a completion touches (the `Connection`, which record is in flight, the
-//! spare buffers) is never seen half-updated. Locks are taken in one order — accepting state,
-//! then the connection table, then one connection — and never held across a wait; the table
-//! lock is released before a connection's is taken (a worker clones the `Arc` out), so a slow
-//! connection does not hold up lookups. A connection leaves the table only once it is closed
-//! and none of its records is in flight, so a record's tag (its table key) can never name a
-//! newer connection.
+//! **A completion finds its connection by its key: no process-wide lock.** Each connection is
+//! an `Arc<Mutex<OvConn>>`, and its socket is associated with the port under the address of
+//! that allocation as its *completion key* (the book's per-handle data; the listener, the UDP
+//! socket and the quit packets have small constant keys, which no allocation can have). A
+//! worker turns a packet's key back into a reference to the connection (one more strong
+//! count) and takes only that connection's mutex, from `complete` to the end of `advance`: a
+//! connection's receive and send can complete at the same moment and be dequeued by two
+//! workers, and the mutex keeps the state a completion touches (the `Connection`, which record
+//! is in flight, the spare buffers) from being seen half-updated. So two workers contend only
+//! when they serve the same connection. The key is sound because of one invariant: *the
+//! connection table holds a strong reference for as long as any record of the connection is in
+//! flight* — a connection leaves it (`forget`) only once it is closed and its in-flight list,
+//! updated under its mutex, is empty; a packet being handled is a record not yet fed back, so
+//! its connection is still in the table when the key is read. The table (a `Slab`, behind the
+//! one process-wide lock left on the TCP path) serves the coordinator's sweeps and the final
+//! close; it is taken when a connection is adopted and when it is forgotten, not per message.
+//! Every acquisition of a lock all threads share is counted in `Stats::shared_locks`
+//! (`tests/windows_overlapped.rs` checks that 2,000 messages over 4 connections take a few per
+//! connection, none per message). Locks are taken in one order — accepting state, then the
+//! connection table, then one connection — and never held across a wait. A record's tag is
+//! its connection's table key, which `forget` checks against the `Arc` it removes.
 //!
 //! **Limits** (`crate::limits`). `AcceptEx` is posted only within the connection cap: never
 //! more accepts in flight than places left below `--max-conns` (open connections counted over
@@ -32,14 +43,16 @@
 //! **The `AcceptEx` pool keeps up.** It starts at `max(2 × workers, 8)`. A worker re-posts the
 //! accepts it reaped at the end of its turn (one `GetQueuedCompletionStatusEx` batch), not one
 //! by one, so a turn that finds none left posted — every accept taken, connections arriving
-//! faster than the pool — is seen: the pool then doubles, up to [`ACCEPT_POOL_MAX`] (a constant:
-//! 256 sockets made ahead), unless the connection cap was the limit. The book's version watches
-//! `FD_ACCEPT` on the listener (`WSAEventSelect`), which fires when a client waits with no
-//! accept posted; the turn's count needs no second notification on a listener that is already
-//! the port's, and has no wait of its own to schedule. Counted in `Stats::accept_pool_grown`, logged at info each time (at
-//! most 5 lines a run: 8 → 256); the pool never shrinks (a posted accept costs a socket and
-//! 288 bytes). Without growth nothing is refused while the listen backlog (4,096) holds the
-//! storm; with it, accepting does not lag the storm by a pool's worth per turn.
+//! faster than the pool — is seen: the pool then doubles, up to [`ACCEPT_POOL_MAX`] (a
+//! constant: 256 sockets made ahead), unless the connection cap was the limit
+//! ([`pool_after_turn`]). The book's version watches `FD_ACCEPT` on the listener
+//! (`WSAEventSelect`), which fires when a client waits with no accept posted; the turn's count
+//! needs no second notification on a listener that is already the port's, and no wait of its
+//! own. Counted in `Stats::accept_pool_grown`, logged at info each time (at most 5 lines a
+//! run: 8 → 256). The pool never shrinks (a posted accept costs a socket and 288 bytes); the
+//! gauge `Stats::accepts_posted` says how many are posted now, the part of `ops_in_flight` at
+//! rest that is the pool. Without growth nothing is refused while the listen backlog (4,096)
+//! holds the storm; with it, accepting does not lag the storm by a pool's worth per turn.
 
 use crate::accept::{Backoff, ConnCap};
 use crate::models::winio::{
@@ -66,8 +79,10 @@ pub(crate) fn availability() -> Result<(), String> {
     Ok(())
 }
 
-/// The completion key of every TCP socket's packets.
-const KEY_IO: usize = 1;
+/// The completion key of the listener's packets (its `AcceptEx` records). A connection's
+/// socket has the address of its `Arc<Mutex<OvConn>>` as its key ([`conn_key`]), never as
+/// small as these.
+const KEY_LISTENER: usize = 1;
 /// The completion key of a packet that stops one worker.
 const KEY_QUIT: usize = 2;
 /// The completion key of the UDP socket's packets (datagram records, not `Op`s).
@@ -125,7 +140,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let port = CompletionPort::new(workers as u32)?;
     let accept_ex = match &listener {
         Some(listener) => {
-            port.associate(listener.as_raw_socket(), KEY_IO)?;
+            port.associate(listener.as_raw_socket(), KEY_LISTENER)?;
             Some(AcceptEx::load(listener)?)
         }
         None => None,
@@ -195,7 +210,7 @@ impl Server<'_> {
     fn coordinate(&self, waker: &crate::sys::Waker) -> io::Result<()> {
         self.post_accepts();
         if let Some(udp) = &self.udp {
-            lock(udp).arm(Notify::Port);
+            self.shared(udp).arm(Notify::Port);
         }
         let mut drain = Drain::new(self.ctx.drain_timeout);
         let mut timeouts = self.ctx.sweep();
@@ -204,10 +219,10 @@ impl Server<'_> {
                 self.stop_accepting();
                 self.stop_udp();
             }
-            if drain.is_over(lock(&self.conns).len()) {
+            if drain.is_over(self.shared(&self.conns).len()) {
                 break Ok(());
             }
-            let pause = lock(&self.accepting).backoff.remaining();
+            let pause = self.shared(&self.accepting).backoff.remaining();
             let handles = [waker.event_handle(), self.kick.handle()];
             let limit = min_timeout(drain.wait_limit(), timeouts.wait_limit());
             match wait_any(&handles, min_timeout(limit, pause), false) {
@@ -263,15 +278,20 @@ impl Server<'_> {
                     continue;
                 }
                 // SAFETY: every other packet is the completion of a record posted through
-                // winio on a socket associated with this port (KEY_IO), dequeued once, here.
+                // winio on a socket associated with this port (the listener or a connection),
+                // dequeued once, here.
                 let op = unsafe { reclaim(e.lpOverlapped, stats) };
                 let result = op.result();
-                match op.kind() {
-                    OpKind::Accept => {
-                        accepts = true;
-                        self.accept_done(op, result, worker);
-                    }
-                    OpKind::Recv | OpKind::Send => self.io_done(op, result, worker),
+                if e.lpCompletionKey == KEY_LISTENER {
+                    debug_assert_eq!(op.kind(), OpKind::Accept);
+                    accepts = true;
+                    self.accept_done(op, result, worker);
+                } else {
+                    // SAFETY: any other key is a connection's (its socket was associated under
+                    // `conn_key` in `adopt`), and this packet is one of its records, still in
+                    // the connection's in-flight list: the table holds the connection.
+                    let conn = unsafe { conn_of_key(e.lpCompletionKey) };
+                    self.io_done(&conn, op, result, worker);
                 }
             }
             if accepts {
@@ -290,7 +310,7 @@ impl Server<'_> {
     /// Tops the posted accepts up to what is wanted and fits below the cap (unless draining
     /// or paused).
     fn post_accepts(&self) {
-        let mut a = lock(&self.accepting);
+        let mut a = self.shared(&self.accepting);
         self.post_accepts_locked(&mut a);
     }
 
@@ -327,14 +347,14 @@ impl Server<'_> {
     /// `accept_pool_grown`, logged each time: at most 5 lines a run), unless the connection
     /// cap rather than the pool was the limit; then the accepts are topped up.
     fn accepts_turn(&self) {
-        let mut a = lock(&self.accepting);
-        if a.posted == 0
-            && a.wanted < ACCEPT_POOL_MAX
-            && a.listener.is_some()
-            && !a.backoff.is_paused()
-            && a.cap.room() > a.wanted
-        {
-            a.wanted = (2 * a.wanted).min(ACCEPT_POOL_MAX);
+        let mut a = self.shared(&self.accepting);
+        let grown = if a.listener.is_none() || a.backoff.is_paused() {
+            a.wanted
+        } else {
+            pool_after_turn(a.wanted, a.posted, a.cap.room())
+        };
+        if grown > a.wanted {
+            a.wanted = grown;
             self.ctx.stats.accept_pool_grown.fetch_add(1, Relaxed);
             log::info!(
                 "completion-port: a turn found every posted AcceptEx taken: the pool grows to {} \
@@ -356,7 +376,7 @@ impl Server<'_> {
     /// Closes the listener: its pending accepts complete with `ERROR_OPERATION_ABORTED` (and
     /// their records, with the sockets they hold, are freed as the workers reap them).
     fn stop_accepting(&self) {
-        lock(&self.accepting).listener = None;
+        self.shared(&self.accepting).listener = None;
     }
 
     /// An accept completed: adopt its socket. Another accept is posted at the end of the
@@ -366,7 +386,7 @@ impl Server<'_> {
             Ok(_) => trace_event!(self.ctx.trace, "AcceptEx done (worker {worker})"),
             Err(e) => trace_event!(self.ctx.trace, "AcceptEx error={e} (worker {worker})"),
         }
-        let mut a = lock(&self.accepting);
+        let mut a = self.shared(&self.accepting);
         a.posted -= 1;
         let adopted = match (result, a.listener.as_ref()) {
             (_, None) => None, // draining: the record's socket is closed with it
@@ -400,7 +420,6 @@ impl Server<'_> {
     fn adopt(&self, listener: &TcpListener, op: &mut Op) -> io::Result<(usize, Shared)> {
         let accept_ex = self.accept_ex.as_ref().expect("a listener has its AcceptEx");
         let (stream, peer) = accept_ex.finish(listener, op)?;
-        self.port.associate(stream.as_raw_socket(), KEY_IO)?;
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
         }
@@ -412,8 +431,11 @@ impl Server<'_> {
             stream.as_raw_socket(),
             peer.map_or("?".to_string(), |p| p.to_string())
         );
+        let socket = stream.as_raw_socket();
         let conn = Arc::new(Mutex::new(OvConn::new(stream, self.ctx)));
-        let key = lock(&self.conns).insert(Arc::clone(&conn));
+        // Nothing is posted on the socket yet: its packets can only come after this.
+        self.port.associate(socket, conn_key(&conn))?;
+        let key = self.shared(&self.conns).insert(Arc::clone(&conn));
         Ok((key, conn))
     }
 
@@ -428,7 +450,7 @@ impl Server<'_> {
         // on the UDP socket (associated with this port under that key), dequeued once, here.
         let d = unsafe { reclaim_datagram(overlapped, &self.ctx.stats) };
         let result = d.result();
-        let mut udp = lock(udp);
+        let mut udp = self.shared(udp);
         udp.via = Some(("worker", worker));
         udp.complete(d, result, Notify::Port);
     }
@@ -436,30 +458,25 @@ impl Server<'_> {
     /// Shutdown began: no more receives; the pending ones are cancelled and reaped.
     fn stop_udp(&self) {
         if let Some(udp) = &self.udp {
-            lock(udp).stop();
+            self.shared(udp).stop();
         }
     }
 
     // ---- connections ----------------------------------------------------------------------
 
-    /// A connection's receive or send completed.
-    fn io_done(&self, op: Box<Op>, result: io::Result<usize>, worker: usize) {
+    /// A connection's receive or send completed: only the connection's own lock is taken
+    /// (and, once it is closed and idle, the shared ones of `forget`).
+    fn io_done(&self, conn: &Shared, op: Box<Op>, result: io::Result<usize>, worker: usize) {
         let key = op.tag;
-        let Some(conn) = lock(&self.conns).get(key).cloned() else {
-            // Cannot happen (a connection leaves the table only with nothing in flight); the
-            // record is freed here all the same.
-            log::error!("completion for a connection that is gone");
-            return;
-        };
         let idle = {
-            let mut c = lock(&conn);
+            let mut c = lock(conn);
             c.via = Some(("worker", worker));
             c.complete(op, result);
             c.advance(key, Notify::Port);
             c.is_idle()
         };
         if idle {
-            self.forget(key, &conn);
+            self.forget(key, conn);
         }
     }
 
@@ -479,7 +496,7 @@ impl Server<'_> {
     /// may take an accept again.
     fn forget(&self, key: usize, conn: &Shared) {
         {
-            let mut conns = lock(&self.conns);
+            let mut conns = self.shared(&self.conns);
             if conns.get(key).is_some_and(|c| Arc::ptr_eq(c, conn)) {
                 conns.remove(key);
             }
@@ -490,7 +507,8 @@ impl Server<'_> {
     /// Closes every connection `pred` picks (`closesocket`: their pending operations complete,
     /// aborted, and the workers reap them): expired ones, or all of them at the end.
     fn close_where(&self, mut pred: impl FnMut(&mut OvConn) -> bool) {
-        let all: Vec<(usize, Shared)> = lock(&self.conns)
+        let all: Vec<(usize, Shared)> = self
+            .shared(&self.conns)
             .iter()
             .map(|(k, c)| (k, Arc::clone(c)))
             .collect();
@@ -510,6 +528,65 @@ impl Server<'_> {
     }
 }
 
+impl Server<'_> {
+    /// Takes a lock every thread of the server shares, counted in `Stats::shared_locks`.
+    fn shared<'m, T>(&self, m: &'m Mutex<T>) -> MutexGuard<'m, T> {
+        self.ctx.stats.shared_locks.fetch_add(1, Relaxed);
+        lock(m)
+    }
+}
+
+/// A connection's completion key: the address of its shared allocation.
+fn conn_key(conn: &Shared) -> usize {
+    Arc::as_ptr(conn) as usize
+}
+
+/// The connection a packet's completion key names, as one more strong reference.
+///
+/// # Safety
+/// `key` must be [`conn_key`] of a connection that is still alive: one that, with a record
+/// in flight, the connection table still holds.
+unsafe fn conn_of_key(key: usize) -> Shared {
+    let ptr = key as *const Mutex<OvConn>;
+    // SAFETY: `ptr` is `Arc::as_ptr` of a live `Arc` (the caller's contract: the table's
+    // strong reference keeps it alive while this adds one of its own).
+    unsafe {
+        Arc::increment_strong_count(ptr);
+        Arc::from_raw(ptr)
+    }
+}
+
+/// The accept pool after a worker's turn that reaped accepts: `wanted` doubled (up to
+/// [`ACCEPT_POOL_MAX`]) when none is left `posted` — every accept was taken — unless the
+/// connection cap (`room`, places left below it) rather than the pool was the limit; else
+/// `wanted` as it was.
+fn pool_after_turn(wanted: usize, posted: usize, room: usize) -> usize {
+    if posted == 0 && wanted < ACCEPT_POOL_MAX && room > wanted {
+        (2 * wanted).min(ACCEPT_POOL_MAX)
+    } else {
+        wanted
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pool_after_turn, ACCEPT_POOL_MAX};
+
+    #[test]
+    fn the_accept_pool_doubles_only_when_a_turn_took_every_accept_and_the_cap_allows() {
+        // Every accept taken: doubles.
+        assert_eq!(pool_after_turn(8, 0, 10_000), 16);
+        // Some left posted: the pool kept up.
+        assert_eq!(pool_after_turn(8, 1, 10_000), 8);
+        // Up to the bound, never past it.
+        assert_eq!(pool_after_turn(192, 0, 10_000), ACCEPT_POOL_MAX);
+        assert_eq!(pool_after_turn(ACCEPT_POOL_MAX, 0, 10_000), ACCEPT_POOL_MAX);
+        // The connection cap was the limit (no more room than the pool): no growth.
+        assert_eq!(pool_after_turn(8, 0, 8), 8);
+        assert_eq!(pool_after_turn(8, 0, 3), 8);
+    }
 }

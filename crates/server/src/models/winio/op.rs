@@ -176,6 +176,12 @@ pub(crate) unsafe trait Record {
     fn posted_recv_len(&self) -> usize {
         0
     }
+
+    /// Whether this is an `AcceptEx` record, counted in `Stats::accepts_posted` from its post
+    /// until its reclaim.
+    fn is_accept(&self) -> bool {
+        false
+    }
 }
 
 // SAFETY: #[repr(C)], `overlapped` first.
@@ -185,6 +191,10 @@ unsafe impl Record for Op {
             OpKind::Recv => self.wsabuf.len as usize,
             _ => 0,
         }
+    }
+
+    fn is_accept(&self) -> bool {
+        self.kind == OpKind::Accept
     }
 }
 
@@ -285,6 +295,9 @@ impl<T: Record> InFlight<T> {
         // (caller's contract), and nothing else reclaims it.
         let record = unsafe { Box::from_raw(self.0.as_ptr()) };
         stats.recv_buffer_returned(record.posted_recv_len());
+        if record.is_accept() {
+            stats.accepts_posted.fetch_sub(1, Relaxed);
+        }
         record
     }
 }
@@ -354,6 +367,7 @@ pub(super) unsafe fn post(
     stats: &Stats,
     call: impl FnOnce(*mut Op, *mut OVERLAPPED, *const ws::WSABUF, *mut u32) -> i32,
 ) -> Posted {
+    let accept = op.is_accept();
     let ptr = Box::into_raw(op);
     // SAFETY: `ptr` is the record just released from its box; nothing else holds it.
     unsafe { Op::prepare(ptr, notify, data, len) };
@@ -365,10 +379,19 @@ pub(super) unsafe fn post(
             std::ptr::addr_of_mut!((*ptr).flags),
         )
     };
+    if accept {
+        // Counted before the call: once posted, its completion may be reaped (and counted
+        // down) on another thread before this one goes on.
+        stats.accepts_posted.fetch_add(1, Relaxed);
+    }
     stats.syscalls.fetch_add(1, Relaxed);
     let rc = call(ptr, ov, wsabuf, flags);
     // SAFETY: `ptr` came from Box::into_raw above and `rc` is what the posting call returned.
-    unsafe { outcome(ptr, rc, stats) }
+    let posted = unsafe { outcome(ptr, rc, stats) };
+    if accept && posted.is_err() {
+        stats.accepts_posted.fetch_sub(1, Relaxed);
+    }
+    posted
 }
 
 /// What a posting call's return code `rc` (0, or SOCKET_ERROR with the error in
