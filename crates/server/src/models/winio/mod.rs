@@ -114,7 +114,7 @@ pub(crate) use udp::{reclaim_datagram, UdpEcho};
 // The rest of the API (posting single records, the event notification's checks) serves
 // `overlapped-event` and this module's tests.
 #[allow(unused_imports)]
-pub(crate) use op::{post_recv, post_send, CompletionRoutine, InFlight, Posted};
+pub(crate) use op::{cancel_all, post_recv, post_send, CompletionRoutine, InFlight, Posted};
 
 /// Says once, at start, which io_uring-only flags were set and do nothing here:
 /// `--recv-buffers` and `--recv-incremental` (the provided-buffer ring is io_uring's; on Windows
