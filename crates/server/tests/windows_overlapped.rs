@@ -363,17 +363,18 @@ fn connect_small_window(addr: SocketAddr) -> TcpStream {
 }
 
 /// Pipelined clients that send while their echo is pending: 20 connections at once, each
-/// writing 16 rounds of 16 KiB in 1 KiB pieces without waiting for the echo, while a reader
-/// thread reads it back in reads of at most 1 KiB, pausing 30 ms every 4 reads (its receive window is
-/// small: the server's send pends then, and the client's next pieces make the server's
-/// receive complete while that send is still pending, on the same connection). After each
-/// round the writer waits until the whole round came back (the last send's completion must be
-/// seen: a lost signal stalls the round, and the read times out). Every byte comes back in
-/// order; bounded by the clients' 20 s timeouts per call.
+/// writing 16 rounds of 64 KiB in 1 KiB pieces without waiting for the echo, while a reader
+/// thread reads it back in reads of at most 1 KiB, pausing 30 ms every 4 reads. Its receive
+/// window is small, so the server's send pends, and the client's next pieces make the
+/// server's receive complete while that send is still pending, on the same connection (a
+/// probe counted over a hundred such completions for `overlapped-event` in one run). After each
+/// round the writer waits until the whole round came back: the last send's completion must be
+/// seen (a lost signal would stall the round until the read times out). Every byte comes back
+/// in order; bounded by the clients' 20 s timeouts per call.
 fn sends_while_the_echo_is_pending_never_stall(model: Model) {
     const CONNS: usize = 20;
     const ROUNDS: usize = 16;
-    const ROUND: usize = 16 * 1024;
+    const ROUND: usize = 64 * 1024;
     const PIECE: usize = 1024;
     let server = start(model, |_| {});
     let addr = server.addr;
