@@ -511,7 +511,10 @@ fn overlapped_event_accepts_with_posted_accept_ex_and_takes_two_thousand_connect
         &server,
         Duration::from_secs(60),
         "a receive per connection and the posted accepts",
-        |s| s.bytes_out == CONNS as u64 && s.ops_in_flight == CONNS as i64 + OVERLAPPED_EVENT_ACCEPTS,
+        |s| {
+            s.bytes_out == CONNS as u64
+                && s.ops_in_flight == CONNS as i64 + OVERLAPPED_EVENT_ACCEPTS
+        },
     );
     assert_eq!((st.errors, st.refused), (0, 0), "{st:?}");
     drop(conns);

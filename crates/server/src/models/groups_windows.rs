@@ -279,9 +279,7 @@ where
                 &mut groups,
                 adopt,
             ),
-            Intake::AcceptEx(listener) => {
-                accept_ex_loop(listener, ctx, &waker, &mut groups, adopt)
-            }
+            Intake::AcceptEx(listener) => accept_ex_loop(listener, ctx, &waker, &mut groups, adopt),
         };
         drop(stop);
         let groups_result = groups.join_all();

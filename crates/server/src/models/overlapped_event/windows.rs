@@ -1,7 +1,10 @@
-//! `WSARecv` / `WSASend` with `WSAOVERLAPPED.hEvent`, `WSAWaitForMultipleEvents`,
-//! `WSAGetOverlappedResult`; 62 connections per thread (`models/groups_windows.rs`), their
-//! operation records and connection logic from `models/winio`. UDP (`--udp`): a thread of its
-//! own waits on the shutdown waker and one event that every datagram record carries.
+//! `WSARecv` / `WSASend` with `WSAOVERLAPPED.hEvent` — an event per operation, a
+//! connection's receive and its send each with its own —, `WSAWaitForMultipleEvents`,
+//! `WSAGetOverlappedResult`; 31 connections per thread (`models/groups_windows.rs`), their
+//! operation records and connection logic from `models/winio`; connections accepted with
+//! `AcceptEx` posted ahead, an event each (`groups_windows::serve_accept_ex`). UDP (`--udp`):
+//! a thread of its own waits on the shutdown waker and one event that every datagram record
+//! carries.
 
 use crate::limits::Sweep;
 use crate::models::groups_windows::{self, Flow, Member, CLOSE_WAIT};
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::HANDLE;
 
-pub(crate) const MECHANISM: &str = "overlapped I/O + events, groups of 62";
+pub(crate) const MECHANISM: &str = "overlapped I/O + an event per operation, AcceptEx, groups of 31";
 
 pub(crate) fn availability() -> Result<(), String> {
     Ok(())

@@ -639,8 +639,11 @@ fn posting_resets_the_event_of_its_own_record_and_no_other() {
     let stats = Stats::default();
     let (mut client, server) = pair();
     let socket = server.as_raw_socket();
-    let (shared, send_event, recv_event) =
-        (Event::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
+    let (shared, send_event, recv_event) = (
+        Event::new().unwrap(),
+        Event::new().unwrap(),
+        Event::new().unwrap(),
+    );
     let signalled = |e: &Event| {
         wait_any(&[e.handle()], Some(Duration::ZERO), false).unwrap() == Wait::Signalled(0)
     };
@@ -662,14 +665,23 @@ fn posting_resets_the_event_of_its_own_record_and_no_other() {
         }
     };
     let recv = |event: &Event| {
-        post_recv(socket, Op::new(OpKind::Recv, 2, Vec::new()), 0, Notify::Event(event.handle()), &stats)
-            .map_err(|(_, e)| e)
-            .unwrap()
+        post_recv(
+            socket,
+            Op::new(OpKind::Recv, 2, Vec::new()),
+            0,
+            Notify::Event(event.handle()),
+            &stats,
+        )
+        .map_err(|(_, e)| e)
+        .unwrap()
     };
     // One event for both: the receive's post resets the signal the send's completion left.
     send(&shared);
     let r = recv(&shared);
-    assert!(!signalled(&shared), "posting the receive did not reset the shared event");
+    assert!(
+        !signalled(&shared),
+        "posting the receive did not reset the shared event"
+    );
     client.write_all(b"x").unwrap();
     assert_eq!(
         wait_any(&[shared.handle()], WAIT, false).unwrap(),
@@ -683,8 +695,14 @@ fn posting_resets_the_event_of_its_own_record_and_no_other() {
     recv_event.set().unwrap();
     send(&send_event);
     let r = recv(&recv_event);
-    assert!(signalled(&send_event), "posting the receive reset the send's event");
-    assert!(!signalled(&recv_event), "posting the receive did not reset its own event");
+    assert!(
+        signalled(&send_event),
+        "posting the receive reset the send's event"
+    );
+    assert!(
+        !signalled(&recv_event),
+        "posting the receive did not reset its own event"
+    );
     client.write_all(b"y").unwrap();
     assert_eq!(
         wait_any(&[recv_event.handle()], WAIT, false).unwrap(),
