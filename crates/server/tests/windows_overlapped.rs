@@ -526,3 +526,63 @@ fn overlapped_event_accepts_with_posted_accept_ex_and_takes_two_thousand_connect
     );
     stop_clean(server);
 }
+
+/// `overlapped-event` posts `AcceptEx` only within `--max-conns` (here 3): never more accepts
+/// posted than places left, none at the cap — so its operations in flight stay at 3 (posted
+/// accepts plus one receive per connection) from no connection to the cap. A client past the
+/// cap waits in the backlog, unserved; when a connection closes, an accept is posted again
+/// and takes it.
+#[test]
+fn overlapped_event_posts_accept_ex_only_within_the_connection_cap() {
+    const CAP: usize = 3;
+    let server = start(Model::OverlappedEvent, |c| {
+        c.max_conns = Some(CAP);
+        c.drain_timeout = Duration::from_millis(300);
+    });
+    let ops = |s: &iomodels_server::StatsSnapshot| s.ops_in_flight;
+    wait_for(&server, CLIENT_TIMEOUT, "an accept per place", |s| {
+        s.active == 0 && ops(s) == CAP as i64
+    });
+    let mut admitted: Vec<TcpStream> = Vec::new();
+    for n in 1..=CAP {
+        let mut s = connect(server.addr);
+        ping(&mut s, b"admitted");
+        admitted.push(s);
+        // n receives, CAP - n accepts.
+        wait_for(
+            &server,
+            CLIENT_TIMEOUT,
+            "a receive and the accepts left",
+            |s| s.active == n as i64 && s.bytes_out == 8 * n as u64 && ops(s) == CAP as i64,
+        );
+    }
+    let mut waiting = connect(server.addr);
+    waiting.write_all(b"waiting").unwrap();
+    assert!(
+        common::writing::silent_for(&mut waiting, Duration::from_millis(500), CLIENT_TIMEOUT),
+        "a client past the cap was served"
+    );
+    let at_cap = server.stats.snapshot();
+    assert_eq!(
+        (at_cap.accepted, at_cap.active, ops(&at_cap), at_cap.refused),
+        (CAP as u64, CAP as i64, CAP as i64, 0),
+        "at the cap: a receive per connection, no accept posted: {at_cap:?}"
+    );
+    assert!(at_cap.conn_cap_pauses >= 1, "{at_cap:?}");
+    drop(admitted.pop());
+    let mut back = [0u8; 7];
+    waiting
+        .read_exact(&mut back)
+        .expect("the echo once below the cap");
+    assert_eq!(&back, b"waiting");
+    let s = wait_for(&server, CLIENT_TIMEOUT, "the waiting client taken", |s| {
+        s.accepted == CAP as u64 + 1 && s.active == CAP as i64 && ops(s) == CAP as i64
+    });
+    assert_eq!((s.errors, s.refused), (0, 0), "{s:?}");
+    drop(waiting);
+    drop(admitted);
+    wait_for(&server, CLIENT_TIMEOUT, "every connection gone", |s| {
+        s.active == 0 && ops(s) == CAP as i64
+    });
+    stop_clean(server);
+}
