@@ -58,8 +58,11 @@ fn open_descriptors() -> Option<usize> {
 }
 
 /// The operations the server keeps posted while it holds no connection (the completion
-/// models' accepts and waker; 0 for the others): after one client ([`WARM_UP`]) was served and
-/// left, read once the count has held still for 300 ms.
+/// models' accepts and waker on Linux; on Windows the `AcceptEx` that `completion-port` and
+/// `overlapped-event` keep posted, none for `overlapped-routine`, which accepts with `accept`;
+/// 0 for the others): after one client ([`WARM_UP`]) was served and left, read once the count
+/// has held still for 300 ms. With connections open, a Winsock overlapped model holds that
+/// plus one zero-byte receive per idle connection.
 fn idle_ops(server: &RunningServer) -> i64 {
     ping(&mut connect(server.addr), WARM_UP);
     wait_for(server, SETTLE, "the warm-up client gone", |s| s.active == 0);
