@@ -59,8 +59,11 @@ fn open_descriptors() -> Option<usize> {
     None
 }
 
-/// The operations, other than the accept pool, that the server keeps posted while it holds no
-/// connection (the Linux completion models' accepts, the waker; 0 for the others).
+/// The operations, other than the accept pool (`accepts_posted`: the `AcceptEx` that
+/// `completion-port` and `overlapped-event` keep posted on Windows), that the server keeps
+/// posted while it holds no connection: the Linux completion models' accepts and waker; none
+/// for the others (`overlapped-routine` accepts with `accept` on Windows). With connections
+/// open, a Winsock overlapped model holds that plus one zero-byte receive per idle connection.
 fn resting_ops(s: &StatsSnapshot) -> i64 {
     s.ops_in_flight - s.accepts_posted
 }

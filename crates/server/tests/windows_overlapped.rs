@@ -1,8 +1,10 @@
 #![cfg(windows)]
-//! The Winsock overlapped models (`overlapped-routine`, `completion-port`) with real sockets
-//! and blocking clients: many clients at once, a large echo in odd chunks, half-close,
-//! backpressure against a client that never reads, shutdown with receives pending, and a
-//! client reset while a receive is pending. Every client call has a timeout, so a stuck server
+//! The Winsock overlapped models (`overlapped-event`, `overlapped-routine`, `completion-port`)
+//! with real sockets and blocking clients: many clients at once, a large echo in odd chunks,
+//! half-close, backpressure against a client that never reads, shutdown with receives
+//! pending, a client reset while a receive is pending, pipelined clients that send while
+//! their echo is pending, and `overlapped-event`'s posted `AcceptEx` (2,000 connections at
+//! once; never more posted than places below `--max-conns`). Every client call has a timeout, so a stuck server
 //! fails the test instead of hanging it.
 
 mod common;
@@ -274,6 +276,7 @@ macro_rules! for_model {
 
 for_model!(completion_port, Model::CompletionPort);
 for_model!(overlapped_routine, Model::OverlappedRoutine);
+for_model!(overlapped_event, Model::OverlappedEvent);
 
 /// Zero-byte receives (`models/winio`): 2,000 connections open and idle hand the kernel no
 /// receive buffer. Each client echoes one byte first (so the server has read, answered, and
@@ -343,6 +346,245 @@ mod zero_byte_receives {
     fn overlapped_event_two_thousand_idle_connections_pin_no_receive_buffer() {
         idle_connections_post_no_receive_buffer(Model::OverlappedEvent);
     }
+}
+
+/// A client with a small receive buffer (4 KiB asked; the kernel's minimum is about that), so
+/// that the server's sends pend as soon as the client stops reading for a moment.
+fn connect_small_window(addr: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect_timeout(&addr.into(), CLIENT_TIMEOUT)
+        .expect("connect to the server");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Pipelined clients that send while their echo is pending: 20 connections at once, each
+/// writing 16 rounds of 64 KiB in 1 KiB pieces without waiting for the echo, while a reader
+/// thread reads it back in reads of at most 1 KiB, pausing 30 ms every 4 reads. Its receive
+/// window is small, so the server's send pends, and the client's next pieces make the
+/// server's receive complete while that send is still pending, on the same connection (a
+/// probe counted over a hundred such completions for `overlapped-event` in one run). After each
+/// round the writer waits until the whole round came back: the last send's completion must be
+/// seen (a lost signal would stall the round until the read times out). Every byte comes back
+/// in order; bounded by the clients' 20 s timeouts per call.
+fn sends_while_the_echo_is_pending_never_stall(model: Model) {
+    const CONNS: usize = 20;
+    const ROUNDS: usize = 16;
+    const ROUND: usize = 64 * 1024;
+    const PIECE: usize = 1024;
+    let server = start(model, |_| {});
+    let addr = server.addr;
+    let clients: Vec<_> = (0..CONNS)
+        .map(|c| {
+            thread::spawn(move || {
+                let data = Rng::seeded(500 + c as u64).bytes(ROUNDS * ROUND);
+                let mut w = connect_small_window(addr);
+                let mut r = w.try_clone().unwrap();
+                let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
+                let expected = data.clone();
+                let reader = thread::spawn(move || -> io::Result<()> {
+                    let (mut got, mut reads, mut rounds) = (0, 0, 0);
+                    let mut piece = [0u8; PIECE];
+                    while got < expected.len() {
+                        if reads % 4 == 0 {
+                            thread::sleep(Duration::from_millis(30));
+                        }
+                        reads += 1;
+                        let n = r.read(&mut piece)?;
+                        if n == 0 {
+                            return Err(io::Error::other(format!("EOF after {got} bytes")));
+                        }
+                        if piece[..n] != expected[got..got + n] {
+                            return Err(io::Error::other(format!("bytes differ at {got}")));
+                        }
+                        got += n;
+                        while got >= (rounds + 1) * ROUND {
+                            rounds += 1;
+                            done_tx.send(rounds * ROUND).ok();
+                        }
+                    }
+                    Ok(())
+                });
+                for round in 0..ROUNDS {
+                    for piece in data[round * ROUND..(round + 1) * ROUND].chunks(PIECE) {
+                        w.write_all(piece)
+                            .unwrap_or_else(|e| panic!("client {c}, round {round}: {e}"));
+                    }
+                    // The whole round echoed before the next: its last send was reaped.
+                    let back = done_rx.recv_timeout(CLIENT_TIMEOUT + Duration::from_secs(5));
+                    assert_eq!(
+                        back,
+                        Ok((round + 1) * ROUND),
+                        "client {c}: round {round} did not come back"
+                    );
+                }
+                reader
+                    .join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("client {c}: {e}"));
+            })
+        })
+        .collect();
+    for (c, t) in clients.into_iter().enumerate() {
+        t.join()
+            .unwrap_or_else(|_| panic!("client {c} failed (above)"));
+    }
+    let total = (CONNS * ROUNDS * ROUND) as u64;
+    let st = wait_for(&server, CLIENT_TIMEOUT, "every connection closed", |s| {
+        s.active == 0
+    });
+    assert_eq!(
+        (st.accepted, st.bytes_in, st.bytes_out, st.errors),
+        (CONNS as u64, total, total, 0),
+        "{st:?}"
+    );
+    stop_clean(server);
+}
+
+mod pipelined {
+    use super::*;
+
+    #[test]
+    fn overlapped_event_twenty_clients_sending_while_their_echo_is_pending_never_stall() {
+        sends_while_the_echo_is_pending_never_stall(Model::OverlappedEvent);
+    }
+
+    #[test]
+    fn overlapped_routine_twenty_clients_sending_while_their_echo_is_pending_never_stall() {
+        sends_while_the_echo_is_pending_never_stall(Model::OverlappedRoutine);
+    }
+
+    #[test]
+    fn completion_port_twenty_clients_sending_while_their_echo_is_pending_never_stall() {
+        sends_while_the_echo_is_pending_never_stall(Model::CompletionPort);
+    }
+}
+
+/// The `AcceptEx` `overlapped-event` keeps posted (`groups_windows::ACCEPTS_POSTED`).
+const OVERLAPPED_EVENT_ACCEPTS: i64 = 16;
+
+/// `overlapped-event` accepts the overlapped way: with no connection, its operations in flight
+/// are its posted `AcceptEx` (a model that waits for `FD_ACCEPT` and calls `accept` has none).
+/// Then 2,000 clients connect at once, from 8 threads, and are all accepted and held together;
+/// each echoes a byte; at rest the server holds the posted accepts plus one zero-byte receive
+/// per connection; once they leave, the posted accepts again; after the stop, nothing.
+#[test]
+fn overlapped_event_accepts_with_posted_accept_ex_and_takes_two_thousand_connections_at_once() {
+    const CONNS: usize = 2_000;
+    const THREADS: usize = 8;
+    let server = start(Model::OverlappedEvent, |c| {
+        c.drain_timeout = Duration::from_millis(300)
+    });
+    let addr = server.addr;
+    let st = wait_for(&server, CLIENT_TIMEOUT, "the accepts posted", |s| {
+        s.ops_in_flight == OVERLAPPED_EVENT_ACCEPTS
+    });
+    assert_eq!((st.accepted, st.active), (0, 0), "{st:?}");
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            thread::spawn(move || {
+                (0..CONNS / THREADS)
+                    .map(|_| connect(addr))
+                    .collect::<Vec<TcpStream>>()
+            })
+        })
+        .collect();
+    let mut conns: Vec<TcpStream> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("a connecting thread"))
+        .collect();
+    let st = wait_for(
+        &server,
+        Duration::from_secs(60),
+        "every connection accepted",
+        |s| s.accepted == CONNS as u64 && s.active == CONNS as i64,
+    );
+    eprintln!("overlapped-event: {CONNS} connections at once: {st:?}");
+    for (i, s) in conns.iter_mut().enumerate() {
+        ping(s, &[i as u8]);
+    }
+    let st = wait_for(
+        &server,
+        Duration::from_secs(60),
+        "a receive per connection and the posted accepts",
+        |s| {
+            s.bytes_out == CONNS as u64
+                && s.ops_in_flight == CONNS as i64 + OVERLAPPED_EVENT_ACCEPTS
+        },
+    );
+    assert_eq!((st.errors, st.refused), (0, 0), "{st:?}");
+    drop(conns);
+    wait_for(
+        &server,
+        Duration::from_secs(60),
+        "back to the posted accepts",
+        |s| s.active == 0 && s.ops_in_flight == OVERLAPPED_EVENT_ACCEPTS,
+    );
+    stop_clean(server);
+}
+
+/// `overlapped-event` posts `AcceptEx` only within `--max-conns` (here 3): never more accepts
+/// posted than places left, none at the cap — so its operations in flight stay at 3 (posted
+/// accepts plus one receive per connection) from no connection to the cap. A client past the
+/// cap waits in the backlog, unserved; when a connection closes, an accept is posted again
+/// and takes it.
+#[test]
+fn overlapped_event_posts_accept_ex_only_within_the_connection_cap() {
+    const CAP: usize = 3;
+    let server = start(Model::OverlappedEvent, |c| {
+        c.max_conns = Some(CAP);
+        c.drain_timeout = Duration::from_millis(300);
+    });
+    let ops = |s: &iomodels_server::StatsSnapshot| s.ops_in_flight;
+    wait_for(&server, CLIENT_TIMEOUT, "an accept per place", |s| {
+        s.active == 0 && ops(s) == CAP as i64
+    });
+    let mut admitted: Vec<TcpStream> = Vec::new();
+    for n in 1..=CAP {
+        let mut s = connect(server.addr);
+        ping(&mut s, b"admitted");
+        admitted.push(s);
+        // n receives, CAP - n accepts.
+        wait_for(
+            &server,
+            CLIENT_TIMEOUT,
+            "a receive and the accepts left",
+            |s| s.active == n as i64 && s.bytes_out == 8 * n as u64 && ops(s) == CAP as i64,
+        );
+    }
+    let mut waiting = connect(server.addr);
+    waiting.write_all(b"waiting").unwrap();
+    assert!(
+        common::writing::silent_for(&mut waiting, Duration::from_millis(500), CLIENT_TIMEOUT),
+        "a client past the cap was served"
+    );
+    let at_cap = server.stats.snapshot();
+    assert_eq!(
+        (at_cap.accepted, at_cap.active, ops(&at_cap), at_cap.refused),
+        (CAP as u64, CAP as i64, CAP as i64, 0),
+        "at the cap: a receive per connection, no accept posted: {at_cap:?}"
+    );
+    assert!(at_cap.conn_cap_pauses >= 1, "{at_cap:?}");
+    drop(admitted.pop());
+    let mut back = [0u8; 7];
+    waiting
+        .read_exact(&mut back)
+        .expect("the echo once below the cap");
+    assert_eq!(&back, b"waiting");
+    let s = wait_for(&server, CLIENT_TIMEOUT, "the waiting client taken", |s| {
+        s.accepted == CAP as u64 + 1 && s.active == CAP as i64 && ops(s) == CAP as i64
+    });
+    assert_eq!((s.errors, s.refused), (0, 0), "{s:?}");
+    drop(waiting);
+    drop(admitted);
+    wait_for(&server, CLIENT_TIMEOUT, "every connection gone", |s| {
+        s.active == 0 && ops(s) == CAP as i64
+    });
+    stop_clean(server);
 }
 
 /// The `AcceptEx` pool keeps up (`completion-port`): 2,000 clients connect at once (8 threads

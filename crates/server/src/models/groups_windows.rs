@@ -10,22 +10,39 @@
 //! | 1 | the group's hand-off event: new connections are waiting in its channel |
 //! | 2.. | `M::HANDLES` events per connection |
 //!
-//! which leaves 62 handles for connections. Both models use one event per connection, so a
-//! group holds 62 connections: `event-select` selects each socket on its event;
-//! `overlapped-event` puts a connection's event in the `hEvent` of both of its records (its
-//! receive and its send), and checks both when it is signalled.
+//! which leaves 62 handles for connections, so a group holds `62 / M::HANDLES` of them
+//! ([`capacity`]):
 //!
-//! **Accepting.** The thread that calls [`serve`] only accepts: its listener is selected for
-//! `FD_ACCEPT` on an event of its own, and it waits on that and the waker. Each accepted socket
-//! becomes a member (`adopt`, on the accepting thread) and goes to the first group with room;
-//! when every group is full a new group thread starts with it. Hand-off is a channel plus the
-//! group's event, set after the send; the group resets the event before it empties the channel,
-//! so no hand-off is missed. A group's `load` counts its members plus the ones on their way: the
-//! acceptor reserves a slot (compare-and-swap below capacity) before it sends, so a group never
-//! receives more than it can wait on. Wine re-enables `FD_ACCEPT` only with an accept that
-//! succeeds (Windows: with any accept call) and can signal it stale, for a connection already
-//! taken; after a wake-up that accepted nothing the acceptor therefore waits in `select` on the
-//! listener and the waker's socket until an accept succeeds again (see `accept_loop`).
+//! | model | events per connection | connections per group |
+//! |---|---|---|
+//! | `event-select` | 1: the socket is selected on it (`WSAEventSelect`) | 62 |
+//! | `overlapped-event` | 2: its receive's and its send's, each in its own record's `hEvent` | 31 |
+//!
+//! **Accepting.** The thread that calls [`serve_with`] or [`serve_accept_ex`] only accepts.
+//! Each accepted socket becomes a member (`adopt`, on the accepting thread) and goes to the
+//! first group with room; when every group is full a new group thread starts with it. Hand-off
+//! is a channel plus the group's event, set after the send; the group resets the event before
+//! it empties the channel, so no hand-off is missed. A group's `load` counts its members plus
+//! the ones on their way: the acceptor reserves a slot (compare-and-swap below capacity) before
+//! it sends, so a group never receives more than it can wait on. It accepts in one of two ways:
+//! - **readiness** ([`serve_with`], `event-select`): its listener is selected for `FD_ACCEPT`
+//!   on an event of its own, and it waits on that and the waker, then calls `accept`. Wine
+//!   re-enables `FD_ACCEPT` only with an accept that succeeds (Windows: with any accept call)
+//!   and can signal it stale, for a connection already taken; after a wake-up that accepted
+//!   nothing the acceptor therefore waits in `select` on the listener and the waker's socket
+//!   until an accept succeeds again (see `accept_loop`). An accepted socket inherits the
+//!   listener's selection; the model's `adopt` deals with it.
+//! - **completion** ([`serve_accept_ex`], `overlapped-event`): it keeps [`ACCEPTS_POSTED`]
+//!   `AcceptEx` posted, each record with an event of its own in its `hEvent` (the book's
+//!   sample: one event per `AcceptEx`), and waits on those events, the waker and the room
+//!   signal. A completed accept's socket is finished (`SO_UPDATE_ACCEPT_CONTEXT`), handed to a
+//!   group and the record posted again; the socket never had a `WSAEventSelect`. Never more
+//!   accepts are posted than places left below `--max-conns` (none at the cap); out of
+//!   sockets, posting pauses for the usual back-off. At shutdown `CancelIoEx` aborts the
+//!   posted accepts, the listener is closed, and every record (each holds a socket) is reaped
+//!   before the thread returns (see `accept_ex_loop`). Each posted accept counts in
+//!   `Stats::ops_in_flight`, as `completion-port`'s do: at rest the model holds its posted
+//!   accepts plus one zero-byte receive per idle connection.
 //!
 //! **Beside accepting.** A model may give the accepting thread one socket to serve itself
 //! ([`Beside`], through [`serve_with`]): `event-select`'s UDP socket. Its event joins the
@@ -39,13 +56,15 @@
 //! is signalled: each turn serves every signalled handle once, in slot order. A member can also
 //! ask to be served again without a signal ([`Flow::Again`]; the next wait then does not block).
 //!
-//! **Limits** (`crate::limits`). The accepting thread's [`Acceptor`] keeps the connection
-//! cap (a member counts from `adopt` on, as its session is made there). At the cap the
+//! **Limits** (`crate::limits`). The accepting thread keeps the connection cap (a member
+//! counts from `adopt` on, as its session is made there). Readiness: at the cap the
 //! listener's event leaves the accepting thread's wait — `FD_ACCEPT` is not taken, nothing is
 //! accepted and dropped, clients wait in the backlog — and a [`RoomSignal`] joins it, armed
 //! before the cap is looked at again; a group that drops a member tells it, so the acceptor
 //! wakes on the first close and accepts (falling back to `select` if the `FD_ACCEPT` seen at
-//! the cap is not signalled again). Each group sweeps its own members for the idle and write
+//! the cap is not signalled again). Completion: no `AcceptEx` is posted past the places left,
+//! and with fewer places than [`ACCEPTS_POSTED`] the room signal is armed, so a close wakes
+//! the acceptor to post again. Each group sweeps its own members for the idle and write
 //! timeouts ([`Member::expired`]), its wait bounded by the next sweep, and closes an expired
 //! one as the drain does ([`Member::close`]: at once, or once its operations are reaped).
 //!
@@ -65,14 +84,16 @@
 //! ([`Member::close`]) and waits, up to [`CLOSE_WAIT`], until each says it is done — a member
 //! with overlapped operations in flight is done only when their completions have been reaped.
 
-use crate::accept::{Acceptor, RoomSignal};
+use crate::accept::{Acceptor, Backoff, ConnCap, RoomSignal};
 use crate::limits::Sweep;
 use crate::log_every::log_every;
+use crate::models::winio::{cancel_all, AcceptEx, InFlight, Notify, Op};
 use crate::models::{min_timeout, Drain};
+use crate::stats::Stats;
 use crate::sys::event::MAX_WAIT;
 use crate::sys::network_events::{event_select, network_events, FD_ACCEPT};
 use crate::sys::select::{select, SocketSet};
-use crate::sys::{wait_any, Event, Wait, Waker};
+use crate::sys::{is_out_of_descriptors, wait_any, Event, Wait, Waker};
 use crate::trace::trace_event;
 use crate::Ctx;
 use std::io;
@@ -163,20 +184,12 @@ pub(crate) trait Beside {
     fn serve(&mut self) -> io::Result<Flow>;
 }
 
-/// Serves `listener` until shutdown and drain are over: this thread accepts, groups of
-/// [`capacity`] members on threads of their own serve. `adopt` turns an accepted socket into
-/// a member on the accepting thread (an error closes the socket); `name` names the threads.
-pub(crate) fn serve<M, A>(listener: TcpListener, ctx: &Ctx, name: &str, adopt: A) -> io::Result<()>
-where
-    M: Member,
-    A: FnMut(TcpStream) -> io::Result<M>,
-{
-    serve_with(Some(listener), None, ctx, name, adopt)
-}
-
-/// [`serve`], with a listener or none (`--no-tcp`), and a socket the accepting thread serves
-/// itself ([`Beside`]) or none. Without a listener the accepting thread only waits on the
-/// waker and `beside`, and no group is ever started.
+/// Serves until shutdown and drain are over (`event-select`): this thread accepts, with
+/// `FD_ACCEPT` and `accept`, groups of [`capacity`] members on threads of their own serve.
+/// `adopt` turns an accepted socket into a member on the accepting thread (an error closes
+/// the socket); `name` names the threads. With a listener or none (`--no-tcp`), and a socket
+/// the accepting thread serves itself ([`Beside`]) or none. Without a listener the accepting
+/// thread only waits on the waker and `beside`, and no group is ever started.
 pub(crate) fn serve_with<M, A>(
     listener: Option<TcpListener>,
     beside: Option<&mut dyn Beside>,
@@ -188,13 +201,55 @@ where
     M: Member,
     A: FnMut(TcpStream) -> io::Result<M>,
 {
-    let waker = ctx.shutdown.register()?;
     let listen_event = Event::new()?;
     if let Some(l) = &listener {
         // Also makes the listener (and every socket it accepts) non-blocking.
         event_select(l, &listen_event, FD_ACCEPT)?;
     }
-    let acceptor = listener.map(|l| Acceptor::new(l, ctx));
+    let intake = Intake::Ready {
+        acceptor: listener.map(|l| Acceptor::new(l, ctx)),
+        listen_event,
+        beside,
+    };
+    serve_groups(intake, ctx, name, adopt)
+}
+
+/// [`serve_with`] accepting the overlapped way (`overlapped-event`): the accepting thread keeps
+/// `AcceptEx` posted, each with an event of its own, instead of waiting for `FD_ACCEPT`
+/// (see `accept_ex_loop`). The sockets it hands to `adopt` never had a `WSAEventSelect`.
+pub(crate) fn serve_accept_ex<M, A>(
+    listener: TcpListener,
+    ctx: &Ctx,
+    name: &str,
+    adopt: A,
+) -> io::Result<()>
+where
+    M: Member,
+    A: FnMut(TcpStream) -> io::Result<M>,
+{
+    serve_groups(Intake::AcceptEx(listener), ctx, name, adopt)
+}
+
+/// How the accepting thread takes connections in.
+enum Intake<'a> {
+    /// `FD_ACCEPT` on the listener's event, then `accept` (`event-select`, or no listener),
+    /// and maybe a socket served beside.
+    Ready {
+        acceptor: Option<Acceptor>,
+        listen_event: Event,
+        beside: Option<&'a mut dyn Beside>,
+    },
+    /// `AcceptEx` posted ahead, an event each (`overlapped-event`).
+    AcceptEx(TcpListener),
+}
+
+/// The accepting thread and its groups, until shutdown and drain are over.
+fn serve_groups<M, A>(intake: Intake<'_>, ctx: &Ctx, name: &str, adopt: A) -> io::Result<()>
+where
+    M: Member,
+    A: FnMut(TcpStream) -> io::Result<M>,
+{
+    let waker = ctx.shutdown.register()?;
     let room = RoomSignal::new()?;
     std::thread::scope(|scope| {
         let mut groups = Groups {
@@ -210,15 +265,22 @@ where
         // If accepting fails (or panics), the groups must still end, or the scope would wait
         // for them forever: shut the whole model down.
         let stop = StopOnExit(ctx);
-        let accepted = accept_loop(
-            acceptor,
-            &listen_event,
-            beside,
-            ctx,
-            &waker,
-            &mut groups,
-            adopt,
-        );
+        let accepted = match intake {
+            Intake::Ready {
+                acceptor,
+                listen_event,
+                beside,
+            } => accept_loop(
+                acceptor,
+                &listen_event,
+                beside,
+                ctx,
+                &waker,
+                &mut groups,
+                adopt,
+            ),
+            Intake::AcceptEx(listener) => accept_ex_loop(listener, ctx, &waker, &mut groups, adopt),
+        };
         drop(stop);
         let groups_result = groups.join_all();
         accepted.and(groups_result)
@@ -387,6 +449,201 @@ where
             ctx.stats.syscalls.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// `AcceptEx` the accepting thread of [`serve_accept_ex`] keeps posted (fewer below the
+/// connection cap).
+pub(crate) const ACCEPTS_POSTED: usize = 16;
+
+/// One posted `AcceptEx` and the event in its `hEvent` (the book's event per accept).
+struct AcceptSlot {
+    event: Event,
+    /// The accept posted with this event, while the kernel holds it.
+    posted: Option<InFlight>,
+    /// Its record between posts (keeps its address buffer).
+    spare: Option<Box<Op>>,
+}
+
+/// The accepting thread of [`serve_accept_ex`]: keeps up to [`ACCEPTS_POSTED`] `AcceptEx`
+/// posted on `listener` — never more than the places left below `--max-conns`, none at the
+/// cap —, each with its own event; waits on those events, the waker and the room signal; hands
+/// each accepted socket (`SO_UPDATE_ACCEPT_CONTEXT` done) to a group and posts again. Out of
+/// sockets or buffers (`WSAEMFILE`, `WSAENOBUFS`, from the socket `AcceptEx` needs or its
+/// completion), posting pauses for the [`Backoff`]. At shutdown (or on an error) it cancels
+/// the posted accepts (`CancelIoEx`), closes the listener and reaps every record (each holds
+/// a socket) before it returns — up to [`CLOSE_WAIT`]; past it, records and events are leaked
+/// rather than freed under the kernel.
+fn accept_ex_loop<'scope, 'env, M, A>(
+    listener: TcpListener,
+    ctx: &'env Ctx,
+    waker: &Waker,
+    groups: &mut Groups<'scope, 'env, M>,
+    mut adopt: A,
+) -> io::Result<()>
+where
+    M: Member,
+    A: FnMut(TcpStream) -> io::Result<M>,
+{
+    let stats = &ctx.stats;
+    let room = groups.room;
+    let accept_ex = AcceptEx::load(&listener)?;
+    let mut slots = Vec::with_capacity(ACCEPTS_POSTED);
+    for _ in 0..ACCEPTS_POSTED {
+        slots.push(AcceptSlot {
+            event: Event::new()?,
+            posted: None,
+            spare: None,
+        });
+    }
+    let mut cap = ConnCap::new(ctx);
+    let mut backoff = Backoff::default();
+    let mut handles = Vec::with_capacity(2 + ACCEPTS_POSTED);
+    let served = loop {
+        if ctx.shutdown.is_requested() {
+            break Ok(());
+        }
+        groups.reap();
+        if !backoff.is_paused() {
+            // Every posted accept becomes a connection: open + posted never passes the cap.
+            // Below a full pool's worth of room, a close must wake this thread to post more:
+            // arm the signal, then look at the count again.
+            let mut places = cap.room();
+            if places < ACCEPTS_POSTED {
+                room.arm();
+                places = cap.room();
+            }
+            let want = places.min(ACCEPTS_POSTED);
+            let mut posted = slots.iter().filter(|s| s.posted.is_some()).count();
+            for slot in slots.iter_mut().filter(|s| s.posted.is_none()) {
+                if posted >= want {
+                    break;
+                }
+                let op = slot.spare.take().unwrap_or_else(|| AcceptEx::new_op(0));
+                let notify = Notify::Event(slot.event.handle());
+                match accept_ex.post(&listener, op, notify, stats) {
+                    Ok(f) => {
+                        slot.posted = Some(f);
+                        posted += 1;
+                    }
+                    Err((op, e)) => {
+                        // Out of sockets or buffers (or anything else): retrying at once
+                        // would spin.
+                        slot.spare = Some(op);
+                        backoff.begin(&e, stats);
+                        break;
+                    }
+                }
+            }
+        }
+        handles.clear();
+        handles.push(waker.event_handle());
+        handles.push(room.waker().event_handle());
+        handles.extend(
+            slots
+                .iter()
+                .filter(|s| s.posted.is_some())
+                .map(|s| s.event.handle()),
+        );
+        let wait = wait_any(&handles, backoff.remaining(), false);
+        ctx.stats.count_wait();
+        match wait {
+            Err(e) => break Err(e),
+            // A connection closed: below the cap again, post (the top of the loop looks).
+            Ok(Wait::Signalled(1)) => room.waker().reset(),
+            Ok(_) => {}
+        }
+        // WSAWaitForMultipleEvents names only the lowest signalled event: look at every posted
+        // accept's record, and take each that completed.
+        for slot in &mut slots {
+            let Some(op) = take_completed(slot, stats) else {
+                continue;
+            };
+            let op = slot.spare.insert(op);
+            match op.result() {
+                Ok(_) => match accept_ex.finish(&listener, op) {
+                    Ok((stream, peer)) => {
+                        if let Err(e) = stream.set_nodelay(true) {
+                            log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
+                        }
+                        crate::sys::set_oob_inline_accepted(&stream);
+                        trace_event!(
+                            ctx.trace,
+                            "accept s={} peer={} (AcceptEx)",
+                            stream.as_raw_socket(),
+                            peer.map_or("?".to_string(), |p| p.to_string())
+                        );
+                        match adopt(stream) {
+                            Ok(member) => groups.hand(member),
+                            // Dropping the stream (inside adopt) closed it.
+                            Err(e) => log::warn!("cannot take a connection into a group: {e}"),
+                        }
+                    }
+                    Err(e) => log::debug!("accepted socket dropped: {e}"),
+                },
+                Err(e) if is_out_of_descriptors(&e) => {
+                    backoff.begin(&e, stats);
+                }
+                // The client reset or aborted before the accept completed
+                // (ERROR_NETNAME_DELETED, WSAECONNRESET, ...): nothing to serve.
+                Err(e) => log::debug!("AcceptEx: {e}"),
+            }
+        }
+    };
+    // Abort what is posted (Wine's closesocket alone can leave a pending operation of a
+    // socket without a completion port queued), close the listener, reap every record.
+    if slots.iter().any(|s| s.posted.is_some()) {
+        cancel_all(listener.as_raw_socket(), stats);
+    }
+    drop(listener);
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        for slot in &mut slots {
+            // Accepted or aborted: its socket is closed with the record.
+            drop(take_completed(slot, stats));
+        }
+        handles.clear();
+        handles.extend(
+            slots
+                .iter()
+                .filter(|s| s.posted.is_some())
+                .map(|s| s.event.handle()),
+        );
+        let left = deadline.saturating_duration_since(Instant::now());
+        if handles.is_empty() {
+            break;
+        }
+        if left.is_zero() {
+            log::error!(
+                "{} AcceptEx never completed: leaking their records",
+                handles.len()
+            );
+            // Records the kernel may still write, and the events it may still signal.
+            for slot in slots.drain(..).filter(|s| s.posted.is_some()) {
+                std::mem::forget(slot);
+            }
+            break;
+        }
+        if let Err(e) = wait_any(&handles, Some(left), false) {
+            log::error!("waiting for the aborted accepts: {e}");
+            std::thread::sleep(Duration::from_millis(10).min(left));
+        }
+    }
+    served
+}
+
+/// Takes back the slot's posted accept if it has completed (its event is reset first: its
+/// only other signal would come from the next post, which resets it anyway).
+fn take_completed(slot: &mut AcceptSlot, stats: &Stats) -> Option<Box<Op>> {
+    let f = slot.posted?;
+    // SAFETY: a record in flight (posted, not reclaimed); only its status word is read.
+    if !unsafe { f.is_complete() } {
+        return None;
+    }
+    slot.event.reset();
+    slot.posted = None;
+    // SAFETY: its outcome is stored (complete), and this is its only reclaim (`posted` is
+    // cleared above).
+    Some(unsafe { f.reclaim(stats) })
 }
 
 /// Triggers shutdown when dropped, unless it already was: the groups end with the acceptor.

@@ -4,8 +4,10 @@
 //! buffer and a `WSAOVERLAPPED` whose `hEvent` the system signals when the operation is done.
 //! The thread keeps an array of events (one per posted operation), blocks in
 //! `WSAWaitForMultipleEvents`, and for the signalled one calls `WSAGetOverlappedResult` to learn
-//! how many bytes moved, then posts the next operation. The book's point: data is copied
-//! straight into the posted buffer — no "it is readable, now read it" round trip.
+//! how many bytes moved, then posts the next operation. Connections come in the same way: the
+//! book's server posts `AcceptEx` with an event of its own and waits for it with the rest. The
+//! book's point: data is copied straight into the posted buffer — no "it is readable, now read
+//! it" round trip.
 //!
 //! **Linux counterpart.** io_uring, one thread, one ring. Every posted accept, recv and send is
 //! an operation record (its buffer and state) in a table indexed by the completion's user
@@ -48,49 +50,73 @@
 //! aborts the pending receives and the thread reaps until none is left (records in
 //! `models/winio/udp.rs`).
 //!
-//! **Limits.** One thread. Linux: the buffers are shared by every connection, so a burst from
+//! **Limits.** Linux: one thread. The buffers are shared by every connection, so a burst from
 //! many connections at once can drain the ring: the receives that find it empty complete with
 //! `ENOBUFS` (counted in `recv_buffer_exhausted`) and are re-posted as soon as buffers come
 //! back — nothing is lost, the bytes wait in the socket; a larger `--recv-buffers` makes it
-//! rarer. Windows: no posted receive buffer, idle or not (zero-byte receives, see
-//! `models/winio/conn.rs`: `recv_buffer_bytes_posted` stays 0). Needs io_uring (Linux 5.19+ here), which containers often block;
-//! the model is then unavailable and says why.
+//! rarer. Needs io_uring (Linux 5.19+ here), which containers often block; the model is then
+//! unavailable and says why. Windows: a thread per 31 connections (two events each in a
+//! 64-handle wait), plus the accepting thread; no posted receive buffer, idle or not
+//! (zero-byte receives, see `models/winio/conn.rs`: `recv_buffer_bytes_posted` stays 0).
 //!
 //! **Server limits** (`--max-conns`, `--idle-timeout`, `--write-timeout`,
 //! `--handshake-timeout`; both OSes). Linux:
 //! from the shared engine (`models/uring/engine/accept.rs`, see its module doc): accepts are posted
 //! only within the cap, and the connection timeouts are a sweep after each wait, which is
 //! bounded by the next sweep. Windows: from the groups (`models/groups_windows.rs`, as
-//! `event-select`): at the cap the accepting thread stops taking `FD_ACCEPT` until a group
-//! signals that a member left; each group sweeps its members, and closes an expired one as the
-//! drain does (`CancelIoEx` + `closesocket`, then its aborted records are reaped).
+//! `event-select`, accepting with `AcceptEx`): the accepting thread never has more `AcceptEx`
+//! posted than places left below `--max-conns` (none at the cap: clients wait in the backlog),
+//! and a group that drops a member wakes it to post again; each group sweeps its members, and
+//! closes an expired one as the drain does (`CancelIoEx` + `closesocket`, then its aborted
+//! records are reaped). Out of sockets (`WSAEMFILE`, `WSAENOBUFS`, for the socket an `AcceptEx`
+//! needs or in its completion), posting accepts pauses for the back-off (`accept_pauses`).
 //!
 //! **Windows.** The real thing, in groups: one `WSAWaitForMultipleEvents` holds at most 64
 //! handles, so connections are served by group threads (`models/groups_windows.rs`, shared with
-//! `event-select`), each waiting on the shutdown waker's event, its hand-off event and **62
-//! connections' events**. A connection has one manual-reset event that both of its records
-//! (its receive and its send) carry in `OVERLAPPED.hEvent`. When it is signalled the group
-//! resets it, asks `WSAGetOverlappedResult(fWait = FALSE)` about each record in flight, feeds
-//! the completed ones to the connection and posts what it wants next — the operation records,
-//! the zero-byte receive, then non-blocking `recv`s of up to 16 KiB within the read budget into
-//! the group thread's buffer, one receive and at most one send in
-//! flight, short sends re-posted first, half-close and backpressure all come from the
-//! overlapped connection logic the three Winsock completion models share (`models/winio`).
-//! Posting resets the `hEvent` it carries (Wine does; Windows documents it for `ReadFile`),
-//! which could wipe the signal of the other record's completion: so after every post the
-//! records are checked again, until a pass completes and posts nothing. A connection makes at most four such
-//! passes per turn, then yields to the rest of its group. The accepting thread is the one
-//! `event-select` uses (`FD_ACCEPT` on the listener's event, plain `accept`); an accepted
-//! socket's inherited selection is cleared before anything is posted on it. A record lives,
-//! at a fixed address, until its completion is reaped — also after `closesocket`, which
-//! completes pending operations with an error: a closed connection stays in its group until
-//! both of its records are back, and at shutdown each group closes its connections and reaps
-//! for up to 5 s, then leaks what never completed rather than free it.
+//! `event-select`), each waiting on the shutdown waker's event, its hand-off event and **31
+//! connections' two events each** (2 + 31 × 2 = 64). As the book writes it, every operation has
+//! its own manual-reset event: a connection's receive record carries its receive event in
+//! `OVERLAPPED.hEvent`, its send record its send event. When one is signalled the group resets
+//! it, asks `WSAGetOverlappedResult(fWait = FALSE)` about that one record, feeds the completion
+//! to the connection and posts what it wants next — the zero-byte receive, then non-blocking
+//! `recv`s of up to 16 KiB within the read budget into the group thread's buffer, one receive
+//! and at most one send in flight, short sends re-posted first, half-close and backpressure all
+//! come from the overlapped connection logic the three Winsock completion models share
+//! (`models/winio`). Posting resets the `hEvent` it carries (Wine's server does it as it queues
+//! the request, `create_async` in `server/async.c`; Windows documents it for `ReadFile`;
+//! `winio`'s tests check it under Wine): with one event shared by both records, posting the
+//! receive could wipe the signal of a send that had just completed, and the records had to be
+//! checked again after every post. With an event per operation that cannot happen: a post
+//! resets only its own event, and only while its kind has nothing in flight (one receive, one
+//! send), so there is no signal on it to lose. As a guard against a platform that clears
+//! something else, a signalled turn also reads the other record's status word (no system
+//! call) and reaps it if it has completed.
+//!
+//! **Accepting** (`groups_windows::serve_accept_ex`): the accepting thread keeps 16 `AcceptEx`
+//! posted (fewer below the cap), each with an event of its own, and waits on them with the
+//! waker and the groups' room signal. A completed accept's socket is finished
+//! (`SO_UPDATE_ACCEPT_CONTEXT`), handed to a group, and the record posted again. The socket
+//! never inherited a `WSAEventSelect` (as one from `accept` on a selected listener would), so
+//! nothing has to be cleared before overlapped calls. Each posted accept counts in
+//! `Stats::ops_in_flight`, as `completion-port`'s: at rest the model holds its 16 posted accepts
+//! plus one zero-byte receive per idle connection. At shutdown `CancelIoEx` aborts the posted
+//! accepts, the listener is closed, and every accept record (each holds a socket) is reaped
+//! before the accepting thread returns.
+//!
+//! A record lives, at a fixed address, until its completion is reaped — also after
+//! `closesocket`, which completes pending operations with an error: a closed connection stays
+//! in its group until both of its records are back (and only then are its two events closed),
+//! and at shutdown each group closes its connections and reaps for up to 5 s, then leaks what
+//! never completed rather than free it.
 //!
 //! **Pitfalls.** Freeing or reusing a buffer before its completion (after a close, a cancel, a
 //! reset) lets the kernel write into freed memory; a completion can carry fewer bytes than
 //! asked (a short send must be re-posted for the rest, first); cancelling is itself
-//! asynchronous.
+//! asynchronous. Closing an event that a posted record names (in its `hEvent`) before the
+//! completion lets the kernel signal a handle that may have been reused; and sharing one event
+//! between operations that are posted separately loses signals, since each post resets it.
+//! `WSAWaitForMultipleEvents` names only the lowest signalled event: the rest must be looked at
+//! too, or the low slots starve the high ones.
 
 os_files!();
 #[cfg(target_os = "linux")]

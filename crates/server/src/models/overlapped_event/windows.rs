@@ -1,13 +1,15 @@
-//! `WSARecv` / `WSASend` with `WSAOVERLAPPED.hEvent`, `WSAWaitForMultipleEvents`,
-//! `WSAGetOverlappedResult`; 62 connections per thread (`models/groups_windows.rs`), their
-//! operation records and connection logic from `models/winio`. UDP (`--udp`): a thread of its
-//! own waits on the shutdown waker and one event that every datagram record carries.
+//! `WSARecv` / `WSASend` with `WSAOVERLAPPED.hEvent` — an event per operation, a
+//! connection's receive and its send each with its own —, `WSAWaitForMultipleEvents`,
+//! `WSAGetOverlappedResult`; 31 connections per thread (`models/groups_windows.rs`), their
+//! operation records and connection logic from `models/winio`; connections accepted with
+//! `AcceptEx` posted ahead, an event each (`groups_windows::serve_accept_ex`). UDP (`--udp`):
+//! a thread of its own waits on the shutdown waker and one event that every datagram record
+//! carries.
 
 use crate::limits::Sweep;
 use crate::models::groups_windows::{self, Flow, Member, CLOSE_WAIT};
-use crate::models::winio::{InFlight, Notify, OvConn, UdpEcho};
+use crate::models::winio::{Notify, OpKind, OvConn, UdpEcho};
 use crate::stats::Stats;
-use crate::sys::network_events::clear_event_select;
 use crate::sys::{wait_any, Event};
 use crate::Ctx;
 use std::io;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::HANDLE;
 
-pub(crate) const MECHANISM: &str = "overlapped I/O + events, groups of 62";
+pub(crate) const MECHANISM: &str = "overlapped I/O + an event per operation, AcceptEx, groups of 31";
 
 pub(crate) fn availability() -> Result<(), String> {
     Ok(())
@@ -27,7 +29,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     crate::sys::wsa_startup();
     crate::models::winio::warn_if_uring_flags_set(ctx);
     let tcp = |listener| {
-        groups_windows::serve(listener, ctx, "overlapped-event", |stream| {
+        groups_windows::serve_accept_ex(listener, ctx, "overlapped-event", |stream| {
             EventedConn::new(stream, ctx)
         })
     };
@@ -105,108 +107,106 @@ fn serve_udp(socket: &UdpSocket, ctx: &Ctx) -> io::Result<()> {
     served
 }
 
-/// Completion passes one connection makes per turn before it lets the group's other
-/// connections go first (a fast peer's operations can complete as soon as they are posted).
-const PASSES_PER_TURN: usize = 4;
-
-/// A connection and the one event both of its operations signal.
+/// A connection and its two events: one for its receive, one for its send, each in the
+/// `hEvent` of its own operation's record (the book's event per operation).
+///
+/// Why two: posting an overlapped operation resets the event in its `hEvent` (Wine's server
+/// resets it when it queues the request, `create_async` in `server/async.c`; Windows documents
+/// it for `ReadFile` / `WriteFile`). With one event shared by both records, posting the next
+/// receive could wipe the signal of the send's completion that landed just before, so every
+/// post had to be followed by another look at both records. With an event per operation, a
+/// post resets only its own event, and only when that operation is not in flight (a
+/// connection has at most one receive and one send posted): there is no other signal on it to
+/// lose. So a signalled event is reset, its one operation reaped, the next operations posted,
+/// and the group waits again.
 struct EventedConn {
     conn: OvConn,
-    /// Named in the `hEvent` of every record the connection posts, so it must outlive them:
-    /// dropped only when nothing is in flight (see `Drop`).
-    event: ManuallyDrop<Event>,
+    /// `events[0]` in the receive's `hEvent`, `events[1]` in the send's. Named in records the
+    /// kernel holds, so they must outlive them: dropped only when nothing is in flight (see
+    /// `Drop`).
+    events: ManuallyDrop<[Event; 2]>,
     stats: Arc<Stats>,
 }
 
+/// The kind of operation whose event is at slot `k` of a member.
+const KINDS: [OpKind; 2] = [OpKind::Recv, OpKind::Send];
+
 impl EventedConn {
-    /// On the accepting thread: the socket inherited the listener's `WSAEventSelect`; end it
-    /// (overlapped calls ignore the non-blocking mode it left behind). Nothing is posted yet.
+    /// On the accepting thread, from an `AcceptEx` socket: no `WSAEventSelect` was ever set on
+    /// it (a socket `accept` returns would inherit the listener's). Nothing is posted yet.
     fn new(stream: TcpStream, ctx: &Ctx) -> io::Result<EventedConn> {
-        clear_event_select(&stream)?;
-        let event = Event::new()?;
+        let events = [Event::new()?, Event::new()?];
         Ok(EventedConn {
             conn: OvConn::new(stream, ctx),
-            event: ManuallyDrop::new(event),
+            events: ManuallyDrop::new(events),
             stats: Arc::clone(&ctx.stats),
         })
     }
 
-    /// Reaps every completed operation, feeds it to the connection, and posts what the
-    /// connection wants next; again, until a pass neither reaps nor posts anything.
-    ///
-    /// Why again: posting an overlapped operation resets its `hEvent` (Wine's server does it
-    /// for every asynchronous request; Windows documents it for `ReadFile` / `WriteFile`).
-    /// Both records share the event, so a post can wipe the signal of the other record's
-    /// completion that landed after it was checked. Checking again after every post catches
-    /// it; a completion after that check sets the event anew.
-    fn reap(&mut self) -> Flow {
-        let notify = Notify::Event(self.event.handle());
-        for _ in 0..PASSES_PER_TURN {
-            let mut reaped = false;
-            for op in self.in_flight_set().into_iter().flatten() {
-                // Complete yet? `WSAGetOverlappedResult(fWait = FALSE)` while the socket is
-                // open; after `closesocket`, the status the kernel stored in the record.
-                let outcome = if self.conn.is_open() {
-                    // SAFETY: `op` is one of this connection's records, still in flight (just
-                    // listed by `in_flight`, not reclaimed), posted on this open socket.
-                    match unsafe { op.overlapped_result(self.conn.socket()) } {
-                        Some(result) => Some(result),
-                        None => continue,
-                    }
-                } else {
-                    // SAFETY: as above; only the record's status word is read.
-                    if !unsafe { op.is_complete() } {
-                        continue;
-                    }
-                    None
-                };
-                // SAFETY: the operation is complete (its outcome is stored), and this is its
-                // only reclaim: `complete` takes it off the connection's in-flight list.
-                let record = unsafe { op.reclaim(&self.stats) };
-                let result = outcome.unwrap_or_else(|| record.result());
-                self.conn.complete(record, result);
-                reaped = true;
-            }
-            let before = self.in_flight_set();
-            self.conn.advance(0, notify);
-            if self.conn.is_idle() {
-                return Flow::Done;
-            }
-            if !reaped && self.in_flight_set() == before {
-                return Flow::Wait;
-            }
+    /// Reaps the connection's `kind` operation if it has completed: `WSAGetOverlappedResult`
+    /// (`fWait = FALSE`) while the socket is open, else the status the kernel stored in the
+    /// record. With `peek`, only if the record's status word says complete (no system call).
+    fn reap(&mut self, kind: OpKind, peek: bool) {
+        let Some(op) = self.conn.in_flight_op(kind) else {
+            return;
+        };
+        // SAFETY: `op` is this connection's record of `kind`, still in flight (just named by
+        // `in_flight_op`, not reclaimed); only its status word is read.
+        if (peek || !self.conn.is_open()) && !unsafe { op.is_complete() } {
+            return;
         }
-        Flow::Again
+        let outcome = if self.conn.is_open() {
+            // SAFETY: as above, and it was posted on this socket, still open.
+            match unsafe { op.overlapped_result(self.conn.socket()) } {
+                Some(result) => Some(result),
+                None => return, // still pending
+            }
+        } else {
+            None // complete (checked above): the stored status
+        };
+        // SAFETY: the operation is complete (its outcome is stored), and this is its only
+        // reclaim: `complete` takes it off the connection's in-flight list.
+        let record = unsafe { op.reclaim(&self.stats) };
+        let result = outcome.unwrap_or_else(|| record.result());
+        self.conn.complete(record, result);
     }
 
-    /// The connection's records in flight, as a value to compare before and after a post.
-    fn in_flight_set(&self) -> [Option<InFlight>; 2] {
-        let mut set = [None; 2];
-        for (slot, op) in set.iter_mut().zip(self.conn.in_flight()) {
-            *slot = Some(op);
+    /// Posts what the connection wants next, each operation with its own event.
+    fn advance(&mut self) -> Flow {
+        let recv = Notify::Event(self.events[0].handle());
+        let send = Notify::Event(self.events[1].handle());
+        self.conn.advance_each(0, recv, send);
+        if self.conn.is_idle() {
+            Flow::Done
+        } else {
+            Flow::Wait
         }
-        set
     }
 }
 
 impl Member for EventedConn {
     type Local = ();
-    const HANDLES: usize = 1;
+    const HANDLES: usize = 2;
 
     fn local() {}
 
-    fn handle(&self, _k: usize) -> HANDLE {
-        self.event.handle()
+    fn handle(&self, k: usize) -> HANDLE {
+        self.events[k].handle()
     }
 
-    fn signalled(&mut self, _k: usize, _: &mut ()) -> Flow {
-        // Reset before looking: a completion after this sets it again.
-        self.event.reset();
-        self.reap()
+    fn signalled(&mut self, k: usize, _: &mut ()) -> Flow {
+        // Reset before looking: its operation's completion after this sets it again.
+        self.events[k].reset();
+        self.reap(KINDS[k], false);
+        // Belt and braces: the other operation's status word (no system call). If anything
+        // but its own post had cleared its signal, its completion is still reaped here; if
+        // its event is still set, the next wait finds nothing more to do for it.
+        self.reap(KINDS[1 - k], true);
+        self.advance()
     }
 
     fn again(&mut self, _: &mut ()) -> Flow {
-        self.reap() // the first turn posts the first receive
+        self.advance() // the first turn posts the first receive
     }
 
     fn expired(&mut self, sweep: &Sweep, now: Instant) -> bool {
@@ -214,9 +214,13 @@ impl Member for EventedConn {
     }
 
     fn close(&mut self, _: &mut ()) -> Flow {
-        // closesocket: pending operations complete, aborted, and signal the event.
+        // CancelIoEx + closesocket: pending operations complete, aborted, and signal their
+        // events; any that already have are reaped now.
         self.conn.close();
-        self.reap()
+        for kind in KINDS {
+            self.reap(kind, true);
+        }
+        self.advance()
     }
 
     fn joined(&mut self, group: usize) {
@@ -227,12 +231,12 @@ impl Member for EventedConn {
 impl Drop for EventedConn {
     fn drop(&mut self) {
         if self.conn.is_idle() {
-            // SAFETY: dropped once, here; no record in flight names the event any more.
-            unsafe { ManuallyDrop::drop(&mut self.event) };
+            // SAFETY: dropped once, here; no record in flight names either event any more.
+            unsafe { ManuallyDrop::drop(&mut self.events) };
         } else {
             // A group that failed drops its members with operations in flight: close the
             // socket so they end, and leave the records (OvConn never frees them) and the
-            // event they will signal to the leak, rather than free them under the kernel.
+            // events they will signal to the leak, rather than free them under the kernel.
             self.conn.close();
         }
     }

@@ -132,6 +132,17 @@ impl OvConn {
         [self.recv, self.send].into_iter().flatten()
     }
 
+    /// Its receive (`OpKind::Recv`) or its send (`OpKind::Send`) while the kernel holds it:
+    /// what an event model with one event per operation checks when that event fires.
+    #[allow(dead_code)] // overlapped-event's
+    pub fn in_flight_op(&self, kind: OpKind) -> Option<InFlight> {
+        match kind {
+            OpKind::Recv => self.recv,
+            OpKind::Send => self.send,
+            OpKind::Accept => None,
+        }
+    }
+
     /// How many of its operations the kernel holds.
     pub fn ops_in_flight(&self) -> usize {
         self.recv.is_some() as usize + self.send.is_some() as usize
@@ -140,6 +151,13 @@ impl OvConn {
     /// Posts what the connection wants now; half-closes; closes when it is over. Every record
     /// it posts carries `tag` and is announced by `notify`. A no-op once closed.
     pub fn advance(&mut self, tag: usize, notify: Notify) {
+        self.advance_each(tag, notify, notify);
+    }
+
+    /// [`OvConn::advance`] with a notification per kind of operation: its receives are
+    /// announced by `recv`, its sends by `send` (`overlapped-event`: an event each, so posting
+    /// one resets only its own event, never the signal of the other's completion).
+    pub fn advance_each(&mut self, tag: usize, recv: Notify, send: Notify) {
         if self.session.is_none() {
             return;
         }
@@ -151,7 +169,7 @@ impl OvConn {
         }
         if self.send.is_none() {
             if let Some(op) = self.next_send(tag) {
-                match post_send(self.socket, op, notify, &self.stats) {
+                match post_send(self.socket, op, send, &self.stats) {
                     Ok(f) => self.send = Some(f),
                     Err((op, e)) => {
                         self.spare_send = Some(op);
@@ -170,7 +188,7 @@ impl OvConn {
                 }
                 None => Op::new(OpKind::Recv, tag, Vec::new()),
             };
-            match post_recv(self.socket, op, 0, notify, &self.stats) {
+            match post_recv(self.socket, op, 0, recv, &self.stats) {
                 Ok(f) => self.recv = Some(f),
                 Err((op, e)) => {
                     self.spare_recv = Some(op);

@@ -52,19 +52,22 @@
 //!      is the `context` given in [`Notify::Routine`] (the routine's way back to its
 //!      thread's state); `let op = unsafe { reclaim(ov, stats) };` the result is
 //!      `error`/`bytes`;
-//!    - event: after the event fires (reset it first), for each of
-//!      `conn.in_flight()` with `unsafe { f.is_complete() }`: `let op = unsafe {
-//!      f.reclaim(stats) }; let r = op.result();` (or `f.overlapped_result(socket)`, i.e.
-//!      `WSAGetOverlappedResult`, while the socket is open). One event per connection is
-//!      enough: both of its records may carry the same `hEvent`; but posting resets the
-//!      event (Windows and Wine both do), which can wipe the signal of the other record's
-//!      completion — check the records again after every `advance` that posted.
+//!    - event: post with `conn.advance_each(tag, Notify::Event(recv_event),
+//!      Notify::Event(send_event))`, an event per kind of operation; when one fires, reset it,
+//!      then take `conn.in_flight_op(kind)` if `unsafe { f.is_complete() }`: `let op = unsafe
+//!      { f.reclaim(stats) }; let r = op.result();` (or `f.overlapped_result(socket)`, i.e.
+//!      `WSAGetOverlappedResult`, while the socket is open). Posting resets the event in the
+//!      record's `hEvent` (Windows and Wine both do; `tests.rs` checks it): one event shared
+//!      by the receive and the send would lose the signal of the other's completion whenever
+//!      one is posted; an event each loses nothing, as a post resets only its own, while its
+//!      kind has nothing in flight.
 //!
-//!    then `conn.complete(op, r)` and `conn.advance(op.tag, notify)`; when `conn.is_idle()`,
-//!    drop it (and free its tag).
+//!    then `conn.complete(op, r)` and `conn.advance(op.tag, notify)` (or `advance_each`);
+//!    when `conn.is_idle()`, drop it (and free its tag).
 //! 3. Accept ahead: `AcceptEx::load(&listener)` once, `accept_ex.post(&listener,
 //!    AcceptEx::new_op(tag), notify, stats)` several times (`AcceptEx` takes an event or the
-//!    port, not a routine); on a successful completion `accept_ex.finish(&listener, &mut op)`
+//!    port, not a routine: `completion-port` uses the port, `overlapped-event` an event per
+//!    posted accept); on a successful completion `accept_ex.finish(&listener, &mut op)`
 //!    gives the `TcpStream` (with `SO_UPDATE_ACCEPT_CONTEXT` done) and the peer's address.
 //! 4. To stop: close the listener (pending accepts abort), `conn.close()` every connection,
 //!    and go on reaping until `Stats::ops_in_flight` is 0 (or a deadline passes: then leak).
@@ -114,7 +117,7 @@ pub(crate) use udp::{reclaim_datagram, UdpEcho};
 // The rest of the API (posting single records, the event notification's checks) serves
 // `overlapped-event` and this module's tests.
 #[allow(unused_imports)]
-pub(crate) use op::{post_recv, post_send, CompletionRoutine, InFlight, Posted};
+pub(crate) use op::{cancel_all, post_recv, post_send, CompletionRoutine, InFlight, Posted};
 
 /// Says once, at start, which io_uring-only flags were set and do nothing here:
 /// `--recv-buffers` and `--recv-incremental` (the provided-buffer ring is io_uring's; on Windows

@@ -628,3 +628,90 @@ fn a_zero_byte_receive_waits_for_data_and_leaves_it_in_the_socket() {
     assert_eq!(in_flight(&stats), 0);
     assert_eq!(stats.recv_buffer_bytes_posted_peak.load(Relaxed), 0);
 }
+
+/// What `overlapped-event`'s event per operation rests on: posting an operation resets the
+/// event in its own `hEvent` (Wine's server does it when it queues the request), and that
+/// event only. So with one event shared by a connection's receive and send, posting the
+/// receive wipes the signal of a send that has completed; with an event each, the send's
+/// signal stays.
+#[test]
+fn posting_resets_the_event_of_its_own_record_and_no_other() {
+    let stats = Stats::default();
+    let (mut client, server) = pair();
+    let socket = server.as_raw_socket();
+    let (shared, send_event, recv_event) = (
+        Event::new().unwrap(),
+        Event::new().unwrap(),
+        Event::new().unwrap(),
+    );
+    let signalled = |e: &Event| {
+        wait_any(&[e.handle()], Some(Duration::ZERO), false).unwrap() == Wait::Signalled(0)
+    };
+    let send = |event: &Event| {
+        let mut op = Op::new(OpKind::Send, 1, Vec::new());
+        op.buf = b"sent".to_vec();
+        let f = post_send(socket, op, Notify::Event(event.handle()), &stats)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        // A send of 4 bytes to an idle peer is done at once; its completion sets the event.
+        assert_eq!(
+            wait_any(&[event.handle()], WAIT, false).unwrap(),
+            Wait::Signalled(0)
+        );
+        // SAFETY: complete (its event fired); reclaimed once.
+        unsafe {
+            assert!(f.is_complete());
+            f.reclaim(&stats);
+        }
+    };
+    let recv = |event: &Event| {
+        post_recv(
+            socket,
+            Op::new(OpKind::Recv, 2, Vec::new()),
+            0,
+            Notify::Event(event.handle()),
+            &stats,
+        )
+        .map_err(|(_, e)| e)
+        .unwrap()
+    };
+    // One event for both: the receive's post resets the signal the send's completion left.
+    send(&shared);
+    let r = recv(&shared);
+    assert!(
+        !signalled(&shared),
+        "posting the receive did not reset the shared event"
+    );
+    client.write_all(b"x").unwrap();
+    assert_eq!(
+        wait_any(&[shared.handle()], WAIT, false).unwrap(),
+        Wait::Signalled(0)
+    );
+    // SAFETY: complete (its event fired); reclaimed once.
+    unsafe { r.reclaim(&stats) };
+    let mut buf = [0u8; 8];
+    assert_eq!((&server).read(&mut buf).unwrap(), 1);
+    // An event each: the send's signal survives the receive's post, which resets only its own.
+    recv_event.set().unwrap();
+    send(&send_event);
+    let r = recv(&recv_event);
+    assert!(
+        signalled(&send_event),
+        "posting the receive reset the send's event"
+    );
+    assert!(
+        !signalled(&recv_event),
+        "posting the receive did not reset its own event"
+    );
+    client.write_all(b"y").unwrap();
+    assert_eq!(
+        wait_any(&[recv_event.handle()], WAIT, false).unwrap(),
+        Wait::Signalled(0)
+    );
+    // SAFETY: as above.
+    unsafe { r.reclaim(&stats) };
+    let mut got = [0u8; 8];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"sentsent");
+    assert_eq!(in_flight(&stats), 0);
+}
