@@ -128,4 +128,20 @@
 //! and left blocked until the last queued one is read. `SIGIO` is taken over by the serving
 //! thread, so the process must not use it for anything else.
 
+/// Windows: the posted messages a thread's message queue holds (`USERPostMessageLimit`, a
+/// registry value, 10,000 by default). Past it `PostMessageW` fails and Winsock's
+/// notifications are lost.
+pub const QUEUE_LIMIT: usize = 10_000;
+/// Windows: the messages of a window's queue kept for what is not a client (the listener's
+/// `FD_ACCEPT`, the UDP socket's `FD_READ` and `WM_UDP_ON`, the wakers, `WM_HANDOFF`): about
+/// 140 at most (see **Windows: bounded message queues**); the rest is margin.
+pub const QUEUE_RESERVE: usize = 2_000;
+/// Windows: the most messages one client has in its window's queue at once (see **Windows:
+/// bounded message queues**: 2 `FD_READ`, 3 `FD_WRITE`, 1 `FD_CLOSE`, 1 `WM_READ_ON`, 1
+/// `WM_RELEASE`).
+pub const MESSAGES_PER_SOCKET: usize = 8;
+/// Windows: the most clients one window serves, so that its queue cannot overflow:
+/// (10,000 - 2,000) / 8 = 1,000. `--sockets-per-window` may set fewer.
+pub const SOCKETS_PER_WINDOW: usize = (QUEUE_LIMIT - QUEUE_RESERVE) / MESSAGES_PER_SOCKET;
+
 os_files!();
