@@ -82,8 +82,12 @@ pub struct Stats {
     /// own message queue (gauge; they stay until the server stops): one, plus one per
     /// `--sockets-per-window` sockets beyond the first window's.
     pub message_windows: AtomicU64,
+    /// `async-select` on Windows: the sockets every window holds now (gauge), a closed one
+    /// counted until the messages Winsock may have queued for it are behind its window
+    /// (`WM_RELEASE`): the slots in use.
+    pub window_sockets: AtomicU64,
     /// `async-select` on Windows: the most sockets one window has held at once (its fullest
-    /// moment; at most `--sockets-per-window`).
+    /// moment, counted as [`Stats::window_sockets`]; at most `--sockets-per-window`).
     pub window_sockets_peak: AtomicU64,
     /// TLS: connections that ended on a TLS error (a bad handshake, garbage, plaintext, a
     /// missing client certificate); rustls sent the peer an alert.
@@ -169,6 +173,8 @@ pub struct StatsSnapshot {
     pub notification_overflows: u64,
     /// See [`Stats::message_windows`].
     pub message_windows: u64,
+    /// See [`Stats::window_sockets`].
+    pub window_sockets: u64,
     /// See [`Stats::window_sockets_peak`].
     pub window_sockets_peak: u64,
     /// See [`Stats::tls_failures`].
@@ -282,6 +288,7 @@ impl Stats {
             recv_buffer_bytes_posted_peak: self.recv_buffer_bytes_posted_peak.load(Relaxed),
             notification_overflows: self.notification_overflows.load(Relaxed),
             message_windows: self.message_windows.load(Relaxed),
+            window_sockets: self.window_sockets.load(Relaxed),
             window_sockets_peak: self.window_sockets_peak.load(Relaxed),
             tls_failures: self.tls_failures.load(Relaxed),
             tls_truncated: self.tls_truncated.load(Relaxed),

@@ -215,6 +215,7 @@ impl Share {
                 .compare_exchange_weak(load, load + 1, Relaxed, Relaxed)
             {
                 Ok(_) => {
+                    stats.window_sockets.fetch_add(1, Relaxed);
                     stats
                         .window_sockets_peak
                         .fetch_max(load as u64 + 1, Relaxed);
@@ -225,8 +226,9 @@ impl Share {
         }
     }
 
-    fn release(&self) {
+    fn release(&self, stats: &Stats) {
         self.load.fetch_sub(1, Relaxed);
+        stats.window_sockets.fetch_sub(1, Relaxed);
     }
 
     fn take_inbox(&self) -> Vec<TcpStream> {
@@ -350,6 +352,9 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
                 for _ in st.share.take_inbox() {
                     ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
                 }
+                // Its clients close as the state drops: the window holds no socket any more.
+                let held = st.share.load.swap(0, Relaxed);
+                ctx.stats.window_sockets.fetch_sub(held as u64, Relaxed);
                 return Ok(());
             }
             if let Some(now) = timeouts.due() {
@@ -496,7 +501,7 @@ impl WindowProc for AsyncSelect<'_> {
                 st.serve_udp(window); // after shutdown began: nothing to serve, ignored
             }
             WM_HANDOFF => st.adopt(window),
-            WM_RELEASE => st.share.release(),
+            WM_RELEASE => st.share.release(&st.ctx.stats),
             WM_ROOM => st.room.waker().reset(), // the loop accepts next, if below the cap
             _ => {} // WM_TIMER: waking the loop was the point; it looks at the clock
         }
@@ -725,7 +730,7 @@ impl State<'_> {
                     "async-select: WSAAsyncSelect on a new client failed: {e}"
                 );
                 // Nothing was posted for it here: its slot is free at once.
-                self.share.release();
+                self.share.release(&self.ctx.stats);
             }
         }
     }
@@ -738,7 +743,7 @@ impl State<'_> {
         }
         self.room.freed();
         if let Err(e) = window.post(WM_RELEASE, 0, 0) {
-            self.share.release();
+            self.share.release(&self.ctx.stats);
             self.post_failed("WM_RELEASE", &e);
         }
     }
