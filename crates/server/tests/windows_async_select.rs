@@ -290,6 +290,39 @@ mod async_select {
         server.stop().unwrap();
     }
 
+    /// The UDP socket stays with window 0 when more windows start: datagrams sent after the
+    /// third window began are all answered, and TCP keeps echoing on every window.
+    #[test]
+    fn udp_is_answered_by_window_zero_while_other_windows_serve_tcp() {
+        let server = start(|c| {
+            c.udp = true;
+            c.sockets_per_window = Some(2);
+        });
+        let mut socks: Vec<TcpStream> = (0..6).map(|_| connect(server.addr)).collect();
+        for s in &mut socks {
+            ping(s, b"tcp");
+        }
+        assert_eq!(server.stats.snapshot().message_windows, 3);
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(crate::common::CLIENT_TIMEOUT))
+            .unwrap();
+        udp.connect(server.udp_addr.unwrap()).unwrap();
+        for i in 0..20u8 {
+            let msg = [i; 100];
+            udp.send(&msg).unwrap();
+            let mut back = [0u8; 200];
+            let n = udp
+                .recv(&mut back)
+                .unwrap_or_else(|e| panic!("datagram {i}: no answer: {e}"));
+            assert_eq!(&back[..n], &msg[..], "datagram {i}");
+            ping(&mut socks[i as usize % 6], b"again");
+        }
+        let s = server.stats.snapshot();
+        assert_eq!((s.udp_datagrams_in, s.udp_datagrams_out), (20, 20), "{s:?}");
+        drop(socks);
+        server.stop().unwrap();
+    }
+
     /// A bad `--sockets-per-window` is refused at bind with one line saying why: 0, or more
     /// than the bound for which a queue cannot overflow.
     #[test]

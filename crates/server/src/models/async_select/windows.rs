@@ -312,9 +312,11 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
         _detach_room = Some(Detach(room.waker().socket(), window));
         async_select(&a.listener, window, WM_SOCKET, ws::FD_ACCEPT)?;
     }
-    // The UDP socket: FD_READ only. Its answers never wait for room (a full send buffer drops
-    // one), so there is no FD_WRITE to ask for. It outlives the loop too (`ctx` owns it).
-    let _detach_udp = match &ctx.udp {
+    // The UDP socket (window 0's): FD_READ only. Its answers never wait for room (a full send
+    // buffer drops one), so there is no FD_WRITE to ask for. It outlives the loop too (`ctx`
+    // owns it).
+    let udp = model.state.borrow().udp.as_ref().map(|(u, _)| *u);
+    let _detach_udp = match udp {
         Some(u) => {
             async_select(u, window, WM_SOCKET, ws::FD_READ)?;
             Some(Detach(u, window))
