@@ -786,6 +786,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         handshake_timeout: args.handshake_timeout.0,
         direct_descriptors: args.direct_descriptors,
         sockets_per_window: args.sockets_per_window,
+        test_fail_posts: None,
     };
     // Raised before bind, since the default --max-conns comes from it; said after bind, so a
     // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)

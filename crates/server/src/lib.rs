@@ -137,6 +137,12 @@ pub struct ServerConfig {
     /// 1 to that. Linux ignores it (its signal queue is per user, not per thread), with one
     /// log line.
     pub sockets_per_window: Option<usize>,
+    /// Tests only: `async-select` on Windows fails every Nth message it posts itself
+    /// (`WM_READ_ON`, `WM_UDP_ON`, `WM_RELEASE`, `WM_HANDOFF`) as a post to a full message
+    /// queue fails, so that the detection and rescan can be tested where queues never fill
+    /// (Wine). `None` (the default): never.
+    #[doc(hidden)]
+    pub test_fail_posts: Option<std::num::NonZeroU32>,
 }
 
 /// The default and the most of [`ServerConfig::sockets_per_window`]: a window's message queue
@@ -375,6 +381,7 @@ impl Default for ServerConfig {
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             direct_descriptors: DirectDescriptors::Auto,
             sockets_per_window: None,
+            test_fail_posts: None,
         }
     }
 }
@@ -466,6 +473,9 @@ pub(crate) struct Ctx {
     pub direct_table: Option<usize>,
     /// [`ServerConfig::sockets_per_window`], checked; `None`: not set (the default).
     pub sockets_per_window: Option<usize>,
+    /// [`ServerConfig::test_fail_posts`].
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub test_fail_posts: Option<std::num::NonZeroU32>,
 }
 
 impl Ctx {
@@ -574,6 +584,7 @@ impl Server {
                 prepared: Default::default(),
                 direct_table,
                 sockets_per_window: config.sockets_per_window,
+                test_fail_posts: config.test_fail_posts,
             },
         };
         server.ctx.prepared = models::prepare(server.model, server.listener.as_ref(), &server.ctx)

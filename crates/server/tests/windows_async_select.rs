@@ -146,21 +146,42 @@ mod async_select {
         conns: usize,
         round: u8,
     ) -> iomodels_server::StatsSnapshot {
-        let mut socks: Vec<TcpStream> = (0..conns)
-            .map(|i| {
-                crate::common::try_connect(server.addr)
-                    .unwrap_or_else(|e| panic!("connection {i} of {conns}: {e}"))
-            })
-            .collect();
-        for (i, s) in socks.iter_mut().enumerate() {
-            s.write_all(&tag(i, round))
-                .unwrap_or_else(|e| panic!("client {i}: write: {e}"));
-        }
-        for (i, s) in socks.iter_mut().enumerate() {
+        many_clients_echo_as(server, conns, round, false)
+    }
+
+    /// [`many_clients_echo`], with each client's echo done before the next connects when
+    /// `one_by_one` (so a new socket's window has nothing else to wake it).
+    fn many_clients_echo_as(
+        server: &RunningServer,
+        conns: usize,
+        round: u8,
+        one_by_one: bool,
+    ) -> iomodels_server::StatsSnapshot {
+        let echo = |i: usize, s: &mut TcpStream| {
             let mut back = [0u8; 8];
             s.read_exact(&mut back)
                 .unwrap_or_else(|e| panic!("client {i} of {conns}: no echo: {e}"));
             assert_eq!(back, tag(i, round), "client {i}: echo differs");
+        };
+        let mut socks: Vec<TcpStream> = (0..conns)
+            .map(|i| {
+                let mut s = crate::common::try_connect(server.addr)
+                    .unwrap_or_else(|e| panic!("connection {i} of {conns}: {e}"));
+                if one_by_one {
+                    s.write_all(&tag(i, round)).unwrap();
+                    echo(i, &mut s);
+                }
+                s
+            })
+            .collect();
+        if !one_by_one {
+            for (i, s) in socks.iter_mut().enumerate() {
+                s.write_all(&tag(i, round))
+                    .unwrap_or_else(|e| panic!("client {i}: write: {e}"));
+            }
+            for (i, s) in socks.iter_mut().enumerate() {
+                echo(i, s);
+            }
         }
         let open = server.stats.snapshot();
         for s in &socks {
@@ -287,6 +308,43 @@ mod async_select {
         assert!(s.conn_cap_pauses >= 1, "{s:?}");
         drop(socks);
         drop(seventh);
+        server.stop().unwrap();
+    }
+
+    /// A post of the model's own that fails (as on a full queue: Wine's never fills, so a test
+    /// knob fails every third) is counted, and the window recovers instead of stalling: a
+    /// `WM_HANDOFF` lost is made up by the window's next turn (its waker turns an idle one), a
+    /// `WM_RELEASE` lost frees the slot at once, and the rescan serves every socket. 400
+    /// connections over eight windows of 50, twice (first each echoing before the next
+    /// connects, then all at once), all echoed: a lost hand-off would leave its window asleep
+    /// and its client without an echo.
+    #[test]
+    fn failed_posts_are_counted_and_rescanned_and_nothing_stalls() {
+        let server = start(|c| {
+            c.sockets_per_window = Some(50);
+            c.test_fail_posts = std::num::NonZeroU32::new(3);
+            // No timeouts, so no sweep timer wakes a window: only the recovery can.
+            c.write_timeout = None;
+        });
+        for round in 1..=2 {
+            let open = many_clients_echo_as(&server, 400, round, round == 1);
+            assert_eq!(open.active, 400, "{open:?}");
+            assert_eq!(open.message_windows, 8, "{open:?}");
+            assert!(
+                eventually(Duration::from_secs(20), || {
+                    server.stats.snapshot().window_sockets == 0
+                }),
+                "slots still held: {:?}",
+                server.stats.snapshot()
+            );
+        }
+        let s = server.stats.snapshot();
+        assert_eq!(s.accepted, 800, "{s:?}");
+        assert_eq!((s.errors, s.refused), (0, 0), "{s:?}");
+        assert!(
+            s.notification_overflows >= 100,
+            "failed posts were not counted: {s:?}"
+        );
         server.stop().unwrap();
     }
 

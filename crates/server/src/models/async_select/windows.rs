@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{AsRawSocket, RawSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
@@ -111,12 +111,13 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                     served
                 })?;
             threads.borrow_mut().push(thread);
-            let poster = started.recv().map_err(|_| {
+            let (poster, waker) = started.recv().map_err(|_| {
                 io::Error::other(format!("window {index} could not start (its error follows)"))
             })?;
             Ok(Peer {
                 index,
                 poster,
+                waker,
                 share,
             })
         };
@@ -152,9 +153,10 @@ fn serve_window<'c>(
     room: Arc<RoomSignal>,
     listener: Option<TcpListener>,
     spawn: Option<Spawn<'c>>,
-    ready: Option<mpsc::Sender<Poster>>,
+    ready: Option<mpsc::Sender<(Poster, Arc<Waker>)>>,
 ) -> io::Result<()> {
     let waker = ctx.shutdown.register()?;
+    let theirs = Arc::clone(&waker);
     let class = WindowClass::<AsyncSelect>::register("iomodels-async-select")?;
     let udp = ctx.udp.as_ref().filter(|_| index == 0);
     let model = AsyncSelect {
@@ -182,7 +184,7 @@ fn serve_window<'c>(
     };
     class.with_window(&model, |window| {
         if let Some(ready) = ready {
-            let _ = ready.send(window.poster());
+            let _ = ready.send((window.poster(), theirs));
         }
         message_loop(&model, window)
     })?
@@ -240,6 +242,9 @@ impl Share {
 struct Peer {
     index: usize,
     poster: Poster,
+    /// Its shutdown waker: a wake-up makes its loop turn (and look at its inbox) when a
+    /// `WM_HANDOFF` could not be posted.
+    waker: Arc<Waker>,
     share: Arc<Share>,
 }
 
@@ -653,9 +658,13 @@ impl State<'_> {
             inbox.len() == 1
         };
         if was_empty {
-            if let Err(e) = peer.poster.post(WM_HANDOFF, 0, 0) {
-                // Its loop looks at its inbox every turn, and a full queue turns soon.
+            if let Err(e) = post(ctx, peer.poster, WM_HANDOFF, 0) {
+                // Its loop looks at its inbox every turn: a full queue turns soon, and the
+                // waker's datagram (one more message, WM_WAKE) turns an idle one.
                 peer.share.rescan.store(true, Relaxed);
+                if let Err(e) = peer.waker.wake() {
+                    log::debug!("async-select: cannot wake window {}: {e}", peer.index);
+                }
                 let index = peer.index;
                 post_failed(ctx, index, "WM_HANDOFF", &e);
             }
@@ -744,7 +753,7 @@ impl State<'_> {
             return;
         }
         self.room.freed();
-        if let Err(e) = window.post(WM_RELEASE, 0, 0) {
+        if let Err(e) = post(self.ctx, window.poster(), WM_RELEASE, 0) {
             self.share.release(&self.ctx.stats);
             self.post_failed("WM_RELEASE", &e);
         }
@@ -794,7 +803,7 @@ impl State<'_> {
         };
         if echo.serve(u, ctx, udp::BUDGET) == Drained::More && !self.udp_on_queued {
             self.udp_on_queued = true;
-            if let Err(e) = window.post(WM_UDP_ON, 0, 0) {
+            if let Err(e) = post(ctx, window.poster(), WM_UDP_ON, 0) {
                 self.udp_on_queued = false;
                 self.udp_on_backlog = true;
                 self.post_failed("WM_UDP_ON", &e);
@@ -852,7 +861,7 @@ impl State<'_> {
                 // of our own, one recv each, queued behind everyone else's.
                 if !client.read_on_queued {
                     client.read_on_queued = true;
-                    if let Err(e) = window.post(WM_READ_ON, socket as WPARAM, 0) {
+                    if let Err(e) = post(self.ctx, window.poster(), WM_READ_ON, socket as WPARAM) {
                         self.read_on_backlog.push(socket);
                         self.post_failed("WM_READ_ON", &e);
                     }
@@ -865,6 +874,18 @@ impl State<'_> {
             }
         }
     }
+}
+
+/// Posts one of the model's own messages. With `ServerConfig::test_fail_posts` = N (tests
+/// only), every Nth fails as a post to a full queue does, unposted.
+fn post(ctx: &Ctx, to: Poster, msg: u32, wparam: WPARAM) -> io::Result<()> {
+    if let Some(every) = ctx.test_fail_posts {
+        static POSTS: AtomicU64 = AtomicU64::new(0);
+        if POSTS.fetch_add(1, Relaxed) % u64::from(every.get()) == 0 {
+            return Err(io::Error::from_raw_os_error(window::ERROR_NOT_ENOUGH_QUOTA));
+        }
+    }
+    to.post(msg, wparam, 0)
 }
 
 /// A post to window `index` failed: counted in `Stats::notification_overflows` and logged
