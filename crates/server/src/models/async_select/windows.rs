@@ -686,9 +686,10 @@ impl State<'_> {
                 ctx.stats.message_windows.store(index as u64 + 1, Relaxed);
                 log_every!(
                     info,
-                    "async-select: window {index} started on a thread of its own: the other \
-                     windows hold {} sockets each (--sockets-per-window), so that no message \
-                     queue can overflow",
+                    "async-select: window {index} started on a thread of its own ({} windows now, at \
+                     most {} sockets each: --sockets-per-window, so that no message queue can \
+                     overflow)",
+                    index + 1,
                     self.per_window
                 );
                 Some(index - 1)
