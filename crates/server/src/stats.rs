@@ -41,7 +41,8 @@ pub struct Stats {
     /// high-water mark (reading from it paused) for that long.
     pub slow_reader_closed: AtomicU64,
     /// `completion-port --accept handoff`: accepted sockets on their way to another worker's
-    /// ring, not yet counted in `active` (gauge, for the connection cap; not in snapshots).
+    /// ring; `async-select` on Windows: in another window's inbox. Not yet counted in `active`
+    /// (gauge, for the connection cap; not in snapshots).
     pub(crate) handoffs_in_flight: AtomicI64,
     /// Completion models: operations posted to the kernel whose final completion has not
     /// arrived yet (gauge). Zero after a clean shutdown: nothing leaked.

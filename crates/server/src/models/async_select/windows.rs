@@ -501,7 +501,8 @@ impl WindowProc for AsyncSelect<'_> {
         let socket = wparam as RawSocket;
         match msg {
             WM_SOCKET => st.on_socket_event(window, socket, lparam),
-            WM_WAKE => st.waker.reset(), // the loop sees the shutdown flag next
+            // The loop sees the shutdown flag next, or its inbox (a WM_HANDOFF not posted).
+            WM_WAKE => st.waker.reset(),
             WM_READ_ON => st.read_on(window, socket),
             WM_UDP_ON => {
                 st.udp_on_queued = false;
