@@ -99,10 +99,13 @@
 //! socket, selected for `FD_READ` so that a wake-up is one more message, `WM_ROOM` (window 0:
 //! a connection closed elsewhere while it waited at the cap), and the messages the model posts
 //! itself: `WM_READ_ON`, `WM_UDP_ON`, `WM_RELEASE` (a slot is free, below) and `WM_HANDOFF`
-//! (window 0 to another: sockets wait in its inbox). Window 0 accepts one connection per
-//! `FD_ACCEPT`, as Winsock's documentation advises (each accept re-enables `FD_ACCEPT` and
-//! Winsock posts another at once while connections wait: a batch of N accepts could leave N
-//! messages queued). Each loop blocks in `GetMessageW` (one counted wait), then dispatches
+//! (window 0 to another: sockets wait in its inbox). Window 0 answers an `FD_ACCEPT` with up
+//! to 64 accepts, with the listener deregistered meanwhile (`WSAAsyncSelect(listener, hwnd, 0,
+//! 0)`, then registered again): each accept call re-enables `FD_ACCEPT` and Winsock posts
+//! another at once while connections wait, so a plain batch of N accepts could leave N
+//! messages queued; registering again posts one if connections still wait. (One accept per
+//! message, as Winsock's documentation has it, also bounds them, but accepted so slowly under
+//! a flood that a `--max-conns` cap was never reached.) Each loop blocks in `GetMessageW` (one counted wait), then dispatches
 //! what is queued, at most 1,024 messages, to the window procedure, then checks shutdown and
 //! the clock; a window timer (`SetTimer`) wakes it for the drain deadline and for the end of an
 //! accept pause. The procedure reads the event from `WSAGETSELECTEVENT(lParam)` (low word),
@@ -146,9 +149,9 @@
 //! | `WM_RELEASE` | 1 | ours, posted once after the socket closed |
 //! | **per socket** | **8** | `MESSAGES_PER_SOCKET` |
 //!
-//! Besides its clients, window 0's queue holds the listener's `FD_ACCEPT` (2 at most: one per
-//! accept, one accept per message, plus the re-registration after an accept that found
-//! nothing), the UDP socket's `FD_READ` (128: a turn of 64 `recvfrom` calls re-enables 64 times,
+//! Besides its clients, window 0's queue holds the listener's `FD_ACCEPT` (2 at most: none
+//! posted during a batch, the listener being deregistered; one at its registration again; one
+//! when a connection arrives while it is registered and `FD_ACCEPT` is enabled), the UDP socket's `FD_READ` (128: a turn of 64 `recvfrom` calls re-enables 64 times,
 //! and they are ignored while our `WM_UDP_ON` is queued, so two turns' worth) and one
 //! `WM_UDP_ON`, `WM_WAKE` and `WM_ROOM` (one per wake-up datagram not yet read: a few), and
 //! every window one `WM_HANDOFF` at most (posted when its inbox was empty): about 140, so

@@ -77,11 +77,12 @@ const WM_ROOM: u32 = WM_USER + 7;
 const TIMER: usize = 1;
 /// The events a client socket is registered for.
 const CLIENT_EVENTS: u32 = ws::FD_READ | ws::FD_WRITE | ws::FD_CLOSE;
-/// Connections accepted per `FD_ACCEPT`: one, as Winsock's documentation advises. Every accept
-/// call re-enables `FD_ACCEPT` and Winsock posts another at once while connections wait, so a
-/// batch of N accepts can leave N messages in the queue; one accept per message leaves at most
-/// one (`super`, the arithmetic).
-const ACCEPT_BATCH: usize = 1;
+/// Most connections accepted per `FD_ACCEPT`. Every accept call re-enables `FD_ACCEPT`, and
+/// Winsock posts another at once while connections wait, so a plain batch of N accepts could
+/// leave N messages in the queue: the listener is deregistered for the batch and registered
+/// again after it, which posts one `FD_ACCEPT` if connections still wait (`super`, the
+/// arithmetic: at most two queued).
+const ACCEPT_BATCH: usize = 64;
 /// Most messages dispatched per wake-up before the loop checks shutdown and the clock again.
 const MESSAGES_PER_TURN: usize = 1024;
 
@@ -595,7 +596,8 @@ impl State<'_> {
         self.serve(window, socket);
     }
 
-    /// Accepts one connection ([`ACCEPT_BATCH`]) and gives it a window.
+    /// Accepts a batch ([`ACCEPT_BATCH`]) with the listener deregistered, and gives each
+    /// connection a window.
     fn accept(&mut self, window: Window) {
         let Some(acceptor) = self.acceptor.as_mut() else {
             return;
@@ -605,21 +607,26 @@ impl State<'_> {
             return;
         }
         let ctx = self.ctx;
+        // Quiet while it accepts: no FD_ACCEPT per accept call (see ACCEPT_BATCH). Messages
+        // already queued stay queued; the sockets it accepts inherit no registration.
+        ctx.stats.syscalls.fetch_add(2, Relaxed);
+        if let Err(e) = async_select(&acceptor.listener, window, 0, 0) {
+            self.failed = Some(e);
+            return;
+        }
         let mut new = Vec::new();
         let result = acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| new.push(stream));
+        // Registered again: Windows and Wine post FD_ACCEPT at once if a client waits (this
+        // also re-enables it on Wine, which re-enables it only with an accept that succeeds
+        // and can post an FD_ACCEPT whose connection an earlier accept already took: seen, 51
+        // clients never accepted before the model registered again after an empty accept).
+        // At the cap or in a pause, that FD_ACCEPT finds the model not accepting, is used up
+        // without an accept, and the loop accepts when the pause ends or a connection closes.
+        if let Err(e) = async_select(&acceptor.listener, window, WM_SOCKET, ws::FD_ACCEPT) {
+            self.failed = Some(e);
+        }
         match result {
             Ok(_) if acceptor.pause_remaining().is_some() => self.accept_after_pause = true,
-            Ok(0) => {
-                // Windows re-enables FD_ACCEPT with every accept call; Wine only with one that
-                // succeeds, and it can post an FD_ACCEPT whose connection an earlier accept
-                // already took. Then FD_ACCEPT stays disabled while clients queue up (seen: 51
-                // clients never accepted). Registering again re-enables it on both (Wine
-                // forgets what it reported; Windows posts FD_ACCEPT if a client waits).
-                if let Err(e) = async_select(&acceptor.listener, window, WM_SOCKET, ws::FD_ACCEPT)
-                {
-                    self.failed = Some(e);
-                }
-            }
             Ok(_) => {}
             Err(e) => self.failed = Some(e),
         }
