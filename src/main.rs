@@ -205,6 +205,13 @@ struct ServeArgs {
     /// on direct descriptors: what its fixed-file tables hold, less 16]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_conns: Option<u64>,
+    /// async-select on Windows: the most sockets one message-only window (a thread and its
+    /// message queue) serves; past it the server starts another window on a thread of its
+    /// own. 1 to 1000, the default: a queue holds 10,000 messages and a socket has at most 8
+    /// in it, 2,000 kept for the rest, so no notification is lost to a full queue. Windows
+    /// only: ignored elsewhere, with a warning [default: 1000]
+    #[arg(long, value_name = "N", value_parser = parse_sockets_per_window)]
+    sockets_per_window: Option<usize>,
     /// Close a connection when no byte has moved either way for DURATION, or 'off'. Off by
     /// default for echo's sake: an echo client may wait any time between messages
     #[arg(long, value_name = "DURATION", default_value = "off", value_parser = parse_timeout)]
@@ -438,6 +445,17 @@ fn parse_batch_wait(s: &str) -> Result<Duration, String> {
     let wait = parse_duration(s)?;
     iomodels_server::check_batch_wait(wait)?;
     Ok(wait)
+}
+
+fn parse_sockets_per_window(s: &str) -> Result<usize, String> {
+    let n = s.trim().parse().map_err(|_| {
+        format!(
+            "'{s}' is not a number of sockets (1 to {})",
+            iomodels_server::SOCKETS_PER_WINDOW
+        )
+    })?;
+    iomodels_server::check_sockets_per_window(n)?;
+    Ok(n)
 }
 
 fn parse_accept_mode(s: &str) -> Result<AcceptMode, String> {
@@ -767,6 +785,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         write_timeout: args.write_timeout.0,
         handshake_timeout: args.handshake_timeout.0,
         direct_descriptors: args.direct_descriptors,
+        sockets_per_window: args.sockets_per_window,
+        test_fail_posts: None,
     };
     // Raised before bind, since the default --max-conns comes from it; said after bind, so a
     // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)
@@ -864,6 +884,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         s.recv_buffer_bytes_posted_peak,
         s.recv_buffer_bytes_posted
     );
+    if s.message_windows > 0 {
+        log::info!(
+            "async-select: {} message windows (a thread each), the fullest held {} sockets; \
+             {} notification overflows (rescans)",
+            s.message_windows,
+            s.window_sockets_peak,
+            s.notification_overflows
+        );
+    }
     if config.udp {
         log::info!(
             "UDP: {} datagrams in, {} echoed, {} dropped unanswered, {} oversized, {} dropped \
@@ -1078,6 +1107,8 @@ fn stats_json(s: &iomodels_server::StatsSnapshot, max_conns: usize) -> String {
         "recv_buffer_bytes_posted": s.recv_buffer_bytes_posted,
         "recv_buffer_bytes_posted_peak": s.recv_buffer_bytes_posted_peak,
         "notification_overflows": s.notification_overflows,
+        "message_windows": s.message_windows, "window_sockets": s.window_sockets,
+        "window_sockets_peak": s.window_sockets_peak,
         "tls_failures": s.tls_failures, "tls_truncated": s.tls_truncated,
         "tls_handshake_timeouts": s.tls_handshake_timeouts,
         "udp_datagrams_in": s.udp_datagrams_in, "udp_datagrams_out": s.udp_datagrams_out,

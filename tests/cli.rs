@@ -592,6 +592,55 @@ fn a_bad_batch_wait_or_recv_incremental_is_a_usage_error() {
     }
 }
 
+/// `--sockets-per-window` (async-select on Windows): 1 to 1000, the most for which a window's
+/// message queue cannot overflow; anything else is refused with one line saying why.
+#[test]
+fn a_bad_sockets_per_window_is_a_usage_error_of_one_line() {
+    for (value, needles) in [
+        ("0", &["--sockets-per-window", "at least 1 socket"][..]),
+        (
+            "1001",
+            &["--sockets-per-window", "overflow", "at most 1000"][..],
+        ),
+        ("100000000000000000000000", &["not a number of sockets"][..]),
+        ("many", &["not a number of sockets", "1 to 1000"][..]),
+    ] {
+        let out = iomodels(&[
+            "serve",
+            "--model",
+            "async-select",
+            "--listen",
+            "127.0.0.1:0",
+            "--sockets-per-window",
+            value,
+        ]);
+        assert_usage_error(&out, needles);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let what = err.split("\n\n").next().unwrap_or_default();
+        assert_eq!(what.lines().count(), 1, "not one line: {err:?}");
+    }
+}
+
+/// On Linux `--sockets-per-window` means nothing (the signal queue is per user, not per
+/// thread): async-select says so in one warning and serves as ever; the counters carry the
+/// Windows gauges, zero here.
+#[test]
+fn sockets_per_window_is_ignored_on_linux_with_a_warning() {
+    let mut s = Served::start(&["--model", "async-select", "--sockets-per-window", "10"]);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    let warning = s.stderr_line_with("--sockets-per-window 10 is Windows-only");
+    assert!(warning.contains("ignored"), "{warning}");
+    let stats = s.stats();
+    assert_eq!(stats["message_windows"], 0, "{stats}");
+    assert_eq!(stats["window_sockets_peak"], 0, "{stats}");
+    drop(c);
+    assert!(s.terminate().success());
+}
+
 #[test]
 fn serve_help_names_the_batch_wait_and_its_default() {
     let out = iomodels(&["serve", "--help"]);
@@ -601,6 +650,7 @@ fn serve_help_names_the_batch_wait_and_its_default() {
         "min-wait",
         "--recv-incremental <on|off>",
         "--pass-through <on|off>",
+        "--sockets-per-window <N>",
     ] {
         assert!(
             help.contains(needle),

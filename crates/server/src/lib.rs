@@ -130,6 +130,37 @@ pub struct ServerConfig {
     /// where the kernel supports them ([`direct_descriptors_support`]), `Off` for ordinary
     /// descriptors. Other models and OSes ignore it.
     pub direct_descriptors: DirectDescriptors,
+    /// `async-select` on Windows: the most sockets one message-only window (one thread, one
+    /// message queue) serves (`--sockets-per-window`); past it the model starts another
+    /// window on a thread of its own. `None`: [`SOCKETS_PER_WINDOW`], the most for which a
+    /// window's message queue cannot overflow ([`models::async_select`] has the arithmetic);
+    /// 1 to that. Linux ignores it (its signal queue is per user, not per thread), with one
+    /// log line.
+    pub sockets_per_window: Option<usize>,
+    /// Tests only: `async-select` on Windows fails every Nth message it posts itself
+    /// (`WM_READ_ON`, `WM_UDP_ON`, `WM_RELEASE`, `WM_HANDOFF`) as a post to a full message
+    /// queue fails, so that the detection and rescan can be tested where queues never fill
+    /// (Wine). `None` (the default): never.
+    #[doc(hidden)]
+    pub test_fail_posts: Option<std::num::NonZeroU32>,
+}
+
+/// The default and the most of [`ServerConfig::sockets_per_window`]: a window's message queue
+/// holds 10,000 posted messages, of which 2,000 are kept for the listener, the UDP socket and
+/// the model's own messages, and a socket has at most 8 outstanding: (10,000 - 2,000) / 8.
+pub const SOCKETS_PER_WINDOW: usize = models::async_select::SOCKETS_PER_WINDOW;
+
+/// Checks [`ServerConfig::sockets_per_window`]: 1 to [`SOCKETS_PER_WINDOW`].
+pub fn check_sockets_per_window(n: usize) -> Result<(), String> {
+    if n == 0 {
+        return Err("a window must serve at least 1 socket".into());
+    }
+    if n > SOCKETS_PER_WINDOW {
+        return Err(format!(
+            "{n} sockets per window could overflow its message queue (10,000 messages, 8 per              socket, 2,000 kept for the model's own): at most {SOCKETS_PER_WINDOW}"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `completion-port` keeps its connections as io_uring direct descriptors (Linux).
@@ -349,6 +380,8 @@ impl Default for ServerConfig {
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             direct_descriptors: DirectDescriptors::Auto,
+            sockets_per_window: None,
+            test_fail_posts: None,
         }
     }
 }
@@ -438,6 +471,11 @@ pub(crate) struct Ctx {
     /// `completion-port` on direct descriptors: the slots of each worker's fixed-file table;
     /// `None`: ordinary descriptors.
     pub direct_table: Option<usize>,
+    /// [`ServerConfig::sockets_per_window`], checked; `None`: not set (the default).
+    pub sockets_per_window: Option<usize>,
+    /// [`ServerConfig::test_fail_posts`].
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub test_fail_posts: Option<std::num::NonZeroU32>,
 }
 
 impl Ctx {
@@ -482,6 +520,14 @@ impl Server {
         if let Some(wait) = config.batch_wait {
             check_batch_wait(wait)
                 .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        }
+        if let Some(n) = config.sockets_per_window {
+            check_sockets_per_window(n).map_err(|e| {
+                ServerError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("--sockets-per-window: {e}"),
+                ))
+            })?;
         }
         if let Some(tls) = &config.tls {
             // Every connection makes a session from this configuration; one that rustls
@@ -537,6 +583,8 @@ impl Server {
                 // struct elsewhere.)
                 prepared: Default::default(),
                 direct_table,
+                sockets_per_window: config.sockets_per_window,
+                test_fail_posts: config.test_fail_posts,
             },
         };
         server.ctx.prepared = models::prepare(server.model, server.listener.as_ref(), &server.ctx)

@@ -53,7 +53,8 @@ pub struct Stats {
     /// high-water mark (reading from it paused) for that long.
     pub slow_reader_closed: AtomicU64,
     /// `completion-port --accept handoff`: accepted sockets on their way to another worker's
-    /// ring, not yet counted in `active` (gauge, for the connection cap; not in snapshots).
+    /// ring; `async-select` on Windows: in another window's inbox. Not yet counted in `active`
+    /// (gauge, for the connection cap; not in snapshots).
     pub(crate) handoffs_in_flight: AtomicI64,
     /// Completion models: operations posted to the kernel whose final completion has not
     /// arrived yet (gauge). Zero after a clean shutdown: nothing leaked.
@@ -84,9 +85,23 @@ pub struct Stats {
     pub recv_buffer_bytes_posted: AtomicI64,
     /// The highest [`Stats::recv_buffer_bytes_posted`] has been.
     pub recv_buffer_bytes_posted_peak: AtomicI64,
-    /// `async-select` on Linux: times the real-time signal queue overflowed (the kernel sent
-    /// plain `SIGIO` instead of a queued notification) and the model rescanned every socket.
+    /// `async-select`: times notifications may have been lost and the model rescanned.
+    /// Linux: the real-time signal queue overflowed (the kernel sent plain `SIGIO` instead of
+    /// a queued notification) and the model rescanned every socket. Windows: a message the
+    /// model posts itself (`PostMessageW`) failed — a full message queue, where Winsock's own
+    /// posts fail silently too — and the model rescanned that window's sockets.
     pub notification_overflows: AtomicU64,
+    /// `async-select` on Windows: message-only windows serving sockets, each a thread with its
+    /// own message queue (gauge; they stay until the server stops): one, plus one per
+    /// `--sockets-per-window` sockets beyond the first window's.
+    pub message_windows: AtomicU64,
+    /// `async-select` on Windows: the sockets every window holds now (gauge), a closed one
+    /// counted until the messages Winsock may have queued for it are behind its window
+    /// (`WM_RELEASE`): the slots in use.
+    pub window_sockets: AtomicU64,
+    /// `async-select` on Windows: the most sockets one window has held at once (its fullest
+    /// moment, counted as [`Stats::window_sockets`]; at most `--sockets-per-window`).
+    pub window_sockets_peak: AtomicU64,
     /// TLS: connections that ended on a TLS error (a bad handshake, garbage, plaintext, a
     /// missing client certificate); rustls sent the peer an alert.
     pub tls_failures: AtomicU64,
@@ -175,6 +190,12 @@ pub struct StatsSnapshot {
     pub recv_buffer_bytes_posted_peak: i64,
     /// See [`Stats::notification_overflows`].
     pub notification_overflows: u64,
+    /// See [`Stats::message_windows`].
+    pub message_windows: u64,
+    /// See [`Stats::window_sockets`].
+    pub window_sockets: u64,
+    /// See [`Stats::window_sockets_peak`].
+    pub window_sockets_peak: u64,
     /// See [`Stats::tls_failures`].
     pub tls_failures: u64,
     /// See [`Stats::tls_truncated`].
@@ -288,6 +309,9 @@ impl Stats {
             recv_buffer_bytes_posted: self.recv_buffer_bytes_posted.load(Relaxed),
             recv_buffer_bytes_posted_peak: self.recv_buffer_bytes_posted_peak.load(Relaxed),
             notification_overflows: self.notification_overflows.load(Relaxed),
+            message_windows: self.message_windows.load(Relaxed),
+            window_sockets: self.window_sockets.load(Relaxed),
+            window_sockets_peak: self.window_sockets_peak.load(Relaxed),
             tls_failures: self.tls_failures.load(Relaxed),
             tls_truncated: self.tls_truncated.load(Relaxed),
             tls_handshake_timeouts: self.tls_handshake_timeouts.load(Relaxed),

@@ -1,8 +1,9 @@
 #![cfg(windows)]
 //! The async-select model on Windows (`WSAAsyncSelect` to a message-only window), through real
 //! sockets: its re-enabling notifications (one `FD_READ` per recv, `FD_WRITE` only after a
-//! send would block, `FD_CLOSE` ahead of unread data), many clients on one message queue, and
-//! shutdown with a client still connected.
+//! send would block, `FD_CLOSE` ahead of unread data), many clients on one message queue, more
+//! sockets than one window may hold (spread over windows on threads of their own), and shutdown
+//! with a client still connected. Also what Wine does with a message queue of 10,000 messages.
 
 mod common;
 
@@ -121,6 +122,288 @@ mod async_select {
         server.stop().unwrap();
     }
 
+    /// The message each client of [`many_clients_echo`] sends: its number, then a filler that
+    /// depends on it.
+    fn tag(i: usize, round: u8) -> [u8; 8] {
+        let n = (i as u32).to_le_bytes();
+        [
+            n[0],
+            n[1],
+            n[2],
+            n[3],
+            round,
+            0x5a ^ n[0],
+            0xa5 ^ n[1],
+            round ^ n[2],
+        ]
+    }
+
+    /// Opens `conns` connections at once (one thread, blocking sockets), has each echo its own 8
+    /// bytes, checks every echo byte for byte, and returns the server's counters while all are
+    /// open; then closes them all and waits until the server has too.
+    fn many_clients_echo(
+        server: &RunningServer,
+        conns: usize,
+        round: u8,
+    ) -> iomodels_server::StatsSnapshot {
+        many_clients_echo_as(server, conns, round, false)
+    }
+
+    /// [`many_clients_echo`], with each client's echo done before the next connects when
+    /// `one_by_one` (so a new socket's window has nothing else to wake it).
+    fn many_clients_echo_as(
+        server: &RunningServer,
+        conns: usize,
+        round: u8,
+        one_by_one: bool,
+    ) -> iomodels_server::StatsSnapshot {
+        let echo = |i: usize, s: &mut TcpStream| {
+            let mut back = [0u8; 8];
+            s.read_exact(&mut back)
+                .unwrap_or_else(|e| panic!("client {i} of {conns}: no echo: {e}"));
+            assert_eq!(back, tag(i, round), "client {i}: echo differs");
+        };
+        let mut socks: Vec<TcpStream> = (0..conns)
+            .map(|i| {
+                let mut s = crate::common::try_connect(server.addr)
+                    .unwrap_or_else(|e| panic!("connection {i} of {conns}: {e}"));
+                if one_by_one {
+                    s.write_all(&tag(i, round)).unwrap();
+                    echo(i, &mut s);
+                }
+                s
+            })
+            .collect();
+        if !one_by_one {
+            for (i, s) in socks.iter_mut().enumerate() {
+                s.write_all(&tag(i, round))
+                    .unwrap_or_else(|e| panic!("client {i}: write: {e}"));
+            }
+            for (i, s) in socks.iter_mut().enumerate() {
+                echo(i, s);
+            }
+        }
+        let open = server.stats.snapshot();
+        for s in &socks {
+            s.shutdown(Shutdown::Write).unwrap();
+        }
+        for (i, s) in socks.iter_mut().enumerate() {
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest)
+                .unwrap_or_else(|e| panic!("client {i}: read to EOF: {e}"));
+            assert!(
+                rest.is_empty(),
+                "client {i}: {} bytes after its echo",
+                rest.len()
+            );
+        }
+        drop(socks);
+        assert!(
+            eventually(Duration::from_secs(20), || server.stats.snapshot().active
+                == 0),
+            "connections left open: {:?}",
+            server.stats.snapshot()
+        );
+        open
+    }
+
+    /// 5,000 connections at once, five times what one window may hold with the default bound
+    /// (`--sockets-per-window` 1,000: (10,000 queued messages - 2,000) / 8 per socket): window 0
+    /// serves 1,000 and hands the rest to four more windows, each on its own thread, and every
+    /// connection echoes byte for byte.
+    #[test]
+    fn five_thousand_connections_spread_over_five_windows_all_echo() {
+        const CONNS: usize = 5000;
+        let server = start(|_| {});
+        let open = many_clients_echo(&server, CONNS, 1);
+        assert_eq!(open.active, CONNS as i64, "{open:?}");
+        assert_eq!(
+            iomodels_server::SOCKETS_PER_WINDOW,
+            1000,
+            "the default bound changed: update the window count below"
+        );
+        assert_eq!(
+            open.message_windows, 5,
+            "windows for 5,000 sockets: {open:?}"
+        );
+        assert_eq!(open.window_sockets, CONNS as u64, "{open:?}");
+        assert_eq!(
+            open.window_sockets_peak, 1000,
+            "the fullest window: {open:?}"
+        );
+        assert_eq!(open.notification_overflows, 0, "{open:?}");
+        let s = server.stats.snapshot();
+        assert_eq!(s.accepted, CONNS as u64, "{s:?}");
+        assert_eq!(
+            (s.bytes_in, s.bytes_out),
+            (8 * CONNS as u64, 8 * CONNS as u64)
+        );
+        assert_eq!((s.errors, s.refused), (0, 0), "{s:?}");
+        server.stop().unwrap();
+    }
+
+    /// `--sockets-per-window 300` and 1,000 connections: four windows (300, 300, 300, 100), all
+    /// echoed. Once they have closed, every slot is free again (`WM_RELEASE`, behind each closed
+    /// socket's last messages), so 1,000 new connections fit in the same four windows.
+    #[test]
+    fn sockets_per_window_spreads_a_thousand_over_four_windows_and_slots_come_back() {
+        let server = start(|c| c.sockets_per_window = Some(300));
+        let open = many_clients_echo(&server, 1000, 1);
+        assert_eq!(open.active, 1000, "{open:?}");
+        assert_eq!(open.message_windows, 4, "{open:?}");
+        assert_eq!(open.window_sockets_peak, 300, "{open:?}");
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                server.stats.snapshot().window_sockets == 0
+            }),
+            "slots still held after every connection closed: {:?}",
+            server.stats.snapshot()
+        );
+        let again = many_clients_echo(&server, 1000, 2);
+        assert_eq!(again.active, 1000, "{again:?}");
+        assert_eq!(again.message_windows, 4, "no window more: {again:?}");
+        assert_eq!(again.window_sockets_peak, 300, "{again:?}");
+        let s = server.stats.snapshot();
+        assert_eq!(s.accepted, 2000, "{s:?}");
+        assert_eq!(
+            (s.errors, s.refused, s.notification_overflows),
+            (0, 0, 0),
+            "{s:?}"
+        );
+        server.stop().unwrap();
+    }
+
+    /// The connection cap holds across windows: at `--max-conns` window 0 stops accepting; a
+    /// client closing on another window wakes it, and the one waiting in the backlog is
+    /// served.
+    #[test]
+    fn the_connection_cap_holds_across_windows() {
+        let server = start(|c| {
+            c.sockets_per_window = Some(2);
+            c.max_conns = Some(6);
+        });
+        let mut socks: Vec<TcpStream> = (0..6).map(|_| connect(server.addr)).collect();
+        for s in &mut socks {
+            ping(s, b"hello");
+        }
+        let s = server.stats.snapshot();
+        assert_eq!((s.active, s.message_windows), (6, 3), "{s:?}");
+        // The seventh waits in the backlog: connected by the kernel, never served.
+        let mut seventh = connect(server.addr);
+        seventh.write_all(b"late").unwrap();
+        seventh
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        assert!(seventh.read(&mut buf).is_err(), "served past the cap");
+        // Close one that window 2 serves (the fifth and sixth went there).
+        drop(socks.pop());
+        seventh
+            .set_read_timeout(Some(crate::common::CLIENT_TIMEOUT))
+            .unwrap();
+        seventh.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"late");
+        let s = server.stats.snapshot();
+        assert_eq!(s.active, 6, "{s:?}");
+        assert!(s.conn_cap_pauses >= 1, "{s:?}");
+        drop(socks);
+        drop(seventh);
+        server.stop().unwrap();
+    }
+
+    /// A post of the model's own that fails (as on a full queue: Wine's never fills, so a test
+    /// knob fails every third) is counted, and the window recovers instead of stalling: a
+    /// `WM_HANDOFF` lost is made up by the window's next turn (its waker turns an idle one), a
+    /// `WM_RELEASE` lost frees the slot at once, and the rescan serves every socket. 400
+    /// connections over eight windows of 50, twice (first each echoing before the next
+    /// connects, then all at once), all echoed: a lost hand-off would leave its window asleep
+    /// and its client without an echo.
+    #[test]
+    fn failed_posts_are_counted_and_rescanned_and_nothing_stalls() {
+        let server = start(|c| {
+            c.sockets_per_window = Some(50);
+            c.test_fail_posts = std::num::NonZeroU32::new(3);
+            // No timeouts, so no sweep timer wakes a window: only the recovery can.
+            c.write_timeout = None;
+        });
+        for round in 1..=2 {
+            let open = many_clients_echo_as(&server, 400, round, round == 1);
+            assert_eq!(open.active, 400, "{open:?}");
+            assert_eq!(open.message_windows, 8, "{open:?}");
+            assert!(
+                eventually(Duration::from_secs(20), || {
+                    server.stats.snapshot().window_sockets == 0
+                }),
+                "slots still held: {:?}",
+                server.stats.snapshot()
+            );
+        }
+        let s = server.stats.snapshot();
+        assert_eq!(s.accepted, 800, "{s:?}");
+        assert_eq!((s.errors, s.refused), (0, 0), "{s:?}");
+        assert!(
+            s.notification_overflows >= 100,
+            "failed posts were not counted: {s:?}"
+        );
+        server.stop().unwrap();
+    }
+
+    /// The UDP socket stays with window 0 when more windows start: datagrams sent after the
+    /// third window began are all answered, and TCP keeps echoing on every window.
+    #[test]
+    fn udp_is_answered_by_window_zero_while_other_windows_serve_tcp() {
+        let server = start(|c| {
+            c.udp = true;
+            c.sockets_per_window = Some(2);
+        });
+        let mut socks: Vec<TcpStream> = (0..6).map(|_| connect(server.addr)).collect();
+        for s in &mut socks {
+            ping(s, b"tcp");
+        }
+        assert_eq!(server.stats.snapshot().message_windows, 3);
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(crate::common::CLIENT_TIMEOUT))
+            .unwrap();
+        udp.connect(server.udp_addr.unwrap()).unwrap();
+        for i in 0..20u8 {
+            let msg = [i; 100];
+            udp.send(&msg).unwrap();
+            let mut back = [0u8; 200];
+            let n = udp
+                .recv(&mut back)
+                .unwrap_or_else(|e| panic!("datagram {i}: no answer: {e}"));
+            assert_eq!(&back[..n], &msg[..], "datagram {i}");
+            ping(&mut socks[i as usize % 6], b"again");
+        }
+        let s = server.stats.snapshot();
+        assert_eq!((s.udp_datagrams_in, s.udp_datagrams_out), (20, 20), "{s:?}");
+        drop(socks);
+        server.stop().unwrap();
+    }
+
+    /// A bad `--sockets-per-window` is refused at bind with one line saying why: 0, or more
+    /// than the bound for which a queue cannot overflow.
+    #[test]
+    fn a_bad_sockets_per_window_is_refused_at_bind_in_one_line() {
+        for (n, needle) in [(0, "at least 1"), (1001, "at most 1000")] {
+            let config = ServerConfig {
+                model: Model::AsyncSelect,
+                listen: "127.0.0.1:0".parse().unwrap(),
+                sockets_per_window: Some(n),
+                ..ServerConfig::default()
+            };
+            let e = match iomodels_server::Server::bind(config) {
+                Ok(_) => panic!("--sockets-per-window {n} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                e.contains("--sockets-per-window") && e.contains(needle),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e:?}");
+        }
+    }
+
     /// Write, shut the write side, read to EOF: everything comes back, then the server's FIN. The
     /// large case sends faster than the server echoes, so `FD_CLOSE` arrives with data unread.
     #[test]
@@ -236,6 +519,59 @@ mod async_select {
         assert!(
             TcpStream::connect(addr).is_err(),
             "the listener is still open after stop"
+        );
+    }
+}
+
+/// What the message queue of a thread does past 10,000 posted messages: Windows fails the post
+/// (`ERROR_NOT_ENOUGH_QUOTA`, `USERPostMessageLimit`); Wine 8 queued all 20,000 (this test
+/// records what it finds, and fails if a post fails with anything but that error or if a
+/// posted message is lost).
+mod window_queue {
+    use iomodels_server::sys::window::{self, Window, WindowClass, WindowProc};
+    use std::cell::Cell;
+    use windows_sys::Win32::Foundation::{LPARAM, LRESULT, WPARAM};
+    use windows_sys::Win32::UI::WindowsAndMessaging::WM_USER;
+
+    struct Count(Cell<usize>);
+
+    impl WindowProc for Count {
+        fn window_proc(&self, _: Window, msg: u32, _: WPARAM, _: LPARAM) -> Option<LRESULT> {
+            (msg == WM_USER + 9).then(|| {
+                self.0.set(self.0.get() + 1);
+                0
+            })
+        }
+    }
+
+    #[test]
+    fn a_message_queue_past_ten_thousand_posts() {
+        const POSTS: usize = 20_000;
+        let class = WindowClass::<Count>::register("iomodels-queue-test").unwrap();
+        let count = Count(Cell::new(0));
+        let (posted, full) = class
+            .with_window(&count, |w| {
+                let (mut posted, mut full) = (0, 0);
+                for i in 0..POSTS {
+                    match w.post(WM_USER + 9, i, 0) {
+                        Ok(()) => posted += 1,
+                        Err(e) if window::is_queue_full(&e) => full += 1,
+                        Err(e) => panic!("post {i} failed otherwise: {e}"),
+                    }
+                }
+                while let Some(msg) = window::peek_message() {
+                    window::dispatch(&msg);
+                }
+                (posted, full)
+            })
+            .unwrap();
+        println!("message queue: {posted} of {POSTS} posts queued, {full} refused as full");
+        assert_eq!(posted + full, POSTS);
+        assert_eq!(count.0.get(), posted, "a queued message was lost");
+        // Windows stops at its limit (10,000 by default, the window's own messages included).
+        assert!(
+            posted <= 10_000 || full == 0,
+            "{posted} queued and {full} refused"
         );
     }
 }

@@ -78,6 +78,12 @@ impl<T> Drop for Notifying<T> {
 type Client = Notifying<Session>;
 
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+    if let Some(n) = ctx.sockets_per_window {
+        log::warn!(
+            "--sockets-per-window {n} is Windows-only (a window's message queue is per thread; \
+             the real-time signal queue here is per user, whatever the thread): ignored"
+        );
+    }
     let sig = signalfd::notification_signal()?;
     let tid = signalfd::current_thread_id();
     let waker = ctx.shutdown.register()?;

@@ -33,16 +33,19 @@
 //! on the turn after a connection closes; the idle and write timeouts are a sweep over the
 //! sessions (`crate::limits`), and the `poll` on the signalfd is bounded by the next sweep.
 //! Windows: an `FD_ACCEPT` that comes at the cap is not answered with `accept`, so Winsock
-//! posts no further one (only an accept call re-enables it); the loop accepts on its first
-//! turn below the cap (a close is served in the same thread). The sweep runs on the turn one
-//! is due, and the window's timer (`WM_TIMER`) is armed for the next one.
+//! posts no further one (only an accept call re-enables it); window 0 accepts on its first
+//! turn below the cap — a close in window 0 is served in its own thread, a close in another
+//! window wakes it through a `RoomSignal` (`accept.rs`) whose socket is selected for
+//! `FD_READ` as `WM_ROOM`. Each window sweeps its own clients on the turn a sweep is due, and
+//! arms its timer (`WM_TIMER`) for the next one.
 //!
 //! **Overflow.** The real-time queue is bounded (`RLIMIT_SIGPENDING`, per user). A signal that
 //! cannot be queued becomes a plain `SIGIO` (pending at most once, no `si_fd`): notifications
 //! were lost, so the loop rescans — marks every session readable and writable, pumps each, and
 //! accepts until `EAGAIN` — counts it in `Stats::notification_overflows`, logs the first and
 //! every 1,000th, and traces `overflow: rescanning N sockets`. Winsock's full message queue
-//! has no such fallback: there the notifications are simply gone.
+//! has no such fallback: there the notifications are simply gone, which is why Windows bounds
+//! the sockets per queue instead (**Windows: bounded message queues** below).
 //!
 //! **UDP** (`--udp`). On Linux the UDP socket is set up like a client (`F_SETOWN_EX`,
 //! `F_SETSIG`, `O_ASYNC`), and only its `POLL_IN` messages — `FD_READ` — are acted on: answers
@@ -65,11 +68,14 @@
 //! the window serves the waker and the UDP socket only. A datagram larger than the buffer
 //! fails `WSARecvFrom` with `WSAEMSGSIZE`, counted and dropped (Wine 8 does the same).
 //!
-//! **Limits.** One thread and one message queue for every socket; a message per event, so a
-//! busy server spends its time in the message loop. Windows caps a thread's message queue
-//! (10,000 posted messages by default): a queue that fills loses notifications. Linux caps
-//! queued signals per user (`RLIMIT_SIGPENDING`, shared with every process of that user); past
-//! it, each overflow costs a scan of every socket, O(connections), like `select`.
+//! **Limits.** A message per event, so a busy server spends its time in the message loop.
+//! Windows caps a thread's message queue (10,000 posted messages by default): a queue that
+//! fills loses notifications, so a window serves at most `--sockets-per-window` sockets (1,000
+//! by default, the arithmetic below) and more windows, a thread each, serve the rest. Linux
+//! serves every socket on one thread and caps queued signals per user (`RLIMIT_SIGPENDING`,
+//! shared with every process of that user, whatever the thread: `--sockets-per-window` means
+//! nothing there and is ignored with a warning); past it, each overflow costs a scan of every
+//! socket, O(connections), like `select`.
 //!
 //! **Why production servers rarely use it.** Signals are process-wide plumbing: one
 //! disposition per signal number for the whole process, so a library cannot own "its" signal
@@ -83,12 +89,23 @@
 //! epoll, at about the same server CPU per message (10.7 µs against 10.4 and 9.8). epoll gives
 //! the same "the kernel tells you" without any of it.
 //!
-//! **Windows.** The real thing, on one thread. A message-only window
-//! (`sys/windows/window.rs`: a class registered under a name of its own, `HWND_MESSAGE` parent)
-//! receives four messages: `WM_SOCKET` (`WM_USER + 1`) for the listener (`FD_ACCEPT`), every
-//! client (`FD_READ | FD_WRITE | FD_CLOSE`) and the UDP socket (`FD_READ`, see **UDP** above),
-//! `WM_WAKE` for the shutdown waker's UDP socket, selected for `FD_READ` so that a wake-up is
-//! one more message, and `WM_READ_ON` and `WM_UDP_ON`, which the model posts itself. The loop blocks in `GetMessageW` (one counted wait), then dispatches
+//! **Windows.** The real thing: message-only windows (`sys/windows/window.rs`: a class
+//! registered under a name of its own, `HWND_MESSAGE` parent), one per thread, each with its
+//! own message queue and loop. Window 0 runs on the thread that called `run` and has the
+//! listener and the UDP socket; windows 1, 2, ... start as its sockets outgrow it (**Windows:
+//! bounded message queues** below). A window receives `WM_SOCKET` (`WM_USER + 1`) for the
+//! listener (`FD_ACCEPT`, window 0), its clients (`FD_READ | FD_WRITE | FD_CLOSE`) and the UDP
+//! socket (`FD_READ`, window 0, see **UDP** above), `WM_WAKE` for its shutdown waker's UDP
+//! socket, selected for `FD_READ` so that a wake-up is one more message, `WM_ROOM` (window 0:
+//! a connection closed elsewhere while it waited at the cap), and the messages the model posts
+//! itself: `WM_READ_ON`, `WM_UDP_ON`, `WM_RELEASE` (a slot is free, below) and `WM_HANDOFF`
+//! (window 0 to another: sockets wait in its inbox). Window 0 answers an `FD_ACCEPT` with up
+//! to 64 accepts, with the listener deregistered meanwhile (`WSAAsyncSelect(listener, hwnd, 0,
+//! 0)`, then registered again): each accept call re-enables `FD_ACCEPT` and Winsock posts
+//! another at once while connections wait, so a plain batch of N accepts could leave N
+//! messages queued; registering again posts one if connections still wait. (One accept per
+//! message, as Winsock's documentation has it, also bounds them, but accepted so slowly under
+//! a flood that a `--max-conns` cap was never reached.) Each loop blocks in `GetMessageW` (one counted wait), then dispatches
 //! what is queued, at most 1,024 messages, to the window procedure, then checks shutdown and
 //! the clock; a window timer (`SetTimer`) wakes it for the drain deadline and for the end of an
 //! accept pause. The procedure reads the event from `WSAGETSELECTEVENT(lParam)` (low word),
@@ -108,7 +125,85 @@
 //! inherits the listener's selection until it is selected for its own events (an early
 //! `FD_ACCEPT` for it is ignored). Under Wine 8, `FD_CLOSE` came only once the data before the
 //! FIN had been read, so the `WM_READ_ON` path is there for Windows, where that order is not
-//! promised.
+//! promised. After `FD_CLOSE`, `FD_READ` messages are ignored and `WM_READ_ON` alone reads on:
+//! a recv for each of them too would re-enable `FD_READ` once more per message, and the
+//! `FD_READ` messages in the queue could grow with the data left.
+//!
+//! **Windows: bounded message queues.** A thread's message queue holds `USERPostMessageLimit`
+//! posted messages (a registry value, 10,000 by default). Past it `PostMessageW` fails with
+//! `ERROR_NOT_ENOUGH_QUOTA`, and so do Winsock's own posts — silently: the notification is
+//! gone, and a socket whose `FD_READ` is lost waits forever, since only the `recv` that the
+//! message would have caused re-enables it. A loss the program cannot see cannot be rescanned
+//! for, so the model bounds what one queue can hold. Winsock posts a message when an event
+//! happens, then none for that event until the *re-enabling* call (`recv` for `FD_READ`, a
+//! `send` that would block for `FD_WRITE`, `accept` for `FD_ACCEPT`; nothing for `FD_CLOSE`),
+//! and that call posts again at once if the condition still holds — whether or not the last
+//! message is still queued. Per client socket, the most messages in its window's queue at once:
+//!
+//! | message | at most | why |
+//! |---|---|---|
+//! | `FD_READ` | 2 | one per re-enabling `recv`, and the model makes one `recv` per `FD_READ` (or per `FD_CLOSE`, or when backpressure lifts after an `FD_READ` used without a `recv`); at registration Winsock posts one if data waits, and the model's own first `recv` (for Wine, which may not) re-enables: two. After `FD_CLOSE` they are ignored (above) |
+//! | `FD_WRITE` | 3 | one at registration, then one per `send` that would block; the model sends only after `FD_WRITE` came, except one retry per sweep of the timeouts (`retry_blocked_sends`), which can re-enable it while one is queued; sweeps are 1 s apart with the default timeouts (10 ms at the least, with timeouts under 40 ms) and a queue is read 1,024 messages a turn, so a third is the practical bound, not a proven one |
+//! | `FD_CLOSE` | 1 | posted once, never re-enabled |
+//! | `WM_READ_ON` | 1 | ours, one queued at most (`read_on_queued`) |
+//! | `WM_RELEASE` | 1 | ours, posted once after the socket closed |
+//! | **per socket** | **8** | `MESSAGES_PER_SOCKET` |
+//!
+//! Besides its clients, window 0's queue holds the listener's `FD_ACCEPT` (2 at most: none
+//! posted during a batch, the listener being deregistered; one at its registration again; one
+//! when a connection arrives while it is registered and `FD_ACCEPT` is enabled), the UDP socket's `FD_READ` (128: a turn of 64 `recvfrom` calls re-enables 64 times,
+//! and they are ignored while our `WM_UDP_ON` is queued, so two turns' worth) and one
+//! `WM_UDP_ON`, `WM_WAKE` and `WM_ROOM` (one per wake-up datagram not yet read: a few), and
+//! every window one `WM_HANDOFF` at most (posted when its inbox was empty): about 140, so
+//! `QUEUE_RESERVE` keeps 2,000 and the rest is margin. `WM_TIMER` takes no room: it is not
+//! posted, the queue makes it when a timer is due. Hence
+//!
+//! > sockets per window = (10,000 − 2,000) / 8 = **1,000** (`SOCKETS_PER_WINDOW`),
+//!
+//! the default and the most of `--sockets-per-window` (1 to 1,000; anything else is refused in
+//! one line). A window's slot is taken when a socket is given to it and freed when that
+//! window dispatches the `WM_RELEASE` it posted after closing the socket: by then every
+//! message Winsock posted for the socket has been dispatched before it, since nothing is posted
+//! for a socket after `closesocket` (one being posted at that very instant may come behind it:
+//! one message, within the margin). So stale messages of closed sockets count too, and a
+//! window's queue never holds more than 8 per slot plus the reserve, whatever the churn.
+//!
+//! **More windows.** When window 0 has no free slot, it gives a new socket to the first other
+//! window that has one, and when none has, starts one more (`async-select-N`, a thread with its
+//! own window and `GetMessageW` loop), as the book scales `WSAAsyncSelect` past one window;
+//! a log line says so (at most one a second). Windows stay until the server stops. The hand-off:
+//! window 0 accepts (the socket inherits the listener's registration: `FD_ACCEPT` to window
+//! 0), puts the socket in the other window's inbox — counted in the connection cap while there
+//! — and posts it `WM_HANDOFF`; that window's thread calls `WSAAsyncSelect(s, its window,
+//! WM_SOCKET, FD_READ | FD_WRITE | FD_CLOSE)`, which replaces the inherited registration: from
+//! then on Winsock posts for `s` to that window only, and the socket never moves again. The
+//! race: a message already posted to window 0 for `s` can only be an `FD_ACCEPT` (the one event
+//! the inherited registration had), which window 0 ignores for any socket but the listener —
+//! also when by then the handle names one of window 0's own clients. An event that came before
+//! the new registration is posted at registration on Windows (`FD_READ`, `FD_CLOSE`, which
+//! hold); Wine may not post `FD_READ` for data already there, so the new window reads once at
+//! once, as window 0 does for its own. A stale message for a closed socket names a handle that
+//! may by then be another window's socket (not in this window's map: ignored) or this one's
+//! (a call that returns `WSAEWOULDBLOCK`). Every window has its own shutdown waker and drain;
+//! `run` returns when every window has drained. The counters: `message_windows` (windows
+//! started), `window_sockets` (slots in use) and `window_sockets_peak` (the fullest window),
+//! in the counters line of Ctrl-Break and in the exit line.
+//!
+//! **Detection, as a backstop.** A `PostMessageW` of the model's own (`WM_READ_ON`,
+//! `WM_UDP_ON`, `WM_RELEASE`, `WM_HANDOFF`) that fails is counted in
+//! `notification_overflows`, logged (at most once a second), and the window rescans on its
+//! next turn: every client is served as readable and writable (a `recv` re-enables `FD_READ`,
+//! a `send` that would block `FD_WRITE`), window 0 accepts and answers the UDP socket, and the
+//! failed message's work is done without it (`WM_RELEASE`: the slot is freed at once;
+//! `WM_HANDOFF`: window 0 wakes that window through its shutdown waker, one more message, and
+//! it takes its inbox on that turn). `--trace` shows `overflow: rescanning N sockets (window
+//! W)`. The tests fail every third such post on purpose (`ServerConfig::test_fail_posts`,
+//! hidden), since Wine's queues never fill.
+//!
+//! **Wine.** Wine 8 has no such limit: 20,000 messages posted to one window before any was
+//! read were all queued and all delivered (`tests/windows_async_select.rs`, `window_queue`).
+//! So under Wine no notification is lost to a full queue even with one window; the bound is
+//! for Windows, and the tests under Wine check the windows, not an overflow.
 //!
 //! **Pitfalls.** Notifications are *re-enabling*, not level-triggered: after `FD_READ`, no
 //! new `FD_READ` is posted until the program calls `recv`, and then one is posted again only
@@ -127,5 +222,21 @@
 //! `F_SETOWN` would deliver them to any thread, whose default action is to kill the process),
 //! and left blocked until the last queued one is read. `SIGIO` is taken over by the serving
 //! thread, so the process must not use it for anything else.
+
+/// Windows: the posted messages a thread's message queue holds (`USERPostMessageLimit`, a
+/// registry value, 10,000 by default). Past it `PostMessageW` fails and Winsock's
+/// notifications are lost.
+pub const QUEUE_LIMIT: usize = 10_000;
+/// Windows: the messages of a window's queue kept for what is not a client (the listener's
+/// `FD_ACCEPT`, the UDP socket's `FD_READ` and `WM_UDP_ON`, the wakers, `WM_HANDOFF`): about
+/// 140 at most (see **Windows: bounded message queues**); the rest is margin.
+pub const QUEUE_RESERVE: usize = 2_000;
+/// Windows: the most messages one client has in its window's queue at once (see **Windows:
+/// bounded message queues**: 2 `FD_READ`, 3 `FD_WRITE`, 1 `FD_CLOSE`, 1 `WM_READ_ON`, 1
+/// `WM_RELEASE`).
+pub const MESSAGES_PER_SOCKET: usize = 8;
+/// Windows: the most clients one window serves, so that its queue cannot overflow:
+/// (10,000 - 2,000) / 8 = 1,000. `--sockets-per-window` may set fewer.
+pub const SOCKETS_PER_WINDOW: usize = (QUEUE_LIMIT - QUEUE_RESERVE) / MESSAGES_PER_SOCKET;
 
 os_files!();

@@ -1,24 +1,37 @@
-//! `WSAAsyncSelect` with a message-only window: socket events arrive as window messages, one
-//! thread's message loop serves them all.
+//! `WSAAsyncSelect` with message-only windows: socket events arrive as window messages, and
+//! each window's thread serves its own sockets from its own message queue.
 //!
 //! The listener is registered for `FD_ACCEPT`, each client for `FD_READ | FD_WRITE | FD_CLOSE`,
 //! the shutdown waker's UDP socket for `FD_READ` (so a wake-up is one more message), the
-//! server's UDP socket (`--udp`) for `FD_READ`: all post to one message-only window, whose
-//! procedure ([`WindowProc::window_proc`] below) serves the socket a message names. The loop
-//! blocks in `GetMessageW`, then dispatches what is queued (a bounded batch), then looks at
-//! shutdown and at the clock; a window timer wakes it for the drain deadline, for the end
-//! of an accept pause and for the next sweep of the idle and write timeouts.
+//! server's UDP socket (`--udp`) for `FD_READ`. Window 0 (the thread that called `run`) has
+//! the listener and the UDP socket and serves up to `--sockets-per-window` clients itself;
+//! past that it starts window 1, 2, ... — each a thread with its own message-only window and
+//! message loop — and hands each new socket to the first window with a free slot, which
+//! registers it with itself. Every window's procedure ([`WindowProc::window_proc`] below)
+//! serves the socket a message names. Each loop blocks in `GetMessageW`, then dispatches what
+//! is queued (a bounded batch), then looks at shutdown and at the clock; a window timer wakes
+//! it for the drain deadline, for the end of an accept pause and for its next sweep of the
+//! idle and write timeouts.
+//!
+//! **Why the bound** (`super` has the arithmetic): a thread's message queue holds 10,000 posted
+//! messages, and a socket has at most 8 in it at once, so a window of at most 1,000 sockets
+//! (2,000 messages kept for the rest) cannot lose a notification to a full queue. A post of
+//! our own that fails anyway is counted ([`crate::Stats::notification_overflows`]), logged,
+//! and answered with a rescan of that window's sockets.
 //!
 //! Limits (`crate::limits`): at the connection cap an `FD_ACCEPT` is not answered with an
 //! accept, so Winsock posts no further one (it re-enables `FD_ACCEPT` only with an accept
-//! call); a client closing is served in this same thread, and the loop accepts again on its
-//! next turn below the cap. The timeouts are a sweep over the clients on the turn one is due.
+//! call); window 0 accepts again on its first turn below the cap, and a window that closes a
+//! connection while window 0 waits at the cap wakes it ([`RoomSignal`], its socket selected
+//! for `FD_READ` as `WM_ROOM`). The timeouts are each window's sweep over its own clients.
 
-use crate::accept::Acceptor;
+use super::SOCKETS_PER_WINDOW;
+use crate::accept::{Acceptor, RoomSignal};
 use crate::log_every::log_every;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
-use crate::sys::window::{self, Window, WindowClass, WindowProc};
+use crate::stats::Stats;
+use crate::sys::window::{self, Poster, Window, WindowClass, WindowProc};
 use crate::sys::{last_wsa_error, wsa_startup, Waker};
 use crate::trace::trace_event;
 use crate::udp::{self, Drained, UdpEcho};
@@ -26,16 +39,17 @@ use crate::Ctx;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::{TcpListener, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{AsRawSocket, RawSocket};
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::{LPARAM, LRESULT, WPARAM};
 use windows_sys::Win32::Networking::WinSock as ws;
 use windows_sys::Win32::UI::WindowsAndMessaging::{WM_QUIT, WM_TIMER, WM_USER};
 
-pub(crate) const MECHANISM: &str = "WSAAsyncSelect (message-only window)";
+pub(crate) const MECHANISM: &str = "WSAAsyncSelect (message-only windows)";
 
 pub(crate) fn availability() -> Result<(), String> {
     Ok(())
@@ -44,18 +58,30 @@ pub(crate) fn availability() -> Result<(), String> {
 /// Winsock's notification for the listener, every client and the UDP socket: `wParam` is the
 /// socket, `lParam` the event (low word) and an error code (high word).
 const WM_SOCKET: u32 = WM_USER + 1;
-/// Winsock's notification for the shutdown waker's socket (`FD_READ`: a wake-up).
+/// Winsock's notification for the window's shutdown waker's socket (`FD_READ`: a wake-up).
 const WM_WAKE: u32 = WM_USER + 2;
 /// Our own message: read on from socket `wParam`, whose peer closed with data still unread.
 const WM_READ_ON: u32 = WM_USER + 3;
 /// Our own message: answer on from the UDP socket, whose last turn ran out of budget with
 /// datagrams perhaps still waiting.
 const WM_UDP_ON: u32 = WM_USER + 4;
+/// Posted by window 0 to another window: sockets wait in its inbox.
+const WM_HANDOFF: u32 = WM_USER + 5;
+/// Our own message, posted after a client of this window closed: every message Winsock posted
+/// for it is behind us now, so its slot is free.
+const WM_RELEASE: u32 = WM_USER + 6;
+/// Winsock's notification for the room signal's socket (window 0, `FD_READ`): a connection
+/// closed on another window while window 0 waited at the connection cap.
+const WM_ROOM: u32 = WM_USER + 7;
 /// The window's one timer: the drain deadline, the end of an accept pause, or the next sweep.
 const TIMER: usize = 1;
 /// The events a client socket is registered for.
 const CLIENT_EVENTS: u32 = ws::FD_READ | ws::FD_WRITE | ws::FD_CLOSE;
-/// Most connections accepted per `FD_ACCEPT`; Winsock posts another if more are waiting.
+/// Most connections accepted per `FD_ACCEPT`. Every accept call re-enables `FD_ACCEPT`, and
+/// Winsock posts another at once while connections wait, so a plain batch of N accepts could
+/// leave N messages in the queue: the listener is deregistered for the batch and registered
+/// again after it, which posts one `FD_ACCEPT` if connections still wait (`super`, the
+/// arithmetic: at most two queued).
 const ACCEPT_BATCH: usize = 64;
 /// Most messages dispatched per wake-up before the loop checks shutdown and the clock again.
 const MESSAGES_PER_TURN: usize = 1024;
@@ -65,25 +91,162 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     if let Some(l) = &listener {
         l.set_nonblocking(true)?;
     }
+    let per_window = ctx.sockets_per_window.unwrap_or(SOCKETS_PER_WINDOW);
+    let room = Arc::new(RoomSignal::new()?);
+    ctx.stats.message_windows.store(1, Relaxed);
+    std::thread::scope(|scope| {
+        let threads: RefCell<Vec<ScopedJoinHandle<'_, io::Result<()>>>> = RefCell::default();
+        // Starts window `index` on a thread of its own; returns once its window exists.
+        let spawn = |index: usize| -> io::Result<Peer> {
+            let share = Arc::new(Share::default());
+            let (ready, started) = mpsc::channel();
+            let (theirs, room) = (Arc::clone(&share), Arc::clone(&room));
+            let thread = std::thread::Builder::new()
+                .name(format!("async-select-{index}"))
+                .spawn_scoped(scope, move || {
+                    let served = serve_window(ctx, index, per_window, theirs, room, None, None, Some(ready));
+                    if let Err(e) = &served {
+                        log::error!("async-select: window {index} failed: {e}; stopping");
+                        ctx.shutdown.trigger();
+                    }
+                    served
+                })?;
+            threads.borrow_mut().push(thread);
+            let (poster, waker) = started.recv().map_err(|_| {
+                io::Error::other(format!("window {index} could not start (its error follows)"))
+            })?;
+            Ok(Peer {
+                index,
+                poster,
+                waker,
+                share,
+            })
+        };
+        let share = Arc::new(Share::default());
+        let served = serve_window(ctx, 0, per_window, share, Arc::clone(&room), listener, Some(&spawn), None);
+        if served.is_err() {
+            // The other windows stop by their drain.
+            ctx.shutdown.trigger();
+        }
+        let mut result = served;
+        for thread in threads.take() {
+            let served = thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            if result.is_ok() {
+                result = served;
+            }
+        }
+        result
+    })
+}
+
+/// What starts another window (window 0 only): its index in, the window out.
+type Spawn<'c> = &'c (dyn Fn(usize) -> io::Result<Peer> + 'c);
+
+/// Creates window `index` on this thread and runs its message loop until the drain is over.
+/// Window 0 gets the listener and the UDP socket, and `spawn`; another window tells `ready`
+/// where to post once its window exists.
+#[allow(clippy::too_many_arguments)]
+fn serve_window<'c>(
+    ctx: &'c Ctx,
+    index: usize,
+    per_window: usize,
+    share: Arc<Share>,
+    room: Arc<RoomSignal>,
+    listener: Option<TcpListener>,
+    spawn: Option<Spawn<'c>>,
+    ready: Option<mpsc::Sender<(Poster, Arc<Waker>)>>,
+) -> io::Result<()> {
     let waker = ctx.shutdown.register()?;
+    let theirs = Arc::clone(&waker);
     let class = WindowClass::<AsyncSelect>::register("iomodels-async-select")?;
+    let udp = ctx.udp.as_ref().filter(|_| index == 0);
     let model = AsyncSelect {
         state: RefCell::new(State {
             ctx,
+            index,
             waker,
             acceptor: listener.map(|l| Acceptor::new(l, ctx)),
-            udp: ctx.udp.as_ref().map(|u| (u, UdpEcho::new(ctx))),
+            udp: udp.map(|u| (u, UdpEcho::new(ctx))),
             // The first turn answers what came before the registration (announced or not).
             udp_on_queued: false,
-            udp_on_backlog: ctx.udp.is_some(),
+            udp_on_backlog: udp.is_some(),
             accept_after_pause: false,
             clients: HashMap::new(),
             scratch: vec![0u8; READ_CHUNK],
             read_on_backlog: Vec::new(),
             failed: None,
+            share,
+            per_window,
+            peers: Vec::new(),
+            spawn,
+            room,
+            rescan: false,
         }),
     };
-    class.with_window(&model, |window| message_loop(&model, window))?
+    class.with_window(&model, |window| {
+        if let Some(ready) = ready {
+            let _ = ready.send((window.poster(), theirs));
+        }
+        message_loop(&model, window)
+    })?
+}
+
+/// A window's slots and inbox, shared by its thread and window 0.
+#[derive(Default)]
+struct Share {
+    /// Slots taken: clients served, sockets on their way in the inbox, and clients closed
+    /// whose `WM_RELEASE` has not come yet (Winsock's messages for them may still be queued).
+    load: AtomicUsize,
+    /// Sockets window 0 accepted for this window, not registered yet (each counted in
+    /// `Stats::handoffs_in_flight` until it is).
+    inbox: Mutex<Vec<TcpStream>>,
+    /// A post to this window failed (a full queue): its thread rescans its sockets.
+    rescan: AtomicBool,
+}
+
+impl Share {
+    /// Takes a slot if fewer than `max` are taken; the fullest window is counted in
+    /// `Stats::window_sockets_peak`.
+    fn try_reserve(&self, max: usize, stats: &Stats) -> bool {
+        let mut load = self.load.load(Relaxed);
+        loop {
+            if load >= max {
+                return false;
+            }
+            match self
+                .load
+                .compare_exchange_weak(load, load + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => {
+                    stats.window_sockets.fetch_add(1, Relaxed);
+                    stats
+                        .window_sockets_peak
+                        .fetch_max(load as u64 + 1, Relaxed);
+                    return true;
+                }
+                Err(now) => load = now,
+            }
+        }
+    }
+
+    fn release(&self, stats: &Stats) {
+        self.load.fetch_sub(1, Relaxed);
+        stats.window_sockets.fetch_sub(1, Relaxed);
+    }
+
+    fn take_inbox(&self) -> Vec<TcpStream> {
+        std::mem::take(&mut *self.inbox.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Another window, as window 0 knows it.
+struct Peer {
+    index: usize,
+    poster: Poster,
+    /// Its shutdown waker: a wake-up makes its loop turn (and look at its inbox) when a
+    /// `WM_HANDOFF` could not be posted.
+    waker: Arc<Waker>,
+    share: Arc<Share>,
 }
 
 /// The model: everything the window procedure serves. Borrowed mutably for one message at a
@@ -94,6 +257,8 @@ struct AsyncSelect<'c> {
 
 struct State<'c> {
     ctx: &'c Ctx,
+    /// This window's number: 0 for the one with the listener.
+    index: usize,
     waker: Arc<Waker>,
     /// The listener; `None` without TCP (`--no-tcp`), and once shutdown began.
     acceptor: Option<Acceptor>,
@@ -116,6 +281,18 @@ struct State<'c> {
     read_on_backlog: Vec<RawSocket>,
     /// A listener failure for the loop to return.
     failed: Option<io::Error>,
+    /// This window's slots and inbox.
+    share: Arc<Share>,
+    /// `--sockets-per-window`.
+    per_window: usize,
+    /// Window 0: the other windows, in the order they started.
+    peers: Vec<Peer>,
+    /// Window 0: starts another window.
+    spawn: Option<Spawn<'c>>,
+    /// Wakes window 0 when a connection closes while it waits at the connection cap.
+    room: Arc<RoomSignal>,
+    /// A post of ours failed (a full queue): rescan this window's sockets next turn.
+    rescan: bool,
 }
 
 struct Client {
@@ -134,12 +311,18 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
     // The waker outlives this loop (shutdown keeps it): detach it from the window on the way
     // out, whichever way that is.
     let _detach_waker = Detach(waker.socket(), window);
+    let room = Arc::clone(&model.state.borrow().room);
+    let mut _detach_room = None;
     if let Some(a) = &model.state.borrow().acceptor {
+        async_select(room.waker().socket(), window, WM_ROOM, ws::FD_READ)?;
+        _detach_room = Some(Detach(room.waker().socket(), window));
         async_select(&a.listener, window, WM_SOCKET, ws::FD_ACCEPT)?;
     }
-    // The UDP socket: FD_READ only. Its answers never wait for room (a full send buffer drops
-    // one), so there is no FD_WRITE to ask for. It outlives the loop too (`ctx` owns it).
-    let _detach_udp = match &ctx.udp {
+    // The UDP socket (window 0's): FD_READ only. Its answers never wait for room (a full send
+    // buffer drops one), so there is no FD_WRITE to ask for. It outlives the loop too (`ctx`
+    // owns it).
+    let udp = model.state.borrow().udp.as_ref().map(|(u, _)| *u);
+    let _detach_udp = match udp {
         Some(u) => {
             async_select(u, window, WM_SOCKET, ws::FD_READ)?;
             Some(Detach(u, window))
@@ -169,18 +352,47 @@ fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
                 }
                 st.udp_on_backlog = false;
             }
-            if drain.is_over(st.clients.len()) {
+            // Sockets handed over but not adopted yet are connections too.
+            let inbox = st.share.inbox.lock().map_or(0, |i| i.len());
+            if drain.is_over(st.clients.len() + inbox) {
+                // (A socket handed over after this is closed with the inbox, as a client
+                // accepted during shutdown.)
+                for _ in st.share.take_inbox() {
+                    ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
+                }
+                // Its clients close as the state drops: the window holds no socket any more.
+                let held = st.share.load.swap(0, Relaxed);
+                ctx.stats.window_sockets.fetch_sub(held as u64, Relaxed);
                 return Ok(());
             }
             if let Some(now) = timeouts.due() {
                 // Dropping a session closes its socket; its queued messages become stale.
-                st.clients
-                    .retain(|_, c| c.session.expired(&timeouts, now).is_none());
+                let expired: Vec<RawSocket> = st
+                    .clients
+                    .iter_mut()
+                    .filter_map(|(&s, c)| c.session.expired(&timeouts, now).map(|_| s))
+                    .collect();
+                for socket in expired {
+                    st.close(window, socket);
+                }
                 st.retry_blocked_sends(window);
             }
-            if st.accept_after_pause && st.acceptor.as_mut().is_some_and(|a| a.is_accepting()) {
+            let room = Arc::clone(&st.room);
+            if st.accept_after_pause
+                && st
+                    .acceptor
+                    .as_mut()
+                    .is_some_and(|a| a.is_accepting_armed(&room))
+            {
                 st.accept_after_pause = false;
                 st.accept(window);
+            }
+            if inbox > 0 {
+                // Normally WM_HANDOFF says so; this also covers one that could not be posted.
+                st.adopt(window);
+            }
+            if std::mem::take(&mut st.rescan) || st.share.rescan.swap(false, Relaxed) {
+                st.rescan(window);
             }
             for socket in std::mem::take(&mut st.read_on_backlog) {
                 st.read_on(window, socket);
@@ -266,7 +478,17 @@ impl WindowProc for AsyncSelect<'_> {
         wparam: WPARAM,
         lparam: LPARAM,
     ) -> Option<LRESULT> {
-        if !matches!(msg, WM_SOCKET | WM_WAKE | WM_READ_ON | WM_UDP_ON | WM_TIMER) {
+        if !matches!(
+            msg,
+            WM_SOCKET
+                | WM_WAKE
+                | WM_READ_ON
+                | WM_UDP_ON
+                | WM_HANDOFF
+                | WM_RELEASE
+                | WM_ROOM
+                | WM_TIMER
+        ) {
             return None;
         }
         let Ok(mut st) = self.state.try_borrow_mut() else {
@@ -280,12 +502,16 @@ impl WindowProc for AsyncSelect<'_> {
         let socket = wparam as RawSocket;
         match msg {
             WM_SOCKET => st.on_socket_event(window, socket, lparam),
-            WM_WAKE => st.waker.reset(), // the loop sees the shutdown flag next
+            // The loop sees the shutdown flag next, or its inbox (a WM_HANDOFF not posted).
+            WM_WAKE => st.waker.reset(),
             WM_READ_ON => st.read_on(window, socket),
             WM_UDP_ON => {
                 st.udp_on_queued = false;
                 st.serve_udp(window); // after shutdown began: nothing to serve, ignored
             }
+            WM_HANDOFF => st.adopt(window),
+            WM_RELEASE => st.share.release(&st.ctx.stats),
+            WM_ROOM => st.room.waker().reset(), // the loop accepts next, if below the cap
             _ => {} // WM_TIMER: waking the loop was the point; it looks at the clock
         }
         Some(0)
@@ -347,6 +573,12 @@ impl State<'_> {
             s.readable = true;
             s.writable = true;
         }
+        if error == 0 && event == ws::FD_READ && client.peer_closed {
+            // After FD_CLOSE our own WM_READ_ON reads on, one recv each: a recv for this
+            // message too would re-enable FD_READ once more, and each such recv can leave one
+            // more FD_READ in the queue (the bound of `super` counts on at most two).
+            return;
+        }
         if event & ws::FD_READ != 0 {
             s.readable = true;
         }
@@ -364,7 +596,8 @@ impl State<'_> {
         self.serve(window, socket);
     }
 
-    /// Accepts a batch and registers each new client with the window.
+    /// Accepts a batch ([`ACCEPT_BATCH`]) with the listener deregistered, and gives each
+    /// connection a window.
     fn accept(&mut self, window: Window) {
         let Some(acceptor) = self.acceptor.as_mut() else {
             return;
@@ -374,54 +607,196 @@ impl State<'_> {
             return;
         }
         let ctx = self.ctx;
-        let clients = &mut self.clients;
+        // Quiet while it accepts: no FD_ACCEPT per accept call (see ACCEPT_BATCH). Messages
+        // already queued stay queued; the sockets it accepts inherit no registration.
+        ctx.stats.syscalls.fetch_add(2, Relaxed);
+        if let Err(e) = async_select(&acceptor.listener, window, 0, 0) {
+            self.failed = Some(e);
+            return;
+        }
         let mut new = Vec::new();
-        let result = acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
-            // The new socket inherited the listener's registration (FD_ACCEPT to this window;
-            // such a message for a client is ignored); this replaces it.
-            match async_select(&stream, window, WM_SOCKET, CLIENT_EVENTS) {
-                Ok(()) => {
-                    let mut client = Client {
-                        session: Session::new(stream, ctx),
-                        peer_closed: false,
-                        read_on_queued: false,
-                    };
-                    // Data that came between accept and WSAAsyncSelect may never be announced:
-                    // Windows posts FD_READ for it, Wine does not always (a client's first
-                    // bytes were seen to wait forever). One recv now costs a WouldBlock at
-                    // worst, and the recv re-enables FD_READ either way.
-                    client.session.readable = true;
-                    let socket = client.session.stream.as_raw_socket();
-                    clients.insert(socket, client);
-                    new.push(socket);
-                }
-                Err(e) => {
-                    ctx.stats.refused.fetch_add(1, Relaxed);
-                    log_every!(
-                        warn,
-                        "async-select: WSAAsyncSelect on a new client failed: {e}"
-                    );
-                }
-            }
-        });
+        let result = acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| new.push(stream));
+        // Registered again: Windows and Wine post FD_ACCEPT at once if a client waits (this
+        // also re-enables it on Wine, which re-enables it only with an accept that succeeds
+        // and can post an FD_ACCEPT whose connection an earlier accept already took: seen, 51
+        // clients never accepted before the model registered again after an empty accept).
+        // At the cap or in a pause, that FD_ACCEPT finds the model not accepting, is used up
+        // without an accept, and the loop accepts when the pause ends or a connection closes.
+        if let Err(e) = async_select(&acceptor.listener, window, WM_SOCKET, ws::FD_ACCEPT) {
+            self.failed = Some(e);
+        }
         match result {
             Ok(_) if acceptor.pause_remaining().is_some() => self.accept_after_pause = true,
-            Ok(0) => {
-                // Windows re-enables FD_ACCEPT with every accept call; Wine only with one that
-                // succeeds, and it can post an FD_ACCEPT whose connection an earlier accept
-                // already took. Then FD_ACCEPT stays disabled while clients queue up (seen: 51
-                // clients never accepted). Registering again re-enables it on both (Wine
-                // forgets what it reported; Windows posts FD_ACCEPT if a client waits).
-                if let Err(e) = async_select(&acceptor.listener, window, WM_SOCKET, ws::FD_ACCEPT)
-                {
-                    self.failed = Some(e);
-                }
-            }
             Ok(_) => {}
             Err(e) => self.failed = Some(e),
         }
-        for socket in new {
+        for stream in new {
+            self.place(window, stream);
+        }
+    }
+
+    /// Gives a new connection a slot: in this window (0) while it has one, else in the first
+    /// other window with one, else in a new window.
+    fn place(&mut self, window: Window, stream: TcpStream) {
+        let ctx = self.ctx;
+        if self.share.try_reserve(self.per_window, &ctx.stats) {
+            self.register(window, stream);
+            return;
+        }
+        let per_window = self.per_window;
+        let found = self
+            .peers
+            .iter()
+            .position(|p| p.share.try_reserve(per_window, &ctx.stats));
+        let Some(i) = found.or_else(|| self.start_window()) else {
+            ctx.stats.refused.fetch_add(1, Relaxed);
+            return; // dropped: the client sees its connection closed
+        };
+        let peer = &self.peers[i];
+        trace_event!(
+            ctx.trace,
+            "handoff s={} -> window {}",
+            stream.as_raw_socket(),
+            peer.index
+        );
+        ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed);
+        let was_empty = {
+            let mut inbox = peer.share.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+            inbox.push(stream);
+            inbox.len() == 1
+        };
+        if was_empty {
+            if let Err(e) = post(ctx, peer.poster, WM_HANDOFF, 0) {
+                // Its loop looks at its inbox every turn: a full queue turns soon, and the
+                // waker's datagram (one more message, WM_WAKE) turns an idle one.
+                peer.share.rescan.store(true, Relaxed);
+                if let Err(e) = peer.waker.wake() {
+                    log::debug!("async-select: cannot wake window {}: {e}", peer.index);
+                }
+                let index = peer.index;
+                post_failed(ctx, index, "WM_HANDOFF", &e);
+            }
+        }
+    }
+
+    /// Starts the next window (window 0 only, at most one per `--sockets-per-window` sockets
+    /// beyond its own); its slot in `peers`, or `None` (logged) if it cannot start.
+    fn start_window(&mut self) -> Option<usize> {
+        let spawn = self.spawn?;
+        let index = self.peers.len() + 1;
+        match spawn(index) {
+            Ok(peer) => {
+                let ctx = self.ctx;
+                if !peer.share.try_reserve(self.per_window, &ctx.stats) {
+                    return None; // (a fresh window has every slot free)
+                }
+                self.peers.push(peer);
+                ctx.stats.message_windows.store(index as u64 + 1, Relaxed);
+                log_every!(
+                    info,
+                    "async-select: window {index} started on a thread of its own ({} windows now, at \
+                     most {} sockets each: --sockets-per-window, so that no message queue can \
+                     overflow)",
+                    index + 1,
+                    self.per_window
+                );
+                Some(index - 1)
+            }
+            Err(e) => {
+                log_every!(
+                    error,
+                    "async-select: cannot start window {index}: {e}; a new connection is closed"
+                );
+                None
+            }
+        }
+    }
+
+    /// Registers the sockets window 0 handed to this window.
+    fn adopt(&mut self, window: Window) {
+        for stream in self.share.take_inbox() {
+            self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
+            self.register(window, stream);
+        }
+    }
+
+    /// Makes a client of a socket whose slot in this window is taken: selects it for its
+    /// events with this window, reads once, and serves it.
+    fn register(&mut self, window: Window, stream: TcpStream) {
+        let ctx = self.ctx;
+        // The new socket inherited the listener's registration (FD_ACCEPT to window 0; such a
+        // message for a client is ignored); this replaces it, so from here on Winsock posts
+        // its events to this window only.
+        match async_select(&stream, window, WM_SOCKET, CLIENT_EVENTS) {
+            Ok(()) => {
+                let mut client = Client {
+                    session: Session::new(stream, ctx),
+                    peer_closed: false,
+                    read_on_queued: false,
+                };
+                // Data that came between accept and WSAAsyncSelect may never be announced:
+                // Windows posts FD_READ for it, Wine does not always (a client's first
+                // bytes were seen to wait forever). One recv now costs a WouldBlock at
+                // worst, and the recv re-enables FD_READ either way.
+                client.session.readable = true;
+                let socket = client.session.stream.as_raw_socket();
+                self.clients.insert(socket, client);
+                self.serve(window, socket);
+            }
+            Err(e) => {
+                ctx.stats.refused.fetch_add(1, Relaxed);
+                log_every!(
+                    warn,
+                    "async-select: WSAAsyncSelect on a new client failed: {e}"
+                );
+                // Nothing was posted for it here: its slot is free at once.
+                self.share.release(&self.ctx.stats);
+            }
+        }
+    }
+
+    /// Closes a client (drops its session): its slot is freed by a `WM_RELEASE` posted behind
+    /// the messages Winsock may still have queued for it (none come after `closesocket`).
+    fn close(&mut self, window: Window, socket: RawSocket) {
+        if self.clients.remove(&socket).is_none() {
+            return;
+        }
+        self.room.freed();
+        if let Err(e) = post(self.ctx, window.poster(), WM_RELEASE, 0) {
+            self.share.release(&self.ctx.stats);
+            self.post_failed("WM_RELEASE", &e);
+        }
+    }
+
+    /// A post of ours failed: counted, logged, and this window rescans next turn.
+    fn post_failed(&mut self, what: &str, e: &io::Error) {
+        post_failed(self.ctx, self.index, what, e);
+        self.rescan = true;
+    }
+
+    /// Notifications may have been lost (a post failed, so Winsock's may have too): every
+    /// client is served as if readable and writable (one recv each, which re-enables
+    /// `FD_READ`), window 0 accepts, and the UDP socket is answered.
+    fn rescan(&mut self, window: Window) {
+        let sockets: Vec<RawSocket> = self.clients.keys().copied().collect();
+        trace_event!(
+            self.ctx.trace,
+            "overflow: rescanning {} sockets (window {})",
+            sockets.len(),
+            self.index
+        );
+        for socket in sockets {
+            if let Some(c) = self.clients.get_mut(&socket) {
+                c.session.readable = true;
+                c.session.writable = true;
+            }
             self.serve(window, socket);
+        }
+        if self.acceptor.is_some() {
+            self.accept(window);
+        }
+        if self.udp.is_some() {
+            self.udp_on_backlog = true;
         }
     }
 
@@ -437,10 +812,10 @@ impl State<'_> {
         };
         if echo.serve(u, ctx, udp::BUDGET) == Drained::More && !self.udp_on_queued {
             self.udp_on_queued = true;
-            if let Err(e) = window.post(WM_UDP_ON, 0, 0) {
-                log::debug!("async-select: cannot post WM_UDP_ON ({e}); deferring");
+            if let Err(e) = post(ctx, window.poster(), WM_UDP_ON, 0) {
                 self.udp_on_queued = false;
                 self.udp_on_backlog = true;
+                self.post_failed("WM_UDP_ON", &e);
             }
         }
     }
@@ -489,15 +864,15 @@ impl State<'_> {
                     client.peer_closed = false;
                 }
             }
-            Status::Closed => drop(self.clients.remove(&socket)),
+            Status::Closed => self.close(window, socket),
             Status::MoreToRead if client.peer_closed => {
                 // After FD_CLOSE nothing promises another FD_READ: keep reading by messages
                 // of our own, one recv each, queued behind everyone else's.
                 if !client.read_on_queued {
                     client.read_on_queued = true;
-                    if let Err(e) = window.post(WM_READ_ON, socket as WPARAM, 0) {
-                        log::debug!("async-select: cannot post WM_READ_ON ({e}); deferring");
+                    if let Err(e) = post(self.ctx, window.poster(), WM_READ_ON, socket as WPARAM) {
                         self.read_on_backlog.push(socket);
+                        self.post_failed("WM_READ_ON", &e);
                     }
                 }
             }
@@ -508,6 +883,34 @@ impl State<'_> {
             }
         }
     }
+}
+
+/// Posts one of the model's own messages. With `ServerConfig::test_fail_posts` = N (tests
+/// only), every Nth fails as a post to a full queue does, unposted.
+fn post(ctx: &Ctx, to: Poster, msg: u32, wparam: WPARAM) -> io::Result<()> {
+    if let Some(every) = ctx.test_fail_posts {
+        static POSTS: AtomicU64 = AtomicU64::new(0);
+        if POSTS.fetch_add(1, Relaxed) % u64::from(every.get()) == 0 {
+            return Err(io::Error::from_raw_os_error(window::ERROR_NOT_ENOUGH_QUOTA));
+        }
+    }
+    to.post(msg, wparam, 0)
+}
+
+/// A post to window `index` failed: counted in `Stats::notification_overflows` and logged
+/// (at most about once a second); the window rescans.
+fn post_failed(ctx: &Ctx, index: usize, what: &str, e: &io::Error) {
+    let n = ctx.stats.notification_overflows.fetch_add(1, Relaxed) + 1;
+    let why = if window::is_queue_full(e) {
+        "its message queue is full"
+    } else {
+        "the post failed"
+    };
+    log_every!(
+        warn,
+        "async-select: cannot post {what} to window {index} ({e}): {why}, so Winsock's \
+         notifications may be lost too; rescanning its sockets ({n} so far)"
+    );
 }
 
 /// `WSAAsyncSelect(socket, window, msg, events)`: makes the socket non-blocking and has Winsock
@@ -541,7 +944,7 @@ struct Detach<'a, S: AsRawSocket>(&'a S, Window);
 impl<S: AsRawSocket> Drop for Detach<'_, S> {
     fn drop(&mut self) {
         if let Err(e) = async_select(self.0, self.1, 0, 0) {
-            log::debug!("async-select: cannot detach the waker: {e}");
+            log::debug!("async-select: cannot detach a socket from its window: {e}");
         }
     }
 }

@@ -95,6 +95,34 @@ impl Window {
         // SAFETY: plain values; a timer that does not exist is reported, not a fault.
         unsafe { wm::KillTimer(self.0, id) };
     }
+
+    /// A handle other threads may post to ([`Poster`]).
+    pub fn poster(self) -> Poster {
+        Poster(self.0 as isize)
+    }
+}
+
+/// What another thread keeps of a window to post messages to it (`PostMessageW` may be called
+/// from any thread; the message is queued for the window's own thread). Only posting: the
+/// window's timers and its messages stay with its thread. Posting to a window that is gone
+/// fails; it is never unsound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poster(isize);
+
+impl Poster {
+    /// [`Window::post`], from any thread.
+    pub fn post(self, msg: u32, wparam: WPARAM, lparam: LPARAM) -> io::Result<()> {
+        Window(self.0 as HWND).post(msg, wparam, lparam)
+    }
+}
+
+/// `ERROR_NOT_ENOUGH_QUOTA` (1816): what `PostMessageW` fails with when the thread's message
+/// queue holds `USERPostMessageLimit` messages (10,000 by default).
+pub const ERROR_NOT_ENOUGH_QUOTA: i32 = 1816;
+
+/// True if `e` (from [`Window::post`]) says the window's message queue is full.
+pub fn is_queue_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(ERROR_NOT_ENOUGH_QUOTA)
 }
 
 /// A registered window class whose windows call handlers of type `P`; unregistered on drop.
