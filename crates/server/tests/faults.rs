@@ -598,11 +598,11 @@ mod cases {
         stop_clean(server);
     }
 
-    /// Stop (the running server's `stop`, a 2 s drain) with many busy connections (Linux
-    /// 1,000 — select 400 —, Windows under Wine 200; 4 client threads, 1 KiB exchanges in rounds): `stop`
+    /// Stop (the running server's `stop`, a 2 s drain) with many busy connections (Linux 1,000 —
+    /// select 400 —, Windows under Wine 200; 4 client threads, 1 KiB exchanges in rounds): `stop`
     /// returns within 30 s and leaves no connection, byte or operation; every exchange that
-    /// completed came back byte for byte (and the part of one the stop cut is a true prefix);
-    /// every connection then sees an end or a reset, none a hang.
+    /// completed came back byte for byte (and the part of one the stop cut is a true prefix); every
+    /// connection then sees an end or a reset, none a hang.
     pub fn stop_with_many_busy_connections_returns_and_no_completed_exchange_loses_a_byte(
         v: Variant,
     ) {

@@ -1,11 +1,11 @@
 #![cfg(windows)]
-//! The Winsock overlapped models (`overlapped-event`, `overlapped-routine`, `completion-port`)
-//! with real sockets and blocking clients: many clients at once, a large echo in odd chunks,
-//! half-close, backpressure against a client that never reads, shutdown with receives
-//! pending, a client reset while a receive is pending, pipelined clients that send while
-//! their echo is pending, and `overlapped-event`'s posted `AcceptEx` (2,000 connections at
-//! once; never more posted than places below `--max-conns`). Every client call has a timeout, so a stuck server
-//! fails the test instead of hanging it.
+//! The Winsock overlapped models (`overlapped-event`, `overlapped-routine`, `completion-port`) with
+//! real sockets and blocking clients: many clients at once, a large echo in odd chunks, half-close,
+//! backpressure against a client that never reads, shutdown with receives pending, a client reset
+//! while a receive is pending, pipelined clients that send while their echo is pending, and
+//! `overlapped-event`'s posted `AcceptEx` (2,000 connections at once; never more posted than places
+//! below `--max-conns`). Every client call has a timeout, so a stuck server fails the test instead
+//! of hanging it.
 
 mod common;
 

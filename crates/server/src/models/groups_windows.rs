@@ -152,9 +152,9 @@ pub(crate) trait Member: Send + Sized + 'static {
     /// The sweep of the idle and write timeouts ([`crate::limits`]) at `now`: true (counted)
     /// if it expired; the group then closes it with [`Member::close`].
     fn expired(&mut self, sweep: &Sweep, now: Instant) -> bool;
-    /// The drain is over, or it expired: close now. [`Flow::Done`] when the member can be dropped at once,
-    /// [`Flow::Wait`] while operations are still in flight (their handles stay in the wait and
-    /// later turns return `Done`).
+    /// The drain is over, or it expired: close now. [`Flow::Done`] when the member can be dropped
+    /// at once, [`Flow::Wait`] while operations are still in flight (their handles stay in the wait
+    /// and later turns return `Done`).
     fn close(&mut self, local: &mut Self::Local) -> Flow;
     /// It joined group `group` (on the group's thread, before its first turn): a model may
     /// name the group in its `--trace` lines.

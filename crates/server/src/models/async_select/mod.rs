@@ -89,45 +89,44 @@
 //! epoll, at about the same server CPU per message (10.7 µs against 10.4 and 9.8). epoll gives
 //! the same "the kernel tells you" without any of it.
 //!
-//! **Windows.** The real thing: message-only windows (`sys/windows/window.rs`: a class
-//! registered under a name of its own, `HWND_MESSAGE` parent), one per thread, each with its
-//! own message queue and loop. Window 0 runs on the thread that called `run` and has the
-//! listener and the UDP socket; windows 1, 2, ... start as its sockets outgrow it (**Windows:
-//! bounded message queues** below). A window receives `WM_SOCKET` (`WM_USER + 1`) for the
-//! listener (`FD_ACCEPT`, window 0), its clients (`FD_READ | FD_WRITE | FD_CLOSE`) and the UDP
-//! socket (`FD_READ`, window 0, see **UDP** above), `WM_WAKE` for its shutdown waker's UDP
-//! socket, selected for `FD_READ` so that a wake-up is one more message, `WM_ROOM` (window 0:
-//! a connection closed elsewhere while it waited at the cap), and the messages the model posts
-//! itself: `WM_READ_ON`, `WM_UDP_ON`, `WM_RELEASE` (a slot is free, below) and `WM_HANDOFF`
-//! (window 0 to another: sockets wait in its inbox). Window 0 answers an `FD_ACCEPT` with up
-//! to 64 accepts, with the listener deregistered meanwhile (`WSAAsyncSelect(listener, hwnd, 0,
-//! 0)`, then registered again): each accept call re-enables `FD_ACCEPT` and Winsock posts
-//! another at once while connections wait, so a plain batch of N accepts could leave N
-//! messages queued; registering again posts one if connections still wait. (One accept per
-//! message, as Winsock's documentation has it, also bounds them, but accepted so slowly under
-//! a flood that a `--max-conns` cap was never reached.) Each loop blocks in `GetMessageW` (one counted wait), then dispatches
-//! what is queued, at most 1,024 messages, to the window procedure, then checks shutdown and
-//! the clock; a window timer (`SetTimer`) wakes it for the drain deadline and for the end of an
-//! accept pause. The procedure reads the event from `WSAGETSELECTEVENT(lParam)` (low word),
-//! sets the session's `readable` / `writable` flags and calls `Session::pump` with one read: one
-//! recv per `FD_READ`, sends until `WSAEWOULDBLOCK` or nothing is left. The recv re-enables
-//! `FD_READ`: if data remains, Winsock posts another, queued behind every other socket's
-//! messages, so a busy client cannot starve the rest and the model clears `readable` instead of
-//! reading again. Backpressure stops the recv, and then an `FD_READ` is used up with no recv
-//! to re-enable it: the session keeps `readable`, and the pump that runs when `FD_WRITE` drains
-//! its output reads again. After `FD_CLOSE` nothing promises another `FD_READ`, so while data
-//! remains the model posts itself `WM_READ_ON`, one recv each, until the end of stream. An
-//! error code (`WSAGETSELECTERROR`, the high word) is not acted on directly. The session
-//! sets both flags and lets its next recv or send report the error, which is then counted as for
-//! every model. Socket handles are reused at once, which Wine shows too, so a message for a
+//! **Windows.** The real thing: message-only windows (`sys/windows/window.rs`: a class registered
+//! under a name of its own, `HWND_MESSAGE` parent), one per thread, each with its own message queue
+//! and loop. Window 0 runs on the thread that called `run` and has the listener and the UDP socket;
+//! windows 1, 2, ... start as its sockets outgrow it (**Windows: bounded message queues** below). A
+//! window receives `WM_SOCKET` (`WM_USER + 1`) for the listener (`FD_ACCEPT`, window 0), its
+//! clients (`FD_READ | FD_WRITE | FD_CLOSE`) and the UDP socket (`FD_READ`, window 0, see **UDP**
+//! above), `WM_WAKE` for its shutdown waker's UDP socket, selected for `FD_READ` so that a wake-up
+//! is one more message, `WM_ROOM` (window 0: a connection closed elsewhere while it waited at the
+//! cap), and the messages the model posts itself: `WM_READ_ON`, `WM_UDP_ON`, `WM_RELEASE` (a slot
+//! is free, below) and `WM_HANDOFF` (window 0 to another: sockets wait in its inbox). Window 0
+//! answers an `FD_ACCEPT` with up to 64 accepts, with the listener deregistered meanwhile
+//! (`WSAAsyncSelect(listener, hwnd, 0, 0)`, then registered again): each accept call re-enables
+//! `FD_ACCEPT` and Winsock posts another at once while connections wait, so a plain batch of N
+//! accepts could leave N messages queued; registering again posts one if connections still wait.
+//! (One accept per message, as Winsock's documentation has it, also bounds them, but accepted so
+//! slowly under a flood that a `--max-conns` cap was never reached.) Each loop blocks in
+//! `GetMessageW` (one counted wait), then dispatches what is queued, at most 1,024 messages, to the
+//! window procedure, then checks shutdown and the clock; a window timer (`SetTimer`) wakes it for
+//! the drain deadline and for the end of an accept pause. The procedure reads the event from
+//! `WSAGETSELECTEVENT(lParam)` (low word), sets the session's `readable` / `writable` flags and
+//! calls `Session::pump` with one read: one recv per `FD_READ`, sends until `WSAEWOULDBLOCK` or
+//! nothing is left. The recv re-enables `FD_READ`: if data remains, Winsock posts another, queued
+//! behind every other socket's messages, so a busy client cannot starve the rest and the model
+//! clears `readable` instead of reading again. Backpressure stops the recv, and then an `FD_READ`
+//! is used up with no recv to re-enable it: the session keeps `readable`, and the pump that runs
+//! when `FD_WRITE` drains its output reads again. After `FD_CLOSE` nothing promises another
+//! `FD_READ`, so while data remains the model posts itself `WM_READ_ON`, one recv each, until the
+//! end of stream. An error code (`WSAGETSELECTERROR`, the high word) is not acted on directly. The
+//! session sets both flags and lets its next recv or send report the error, which is then counted
+//! as for every model. Socket handles are reused at once, which Wine shows too, so a message for a
 //! closed socket can name a new client; the worst such a stale message can do is cost the new
-//! client calls that return `WSAEWOULDBLOCK`. Messages for sockets no longer open are ignored. A new socket
-//! inherits the listener's selection until it is selected for its own events (an early
-//! `FD_ACCEPT` for it is ignored). Under Wine 8, `FD_CLOSE` came only once the data before the
-//! FIN had been read, so the `WM_READ_ON` path is there for Windows, where that order is not
-//! promised. After `FD_CLOSE`, `FD_READ` messages are ignored and `WM_READ_ON` alone reads on:
-//! a recv for each of them too would re-enable `FD_READ` once more per message, and the
-//! `FD_READ` messages in the queue could grow with the data left.
+//! client calls that return `WSAEWOULDBLOCK`. Messages for sockets no longer open are ignored. A
+//! new socket inherits the listener's selection until it is selected for its own events (an early
+//! `FD_ACCEPT` for it is ignored). Under Wine 8, `FD_CLOSE` came only once the data before the FIN
+//! had been read, so the `WM_READ_ON` path is there for Windows, where that order is not promised.
+//! After `FD_CLOSE`, `FD_READ` messages are ignored and `WM_READ_ON` alone reads on: a recv for
+//! each of them too would re-enable `FD_READ` once more per message, and the `FD_READ` messages in
+//! the queue could grow with the data left.
 //!
 //! **Windows: bounded message queues.** A thread's message queue holds `USERPostMessageLimit`
 //! posted messages (a registry value, 10,000 by default). Past it `PostMessageW` fails with
@@ -149,14 +148,15 @@
 //! | `WM_RELEASE` | 1 | ours, posted once after the socket closed |
 //! | **per socket** | **8** | `MESSAGES_PER_SOCKET` |
 //!
-//! Besides its clients, window 0's queue holds the listener's `FD_ACCEPT` (2 at most: none
-//! posted during a batch, the listener being deregistered; one at its registration again; one
-//! when a connection arrives while it is registered and `FD_ACCEPT` is enabled), the UDP socket's `FD_READ` (128: a turn of 64 `recvfrom` calls re-enables 64 times,
-//! and they are ignored while our `WM_UDP_ON` is queued, so two turns' worth) and one
-//! `WM_UDP_ON`, `WM_WAKE` and `WM_ROOM` (one per wake-up datagram not yet read: a few), and
-//! every window one `WM_HANDOFF` at most (posted when its inbox was empty): about 140, so
-//! `QUEUE_RESERVE` keeps 2,000 and the rest is margin. `WM_TIMER` takes no room: it is not
-//! posted, the queue makes it when a timer is due. Hence
+//! Besides its clients, window 0's queue holds the listener's `FD_ACCEPT` (2 at most: none posted
+//! during a batch, the listener being deregistered; one at its registration again; one when a
+//! connection arrives while it is registered and `FD_ACCEPT` is enabled), the UDP socket's
+//! `FD_READ` (128: a turn of 64 `recvfrom` calls re-enables 64 times, and they are ignored while
+//! our `WM_UDP_ON` is queued, so two turns' worth) and one `WM_UDP_ON`, `WM_WAKE` and `WM_ROOM`
+//! (one per wake-up datagram not yet read: a few), and every window one `WM_HANDOFF` at most
+//! (posted when its inbox was empty): about 140, so `QUEUE_RESERVE` keeps 2,000 and the rest is
+//! margin. `WM_TIMER` takes no room: it is not posted, the queue makes it when a timer is due.
+//! Hence
 //!
 //! > sockets per window = (10,000 − 2,000) / 8 = **1,000** (`SOCKETS_PER_WINDOW`),
 //!

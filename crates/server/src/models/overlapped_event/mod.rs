@@ -19,20 +19,20 @@
 //! in `models/uring`, which states the one rule of completion I/O: a buffer and its record
 //! live until the kernel's final completion.
 //!
-//! **The zero-byte receive, io_uring style.** The book's servers that hold many idle
-//! connections post a `WSARecv` with a *zero-length* buffer: it completes when data arrives and
-//! pins no memory meanwhile; only then does the server read for real. Here the recv carries no
-//! buffer either: it names the ring's provided-buffer group (`IOSQE_BUFFER_SELECT`), and the
-//! kernel picks a buffer only when data arrives (one of `--recv-buffers`, 16 × 64 KiB consumed incrementally on the
-//! one ring by default, whose pages become resident only as traffic fills them), at most the
-//! connection's read budget of it; the bytes are consumed and the buffer goes back to the ring
-//! at once, or, for a plaintext echo, once they have been sent from it (no copy: the reply
-//! goes out of the buffer the kernel filled). One step, where Winsock needs two. A receive
-//! that finds the socket drained is posted with `IORING_RECVSEND_POLL_FIRST`: in a ping-pong
-//! the next request comes only after the reply, so a first try would only fail with `EAGAIN`.
-//! An idle connection costs its socket, its state and its posted record: measured 395 B of
-//! server RSS per idle connection at 19,000 (`bench --scenario idle`), against 15.5 KiB when
-//! each connection posted its own 16 KiB buffer. `Stats::recv_buffer_bytes_posted` is 0 here.
+//! **The zero-byte receive, io_uring style.** The book's servers that hold many idle connections
+//! post a `WSARecv` with a *zero-length* buffer: it completes when data arrives and pins no memory
+//! meanwhile; only then does the server read for real. Here the recv carries no buffer either: it
+//! names the ring's provided-buffer group (`IOSQE_BUFFER_SELECT`), and the kernel picks a buffer
+//! only when data arrives (one of `--recv-buffers`, 16 × 64 KiB consumed incrementally on the one
+//! ring by default, whose pages become resident only as traffic fills them), at most the
+//! connection's read budget of it; the bytes are consumed and the buffer goes back to the ring at
+//! once, or, for a plaintext echo, once they have been sent from it (no copy: the reply goes out of
+//! the buffer the kernel filled). One step, where Winsock needs two. A receive that finds the
+//! socket drained is posted with `IORING_RECVSEND_POLL_FIRST`: in a ping-pong the next request
+//! comes only after the reply, so a first try would only fail with `EAGAIN`. An idle connection
+//! costs its socket, its state and its posted record: measured 395 B of server RSS per idle
+//! connection at 19,000 (`bench --scenario idle`), against 15.5 KiB when each connection posted its
+//! own 16 KiB buffer. `Stats::recv_buffer_bytes_posted` is 0 here.
 //!
 //! **UDP** (`--udp`). Linux: the engine keeps four `IORING_OP_RECVMSG` posted on the UDP
 //! socket, each with a 64 KiB buffer and room for the sender's address in its record; a whole

@@ -4,26 +4,26 @@
 //!
 //! ## Zero-byte receives (the book's scalable-server technique)
 //!
-//! A posted `WSARecv` locks its buffer's pages in memory for as long as it is pending, and an
-//! idle connection's receive is pending for as long as the peer is silent: with a 16 KiB
-//! buffer posted per connection, 40,000 idle connections lock 640 MiB (the book's test machine
-//! for its scalable-server figures had 768 MB; locked pages are also bounded per process and
-//! system-wide, and a post past the bound fails with `WSAENOBUFS`). The book's answer, done here: while a connection waits for input it has a
-//! **zero-byte `WSARecv`** posted (a `WSABUF` of length 0: no page is locked). Its completion
-//! (0 bytes, success) says only that the socket has *something* to read — data, or the end of
-//! stream — so the connection then reads with ordinary **non-blocking `recv`s** (the socket is
-//! put in non-blocking mode at adoption; overlapped calls ignore that mode) into a per-thread
-//! scratch buffer of [`RECV_SIZE`] bytes, until `WSAEWOULDBLOCK` (drained: post the zero-byte
-//! receive again), `recv` returning 0 (the end of stream: that is how the two meanings of the
-//! 0-byte completion are told apart), an error (the connection closes, counted in `errors`), the
-//! read budget running out (backpressure: nothing is posted; the next send completion reads
-//! on), or [`READS_PER_TURN`] reads (fairness: the zero-byte receive is posted again, and
-//! completes at once since data is waiting). libuv's Windows TCP does the same ("zero reads").
-//! So `Stats::recv_buffer_bytes_posted` stays 0 for these models on Windows: no connection
+//! A posted `WSARecv` locks its buffer's pages in memory for as long as it is pending, and an idle
+//! connection's receive is pending for as long as the peer is silent: with a 16 KiB buffer posted
+//! per connection, 40,000 idle connections lock 640 MiB (the book's test machine for its
+//! scalable-server figures had 768 MB; locked pages are also bounded per process and system-wide,
+//! and a post past the bound fails with `WSAENOBUFS`). The book's answer, done here: while a
+//! connection waits for input it has a **zero-byte `WSARecv`** posted (a `WSABUF` of length 0: no
+//! page is locked). Its completion (0 bytes, success) says only that the socket has *something* to
+//! read — data, or the end of stream — so the connection then reads with ordinary **non-blocking
+//! `recv`s** (the socket is put in non-blocking mode at adoption; overlapped calls ignore that
+//! mode) into a per-thread scratch buffer of [`RECV_SIZE`] bytes, until `WSAEWOULDBLOCK` (drained:
+//! post the zero-byte receive again), `recv` returning 0 (the end of stream: that is how the two
+//! meanings of the 0-byte completion are told apart), an error (the connection closes, counted in
+//! `errors`), the read budget running out (backpressure: nothing is posted; the next send
+//! completion reads on), or [`READS_PER_TURN`] reads (fairness: the zero-byte receive is posted
+//! again, and completes at once since data is waiting). libuv's Windows TCP does the same ("zero
+//! reads"). So `Stats::recv_buffer_bytes_posted` stays 0 for these models on Windows: no connection
 //! ever has a receive buffer in the kernel's hands. The cost: one more system call per burst of
-//! input (the `recv` after the completion), and the final `WSAEWOULDBLOCK` one.
-//! Wine 8 behaves as Windows here (checked by `winio::tests`): a zero-byte `WSARecv` stays
-//! pending on an empty socket and completes with 0 bytes on data or on the peer's FIN.
+//! input (the `recv` after the completion), and the final `WSAEWOULDBLOCK` one. Wine 8 behaves as
+//! Windows here (checked by `winio::tests`): a zero-byte `WSARecv` stays pending on an empty socket
+//! and completes with 0 bytes on data or on the peer's FIN.
 
 use super::op::{cancel_all, post_recv, post_send, InFlight, Notify, Op, OpKind};
 use crate::limits::Sweep;
