@@ -270,6 +270,16 @@ macro_rules! for_model {
             fn clients_reset_while_a_receive_is_pending_are_counted_and_the_server_serves_on() {
                 clients_reset_while_a_receive_is_pending($model);
             }
+
+            #[test]
+            fn two_thousand_idle_connections_pin_no_receive_buffer() {
+                idle_connections_post_no_receive_buffer($model);
+            }
+
+            #[test]
+            fn twenty_clients_sending_while_their_echo_is_pending_never_stall() {
+                sends_while_the_echo_is_pending_never_stall($model);
+            }
         }
     };
 }
@@ -327,25 +337,6 @@ fn idle_connections_post_no_receive_buffer(model: Model) {
         |s| s.active == 0,
     );
     stop_clean(server);
-}
-
-mod zero_byte_receives {
-    use super::*;
-
-    #[test]
-    fn completion_port_two_thousand_idle_connections_pin_no_receive_buffer() {
-        idle_connections_post_no_receive_buffer(Model::CompletionPort);
-    }
-
-    #[test]
-    fn overlapped_routine_two_thousand_idle_connections_pin_no_receive_buffer() {
-        idle_connections_post_no_receive_buffer(Model::OverlappedRoutine);
-    }
-
-    #[test]
-    fn overlapped_event_two_thousand_idle_connections_pin_no_receive_buffer() {
-        idle_connections_post_no_receive_buffer(Model::OverlappedEvent);
-    }
 }
 
 /// A client with a small receive buffer (4 KiB asked; the kernel's minimum is about that), so
@@ -443,25 +434,6 @@ fn sends_while_the_echo_is_pending_never_stall(model: Model) {
         "{st:?}"
     );
     stop_clean(server);
-}
-
-mod pipelined {
-    use super::*;
-
-    #[test]
-    fn overlapped_event_twenty_clients_sending_while_their_echo_is_pending_never_stall() {
-        sends_while_the_echo_is_pending_never_stall(Model::OverlappedEvent);
-    }
-
-    #[test]
-    fn overlapped_routine_twenty_clients_sending_while_their_echo_is_pending_never_stall() {
-        sends_while_the_echo_is_pending_never_stall(Model::OverlappedRoutine);
-    }
-
-    #[test]
-    fn completion_port_twenty_clients_sending_while_their_echo_is_pending_never_stall() {
-        sends_while_the_echo_is_pending_never_stall(Model::CompletionPort);
-    }
 }
 
 /// The `AcceptEx` `overlapped-event` keeps posted (`groups_windows::ACCEPTS_POSTED`).
