@@ -53,6 +53,10 @@ pub struct Machine {
     pub kernel: String,
     /// Operating system (`linux`, `windows`).
     pub os: String,
+    /// The Wine version when a Windows build ran under Wine (ntdll's `wine_get_version`):
+    /// its figures measure Wine's socket layer, not Windows'. Absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wine: Option<String>,
 }
 
 impl Machine {
@@ -63,8 +67,26 @@ impl Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kernel: kernel(),
             os: std::env::consts::OS.to_string(),
+            wine: wine(),
         }
     }
+
+    /// The OS as the table and the report say it: `linux`, `windows`, or under Wine
+    /// `windows (under Wine 8.0)`.
+    pub fn os_label(&self) -> String {
+        match &self.wine {
+            Some(v) => format!("{} (under Wine {v})", self.os),
+            None => self.os.clone(),
+        }
+    }
+}
+
+/// The Wine version this Windows build runs under, if it does.
+fn wine() -> Option<String> {
+    #[cfg(windows)]
+    return iomodels_server::sys::wine_version();
+    #[cfg(not(windows))]
+    None
 }
 
 /// A report with this binary's `build` and this `machine` after its own keys.
@@ -155,6 +177,11 @@ mod tests {
         assert!(v["error"].is_null());
         assert_eq!(v["build"]["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(v["machine"]["os"], std::env::consts::OS);
+        // Only a Windows build under Wine says "wine"; Linux JSON has no such key.
+        assert_eq!(v["machine"].get("wine").is_some(), wine().is_some());
+        if cfg!(target_os = "linux") {
+            assert_eq!(Machine::this().os_label(), "linux");
+        }
         assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
         let m: Machine = serde_json::from_value(v["machine"].clone()).unwrap();
         assert_eq!(m, Machine::this());

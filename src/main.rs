@@ -52,8 +52,9 @@ enum Command {
     /// finish for --drain-timeout, and exits 0; a second one during that drain stops at once
     /// (exit 128 + the signal). SIGUSR1 prints the server's counters (connections, bytes,
     /// wake-ups, system calls, ...) as one JSON line on stdout; a closed or full stdout costs
-    /// only the line. On Windows, Ctrl-C stops it the same way (twice: at once) and
-    /// Ctrl-Break prints the counters.
+    /// only the line. On Windows, Ctrl-C or setting the named event
+    /// Local\iomodels-<pid>-stop stops it the same way (twice: at once), and Ctrl-Break or the
+    /// event Local\iomodels-<pid>-stats prints the counters.
     Serve(ServeArgs),
     /// List the I/O models: the mechanism on this OS, and whether it is available
     Models,
@@ -1057,34 +1058,58 @@ fn stop_now(what: &str, code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Windows: Ctrl-C (Wine turns a SIGINT into it) or the console closing calls `stop` once, and
-/// exits at once the second time; Ctrl-Break, which has no Unix twin, prints the counters as
-/// SIGUSR1 does on Unix.
+/// Windows: Ctrl-C (Wine turns a SIGINT into it), the console closing or the control event
+/// `Local\iomodels-<pid>-stop` calls `stop` once, and exits at once the second time;
+/// Ctrl-Break, which has no Unix twin, or the event `Local\iomodels-<pid>-stats` prints the
+/// counters as SIGUSR1 does on Unix. The events (`sys::windows::control`) are how `bench`
+/// asks its servers: they reach one process, where a console event reaches its whole console.
 #[cfg(windows)]
 fn watch_signals(
     _: EarlySignals,
     stop: impl FnOnce(&str) + Send + 'static,
     stats: impl Fn() + Send + Sync + 'static,
 ) -> Result<()> {
-    use iomodels_server::sys::CtrlEvent;
-    let stop = std::sync::Mutex::new(Some(stop));
+    use iomodels_server::sys::{Control, ControlEvents, CtrlEvent};
+    use std::sync::{Arc, Mutex};
+    type Stop = Box<dyn FnOnce(&str) + Send>;
+    let stop: Arc<Mutex<Option<Stop>>> = Arc::new(Mutex::new(Some(Box::new(stop))));
+    let stop_once = |stop: &Mutex<Option<Stop>>, what: &str| {
+        let once = stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match once {
+            Some(stop) => stop(what),
+            None => stop_now(what, 130),
+        }
+    };
     let print = stats_printer(stats)?;
+    let events = ControlEvents::create().context("cannot create the control events")?;
+    let (stop2, print2) = (Arc::clone(&stop), print.clone());
+    std::thread::Builder::new()
+        .name("control-events".into())
+        .spawn(move || loop {
+            match events.wait() {
+                Ok(Control::Stats) => {
+                    let _ = print2.try_send(());
+                }
+                Ok(Control::Stop) => stop_once(&stop2, "the stop event"),
+                Err(e) => {
+                    log::warn!("the control events cannot be waited on: {e}");
+                    return;
+                }
+            }
+        })
+        .context("cannot start the control-events thread")?;
     iomodels_server::sys::on_console_ctrl(move |event| match event {
         CtrlEvent::Break => {
             let _ = print.try_send(());
         }
-        CtrlEvent::CtrlC | CtrlEvent::Close => {
-            let once = stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let what = if event == CtrlEvent::CtrlC {
+        CtrlEvent::CtrlC | CtrlEvent::Close => stop_once(
+            &stop,
+            if event == CtrlEvent::CtrlC {
                 "Ctrl-C"
             } else {
                 "console closing"
-            };
-            match once {
-                Some(stop) => stop(what),
-                None => stop_now(what, 130),
-            }
-        }
+            },
+        ),
     })
     .context("cannot install the console control handler")
 }

@@ -22,7 +22,11 @@
 mod compare;
 mod curve;
 mod os;
-mod procfs;
+// The server's CPU time, context switches, memory and descriptors: /proc on Linux, the Win32
+// process API on Windows; one set of functions.
+#[cfg_attr(windows, path = "process_windows.rs")]
+#[cfg_attr(not(windows), path = "procfs.rs")]
+mod process;
 mod report;
 mod results;
 mod soak;
@@ -33,7 +37,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use iomodels_load::{IdleConfig, LoadConfig, Phase};
 use iomodels_server::{sys, Model};
-use os::{pin_current_thread, set_realtime, unpin_current_thread};
+use os::{pin_self, set_realtime, unpin_self};
 use results::{BenchResults, Machine, Row, ScenarioResult, Stat};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -282,6 +286,8 @@ struct Plan {
     /// Longest a ramp of connections may take; then it stops opening and holds what it has.
     ramp_limit: Duration,
     pinned: bool,
+    /// `--realtime`: the servers get the raised class too (Windows: set on each child).
+    realtime: bool,
     /// Extra `serve` arguments (`--serve-arg`).
     serve_args: Vec<String>,
     /// Datagrams in flight per socket in the UDP scenarios.
@@ -365,7 +371,7 @@ impl Server {
         // The child inherits the affinity of the thread that starts it: pin this thread to
         // the server's CPU for the spawn, then back to the load generator's.
         if plan.pinned {
-            pin_current_thread(0).context("cannot pin to CPU 0")?;
+            pin_self(0).context("cannot pin to CPU 0")?;
         }
         let spawned = Command::new(std::env::current_exe()?)
             .args(p.serve_args(plan, udp, workers))
@@ -375,9 +381,14 @@ impl Server {
             .stderr(Stdio::null())
             .spawn();
         if plan.pinned {
-            pin_current_thread(1).context("cannot pin to CPU 1")?;
+            pin_self(1).context("cannot pin to CPU 1")?;
         }
         let mut child = spawned.context("cannot start iomodels serve")?;
+        if let Err(e) = os::place_child(&child, plan.pinned.then_some(0), plan.realtime) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("cannot place {} on CPU 0: {e}", p.name());
+        }
         let pid = child.id();
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
@@ -455,6 +466,8 @@ struct Sample {
     syscalls_per_msg: Option<f64>,
     loss_percent: Option<f64>,
     rss_per_conn: Option<f64>,
+    /// Private-bytes growth per connection (Windows; `None` on Linux and under Wine).
+    private_per_conn: Option<f64>,
     conns_held: Option<u64>,
     /// Paced echoes that came back right (c100k).
     verified_echoes: Option<u64>,
@@ -481,7 +494,8 @@ struct Reading {
     cpu: f64,
     /// This process's CPU time (the load generator's threads).
     own_cpu: f64,
-    ctx: u64,
+    /// `None` where the OS does not count them (Wine).
+    ctx: Option<u64>,
     counters: Option<(f64, f64)>,
     machine_busy: f64,
 }
@@ -489,11 +503,11 @@ struct Reading {
 fn read(server: &mut Server) -> Reading {
     Reading {
         at: Instant::now(),
-        cpu: procfs::cpu_seconds(server.pid).unwrap_or(0.0),
-        own_cpu: procfs::cpu_seconds(std::process::id()).unwrap_or(0.0),
-        ctx: procfs::context_switches(server.pid).unwrap_or(0),
+        cpu: process::cpu_seconds(server.pid).unwrap_or(0.0),
+        own_cpu: process::cpu_seconds(std::process::id()).unwrap_or(0.0),
+        ctx: process::context_switches(server.pid),
         counters: server.counters(),
-        machine_busy: procfs::machine_busy_seconds().unwrap_or(0.0),
+        machine_busy: process::machine_busy_seconds().unwrap_or(0.0),
     }
 }
 
@@ -507,7 +521,10 @@ fn per_message(s: &mut Sample, a: &Reading, b: &Reading, messages: u64) {
     if messages > 0 {
         let m = messages as f64;
         s.cpu_s_per_million = Some(cpu / m * 1e6);
-        s.ctx_per_1k = Some((b.ctx.saturating_sub(a.ctx)) as f64 / m * 1e3);
+        s.ctx_per_1k = a
+            .ctx
+            .zip(b.ctx)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / m * 1e3);
         if let (Some((w0, c0)), Some((w1, c1))) = (a.counters, b.counters) {
             s.wakeups_per_msg = Some((w1 - w0) / m);
             s.syscalls_per_msg = Some((c1 - c0) / m);
@@ -575,7 +592,9 @@ struct Held {
 /// [`crate::idle::MAX_SHARDS`] processes of RLIMIT_NOFILE less [`crate::idle::RESERVE`] each,
 /// and what the source-address plan reaches (127.0.0.x; every server here is on 127.0.0.1).
 fn load_capacity(nofile: usize) -> Bound {
-    let shards = crate::idle::MAX_SHARDS * nofile.saturating_sub(crate::idle::RESERVE);
+    // (Windows has no descriptor limit: `nofile` is then usize::MAX.)
+    let shards =
+        crate::idle::MAX_SHARDS.saturating_mul(nofile.saturating_sub(crate::idle::RESERVE));
     let sources =
         iomodels_load::max_idle_conns(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)));
     Bound {
@@ -598,7 +617,8 @@ fn load_capacity(nofile: usize) -> Bound {
 /// `plan.ramp_limit` (then the hold ends at once: `Held::cut`).
 fn hold(mut server: Server, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     std::thread::sleep(Duration::from_millis(200));
-    let rss_before = procfs::rss_bytes(server.pid).unwrap_or(0);
+    let rss_before = process::rss_bytes(server.pid).unwrap_or(0);
+    let private_before = process::private_bytes(server.pid);
     let cfg = IdleConfig {
         connect: server.addr,
         ..cfg
@@ -611,6 +631,7 @@ fn hold(mut server: Server, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     let mut at_held = None;
     let mut at_closing = None;
     let mut rss_held = 0;
+    let mut private_held = None;
     let report = std::thread::scope(|scope| {
         let (stop, opened, cut) = (&stop, &opened, &cut);
         // The ramp's time bound: past it, stop opening.
@@ -629,7 +650,8 @@ fn hold(mut server: Server, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
         let report = crate::idle::hold(&cfg, stop, &mut |phase| match phase {
             Phase::Held => {
                 opened.store(true, Ordering::Relaxed);
-                rss_held = procfs::rss_bytes(server.pid).unwrap_or(0);
+                rss_held = process::rss_bytes(server.pid).unwrap_or(0);
+                private_held = process::private_bytes(server.pid);
                 at_held = Some(read(&mut server));
             }
             Phase::Closing => at_closing = Some(read(&mut server)),
@@ -646,6 +668,9 @@ fn hold(mut server: Server, plan: &Plan, cfg: IdleConfig) -> Result<Held> {
     if report.conns_held > 0 {
         s.rss_per_conn =
             Some(rss_held.saturating_sub(rss_before) as f64 / report.conns_held as f64);
+        s.private_per_conn = private_before
+            .zip(private_held)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / report.conns_held as f64);
     }
     Ok(Held {
         sample: s,
@@ -746,7 +771,15 @@ fn tables_for(p: &Participant, conns: usize, nofile: usize) -> Option<usize> {
 }
 
 /// `select(2)`'s bitmap size (glibc): the `select` model waits only on descriptors below it.
+#[cfg_attr(windows, allow(dead_code))]
 const FD_SETSIZE: usize = 1024;
+
+/// What sets the blocking model's thread cap (`models/blocking`'s OS file).
+const THREAD_CAP_SOURCE: &str = if cfg!(windows) {
+    "its thread cap on Windows"
+} else {
+    "vm.max_map_count"
+};
 
 /// The most connections a server can hold, and what sets that bound.
 #[derive(Debug, Clone, PartialEq)]
@@ -780,22 +813,44 @@ fn model_bound(p: &Participant, cap: Option<usize>, nofile: usize, workers: usiz
     };
     let cap = cap.unwrap_or_else(|| iomodels_server::descriptor_cap(nofile));
     match m {
+        #[cfg(windows)]
+        Model::Select => {
+            let set = iomodels_server::models::select::max_conns();
+            Bound {
+                conns: cap.min(set),
+                why: format!(
+                    "the socket set: select's fd_set holds {} connections (Winsock bounds the count)",
+                    table::thousands(set as u64)
+                ),
+            }
+        }
         // The server's own cap (960 by default: FD_SETSIZE less its own descriptors), or
         // FD_SETSIZE for an older server that reported the descriptor limit's.
-        Model::Select if cap + iomodels_server::RESERVED_DESCRIPTORS >= FD_SETSIZE => Bound {
-            conns: cap.min(FD_SETSIZE),
-            why: "FD_SETSIZE: select(2) cannot wait on descriptors >= 1024".into(),
-        },
+        #[cfg(not(windows))]
+        Model::Select
+            if cap.saturating_add(iomodels_server::RESERVED_DESCRIPTORS) >= FD_SETSIZE =>
+        {
+            Bound {
+                conns: cap.min(FD_SETSIZE),
+                why: "FD_SETSIZE: select(2) cannot wait on descriptors >= 1024".into(),
+            }
+        }
         Model::Blocking if iomodels_server::models::blocking::max_threads() < cap => {
             let threads = iomodels_server::models::blocking::max_threads();
             Bound {
                 conns: threads,
                 why: format!(
-                    "threads: a thread per connection, at most {} here (vm.max_map_count)",
-                    table::thousands(threads as u64)
+                    "threads: a thread per connection, at most {} here ({})",
+                    table::thousands(threads as u64),
+                    THREAD_CAP_SOURCE
                 ),
             }
         }
+        // Windows: no descriptor limit, so no cap unless --serve-arg=--max-conns gave one.
+        _ if cap == usize::MAX => Bound {
+            conns: cap,
+            why: "none of its own (no descriptor limit on Windows)".into(),
+        },
         _ if cap > nofile => Bound {
             conns: cap,
             why: format!(
@@ -919,6 +974,11 @@ fn stop_reason(e: &RampEnd) -> String {
         )
     } else if let Some(after) = e.cut {
         format!("time: the ramp was cut after {:.0} s", after.as_secs_f64())
+    } else if e.model == Some(Model::Select) && e.refused > 0 && cfg!(windows) {
+        format!(
+            "the socket set: select's fd_set is full ({} refused)",
+            e.refused
+        )
     } else if e.model == Some(Model::Select) && e.refused > 0 {
         format!(
             "FD_SETSIZE: select(2) cannot wait on descriptors >= 1024 ({} refused)",
@@ -926,9 +986,12 @@ fn stop_reason(e: &RampEnd) -> String {
         )
     } else if e.model == Some(Model::Blocking) && e.refused > 0 {
         format!(
-            "threads: {} connections refused at the thread cap (vm.max_map_count)",
+            "threads: {} connections refused at the thread cap ({THREAD_CAP_SOURCE})",
             e.refused
         )
+    } else if e.accept_pauses > 0 && cfg!(windows) {
+        "sockets: accept failed with WSAEMFILE or WSAENOBUFS (out of sockets or buffer space)"
+            .to_string()
     } else if e.accept_pauses > 0 {
         "descriptors: accept failed with EMFILE (RLIMIT_NOFILE)".to_string()
     } else if e.tables_full > 0 {
@@ -1071,6 +1134,7 @@ fn row(model: &str, samples: &[Sample]) -> Row {
         syscalls_per_msg: stat(&|s| s.syscalls_per_msg),
         loss_percent: stat(&|s| s.loss_percent),
         rss_per_conn_bytes: stat(&|s| s.rss_per_conn),
+        private_per_conn_bytes: stat(&|s| s.private_per_conn),
         conns_held: {
             let mut v: Vec<u64> = samples.iter().filter_map(|s| s.conns_held).collect();
             v.sort_unstable();
@@ -1125,6 +1189,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         load_capacity: load_capacity(nofile),
         ramp_limit: Duration::from_secs(300),
         pinned,
+        realtime: args.realtime,
         serve_args: args.serve_arg.clone(),
         udp_depth: args.udp_depth as usize,
         soak: args.duration.unwrap_or(Duration::from_secs(60)),
@@ -1149,7 +1214,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             .into_iter()
             .map(Participant::Model)
             .collect();
-        if cfg!(feature = "tokio-reference") {
+        if cfg!(all(feature = "tokio-reference", unix)) {
             v.push(Participant::Tokio);
         }
         v
@@ -1157,11 +1222,11 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         args.models
             .iter()
             .map(|m| match m.as_str() {
-                "tokio" | "reference: tokio" if cfg!(feature = "tokio-reference") => {
+                "tokio" | "reference: tokio" if cfg!(all(feature = "tokio-reference", unix)) => {
                     Ok(Participant::Tokio)
                 }
                 "tokio" => Err(crate::usage(
-                    "the tokio reference is not built (cargo feature tokio-reference)",
+                    "the tokio reference is not built (cargo feature tokio-reference, Unix only)",
                 )),
                 other => other
                     .parse::<Model>()
@@ -1181,9 +1246,15 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         Scenario::all()
     };
     if args.realtime {
-        set_realtime().context("--realtime needs root (SCHED_RR)")?;
+        set_realtime().with_context(|| match cfg!(windows) {
+            true => "--realtime: cannot raise this process to HIGH_PRIORITY_CLASS",
+            false => "--realtime needs root (SCHED_RR)",
+        })?;
     }
-    let placement = if pinned {
+    let placement = if pinned && cfg!(windows) {
+        "server process pinned to CPU 0, load generator to CPU 1 (SetProcessAffinityMask; completion-port runs one worker)"
+            .to_string()
+    } else if pinned {
         "server pinned to CPU 0, load generator to CPU 1 (completion-port runs one worker; in c100k and max-conns a worker per fixed-file table)"
             .to_string()
     } else {
@@ -1193,7 +1264,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         log::warn!("only one CPU: server and load generator cannot be pinned apart");
     }
     if pinned {
-        pin_current_thread(1).context("cannot pin the load generator to CPU 1")?;
+        pin_self(1).context("cannot pin the load generator to CPU 1")?;
     }
 
     let repeat = args.repeat as usize;
@@ -1240,7 +1311,7 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
     }
     bar.finish_and_clear();
     if pinned {
-        let _ = unpin_current_thread(cores);
+        let _ = unpin_self(cores);
     }
 
     let scenario_results = scenarios
@@ -1397,6 +1468,13 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
             plan.c12k,
             plan.c12k_hold.as_secs_f64()
         ),
+        Scenario::C100k if cfg!(windows) => format!(
+            "{} connections, each echoing one 64 B message every {} s (verified) for {} s: connections held, verified echoes, server CPU %, working set per connection; Windows has no descriptor limit, so the bounds are the models' own (select's socket set, blocking's thread cap: those are not run) and the load generator's source addresses (127.0.0.x, {} each, within the ephemeral port range)",
+            table::thousands(plan.c100k as u64),
+            trim_secs(plan.c100k_every),
+            trim_secs(plan.c100k_hold),
+            table::thousands(iomodels_load::PER_SOURCE as u64)
+        ),
         Scenario::C100k => {
             let workers = plan.c100k.div_ceil(table_room(plan.nofile));
             format!(
@@ -1411,6 +1489,11 @@ fn describe(sc: Scenario, plan: &Plan) -> String {
             "connections opened one after another up to {}, then one echo on each: how many still echo, and why the ramp stopped (after 20 failures in a row per opening thread, or {} s)",
             match plan.max_conns {
                 Some(n) => format!("{} (--max-conns)", table::thousands(n as u64)),
+                None if cfg!(windows) => format!(
+                    "each model's own bound (Windows has no descriptor limit: select's socket set, blocking's thread cap, otherwise none) and what the load generator holds ({}: 127.0.0.x source addresses, {} each)",
+                    table::thousands(plan.load_capacity.conns as u64),
+                    table::thousands(iomodels_load::PER_SOURCE as u64)
+                ),
                 None => format!(
                     "each model's own bound: the connection cap the server reports (its descriptor limit less 64; completion-port runs --workers {} and, with direct descriptors, holds what its fixed-file tables hold) and what the load generator holds ({})",
                     PAST_THE_CAP.div_ceil(table_room(plan.nofile)),
@@ -1586,6 +1669,7 @@ mod tests {
             load_capacity,
             ramp_limit: Duration::from_secs(300),
             pinned: true,
+            realtime: false,
             serve_args: Vec::new(),
             udp_depth: 1,
             soak: Duration::from_secs(60),
@@ -1607,6 +1691,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(windows))]
     fn what_bounds_each_model() {
         let es = Participant::Model(Model::EventSelect);
         let b = model_bound(&es, Some(19_936), 20_000, 1);
@@ -1648,6 +1733,40 @@ mod tests {
     }
 
     #[test]
+    #[cfg(windows)]
+    fn what_bounds_each_model_on_windows() {
+        // No descriptor limit: the server reports no cap; the bench's own arithmetic holds.
+        let nofile = usize::MAX;
+        assert!(load_capacity(nofile).conns >= 100_000);
+        let b = model_bound(
+            &Participant::Model(Model::EventSelect),
+            Some(usize::MAX),
+            nofile,
+            1,
+        );
+        assert_eq!(b.conns, usize::MAX);
+        assert!(b.why.contains("no descriptor limit"), "{}", b.why);
+        let b = model_bound(
+            &Participant::Model(Model::Select),
+            Some(usize::MAX),
+            nofile,
+            1,
+        );
+        assert_eq!(b.conns, 16_382);
+        assert!(b.why.starts_with("the socket set"), "{}", b.why);
+        let b = model_bound(
+            &Participant::Model(Model::Blocking),
+            Some(usize::MAX),
+            nofile,
+            1,
+        );
+        assert!(b.why.contains("thread cap on Windows"), "{}", b.why);
+        let cp = Participant::Model(Model::CompletionPort);
+        assert_eq!(tables_for(&cp, 100_000, nofile), None);
+    }
+
+    #[test]
+    #[cfg(not(windows))]
     fn why_a_ramp_stopped() {
         let end = |model, echoing, failed, refused, pauses: (u64, u64, u64), cut| RampEnd {
             model,

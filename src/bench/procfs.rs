@@ -1,4 +1,5 @@
-//! What `bench` reads from /proc about the server child and the machine.
+//! What `bench` reads from /proc about the server child and the machine (Linux; the Windows
+//! twin, with the same functions, is `process_windows.rs`).
 
 use std::fs;
 
@@ -50,6 +51,12 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// Private bytes of a process: not read on Linux (Windows' `PrivateUsage`; see
+/// `process_windows.rs`), so the Linux results stay as they were.
+pub fn private_bytes(_pid: u32) -> Option<u64> {
+    None
 }
 
 /// Open descriptors of a process (entries of `/proc/PID/fd`).

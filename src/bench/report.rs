@@ -8,7 +8,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::compare::{Line, Verdict};
 use super::results::*;
-use super::table::{self, columns, Fmt, DASH};
+use super::table::{self, Fmt, DASH};
 
 /// Width of the charts in pixels (the page body is 1200 px wide with 20 px padding).
 const CHART_WIDTH: u32 = 1160;
@@ -497,7 +497,12 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
 
     h.push_str("<dl class=\"meta\">\n");
     let cores = format!("{} online", m.host.cores);
-    let realtime = if m.realtime { "yes (SCHED_RR)" } else { "no" };
+    let realtime = if m.realtime {
+        format!("yes ({})", m.realtime_name())
+    } else {
+        "no".to_string()
+    };
+    let os = m.host.os_label();
     let build = r.build.to_string();
     let repeat = format!(
         "{} per model and scenario (tables and bars: median; whiskers: min-max)",
@@ -507,9 +512,9 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
         ("CPU", m.host.cpu_model.as_str()),
         ("cores", cores.as_str()),
         ("kernel", m.host.kernel.as_str()),
-        ("OS", m.host.os.as_str()),
+        ("OS", os.as_str()),
         ("placement", m.placement.as_str()),
-        ("realtime", realtime),
+        ("realtime", realtime.as_str()),
         ("date", r.date.as_str()),
         ("build", build.as_str()),
         ("repetitions", repeat.as_str()),
@@ -541,6 +546,10 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
             ));
         }
         h.push_str("</ul></div>\n");
+    }
+
+    for note in m.os_notes() {
+        h.push_str(&format!("<div class=\"quick\">{}</div>\n", esc(&note)));
     }
 
     h.push_str(
@@ -826,7 +835,7 @@ fn curve_svg(series: &[(&str, &Curve)]) -> Result<String, String> {
 
 /// Appends one scenario's heading, table and footnotes.
 fn scenario_table(h: &mut String, sc: &ScenarioResult) {
-    let cols = columns(&sc.kind);
+    let cols = table::columns_of(sc);
     h.push_str(&format!(
         "<h3>{}<span class=\"kind\">{}</span></h3>\n<p class=\"caption\">{}</p>\n",
         esc(&sc.name),

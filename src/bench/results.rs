@@ -40,6 +40,43 @@ pub struct Machine {
     pub realtime: bool,
 }
 
+impl Machine {
+    /// What `--realtime` was on the OS that ran: `SCHED_RR`, or on Windows
+    /// `HIGH_PRIORITY_CLASS`.
+    pub fn realtime_name(&self) -> &'static str {
+        if self.host.os == "windows" {
+            "HIGH_PRIORITY_CLASS"
+        } else {
+            "SCHED_RR"
+        }
+    }
+
+    /// What a reader must know of the OS the figures come from, one sentence each (none on
+    /// Linux): under Wine, that they measure Wine; on Windows, where each figure comes from and
+    /// which ones the OS did not give.
+    pub fn os_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(v) = &self.host.wine {
+            notes.push(format!(
+                "Measured under Wine {v}: these figures measure Wine's user-space socket layer \
+                 (wineserver and the host's Linux sockets), not Winsock; they show the Windows \
+                 code runs, not how the models compare on Windows."
+            ));
+        }
+        if self.host.os == "windows" {
+            notes.push(
+                "Windows figures: server CPU is GetProcessTimes (kernel + user); RSS is the \
+                 working set (GetProcessMemoryInfo), private bytes are shown where the OS gives \
+                 them; descriptors are kernel handles; context switches are the server threads' \
+                 ContextSwitches summed (NtQuerySystemInformation), \"-\" where not counted \
+                 (Wine leaves them, and private bytes, at 0)."
+                    .to_string(),
+            );
+        }
+        notes
+    }
+}
+
 /// What one scenario measured for every model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioResult {
@@ -101,6 +138,10 @@ pub struct Row {
     pub loss_percent: Option<Stat>,
     /// Server RSS growth per open connection, bytes (idle, c12k, c100k, max-conns).
     pub rss_per_conn_bytes: Option<Stat>,
+    /// Server private-bytes growth per open connection, bytes (idle, c12k, c100k, max-conns):
+    /// Windows only (`PrivateUsage`; Wine reports none), absent from Linux results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_per_conn_bytes: Option<Stat>,
     /// Connections held (idle, c12k, c100k, max-conns; max-conns: those still echoing).
     pub conns_held: Option<u64>,
     /// Paced echoes that came back right while the connections were held (c100k).
@@ -327,6 +368,7 @@ impl Row {
             syscalls_per_msg: None,
             loss_percent: None,
             rss_per_conn_bytes: None,
+            private_per_conn_bytes: None,
             conns_held: None,
             verified_echoes: None,
             conns_still_open: None,

@@ -14,7 +14,7 @@
 //! The fault clients' errors are expected (resets, timeouts) and only counted; a byte that
 //! comes back wrong is a mismatch, which fails the run.
 
-use super::procfs;
+use super::process;
 use super::results::{slope, FaultCount, Soak, SoakSample, Span};
 use super::{Participant, Plan, Sample, Server};
 use anyhow::Result;
@@ -46,8 +46,8 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
     let mut server = Server::start(p, plan)?;
     let (pid, addr) = (server.pid, server.addr);
     thread::sleep(Duration::from_millis(200));
-    let fds_before = procfs::fd_count(pid).unwrap_or(0);
-    let rss_before = procfs::rss_bytes(pid).unwrap_or(0);
+    let fds_before = process::fd_count(pid).unwrap_or(0);
+    let rss_before = process::rss_bytes(pid).unwrap_or(0);
 
     let stop = AtomicBool::new(false);
     let mismatches = AtomicU64::new(0);
@@ -106,7 +106,7 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
         let mut next = start;
         loop {
             let t = start.elapsed();
-            match (procfs::rss_bytes(pid), procfs::fd_count(pid)) {
+            match (process::rss_bytes(pid), process::fd_count(pid)) {
                 (Some(rss), Some(fds)) => samples.push(SoakSample {
                     t: t.as_secs_f64(),
                     rss,
@@ -135,8 +135,8 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
     let running = matches!(server.child.try_wait(), Ok(None));
     let alive = !died && running && echo_once(addr).is_ok();
     thread::sleep(Duration::from_millis(500));
-    let fds_after = procfs::fd_count(pid).unwrap_or(0);
-    let rss_after = procfs::rss_bytes(pid).unwrap_or(0);
+    let fds_after = process::fd_count(pid).unwrap_or(0);
+    let rss_after = process::rss_bytes(pid).unwrap_or(0);
     server.stop();
 
     let mut sample = Sample::default();

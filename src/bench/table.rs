@@ -117,6 +117,24 @@ impl Column {
     }
 }
 
+/// Columns only some OSes fill (Windows' private bytes): shown when a row has a value.
+const OPTIONAL: [&str; 1] = ["private/conn"];
+
+/// The columns shown for scenario `sc`: those of its kind, less the [`OPTIONAL`] ones no row
+/// has a value in (so Linux tables stay as they were).
+pub(crate) fn columns_of(sc: &ScenarioResult) -> Vec<Column> {
+    columns(&sc.kind)
+        .into_iter()
+        .filter(|c| {
+            !OPTIONAL.contains(&c.header)
+                || sc.rows.iter().any(|r| match c.kind {
+                    ColKind::Stat { get, .. } => get(r).is_some(),
+                    _ => true,
+                })
+        })
+        .collect()
+}
+
 /// The columns shown for a scenario of `kind` (unknown kinds get the ping-pong columns).
 pub(crate) fn columns(kind: &str) -> Vec<Column> {
     let cpu_per_million = Column {
@@ -176,6 +194,7 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
         "idle" => vec![
             conns,
             Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
+            Column::stat("private/conn", |r| r.private_per_conn_bytes, Fmt::Bytes),
         ],
         "c12k" => vec![
             conns,
@@ -414,12 +433,22 @@ pub fn render_table(r: &BenchResults) -> String {
     out.push_str(&format!("iomodels bench, {}\n", r.date));
     out.push_str(&format!(
         "machine:   {}, {} cores, kernel {}, {}\n",
-        m.host.cpu_model, m.host.cores, m.host.kernel, m.host.os
+        m.host.cpu_model,
+        m.host.cores,
+        m.host.kernel,
+        m.host.os_label()
     ));
+    for note in m.os_notes() {
+        out.push_str(&format!("note:      {note}\n"));
+    }
     out.push_str(&format!(
         "placement: {}{}\n",
         m.placement,
-        if m.realtime { " (SCHED_RR)" } else { "" }
+        if m.realtime {
+            format!(" ({})", m.realtime_name())
+        } else {
+            String::new()
+        }
     ));
     out.push_str(&format!("command:   {}\n", r.command));
     out.push_str(&format!("build:     {}\n", r.build));
@@ -437,7 +466,7 @@ pub fn render_table(r: &BenchResults) -> String {
             "== {} ({}): {}\n",
             sc.name, sc.kind, sc.description
         ));
-        let cols = columns(&sc.kind);
+        let cols = columns_of(sc);
 
         let mut header = vec!["model".to_string()];
         header.extend(cols.iter().map(|c| c.header.to_string()));
@@ -780,6 +809,7 @@ pub(crate) mod sample {
                     cores: 2,
                     kernel: "6.8.0-1019-aws".into(),
                     os: "Ubuntu 24.04.1 LTS".into(),
+                    wine: None,
                 },
                 placement: "server on CPU 0, load on CPU 1".into(),
                 realtime: false,

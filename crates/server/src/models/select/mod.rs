@@ -63,6 +63,14 @@ pub(crate) use windows::{availability, MECHANISM};
 #[cfg(not(any(target_os = "linux", windows)))]
 pub(crate) use super::unsupported::{availability, run, MECHANISM};
 
+/// Windows: the most connections one server holds, its socket set's capacity less the
+/// listener and the waker (Winsock's `select` bounds the count, not the values): what `bench`
+/// compares a ramp against, as FD_SETSIZE on Linux.
+#[cfg(windows)]
+pub fn max_conns() -> usize {
+    windows::SET_CAPACITY - 2
+}
+
 #[cfg(any(target_os = "linux", windows))]
 pub(crate) use serve::run;
 

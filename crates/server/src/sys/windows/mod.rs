@@ -8,6 +8,7 @@
 
 pub mod apc;
 pub mod console;
+pub mod control;
 pub(super) mod datagram;
 #[doc(hidden)]
 pub use datagram::wine_skips;
@@ -15,11 +16,13 @@ pub use datagram::{PacketInfo, RecvMsg};
 pub mod event;
 pub mod iocp;
 pub mod network_events;
+pub mod process;
 pub mod select;
 mod waker;
 pub mod window;
 
 pub use console::{on_console_ctrl, CtrlEvent};
+pub use control::{send_control, Control, ControlEvents};
 pub use event::{wait_any, Event, Handle, Wait};
 pub use waker::Waker;
 
