@@ -1,6 +1,7 @@
 //! What the load generator needs from the OS beyond socket2 and mio: a source address without
-//! a port until connect (`IP_BIND_ADDRESS_NO_PORT`, Linux), and a precise timer for `--rate`
-//! ([`Timer`]: a timerfd, Linux).
+//! a port until connect (`IP_BIND_ADDRESS_NO_PORT`, Linux), a precise timer for `--rate`
+//! ([`Timer`]: a timerfd, Linux), and whether a short read may stand for `WouldBlock`
+//! ([`STOP_AT_SHORT_READ`]).
 //!
 //! Binding a client socket to `127.0.0.x:0` makes the kernel pick the port at `bind`, among
 //! the ports no socket on that address holds — a search that grows slow as thousands are taken
@@ -11,6 +12,21 @@
 
 use socket2::Socket;
 use std::io;
+
+/// Whether the poll reports every later arrival on a socket as a new edge, so that a read
+/// that returned less than asked (the receive queue is empty now) may end a read loop without
+/// the extra read that returns `WouldBlock`: true for Linux's epoll (`EPOLLET` signals each
+/// arrival), where that saves a system call per event.
+///
+/// Not on Windows, where mio's edge triggering is an emulation over AFD polling (`\Device\Afd`,
+/// what `WSAPoll` and `select` use inside): an interest reported once is re-armed only when
+/// an operation on that socket returns `WouldBlock` — mio's documented contract, "perform
+/// I/O until `WouldBlock`". A loop that stops at a short read leaves the socket unarmed and
+/// no further readable event ever comes: a run stalled after each connection's first echo
+/// (seen under Wine 8, and the same on Windows by the contract). So there every read loop
+/// goes on to `WouldBlock`. (Other systems: kqueue's `EV_CLEAR` would allow the shortcut too;
+/// untested here, they take the safe way.)
+pub(crate) const STOP_AT_SHORT_READ: bool = cfg!(target_os = "linux");
 
 /// Asks the kernel to leave the port of a later `bind` to `connect` (Linux).
 #[cfg(target_os = "linux")]
