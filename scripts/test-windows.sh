@@ -3,7 +3,9 @@
 # target, -D warnings: any finding fails the run before a test starts), builds it and runs the
 # Windows tests (the conformance suites for every Winsock model — TCP, TLS and UDP
 # (udp_conformance) —, the adversarial suite, the limits and faults, the Windows edge cases, the
-# core's unit tests: every test file of iomodels-server) under Wine, headless. Installs what it needs when missing: Debian's Rust
+# core's unit tests: every test file of iomodels-server; the bench's Windows process tests) under
+# Wine, headless, then the binary as a user meets it (serve against socat, the UDP tools,
+# `iomodels.exe bench --quick` end to end). Installs what it needs when missing: Debian's Rust
 # "web" toolchain with its std sources (this machine's rustup cannot download targets) and its
 # clippy (rust-web-clippy), mingw and Wine. See ../shared/notes/windows-under-wine.md for why each piece is there.
 #
@@ -88,6 +90,13 @@ timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels-load --lib "$@" 2>
 lstatus=${PIPESTATUS[0]}
 [ "$lstatus" != 124 ] || hung "the load generator's unit tests"
 [ "$lstatus" = 0 ] || status=1
+# What bench needs from a served child on Windows (tests/bench_windows.rs): its control events
+# (counters, stop), the process API measuring it (CPU time, working set, handles), placing it
+# (affinity, priority), Wine told apart.
+timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels --test bench_windows "$@" 2>&1 | tee -a "$log"
+bstatus=${PIPESTATUS[0]}
+[ "$bstatus" != 124 ] || hung "the bench's Windows process tests"
+[ "$bstatus" = 0 ] || status=1
 set -e
 # iomodels-load's integration tests are not run here: the generator's event loop is mio, whose Windows
 # backend (AFD poll) stalls under Wine 8 after the first event (one message in 12 s). The
@@ -237,8 +246,45 @@ udp_tool() {
 udp_tool "windows cli udp tools: Linux send -> Windows recv (unicast)" "wine $exe" "$linux_exe" "127.0.0.1:$udp_port"
 udp_tool "windows cli udp tools: Linux send -> Windows recv ($group)" "wine $exe" "$linux_exe" "$group:$((udp_port + 1))"
 udp_tool "windows cli udp tools: Windows send -> Linux recv ($group)" "$linux_exe" "wine $exe" "$group:$((udp_port + 2))"
-rm -rf "$payload" "$echoed" "$served" "$peer_err" "$tls_dir" "$dgram_dir"
-echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain, TLS and UDP, socat from Linux; udp send/recv across the two)" | tee -a "$log"
+# `iomodels.exe bench --quick` end to end under Wine (one repetition: about two minutes):
+# every Windows model has a row that ran in every quick scenario, no echo differed (bench exits
+# non-zero on a mismatch), the JSON and the report are written (through Wine's Z: drive), and
+# the table, the JSON and the report say Wine, with the report's note that the figures are
+# Wine's socket layer.
+bench_dir=$(mktemp -d)
+bench_name="windows cli: iomodels.exe bench --quick"
+bench_ok=1
+bench_models=$(grep -c ' yes' <<<"$models_out" || true)
+if ! timeout 900 wine "$exe" bench --quick --repeat 1 --json "Z:$bench_dir/bench.json" \
+    --report "Z:$bench_dir/report.html" >"$bench_dir/table.txt" 2>"$bench_dir/err.txt" </dev/null; then
+  echo "$bench_name failed: $(tail -n 5 "$bench_dir/err.txt") $(grep -i 'mismatch\|not run' "$bench_dir/table.txt" | head -n 5)" >&2
+  bench_ok=0
+elif [ ! -s "$bench_dir/bench.json" ] || [ ! -s "$bench_dir/report.html" ]; then
+  echo "$bench_name: no JSON or no report written" >&2
+  bench_ok=0
+else
+  ran=$(grep -c '"ran": true' "$bench_dir/bench.json" || true)
+  scenarios=$(grep -c '"kind": ' "$bench_dir/bench.json" || true)
+  if [ "$bench_models" != 7 ] || [ "$ran" != $((bench_models * scenarios)) ] || [ "$scenarios" != 4 ]; then
+    echo "$bench_name: $ran rows ran of $bench_models models x $scenarios scenarios (want 7 x 4): $(grep -A1 'not run' "$bench_dir/table.txt" | head -n 6)" >&2
+    bench_ok=0
+  elif grep -q '"mismatches": [1-9]' "$bench_dir/bench.json"; then
+    echo "$bench_name: echoed bytes differed: $(grep -i mismatch "$bench_dir/table.txt" | head -n 3)" >&2
+    bench_ok=0
+  elif ! grep -q '"wine": "' "$bench_dir/bench.json" || ! grep -q '^machine: .*windows (under Wine ' "$bench_dir/table.txt" \
+      || ! grep -q 'windows (under Wine ' "$bench_dir/report.html" || ! grep -q 'Wine.*s user-space socket layer' "$bench_dir/report.html"; then
+    echo "$bench_name: the machine is not labelled as Wine: $(grep '^machine' "$bench_dir/table.txt")" >&2
+    bench_ok=0
+  fi
+fi
+if [ "$bench_ok" = 1 ]; then
+  cli_pass=$((cli_pass + 1)); echo "$bench_name ok"
+  sed -n '/^== pp64-100/,/^$/p' "$bench_dir/table.txt"
+else
+  cli_fail=$((cli_fail + 1))
+fi
+rm -rf "$payload" "$echoed" "$served" "$peer_err" "$tls_dir" "$dgram_dir" "$bench_dir"
+echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain, TLS and UDP, socat from Linux; udp send/recv across the two; bench --quick)" | tee -a "$log"
 [ "$cli_fail" = 0 ] || status=1
 # The binary must list every model with its Winsock mechanism.
 for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do

@@ -67,7 +67,7 @@ enum Command {
         for SIGTERM); a second one exits at once, without a report."
     )]
     Load(LoadArgs),
-    /// Compare every model on this machine: scenarios, medians, a table and an HTML report (Linux)
+    /// Compare every model on this machine: scenarios, medians, a table and an HTML report (Linux, Windows)
     #[command(
         after_help = "On a terminal a progress bar shows the steps done and an estimate \
         of the time left; off a terminal (CI, `| tee`) one line per finished step goes to stderr."

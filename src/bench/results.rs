@@ -60,7 +60,8 @@ impl Machine {
             notes.push(format!(
                 "Measured under Wine {v}: these figures measure Wine's user-space socket layer \
                  (wineserver and the host's Linux sockets), not Winsock; they show the Windows \
-                 code runs, not how the models compare on Windows."
+                 code runs, not how the models compare on Windows. wineserver's CPU, which \
+                 carries much of the server's socket work, counts as other processes' (*)."
             ));
         }
         if self.host.os == "windows" {
