@@ -874,6 +874,48 @@ mod tests {
     }
 
     #[test]
+    fn the_machine_line_says_the_os_and_wine() {
+        let mut r = sample::results(&MODELS, "iomodels bench");
+        let t = render_table(&r);
+        assert!(
+            t.contains(", kernel 6.8.0-1019-aws, Ubuntu 24.04.1 LTS\n"),
+            "{t}"
+        );
+        assert!(!t.contains("\nnote:"), "Linux results have no OS notes:\n{t}");
+        assert!(!t.contains("private/conn"), "{t}");
+        r.machine.host.os = "windows".into();
+        r.machine.host.wine = Some("8.0".into());
+        r.machine.realtime = true;
+        // Windows gives private bytes: the idle table shows them.
+        for row in &mut r
+            .scenarios
+            .iter_mut()
+            .find(|s| s.kind == "idle")
+            .unwrap()
+            .rows
+        {
+            row.private_per_conn_bytes = Some(Stat {
+                median: 2048.0,
+                min: 2048.0,
+                max: 2048.0,
+            });
+        }
+        let t = render_table(&r);
+        assert!(t.contains(", windows (under Wine 8.0)\n"), "{t}");
+        assert!(t.contains("note:      Measured under Wine 8.0: these figures measure Wine's user-space socket layer"), "{t}");
+        assert!(t.contains("(HIGH_PRIORITY_CLASS)"), "{t}");
+        assert!(t.contains("private/conn"), "{t}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["machine"]["wine"], "8.0");
+        let h = super::super::report::render_html(&r, None);
+        assert!(h.contains("<dd>windows (under Wine 8.0)</dd>"), "OS line");
+        assert!(
+            h.contains("Wine&#39;s user-space socket layer"),
+            "the Wine note"
+        );
+    }
+
+    #[test]
     fn mismatch_busy_missing_and_not_run_are_shown() {
         let r = sample::results(&MODELS, "iomodels bench");
         let t = render_table(&r);
