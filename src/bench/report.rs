@@ -610,17 +610,28 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
         h.push_str("\n</figure>\n");
     }
     if !soaks.is_empty() {
+        let windows = m.host.os == "windows";
         for (title, caption, fds) in [
             (
                 "Soak: server memory over time",
-                "Resident set size (MiB) of each model's server, sampled from /proc/PID/status \
-                 after the warm-up, under mixed load with faults. Flat is the goal.",
+                if windows {
+                    "Working set (MiB) of each model's server (GetProcessMemoryInfo), sampled \
+                     after the warm-up, under mixed load with faults. Flat is the goal."
+                } else {
+                    "Resident set size (MiB) of each model's server, sampled from /proc/PID/status \
+                     after the warm-up, under mixed load with faults. Flat is the goal."
+                },
                 false,
             ),
             (
                 "Soak: server descriptors over time",
-                "Open descriptors of each model's server (/proc/PID/fd) over the same run. \
-                 Flat is the goal: a leak climbs.",
+                if windows {
+                    "Kernel handles of each model's server (sockets, events, threads) over the \
+                     same run. Flat is the goal: a leak climbs."
+                } else {
+                    "Open descriptors of each model's server (/proc/PID/fd) over the same run. \
+                     Flat is the goal: a leak climbs."
+                },
                 true,
             ),
         ] {

@@ -5,8 +5,9 @@
 //! one thread per fault, each a bounded loop: connect/close churn, a client that resets
 //! (SO_LINGER 0) while the server is echoing to it, a slow reader that stops reading while it
 //! sends, and a half-close client that sends a stream, shuts its side down and checks the
-//! echo to the end. After a warm-up it samples the server's RSS (`/proc/PID/status`) and open
-//! descriptors (`/proc/PID/fd`) at a fixed interval and fits a least-squares slope to each:
+//! echo to the end. After a warm-up it samples the server's RSS (`/proc/PID/status`; Windows:
+//! the working set) and open descriptors (`/proc/PID/fd`; Windows: its kernel handles) at a
+//! fixed interval and fits a least-squares slope to each:
 //! a leak shows as a slope that does not go to zero as the soak gets longer. At the end a
 //! fresh connection must still echo (the server is alive), and the descriptors after every
 //! client closed are compared with those of the idle server before the load.

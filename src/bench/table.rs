@@ -881,7 +881,10 @@ mod tests {
             t.contains(", kernel 6.8.0-1019-aws, Ubuntu 24.04.1 LTS\n"),
             "{t}"
         );
-        assert!(!t.contains("\nnote:"), "Linux results have no OS notes:\n{t}");
+        assert!(
+            !t.contains("\nnote:"),
+            "Linux results have no OS notes:\n{t}"
+        );
         assert!(!t.contains("private/conn"), "{t}");
         r.machine.host.os = "windows".into();
         r.machine.host.wine = Some("8.0".into());
