@@ -2,12 +2,14 @@
 //! its servers for their counters and to stop. Linux and Windows; elsewhere each call says it
 //! cannot.
 //!
-//! | need                          | Linux                                   | Windows                                              |
-//! |-------------------------------|-----------------------------------------|------------------------------------------------------|
-//! | server and load on two CPUs   | `sched_setaffinity` of the spawning thread (the child inherits it) | `SetProcessAffinityMask` of this process around the spawn (the child inherits it), then of the child itself |
-//! | `--realtime`                  | `SCHED_RR` (inherited by the child)     | `HIGH_PRIORITY_CLASS`, set on this process and on each child (a child starts at normal) |
-//! | the server's counters         | SIGUSR1                                 | the event `Local\iomodels-<pid>-stats`               |
-//! | stop the server               | SIGTERM                                 | the event `Local\iomodels-<pid>-stop`                |
+//! - server and load generator on two CPUs: Linux pins the spawning thread
+//!   (`sched_setaffinity`, which the child inherits); Windows sets this process's affinity
+//!   mask around the spawn (the child inherits it), then the child's own
+//!   (`SetProcessAffinityMask`);
+//! - `--realtime`: `SCHED_RR` (inherited by the child); Windows: `HIGH_PRIORITY_CLASS`, set on
+//!   this process and on each child (a child starts at normal);
+//! - the server's counters: SIGUSR1; Windows: the event `Local\iomodels-<pid>-stats`;
+//! - stopping the server: SIGTERM; Windows: the event `Local\iomodels-<pid>-stop`.
 
 #[cfg(target_os = "linux")]
 mod imp {

@@ -4,14 +4,15 @@
 //! `NtQuerySystemInformation(SystemProcessInformation)`, `GetSystemTimes`). What Windows — or
 //! Wine — cannot give is `None`: `null` in the JSON, `-` in the table, and the report says why.
 //!
-//! | Linux (`procfs.rs`)                     | Windows (here)                                  |
-//! |-----------------------------------------|-------------------------------------------------|
-//! | [`cpu_seconds`]: utime + stime          | kernel + user time (`GetProcessTimes`)          |
-//! | [`context_switches`]: voluntary + involuntary, all threads | the threads' `ContextSwitches` summed (`SystemProcessInformation`); Wine 8 leaves them at 0: `None` |
-//! | [`rss_bytes`]: `VmRSS`                   | the working set (`WorkingSetSize`)               |
-//! | [`private_bytes`]: `None`               | private bytes (`PrivateUsage`); Wine 8: 0, `None` |
-//! | [`fd_count`]: entries of `/proc/PID/fd` | kernel handles (`GetProcessHandleCount`, or `SystemProcessInformation`'s under Wine) |
-//! | [`machine_busy_seconds`]: `/proc/stat`  | kernel + user − idle (`GetSystemTimes`)          |
+//! The `procfs.rs` function, then what it reads here:
+//! - [`cpu_seconds`] (utime + stime): kernel + user time (`GetProcessTimes`);
+//! - [`context_switches`] (voluntary + involuntary, all threads): the threads'
+//!   `ContextSwitches` summed (`SystemProcessInformation`); Wine 8 leaves them at 0: `None`;
+//! - [`rss_bytes`] (`VmRSS`): the working set (`WorkingSetSize`);
+//! - [`private_bytes`] (`None` on Linux): private bytes (`PrivateUsage`); Wine 8: 0, `None`;
+//! - [`fd_count`] (entries of `/proc/PID/fd`): kernel handles (`GetProcessHandleCount`, or
+//!   `SystemProcessInformation`'s under Wine);
+//! - [`machine_busy_seconds`] (`/proc/stat`): kernel + user − idle (`GetSystemTimes`).
 
 use iomodels_server::sys::process::{self, ProcessProbe};
 

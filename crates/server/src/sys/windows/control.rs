@@ -6,12 +6,14 @@
 //! `Local\iomodels-<pid>-stop` (`<pid>` its process id; `Local\`: the caller's session), and a
 //! thread of its own waits on both: setting `-stats` prints the counters JSON line, setting
 //! `-stop` stops it as Ctrl-C does (a second time: at once). Any program of the same user can
-//! set them (PowerShell: `[Threading.EventWaitHandle]::OpenExisting("Local\iomodels-1234-stop").Set()`).
+//! set them; from PowerShell:
+//! `[Threading.EventWaitHandle]::OpenExisting("Local\iomodels-1234-stop").Set()`.
 //!
-//! Why not console control events: `GenerateConsoleCtrlEvent` reaches every process of a
-//! console process group, Ctrl-C cannot be sent to one group, and a child started without a
-//! console of its own (stdout piped, as `bench` does) shares its parent's — the parent would
-//! get the event too. A named event reaches one process, and works alike under Wine.
+//! Why not console control events: `GenerateConsoleCtrlEvent` sends Ctrl-C to every process
+//! attached to the console (it cannot be aimed at one process group), and Ctrl-Break to one
+//! group only when the child was started with `CREATE_NEW_PROCESS_GROUP` (which also turns
+//! Ctrl-C off in it); both need the two processes to share a console. A named event reaches
+//! exactly one process, console or not, and Wine implements named events as Windows does.
 
 use std::io;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, WAIT_OBJECT_0};

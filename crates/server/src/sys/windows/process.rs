@@ -2,16 +2,19 @@
 //! reads from `/proc` (`src/bench/procfs.rs`), through the Win32 process API, and the
 //! placement it gives its served child (processor affinity, priority class).
 //!
-//! | Linux (`/proc`)                                   | Windows (here)                                        |
-//! |---------------------------------------------------|-------------------------------------------------------|
-//! | `utime + stime` of `/proc/PID/stat`               | `GetProcessTimes`: kernel + user time                 |
-//! | voluntary + involuntary `ctxt_switches`, all tasks | the threads' `ContextSwitches`, summed, from `NtQuerySystemInformation(SystemProcessInformation)` |
-//! | `VmRSS` of `/proc/PID/status`                     | `GetProcessMemoryInfo`: `WorkingSetSize`              |
-//! | (none)                                            | `PROCESS_MEMORY_COUNTERS_EX::PrivateUsage` (private bytes; Wine 8: 0, read as unknown) |
-//! | entries of `/proc/PID/fd`                         | `GetProcessHandleCount` (every kernel handle, not only sockets; Wine 8: 0, so the `HandleCount` of `SystemProcessInformation`) |
-//! | busy jiffies of `/proc/stat`                      | `GetSystemTimes`: kernel + user − idle                |
-//! | `sched_setaffinity` (inherited by a child)        | `SetProcessAffinityMask` (a child inherits the process's mask) |
-//! | `SCHED_RR`                                        | `HIGH_PRIORITY_CLASS` (`REALTIME_PRIORITY_CLASS` would starve the system's own threads, and needs the increase-priority privilege) |
+//! What stands for what (Linux, then Windows):
+//! - `utime + stime` of `/proc/PID/stat`: `GetProcessTimes`, kernel + user time;
+//! - the voluntary + involuntary `ctxt_switches` of every task: the threads' `ContextSwitches`
+//!   summed, from `NtQuerySystemInformation(SystemProcessInformation)`;
+//! - `VmRSS`: `GetProcessMemoryInfo`'s `WorkingSetSize`; and, Windows only, `PrivateUsage`
+//!   (private bytes);
+//! - the entries of `/proc/PID/fd`: `GetProcessHandleCount` (every kernel handle, not only
+//!   sockets), or under Wine `SystemProcessInformation`'s `HandleCount`;
+//! - the busy jiffies of `/proc/stat`: `GetSystemTimes`, kernel + user − idle;
+//! - `sched_setaffinity` (inherited by a child): `SetProcessAffinityMask` (a child inherits
+//!   its parent's process mask);
+//! - `SCHED_RR`: `HIGH_PRIORITY_CLASS` (`REALTIME_PRIORITY_CLASS` would starve the system's
+//!   own threads, and needs the increase-priority privilege).
 //!
 //! Pitfalls: `NtQuerySystemInformation` is ntdll's, not a documented Win32 call (it is what
 //! Task Manager and `Get-Process` use); it is looked up at run time, and a total of 0 switches
