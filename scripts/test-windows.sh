@@ -3,9 +3,10 @@
 # target, -D warnings: any finding fails the run before a test starts), builds it and runs the
 # Windows tests (the conformance suites for every Winsock model — TCP, TLS and UDP
 # (udp_conformance) —, the adversarial suite, the limits and faults, the Windows edge cases, the
-# core's unit tests: every test file of iomodels-server; the bench's Windows process tests) under
-# Wine, headless, then the binary as a user meets it (serve against socat, the UDP tools,
-# `iomodels.exe bench --quick` end to end). Installs what it needs when missing: Debian's Rust
+# core's unit tests: every test file of iomodels-server; the load generator's unit and
+# integration tests; the bench's Windows process tests) under Wine, headless, then the binary as
+# a user meets it (`serve` against socat, `load` against a Linux and a Windows `serve`, the UDP
+# tools across the two OSes, `bench --quick` end to end). Installs what it needs when missing: Debian's Rust
 # "web" toolchain with its std sources (this machine's rustup cannot download targets) and its
 # clippy (rust-web-clippy), mingw and Wine. See ../shared/notes/windows-under-wine.md for why each piece is there.
 #
@@ -20,8 +21,8 @@ started=$(date +%s)
 # 1. Packages and 2. the toolchain (scripts/windows/toolchain.sh): Debian's rustc with its own
 # std sources, built for the target (-Zbuild-std), linked by mingw, run by Wine.
 . scripts/windows/toolchain.sh
-# (rust-web-clippy: the clippy of that same toolchain, for step 4.)
-windows_toolchain scripts/test-windows.sh wine wine64 socat rust-web-clippy
+# (rust-web-clippy: the clippy of that same toolchain, for step 4; jq reads `load --json`.)
+windows_toolchain scripts/test-windows.sh wine wine64 socat jq rust-web-clippy
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
 
 # 3. Wine: a private prefix, no display, no debug chatter; the ProcessPrng shim in it.
@@ -86,9 +87,12 @@ hung() {
 timeout -k 30 "$limit" $cargo test "${target[@]}" --no-fail-fast -p iomodels-core -p iomodels-server --lib --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 [ "$status" != 124 ] || hung "the core and server tests"
-timeout -k 30 "$limit" $cargo test "${target[@]}" -p iomodels-load --lib "$@" 2>&1 | tee -a "$log"
+# The load generator: its unit tests (with the Windows poll's own: WSAPoll's level readiness,
+# the edge emulation) and its integration tests (load, tls, udp: every mode against the real
+# servers). --no-fail-fast, as above.
+timeout -k 30 "$limit" $cargo test "${target[@]}" --no-fail-fast -p iomodels-load --lib --tests "$@" 2>&1 | tee -a "$log"
 lstatus=${PIPESTATUS[0]}
-[ "$lstatus" != 124 ] || hung "the load generator's unit tests"
+[ "$lstatus" != 124 ] || hung "the load generator's tests"
 [ "$lstatus" = 0 ] || status=1
 # What bench needs from a served child on Windows (tests/bench_windows.rs): its control events
 # (counters, stop), the process API measuring it (CPU time, working set, handles), placing it
@@ -98,11 +102,6 @@ bstatus=${PIPESTATUS[0]}
 [ "$bstatus" != 124 ] || hung "the bench's Windows process tests"
 [ "$bstatus" = 0 ] || status=1
 set -e
-# iomodels-load's integration tests are not run here: the generator's event loop is mio, whose Windows
-# backend (AFD poll) stalls under Wine 8 after the first event (one message in 12 s). The
-# Windows conformance suite drives the servers with a thread per client instead.
-load_tests=$(grep -c '#\[test\]' crates/load/tests/load.rs)
-echo "windows skipped: $load_tests tests of iomodels-load (mio's AFD polling stalls under Wine 8)" | tee -a "$log"
 # The binary as a user meets it: `iomodels.exe serve` for every model under Wine, a peer
 # nobody here wrote (socat, a Linux process) echoing 256 KiB through it, then SIGINT (which
 # Wine turns into Ctrl-C): the server must stop gracefully and exit 0. Twice: over plain TCP,
@@ -246,6 +245,71 @@ udp_tool() {
 udp_tool "windows cli udp tools: Linux send -> Windows recv (unicast)" "wine $exe" "$linux_exe" "127.0.0.1:$udp_port"
 udp_tool "windows cli udp tools: Linux send -> Windows recv ($group)" "wine $exe" "$linux_exe" "$group:$((udp_port + 1))"
 udp_tool "windows cli udp tools: Windows send -> Linux recv ($group)" "$linux_exe" "wine $exe" "$group:$((udp_port + 2))"
+# `iomodels.exe load` under Wine as a user runs it, against the Linux `iomodels serve` and
+# against `iomodels.exe serve` (completion-port, its default): plain TCP, TLS (the server's
+# self-signed certificate, trusted with --tls-ca through Z:), UDP and --idle. Each run is
+# bounded (8 connections x 200 messages at depth 4, or 20 idle connections held 1 s, each
+# echoing every 200 ms) and must exit 0 with its --json, read by jq, saying every message
+# came back and verified: zero mismatches, `error` null. Then SIGINT stops the server, which
+# must exit 0.
+# load_check linux|windows tcp|tls|udp|idle: one run; counts a pass or a failure.
+load_check() {
+  local side=$1 mode=$2 name="windows cli load: $2 against the $1 server" cert="" ok=1 addr="" pid rc=0 check
+  local srv=() cli=(load --conns 8 --depth 4 --messages 200 --duration 20s --json)
+  if [ "$side" = linux ]; then srv=("$linux_exe" serve); else srv=(wine "$exe" serve); fi
+  srv+=(--listen 127.0.0.1:0)
+  check='.conns_established == 8 and .messages == 1600 and .bytes == 1600 * 64'
+  case $mode in
+    tls)
+      cert="$tls_dir/load-$side.pem"
+      if [ "$side" = linux ]; then srv+=(--tls-self-signed --tls-cert-out "$cert"); else srv+=(--tls-self-signed --tls-cert-out "Z:$cert"); fi
+      cli+=(--tls --tls-ca "Z:$cert")
+      check="$check and .tls == true" ;;
+    udp)
+      srv+=(--udp)
+      cli+=(--udp)
+      # (A datagram lost on loopback would be counted, not an error: sent = echoed + lost.)
+      check='.udp.sent == 1600 and .udp.received + .udp.lost == 1600 and .messages == .udp.received and .messages > 0' ;;
+    idle)
+      cli=(load --idle --conns 20 --duration 1s --echo-every 200ms --json)
+      check='.conns_held == 20 and .conns_still_open == 20 and .message_errors == 0 and .messages > 0' ;;
+  esac
+  "${srv[@]}" >"$served" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do
+    addr=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' "$served")
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  if [ -z "$addr" ]; then
+    echo "$name: the server did not start: $(head -c 300 "$served")" >&2
+    ok=0
+  elif ! timeout 60 wine "$exe" "${cli[@]}" --connect "$addr" >"$echoed" 2>"$peer_err"; then
+    echo "$name: iomodels.exe load failed: $(tail -n 2 "$peer_err") $(head -c 300 "$echoed")" >&2
+    ok=0
+  elif ! jq -e "(.error == null) and ((.mismatches // 0) == 0) and ($check)" "$echoed" >/dev/null; then
+    echo "$name: the JSON does not show a clean, verified run: $(head -c 600 "$echoed")" >&2
+    ok=0
+  fi
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "$name: the server did not stop within 30 s of SIGINT" >&2
+    kill -9 "$pid" 2>/dev/null || true
+    ok=0
+  fi
+  wait "$pid" || rc=$?
+  if [ "$ok" = 1 ] && [ "$rc" != 0 ]; then
+    echo "$name: the server exited $rc after SIGINT: $(tail -n 2 "$served")" >&2
+    ok=0
+  fi
+  if [ "$ok" = 1 ]; then cli_pass=$((cli_pass + 1)); echo "$name ok"; else cli_fail=$((cli_fail + 1)); fi
+}
+for side in linux windows; do
+  for mode in tcp tls udp idle; do
+    load_check "$side" "$mode"
+  done
+done
 # `iomodels.exe bench --quick` end to end under Wine (one repetition: about two minutes):
 # every Windows model has a row that ran in every quick scenario, no echo differed (bench exits
 # non-zero on a mismatch), the JSON and the report are written (through Wine's Z: drive), and
@@ -262,20 +326,19 @@ if ! timeout 900 wine "$exe" bench --quick --repeat 1 --json "Z:$bench_dir/bench
 elif [ ! -s "$bench_dir/bench.json" ] || [ ! -s "$bench_dir/report.html" ]; then
   echo "$bench_name: no JSON or no report written" >&2
   bench_ok=0
-else
-  ran=$(grep -c '"ran": true' "$bench_dir/bench.json" || true)
-  scenarios=$(grep -c '"kind": ' "$bench_dir/bench.json" || true)
-  if [ "$bench_models" != 7 ] || [ "$ran" != $((bench_models * scenarios)) ] || [ "$scenarios" != 4 ]; then
-    echo "$bench_name: $ran rows ran of $bench_models models x $scenarios scenarios (want 7 x 4): $(grep -A1 'not run' "$bench_dir/table.txt" | head -n 6)" >&2
-    bench_ok=0
-  elif grep -q '"mismatches": [1-9]' "$bench_dir/bench.json"; then
-    echo "$bench_name: echoed bytes differed: $(grep -i mismatch "$bench_dir/table.txt" | head -n 3)" >&2
-    bench_ok=0
-  elif ! grep -q '"wine": "' "$bench_dir/bench.json" || ! grep -q '^machine: .*windows (under Wine ' "$bench_dir/table.txt" \
-      || ! grep -q 'windows (under Wine ' "$bench_dir/report.html" || ! grep -q 'Wine.*s user-space socket layer' "$bench_dir/report.html"; then
-    echo "$bench_name: the machine is not labelled as Wine: $(grep '^machine' "$bench_dir/table.txt")" >&2
-    bench_ok=0
-  fi
+elif ! jq -e '[.scenarios[] | select(.rows | length == 7 and all(.ran))] | length == 4' "$bench_dir/bench.json" >/dev/null \
+    || [ "$bench_models" != 7 ]; then
+  echo "$bench_name: not every one of the $bench_models models ran in the 4 quick scenarios: $(grep -B1 'not run' "$bench_dir/table.txt" | head -n 6)" >&2
+  bench_ok=0
+elif ! jq -e 'all(.scenarios[].rows[]; .mismatches == 0)' "$bench_dir/bench.json" >/dev/null; then
+  echo "$bench_name: echoed bytes differed: $(grep -i mismatch "$bench_dir/table.txt" | head -n 3)" >&2
+  bench_ok=0
+elif ! jq -e '.machine.os == "windows" and (.machine.wine | type == "string")' "$bench_dir/bench.json" >/dev/null \
+    || ! grep -q '^machine: .*windows (under Wine ' "$bench_dir/table.txt" \
+    || ! grep -q '<dd>windows (under Wine ' "$bench_dir/report.html" \
+    || ! grep -q 'Wine&#39;s user-space socket layer' "$bench_dir/report.html"; then
+  echo "$bench_name: the machine is not labelled as Wine: $(grep '^machine' "$bench_dir/table.txt")" >&2
+  bench_ok=0
 fi
 if [ "$bench_ok" = 1 ]; then
   cli_pass=$((cli_pass + 1)); echo "$bench_name ok"
@@ -284,7 +347,7 @@ else
   cli_fail=$((cli_fail + 1))
 fi
 rm -rf "$payload" "$echoed" "$served" "$peer_err" "$tls_dir" "$dgram_dir" "$bench_dir"
-echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain, TLS and UDP, socat from Linux; udp send/recv across the two; bench --quick)" | tee -a "$log"
+echo "test result: cli. $cli_pass passed; $cli_fail failed; 0 ignored (iomodels.exe serve under Wine, plain, TLS and UDP, socat from Linux; udp send/recv across the two; iomodels.exe load against a Linux and a Windows serve, plain, TLS, UDP, idle; bench --quick)" | tee -a "$log"
 [ "$cli_fail" = 0 ] || status=1
 # The binary must list every model with its Winsock mechanism.
 for m in blocking select async-select event-select overlapped-event overlapped-routine completion-port; do

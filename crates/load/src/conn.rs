@@ -24,13 +24,11 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use iomodels_core::rustls::ClientConnection;
-use mio::event::Event;
-use mio::net::TcpStream;
 
 use crate::failure::{looks_like_tls, Failure, FailureKind};
 use crate::pattern::{Pattern, CHUNK};
+use crate::poll::{Event, TcpStream};
 use crate::schedule::{micros, Pacing, Schedule};
-use crate::sys::STOP_AT_SHORT_READ;
 use crate::tls::{feed, read_once, write_records, Fed, Flushed};
 
 /// Where a connection is in its life.
@@ -550,10 +548,11 @@ impl Conn {
             // A short read means the receive queue is empty now. Linux signals every later
             // arrival as a new edge, so the usual extra read that returns WouldBlock is skipped
             // — unless the event already said the peer closed: then no new edge comes for the
-            // end of stream queued behind this data, and the next read must see it. Windows
-            // re-arms the interest only at WouldBlock: there the loop always reads on to it
-            // (see `sys::STOP_AT_SHORT_READ`).
-            if STOP_AT_SHORT_READ && n < buf.len() && !closed {
+            // end of stream queued behind this data, and the next read must see it. (The
+            // Windows poll re-arms the readable side at a short read for this: see
+            // `poll/windows.rs`. Reading on to WouldBlock instead would let one connection
+            // whose echoes keep arriving hold the worker in this loop forever.)
+            if n < buf.len() && !closed {
                 return Step::Continue;
             }
         }

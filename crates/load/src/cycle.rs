@@ -21,13 +21,12 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::conn::{Conn, Handshake, State, Step};
 use crate::cpu::{cpu_time, Who};
 use crate::failure::{Failure, FailureKind};
 use crate::pattern::{Pattern, CHUNK};
+use crate::poll::{Event, Events, Interest, Poll, Registry, TcpStream, Token};
 use crate::tls::TlsClient;
 use crate::worker::{cpu_between, deadlines, Counters, WorkerResult, SILENT_DRAIN};
 use crate::{Live, LoadConfig};
@@ -273,7 +272,7 @@ fn fail(slot: &mut Slot, failure: Failed, r: &mut Counters) {
 /// recorded in `cycles`), or why it failed. The message's own round trip goes to `echo`.
 fn advance(
     slot: &mut Slot,
-    event: &mio::event::Event,
+    event: &Event,
     buf: &mut [u8],
     scratch: &mut [u8],
     (cycles, echo): (&mut Histogram<u64>, &mut crate::conn::Latencies),

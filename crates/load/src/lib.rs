@@ -120,6 +120,7 @@ mod failure;
 mod idle;
 mod live;
 mod pattern;
+mod poll;
 mod report;
 mod schedule;
 mod sys;
@@ -322,7 +323,7 @@ pub fn run_live(cfg: &LoadConfig, live: &Live) -> io::Result<LoadReport> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let threads = cfg.effective_threads();
     let polls = (0..threads)
-        .map(|_| mio::Poll::new())
+        .map(|_| poll::Poll::new())
         .collect::<io::Result<Vec<_>>>()?;
 
     // Every cycle of `--handshakes` is a full handshake: no session is resumed.

@@ -1,7 +1,7 @@
 //! What the load generator needs from the OS beyond socket2 and mio: a source address without
 //! a port until connect (`IP_BIND_ADDRESS_NO_PORT`, Linux), a precise timer for `--rate`
-//! ([`Timer`]: a timerfd, Linux), and whether a short read may stand for `WouldBlock`
-//! ([`STOP_AT_SHORT_READ`]).
+//! ([`Timer`]: a timerfd, Linux), and on Windows the one call the workers' poll makes
+//! (`WSAPoll`, see `poll/windows.rs`).
 //!
 //! Binding a client socket to `127.0.0.x:0` makes the kernel pick the port at `bind`, among
 //! the ports no socket on that address holds — a search that grows slow as thousands are taken
@@ -12,21 +12,6 @@
 
 use socket2::Socket;
 use std::io;
-
-/// Whether the poll reports every later arrival on a socket as a new edge, so that a read
-/// that returned less than asked (the receive queue is empty now) may end a read loop without
-/// the extra read that returns `WouldBlock`: true for Linux's epoll (`EPOLLET` signals each
-/// arrival), where that saves a system call per event.
-///
-/// Not on Windows, where mio's edge triggering is an emulation over AFD polling (`\Device\Afd`,
-/// what `WSAPoll` and `select` use inside): an interest reported once is re-armed only when
-/// an operation on that socket returns `WouldBlock` — mio's documented contract, "perform
-/// I/O until `WouldBlock`". A loop that stops at a short read leaves the socket unarmed and
-/// no further readable event ever comes: a run stalled after each connection's first echo
-/// (seen under Wine 8, and the same on Windows by the contract). So there every read loop
-/// goes on to `WouldBlock`. (Other systems: kqueue's `EV_CLEAR` would allow the shortcut too;
-/// untested here, they take the safe way.)
-pub(crate) const STOP_AT_SHORT_READ: bool = cfg!(target_os = "linux");
 
 /// Asks the kernel to leave the port of a later `bind` to `connect` (Linux).
 #[cfg(target_os = "linux")]
@@ -75,7 +60,10 @@ pub(crate) struct Timer {
 #[allow(unsafe_code)]
 impl Timer {
     /// A disarmed timer, registered in `registry` as `token`.
-    pub(crate) fn new(registry: &mio::Registry, token: mio::Token) -> io::Result<Timer> {
+    pub(crate) fn new(
+        registry: &crate::poll::Registry,
+        token: crate::poll::Token,
+    ) -> io::Result<Timer> {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         // SAFETY: timerfd_create takes no pointers; a non-negative result is a new descriptor
         // that nothing else owns.
@@ -148,7 +136,10 @@ pub(crate) struct Timer;
 #[cfg(not(target_os = "linux"))]
 impl Timer {
     /// No timer: the poll's timeout does the waking.
-    pub(crate) fn new(_registry: &mio::Registry, _token: mio::Token) -> io::Result<Timer> {
+    pub(crate) fn new(
+        _registry: &crate::poll::Registry,
+        _token: crate::poll::Token,
+    ) -> io::Result<Timer> {
         Ok(Timer)
     }
 
@@ -159,4 +150,25 @@ impl Timer {
 
     /// Nothing fired.
     pub(crate) fn fired(&mut self) {}
+}
+
+/// `WSAPoll` over `fds` for up to `timeout_ms` milliseconds (-1: no limit): the number of
+/// sockets with something in `revents`, 0 at the timeout.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+pub(crate) fn wsapoll(
+    fds: &mut [windows_sys::Win32::Networking::WinSock::WSAPOLLFD],
+    timeout_ms: i32,
+) -> io::Result<usize> {
+    use windows_sys::Win32::Networking::WinSock::{WSAGetLastError, WSAPoll, SOCKET_ERROR};
+    let count = u32::try_from(fds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many sockets to poll"))?;
+    // SAFETY: WSAPoll reads `count` WSAPOLLFD entries from the live, exclusively borrowed
+    // slice and writes only their `revents`; it keeps no pointer after returning.
+    let rc = unsafe { WSAPoll(fds.as_mut_ptr(), count, timeout_ms) };
+    if rc == SOCKET_ERROR {
+        // SAFETY: WSAGetLastError takes no arguments and reads this thread's last error.
+        return Err(io::Error::from_raw_os_error(unsafe { WSAGetLastError() }));
+    }
+    Ok(rc as usize)
 }

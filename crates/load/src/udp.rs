@@ -49,13 +49,11 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
-
 use crate::conn::{record, Latencies};
 use crate::cpu::{cpu_time, Who};
 use crate::failure::{Failure, FailureKind};
 use crate::pattern::{Pattern, CHUNK};
+use crate::poll::{Events, Interest, Poll, Token, UdpSocket};
 use crate::schedule::{micros, Pacing, Schedule};
 use crate::worker::{
     arm, cpu_between, deadlines, earliest, pacing_timer, slack, Counters, WorkerResult, TIMER,

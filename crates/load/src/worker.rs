@@ -5,13 +5,12 @@ use std::sync::{Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{Conn, Handshake, Latencies, State, Step};
 use crate::cpu::{cpu_time, Who};
 use crate::failure::{Failure, FailureKind, Failures};
 use crate::pattern::{Pattern, CHUNK};
+use crate::poll::{Events, Interest, Poll, TcpStream, Token};
 use crate::schedule::{Pacing, Schedule};
 use crate::sys::Timer;
 use crate::{Live, LoadConfig};

@@ -482,7 +482,6 @@ fn a_ramp_gives_up_after_consecutive_failures() {
 /// A part of a larger plan numbers its connections from the part's first: 20 connections
 /// from index 19,990 of a 40,000 plan straddle two source addresses (127.0.0.2 and .3), all
 /// verified and still open at the end; the plan's reach and address counts.
-#[cfg(target_os = "linux")]
 #[test]
 fn a_part_of_a_larger_plan_uses_the_plans_source_addresses() {
     let server = Server::start(Mode::Echo);
