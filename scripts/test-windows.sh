@@ -6,9 +6,10 @@
 # core's unit tests: every test file of iomodels-server; the load generator's unit and
 # integration tests; the bench's Windows process tests) under Wine, headless, then the binary as
 # a user meets it (`serve` against socat, `load` against a Linux and a Windows `serve`, the UDP
-# tools across the two OSes, `bench --quick` end to end). Installs what it needs when missing: Debian's Rust
-# "web" toolchain with its std sources (this machine's rustup cannot download targets) and its
-# clippy (rust-web-clippy), mingw and Wine. See ../shared/notes/windows-under-wine.md for why each piece is there.
+# tools across the two OSes, `bench --quick` end to end). Installs what it needs when missing:
+# Debian's Rust "web" toolchain with its std sources (this machine's rustup cannot download
+# targets) and its clippy (rust-web-clippy), mingw, Wine and jq.
+# See ../shared/notes/windows-under-wine.md for why each piece is there.
 #
 # Usage: scripts/test-windows.sh [extra cargo test arguments, e.g. a test-name filter]
 # Env: IOMODELS_WINE_PREFIX (default target/wine-prefix) keeps the Wine prefix between runs;
@@ -262,7 +263,9 @@ load_check() {
   case $mode in
     tls)
       cert="$tls_dir/load-$side.pem"
-      if [ "$side" = linux ]; then srv+=(--tls-self-signed --tls-cert-out "$cert"); else srv+=(--tls-self-signed --tls-cert-out "Z:$cert"); fi
+      # (The Windows server writes it through Wine's Z: drive, which maps /.)
+      if [ "$side" = linux ]; then srv+=(--tls-self-signed --tls-cert-out "$cert")
+      else srv+=(--tls-self-signed --tls-cert-out "Z:$cert"); fi
       cli+=(--tls --tls-ca "Z:$cert")
       check="$check and .tls == true" ;;
     udp)

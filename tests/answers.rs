@@ -7,9 +7,11 @@
 //! run with no echo `null`. A clean run's JSON has `error: null`, `build` and `machine`.
 //! `load --udp` against nothing (refused) and against a silent UDP socket (no answer) too.
 //!
-//! Linux only, like tests/load_udp.rs: under Wine the mio-based load generator stalls. Every
-//! fake server serves a bounded number of connections, every wait is bounded (the runs by
-//! `support::DEADLINE`, the servers' reads by a read timeout).
+//! Linux only, like tests/load_udp.rs: the binary's tests share tests/support, which stops children
+//! with Unix signals, and their expected errno names are Linux's. `iomodels.exe load` is run under
+//! Wine by scripts/test-windows.sh instead (plain, TLS, UDP, idle, against a Linux and a Windows
+//! serve). Every fake server serves a bounded number of connections, every wait is bounded (the
+//! runs by `support::DEADLINE`, the servers' reads by a read timeout).
 #![cfg(target_os = "linux")]
 
 mod support;

@@ -2,7 +2,9 @@
 //! Ctrl-C (SIGINT) or SIGTERM on `load` printing the report of what ran (TCP, TLS, UDP; table
 //! and JSON), `serve --stats-interval`, and `bench`'s step lines off a terminal.
 //!
-//! Linux only, like tests/cli.rs (signals; under Wine the mio-based load generator stalls).
+//! Linux only, like tests/cli.rs: the binary's tests share tests/support, which stops children with
+//! Unix signals, and their expected errno names are Linux's. `iomodels.exe load` is run under Wine
+//! by scripts/test-windows.sh instead (plain, TLS, UDP, idle, against a Linux and a Windows serve).
 //! No assertion is on a timing figure: counts of lines are bounded loosely, and a run is
 //! interrupted only once an interval line shows messages flowing.
 #![cfg(target_os = "linux")]

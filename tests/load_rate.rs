@@ -5,8 +5,10 @@
 //! rate is the requested one and every echo verified; the flag's usage errors; the `--interval`
 //! lines showing the sent rate.
 //!
-//! Linux only, like tests/cli.rs (under Wine the mio-based load generator stalls). The bounds
-//! are loose by design (factors of several), never a timing target.
+//! Linux only, like tests/cli.rs: the binary's tests share tests/support, which stops children with
+//! Unix signals, and their expected errno names are Linux's. `iomodels.exe load` is run under Wine
+//! by scripts/test-windows.sh instead (plain, TLS, UDP, idle, against a Linux and a Windows serve).
+//! The bounds are loose by design (factors of several), never a timing target.
 #![cfg(target_os = "linux")]
 
 mod support;

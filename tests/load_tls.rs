@@ -4,7 +4,9 @@
 //! certificate files, and the certificates a client must refuse, each ending the run with one
 //! line that names the problem.
 //!
-//! Linux only, like tests/cli.rs: under Wine the mio-based load generator stalls.
+//! Linux only, like tests/cli.rs: the binary's tests share tests/support, which stops children with
+//! Unix signals, and their expected errno names are Linux's. `iomodels.exe load` is run under Wine
+//! by scripts/test-windows.sh instead (plain, TLS, UDP, idle, against a Linux and a Windows serve).
 #![cfg(target_os = "linux")]
 
 mod support;

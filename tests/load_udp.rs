@@ -2,7 +2,10 @@
 //! model (every echo verified, the server's counters agree), the JSON report, nobody at the
 //! port (one line: no UDP echo server), and the flag combinations that make no sense.
 //!
-//! Linux only, like tests/load_tls.rs: under Wine the mio-based load generator stalls.
+//! Linux only, like tests/load_tls.rs: the binary's tests share tests/support, which stops children
+//! with Unix signals, and their expected errno names are Linux's. `iomodels.exe load` is run under
+//! Wine by scripts/test-windows.sh instead (plain, TLS, UDP, idle, against a Linux and a Windows
+//! serve).
 #![cfg(target_os = "linux")]
 
 mod support;

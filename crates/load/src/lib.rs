@@ -11,8 +11,8 @@
 //! [Open loop](#open-loop-rate) below) and timed from when they were due.
 //!
 //! The connections are non-blocking sockets (TCP_NODELAY on) spread over
-//! [`LoadConfig::threads`] threads, each with its own `mio` poll; all connects are issued at
-//! once, and the clock starts when every thread has finished connecting. After
+//! [`LoadConfig::threads`] threads, each with its own poll (mio's; `WSAPoll` on Windows, see
+//! [below](#windows)); all connects are issued at once, and the clock starts when every thread has finished connecting. After
 //! [`LoadConfig::duration`] (or [`LoadConfig::messages_per_conn`] messages) no new message
 //! starts; the generator waits up to [`LoadConfig::drain_timeout`] for the echoes still in
 //! flight, shuts down its write side, reads to the server's end of stream (briefly) and closes.
@@ -72,7 +72,7 @@
 //! ## TLS
 //!
 //! With [`LoadConfig::tls`], every connection speaks TLS through a rustls client session driven
-//! sans-I/O inside the same mio loop (see the `tls` module): the handshake is part of
+//! sans-I/O inside the same event loop (see the `tls` module): the handshake is part of
 //! connecting (before the clock starts), the plaintext is verified and timed exactly as the
 //! bytes of a plain connection, and each connection sends a `close_notify` before it shuts
 //! its write side. A session that fails (a certificate the client refuses, a client
@@ -92,6 +92,17 @@
 //! not answered within [`LoadConfig::udp_timeout`] is counted lost and replaced, so loss never
 //! stalls the run; echoes that come after their timeout, or twice, are counted apart (see the
 //! `udp` module and [`UdpCounts`]).
+//!
+//! ## Windows
+//!
+//! Everything above works the same on Windows (flags, verification, report, JSON; TCP, TLS,
+//! handshakes, UDP, `--rate`, idle holds). Only the poll differs: mio's epoll elsewhere, on
+//! Windows an edge-triggered poll emulated over `WSAPoll` (the `poll` module: why not mio's
+//! Windows backend, the re-arming rules, `WSAPoll`'s O(sockets) cost and its pitfalls), and
+//! the `--rate` timer is the poll's millisecond timeout (Windows' timer ticks at 15.6 ms
+//! unless a process asks for finer, so paced messages may go out up to a tick late, which the
+//! latency from the schedule shows). The client CPU figure comes from `GetThreadTimes`. Tested
+//! under Wine 8, whose figures measure Wine's user-space socket layer, not Winsock.
 //!
 //! ## Watching and stopping a run
 //!

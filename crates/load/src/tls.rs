@@ -1,7 +1,7 @@
 //! TLS for the load generator: what a connection needs to open a session ([`TlsClient`]), and
 //! the sans-I/O plumbing between a rustls [`ClientConnection`] and a non-blocking socket.
 //!
-//! rustls does no I/O, so the mio loop stays the same: ciphertext read from the socket goes to
+//! rustls does no I/O, so the poll loop stays the same: ciphertext read from the socket goes to
 //! `read_tls` and `process_new_packets`, the plaintext comes out of `reader()` and is verified
 //! exactly like the bytes of a plain connection; plaintext to send goes into `writer()` and the
 //! records rustls makes are written to the socket with `write_tls`.

@@ -1,4 +1,4 @@
-//! One load-generating thread: a mio `Poll` and its share of the connections.
+//! One load-generating thread: a `Poll` (see the `poll` module) and its share of the connections.
 
 use std::io;
 use std::sync::{Barrier, Condvar, Mutex};
