@@ -143,6 +143,9 @@ serve_and_echo() {
     name="windows cli udp: $m"
     args+=(--udp)
   fi
+  # Emptied here, not by the redirection below: that runs in the background child, and the
+  # loop that looks for the ready line could read the last run's line (and port) before it.
+  : >"$served"
   wine "$exe" "${args[@]}" >"$served" 2>&1 &
   local pid=$! addr="" ok=1 rc=0
   # Up to 60 s for the ready line: a Wine process starts in well under a second alone, but in
@@ -225,6 +228,7 @@ udp_tool() {
   else
     join=(--listen "$dest")
   fi
+  : >"$peer_err" # (emptied before the start: see serve_and_echo)
   timeout 60 "${rx[@]}" udp recv "${join[@]}" --count 200 --duration 30s --json >"$echoed" 2>"$peer_err" &
   rpid=$!
   # A bound on a hang, not a timing: a Wine start on a loaded machine took over 15 s once.
@@ -277,6 +281,7 @@ load_check() {
       cli=(load --idle --conns 20 --duration 1s --echo-every 200ms --json)
       check='.conns_held == 20 and .conns_still_open == 20 and .message_errors == 0 and .messages > 0' ;;
   esac
+  : >"$served" # (emptied before the start: see serve_and_echo)
   "${srv[@]}" >"$served" 2>&1 &
   pid=$!
   for _ in $(seq 600); do
