@@ -131,6 +131,38 @@ udp_echoes() {
     fi
   done
 }
+# start_served CMD...: starts a server in the background, its output in $served; sets
+# served_pid, and served_addr to the address of its ready line ("" if none came).
+start_served() {
+  # Emptied here, not by the redirection below: that runs in the background child, and the
+  # loop that looks for the ready line could read the last run's line (and port) before it.
+  : >"$served"
+  "$@" >"$served" 2>&1 &
+  served_pid=$! served_addr=""
+  # Up to 60 s for the ready line: a Wine process starts in well under a second alone, but in
+  # many seconds beside other Wine processes on a busy machine.
+  for _ in $(seq 600); do
+    served_addr=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' "$served")
+    [ -n "$served_addr" ] && break
+    sleep 0.1
+  done
+}
+# stop_served NAME: SIGINT (Wine turns it into Ctrl-C) to the server started last, then up to
+# 30 s for it to exit (SIGKILL after that); sets served_rc to its exit status; false if it did
+# not stop in time.
+stop_served() {
+  local late=0
+  served_rc=0
+  kill -INT "$served_pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$served_pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$served_pid" 2>/dev/null; then
+    echo "$1 did not stop within 30 s of SIGINT" >&2
+    kill -9 "$served_pid" 2>/dev/null || true
+    late=1
+  fi
+  wait "$served_pid" || served_rc=$?
+  [ "$late" = 0 ]
+}
 # serve_and_echo MODEL tcp|tls|udp: one run; counts a pass or a failure.
 serve_and_echo() {
   local m=$1 mode=$2 name="windows cli: $1" cert="" peer
@@ -143,18 +175,8 @@ serve_and_echo() {
     name="windows cli udp: $m"
     args+=(--udp)
   fi
-  # Emptied here, not by the redirection below: that runs in the background child, and the
-  # loop that looks for the ready line could read the last run's line (and port) before it.
-  : >"$served"
-  wine "$exe" "${args[@]}" >"$served" 2>&1 &
-  local pid=$! addr="" ok=1 rc=0
-  # Up to 60 s for the ready line: a Wine process starts in well under a second alone, but in
-  # many seconds beside other Wine processes on a busy machine.
-  for _ in $(seq 600); do
-    addr=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' "$served")
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  start_served wine "$exe" "${args[@]}"
+  local addr=$served_addr ok=1 rc=0
   peer="TCP:$addr"
   [ "$mode" = tcp ] || peer="OPENSSL:$addr,cafile=$cert,commonname=localhost"
   if [ -z "$addr" ]; then
@@ -175,14 +197,8 @@ serve_and_echo() {
     echo "$name: socat's 256 KiB did not come back intact ($(stat -c %s "$echoed") bytes): $(head -c 300 "$peer_err")" >&2
     ok=0
   fi
-  kill -INT "$pid" 2>/dev/null || true
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "$name did not stop within 30 s of SIGINT" >&2
-    kill -9 "$pid" 2>/dev/null || true
-    ok=0
-  fi
-  wait "$pid" || rc=$?
+  stop_served "$name" || ok=0
+  rc=$served_rc
   local served_line='stopped: 1 connections served'
   if [ "$mode" = udp ]; then
     served_line="UDP: ${#dgram_sizes[@]} datagrams in, ${#dgram_sizes[@]} echoed, 0 dropped unanswered, 0 oversized"
@@ -259,7 +275,7 @@ udp_tool "windows cli udp tools: Windows send -> Linux recv ($group)" "$linux_ex
 # must exit 0.
 # load_check linux|windows tcp|tls|udp|idle: one run; counts a pass or a failure.
 load_check() {
-  local side=$1 mode=$2 name="windows cli load: $2 against the $1 server" cert="" ok=1 addr="" pid rc=0 check
+  local side=$1 mode=$2 name="windows cli load: $2 against the $1 server" cert="" ok=1 addr="" rc=0 check
   local srv=() cli=(load --conns 8 --depth 4 --messages 200 --duration 20s --json)
   if [ "$side" = linux ]; then srv=("$linux_exe" serve); else srv=(wine "$exe" serve); fi
   srv+=(--listen 127.0.0.1:0)
@@ -281,14 +297,8 @@ load_check() {
       cli=(load --idle --conns 20 --duration 1s --echo-every 200ms --json)
       check='.conns_held == 20 and .conns_still_open == 20 and .message_errors == 0 and .messages > 0' ;;
   esac
-  : >"$served" # (emptied before the start: see serve_and_echo)
-  "${srv[@]}" >"$served" 2>&1 &
-  pid=$!
-  for _ in $(seq 600); do
-    addr=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' "$served")
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  start_served "${srv[@]}"
+  addr=$served_addr
   if [ -z "$addr" ]; then
     echo "$name: the server did not start: $(head -c 300 "$served")" >&2
     ok=0
@@ -299,14 +309,8 @@ load_check() {
     echo "$name: the JSON does not show a clean, verified run: $(head -c 600 "$echoed")" >&2
     ok=0
   fi
-  kill -INT "$pid" 2>/dev/null || true
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "$name: the server did not stop within 30 s of SIGINT" >&2
-    kill -9 "$pid" 2>/dev/null || true
-    ok=0
-  fi
-  wait "$pid" || rc=$?
+  stop_served "$name: the server" || ok=0
+  rc=$served_rc
   if [ "$ok" = 1 ] && [ "$rc" != 0 ]; then
     echo "$name: the server exited $rc after SIGINT: $(tail -n 2 "$served")" >&2
     ok=0
