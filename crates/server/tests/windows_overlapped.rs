@@ -38,6 +38,19 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Closes the clients, waits (up to 60 s) until the server has let every connection go, then
+/// [`stop_clean`].
+fn close_then_stop(server: RunningServer, clients: Vec<TcpStream>) {
+    drop(clients);
+    wait_for(
+        &server,
+        Duration::from_secs(60),
+        "every connection closed",
+        |s| s.active == 0,
+    );
+    stop_clean(server);
+}
+
 /// Stops the server and checks that it left nothing behind.
 fn stop_clean(server: RunningServer) {
     let stats = server.stats.clone();
@@ -329,14 +342,7 @@ fn idle_connections_post_no_receive_buffer(model: Model) {
     let st = server.stats.snapshot();
     assert_eq!((st.errors, st.active), (0, IDLE as i64), "{st:?}");
     assert!(st.recv_buffer_bytes_posted_peak <= FEW_PAGES, "{st:?}");
-    drop(idle);
-    wait_for(
-        &server,
-        Duration::from_secs(60),
-        "every connection closed",
-        |s| s.active == 0,
-    );
-    stop_clean(server);
+    close_then_stop(server, idle);
 }
 
 /// A client with a small receive buffer (4 KiB asked; the kernel's minimum is about that), so
@@ -631,14 +637,7 @@ fn completion_port_an_accept_storm_of_two_thousand_connections_is_accepted_whole
         ping(s, &[i as u8, (i >> 8) as u8]);
     }
     assert_eq!(server.stats.snapshot().errors, 0);
-    drop(conns);
-    wait_for(
-        &server,
-        Duration::from_secs(60),
-        "every connection closed",
-        |s| s.active == 0,
-    );
-    stop_clean(server);
+    close_then_stop(server, conns);
 }
 
 /// A completion finds its connection without a process-wide lock (`completion-port`): 4
@@ -682,12 +681,5 @@ fn completion_port_completions_take_no_process_wide_lock() {
     // pass the bound above): accepting 5 connections took some.
     assert!(before.shared_locks >= 5, "{before:?}");
     assert_eq!(after.errors, 0);
-    drop(conns);
-    wait_for(
-        &server,
-        Duration::from_secs(30),
-        "the connections gone",
-        |s| s.active == 0,
-    );
-    stop_clean(server);
+    close_then_stop(server, conns);
 }
