@@ -1,10 +1,10 @@
-//! RFC 862 echo over UDP for the readiness models: [`UdpEcho::serve`] drains the socket.
+//! RFC 862 echo over UDP for the readiness models: [`ReadinessUdpEcho::serve`] drains the socket.
 //!
 //! Each datagram is answered with one datagram of the same bytes, sent to its sender; a
 //! zero-length datagram too. There is no connection and no state between datagrams, so a
 //! model only has to learn that the socket is readable — in its own mechanism: select's read
 //! set, an epoll registration, a queued signal, a poll on a thread of its own — and then call
-//! [`UdpEcho::serve`], which receives and answers until the socket has no datagram left or the
+//! [`ReadinessUdpEcho::serve`], which receives and answers until the socket has no datagram left or the
 //! turn's budget is spent.
 //!
 //! Two rules, the same for the completion models (io_uring: `models/uring/engine/udp.rs`;
@@ -174,7 +174,7 @@ pub(crate) const MAX_DATAGRAM: usize = 65_536;
 /// Datagrams answered per call before the model goes back to its other sockets.
 pub(crate) const BUDGET: usize = 64;
 
-/// What a call to [`UdpEcho::serve`] left behind.
+/// What a call to [`ReadinessUdpEcho::serve`] left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Drained {
     /// The socket said `WouldBlock`: nothing waits; the next datagram will announce itself.
@@ -184,14 +184,16 @@ pub(crate) enum Drained {
     More,
 }
 
-/// The echo's receive buffer (one per serving thread).
-pub(crate) struct UdpEcho {
+/// The readiness models' UDP echo: the receive buffer of one serving thread, which reads the
+/// socket until it would block when told it is readable (the overlapped models' twin, which
+/// posts its receives, is `winio`'s `OvUdpEcho`).
+pub(crate) struct ReadinessUdpEcho {
     buf: Vec<u8>,
 }
 
-impl UdpEcho {
-    pub fn new(ctx: &Ctx) -> UdpEcho {
-        UdpEcho {
+impl ReadinessUdpEcho {
+    pub fn new(ctx: &Ctx) -> ReadinessUdpEcho {
+        ReadinessUdpEcho {
             buf: vec![0; ctx.udp_max_datagram],
         }
     }

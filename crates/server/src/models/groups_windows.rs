@@ -87,7 +87,7 @@
 use crate::accept::{Acceptor, Backoff, ConnCap, RoomSignal};
 use crate::limits::Sweep;
 use crate::log_every::log_every;
-use crate::models::winio::{cancel_all, AcceptEx, InFlight, Notify, Op};
+use crate::models::winio::{cancel_all, AcceptEx, InFlight, Notify, OvOp};
 use crate::models::{min_timeout, Drain};
 use crate::stats::Stats;
 use crate::sys::event::MAX_WAIT;
@@ -461,7 +461,7 @@ struct AcceptSlot {
     /// The accept posted with this event, while the kernel holds it.
     posted: Option<InFlight>,
     /// Its record between posts (keeps its address buffer).
-    spare: Option<Box<Op>>,
+    spare: Option<Box<OvOp>>,
 }
 
 /// The accepting thread of [`serve_accept_ex`]: keeps up to [`ACCEPTS_POSTED`] `AcceptEx`
@@ -633,7 +633,7 @@ where
 
 /// Takes back the slot's posted accept if it has completed (its event is reset first: its
 /// only other signal would come from the next post, which resets it anyway).
-fn take_completed(slot: &mut AcceptSlot, stats: &Stats) -> Option<Box<Op>> {
+fn take_completed(slot: &mut AcceptSlot, stats: &Stats) -> Option<Box<OvOp>> {
     let f = slot.posted?;
     // SAFETY: a record in flight (posted, not reclaimed); only its status word is read.
     if !unsafe { f.is_complete() } {

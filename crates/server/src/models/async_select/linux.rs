@@ -7,7 +7,7 @@ use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::signalfd::{self, SigInfo, SignalQueue};
 use crate::sys::wait_readable;
 use crate::trace::trace_event;
-use crate::udp::{self, Drained, UdpEcho};
+use crate::udp::{self, Drained, ReadinessUdpEcho};
 use crate::Ctx;
 use std::collections::HashMap;
 use std::io;
@@ -108,7 +108,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         listener_fd,
         udp_fd: udp.as_ref().map_or(-1, |u| u.fd),
         udp,
-        udp_echo: ctx.udp.as_ref().map(|_| UdpEcho::new(ctx)),
+        udp_echo: ctx.udp.as_ref().map(|_| ReadinessUdpEcho::new(ctx)),
         // Datagrams that came before O_ASYNC was set announced nothing.
         udp_ready: ctx.udp.is_some(),
         clients: HashMap::new(),
@@ -196,7 +196,7 @@ struct Loop<'a> {
     /// The UDP socket, signalling this thread until shutdown begins.
     udp: Option<Notifying<&'a UdpSocket>>,
     udp_fd: RawFd,
-    udp_echo: Option<UdpEcho>,
+    udp_echo: Option<ReadinessUdpEcho>,
     /// The UDP socket announced datagrams not all answered yet (no new signal comes for them).
     udp_ready: bool,
     clients: HashMap<RawFd, Client>,

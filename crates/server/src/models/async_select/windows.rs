@@ -34,7 +34,7 @@ use crate::stats::Stats;
 use crate::sys::window::{self, Poster, Window, WindowClass, WindowProc};
 use crate::sys::{last_wsa_error, wsa_startup, Waker};
 use crate::trace::trace_event;
-use crate::udp::{self, Drained, UdpEcho};
+use crate::udp::{self, Drained, ReadinessUdpEcho};
 use crate::Ctx;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -166,7 +166,7 @@ fn serve_window<'c>(
             index,
             waker,
             acceptor: listener.map(|l| Acceptor::new(l, ctx)),
-            udp: udp.map(|u| (u, UdpEcho::new(ctx))),
+            udp: udp.map(|u| (u, ReadinessUdpEcho::new(ctx))),
             // The first turn answers what came before the registration (announced or not).
             udp_on_queued: false,
             udp_on_backlog: udp.is_some(),
@@ -263,7 +263,7 @@ struct State<'c> {
     /// The listener; `None` without TCP (`--no-tcp`), and once shutdown began.
     acceptor: Option<Acceptor>,
     /// The UDP socket and its echo buffer; `None` without UDP, and once shutdown began.
-    udp: Option<(&'c UdpSocket, UdpEcho)>,
+    udp: Option<(&'c UdpSocket, ReadinessUdpEcho)>,
     /// A `WM_UDP_ON` is queued.
     udp_on_queued: bool,
     /// The UDP socket is to be served again but its `WM_UDP_ON` could not be posted (a full

@@ -65,7 +65,7 @@ use crate::log_every::log_every;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::trace::trace_event;
-use crate::udp::{self, UdpEcho};
+use crate::udp::{self, ReadinessUdpEcho};
 use crate::Ctx;
 use std::collections::HashMap;
 use std::io;
@@ -151,7 +151,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
 /// answers what waits, until shutdown begins.
 fn serve_udp(udp: &UdpSocket, ctx: &Ctx) -> io::Result<()> {
     let waker = ctx.shutdown.register()?;
-    let mut echo = UdpEcho::new(ctx);
+    let mut echo = ReadinessUdpEcho::new(ctx);
     let raw = raw_id(udp);
     while !ctx.shutdown.is_requested() {
         let (readable, wake) = wait_for_datagram(udp, &waker, None)?;

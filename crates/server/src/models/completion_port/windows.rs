@@ -56,8 +56,8 @@
 
 use crate::accept::{Backoff, ConnCap};
 use crate::models::winio::{
-    reclaim, reclaim_datagram, warn_if_uring_flags_set, AcceptEx, Notify, Op, OpKind, OvConn,
-    UdpEcho,
+    reclaim, reclaim_datagram, warn_if_uring_flags_set, AcceptEx, Notify, OvOp, OpKind, OvConn,
+    OvUdpEcho,
 };
 use crate::models::{min_timeout, Drain};
 use crate::sys::iocp::{empty_entry, CompletionPort};
@@ -85,7 +85,7 @@ pub(crate) fn availability() -> Result<(), String> {
 const KEY_LISTENER: usize = 1;
 /// The completion key of a packet that stops one worker.
 const KEY_QUIT: usize = 2;
-/// The completion key of the UDP socket's packets (datagram records, not `Op`s).
+/// The completion key of the UDP socket's packets (datagram records, not `OvOp`s).
 const KEY_UDP: usize = 3;
 /// The tag of accept records (connection records carry their table key).
 const ACCEPT_TAG: usize = usize::MAX;
@@ -110,7 +110,7 @@ struct Server<'a> {
     /// Signalled when accepting paused: the coordinator re-posts the accepts after the pause.
     kick: Event,
     /// The UDP echo (`--udp`): its records complete on any worker, one at a time.
-    udp: Option<Mutex<UdpEcho>>,
+    udp: Option<Mutex<OvUdpEcho>>,
 }
 
 struct Accepting {
@@ -148,7 +148,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let udp = match &ctx.udp {
         Some(socket) => {
             port.associate(socket.as_raw_socket(), KEY_UDP)?;
-            Some(Mutex::new(UdpEcho::new(socket, ctx)))
+            Some(Mutex::new(OvUdpEcho::new(socket, ctx)))
         }
         None => None,
     };
@@ -381,7 +381,7 @@ impl Server<'_> {
 
     /// An accept completed: adopt its socket. Another accept is posted at the end of the
     /// worker's turn (`accepts_turn`), so a turn that took them all can be seen.
-    fn accept_done(&self, mut op: Box<Op>, result: io::Result<usize>, worker: usize) {
+    fn accept_done(&self, mut op: Box<OvOp>, result: io::Result<usize>, worker: usize) {
         match &result {
             Ok(_) => trace_event!(self.ctx.trace, "AcceptEx done (worker {worker})"),
             Err(e) => trace_event!(self.ctx.trace, "AcceptEx error={e} (worker {worker})"),
@@ -417,7 +417,7 @@ impl Server<'_> {
     /// Finishes an accepted socket, associates it with the port and puts it in the table.
     /// Runs under the accepting lock, so a connection is in the table before the listener can
     /// be closed: the final `close_all` cannot miss it.
-    fn adopt(&self, listener: &TcpListener, op: &mut Op) -> io::Result<(usize, Shared)> {
+    fn adopt(&self, listener: &TcpListener, op: &mut OvOp) -> io::Result<(usize, Shared)> {
         let accept_ex = self.accept_ex.as_ref().expect("a listener has its AcceptEx");
         let (stream, peer) = accept_ex.finish(listener, op)?;
         if let Err(e) = stream.set_nodelay(true) {
@@ -446,7 +446,7 @@ impl Server<'_> {
         let Some(udp) = &self.udp else {
             return;
         };
-        // SAFETY: a KEY_UDP packet is the completion of a datagram record the UdpEcho posted
+        // SAFETY: a KEY_UDP packet is the completion of a datagram record the OvUdpEcho posted
         // on the UDP socket (associated with this port under that key), dequeued once, here.
         let d = unsafe { reclaim_datagram(overlapped, &self.ctx.stats) };
         let result = d.result();
@@ -466,7 +466,7 @@ impl Server<'_> {
 
     /// A connection's receive or send completed: only the connection's own lock is taken
     /// (and, once it is closed and idle, the shared ones of `forget`).
-    fn io_done(&self, conn: &Shared, op: Box<Op>, result: io::Result<usize>, worker: usize) {
+    fn io_done(&self, conn: &Shared, op: Box<OvOp>, result: io::Result<usize>, worker: usize) {
         let key = op.tag;
         let idle = {
             let mut c = lock(conn);

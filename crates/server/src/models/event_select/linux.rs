@@ -20,7 +20,7 @@ use crate::sys::epoll::{
     Epoll, Events, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLRDHUP,
 };
 use crate::trace::trace_event;
-use crate::udp::{self, Drained, UdpEcho};
+use crate::udp::{self, Drained, ReadinessUdpEcho};
 use crate::Ctx;
 use slab::Slab;
 use std::io;
@@ -57,7 +57,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let mut udp = match &ctx.udp {
         Some(u) => {
             epoll.add(u.as_raw_fd(), UDP, EPOLLIN | EPOLLET)?;
-            Some((u, UdpEcho::new(ctx)))
+            Some((u, ReadinessUdpEcho::new(ctx)))
         }
         None => None,
     };

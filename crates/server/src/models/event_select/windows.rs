@@ -11,7 +11,7 @@ use crate::sys::network_events::{
 };
 use crate::sys::Event;
 use crate::trace::{trace_event, Trace};
-use crate::udp::{self, Drained, UdpEcho};
+use crate::udp::{self, Drained, ReadinessUdpEcho};
 use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -40,7 +40,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
 struct UdpSide<'c> {
     socket: &'c UdpSocket,
     event: Event,
-    echo: UdpEcho,
+    echo: ReadinessUdpEcho,
     ctx: &'c Ctx,
 }
 
@@ -53,7 +53,7 @@ impl<'c> UdpSide<'c> {
         Ok(UdpSide {
             socket,
             event,
-            echo: UdpEcho::new(ctx),
+            echo: ReadinessUdpEcho::new(ctx),
             ctx,
         })
     }

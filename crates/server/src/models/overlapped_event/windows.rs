@@ -8,7 +8,7 @@
 
 use crate::limits::Sweep;
 use crate::models::groups_windows::{self, Flow, Member, CLOSE_WAIT};
-use crate::models::winio::{Notify, OpKind, OvConn, UdpEcho};
+use crate::models::winio::{Notify, OpKind, OvConn, OvUdpEcho};
 use crate::stats::Stats;
 use crate::sys::{wait_any, Event};
 use crate::Ctx;
@@ -66,11 +66,11 @@ fn serve_udp(socket: &UdpSocket, ctx: &Ctx) -> io::Result<()> {
     let waker = ctx.shutdown.register()?;
     let event = ManuallyDrop::new(Event::new()?);
     let notify = Notify::Event(event.handle());
-    let mut udp = UdpEcho::new(socket, ctx).with_turn_budget(crate::udp::BUDGET);
+    let mut udp = OvUdpEcho::new(socket, ctx).with_turn_budget(crate::udp::BUDGET);
     udp.new_turn(notify);
     // Posting resets the event, which can wipe a completion's signal: reap until a pass
     // finds nothing complete (and so posts nothing), as `EventedConn::reap` does.
-    let reap = |udp: &mut UdpEcho| {
+    let reap = |udp: &mut OvUdpEcho| {
         event.reset();
         while udp.reap_completed(notify) {}
     };
@@ -103,7 +103,7 @@ fn serve_udp(socket: &UdpSocket, ctx: &Ctx) -> io::Result<()> {
     }
     if udp.in_flight() == 0 {
         drop(ManuallyDrop::into_inner(event));
-    } // else: the records name the event; both are leaked (UdpEcho's drop says so)
+    } // else: the records name the event; both are leaked (OvUdpEcho's drop says so)
     served
 }
 

@@ -34,7 +34,7 @@
 
 use crate::accept::{Acceptor, RoomSignal};
 use crate::limits::Sweep;
-use crate::models::winio::{reclaim, reclaim_datagram, routine_context, Notify, Op, OvConn, UdpEcho};
+use crate::models::winio::{reclaim, reclaim_datagram, routine_context, Notify, OvOp, OvConn, OvUdpEcho};
 use crate::models::{min_timeout, Drain};
 use crate::sys::apc::{current_thread, queue_apc, sleep_alertable};
 use crate::sys::select::{select, SocketSet};
@@ -95,7 +95,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         udp: ctx
             .udp
             .as_ref()
-            .map(|socket| UdpEcho::new(socket, ctx).with_turn_budget(crate::udp::BUDGET)),
+            .map(|socket| OvUdpEcho::new(socket, ctx).with_turn_budget(crate::udp::BUDGET)),
         udp_notify: Notify::Port, // likewise
     }));
     {
@@ -184,7 +184,7 @@ fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
             io.udp_turn();
         } // the borrow ends here: the routines that run in the wait take it
         // The UDP budget ran out last turn: receives are held back, so do not block.
-        let udp_waits = io.borrow().udp.as_ref().is_some_and(UdpEcho::wants_turn);
+        let udp_waits = io.borrow().udp.as_ref().is_some_and(OvUdpEcho::wants_turn);
         let timeout = min_timeout(drain.wait_limit(), timeouts.wait_limit());
         let timeout = min_timeout(timeout, udp_waits.then_some(Duration::ZERO));
         match wait_any(&[waker.event_handle()], timeout, true)? {
@@ -210,7 +210,7 @@ struct Io<'a> {
     /// `on_complete`, with this value's address as context.
     notify: Notify,
     /// The UDP echo (`--udp`), its records posted from this thread.
-    udp: Option<UdpEcho>,
+    udp: Option<OvUdpEcho>,
     /// `on_datagram`, with this value's address as context.
     udp_notify: Notify,
 }
@@ -236,7 +236,7 @@ impl Io<'_> {
     }
 
     /// A completion routine's work: feed the record to its connection, post what is next.
-    fn complete(&mut self, op: Box<Op>, result: io::Result<usize>) {
+    fn complete(&mut self, op: Box<OvOp>, result: io::Result<usize>) {
         let key = op.tag;
         let Some(conn) = self.conns.get_mut(key) else {
             log::error!("completion for a connection that is gone");
@@ -297,7 +297,7 @@ impl Io<'_> {
     }
 
     fn ops_in_flight(&self) -> usize {
-        let udp = self.udp.as_ref().map_or(0, UdpEcho::in_flight);
+        let udp = self.udp.as_ref().map_or(0, OvUdpEcho::in_flight);
         self.conns.iter().map(|(_, c)| c.ops_in_flight()).sum::<usize>() + udp
     }
 

@@ -84,7 +84,7 @@ mod serve {
     use crate::models::{min_timeout, Drain};
     use crate::session::{Session, Status, READ_CHUNK};
     use crate::trace::trace_event;
-    use crate::udp::{self, UdpEcho};
+    use crate::udp::{self, ReadinessUdpEcho};
     use crate::Ctx;
     use std::io;
     use std::net::TcpListener;
@@ -110,7 +110,7 @@ mod serve {
                 os::admit(os::raw(u), 0).map_err(|why| {
                     io::Error::other(format!("select cannot wait on the UDP socket: {why}"))
                 })?;
-                Some((u, os::raw(u), UdpEcho::new(ctx)))
+                Some((u, os::raw(u), ReadinessUdpEcho::new(ctx)))
             }
             None => None,
         };

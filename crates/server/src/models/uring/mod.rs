@@ -29,7 +29,7 @@
 //! use-after-free that no compiler sees.
 //!
 //! So in this engine:
-//! - every posted operation is an [`Op`] in the engine's table, and owns its buffer (the send
+//! - every posted operation is a [`RingOp`] in the engine's table, and owns its buffer (the send
 //!   `Vec` taken from the connection; receives own none, see below); the table slot is freed
 //!   only when its final completion is reaped;
 //! - closing a connection *cancels* its operations (`IORING_OP_ASYNC_CANCEL`) and frees nothing:

@@ -1,7 +1,7 @@
 //! [`AcceptEx`]: `AcceptEx` and `GetAcceptExSockaddrs`, loaded from the listener's provider,
 //! posting accepts into operation records and finishing the sockets they accept.
 
-use super::op::{post, Notify, Op, OpKind, Posted};
+use super::op::{post, Notify, OvOp, OpKind, Posted};
 use crate::stats::Stats;
 use std::ffi::c_void;
 use std::io;
@@ -66,8 +66,8 @@ impl AcceptEx {
     }
 
     /// A record for [`AcceptEx::post`]: owns the address buffer `AcceptEx` writes into.
-    pub fn new_op(tag: usize) -> Box<Op> {
-        Op::new(OpKind::Accept, tag, vec![0; 2 * ADDR_LEN])
+    pub fn new_op(tag: usize) -> Box<OvOp> {
+        OvOp::new(OpKind::Accept, tag, vec![0; 2 * ADDR_LEN])
     }
 
     /// Creates an overlapped socket of the listener's family and posts `AcceptEx` into it
@@ -78,7 +78,7 @@ impl AcceptEx {
     pub fn post(
         &self,
         listener: &TcpListener,
-        mut op: Box<Op>,
+        mut op: Box<OvOp>,
         notify: Notify,
         stats: &Stats,
     ) -> Posted {
@@ -153,7 +153,7 @@ impl AcceptEx {
     pub fn finish(
         &self,
         listener: &TcpListener,
-        op: &mut Op,
+        op: &mut OvOp,
     ) -> io::Result<(TcpStream, Option<SocketAddr>)> {
         let socket = op
             .socket

@@ -25,7 +25,7 @@
 //! Windows here (checked by `winio::tests`): a zero-byte `WSARecv` stays pending on an empty socket
 //! and completes with 0 bytes on data or on the peer's FIN.
 
-use super::op::{cancel_all, post_recv, post_send, InFlight, Notify, Op, OpKind};
+use super::op::{cancel_all, post_recv, post_send, InFlight, Notify, OvOp, OpKind};
 use crate::limits::Sweep;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -73,10 +73,10 @@ pub(crate) struct OvConn {
     /// read with non-blocking `recv`s before the next zero-byte receive is posted.
     readable: bool,
     /// A short send's record, holding the unsent rest: re-posted before any new output.
-    resend: Option<Box<Op>>,
+    resend: Option<Box<OvOp>>,
     /// Reaped records (with their buffers) kept for the next post.
-    spare_recv: Option<Box<Op>>,
-    spare_send: Option<Box<Op>>,
+    spare_recv: Option<Box<OvOp>>,
+    spare_send: Option<Box<OvOp>>,
     trace: Trace,
     /// Who reaps its completions (`("group", 3)`, `("worker", 1)`), named in `--trace`
     /// lines; set by the model.
@@ -186,7 +186,7 @@ impl OvConn {
                     op.reuse(OpKind::Recv, tag);
                     op
                 }
-                None => Op::new(OpKind::Recv, tag, Vec::new()),
+                None => OvOp::new(OpKind::Recv, tag, Vec::new()),
             };
             match post_recv(self.socket, op, 0, recv, &self.stats) {
                 Ok(f) => self.recv = Some(f),
@@ -267,7 +267,7 @@ impl OvConn {
 
     /// The record to send next: the rest of a short send, else every unsent byte (moved out of
     /// the connection, still counted as pending until its completion), else nothing.
-    fn next_send(&mut self, tag: usize) -> Option<Box<Op>> {
+    fn next_send(&mut self, tag: usize) -> Option<Box<OvOp>> {
         if let Some(op) = self.resend.take() {
             return Some(op);
         }
@@ -280,7 +280,7 @@ impl OvConn {
                 op.reuse(OpKind::Send, tag);
                 op
             }
-            None => Op::new(OpKind::Send, tag, Vec::new()),
+            None => OvOp::new(OpKind::Send, tag, Vec::new()),
         };
         let mut spare = std::mem::take(&mut op.buf);
         if spare.capacity() > KEEP_SEND_BUF {
@@ -293,7 +293,7 @@ impl OvConn {
     /// Feeds the connection a reaped completion of one of its records. Errors close it (and
     /// count in `Stats::errors`); after the close, completions (aborted ones) are only
     /// collected. Call [`OvConn::advance`] next.
-    pub fn complete(&mut self, mut op: Box<Op>, result: io::Result<usize>) {
+    pub fn complete(&mut self, mut op: Box<OvOp>, result: io::Result<usize>) {
         trace_event!(
             self.trace,
             "completion {} s={} {}{}",
@@ -385,8 +385,8 @@ impl OvConn {
     }
 }
 
-fn op_ptr(op: &mut Op) -> *mut windows_sys::Win32::System::IO::OVERLAPPED {
-    (op as *mut Op).cast()
+fn op_ptr(op: &mut OvOp) -> *mut windows_sys::Win32::System::IO::OVERLAPPED {
+    (op as *mut OvOp).cast()
 }
 
 impl Drop for OvConn {

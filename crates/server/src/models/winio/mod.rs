@@ -8,11 +8,11 @@
 //! which thread reaps it. This module is the shared part, and it
 //! is notification-agnostic: [`Notify`] says, per post, which of the three to use.
 //!
-//! Files: `op.rs` — [`Op`], the operation record, posting `WSARecv` / `WSASend`, reclaiming;
+//! Files: `op.rs` — [`OvOp`], the operation record, posting `WSARecv` / `WSASend`, reclaiming;
 //! `conn.rs` — [`OvConn`], a connection's operations and its
 //! [`Connection`](iomodels_core::Connection); `accept.rs` — [`AcceptEx`], loaded through
 //! `WSAIoctl`, with `SO_UPDATE_ACCEPT_CONTEXT` and `GetAcceptExSockaddrs`; `udp.rs` —
-//! [`UdpEcho`], RFC 862 over UDP with `Datagram` records (`WSARecvMsg` → `WSASendMsg` →
+//! [`OvUdpEcho`], RFC 862 over UDP with `OvDatagram` records (`WSARecvMsg` → `WSASendMsg` →
 //! `WSARecvMsg`).
 //!
 //! ## The one rule of completion I/O (as in `models/uring`)
@@ -23,7 +23,7 @@
 //! `closesocket`, which does not free anything: it completes the socket's pending operations
 //! with `ERROR_OPERATION_ABORTED` (a reset peer's with `ERROR_NETNAME_DELETED`), and those
 //! completions are reaped like any other. So:
-//! - a record is a `Box<Op>` with the `OVERLAPPED` first in a `#[repr(C)]` struct; posting
+//! - a record is a `Box<OvOp>` with the `OVERLAPPED` first in a `#[repr(C)]` struct; posting
 //!   turns the box into a raw pointer ([`InFlight`]), and only [`reclaim`] /
 //!   [`InFlight::reclaim`], called with the reaped `OVERLAPPED*`, turns it back. A record
 //!   whose completion never comes is leaked, never freed;
@@ -44,7 +44,7 @@
 //!
 //! 1. Adopt an accepted socket: `OvConn::new(stream, ctx)` (counts it accepted and active),
 //!    then `conn.advance(tag, notify)`, which posts the first receive. `tag` is yours (a slab
-//!    key): it is stored in every record the connection posts ([`Op::tag`]).
+//!    key): it is stored in every record the connection posts ([`OvOp::tag`]).
 //! 2. When a completion is reaped, take its record back and hand it over:
 //!    - completion port: `let op = unsafe { reclaim(entry.lpOverlapped, stats) };`
 //!      `let r = op.result();` (the status the kernel stored in the `OVERLAPPED`);
@@ -74,10 +74,10 @@
 //!
 //! ## UDP (`udp.rs`)
 //!
-//! The same rule for datagrams: a `Datagram` record holds its `OVERLAPPED` (first), its
+//! The same rule for datagrams: an `OvDatagram` record holds its `OVERLAPPED` (first), its
 //! `WSABUF`, its `WSAMSG`, a buffer of `udp_max_datagram` bytes, the `SOCKADDR_STORAGE` and
 //! the packet-information control buffer that `WSARecvMsg` fills in after the call returned —
-//! all of it stays put until the completion is reaped. [`UdpEcho`] keeps four receives
+//! all of it stays put until the completion is reaped. [`OvUdpEcho`] keeps four receives
 //! posted; a whole datagram is sent back from the same record (`WSASendMsg` to the address it
 //! came from, from the address it was sent to: `IN_PKTINFO` / `IN6_PKTINFO`, see `udp.rs`),
 //! then the record receives again.
@@ -89,7 +89,7 @@
 //! the record's `OVERLAPPED` (a port's packet, an event waiter's check), which maps to
 //! `ERROR_MORE_DATA`. A send refused at once or failed is counted in `udp_send_dropped`.
 //! `SIO_UDP_CONNRESET` is turned off, and a `WSAECONNRESET` on a receive (an ICMP port
-//! unreachable for an earlier answer) is re-posted over anyway. At shutdown `UdpEcho::stop`
+//! unreachable for an earlier answer) is re-posted over anyway. At shutdown `OvUdpEcho::stop`
 //! cancels the socket's pending operations with `CancelIoEx` (the socket is the server's and
 //! stays open) and the model reaps them like any other completion.
 //! Wine 8, checked by the tests here: a port and an event waiter find `STATUS_BUFFER_OVERFLOW`,
@@ -112,8 +112,8 @@ mod udp;
 
 pub(crate) use accept::AcceptEx;
 pub(crate) use conn::{OvConn, RECV_SIZE};
-pub(crate) use op::{reclaim, routine_context, Notify, Op, OpKind};
-pub(crate) use udp::{reclaim_datagram, UdpEcho};
+pub(crate) use op::{reclaim, routine_context, Notify, OvOp, OpKind};
+pub(crate) use udp::{reclaim_datagram, OvUdpEcho};
 // The rest of the API (posting single records, the event notification's checks) serves
 // `overlapped-event` and this module's tests.
 #[allow(unused_imports)]

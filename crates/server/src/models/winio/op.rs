@@ -1,4 +1,4 @@
-//! [`Op`]: the operation record every overlapped operation lives in, and [`InFlight`], the
+//! [`OvOp`]: the operation record every overlapped operation lives in, and [`InFlight`], the
 //! name of one that the kernel holds. See the module doc of `models/winio` for the rule.
 
 use crate::stats::Stats;
@@ -67,12 +67,12 @@ pub(crate) enum OpKind {
 /// point at, in one heap block that does not move.
 ///
 /// `overlapped` is the first field of a `#[repr(C)]` struct, so the `*mut OVERLAPPED` a
-/// completion hands back is a pointer to the record itself. An `Op` outside the kernel is a
-/// plain `Box<Op>`; posting turns the box into a raw pointer ([`InFlight`]) and only reaping
+/// completion hands back is a pointer to the record itself. An `OvOp` outside the kernel is a
+/// plain `Box<OvOp>`; posting turns the box into a raw pointer ([`InFlight`]) and only reaping
 /// its completion turns it back ([`reclaim`]). A record whose completion never comes is
 /// leaked, never freed.
 #[repr(C)]
-pub(crate) struct Op {
+pub(crate) struct OvOp {
     overlapped: OVERLAPPED,
     wsabuf: ws::WSABUF,
     /// `WSARecv`'s in/out flags; they must stay valid while the receive is pending.
@@ -90,12 +90,12 @@ pub(crate) struct Op {
 
 // SAFETY: a record not in flight is owned data (a Vec, a socket, integers); the raw `hEvent`
 // it may hold is a kernel handle or an opaque context value, usable from any thread.
-unsafe impl Send for Op {}
+unsafe impl Send for OvOp {}
 
-impl Op {
+impl OvOp {
     /// A new record of `kind` that owns `buf`.
-    pub fn new(kind: OpKind, tag: usize, buf: Vec<u8>) -> Box<Op> {
-        Box::new(Op {
+    pub fn new(kind: OpKind, tag: usize, buf: Vec<u8>) -> Box<OvOp> {
+        Box::new(OvOp {
             // SAFETY: OVERLAPPED is plain old data; all-zero is its documented initial state.
             overlapped: unsafe { std::mem::zeroed() },
             wsabuf: ws::WSABUF {
@@ -136,7 +136,7 @@ impl Op {
     ///
     /// # Safety
     /// `ptr` must point at a live record that nothing else accesses during the call.
-    unsafe fn prepare(ptr: *mut Op, notify: Notify, data: *mut u8, len: usize) {
+    unsafe fn prepare(ptr: *mut OvOp, notify: Notify, data: *mut u8, len: usize) {
         // SAFETY: the caller gives exclusive access to a live record.
         let op = unsafe { &mut *ptr };
         // SAFETY: all-zero is the OVERLAPPED's initial state (a reused record must not carry
@@ -169,7 +169,7 @@ pub(super) fn stored_result(overlapped: &OVERLAPPED) -> io::Result<usize> {
 /// `*mut OVERLAPPED` a completion hands back is a pointer to the record itself.
 ///
 /// # Safety
-/// Implement only for such a type ([`Op`], the datagram record in `udp.rs`).
+/// Implement only for such a type ([`OvOp`], the datagram record in `udp.rs`).
 pub(crate) unsafe trait Record {
     /// The bytes of a connection's receive buffer this record handed to the kernel, counted in
     /// `Stats::recv_buffer_bytes_posted` from its post until its reclaim; 0 for any other.
@@ -185,7 +185,7 @@ pub(crate) unsafe trait Record {
 }
 
 // SAFETY: #[repr(C)], `overlapped` first.
-unsafe impl Record for Op {
+unsafe impl Record for OvOp {
     fn posted_recv_len(&self) -> usize {
         match self.kind {
             OpKind::Recv => self.wsabuf.len as usize,
@@ -200,7 +200,7 @@ unsafe impl Record for Op {
 
 /// A posted record: the kernel holds it until its completion is reaped. A name, not an owner
 /// (it is `Copy`, like the `OVERLAPPED*` it stands for).
-pub(crate) struct InFlight<T: Record = Op>(NonNull<T>);
+pub(crate) struct InFlight<T: Record = OvOp>(NonNull<T>);
 
 // Derived, these would ask `T` for the same traits; a name compares and prints as its address.
 impl<T: Record> PartialEq for InFlight<T> {
@@ -252,7 +252,7 @@ impl<T: Record> InFlight<T> {
 
     /// `WSAGetOverlappedResult(socket, overlapped, fWait = FALSE)`: `None` while the operation
     /// is pending. Only for a socket that is still open (after `closesocket` use
-    /// [`InFlight::is_complete`], then [`Op::result`]).
+    /// [`InFlight::is_complete`], then [`OvOp::result`]).
     ///
     /// # Safety
     /// The record must not have been reclaimed yet, and `socket` must be the open socket the
@@ -317,8 +317,8 @@ pub(crate) unsafe fn reclaim_as<T: Record>(overlapped: *mut OVERLAPPED, stats: &
 /// [`reclaim_as`] for a connection's or an accept's record.
 ///
 /// # Safety
-/// As [`reclaim_as`], for an [`Op`].
-pub(crate) unsafe fn reclaim(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<Op> {
+/// As [`reclaim_as`], for an [`OvOp`].
+pub(crate) unsafe fn reclaim(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<OvOp> {
     // SAFETY: forwarded contract.
     unsafe { reclaim_as(overlapped, stats) }
 }
@@ -350,7 +350,7 @@ pub(crate) fn cancel_all(socket: RawSocket, stats: &Stats) {
 
 /// What posting returned: in flight (a completion will come, also for an operation that
 /// completed at once), or refused (no completion will come; the record is back).
-pub(crate) type Posted<T = Op> = Result<InFlight<T>, (Box<T>, io::Error)>;
+pub(crate) type Posted<T = OvOp> = Result<InFlight<T>, (Box<T>, io::Error)>;
 
 /// Posts `op` with `call`, which gets the record's raw pointer, its OVERLAPPED and WSABUF,
 /// and returns the Winsock return value (0, or SOCKET_ERROR with the error in
@@ -360,17 +360,17 @@ pub(crate) type Posted<T = Op> = Result<InFlight<T>, (Box<T>, io::Error)>;
 /// `call` must hand the kernel only pointers into the record (which stays put until reaped),
 /// and `data`/`len` must describe memory the record owns.
 pub(super) unsafe fn post(
-    op: Box<Op>,
+    op: Box<OvOp>,
     notify: Notify,
     data: *mut u8,
     len: usize,
     stats: &Stats,
-    call: impl FnOnce(*mut Op, *mut OVERLAPPED, *const ws::WSABUF, *mut u32) -> i32,
+    call: impl FnOnce(*mut OvOp, *mut OVERLAPPED, *const ws::WSABUF, *mut u32) -> i32,
 ) -> Posted {
     let accept = op.is_accept();
     let ptr = Box::into_raw(op);
     // SAFETY: `ptr` is the record just released from its box; nothing else holds it.
-    unsafe { Op::prepare(ptr, notify, data, len) };
+    unsafe { OvOp::prepare(ptr, notify, data, len) };
     // SAFETY: field pointers of a live record, derived from the raw pointer.
     let (ov, wsabuf, flags) = unsafe {
         (
@@ -425,7 +425,7 @@ pub(super) unsafe fn outcome<T: Record>(ptr: *mut T, rc: i32, stats: &Stats) -> 
 /// `len` bytes count in `Stats::recv_buffer_bytes_posted` until the record is reclaimed.
 pub(crate) fn post_recv(
     socket: RawSocket,
-    mut op: Box<Op>,
+    mut op: Box<OvOp>,
     len: usize,
     notify: Notify,
     stats: &Stats,
@@ -467,7 +467,7 @@ pub(crate) fn post_recv(
 /// `WSASend` of the record's `buf[off..]`.
 pub(crate) fn post_send(
     socket: RawSocket,
-    mut op: Box<Op>,
+    mut op: Box<OvOp>,
     notify: Notify,
     stats: &Stats,
 ) -> Posted {

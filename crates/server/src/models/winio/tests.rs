@@ -34,7 +34,7 @@ fn an_event_announces_a_receive_and_the_record_reports_its_bytes() {
     let (mut client, server) = pair();
     let socket = server.as_raw_socket();
     let event = Event::new().unwrap();
-    let op = Op::new(OpKind::Recv, 7, Vec::new());
+    let op = OvOp::new(OpKind::Recv, 7, Vec::new());
     let f = post_recv(socket, op, 64, Notify::Event(event.handle()), &stats)
         .map_err(|(_, e)| e)
         .unwrap();
@@ -70,7 +70,7 @@ fn closing_the_socket_completes_a_pending_receive_with_an_error_and_frees_nothin
     let stats = Stats::default();
     let (_client, server) = pair();
     let event = Event::new().unwrap();
-    let op = Op::new(OpKind::Recv, 1, vec![0; 64]);
+    let op = OvOp::new(OpKind::Recv, 1, vec![0; 64]);
     let f = post_recv(
         server.as_raw_socket(),
         op,
@@ -125,14 +125,14 @@ fn a_completion_routine_runs_in_the_alertable_wait_also_for_a_send_done_at_once(
     };
     let (mut client, server) = pair();
     let socket = server.as_raw_socket();
-    let mut send = Op::new(OpKind::Send, 1, b"0123456789".to_vec());
+    let mut send = OvOp::new(OpKind::Send, 1, b"0123456789".to_vec());
     send.off = 4; // a re-posted short send: only the rest goes
     post_send(socket, send, notify, &probe.stats)
         .map_err(|(_, e)| e)
         .unwrap();
     post_recv(
         socket,
-        Op::new(OpKind::Recv, 2, Vec::new()),
+        OvOp::new(OpKind::Recv, 2, Vec::new()),
         16,
         notify,
         &probe.stats,
@@ -216,7 +216,7 @@ fn accept_ex_loaded_through_wsaioctl_accepts_a_usable_socket_and_names_its_peer(
 
 mod udp_records {
     use super::super::udp::{classify, Received};
-    use super::super::{reclaim_datagram, Notify, UdpEcho};
+    use super::super::{reclaim_datagram, Notify, OvUdpEcho};
     use super::WAIT;
     use crate::stats::StatsSnapshot;
     use crate::sys::apc::sleep_alertable;
@@ -263,7 +263,7 @@ mod udp_records {
     /// (which must be the first thing to come back), then stops, with `turn` reaping the
     /// completions however the notification delivers them; checks the counters and that
     /// every record came back.
-    fn oversized_then_small(ctx: &Ctx, udp: &RefCell<UdpEcho>, notify: Notify, turn: &dyn Fn()) {
+    fn oversized_then_small(ctx: &Ctx, udp: &RefCell<OvUdpEcho>, notify: Notify, turn: &dyn Fn()) {
         udp.borrow_mut().new_turn(notify);
         let c = client();
         let to = udp_addr(ctx);
@@ -311,7 +311,7 @@ mod udp_records {
         let ctx = &server.ctx;
         let event = Event::new().unwrap();
         let notify = Notify::Event(event.handle());
-        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let udp = RefCell::new(OvUdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
         let turn = || {
             wait_any(&[event.handle()], Some(Duration::from_millis(50)), false).unwrap();
             event.reset();
@@ -322,7 +322,7 @@ mod udp_records {
 
     struct RoutineProbe<'a> {
         ctx: &'a Ctx,
-        udp: RefCell<UdpEcho>,
+        udp: RefCell<OvUdpEcho>,
         notify: std::cell::Cell<Option<Notify>>,
         errors: RefCell<Vec<u32>>,
     }
@@ -348,7 +348,7 @@ mod udp_records {
         let ctx = &server.ctx;
         let p = RoutineProbe {
             ctx,
-            udp: RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx)),
+            udp: RefCell::new(OvUdpEcho::new(ctx.udp.as_ref().unwrap(), ctx)),
             notify: std::cell::Cell::new(None),
             errors: RefCell::new(Vec::new()),
         };
@@ -377,7 +377,7 @@ mod udp_records {
         let port = CompletionPort::new(1).unwrap();
         port.associate(ctx.udp.as_ref().unwrap().as_raw_socket(), 3)
             .unwrap();
-        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let udp = RefCell::new(OvUdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
         let seen = RefCell::new(Vec::new());
         let turn = || {
             let mut entries = vec![empty_entry(); 8];
@@ -403,7 +403,7 @@ mod udp_records {
         let ctx = &server.ctx;
         let event = Event::new().unwrap();
         let notify = Notify::Event(event.handle());
-        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let udp = RefCell::new(OvUdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
         udp.borrow_mut().new_turn(notify);
         let turn = || {
             wait_any(&[event.handle()], Some(Duration::from_millis(50)), false).unwrap();
@@ -456,7 +456,7 @@ mod udp_records {
     /// reaps the completions; then everything comes back.
     fn answered_from_the_arrival(
         ctx: &Ctx,
-        udp: &RefCell<UdpEcho>,
+        udp: &RefCell<OvUdpEcho>,
         notify: Notify,
         turn: &dyn Fn(),
         client_at: &str,
@@ -502,7 +502,7 @@ mod udp_records {
         let ctx = &server.ctx;
         let event = Event::new().unwrap();
         let notify = Notify::Event(event.handle());
-        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let udp = RefCell::new(OvUdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
         let turn = || {
             wait_any(&[event.handle()], Some(Duration::from_millis(50)), false).unwrap();
             event.reset();
@@ -527,7 +527,7 @@ mod udp_records {
         let ctx = &server.ctx;
         let p = RoutineProbe {
             ctx,
-            udp: RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx)),
+            udp: RefCell::new(OvUdpEcho::new(ctx.udp.as_ref().unwrap(), ctx)),
             notify: std::cell::Cell::new(None),
             errors: RefCell::new(Vec::new()),
         };
@@ -549,7 +549,7 @@ mod udp_records {
         let port = CompletionPort::new(1).unwrap();
         port.associate(ctx.udp.as_ref().unwrap().as_raw_socket(), 3)
             .unwrap();
-        let udp = RefCell::new(UdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
+        let udp = RefCell::new(OvUdpEcho::new(ctx.udp.as_ref().unwrap(), ctx));
         let turn = || {
             let mut entries = vec![empty_entry(); 8];
             let n = port
@@ -580,7 +580,7 @@ fn a_zero_byte_receive_waits_for_data_and_leaves_it_in_the_socket() {
     let post = |stats: &Stats| {
         post_recv(
             socket,
-            Op::new(OpKind::Recv, 3, Vec::new()),
+            OvOp::new(OpKind::Recv, 3, Vec::new()),
             0,
             Notify::Event(event.handle()),
             stats,
@@ -648,7 +648,7 @@ fn posting_resets_the_event_of_its_own_record_and_no_other() {
         wait_any(&[e.handle()], Some(Duration::ZERO), false).unwrap() == Wait::Signalled(0)
     };
     let send = |event: &Event| {
-        let mut op = Op::new(OpKind::Send, 1, Vec::new());
+        let mut op = OvOp::new(OpKind::Send, 1, Vec::new());
         op.buf = b"sent".to_vec();
         let f = post_send(socket, op, Notify::Event(event.handle()), &stats)
             .map_err(|(_, e)| e)
@@ -667,7 +667,7 @@ fn posting_resets_the_event_of_its_own_record_and_no_other() {
     let recv = |event: &Event| {
         post_recv(
             socket,
-            Op::new(OpKind::Recv, 2, Vec::new()),
+            OvOp::new(OpKind::Recv, 2, Vec::new()),
             0,
             Notify::Event(event.handle()),
             &stats,

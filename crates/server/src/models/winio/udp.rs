@@ -1,8 +1,8 @@
-//! [`UdpEcho`]: RFC 862 over UDP with overlapped `WSARecvMsg` / `WSASendMsg`, for the three
+//! [`OvUdpEcho`]: RFC 862 over UDP with overlapped `WSARecvMsg` / `WSASendMsg`, for the three
 //! completion models — the Winsock twin of `models/uring/engine/udp.rs` (`IORING_OP_RECVMSG`
 //! / `IORING_OP_SENDMSG`).
 //!
-//! [`UDP_RECVS`] receives stay posted, each a [`Datagram`] record: its `OVERLAPPED` (first),
+//! [`UDP_RECVS`] receives stay posted, each an [`OvDatagram`] record: its `OVERLAPPED` (first),
 //! its `WSABUF`, its `WSAMSG`, a buffer of `udp_max_datagram` bytes, the `SOCKADDR_STORAGE`
 //! for the sender's address and a `crate::sys::PacketInfo` control buffer — the message
 //! points at the others, and the kernel writes them (and the message's `namelen`,
@@ -19,7 +19,7 @@
 //! the source `crate::sys::reply_source` picks from it, so a datagram sent to 127.0.0.2 is
 //! answered from 127.0.0.2. The control data is encoded and decoded in one place,
 //! `sys/windows/datagram.rs`, which says the pitfalls: `WSARecvMsg` only through its extension
-//! pointer (looked up in [`UdpEcho::new`]; if the provider refuses it, a logged fallback to
+//! pointer (looked up in [`OvUdpEcho::new`]; if the provider refuses it, a logged fallback to
 //! `WSARecvFrom`, answers then leaving from the route's pick), the control buffer's size, and
 //! Wine, whose `WSASendMsg` ignores the control data (there the answer leaves from the route's
 //! pick whatever is asked).
@@ -27,7 +27,7 @@
 //! **Truncation.** A datagram larger than the buffer completes the receive with an error, in
 //! one of three forms depending on who reports it: `WSAEMSGSIZE` (a completion routine's
 //! error, `WSAGetOverlappedResult`), `STATUS_BUFFER_OVERFLOW` in `OVERLAPPED.Internal` (what a
-//! completion port or an event waiter finds; [`Datagram::result`] maps it to
+//! completion port or an event waiter finds; [`OvDatagram::result`] maps it to
 //! `ERROR_MORE_DATA`), or `ERROR_MORE_DATA` itself. Every form is counted in
 //! `Stats::udp_truncated`, and the record is received over, never echoed.
 //!
@@ -37,13 +37,13 @@
 //!
 //! **`WSAECONNRESET`.** Windows reports an ICMP port-unreachable (the answer to an earlier
 //! send to a port nobody listens on) as `WSAECONNRESET` on the next receive of the UDP socket.
-//! [`UdpEcho::new`] turns that off (`SIO_UDP_CONNRESET` = FALSE); if the system refuses the
+//! [`OvUdpEcho::new`] turns that off (`SIO_UDP_CONNRESET` = FALSE); if the system refuses the
 //! ioctl, such an error is a non-event anyway: the receive is re-posted.
 //!
-//! **Shutdown.** [`UdpEcho::stop`] stops re-posting and cancels the socket's pending
+//! **Shutdown.** [`OvUdpEcho::stop`] stops re-posting and cancels the socket's pending
 //! operations (`CancelIoEx`: the socket is the server's, `ctx.udp`, and stays open); they
 //! complete with `ERROR_OPERATION_ABORTED` and are reaped like any other completion. The
-//! model goes on reaping until [`UdpEcho::in_flight`] is 0 (and so `Stats::ops_in_flight`).
+//! model goes on reaping until [`OvUdpEcho::in_flight`] is 0 (and so `Stats::ops_in_flight`).
 //!
 //! **Echo loops.** A whole datagram is first put to `crate::udp::LoopGuard`, the rule every
 //! model shares: one from source port 0, the server's own port or address, or a reflecting
@@ -85,7 +85,7 @@ pub(crate) const UDP_SENDS: usize = 16;
 /// and `msg` points into the record itself (name, buffer, control), all of which the kernel
 /// writes or reads after the posting call has returned.
 #[repr(C)]
-pub(crate) struct Datagram {
+pub(crate) struct OvDatagram {
     overlapped: OVERLAPPED,
     wsabuf: ws::WSABUF,
     /// The message `WSARecvMsg` / `WSASendMsg` take: `name` → `from`, `lpBuffers` → `wsabuf`,
@@ -106,12 +106,12 @@ pub(crate) struct Datagram {
 
 // SAFETY: a record not in flight is owned data (a Vec, integers, an address); the raw
 // `hEvent` it may hold is a kernel handle or an opaque context value, usable from any thread.
-unsafe impl Send for Datagram {}
+unsafe impl Send for OvDatagram {}
 
-impl Datagram {
+impl OvDatagram {
     /// A new record with a buffer of `size` bytes.
-    fn new(size: usize) -> Box<Datagram> {
-        Box::new(Datagram {
+    fn new(size: usize) -> Box<OvDatagram> {
+        Box::new(OvDatagram {
             // SAFETY: OVERLAPPED is plain old data; all-zero is its initial state.
             overlapped: unsafe { std::mem::zeroed() },
             wsabuf: ws::WSABUF {
@@ -178,15 +178,15 @@ impl Datagram {
 }
 
 // SAFETY: #[repr(C)], `overlapped` first.
-unsafe impl Record for Datagram {}
+unsafe impl Record for OvDatagram {}
 
 /// Takes back the datagram record a completion names (a port's `lpOverlapped`, a routine's
 /// argument).
 ///
 /// # Safety
-/// `overlapped` must be the `OVERLAPPED*` of a [`Datagram`] posted by a [`UdpEcho`], whose
+/// `overlapped` must be the `OVERLAPPED*` of an [`OvDatagram`] posted by an [`OvUdpEcho`], whose
 /// completion is being reaped now, once.
-pub(crate) unsafe fn reclaim_datagram(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<Datagram> {
+pub(crate) unsafe fn reclaim_datagram(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<OvDatagram> {
     // SAFETY: forwarded contract.
     unsafe { reclaim_as(overlapped, stats) }
 }
@@ -226,11 +226,12 @@ pub(crate) fn classify(result: &io::Result<usize>) -> Received {
     }
 }
 
-/// The UDP echo of one model: the socket, the records in flight, the spare ones.
+/// The UDP echo of one overlapped model, on posted receives and sends: the socket, the
+/// records in flight, the spare ones (the readiness models' is `crate::udp::ReadinessUdpEcho`).
 ///
 /// Not thread-safe by itself: the completion-port model keeps it behind a mutex; the other
 /// two use it from one thread (the one that posts, so that its exit cannot cancel anything).
-pub(crate) struct UdpEcho {
+pub(crate) struct OvUdpEcho {
     socket: RawSocket,
     /// `WSARecvMsg` (`None`: the provider refused it; receives fall back to `WSARecvFrom`,
     /// and answers leave from wherever the route picks).
@@ -243,12 +244,12 @@ pub(crate) struct UdpEcho {
     size: usize,
     recvs: usize,
     sends: usize,
-    in_flight: Vec<InFlight<Datagram>>,
+    in_flight: Vec<InFlight<OvDatagram>>,
     // Boxed on purpose (clippy::vec_box): a record is posted with `Box::into_raw` (its address
     // is the OVERLAPPED the kernel writes) and reclaimed as a Box; a spare keeps its
     // allocation, so re-posting it allocates nothing.
     #[allow(clippy::vec_box)]
-    spare: Vec<Box<Datagram>>,
+    spare: Vec<Box<OvDatagram>>,
     stopped: bool,
     /// Where the last whole datagram arrived, as its receive reported it.
     last_arrival: Option<Arrival>,
@@ -259,10 +260,10 @@ pub(crate) struct UdpEcho {
     pub via: Option<(&'static str, usize)>,
 }
 
-impl UdpEcho {
+impl OvUdpEcho {
     /// Serves `socket` (the server's, `ctx.udp`, which outlives the model). Turns
-    /// `SIO_UDP_CONNRESET` off. Nothing is posted until [`UdpEcho::arm`].
-    pub fn new(socket: &UdpSocket, ctx: &Ctx) -> UdpEcho {
+    /// `SIO_UDP_CONNRESET` off. Nothing is posted until [`OvUdpEcho::arm`].
+    pub fn new(socket: &UdpSocket, ctx: &Ctx) -> OvUdpEcho {
         let raw = socket.as_raw_socket();
         if let Err(e) = disable_connreset(raw) {
             log::debug!("udp: SIO_UDP_CONNRESET refused ({e}): WSAECONNRESET is re-posted over");
@@ -277,7 +278,7 @@ impl UdpEcho {
                 None
             }
         };
-        UdpEcho {
+        OvUdpEcho {
             socket: raw,
             recv_msg,
             stats: Arc::clone(&ctx.stats),
@@ -297,11 +298,11 @@ impl UdpEcho {
         }
     }
 
-    /// Re-posts receives for at most `budget` completed ones per turn ([`UdpEcho::new_turn`]).
+    /// Re-posts receives for at most `budget` completed ones per turn ([`OvUdpEcho::new_turn`]).
     /// A thread that reaps inside its wait (routines) or loops until nothing is complete
     /// (events) needs it: under a flood every re-posted receive completes at once, and the
     /// thread would never get back to its loop (to see shutdown, to serve its other sockets).
-    pub fn with_turn_budget(mut self, budget: usize) -> UdpEcho {
+    pub fn with_turn_budget(mut self, budget: usize) -> OvUdpEcho {
         self.budget = Some(budget);
         self
     }
@@ -339,7 +340,7 @@ impl UdpEcho {
     /// Keeps [`UDP_RECVS`] receives posted (none once stopped).
     pub fn arm(&mut self, notify: Notify) {
         while !self.stopped && self.recvs < UDP_RECVS {
-            let mut d = self.spare.pop().unwrap_or_else(|| Datagram::new(self.size));
+            let mut d = self.spare.pop().unwrap_or_else(|| OvDatagram::new(self.size));
             d.sending = false;
             let len = d.buf.len();
             match self.post(d, notify, len, PacketInfo::LEN) {
@@ -354,7 +355,7 @@ impl UdpEcho {
     }
 
     /// Feeds back a reaped record: echo a whole datagram, count the rest, keep receiving.
-    pub fn complete(&mut self, d: Box<Datagram>, result: io::Result<usize>, notify: Notify) {
+    pub fn complete(&mut self, d: Box<OvDatagram>, result: io::Result<usize>, notify: Notify) {
         let ptr = std::ptr::addr_of!(*d).cast_mut().cast::<OVERLAPPED>();
         match self.in_flight.iter().position(|f| f.overlapped() == ptr) {
             Some(i) => {
@@ -431,7 +432,7 @@ impl UdpEcho {
     /// Sends the `n` bytes a receive put in `d` back to their sender, from the address they
     /// were sent to when [`reply_source`] allows it, or counts the answer dropped (stopped,
     /// discard service, too many sends in flight, a send refused at once).
-    fn answer(&mut self, mut d: Box<Datagram>, n: usize, notify: Notify) {
+    fn answer(&mut self, mut d: Box<OvDatagram>, n: usize, notify: Notify) {
         if self.stopped || !self.echo || self.sends >= UDP_SENDS {
             self.stats.count_datagram_out(None);
             self.spare.push(d);
@@ -490,14 +491,14 @@ impl UdpEcho {
 
     /// Posts `d`: a receive of up to `len` bytes with room for `control_len` bytes of packet
     /// information, or a send of `buf[..len]` to `from` with the `control_len` bytes of
-    /// `control` that [`UdpEcho::answer`] wrote (0: none, the route picks the source).
+    /// `control` that [`OvUdpEcho::answer`] wrote (0: none, the route picks the source).
     fn post(
         &mut self,
-        d: Box<Datagram>,
+        d: Box<OvDatagram>,
         notify: Notify,
         len: usize,
         control_len: usize,
-    ) -> Result<(), (Box<Datagram>, io::Error)> {
+    ) -> Result<(), (Box<OvDatagram>, io::Error)> {
         let ptr = Box::into_raw(d);
         // SAFETY: `ptr` is the record just released from its box; nothing else holds it
         // until the call below hands it to the kernel, and every pointer the message holds
@@ -561,7 +562,7 @@ impl UdpEcho {
     }
 }
 
-impl Drop for UdpEcho {
+impl Drop for OvUdpEcho {
     fn drop(&mut self) {
         if !self.in_flight.is_empty() {
             // The records are leaked (never freed under the kernel); say so.

@@ -63,7 +63,7 @@ mod udp;
 pub(crate) use accept::{Handoff, Spill};
 use accept::{Listener, Tries};
 use conn::UConn;
-use udp::Datagram;
+use udp::RingDatagram;
 
 /// The `conn` of records that belong to no connection (accept, wake-up, cancel).
 const NO_CONN: usize = usize::MAX;
@@ -149,9 +149,9 @@ pub(crate) enum Kind {
     /// A send of a connection's output.
     Send(Outgoing),
     /// A UDP receive (`IORING_OP_RECVMSG`) into the record's buffer and address.
-    UdpRecv(Box<Datagram>),
+    UdpRecv(Box<RingDatagram>),
     /// A UDP send (`IORING_OP_SENDMSG`) of the datagram received, back to its sender.
-    UdpSend(Box<Datagram>),
+    UdpSend(Box<RingDatagram>),
     /// The multishot poll on the shutdown waker.
     Wake,
     /// An `ASYNC_CANCEL` of another record.
@@ -207,8 +207,10 @@ impl Kind {
     }
 }
 
-/// An operation record: posted to the kernel, freed at its final completion.
-struct Op {
+/// An operation record, an entry of the engine's table (`ops`; the SQE's user data is its key
+/// and generation): posted to the kernel, freed at its final completion. Windows' twin is
+/// `winio`'s `OvOp`, which is its own `OVERLAPPED` instead of a table entry.
+struct RingOp {
     generation: u32,
     conn: usize,
     kind: Kind,
@@ -228,7 +230,7 @@ pub(crate) struct Done {
 pub(crate) struct Engine<'a> {
     ctx: &'a Ctx,
     cfg: EngineConfig,
-    ops: Slab<Op>,
+    ops: Slab<RingOp>,
     next_generation: u32,
     conns: Slab<UConn>,
     listener: Option<Listener>,
@@ -271,12 +273,12 @@ pub(crate) struct Engine<'a> {
     tries: Vec<Tries>,
     /// The UDP socket this engine serves ([`Engine::with_udp`]).
     udp: Option<RawFd>,
-    /// Datagram records posted (receives and sends).
+    /// RingDatagram records posted (receives and sends).
     udp_posted: usize,
-    /// Datagram records back from their completion, ready to be posted again (boxed as in
+    /// RingDatagram records back from their completion, ready to be posted again (boxed as in
     /// their records, so posting one again moves no header the kernel will point at).
     #[allow(clippy::vec_box)]
-    udp_spare: Vec<Box<Datagram>>,
+    udp_spare: Vec<Box<RingDatagram>>,
     /// Declared last: dropped after every record and buffer above (and only once the table is
     /// empty, see [`Engine::run`]).
     ring: Ring,
@@ -697,7 +699,7 @@ impl<'a> Engine<'a> {
         let entry = self.ops.vacant_entry();
         let key = entry.key();
         let user_data = (u64::from(generation) << 32) | key as u64;
-        let op = entry.insert(Op {
+        let op = entry.insert(RingOp {
             generation,
             conn,
             kind,

@@ -26,10 +26,11 @@ use std::os::fd::AsRawFd;
 /// Datagram records kept circulating (receives posted at once).
 const UDP_RECVS: usize = 4;
 
-/// A datagram's operation data: the `msghdr` and `iovec` the kernel reads, the address and the
-/// buffer it writes. Boxed, so the pointers between them (and the kernel's pointers into them)
-/// stay valid while the record moves around the engine's table.
-pub(crate) struct Datagram {
+/// A datagram's operation data, held by an io_uring operation record (`RECVMSG`, then
+/// `SENDMSG`): the `msghdr` and `iovec` the kernel reads, the address and the buffer it writes.
+/// Boxed, so the pointers between them (and the kernel's pointers into them) stay valid while
+/// the record moves around the engine's table. Windows' twin is `winio`'s `OvDatagram`.
+pub(crate) struct RingDatagram {
     hdr: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
@@ -39,17 +40,17 @@ pub(crate) struct Datagram {
     buf: Vec<u8>,
 }
 
-impl fmt::Debug for Datagram {
+impl fmt::Debug for RingDatagram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Datagram")
+        f.debug_struct("RingDatagram")
             .field("buf", &self.buf.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Datagram {
-    fn new(size: usize) -> Box<Datagram> {
-        Box::new(Datagram {
+impl RingDatagram {
+    fn new(size: usize) -> Box<RingDatagram> {
+        Box::new(RingDatagram {
             // SAFETY: msghdr and sockaddr_storage are plain C structs (integers and raw
             // pointers), for which all-zero bytes are a valid value.
             hdr: unsafe { std::mem::zeroed() },
@@ -129,7 +130,7 @@ impl Engine<'_> {
             let mut d = self
                 .udp_spare
                 .pop()
-                .unwrap_or_else(|| Datagram::new(self.ctx.udp_max_datagram));
+                .unwrap_or_else(|| RingDatagram::new(self.ctx.udp_max_datagram));
             let hdr = d.for_recv();
             match self.post(NO_CONN, Kind::UdpRecv(d), |_| {
                 opcode::RecvMsg::new(Fd(fd), hdr).build()
