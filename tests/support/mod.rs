@@ -97,25 +97,20 @@ pub fn available_models() -> Vec<String> {
         .collect()
 }
 
-/// One module per model, each with a test per case that calls `per_model::CASE("model")` of
-/// the file using it, and the test `check`, which fails when `iomodels models` lists a model
-/// this list lacks (so a new model cannot go untested):
+/// One module per model of the table (`iomodels_server::for_each_model!`, each named after the
+/// model's module), each with a test per case that calls `per_model::CASE("model")` of the file
+/// using it, and the test `check`, which fails unless `iomodels models` lists the table's
+/// models, in its order, as available (so no model goes untested or unserved):
 /// `per_model! { check: every_model_is_tested; cases: [socat_echo_is_byte_identical] }`.
 #[macro_export]
 macro_rules! per_model {
     (check: $check:ident; cases: $cases:tt $(;)?) => {
-        $crate::per_model! {
-            @models $check; $cases;
-            blocking => "blocking",
-            select => "select",
-            async_select => "async-select",
-            event_select => "event-select",
-            overlapped_event => "overlapped-event",
-            overlapped_routine => "overlapped-routine",
-            completion_port => "completion-port",
-        }
+        iomodels_server::for_each_model!($crate::per_model! { @models $check; $cases; });
     };
-    (@models $check:ident; $cases:tt; $($name:ident => $model:literal,)*) => {
+    (
+        @models $check:ident; $cases:tt;
+        models: [$($(#[$doc:meta])* $variant:ident, $model:literal, $name:ident;)*]
+    ) => {
         $(
             mod $name {
                 $crate::per_model!(@cases $model; $cases);

@@ -13,10 +13,10 @@
 //! with group threads, an I/O thread or completion workers), a [`RoomSignal`] wakes the
 //! accepting side when one closes while it waits at the cap.
 
+use crate::ctx::Ctx;
 use crate::log_every::log_every;
 use crate::stats::Stats;
 use crate::sys;
-use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;

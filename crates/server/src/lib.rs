@@ -6,14 +6,17 @@
 //! discard), the buffering and the backpressure come from `iomodels-core`; a model only decides
 //! how the server learns that a socket is ready or that an operation completed.
 //!
-//! Map: `models/` has one module per model (its doc first, its OS file beside it); `sys/` owns
-//! every OS resource behind an RAII type; `session.rs` is the read/write loop the readiness
-//! models share; `accept.rs` the accept loop with its descriptor-exhaustion back-off; `udp.rs`
-//! the datagram echo the readiness models share; `limits.rs` the connection cap and the idle
-//! and write timeouts every model enforces with the same code.
+//! Map: `model.rs` has the table of models, from which [`Model`] and the dispatch are made;
+//! `ctx.rs` the shared context every model gets; `models/` has one module per model (its doc
+//! first, its OS file beside it); `sys/` owns every OS resource behind an RAII type;
+//! `session.rs` is the read/write loop the readiness models share; `accept.rs` the accept loop
+//! with its descriptor-exhaustion back-off; `udp.rs` the datagram echo the readiness models
+//! share; `limits.rs` the connection cap and the idle and write timeouts every model enforces
+//! with the same code.
 #![warn(missing_docs)]
 
 mod accept;
+mod ctx;
 mod limits;
 pub mod log_every;
 mod model;
@@ -25,6 +28,7 @@ pub mod sys;
 mod trace;
 mod udp;
 
+pub use ctx::{AcceptMode, RecvBuffers};
 pub use limits::{
     descriptor_cap, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_WRITE_TIMEOUT, MAX_HANDSHAKE_TIMEOUT,
     RESERVED_DESCRIPTORS, RESERVED_DIRECT_SLOTS,
@@ -34,6 +38,7 @@ pub use shutdown::Shutdown;
 pub use stats::{Stats, StatsSnapshot};
 pub use udp::REFLECTING_PORTS as UDP_REFLECTING_PORTS;
 
+use ctx::Ctx;
 use iomodels_core::{Limits, ServiceKind};
 use std::fmt;
 use std::io;
@@ -237,124 +242,6 @@ pub fn check_handshake_timeout(d: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// How the workers of a multi-threaded model get their connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AcceptMode {
-    /// Each worker has its own listener on the same port (`SO_REUSEPORT`); the kernel spreads
-    /// new connections over them by hash. No socket crosses threads.
-    #[default]
-    ReusePort,
-    /// One worker accepts for all and hands each socket to the next worker in turn
-    /// (`IORING_OP_MSG_RING`): an exact round-robin, at the cost of a message per connection
-    /// and one thread doing every accept.
-    Handoff,
-}
-
-impl AcceptMode {
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            AcceptMode::ReusePort => "reuseport",
-            AcceptMode::Handoff => "handoff",
-        }
-    }
-}
-
-impl std::str::FromStr for AcceptMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "reuseport" => Ok(AcceptMode::ReusePort),
-            "handoff" => Ok(AcceptMode::Handoff),
-            _ => Err(format!(
-                "unknown accept mode '{s}' (expected reuseport or handoff)"
-            )),
-        }
-    }
-}
-
-/// The provided-buffer ring an io_uring model receives into (Linux: the one ring of
-/// `overlapped-event` and `overlapped-routine`, each `completion-port` worker's ring): `count`
-/// buffers of `size` bytes, shared by all of the ring's connections, so an idle connection
-/// holds none. Windows has no such ring: each connection posts a zero-byte receive and reads
-/// into its thread's 16 KiB buffer once data is there, so an idle connection holds none either.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecvBuffers {
-    /// How many buffers (a power of two, at most 32768).
-    pub count: u16,
-    /// Bytes per buffer.
-    pub size: usize,
-}
-
-impl RecvBuffers {
-    /// The most memory one ring may take (each `completion-port` worker has one): 256 MiB,
-    /// 256 times the default; `32768x1MiB` (32 GiB) used to abort the process at allocation.
-    pub const MAX_TOTAL: usize = 256 << 20;
-
-    /// `Ok` if the kernel can take this ring and the process can allocate it: a power-of-two
-    /// count up to 32768 of buffers of 1 byte to 4 GiB, [`RecvBuffers::MAX_TOTAL`] in all.
-    pub fn check(&self) -> Result<(), String> {
-        if !self.count.is_power_of_two() || self.count > 32768 {
-            return Err(format!(
-                "the buffer count must be a power of two up to 32768, not {}",
-                self.count
-            ));
-        }
-        if self.size == 0 || self.size > u32::MAX as usize {
-            return Err(format!(
-                "buffers must hold 1 byte to 4 GiB, not {}",
-                self.size
-            ));
-        }
-        let total = usize::from(self.count).saturating_mul(self.size);
-        if total > Self::MAX_TOTAL {
-            return Err(format!(
-                "{} buffers of {} bytes are {} MiB per ring: at most {} MiB",
-                self.count,
-                self.size,
-                total >> 20,
-                Self::MAX_TOTAL >> 20
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for RecvBuffers {
-    type Err = String;
-
-    /// Parses `COUNTxSIZE`, e.g. `16x64KiB`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (count, size) = s
-            .split_once(['x', 'X'])
-            .ok_or_else(|| format!("'{s}' is not COUNTxSIZE (e.g. 16x64KiB)"))?;
-        let count = count
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{count}' is not a buffer count (1 to 32768)"))?;
-        let size = iomodels_core::units::parse_bytes(size)?;
-        let rb = RecvBuffers { count, size };
-        rb.check()?;
-        Ok(rb)
-    }
-}
-
-impl Default for RecvBuffers {
-    /// 16 buffers of 64 KiB, consumed incrementally ([`ServerConfig::recv_incremental`]): 1 MiB
-    /// of address space per ring, whose pages become resident only as traffic fills them.
-    /// A 64 B message takes 64 bytes of a buffer, so 1 MiB holds a burst of 16,384 of them; a
-    /// 64 KiB message can arrive in one completion. Fewer, larger buffers also keep the ring's
-    /// footprint in the CPU caches: for 64 KiB messages (`pp64k-10`), 16 x 64 KiB measured
-    /// as cheap as `event-select` where 256 x 16 KiB cost ~1.2x (ARCHITECTURE.md).
-    fn default() -> Self {
-        RecvBuffers {
-            count: 16,
-            size: 64 * 1024,
-        }
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -433,112 +320,22 @@ impl std::error::Error for ServerError {
     }
 }
 
-/// What every model gets: the service, the limits, the counters and the shutdown signal.
-pub(crate) struct Ctx {
-    pub service: ServiceKind,
-    pub limits: Limits,
-    pub stats: Arc<Stats>,
-    pub shutdown: Shutdown,
-    pub drain_timeout: Duration,
-    pub workers: usize,
-    pub recv_buffers: RecvBuffers,
-    pub recv_incremental: bool,
-    pub pass_through: bool,
-    pub accept_mode: AcceptMode,
-    /// [`ServerConfig::batch_wait`], checked; `None`: off.
-    pub batch_wait: Option<Duration>,
-    /// `--trace`: [`trace::trace_event!`] prints through it.
-    pub trace: trace::Trace,
-    /// TLS for every connection (checked usable at bind), or plain TCP.
-    pub tls: Option<Arc<iomodels_core::rustls::ServerConfig>>,
-    /// The UDP socket (non-blocking, bound at bind), when serving UDP. It stays open until the
-    /// server is dropped; a model stops reading it when shutdown begins.
-    pub udp: Option<UdpSocket>,
-    /// Bytes of the buffer a datagram is received into ([`ServerConfig::udp_max_datagram`]).
-    pub udp_max_datagram: usize,
-    /// The echo-loop rule every model's UDP path asks before it answers a datagram.
-    pub udp_guard: Arc<udp::LoopGuard>,
-    /// The connection cap ([`ServerConfig::max_conns`], resolved; `usize::MAX`: none).
-    pub max_conns: usize,
-    /// [`ServerConfig::idle_timeout`].
-    pub idle_timeout: Option<Duration>,
-    /// [`ServerConfig::write_timeout`].
-    pub write_timeout: Option<Duration>,
-    /// [`ServerConfig::handshake_timeout`].
-    pub handshake_timeout: Option<Duration>,
-    /// What the model made at bind ([`models::prepare`]).
-    pub prepared: models::Prepared,
-    /// `completion-port` on direct descriptors: the slots of each worker's fixed-file table;
-    /// `None`: ordinary descriptors.
-    pub direct_table: Option<usize>,
-    /// [`ServerConfig::sockets_per_window`], checked; `None`: not set (the default).
-    pub sockets_per_window: Option<usize>,
-    /// [`ServerConfig::test_fail_posts`].
-    #[cfg_attr(not(windows), allow(dead_code))]
-    pub test_fail_posts: Option<std::num::NonZeroU32>,
-}
-
-impl Ctx {
-    /// A fresh sweep for one model loop ([`limits::Sweep`]).
-    pub fn sweep(&self) -> limits::Sweep {
-        limits::Sweep::new(
-            self.idle_timeout,
-            self.write_timeout,
-            self.tls_handshake_deadline(),
-        )
-    }
-
-    /// The handshake deadline a new connection gets: `--handshake-timeout` when serving TLS,
-    /// else none.
-    pub fn tls_handshake_deadline(&self) -> Option<Duration> {
-        self.handshake_timeout.filter(|_| self.tls.is_some())
-    }
-}
-
 /// A bound server, ready to run.
 pub struct Server {
     model: Model,
     /// `None` when serving UDP alone.
     listener: Option<TcpListener>,
     ctx: Ctx,
+    /// The model's `run`, with what it made at bind ([`models::start`]).
+    run: models::Run,
 }
 
 impl Server {
-    /// Checks that the model is available and opens the listening socket.
+    /// Checks that the model is available and opens the listening socket; the model makes
+    /// what it needs before it serves here too (its rings, say), so that a start that cannot
+    /// succeed fails at bind.
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        config
-            .model
-            .availability()
-            .map_err(|reason| ServerError::Unavailable {
-                model: config.model,
-                reason,
-            })?;
-        config
-            .recv_buffers
-            .check()
-            .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        if let Some(wait) = config.batch_wait {
-            check_batch_wait(wait)
-                .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        }
-        if let Some(n) = config.sockets_per_window {
-            check_sockets_per_window(n).map_err(|e| {
-                ServerError::Io(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("--sockets-per-window: {e}"),
-                ))
-            })?;
-        }
-        if let Some(tls) = &config.tls {
-            // Every connection makes a session from this configuration; one that rustls
-            // refuses is refused here, once, rather than at each accept.
-            iomodels_core::rustls::ServerConnection::new(Arc::clone(tls)).map_err(|e| {
-                ServerError::Io(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("unusable TLS configuration: {e}"),
-                ))
-            })?;
-        }
+        check_settings(&config)?;
         let workers = config
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -552,44 +349,41 @@ impl Server {
         let direct_table = models::completion_port::direct_table(&config);
         let max_conns = check_limits(&config, direct_table.map(|slots| slots * workers))?;
         let (listener, udp) = bind_sockets(&config, reuse_port)?;
-        let mut server = Server {
+        let ctx = Ctx {
+            service: config.service,
+            limits: Limits::with_high_water(config.max_pending),
+            stats: Arc::new(Stats::default()),
+            shutdown: Shutdown::new(),
+            drain_timeout: config.drain_timeout,
+            workers,
+            recv_buffers: config.recv_buffers,
+            recv_incremental: config.recv_incremental,
+            pass_through: config.pass_through,
+            accept_mode: config.accept_mode,
+            batch_wait: config.batch_wait.filter(|w| !w.is_zero()),
+            trace: trace::Trace::new(config.model.name(), config.trace),
+            tls: config.tls,
+            udp_guard: Arc::new(udp::LoopGuard::new(
+                udp.as_ref().and_then(|u| u.local_addr().ok()),
+                &config.udp_drop_ports,
+            )),
+            udp,
+            udp_max_datagram: config.udp_max_datagram,
+            max_conns,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            handshake_timeout: config.handshake_timeout,
+            direct_table,
+            sockets_per_window: config.sockets_per_window,
+            test_fail_posts: config.test_fail_posts,
+        };
+        let run = models::start(config.model, listener.as_ref(), &ctx).map_err(ServerError::Io)?;
+        Ok(Server {
             model: config.model,
             listener,
-            ctx: Ctx {
-                service: config.service,
-                limits: Limits::with_high_water(config.max_pending),
-                stats: Arc::new(Stats::default()),
-                shutdown: Shutdown::new(),
-                drain_timeout: config.drain_timeout,
-                workers,
-                recv_buffers: config.recv_buffers,
-                recv_incremental: config.recv_incremental,
-                pass_through: config.pass_through,
-                accept_mode: config.accept_mode,
-                batch_wait: config.batch_wait.filter(|w| !w.is_zero()),
-                trace: trace::Trace::new(config.model.name(), config.trace),
-                tls: config.tls,
-                udp_guard: Arc::new(udp::LoopGuard::new(
-                    udp.as_ref().and_then(|u| u.local_addr().ok()),
-                    &config.udp_drop_ports,
-                )),
-                udp,
-                udp_max_datagram: config.udp_max_datagram,
-                max_conns,
-                idle_timeout: config.idle_timeout,
-                write_timeout: config.write_timeout,
-                handshake_timeout: config.handshake_timeout,
-                // (`Default::default()`: `Prepared` is the io_uring engines' parts on Linux, a unit
-                // struct elsewhere.)
-                prepared: Default::default(),
-                direct_table,
-                sockets_per_window: config.sockets_per_window,
-                test_fail_posts: config.test_fail_posts,
-            },
-        };
-        server.ctx.prepared = models::prepare(server.model, server.listener.as_ref(), &server.ctx)
-            .map_err(ServerError::Io)?;
-        Ok(server)
+            ctx,
+            run,
+        })
     }
 
     /// The address actually bound (with the real port when port 0 was asked for): the TCP
@@ -640,7 +434,7 @@ impl Server {
 
     /// Serves until shutdown is requested and the drain is over.
     pub fn run(self) -> Result<(), ServerError> {
-        models::run(self.model, self.listener, &self.ctx).map_err(ServerError::Io)
+        (self.run)(self.listener, &self.ctx).map_err(ServerError::Io)
     }
 
     /// Runs the server on a thread of its own (for tests and embedding).
@@ -746,6 +540,45 @@ fn bound_stream_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2
 /// same few microseconds both pass the probe and share it.
 fn probe_port_free(addr: SocketAddr) -> io::Result<()> {
     bound_stream_socket(addr, false).map(drop)
+}
+
+/// `Ok` if the model is available here and the settings checked on their own are usable: the
+/// receive buffers, the batch wait, the sockets per window and the TLS configuration.
+fn check_settings(config: &ServerConfig) -> Result<(), ServerError> {
+    config
+        .model
+        .availability()
+        .map_err(|reason| ServerError::Unavailable {
+            model: config.model,
+            reason,
+        })?;
+    config
+        .recv_buffers
+        .check()
+        .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    if let Some(wait) = config.batch_wait {
+        check_batch_wait(wait)
+            .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    }
+    if let Some(n) = config.sockets_per_window {
+        check_sockets_per_window(n).map_err(|e| {
+            ServerError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--sockets-per-window: {e}"),
+            ))
+        })?;
+    }
+    if let Some(tls) = &config.tls {
+        // Every connection makes a session from this configuration; one that rustls
+        // refuses is refused here, once, rather than at each accept.
+        iomodels_core::rustls::ServerConnection::new(Arc::clone(tls)).map_err(|e| {
+            ServerError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unusable TLS configuration: {e}"),
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// `Ok` if the configuration asks for something this build can serve: at least one of TCP and

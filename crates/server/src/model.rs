@@ -1,52 +1,80 @@
-//! The list of I/O models, their names, and what each one is on this OS.
+//! The table of I/O models ([`for_each_model!`](crate::for_each_model)), and what it makes:
+//! [`Model`], its list ([`Model::ALL`]), its names, and (in `models/mod.rs`) the dispatch to
+//! each model's mechanism, availability, preparation and `run`. The CLI, `iomodels models`,
+//! bench and the test suites read the models through them.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// A socket I/O model from chapter 8 of *Network Programming for Microsoft Windows*.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Model {
-    /// A thread per client, blocking calls.
-    Blocking,
-    /// `select()` over non-blocking sockets.
-    Select,
-    /// `WSAAsyncSelect`: socket events as window messages.
-    AsyncSelect,
-    /// `WSAEventSelect`: socket events signal event objects.
-    EventSelect,
-    /// Overlapped I/O completed through event objects.
-    OverlappedEvent,
-    /// Overlapped I/O completed through completion routines.
-    OverlappedRoutine,
-    /// I/O completion ports.
-    CompletionPort,
+/// The table of models: calls `callback! { ARGS models: [ROWS] }` with one row per model,
+/// from the simplest to the most scalable, each `/// doc` then `Variant, "cli-name", module;`:
+/// the [`Model`] variant, its name on the command line, and its module under `models/` (which
+/// provides `MECHANISM`, `availability()` and `run`). Everything that lists the models is
+/// made from it: [`Model`], [`Model::ALL`], [`Model::name`], the dispatch in `models/mod.rs`,
+/// and the test suites' per-model modules (`model_suite!`, `per_model!`), so a new model is
+/// one row here and its module.
+///
+/// ```
+/// macro_rules! names {
+///     (models: [$($(#[$doc:meta])* $variant:ident, $name:literal, $module:ident;)*]) => {
+///         [$($name),*]
+///     };
+/// }
+/// let names = iomodels_server::for_each_model!(names! {});
+/// assert_eq!(names[0], "blocking");
+/// assert_eq!(names.len(), iomodels_server::Model::ALL.len());
+/// ```
+#[macro_export]
+macro_rules! for_each_model {
+    ($($callback:ident)::+ ! { $($args:tt)* }) => {
+        $($callback)::+! {
+            $($args)*
+            models: [
+                /// A thread per client, blocking calls.
+                Blocking, "blocking", blocking;
+                /// `select()` over non-blocking sockets.
+                Select, "select", select;
+                /// `WSAAsyncSelect`: socket events as window messages.
+                AsyncSelect, "async-select", async_select;
+                /// `WSAEventSelect`: socket events signal event objects.
+                EventSelect, "event-select", event_select;
+                /// Overlapped I/O completed through event objects.
+                OverlappedEvent, "overlapped-event", overlapped_event;
+                /// Overlapped I/O completed through completion routines.
+                OverlappedRoutine, "overlapped-routine", overlapped_routine;
+                /// I/O completion ports.
+                CompletionPort, "completion-port", completion_port;
+            ]
+        }
+    };
 }
 
-impl Model {
-    /// Every model, from the simplest to the most scalable.
-    pub const ALL: [Model; 7] = [
-        Model::Blocking,
-        Model::Select,
-        Model::AsyncSelect,
-        Model::EventSelect,
-        Model::OverlappedEvent,
-        Model::OverlappedRoutine,
-        Model::CompletionPort,
-    ];
-
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Model::Blocking => "blocking",
-            Model::Select => "select",
-            Model::AsyncSelect => "async-select",
-            Model::EventSelect => "event-select",
-            Model::OverlappedEvent => "overlapped-event",
-            Model::OverlappedRoutine => "overlapped-routine",
-            Model::CompletionPort => "completion-port",
+/// [`Model`], [`Model::ALL`] and [`Model::name`] from the table's rows.
+macro_rules! model_enum {
+    (models: [$($(#[$doc:meta])* $variant:ident, $name:literal, $module:ident;)*]) => {
+        /// A socket I/O model from chapter 8 of *Network Programming for Microsoft Windows*.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Model {
+            $($(#[$doc])* $variant,)*
         }
-    }
 
+        impl Model {
+            /// Every model, from the simplest to the most scalable.
+            pub const ALL: [Model; [$($name),*].len()] = [$(Model::$variant),*];
+
+            /// The name on the command line.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Model::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+crate::for_each_model!(model_enum! {});
+
+impl Model {
     /// The mechanism that implements this model on this OS, e.g. `epoll`.
     pub fn mechanism(self) -> &'static str {
         crate::models::mechanism(self)

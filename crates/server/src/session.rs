@@ -3,10 +3,10 @@
 //! connections through [`Session::pump`]; they differ only in how they learn that a socket is
 //! ready.
 
+use crate::ctx::Ctx;
 use crate::limits::{Clock, Expiry, Sweep};
 use crate::log_every::log_every;
 use crate::stats::Stats;
-use crate::Ctx;
 use iomodels_core::Connection;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -33,10 +33,10 @@
 //! So every datagram received is counted once in `udp_datagrams_in` and once more in exactly
 //! one of `udp_datagrams_out`, `udp_send_dropped`, `udp_truncated` and `udp_loop_dropped`.
 
+use crate::ctx::Ctx;
 use crate::log_every::LogEvery;
 use crate::stats::Stats;
 use crate::sys::{recv_datagram, send_datagram};
-use crate::Ctx;
 use iomodels_core::ServiceKind;
 use std::fmt;
 use std::io;

@@ -469,21 +469,6 @@ model_suite! {
         udp_alone_has_no_tcp_listener,
         shutdown_with_udp_traffic_in_flight_returns_promptly,
     ];
-    blocking => Model::Blocking;
-    select => Model::Select;
-    event_select => Model::EventSelect;
-    overlapped_event => Model::OverlappedEvent;
-    overlapped_routine => Model::OverlappedRoutine;
-    async_select => Model::AsyncSelect;
-    completion_port => Model::CompletionPort;
-    #[cfg(target_os = "linux")]
-    completion_port_handoff => Model::CompletionPort, |c| {
-        c.workers = Some(2);
-        c.accept_mode = iomodels_server::AcceptMode::Handoff;
-    };
+    every_model;
     completion_port_two_workers => Model::CompletionPort, |c| c.workers = Some(2);
-    #[cfg(target_os = "linux")]
-    completion_port_ordinary => Model::CompletionPort, |c| {
-        c.direct_descriptors = iomodels_server::DirectDescriptors::Off;
-    };
 }

@@ -85,6 +85,7 @@
 //! with overlapped operations in flight is done only when their completions have been reaped.
 
 use crate::accept::{Acceptor, Backoff, ConnCap, RoomSignal};
+use crate::ctx::Ctx;
 use crate::limits::Sweep;
 use crate::log_every::log_every;
 use crate::models::winio::{cancel_all, AcceptEx, InFlight, Notify, OvOp};
@@ -95,7 +96,6 @@ use crate::sys::network_events::{event_select, network_events, FD_ACCEPT};
 use crate::sys::select::{select, SocketSet};
 use crate::sys::{is_out_of_descriptors, wait_any, Event, Wait, Waker};
 use crate::trace::trace_event;
-use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::windows::io::{AsRawSocket, RawSocket};

@@ -1,11 +1,20 @@
-//! The I/O models, one module each, and what they share: the drain on shutdown.
+//! The I/O models, one module each, the dispatch to them, and what they share: the drain on
+//! shutdown.
 //!
 //! Every model is a function `run(listener, ctx)` that serves until shutdown is requested,
 //! then stops accepting, lets open connections finish for the drain timeout, closes what is
 //! left and returns. The listener is `None` when the server serves UDP alone; the UDP socket,
 //! when there is one, is `ctx.udp`, and a model stops reading it when shutdown begins (a
-//! datagram has nothing to drain). Each module opens with a doc naming the Winsock original, the Linux
-//! counterpart, the limits and the pitfalls.
+//! datagram has nothing to drain). `ctx` is the shared context (`crate::ctx`, which knows
+//! nothing of this module). A model that must make something before it serves (so that a start
+//! that cannot succeed fails at bind) takes it as a third argument, `run(listener, ctx,
+//! prepared)`, of a type that implements `Prepare`: `start` makes it at bind and hands it
+//! over; a model that makes nothing does not know about it. Each module opens with a doc
+//! naming the Winsock original, the Linux counterpart, the limits and the pitfalls.
+//!
+//! The list of models is one table, [`crate::for_each_model!`] (in `model.rs`): the
+//! dispatch below (`mechanism`, `availability`, `start`) is made from its rows, each
+//! naming the model's module here, which provides `MECHANISM`, `availability()` and `run`.
 
 /// Declares a model's OS files, `linux.rs` and `windows.rs`, beside its `mod.rs`, and exports
 /// the model's `availability`, `run` and `MECHANISM` from the one for this OS (or the
@@ -43,85 +52,89 @@ mod uring;
 #[cfg(windows)]
 mod winio;
 
+use crate::ctx::Ctx;
 use crate::shutdown::Shutdown;
-use crate::{Ctx, Model};
+use crate::Model;
 use std::io;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// The mechanism behind `model` on this OS.
-pub(crate) fn mechanism(model: Model) -> &'static str {
-    match model {
-        Model::Blocking => blocking::MECHANISM,
-        Model::Select => select::MECHANISM,
-        Model::EventSelect => event_select::MECHANISM,
-        Model::AsyncSelect => async_select::MECHANISM,
-        Model::OverlappedEvent => overlapped_event::MECHANISM,
-        Model::OverlappedRoutine => overlapped_routine::MECHANISM,
-        Model::CompletionPort => completion_port::MECHANISM,
-    }
-}
-
-/// Whether `model` can run in this build on this OS.
-pub(crate) fn availability(model: Model) -> Result<(), String> {
-    match model {
-        Model::Blocking => blocking::availability(),
-        Model::Select => select::availability(),
-        Model::EventSelect => event_select::availability(),
-        Model::AsyncSelect => async_select::availability(),
-        Model::OverlappedEvent => overlapped_event::availability(),
-        Model::OverlappedRoutine => overlapped_routine::availability(),
-        Model::CompletionPort => completion_port::availability(),
-    }
-}
+/// A model ready to serve: its `run` with what it made at bind moved in ([`start`]).
+pub(crate) type Run = Box<dyn FnOnce(Option<TcpListener>, &Ctx) -> io::Result<()> + Send>;
 
 /// What a model makes at bind, before it serves anything, so that a start that cannot succeed
-/// fails there, with one line, instead of a worker failing later: on Linux, every
-/// `completion-port` worker's ring, provided buffers and waker. Workers take theirs from
-/// `Ctx::prepared`.
-#[cfg(target_os = "linux")]
-pub(crate) use uring::Prepared;
+/// fails there, with one line, instead of a worker failing later (on Linux, `completion-port`'s
+/// rings, provided buffers and wakers, one set per worker). A model whose `run` takes a third
+/// argument gets it made by that type's `prepare` at bind ([`Start`]).
+pub(crate) trait Prepare: Sized + Send + 'static {
+    /// Makes it: `listener` is the one `Server::bind` opened, `ctx` complete.
+    fn prepare(listener: Option<&TcpListener>, ctx: &Ctx) -> io::Result<Self>;
+}
 
-/// What a model makes at bind: nothing, on this OS.
-#[cfg(not(target_os = "linux"))]
-#[derive(Default)]
-pub(crate) struct Prepared;
+/// A model's `run` of either shape: `run(listener, ctx)`, for a model that makes nothing at
+/// bind (it need not know this trait exists), or `run(listener, ctx, prepared)` with
+/// `prepared` of a type that implements [`Prepare`]. `Shape` only tells the two apart.
+pub(crate) trait Start<Shape> {
+    /// Makes what the model needs at bind (if anything) and returns its `run` with it.
+    fn start(self, listener: Option<&TcpListener>, ctx: &Ctx) -> io::Result<Run>;
+}
 
-/// Makes what `model` needs before it serves ([`Prepared`]).
-#[cfg(target_os = "linux")]
-pub(crate) fn prepare(
-    model: Model,
-    listener: Option<&TcpListener>,
-    ctx: &Ctx,
-) -> io::Result<Prepared> {
-    match model {
-        Model::CompletionPort => completion_port::prepare(ctx, listener),
-        _ => Ok(Prepared::default()),
+impl<F> Start<()> for F
+where
+    F: FnOnce(Option<TcpListener>, &Ctx) -> io::Result<()> + Send + 'static,
+{
+    fn start(self, _listener: Option<&TcpListener>, _ctx: &Ctx) -> io::Result<Run> {
+        Ok(Box::new(self))
     }
 }
 
-/// Makes what `model` needs before it serves: nothing, on this OS.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn prepare(
-    _model: Model,
-    _listener: Option<&TcpListener>,
-    _ctx: &Ctx,
-) -> io::Result<Prepared> {
-    Ok(Prepared)
-}
-
-/// Serves `listener` (and `ctx.udp`) with `model` until shutdown and drain are over.
-pub(crate) fn run(model: Model, listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-    match model {
-        Model::Blocking => blocking::run(listener, ctx),
-        Model::AsyncSelect => async_select::run(listener, ctx),
-        Model::Select => select::run(listener, ctx),
-        Model::EventSelect => event_select::run(listener, ctx),
-        Model::OverlappedEvent => overlapped_event::run(listener, ctx),
-        Model::OverlappedRoutine => overlapped_routine::run(listener, ctx),
-        Model::CompletionPort => completion_port::run(listener, ctx),
+impl<F, P> Start<(P,)> for F
+where
+    F: FnOnce(Option<TcpListener>, &Ctx, P) -> io::Result<()> + Send + 'static,
+    P: Prepare,
+{
+    fn start(self, listener: Option<&TcpListener>, ctx: &Ctx) -> io::Result<Run> {
+        let prepared = P::prepare(listener, ctx)?;
+        Ok(Box::new(move |listener, ctx: &Ctx| {
+            self(listener, ctx, prepared)
+        }))
     }
 }
+
+/// The dispatch to a model, made from the table of models ([`crate::for_each_model!`]): a
+/// row's `module` provides `MECHANISM`, `availability()` and `run` (through [`os_files!`]).
+macro_rules! dispatch {
+    (models: [$($(#[$doc:meta])* $variant:ident, $name:literal, $module:ident;)*]) => {
+        /// The mechanism behind `model` on this OS.
+        pub(crate) fn mechanism(model: Model) -> &'static str {
+            match model {
+                $(Model::$variant => $module::MECHANISM,)*
+            }
+        }
+
+        /// Whether `model` can run in this build on this OS.
+        pub(crate) fn availability(model: Model) -> Result<(), String> {
+            match model {
+                $(Model::$variant => $module::availability(),)*
+            }
+        }
+
+        /// Makes what `model` needs before it serves ([`Prepare`], if its `run` asks for
+        /// anything) and returns its `run`, which serves `listener` (and `ctx.udp`) until
+        /// shutdown and drain are over.
+        pub(crate) fn start(
+            model: Model,
+            listener: Option<&TcpListener>,
+            ctx: &Ctx,
+        ) -> io::Result<Run> {
+            match model {
+                $(Model::$variant => Start::start($module::run, listener, ctx),)*
+            }
+        }
+    };
+}
+
+crate::for_each_model!(dispatch! {});
 
 /// The shutdown sequence as a model's loop sees it: serving, then draining until the
 /// connections are gone or the deadline passes.

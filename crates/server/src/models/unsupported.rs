@@ -1,6 +1,6 @@
 //! Stand-in for models on an OS that has no file for them yet (Windows: issue #5).
 
-use crate::Ctx;
+use crate::ctx::Ctx;
 use std::io;
 use std::net::TcpListener;
 

@@ -1189,9 +1189,11 @@ impl Variant {
 ///
 /// A case may carry attributes (`#[cfg(target_os = "linux")] case`): a case for one OS only.
 ///
-/// `every_model` in place of the list runs the suite on every model (and, on Linux,
-/// completion-port's hand-off mode, and completion-port on ordinary descriptors: its default
-/// is direct descriptors where the kernel has them).
+/// `every_model` in place of the list runs the suite on every model of the table
+/// (`iomodels_server::for_each_model!`, a module each named after the model's module) and, on
+/// Linux, completion-port's hand-off mode and completion-port on ordinary descriptors (its
+/// default is direct descriptors where the kernel has them); `every_model; VARIANTS` adds
+/// variants of its own, listed as above.
 ///
 /// ```ignore
 /// model_suite! {
@@ -1204,19 +1206,22 @@ impl Variant {
 /// ```
 #[macro_export]
 macro_rules! model_suite {
-    // Every model, completion-port's hand-off accept mode and its fallback to ordinary
-    // descriptors on Linux: what each suite runs.
-    (check: $check:ident, $suite:literal; cases: $cases:tt; every_model) => {
+    (check: $check:ident, $suite:literal; cases: $cases:tt; every_model $(; $($extra:tt)*)?) => {
+        iomodels_server::for_each_model!($crate::model_suite! {
+            @every_model check: $check, $suite; cases: $cases; extra: { $($($extra)*)? };
+        });
+    };
+    // Every model of the table, completion-port's hand-off accept mode and its fallback to
+    // ordinary descriptors on Linux: what each suite runs; then the suite's own variants.
+    (
+        @every_model check: $check:ident, $suite:literal; cases: $cases:tt;
+        extra: { $($extra:tt)* };
+        models: [$($(#[$doc:meta])* $variant:ident, $name:literal, $module:ident;)*]
+    ) => {
         $crate::model_suite! {
             check: $check, $suite;
             cases: $cases;
-            blocking => iomodels_server::Model::Blocking;
-            select => iomodels_server::Model::Select;
-            event_select => iomodels_server::Model::EventSelect;
-            overlapped_event => iomodels_server::Model::OverlappedEvent;
-            overlapped_routine => iomodels_server::Model::OverlappedRoutine;
-            async_select => iomodels_server::Model::AsyncSelect;
-            completion_port => iomodels_server::Model::CompletionPort;
+            $($module => iomodels_server::Model::$variant;)*
             #[cfg(target_os = "linux")]
             completion_port_handoff => iomodels_server::Model::CompletionPort, |c| {
                 c.workers = Some(2);
@@ -1226,6 +1231,7 @@ macro_rules! model_suite {
             completion_port_ordinary => iomodels_server::Model::CompletionPort, |c| {
                 c.direct_descriptors = iomodels_server::DirectDescriptors::Off;
             };
+            $($extra)*
         }
     };
     (

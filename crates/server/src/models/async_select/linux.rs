@@ -2,13 +2,13 @@
 //! them as messages from a signalfd.
 
 use crate::accept::Acceptor;
+use crate::ctx::Ctx;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::signalfd::{self, SigInfo, SignalQueue};
 use crate::sys::wait_readable;
 use crate::trace::trace_event;
 use crate::udp::{self, Drained, ReadinessUdpEcho};
-use crate::Ctx;
 use std::collections::HashMap;
 use std::io;
 use std::net::{TcpListener, UdpSocket};

@@ -27,6 +27,7 @@
 
 use super::SOCKETS_PER_WINDOW;
 use crate::accept::{Acceptor, RoomSignal};
+use crate::ctx::Ctx;
 use crate::log_every::log_every;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
@@ -35,7 +36,6 @@ use crate::sys::window::{self, Poster, Window, WindowClass, WindowProc};
 use crate::sys::{last_wsa_error, wsa_startup, Waker};
 use crate::trace::trace_event;
 use crate::udp::{self, Drained, ReadinessUdpEcho};
-use crate::Ctx;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;

@@ -61,12 +61,12 @@ mod linux;
 mod windows;
 
 use crate::accept::Acceptor;
+use crate::ctx::Ctx;
 use crate::log_every::log_every;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::trace::trace_event;
 use crate::udp::{self, ReadinessUdpEcho};
-use crate::Ctx;
 use std::collections::HashMap;
 use std::io;
 use std::net::{TcpListener, TcpStream, UdpSocket};

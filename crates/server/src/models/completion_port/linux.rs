@@ -1,8 +1,10 @@
 //! io_uring: a ring per worker, multishot accept and recv, a provided-buffer ring per worker;
 //! connections spread by SO_REUSEPORT listeners or handed out by one acceptor.
 
+use crate::ctx::{AcceptMode, Ctx};
 use crate::models::uring::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv, Spill};
-use crate::{AcceptMode, Ctx, DirectDescriptors, Model, ServerConfig};
+use crate::models::Prepare;
+use crate::{DirectDescriptors, Model, ServerConfig};
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::RawFd;
@@ -52,7 +54,7 @@ const CONFIG: EngineConfig = EngineConfig {
 /// find the descriptors taken, fail, and stop the server), the server holds every descriptor
 /// it keeps from its ready line on, and a limit too low for them all refuses the start with
 /// one line.
-pub(crate) fn prepare(ctx: &Ctx, listener: Option<&TcpListener>) -> io::Result<Prepared> {
+fn prepare(ctx: &Ctx, listener: Option<&TcpListener>) -> io::Result<Prepared> {
     let reuse_port = match (ctx.accept_mode, listener) {
         (AcceptMode::ReusePort, Some(l)) => Some(l.local_addr()?),
         _ => None,
@@ -79,20 +81,37 @@ pub(crate) fn prepare(ctx: &Ctx, listener: Option<&TcpListener>) -> io::Result<P
     Ok(Prepared::new(parts))
 }
 
-/// The engine of worker `i`, on the parts made at bind; `listener` is worker 0's.
-fn engine(ctx: &Ctx, i: usize, listener: Option<TcpListener>) -> io::Result<Engine<'_>> {
-    Engine::from_parts(ctx, listener, CONFIG, ctx.prepared.take(i)?)
+/// What `run` gets from bind: every worker's parts ([`prepare`]).
+impl Prepare for Prepared {
+    fn prepare(listener: Option<&TcpListener>, ctx: &Ctx) -> io::Result<Prepared> {
+        prepare(ctx, listener)
+    }
 }
 
-pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+/// The engine of worker `i`, on its parts made at bind; `listener` is worker 0's.
+fn engine<'a>(
+    ctx: &'a Ctx,
+    prepared: &Prepared,
+    i: usize,
+    listener: Option<TcpListener>,
+) -> io::Result<Engine<'a>> {
+    Engine::from_parts(ctx, listener, CONFIG, prepared.take(i)?)
+}
+
+/// Serves with the workers' parts made at bind ([`Prepared`]).
+pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx, prepared: Prepared) -> io::Result<()> {
     match ctx.accept_mode {
-        AcceptMode::ReusePort => run_reuseport(listener, ctx),
-        AcceptMode::Handoff => run_handoff(listener, ctx),
+        AcceptMode::ReusePort => run_reuseport(listener, ctx, &prepared),
+        AcceptMode::Handoff => run_handoff(listener, ctx, &prepared),
     }
 }
 
 /// Each worker accepts on its own SO_REUSEPORT listener (none when serving UDP alone).
-fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+fn run_reuseport(
+    listener: Option<TcpListener>,
+    ctx: &Ctx,
+    prepared: &Prepared,
+) -> io::Result<()> {
     // Every worker's listener exists before any worker runs (made at bind with its ring), so
     // no connection lands on a port nobody serves; worker 0 uses the one `Server::bind`
     // opened (with SO_REUSEPORT).
@@ -100,9 +119,9 @@ fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
         (Some(_), Some(listener)) => {
             // Direct descriptors: a worker whose table is full must not strand its listener's
             // backlog, so every worker can accept on every listener (`engine/accept.rs`).
-            let spill = spill(listener, ctx);
+            let spill = spill(listener, ctx, prepared);
             return run_workers(ctx, |i| {
-                let engine = engine(ctx, i, None)?.with_spill(Arc::clone(&spill), i);
+                let engine = engine(ctx, prepared, i, None)?.with_spill(Arc::clone(&spill), i);
                 worker(engine, i).run()
             });
         }
@@ -111,15 +130,15 @@ fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let listener = Mutex::new(listener);
     run_workers(ctx, |i| {
         let own = if i == 0 { lock(&listener).take() } else { None };
-        worker(engine(ctx, i, own)?, i).run()
+        worker(engine(ctx, prepared, i, own)?, i).run()
     })
 }
 
 /// Every worker's listener, `listener` as worker 0's (the others were made at bind), in one
 /// [`Spill`], worker `i`'s at index `i`.
-fn spill(listener: TcpListener, ctx: &Ctx) -> Arc<Spill> {
+fn spill(listener: TcpListener, ctx: &Ctx, prepared: &Prepared) -> Arc<Spill> {
     let mut listeners = vec![listener];
-    listeners.extend((1..ctx.workers).filter_map(|i| ctx.prepared.take_listener(i)));
+    listeners.extend((1..ctx.workers).filter_map(|i| prepared.take_listener(i)));
     Arc::new(Spill::new(listeners))
 }
 
@@ -138,7 +157,11 @@ fn worker(engine: Engine<'_>, i: usize) -> Engine<'_> {
 
 /// Worker 0 accepts for everyone and hands sockets out round-robin through the other
 /// workers' rings.
-fn run_handoff(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
+fn run_handoff(
+    listener: Option<TcpListener>,
+    ctx: &Ctx,
+    prepared: &Prepared,
+) -> io::Result<()> {
     let listener = Mutex::new(listener);
     let rings: Mutex<Vec<Option<RawFd>>> = Mutex::new(vec![None; ctx.workers]);
     // The rings exist since bind, but each is enabled by its own worker, and a ring still
@@ -147,7 +170,7 @@ fn run_handoff(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let all_created = Barrier::new(ctx.workers);
     run_workers(ctx, |i| {
         let own = if i == 0 { lock(&listener).take() } else { None };
-        let engine = engine(ctx, i, own);
+        let engine = engine(ctx, prepared, i, own);
         lock(&rings)[i] = engine.as_ref().ok().map(Engine::ring_fd);
         all_created.wait();
         let mut engine = worker(engine?, i);

@@ -201,7 +201,7 @@
 os_files!();
 
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{direct_support, direct_table, prepare};
+pub(crate) use linux::{direct_support, direct_table};
 
 /// Direct descriptors are io_uring's: elsewhere `completion-port` has ordinary sockets.
 #[cfg(not(target_os = "linux"))]

@@ -55,15 +55,15 @@
 //! holds the storm; with it, accepting does not lag the storm by a pool's worth per turn.
 
 use crate::accept::{Backoff, ConnCap};
+use crate::ctx::{AcceptMode, Ctx};
 use crate::models::winio::{
-    reclaim, reclaim_datagram, warn_if_uring_flags_set, AcceptEx, Notify, OvOp, OpKind, OvConn,
+    reclaim, reclaim_datagram, warn_if_uring_flags_set, AcceptEx, Notify, OpKind, OvConn, OvOp,
     OvUdpEcho,
 };
 use crate::models::{min_timeout, Drain};
 use crate::sys::iocp::{empty_entry, CompletionPort};
 use crate::sys::{is_out_of_descriptors, wait_any, Event, Wait};
 use crate::trace::trace_event;
-use crate::{AcceptMode, Ctx};
 use slab::Slab;
 use std::io;
 use std::net::TcpListener;

@@ -14,6 +14,7 @@
 //! `epoll_wait`'s timeout is bounded by the next sweep.
 
 use crate::accept::Acceptor;
+use crate::ctx::Ctx;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::epoll::{
@@ -21,7 +22,6 @@ use crate::sys::epoll::{
 };
 use crate::trace::trace_event;
 use crate::udp::{self, Drained, ReadinessUdpEcho};
-use crate::Ctx;
 use slab::Slab;
 use std::io;
 use std::net::TcpListener;

@@ -2,6 +2,7 @@
 //! sockets per thread (`models/groups_windows.rs`); the UDP socket (`--udp`) on the accepting
 //! thread, its event beside the listener's.
 
+use crate::ctx::Ctx;
 use crate::limits::Sweep;
 use crate::models::groups_windows::{self, Beside, Flow, Member};
 use crate::session::{Session, Status, READ_CHUNK};
@@ -12,7 +13,6 @@ use crate::sys::network_events::{
 use crate::sys::Event;
 use crate::trace::{trace_event, Trace};
 use crate::udp::{self, Drained, ReadinessUdpEcho};
-use crate::Ctx;
 use std::io;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{AsRawSocket, RawSocket};

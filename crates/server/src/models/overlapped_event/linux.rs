@@ -1,7 +1,7 @@
 //! io_uring with table dispatch and owned receive buffers.
 
+use crate::ctx::Ctx;
 use crate::models::uring::{Engine, EngineConfig, Recv};
-use crate::Ctx;
 use std::io;
 use std::net::TcpListener;
 

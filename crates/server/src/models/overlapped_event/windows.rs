@@ -6,12 +6,12 @@
 //! a thread of its own waits on the shutdown waker and one event that every datagram record
 //! carries.
 
+use crate::ctx::Ctx;
 use crate::limits::Sweep;
 use crate::models::groups_windows::{self, Flow, Member, CLOSE_WAIT};
 use crate::models::winio::{Notify, OpKind, OvConn, OvUdpEcho};
 use crate::stats::Stats;
 use crate::sys::{wait_any, Event};
-use crate::Ctx;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{TcpListener, TcpStream, UdpSocket};

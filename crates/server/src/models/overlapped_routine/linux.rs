@@ -1,8 +1,8 @@
 //! io_uring with a completion routine in every operation record.
 
+use crate::ctx::Ctx;
 use crate::models::overlapped_event;
 use crate::models::uring::{Engine, EngineConfig, Routines};
-use crate::Ctx;
 use std::io;
 use std::net::TcpListener;
 

@@ -33,14 +33,16 @@
 //! wait returns, and the loop's next turn posts their next operations.
 
 use crate::accept::{Acceptor, RoomSignal};
+use crate::ctx::Ctx;
 use crate::limits::Sweep;
-use crate::models::winio::{reclaim, reclaim_datagram, routine_context, Notify, OvOp, OvConn, OvUdpEcho};
+use crate::models::winio::{
+    reclaim, reclaim_datagram, routine_context, Notify, OvConn, OvOp, OvUdpEcho,
+};
 use crate::models::{min_timeout, Drain};
 use crate::sys::apc::{current_thread, queue_apc, sleep_alertable};
 use crate::sys::select::{select, SocketSet};
 use crate::sys::{wait_any, Handle, Wait, Waker};
 use crate::trace::trace_event;
-use crate::Ctx;
 use slab::Slab;
 use std::cell::RefCell;
 use std::io;

@@ -80,12 +80,12 @@ pub(crate) use serve::run;
 mod serve {
     use super::os::{self, Sets};
     use crate::accept::Acceptor;
+    use crate::ctx::Ctx;
     use crate::log_every::log_every;
     use crate::models::{min_timeout, Drain};
     use crate::session::{Session, Status, READ_CHUNK};
     use crate::trace::trace_event;
     use crate::udp::{self, ReadinessUdpEcho};
-    use crate::Ctx;
     use std::io;
     use std::net::TcpListener;
     use std::sync::atomic::Ordering::Relaxed;

@@ -1,7 +1,7 @@
 //! [`AcceptEx`]: `AcceptEx` and `GetAcceptExSockaddrs`, loaded from the listener's provider,
 //! posting accepts into operation records and finishing the sockets they accept.
 
-use super::op::{post, Notify, OvOp, OpKind, Posted};
+use super::op::{post, Notify, OpKind, OvOp, Posted};
 use crate::stats::Stats;
 use std::ffi::c_void;
 use std::io;

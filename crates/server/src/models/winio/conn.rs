@@ -25,12 +25,12 @@
 //! Windows here (checked by `winio::tests`): a zero-byte `WSARecv` stays pending on an empty socket
 //! and completes with 0 bytes on data or on the peer's FIN.
 
-use super::op::{cancel_all, post_recv, post_send, InFlight, Notify, OvOp, OpKind};
+use super::op::{cancel_all, post_recv, post_send, InFlight, Notify, OpKind, OvOp};
+use crate::ctx::Ctx;
 use crate::limits::Sweep;
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::trace::{trace_event, Trace};
-use crate::Ctx;
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::windows::io::{AsRawSocket, RawSocket};

@@ -112,7 +112,7 @@ mod udp;
 
 pub(crate) use accept::AcceptEx;
 pub(crate) use conn::{OvConn, RECV_SIZE};
-pub(crate) use op::{reclaim, routine_context, Notify, OvOp, OpKind};
+pub(crate) use op::{reclaim, routine_context, Notify, OpKind, OvOp};
 pub(crate) use udp::{reclaim_datagram, OvUdpEcho};
 // The rest of the API (posting single records, the event notification's checks) serves
 // `overlapped-event` and this module's tests.
@@ -123,7 +123,7 @@ pub(crate) use op::{cancel_all, post_recv, post_send, CompletionRoutine, InFligh
 /// `--recv-buffers` and `--recv-incremental` (the provided-buffer ring is io_uring's; on Windows
 /// each connection posts its own [`RECV_SIZE`] receive buffer) and `--batch-wait` (io_uring's
 /// min-wait; a completion port hands out whatever packets are queued).
-pub(crate) fn warn_if_uring_flags_set(ctx: &crate::Ctx) {
+pub(crate) fn warn_if_uring_flags_set(ctx: &crate::ctx::Ctx) {
     if ctx.recv_buffers != crate::RecvBuffers::default()
         || !ctx.recv_incremental
         || !ctx.pass_through

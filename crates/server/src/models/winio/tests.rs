@@ -218,11 +218,12 @@ mod udp_records {
     use super::super::udp::{classify, Received};
     use super::super::{reclaim_datagram, Notify, OvUdpEcho};
     use super::WAIT;
+    use crate::ctx::Ctx;
     use crate::stats::StatsSnapshot;
     use crate::sys::apc::sleep_alertable;
     use crate::sys::iocp::{empty_entry, CompletionPort};
     use crate::sys::{wait_any, Event};
-    use crate::{Ctx, Model, Server, ServerConfig};
+    use crate::{Model, Server, ServerConfig};
     use std::cell::RefCell;
     use std::io;
     use std::net::{SocketAddr, UdpSocket};

@@ -55,11 +55,11 @@
 //! `udp_truncated` and `udp_loop_dropped`.
 
 use super::op::{cancel_all, outcome, reclaim_as, stored_result, InFlight, Notify, Record};
+use crate::ctx::Ctx;
 use crate::stats::Stats;
 use crate::sys::{reply_source, Arrival, PacketInfo, RecvMsg};
 use crate::trace::{trace_event, Trace};
 use crate::udp::LoopGuard;
-use crate::Ctx;
 use iomodels_core::ServiceKind;
 use std::io;
 use std::mem::size_of;
@@ -186,7 +186,10 @@ unsafe impl Record for OvDatagram {}
 /// # Safety
 /// `overlapped` must be the `OVERLAPPED*` of an [`OvDatagram`] posted by an [`OvUdpEcho`], whose
 /// completion is being reaped now, once.
-pub(crate) unsafe fn reclaim_datagram(overlapped: *mut OVERLAPPED, stats: &Stats) -> Box<OvDatagram> {
+pub(crate) unsafe fn reclaim_datagram(
+    overlapped: *mut OVERLAPPED,
+    stats: &Stats,
+) -> Box<OvDatagram> {
     // SAFETY: forwarded contract.
     unsafe { reclaim_as(overlapped, stats) }
 }
@@ -340,7 +343,10 @@ impl OvUdpEcho {
     /// Keeps [`UDP_RECVS`] receives posted (none once stopped).
     pub fn arm(&mut self, notify: Notify) {
         while !self.stopped && self.recvs < UDP_RECVS {
-            let mut d = self.spare.pop().unwrap_or_else(|| OvDatagram::new(self.size));
+            let mut d = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| OvDatagram::new(self.size));
             d.sending = false;
             let len = d.buf.len();
             match self.post(d, notify, len, PacketInfo::LEN) {

@@ -40,13 +40,13 @@
 //! measurable there, and it cost closed loops throughput when it asked for 32; hence off.
 
 use crate::accept::{Backoff, ConnCap};
+use crate::ctx::Ctx;
 use crate::limits::Sweep;
 use crate::models::{min_timeout, Drain};
 
 use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd, Ring};
 use crate::sys::Waker;
 use crate::trace::trace_event;
-use crate::Ctx;
 use slab::Slab;
 
 use std::io;
@@ -354,9 +354,8 @@ impl Parts {
     }
 }
 
-/// The parts of every worker's engine, made at bind ([`crate::models::prepare`]); each worker
-/// takes its own.
-#[derive(Default)]
+/// The parts of every worker's engine, made at bind (`completion-port`'s
+/// [`crate::models::Prepare`]) and handed to its `run`; each worker takes its own.
 pub(crate) struct Prepared {
     parts: Mutex<Vec<Option<Parts>>>,
 }
