@@ -29,7 +29,7 @@ use crate::live::Publisher;
 use crate::pattern::{Pattern, CHUNK};
 use crate::poll::{Event, Events, Interest, Poll, Registry, TcpStream, Token};
 use crate::tls::TlsClient;
-use crate::worker::{Clock, Counters, WorkerResult, SILENT_DRAIN};
+use crate::worker::{Counters, Measurement, WorkerResult, SILENT_DRAIN};
 use crate::{Live, LoadConfig};
 
 /// One connection slot and the cycle it is running.
@@ -70,15 +70,15 @@ pub(crate) fn run_cycle_worker(
     barrier: &Barrier,
     live: &Live,
 ) -> WorkerResult {
-    let mut clock = Clock::start(cfg, &poll, barrier, live);
-    let mut worker = CycleWorker::new(poll, first, stride, cfg, tls, live, clock.start);
+    let mut measure = Measurement::start(cfg, &poll, barrier, live);
+    let mut worker = CycleWorker::new(poll, first, stride, cfg, tls, live, measure.start);
     worker.begin();
     let end = loop {
-        if let Some(end) = worker.turn(&mut clock) {
+        if let Some(end) = worker.turn(&mut measure) {
             break end;
         }
     };
-    worker.finish(&clock, end)
+    worker.finish(&measure, end)
 }
 
 /// One `--handshakes` worker: its poll, its slots and what it counted.
@@ -153,33 +153,33 @@ impl<'a> CycleWorker<'a> {
 
     /// One turn of the loop: deadlines, one poll and its events. Returns when the worker's
     /// measurement ended, once it did.
-    fn turn(&mut self, clock: &mut Clock) -> Option<Instant> {
+    fn turn(&mut self, measure: &mut Measurement) -> Option<Instant> {
         let now = Instant::now();
         if self.publisher.due(now) {
             let r = &self.r;
             self.publisher
                 .publish(r.messages, r.bytes, r.messages, r, &self.hist);
         }
-        if clock.must_stop(now, &self.publisher) {
-            clock.stop_sending(now);
+        if measure.must_stop(now, &self.publisher) {
+            measure.stop_sending(now);
             // Not one cycle completed: the cycles in flight wait for a server that does not
             // answer; a short drain says so sooner.
             if self.r.handshakes == 0 {
-                clock.drain_deadline = clock.drain_deadline.min(now + SILENT_DRAIN);
+                measure.drain_deadline = measure.drain_deadline.min(now + SILENT_DRAIN);
             }
         }
-        if self.busy > 0 && now >= clock.drain_deadline {
+        if self.busy > 0 && now >= measure.drain_deadline {
             self.drain_expired();
         }
         if self.busy == 0 {
             return Some(now);
         }
-        let wake_at = if clock.sending {
-            clock.send_deadline
+        let wake_at = if measure.sending {
+            measure.send_deadline
         } else {
-            clock.drain_deadline
+            measure.drain_deadline
         };
-        let timeout = clock.timeout(self.cfg, now, wake_at, &self.publisher);
+        let timeout = measure.timeout(self.cfg, now, wake_at, &self.publisher);
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
                 return None;
@@ -194,7 +194,7 @@ impl<'a> CycleWorker<'a> {
             }
             return Some(Instant::now());
         }
-        self.dispatch(clock.sending);
+        self.dispatch(measure.sending);
         None
     }
 
@@ -254,14 +254,14 @@ impl<'a> CycleWorker<'a> {
     }
 
     /// The worker's result, its measurement ended at `end`.
-    fn finish(self, clock: &Clock, end: Instant) -> WorkerResult {
+    fn finish(self, measure: &Measurement, end: Instant) -> WorkerResult {
         let r = &self.r;
         self.publisher
             .publish(r.messages, r.bytes, r.messages, r, &self.hist);
         let established = self.slots.iter().filter(|s| s.completed > 0).count();
-        let cpu = clock.cpu_until(cpu_time(Who::Thread));
+        let cpu = measure.cpu_until(cpu_time(Who::Thread));
         self.r
-            .into_result(self.hist, established, clock.start, Some(end), cpu)
+            .into_result(self.hist, established, measure.start, Some(end), cpu)
     }
 }
 

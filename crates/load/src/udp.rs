@@ -56,7 +56,7 @@ use crate::live::Publisher;
 use crate::pattern::{Pattern, CHUNK};
 use crate::poll::{Events, Interest, Poll, Token, UdpSocket};
 use crate::schedule::{micros, Pacing, Schedule};
-use crate::worker::{earliest, Clock, Counters, WorkerResult};
+use crate::worker::{earliest, Counters, Measurement, WorkerResult};
 use crate::{Live, LoadConfig};
 
 /// Bytes of the header every datagram starts with: its sequence number.
@@ -329,10 +329,10 @@ pub(crate) fn run_udp_worker(
     live: &Live,
 ) -> WorkerResult {
     let mut worker = UdpWorker::open(poll, first, stride, cfg, live);
-    let mut clock = Clock::start(cfg, &worker.poll, barrier, live);
-    worker.begin(&mut clock);
-    while worker.turn(&mut clock) {}
-    worker.finish(&clock)
+    let mut measure = Measurement::start(cfg, &worker.poll, barrier, live);
+    worker.begin(&mut measure);
+    while worker.turn(&mut measure) {}
+    worker.finish(&measure)
 }
 
 /// One UDP worker: its poll, its flows and what it counted.
@@ -400,22 +400,22 @@ impl<'a> UdpWorker<'a> {
     }
 
     /// The measurement begins: every flow gets its --rate schedule and sends.
-    fn begin(&mut self, clock: &mut Clock) {
-        let (cfg, start) = (self.cfg, clock.start);
+    fn begin(&mut self, measure: &mut Measurement) {
+        let (cfg, start) = (self.cfg, measure.start);
         self.next_scan = start + self.scan_every;
         for (flow, &index) in self.flows.iter_mut().zip(&self.indices) {
             if let Some(rate) = cfg.rate {
                 flow.schedule = Some(Schedule::new(start, index, cfg.conns, rate));
             }
             let (out, r) = (&mut self.out, &mut self.r);
-            flow.fill_or_close(cfg, clock.sending, start, out, r, &self.poll);
-            clock.due_at(flow.next_due(cfg, clock.sending));
+            flow.fill_or_close(cfg, measure.sending, start, out, r, &self.poll);
+            measure.due_at(flow.next_due(cfg, measure.sending));
         }
     }
 
     /// One turn of the loop: deadlines, timeouts and due datagrams, one poll and its events.
     /// Returns false when the worker is done.
-    fn turn(&mut self, clock: &mut Clock) -> bool {
+    fn turn(&mut self, measure: &mut Measurement) -> bool {
         let cfg = self.cfg;
         let now = Instant::now();
         if self.publisher.due(now) {
@@ -426,26 +426,30 @@ impl<'a> UdpWorker<'a> {
             self.publisher
                 .publish(received, bytes, r.udp_sent, r, latency);
         }
-        if clock.must_stop(now, &self.publisher) {
-            let until = clock.stop_sending(now);
+        if measure.must_stop(now, &self.publisher) {
+            let until = measure.stop_sending(now);
             // Under --rate, the datagrams that fell due before the deadline go out first.
             if cfg.rate.is_some() {
                 self.fill_open(true, until);
             }
         }
-        if now >= self.next_scan || clock.due(now) {
-            self.scan(clock, now);
+        if now >= self.next_scan || measure.due(now) {
+            self.scan(measure, now);
         }
-        if self.flows.iter().all(|f| f.is_finished(cfg, clock.sending)) {
+        if self
+            .flows
+            .iter()
+            .all(|f| f.is_finished(cfg, measure.sending))
+        {
             return false;
         }
-        let wake_at = if clock.sending {
-            let at = self.next_scan.min(clock.send_deadline);
-            earliest(Some(at), clock.next_due).unwrap_or(self.next_scan)
+        let wake_at = if measure.sending {
+            let at = self.next_scan.min(measure.send_deadline);
+            earliest(Some(at), measure.next_due).unwrap_or(self.next_scan)
         } else {
             self.next_scan
         };
-        let timeout = clock.timeout(cfg, now, wake_at, &self.publisher);
+        let timeout = measure.timeout(cfg, now, wake_at, &self.publisher);
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
                 return true;
@@ -458,7 +462,7 @@ impl<'a> UdpWorker<'a> {
             }
             return false;
         }
-        self.dispatch(clock);
+        self.dispatch(measure);
         true
     }
 
@@ -472,16 +476,16 @@ impl<'a> UdpWorker<'a> {
 
     /// At a scan, counts the datagrams past their timeout as lost; then every open flow
     /// sends what it may (its replacements, and under --rate the datagrams due).
-    fn scan(&mut self, clock: &mut Clock, now: Instant) {
+    fn scan(&mut self, measure: &mut Measurement, now: Instant) {
         let (cfg, scanning) = (self.cfg, now >= self.next_scan);
-        clock.next_due = None;
+        measure.next_due = None;
         for flow in self.flows.iter_mut().filter(|f| f.sock.is_some()) {
             if scanning {
                 flow.expire(now, cfg.udp_timeout, &mut self.r);
             }
             let (out, r) = (&mut self.out, &mut self.r);
-            flow.fill_or_close(cfg, clock.sending, now, out, r, &self.poll);
-            clock.due_at(flow.next_due(cfg, clock.sending));
+            flow.fill_or_close(cfg, measure.sending, now, out, r, &self.poll);
+            measure.due_at(flow.next_due(cfg, measure.sending));
         }
         if scanning {
             self.next_scan = now + self.scan_every;
@@ -490,10 +494,10 @@ impl<'a> UdpWorker<'a> {
 
     /// Serves the events of the last poll: the --rate timer, echoes to read and flows that
     /// may send again.
-    fn dispatch(&mut self, clock: &mut Clock) {
+    fn dispatch(&mut self, measure: &mut Measurement) {
         let cfg = self.cfg;
         for event in self.events.iter() {
-            if clock.timer_fired(event) {
+            if measure.timer_fired(event) {
                 continue;
             }
             let Some(flow) = self.flows.get_mut(event.token().0) else {
@@ -508,7 +512,7 @@ impl<'a> UdpWorker<'a> {
                     if last.is_some() {
                         self.last_echo = last;
                     }
-                    let (sending, now) = (clock.sending, Instant::now());
+                    let (sending, now) = (measure.sending, Instant::now());
                     flow.fill_or_close(cfg, sending, now, &mut self.out, r, &self.poll);
                 }
                 Err(e) => {
@@ -516,17 +520,17 @@ impl<'a> UdpWorker<'a> {
                     flow.close(&self.poll);
                 }
             }
-            clock.due_at(flow.next_due(cfg, clock.sending));
+            measure.due_at(flow.next_due(cfg, measure.sending));
         }
     }
 
     /// The worker's result: every flow's counts summed, the last totals published.
-    fn finish(mut self, clock: &Clock) -> WorkerResult {
+    fn finish(mut self, measure: &Measurement) -> WorkerResult {
         let (cfg, r) = (self.cfg, &mut self.r);
         let cpu_end = cpu_time(Who::Thread);
         let established = self.flows.len();
         let end = (established > 0).then(|| self.last_echo.unwrap_or_else(Instant::now));
-        let send_end = clock.send_end.unwrap_or_else(Instant::now);
+        let send_end = measure.send_end.unwrap_or_else(Instant::now);
         for flow in self.flows.iter_mut() {
             r.messages += flow.received;
             r.bytes += flow.received * cfg.size as u64;
@@ -547,9 +551,9 @@ impl<'a> UdpWorker<'a> {
             r.send_end = Some(send_end);
             r.service = Some(self.hist.service);
         }
-        let cpu = clock.cpu_until(cpu_end);
+        let cpu = measure.cpu_until(cpu_end);
         self.r
-            .into_result(self.hist.latency, established, clock.start, end, cpu)
+            .into_result(self.hist.latency, established, measure.start, end, cpu)
     }
 }
 

@@ -104,15 +104,15 @@ pub(crate) fn run_worker(
     // connect_timeout.
     worker.connect_all();
     // Phase 2: measure, from the moment every thread has finished connecting.
-    let mut clock = Clock::start(cfg, &worker.poll, barrier, live);
-    worker.begin(&mut clock);
-    while worker.turn(&mut clock) {}
-    worker.finish(&clock)
+    let mut measure = Measurement::start(cfg, &worker.poll, barrier, live);
+    worker.begin(&mut measure);
+    while worker.turn(&mut measure) {}
+    worker.finish(&measure)
 }
 
-/// The clock of one worker's measurement, the same for the TCP, UDP and cycle workers: when
-/// it started, when sending stops and the drain ends, and the `--rate` schedule's timer.
-pub(crate) struct Clock {
+/// One worker's measurement, the same for the TCP, UDP and cycle workers: when it started,
+/// when sending stops and the drain ends, and the `--rate` schedule's timer.
+pub(crate) struct Measurement {
     /// Start of the measurement (after every thread finished connecting).
     pub(crate) start: Instant,
     /// This thread's CPU time at `start`, where the platform can tell.
@@ -128,15 +128,20 @@ pub(crate) struct Clock {
     timer: Option<Timer>,
 }
 
-impl Clock {
+impl Measurement {
     /// Waits at `barrier` for the other workers, then starts the measurement.
-    pub(crate) fn start(cfg: &LoadConfig, poll: &Poll, barrier: &Barrier, live: &Live) -> Clock {
+    pub(crate) fn start(
+        cfg: &LoadConfig,
+        poll: &Poll,
+        barrier: &Barrier,
+        live: &Live,
+    ) -> Measurement {
         barrier.wait();
         let start = Instant::now();
         live.mark_started(start);
         let cpu_start = cpu_time(Who::Thread);
         let (send_deadline, drain_deadline) = deadlines(cfg, start);
-        Clock {
+        Measurement {
             start,
             cpu_start,
             send_deadline,
@@ -363,7 +368,7 @@ impl<'a> TcpWorker<'a> {
     }
 
     /// Phase 2 begins: every established connection gets its --rate schedule and starts.
-    fn begin(&mut self, clock: &mut Clock) {
+    fn begin(&mut self, measure: &mut Measurement) {
         let (first, stride, cfg) = (self.first, self.stride, self.cfg);
         for (j, conn) in self.conns.iter_mut().enumerate() {
             if conn.state != State::Active {
@@ -371,7 +376,7 @@ impl<'a> TcpWorker<'a> {
             }
             if let Some(rate) = cfg.rate {
                 conn.pace(Schedule::new(
-                    clock.start,
+                    measure.start,
                     first + j * stride,
                     cfg.conns,
                     rate,
@@ -379,33 +384,33 @@ impl<'a> TcpWorker<'a> {
             }
             self.active += 1;
             let step = conn.begin(
-                clock.start,
+                measure.start,
                 &mut self.buf,
                 &mut self.scratch,
                 &mut self.hist,
             );
             self.r
                 .settle(conn, step, &mut self.active, &mut self.closing);
-            clock.due_at(conn.next_due());
+            measure.due_at(conn.next_due());
         }
     }
 
     /// One turn of the measuring loop: deadlines, due messages, one poll and its events.
     /// Returns false when the worker is done.
-    fn turn(&mut self, clock: &mut Clock) -> bool {
+    fn turn(&mut self, measure: &mut Measurement) -> bool {
         let now = Instant::now();
         if self.publisher.due(now) {
             self.publish();
         }
-        if clock.must_stop(now, &self.publisher) {
-            self.stop_sending(clock, now);
+        if measure.must_stop(now, &self.publisher) {
+            self.stop_sending(measure, now);
         }
-        if self.active > 0 && now >= clock.drain_deadline {
+        if self.active > 0 && now >= measure.drain_deadline {
             self.drain_expired();
         }
         // Under --rate: the timer. Every connection with a message due starts and writes it.
-        if clock.due(now) {
-            self.pump_due(clock, now);
+        if measure.due(now) {
+            self.pump_due(measure, now);
         }
         if self.active == 0 && self.end.is_none() {
             // With no connections there is nothing to measure: leave `end` unset.
@@ -414,10 +419,10 @@ impl<'a> TcpWorker<'a> {
             }
             self.cpu_end = cpu_time(Who::Thread);
         }
-        let Some(wake_at) = self.wake_at(clock, now) else {
+        let Some(wake_at) = self.wake_at(measure, now) else {
             return false;
         };
-        let timeout = clock.timeout(self.cfg, now, wake_at, &self.publisher);
+        let timeout = measure.timeout(self.cfg, now, wake_at, &self.publisher);
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 self.poll_broke(&e);
@@ -425,7 +430,7 @@ impl<'a> TcpWorker<'a> {
             return true;
         }
         let active_before = self.active;
-        self.dispatch(clock);
+        self.dispatch(measure);
         if self.active == 0 && active_before > 0 && self.end.is_none() {
             self.end = Some(Instant::now());
             self.cpu_end = cpu_time(Who::Thread);
@@ -446,8 +451,8 @@ impl<'a> TcpWorker<'a> {
     /// The duration is over (or the run was stopped): the due messages go out under --rate,
     /// a silent server gets a short drain, connections never served are marked, and those
     /// with nothing left in flight close.
-    fn stop_sending(&mut self, clock: &mut Clock, now: Instant) {
-        let until = clock.stop_sending(now);
+    fn stop_sending(&mut self, measure: &mut Measurement, now: Instant) {
+        let until = measure.stop_sending(now);
         let (r, active, closing) = (&mut self.r, &mut self.active, &mut self.closing);
         if self.cfg.rate.is_some() {
             for conn in self.conns.iter_mut().filter(|c| c.state == State::Active) {
@@ -458,7 +463,7 @@ impl<'a> TcpWorker<'a> {
         // Not one echoed byte on any connection: a server that reads and never answers
         // will not start now; a short drain says so sooner.
         if *active > 0 && self.conns.iter().all(|c| c.verified == 0) {
-            clock.drain_deadline = clock.drain_deadline.min(now + SILENT_DRAIN);
+            measure.drain_deadline = measure.drain_deadline.min(now + SILENT_DRAIN);
         }
         // Connections not served at all while the others were (ten echoes each on
         // average): a server at its connection cap leaves them in its listen backlog.
@@ -496,26 +501,27 @@ impl<'a> TcpWorker<'a> {
     }
 
     /// Under --rate: every connection writes the messages due at `now`.
-    fn pump_due(&mut self, clock: &mut Clock, now: Instant) {
-        clock.next_due = None;
+    fn pump_due(&mut self, measure: &mut Measurement, now: Instant) {
+        measure.next_due = None;
         for conn in self.conns.iter_mut().filter(|c| c.state == State::Active) {
-            let step = conn.pump(now, now, clock.sending);
+            let step = conn.pump(now, now, measure.sending);
             self.r
                 .settle(conn, step, &mut self.active, &mut self.closing);
             if conn.state == State::Active {
-                clock.due_at(conn.next_due());
+                measure.due_at(conn.next_due());
             }
         }
     }
 
     /// When to wake next, or `None` when the worker is done: no connection measuring, and
     /// none closing (or the grace for the server's end of stream is over).
-    fn wake_at(&self, clock: &Clock, now: Instant) -> Option<Instant> {
+    fn wake_at(&self, measure: &Measurement, now: Instant) -> Option<Instant> {
         if self.active > 0 {
-            return Some(if clock.sending {
-                earliest(Some(clock.send_deadline), clock.next_due).unwrap_or(clock.send_deadline)
+            return Some(if measure.sending {
+                earliest(Some(measure.send_deadline), measure.next_due)
+                    .unwrap_or(measure.send_deadline)
             } else {
-                clock.drain_deadline
+                measure.drain_deadline
             });
         }
         let close_deadline = self.end.unwrap_or(now) + CLOSE_GRACE;
@@ -536,9 +542,9 @@ impl<'a> TcpWorker<'a> {
     }
 
     /// Serves the events of the last poll: the --rate timer, measuring and closing connections.
-    fn dispatch(&mut self, clock: &mut Clock) {
+    fn dispatch(&mut self, measure: &mut Measurement) {
         for event in self.events.iter() {
-            if clock.timer_fired(event) {
+            if measure.timer_fired(event) {
                 continue;
             }
             let Some(conn) = self.conns.get_mut(event.token().0) else {
@@ -547,12 +553,12 @@ impl<'a> TcpWorker<'a> {
             match conn.state {
                 State::Active => {
                     let (buf, scratch) = (&mut self.buf, &mut self.scratch);
-                    let step = conn.on_event(event, buf, scratch, clock.sending, &mut self.hist);
+                    let step = conn.on_event(event, buf, scratch, measure.sending, &mut self.hist);
                     self.r
                         .settle(conn, step, &mut self.active, &mut self.closing);
                     // Echoes may have opened a full window: its due messages wake the timer.
-                    if clock.sending && conn.state == State::Active {
-                        clock.due_at(conn.next_due());
+                    if measure.sending && conn.state == State::Active {
+                        measure.due_at(conn.next_due());
                     }
                 }
                 State::Closing { .. } => {
@@ -570,8 +576,8 @@ impl<'a> TcpWorker<'a> {
     }
 
     /// The worker's result: every connection's counts summed, the last totals published.
-    fn finish(mut self, clock: &Clock) -> WorkerResult {
-        let send_end = clock.send_end.unwrap_or_else(Instant::now);
+    fn finish(mut self, measure: &Measurement) -> WorkerResult {
+        let send_end = measure.send_end.unwrap_or_else(Instant::now);
         let r = &mut self.r;
         for conn in self.conns.iter_mut() {
             r.messages += conn.done;
@@ -591,10 +597,10 @@ impl<'a> TcpWorker<'a> {
             r.send_end = Some(send_end);
             r.service = Some(self.hist.service);
         }
-        let cpu = clock.cpu_until(self.cpu_end);
+        let cpu = measure.cpu_until(self.cpu_end);
         let end = self.end;
         self.r
-            .into_result(self.hist.latency, self.established, clock.start, end, cpu)
+            .into_result(self.hist.latency, self.established, measure.start, end, cpu)
     }
 }
 
