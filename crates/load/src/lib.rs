@@ -785,6 +785,66 @@ mod tests {
     }
 
     #[test]
+    fn merge_reports_the_sum_of_every_counter_of_every_worker() {
+        let t0 = Instant::now();
+        let worker = |n: u64| {
+            let mut hist = new_histogram();
+            hist.record(n).unwrap();
+            WorkerResult {
+                hist,
+                established: n as usize / 100,
+                counters: worker::tests::every_field_set(n, t0),
+                start: t0,
+                end: Some(t0 + Duration::from_secs(1)),
+                cpu: Some(Duration::from_millis(n)),
+            }
+        };
+        let cfg = LoadConfig {
+            udp: true,
+            rate: Some(1000),
+            ..Default::default()
+        };
+        let r = merge(&cfg, 2, vec![worker(100), worker(1000)], None);
+        let counts = [
+            r.connect_errors,
+            r.io_errors,
+            r.mismatches,
+            r.messages,
+            r.bytes,
+            r.incomplete,
+            r.tls_errors,
+            r.handshakes,
+            r.handshake_failures,
+        ];
+        assert_eq!(
+            counts.to_vec(),
+            (0..9).map(|i| 1100 + 2 * i).collect::<Vec<_>>()
+        );
+        let u = r.udp.as_ref().expect("a UDP run");
+        let udp = [u.sent, u.lost, u.late, u.duplicated, u.refused, u.received];
+        assert_eq!(udp, [1118, 1120, 1122, 1124, 1126, r.messages]);
+        let pacing = (r.rate_sent, r.rate_held_back, r.rate_unsent);
+        assert_eq!(pacing, (Some(1132), Some(1134), Some(1136)));
+        assert_eq!(r.rate_unanswered, Some(1132 - 1106));
+        // Sending ended 1 s after the start (the later worker's end), as the measurement.
+        assert_eq!(r.rate_sent_per_sec, Some(1132.0));
+        assert_eq!(r.elapsed_secs, 1.0);
+        assert_eq!(r.conns_established, 11);
+        assert_eq!(r.tls_error.as_deref(), Some("tls 100"));
+        assert_eq!(
+            r.latency_us.as_ref().map(|l| (l.min, l.max)),
+            Some((100, 1000))
+        );
+        let service = r.service_latency_us.as_ref().map(|l| (l.min, l.max));
+        assert_eq!(service, Some((100, 1000)));
+        // 1.1 s of thread CPU over 1 s.
+        let cpu = r.client_cpu_percent.expect("every worker told its CPU");
+        assert!((cpu - 110.0).abs() < 1e-9, "{cpu}");
+        assert_eq!(r.failures.len(), 1);
+        assert_eq!(r.failures[0].conns, 1100);
+    }
+
+    #[test]
     fn threads_are_capped_by_conns() {
         let c = LoadConfig {
             conns: 3,

@@ -127,7 +127,8 @@ impl Flow {
     }
 
     /// Sends new datagrams until `depth` are in flight (or the socket buffer is full); under
-    /// `--rate`, those due at `now` (still at most `depth` in flight).
+    /// `--rate`, those due at `now` (still at most `depth` in flight). A socket error is
+    /// counted and closes the flow.
     fn fill(
         &mut self,
         cfg: &LoadConfig,
@@ -135,12 +136,13 @@ impl Flow {
         now: Instant,
         out: &mut [u8],
         r: &mut Counters,
-    ) -> io::Result<()> {
+        poll: &Poll,
+    ) {
         let due = self.schedule.as_ref().map_or(u64::MAX, |s| s.due_by(now));
         while self.in_flight.len() < cfg.depth && self.next_seq < due && self.may_send(cfg, sending)
         {
             let Some(sock) = &self.sock else {
-                return Ok(());
+                return;
             };
             let seq = self.next_seq;
             self.compose(seq, out);
@@ -151,31 +153,18 @@ impl Flow {
                     r.udp_sent += 1;
                 }
                 // The socket buffer is full: the writable event resumes.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    count_error(&e, r);
+                    self.close(poll);
+                    return;
+                }
             }
         }
         if self.schedule.is_some() && self.next_seq < due && self.may_send(cfg, sending) {
             // The window is full: these wait for echoes (or timeouts).
             self.pacing.hold(self.next_seq, due);
-        }
-        Ok(())
-    }
-
-    /// [`Flow::fill`]; a socket error is counted and closes the flow.
-    fn fill_or_close(
-        &mut self,
-        cfg: &LoadConfig,
-        sending: bool,
-        now: Instant,
-        out: &mut [u8],
-        r: &mut Counters,
-        poll: &Poll,
-    ) {
-        if let Err(e) = self.fill(cfg, sending, now, out, r) {
-            count_error(&e, r);
-            self.close(poll);
         }
     }
 
@@ -408,7 +397,7 @@ impl<'a> UdpWorker<'a> {
                 flow.schedule = Some(Schedule::new(start, index, cfg.conns, rate));
             }
             let (out, r) = (&mut self.out, &mut self.r);
-            flow.fill_or_close(cfg, measure.sending, start, out, r, &self.poll);
+            flow.fill(cfg, measure.sending, start, out, r, &self.poll);
             measure.due_at(flow.next_due(cfg, measure.sending));
         }
     }
@@ -470,7 +459,7 @@ impl<'a> UdpWorker<'a> {
     fn fill_open(&mut self, sending: bool, now: Instant) {
         for flow in self.flows.iter_mut().filter(|f| f.sock.is_some()) {
             let (out, r) = (&mut self.out, &mut self.r);
-            flow.fill_or_close(self.cfg, sending, now, out, r, &self.poll);
+            flow.fill(self.cfg, sending, now, out, r, &self.poll);
         }
     }
 
@@ -484,7 +473,7 @@ impl<'a> UdpWorker<'a> {
                 flow.expire(now, cfg.udp_timeout, &mut self.r);
             }
             let (out, r) = (&mut self.out, &mut self.r);
-            flow.fill_or_close(cfg, measure.sending, now, out, r, &self.poll);
+            flow.fill(cfg, measure.sending, now, out, r, &self.poll);
             measure.due_at(flow.next_due(cfg, measure.sending));
         }
         if scanning {
@@ -513,7 +502,7 @@ impl<'a> UdpWorker<'a> {
                         self.last_echo = last;
                     }
                     let (sending, now) = (measure.sending, Instant::now());
-                    flow.fill_or_close(cfg, sending, now, &mut self.out, r, &self.poll);
+                    flow.fill(cfg, sending, now, &mut self.out, r, &self.poll);
                 }
                 Err(e) => {
                     count_error(&e, r);

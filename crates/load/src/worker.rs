@@ -835,11 +835,14 @@ impl Counters {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Counters with every field set, each to its own value derived from `n`.
-    fn every_field_set(n: u64, at: Instant) -> Counters {
+    /// Counters with every field set, each to its own value derived from `n`: counts `n`,
+    /// `n + 1`, ... `n + 13` in the order of the fields, pacing `n + 16` .. `n + 18`, one
+    /// failure on `n` connections, TLS reason `tls n`, sending ended `n` ms after `at`, one
+    /// service latency of `n` µs.
+    pub(crate) fn every_field_set(n: u64, at: Instant) -> Counters {
         let mut failures = Failures::default();
         failures.add(Failure {
             conns: n,
