@@ -10,7 +10,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use iomodels_core::units::{parse_bytes, parse_duration};
 use iomodels_core::ServiceKind;
 use iomodels_load::LoadConfig;
-use iomodels_server::{AcceptMode, Model, Server, ServerConfig};
+use iomodels_server::{AcceptMode, Model, Server, ServerConfig, StatsSnapshot};
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -761,34 +761,7 @@ fn init_logging(verbose: u8, server: bool) {
 fn serve(args: ServeArgs) -> Result<()> {
     let model = args.model.unwrap_or_else(Model::best);
     let tls = tls::server_config(&args.tls, args.listen)?;
-    let config = ServerConfig {
-        model,
-        listen: args.listen,
-        service: args.service,
-        max_pending: args.max_pending,
-        drain_timeout: args.drain_timeout,
-        workers: args.workers.map(|n| n as usize),
-        accept_mode: args.accept,
-        recv_buffers: args.recv_buffers,
-        recv_incremental: args.recv_incremental,
-        pass_through: args.pass_through,
-        batch_wait: Some(args.batch_wait),
-        trace: args.trace,
-        tls: tls.as_ref().map(|t| t.config.clone()),
-        tcp: !args.no_tcp,
-        udp: args.udp,
-        udp_max_datagram: args.udp_max_datagram,
-        udp_drop_ports: args.udp_drop_ports.0,
-        max_conns: args
-            .max_conns
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        idle_timeout: args.idle_timeout.0,
-        write_timeout: args.write_timeout.0,
-        handshake_timeout: args.handshake_timeout.0,
-        direct_descriptors: args.direct_descriptors,
-        sockets_per_window: args.sockets_per_window,
-        test_fail_posts: None,
-    };
+    let config = server_config(&args, model, tls.as_ref());
     // Raised before bind, since the default --max-conns comes from it; said after bind, so a
     // refused start stays one line. (Windows has no descriptor limit: nothing to say there.)
     let nofile = iomodels_server::sys::raise_nofile_limit();
@@ -796,24 +769,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     // SIGUSR1 then, whose default action ends the process, must find its handler.
     let signals = early_signals()?;
     let server = Server::bind(config.clone())?;
-    #[cfg(unix)]
-    match nofile {
-        Ok(n) => {
-            log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)")
-        }
-        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
-    }
-    #[cfg(not(unix))]
-    let _ = nofile;
-    // Said after bind, like the lines above: a refused start stays one line.
-    if let (Some(n), Ok(cpus)) = (args.workers, std::thread::available_parallelism()) {
-        if n as usize > 8 * cpus.get() {
-            log::warn!(
-                "--workers {n} on {cpus} CPUs: {n} threads and rings; more than 8 per CPU adds \
-                 no speed (only fixed-file tables, for completion-port past the descriptor limit)"
-            );
-        }
-    }
+    say_limits(nofile, args.workers);
     if let Some(t) = &tls {
         t.write_cert()?;
     }
@@ -844,7 +800,75 @@ fn serve(args: ServeArgs) -> Result<()> {
             say(&stats_json(&live.snapshot(), max_conns), "the counters");
         },
     )?;
+    say(&ready_line(&server, &config), "the ready line");
+    let stats_lines = args
+        .stats_interval
+        .map(|every| stats_lines(server.stats(), every, config.udp))
+        .transpose()?;
+    let ran = server.run();
+    drop(stats_lines);
+    ran?;
+    say_stopped(&stats.snapshot(), config.udp);
+    Ok(())
+}
 
+/// The server's configuration, from `serve`'s flags.
+fn server_config(args: &ServeArgs, model: Model, tls: Option<&tls::ServerTls>) -> ServerConfig {
+    ServerConfig {
+        model,
+        listen: args.listen,
+        service: args.service,
+        max_pending: args.max_pending,
+        drain_timeout: args.drain_timeout,
+        workers: args.workers.map(|n| n as usize),
+        accept_mode: args.accept,
+        recv_buffers: args.recv_buffers,
+        recv_incremental: args.recv_incremental,
+        pass_through: args.pass_through,
+        batch_wait: Some(args.batch_wait),
+        trace: args.trace,
+        tls: tls.map(|t| t.config.clone()),
+        tcp: !args.no_tcp,
+        udp: args.udp,
+        udp_max_datagram: args.udp_max_datagram,
+        udp_drop_ports: args.udp_drop_ports.0.clone(),
+        max_conns: args
+            .max_conns
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        idle_timeout: args.idle_timeout.0,
+        write_timeout: args.write_timeout.0,
+        handshake_timeout: args.handshake_timeout.0,
+        direct_descriptors: args.direct_descriptors,
+        sockets_per_window: args.sockets_per_window,
+        test_fail_posts: None,
+    }
+}
+
+/// Said after bind, so that a refused start stays one line: the descriptor limit (`nofile`,
+/// as raised), and a warning for far more `--workers` than CPUs.
+fn say_limits(nofile: std::io::Result<u64>, workers: Option<u32>) {
+    #[cfg(unix)]
+    match nofile {
+        Ok(n) => {
+            log::info!("descriptor limit: {n} (RLIMIT_NOFILE soft limit raised to the hard limit)")
+        }
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+    #[cfg(not(unix))]
+    let _ = nofile;
+    if let (Some(n), Ok(cpus)) = (workers, std::thread::available_parallelism()) {
+        if n as usize > 8 * cpus.get() {
+            log::warn!(
+                "--workers {n} on {cpus} CPUs: {n} threads and rings; more than 8 per CPU adds \
+                 no speed (only fixed-file tables, for completion-port past the descriptor limit)"
+            );
+        }
+    }
+}
+
+/// The ready line: where the server listens, its model and mechanism, its service and
+/// transports.
+fn ready_line(server: &Server, config: &ServerConfig) -> String {
     let model = server.model();
     let transport = match (config.tcp, config.udp, config.tls.is_some()) {
         (true, false, false) => "",
@@ -856,24 +880,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         true => ", direct descriptors",
         false => "",
     };
-    say(
-        &format!(
-            "listening on {} (model {}: {}{direct}, service {}{transport})",
-            server.local_addr(),
-            model,
-            model.mechanism(),
-            config.service,
-        ),
-        "the ready line",
-    );
-    let stats_lines = args
-        .stats_interval
-        .map(|every| stats_lines(server.stats(), every, config.udp))
-        .transpose()?;
-    let ran = server.run();
-    drop(stats_lines);
-    ran?;
-    let s = stats.snapshot();
+    format!(
+        "listening on {} (model {}: {}{direct}, service {}{transport})",
+        server.local_addr(),
+        model,
+        model.mechanism(),
+        config.service,
+    )
+}
+
+/// The log lines of a server that stopped: what it served, its windows, its UDP counts.
+fn say_stopped(s: &StatsSnapshot, udp: bool) {
     log::info!(
         "stopped: {} connections served, {} refused, {} closed on errors; {} bytes in, {} out; \
          receive buffers posted to the kernel for connections: peak {} bytes, {} at exit",
@@ -894,7 +911,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             s.notification_overflows
         );
     }
-    if config.udp {
+    if udp {
         log::info!(
             "UDP: {} datagrams in, {} echoed, {} dropped unanswered, {} oversized, {} dropped \
              as possible echo loops",
@@ -905,7 +922,6 @@ fn serve(args: ServeArgs) -> Result<()> {
             s.udp_loop_dropped
         );
     }
-    Ok(())
 }
 
 /// `serve --stats-interval`: logs one line of counters every `every`, from a thread of its own,
@@ -1273,35 +1289,11 @@ fn load_idle(args: &LoadArgs, connect: SocketAddr) -> Result<()> {
     if args.shard.is_some() {
         return idle::run_shard(stop);
     }
-    let conns = args.conns as usize;
-    let reach = iomodels_load::max_idle_conns(connect);
-    if conns > reach {
-        return Err(usage(format!(
-            "--conns {conns} is more than --idle can open to {}: {reach} at most ({})",
-            connect,
-            if reach > iomodels_load::PER_SOURCE {
-                "254 source addresses 127.0.0.x, 10,000 connections each"
-            } else {
-                "one source address, 20,000 connections; only an IPv4 loopback server gets \
-                 127.0.0.x source addresses"
-            }
-        )));
-    }
-    let cfg = iomodels_load::IdleConfig {
-        connect,
-        conns,
-        hold: args.duration,
-        echo_every: args.echo_every,
-        size: args.size,
-        threads: match args.threads {
-            None => iomodels_load::IdleConfig::default().threads,
-            Some(n) => n as usize,
-        },
-        ..iomodels_load::IdleConfig::default()
-    };
+    let cfg = idle_config(args, connect)?;
     eprintln!(
-        "load: {} (idle), {conns} connections held for {:?}{}",
+        "load: {} (idle), {} connections held for {:?}{}",
         connect,
+        cfg.conns,
         args.duration,
         match args.echo_every {
             Some(d) => format!(", each echoing one {} B message every {d:?}", args.size),
@@ -1314,27 +1306,7 @@ fn load_idle(args: &LoadArgs, connect: SocketAddr) -> Result<()> {
     };
     let report = idle::hold_split(&cfg, per_process, &stop, &mut |_| {})
         .with_context(|| format!("idle connections to {connect}"))?;
-    let error = if report.conns_held < report.conns_requested {
-        Some(format!(
-            "held {} of {} connections ({} connect errors, {} echo errors{})",
-            report.conns_held,
-            report.conns_requested,
-            report.connect_errors,
-            report.echo_errors,
-            match &report.first_error {
-                Some(why) => format!("; first: {why}"),
-                None => String::new(),
-            }
-        ))
-    } else if report.conns_still_open < report.conns_held || report.message_errors > 0 {
-        Some(format!(
-            "of {} connections held, {} were closed by the server before the end (see its log) \
-             and {} paced echoes failed",
-            report.conns_held, report.closed_by_server, report.message_errors
-        ))
-    } else {
-        None
-    };
+    let error = idle_error(&report);
     // Nothing held: the error line says why, without a table of zeros. The JSON has the
     // same `error` (null when the hold was clean), as `load`'s.
     #[derive(serde::Serialize)]
@@ -1355,5 +1327,62 @@ fn load_idle(args: &LoadArgs, connect: SocketAddr) -> Result<()> {
     match error {
         Some(why) => Err(anyhow!("{why}")),
         None => Ok(()),
+    }
+}
+
+/// The hold `load --idle` asks for; more connections than the source addresses reach is a
+/// usage error.
+fn idle_config(args: &LoadArgs, connect: SocketAddr) -> Result<iomodels_load::IdleConfig> {
+    let conns = args.conns as usize;
+    let reach = iomodels_load::max_idle_conns(connect);
+    if conns > reach {
+        return Err(usage(format!(
+            "--conns {conns} is more than --idle can open to {}: {reach} at most ({})",
+            connect,
+            if reach > iomodels_load::PER_SOURCE {
+                "254 source addresses 127.0.0.x, 10,000 connections each"
+            } else {
+                "one source address, 20,000 connections; only an IPv4 loopback server gets \
+                 127.0.0.x source addresses"
+            }
+        )));
+    }
+    Ok(iomodels_load::IdleConfig {
+        connect,
+        conns,
+        hold: args.duration,
+        echo_every: args.echo_every,
+        size: args.size,
+        threads: match args.threads {
+            None => iomodels_load::IdleConfig::default().threads,
+            Some(n) => n as usize,
+        },
+        ..iomodels_load::IdleConfig::default()
+    })
+}
+
+/// Why an idle hold failed: connections not held, or closed by the server, or paced echoes
+/// that failed; `None` when it was clean.
+fn idle_error(report: &iomodels_load::IdleReport) -> Option<String> {
+    if report.conns_held < report.conns_requested {
+        Some(format!(
+            "held {} of {} connections ({} connect errors, {} echo errors{})",
+            report.conns_held,
+            report.conns_requested,
+            report.connect_errors,
+            report.echo_errors,
+            match &report.first_error {
+                Some(why) => format!("; first: {why}"),
+                None => String::new(),
+            }
+        ))
+    } else if report.conns_still_open < report.conns_held || report.message_errors > 0 {
+        Some(format!(
+            "of {} connections held, {} were closed by the server before the end (see its log) \
+             and {} paced echoes failed",
+            report.conns_held, report.closed_by_server, report.message_errors
+        ))
+    } else {
+        None
     }
 }

@@ -1188,12 +1188,60 @@ fn row(model: &str, samples: &[Sample]) -> Row {
 fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cores >= 2;
+    let plan = plan(args, pinned)?;
+    let participants = participants(args)?;
+    let scenarios = scenarios(args)?;
+    if args.realtime {
+        set_realtime().with_context(|| match cfg!(windows) {
+            true => "--realtime: cannot raise this process to HIGH_PRIORITY_CLASS",
+            false => "--realtime needs root (SCHED_RR)",
+        })?;
+    }
+    let placement = placement(pinned);
+    if !pinned {
+        log::warn!("only one CPU: server and load generator cannot be pinned apart");
+    }
+    if pinned {
+        pin_self(1).context("cannot pin the load generator to CPU 1")?;
+    }
+
+    let repeat = args.repeat as usize;
+    let grid = Grid::run(&scenarios, &participants, &plan, repeat);
+    if pinned {
+        let _ = unpin_self(cores);
+    }
+    Ok(BenchResults {
+        machine: Machine {
+            host: crate::about::Machine {
+                cores,
+                ..crate::about::Machine::this()
+            },
+            placement,
+            realtime: args.realtime,
+        },
+        build: crate::about::build(),
+        date: utc_now(),
+        command,
+        quick: args.quick,
+        // A soak-only run ran everything once.
+        repeat: scenarios
+            .iter()
+            .map(|sc| runs(sc, repeat))
+            .max()
+            .unwrap_or(repeat),
+        models: participants.iter().map(Participant::name).collect(),
+        scenarios: grid.results(&scenarios, &participants, &plan),
+    })
+}
+
+/// What the bench will run, from its flags (`--quick`: everything smaller and shorter).
+fn plan(args: &BenchArgs, pinned: bool) -> Result<Plan> {
     if args.c100k_every.is_zero() {
         return Err(crate::usage("--c100k-every must be longer than 0"));
     }
     let nofile = sys::raise_nofile_limit().unwrap_or(1024) as usize;
     let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    let mut plan = Plan {
+    let plan = Plan {
         duration: args.duration.unwrap_or(Duration::from_secs(3)),
         warmup: Duration::from_millis(500),
         idle: args.idle,
@@ -1214,21 +1262,26 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         soak: args.duration.unwrap_or(Duration::from_secs(60)),
         ladder: curve::Ladder::full(),
     };
-    if args.quick {
-        plan = Plan {
-            duration: Duration::from_millis(500),
-            warmup: Duration::from_millis(100),
-            idle: 200,
-            idle_hold: Duration::from_millis(200),
-            c12k: 200,
-            c12k_hold: Duration::from_millis(1500),
-            max_conns: Some(plan.max_conns.unwrap_or(1500)),
-            ramp_limit: Duration::from_secs(60),
-            ladder: curve::Ladder::quick(),
-            ..plan
-        };
+    if !args.quick {
+        return Ok(plan);
     }
-    let participants: Vec<Participant> = if args.models.is_empty() {
+    Ok(Plan {
+        duration: Duration::from_millis(500),
+        warmup: Duration::from_millis(100),
+        idle: 200,
+        idle_hold: Duration::from_millis(200),
+        c12k: 200,
+        c12k_hold: Duration::from_millis(1500),
+        max_conns: Some(plan.max_conns.unwrap_or(1500)),
+        ramp_limit: Duration::from_secs(60),
+        ladder: curve::Ladder::quick(),
+        ..plan
+    })
+}
+
+/// The models (and the tokio reference) to bench: `--models`, or every one available here.
+fn participants(args: &BenchArgs) -> Result<Vec<Participant>> {
+    if args.models.is_empty() {
         let mut v: Vec<Participant> = Model::available()
             .into_iter()
             .map(Participant::Model)
@@ -1236,41 +1289,39 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
         if cfg!(all(feature = "tokio-reference", unix)) {
             v.push(Participant::Tokio);
         }
-        v
-    } else {
-        args.models
-            .iter()
-            .map(|m| match m.as_str() {
-                "tokio" | "reference: tokio" if cfg!(all(feature = "tokio-reference", unix)) => {
-                    Ok(Participant::Tokio)
-                }
-                "tokio" => Err(crate::usage(
-                    "the tokio reference is not built (cargo feature tokio-reference, Unix only)",
-                )),
-                other => other
-                    .parse::<Model>()
-                    .map(Participant::Model)
-                    .map_err(crate::usage),
-            })
-            .collect::<Result<_>>()?
-    };
-    let scenarios: Vec<Scenario> = if !args.scenario.is_empty() {
-        args.scenario
-            .iter()
-            .map(|s| Scenario::parse(s))
-            .collect::<Result<_>>()?
-    } else if args.quick {
-        Scenario::quick()
-    } else {
-        Scenario::all()
-    };
-    if args.realtime {
-        set_realtime().with_context(|| match cfg!(windows) {
-            true => "--realtime: cannot raise this process to HIGH_PRIORITY_CLASS",
-            false => "--realtime needs root (SCHED_RR)",
-        })?;
+        return Ok(v);
     }
-    let placement = if pinned && cfg!(windows) {
+    args.models
+        .iter()
+        .map(|m| match m.as_str() {
+            "tokio" | "reference: tokio" if cfg!(all(feature = "tokio-reference", unix)) => {
+                Ok(Participant::Tokio)
+            }
+            "tokio" => Err(crate::usage(
+                "the tokio reference is not built (cargo feature tokio-reference, Unix only)",
+            )),
+            other => other
+                .parse::<Model>()
+                .map(Participant::Model)
+                .map_err(crate::usage),
+        })
+        .collect()
+}
+
+/// The scenarios to run: `--scenario`, or all of them (`--quick`: the quick set).
+fn scenarios(args: &BenchArgs) -> Result<Vec<Scenario>> {
+    if !args.scenario.is_empty() {
+        args.scenario.iter().map(|s| Scenario::parse(s)).collect()
+    } else if args.quick {
+        Ok(Scenario::quick())
+    } else {
+        Ok(Scenario::all())
+    }
+}
+
+/// Where the server and the load generator run, in words, for the results.
+fn placement(pinned: bool) -> String {
+    if pinned && cfg!(windows) {
         "server process pinned to CPU 0, load generator to CPU 1 (SetProcessAffinityMask; completion-port runs one worker)"
             .to_string()
     } else if pinned {
@@ -1278,107 +1329,126 @@ fn run(args: &BenchArgs, command: String) -> Result<BenchResults> {
             .to_string()
     } else {
         "one CPU: server and load generator share it (cannot pin apart)".to_string()
-    };
-    if !pinned {
-        log::warn!("only one CPU: server and load generator cannot be pinned apart");
     }
-    if pinned {
-        pin_self(1).context("cannot pin the load generator to CPU 1")?;
-    }
+}
 
-    let repeat = args.repeat as usize;
-    // The soak runs once, in the first repetition.
-    let runs = |sc: &Scenario| if *sc == Scenario::Soak { 1 } else { repeat };
-    let total = (scenarios.iter().map(runs).sum::<usize>() * participants.len()) as u64;
-    let bar = Progress::new(total);
-    // samples[scenario][participant] = one Sample per repetition that ran
-    let mut samples = vec![vec![Vec::<Sample>::new(); participants.len()]; scenarios.len()];
-    let mut failures: Vec<Vec<Option<String>>> =
-        vec![vec![None; participants.len()]; scenarios.len()];
-    for rep in 0..repeat {
-        for (si, &sc) in scenarios.iter().enumerate() {
-            if rep >= runs(&sc) {
-                continue;
-            }
-            for (pi, p) in participants.iter().enumerate() {
-                bar.set_message(format!(
-                    "repetition {}/{repeat}: {} on {}",
-                    rep + 1,
-                    sc.name(),
-                    p.name()
-                ));
-                let step = (sc.name(), p.name(), rep + 1, repeat);
-                if let Participant::Model(m) = p {
-                    if let Err(why) = m.availability() {
-                        failures[si][pi] = Some(format!("not available here: {why}"));
-                        bar.step_done(step, "not available");
-                        continue;
-                    }
+/// How many times scenario `sc` runs: `repeat`, but the soak once (in the first repetition).
+fn runs(sc: &Scenario, repeat: usize) -> usize {
+    if *sc == Scenario::Soak {
+        1
+    } else {
+        repeat
+    }
+}
+
+/// What every run of every scenario on every participant gave, indexed
+/// `[scenario][participant]`.
+struct Grid {
+    /// One sample per repetition that ran.
+    samples: Vec<Vec<Vec<Sample>>>,
+    /// Why a participant did not run or failed (the last reason).
+    failures: Vec<Vec<Option<String>>>,
+}
+
+impl Grid {
+    /// Runs every scenario on every participant, `repeat` times over, with a progress bar.
+    fn run(
+        scenarios: &[Scenario],
+        participants: &[Participant],
+        plan: &Plan,
+        repeat: usize,
+    ) -> Grid {
+        let total = (scenarios.iter().map(|sc| runs(sc, repeat)).sum::<usize>()
+            * participants.len()) as u64;
+        let bar = Progress::new(total);
+        let mut grid = Grid {
+            samples: vec![vec![Vec::<Sample>::new(); participants.len()]; scenarios.len()],
+            failures: vec![vec![None; participants.len()]; scenarios.len()],
+        };
+        for rep in 0..repeat {
+            for (si, &sc) in scenarios.iter().enumerate() {
+                if rep >= runs(&sc, repeat) {
+                    continue;
                 }
-                match run_one(p, sc, &plan) {
-                    Ok(s) => {
-                        samples[si][pi].push(s);
-                        bar.step_done(step, "done");
-                    }
-                    Err(e) => {
-                        failures[si][pi] = Some(format!("{e:#}"));
-                        bar.step_done(step, "failed");
-                    }
+                for (pi, p) in participants.iter().enumerate() {
+                    bar.set_message(format!(
+                        "repetition {}/{repeat}: {} on {}",
+                        rep + 1,
+                        sc.name(),
+                        p.name()
+                    ));
+                    let step = (sc.name(), p.name(), rep + 1, repeat);
+                    let done = grid.run_once(si, pi, p, sc, plan);
+                    bar.step_done(step, done);
                 }
             }
         }
-    }
-    bar.finish_and_clear();
-    if pinned {
-        let _ = unpin_self(cores);
+        bar.finish_and_clear();
+        grid
     }
 
-    let scenario_results = scenarios
-        .iter()
-        .enumerate()
-        .map(|(si, sc)| ScenarioResult {
-            name: result_name(*sc, &plan),
-            description: describe(*sc, &plan),
-            kind: sc.kind().to_string(),
-            rows: participants
-                .iter()
-                .enumerate()
-                .map(|(pi, p)| {
-                    let got = &samples[si][pi];
-                    if got.is_empty() {
-                        Row::not_run(
-                            &p.name(),
-                            failures[si][pi]
-                                .clone()
-                                .unwrap_or_else(|| "did not run".into()),
-                        )
-                    } else {
-                        let mut r = row(&p.name(), got);
-                        r.note = failures[si][pi].clone().or(r.note);
-                        r
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    Ok(BenchResults {
-        machine: Machine {
-            host: crate::about::Machine {
-                cores,
-                ..crate::about::Machine::this()
-            },
-            placement,
-            realtime: args.realtime,
-        },
-        build: crate::about::build(),
-        date: utc_now(),
-        command,
-        quick: args.quick,
-        // A soak-only run ran everything once.
-        repeat: scenarios.iter().map(runs).max().unwrap_or(repeat),
-        models: participants.iter().map(Participant::name).collect(),
-        scenarios: scenario_results,
-    })
+    /// Runs scenario `sc` (number `si`) once on `p` (number `pi`); returns how it went, in
+    /// words for the progress.
+    fn run_once(
+        &mut self,
+        si: usize,
+        pi: usize,
+        p: &Participant,
+        sc: Scenario,
+        plan: &Plan,
+    ) -> &'static str {
+        if let Participant::Model(m) = p {
+            if let Err(why) = m.availability() {
+                self.failures[si][pi] = Some(format!("not available here: {why}"));
+                return "not available";
+            }
+        }
+        match run_one(p, sc, plan) {
+            Ok(s) => {
+                self.samples[si][pi].push(s);
+                "done"
+            }
+            Err(e) => {
+                self.failures[si][pi] = Some(format!("{e:#}"));
+                "failed"
+            }
+        }
+    }
+
+    /// The results: one row per participant of each scenario, from its samples (or why
+    /// there are none).
+    fn results(
+        &self,
+        scenarios: &[Scenario],
+        participants: &[Participant],
+        plan: &Plan,
+    ) -> Vec<ScenarioResult> {
+        let row_of = |si: usize, pi: usize, p: &Participant| {
+            let got = &self.samples[si][pi];
+            let failure = self.failures[si][pi].clone();
+            if got.is_empty() {
+                Row::not_run(&p.name(), failure.unwrap_or_else(|| "did not run".into()))
+            } else {
+                let mut r = row(&p.name(), got);
+                r.note = failure.or(r.note);
+                r
+            }
+        };
+        scenarios
+            .iter()
+            .enumerate()
+            .map(|(si, sc)| ScenarioResult {
+                name: result_name(*sc, plan),
+                description: describe(*sc, plan),
+                kind: sc.kind().to_string(),
+                rows: participants
+                    .iter()
+                    .enumerate()
+                    .map(|(pi, p)| row_of(si, pi, p))
+                    .collect(),
+            })
+            .collect()
+    }
 }
 
 /// The name a scenario's results carry (JSON, tables, chart panels): its own, but c12k run

@@ -2,6 +2,7 @@
 //! no external resources) with the machine and command at the top, bar charts drawn with
 //! plotters, and every scenario's table.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -280,21 +281,7 @@ fn draw_panel<DB: DrawingBackend>(
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let n = panel.bars.len().max(1);
     let (area_w, _) = area.dim_in_pixel();
-    // Room for the value labels right of the longest whisker: pick the axis maximum so that
-    // every label fits inside the plot.
-    let plot_w = (f64::from(area_w) - name_px - 30.0).max(100.0);
-    let mut x_max: f64 = 0.0;
-    for b in &panel.bars {
-        if let Some(s) = b.value {
-            let end = s.max.max(s.median);
-            let label = text_width(&b.label(fmt), 12.0) + 12.0;
-            let room = (plot_w - label).max(plot_w * 0.3);
-            x_max = x_max.max(end * plot_w / room);
-        }
-    }
-    if x_max <= 0.0 || !x_max.is_finite() {
-        x_max = 1.0;
-    }
+    let x_max = axis_max(panel, fmt, f64::from(area_w) - name_px - 30.0);
     // Bytes are plotted in one unit so that the axis gets round ticks (2 KiB, not 1.95 KiB).
     let (scale, unit) = match fmt {
         Fmt::Bytes if x_max >= 1024.0 * 1024.0 => (1024.0 * 1024.0, " MiB"),
@@ -334,81 +321,112 @@ fn draw_panel<DB: DrawingBackend>(
     let name_style = font(13.0)
         .color(&INK)
         .pos(Pos::new(HPos::Right, VPos::Center));
-    let label_style = font(12.0)
-        .color(&INK)
-        .pos(Pos::new(HPos::Left, VPos::Center));
     for (i, b) in panel.bars.iter().enumerate() {
         // The first model on top.
         let top = (n - i) as f64;
-        let (y0, y1, yc) = (top - 0.85, top - 0.15, top - 0.5);
-        let (px, py) = chart.backend_coord(&(0.0, yc));
+        let (px, py) = chart.backend_coord(&(0.0, top - 0.5));
         area.draw(&Text::new(
             b.model.clone(),
             (px - base_x - 8, py - base_y),
             name_style.clone(),
         ))?;
-        let label = b.label(fmt);
-        let Some(s) = b.value else {
-            let face = if b.ran {
-                font(12.0)
-            } else {
-                font(12.0).style(FontStyle::Italic)
-            };
-            let style = face.color(&MUTED).pos(Pos::new(HPos::Left, VPos::Center));
-            chart.draw_series(std::iter::once(
-                EmptyElement::at((0.0, yc)) + Text::new(label, (6, 0), style),
-            ))?;
-            continue;
-        };
-        let s = Stat {
-            median: s.median / scale,
-            min: s.min / scale,
-            max: s.max / scale,
-        };
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(0.0, y0), (s.median, y1)],
-            b.color.filled(),
-        )))?;
-        if s.max > s.min {
-            let whisker = INK.stroke_width(1);
-            let cap = 0.22;
-            chart.draw_series([
-                PathElement::new(vec![(s.min, yc), (s.max, yc)], whisker),
-                PathElement::new(vec![(s.min, yc - cap), (s.min, yc + cap)], whisker),
-                PathElement::new(vec![(s.max, yc - cap), (s.max, yc + cap)], whisker),
-            ])?;
-        }
-        // The value inside its bar, ending where the whisker begins, when it fits there (in a
-        // color that reads on the bar's); else after the whisker.
-        let inside = s.min.min(s.median);
-        let room_px = chart.backend_coord(&(inside, yc)).0 - px;
-        if !b.mismatch && text_width(&label, 12.0) + 12.0 < f64::from(room_px) {
-            let on_bar = if luminance(b.color) > 150.0 {
-                INK
-            } else {
-                WHITE
-            };
-            let style = font(12.0)
-                .style(FontStyle::Bold)
-                .color(&on_bar)
-                .pos(Pos::new(HPos::Right, VPos::Center));
-            chart.draw_series(std::iter::once(
-                EmptyElement::at((inside, yc)) + Text::new(label, (-6, 0), style),
-            ))?;
-            continue;
-        }
-        let style = if b.mismatch {
-            font(12.0)
-                .style(FontStyle::Bold)
-                .color(&ALARM)
-                .pos(Pos::new(HPos::Left, VPos::Center))
-        } else {
-            label_style.clone()
-        };
-        chart.draw_series(std::iter::once(
-            EmptyElement::at((s.max.max(s.median), yc)) + Text::new(label, (6, 0), style),
-        ))?;
+        draw_bar(&mut chart, b, fmt, top, scale)?;
     }
+    Ok(())
+}
+
+/// The axis maximum of a panel `plot_w` pixels wide (at least 100) that leaves room for
+/// every bar's value label right of its longest whisker; 1 when nothing was measured.
+fn axis_max(panel: &Panel, fmt: Fmt, plot_w: f64) -> f64 {
+    let plot_w = plot_w.max(100.0);
+    let mut x_max: f64 = 0.0;
+    for b in &panel.bars {
+        if let Some(s) = b.value {
+            let end = s.max.max(s.median);
+            let label = text_width(&b.label(fmt), 12.0) + 12.0;
+            let room = (plot_w - label).max(plot_w * 0.3);
+            x_max = x_max.max(end * plot_w / room);
+        }
+    }
+    if x_max <= 0.0 || !x_max.is_finite() {
+        x_max = 1.0;
+    }
+    x_max
+}
+
+/// Draws bar `b` in the band below `top` (its values divided by `scale`): the median bar,
+/// the min-max whisker, and the value label inside the bar when it fits there, else after
+/// it; a bar with no value gets its label alone.
+fn draw_bar<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    b: &Bar,
+    fmt: Fmt,
+    top: f64,
+    scale: f64,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (y0, y1, yc) = (top - 0.85, top - 0.15, top - 0.5);
+    let px = chart.backend_coord(&(0.0, yc)).0;
+    let label = b.label(fmt);
+    let Some(s) = b.value else {
+        let face = if b.ran {
+            font(12.0)
+        } else {
+            font(12.0).style(FontStyle::Italic)
+        };
+        let style = face.color(&MUTED).pos(Pos::new(HPos::Left, VPos::Center));
+        chart.draw_series(std::iter::once(
+            EmptyElement::at((0.0, yc)) + Text::new(label, (6, 0), style),
+        ))?;
+        return Ok(());
+    };
+    let s = Stat {
+        median: s.median / scale,
+        min: s.min / scale,
+        max: s.max / scale,
+    };
+    chart.draw_series(std::iter::once(Rectangle::new(
+        [(0.0, y0), (s.median, y1)],
+        b.color.filled(),
+    )))?;
+    if s.max > s.min {
+        let whisker = INK.stroke_width(1);
+        let cap = 0.22;
+        chart.draw_series([
+            PathElement::new(vec![(s.min, yc), (s.max, yc)], whisker),
+            PathElement::new(vec![(s.min, yc - cap), (s.min, yc + cap)], whisker),
+            PathElement::new(vec![(s.max, yc - cap), (s.max, yc + cap)], whisker),
+        ])?;
+    }
+    // The value inside its bar, ending where the whisker begins, when it fits there (in a
+    // color that reads on the bar's); else after the whisker.
+    let inside = s.min.min(s.median);
+    let room_px = chart.backend_coord(&(inside, yc)).0 - px;
+    let (at, dx, style) = if !b.mismatch && text_width(&label, 12.0) + 12.0 < f64::from(room_px) {
+        let on_bar = if luminance(b.color) > 150.0 {
+            INK
+        } else {
+            WHITE
+        };
+        let style = font(12.0).style(FontStyle::Bold).color(&on_bar);
+        (inside, -6, style.pos(Pos::new(HPos::Right, VPos::Center)))
+    } else if b.mismatch {
+        let style = font(12.0).style(FontStyle::Bold).color(&ALARM);
+        (
+            s.max.max(s.median),
+            6,
+            style.pos(Pos::new(HPos::Left, VPos::Center)),
+        )
+    } else {
+        let style = font(12.0).color(&INK);
+        (
+            s.max.max(s.median),
+            6,
+            style.pos(Pos::new(HPos::Left, VPos::Center)),
+        )
+    };
+    chart.draw_series(std::iter::once(
+        EmptyElement::at((at, yc)) + Text::new(label, (dx, 0), style),
+    ))?;
     Ok(())
 }
 
@@ -479,8 +497,40 @@ footer { color: #888; font-size: 13px; margin-top: 30px; }
 /// The report of `r`; with `baseline`, also a section comparing it with that earlier run
 /// (`compare.rs`).
 pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>) -> String {
-    let m = &r.machine;
     let mut h = String::new();
+    head(&mut h, r);
+    machine(&mut h, r);
+    mismatch_alarm(&mut h, r);
+    for note in r.machine.os_notes() {
+        h.push_str(&format!("<div class=\"quick\">{}</div>\n", esc(&note)));
+    }
+    h.push_str(
+        "<div class=\"howto\"><strong>How to read this.</strong> The headline is the \
+         <em>server CPU time per message</em>: on a small machine the load generator competes \
+         with the server for the same CPUs, so throughput and latency say as much about the \
+         load generator as about the model, while the CPU the server spent per echoed message \
+         is the model's own cost. Bars are medians over the repetitions; whiskers span their \
+         min-max. A <strong>*</strong> marks a measurement taken while other processes were \
+         using the CPU. Rows that did not run are greyed with the reason. Quick runs are not \
+         to be trusted.</div>\n",
+    );
+    all_charts(&mut h, r);
+    if let Some((old, lines)) = baseline {
+        comparison_section(&mut h, old, lines);
+    }
+    h.push_str(
+        "<h2>All numbers</h2>\n<p class=\"caption\">Medians over the repetitions; \
+                hover a number for its min and max.</p>\n",
+    );
+    for sc in &r.scenarios {
+        scenario_table(&mut h, sc);
+    }
+    h.push_str("<footer>Generated by iomodels bench.</footer>\n</main>\n</body>\n</html>\n");
+    h
+}
+
+/// The page's head, its title, and the warning of a quick run.
+fn head(h: &mut String, r: &BenchResults) {
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     h.push_str(&format!(
@@ -494,7 +544,11 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
              repetitions. These numbers are not to be trusted.</div>\n",
         );
     }
+}
 
+/// The machine, the build and the command, as a definition list.
+fn machine(h: &mut String, r: &BenchResults) {
+    let m = &r.machine;
     h.push_str("<dl class=\"meta\">\n");
     let cores = format!("{} online", m.host.cores);
     let realtime = if m.realtime {
@@ -525,92 +579,64 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
         "<dt>command</dt><dd><pre class=\"cmd\">{}</pre></dd>\n</dl>\n",
         esc(&r.command)
     ));
+}
 
+/// The red alarm at the top when a model echoed wrong bytes, naming each and the scenario.
+fn mismatch_alarm(h: &mut String, r: &BenchResults) {
     let mismatches: Vec<(&ScenarioResult, &Row)> = r
         .scenarios
         .iter()
         .flat_map(|sc| sc.rows.iter().map(move |row| (sc, row)))
         .filter(|(_, row)| row.mismatches > 0)
         .collect();
-    if !mismatches.is_empty() {
-        h.push_str(
-            "<div class=\"alarm\">!! MISMATCH: the server echoed wrong bytes. A model that \
-             does so is broken, and its numbers in that scenario mean nothing.<ul>\n",
-        );
-        for (sc, row) in &mismatches {
-            h.push_str(&format!(
-                "<li>{} echoed {} wrong bytes in {}</li>\n",
-                esc(&row.model),
-                table::thousands(row.mismatches),
-                esc(&sc.name)
-            ));
-        }
-        h.push_str("</ul></div>\n");
+    if mismatches.is_empty() {
+        return;
     }
-
-    for note in m.os_notes() {
-        h.push_str(&format!("<div class=\"quick\">{}</div>\n", esc(&note)));
-    }
-
     h.push_str(
-        "<div class=\"howto\"><strong>How to read this.</strong> The headline is the \
-         <em>server CPU time per message</em>: on a small machine the load generator competes \
-         with the server for the same CPUs, so throughput and latency say as much about the \
-         load generator as about the model, while the CPU the server spent per echoed message \
-         is the model's own cost. Bars are medians over the repetitions; whiskers span their \
-         min-max. A <strong>*</strong> marks a measurement taken while other processes were \
-         using the CPU. Rows that did not run are greyed with the reason. Quick runs are not \
-         to be trusted.</div>\n",
+        "<div class=\"alarm\">!! MISMATCH: the server echoed wrong bytes. A model that \
+         does so is broken, and its numbers in that scenario mean nothing.<ul>\n",
     );
+    for (sc, row) in &mismatches {
+        h.push_str(&format!(
+            "<li>{} echoed {} wrong bytes in {}</li>\n",
+            esc(&row.model),
+            table::thousands(row.mismatches),
+            esc(&sc.name)
+        ));
+    }
+    h.push_str("</ul></div>\n");
+}
 
+/// The legend, then every chart the results have: the bar charts, the latency curves and
+/// the soak's memory and descriptors over time.
+fn all_charts(h: &mut String, r: &BenchResults) {
     let charts = charts(r);
-    let order = model_order(r);
     let soaks = series(r, |row| row.soak.as_ref().filter(|k| !k.samples.is_empty()));
     let curves = series(r, |row| row.curve.as_ref().filter(|c| !c.points.is_empty()));
     if !charts.is_empty() || !soaks.is_empty() || !curves.is_empty() {
-        h.push_str("<div class=\"legend\">");
-        for model in &order {
-            let c = color(model);
-            h.push_str(&format!(
-                "<span><i style=\"background:rgb({},{},{})\"></i>{}</span>",
-                c.0,
-                c.1,
-                c.2,
-                esc(model)
-            ));
-        }
-        h.push_str("</div>\n");
+        legend(h, r);
     }
     for chart in &charts {
-        h.push_str(&format!(
-            "<h2>{}</h2>\n<p class=\"caption\">{}</p>\n<figure>\n",
-            esc(&chart.title),
-            esc(&chart.caption)
-        ));
-        match chart_svg(chart) {
-            Ok(svg) => h.push_str(&svg),
-            Err(e) => h.push_str(&format!("<p class=\"flag\">chart failed: {}</p>", esc(&e))),
-        }
-        h.push_str("\n</figure>\n");
+        figure(
+            h,
+            &esc(&chart.title),
+            &esc(&chart.caption),
+            chart_svg(chart),
+        );
     }
     if !curves.is_empty() {
-        h.push_str(
-            "<h2>Latency against offered load</h2>\n<p class=\"caption\">Open loop \
+        let caption = "Open loop \
              (load --rate): each model offered a ladder of rates; the 99th percentile (thick, \
              dots) and the median (thin) of the latency measured from each message's due time, \
              so a server that falls behind shows it (no coordinated omission). Both axes \
              logarithmic. A hollow dot: a step not kept (less than 90 % of the offered rate \
              sent or echoed, or the p99 exploded); the curve ends there. Lower and further right is \
-             better.</p>\n<figure>\n",
-        );
-        match curve_svg(&curves) {
-            Ok(svg) => h.push_str(&svg),
-            Err(e) => h.push_str(&format!("<p class=\"flag\">chart failed: {}</p>", esc(&e))),
-        }
-        h.push_str("\n</figure>\n");
+             better.";
+        let title = "Latency against offered load";
+        figure(h, title, caption, curve_svg(&curves));
     }
     if !soaks.is_empty() {
-        let windows = m.host.os == "windows";
+        let windows = r.machine.host.os == "windows";
         for (title, caption, fds) in [
             (
                 "Soak: server memory over time",
@@ -635,32 +661,37 @@ pub fn render_html(r: &BenchResults, baseline: Option<(&BenchResults, &[Line])>)
                 true,
             ),
         ] {
-            h.push_str(&format!(
-                "<h2>{}</h2>\n<p class=\"caption\">{}</p>\n<figure>\n",
-                esc(title),
-                esc(caption)
-            ));
-            match soak_svg(&soaks, fds) {
-                Ok(svg) => h.push_str(&svg),
-                Err(e) => h.push_str(&format!("<p class=\"flag\">chart failed: {}</p>", esc(&e))),
-            }
-            h.push_str("\n</figure>\n");
+            figure(h, &esc(title), &esc(caption), soak_svg(&soaks, fds));
         }
     }
+}
 
-    if let Some((old, lines)) = baseline {
-        comparison_section(&mut h, old, lines);
+/// One color swatch per model, in the charts' order.
+fn legend(h: &mut String, r: &BenchResults) {
+    h.push_str("<div class=\"legend\">");
+    for model in &model_order(r) {
+        let c = color(model);
+        h.push_str(&format!(
+            "<span><i style=\"background:rgb({},{},{})\"></i>{}</span>",
+            c.0,
+            c.1,
+            c.2,
+            esc(model)
+        ));
     }
+    h.push_str("</div>\n");
+}
 
-    h.push_str(
-        "<h2>All numbers</h2>\n<p class=\"caption\">Medians over the repetitions; \
-                hover a number for its min and max.</p>\n",
-    );
-    for sc in &r.scenarios {
-        scenario_table(&mut h, sc);
+/// A chart under its title and caption (both HTML already), or the reason it failed.
+fn figure(h: &mut String, title: &str, caption: &str, svg: Result<String, String>) {
+    h.push_str(&format!(
+        "<h2>{title}</h2>\n<p class=\"caption\">{caption}</p>\n<figure>\n"
+    ));
+    match svg {
+        Ok(svg) => h.push_str(&svg),
+        Err(e) => h.push_str(&format!("<p class=\"flag\">chart failed: {}</p>", esc(&e))),
     }
-    h.push_str("<footer>Generated by iomodels bench.</footer>\n</main>\n</body>\n</html>\n");
-    h
+    h.push_str("\n</figure>\n");
 }
 
 /// "Compared with the baseline": one row per metric both runs measured, old and new median
@@ -859,56 +890,7 @@ fn scenario_table(h: &mut String, sc: &ScenarioResult) {
     }
     h.push_str("</tr></thead>\n<tbody>\n");
     for row in &sc.rows {
-        let class = if !row.ran {
-            " class=\"notrun\""
-        } else if row.mismatches > 0 {
-            " class=\"mismatch\""
-        } else {
-            ""
-        };
-        let c = color(&row.model);
-        let mut model = format!(
-            "<span class=\"sw\" style=\"background:rgb({},{},{})\"></span>{}",
-            c.0,
-            c.1,
-            c.2,
-            esc(&row.model)
-        );
-        if let Some(busy) = &row.busy {
-            model.push_str(&format!(" <span title=\"busy: {}\">*</span>", esc(busy)));
-        }
-        if row.mismatches > 0 {
-            model.push_str(&format!(
-                " <span class=\"flag\" title=\"{} wrong bytes\">!! MISMATCH</span>",
-                table::thousands(row.mismatches)
-            ));
-        }
-        h.push_str(&format!("<tr{class}><td>{model}</td>"));
-        if row.ran {
-            for col in &cols {
-                let mut cls = if col.numeric() { "num" } else { "txt" }.to_string();
-                if row.mismatches > 0
-                    || (matches!(col.kind, table::ColKind::Errors) && row.errors > 0)
-                {
-                    cls.push_str(" bad");
-                }
-                let title = col
-                    .spread(row)
-                    .map(|s| format!(" title=\"{}\"", esc(&s)))
-                    .unwrap_or_default();
-                h.push_str(&format!(
-                    "<td class=\"{cls}\"{title}>{}</td>",
-                    esc(&col.cell(row))
-                ));
-            }
-        } else {
-            h.push_str(&format!(
-                "<td class=\"txt\" colspan=\"{}\">not run: {}</td>",
-                cols.len(),
-                esc(row.note.as_deref().unwrap_or("no reason given"))
-            ));
-        }
-        h.push_str("</tr>\n");
+        table_row(h, row, &cols);
     }
     h.push_str("</tbody>\n</table></div>\n");
     if let Some(m) = table::curve_matrix(sc) {
@@ -953,6 +935,58 @@ fn scenario_table(h: &mut String, sc: &ScenarioResult) {
             ));
         }
     }
+}
+
+/// One model's line of a scenario table: its swatch, name and flags, then its cells (or why
+/// it did not run).
+fn table_row(h: &mut String, row: &Row, cols: &[table::Column]) {
+    let class = if !row.ran {
+        " class=\"notrun\""
+    } else if row.mismatches > 0 {
+        " class=\"mismatch\""
+    } else {
+        ""
+    };
+    let c = color(&row.model);
+    let mut model = format!(
+        "<span class=\"sw\" style=\"background:rgb({},{},{})\"></span>{}",
+        c.0,
+        c.1,
+        c.2,
+        esc(&row.model)
+    );
+    if let Some(busy) = &row.busy {
+        model.push_str(&format!(" <span title=\"busy: {}\">*</span>", esc(busy)));
+    }
+    if row.mismatches > 0 {
+        model.push_str(&format!(
+            " <span class=\"flag\" title=\"{} wrong bytes\">!! MISMATCH</span>",
+            table::thousands(row.mismatches)
+        ));
+    }
+    h.push_str(&format!("<tr{class}><td>{model}</td>"));
+    if !row.ran {
+        h.push_str(&format!(
+            "<td class=\"txt\" colspan=\"{}\">not run: {}</td>",
+            cols.len(),
+            esc(row.note.as_deref().unwrap_or("no reason given"))
+        ));
+    }
+    for col in cols.iter().filter(|_| row.ran) {
+        let mut cls = if col.numeric() { "num" } else { "txt" }.to_string();
+        if row.mismatches > 0 || (matches!(col.kind, table::ColKind::Errors) && row.errors > 0) {
+            cls.push_str(" bad");
+        }
+        let title = col
+            .spread(row)
+            .map(|s| format!(" title=\"{}\"", esc(&s)))
+            .unwrap_or_default();
+        h.push_str(&format!(
+            "<td class=\"{cls}\"{title}>{}</td>",
+            esc(&col.cell(row))
+        ));
+    }
+    h.push_str("</tr>\n");
 }
 
 #[cfg(test)]

@@ -50,88 +50,14 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
     let fds_before = process::fd_count(pid).unwrap_or(0);
     let rss_before = process::rss_bytes(pid).unwrap_or(0);
 
-    let stop = AtomicBool::new(false);
-    let mismatches = AtomicU64::new(0);
-    let half_close_echoes = AtomicU64::new(0);
-    let mut samples = Vec::new();
-    let mut died = false;
-    let (steady, faults) = thread::scope(|s| {
-        let steady = s.spawn(|| {
-            iomodels_load::run(&LoadConfig {
-                connect: addr,
-                conns: 16,
-                size: 1024,
-                duration: warm + duration,
-                ..LoadConfig::default()
-            })
-        });
-        let faults: Vec<_> = [
-            ("connect/close churn", churn as Fault),
-            ("reset mid-echo (SO_LINGER 0)", reset_mid_echo),
-            ("slow reader", slow_reader),
-            ("half-close, echo checked", half_close),
-        ]
-        .into_iter()
-        .map(|(name, f)| {
-            let ctx = FaultCtx {
-                addr,
-                stop: &stop,
-                mismatches: &mismatches,
-                echoes: &half_close_echoes,
-            };
-            s.spawn(move || {
-                let (mut cycles, mut errors, mut first_error) = (0, 0, None);
-                while !ctx.stop.load(Ordering::Relaxed) {
-                    match f(&ctx) {
-                        Ok(()) => cycles += 1,
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert_with(|| e.to_string());
-                            // A refused connect returns at once: do not spin on it.
-                            thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                }
-                FaultCount {
-                    fault: name.to_string(),
-                    cycles,
-                    errors,
-                    first_error,
-                }
-            })
-        })
-        .collect();
-
-        thread::sleep(warm);
-        let start = Instant::now();
-        let mut next = start;
-        loop {
-            let t = start.elapsed();
-            match (process::rss_bytes(pid), process::fd_count(pid)) {
-                (Some(rss), Some(fds)) => samples.push(SoakSample {
-                    t: t.as_secs_f64(),
-                    rss,
-                    fds,
-                }),
-                _ => {
-                    died = true;
-                    break;
-                }
-            }
-            if t >= duration {
-                break;
-            }
-            next += every;
-            let next_at = next.min(start + duration);
-            thread::sleep(next_at.saturating_duration_since(Instant::now()));
-        }
-        stop.store(true, Ordering::Relaxed);
-        let faults: Vec<FaultCount> = faults
-            .into_iter()
-            .map(|h| h.join().expect("a fault client panicked"))
-            .collect();
-        (steady.join().expect("the load generator panicked"), faults)
-    });
+    let Loaded {
+        steady,
+        faults,
+        samples,
+        died,
+        mismatches,
+        half_close_echoes,
+    } = load_and_sample(addr, pid, warm, duration, every);
 
     let running = matches!(server.child.try_wait(), Ok(None));
     let alive = !died && running && echo_once(addr).is_ok();
@@ -141,8 +67,8 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
     server.stop();
 
     let mut sample = Sample::default();
-    let mut echoes = half_close_echoes.load(Ordering::Relaxed);
-    sample.mismatches = mismatches.load(Ordering::Relaxed);
+    let mut echoes = half_close_echoes;
+    sample.mismatches = mismatches;
     match steady {
         Ok(r) => {
             echoes += r.messages;
@@ -176,6 +102,127 @@ pub(super) fn soak(p: &Participant, plan: &Plan) -> Result<Sample> {
         alive,
     });
     Ok(sample)
+}
+
+/// What the soak's clients did and what sampling the server saw.
+struct Loaded {
+    /// The steady echo clients' report.
+    steady: std::io::Result<iomodels_load::LoadReport>,
+    faults: Vec<FaultCount>,
+    samples: Vec<SoakSample>,
+    /// The server could no longer be read.
+    died: bool,
+    /// Wrong bytes the fault clients got back, and the half-close client's verified echoes.
+    mismatches: u64,
+    half_close_echoes: u64,
+}
+
+/// Runs the steady clients and one thread per fault against the server at `addr` for `warm`
+/// + `duration`, sampling the server (process `pid`) every `every` after the warm-up.
+fn load_and_sample(
+    addr: SocketAddr,
+    pid: u32,
+    warm: Duration,
+    duration: Duration,
+    every: Duration,
+) -> Loaded {
+    let stop = AtomicBool::new(false);
+    let mismatches = AtomicU64::new(0);
+    let half_close_echoes = AtomicU64::new(0);
+    let (steady, faults, samples, died) = thread::scope(|s| {
+        let steady = s.spawn(|| {
+            iomodels_load::run(&LoadConfig {
+                connect: addr,
+                conns: 16,
+                size: 1024,
+                duration: warm + duration,
+                ..LoadConfig::default()
+            })
+        });
+        let faults: Vec<_> = [
+            ("connect/close churn", churn as Fault),
+            ("reset mid-echo (SO_LINGER 0)", reset_mid_echo),
+            ("slow reader", slow_reader),
+            ("half-close, echo checked", half_close),
+        ]
+        .into_iter()
+        .map(|(name, f)| {
+            let ctx = FaultCtx {
+                addr,
+                stop: &stop,
+                mismatches: &mismatches,
+                echoes: &half_close_echoes,
+            };
+            s.spawn(move || run_fault(name, f, &ctx))
+        })
+        .collect();
+
+        thread::sleep(warm);
+        let (samples, died) = sample_server(pid, duration, every);
+        stop.store(true, Ordering::Relaxed);
+        let faults: Vec<FaultCount> = faults
+            .into_iter()
+            .map(|h| h.join().expect("a fault client panicked"))
+            .collect();
+        let steady = steady.join().expect("the load generator panicked");
+        (steady, faults, samples, died)
+    });
+
+    Loaded {
+        steady,
+        faults,
+        samples,
+        died,
+        mismatches: mismatches.load(Ordering::Relaxed),
+        half_close_echoes: half_close_echoes.load(Ordering::Relaxed),
+    }
+}
+
+/// One fault client's thread: runs `f` until `ctx.stop`, counting its cycles and errors.
+fn run_fault(name: &str, f: Fault, ctx: &FaultCtx) -> FaultCount {
+    let (mut cycles, mut errors, mut first_error) = (0, 0, None);
+    while !ctx.stop.load(Ordering::Relaxed) {
+        match f(ctx) {
+            Ok(()) => cycles += 1,
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+                // A refused connect returns at once: do not spin on it.
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    FaultCount {
+        fault: name.to_string(),
+        cycles,
+        errors,
+        first_error,
+    }
+}
+
+/// Samples the server's (process `pid`) memory and descriptors every `every` for `duration`;
+/// returns the samples and whether the server died (could no longer be read).
+fn sample_server(pid: u32, duration: Duration, every: Duration) -> (Vec<SoakSample>, bool) {
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    let mut next = start;
+    loop {
+        let t = start.elapsed();
+        match (process::rss_bytes(pid), process::fd_count(pid)) {
+            (Some(rss), Some(fds)) => samples.push(SoakSample {
+                t: t.as_secs_f64(),
+                rss,
+                fds,
+            }),
+            _ => return (samples, true),
+        }
+        if t >= duration {
+            return (samples, false);
+        }
+        next += every;
+        let next_at = next.min(start + duration);
+        thread::sleep(next_at.saturating_duration_since(Instant::now()));
+    }
 }
 
 /// What a fault client needs: where to connect, when to stop, where to count.

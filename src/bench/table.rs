@@ -137,7 +137,43 @@ pub(crate) fn columns_of(sc: &ScenarioResult) -> Vec<Column> {
 
 /// The columns shown for a scenario of `kind` (unknown kinds get the ping-pong columns).
 pub(crate) fn columns(kind: &str) -> Vec<Column> {
-    let cpu_per_million = Column {
+    match kind {
+        "soak" => soak_columns(),
+        "idle" => vec![
+            Column::CONNS,
+            Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
+            Column::stat("private/conn", |r| r.private_per_conn_bytes, Fmt::Bytes),
+        ],
+        "c12k" => vec![
+            Column::CONNS,
+            Column::stat("server CPU %", |r| r.server_cpu_percent, Fmt::Sig),
+            Column::CPU_PER_MILLION,
+            Column::WAKEUPS,
+            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
+            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
+        ],
+        "c100k" => c100k_columns(),
+        "rate" => rate_columns(),
+        "max-conns" => vec![Column::CONNS, Column::STOP_REASON],
+        "udp" => udp_columns(),
+        _ => vec![
+            Column::stat("msgs/s", |r| r.msgs_per_sec, Fmt::Count),
+            Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),
+            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
+            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
+            Column::stat("p99.9 µs", |r| r.p999_us, Fmt::Sig),
+            Column::CPU_PER_MILLION,
+            Column::stat("ctx sw/1k msgs", |r| r.ctx_switches_per_1k, Fmt::Sig),
+            Column::WAKEUPS,
+            Column::stat("syscalls/msg", |r| r.syscalls_per_msg, Fmt::Sig),
+            Column::ERRORS,
+        ],
+    }
+}
+
+impl Column {
+    /// Server CPU seconds per million messages, with its range.
+    const CPU_PER_MILLION: Column = Column {
         header: "CPU s/M msgs",
         kind: ColKind::Stat {
             get: |r| r.cpu_s_per_million,
@@ -145,164 +181,148 @@ pub(crate) fn columns(kind: &str) -> Vec<Column> {
             range: true,
         },
     };
-    let conns = Column {
+    /// Connections held.
+    const CONNS: Column = Column {
         header: "conns held",
         kind: ColKind::Conns,
     };
-    let wakeups = Column::stat("wake-ups/msg", |r| r.wakeups_per_msg, Fmt::Sig);
-    let soak = |header, f| Column {
-        header,
-        kind: ColKind::Soak(f),
+    /// The server's wake-ups per message.
+    const WAKEUPS: Column = Column::stat("wake-ups/msg", |r| r.wakeups_per_msg, Fmt::Sig);
+    /// Connect and I/O errors.
+    const ERRORS: Column = Column {
+        header: "errors",
+        kind: ColKind::Errors,
     };
-    match kind {
-        "soak" => vec![
-            soak("RSS start→end", |k| {
-                format!(
-                    "{} → {}",
-                    fmt_bytes(k.rss.start as f64),
-                    fmt_bytes(k.rss.end as f64)
-                )
-            }),
-            soak("RSS min–max", |k| {
-                format!(
-                    "{}–{}",
-                    fmt_bytes(k.rss.min as f64),
-                    fmt_bytes(k.rss.max as f64)
-                )
-            }),
-            soak("RSS MiB/min", |k| fmt_sig(k.rss_mib_per_min)),
-            soak("fds start→end", |k| {
-                format!("{} → {}", k.fds.start, k.fds.end)
-            }),
-            soak("fds min–max", |k| format!("{}–{}", k.fds.min, k.fds.max)),
-            soak("fds/min", |k| fmt_sig(k.fds_per_min)),
-            soak("fds idle before/after", |k| {
-                format!("{}/{}", k.fds_before, k.fds_after)
-            }),
-            soak("echoes", |k| thousands(k.echoes)),
-            Column {
-                header: "echo errors",
-                kind: ColKind::Errors,
-            },
-            soak("fault cycles (errors)", |k| {
-                let c: u64 = k.faults.iter().map(|f| f.cycles).sum();
-                let e: u64 = k.faults.iter().map(|f| f.errors).sum();
-                format!("{} ({})", thousands(c), thousands(e))
-            }),
-            soak("alive", |k| if k.alive { "yes" } else { "NO" }.to_string()),
-        ],
-        "idle" => vec![
-            conns,
-            Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
-            Column::stat("private/conn", |r| r.private_per_conn_bytes, Fmt::Bytes),
-        ],
-        "c12k" => vec![
-            conns,
-            Column::stat("server CPU %", |r| r.server_cpu_percent, Fmt::Sig),
-            cpu_per_million,
-            wakeups,
-            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
-            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
-        ],
-        "c100k" => vec![
-            conns,
-            Column {
-                header: "still open",
-                kind: ColKind::Count(|r| r.conns_still_open),
-            },
-            Column::stat("verified echoes", |r| r.verified_echoes, Fmt::Count),
-            Column {
-                header: "late rounds",
-                kind: ColKind::Count(|r| r.late_rounds),
-            },
-            Column::stat("server CPU %", |r| r.server_cpu_percent, Fmt::Sig),
-            cpu_per_million,
-            Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
-            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
-            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
-            Column {
-                header: "errors",
-                kind: ColKind::Errors,
-            },
-        ],
-        "rate" => vec![
-            Column {
-                header: "saturation msg/s",
-                kind: ColKind::Stat {
-                    get: |r| r.msgs_per_sec,
-                    fmt: Fmt::Count,
-                    range: true,
-                },
-            },
-            Column::stat(
-                "p99 µs at 50 %",
-                |r| r.curve.as_ref().and_then(|c| c.p99_us_at_50_percent),
-                Fmt::Sig,
-            ),
-            Column::stat(
-                "p99 µs at 90 %",
-                |r| r.curve.as_ref().and_then(|c| c.p99_us_at_90_percent),
-                Fmt::Sig,
-            ),
-            Column::stat("p50 µs at sat.", |r| r.p50_us, Fmt::Sig),
-            Column::stat("p99 µs at sat.", |r| r.p99_us, Fmt::Sig),
-            Column {
-                header: "steps",
-                kind: ColKind::Count(|r| r.curve.as_ref().map(|c| c.points.len() as u64)),
-            },
-            Column {
-                header: "errors",
-                kind: ColKind::Errors,
-            },
-            Column {
-                header: "stop reason",
-                kind: ColKind::StopReason,
-            },
-        ],
-        "max-conns" => vec![
-            conns,
-            Column {
-                header: "stop reason",
-                kind: ColKind::StopReason,
-            },
-        ],
-        "udp" => vec![
-            Column::stat("datagrams/s", |r| r.msgs_per_sec, Fmt::Count),
-            Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),
-            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
-            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
-            Column::stat("loss %", |r| r.loss_percent, Fmt::Sig),
-            Column {
-                header: "CPU s/M dgrams",
-                ..cpu_per_million
-            },
-            Column::stat("ctx sw/1k dgrams", |r| r.ctx_switches_per_1k, Fmt::Sig),
-            Column {
-                header: "wake-ups/dgram",
-                ..wakeups
-            },
-            Column::stat("syscalls/dgram", |r| r.syscalls_per_msg, Fmt::Sig),
-            Column {
-                header: "errors",
-                kind: ColKind::Errors,
-            },
-        ],
-        _ => vec![
-            Column::stat("msgs/s", |r| r.msgs_per_sec, Fmt::Count),
-            Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),
-            Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
-            Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
-            Column::stat("p99.9 µs", |r| r.p999_us, Fmt::Sig),
-            cpu_per_million,
-            Column::stat("ctx sw/1k msgs", |r| r.ctx_switches_per_1k, Fmt::Sig),
-            wakeups,
-            Column::stat("syscalls/msg", |r| r.syscalls_per_msg, Fmt::Sig),
-            Column {
-                header: "errors",
-                kind: ColKind::Errors,
-            },
-        ],
+    /// Why the connection ramp stopped.
+    const STOP_REASON: Column = Column {
+        header: "stop reason",
+        kind: ColKind::StopReason,
+    };
+
+    /// A figure of the soak.
+    const fn soak(header: &'static str, f: fn(&Soak) -> String) -> Column {
+        Column {
+            header,
+            kind: ColKind::Soak(f),
+        }
     }
+}
+
+/// The soak's columns: memory and descriptors from start to end, echoes, faults, alive.
+fn soak_columns() -> Vec<Column> {
+    let soak = Column::soak;
+    vec![
+        soak("RSS start→end", |k| {
+            format!(
+                "{} → {}",
+                fmt_bytes(k.rss.start as f64),
+                fmt_bytes(k.rss.end as f64)
+            )
+        }),
+        soak("RSS min–max", |k| {
+            format!(
+                "{}–{}",
+                fmt_bytes(k.rss.min as f64),
+                fmt_bytes(k.rss.max as f64)
+            )
+        }),
+        soak("RSS MiB/min", |k| fmt_sig(k.rss_mib_per_min)),
+        soak("fds start→end", |k| {
+            format!("{} → {}", k.fds.start, k.fds.end)
+        }),
+        soak("fds min–max", |k| format!("{}–{}", k.fds.min, k.fds.max)),
+        soak("fds/min", |k| fmt_sig(k.fds_per_min)),
+        soak("fds idle before/after", |k| {
+            format!("{}/{}", k.fds_before, k.fds_after)
+        }),
+        soak("echoes", |k| thousands(k.echoes)),
+        Column {
+            header: "echo errors",
+            ..Column::ERRORS
+        },
+        soak("fault cycles (errors)", |k| {
+            let c: u64 = k.faults.iter().map(|f| f.cycles).sum();
+            let e: u64 = k.faults.iter().map(|f| f.errors).sum();
+            format!("{} ({})", thousands(c), thousands(e))
+        }),
+        soak("alive", |k| if k.alive { "yes" } else { "NO" }.to_string()),
+    ]
+}
+
+/// c100k's columns: connections held and still open, the paced echoes, the server's cost.
+fn c100k_columns() -> Vec<Column> {
+    vec![
+        Column::CONNS,
+        Column {
+            header: "still open",
+            kind: ColKind::Count(|r| r.conns_still_open),
+        },
+        Column::stat("verified echoes", |r| r.verified_echoes, Fmt::Count),
+        Column {
+            header: "late rounds",
+            kind: ColKind::Count(|r| r.late_rounds),
+        },
+        Column::stat("server CPU %", |r| r.server_cpu_percent, Fmt::Sig),
+        Column::CPU_PER_MILLION,
+        Column::stat("RSS/conn", |r| r.rss_per_conn_bytes, Fmt::Bytes),
+        Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
+        Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
+        Column::ERRORS,
+    ]
+}
+
+/// The rate scenario's columns: the saturation and the latency at fractions of it.
+fn rate_columns() -> Vec<Column> {
+    vec![
+        Column {
+            header: "saturation msg/s",
+            kind: ColKind::Stat {
+                get: |r| r.msgs_per_sec,
+                fmt: Fmt::Count,
+                range: true,
+            },
+        },
+        Column::stat(
+            "p99 µs at 50 %",
+            |r| r.curve.as_ref().and_then(|c| c.p99_us_at_50_percent),
+            Fmt::Sig,
+        ),
+        Column::stat(
+            "p99 µs at 90 %",
+            |r| r.curve.as_ref().and_then(|c| c.p99_us_at_90_percent),
+            Fmt::Sig,
+        ),
+        Column::stat("p50 µs at sat.", |r| r.p50_us, Fmt::Sig),
+        Column::stat("p99 µs at sat.", |r| r.p99_us, Fmt::Sig),
+        Column {
+            header: "steps",
+            kind: ColKind::Count(|r| r.curve.as_ref().map(|c| c.points.len() as u64)),
+        },
+        Column::ERRORS,
+        Column::STOP_REASON,
+    ]
+}
+
+/// The UDP scenario's columns: the ping-pong ones per datagram, with the loss.
+fn udp_columns() -> Vec<Column> {
+    vec![
+        Column::stat("datagrams/s", |r| r.msgs_per_sec, Fmt::Count),
+        Column::stat("MB/s", |r| r.mb_per_sec, Fmt::Sig),
+        Column::stat("p50 µs", |r| r.p50_us, Fmt::Sig),
+        Column::stat("p99 µs", |r| r.p99_us, Fmt::Sig),
+        Column::stat("loss %", |r| r.loss_percent, Fmt::Sig),
+        Column {
+            header: "CPU s/M dgrams",
+            ..Column::CPU_PER_MILLION
+        },
+        Column::stat("ctx sw/1k dgrams", |r| r.ctx_switches_per_1k, Fmt::Sig),
+        Column {
+            header: "wake-ups/dgram",
+            ..Column::WAKEUPS
+        },
+        Column::stat("syscalls/dgram", |r| r.syscalls_per_msg, Fmt::Sig),
+        Column::ERRORS,
+    ]
 }
 
 /// The curves of a rate scenario as a matrix of strings: a header line (`offered msg/s`, then
@@ -428,6 +448,37 @@ fn pad(s: &str, width: usize, right: bool) -> String {
 /// did not run show their note; wrong echoes are flagged with `!!` and a `!! MISMATCH` line;
 /// rows measured while the machine was busy are marked `*` with a footnote.
 pub fn render_table(r: &BenchResults) -> String {
+    let mut out = header_lines(r);
+    for sc in &r.scenarios {
+        out.push('\n');
+        out.push_str(&format!(
+            "== {} ({}): {}\n",
+            sc.name, sc.kind, sc.description
+        ));
+        aligned_table(&mut out, sc);
+        if let Some(m) = curve_matrix(sc) {
+            out.push_str(
+                "  latency from the schedule at each offered rate, p50 / p99 µs (! = not kept):\n",
+            );
+            let widths: Vec<usize> = (0..m[0].len())
+                .map(|i| m.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+                .collect();
+            for l in &m {
+                let cells: Vec<String> = l
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| pad(c, widths[i], i > 0))
+                    .collect();
+                out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+            }
+        }
+        footnotes(&mut out, sc);
+    }
+    out
+}
+
+/// The header: the machine, the placement, the command, the build and the repetitions.
+fn header_lines(r: &BenchResults) -> String {
     let m = &r.machine;
     let mut out = String::new();
     out.push_str(&format!("iomodels bench, {}\n", r.date));
@@ -459,115 +510,98 @@ pub fn render_table(r: &BenchResults) -> String {
     if r.quick {
         out.push_str("QUICK RUN: a short subset, the numbers are not to be trusted\n");
     }
+    out
+}
 
-    for sc in &r.scenarios {
-        out.push('\n');
-        out.push_str(&format!(
-            "== {} ({}): {}\n",
-            sc.name, sc.kind, sc.description
-        ));
-        let cols = columns_of(sc);
+/// A scenario's table: the header, a rule, one line per model (a not-run note spans the rest).
+fn aligned_table(out: &mut String, sc: &ScenarioResult) {
+    let cols = columns_of(sc);
+    let mut header = vec!["model".to_string()];
+    header.extend(cols.iter().map(|c| c.header.to_string()));
+    let lines: Vec<(bool, Vec<String>)> = sc
+        .rows
+        .iter()
+        .map(|row| {
+            let mut cells = vec![model_cell(row)];
+            if row.ran {
+                cells.extend(cols.iter().map(|c| c.cell(row)));
+                (true, cells)
+            } else {
+                let why = row.note.as_deref().unwrap_or("no reason given");
+                cells.push(format!("not run: {why}"));
+                (false, cells)
+            }
+        })
+        .collect();
 
-        let mut header = vec!["model".to_string()];
-        header.extend(cols.iter().map(|c| c.header.to_string()));
-        let lines: Vec<(bool, Vec<String>)> = sc
-            .rows
-            .iter()
-            .map(|row| {
-                let mut cells = vec![model_cell(row)];
-                if row.ran {
-                    cells.extend(cols.iter().map(|c| c.cell(row)));
-                    (true, cells)
-                } else {
-                    let why = row.note.as_deref().unwrap_or("no reason given");
-                    cells.push(format!("not run: {why}"));
-                    (false, cells)
-                }
-            })
-            .collect();
-
-        // Column widths, from the header and the rows that ran (a not-run note spans the rest).
-        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-        for (ran, cells) in &lines {
-            for (i, c) in cells.iter().enumerate() {
-                if *ran || i == 0 {
-                    widths[i] = widths[i].max(c.chars().count());
-                }
-            }
-        }
-        let numeric = |i: usize| i > 0 && cols[i - 1].numeric();
-        let join = |cells: &[String], ran: bool| {
-            let parts: Vec<String> = cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    if ran || i == 0 {
-                        pad(c, widths[i], numeric(i))
-                    } else {
-                        c.clone()
-                    }
-                })
-                .collect();
-            format!("  {}\n", parts.join("  ").trim_end())
-        };
-        out.push_str(&join(&header, true));
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        out.push_str(&format!("  {}\n", rule.join("  ")));
-        for (ran, cells) in &lines {
-            out.push_str(&join(cells, *ran));
-        }
-
-        if let Some(m) = curve_matrix(sc) {
-            out.push_str(
-                "  latency from the schedule at each offered rate, p50 / p99 µs (! = not kept):\n",
-            );
-            let widths: Vec<usize> = (0..m[0].len())
-                .map(|i| m.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
-                .collect();
-            for l in &m {
-                let cells: Vec<String> = l
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| pad(c, widths[i], i > 0))
-                    .collect();
-                out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
-            }
-        }
-        for row in &sc.rows {
-            for f in row.soak.iter().flat_map(|k| &k.faults) {
-                if let Some(e) = &f.first_error {
-                    out.push_str(&format!(
-                        "  {} {}: {} error(s), the first: {e}\n",
-                        row.model,
-                        f.fault,
-                        thousands(f.errors)
-                    ));
-                }
-            }
-            if row.mismatches > 0 {
-                out.push_str(&format!(
-                    "!! MISMATCH: {} echoed {} wrong bytes in {}\n",
-                    row.model,
-                    thousands(row.mismatches),
-                    sc.name
-                ));
-            }
-        }
-        for row in &sc.rows {
-            if let Some(busy) = &row.busy {
-                out.push_str(&format!(
-                    "   * {}: machine busy during the run ({busy})\n",
-                    row.model
-                ));
-            }
-        }
-        for row in sc.rows.iter().filter(|row| row.ran) {
-            if let Some(note) = &row.note {
-                out.push_str(&format!("   note: {}: {note}\n", row.model));
+    // Column widths, from the header and the rows that ran (a not-run note spans the rest).
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for (ran, cells) in &lines {
+        for (i, c) in cells.iter().enumerate() {
+            if *ran || i == 0 {
+                widths[i] = widths[i].max(c.chars().count());
             }
         }
     }
-    out
+    let numeric = |i: usize| i > 0 && cols[i - 1].numeric();
+    let join = |cells: &[String], ran: bool| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if ran || i == 0 {
+                    pad(c, widths[i], numeric(i))
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        format!("  {}\n", parts.join("  ").trim_end())
+    };
+    out.push_str(&join(&header, true));
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&format!("  {}\n", rule.join("  ")));
+    for (ran, cells) in &lines {
+        out.push_str(&join(cells, *ran));
+    }
+}
+
+/// Below a scenario's table: the soak's first fault errors, wrong echoes, busy machines and
+/// the notes of rows that ran.
+fn footnotes(out: &mut String, sc: &ScenarioResult) {
+    for row in &sc.rows {
+        for f in row.soak.iter().flat_map(|k| &k.faults) {
+            if let Some(e) = &f.first_error {
+                out.push_str(&format!(
+                    "  {} {}: {} error(s), the first: {e}\n",
+                    row.model,
+                    f.fault,
+                    thousands(f.errors)
+                ));
+            }
+        }
+        if row.mismatches > 0 {
+            out.push_str(&format!(
+                "!! MISMATCH: {} echoed {} wrong bytes in {}\n",
+                row.model,
+                thousands(row.mismatches),
+                sc.name
+            ));
+        }
+    }
+    for row in &sc.rows {
+        if let Some(busy) = &row.busy {
+            out.push_str(&format!(
+                "   * {}: machine busy during the run ({busy})\n",
+                row.model
+            ));
+        }
+    }
+    for row in sc.rows.iter().filter(|row| row.ran) {
+        if let Some(note) = &row.note {
+            out.push_str(&format!("   note: {}: {note}\n", row.model));
+        }
+    }
 }
 
 /// Synthetic results for the tests of this module and of `report`.
@@ -655,6 +689,58 @@ pub(crate) mod sample {
     /// max-conns), only the last model runs c100k,
     /// the third echoes wrong bytes in `pp64-100`, the last ran on a busy machine in `pp64-1`.
     pub(crate) fn results(models: &[&str], command: &str) -> BenchResults {
+        let mut scenarios = pingpong(models);
+        for (name, desc) in [
+            (
+                "idle",
+                "10,000 connections open and silent: memory per connection.",
+            ),
+            (
+                "c12k",
+                "12,000 connections, each sends one 64-byte message a second.",
+            ),
+            (
+                "c100k",
+                "100,000 connections, each sends one 64-byte message every 10 s.",
+            ),
+            ("max-conns", "Opens connections until something gives."),
+        ] {
+            scenarios.push(ScenarioResult {
+                name: name.into(),
+                description: desc.into(),
+                kind: name.into(),
+                rows: models
+                    .iter()
+                    .enumerate()
+                    .map(|(mi, m)| other_row(name, mi, m, models.len()))
+                    .collect(),
+            });
+        }
+        BenchResults {
+            build: crate::about::build(),
+            machine: Machine {
+                host: crate::about::Machine {
+                    cpu_model: "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz".into(),
+                    cores: 2,
+                    kernel: "6.8.0-1019-aws".into(),
+                    os: "Ubuntu 24.04.1 LTS".into(),
+                    wine: None,
+                },
+                placement: "server on CPU 0, load on CPU 1".into(),
+                realtime: false,
+            },
+            date: "2025-03-14T09:26:53Z".into(),
+            command: command.into(),
+            quick: false,
+            repeat: 3,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            scenarios,
+        }
+    }
+
+    /// The four ping-pong scenarios: the second model did not run, the third echoed wrong
+    /// bytes in pp64-100, the last was busy in pp64-1.
+    fn pingpong(models: &[&str]) -> Vec<ScenarioResult> {
         let pp = [
             (
                 "pp64-1",
@@ -685,25 +771,7 @@ pub(crate) mod sample {
                             "needs Linux 5.19 <io_uring> & CAP_SYS_ADMIN".into(),
                         );
                     }
-                    let f = 1.0 + 0.37 * ((mi * 7 + si * 3) % 9) as f64;
-                    let msgs = 180_000.0 / cost / f * (1.0 + si as f64);
-                    let mut row = Row::not_run(m, String::new());
-                    row.ran = true;
-                    row.note = None;
-                    row.msgs_per_sec = stat(msgs, 0.04);
-                    row.mb_per_sec = stat(msgs * 64.0 * cost / 1e6, 0.04);
-                    row.p50_us = stat(9.0 * f * cost, 0.05);
-                    row.p99_us = stat(31.0 * f * cost, 0.15);
-                    row.p999_us = if mi == 0 {
-                        None
-                    } else {
-                        stat(80.0 * f * cost, 0.3)
-                    };
-                    row.cpu_s_per_million = stat(1.9 * f * cost, 0.08);
-                    row.server_cpu_percent = stat(35.0 + 9.0 * f, 0.05);
-                    row.ctx_switches_per_1k = stat(120.0 / f, 0.1);
-                    row.wakeups_per_msg = stat(0.9 / f, 0.05);
-                    row.syscalls_per_msg = stat(2.0 + 0.5 * f, 0.01);
+                    let mut row = pingpong_row(m, mi, si, *cost);
                     if mi == 2 && *name == "pp64-100" {
                         row.mismatches = 1234;
                         row.errors = 3;
@@ -721,106 +789,85 @@ pub(crate) mod sample {
                 rows,
             });
         }
-        let other = |name: &str, kind: &str, desc: &str| ScenarioResult {
-            name: name.into(),
-            description: desc.into(),
-            kind: kind.into(),
-            rows: models
-                .iter()
-                .enumerate()
-                .map(|(mi, m)| {
-                    if kind == "c100k" && mi + 1 != models.len() {
-                        return Row::not_run(
-                            m,
-                            "cannot hold 100,000 connections: descriptors: its cap is 19,936 \
-                             (RLIMIT_NOFILE 20,000 less 64)"
-                                .into(),
-                        );
-                    }
-                    if mi == 1 && kind != "max-conns" {
-                        return Row::not_run(m, "io_uring is not available here".into());
-                    }
-                    let f = 1.0 + 0.41 * ((mi * 5 + 1) % 7) as f64;
-                    let mut row = Row::not_run(m, String::new());
-                    row.ran = true;
-                    row.note = None;
-                    match kind {
-                        "idle" => {
-                            row.conns_held = Some(10_000);
-                            row.rss_per_conn_bytes = stat(900.0 * f * f, 0.02);
-                        }
-                        "c12k" => {
-                            row.conns_held = Some(12_000 - (mi as u64 % 2) * 17);
-                            row.server_cpu_percent = stat(12.0 * f, 0.1);
-                            row.cpu_s_per_million = stat(4.0 * f, 0.1);
-                            row.wakeups_per_msg = if mi == 0 { None } else { stat(0.2 * f, 0.1) };
-                        }
-                        "c100k" => {
-                            row.conns_held = Some(100_000);
-                            row.verified_echoes = stat(300_000.0, 0.0);
-                            row.conns_still_open = Some(100_000);
-                            row.late_rounds = Some(0);
-                            row.server_cpu_percent = stat(9.0 * f, 0.1);
-                            row.cpu_s_per_million = stat(30.0 * f, 0.1);
-                            row.rss_per_conn_bytes = stat(410.0, 0.02);
-                        }
-                        _ => {
-                            row.conns_held = Some(20_000 + 9_000 * mi as u64);
-                            row.rss_per_conn_bytes = stat(1100.0 * f, 0.0);
-                            row.stop_reason = Some(if mi % 2 == 0 {
-                                "EMFILE: too many open files".into()
-                            } else {
-                                "reached --max 65000".into()
-                            });
-                            if mi == 0 {
-                                row.note = Some("thread per connection: 8 MiB stacks".into());
-                            }
-                        }
-                    }
-                    row
-                })
-                .collect(),
+        scenarios
+    }
+
+    /// Model `m` (number `mi`) in ping-pong scenario number `si`, whose messages cost `cost`.
+    fn pingpong_row(m: &str, mi: usize, si: usize, cost: f64) -> Row {
+        let f = 1.0 + 0.37 * ((mi * 7 + si * 3) % 9) as f64;
+        let msgs = 180_000.0 / cost / f * (1.0 + si as f64);
+        let mut row = Row::not_run(m, String::new());
+        row.ran = true;
+        row.note = None;
+        row.msgs_per_sec = stat(msgs, 0.04);
+        row.mb_per_sec = stat(msgs * 64.0 * cost / 1e6, 0.04);
+        row.p50_us = stat(9.0 * f * cost, 0.05);
+        row.p99_us = stat(31.0 * f * cost, 0.15);
+        row.p999_us = if mi == 0 {
+            None
+        } else {
+            stat(80.0 * f * cost, 0.3)
         };
-        scenarios.push(other(
-            "idle",
-            "idle",
-            "10,000 connections open and silent: memory per connection.",
-        ));
-        scenarios.push(other(
-            "c12k",
-            "c12k",
-            "12,000 connections, each sends one 64-byte message a second.",
-        ));
-        scenarios.push(other(
-            "c100k",
-            "c100k",
-            "100,000 connections, each sends one 64-byte message every 10 s.",
-        ));
-        scenarios.push(other(
-            "max-conns",
-            "max-conns",
-            "Opens connections until something gives.",
-        ));
-        BenchResults {
-            build: crate::about::build(),
-            machine: Machine {
-                host: crate::about::Machine {
-                    cpu_model: "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz".into(),
-                    cores: 2,
-                    kernel: "6.8.0-1019-aws".into(),
-                    os: "Ubuntu 24.04.1 LTS".into(),
-                    wine: None,
-                },
-                placement: "server on CPU 0, load on CPU 1".into(),
-                realtime: false,
-            },
-            date: "2025-03-14T09:26:53Z".into(),
-            command: command.into(),
-            quick: false,
-            repeat: 3,
-            models: models.iter().map(|m| m.to_string()).collect(),
-            scenarios,
+        row.cpu_s_per_million = stat(1.9 * f * cost, 0.08);
+        row.server_cpu_percent = stat(35.0 + 9.0 * f, 0.05);
+        row.ctx_switches_per_1k = stat(120.0 / f, 0.1);
+        row.wakeups_per_msg = stat(0.9 / f, 0.05);
+        row.syscalls_per_msg = stat(2.0 + 0.5 * f, 0.01);
+        row
+    }
+
+    /// Model `m` (number `mi` of `count`) in the scenario of `kind` (idle, c12k, c100k or
+    /// max-conns): only the last holds c100k, the second has no io_uring.
+    fn other_row(kind: &str, mi: usize, m: &str, count: usize) -> Row {
+        if kind == "c100k" && mi + 1 != count {
+            return Row::not_run(
+                m,
+                "cannot hold 100,000 connections: descriptors: its cap is 19,936 \
+                 (RLIMIT_NOFILE 20,000 less 64)"
+                    .into(),
+            );
         }
+        if mi == 1 && kind != "max-conns" {
+            return Row::not_run(m, "io_uring is not available here".into());
+        }
+        let f = 1.0 + 0.41 * ((mi * 5 + 1) % 7) as f64;
+        let mut row = Row::not_run(m, String::new());
+        row.ran = true;
+        row.note = None;
+        match kind {
+            "idle" => {
+                row.conns_held = Some(10_000);
+                row.rss_per_conn_bytes = stat(900.0 * f * f, 0.02);
+            }
+            "c12k" => {
+                row.conns_held = Some(12_000 - (mi as u64 % 2) * 17);
+                row.server_cpu_percent = stat(12.0 * f, 0.1);
+                row.cpu_s_per_million = stat(4.0 * f, 0.1);
+                row.wakeups_per_msg = if mi == 0 { None } else { stat(0.2 * f, 0.1) };
+            }
+            "c100k" => {
+                row.conns_held = Some(100_000);
+                row.verified_echoes = stat(300_000.0, 0.0);
+                row.conns_still_open = Some(100_000);
+                row.late_rounds = Some(0);
+                row.server_cpu_percent = stat(9.0 * f, 0.1);
+                row.cpu_s_per_million = stat(30.0 * f, 0.1);
+                row.rss_per_conn_bytes = stat(410.0, 0.02);
+            }
+            _ => {
+                row.conns_held = Some(20_000 + 9_000 * mi as u64);
+                row.rss_per_conn_bytes = stat(1100.0 * f, 0.0);
+                row.stop_reason = Some(if mi % 2 == 0 {
+                    "EMFILE: too many open files".into()
+                } else {
+                    "reached --max 65000".into()
+                });
+                if mi == 0 {
+                    row.note = Some("thread per connection: 8 MiB stacks".into());
+                }
+            }
+        }
+        row
     }
 }
 

@@ -42,9 +42,10 @@
 use iomodels_load::{hold_idle, IdleConfig, IdlePart, IdleReport, Phase};
 use serde::Deserialize;
 use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 #[cfg(target_os = "linux")]
@@ -130,6 +131,46 @@ struct Shard {
 }
 
 impl Shard {
+    /// Starts shard `i` of `k` (this program, `load --idle --shard`), with a thread that
+    /// forwards its stdout lines to `tx` (then `None` at its end), and hands it `part`.
+    fn spawn(
+        exe: &Path,
+        i: usize,
+        k: usize,
+        part: &IdleConfig,
+        tx: Sender<(usize, Option<String>)>,
+    ) -> io::Result<Shard> {
+        let mut cmd = Command::new(exe);
+        cmd.args(["load", "--idle", "--shard", &format!("{}/{k}", i + 1)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start shard {}/{k}: {e}", i + 1))
+        })?;
+        let stdout = child.stdout.take().expect("piped");
+        let stdin = child.stdin.take();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((i, Some(line))).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send((i, None));
+        });
+        let mut shard = Shard {
+            child,
+            stdin,
+            held: false,
+            closing: false,
+            report: None,
+        };
+        shard.say(&serde_json::to_string(part).expect("a configuration serialises"));
+        Ok(shard)
+    }
+
     /// Sends one line; a shard that has gone away shows it as the end of its stdout.
     fn say(&mut self, line: &str) {
         if let Some(stdin) = &mut self.stdin {
@@ -161,6 +202,7 @@ struct Said {
     report: Option<IdleReport>,
 }
 
+/// Holds `cfg` over ⌈conns / per_process⌉ shards (see the module doc).
 fn sharded(
     cfg: &IdleConfig,
     per_process: usize,
@@ -189,36 +231,7 @@ fn sharded(
             ..cfg.clone()
         };
         first += conns;
-        let mut cmd = Command::new(&exe);
-        cmd.args(["load", "--idle", "--shard", &format!("{}/{k}", i + 1)])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot start shard {}/{k}: {e}", i + 1))
-        })?;
-        let stdout = child.stdout.take().expect("piped");
-        let stdin = child.stdin.take();
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((i, Some(line))).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send((i, None));
-        });
-        let mut shard = Shard {
-            child,
-            stdin,
-            held: false,
-            closing: false,
-            report: None,
-        };
-        shard.say(&serde_json::to_string(&part).expect("a configuration serialises"));
-        shards.0.push(shard);
+        shards.0.push(Shard::spawn(&exe, i, k, &part, tx.clone())?);
     }
     drop(tx);
     let s = &mut shards.0;

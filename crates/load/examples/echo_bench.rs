@@ -34,10 +34,10 @@ fn main() {
 mod linux {
     use std::io::{self, BufRead, BufReader, Read, Write};
     use std::net::SocketAddr;
-    use std::process::{Command, Stdio};
+    use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use iomodels_load::{run, LoadConfig};
+    use iomodels_load::{run, LoadConfig, LoadReport};
     use mio::net::{TcpListener, TcpStream};
     use mio::{Events, Interest, Poll, Token};
 
@@ -48,38 +48,85 @@ mod linux {
 
     pub(crate) fn main() {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let opt = |name: &str| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-                .cloned()
-        };
         if args.iter().any(|a| a == "--server") {
-            let cpu = opt("--server-cpu").map_or(0, |v| v.parse().expect("--server-cpu N"));
+            let cpu = opt(&args, "--server-cpu").map_or(0, |v| v.parse().expect("--server-cpu N"));
             if let Err(e) = serve(cpu) {
                 eprintln!("echo server: {e}");
                 std::process::exit(1);
             }
             return;
         }
-        let secs: f64 = opt("--duration").map_or(3.0, |v| v.parse().expect("--duration SECS"));
-        let conns: Vec<usize> = opt("--conns")
-            .unwrap_or_else(|| "1,100,1000".into())
-            .split(',')
-            .map(|v| v.trim().parse().expect("--conns N,N,..."))
-            .collect();
-        let size: usize = opt("--size").map_or(64, |v| v.parse().expect("--size N"));
-        let depth: usize = opt("--depth").map_or(1, |v| v.parse().expect("--depth N"));
-        let threads: usize = opt("--threads").map_or(0, |v| v.parse().expect("--threads N"));
-        let server_cpu: usize =
-            opt("--server-cpu").map_or(0, |v| v.parse().expect("--server-cpu N"));
-        let client_cpu: usize =
-            opt("--client-cpu").map_or(1, |v| v.parse().expect("--client-cpu N"));
-        let json = args.iter().any(|a| a == "--json");
+        let o = Options::parse(&args);
+        let (mut child, addr) = start_server(o.server_cpu);
+        if let Err(e) = pin_to_cpu(o.client_cpu) {
+            let cpu = o.client_cpu;
+            eprintln!("warning: cannot pin the load generator to CPU {cpu}: {e}");
+        }
+        println!(
+            "echo server pid {} on CPU {}, {addr}; load generator on CPU {}",
+            child.id(),
+            o.server_cpu,
+            o.client_cpu
+        );
+        let mut summary = Vec::new();
+        for &n in &o.conns {
+            let (report, server_pct) = measure(&o, addr, child.id(), n);
+            summary.push((n, report, server_pct));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        print_summary(&summary);
+        // The child is ours: stop it by its id and reap it.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
+    /// The value after flag `name`, if given.
+    fn opt(args: &[String], name: &str) -> Option<String> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    }
+
+    /// The benchmark's flags (see the module doc).
+    struct Options {
+        secs: f64,
+        conns: Vec<usize>,
+        size: usize,
+        depth: usize,
+        threads: usize,
+        server_cpu: usize,
+        client_cpu: usize,
+        json: bool,
+    }
+
+    impl Options {
+        /// Reads the flags from `args`; a malformed value panics with the flag's usage.
+        fn parse(args: &[String]) -> Options {
+            let opt = |name: &str| opt(args, name);
+            Options {
+                secs: opt("--duration").map_or(3.0, |v| v.parse().expect("--duration SECS")),
+                conns: opt("--conns")
+                    .unwrap_or_else(|| "1,100,1000".into())
+                    .split(',')
+                    .map(|v| v.trim().parse().expect("--conns N,N,..."))
+                    .collect(),
+                size: opt("--size").map_or(64, |v| v.parse().expect("--size N")),
+                depth: opt("--depth").map_or(1, |v| v.parse().expect("--depth N")),
+                threads: opt("--threads").map_or(0, |v| v.parse().expect("--threads N")),
+                server_cpu: opt("--server-cpu").map_or(0, |v| v.parse().expect("--server-cpu N")),
+                client_cpu: opt("--client-cpu").map_or(1, |v| v.parse().expect("--client-cpu N")),
+                json: args.iter().any(|a| a == "--json"),
+            }
+        }
+    }
+
+    /// Starts this program as the echo server on `cpu`; returns it and the address it
+    /// announced.
+    fn start_server(cpu: usize) -> (Child, SocketAddr) {
         let exe = std::env::current_exe().expect("own path");
         let mut child = Command::new(exe)
-            .args(["--server", "--server-cpu", &server_cpu.to_string()])
+            .args(["--server", "--server-cpu", &cpu.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -89,56 +136,55 @@ mod linux {
             .read_line(&mut line)
             .expect("server announces its port");
         let addr: SocketAddr = line.trim().parse().expect("server address");
-        if let Err(e) = pin_to_cpu(client_cpu) {
-            eprintln!("warning: cannot pin the load generator to CPU {client_cpu}: {e}");
-        }
-        println!(
-            "echo server pid {} on CPU {server_cpu}, {addr}; load generator on CPU {client_cpu}",
-            child.id()
-        );
+        (child, addr)
+    }
 
-        let mut summary = Vec::new();
-        for &n in &conns {
-            let cfg = LoadConfig {
-                connect: addr,
-                conns: n,
-                size,
-                depth,
-                duration: Duration::from_secs_f64(secs),
-                messages_per_conn: None,
-                threads,
-                connect_timeout: Duration::from_secs(10),
-                drain_timeout: Duration::from_secs(5),
-                tls: None,
-                handshakes: false,
-                ..LoadConfig::default()
-            };
-            let cpu0 = task_cpu(child.id());
-            let t0 = Instant::now();
-            let report = run(&cfg).expect("load run");
-            let wall = t0.elapsed();
-            let server_pct = match (cpu0, task_cpu(child.id())) {
-                (Some(a), Some(b)) => (b - a).as_secs_f64() / wall.as_secs_f64() * 100.0,
-                _ => f64::NAN,
-            };
-            println!("\n== {n} conns, {size} B, depth {depth}, {secs} s ==");
-            println!("{}", report.to_table());
-            println!(
-                "{:<13} {server_pct:.1} % of one core (over the whole run call, {:.2} s)",
-                "server cpu",
-                wall.as_secs_f64()
-            );
-            if json {
-                println!("{}", report.to_json());
-            }
-            summary.push((n, report, server_pct));
-            std::thread::sleep(Duration::from_millis(300));
+    /// One run of `n` connections against the server (process `pid`) at `addr`, printed;
+    /// returns its report and the server's CPU use over it.
+    fn measure(o: &Options, addr: SocketAddr, pid: u32, n: usize) -> (LoadReport, f64) {
+        let (size, depth, secs) = (o.size, o.depth, o.secs);
+        let cfg = LoadConfig {
+            connect: addr,
+            conns: n,
+            size,
+            depth,
+            duration: Duration::from_secs_f64(secs),
+            messages_per_conn: None,
+            threads: o.threads,
+            connect_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+            tls: None,
+            handshakes: false,
+            ..LoadConfig::default()
+        };
+        let cpu0 = task_cpu(pid);
+        let t0 = Instant::now();
+        let report = run(&cfg).expect("load run");
+        let wall = t0.elapsed();
+        let server_pct = match (cpu0, task_cpu(pid)) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64() / wall.as_secs_f64() * 100.0,
+            _ => f64::NAN,
+        };
+        println!("\n== {n} conns, {size} B, depth {depth}, {secs} s ==");
+        println!("{}", report.to_table());
+        println!(
+            "{:<13} {server_pct:.1} % of one core (over the whole run call, {:.2} s)",
+            "server cpu",
+            wall.as_secs_f64()
+        );
+        if o.json {
+            println!("{}", report.to_json());
         }
+        (report, server_pct)
+    }
+
+    /// The table of every run: connections, rate, latencies, CPU, clean.
+    fn print_summary(summary: &[(usize, LoadReport, f64)]) {
         println!(
             "\n{:>6} {:>10} {:>6} {:>6} {:>7} {:>9} {:>9} {:>6}",
             "conns", "msg/s", "p50us", "p99us", "p999us", "clientcpu", "servercpu", "clean"
         );
-        for (n, r, s) in &summary {
+        for (n, r, s) in summary {
             let l = r.latency_us.clone().unwrap_or(iomodels_load::Latency {
                 min: 0,
                 p50: 0,
@@ -159,9 +205,6 @@ mod linux {
                 r.is_clean()
             );
         }
-        // The child is ours: stop it by its id and reap it.
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// CPU time of process `pid`'s main thread (the whole single-threaded server).

@@ -18,17 +18,18 @@
 
 use std::io;
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-use crate::conn::{Conn, Handshake, State, Step};
+use crate::conn::{Conn, Handshake, Latencies, State, Step};
 use crate::cpu::{cpu_time, Who};
 use crate::failure::{Failure, FailureKind};
+use crate::live::Publisher;
 use crate::pattern::{Pattern, CHUNK};
 use crate::poll::{Event, Events, Interest, Poll, Registry, TcpStream, Token};
 use crate::tls::TlsClient;
-use crate::worker::{cpu_between, deadlines, Counters, WorkerResult, SILENT_DRAIN};
+use crate::worker::{Counters, Measurement, WorkerResult, SILENT_DRAIN};
 use crate::{Live, LoadConfig};
 
 /// One connection slot and the cycle it is running.
@@ -61,7 +62,7 @@ enum Failed {
 /// `cfg.conns`): waits at `barrier` for the other workers, then runs cycles until the time or
 /// cycle limit, and waits for the cycles in flight.
 pub(crate) fn run_cycle_worker(
-    mut poll: Poll,
+    poll: Poll,
     first: usize,
     stride: usize,
     cfg: &LoadConfig,
@@ -69,110 +70,171 @@ pub(crate) fn run_cycle_worker(
     barrier: &Barrier,
     live: &Live,
 ) -> WorkerResult {
-    let mut publisher = live.publisher(first);
-    let mut hist = crate::new_histogram();
-    // The round trip of each cycle's one message, which the report does not show: the cycle
-    // time is the figure.
-    let mut echo = crate::conn::Latencies::new();
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; CHUNK];
-    let mut scratch = vec![0u8; CHUNK];
-    let mut r = Counters::default();
-    let limit = cfg.messages_per_conn.unwrap_or(u64::MAX);
+    let mut measure = Measurement::start(cfg, &poll, barrier, live);
+    let mut worker = CycleWorker::new(poll, first, stride, cfg, tls, live, measure.start);
+    worker.begin();
+    let end = loop {
+        if let Some(end) = worker.turn(&mut measure) {
+            break end;
+        }
+    };
+    worker.finish(&measure, end)
+}
 
-    barrier.wait();
-    let start = Instant::now();
-    live.mark_started(start);
-    let cpu_start = cpu_time(Who::Thread);
-    let (send_deadline, mut drain_deadline) = deadlines(cfg, start);
+/// One `--handshakes` worker: its poll, its slots and what it counted.
+struct CycleWorker<'a> {
+    poll: Poll,
+    cfg: &'a LoadConfig,
+    tls: &'a TlsClient,
+    publisher: Publisher<'a>,
+    /// The cycle times.
+    hist: Histogram<u64>,
+    /// The round trip of each cycle's one message, which the report does not show: the cycle
+    /// time is the figure.
+    echo: Latencies,
+    events: Events,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    r: Counters,
+    /// Cycles per slot at most (`messages_per_conn`).
+    limit: u64,
+    slots: Vec<Slot>,
+    /// Slots with a cycle in flight.
+    busy: usize,
+}
 
-    let mut slots: Vec<Slot> = (first..cfg.conns)
-        .step_by(stride)
-        .map(|index| Slot {
-            index: index as u64,
-            conn: Conn::new(None, None, Pattern::for_connection(0), 1, 1, None, start),
-            cycle_start: start,
-            cycles: 0,
-            completed: 0,
-            busy: false,
-            stopped: false,
-        })
-        .collect();
-    let mut busy = 0usize;
-    for (token, slot) in slots.iter_mut().enumerate() {
-        busy += start_cycle(slot, Token(token), poll.registry(), cfg, tls, &mut r) as usize;
+impl<'a> CycleWorker<'a> {
+    /// A worker whose slots have run no cycle yet.
+    fn new(
+        poll: Poll,
+        first: usize,
+        stride: usize,
+        cfg: &'a LoadConfig,
+        tls: &'a TlsClient,
+        live: &'a Live,
+        start: Instant,
+    ) -> CycleWorker<'a> {
+        let slots = (first..cfg.conns)
+            .step_by(stride)
+            .map(|index| Slot {
+                index: index as u64,
+                conn: Conn::new(None, None, Pattern::for_connection(0), 1, 1, None, start),
+                cycle_start: start,
+                cycles: 0,
+                completed: 0,
+                busy: false,
+                stopped: false,
+            })
+            .collect();
+        CycleWorker {
+            poll,
+            cfg,
+            tls,
+            publisher: live.publisher(first),
+            hist: crate::new_histogram(),
+            echo: Latencies::new(),
+            events: Events::with_capacity(1024),
+            buf: vec![0u8; CHUNK],
+            scratch: vec![0u8; CHUNK],
+            r: Counters::default(),
+            limit: cfg.messages_per_conn.unwrap_or(u64::MAX),
+            slots,
+            busy: 0,
+        }
     }
 
-    let mut sending = true;
-    let end = loop {
-        let now = Instant::now();
-        if publisher.due(now) {
-            publisher.publish(r.messages, r.bytes, r.messages, &r, &hist);
+    /// Every slot starts its first cycle.
+    fn begin(&mut self) {
+        let (registry, cfg, tls) = (self.poll.registry(), self.cfg, self.tls);
+        for (token, slot) in self.slots.iter_mut().enumerate() {
+            self.busy += start_cycle(slot, Token(token), registry, cfg, tls, &mut self.r) as usize;
         }
-        if sending && (now >= send_deadline || publisher.stopped()) {
-            sending = false;
+    }
+
+    /// One turn of the loop: deadlines, one poll and its events. Returns when the worker's
+    /// measurement ended, once it did.
+    fn turn(&mut self, measure: &mut Measurement) -> Option<Instant> {
+        let now = Instant::now();
+        if self.publisher.due(now) {
+            let r = &self.r;
+            self.publisher
+                .publish(r.messages, r.bytes, r.messages, r, &self.hist);
+        }
+        if measure.must_stop(now, &self.publisher) {
+            measure.stop_sending(now);
             // Not one cycle completed: the cycles in flight wait for a server that does not
             // answer; a short drain says so sooner.
-            if r.handshakes == 0 {
-                drain_deadline = drain_deadline.min(now + SILENT_DRAIN);
+            if self.r.handshakes == 0 {
+                measure.drain_deadline = measure.drain_deadline.min(now + SILENT_DRAIN);
             }
         }
-        if busy > 0 && now >= drain_deadline {
-            for slot in slots.iter_mut().filter(|s| s.busy) {
-                r.failures.add(Failure::of(
-                    if slot.conn.state == State::Active && slot.conn.verified == 0 {
-                        FailureKind::Silent
-                    } else {
-                        FailureKind::Unanswered
-                    },
-                ));
-                slot.conn.close();
-                slot.busy = false;
-                r.incomplete += 1;
-                r.cycle_failures += 1;
-            }
-            busy = 0;
+        if self.busy > 0 && now >= measure.drain_deadline {
+            self.drain_expired();
         }
-        if busy == 0 {
-            break now;
+        if self.busy == 0 {
+            return Some(now);
         }
-        let wake_at = if sending {
-            send_deadline
+        let wake_at = if measure.sending {
+            measure.send_deadline
         } else {
-            drain_deadline
+            measure.drain_deadline
         };
-        let wake_at = publisher.cap(now, wake_at);
-        // Round up so a deadline is never polled with a zero timeout in a spin.
-        let timeout = wake_at.saturating_duration_since(now) + Duration::from_micros(500);
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+        let timeout = measure.timeout(self.cfg, now, wake_at, &self.publisher);
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+                return None;
             }
             // The poll itself broke: every cycle in flight fails, and none starts again.
-            for slot in slots.iter_mut().filter(|s| s.busy) {
+            for slot in self.slots.iter_mut().filter(|s| s.busy) {
                 slot.conn.close();
                 slot.busy = false;
-                r.io_errors += 1;
-                r.failures.add(Failure::os(&e));
-                r.cycle_failures += 1;
+                self.r.io_errors += 1;
+                self.r.failures.add(Failure::os(&e));
+                self.r.cycle_failures += 1;
             }
-            break Instant::now();
+            return Some(Instant::now());
         }
-        for event in events.iter() {
+        self.dispatch(measure.sending);
+        None
+    }
+
+    /// The drain timeout expired: every cycle still in flight is incomplete.
+    fn drain_expired(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| s.busy) {
+            self.r.failures.add(Failure::of(
+                if slot.conn.state == State::Active && slot.conn.verified == 0 {
+                    FailureKind::Silent
+                } else {
+                    FailureKind::Unanswered
+                },
+            ));
+            slot.conn.close();
+            slot.busy = false;
+            self.r.incomplete += 1;
+            self.r.cycle_failures += 1;
+        }
+        self.busy = 0;
+    }
+
+    /// Moves the cycles along on the events of the last poll; a slot whose cycle ended starts
+    /// the next while `sending`.
+    fn dispatch(&mut self, sending: bool) {
+        let (registry, cfg, tls, r) = (self.poll.registry(), self.cfg, self.tls, &mut self.r);
+        for event in self.events.iter() {
             let token = event.token();
-            let Some(slot) = slots.get_mut(token.0) else {
+            let Some(slot) = self.slots.get_mut(token.0) else {
                 continue;
             };
             if !slot.busy {
                 continue;
             }
-            let histograms = (&mut hist, &mut echo);
-            let outcome = advance(slot, event, &mut buf, &mut scratch, histograms);
+            let histograms = (&mut self.hist, &mut self.echo);
+            let outcome = advance(slot, event, &mut self.buf, &mut self.scratch, histograms);
             let Some(outcome) = outcome else {
                 continue;
             };
             slot.busy = false;
-            busy -= 1;
+            self.busy -= 1;
             match outcome {
                 Ok(()) => {
                     slot.completed += 1;
@@ -180,21 +242,27 @@ pub(crate) fn run_cycle_worker(
                     r.messages += slot.conn.done;
                     r.bytes += slot.conn.verified;
                 }
-                Err(failure) => fail(slot, failure, &mut r),
+                Err(failure) => fail(slot, failure, r),
             }
-            if sending && slot.cycles >= limit {
+            if sending && slot.cycles >= self.limit {
                 slot.stopped = true;
             }
             if sending && !slot.stopped {
-                busy += start_cycle(slot, token, poll.registry(), cfg, tls, &mut r) as usize;
+                self.busy += start_cycle(slot, token, registry, cfg, tls, r) as usize;
             }
         }
-    };
+    }
 
-    publisher.publish(r.messages, r.bytes, r.messages, &r, &hist);
-    let established = slots.iter().filter(|s| s.completed > 0).count();
-    let cpu = cpu_between(cpu_start, cpu_time(Who::Thread));
-    r.into_result(hist, established, start, Some(end), cpu)
+    /// The worker's result, its measurement ended at `end`.
+    fn finish(self, measure: &Measurement, end: Instant) -> WorkerResult {
+        let r = &self.r;
+        self.publisher
+            .publish(r.messages, r.bytes, r.messages, r, &self.hist);
+        let established = self.slots.iter().filter(|s| s.completed > 0).count();
+        let cpu = measure.cpu_until(cpu_time(Who::Thread));
+        self.r
+            .into_result(self.hist, established, measure.start, Some(end), cpu)
+    }
 }
 
 /// Starts the slot's next cycle: a new TLS session and a non-blocking connect. Returns whether
@@ -275,7 +343,7 @@ fn advance(
     event: &Event,
     buf: &mut [u8],
     scratch: &mut [u8],
-    (cycles, echo): (&mut Histogram<u64>, &mut crate::conn::Latencies),
+    (cycles, echo): (&mut Histogram<u64>, &mut Latencies),
 ) -> Option<Result<(), Failed>> {
     let conn = &mut slot.conn;
     if conn.state == State::Connecting {

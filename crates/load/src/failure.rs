@@ -192,22 +192,8 @@ pub(crate) fn explain(report: &LoadReport) -> Option<String> {
         return None;
     }
     let addr = &report.connect;
-    let total = if report.is_handshakes() {
-        report.handshakes + report.handshake_failures
-    } else {
-        report.conns_requested as u64
-    };
-    let unit = match (report.udp.is_some(), report.is_handshakes(), total == 1) {
-        (true, _, false) => "sockets",
-        (true, _, true) => "socket",
-        (_, true, false) => "cycles",
-        (_, true, true) => "cycle",
-        (_, _, false) => "connections",
-        (_, _, true) => "connection",
-    };
     let nothing = report.messages == 0;
-    let mut failures = report.failures.iter().peekable();
-    if failures.peek().is_none() {
+    if report.failures.is_empty() {
         // Unclean with no cause recorded: say the counters (should not happen).
         return Some(format!(
             "the run against {addr} was not clean: {} connect errors, {} I/O errors, {} \
@@ -226,17 +212,10 @@ pub(crate) fn explain(report: &LoadReport) -> Option<String> {
         };
         return Some(format!("TLS handshake with {addr} failed: {why}{hint}"));
     }
-    let mut s = if !nothing {
-        format!("the run against {addr} was not clean: ")
-    } else if report.udp.as_ref().is_some_and(|u| u.refused > 0) {
-        format!("no UDP echo server at {addr}: ")
-    } else if report.udp.is_none() && report.conns_established == 0 && !report.is_handshakes() {
-        format!("no connection to {addr} could be established: ")
-    } else {
-        format!("load against {addr} got no echo: ")
-    };
+    let mut s = opening(report, nothing);
+    let counted = counted(report);
     let mut see_log = false;
-    for (i, f) in failures.enumerate() {
+    for (i, f) in report.failures.iter().enumerate() {
         if i > 0 {
             s.push_str("; ");
         }
@@ -244,80 +223,119 @@ pub(crate) fn explain(report: &LoadReport) -> Option<String> {
             f.kind,
             FailureKind::Closed | FailureKind::Reset | FailureKind::Unserved
         );
-        let n = f.conns;
-        let errno = f
-            .errno
-            .as_deref()
-            .map_or(String::new(), |e| format!(" ({e})"));
-        let _ = match f.kind {
-            FailureKind::Refused if report.udp.is_some() => write!(
-                s,
-                "{}{errno} on {n} of {total} {unit} (an ICMP port unreachable: nothing listens \
-                 there)",
-                f.cause
-            ),
-            FailureKind::Refused => write!(
-                s,
-                "{}{errno} on {n} of {total} {unit} (nothing listens on that port)",
-                f.cause
-            ),
-            FailureKind::TimedOut | FailureKind::Io => {
-                write!(s, "{}{errno} on {n} of {total} {unit}", f.cause)
-            }
-            FailureKind::Reset => write!(
-                s,
-                "the server reset {n} of {total} {unit} ({}{})",
-                f.cause,
-                f.errno
-                    .as_deref()
-                    .map_or(String::new(), |e| format!(", {e}"))
-            ),
-            FailureKind::Closed => write!(
-                s,
-                "the server closed {n} of {total} {unit} before their echoes were done"
-            ),
-            FailureKind::TlsRecords => write!(
-                s,
-                "the server answered with TLS records: add --tls ({n} of {total} {unit})"
-            ),
-            FailureKind::Silent => write!(
-                s,
-                "the server sends nothing back (a discard server?): not one byte echoed on {n} \
-                 of {total} {unit}"
-            ),
-            FailureKind::Unanswered => write!(
-                s,
-                "{} messages not echoed when the drain timeout expired, on {n} of {total} \
-                 {unit} (a stalled or overloaded server)",
-                report.incomplete
-            ),
-            FailureKind::Unserved => write!(
-                s,
-                "the server left {n} of {total} {unit} without an echo while the run lasted \
-                 (served only after it: at its connection cap?)"
-            ),
-            FailureKind::Mismatch => write!(
-                s,
-                "the echo differed from what was sent on {n} of {total} {unit} (not an echo \
-                 server, or it corrupts)"
-            ),
-            FailureKind::Tls => write!(s, "TLS failed on {n} of {total} {unit}: {}", f.cause),
-            FailureKind::NoAnswer => {
-                let u = report.udp.as_ref();
-                write!(
-                    s,
-                    "the server did not answer: none of {} datagrams came back within \
-                     --udp-timeout {} ms (is a UDP echo server there?)",
-                    u.map_or(0, |u| u.sent),
-                    u.map_or(0, |u| u.timeout_ms)
-                )
-            }
-        };
+        describe(&mut s, f, report, counted);
     }
     if see_log {
         s.push_str("; see the server's log");
     }
     Some(s)
+}
+
+/// What the failures are counted out of: the connections asked for (sockets with `--udp`),
+/// or the cycles run with `--handshakes`; and the word for them.
+fn counted(report: &LoadReport) -> (u64, &'static str) {
+    let total = if report.is_handshakes() {
+        report.handshakes + report.handshake_failures
+    } else {
+        report.conns_requested as u64
+    };
+    let unit = match (report.udp.is_some(), report.is_handshakes(), total == 1) {
+        (true, _, false) => "sockets",
+        (true, _, true) => "socket",
+        (_, true, false) => "cycles",
+        (_, true, true) => "cycle",
+        (_, _, false) => "connections",
+        (_, _, true) => "connection",
+    };
+    (total, unit)
+}
+
+/// The sentence's beginning: a run that echoed something was not clean; one that echoed
+/// nothing found no server, no connection, or no echo.
+fn opening(report: &LoadReport, nothing: bool) -> String {
+    let addr = &report.connect;
+    if !nothing {
+        format!("the run against {addr} was not clean: ")
+    } else if report.udp.as_ref().is_some_and(|u| u.refused > 0) {
+        format!("no UDP echo server at {addr}: ")
+    } else if report.udp.is_none() && report.conns_established == 0 && !report.is_handshakes() {
+        format!("no connection to {addr} could be established: ")
+    } else {
+        format!("load against {addr} got no echo: ")
+    }
+}
+
+/// Appends the words for one cause of failure `f`, on `n` of `total` `unit`.
+fn describe(s: &mut String, f: &Failure, report: &LoadReport, (total, unit): (u64, &str)) {
+    let n = f.conns;
+    let errno = f
+        .errno
+        .as_deref()
+        .map_or(String::new(), |e| format!(" ({e})"));
+    let _ = match f.kind {
+        FailureKind::Refused if report.udp.is_some() => write!(
+            s,
+            "{}{errno} on {n} of {total} {unit} (an ICMP port unreachable: nothing listens \
+             there)",
+            f.cause
+        ),
+        FailureKind::Refused => write!(
+            s,
+            "{}{errno} on {n} of {total} {unit} (nothing listens on that port)",
+            f.cause
+        ),
+        FailureKind::TimedOut | FailureKind::Io => {
+            write!(s, "{}{errno} on {n} of {total} {unit}", f.cause)
+        }
+        FailureKind::Reset => write!(
+            s,
+            "the server reset {n} of {total} {unit} ({}{})",
+            f.cause,
+            f.errno
+                .as_deref()
+                .map_or(String::new(), |e| format!(", {e}"))
+        ),
+        FailureKind::Closed => write!(
+            s,
+            "the server closed {n} of {total} {unit} before their echoes were done"
+        ),
+        FailureKind::TlsRecords => write!(
+            s,
+            "the server answered with TLS records: add --tls ({n} of {total} {unit})"
+        ),
+        FailureKind::Silent => write!(
+            s,
+            "the server sends nothing back (a discard server?): not one byte echoed on {n} \
+             of {total} {unit}"
+        ),
+        FailureKind::Unanswered => write!(
+            s,
+            "{} messages not echoed when the drain timeout expired, on {n} of {total} \
+             {unit} (a stalled or overloaded server)",
+            report.incomplete
+        ),
+        FailureKind::Unserved => write!(
+            s,
+            "the server left {n} of {total} {unit} without an echo while the run lasted \
+             (served only after it: at its connection cap?)"
+        ),
+        FailureKind::Mismatch => write!(
+            s,
+            "the echo differed from what was sent on {n} of {total} {unit} (not an echo \
+             server, or it corrupts)"
+        ),
+        FailureKind::Tls => write!(s, "TLS failed on {n} of {total} {unit}: {}", f.cause),
+        FailureKind::NoAnswer => {
+            let u = report.udp.as_ref();
+            write!(
+                s,
+                "the server did not answer: none of {} datagrams came back within \
+                 --udp-timeout {} ms (is a UDP echo server there?)",
+                u.map_or(0, |u| u.sent),
+                u.map_or(0, |u| u.timeout_ms)
+            )
+        }
+    };
 }
 
 #[cfg(test)]

@@ -282,36 +282,17 @@ pub fn hold_idle(
     stop: &AtomicBool,
     phase: &mut dyn FnMut(Phase),
 ) -> io::Result<IdleReport> {
-    if cfg.conns == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--conns must be at least 1",
-        ));
-    }
     let part = cfg.plan();
-    if part.first + cfg.conns > part.total || part.total > max_idle_conns(cfg.connect) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "connections {}..{} of {} to {}: beyond what the source addresses reach ({})",
-                part.first,
-                part.first + cfg.conns,
-                part.total,
-                cfg.connect,
-                max_idle_conns(cfg.connect)
-            ),
-        ));
-    }
+    check(cfg, part)?;
     // Bind to a source address only when the whole plan needs more than one.
     let bind = idle_sources(cfg.connect, part.total) > 1;
-    let sources = cfg.sources();
     let threads = cfg.threads.clamp(1, cfg.conns);
     let start = Instant::now();
     let opened = Barrier::new(threads + 1);
     let held = Barrier::new(threads + 1);
     let mut report = IdleReport {
         conns_requested: cfg.conns,
-        sources,
+        sources: cfg.sources(),
         shards: 1,
         ..IdleReport::default()
     };
@@ -321,43 +302,8 @@ pub fn hold_idle(
             .map(|t| {
                 let (opened, held, held_conns) = (&opened, &held, &held_conns);
                 scope.spawn(move || {
-                    let mut r = ThreadResult::default();
-                    let mut failures_in_a_row = 0;
-                    for i in (t..cfg.conns).step_by(threads) {
-                        if cfg.give_up_after.is_some_and(|n| failures_in_a_row >= n)
-                            || stop.load(Ordering::Relaxed)
-                        {
-                            break;
-                        }
-                        let before = r.streams.len();
-                        let source = bind.then(|| source_address(part.first + i));
-                        match open(cfg, source) {
-                            Ok(s) => {
-                                r.established += 1;
-                                match echo(&s, &[i as u8]) {
-                                    Ok(()) => r.streams.push(s),
-                                    Err(e) => {
-                                        r.echo_errors += 1;
-                                        r.first_error
-                                            .get_or_insert(format!("echo: {}", describe(&e)));
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                r.connect_errors += 1;
-                                r.first_error.get_or_insert(format!(
-                                    "connect from {}: {}",
-                                    source.map_or("any address".into(), |ip| ip.to_string()),
-                                    describe(&e)
-                                ));
-                            }
-                        }
-                        if r.streams.len() > before {
-                            failures_in_a_row = 0;
-                        } else {
-                            failures_in_a_row += 1;
-                        }
-                    }
+                    let source = |i: usize| bind.then(|| source_address(part.first + i));
+                    let mut r = open_share(cfg, stop, t, threads, source);
                     held_conns.fetch_add(r.streams.len(), Ordering::Relaxed);
                     opened.wait();
                     hold(cfg, stop, t, &mut r);
@@ -386,6 +332,85 @@ pub fn hold_idle(
             .map(|h| h.join().expect("an idle-connection thread panicked"))
             .collect()
     });
+    add_up(&mut report, results);
+    Ok(report)
+}
+
+/// Refuses a hold of no connections, or of more than the source addresses reach.
+fn check(cfg: &IdleConfig, part: IdlePart) -> io::Result<()> {
+    if cfg.conns == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--conns must be at least 1",
+        ));
+    }
+    if part.first + cfg.conns > part.total || part.total > max_idle_conns(cfg.connect) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "connections {}..{} of {} to {}: beyond what the source addresses reach ({})",
+                part.first,
+                part.first + cfg.conns,
+                part.total,
+                cfg.connect,
+                max_idle_conns(cfg.connect)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Opening thread `t` of `threads`: opens its share of the connections (numbers `t`, `t +
+/// threads`, ..., each from `source(i)`), echoing one byte on each, until done, `stop`, or
+/// `cfg.give_up_after` failures in a row.
+fn open_share(
+    cfg: &IdleConfig,
+    stop: &AtomicBool,
+    t: usize,
+    threads: usize,
+    source: impl Fn(usize) -> Option<Ipv4Addr>,
+) -> ThreadResult {
+    let mut r = ThreadResult::default();
+    let mut failures_in_a_row = 0;
+    for i in (t..cfg.conns).step_by(threads) {
+        if cfg.give_up_after.is_some_and(|n| failures_in_a_row >= n) || stop.load(Ordering::Relaxed)
+        {
+            break;
+        }
+        let before = r.streams.len();
+        let source = source(i);
+        match open(cfg, source) {
+            Ok(s) => {
+                r.established += 1;
+                match echo(&s, &[i as u8]) {
+                    Ok(()) => r.streams.push(s),
+                    Err(e) => {
+                        r.echo_errors += 1;
+                        r.first_error
+                            .get_or_insert(format!("echo: {}", describe(&e)));
+                    }
+                }
+            }
+            Err(e) => {
+                r.connect_errors += 1;
+                r.first_error.get_or_insert(format!(
+                    "connect from {}: {}",
+                    source.map_or("any address".into(), |ip| ip.to_string()),
+                    describe(&e)
+                ));
+            }
+        }
+        if r.streams.len() > before {
+            failures_in_a_row = 0;
+        } else {
+            failures_in_a_row += 1;
+        }
+    }
+    r
+}
+
+/// Adds the opening threads' counts into `report`, with the paced round trips' percentiles.
+fn add_up(report: &mut IdleReport, results: Vec<ThreadResult>) {
     let mut round_trips: Vec<u64> = Vec::new();
     for r in results {
         report.conns_established += r.established;
@@ -408,7 +433,6 @@ pub fn hold_idle(
     };
     report.paced_p50_us = percentile(0.50);
     report.paced_p99_us = percentile(0.99);
-    Ok(report)
 }
 
 /// One opening thread's connections and counts.

@@ -141,6 +141,7 @@ mod worker;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::AddAssign;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -159,7 +160,7 @@ pub use udp::{HEADER as UDP_HEADER, MAX_DATAGRAM as UDP_MAX_DATAGRAM};
 use cpu::{cpu_time, Who};
 use cycle::run_cycle_worker;
 use udp::run_udp_worker;
-use worker::{run_worker, Gate, WorkerResult};
+use worker::{run_worker, Counters, Gate, WorkerResult};
 
 /// The largest accepted [`LoadConfig::depth`].
 const MAX_DEPTH: usize = 1 << 20;
@@ -407,127 +408,154 @@ fn merge(
     results: Vec<WorkerResult>,
     process_cpu: Option<(Duration, Duration)>,
 ) -> LoadReport {
-    let mut hist = new_histogram();
-    let mut report = LoadReport {
-        connect: cfg.connect.to_string(),
-        conns_requested: cfg.conns,
-        conns_established: 0,
-        size: cfg.size,
-        depth: cfg.depth,
-        threads,
-        connect_errors: 0,
-        io_errors: 0,
-        mismatches: 0,
-        messages: 0,
-        bytes: 0,
-        elapsed_secs: 0.0,
-        msgs_per_sec: None,
-        mb_per_sec: None,
-        latency_us: None,
-        client_cpu_percent: None,
-        incomplete: 0,
-        tls: cfg.tls.is_some(),
-        mode: if cfg.handshakes {
-            "handshakes"
-        } else if cfg.udp {
-            "udp"
-        } else {
-            "echo"
-        }
-        .to_string(),
-        handshakes: 0,
-        handshakes_per_sec: None,
-        handshake_failures: 0,
-        tls_errors: 0,
-        tls_error: None,
-        error: None,
-        failures: Vec::new(),
-        udp: cfg.udp.then(|| UdpCounts {
-            timeout_ms: cfg.udp_timeout.as_millis() as u64,
-            ..UdpCounts::default()
-        }),
-        rate_requested_per_sec: None,
-        rate_sent_per_sec: None,
-        rate_received_per_sec: None,
-        rate_sent: None,
-        rate_unanswered: None,
-        rate_unsent: None,
-        rate_held_back: None,
-        service_latency_us: None,
-    };
-    let mut service = new_histogram();
-    let mut pacing = schedule::Pacing::default();
-    let mut send_end: Option<Instant> = None;
-    let mut start: Option<Instant> = None;
-    let mut end: Option<Instant> = None;
-    let mut thread_cpu = Some(Duration::ZERO);
-    let mut failures = failure::Failures::default();
+    let mut sum = Sum::default();
     for w in &results {
-        failures.merge(&w.counters.failures);
+        sum += w;
+    }
+    sum.into_report(cfg, threads, process_cpu)
+}
+
+/// The workers' results added up (see [`merge`]).
+struct Sum {
+    /// Every counter of every worker (see `Counters`'s `AddAssign`).
+    counters: Counters,
+    hist: Histogram<u64>,
+    established: usize,
+    /// The earliest start and the latest end of the workers' measurements.
+    start: Option<Instant>,
+    end: Option<Instant>,
+    /// The threads' CPU time; `None` if a worker could not tell.
+    thread_cpu: Option<Duration>,
+}
+
+impl Default for Sum {
+    fn default() -> Sum {
+        Sum {
+            counters: Counters {
+                service: Some(new_histogram()),
+                ..Counters::default()
+            },
+            hist: new_histogram(),
+            established: 0,
+            start: None,
+            end: None,
+            thread_cpu: Some(Duration::ZERO),
+        }
+    }
+}
+
+impl AddAssign<&WorkerResult> for Sum {
+    fn add_assign(&mut self, w: &WorkerResult) {
+        self.counters += &w.counters;
         // Auto-resizing histograms cannot fail to add.
-        let _ = hist.add(&w.hist);
-        report.conns_established += w.established;
-        let r = &w.counters;
-        report.connect_errors += r.connect_errors;
-        report.io_errors += r.io_errors;
-        report.mismatches += r.mismatches;
-        report.messages += r.messages;
-        report.bytes += r.bytes;
-        report.incomplete += r.incomplete;
-        report.handshakes += r.handshakes;
-        report.handshake_failures += r.cycle_failures;
-        report.tls_errors += r.tls_errors;
-        if report.tls_error.is_none() {
-            report.tls_error = r.tls_error.clone();
-        }
-        if let Some(u) = report.udp.as_mut() {
-            u.sent += r.udp_sent;
-            u.received += r.messages;
-            u.lost += r.udp_lost;
-            u.late += r.udp_late;
-            u.duplicated += r.udp_duplicated;
-            u.refused += r.udp_refused;
-        }
-        pacing.add(&r.pacing);
-        if let Some(h) = &r.service {
-            let _ = service.add(h);
-        }
-        if let Some(e) = r.send_end {
-            send_end = Some(send_end.map_or(e, |x| x.max(e)));
-        }
-        start = Some(start.map_or(w.start, |s| s.min(w.start)));
-        if let Some(e) = w.end {
-            end = Some(end.map_or(e, |x| x.max(e)));
-        }
-        thread_cpu = match (thread_cpu, w.cpu) {
+        let _ = self.hist.add(&w.hist);
+        self.established += w.established;
+        self.start = Some(self.start.map_or(w.start, |s| s.min(w.start)));
+        self.end = worker::latest(self.end, w.end);
+        self.thread_cpu = match (self.thread_cpu, w.cpu) {
             (Some(a), Some(b)) => Some(a + b),
             _ => None,
         };
     }
-    report.latency_us = Latency::from_histogram(&hist);
-    if let Some(u) = report.udp.as_mut() {
-        if u.sent > 0 {
-            u.loss_percent = Some(100.0 * u.lost as f64 / u.sent as f64);
+}
+
+impl Sum {
+    /// The report: the sums, then the figures computed from them.
+    fn into_report(
+        mut self,
+        cfg: &LoadConfig,
+        threads: usize,
+        process_cpu: Option<(Duration, Duration)>,
+    ) -> LoadReport {
+        let mut report = self.counts(cfg, threads);
+        if let Some(u) = report.udp.as_mut() {
+            if u.sent > 0 {
+                u.loss_percent = Some(100.0 * u.lost as f64 / u.sent as f64);
+            }
+            // Datagrams went out and not one came back, with no refusal to say why: nobody
+            // answers there (or a firewall drops them).
+            if u.sent > 0 && u.received == 0 && u.refused == 0 {
+                self.counters.failures.add(Failure {
+                    conns: report.conns_established as u64,
+                    ..Failure::of(FailureKind::NoAnswer)
+                });
+            }
         }
-        // Datagrams went out and not one came back, with no refusal to say why: nobody
-        // answers there (or a firewall drops them).
-        if u.sent > 0 && u.received == 0 && u.refused == 0 {
-            failures.add(Failure {
-                conns: report.conns_established as u64,
-                ..Failure::of(FailureKind::NoAnswer)
-            });
+        report.elapsed_secs = seconds(self.start, self.end);
+        if let Some(rate) = cfg.rate {
+            self.rate_figures(&mut report, rate);
+        }
+        if report.elapsed_secs > 0.0 {
+            self.speeds(&mut report, cfg, process_cpu);
+        }
+        report.failures = std::mem::take(&mut self.counters.failures).into_list();
+        report.error = failure::explain(&report);
+        report
+    }
+
+    /// The report's totals, as summed; the figures computed from them still unset.
+    fn counts(&self, cfg: &LoadConfig, threads: usize) -> LoadReport {
+        let c = &self.counters;
+        LoadReport {
+            connect: cfg.connect.to_string(),
+            conns_requested: cfg.conns,
+            conns_established: self.established,
+            size: cfg.size,
+            depth: cfg.depth,
+            threads,
+            connect_errors: c.connect_errors,
+            io_errors: c.io_errors,
+            mismatches: c.mismatches,
+            messages: c.messages,
+            bytes: c.bytes,
+            elapsed_secs: 0.0,
+            msgs_per_sec: None,
+            mb_per_sec: None,
+            latency_us: Latency::from_histogram(&self.hist),
+            client_cpu_percent: None,
+            incomplete: c.incomplete,
+            tls: cfg.tls.is_some(),
+            mode: if cfg.handshakes {
+                "handshakes"
+            } else if cfg.udp {
+                "udp"
+            } else {
+                "echo"
+            }
+            .to_string(),
+            handshakes: c.handshakes,
+            handshakes_per_sec: None,
+            handshake_failures: c.cycle_failures,
+            tls_errors: c.tls_errors,
+            tls_error: c.tls_error.clone(),
+            error: None,
+            failures: Vec::new(),
+            udp: cfg.udp.then_some(UdpCounts {
+                sent: c.udp_sent,
+                received: c.messages,
+                lost: c.udp_lost,
+                loss_percent: None,
+                late: c.udp_late,
+                duplicated: c.udp_duplicated,
+                refused: c.udp_refused,
+                timeout_ms: cfg.udp_timeout.as_millis() as u64,
+            }),
+            rate_requested_per_sec: None,
+            rate_sent_per_sec: None,
+            rate_received_per_sec: None,
+            rate_sent: None,
+            rate_unanswered: None,
+            rate_unsent: None,
+            rate_held_back: None,
+            service_latency_us: None,
         }
     }
-    let elapsed = match (start, end) {
-        (Some(s), Some(e)) => e.saturating_duration_since(s).as_secs_f64(),
-        _ => 0.0,
-    };
-    report.elapsed_secs = elapsed;
-    if let Some(rate) = cfg.rate {
-        let sending = match (start, send_end) {
-            (Some(s), Some(e)) => e.saturating_duration_since(s).as_secs_f64(),
-            _ => 0.0,
-        };
+
+    /// The `--rate` figures of the report: rates asked, sent and received, and the pacing.
+    fn rate_figures(&self, report: &mut LoadReport, rate: u64) {
+        let pacing = &self.counters.pacing;
+        let sending = seconds(self.start, self.counters.send_end);
+        let elapsed = report.elapsed_secs;
         report.rate_requested_per_sec = Some(rate as f64);
         report.rate_sent_per_sec = Some(if sending > 0.0 {
             pacing.sent as f64 / sending
@@ -543,15 +571,24 @@ fn merge(
         report.rate_unanswered = Some(pacing.sent.saturating_sub(report.messages));
         report.rate_unsent = Some(pacing.unsent);
         report.rate_held_back = Some(pacing.held_back);
-        report.service_latency_us = Latency::from_histogram(&service);
+        let service = self.counters.service.as_ref();
+        report.service_latency_us = service.and_then(Latency::from_histogram);
     }
-    if elapsed > 0.0 {
+
+    /// The report's figures per second of a measured interval, and the client's CPU use.
+    fn speeds(
+        &self,
+        report: &mut LoadReport,
+        cfg: &LoadConfig,
+        process_cpu: Option<(Duration, Duration)>,
+    ) {
+        let elapsed = report.elapsed_secs;
         report.msgs_per_sec = Some(report.messages as f64 / elapsed);
         report.mb_per_sec = Some(report.bytes as f64 / elapsed / 1e6);
         if cfg.handshakes {
             report.handshakes_per_sec = Some(report.handshakes as f64 / elapsed);
         }
-        report.client_cpu_percent = match (thread_cpu, process_cpu) {
+        report.client_cpu_percent = match (self.thread_cpu, process_cpu) {
             (Some(cpu), _) => Some(cpu.as_secs_f64() / elapsed * 100.0),
             (None, Some((cpu, wall))) if !wall.is_zero() => {
                 Some(cpu.as_secs_f64() / wall.as_secs_f64() * 100.0)
@@ -559,9 +596,14 @@ fn merge(
             _ => None,
         };
     }
-    report.failures = failures.into_list();
-    report.error = failure::explain(&report);
-    report
+}
+
+/// Seconds from `start` to `end`; 0 when either is unknown.
+fn seconds(start: Option<Instant>, end: Option<Instant>) -> f64 {
+    match (start, end) {
+        (Some(s), Some(e)) => e.saturating_duration_since(s).as_secs_f64(),
+        _ => 0.0,
+    }
 }
 
 #[cfg(test)]
@@ -740,6 +782,66 @@ mod tests {
         ] {
             assert_eq!(ok.validate(), Ok(()));
         }
+    }
+
+    #[test]
+    fn merge_reports_the_sum_of_every_counter_of_every_worker() {
+        let t0 = Instant::now();
+        let worker = |n: u64| {
+            let mut hist = new_histogram();
+            hist.record(n).unwrap();
+            WorkerResult {
+                hist,
+                established: n as usize / 100,
+                counters: worker::tests::every_field_set(n, t0),
+                start: t0,
+                end: Some(t0 + Duration::from_secs(1)),
+                cpu: Some(Duration::from_millis(n)),
+            }
+        };
+        let cfg = LoadConfig {
+            udp: true,
+            rate: Some(1000),
+            ..Default::default()
+        };
+        let r = merge(&cfg, 2, vec![worker(100), worker(1000)], None);
+        let counts = [
+            r.connect_errors,
+            r.io_errors,
+            r.mismatches,
+            r.messages,
+            r.bytes,
+            r.incomplete,
+            r.tls_errors,
+            r.handshakes,
+            r.handshake_failures,
+        ];
+        assert_eq!(
+            counts.to_vec(),
+            (0..9).map(|i| 1100 + 2 * i).collect::<Vec<_>>()
+        );
+        let u = r.udp.as_ref().expect("a UDP run");
+        let udp = [u.sent, u.lost, u.late, u.duplicated, u.refused, u.received];
+        assert_eq!(udp, [1118, 1120, 1122, 1124, 1126, r.messages]);
+        let pacing = (r.rate_sent, r.rate_held_back, r.rate_unsent);
+        assert_eq!(pacing, (Some(1132), Some(1134), Some(1136)));
+        assert_eq!(r.rate_unanswered, Some(1132 - 1106));
+        // Sending ended 1 s after the start (the later worker's end), as the measurement.
+        assert_eq!(r.rate_sent_per_sec, Some(1132.0));
+        assert_eq!(r.elapsed_secs, 1.0);
+        assert_eq!(r.conns_established, 11);
+        assert_eq!(r.tls_error.as_deref(), Some("tls 100"));
+        assert_eq!(
+            r.latency_us.as_ref().map(|l| (l.min, l.max)),
+            Some((100, 1000))
+        );
+        let service = r.service_latency_us.as_ref().map(|l| (l.min, l.max));
+        assert_eq!(service, Some((100, 1000)));
+        // 1.1 s of thread CPU over 1 s.
+        let cpu = r.client_cpu_percent.expect("every worker told its CPU");
+        assert!((cpu - 110.0).abs() < 1e-9, "{cpu}");
+        assert_eq!(r.failures.len(), 1);
+        assert_eq!(r.failures[0].conns, 1100);
     }
 
     #[test]

@@ -229,6 +229,29 @@ impl LoadReport {
             self.size,
             self.threads
         );
+        s.push_str(&self.completed_lines());
+        let _ = writeln!(
+            s,
+            "{:<13} {}",
+            if self.is_handshakes() {
+                "cycle (us)"
+            } else {
+                "latency (us)"
+            },
+            latency_figures(self.latency_us.as_ref())
+        );
+        s.push_str(&self.rate_lines());
+        s.push_str(&self.errors_line());
+        if let Some(why) = &self.tls_error {
+            let _ = writeln!(s, "{:<13} {why}", "tls error");
+        }
+        s.push_str(&self.cpu_line());
+        s
+    }
+
+    /// What completed, and the throughput: handshakes, or messages and bytes.
+    fn completed_lines(&self) -> String {
+        let mut s = String::new();
         if self.is_handshakes() {
             let _ = writeln!(
                 s,
@@ -255,17 +278,12 @@ impl LoadReport {
                 fig(self.mb_per_sec, 2)
             );
         }
-        let _ = writeln!(
-            s,
-            "{:<13} {}",
-            if self.is_handshakes() {
-                "cycle (us)"
-            } else {
-                "latency (us)"
-            },
-            latency_figures(self.latency_us.as_ref())
-        );
-        s.push_str(&self.rate_lines());
+        s
+    }
+
+    /// The errors line of a TCP or TLS run (and whether it was clean).
+    fn errors_line(&self) -> String {
+        let mut s = String::new();
         let _ = writeln!(
             s,
             "{:<13} {}connect {}  io {}  mismatches {}  {}incomplete {}{}",
@@ -286,16 +304,16 @@ impl LoadReport {
             self.incomplete,
             if self.is_clean() { "  (clean)" } else { "" }
         );
-        if let Some(why) = &self.tls_error {
-            let _ = writeln!(s, "{:<13} {why}", "tls error");
-        }
-        let _ = writeln!(
-            s,
-            "{:<13} {} % of one core (this load generator)",
+        s
+    }
+
+    /// The load generator's own CPU use.
+    fn cpu_line(&self) -> String {
+        format!(
+            "{:<13} {} % of one core (this load generator)\n",
             "client cpu",
             fig(self.client_cpu_percent, 1)
-        );
-        s
+        )
     }
 
     /// Under `--rate`: the rates and the service latency (nothing in the closed loop).
@@ -376,12 +394,7 @@ impl LoadReport {
             self.mismatches,
             if self.is_clean() { "  (clean)" } else { "" }
         );
-        let _ = writeln!(
-            s,
-            "{:<13} {} % of one core (this load generator)",
-            "client cpu",
-            fig(self.client_cpu_percent, 1)
-        );
+        s.push_str(&self.cpu_line());
         s
     }
 

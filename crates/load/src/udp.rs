@@ -52,12 +52,11 @@ use std::time::{Duration, Instant};
 use crate::conn::{record, Latencies};
 use crate::cpu::{cpu_time, Who};
 use crate::failure::{Failure, FailureKind};
+use crate::live::Publisher;
 use crate::pattern::{Pattern, CHUNK};
 use crate::poll::{Events, Interest, Poll, Token, UdpSocket};
 use crate::schedule::{micros, Pacing, Schedule};
-use crate::worker::{
-    arm, cpu_between, deadlines, earliest, pacing_timer, slack, Counters, WorkerResult, TIMER,
-};
+use crate::worker::{earliest, Counters, Measurement, WorkerResult};
 use crate::{Live, LoadConfig};
 
 /// Bytes of the header every datagram starts with: its sequence number.
@@ -128,7 +127,8 @@ impl Flow {
     }
 
     /// Sends new datagrams until `depth` are in flight (or the socket buffer is full); under
-    /// `--rate`, those due at `now` (still at most `depth` in flight).
+    /// `--rate`, those due at `now` (still at most `depth` in flight). A socket error is
+    /// counted and closes the flow.
     fn fill(
         &mut self,
         cfg: &LoadConfig,
@@ -136,12 +136,13 @@ impl Flow {
         now: Instant,
         out: &mut [u8],
         r: &mut Counters,
-    ) -> io::Result<()> {
+        poll: &Poll,
+    ) {
         let due = self.schedule.as_ref().map_or(u64::MAX, |s| s.due_by(now));
         while self.in_flight.len() < cfg.depth && self.next_seq < due && self.may_send(cfg, sending)
         {
             let Some(sock) = &self.sock else {
-                return Ok(());
+                return;
             };
             let seq = self.next_seq;
             self.compose(seq, out);
@@ -152,16 +153,19 @@ impl Flow {
                     r.udp_sent += 1;
                 }
                 // The socket buffer is full: the writable event resumes.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    count_error(&e, r);
+                    self.close(poll);
+                    return;
+                }
             }
         }
         if self.schedule.is_some() && self.next_seq < due && self.may_send(cfg, sending) {
             // The window is full: these wait for echoes (or timeouts).
             self.pacing.hold(self.next_seq, due);
         }
-        Ok(())
     }
 
     /// Counts the datagrams in flight longer than `timeout` as lost.
@@ -306,188 +310,240 @@ fn count_error(e: &io::Error, r: &mut Counters) {
 /// Runs one UDP worker: opens flows number `first, first + stride, ...` (below `cfg.conns`),
 /// waits at `barrier` for the other workers, then drives the load.
 pub(crate) fn run_udp_worker(
-    mut poll: Poll,
+    poll: Poll,
     first: usize,
     stride: usize,
     cfg: &LoadConfig,
     barrier: &Barrier,
     live: &Live,
 ) -> WorkerResult {
-    let mut publisher = live.publisher(first);
-    let mut hist = Latencies::new();
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; CHUNK];
-    let mut out = vec![0u8; cfg.size];
-    let mut r = Counters::default();
+    let mut worker = UdpWorker::open(poll, first, stride, cfg, live);
+    let mut measure = Measurement::start(cfg, &worker.poll, barrier, live);
+    worker.begin(&mut measure);
+    while worker.turn(&mut measure) {}
+    worker.finish(&measure)
+}
 
-    let mut flows: Vec<Flow> = Vec::new();
-    // Each flow's index in the run (its place in the stagger of --rate).
-    let mut indices: Vec<usize> = Vec::new();
-    for index in (first..cfg.conns).step_by(stride) {
-        match Flow::open(cfg, &poll, Token(flows.len()), index) {
-            Ok(flow) => {
-                flows.push(flow);
-                indices.push(index);
+/// One UDP worker: its poll, its flows and what it counted.
+struct UdpWorker<'a> {
+    poll: Poll,
+    cfg: &'a LoadConfig,
+    publisher: Publisher<'a>,
+    hist: Latencies,
+    events: Events,
+    buf: Vec<u8>,
+    /// The datagram being sent.
+    out: Vec<u8>,
+    r: Counters,
+    flows: Vec<Flow>,
+    /// Each flow's index in the run (its place in the stagger of --rate).
+    indices: Vec<usize>,
+    /// How often, and when next, the datagrams in flight are checked for their timeout.
+    scan_every: Duration,
+    next_scan: Instant,
+    /// When the last verified echo came.
+    last_echo: Option<Instant>,
+}
+
+impl<'a> UdpWorker<'a> {
+    /// Opens this worker's flows (a socket that cannot be opened is a connect error).
+    fn open(
+        poll: Poll,
+        first: usize,
+        stride: usize,
+        cfg: &'a LoadConfig,
+        live: &'a Live,
+    ) -> UdpWorker<'a> {
+        let mut r = Counters::default();
+        let mut flows: Vec<Flow> = Vec::new();
+        let mut indices: Vec<usize> = Vec::new();
+        for index in (first..cfg.conns).step_by(stride) {
+            match Flow::open(cfg, &poll, Token(flows.len()), index) {
+                Ok(flow) => {
+                    flows.push(flow);
+                    indices.push(index);
+                }
+                Err(e) => {
+                    r.connect_errors += 1;
+                    r.failures.add(Failure::os(&e));
+                }
             }
-            Err(e) => {
-                r.connect_errors += 1;
-                r.failures.add(Failure::os(&e));
-            }
+        }
+        let scan_every =
+            (cfg.udp_timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(25));
+        UdpWorker {
+            poll,
+            cfg,
+            publisher: live.publisher(first),
+            hist: Latencies::new(),
+            events: Events::with_capacity(1024),
+            buf: vec![0u8; CHUNK],
+            out: vec![0u8; cfg.size],
+            r,
+            flows,
+            indices,
+            scan_every,
+            next_scan: Instant::now(),
+            last_echo: None,
         }
     }
-    let established = flows.len();
 
-    barrier.wait();
-    let start = Instant::now();
-    live.mark_started(start);
-    let cpu_start = cpu_time(Who::Thread);
-    let (send_deadline, _) = deadlines(cfg, start);
-    let scan_every =
-        (cfg.udp_timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(25));
-    let mut next_scan = start + scan_every;
-    let mut last_echo: Option<Instant> = None;
-    let mut sending = true;
-    // Under --rate: when sending stopped, and the next time a datagram falls due.
-    let mut send_end = None;
-    let mut next_due = None;
-    let mut timer = pacing_timer(cfg, &poll);
-
-    for (j, flow) in flows.iter_mut().enumerate() {
-        if let Some(rate) = cfg.rate {
-            flow.schedule = Some(Schedule::new(start, indices[j], cfg.conns, rate));
+    /// The measurement begins: every flow gets its --rate schedule and sends.
+    fn begin(&mut self, measure: &mut Measurement) {
+        let (cfg, start) = (self.cfg, measure.start);
+        self.next_scan = start + self.scan_every;
+        for (flow, &index) in self.flows.iter_mut().zip(&self.indices) {
+            if let Some(rate) = cfg.rate {
+                flow.schedule = Some(Schedule::new(start, index, cfg.conns, rate));
+            }
+            let (out, r) = (&mut self.out, &mut self.r);
+            flow.fill(cfg, measure.sending, start, out, r, &self.poll);
+            measure.due_at(flow.next_due(cfg, measure.sending));
         }
-        if let Err(e) = flow.fill(cfg, sending, start, &mut out, &mut r) {
-            count_error(&e, &mut r);
-            flow.close(&poll);
-        }
-        next_due = earliest(next_due, flow.next_due(cfg, sending));
     }
 
-    loop {
+    /// One turn of the loop: deadlines, timeouts and due datagrams, one poll and its events.
+    /// Returns false when the worker is done.
+    fn turn(&mut self, measure: &mut Measurement) -> bool {
+        let cfg = self.cfg;
         let now = Instant::now();
-        if publisher.due(now) {
-            let received: u64 = flows.iter().map(|f| f.received).sum();
-            publisher.publish(
-                received,
-                received * cfg.size as u64,
-                r.udp_sent,
-                &r,
-                &hist.latency,
-            );
+        if self.publisher.due(now) {
+            let received: u64 = self.flows.iter().map(|f| f.received).sum();
+            let bytes = received * cfg.size as u64;
+            let latency = &self.hist.latency;
+            let r = &self.r;
+            self.publisher
+                .publish(received, bytes, r.udp_sent, r, latency);
         }
-        if sending && (now >= send_deadline || publisher.stopped()) {
+        if measure.must_stop(now, &self.publisher) {
+            let until = measure.stop_sending(now);
             // Under --rate, the datagrams that fell due before the deadline go out first.
-            // (Due strictly before it: `duration` × `rate` messages in all.)
-            let until = now.min(send_deadline - Duration::from_nanos(1));
             if cfg.rate.is_some() {
-                for flow in flows.iter_mut().filter(|f| f.sock.is_some()) {
-                    if let Err(e) = flow.fill(cfg, true, until, &mut out, &mut r) {
-                        count_error(&e, &mut r);
-                        flow.close(&poll);
-                    }
-                }
-            }
-            sending = false;
-            send_end = Some(until);
-        }
-        let due_now = sending && next_due.is_some_and(|at| now >= at);
-        if now >= next_scan || due_now {
-            next_due = None;
-            for flow in flows.iter_mut().filter(|f| f.sock.is_some()) {
-                if now >= next_scan {
-                    flow.expire(now, cfg.udp_timeout, &mut r);
-                }
-                if let Err(e) = flow.fill(cfg, sending, now, &mut out, &mut r) {
-                    count_error(&e, &mut r);
-                    flow.close(&poll);
-                }
-                next_due = earliest(next_due, flow.next_due(cfg, sending));
-            }
-            if now >= next_scan {
-                next_scan = now + scan_every;
+                self.fill_open(true, until);
             }
         }
-        if flows.iter().all(|f| f.is_finished(cfg, sending)) {
-            break;
+        if now >= self.next_scan || measure.due(now) {
+            self.scan(measure, now);
         }
-        let wake_at = if sending {
-            earliest(Some(next_scan.min(send_deadline)), next_due).unwrap_or(next_scan)
+        if self
+            .flows
+            .iter()
+            .all(|f| f.is_finished(cfg, measure.sending))
+        {
+            return false;
+        }
+        let wake_at = if measure.sending {
+            let at = self.next_scan.min(measure.send_deadline);
+            earliest(Some(at), measure.next_due).unwrap_or(self.next_scan)
         } else {
-            next_scan
+            self.next_scan
         };
-        let wake_at = publisher.cap(now, wake_at);
-        let timeout = wake_at.saturating_duration_since(now) + slack(cfg, sending);
-        if sending {
-            arm(&mut timer, next_due);
-        }
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+        let timeout = measure.timeout(cfg, now, wake_at, &self.publisher);
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+                return true;
             }
             // The poll itself broke: every flow still open fails.
-            for flow in flows.iter_mut().filter(|f| f.sock.is_some()) {
-                r.io_errors += 1;
-                r.failures.add(Failure::os(&e));
-                flow.close(&poll);
+            for flow in self.flows.iter_mut().filter(|f| f.sock.is_some()) {
+                self.r.io_errors += 1;
+                self.r.failures.add(Failure::os(&e));
+                flow.close(&self.poll);
             }
-            break;
+            return false;
         }
-        for event in events.iter() {
-            if event.token() == TIMER {
-                if let Some(t) = timer.as_mut() {
-                    t.fired();
-                }
+        self.dispatch(measure);
+        true
+    }
+
+    /// Every open flow sends what it may at `now`.
+    fn fill_open(&mut self, sending: bool, now: Instant) {
+        for flow in self.flows.iter_mut().filter(|f| f.sock.is_some()) {
+            let (out, r) = (&mut self.out, &mut self.r);
+            flow.fill(self.cfg, sending, now, out, r, &self.poll);
+        }
+    }
+
+    /// At a scan, counts the datagrams past their timeout as lost; then every open flow
+    /// sends what it may (its replacements, and under --rate the datagrams due).
+    fn scan(&mut self, measure: &mut Measurement, now: Instant) {
+        let (cfg, scanning) = (self.cfg, now >= self.next_scan);
+        measure.next_due = None;
+        for flow in self.flows.iter_mut().filter(|f| f.sock.is_some()) {
+            if scanning {
+                flow.expire(now, cfg.udp_timeout, &mut self.r);
+            }
+            let (out, r) = (&mut self.out, &mut self.r);
+            flow.fill(cfg, measure.sending, now, out, r, &self.poll);
+            measure.due_at(flow.next_due(cfg, measure.sending));
+        }
+        if scanning {
+            self.next_scan = now + self.scan_every;
+        }
+    }
+
+    /// Serves the events of the last poll: the --rate timer, echoes to read and flows that
+    /// may send again.
+    fn dispatch(&mut self, measure: &mut Measurement) {
+        let cfg = self.cfg;
+        for event in self.events.iter() {
+            if measure.timer_fired(event) {
                 continue;
             }
-            let Some(flow) = flows.get_mut(event.token().0) else {
+            let Some(flow) = self.flows.get_mut(event.token().0) else {
                 continue;
             };
             if flow.sock.is_none() {
                 continue;
             }
-            let result = flow
-                .read(cfg.size, &mut buf, &mut hist, &mut r)
-                .and_then(|last| {
+            let r = &mut self.r;
+            match flow.read(cfg.size, &mut self.buf, &mut self.hist, r) {
+                Ok(last) => {
                     if last.is_some() {
-                        last_echo = last;
+                        self.last_echo = last;
                     }
-                    flow.fill(cfg, sending, Instant::now(), &mut out, &mut r)
-                });
-            if let Err(e) = result {
-                count_error(&e, &mut r);
-                flow.close(&poll);
+                    let (sending, now) = (measure.sending, Instant::now());
+                    flow.fill(cfg, sending, now, &mut self.out, r, &self.poll);
+                }
+                Err(e) => {
+                    count_error(&e, r);
+                    flow.close(&self.poll);
+                }
             }
-            next_due = earliest(next_due, flow.next_due(cfg, sending));
+            measure.due_at(flow.next_due(cfg, measure.sending));
         }
     }
-    let cpu_end = cpu_time(Who::Thread);
-    let end = (established > 0).then(|| last_echo.unwrap_or_else(Instant::now));
-    let send_end = send_end.unwrap_or_else(Instant::now);
-    for flow in flows.iter_mut() {
-        r.messages += flow.received;
-        r.bytes += flow.received * cfg.size as u64;
-        if flow.mismatched {
-            r.failures.add(Failure::of(FailureKind::Mismatch));
+
+    /// The worker's result: every flow's counts summed, the last totals published.
+    fn finish(mut self, measure: &Measurement) -> WorkerResult {
+        let (cfg, r) = (self.cfg, &mut self.r);
+        let cpu_end = cpu_time(Who::Thread);
+        let established = self.flows.len();
+        let end = (established > 0).then(|| self.last_echo.unwrap_or_else(Instant::now));
+        let send_end = measure.send_end.unwrap_or_else(Instant::now);
+        for flow in self.flows.iter_mut() {
+            r.messages += flow.received;
+            r.bytes += flow.received * cfg.size as u64;
+            if flow.mismatched {
+                r.failures.add(Failure::of(FailureKind::Mismatch));
+            }
+            if let Some(s) = &flow.schedule {
+                let limit = cfg.messages_per_conn.unwrap_or(u64::MAX);
+                flow.pacing.unsent = s.due_by(send_end).min(limit).saturating_sub(flow.next_seq);
+                r.pacing.add(&flow.pacing);
+            }
         }
-        if let Some(s) = &flow.schedule {
-            let limit = cfg.messages_per_conn.unwrap_or(u64::MAX);
-            flow.pacing.unsent = s.due_by(send_end).min(limit).saturating_sub(flow.next_seq);
-            r.pacing.add(&flow.pacing);
+        let latency = &self.hist.latency;
+        self.publisher
+            .publish(r.messages, r.bytes, r.udp_sent, r, latency);
+        if cfg.rate.is_some() {
+            r.pacing.sent = r.udp_sent;
+            r.send_end = Some(send_end);
+            r.service = Some(self.hist.service);
         }
+        let cpu = measure.cpu_until(cpu_end);
+        self.r
+            .into_result(self.hist.latency, established, measure.start, end, cpu)
     }
-    publisher.publish(r.messages, r.bytes, r.udp_sent, &r, &hist.latency);
-    if cfg.rate.is_some() {
-        r.pacing.sent = r.udp_sent;
-        r.send_end = Some(send_end);
-        r.service = Some(hist.service);
-    }
-    r.into_result(
-        hist.latency,
-        established,
-        start,
-        end,
-        cpu_between(cpu_start, cpu_end),
-    )
 }
 
 #[cfg(test)]

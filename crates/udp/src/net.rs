@@ -280,21 +280,46 @@ pub(crate) fn receiver_socket(opts: &ListenOptions) -> Result<(UdpSocket, String
         if opts.iface.is_some() || opts.source.is_some() {
             return usage("--iface and --source need --multicast GROUP");
         }
-        let s = Socket::new(domain_of(&opts.listen), Type::DGRAM, Some(Protocol::UDP))
-            .map_err(UdpError::io("create a UDP socket"))?;
-        s.set_reuse_address(true)
-            .map_err(UdpError::io("set SO_REUSEADDR"))?;
         // A unicast receiver wants no group's datagrams, even if another socket on this host
         // joined one on the same port.
-        sys::only_joined_groups(&s, opts.listen.is_ipv6())
-            .map_err(UdpError::io("turn IP_MULTICAST_ALL off"))?;
-        bind(&s, opts.listen)?;
-        let s: UdpSocket = s.into();
+        let s: UdpSocket = bound_socket(opts.listen)?.into();
         let local = s.local_addr().map_err(UdpError::io("local address"))?;
         return Ok((s, format!("listening on {local}")));
     };
     check_group(group)?;
     check_scope(group, opts.iface.as_ref())?;
+    // Several receivers on one host share the group's port.
+    let s = bound_socket(group_bind_addr(opts, group)?)?;
+    let on = match &opts.iface {
+        Some(spec) => format!(" on {spec}"),
+        None => String::new(),
+    };
+    join(&s, group, opts, &on)?;
+    let s: UdpSocket = s.into();
+    let local = s.local_addr().map_err(UdpError::io("local address"))?;
+    let from = match opts.source {
+        Some(src) => format!(" from {src}"),
+        None => String::new(),
+    };
+    Ok((s, format!("listening on {local}, joined {group}{on}{from}")))
+}
+
+/// A UDP socket bound to `addr` with `SO_REUSEADDR` (receivers share a port), that gets no
+/// datagram of a group it did not join itself.
+fn bound_socket(addr: SocketAddr) -> Result<Socket> {
+    let s = Socket::new(domain_of(&addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(UdpError::io("create a UDP socket"))?;
+    s.set_reuse_address(true)
+        .map_err(UdpError::io("set SO_REUSEADDR"))?;
+    sys::only_joined_groups(&s, addr.is_ipv6())
+        .map_err(UdpError::io("turn IP_MULTICAST_ALL off"))?;
+    bind(&s, addr)?;
+    Ok(s)
+}
+
+/// Where a receiver of `group` binds: the wildcard of the group's family at `--listen`'s port
+/// (`--listen` may name the wildcard or the group itself, nothing else).
+fn group_bind_addr(opts: &ListenOptions, group: IpAddr) -> Result<SocketAddr> {
     let listen_ip = opts.listen.ip();
     let bind_ip = if listen_ip.is_unspecified() && listen_ip.is_ipv4() == group.is_ipv4() {
         listen_ip
@@ -310,20 +335,13 @@ pub(crate) fn receiver_socket(opts: &ListenOptions) -> Result<(UdpSocket, String
             opts.listen
         ));
     };
-    let bind_addr = SocketAddr::new(bind_ip, opts.listen.port());
-    let s = Socket::new(domain_of(&bind_addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(UdpError::io("create a UDP socket"))?;
-    // Several receivers on one host share the group's port.
-    s.set_reuse_address(true)
-        .map_err(UdpError::io("set SO_REUSEADDR"))?;
-    sys::only_joined_groups(&s, group.is_ipv6())
-        .map_err(UdpError::io("turn IP_MULTICAST_ALL off"))?;
-    bind(&s, bind_addr)?;
-    let on = match &opts.iface {
-        Some(spec) => format!(" on {spec}"),
-        None => String::new(),
-    };
-    let joined = |e: io::Error| join_error(group, &on, e);
+    Ok(SocketAddr::new(bind_ip, opts.listen.port()))
+}
+
+/// Joins `s` to `group` (source-specific with `--source`) on `--iface` or the kernel's
+/// choice; `on` names the interface in an error.
+fn join(s: &Socket, group: IpAddr, opts: &ListenOptions, on: &str) -> Result<()> {
+    let joined = |e: io::Error| join_error(group, on, e);
     match (group, opts.source) {
         (IpAddr::V4(g), None) => match &opts.iface {
             None => s.join_multicast_v4(&g, &Ipv4Addr::UNSPECIFIED),
@@ -334,38 +352,29 @@ pub(crate) fn receiver_socket(opts: &ListenOptions) -> Result<(UdpSocket, String
                 V4Iface { addr, .. } => s.join_multicast_v4(&g, &addr),
             },
         }
-        .map_err(joined)?,
+        .map_err(joined),
         (IpAddr::V4(g), Some(IpAddr::V4(src))) => {
             let iface = match &opts.iface {
                 Some(spec) => resolve_v4(spec)?.addr,
                 None => Ipv4Addr::UNSPECIFIED,
             };
-            s.join_ssm_v4(&src, &g, &iface).map_err(joined)?
+            s.join_ssm_v4(&src, &g, &iface).map_err(joined)
         }
         (IpAddr::V4(_), Some(src)) => {
-            return usage(format!("--source {src} is IPv6 but the group is IPv4"))
+            usage(format!("--source {src} is IPv6 but the group is IPv4"))
         }
-        (IpAddr::V6(_), Some(_)) => {
-            return usage(
-                "--source: source-specific membership is IPv4 only here \
-                 (IP_ADD_SOURCE_MEMBERSHIP; socket2 has no MCAST_JOIN_SOURCE_GROUP)",
-            )
-        }
+        (IpAddr::V6(_), Some(_)) => usage(
+            "--source: source-specific membership is IPv4 only here \
+             (IP_ADD_SOURCE_MEMBERSHIP; socket2 has no MCAST_JOIN_SOURCE_GROUP)",
+        ),
         (IpAddr::V6(g), None) => {
             let index = match &opts.iface {
                 Some(spec) => resolve_v6(spec)?,
                 None => 0,
             };
-            s.join_multicast_v6(&g, index).map_err(joined)?
+            s.join_multicast_v6(&g, index).map_err(joined)
         }
     }
-    let s: UdpSocket = s.into();
-    let local = s.local_addr().map_err(UdpError::io("local address"))?;
-    let from = match opts.source {
-        Some(src) => format!(" from {src}"),
-        None => String::new(),
-    };
-    Ok((s, format!("listening on {local}, joined {group}{on}{from}")))
 }
 
 fn bind(s: &Socket, addr: SocketAddr) -> Result<()> {

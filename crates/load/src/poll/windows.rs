@@ -74,7 +74,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use windows_sys::Win32::Networking::WinSock::{
-    POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM, WSAPOLLFD,
+    POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM, WSAPOLLFD, WSAPOLL_EVENT_FLAGS,
 };
 
 use crate::sys::wsapoll;
@@ -290,35 +290,7 @@ impl Poll {
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         events.list.clear();
-        self.fds.clear();
-        self.polled.clear();
-        {
-            let mut sockets = self
-                .registry
-                .sockets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            sockets.retain(|reg| !reg.gone.load(Ordering::Relaxed));
-            for reg in sockets.iter() {
-                let armed = reg.armed.load(Ordering::Relaxed);
-                if armed == 0 {
-                    continue;
-                }
-                let mut asked = 0;
-                if armed & READ != 0 {
-                    asked |= POLLRDNORM;
-                }
-                if armed & WRITE != 0 {
-                    asked |= POLLWRNORM;
-                }
-                self.fds.push(WSAPOLLFD {
-                    fd: reg.socket as usize,
-                    events: asked,
-                    revents: 0,
-                });
-                self.polled.push(Arc::clone(reg));
-            }
-        }
+        self.gather();
         // Whole milliseconds, rounded up (a timeout of 0.1 ms must not spin at 0).
         let ms = match timeout {
             None => -1,
@@ -338,41 +310,80 @@ impl Poll {
             if events.list.len() == events.capacity {
                 break;
             }
-            let got = fd.revents;
-            if got == 0 {
-                continue;
-            }
-            let closed = got & POLLHUP != 0;
-            let error = got & (POLLERR | POLLNVAL) != 0;
-            let armed = reg.armed.load(Ordering::Relaxed);
-            let mut readable = got & POLLRDNORM != 0 && armed & READ != 0;
-            let mut writable = got & POLLWRNORM != 0 && armed & WRITE != 0;
-            if closed || error {
-                // Level-triggered and unasked: report what is armed, and disarm it all.
-                readable |= armed & READ != 0;
-                writable |= armed & WRITE != 0;
-                reg.armed.store(0, Ordering::Relaxed);
-            } else {
-                let mut fired = 0;
-                if readable {
-                    fired |= READ;
-                }
-                if writable {
-                    fired |= WRITE;
-                }
-                reg.armed.fetch_and(!fired, Ordering::Relaxed);
-            }
-            if readable || writable || closed || error {
-                events.list.push(Event {
-                    token: reg.token,
-                    readable,
-                    writable,
-                    closed,
-                    error,
-                });
+            if let Some(event) = reg.take_ready(fd.revents) {
+                events.list.push(event);
             }
         }
         Ok(())
+    }
+
+    /// Fills the `WSAPoll` array with every registered socket that has an armed direction
+    /// (and forgets the registrations of sockets gone).
+    fn gather(&mut self) {
+        self.fds.clear();
+        self.polled.clear();
+        let mut sockets = self
+            .registry
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sockets.retain(|reg| !reg.gone.load(Ordering::Relaxed));
+        for reg in sockets.iter() {
+            let armed = reg.armed.load(Ordering::Relaxed);
+            if armed == 0 {
+                continue;
+            }
+            let mut asked = 0;
+            if armed & READ != 0 {
+                asked |= POLLRDNORM;
+            }
+            if armed & WRITE != 0 {
+                asked |= POLLWRNORM;
+            }
+            self.fds.push(WSAPOLLFD {
+                fd: reg.socket as usize,
+                events: asked,
+                revents: 0,
+            });
+            self.polled.push(Arc::clone(reg));
+        }
+    }
+}
+
+impl Registration {
+    /// The event of what `WSAPoll` returned for this socket (`got`, its `revents`), if any;
+    /// the directions reported are disarmed (all of them on a hang-up or an error).
+    fn take_ready(&self, got: WSAPOLL_EVENT_FLAGS) -> Option<Event> {
+        if got == 0 {
+            return None;
+        }
+        let closed = got & POLLHUP != 0;
+        let error = got & (POLLERR | POLLNVAL) != 0;
+        let armed = self.armed.load(Ordering::Relaxed);
+        let mut readable = got & POLLRDNORM != 0 && armed & READ != 0;
+        let mut writable = got & POLLWRNORM != 0 && armed & WRITE != 0;
+        if closed || error {
+            // Level-triggered and unasked: report what is armed, and disarm it all.
+            readable |= armed & READ != 0;
+            writable |= armed & WRITE != 0;
+            self.armed.store(0, Ordering::Relaxed);
+        } else {
+            let mut fired = 0;
+            if readable {
+                fired |= READ;
+            }
+            if writable {
+                fired |= WRITE;
+            }
+            self.armed.fetch_and(!fired, Ordering::Relaxed);
+        }
+        (readable || writable || closed || error).then_some(Event {
+            token: self.token,
+            readable,
+            writable,
+            closed,
+            error,
+        })
     }
 }
 
