@@ -22,6 +22,7 @@ mod session;
 mod shutdown;
 mod stats;
 pub mod sys;
+mod threads;
 mod trace;
 mod udp;
 
@@ -506,39 +507,7 @@ pub struct Server {
 impl Server {
     /// Checks that the model is available and opens the listening socket.
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        config
-            .model
-            .availability()
-            .map_err(|reason| ServerError::Unavailable {
-                model: config.model,
-                reason,
-            })?;
-        config
-            .recv_buffers
-            .check()
-            .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        if let Some(wait) = config.batch_wait {
-            check_batch_wait(wait)
-                .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        }
-        if let Some(n) = config.sockets_per_window {
-            check_sockets_per_window(n).map_err(|e| {
-                ServerError::Io(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("--sockets-per-window: {e}"),
-                ))
-            })?;
-        }
-        if let Some(tls) = &config.tls {
-            // Every connection makes a session from this configuration; one that rustls
-            // refuses is refused here, once, rather than at each accept.
-            iomodels_core::rustls::ServerConnection::new(Arc::clone(tls)).map_err(|e| {
-                ServerError::Io(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("unusable TLS configuration: {e}"),
-                ))
-            })?;
-        }
+        check_config(&config)?;
         let workers = config
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -746,6 +715,46 @@ fn bound_stream_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2
 /// same few microseconds both pass the probe and share it.
 fn probe_port_free(addr: SocketAddr) -> io::Result<()> {
     bound_stream_socket(addr, false).map(drop)
+}
+
+/// The checks [`Server::bind`] makes before it opens anything: the model is available here,
+/// and every setting that can be refused (receive buffers, `--batch-wait`,
+/// `--sockets-per-window`, the TLS configuration) is usable.
+fn check_config(config: &ServerConfig) -> Result<(), ServerError> {
+    config
+        .model
+        .availability()
+        .map_err(|reason| ServerError::Unavailable {
+            model: config.model,
+            reason,
+        })?;
+    config
+        .recv_buffers
+        .check()
+        .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    if let Some(wait) = config.batch_wait {
+        check_batch_wait(wait)
+            .map_err(|e| ServerError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    }
+    if let Some(n) = config.sockets_per_window {
+        check_sockets_per_window(n).map_err(|e| {
+            ServerError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--sockets-per-window: {e}"),
+            ))
+        })?;
+    }
+    if let Some(tls) = &config.tls {
+        // Every connection makes a session from this configuration; one that rustls
+        // refuses is refused here, once, rather than at each accept.
+        iomodels_core::rustls::ServerConnection::new(Arc::clone(tls)).map_err(|e| {
+            ServerError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unusable TLS configuration: {e}"),
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// `Ok` if the configuration asks for something this build can serve: at least one of TCP and

@@ -1,11 +1,13 @@
-//! The I/O models, one module each, and what they share: the drain on shutdown.
+//! The I/O models, one module each, and what they share: one turn's deadlines ([`Turn`]: the
+//! drain on shutdown, the timeout sweep).
 //!
 //! Every model is a function `run(listener, ctx)` that serves until shutdown is requested,
 //! then stops accepting, lets open connections finish for the drain timeout, closes what is
-//! left and returns. The listener is `None` when the server serves UDP alone; the UDP socket,
-//! when there is one, is `ctx.udp`, and a model stops reading it when shutdown begins (a
-//! datagram has nothing to drain). Each module opens with a doc naming the Winsock original, the Linux
-//! counterpart, the limits and the pitfalls.
+//! left and returns. Its loop turns the way `turn.rs` describes, so the model's code shows only
+//! its wait and its dispatch. The listener is `None` when the server serves UDP alone; the UDP
+//! socket, when there is one, is `ctx.udp`, and a model stops reading it when shutdown begins
+//! (a datagram has nothing to drain). Each module opens with a doc naming the Winsock original,
+//! the Linux counterpart, the limits and the pitfalls.
 
 /// Declares a model's OS files, `linux.rs` and `windows.rs`, beside its `mod.rs`, and exports
 /// the model's `availability`, `run` and `MECHANISM` from the one for this OS (or the
@@ -32,10 +34,11 @@ pub mod blocking;
 pub mod completion_port;
 pub mod event_select;
 #[cfg(windows)]
-mod groups_windows;
+mod groups;
 pub mod overlapped_event;
 pub mod overlapped_routine;
 pub mod select;
+mod turn;
 #[cfg(not(any(target_os = "linux", windows)))]
 mod unsupported;
 #[cfg(target_os = "linux")]
@@ -43,11 +46,11 @@ mod uring;
 #[cfg(windows)]
 mod winio;
 
-use crate::shutdown::Shutdown;
 use crate::{Ctx, Model};
 use std::io;
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+
+pub(crate) use turn::{min_timeout, Drain, Turn};
 
 /// The mechanism behind `model` on this OS.
 pub(crate) fn mechanism(model: Model) -> &'static str {
@@ -120,63 +123,5 @@ pub(crate) fn run(model: Model, listener: Option<TcpListener>, ctx: &Ctx) -> io:
         Model::OverlappedEvent => overlapped_event::run(listener, ctx),
         Model::OverlappedRoutine => overlapped_routine::run(listener, ctx),
         Model::CompletionPort => completion_port::run(listener, ctx),
-    }
-}
-
-/// The shutdown sequence as a model's loop sees it: serving, then draining until the
-/// connections are gone or the deadline passes.
-pub(crate) struct Drain {
-    timeout: Duration,
-    deadline: Option<Instant>,
-}
-
-impl Drain {
-    pub fn new(timeout: Duration) -> Drain {
-        Drain {
-            timeout,
-            deadline: None,
-        }
-    }
-
-    /// Call once per loop turn: returns true exactly once, on the turn that first sees the
-    /// shutdown request; the model then closes its listener.
-    pub fn begins(&mut self, shutdown: &Shutdown) -> bool {
-        if self.deadline.is_none() && shutdown.is_requested() {
-            // However long the timeout (a library caller's is not bounded by the CLI's parser),
-            // the deadline is a time: a year at most.
-            let timeout = self.timeout.min(Duration::from_secs(365 * 24 * 3600));
-            self.deadline = Some(Instant::now() + timeout);
-            return true;
-        }
-        false
-    }
-
-    /// True when the model should stop: draining, and no connection is left or time is up.
-    pub fn is_over(&self, open_connections: usize) -> bool {
-        match self.deadline {
-            Some(d) => {
-                let over = open_connections == 0 || Instant::now() >= d;
-                if over && open_connections > 0 {
-                    log::info!("drain deadline passed: closing {open_connections} connections");
-                }
-                over
-            }
-            None => false,
-        }
-    }
-
-    /// The most a model may block in its wait: until the deadline, when draining.
-    pub fn wait_limit(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-    }
-}
-
-/// The shorter of two optional timeouts (`None` = forever).
-pub(crate) fn min_timeout(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, None) => a,
-        (None, b) => b,
     }
 }

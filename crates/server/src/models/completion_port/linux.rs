@@ -2,6 +2,7 @@
 //! connections spread by SO_REUSEPORT listeners or handed out by one acceptor.
 
 use crate::models::uring::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv, Spill};
+use crate::threads::{join_workers, lock};
 use crate::{AcceptMode, Ctx, DirectDescriptors, Model, ServerConfig};
 use std::io;
 use std::net::TcpListener;
@@ -179,22 +180,11 @@ fn run_workers(ctx: &Ctx, worker: impl Fn(usize) -> io::Result<()> + Sync) -> io
                 })?;
             threads.push(t);
         }
-        let mut result = worker(0);
+        let result = worker(0);
         if result.is_err() {
             ctx.shutdown.trigger();
         }
-        for t in threads {
-            let r = t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a completion-port worker panicked")));
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        let joined = threads.into_iter().map(|t| t.join());
+        join_workers(result, joined, "a completion-port worker panicked")
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -46,10 +46,10 @@
 //! accepting thread leaves the listener's event out of its wait (`FD_ACCEPT` is not taken)
 //! and waits instead on a room signal that a group sets when a member leaves; every group
 //! thread sweeps its own members, its `WSAWaitForMultipleEvents` bounded by the next sweep
-//! (`models/groups_windows.rs`).
+//! (`models/groups/`).
 //!
 //! **Windows.** The real thing. One wait holds at most 64 handles, so sockets are served in
-//! groups, a thread each (`models/groups_windows.rs`): every group waits on the shutdown
+//! groups, a thread each (`models/groups/`): every group waits on the shutdown
 //! waker's event, its hand-off event and up to **62 sockets' events** (62 + 2 = 64). The
 //! accepting thread selects the listener for `FD_ACCEPT` on an event of its own and waits on
 //! that and the waker (falling back to `select` after a wake-up that accepted nothing: Wine
