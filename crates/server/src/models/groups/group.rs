@@ -207,6 +207,16 @@ impl<M> Slot<M> {
     }
 }
 
+/// What a group without members does this turn ([`Group::linger`]).
+enum Linger {
+    /// It retired: its thread ends.
+    Retired,
+    /// A slot was reserved as it was retiring: a member is on its way, take the hand-off.
+    MemberComing,
+    /// Wait at most this long for a member.
+    Left(Duration),
+}
+
 /// One group thread.
 struct Group<'a, M: Member> {
     /// The group's number (as in its thread's name), for `--trace`.
@@ -273,22 +283,14 @@ impl<'a, M: Member> Group<'a, M> {
             }
             let mut timeout = turn.wait_limit(None);
             if self.slots.is_empty() && !draining {
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                let left = IDLE_LINGER.saturating_sub(since.elapsed());
-                if left.is_zero() {
-                    // Retire only if no slot was reserved meanwhile.
-                    if self
-                        .load
-                        .compare_exchange(0, RETIRED, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        return Ok(());
+                match self.linger(&mut idle_since) {
+                    Linger::Retired => return Ok(()),
+                    Linger::MemberComing => {
+                        take_handoffs = true;
+                        continue;
                     }
-                    take_handoffs = true; // a member is on its way
-                    idle_since = None;
-                    continue;
+                    Linger::Left(left) => timeout = min_timeout(timeout, Some(left)),
                 }
-                timeout = min_timeout(timeout, Some(left));
             } else {
                 idle_since = None;
             }
@@ -304,6 +306,26 @@ impl<'a, M: Member> Group<'a, M> {
             self.sweep();
         }
         self.close_all()
+    }
+
+    /// A group without members lingers [`IDLE_LINGER`] (counted from `idle_since`), then
+    /// retires, unless a slot was reserved meanwhile.
+    fn linger(&self, idle_since: &mut Option<Instant>) -> Linger {
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        let left = IDLE_LINGER.saturating_sub(since.elapsed());
+        if !left.is_zero() {
+            return Linger::Left(left);
+        }
+        // Retire only if no slot was reserved meanwhile.
+        if self
+            .load
+            .compare_exchange(0, RETIRED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return Linger::Retired;
+        }
+        *idle_since = None;
+        Linger::MemberComing
     }
 
     /// Takes every member waiting in the channel.
