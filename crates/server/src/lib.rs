@@ -25,6 +25,7 @@ mod session;
 mod shutdown;
 mod stats;
 pub mod sys;
+mod threads;
 mod trace;
 mod udp;
 

@@ -4,6 +4,7 @@
 //! cycling one connection at `--max-conns 1` used to write 10–16 thousand identical lines in
 //! 3 s. What a line leaves out is still counted in the server's counters.
 
+use crate::threads::lock;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
@@ -32,7 +33,7 @@ impl LogEvery {
     /// leave it out (counted for the next line).
     pub fn allow(&self) -> Option<u64> {
         let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.last);
         if last.is_some_and(|t| now.saturating_duration_since(t) < Self::INTERVAL) {
             self.left_out.fetch_add(1, Relaxed);
             return None;

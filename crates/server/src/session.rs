@@ -159,6 +159,16 @@ impl<S: SessionSocket> Session<S> {
     }
 }
 
+/// What one read or write of a pump round did.
+enum Step {
+    /// Bytes moved (or the peer's EOF, or an interrupted call): the round made progress.
+    Progress,
+    /// Nothing moved: the socket would block.
+    Idle,
+    /// The pump is over, with this result.
+    Stop(io::Result<Status>),
+}
+
 impl Session {
     /// Reads (at most `max_reads` times) and writes until neither makes progress, handles
     /// half-close, and says whether the connection is still open.
@@ -184,6 +194,8 @@ impl Session {
         (status, bytes_in)
     }
 
+    /// [`Session::pump_counted`]'s rounds: a read (while the budget lasts), a write, the
+    /// half-close, until a round makes no progress; then the counters are published.
     fn pump_inner(&mut self, scratch: &mut [u8], max_reads: usize) -> (io::Result<Status>, u64) {
         let mut reads = 0;
         let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
@@ -194,68 +206,18 @@ impl Session {
             if self.readable && budget > 0 && reads < max_reads {
                 reads += 1;
                 calls += 1;
-                // A blocking recv hands its buffer to the kernel until it returns: counted
-                // while it waits (`Stats::recv_buffer_bytes_posted`).
-                if self.blocking {
-                    self.stats.recv_buffer_posted(budget);
-                }
-                let read = self.stream.read(&mut scratch[..budget]);
-                if self.blocking {
-                    self.stats.recv_buffer_returned(budget);
-                }
-                match read {
-                    Ok(0) => {
-                        self.conn.on_peer_eof();
-                        progress = true;
-                    }
-                    Ok(n) => {
-                        self.conn.on_received(&scratch[..n]);
-                        bytes_in += n as u64;
-                        progress = true;
-                        if n < budget && self.edge_triggered && !self.peer_closing && !self.urgent {
-                            self.readable = false;
-                        }
-                    }
-                    Err(e) if self.blocking && is_timeout(&e) => {
-                        self.expired = Some(if self.recv_waits_for_handshake {
-                            Expiry::Handshake
-                        } else {
-                            Expiry::Idle
-                        });
-                        break Ok(Status::Closed);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.readable = false;
-                        self.urgent = false;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(e) => break Err(e),
+                match self.read_once(&mut scratch[..budget], &mut bytes_in) {
+                    Step::Progress => progress = true,
+                    Step::Idle => {}
+                    Step::Stop(r) => break r,
                 }
             }
             if self.writable && self.conn.wants_write() {
-                let want = self.conn.pending_len();
-                if self.blocking {
-                    // The write may block for as long as the client does not read: show what
-                    // this connection holds now, not when the write returns.
-                    self.publish_pending();
-                }
                 calls += 1;
-                match self.stream.write(self.conn.pending_output()) {
-                    Ok(n) => {
-                        if n < want && self.edge_triggered {
-                            self.writable = false;
-                        }
-                        self.conn.on_sent(n);
-                        bytes_out += n as u64;
-                        progress = true;
-                    }
-                    Err(e) if self.blocking && is_timeout(&e) => {
-                        self.expired = Some(Expiry::SlowReader);
-                        break Ok(Status::Closed);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(e) => break Err(e),
+                match self.write_once(&mut bytes_out) {
+                    Step::Progress => progress = true,
+                    Step::Idle => {}
+                    Step::Stop(r) => break r,
                 }
             }
             if self.conn.should_shutdown_write() {
@@ -266,17 +228,8 @@ impl Session {
                     Ok(()) | Err(_) => self.conn.on_write_shutdown(),
                 }
             }
-            if self.conn.is_finished() {
-                break Ok(Status::Closed);
-            }
-            if !progress {
-                break Ok(Status::Open);
-            }
-            if reads >= max_reads && self.readable && self.conn.wants_read() {
-                if self.conn.wants_write() && self.writable {
-                    continue;
-                }
-                break Ok(Status::MoreToRead);
+            if let Some(status) = self.after_round(progress, reads >= max_reads) {
+                break Ok(status);
             }
         };
         if calls > 0 {
@@ -284,6 +237,97 @@ impl Session {
         }
         self.publish(bytes_in, bytes_out);
         (result, bytes_in)
+    }
+
+    /// One recv into `buf` (the read budget), adding what it read to `bytes_in`.
+    fn read_once(&mut self, buf: &mut [u8], bytes_in: &mut u64) -> Step {
+        let budget = buf.len();
+        // A blocking recv hands its buffer to the kernel until it returns: counted
+        // while it waits (`Stats::recv_buffer_bytes_posted`).
+        if self.blocking {
+            self.stats.recv_buffer_posted(budget);
+        }
+        let read = self.stream.read(buf);
+        if self.blocking {
+            self.stats.recv_buffer_returned(budget);
+        }
+        match read {
+            Ok(0) => {
+                self.conn.on_peer_eof();
+                Step::Progress
+            }
+            Ok(n) => {
+                self.conn.on_received(&buf[..n]);
+                *bytes_in += n as u64;
+                if n < budget && self.edge_triggered && !self.peer_closing && !self.urgent {
+                    self.readable = false;
+                }
+                Step::Progress
+            }
+            Err(e) if self.blocking && is_timeout(&e) => {
+                self.expired = Some(if self.recv_waits_for_handshake {
+                    Expiry::Handshake
+                } else {
+                    Expiry::Idle
+                });
+                Step::Stop(Ok(Status::Closed))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                self.urgent = false;
+                Step::Idle
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
+            Err(e) => Step::Stop(Err(e)),
+        }
+    }
+
+    /// One send of the pending output, adding what it sent to `bytes_out`.
+    fn write_once(&mut self, bytes_out: &mut u64) -> Step {
+        let want = self.conn.pending_len();
+        if self.blocking {
+            // The write may block for as long as the client does not read: show what
+            // this connection holds now, not when the write returns.
+            self.publish_pending();
+        }
+        match self.stream.write(self.conn.pending_output()) {
+            Ok(n) => {
+                if n < want && self.edge_triggered {
+                    self.writable = false;
+                }
+                self.conn.on_sent(n);
+                *bytes_out += n as u64;
+                Step::Progress
+            }
+            Err(e) if self.blocking && is_timeout(&e) => {
+                self.expired = Some(Expiry::SlowReader);
+                Step::Stop(Ok(Status::Closed))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.writable = false;
+                Step::Idle
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
+            Err(e) => Step::Stop(Err(e)),
+        }
+    }
+
+    /// After a round: the status to return, or `None` to go round again (progress, and
+    /// reads left or a write to make).
+    fn after_round(&self, progress: bool, out_of_reads: bool) -> Option<Status> {
+        if self.conn.is_finished() {
+            return Some(Status::Closed);
+        }
+        if !progress {
+            return Some(Status::Open);
+        }
+        if out_of_reads && self.readable && self.conn.wants_read() {
+            if self.conn.wants_write() && self.writable {
+                return None;
+            }
+            return Some(Status::MoreToRead);
+        }
+        None
     }
 
     /// The thread-per-client model's part of the handshake deadline (it has no sweep): call

@@ -1,6 +1,7 @@
 //! Graceful shutdown: one flag, and a [`Waker`] for every wait that must notice it.
 
 use crate::sys::Waker;
+use crate::threads::lock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -37,13 +38,7 @@ impl Shutdown {
     /// look at again changed (the connection cap was reached: the other workers of a model
     /// must stop their accepts).
     pub(crate) fn wake_all(&self) {
-        for w in self
-            .inner
-            .wakers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for w in lock(&self.inner.wakers).iter() {
             if let Err(e) = w.wake() {
                 log::warn!("cannot wake a server thread: {e}");
             }
@@ -59,11 +54,7 @@ impl Shutdown {
     /// requested, the waker is signalled at once, so no wait can miss it.
     pub fn register(&self) -> std::io::Result<Arc<Waker>> {
         let w = Arc::new(Waker::new()?);
-        self.inner
-            .wakers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::clone(&w));
+        lock(&self.inner.wakers).push(Arc::clone(&w));
         if self.is_requested() {
             w.wake()?;
         }

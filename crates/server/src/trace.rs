@@ -5,6 +5,7 @@
 //! Bounded: lines are for humans, so at most [`MAX_LINES_PER_SECOND`] a second are printed; the
 //! rest are counted and reported as one `... N more trace lines` line when the second ends.
 
+use crate::threads::lock;
 use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -61,7 +62,7 @@ impl Trace {
         let Some(inner) = &self.inner else {
             return false;
         };
-        let mut w = inner.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = lock(&inner.window);
         let now = Instant::now();
         let stderr = std::io::stderr();
         let mut out = stderr.lock();

@@ -1,11 +1,12 @@
-//! The I/O models, one module each, the dispatch to them, and what they share: the drain on
-//! shutdown.
+//! The I/O models, one module each, the dispatch to them, and what they share: one turn's
+//! deadlines ([`Turn`]: the drain on shutdown, the timeout sweep).
 //!
 //! Every model is a function `run(listener, ctx)` that serves until shutdown is requested,
 //! then stops accepting, lets open connections finish for the drain timeout, closes what is
-//! left and returns. The listener is `None` when the server serves UDP alone; the UDP socket,
-//! when there is one, is `ctx.udp`, and a model stops reading it when shutdown begins (a
-//! datagram has nothing to drain). `ctx` is the shared context (`crate::ctx`, which knows
+//! left and returns. Its loop turns the way `turn.rs` describes, so the model's code shows only
+//! its wait and its dispatch. The listener is `None` when the server serves UDP alone; the UDP
+//! socket, when there is one, is `ctx.udp`, and a model stops reading it when shutdown begins
+//! (a datagram has nothing to drain). `ctx` is the shared context (`crate::ctx`, which knows
 //! nothing of this module). A model that must make something before it serves (so that a start
 //! that cannot succeed fails at bind) takes it as a third argument, `run(listener, ctx,
 //! prepared)`, of a type that implements `Prepare`: `start` makes it at bind and hands it
@@ -16,35 +17,16 @@
 //! dispatch below (`mechanism`, `availability`, `start`) is made from its rows, each
 //! naming the model's module here, which provides `MECHANISM`, `availability()` and `run`.
 
-/// Declares a model's OS files, `linux.rs` and `windows.rs`, beside its `mod.rs`, and exports
-/// the model's `availability`, `run` and `MECHANISM` from the one for this OS (or the
-/// `unsupported` stand-in on any other OS).
-macro_rules! os_files {
-    () => {
-        #[cfg(target_os = "linux")]
-        mod linux;
-        #[cfg(target_os = "linux")]
-        pub(crate) use linux::{availability, run, MECHANISM};
-
-        #[cfg(windows)]
-        mod windows;
-        #[cfg(windows)]
-        pub(crate) use windows::{availability, run, MECHANISM};
-
-        #[cfg(not(any(target_os = "linux", windows)))]
-        pub(crate) use super::unsupported::{availability, run, MECHANISM};
-    };
-}
-
 pub mod async_select;
 pub mod blocking;
 pub mod completion_port;
 pub mod event_select;
 #[cfg(windows)]
-mod groups_windows;
+mod groups;
 pub mod overlapped_event;
 pub mod overlapped_routine;
 pub mod select;
+mod turn;
 #[cfg(not(any(target_os = "linux", windows)))]
 mod unsupported;
 #[cfg(target_os = "linux")]
@@ -53,11 +35,11 @@ mod uring;
 mod winio;
 
 use crate::ctx::Ctx;
-use crate::shutdown::Shutdown;
 use crate::Model;
 use std::io;
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+
+pub(crate) use turn::{min_timeout, Drain, Turn};
 
 /// A model ready to serve: its `run` with what it made at bind moved in ([`start`]).
 pub(crate) type Run = Box<dyn FnOnce(Option<TcpListener>, &Ctx) -> io::Result<()> + Send>;
@@ -102,7 +84,7 @@ where
 }
 
 /// The dispatch to a model, made from the table of models ([`crate::for_each_model!`]): a
-/// row's `module` provides `MECHANISM`, `availability()` and `run` (through [`os_files!`]).
+/// row's `module` provides `MECHANISM`, `availability()` and `run` (from its OS file, `linux.rs` or `windows.rs`).
 macro_rules! dispatch {
     (models: [$($(#[$doc:meta])* $variant:ident, $name:literal, $module:ident;)*]) => {
         /// The mechanism behind `model` on this OS.
@@ -135,61 +117,3 @@ macro_rules! dispatch {
 }
 
 crate::for_each_model!(dispatch! {});
-
-/// The shutdown sequence as a model's loop sees it: serving, then draining until the
-/// connections are gone or the deadline passes.
-pub(crate) struct Drain {
-    timeout: Duration,
-    deadline: Option<Instant>,
-}
-
-impl Drain {
-    pub fn new(timeout: Duration) -> Drain {
-        Drain {
-            timeout,
-            deadline: None,
-        }
-    }
-
-    /// Call once per loop turn: returns true exactly once, on the turn that first sees the
-    /// shutdown request; the model then closes its listener.
-    pub fn begins(&mut self, shutdown: &Shutdown) -> bool {
-        if self.deadline.is_none() && shutdown.is_requested() {
-            // However long the timeout (a library caller's is not bounded by the CLI's parser),
-            // the deadline is a time: a year at most.
-            let timeout = self.timeout.min(Duration::from_secs(365 * 24 * 3600));
-            self.deadline = Some(Instant::now() + timeout);
-            return true;
-        }
-        false
-    }
-
-    /// True when the model should stop: draining, and no connection is left or time is up.
-    pub fn is_over(&self, open_connections: usize) -> bool {
-        match self.deadline {
-            Some(d) => {
-                let over = open_connections == 0 || Instant::now() >= d;
-                if over && open_connections > 0 {
-                    log::info!("drain deadline passed: closing {open_connections} connections");
-                }
-                over
-            }
-            None => false,
-        }
-    }
-
-    /// The most a model may block in its wait: until the deadline, when draining.
-    pub fn wait_limit(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-    }
-}
-
-/// The shorter of two optional timeouts (`None` = forever).
-pub(crate) fn min_timeout(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, None) => a,
-        (None, b) => b,
-    }
-}

@@ -3,7 +3,7 @@
 
 use crate::accept::Acceptor;
 use crate::ctx::Ctx;
-use crate::models::{min_timeout, Drain};
+use crate::models::Turn;
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::sys::signalfd::{self, SigInfo, SignalQueue};
 use crate::sys::wait_readable;
@@ -92,43 +92,26 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let queue = SignalQueue::new(&[sig, libc::SIGIO])?;
     let listener_fd = listener.as_ref().map_or(-1, |l| l.as_raw_fd());
     let mut acceptor = match listener {
-        Some(l) => Some(Notifying::new(listener_fd, Acceptor::new(l, ctx), tid, sig)?),
+        Some(l) => Some(Notifying::new(
+            listener_fd,
+            Acceptor::new(l, ctx),
+            tid,
+            sig,
+        )?),
         None => None,
     };
-    // The UDP socket announces datagrams with the same signal (FD_READ only: its sends never
-    // wait for room); dropped (O_ASYNC off) when shutdown begins.
-    let udp = match &ctx.udp {
-        Some(u) => Some(Notifying::new(u.as_raw_fd(), u, tid, sig)?),
-        None => None,
-    };
-    let mut model = Loop {
-        ctx,
-        sig,
-        tid,
-        listener_fd,
-        udp_fd: udp.as_ref().map_or(-1, |u| u.fd),
-        udp,
-        udp_echo: ctx.udp.as_ref().map(|_| ReadinessUdpEcho::new(ctx)),
-        // Datagrams that came before O_ASYNC was set announced nothing.
-        udp_ready: ctx.udp.is_some(),
-        clients: HashMap::new(),
-        scratch: vec![0u8; READ_CHUNK],
-        ready: Vec::new(),
-        // Connections queued before O_ASYNC was set announced nothing: accept at once.
-        listener_ready: true,
-    };
+    let mut model = Loop::new(ctx, sig, tid, listener_fd)?;
     let mut signals = SignalQueue::buffer(SIGNAL_BATCH);
     let mut touched: Vec<RawFd> = Vec::new();
-    let mut drain = Drain::new(ctx.drain_timeout);
-    let mut sweep = ctx.sweep();
+    let mut turn = Turn::new(ctx);
 
     loop {
-        if drain.begins(&ctx.shutdown) {
+        if turn.drain_begins(&ctx.shutdown) {
             acceptor = None;
             model.udp = None;
             model.udp_ready = false;
         }
-        if drain.is_over(model.clients.len()) {
+        if turn.drain_is_over(model.clients.len()) {
             // Messages still queued name sockets that are gone: show them to a tracer anyway,
             // since each is a notification that arrived.
             if ctx.trace.is_on() {
@@ -136,54 +119,23 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             }
             return Ok(());
         }
-        if let Some(now) = sweep.due() {
+        if let Some(now) = turn.sweep_due() {
             // An fd left in `ready` may be reused by a later accept: serving it is harmless.
-            model.clients.retain(|_, c| c.expired(&sweep, now).is_none());
+            let sweep = turn.sweep();
+            model.clients.retain(|_, c| c.expired(sweep, now).is_none());
         }
         if let Some(a) = acceptor.as_mut() {
             if model.listener_ready && a.is_accepting() {
                 model.accept(a)?;
             }
         }
-        // At the cap nothing is accepted until a connection closes (this thread closes them
-        // all, so the next turn sees it): no zero timeout meanwhile.
-        let accept_now = model.listener_ready
-            && acceptor
-                .as_mut()
-                .is_some_and(|a| a.pause_remaining().is_none() && !a.at_cap());
-        let timeout = if !model.ready.is_empty() || accept_now || model.udp_ready {
-            Some(Duration::ZERO)
-        } else {
-            let pause = acceptor
-                .as_ref()
-                .filter(|_| model.listener_ready)
-                .and_then(|a| a.pause_remaining());
-            min_timeout(min_timeout(drain.wait_limit(), pause), sweep.wait_limit())
-        };
+        let timeout = model.wait_limit(acceptor.as_deref_mut(), &turn);
         let (queued, woken) = wait_readable(queue.as_raw_fd(), waker.as_raw_fd(), timeout)?;
         ctx.stats.count_wait();
         if woken {
             waker.reset();
         }
-
-        // Serve the sessions that used their read budget last turn first, then the messages.
-        let again = std::mem::take(&mut model.ready);
-        for fd in again {
-            model.serve(fd);
-        }
-        if !queued {
-            model.serve_udp();
-            continue;
-        }
-        if model.take_messages(&queue, &mut signals, &mut touched)? {
-            model.rescan();
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for fd in touched.drain(..) {
-            model.serve(fd);
-        }
-        model.serve_udp();
+        model.serve_turn(queued.then_some(&queue), &mut signals, &mut touched)?;
     }
 }
 
@@ -208,7 +160,83 @@ struct Loop<'a> {
     listener_ready: bool,
 }
 
-impl Loop<'_> {
+impl<'a> Loop<'a> {
+    /// The loop's state before the first turn, the UDP socket signalling this thread.
+    fn new(
+        ctx: &'a Ctx,
+        sig: libc::c_int,
+        tid: libc::pid_t,
+        listener_fd: RawFd,
+    ) -> io::Result<Loop<'a>> {
+        // The UDP socket announces datagrams with the same signal (FD_READ only: its sends
+        // never wait for room); dropped (O_ASYNC off) when shutdown begins.
+        let udp = match &ctx.udp {
+            Some(u) => Some(Notifying::new(u.as_raw_fd(), u, tid, sig)?),
+            None => None,
+        };
+        Ok(Loop {
+            ctx,
+            sig,
+            tid,
+            listener_fd,
+            udp_fd: udp.as_ref().map_or(-1, |u| u.fd),
+            udp,
+            udp_echo: ctx.udp.as_ref().map(|_| ReadinessUdpEcho::new(ctx)),
+            // Datagrams that came before O_ASYNC was set announced nothing.
+            udp_ready: ctx.udp.is_some(),
+            clients: HashMap::new(),
+            scratch: vec![0u8; READ_CHUNK],
+            ready: Vec::new(),
+            // Connections queued before O_ASYNC was set announced nothing: accept at once.
+            listener_ready: true,
+        })
+    }
+
+    /// The most the wait may block: not at all while something is left to do at once
+    /// (sessions with bytes to read, connections to accept, datagrams), else [`Turn`]'s limit
+    /// with the accept pause.
+    fn wait_limit(&self, acceptor: Option<&mut Acceptor>, turn: &Turn) -> Option<Duration> {
+        // At the cap nothing is accepted until a connection closes (this thread closes them
+        // all, so the next turn sees it): no zero timeout meanwhile.
+        let (accept_now, pause) = match acceptor.filter(|_| self.listener_ready) {
+            Some(a) => {
+                let pause = a.pause_remaining();
+                (pause.is_none() && !a.at_cap(), pause)
+            }
+            None => (false, None),
+        };
+        if !self.ready.is_empty() || accept_now || self.udp_ready {
+            Some(Duration::ZERO)
+        } else {
+            turn.wait_limit(pause)
+        }
+    }
+
+    /// After the wait: the sessions that used their read budget last turn first, then the
+    /// messages of `queue` (when the wait found some), then the UDP socket.
+    fn serve_turn(
+        &mut self,
+        queue: Option<&SignalQueue>,
+        signals: &mut [SigInfo],
+        touched: &mut Vec<RawFd>,
+    ) -> io::Result<()> {
+        for fd in std::mem::take(&mut self.ready) {
+            self.serve(fd);
+        }
+        if let Some(queue) = queue {
+            if self.take_messages(queue, signals, touched)? {
+                self.rescan();
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for fd in touched.drain(..) {
+                self.serve(fd);
+            }
+        }
+        self.serve_udp();
+        Ok(())
+    }
+
     /// Reads every queued message, batch by batch, and takes each ([`Loop::note`]); true if
     /// one was the overflow `SIGIO`.
     fn take_messages(
@@ -254,7 +282,11 @@ impl Loop<'_> {
         // Every message is traced as it arrives, also one for a socket already served to its
         // end (its bytes were read while the message sat in the queue).
         let known = self.clients.contains_key(&fd);
-        let gone = if known { "" } else { " (socket already closed)" };
+        let gone = if known {
+            ""
+        } else {
+            " (socket already closed)"
+        };
         if band & BAND_IN != 0 {
             trace_event!(trace, "FD_READ fd={fd}{gone}");
         }

@@ -28,12 +28,14 @@
 use super::SOCKETS_PER_WINDOW;
 use crate::accept::{Acceptor, RoomSignal};
 use crate::ctx::Ctx;
+use crate::limits::Sweep;
 use crate::log_every::log_every;
-use crate::models::{min_timeout, Drain};
+use crate::models::Turn;
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::stats::Stats;
 use crate::sys::window::{self, Poster, Window, WindowClass, WindowProc};
 use crate::sys::{last_wsa_error, wsa_startup, Waker};
+use crate::threads::lock;
 use crate::trace::trace_event;
 use crate::udp::{self, Drained, ReadinessUdpEcho};
 use std::cell::RefCell;
@@ -42,7 +44,7 @@ use std::io;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::{LPARAM, LRESULT, WPARAM};
@@ -104,7 +106,16 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             let thread = std::thread::Builder::new()
                 .name(format!("async-select-{index}"))
                 .spawn_scoped(scope, move || {
-                    let served = serve_window(ctx, index, per_window, theirs, room, None, None, Some(ready));
+                    let served = serve_window(
+                        ctx,
+                        index,
+                        per_window,
+                        theirs,
+                        room,
+                        None,
+                        None,
+                        Some(ready),
+                    );
                     if let Err(e) = &served {
                         log::error!("async-select: window {index} failed: {e}; stopping");
                         ctx.shutdown.trigger();
@@ -113,7 +124,9 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                 })?;
             threads.borrow_mut().push(thread);
             let (poster, waker) = started.recv().map_err(|_| {
-                io::Error::other(format!("window {index} could not start (its error follows)"))
+                io::Error::other(format!(
+                    "window {index} could not start (its error follows)"
+                ))
             })?;
             Ok(Peer {
                 index,
@@ -123,14 +136,25 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             })
         };
         let share = Arc::new(Share::default());
-        let served = serve_window(ctx, 0, per_window, share, Arc::clone(&room), listener, Some(&spawn), None);
+        let served = serve_window(
+            ctx,
+            0,
+            per_window,
+            share,
+            Arc::clone(&room),
+            listener,
+            Some(&spawn),
+            None,
+        );
         if served.is_err() {
             // The other windows stop by their drain.
             ctx.shutdown.trigger();
         }
         let mut result = served;
         for thread in threads.take() {
-            let served = thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let served = thread
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
             if result.is_ok() {
                 result = served;
             }
@@ -235,7 +259,7 @@ impl Share {
     }
 
     fn take_inbox(&self) -> Vec<TcpStream> {
-        std::mem::take(&mut *self.inbox.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut *lock(&self.inbox))
     }
 }
 
@@ -307,138 +331,98 @@ struct Client {
 fn message_loop(model: &AsyncSelect, window: Window) -> io::Result<()> {
     let ctx = model.state.borrow().ctx;
     let waker = Arc::clone(&model.state.borrow().waker);
-    async_select(waker.socket(), window, WM_WAKE, ws::FD_READ)?;
-    // The waker outlives this loop (shutdown keeps it): detach it from the window on the way
-    // out, whichever way that is.
-    let _detach_waker = Detach(waker.socket(), window);
     let room = Arc::clone(&model.state.borrow().room);
-    let mut _detach_room = None;
-    if let Some(a) = &model.state.borrow().acceptor {
-        async_select(room.waker().socket(), window, WM_ROOM, ws::FD_READ)?;
-        _detach_room = Some(Detach(room.waker().socket(), window));
-        async_select(&a.listener, window, WM_SOCKET, ws::FD_ACCEPT)?;
-    }
-    // The UDP socket (window 0's): FD_READ only. Its answers never wait for room (a full send
-    // buffer drops one), so there is no FD_WRITE to ask for. It outlives the loop too (`ctx`
-    // owns it).
     let udp = model.state.borrow().udp.as_ref().map(|(u, _)| *u);
-    let _detach_udp = match udp {
-        Some(u) => {
-            async_select(u, window, WM_SOCKET, ws::FD_READ)?;
-            Some(Detach(u, window))
-        }
-        None => None,
-    };
-    let mut drain = Drain::new(ctx.drain_timeout);
-    let mut timeouts = ctx.sweep();
+    let _attached = attach(model, window, &waker, &room, udp)?;
+    let mut turn = Turn::new(ctx);
     // When the armed timer is due, if one is.
     let mut timer: Option<Instant> = None;
-
     loop {
-        let block = {
-            let mut st = model.state.borrow_mut();
-            if let Some(e) = st.failed.take() {
-                return Err(e);
-            }
-            if drain.begins(&ctx.shutdown) {
-                st.acceptor = None; // closes the listener: new clients are refused
-                st.accept_after_pause = false;
-                // Datagrams have nothing to drain: stop reading them. Messages already queued
-                // for the socket find no `udp` and are ignored.
-                if let Some((u, _)) = st.udp.take() {
-                    if let Err(e) = async_select(u, window, 0, 0) {
-                        log::debug!("async-select: cannot detach the UDP socket: {e}");
-                    }
-                }
-                st.udp_on_backlog = false;
-            }
-            // Sockets handed over but not adopted yet are connections too.
-            let inbox = st.share.inbox.lock().map_or(0, |i| i.len());
-            if drain.is_over(st.clients.len() + inbox) {
-                // (A socket handed over after this is closed with the inbox, as a client
-                // accepted during shutdown.)
-                for _ in st.share.take_inbox() {
-                    ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
-                }
-                // Its clients close as the state drops: the window holds no socket any more.
-                let held = st.share.load.swap(0, Relaxed);
-                ctx.stats.window_sockets.fetch_sub(held as u64, Relaxed);
+        let between = model
+            .state
+            .borrow_mut()
+            .between_messages(window, &mut turn, &mut timer)?;
+        match between {
+            Between::Over => return Ok(()),
+            Between::Block => dispatch_messages(ctx, true)?,
+            Between::Peek => dispatch_messages(ctx, false)?,
+        }
+    }
+}
+
+/// Registers the window's sockets for their messages: the waker (`WM_WAKE`), window 0's
+/// room signal (`WM_ROOM`) and listener (`FD_ACCEPT`), its UDP socket (`FD_READ` only: its
+/// answers never wait for room, a full send buffer drops one). The waker, the room signal and
+/// the UDP socket outlive the loop (shutdown, `ctx` keep them): each is detached from the
+/// window when the guard returned drops, whichever way the loop ends.
+fn attach<'a>(
+    model: &AsyncSelect,
+    window: Window,
+    waker: &'a Waker,
+    room: &'a RoomSignal,
+    udp: Option<&'a UdpSocket>,
+) -> io::Result<Vec<Detach<'a, UdpSocket>>> {
+    let mut attached = Vec::with_capacity(3);
+    async_select(waker.socket(), window, WM_WAKE, ws::FD_READ)?;
+    attached.push(Detach(waker.socket(), window));
+    if let Some(a) = &model.state.borrow().acceptor {
+        async_select(room.waker().socket(), window, WM_ROOM, ws::FD_READ)?;
+        attached.push(Detach(room.waker().socket(), window));
+        async_select(&a.listener, window, WM_SOCKET, ws::FD_ACCEPT)?;
+    }
+    if let Some(u) = udp {
+        async_select(u, window, WM_SOCKET, ws::FD_READ)?;
+        attached.push(Detach(u, window));
+    }
+    Ok(attached)
+}
+
+/// What the loop does after its work between messages.
+enum Between {
+    /// The drain is over: return.
+    Over,
+    /// Wait for the next message.
+    Block,
+    /// Work is left that no message announces: look at the queue without waiting.
+    Peek,
+}
+
+/// Dispatches up to [`MESSAGES_PER_TURN`] messages: the first waited for (`block`) or peeked,
+/// the rest of the queue without waiting. `WM_QUIT` asks for shutdown.
+fn dispatch_messages(ctx: &Ctx, block: bool) -> io::Result<()> {
+    let first = if block {
+        match window::get_message()? {
+            Some(msg) => Some(msg),
+            None => {
+                // WM_QUIT: somebody asked this thread's message loop to end.
+                log::info!("async-select: WM_QUIT received; shutting down");
+                ctx.shutdown.trigger();
                 return Ok(());
             }
-            if let Some(now) = timeouts.due() {
-                // Dropping a session closes its socket; its queued messages become stale.
-                let expired: Vec<RawSocket> = st
-                    .clients
-                    .iter_mut()
-                    .filter_map(|(&s, c)| c.session.expired(&timeouts, now).map(|_| s))
-                    .collect();
-                for socket in expired {
-                    st.close(window, socket);
-                }
-                st.retry_blocked_sends(window);
-            }
-            let room = Arc::clone(&st.room);
-            if st.accept_after_pause
-                && st
-                    .acceptor
-                    .as_mut()
-                    .is_some_and(|a| a.is_accepting_armed(&room))
-            {
-                st.accept_after_pause = false;
-                st.accept(window);
-            }
-            if inbox > 0 {
-                // Normally WM_HANDOFF says so; this also covers one that could not be posted.
-                st.adopt(window);
-            }
-            if std::mem::take(&mut st.rescan) || st.share.rescan.swap(false, Relaxed) {
-                st.rescan(window);
-            }
-            for socket in std::mem::take(&mut st.read_on_backlog) {
-                st.read_on(window, socket);
-            }
-            if std::mem::take(&mut st.udp_on_backlog) {
-                st.serve_udp(window);
-            }
-            let pause = st.acceptor.as_ref().and_then(|a| a.pause_remaining());
-            let limit = min_timeout(drain.wait_limit(), timeouts.wait_limit());
-            arm_timer(window, &mut timer, min_timeout(limit, pause))?;
-            st.read_on_backlog.is_empty() && !st.udp_on_backlog
-        };
-
-        let first = if block {
-            match window::get_message()? {
-                Some(msg) => Some(msg),
-                None => {
-                    // WM_QUIT: somebody asked this thread's message loop to end.
-                    log::info!("async-select: WM_QUIT received; shutting down");
-                    ctx.shutdown.trigger();
-                    continue;
-                }
-            }
-        } else {
-            window::peek_message()
-        };
-        ctx.stats.count_wait();
-        let Some(first) = first else { continue };
-        window::dispatch(&first);
-        // The rest of the queue, without waiting: each PeekMessageW is a call into the kernel
-        // (win32k) like a recv, so it is counted as one.
-        let mut peeks = 0;
-        while peeks + 1 < MESSAGES_PER_TURN {
-            peeks += 1;
-            match window::peek_message() {
-                Some(msg) if msg.message == WM_QUIT => {
-                    log::info!("async-select: WM_QUIT received; shutting down");
-                    ctx.shutdown.trigger();
-                    break;
-                }
-                Some(msg) => window::dispatch(&msg),
-                None => break,
-            }
         }
-        ctx.stats.syscalls.fetch_add(peeks as u64, Relaxed);
+    } else {
+        window::peek_message()
+    };
+    ctx.stats.count_wait();
+    let Some(first) = first else { return Ok(()) };
+    window::dispatch(&first);
+    // The rest of the queue, without waiting: each PeekMessageW is a call into the kernel
+    // (win32k) like a recv, so it is counted as one.
+    let mut peeks = 0;
+    while peeks + 1 < MESSAGES_PER_TURN {
+        peeks += 1;
+        match window::peek_message() {
+            Some(msg) if msg.message == WM_QUIT => {
+                log::info!("async-select: WM_QUIT received; shutting down");
+                ctx.shutdown.trigger();
+                break;
+            }
+            Some(msg) => window::dispatch(&msg),
+            None => break,
+        }
     }
+    ctx.stats.syscalls.fetch_add(peeks as u64, Relaxed);
+    Ok(())
 }
 
 /// Keeps the window's timer due at `wanted` from now (`None`: no timer). Re-arms only when the
@@ -519,12 +503,121 @@ impl WindowProc for AsyncSelect<'_> {
 }
 
 impl State<'_> {
+    /// The loop's work between batches of messages: a listener failure, the drain, the sweep,
+    /// what no message announces; arms the timer for the next deadline.
+    fn between_messages(
+        &mut self,
+        window: Window,
+        turn: &mut Turn,
+        timer: &mut Option<Instant>,
+    ) -> io::Result<Between> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if turn.drain_begins(&self.ctx.shutdown) {
+            self.stop_taking_in(window);
+        }
+        // Sockets handed over but not adopted yet are connections too.
+        let inbox = self.share.inbox.lock().map_or(0, |i| i.len());
+        if turn.drain_is_over(self.clients.len() + inbox) {
+            self.leave();
+            return Ok(Between::Over);
+        }
+        if let Some(now) = turn.sweep_due() {
+            self.expire(window, turn.sweep(), now);
+        }
+        self.catch_up(window, inbox);
+        let pause = self.acceptor.as_ref().and_then(|a| a.pause_remaining());
+        arm_timer(window, timer, turn.wait_limit(pause))?;
+        Ok(
+            match self.read_on_backlog.is_empty() && !self.udp_on_backlog {
+                true => Between::Block,
+                false => Between::Peek,
+            },
+        )
+    }
+
+    /// The drain began: closes the listener (new clients are refused) and stops reading the
+    /// UDP socket (datagrams have nothing to drain; messages already queued for it find no
+    /// `udp` and are ignored).
+    fn stop_taking_in(&mut self, window: Window) {
+        self.acceptor = None;
+        self.accept_after_pause = false;
+        if let Some((u, _)) = self.udp.take() {
+            if let Err(e) = async_select(u, window, 0, 0) {
+                log::debug!("async-select: cannot detach the UDP socket: {e}");
+            }
+        }
+        self.udp_on_backlog = false;
+    }
+
+    /// The drain is over: closes the inbox's sockets and gives up this window's slots. (A
+    /// socket handed over after this is closed with the inbox, as a client accepted during
+    /// shutdown; the clients close as the state drops: the window holds no socket any more.)
+    fn leave(&mut self) {
+        for _ in self.share.take_inbox() {
+            self.ctx.stats.handoffs_in_flight.fetch_sub(1, Relaxed);
+        }
+        let held = self.share.load.swap(0, Relaxed);
+        self.ctx
+            .stats
+            .window_sockets
+            .fetch_sub(held as u64, Relaxed);
+    }
+
+    /// The sweep at `now`: closes the clients that expired (dropping a session closes its
+    /// socket; its queued messages become stale), then retries the sends that waited.
+    fn expire(&mut self, window: Window, sweep: &Sweep, now: Instant) {
+        let expired: Vec<RawSocket> = self
+            .clients
+            .iter_mut()
+            .filter_map(|(&s, c)| c.session.expired(sweep, now).map(|_| s))
+            .collect();
+        for socket in expired {
+            self.close(window, socket);
+        }
+        self.retry_blocked_sends(window);
+    }
+
+    /// What no message announced: accepts after a pause, adopts what the inbox holds
+    /// (`inbox` sockets), rescans after a failed post, reads on and serves UDP where a post
+    /// could not be queued.
+    fn catch_up(&mut self, window: Window, inbox: usize) {
+        let room = Arc::clone(&self.room);
+        if self.accept_after_pause
+            && self
+                .acceptor
+                .as_mut()
+                .is_some_and(|a| a.is_accepting_armed(&room))
+        {
+            self.accept_after_pause = false;
+            self.accept(window);
+        }
+        if inbox > 0 {
+            // Normally WM_HANDOFF says so; this also covers one that could not be posted.
+            self.adopt(window);
+        }
+        if std::mem::take(&mut self.rescan) || self.share.rescan.swap(false, Relaxed) {
+            self.rescan(window);
+        }
+        for socket in std::mem::take(&mut self.read_on_backlog) {
+            self.read_on(window, socket);
+        }
+        if std::mem::take(&mut self.udp_on_backlog) {
+            self.serve_udp(window);
+        }
+    }
+
     /// A `WM_SOCKET` message: `WSAGETSELECTEVENT(lParam)` is the low word,
     /// `WSAGETSELECTERROR(lParam)` the high word.
     fn on_socket_event(&mut self, window: Window, socket: RawSocket, lparam: LPARAM) {
         let event = (lparam & 0xffff) as u32;
         let error = ((lparam >> 16) & 0xffff) as i32;
-        if self.udp.as_ref().is_some_and(|(u, _)| u.as_raw_socket() == socket) {
+        if self
+            .udp
+            .as_ref()
+            .is_some_and(|(u, _)| u.as_raw_socket() == socket)
+        {
             trace_event!(self.ctx.trace, "FD_READ udp s={socket}");
             if self.udp_on_queued {
                 // Our own WM_UDP_ON is queued and answers what waits. Every recvfrom
@@ -661,7 +754,7 @@ impl State<'_> {
         );
         ctx.stats.handoffs_in_flight.fetch_add(1, Relaxed);
         let was_empty = {
-            let mut inbox = peer.share.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut inbox = lock(&peer.share.inbox);
             inbox.push(stream);
             inbox.len() == 1
         };

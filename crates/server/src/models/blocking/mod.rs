@@ -65,6 +65,7 @@ use crate::ctx::Ctx;
 use crate::log_every::log_every;
 use crate::models::{min_timeout, Drain};
 use crate::session::{Session, Status, READ_CHUNK};
+use crate::threads::{join_worker, lock};
 use crate::trace::trace_event;
 use crate::udp::{self, ReadinessUdpEcho};
 use std::collections::HashMap;
@@ -138,9 +139,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             if tcp.is_err() {
                 ctx.shutdown.trigger(); // the UDP thread must not outlive a failed acceptor
             }
-            let udp = udp_thread
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the UDP thread panicked")));
+            let udp = join_worker(udp_thread.join(), "the UDP thread panicked");
             tcp.and(udp)
         }),
         (None, None) => Ok(()),
@@ -255,11 +254,11 @@ fn serve_tcp(listener: TcpListener, ctx: &Ctx) -> io::Result<()> {
     drop(acceptor);
 
     // Drain: client threads go on until their clients leave or the deadline passes.
-    let open = || live.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let open = || lock(&live).len();
     while !drain.is_over(open()) {
         std::thread::sleep(Duration::from_millis(10).min(drain.wait_limit().unwrap_or_default()));
     }
-    for id in live.lock().unwrap_or_else(|p| p.into_inner()).values() {
+    for id in lock(&live).values() {
         force_shutdown(*id);
     }
     // The woken threads exit at once; give them a moment so their sockets close before we
@@ -299,7 +298,7 @@ fn spawn_client(
         .map_err(Refused::Failed)?;
     // Registering, spawning and (on failure) closing all happen under the lock, so the
     // registry never names a closed socket.
-    let mut registry = live.lock().unwrap_or_else(|p| p.into_inner());
+    let mut registry = lock(live);
     if registry.len() >= cap {
         return Err(Refused::AtCap);
     }
@@ -336,7 +335,7 @@ fn spawn_client(
                 }
             }
             trace_event!(trace, "thread client-{id} ends ({RAW_NAME}={raw} closed)");
-            let mut live = thread_live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = lock(&thread_live);
             live.remove(&id);
             drop(session); // closes the socket while the lock is held
         });

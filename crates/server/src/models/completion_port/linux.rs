@@ -4,6 +4,7 @@
 use crate::ctx::{AcceptMode, Ctx};
 use crate::models::uring::{Engine, EngineConfig, Handoff, Parts, Prepared, Recv, Spill};
 use crate::models::Prepare;
+use crate::threads::{join_workers, lock};
 use crate::{DirectDescriptors, Model, ServerConfig};
 use std::io;
 use std::net::TcpListener;
@@ -107,11 +108,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx, prepared: Prepared) 
 }
 
 /// Each worker accepts on its own SO_REUSEPORT listener (none when serving UDP alone).
-fn run_reuseport(
-    listener: Option<TcpListener>,
-    ctx: &Ctx,
-    prepared: &Prepared,
-) -> io::Result<()> {
+fn run_reuseport(listener: Option<TcpListener>, ctx: &Ctx, prepared: &Prepared) -> io::Result<()> {
     // Every worker's listener exists before any worker runs (made at bind with its ring), so
     // no connection lands on a port nobody serves; worker 0 uses the one `Server::bind`
     // opened (with SO_REUSEPORT).
@@ -157,11 +154,7 @@ fn worker(engine: Engine<'_>, i: usize) -> Engine<'_> {
 
 /// Worker 0 accepts for everyone and hands sockets out round-robin through the other
 /// workers' rings.
-fn run_handoff(
-    listener: Option<TcpListener>,
-    ctx: &Ctx,
-    prepared: &Prepared,
-) -> io::Result<()> {
+fn run_handoff(listener: Option<TcpListener>, ctx: &Ctx, prepared: &Prepared) -> io::Result<()> {
     let listener = Mutex::new(listener);
     let rings: Mutex<Vec<Option<RawFd>>> = Mutex::new(vec![None; ctx.workers]);
     // The rings exist since bind, but each is enabled by its own worker, and a ring still
@@ -202,22 +195,11 @@ fn run_workers(ctx: &Ctx, worker: impl Fn(usize) -> io::Result<()> + Sync) -> io
                 })?;
             threads.push(t);
         }
-        let mut result = worker(0);
+        let result = worker(0);
         if result.is_err() {
             ctx.shutdown.trigger();
         }
-        for t in threads {
-            let r = t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a completion-port worker panicked")));
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        let joined = threads.into_iter().map(|t| t.join());
+        join_workers(result, joined, "a completion-port worker panicked")
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -198,7 +198,20 @@
 //! freed only when its packet is dequeued; a worker must not keep a connection's lock while
 //! it waits on the port.
 
-os_files!();
+// The OS files: the one for this OS gives the model's `availability`, `run` and `MECHANISM`
+// (any other OS gets the `unsupported` stand-in).
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{availability, run, MECHANISM};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{availability, run, MECHANISM};
+
+#[cfg(not(any(target_os = "linux", windows)))]
+pub(crate) use super::unsupported::{availability, run, MECHANISM};
 
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{direct_support, direct_table};

@@ -60,16 +60,17 @@ use crate::models::winio::{
     reclaim, reclaim_datagram, warn_if_uring_flags_set, AcceptEx, Notify, OpKind, OvConn, OvOp,
     OvUdpEcho,
 };
-use crate::models::{min_timeout, Drain};
+use crate::models::Turn;
 use crate::sys::iocp::{empty_entry, CompletionPort};
 use crate::sys::{is_out_of_descriptors, wait_any, Event, Wait};
+use crate::threads::{join_workers, lock};
 use crate::trace::trace_event;
 use slab::Slab;
 use std::io;
 use std::net::TcpListener;
 use std::os::windows::io::AsRawSocket;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
@@ -191,17 +192,10 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                 }
             }
         }
-        let mut result = server.coordinate(&waker);
+        let result = server.coordinate(&waker);
         server.stop(threads.len());
-        for t in threads {
-            let r = t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a worker panicked")));
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        let joined = threads.into_iter().map(|t| t.join());
+        join_workers(result, joined, "a worker panicked")
     })
 }
 
@@ -212,27 +206,25 @@ impl Server<'_> {
         if let Some(udp) = &self.udp {
             self.shared(udp).arm(Notify::Port);
         }
-        let mut drain = Drain::new(self.ctx.drain_timeout);
-        let mut timeouts = self.ctx.sweep();
+        let mut turn = Turn::new(self.ctx);
         let served = loop {
-            if drain.begins(&self.ctx.shutdown) {
+            if turn.drain_begins(&self.ctx.shutdown) {
                 self.stop_accepting();
                 self.stop_udp();
             }
-            if drain.is_over(self.shared(&self.conns).len()) {
+            if turn.drain_is_over(self.shared(&self.conns).len()) {
                 break Ok(());
             }
             let pause = self.shared(&self.accepting).backoff.remaining();
             let handles = [waker.event_handle(), self.kick.handle()];
-            let limit = min_timeout(drain.wait_limit(), timeouts.wait_limit());
-            match wait_any(&handles, min_timeout(limit, pause), false) {
+            match wait_any(&handles, turn.wait_limit(pause), false) {
                 Ok(Wait::Signalled(0)) => waker.reset(),
                 Ok(Wait::Signalled(_)) => self.kick.reset(),
                 Ok(_) => {}
                 Err(e) => break Err(e),
             }
-            if let Some(now) = timeouts.due() {
-                self.close_where(|c| c.expired(&timeouts, now));
+            if let Some(now) = turn.sweep_due() {
+                self.close_where(|c| c.expired(turn.sweep(), now));
             }
             self.post_accepts();
         };
@@ -328,8 +320,7 @@ impl Server<'_> {
                 return;
             };
             let op = AcceptEx::new_op(ACCEPT_TAG);
-            match accept_ex.post(listener, op, Notify::Port, &self.ctx.stats)
-            {
+            match accept_ex.post(listener, op, Notify::Port, &self.ctx.stats) {
                 Ok(_) => a.posted += 1,
                 Err((_, e)) => {
                     // Whatever it was (out of sockets, out of buffers), retrying at once would
@@ -418,7 +409,10 @@ impl Server<'_> {
     /// Runs under the accepting lock, so a connection is in the table before the listener can
     /// be closed: the final `close_all` cannot miss it.
     fn adopt(&self, listener: &TcpListener, op: &mut OvOp) -> io::Result<(usize, Shared)> {
-        let accept_ex = self.accept_ex.as_ref().expect("a listener has its AcceptEx");
+        let accept_ex = self
+            .accept_ex
+            .as_ref()
+            .expect("a listener has its AcceptEx");
         let (stream, peer) = accept_ex.finish(listener, op)?;
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("TCP_NODELAY on an accepted socket failed: {e}");
@@ -566,10 +560,6 @@ fn pool_after_turn(wanted: usize, posted: usize, room: usize) -> usize {
     } else {
         wanted
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -46,10 +46,10 @@
 //! accepting thread leaves the listener's event out of its wait (`FD_ACCEPT` is not taken)
 //! and waits instead on a room signal that a group sets when a member leaves; every group
 //! thread sweeps its own members, its `WSAWaitForMultipleEvents` bounded by the next sweep
-//! (`models/groups_windows.rs`).
+//! (`models/groups/`).
 //!
 //! **Windows.** The real thing. One wait holds at most 64 handles, so sockets are served in
-//! groups, a thread each (`models/groups_windows.rs`): every group waits on the shutdown
+//! groups, a thread each (`models/groups/`): every group waits on the shutdown
 //! waker's event, its hand-off event and up to **62 sockets' events** (62 + 2 = 64). The
 //! accepting thread selects the listener for `FD_ACCEPT` on an event of its own and waits on
 //! that and the waker (falling back to `select` after a wake-up that accepted nothing: Wine
@@ -88,4 +88,17 @@
 //! more. So sockets also ask for `EPOLLPRI`, and after one the session reads on until
 //! `EAGAIN`.
 
-os_files!();
+// The OS files: the one for this OS gives the model's `availability`, `run` and `MECHANISM`
+// (any other OS gets the `unsupported` stand-in).
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{availability, run, MECHANISM};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{availability, run, MECHANISM};
+
+#[cfg(not(any(target_os = "linux", windows)))]
+pub(crate) use super::unsupported::{availability, run, MECHANISM};

@@ -1,10 +1,10 @@
 //! `WSAEventSelect` + `WSAWaitForMultipleEvents` + `WSAEnumNetworkEvents`, in groups of 62
-//! sockets per thread (`models/groups_windows.rs`); the UDP socket (`--udp`) on the accepting
+//! sockets per thread (`models/groups/`); the UDP socket (`--udp`) on the accepting
 //! thread, its event beside the listener's.
 
 use crate::ctx::Ctx;
 use crate::limits::Sweep;
-use crate::models::groups_windows::{self, Beside, Flow, Member};
+use crate::models::groups::{self, Beside, Flow, Member};
 use crate::session::{Session, Status, READ_CHUNK};
 use crate::stats::Stats;
 use crate::sys::network_events::{
@@ -30,7 +30,7 @@ pub(crate) fn availability() -> Result<(), String> {
 pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let mut udp = ctx.udp.as_ref().map(|u| UdpSide::new(u, ctx)).transpose()?;
     let beside = udp.as_mut().map(|u| u as &mut dyn Beside);
-    groups_windows::serve_with(listener, beside, ctx, "event-select", |stream| {
+    groups::serve_with(listener, beside, ctx, "event-select", |stream| {
         EventConn::new(stream, ctx)
     })
 }

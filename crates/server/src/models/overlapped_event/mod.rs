@@ -63,7 +63,7 @@
 //! `--handshake-timeout`; both OSes). Linux:
 //! from the shared engine (`models/uring/engine/accept.rs`, see its module doc): accepts are posted
 //! only within the cap, and the connection timeouts are a sweep after each wait, which is
-//! bounded by the next sweep. Windows: from the groups (`models/groups_windows.rs`, as
+//! bounded by the next sweep. Windows: from the groups (`models/groups/`, as
 //! `event-select`, accepting with `AcceptEx`): the accepting thread never has more `AcceptEx`
 //! posted than places left below `--max-conns` (none at the cap: clients wait in the backlog),
 //! and a group that drops a member wakes it to post again; each group sweeps its members, and
@@ -72,7 +72,7 @@
 //! needs or in its completion), posting accepts pauses for the back-off (`accept_pauses`).
 //!
 //! **Windows.** The real thing, in groups: one `WSAWaitForMultipleEvents` holds at most 64
-//! handles, so connections are served by group threads (`models/groups_windows.rs`, shared with
+//! handles, so connections are served by group threads (`models/groups/`, shared with
 //! `event-select`), each waiting on the shutdown waker's event, its hand-off event and **31
 //! connections' two events each** (2 + 31 × 2 = 64). As the book writes it, every operation has
 //! its own manual-reset event: a connection's receive record carries its receive event in
@@ -92,7 +92,7 @@
 //! something else, a signalled turn also reads the other record's status word (no system
 //! call) and reaps it if it has completed.
 //!
-//! **Accepting** (`groups_windows::serve_accept_ex`): the accepting thread keeps 16 `AcceptEx`
+//! **Accepting** (`groups::serve_accept_ex`): the accepting thread keeps 16 `AcceptEx`
 //! posted (fewer below the cap), each with an event of its own, and waits on them with the
 //! waker and the groups' room signal. A completed accept's socket is finished
 //! (`SO_UPDATE_ACCEPT_CONTEXT`), handed to a group, and the record posted again. The socket
@@ -118,6 +118,19 @@
 //! `WSAWaitForMultipleEvents` names only the lowest signalled event: the rest must be looked at
 //! too, or the low slots starve the high ones.
 
-os_files!();
+// The OS files: the one for this OS gives the model's `availability`, `run` and `MECHANISM`
+// (any other OS gets the `unsupported` stand-in).
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{availability, run, MECHANISM};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{availability, run, MECHANISM};
+
+#[cfg(not(any(target_os = "linux", windows)))]
+pub(crate) use super::unsupported::{availability, run, MECHANISM};
 #[cfg(target_os = "linux")]
 pub(crate) use linux::CONFIG;

@@ -1,17 +1,19 @@
 //! `WSARecv` / `WSASend` with `WSAOVERLAPPED.hEvent` — an event per operation, a
 //! connection's receive and its send each with its own —, `WSAWaitForMultipleEvents`,
-//! `WSAGetOverlappedResult`; 31 connections per thread (`models/groups_windows.rs`), their
+//! `WSAGetOverlappedResult`; 31 connections per thread (`models/groups/`), their
 //! operation records and connection logic from `models/winio`; connections accepted with
-//! `AcceptEx` posted ahead, an event each (`groups_windows::serve_accept_ex`). UDP (`--udp`):
+//! `AcceptEx` posted ahead, an event each (`groups::serve_accept_ex`). UDP (`--udp`):
 //! a thread of its own waits on the shutdown waker and one event that every datagram record
 //! carries.
 
 use crate::ctx::Ctx;
+use crate::ctx::Ctx;
 use crate::limits::Sweep;
-use crate::models::groups_windows::{self, Flow, Member, CLOSE_WAIT};
+use crate::models::groups::{self, Flow, Member, CLOSE_WAIT};
 use crate::models::winio::{Notify, OpKind, OvConn, OvUdpEcho};
 use crate::stats::Stats;
 use crate::sys::{wait_any, Event};
+use crate::threads::join_worker;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -19,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::HANDLE;
 
-pub(crate) const MECHANISM: &str = "overlapped I/O + an event per operation, AcceptEx, groups of 31";
+pub(crate) const MECHANISM: &str =
+    "overlapped I/O + an event per operation, AcceptEx, groups of 31";
 
 pub(crate) fn availability() -> Result<(), String> {
     Ok(())
@@ -29,7 +32,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     crate::sys::wsa_startup();
     crate::models::winio::warn_if_uring_flags_set(ctx);
     let tcp = |listener| {
-        groups_windows::serve_accept_ex(listener, ctx, "overlapped-event", |stream| {
+        groups::serve_accept_ex(listener, ctx, "overlapped-event", |stream| {
             EventedConn::new(stream, ctx)
         })
     };
@@ -48,9 +51,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
                     r
                 })?;
             let served = tcp(listener);
-            let udp = udp
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the UDP thread panicked")));
+            let udp = join_worker(udp.join(), "the UDP thread panicked");
             served.and(udp)
         }),
         (None, None) => Ok(()), // Server::bind refuses this

@@ -38,10 +38,11 @@ use crate::limits::Sweep;
 use crate::models::winio::{
     reclaim, reclaim_datagram, routine_context, Notify, OvConn, OvOp, OvUdpEcho,
 };
-use crate::models::{min_timeout, Drain};
+use crate::models::Turn;
 use crate::sys::apc::{current_thread, queue_apc, sleep_alertable};
 use crate::sys::select::{select, SocketSet};
 use crate::sys::{wait_any, Handle, Wait, Waker};
+use crate::threads::join_worker;
 use crate::trace::trace_event;
 use slab::Slab;
 use std::cell::RefCell;
@@ -86,33 +87,7 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
     let accept_waker = ctx.shutdown.register()?;
     // Shared with the I/O state, which outlives `run` if it has to be leaked.
     let room = Arc::new(RoomSignal::new()?);
-    let io = Box::new(RefCell::new(Io {
-        ctx,
-        room: Arc::clone(&room),
-        conns: Slab::new(),
-        draining: false,
-        routines_left: ROUTINES_PER_WAIT,
-        deferred: Vec::new(),
-        notify: Notify::Port, // replaced below, once the box has its address
-        udp: ctx
-            .udp
-            .as_ref()
-            .map(|socket| OvUdpEcho::new(socket, ctx).with_turn_budget(crate::udp::BUDGET)),
-        udp_notify: Notify::Port, // likewise
-    }));
-    {
-        let context = (&*io as *const RefCell<Io>).cast();
-        let mut io = io.borrow_mut();
-        io.notify = Notify::Routine {
-            routine: on_complete,
-            context,
-        };
-        io.udp_notify = Notify::Routine {
-            routine: on_datagram,
-            context,
-        };
-        io.udp_turn();
-    }
+    let io = Io::boxed(ctx, Arc::clone(&room));
     std::thread::scope(|scope| {
         let acceptor = match listener {
             Some(listener) => Some(
@@ -134,61 +109,63 @@ pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
             ctx.shutdown.trigger(); // stops the accepting thread
         }
         let accepted = acceptor.map_or(Ok(()), |a| {
-            a.join()
-                .unwrap_or_else(|_| Err(io::Error::other("the accepting thread panicked")))
+            join_worker(a.join(), "the accepting thread panicked")
         });
-        // The accepting thread is gone: run the hand-offs it queued last (their sockets are
-        // closed: we are draining), then close everything and reap.
-        io.borrow_mut().draining = true;
-        sleep_alertable(Some(Duration::ZERO));
-        io.borrow_mut().adopt_handed();
-        io.borrow_mut().stop_udp();
-        io.borrow_mut().close_all();
-        // Closed: what completes now posts nothing; every completion is reaped in turn.
-        io.borrow_mut().routines_left = usize::MAX;
-        let deadline = Instant::now() + CANCEL_WAIT;
-        while io.borrow().ops_in_flight() > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let n = io.borrow().ops_in_flight();
-                log::error!("{n} overlapped operations never completed: leaking their records");
-                // A routine may still run in some later alertable wait of this thread: the
-                // state it points at must outlive that.
-                Box::leak(io);
-                return served.and(accepted);
-            }
-            sleep_alertable(Some(left));
-        }
+        close_and_reap(io);
         served.and(accepted)
     })
+}
+
+/// After the accepting thread is gone: runs the hand-offs it queued last (their sockets are
+/// closed: we are draining), closes everything and reaps every completion, up to
+/// [`CANCEL_WAIT`]; past it, leaks the I/O state (a routine may still run later).
+fn close_and_reap(io: Box<RefCell<Io<'_>>>) {
+    io.borrow_mut().draining = true;
+    sleep_alertable(Some(Duration::ZERO));
+    io.borrow_mut().adopt_handed();
+    io.borrow_mut().stop_udp();
+    io.borrow_mut().close_all();
+    // Closed: what completes now posts nothing; every completion is reaped in turn.
+    io.borrow_mut().routines_left = usize::MAX;
+    let deadline = Instant::now() + CANCEL_WAIT;
+    while io.borrow().ops_in_flight() > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let n = io.borrow().ops_in_flight();
+            log::error!("{n} overlapped operations never completed: leaking their records");
+            // A routine may still run in some later alertable wait of this thread: the
+            // state it points at must outlive that.
+            Box::leak(io);
+            return;
+        }
+        sleep_alertable(Some(left));
+    }
 }
 
 /// The I/O thread's loop: alertable waits until shutdown and the drain are over.
 fn serve(io: &RefCell<Io>, waker: &Waker) -> io::Result<()> {
     let ctx = io.borrow().ctx;
-    let mut drain = Drain::new(ctx.drain_timeout);
-    let mut timeouts = ctx.sweep();
+    let mut turn = Turn::new(ctx);
     loop {
         {
             let mut io = io.borrow_mut();
-            if drain.begins(&ctx.shutdown) {
+            if turn.drain_begins(&ctx.shutdown) {
                 io.draining = true;
                 io.stop_udp(); // a datagram has nothing to drain
             }
             io.advance_deferred();
             io.adopt_handed();
-            if drain.is_over(io.conns.len()) {
+            if turn.drain_is_over(io.conns.len()) {
                 return Ok(());
             }
-            if let Some(now) = timeouts.due() {
-                io.expire(&timeouts, now);
+            if let Some(now) = turn.sweep_due() {
+                io.expire(turn.sweep(), now);
             }
             io.udp_turn();
         } // the borrow ends here: the routines that run in the wait take it
-        // The UDP budget ran out last turn: receives are held back, so do not block.
+          // The UDP budget ran out last turn: receives are held back, so do not block.
         let udp_waits = io.borrow().udp.as_ref().is_some_and(OvUdpEcho::wants_turn);
-        let timeout = min_timeout(drain.wait_limit(), timeouts.wait_limit());
-        let timeout = min_timeout(timeout, udp_waits.then_some(Duration::ZERO));
+        let timeout = turn.wait_limit(udp_waits.then_some(Duration::ZERO));
         match wait_any(&[waker.event_handle()], timeout, true)? {
             Wait::Signalled(_) => waker.reset(),
             Wait::IoCompletion | Wait::TimedOut => {}
@@ -217,7 +194,40 @@ struct Io<'a> {
     udp_notify: Notify,
 }
 
-impl Io<'_> {
+impl<'a> Io<'a> {
+    /// The I/O thread's state, boxed (the routines get its address as their context), its
+    /// routines wired and the UDP echo's first receives posted.
+    fn boxed(ctx: &'a Ctx, room: Arc<RoomSignal>) -> Box<RefCell<Io<'a>>> {
+        let io = Box::new(RefCell::new(Io {
+            ctx,
+            room,
+            conns: Slab::new(),
+            draining: false,
+            routines_left: ROUTINES_PER_WAIT,
+            deferred: Vec::new(),
+            notify: Notify::Port, // replaced below, once the box has its address
+            udp: ctx
+                .udp
+                .as_ref()
+                .map(|socket| OvUdpEcho::new(socket, ctx).with_turn_budget(crate::udp::BUDGET)),
+            udp_notify: Notify::Port, // likewise
+        }));
+        {
+            let context = (&*io as *const RefCell<Io>).cast();
+            let mut io = io.borrow_mut();
+            io.notify = Notify::Routine {
+                routine: on_complete,
+                context,
+            };
+            io.udp_notify = Notify::Routine {
+                routine: on_datagram,
+                context,
+            };
+            io.udp_turn();
+        }
+        io
+    }
+
     fn adopt_handed(&mut self) {
         let handed = HANDED.with(|h| std::mem::take(&mut *h.borrow_mut()));
         let handoffs = &self.ctx.stats.handoffs_in_flight;
@@ -300,7 +310,11 @@ impl Io<'_> {
 
     fn ops_in_flight(&self) -> usize {
         let udp = self.udp.as_ref().map_or(0, OvUdpEcho::in_flight);
-        self.conns.iter().map(|(_, c)| c.ops_in_flight()).sum::<usize>() + udp
+        self.conns
+            .iter()
+            .map(|(_, c)| c.ops_in_flight())
+            .sum::<usize>()
+            + udp
     }
 
     /// A new turn of the loop: the UDP budget is whole again (the held-back receives go out).

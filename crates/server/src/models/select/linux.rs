@@ -15,6 +15,9 @@ pub(crate) fn availability() -> Result<(), String> {
 /// What `--trace` calls a socket's raw name (`fd=7`).
 pub(super) const RAW_NAME: &str = "fd";
 
+/// A socket's raw name: its descriptor.
+pub(super) type Raw = RawFd;
+
 /// How the loop names a socket.
 pub(super) fn raw(s: &impl AsRawFd) -> RawFd {
     s.as_raw_fd()

@@ -75,73 +75,123 @@ pub fn max_conns() -> usize {
 pub(crate) use serve::run;
 
 /// The loop, the same on both OSes: `os` supplies the sets (`Sets`), a socket's raw name
-/// (`raw`) and the admission rule (`admit`).
+/// (`raw`, of type `Raw`) and the admission rule (`admit`).
 #[cfg(any(target_os = "linux", windows))]
 mod serve {
-    use super::os::{self, Sets};
+    use super::os::{self, Raw, Sets};
     use crate::accept::Acceptor;
     use crate::ctx::Ctx;
     use crate::log_every::log_every;
-    use crate::models::{min_timeout, Drain};
+    use crate::models::Turn;
     use crate::session::{Session, Status, READ_CHUNK};
+    use crate::sys::Waker;
     use crate::trace::trace_event;
     use crate::udp::{self, ReadinessUdpEcho};
     use std::io;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, UdpSocket};
     use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
 
     /// Most connections accepted per turn, so a connection storm cannot starve open sockets.
     const ACCEPT_BATCH: usize = 64;
 
     pub(crate) fn run(listener: Option<TcpListener>, ctx: &Ctx) -> io::Result<()> {
-        let mut listen = None;
-        if let Some(l) = &listener {
-            l.set_nonblocking(true)?;
-            let raw = os::raw(l);
-            os::admit(raw, 0).map_err(|why| {
-                io::Error::other(format!("select cannot wait on the listening socket: {why}"))
-            })?;
-            listen = Some(raw);
-        }
-        // The UDP socket (non-blocking since bind) and its echo buffer; `None` once shutdown
-        // begins.
-        let mut udp = match &ctx.udp {
-            Some(u) => {
-                os::admit(os::raw(u), 0).map_err(|why| {
-                    io::Error::other(format!("select cannot wait on the UDP socket: {why}"))
-                })?;
-                Some((u, os::raw(u), ReadinessUdpEcho::new(ctx)))
-            }
-            None => None,
-        };
-        let waker = ctx.shutdown.register()?;
-        let wake = os::raw(&*waker);
-        let mut acceptor = listener.map(|l| Acceptor::new(l, ctx));
-        let mut sessions: Vec<Session> = Vec::new();
-        let mut scratch = vec![0u8; READ_CHUNK];
-        let mut sets = Sets::new();
-        let mut drain = Drain::new(ctx.drain_timeout);
-        let mut sweep = ctx.sweep();
-
+        let mut model = Select::new(listener, ctx)?;
+        let mut turn = Turn::new(ctx);
         loop {
-            if drain.begins(&ctx.shutdown) {
-                acceptor = None;
-                udp = None;
+            if turn.drain_begins(&ctx.shutdown) {
+                model.acceptor = None;
+                model.udp = None;
             }
-            if drain.is_over(sessions.len()) {
+            if turn.drain_is_over(model.sessions.len()) {
                 return Ok(());
             }
+            let accepting = model.fill_sets();
+            let pause = model.acceptor.as_ref().and_then(|a| a.pause_remaining());
+            let ready = model.sets.select(turn.wait_limit(pause))?;
+            ctx.stats.count_wait();
+            trace_event!(ctx.trace, "select: {ready} ready");
+            model.serve_ready();
+            if let Some(now) = turn.sweep_due() {
+                let sweep = turn.sweep();
+                model
+                    .sessions
+                    .retain_mut(|s| s.expired(sweep, now).is_none());
+            }
+            if accepting && model.listen.is_some_and(|l| model.sets.readable(l)) {
+                model.accept()?;
+            }
+        }
+    }
 
+    /// What the loop keeps between turns.
+    struct Select<'a> {
+        ctx: &'a Ctx,
+        /// The listener's raw name, when there is one (it stays the same after the acceptor
+        /// is dropped: it is only looked up in the sets the acceptor filled).
+        listen: Option<Raw>,
+        /// `None` once shutdown begins (the listener is closed) or without TCP.
+        acceptor: Option<Acceptor>,
+        /// The UDP socket (non-blocking since bind), its raw name and its echo buffer; `None`
+        /// once shutdown begins.
+        udp: Option<(&'a UdpSocket, Raw, ReadinessUdpEcho)>,
+        waker: Arc<Waker>,
+        wake: Raw,
+        sessions: Vec<Session>,
+        scratch: Vec<u8>,
+        sets: Sets,
+    }
+
+    impl<'a> Select<'a> {
+        /// Checks that the listener and the UDP socket can be waited on, registers the waker.
+        fn new(listener: Option<TcpListener>, ctx: &'a Ctx) -> io::Result<Select<'a>> {
+            let mut listen = None;
+            if let Some(l) = &listener {
+                l.set_nonblocking(true)?;
+                let raw = os::raw(l);
+                os::admit(raw, 0).map_err(|why| {
+                    io::Error::other(format!("select cannot wait on the listening socket: {why}"))
+                })?;
+                listen = Some(raw);
+            }
+            let udp = match &ctx.udp {
+                Some(u) => {
+                    os::admit(os::raw(u), 0).map_err(|why| {
+                        io::Error::other(format!("select cannot wait on the UDP socket: {why}"))
+                    })?;
+                    Some((u, os::raw(u), ReadinessUdpEcho::new(ctx)))
+                }
+                None => None,
+            };
+            let waker = ctx.shutdown.register()?;
+            Ok(Select {
+                ctx,
+                listen,
+                acceptor: listener.map(|l| Acceptor::new(l, ctx)),
+                udp,
+                wake: os::raw(&*waker),
+                waker,
+                sessions: Vec::new(),
+                scratch: vec![0u8; READ_CHUNK],
+                sets: Sets::new(),
+            })
+        }
+
+        /// Rebuilds the sets: the waker, the listener while accepting, the UDP socket, every
+        /// session that may read, every session whose last send would have blocked. Returns
+        /// whether the listener is in.
+        fn fill_sets(&mut self) -> bool {
+            let sets = &mut self.sets;
             sets.clear();
-            sets.want_read(wake);
-            let accepting = acceptor.as_mut().is_some_and(|a| a.is_accepting());
-            if let Some(listen) = listen.filter(|_| accepting) {
+            sets.want_read(self.wake);
+            let accepting = self.acceptor.as_mut().is_some_and(|a| a.is_accepting());
+            if let Some(listen) = self.listen.filter(|_| accepting) {
                 sets.want_read(listen);
             }
-            if let Some((_, raw, _)) = &udp {
+            if let Some((_, raw, _)) = &self.udp {
                 sets.want_read(*raw);
             }
-            for s in &sessions {
+            for s in &self.sessions {
                 let raw = os::raw(&s.stream);
                 if s.conn.wants_read() {
                     sets.want_read(raw);
@@ -150,22 +200,23 @@ mod serve {
                     sets.want_write(raw);
                 }
             }
-            let pause = acceptor.as_ref().and_then(|a| a.pause_remaining());
-            let limit = min_timeout(drain.wait_limit(), sweep.wait_limit());
-            let ready = sets.select(min_timeout(limit, pause))?;
-            ctx.stats.count_wait();
-            trace_event!(ctx.trace, "select: {ready} ready");
+            accepting
+        }
 
-            if sets.readable(wake) {
-                waker.reset();
+        /// Serves what `select` reported: the waker, the UDP socket, then every session (one
+        /// read each), closing the ones that are over.
+        fn serve_ready(&mut self) {
+            let (ctx, sets) = (self.ctx, &self.sets);
+            if sets.readable(self.wake) {
+                self.waker.reset();
             }
-            if let Some((socket, raw, echo)) = udp.as_mut().filter(|u| sets.readable(u.1)) {
+            if let Some((socket, raw, echo)) = self.udp.as_mut().filter(|u| sets.readable(u.1)) {
                 trace_event!(ctx.trace, "udp readable {}={raw}", os::RAW_NAME);
                 echo.serve(socket, ctx, udp::BUDGET);
             }
             let mut i = 0;
-            while i < sessions.len() {
-                let s = &mut sessions[i];
+            while i < self.sessions.len() {
+                let s = &mut self.sessions[i];
                 let raw = os::raw(&s.stream);
                 s.readable = sets.readable(raw);
                 let writable_now = sets.writable(raw);
@@ -176,33 +227,35 @@ mod serve {
                     trace_event!(ctx.trace, "writable {}={raw}", os::RAW_NAME);
                 }
                 s.writable |= writable_now;
-                if (s.readable || writable_now) && s.pump(&mut scratch, 1) == Status::Closed {
-                    sessions.swap_remove(i);
+                if (s.readable || writable_now) && s.pump(&mut self.scratch, 1) == Status::Closed {
+                    self.sessions.swap_remove(i);
                 } else {
                     i += 1;
                 }
             }
-            if let Some(now) = sweep.due() {
-                sessions.retain_mut(|s| s.expired(&sweep, now).is_none());
-            }
-            if let Some(acceptor) = acceptor
-                .as_mut()
-                .filter(|_| accepting && listen.is_some_and(|l| sets.readable(l)))
-            {
-                acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
-                    if let Err(why) = os::admit(os::raw(&stream), sessions.len()) {
-                        ctx.stats.refused.fetch_add(1, Relaxed);
-                        log_every!(warn, "select: closing a connection: {why}");
-                        return; // dropping the stream closes it
-                    }
-                    let raw = os::raw(&stream);
-                    trace_event!(ctx.trace, "accept {}={raw}", os::RAW_NAME);
-                    match stream.set_nonblocking(true) {
-                        Ok(()) => sessions.push(Session::new(stream, ctx)),
-                        Err(e) => log::warn!("select: cannot make a socket non-blocking: {e}"),
-                    }
-                })?;
-            }
+        }
+
+        /// The listener was readable: accepts a batch; a socket the sets cannot hold is
+        /// closed at once and counted as refused.
+        fn accept(&mut self) -> io::Result<()> {
+            let (ctx, sessions) = (self.ctx, &mut self.sessions);
+            let Some(acceptor) = self.acceptor.as_mut() else {
+                return Ok(());
+            };
+            acceptor.accept_batch(ACCEPT_BATCH, &ctx.stats, |stream| {
+                if let Err(why) = os::admit(os::raw(&stream), sessions.len()) {
+                    ctx.stats.refused.fetch_add(1, Relaxed);
+                    log_every!(warn, "select: closing a connection: {why}");
+                    return; // dropping the stream closes it
+                }
+                let raw = os::raw(&stream);
+                trace_event!(ctx.trace, "accept {}={raw}", os::RAW_NAME);
+                match stream.set_nonblocking(true) {
+                    Ok(()) => sessions.push(Session::new(stream, ctx)),
+                    Err(e) => log::warn!("select: cannot make a socket non-blocking: {e}"),
+                }
+            })?;
+            Ok(())
         }
     }
 }

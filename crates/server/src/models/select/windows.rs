@@ -21,6 +21,9 @@ pub(crate) const SET_CAPACITY: usize = 16_384;
 /// What `--trace` calls a socket's raw name (`s=412`).
 pub(super) const RAW_NAME: &str = "s";
 
+/// A socket's raw name: its handle.
+pub(super) type Raw = RawSocket;
+
 /// How the loop names a socket.
 pub(super) fn raw(s: &impl AsRawSocket) -> RawSocket {
     s.as_raw_socket()

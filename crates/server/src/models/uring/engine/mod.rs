@@ -41,11 +41,11 @@
 
 use crate::accept::{Backoff, ConnCap};
 use crate::ctx::Ctx;
-use crate::limits::Sweep;
-use crate::models::{min_timeout, Drain};
+use crate::models::{min_timeout, Turn};
 
 use crate::sys::uring::{opcode, CancelBuilder, Cqe, Fd, Ring};
 use crate::sys::Waker;
+use crate::threads::lock;
 use crate::trace::trace_event;
 use slab::Slab;
 
@@ -245,8 +245,8 @@ pub(crate) struct Engine<'a> {
     backoff: Backoff,
     /// `--max-conns`, counted over every worker.
     cap: ConnCap,
-    /// `--idle-timeout`, `--write-timeout`.
-    sweep: Sweep,
+    /// The drain and the sweep of `--idle-timeout`, `--write-timeout`, `--handshake-timeout`.
+    turn: Turn,
     waker: Arc<Waker>,
     /// Shutdown requested: no new connections.
     draining: bool,
@@ -369,13 +369,13 @@ impl Prepared {
 
     /// Worker `i`'s own listener, taken out of its parts (for a [`Spill`]).
     pub fn take_listener(&self, i: usize) -> Option<TcpListener> {
-        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parts = lock(&self.parts);
         parts.get_mut(i)?.as_mut()?.listener.take()
     }
 
     /// Worker `i`'s parts (once).
     pub fn take(&self, i: usize) -> io::Result<Parts> {
-        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parts = lock(&self.parts);
         parts
             .get_mut(i)
             .and_then(Option::take)
@@ -428,7 +428,7 @@ impl<'a> Engine<'a> {
                 true => ConnCap::new(ctx).waking_others(ctx),
                 false => ConnCap::new(ctx),
             },
-            sweep: ctx.sweep(),
+            turn: Turn::new(ctx),
             waker,
             draining: false,
             stopping: false,
@@ -489,12 +489,11 @@ impl<'a> Engine<'a> {
         self.arm_wake()?;
         self.arm_accepts();
         self.arm_udp();
-        let mut drain = Drain::new(self.ctx.drain_timeout);
         let served = loop {
-            if drain.begins(&self.ctx.shutdown) {
+            if self.turn.drain_begins(&self.ctx.shutdown) {
                 self.stop_accepting();
             }
-            if drain.is_over(self.conns.len()) {
+            if self.turn.drain_is_over(self.conns.len()) {
                 break Ok(());
             }
             self.check_table(); // full, or room again
@@ -504,11 +503,10 @@ impl<'a> Engine<'a> {
             self.rearm_starved();
             let pause = self.backoff.remaining();
             let capped = self.cap.is_held().then_some(CAP_RECHECK);
-            let timeout = min_timeout(drain.wait_limit(), min_timeout(pause, capped));
+            let timeout = self.turn.wait_limit(min_timeout(pause, capped));
             // The gauge counts what this turn posted too (the first turn's accepts and waker
             // poll included) before the worker blocks, not only after its next completion.
             self.publish_ops();
-            let timeout = min_timeout(timeout, self.sweep.wait_limit());
             let want = match batch_wait {
                 Some(_) if !self.draining && self.starved.is_empty() => {
                     (self.conns.len() / CONNS_PER_BATCHED_COMPLETION).clamp(1, BATCH_MAX)
@@ -527,7 +525,7 @@ impl<'a> Engine<'a> {
             }
             self.ctx.stats.count_wait();
             self.complete_all();
-            if let Some(now) = self.sweep.due() {
+            if let Some(now) = self.turn.sweep_due() {
                 self.sweep_conns(now);
             }
         };
@@ -742,7 +740,7 @@ impl<'a> Engine<'a> {
             .conns
             .iter_mut()
             .filter(|(_, u)| !u.closing)
-            .filter_map(|(c, u)| u.s.expired(&self.sweep, now).map(|_| c))
+            .filter_map(|(c, u)| u.s.expired(self.turn.sweep(), now).map(|_| c))
             .collect();
         for c in expired {
             self.begin_close(c);
