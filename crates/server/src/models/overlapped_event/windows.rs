@@ -7,7 +7,6 @@
 //! carries.
 
 use crate::ctx::Ctx;
-use crate::ctx::Ctx;
 use crate::limits::Sweep;
 use crate::models::groups::{self, Flow, Member, CLOSE_WAIT};
 use crate::models::winio::{Notify, OpKind, OvConn, OvUdpEcho};
