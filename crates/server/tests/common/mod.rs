@@ -47,38 +47,8 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     try_connect(addr).expect("connect to the server")
 }
 
-/// A deterministic pseudo-random byte stream (xorshift), so failures reproduce.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// A stream for any seed, 0 included (a xorshift state of 0 would stay 0 forever).
-    pub fn seeded(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-/// Polls `cond` for up to `limit`; true if it held.
-pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
+/// The seeded byte stream and the bounded wait every test crate shares (`crates/testkit`).
+pub use iomodels_testkit::{eventually, Rng};
 
 /// Polls the server's stats until `done` holds and returns them, or fails the test (naming
 /// `what`) after `within`.
