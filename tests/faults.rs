@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+use iomodels_testkit::{connect_close_cycles, eventually, until_still, wait_until};
 use support::{random_bytes, Served};
 
 const KIB: usize = 1 << 10;
@@ -107,14 +108,25 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Waits (bounded) until the server's descriptor count is `want`, and returns the last count.
 fn fd_count_settles_at(pid: u32, want: usize) -> usize {
-    let end = Instant::now() + support::SERVER_DEADLINE;
-    loop {
-        let n = fd_count(pid);
-        if n == want || Instant::now() > end {
-            return n;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    let mut n = fd_count(pid);
+    eventually(support::SERVER_DEADLINE, || {
+        n = fd_count(pid);
+        n == want
+    });
+    n
+}
+
+/// The server's descriptor count once it has held still for 300 ms (bounded): whatever the
+/// server was still opening or closing (a worker's ring, a client thread's leftovers) is done.
+fn steady_fd_count(pid: u32) -> usize {
+    let (n, held) = until_still(support::SERVER_DEADLINE, Duration::from_millis(300), || {
+        fd_count(pid)
+    });
+    assert!(
+        held,
+        "the server's descriptor count never held still ({n} last)"
+    );
+    n
 }
 
 fn counter(stats: &serde_json::Value, name: &str) -> i64 {
@@ -194,29 +206,6 @@ fn leave_the_server_writing(s: &mut Served, seed: u64) -> TcpStream {
     c
 }
 
-/// Opens and closes `n` connections to `addr` with no data, from 4 threads, stopping at
-/// `cap`: returns how many were made.
-fn connect_close_cycles(addr: SocketAddr, n: usize, cap: Duration) -> usize {
-    let claimed = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + cap;
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let claimed = Arc::clone(&claimed);
-            thread::spawn(move || {
-                let mut done = 0usize;
-                while Instant::now() < deadline && claimed.fetch_add(1, Relaxed) < n {
-                    let c = TcpStream::connect(addr)
-                        .unwrap_or_else(|e| panic!("cycle {done}: connect: {e}"));
-                    drop(c);
-                    done += 1;
-                }
-                done
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).sum()
-}
-
 /// A client that echoes `size`-byte messages until `stop`, on one connection, verifying each:
 /// returns how many came back byte-identical.
 fn bystander(addr: SocketAddr, size: usize, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
@@ -266,14 +255,7 @@ fn start_with_64_descriptors(model: &str) -> Served {
         "--direct-descriptors",
         "off",
     ]);
-    let end = Instant::now() + support::SERVER_DEADLINE;
-    let (mut last, mut still) = (fd_count(s.pid()), 0);
-    while still < 6 && Instant::now() < end {
-        thread::sleep(Duration::from_millis(50));
-        let n = fd_count(s.pid());
-        still = if n == last { still + 1 } else { 0 };
-        last = n;
-    }
+    steady_fd_count(s.pid());
     s
 }
 
@@ -342,7 +324,7 @@ mod per_model {
             );
         }
         assert_echoes(s.addr, 256 * KIB, 1);
-        thread::sleep(Duration::from_millis(300));
+        s.stats_until("the first normal client gone", |v| v["active"] == 200);
         assert_echoes(s.addr, 64 * KIB, 2);
         drop(silent);
         s.stats_until("every silent client gone", |v| v["active"] == 0);
@@ -370,8 +352,7 @@ mod per_model {
         s.stats_until("the warm-up clients gone", |v| {
             v["active"] == 0 && counter(v, "accepted") + counter(v, "refused") > WARM_UP as i64
         });
-        thread::sleep(Duration::from_millis(200));
-        let fd0 = fd_count(pid);
+        let fd0 = steady_fd_count(pid);
         let kinds0 = fd_kinds(pid);
         let rss0 = rss(pid);
         // The measure can fail: ten open connections show as ten more descriptors (none with
@@ -408,14 +389,11 @@ mod per_model {
         );
         // The thread-per-client server gives freed memory back at most a second after its
         // threads end (glibc's malloc_trim): allow it that, and a margin (bounded poll).
-        let settled_by = Instant::now() + Duration::from_secs(5);
-        let grown = loop {
-            let grown = rss(pid).saturating_sub(rss0);
-            if grown <= 8 * MIB || Instant::now() > settled_by {
-                break grown;
-            }
-            thread::sleep(Duration::from_millis(100));
-        };
+        let mut grown = 0;
+        eventually(Duration::from_secs(5), || {
+            grown = rss(pid).saturating_sub(rss0);
+            grown <= 8 * MIB
+        });
         assert!(
             grown <= 8 * MIB,
             "RSS grew by {} KiB over {CYCLES} cycles (from {} KiB)",
@@ -608,7 +586,9 @@ mod per_model {
         }
         s.stats_until("accepting paused", |v| counter(v, "accept_pauses") > 0);
         let answered = |clients: &mut [TcpStream], got: &mut [Vec<u8>], quiet: Duration| {
-            // Polls until no new answer for `quiet` (bounded by SERVER_DEADLINE).
+            // Polls until no new answer for `quiet` (bounded by SERVER_DEADLINE): how many
+            // clients the server admitted is what this finds out, so no count to wait for; the
+            // 20 ms sleep paces the poll.
             let end = Instant::now() + support::SERVER_DEADLINE;
             let mut last_news = Instant::now();
             while Instant::now() < end && last_news.elapsed() < quiet {
@@ -656,6 +636,8 @@ mod per_model {
             c.read_exact(&mut back).expect("an admitted client served");
             assert!(back == msg, "client {i}: second echo differs");
         }
+        // A sleep that stays: the 2 s saturated window is the measurement (CPU and wake-ups
+        // in it), not a wait for something to happen.
         thread::sleep(Duration::from_secs(2).saturating_sub(window.elapsed()));
         let cpu = cpu_seconds(pid) - cpu0;
         let window = window.elapsed();
@@ -713,6 +695,7 @@ mod per_model {
                 assert_eq!(got[*i], (*i as u64).to_le_bytes(), "client {i}'s echo");
                 false // dropped: its descriptor frees one for the next
             });
+            // Paces the poll (bounded by `end` above).
             thread::sleep(Duration::from_millis(20));
         }
         s.stats_until("every client gone", |v| v["active"] == 0);
@@ -730,6 +713,8 @@ mod per_model {
         let mut s = start_with_64_descriptors(model);
         let clients: Vec<TcpStream> = (0..90).map(|_| connect(s.addr)).collect();
         s.stats_until("accepting paused", |v| counter(v, "accept_pauses") > 0);
+        // A sleep that stays: 2 s of being out of descriptors is the window whose log lines
+        // are counted.
         thread::sleep(Duration::from_secs(2));
         let stats = s.stats();
         let logged = s
@@ -834,6 +819,7 @@ mod per_model {
                     let data = random_bytes(100, 400 + rounds);
                     assert!(exchange(&c, &data) == data, "round {rounds} differs");
                     rounds += 1;
+                    // A sleep that stays: it paces the active client, the point of the case.
                     thread::sleep(Duration::from_millis(100));
                 }
                 (c, rounds)
@@ -993,11 +979,11 @@ mod per_model {
         s.stats_until("1,000 connections accepted", |v| {
             counter(v, "accepted") >= 1000
         });
-        let end = Instant::now() + Duration::from_secs(60);
-        while rounds.load(Relaxed) < 2 * THREADS {
-            assert!(Instant::now() < end, "the clients never got going");
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(60),
+            "the clients getting going (two rounds a thread)",
+            || rounds.load(Relaxed) >= 2 * THREADS,
+        );
         s.signal(libc::SIGTERM);
         let signalled = Instant::now();
         stop.store(true, Relaxed);
@@ -1035,7 +1021,7 @@ fn direct(s: &Served) -> bool {
 fn completion_port_survives_descriptor_exhaustion_while_its_workers_start() {
     for attempt in 0..10 {
         // Ordinary descriptors: direct ones take no descriptor per connection.
-        let s = start_with_64_descriptors_args(&[
+        let mut s = start_with_64_descriptors_args(&[
             "--model",
             "completion-port",
             "--workers",
@@ -1053,12 +1039,14 @@ fn completion_port_survives_descriptor_exhaustion_while_its_workers_start() {
             .into_iter()
             .flat_map(|h| h.join().unwrap())
             .collect();
-        thread::sleep(Duration::from_millis(500));
+        // The storm: the descriptors ran out while the clients came.
+        s.stats_until("accepting paused", |v| counter(v, "accept_pauses") > 0);
         drop(clients);
-        thread::sleep(Duration::from_millis(500));
-        if let Err(e) = TcpStream::connect(addr) {
+        // After the storm a new client's echo comes back: a bare connect would prove nothing,
+        // the kernel's backlog completes it with no worker alive.
+        if std::panic::catch_unwind(|| assert_echoes(addr, KIB, attempt)).is_err() {
             panic!(
-                "attempt {attempt}: a new client after the storm: {e}; stderr:\n{}",
+                "attempt {attempt}: a new client after the storm was not echoed; stderr:\n{}",
                 s.stderr_text()
             );
         }
