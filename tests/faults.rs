@@ -292,6 +292,138 @@ fn command_with_descriptors(limit: u64, args: &[&str]) -> std::process::Command 
     cmd
 }
 
+/// Reads what client `i` can read now of its 8-byte tag's echo into `tag` (non-blocking):
+/// true if bytes came. An end of stream or an error fails the test.
+fn read_tag(i: usize, c: &mut TcpStream, tag: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 8];
+    let want = 8 - tag.len();
+    if want == 0 {
+        return false;
+    }
+    match c.read(&mut buf[..want]) {
+        Ok(0) => panic!("client {i}: EOF before its echo"),
+        Ok(n) => {
+            tag.extend_from_slice(&buf[..n]);
+            true
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => panic!("client {i}: {e}"),
+    }
+}
+
+/// The clients (non-blocking, each having sent its tag) whose tag came back whole, checked:
+/// polls every 20 ms until no new answer for `quiet` (bounded by SERVER_DEADLINE). How many the
+/// server admitted is what this finds out, so there is no count to wait for. Some, not all,
+/// must be admitted.
+fn admitted_clients(
+    clients: &mut [TcpStream],
+    tags: &mut [Vec<u8>],
+    quiet: Duration,
+) -> Vec<usize> {
+    let end = Instant::now() + support::SERVER_DEADLINE;
+    let mut last_news = Instant::now();
+    while Instant::now() < end && last_news.elapsed() < quiet {
+        for (i, c) in clients.iter_mut().enumerate() {
+            if read_tag(i, c, &mut tags[i]) {
+                last_news = Instant::now();
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let admitted: Vec<usize> = (0..clients.len()).filter(|&i| tags[i].len() == 8).collect();
+    for &i in &admitted {
+        assert_eq!(tags[i], (i as u64).to_le_bytes(), "client {i}'s echo");
+    }
+    assert!(
+        !admitted.is_empty() && admitted.len() < clients.len(),
+        "{} of {} admitted under a limit of 64",
+        admitted.len(),
+        clients.len()
+    );
+    admitted
+}
+
+/// Saturated for 2 s: the `admitted` clients are served again, byte-exactly, and the server
+/// uses under 0.5 s of CPU and makes under 50,000 wake-ups meanwhile (a spin is ~2 s and a
+/// million); accepting stays paused.
+fn saturated_without_spinning(
+    s: &mut Served,
+    model: &str,
+    clients: &mut [TcpStream],
+    admitted: &[usize],
+) {
+    let pid = s.pid();
+    let waits0 = counter(&s.stats(), "waits");
+    let cpu0 = cpu_seconds(pid);
+    let window = Instant::now();
+    for &i in admitted {
+        let c = &mut clients[i];
+        c.set_nonblocking(false).unwrap();
+        let msg = random_bytes(1000, i as u64);
+        c.write_all(&msg).unwrap();
+        let mut back = vec![0; msg.len()];
+        c.read_exact(&mut back).expect("an admitted client served");
+        assert!(back == msg, "client {i}: second echo differs");
+    }
+    // A sleep that stays: the 2 s saturated window is the measurement (CPU and wake-ups in
+    // it), not a wait for something to happen.
+    thread::sleep(Duration::from_secs(2).saturating_sub(window.elapsed()));
+    let cpu = cpu_seconds(pid) - cpu0;
+    let window = window.elapsed();
+    eprintln!(
+        "{model}: {} of {} admitted under RLIMIT_NOFILE 64; {cpu:.2} s of CPU, {} \
+         wake-ups in {:.1} s saturated",
+        admitted.len(),
+        clients.len(),
+        counter(&s.stats(), "waits") - waits0,
+        window.as_secs_f64()
+    );
+    assert!(
+        cpu < 0.5,
+        "the server used {cpu:.2} s of CPU in {:.1} s while out of descriptors: a spin",
+        window.as_secs_f64()
+    );
+    let stats = s.stats();
+    assert!(counter(&stats, "accept_pauses") > 0, "{stats}");
+    // The model's own count of wake-ups: about a hundred here (async-select ~10,000, with no
+    // measurable CPU); a loop on the still-readable listener makes a million (the CPU time of
+    // a spin is shared with the other tests, its wake-ups are not).
+    let waits = counter(&stats, "waits") - waits0;
+    assert!(
+        waits < 50_000,
+        "{waits} wake-ups in {:.1} s while out of descriptors: a busy loop",
+        window.as_secs_f64()
+    );
+}
+
+/// Every `waiting` client (non-blocking, numbered) gets its tag back, checked, and leaves as
+/// soon as it has, freeing a descriptor for the next (bounded by SERVER_DEADLINE; the 20 ms
+/// sleep paces the poll).
+fn every_waiting_client_served(
+    s: &Served,
+    mut waiting: Vec<(usize, TcpStream)>,
+    tags: &mut [Vec<u8>],
+) {
+    let end = Instant::now() + support::SERVER_DEADLINE;
+    while !waiting.is_empty() {
+        assert!(
+            Instant::now() < end,
+            "{} clients never served after the admitted ones left; stderr:\n{}",
+            waiting.len(),
+            s.stderr_text()
+        );
+        waiting.retain_mut(|(i, c)| {
+            read_tag(*i, c, &mut tags[*i]);
+            if tags[*i].len() < 8 {
+                return true;
+            }
+            assert_eq!(tags[*i], (*i as u64).to_le_bytes(), "client {i}'s echo");
+            false // dropped: its descriptor frees one for the next
+        });
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The cases.
 
@@ -576,8 +708,6 @@ mod per_model {
     ) {
         const CLIENTS: usize = 90;
         let mut s = start_with_64_descriptors(model);
-        let pid = s.pid();
-
         // Every client sends its 8-byte tag; the admitted ones get it back.
         let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(s.addr)).collect();
         for (i, c) in clients.iter_mut().enumerate() {
@@ -585,119 +715,17 @@ mod per_model {
             c.set_nonblocking(true).unwrap();
         }
         s.stats_until("accepting paused", |v| counter(v, "accept_pauses") > 0);
-        let answered = |clients: &mut [TcpStream], got: &mut [Vec<u8>], quiet: Duration| {
-            // Polls until no new answer for `quiet` (bounded by SERVER_DEADLINE): how many
-            // clients the server admitted is what this finds out, so no count to wait for; the
-            // 20 ms sleep paces the poll.
-            let end = Instant::now() + support::SERVER_DEADLINE;
-            let mut last_news = Instant::now();
-            while Instant::now() < end && last_news.elapsed() < quiet {
-                for (i, c) in clients.iter_mut().enumerate() {
-                    let mut buf = [0u8; 8];
-                    let want = 8 - got[i].len();
-                    if want == 0 {
-                        continue;
-                    }
-                    match c.read(&mut buf[..want]) {
-                        Ok(0) => panic!("client {i}: EOF before its echo"),
-                        Ok(n) => {
-                            got[i].extend_from_slice(&buf[..n]);
-                            last_news = Instant::now();
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(e) => panic!("client {i}: {e}"),
-                    }
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        };
-        let mut got = vec![Vec::new(); CLIENTS];
-        answered(&mut clients, &mut got, Duration::from_secs(1));
-        let admitted: Vec<usize> = (0..CLIENTS).filter(|&i| got[i].len() == 8).collect();
-        for &i in &admitted {
-            assert_eq!(got[i], (i as u64).to_le_bytes(), "client {i}'s echo");
-        }
-        assert!(
-            !admitted.is_empty() && admitted.len() < CLIENTS,
-            "{} of {CLIENTS} admitted under a limit of 64",
-            admitted.len()
-        );
-
-        // Saturated for 2 s: the admitted ones are served again, the CPU stays low.
-        let waits0 = counter(&s.stats(), "waits");
-        let cpu0 = cpu_seconds(pid);
-        let window = Instant::now();
-        for &i in &admitted {
-            let c = &mut clients[i];
-            c.set_nonblocking(false).unwrap();
-            let msg = random_bytes(1000, i as u64);
-            c.write_all(&msg).unwrap();
-            let mut back = vec![0; msg.len()];
-            c.read_exact(&mut back).expect("an admitted client served");
-            assert!(back == msg, "client {i}: second echo differs");
-        }
-        // A sleep that stays: the 2 s saturated window is the measurement (CPU and wake-ups
-        // in it), not a wait for something to happen.
-        thread::sleep(Duration::from_secs(2).saturating_sub(window.elapsed()));
-        let cpu = cpu_seconds(pid) - cpu0;
-        let window = window.elapsed();
-        eprintln!(
-            "{model}: {} of {CLIENTS} admitted under RLIMIT_NOFILE 64; {cpu:.2} s of CPU, {} \
-             wake-ups in {:.1} s saturated",
-            admitted.len(),
-            counter(&s.stats(), "waits") - waits0,
-            window.as_secs_f64()
-        );
-        assert!(
-            cpu < 0.5,
-            "the server used {cpu:.2} s of CPU in {:.1} s while out of descriptors: a spin",
-            window.as_secs_f64()
-        );
-        let stats = s.stats();
-        assert!(counter(&stats, "accept_pauses") > 0, "{stats}");
-        // The model's own count of wake-ups: about a hundred here (async-select ~10,000, with
-        // no measurable CPU); a loop on the still-readable listener makes a million (the CPU
-        // time of a spin is shared with the other tests, its wake-ups are not).
-        let waits = counter(&stats, "waits") - waits0;
-        assert!(
-            waits < 50_000,
-            "{waits} wake-ups in {:.1} s while out of descriptors: a busy loop",
-            window.as_secs_f64()
-        );
+        let mut tags = vec![Vec::new(); CLIENTS];
+        let admitted = admitted_clients(&mut clients, &mut tags, Duration::from_secs(1));
+        saturated_without_spinning(&mut s, model, &mut clients, &admitted);
         // Recovery: the admitted leave; every waiting client is then served, and as each one
         // leaves in turn, the next.
-        let mut waiting: Vec<(usize, TcpStream)> = Vec::new();
-        for (i, c) in clients.into_iter().enumerate() {
-            if !admitted.contains(&i) {
-                waiting.push((i, c));
-            }
-        }
-        let end = Instant::now() + support::SERVER_DEADLINE;
-        while !waiting.is_empty() {
-            assert!(
-                Instant::now() < end,
-                "{} clients never served after the admitted ones left; stderr:\n{}",
-                waiting.len(),
-                s.stderr_text()
-            );
-            waiting.retain_mut(|(i, c)| {
-                let mut buf = [0u8; 8];
-                let want = 8 - got[*i].len();
-                match c.read(&mut buf[..want]) {
-                    Ok(0) => panic!("client {i}: EOF before its echo"),
-                    Ok(n) => got[*i].extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("client {i}: {e}"),
-                }
-                if got[*i].len() < 8 {
-                    return true;
-                }
-                assert_eq!(got[*i], (*i as u64).to_le_bytes(), "client {i}'s echo");
-                false // dropped: its descriptor frees one for the next
-            });
-            // Paces the poll (bounded by `end` above).
-            thread::sleep(Duration::from_millis(20));
-        }
+        let waiting: Vec<(usize, TcpStream)> = clients
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !admitted.contains(i))
+            .collect();
+        every_waiting_client_served(&s, waiting, &mut tags);
         s.stats_until("every client gone", |v| v["active"] == 0);
         assert_echoes(s.addr, 64 * KIB, 9);
         assert_alive(&mut s);
