@@ -157,6 +157,55 @@ impl Drop for Lab {
     }
 }
 
+/// Node `i`'s UDP counters (its namespace's /proc/net/snmp and /proc/net/udp): datagrams its
+/// sockets have read or dropped at a full buffer (`InDatagrams`, counted as they are read, plus
+/// `InErrors`), and the bytes still queued in its sockets.
+fn udp_counts(lab: &Lab, i: usize) -> (u64, u64) {
+    let snmp = lab.run_ok(i, "cat", &["/proc/net/snmp"]);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().unwrap_or(""), udp.next().unwrap_or(""));
+    let counter = |name: &str| {
+        let at = names.split_whitespace().position(|n| n == name);
+        at.and_then(|at| values.split_whitespace().nth(at)?.parse::<u64>().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no Udp {name} in {}'s /proc/net/snmp:\n{snmp}",
+                    lab.nodes[i]
+                )
+            })
+    };
+    let taken = counter("InDatagrams") + counter("InErrors");
+    // sl local_address rem_address st tx_queue:rx_queue ...
+    let queued = lab
+        .run_ok(i, "cat", &["/proc/net/udp"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(4)?.split_once(':'))
+        .filter_map(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+        .sum();
+    (taken, queued)
+}
+
+/// Waits (bounded) until the receivers in `nodes` are done with a run of `sent` datagrams:
+/// each node's sockets have read (or dropped at a full buffer) all of them, or — some were
+/// lost on the way and will never come — the counts have held still for 300 ms with nothing
+/// left queued.
+fn members_done_reading(lab: &Lab, nodes: &[usize], sent: u64) {
+    let mut last = (Vec::new(), std::time::Instant::now());
+    iomodels_testkit::wait_until(DEADLINE, "the members reading the run", || {
+        let now: Vec<(u64, u64)> = nodes.iter().map(|&i| udp_counts(lab, i)).collect();
+        if now.iter().all(|&(taken, _)| taken >= sent) {
+            return true;
+        }
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+            return false;
+        }
+        now.iter().all(|&(_, queued)| queued == 0)
+            && last.1.elapsed() >= std::time::Duration::from_millis(300)
+    });
+}
+
 /// `udp recv --json` in node `i` with `args`, ready (bound and joined) when this returns.
 fn receiver(lab: &Lab, i: usize, args: &[&str]) -> Proc {
     let mut all = vec!["udp", "recv", "--json"];
@@ -219,8 +268,7 @@ fn multicast_reaches_every_member_and_no_non_member() {
         ],
     ));
     assert_eq!(num(&sent, "sent"), 10_000, "{sent}");
-    // The datagrams are in the members' socket buffers (or dropped) once send has returned.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    members_done_reading(&lab, &[1, 2], 10_000);
     for (m, p) in members.into_iter().enumerate() {
         let r = report(p, true);
         let l = &r["latency_us"];
@@ -524,16 +572,22 @@ fn iperf_multicast_server_receives_our_datagrams() {
             "200",
         ],
     );
-    // Let iperf close its one-second interval, then stop it: it prints the total on SIGINT.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Wait for iperf's report of the whole run, then stop it.
+    iomodels_testkit::wait_until(DEADLINE, "iperf reporting 500 datagrams", || {
+        iperf_bytes(&server.stdout_so_far()) == Some(500 * 200)
+    });
     let (_, out, err) = server.interrupt();
-    // CSV: time,src,sport,dst,dport,id,interval,bytes,bits/s,...; the last line is the total.
-    let bytes = out
-        .lines()
+    let bytes =
+        iperf_bytes(&out).unwrap_or_else(|| panic!("no CSV report from iperf:\n{out}\n{err}"));
+    assert_eq!(bytes, 500 * 200, "iperf's report:\n{out}");
+}
+
+/// The most bytes any of iperf's CSV lines reports (time,src,sport,dst,dport,id,interval,
+/// bytes,bits/s,...; the last line is the total).
+fn iperf_bytes(out: &str) -> Option<u64> {
+    out.lines()
         .filter_map(|l| l.split(',').nth(7)?.parse::<u64>().ok())
         .max()
-        .unwrap_or_else(|| panic!("no CSV report from iperf:\n{out}\n{err}"));
-    assert_eq!(bytes, 500 * 200, "iperf's report:\n{out}");
 }
 
 per_model! {

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
 use support::*;
 
 /// Starts `iomodels udp recv --listen 127.0.0.1:0 FLAGS`; returns it, once it listens, and
@@ -177,9 +176,11 @@ fn sigint_ends_recv_with_its_report_and_status_0() {
         &format!("127.0.0.1:{port}"),
         &["--count", "10", "--rate", "0"],
     );
-    // The datagrams are in the receiver's socket buffer once send has returned; give the
-    // receiver a moment to read them (bounded), then interrupt it.
-    std::thread::sleep(Duration::from_millis(300));
+    // The datagrams are in the receiver's socket buffer once send has returned (loopback
+    // delivers in the send): wait until it has read them all, then interrupt it.
+    iomodels_testkit::wait_until(DEADLINE, "the receiver reading the 10 datagrams", || {
+        udp_queue(port) == Some(0)
+    });
     let (status, out, err) = recv.interrupt();
     assert!(status.success(), "status {status}; stderr:\n{err}");
     let r = json(&out);
@@ -207,13 +208,25 @@ fn foreign_datagrams_from_socat_are_counted_apart() {
     assert_eq!((num(&r, "received"), num(&r, "lost")), (10, 0), "{r}");
 }
 
-/// Whether a UDP socket is bound to 127.0.0.1:`port`, from /proc/net/udp.
-fn udp_bound(port: u16) -> bool {
+/// The bytes waiting in the receive queue of the UDP socket bound to 127.0.0.1:`port`, from
+/// /proc/net/udp; `None` if no socket is bound there.
+fn udp_queue(port: u16) -> Option<u64> {
     let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
     let want = format!("0100007F:{port:04X}");
-    table
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(&want))
+    // sl local_address rem_address st tx_queue:rx_queue ...
+    table.lines().find_map(|l| {
+        let mut fields = l.split_whitespace().skip(1);
+        if fields.next() != Some(&want) {
+            return None;
+        }
+        let queues = fields.nth(2)?;
+        u64::from_str_radix(queues.split_once(':')?.1, 16).ok()
+    })
+}
+
+/// Whether a UDP socket is bound to 127.0.0.1:`port`, from /proc/net/udp.
+fn udp_bound(port: u16) -> bool {
+    udp_queue(port).is_some()
 }
 
 #[test]
@@ -223,16 +236,17 @@ fn socat_receives_our_numbered_datagrams() {
         "socat",
         &["-u", &format!("UDP4-RECV:{port},bind=127.0.0.1"), "-"],
     );
-    let end = Instant::now() + DEADLINE;
-    while !udp_bound(port) {
-        assert!(Instant::now() < end, "socat never bound 127.0.0.1:{port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    iomodels_testkit::wait_until(DEADLINE, &format!("socat binding 127.0.0.1:{port}"), || {
+        udp_bound(port)
+    });
     udp_send(
         &format!("127.0.0.1:{port}"),
         &["--count", "20", "--size", "100", "--rate", "1000"],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Loopback delivers in the send: wait until socat has written all 20 out.
+    iomodels_testkit::wait_until(DEADLINE, "socat printing the 20 datagrams", || {
+        socat.stdout_so_far().matches("IOMu").count() >= 20
+    });
     let (_, out, _) = socat.interrupt();
     // socat writes each datagram's payload as it came, 20 of them, each with our header; the
     // run id's bytes are not text, but the ASCII magic survives the lossy conversion.

@@ -210,18 +210,9 @@ pub fn assert_nofile_limit(pid: u32, n: u64) {
     );
 }
 
-/// `n` bytes of a xorshift stream seeded with `seed` (the same bytes for the same seed).
-pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+/// `n` bytes of the seeded stream every test crate shares (`crates/testkit`).
+#[allow(unused_imports)] // not every test file uses it
+pub use iomodels_testkit::random_bytes;
 
 /// A `iomodels serve` child process: its stdout lines come through a channel, its stderr is
 /// collected as it comes; killed if a test fails before stopping it.

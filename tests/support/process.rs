@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 /// The longest any child may take to get ready or to finish.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A running child: stdout collected whole, stderr line by line (for ready lines); killed
-/// and reaped on drop, so a failing test leaves nothing behind.
+/// A running child: stdout collected as it comes (readable meanwhile), stderr line by line
+/// (for ready lines); killed and reaped on drop, so a failing test leaves nothing behind.
 pub struct Proc {
     child: Child,
     what: String,
-    stdout: Option<std::thread::JoinHandle<String>>,
+    /// What the child has written to stdout so far.
+    stdout: Arc<Mutex<Vec<u8>>>,
+    /// The thread that collects stdout: it ends at the child's exit.
+    stdout_thread: Option<std::thread::JoinHandle<()>>,
     stderr_lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
 }
@@ -34,10 +37,13 @@ impl Proc {
             .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let mut out = child.stdout.take().unwrap();
         // Bytes, not text: socat prints our datagrams' binary headers.
-        let stdout = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = out.read_to_end(&mut b);
-            String::from_utf8_lossy(&b).into_owned()
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&stdout);
+        let stdout_thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = out.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
         });
         let (tx, stderr_lines) = mpsc::channel();
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -53,7 +59,8 @@ impl Proc {
         Proc {
             child,
             what,
-            stdout: Some(stdout),
+            stdout,
+            stdout_thread: Some(stdout_thread),
             stderr_lines,
             stderr,
         }
@@ -77,6 +84,12 @@ impl Proc {
                 }
             }
         }
+    }
+
+    /// What the child has written to stdout so far, as text (lossy: socat's output holds
+    /// binary headers).
+    pub fn stdout_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
     }
 
     /// Sends `signal` to the child.
@@ -105,7 +118,8 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let out = self.stdout.take().unwrap().join().unwrap();
+        self.stdout_thread.take().unwrap().join().unwrap();
+        let out = self.stdout_so_far();
         // stderr's reader ends at EOF, which the exit brings; give it a moment (bounded).
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end {
@@ -128,7 +142,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.stdout.is_some() {
+        if self.stdout_thread.is_some() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

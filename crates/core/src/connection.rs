@@ -356,16 +356,9 @@ mod tests {
         got
     }
 
+    /// `len` bytes of the tests' seeded stream (`crates/testkit`).
     fn pattern(len: usize) -> Vec<u8> {
-        let mut x: u32 = 0x9e37_79b9;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
+        iomodels_testkit::Rng(0x9e37_79b9).bytes(len)
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The cargo-fuzz harness (`fuzz/src/lib.rs`), run here on fixed and random inputs: so that
-//! `cargo test` builds and lints it with the workspace, each input the fuzzer ever found
-//! (`fuzz/regressions/`) stays fixed, and the harness's checks run without cargo-fuzz.
+//! `cargo test` builds and lints it with the workspace, each input in `fuzz/regressions/` (a
+//! few made by hand per target, and every crash the fuzzer ever found; the folder's README
+//! says which is which and how one is added) stays fixed, and the harness's checks run without
+//! cargo-fuzz.
 //! Fuzzing itself: `scripts/fuzz.sh chunked 300`, `scripts/fuzz.sh tls 300`.
 
 #[path = "../../../fuzz/src/lib.rs"]
@@ -9,16 +11,30 @@ mod harness;
 use proptest::prelude::*;
 use std::path::Path;
 
-/// Runs `target` on every file in `fuzz/regressions/<name>/`, if there are any.
+/// Runs `target` on every file in `fuzz/regressions/<name>/` (a README.md is skipped). It is in
+/// git with at least one input per target: a missing or empty one fails (a replay that runs
+/// nothing would pass for ever).
 fn replay(name: &str, target: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/regressions")
         .join(name);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: the regression inputs of the {name} target are missing",
+            dir.display()
+        )
+    });
+    let mut inputs: Vec<_> = entries
+        .map(|entry| entry.expect("list the regression inputs").path())
+        .filter(|path| path.file_name().is_some_and(|f| f != "README.md"))
+        .collect();
+    inputs.sort();
+    assert!(
+        !inputs.is_empty(),
+        "{}: no regression input for the {name} target",
+        dir.display()
+    );
+    for path in inputs {
         eprintln!("replaying {}", path.display());
         target(&std::fs::read(&path).unwrap());
     }

@@ -4,6 +4,7 @@ use iomodels_core::rustls::{self, ClientConfig, ClientConnection, RootCertStore}
 use iomodels_core::tls::pki::{self, Usage, Validity};
 use iomodels_core::tls::{provider, server_config, MAX_RECORD_WIRE_LEN};
 use iomodels_core::{Connection, Limits, ServiceKind};
+use iomodels_testkit::Rng;
 use proptest::prelude::*;
 use std::io::{ErrorKind, Read, Write};
 use std::sync::{Arc, OnceLock};
@@ -84,25 +85,6 @@ fn client(
         "localhost".try_into().unwrap(),
     )
     .unwrap()
-}
-
-/// A small deterministic generator (xorshift), so failures replay.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// In `1..=max`.
-    fn size(&mut self, max: usize) -> usize {
-        1 + (self.next() as usize) % max
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 /// How the "model" sends the server's output.

@@ -340,72 +340,15 @@ fn slowloris(v: Variant, idle: Option<Duration>) -> Slowloris {
         "{count} + {count} + 1 connections do not fit the cap {cap}"
     );
     let addr = server.addr;
-    ping(&mut connect(addr), b"warm up");
-    wait_for(&server, SETTLE, "the warm-up gone", |s| s.active == 0);
-    let rss_before = rss_kib();
-    let trickler = Trickler::start(addr, count);
-    trickler.wait_open(count);
-    let silent = open(addr, count);
-    // With the idle timeout, the first silent ones may be closed already.
-    let held = wait_for(
-        &server,
-        SETTLE,
-        "every slowloris connection accepted",
-        |s| s.accepted == 2 * count as u64 + 1,
-    );
-    let rss_held = mib(rss_before, rss_kib());
-    if idle.is_none() {
-        assert_eq!(held.active, 2 * count as i64, "{held:?}");
-    }
-
+    let (trickler, silent, rss_held) = open_slowloris(&server, count, idle);
     let client = served_client(addr);
     client
         .join()
         .expect("the served client panicked")
         .unwrap_or_else(|e| panic!("the client beside the slowloris was not served: {e}"));
-
-    match idle {
-        None => {
-            // Past what an idle timeout of IDLE would have allowed, twice over.
-            let rounds = (2 * IDLE.as_millis() / TRICKLE_EVERY.as_millis()) as i64;
-            trickler.wait_rounds(rounds);
-            for (i, s) in silent.iter().enumerate() {
-                assert_eq!(peek_state(s), Peer::Open, "silent connection {i}");
-            }
-        }
-        Some(_) => {
-            wait_for(&server, SETTLE, "the silent connections closed", |s| {
-                s.idle_closed >= count as u64
-            });
-            for (i, s) in silent.iter().enumerate() {
-                assert_eq!(
-                    wait_end(s, CLIENT_TIMEOUT),
-                    Peer::Eof,
-                    "silent connection {i} after --idle-timeout"
-                );
-            }
-            // The trickle goes on past two more idle timeouts: none of them is closed.
-            let rounds = (2 * IDLE.as_millis() / TRICKLE_EVERY.as_millis()) as i64;
-            trickler.wait_rounds(rounds);
-        }
-    }
+    idle_timeout_takes_only_the_silent(&server, &trickler, &silent, count, idle);
     let (trickling, rounds) = trickler.finish();
-    let st = wait_for(&server, SETTLE, "the served client gone", |s| {
-        s.active
-            == match idle {
-                None => 2 * count as i64,
-                Some(_) => count as i64,
-            }
-    });
-    let idle_closed = if idle.is_some() { count as u64 } else { 0 };
-    assert_eq!(st.idle_closed, idle_closed, "{st:?}");
-    assert_eq!(st.accepted, 2 * count as u64 + 2, "{st:?}");
-    assert_eq!(st.refused, 0, "{st:?}");
-    assert_eq!(st.errors, 0, "{st:?}");
-    assert_eq!(st.slow_reader_closed, 0, "{st:?}");
-    for (i, s) in trickling.iter().enumerate() {
-        assert_eq!(peek_state(s), Peer::Open, "trickling connection {i}");
-    }
+    let st = slowloris_counted(&server, &trickling, count, idle);
     eprintln!(
         "slowloris {} idle {idle:?}: {count} silent + {count} trickling held: RSS {rss_held}, \
          active {}, idle_closed {}, {rounds} trickle rounds",
@@ -421,12 +364,177 @@ fn slowloris(v: Variant, idle: Option<Duration>) -> Slowloris {
     Slowloris { count, st }
 }
 
+/// After a warm-up client, opens the `count` trickling and the `count` silent connections and
+/// waits until the server has accepted them all: the trickler, the silent ones, and the RSS
+/// they added (as [`mib`] shows it).
+fn open_slowloris(
+    server: &RunningServer,
+    count: usize,
+    idle: Option<Duration>,
+) -> (Trickler, Vec<TcpStream>, String) {
+    ping(&mut connect(server.addr), b"warm up");
+    wait_for(server, SETTLE, "the warm-up gone", |s| s.active == 0);
+    let rss_before = rss_kib();
+    let trickler = Trickler::start(server.addr, count);
+    trickler.wait_open(count);
+    let silent = open(server.addr, count);
+    // With the idle timeout, the first silent ones may be closed already.
+    let held = wait_for(server, SETTLE, "every slowloris connection accepted", |s| {
+        s.accepted == 2 * count as u64 + 1
+    });
+    let rss_held = mib(rss_before, rss_kib());
+    if idle.is_none() {
+        assert_eq!(held.active, 2 * count as i64, "{held:?}");
+    }
+    (trickler, silent, rss_held)
+}
+
+/// Without an idle timeout every silent connection is still open after twice [`IDLE`] of
+/// trickling; with one, every silent connection is closed (counted, and the peer reads the
+/// end of the stream), and the trickle goes on past two more idle timeouts.
+fn idle_timeout_takes_only_the_silent(
+    server: &RunningServer,
+    trickler: &Trickler,
+    silent: &[TcpStream],
+    count: usize,
+    idle: Option<Duration>,
+) {
+    if idle.is_some() {
+        wait_for(server, SETTLE, "the silent connections closed", |s| {
+            s.idle_closed >= count as u64
+        });
+        for (i, s) in silent.iter().enumerate() {
+            assert_eq!(
+                wait_end(s, CLIENT_TIMEOUT),
+                Peer::Eof,
+                "silent connection {i} after --idle-timeout"
+            );
+        }
+    }
+    // Past what an idle timeout of IDLE would have allowed, twice over.
+    let rounds = (2 * IDLE.as_millis() / TRICKLE_EVERY.as_millis()) as i64;
+    trickler.wait_rounds(rounds);
+    if idle.is_none() {
+        for (i, s) in silent.iter().enumerate() {
+            assert_eq!(peek_state(s), Peer::Open, "silent connection {i}");
+        }
+    }
+}
+
+/// The counters once the served client is gone: the silent ones closed by the idle timeout
+/// (if any) and nothing else, every connection accepted, no refusal, error or slow-reader
+/// close; and every trickling connection still open.
+fn slowloris_counted(
+    server: &RunningServer,
+    trickling: &[TcpStream],
+    count: usize,
+    idle: Option<Duration>,
+) -> StatsSnapshot {
+    let st = wait_for(server, SETTLE, "the served client gone", |s| {
+        s.active
+            == match idle {
+                None => 2 * count as i64,
+                Some(_) => count as i64,
+            }
+    });
+    let idle_closed = if idle.is_some() { count as u64 } else { 0 };
+    assert_eq!(st.idle_closed, idle_closed, "{st:?}");
+    assert_eq!(st.accepted, 2 * count as u64 + 2, "{st:?}");
+    assert_eq!(st.refused, 0, "{st:?}");
+    assert_eq!(st.errors, 0, "{st:?}");
+    assert_eq!(st.slow_reader_closed, 0, "{st:?}");
+    for (i, s) in trickling.iter().enumerate() {
+        assert_eq!(peek_state(s), Peer::Open, "trickling connection {i}");
+    }
+    st
+}
+
 /// One half-handshake of the handshake slowloris.
 struct HalfHandshake {
     sock: TcpStream,
     connected: Instant,
     sent: usize,
     ended: Option<(Duration, Peer)>,
+}
+
+/// Connects `count` clients to `addr`, each sending `first` (half a ClientHello) at once.
+fn open_half_handshakes(addr: SocketAddr, count: usize, first: &[u8]) -> Vec<HalfHandshake> {
+    (0..count)
+        .map(|i| {
+            let mut sock =
+                try_connect(addr).unwrap_or_else(|e| panic!("half-handshake {i} of {count}: {e}"));
+            let connected = Instant::now();
+            sock.write_all(first)
+                .unwrap_or_else(|e| panic!("half-handshake {i}: send: {e}"));
+            HalfHandshake {
+                sock,
+                connected,
+                sent: first.len(),
+                ended: None,
+            }
+        })
+        .collect()
+}
+
+/// Every [`HANDSHAKE_TRICKLE_EVERY`] (a pace on purpose: the trickle is the attack), sends
+/// each open peer one more byte of `hello` (never the last) and notes when and how the server
+/// ended it, until the server has ended every one (bounded: the deadline plus [`SETTLE`] from
+/// `started`, the first connect).
+fn trickle_until_closed(peers: &mut [HalfHandshake], hello: &[u8], started: Instant) {
+    let count = peers.len();
+    // Bounded: the deadline plus generous slack (a hang fails, speed is not tested).
+    let bound = started + HANDSHAKE_DEADLINE + SETTLE;
+    let mut open = count;
+    while open > 0 {
+        assert!(
+            Instant::now() < bound,
+            "{open} of {count} half-handshakes still open {:?} after the first connect",
+            started.elapsed()
+        );
+        let round = Instant::now();
+        for p in peers.iter_mut().filter(|p| p.ended.is_none()) {
+            if p.sent < hello.len() - 1 && (&p.sock).write_all(&hello[p.sent..p.sent + 1]).is_ok() {
+                p.sent += 1;
+            }
+            let state = peek_state(&p.sock);
+            if state != Peer::Open {
+                p.ended = Some((p.connected.elapsed(), state));
+                open -= 1;
+            }
+        }
+        if let Some(rest) = HANDSHAKE_TRICKLE_EVERY.checked_sub(round.elapsed()) {
+            thread::sleep(rest);
+        }
+    }
+}
+
+/// Every half-handshake ended in an end of stream or a reset (no byte back), none before
+/// [`HANDSHAKE_DEADLINE`] from its connect, and the trickle ran (some sent 2 bytes or more
+/// past the first `half`).
+fn closed_at_the_deadline_never_answered(peers: &[HalfHandshake], half: usize) {
+    let count = peers.len();
+    for (i, p) in peers.iter().enumerate() {
+        let (after, how) = p.ended.as_ref().unwrap();
+        assert!(
+            matches!(how, Peer::Eof | Peer::Reset),
+            "half-handshake {i}: {how:?} (bytes back for an incomplete ClientHello)"
+        );
+        assert!(
+            *after >= HANDSHAKE_DEADLINE,
+            "half-handshake {i} closed ({how:?}) {after:?} after its connect, before the \
+             {HANDSHAKE_DEADLINE:?} deadline"
+        );
+    }
+    // Each trickled until the server closed it, and none was kept past the deadline for it
+    // (checked above). How many got a second byte in depends on how long connecting them all
+    // took (under Wine on a loaded machine, most of the deadline): the trickle ran is all
+    // this asserts, with the count printed.
+    let trickled = peers.iter().filter(|p| p.sent >= half + 2).count();
+    println!("handshake slowloris: {trickled} of {count} trickled 2 bytes or more");
+    assert!(
+        trickled > 0,
+        "the trickle did not run: none of {count} sent 2 bytes or more"
+    );
 }
 
 #[cfg(target_os = "linux")]
@@ -525,21 +633,7 @@ mod cases {
         let bystander = Bystander::start(addr, good_client(), "localhost");
         let rss_before = rss_kib();
         let started = Instant::now();
-        let mut peers: Vec<HalfHandshake> = (0..count)
-            .map(|i| {
-                let mut sock = try_connect(addr)
-                    .unwrap_or_else(|e| panic!("half-handshake {i} of {count}: {e}"));
-                let connected = Instant::now();
-                sock.write_all(&hello[..half])
-                    .unwrap_or_else(|e| panic!("half-handshake {i}: send: {e}"));
-                HalfHandshake {
-                    sock,
-                    connected,
-                    sent: half,
-                    ended: None,
-                }
-            })
-            .collect();
+        let mut peers = open_half_handshakes(addr, count, &hello[..half]);
         let held = server.stats.snapshot();
         let held = wait_for(&server, SETTLE, "every half-handshake accepted", |s| {
             s.accepted == count as u64 + 1
@@ -547,55 +641,9 @@ mod cases {
         .active
         .max(held.active);
         let rss_held = mib(rss_before, rss_kib());
-        // Bounded: the deadline plus generous slack (a hang fails, speed is not tested).
-        let bound = started + HANDSHAKE_DEADLINE + SETTLE;
-        let mut open = count;
-        while open > 0 {
-            assert!(
-                Instant::now() < bound,
-                "{open} of {count} half-handshakes still open {:?} after the first connect",
-                started.elapsed()
-            );
-            let round = Instant::now();
-            for p in peers.iter_mut().filter(|p| p.ended.is_none()) {
-                if p.sent < hello.len() - 1
-                    && (&p.sock).write_all(&hello[p.sent..p.sent + 1]).is_ok()
-                {
-                    p.sent += 1;
-                }
-                let state = peek_state(&p.sock);
-                if state != Peer::Open {
-                    p.ended = Some((p.connected.elapsed(), state));
-                    open -= 1;
-                }
-            }
-            if let Some(rest) = HANDSHAKE_TRICKLE_EVERY.checked_sub(round.elapsed()) {
-                thread::sleep(rest);
-            }
-        }
+        trickle_until_closed(&mut peers, &hello, started);
         let last = started.elapsed();
-        for (i, p) in peers.iter().enumerate() {
-            let (after, how) = p.ended.as_ref().unwrap();
-            assert!(
-                matches!(how, Peer::Eof | Peer::Reset),
-                "half-handshake {i}: {how:?} (bytes back for an incomplete ClientHello)"
-            );
-            assert!(
-                *after >= HANDSHAKE_DEADLINE,
-                "half-handshake {i} closed ({how:?}) {after:?} after its connect, before the \
-                 {HANDSHAKE_DEADLINE:?} deadline"
-            );
-        }
-        // Each trickled until the server closed it, and none was kept past the deadline for
-        // it (checked above). How many got a second byte in depends on how long connecting
-        // them all took (under Wine on a loaded machine, most of the deadline): the trickle
-        // ran is all this asserts, with the count printed.
-        let trickled = peers.iter().filter(|p| p.sent >= half + 2).count();
-        println!("handshake slowloris: {trickled} of {count} trickled 2 bytes or more");
-        assert!(
-            trickled > 0,
-            "the trickle did not run: none of {count} sent 2 bytes or more"
-        );
+        closed_at_the_deadline_never_answered(&peers, half);
         let st = wait_for(&server, SETTLE, "every half-handshake counted", |s| {
             s.tls_handshake_timeouts >= count as u64 && s.active == 1
         });

@@ -23,6 +23,7 @@ use common::{
     ping, reset, shared, wait_for, Rng, Variant, CLIENT_TIMEOUT,
 };
 use iomodels_server::{Model, RunningServer, ServerConfig, StatsSnapshot};
+use iomodels_testkit::{connect_close_cycles, until_still};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -73,17 +74,11 @@ fn resting_ops(s: &StatsSnapshot) -> i64 {
 fn idle_ops(server: &RunningServer) -> i64 {
     ping(&mut connect(server.addr), WARM_UP);
     wait_for(server, SETTLE, "the warm-up client gone", |s| s.active == 0);
-    let end = Instant::now() + SETTLE;
-    let mut last = resting_ops(&server.stats.snapshot());
-    let mut since = Instant::now();
-    while since.elapsed() < Duration::from_millis(300) && Instant::now() < end {
-        thread::sleep(Duration::from_millis(20));
-        let now = resting_ops(&server.stats.snapshot());
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
-    last
+    let (idle, held) = until_still(SETTLE, Duration::from_millis(300), || {
+        resting_ops(&server.stats.snapshot())
+    });
+    assert!(held, "the operations at rest never held still: {idle} last");
+    idle
 }
 
 /// Waits until the server holds nothing: no connection, no unsent byte, no receive buffer
@@ -135,27 +130,6 @@ fn stop_clean(server: RunningServer) {
     common::assert_no_server_panic();
 }
 
-/// Opens and closes up to `n` connections with no data, from 4 threads, until `limit`: how
-/// many were made.
-fn connect_close_cycles(addr: SocketAddr, n: usize, limit: Duration) -> usize {
-    let claimed = Arc::new(AtomicUsize::new(0));
-    let end = Instant::now() + limit;
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let claimed = Arc::clone(&claimed);
-            thread::spawn(move || {
-                let mut made = 0;
-                while Instant::now() < end && claimed.fetch_add(1, Relaxed) < n {
-                    drop(connect(addr));
-                    made += 1;
-                }
-                made
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).sum()
-}
-
 /// [`common::writing::leave_the_server_writing`] with 8 MiB of seeded bytes, returned once
 /// the server's counters show output it holds and cannot send: the server is writing to it.
 fn leave_the_server_writing(server: &RunningServer, seed: u64) -> TcpStream {
@@ -187,82 +161,145 @@ fn busy_client(
     stopping: Arc<AtomicBool>,
     rounds: Arc<AtomicUsize>,
 ) -> Result<Busy, String> {
-    let mut live: Vec<(usize, TcpStream)> = (0..conns)
-        .map(|k| {
-            let s = common::try_connect(addr).map_err(|e| format!("thread {t} conn {k}: {e}"))?;
-            s.set_nodelay(true).unwrap();
-            Ok((k, s))
-        })
-        .collect::<Result<_, String>>()?;
-    let mut busy = Busy::default();
+    let mut client = BusyClient::connect(addr, t, conns, stopping)?;
     let end = Instant::now() + Duration::from_secs(120);
     let mut round = 0u64;
-    while !live.is_empty() {
+    while !client.live.is_empty() {
         if round >= 2000 || Instant::now() > end {
             return Err(format!(
                 "thread {t}: {} connections still open after {round} rounds",
-                live.len()
+                client.live.len()
             ));
         }
-        let msgs: Vec<Vec<u8>> = live
+        client.round(round)?;
+        round += 1;
+        rounds.fetch_add(1, Relaxed);
+    }
+    Ok(client.busy)
+}
+
+/// A busy client thread of the stop case: its connections still open, and what it saw.
+struct BusyClient {
+    /// The thread's number, in messages and seeds.
+    t: usize,
+    /// The connections the server has not ended yet, each with its number in the thread.
+    live: Vec<(usize, TcpStream)>,
+    /// Set once the stop was requested: from then on the server may end a connection.
+    stopping: Arc<AtomicBool>,
+    busy: Busy,
+}
+
+impl BusyClient {
+    /// Opens the thread's `conns` connections (no Nagle delay).
+    fn connect(
+        addr: SocketAddr,
+        t: usize,
+        conns: usize,
+        stopping: Arc<AtomicBool>,
+    ) -> Result<BusyClient, String> {
+        let live = (0..conns)
+            .map(|k| {
+                let s =
+                    common::try_connect(addr).map_err(|e| format!("thread {t} conn {k}: {e}"))?;
+                s.set_nodelay(true).unwrap();
+                Ok((k, s))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(BusyClient {
+            t,
+            live,
+            stopping,
+            busy: Busy::default(),
+        })
+    }
+
+    /// One round: a fresh 1 KiB message sent on every live connection, then every echo read
+    /// back and checked; the connections the server ended leave the live ones.
+    fn round(&mut self, round: u64) -> Result<(), String> {
+        let t = self.t;
+        let msgs: Vec<Vec<u8>> = self
+            .live
             .iter()
             .map(|(k, _)| Rng::seeded((((t * 10_000 + k) as u64) << 20) | round).bytes(KIB))
             .collect();
-        let mut ended = vec![false; live.len()];
-        for (i, (k, s)) in live.iter_mut().enumerate() {
+        let mut ended = self.send(&msgs, round)?;
+        for (i, msg) in msgs.iter().enumerate() {
+            if !ended[i] {
+                ended[i] = self.check_echo(i, msg, round)?;
+            }
+        }
+        let mut i = 0;
+        self.live.retain(|_| {
+            i += 1;
+            !ended[i - 1]
+        });
+        self.busy.ended += ended.iter().filter(|&&e| e).count();
+        Ok(())
+    }
+
+    /// Sends each live connection its message; which ones the server had ended (a failed
+    /// send, allowed only once the stop was requested).
+    fn send(&mut self, msgs: &[Vec<u8>], round: u64) -> Result<Vec<bool>, String> {
+        let t = self.t;
+        let mut ended = vec![false; self.live.len()];
+        for (i, (k, s)) in self.live.iter_mut().enumerate() {
             if let Err(e) = s.write_all(&msgs[i]) {
-                if !stopping.load(Relaxed) {
+                if !self.stopping.load(Relaxed) {
                     return Err(format!("thread {t} conn {k} round {round}: send: {e}"));
                 }
                 ended[i] = true;
             }
         }
-        for (i, (k, s)) in live.iter_mut().enumerate() {
-            if ended[i] {
-                continue;
-            }
-            let mut got = 0;
-            let mut back = vec![0u8; KIB];
-            while got < KIB {
-                match s.read(&mut back[got..]) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        return Err(format!(
-                            "thread {t} conn {k} round {round}: no echo, no end in \
-                             {CLIENT_TIMEOUT:?} (stopping: {}): a hang",
-                            stopping.load(Relaxed)
-                        ));
-                    }
-                    Err(_) => break, // reset
-                }
-            }
-            if back[..got] != msgs[i][..got] {
-                return Err(format!(
-                    "thread {t} conn {k} round {round}: the echo differs"
-                ));
-            }
-            if got == KIB {
-                busy.exchanges += 1;
-            } else if !stopping.load(Relaxed) {
-                return Err(format!(
-                    "thread {t} conn {k} round {round}: ended after {got} bytes, before the stop"
-                ));
-            } else {
-                ended[i] = true;
-            }
-        }
-        let mut i = 0;
-        live.retain(|_| {
-            i += 1;
-            !ended[i - 1]
-        });
-        busy.ended += ended.iter().filter(|&&e| e).count();
-        round += 1;
-        rounds.fetch_add(1, Relaxed);
+        Ok(ended)
     }
-    Ok(busy)
+
+    /// Reads live connection `i`'s echo of `msg` and checks it: true if the server ended the
+    /// connection before the whole echo came (allowed only once the stop was requested).
+    fn check_echo(&mut self, i: usize, msg: &[u8], round: u64) -> Result<bool, String> {
+        let t = self.t;
+        let (k, s) = &mut self.live[i];
+        let mut back = vec![0u8; KIB];
+        let Some(got) = read_until_end(s, &mut back) else {
+            return Err(format!(
+                "thread {t} conn {k} round {round}: no echo, no end in {CLIENT_TIMEOUT:?} \
+                 (stopping: {}): a hang",
+                self.stopping.load(Relaxed)
+            ));
+        };
+        if back[..got] != msg[..got] {
+            return Err(format!(
+                "thread {t} conn {k} round {round}: the echo differs"
+            ));
+        }
+        if got == KIB {
+            self.busy.exchanges += 1;
+            Ok(false)
+        } else if !self.stopping.load(Relaxed) {
+            Err(format!(
+                "thread {t} conn {k} round {round}: ended after {got} bytes, before the stop"
+            ))
+        } else {
+            Ok(true)
+        }
+    }
+}
+
+/// Reads into `buf` until it is full or the connection ends (EOF or a reset): how many bytes
+/// came, or `None` if a read timed out (a hang).
+fn read_until_end(s: &mut TcpStream, buf: &mut [u8]) -> Option<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return None;
+            }
+            Err(_) => break, // reset
+        }
+    }
+    Some(got)
 }
 
 /// A peer that never reads: a thread writes `stream` 64 KiB at a time (seeded with `seed`)
@@ -301,6 +338,64 @@ fn flood(
     (handle, blocked_once)
 }
 
+/// The well-behaved client of the resets case: one connection echoing 4 messages of 64 KiB a
+/// round, each checked, at least one round and at most 400, until `stop`; the rounds it made.
+/// A fast model can be through its 400 rounds before the resets are: the connection then
+/// stays open, silent, until `stop` (at most a minute), so that the stages still see exactly
+/// one client left.
+fn well_behaved_client(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<std::io::Result<u64>> {
+    thread::spawn(move || {
+        let mut s = connect(addr);
+        let mut rounds = 0;
+        while rounds == 0 || (!stop.load(Relaxed) && rounds < 400) {
+            echo_messages(&mut s, 1000 + rounds, 4, 64 * KIB)?;
+            rounds += 1;
+        }
+        // A wait on the flag, bounded; the connection is held open meanwhile.
+        common::eventually(Duration::from_secs(60), || stop.load(Relaxed));
+        Ok(rounds)
+    })
+}
+
+/// The stages of the resets case, run one after the other against `server`, counting the
+/// resets made.
+struct ResetStages<'a> {
+    server: &'a RunningServer,
+    resets: u64,
+}
+
+impl ResetStages<'_> {
+    /// One stage: `count` connections made by `one` and reset, then a new client served after
+    /// them, then only the well-behaved client left; each reset costs at most one error
+    /// (Linux: exactly one).
+    fn run(&mut self, what: &str, count: u64, one: &dyn Fn(u64) -> TcpStream) {
+        let server = self.server;
+        let before = server.stats.snapshot();
+        for i in 0..count {
+            reset(one(i));
+        }
+        self.resets += count;
+        ping(&mut connect(server.addr), b"served after the resets");
+        let st = wait_for(server, SETTLE, what, |s| {
+            // (Wine's accept skips a connection reset before it was accepted.)
+            s.active == 1 && (cfg!(windows) || s.accepted > before.accepted + count)
+        });
+        let errors = st.errors - before.errors;
+        assert!(
+            errors <= count,
+            "{what}: {errors} errors for {count} resets"
+        );
+        if cfg!(target_os = "linux") {
+            // Under Wine a reset sometimes arrives as a plain end of stream (see
+            // windows_overlapped.rs), and one before the accept is skipped by it.
+            assert_eq!(errors, count, "{what}: each reset one error: {st:?}");
+        }
+    }
+}
+
 mod cases {
     use super::*;
 
@@ -317,14 +412,14 @@ mod cases {
         wait_for(&server, SETTLE, "every silent client accepted", |s| {
             s.active == SILENT as i64
         });
+        let mut st = server.stats.snapshot();
         for seed in 1..=2 {
             let data = Rng::seeded(seed).bytes(256 * KIB);
             check_random_chunks_echo(connect(server.addr), &data, seed, 64 * KIB);
-            thread::sleep(Duration::from_millis(300));
+            st = wait_for(&server, SETTLE, "the served client gone", |s| {
+                s.active == SILENT as i64
+            });
         }
-        let st = wait_for(&server, SETTLE, "the served client gone", |s| {
-            s.active == SILENT as i64
-        });
         assert_eq!((st.accepted, st.errors), (SILENT as u64 + 3, 0), "{st:?}");
         let pinned = SILENT as i64 * idle_recv_buffer_bytes(v.model);
         let st = wait_for(
@@ -410,66 +505,27 @@ mod cases {
         let addr = server.addr;
         let idle = idle_ops(&server);
         let stop = Arc::new(AtomicBool::new(false));
-        let witness = {
-            let stop = Arc::clone(&stop);
-            thread::spawn(move || -> std::io::Result<u64> {
-                let mut s = connect(addr);
-                // At least one round, at most 400, until told to stop. A fast model can be
-                // through its 400 rounds before the resets are: the connection then stays
-                // open, silent, until the stop (at most a minute), so that the stages still
-                // see exactly one client left.
-                let mut rounds = 0;
-                while rounds == 0 || (!stop.load(Relaxed) && rounds < 400) {
-                    echo_messages(&mut s, 1000 + rounds, 4, 64 * KIB)?;
-                    rounds += 1;
-                }
-                let waited = Instant::now();
-                while !stop.load(Relaxed) && waited.elapsed() < Duration::from_secs(60) {
-                    thread::sleep(Duration::from_millis(10));
-                }
-                Ok(rounds)
-            })
-        };
+        let witness = well_behaved_client(addr, Arc::clone(&stop));
         wait_for(&server, SETTLE, "the well-behaved client accepted", |s| {
             s.active == 1
         });
         let errors_at_start = server.stats.snapshot().errors;
-        let mut resets = 0u64;
-        // Each stage: the resets, then a new client served after them, then only the
-        // well-behaved client left.
-        let mut stage = |what: &str, count: u64, one: &dyn Fn(u64) -> TcpStream| {
-            let before = server.stats.snapshot();
-            for i in 0..count {
-                reset(one(i));
-            }
-            resets += count;
-            ping(&mut connect(addr), b"served after the resets");
-            let st = wait_for(&server, SETTLE, what, |s| {
-                // (Wine's accept skips a connection reset before it was accepted.)
-                s.active == 1 && (cfg!(windows) || s.accepted > before.accepted + count)
-            });
-            let errors = st.errors - before.errors;
-            assert!(
-                errors <= count,
-                "{what}: {errors} errors for {count} resets"
-            );
-            if cfg!(target_os = "linux") {
-                // Under Wine a reset sometimes arrives as a plain end of stream (see
-                // windows_overlapped.rs), and one before the accept is skipped by it.
-                assert_eq!(errors, count, "{what}: each reset one error: {st:?}");
-            }
+        let mut stages = ResetStages {
+            server: &server,
+            resets: 0,
         };
-        stage("the resets before sending gone", 20, &|_| connect(addr));
-        stage("the resets mid-message gone", 20, &|i| {
+        stages.run("the resets before sending gone", 20, &|_| connect(addr));
+        stages.run("the resets mid-message gone", 20, &|i| {
             let mut s = connect(addr);
             // The server has the connection; then half of a 256 KiB message.
             ping(&mut s, b"accepted");
             s.write_all(&Rng::seeded(10 + i).bytes(128 * KIB)).unwrap();
             s
         });
-        stage("the resets mid-reply gone", 3, &|i| {
+        stages.run("the resets mid-reply gone", 3, &|i| {
             leave_the_server_writing(&server, 100 + i)
         });
+        let resets = stages.resets;
         stop.store(true, Relaxed);
         let rounds = witness
             .join()

@@ -237,7 +237,11 @@ mod cases {
                 &format!("round {round}'s connections to close"),
                 |s| s.active == 0,
             );
-            // Longer than a group's idle linger (1 s): every group retires.
+            // A sleep that stays: longer than a group's idle linger (1 s), so that every group
+            // retires; the case is about the clients that come after that. Nothing the test
+            // can read says a group retired (no count of live groups in the server's stats;
+            // its threads are not visible to a test without unsafe code), so there is no
+            // condition to wait on instead.
             thread::sleep(Duration::from_millis(1600));
         }
         assert_eq!(server.stats.snapshot().accepted, 160);

@@ -201,9 +201,12 @@ fn shutdown_with_idle_connections_reaps_every_operation(model: Model) {
 fn clients_reset_while_a_receive_is_pending(model: Model) {
     const RESETS: u64 = 10;
     let server = start(model, |_| {});
-    // The accepts the server keeps posted (none for a model that accepts with `accept`).
-    thread::sleep(Duration::from_millis(200));
-    let baseline = server.stats.snapshot().ops_in_flight;
+    // The accepts the server keeps posted (none for a model that accepts with `accept`), once
+    // they are: its only operations at rest.
+    let baseline = posted_accepts(model);
+    wait_for(&server, CLIENT_TIMEOUT, "the accept pool posted", |st| {
+        st.accepts_posted == baseline && st.ops_in_flight == baseline
+    });
     for i in 1..=RESETS {
         let mut s = connect(server.addr);
         ping(&mut s, b"ping");
@@ -444,6 +447,17 @@ fn sends_while_the_echo_is_pending_never_stall(model: Model) {
 
 /// The `AcceptEx` `overlapped-event` keeps posted (`groups_windows::ACCEPTS_POSTED`).
 const OVERLAPPED_EVENT_ACCEPTS: i64 = 16;
+
+/// The `AcceptEx` `model` keeps posted at rest, started by [`start`] (two workers): its
+/// accept pool. `completion-port`'s starts at `max(2 × workers, 8)` (it grows only in a
+/// connect storm); `overlapped-routine` accepts with `accept` and posts none.
+fn posted_accepts(model: Model) -> i64 {
+    match model {
+        Model::OverlappedEvent => OVERLAPPED_EVENT_ACCEPTS,
+        Model::CompletionPort => 8,
+        _ => 0,
+    }
+}
 
 /// `overlapped-event` accepts the overlapped way: with no connection, its operations in flight
 /// are its posted `AcceptEx` (a model that waits for `FD_ACCEPT` and calls `accept` has none).

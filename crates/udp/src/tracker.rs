@@ -308,11 +308,10 @@ mod tests {
                 }
             }
             if shuffle {
-                // Fisher-Yates with a xorshift stream: a random permutation per seed.
-                let mut x = shuffle_seed | 1;
+                // Fisher-Yates with the tests' seeded stream: a random permutation per seed.
+                let mut rng = iomodels_testkit::Rng(shuffle_seed | 1);
                 for i in (1..arrivals.len()).rev() {
-                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-                    arrivals.swap(i, (x % (i as u64 + 1)) as usize);
+                    arrivals.swap(i, rng.below(i as u64 + 1) as usize);
                 }
             }
             let s = feed(&arrivals);
