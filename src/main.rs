@@ -5,6 +5,10 @@
 //! printed in clap's layout and exits 2; a runtime failure ends the process with one line on
 //! stderr and status 1.
 
+// `stats_json`'s one `serde_json::json!` of every server counter nests deeper than the default
+// limit of 128 macro expansions.
+#![recursion_limit = "256"]
+
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use iomodels_core::units::{parse_bytes, parse_duration};
@@ -1149,7 +1153,7 @@ fn stats_json(s: &iomodels_server::StatsSnapshot, max_conns: usize) -> String {
         "recv_buffer_bytes_posted_peak": s.recv_buffer_bytes_posted_peak,
         "notification_overflows": s.notification_overflows,
         "message_windows": s.message_windows, "window_sockets": s.window_sockets,
-        "window_sockets_peak": s.window_sockets_peak,
+        "window_sockets_peak": s.window_sockets_peak, "wait_groups": s.wait_groups,
         "tls_failures": s.tls_failures, "tls_truncated": s.tls_truncated,
         "tls_handshake_timeouts": s.tls_handshake_timeouts,
         "udp_datagrams_in": s.udp_datagrams_in, "udp_datagrams_out": s.udp_datagrams_out,

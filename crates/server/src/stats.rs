@@ -102,6 +102,10 @@ pub struct Stats {
     /// `async-select` on Windows: the most sockets one window has held at once (its fullest
     /// moment, counted as [`Stats::window_sockets`]; at most `--sockets-per-window`).
     pub window_sockets_peak: AtomicU64,
+    /// `event-select` and `overlapped-event` on Windows: the groups serving connections now,
+    /// each a thread waiting on up to 64 handles (gauge): a group is started when the others
+    /// are full and retires after a second without members.
+    pub wait_groups: AtomicU64,
     /// TLS: connections that ended on a TLS error (a bad handshake, garbage, plaintext, a
     /// missing client certificate); rustls sent the peer an alert.
     pub tls_failures: AtomicU64,
@@ -196,6 +200,8 @@ pub struct StatsSnapshot {
     pub window_sockets: u64,
     /// See [`Stats::window_sockets_peak`].
     pub window_sockets_peak: u64,
+    /// See [`Stats::wait_groups`].
+    pub wait_groups: u64,
     /// See [`Stats::tls_failures`].
     pub tls_failures: u64,
     /// See [`Stats::tls_truncated`].
@@ -312,6 +318,7 @@ impl Stats {
             message_windows: self.message_windows.load(Relaxed),
             window_sockets: self.window_sockets.load(Relaxed),
             window_sockets_peak: self.window_sockets_peak.load(Relaxed),
+            wait_groups: self.wait_groups.load(Relaxed),
             tls_failures: self.tls_failures.load(Relaxed),
             tls_truncated: self.tls_truncated.load(Relaxed),
             tls_handshake_timeouts: self.tls_handshake_timeouts.load(Relaxed),

@@ -228,8 +228,14 @@ mod cases {
     pub fn groups_that_emptied_retire_and_later_clients_are_served(model: Model) {
         let server = start(model, |_| {});
         for round in 0..2 {
+            // A connection held open keeps its group: the gauge counts it.
+            let mut held = connect(server.addr);
+            echo_messages(&mut held, round, 1, 10).expect("the held connection is served");
+            let groups = server.stats.snapshot().wait_groups;
+            assert!(groups >= 1, "round {round}: {groups} groups with a member");
             let report = clients(server.addr, 80, 5, 300);
             assert!(report.is_clean(), "round {round}: {report:?}");
+            drop(held);
             assert_eq!(report.messages, 80 * 5, "round {round}: {report:?}");
             wait_for(
                 &server,
@@ -237,14 +243,16 @@ mod cases {
                 &format!("round {round}'s connections to close"),
                 |s| s.active == 0,
             );
-            // A sleep that stays: longer than a group's idle linger (1 s), so that every group
-            // retires; the case is about the clients that come after that. Nothing the test
-            // can read says a group retired (no count of live groups in the server's stats;
-            // its threads are not visible to a test without unsafe code), so there is no
-            // condition to wait on instead.
-            thread::sleep(Duration::from_millis(1600));
+            // Every group retires a second after its last member left (`wait_groups` counts
+            // the group threads still running); the clients of the next round get new ones.
+            wait_for(
+                &server,
+                Duration::from_secs(10),
+                &format!("round {round}'s groups to retire"),
+                |s| s.wait_groups == 0,
+            );
         }
-        assert_eq!(server.stats.snapshot().accepted, 160);
+        assert_eq!(server.stats.snapshot().accepted, 162);
         server.stop().unwrap();
     }
 

@@ -7,6 +7,7 @@ use crate::ctx::Ctx;
 use crate::limits::Sweep;
 use crate::log_every::log_every;
 use crate::models::{min_timeout, Turn};
+use crate::stats::Stats;
 use crate::sys::event::MAX_WAIT;
 use crate::sys::{wait_any, Event, Wait, Waker};
 use crate::threads::join_worker;
@@ -115,6 +116,7 @@ impl<'scope, 'env, M: Member> Groups<'scope, 'env, M> {
             .name(format!("{}-group-{id}", self.name))
             .spawn_scoped(self.scope, move || {
                 let _retired = RetireOnExit(&l);
+                let _counted = GroupGauge::up(&ctx.stats);
                 Group::new(id, ctx, waker, room, &h, &l, rx).run(first)
             })?;
         self.next_id += 1;
@@ -176,6 +178,22 @@ struct RetireOnExit<'a>(&'a AtomicUsize);
 impl Drop for RetireOnExit<'_> {
     fn drop(&mut self) {
         self.0.store(RETIRED, Ordering::Release);
+    }
+}
+
+/// Counts a group thread in [`Stats::wait_groups`] while it runs, however it ends.
+struct GroupGauge<'a>(&'a Stats);
+
+impl<'a> GroupGauge<'a> {
+    fn up(stats: &'a Stats) -> GroupGauge<'a> {
+        stats.wait_groups.fetch_add(1, Ordering::Relaxed);
+        GroupGauge(stats)
+    }
+}
+
+impl Drop for GroupGauge<'_> {
+    fn drop(&mut self) {
+        self.0.wait_groups.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
