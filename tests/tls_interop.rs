@@ -461,6 +461,10 @@ mod per_model {
         assert_refusals_logged(model, &err);
     }
 
+    /// [`openssl`] or [`socat`]: runs a client (what, server, CA, version, identity, payload).
+    type Client =
+        fn(&str, SocketAddr, &Path, Option<&str>, Option<(&Path, &Path)>, &[u8]) -> ClientRun;
+
     /// The clients of one mutual-TLS run: the model, the server's address, the PKI and the
     /// payload every client sends.
     struct Mutual<'a> {
@@ -488,96 +492,88 @@ mod per_model {
             ))
         }
 
+        /// `client` ([`openssl`] or [`socat`]; `what`, after the model's name) sends the
+        /// payload, at protocol `version` (each tool's spelling), with `identity` if any.
+        fn run(
+            &self,
+            client: Client,
+            what: &str,
+            version: Option<&str>,
+            identity: Option<(&Path, &Path)>,
+        ) -> ClientRun {
+            let what = format!("{}: {what}", self.model);
+            client(
+                &what,
+                self.addr,
+                &self.pki.ca,
+                version,
+                identity,
+                &self.data,
+            )
+        }
+
         /// openssl over TLS 1.2 and socat (TLS 1.3), each with a trusted certificate, echo.
         fn certified_clients_are_served(&self) {
-            let (model, addr, ca, me) = (self.model, self.addr, &self.pki.ca, self.me());
             let (data, seed) = (&self.data, self.seed);
-            openssl(
-                &format!("{model}: openssl s_client -tls1_2 -cert"),
-                addr,
-                ca,
+            self.run(
+                openssl,
+                "openssl s_client -tls1_2 -cert",
                 Some("-tls1_2"),
-                me,
-                data,
+                self.me(),
             )
             .assert_echoed(data, seed);
-            socat(
-                &format!("{model}: socat OPENSSL:...,cert=,key="),
-                addr,
-                ca,
-                None,
-                me,
-                data,
-            )
-            .assert_echoed(data, seed);
+            self.run(socat, "socat OPENSSL:...,cert=,key=", None, self.me())
+                .assert_echoed(data, seed);
         }
 
         /// Four clients without a trusted certificate are refused (nothing echoed), and a
         /// certified client after the first refusal and after the last is served.
         fn uncertified_clients_are_refused_and_the_next_is_served(&self) {
-            let (model, addr, ca, me) = (self.model, self.addr, &self.pki.ca, self.me());
             let (data, seed) = (&self.data, self.seed);
             // Refused: openssl without a certificate (TLS 1.3: its handshake completes, then the
             // server's certificate_required alert ends the session before any data).
-            let refused = openssl(
-                &format!("{model}: openssl s_client without a certificate"),
-                addr,
-                ca,
+            self.run(
+                openssl,
+                "openssl s_client without a certificate",
                 None,
                 None,
-                data,
-            );
-            refused.assert_refused();
+            )
+            .assert_refused();
             // The server keeps serving.
-            socat(
-                &format!("{model}: socat with a certificate after a refused client"),
-                addr,
-                ca,
+            self.run(
+                socat,
+                "socat with a certificate after a refused client",
                 None,
-                me,
-                data,
+                self.me(),
             )
             .assert_echoed(data, seed);
 
             // Refused: socat without a certificate over TLS 1.2 (the handshake itself fails).
-            socat(
-                &format!("{model}: socat -tls1.2 without a certificate"),
-                addr,
-                ca,
+            self.run(
+                socat,
+                "socat -tls1.2 without a certificate",
                 Some("TLS1.2"),
                 None,
-                data,
             )
             .assert_refused();
             // Refused: socat without a certificate over TLS 1.3. socat 1.7 takes the alert that
             // arrives on its read side for an end of stream and may exit 0 (seen), so only
             // "nothing echoed" is asserted for it, and the server's count of refusals.
-            socat(
-                &format!("{model}: socat without a certificate"),
-                addr,
-                ca,
-                None,
-                None,
-                data,
-            )
-            .assert_nothing_echoed();
+            self.run(socat, "socat without a certificate", None, None)
+                .assert_nothing_echoed();
             // Refused: a certificate from a CA the server does not trust.
-            openssl(
-                &format!("{model}: openssl s_client with an untrusted certificate"),
-                addr,
-                ca,
+            self.run(
+                openssl,
+                "openssl s_client with an untrusted certificate",
                 Some("-tls1_3"),
                 self.stranger(),
-                data,
             )
             .assert_refused();
-            openssl(
-                &format!("{model}: openssl s_client -tls1_3 -cert after the refusals"),
-                addr,
-                ca,
+            self.run(
+                openssl,
+                "openssl s_client -tls1_3 -cert after the refusals",
                 Some("-tls1_3"),
-                me,
-                data,
+                self.me(),
             )
             .assert_echoed(data, seed);
         }
