@@ -10,7 +10,7 @@ use iomodels_server::sys::{send_control, wine_version, Control};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::windows::io::AsHandle;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_iomodels");
@@ -29,6 +29,19 @@ fn echo(conn: &mut TcpStream, n: usize) -> u64 {
 
 #[test]
 fn a_served_child_is_measured_placed_asked_for_counters_and_stopped() {
+    let (mut child, mut out, addr) = serve();
+    let pid = child.id();
+    let (conn, sent) = measured_from_outside(pid, &addr);
+    placed(&child);
+    counters_asked_for(pid, &mut out, sent);
+    // The stop event: a graceful stop (exit 0, the exit line), within a bound.
+    drop(conn);
+    stopped(&mut child, pid);
+}
+
+/// Starts `iomodels.exe serve --model event-select` on an ephemeral port; returns the child,
+/// its stdout (past the ready line) and the address it listens on.
+fn serve() -> (Child, BufReader<ChildStdout>, String) {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -43,7 +56,6 @@ fn a_served_child_is_measured_placed_asked_for_counters_and_stopped() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start iomodels.exe serve");
-    let pid = child.id();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -52,11 +64,15 @@ fn a_served_child_is_measured_placed_asked_for_counters_and_stopped() {
         .and_then(|r| r.split(' ').next())
         .unwrap_or_else(|| panic!("no ready line: {line:?}"))
         .to_string();
+    (child, out, addr)
+}
 
-    // Measured from outside: CPU time grows while it echoes (bounded: at most 200,000
-    // messages), the working set and the handles are there.
+/// Measured from outside: CPU time grows while it echoes (bounded: at most 200,000
+/// messages), the working set and the handles are there; Wine is told apart. Returns the
+/// connection (still open) and the bytes it echoed.
+fn measured_from_outside(pid: u32, addr: &str) -> (TcpStream, u64) {
     let probe = ProcessProbe::open(pid).unwrap();
-    let mut conn = TcpStream::connect(&addr).unwrap();
+    let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let cpu0 = probe.cpu_seconds().unwrap();
@@ -79,16 +95,22 @@ fn a_served_child_is_measured_placed_asked_for_counters_and_stopped() {
     assert_eq!(wine, std::path::Path::new(r"Z:\proc\version").exists());
     assert_eq!(private.is_some(), !wine);
     assert_eq!(probe.context_switches().is_some(), !wine);
+    (conn, sent)
+}
 
-    // Placed: pinned to CPU 0, raised to HIGH_PRIORITY_CLASS.
+/// Placed: pinned to CPU 0 (given two CPUs or more), raised to HIGH_PRIORITY_CLASS.
+fn placed(child: &Child) {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
         process::pin_process(child.as_handle(), 0).unwrap();
         assert_eq!(process::process_affinity(child.as_handle()).unwrap(), 1);
     }
     process::raise_priority(Some(child.as_handle())).unwrap();
     assert!(process::is_high_priority(child.as_handle()));
+}
 
-    // The counters, as bench asks for them: one JSON line on stdout.
+/// The counters, as bench asks for them: one JSON line on stdout, with the `sent` bytes in
+/// from the one connection accepted.
+fn counters_asked_for(pid: u32, out: &mut BufReader<ChildStdout>, sent: u64) {
     send_control(pid, Control::Stats).unwrap();
     let mut json = String::new();
     out.read_line(&mut json).unwrap();
@@ -97,9 +119,11 @@ fn a_served_child_is_measured_placed_asked_for_counters_and_stopped() {
     assert_eq!(v["stats"]["accepted"].as_u64(), Some(1), "{json}");
     assert!(v["stats"]["waits"].as_u64().unwrap() > 0, "{json}");
     assert!(v["stats"]["syscalls"].as_u64().unwrap() > 0, "{json}");
+}
 
-    // The stop event: a graceful stop (exit 0, the exit line), within a bound.
-    drop(conn);
+/// The stop event stops the child gracefully within 60 s (exit 0, the exit line; killed
+/// otherwise), and its control events go with it.
+fn stopped(child: &mut Child, pid: u32) {
     send_control(pid, Control::Stop).unwrap();
     let end = Instant::now() + Duration::from_secs(60);
     let status = loop {

@@ -441,93 +441,16 @@ mod per_model {
             "--tls-client-ca",
             s(&pki.ca),
         ]);
-        let addr = served.addr;
-        let me = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
-        let stranger = Some((pki.stranger_cert.as_path(), pki.stranger_key.as_path()));
         let (data, seed) = payload();
-
-        openssl(
-            &format!("{model}: openssl s_client -tls1_2 -cert"),
-            addr,
-            &pki.ca,
-            Some("-tls1_2"),
-            me,
-            &data,
-        )
-        .assert_echoed(&data, seed);
-        socat(
-            &format!("{model}: socat OPENSSL:...,cert=,key="),
-            addr,
-            &pki.ca,
-            None,
-            me,
-            &data,
-        )
-        .assert_echoed(&data, seed);
-
-        // Refused: openssl without a certificate (TLS 1.3: its handshake completes, then the
-        // server's certificate_required alert ends the session before any data).
-        let refused = openssl(
-            &format!("{model}: openssl s_client without a certificate"),
-            addr,
-            &pki.ca,
-            None,
-            None,
-            &data,
-        );
-        refused.assert_refused();
-        // The server keeps serving.
-        socat(
-            &format!("{model}: socat with a certificate after a refused client"),
-            addr,
-            &pki.ca,
-            None,
-            me,
-            &data,
-        )
-        .assert_echoed(&data, seed);
-
-        // Refused: socat without a certificate over TLS 1.2 (the handshake itself fails).
-        socat(
-            &format!("{model}: socat -tls1.2 without a certificate"),
-            addr,
-            &pki.ca,
-            Some("TLS1.2"),
-            None,
-            &data,
-        )
-        .assert_refused();
-        // Refused: socat without a certificate over TLS 1.3. socat 1.7 takes the alert that
-        // arrives on its read side for an end of stream and may exit 0 (seen), so only
-        // "nothing echoed" is asserted for it, and the server's count of refusals below.
-        socat(
-            &format!("{model}: socat without a certificate"),
-            addr,
-            &pki.ca,
-            None,
-            None,
-            &data,
-        )
-        .assert_nothing_echoed();
-        // Refused: a certificate from a CA the server does not trust.
-        openssl(
-            &format!("{model}: openssl s_client with an untrusted certificate"),
-            addr,
-            &pki.ca,
-            Some("-tls1_3"),
-            stranger,
-            &data,
-        )
-        .assert_refused();
-        openssl(
-            &format!("{model}: openssl s_client -tls1_3 -cert after the refusals"),
-            addr,
-            &pki.ca,
-            Some("-tls1_3"),
-            me,
-            &data,
-        )
-        .assert_echoed(&data, seed);
+        let mutual = Mutual {
+            model,
+            addr: served.addr,
+            pki: &pki,
+            data,
+            seed,
+        };
+        mutual.certified_clients_are_served();
+        mutual.uncertified_clients_are_refused_and_the_next_is_served();
 
         let stats = served.stats_until("8 connections closed", |s| {
             s["accepted"] == 8 && s["active"] == 0
@@ -535,20 +458,145 @@ mod per_model {
         assert_eq!(stats["tls_failures"], 4, "{model}: {stats}");
         assert_eq!(stats["tls_truncated"], 0, "{model}: {stats}");
         let err = assert_clean_stop(served, model);
+        assert_refusals_logged(model, &err);
+    }
+
+    /// [`openssl`] or [`socat`]: runs a client (what, server, CA, version, identity, payload).
+    type Client =
+        fn(&str, SocketAddr, &Path, Option<&str>, Option<(&Path, &Path)>, &[u8]) -> ClientRun;
+
+    /// The clients of one mutual-TLS run: the model, the server's address, the PKI and the
+    /// payload every client sends.
+    struct Mutual<'a> {
+        model: &'a str,
+        addr: SocketAddr,
+        pki: &'a Pki,
+        data: Vec<u8>,
+        seed: u64,
+    }
+
+    impl Mutual<'_> {
+        /// The client certificate the trusted CA signed.
+        fn me(&self) -> Option<(&Path, &Path)> {
+            Some((
+                self.pki.client_cert.as_path(),
+                self.pki.client_key.as_path(),
+            ))
+        }
+
+        /// A client certificate from a CA the server does not trust.
+        fn stranger(&self) -> Option<(&Path, &Path)> {
+            Some((
+                self.pki.stranger_cert.as_path(),
+                self.pki.stranger_key.as_path(),
+            ))
+        }
+
+        /// `client` ([`openssl`] or [`socat`]; `what`, after the model's name) sends the
+        /// payload, at protocol `version` (each tool's spelling), with `identity` if any.
+        fn run(
+            &self,
+            client: Client,
+            what: &str,
+            version: Option<&str>,
+            identity: Option<(&Path, &Path)>,
+        ) -> ClientRun {
+            let what = format!("{}: {what}", self.model);
+            client(
+                &what,
+                self.addr,
+                &self.pki.ca,
+                version,
+                identity,
+                &self.data,
+            )
+        }
+
+        /// openssl over TLS 1.2 and socat (TLS 1.3), each with a trusted certificate, echo.
+        fn certified_clients_are_served(&self) {
+            let (data, seed) = (&self.data, self.seed);
+            self.run(
+                openssl,
+                "openssl s_client -tls1_2 -cert",
+                Some("-tls1_2"),
+                self.me(),
+            )
+            .assert_echoed(data, seed);
+            self.run(socat, "socat OPENSSL:...,cert=,key=", None, self.me())
+                .assert_echoed(data, seed);
+        }
+
+        /// Four clients without a trusted certificate are refused (nothing echoed), and a
+        /// certified client after the first refusal and after the last is served.
+        fn uncertified_clients_are_refused_and_the_next_is_served(&self) {
+            let (data, seed) = (&self.data, self.seed);
+            // Refused: openssl without a certificate (TLS 1.3: its handshake completes, then the
+            // server's certificate_required alert ends the session before any data).
+            self.run(
+                openssl,
+                "openssl s_client without a certificate",
+                None,
+                None,
+            )
+            .assert_refused();
+            // The server keeps serving.
+            self.run(
+                socat,
+                "socat with a certificate after a refused client",
+                None,
+                self.me(),
+            )
+            .assert_echoed(data, seed);
+
+            // Refused: socat without a certificate over TLS 1.2 (the handshake itself fails).
+            self.run(
+                socat,
+                "socat -tls1.2 without a certificate",
+                Some("TLS1.2"),
+                None,
+            )
+            .assert_refused();
+            // Refused: socat without a certificate over TLS 1.3. socat 1.7 takes the alert that
+            // arrives on its read side for an end of stream and may exit 0 (seen), so only
+            // "nothing echoed" is asserted for it, and the server's count of refusals.
+            self.run(socat, "socat without a certificate", None, None)
+                .assert_nothing_echoed();
+            // Refused: a certificate from a CA the server does not trust.
+            self.run(
+                openssl,
+                "openssl s_client with an untrusted certificate",
+                Some("-tls1_3"),
+                self.stranger(),
+            )
+            .assert_refused();
+            self.run(
+                openssl,
+                "openssl s_client -tls1_3 -cert after the refusals",
+                Some("-tls1_3"),
+                self.me(),
+            )
+            .assert_echoed(data, seed);
+        }
+    }
+
+    /// The server's log of the 4 refusals (`err`, its stderr): every warning names its peer,
+    /// the lines and the counts they left out account for at most the 4, and the first says
+    /// "no certificates".
+    fn assert_refusals_logged(model: &str, err: &str) {
         // Each names its peer (it once said "a client" when the peer had reset the connection
         // before the server logged it).
         assert!(
             !err.contains("tls: a client"),
             "{model}: a warning that does not name its peer:\n{err}"
         );
-        let warnings = tls_warnings(&err);
+        let warnings = tls_warnings(err);
         assert!(
             warnings.iter().all(|l| l.contains("tls: 127.0.0.1:")),
             "{model}: {warnings:#?}"
         );
         // Refusals log at most about one line a second (log_every!), each saying how many
         // like it it left out: the lines and their counts account for at most the 4 refusals,
-        // which the counter above holds every one of.
+        // which the server's counter holds every one of.
         let left_out: u64 = warnings
             .iter()
             .filter_map(|l| l.split(" (").last()?.split(' ').next()?.parse::<u64>().ok())

@@ -40,7 +40,16 @@ impl Lab {
     /// `n` endpoint namespaces; node i (0-based) has 10.77.0.(i+1) and fd77::(i+1).
     fn new(tag: &str, n: usize) -> Lab {
         let base = format!("iomu{}{tag}", std::process::id());
-        let hub = format!("{base}h");
+        let mut lab = Lab::with_hub(format!("{base}h"));
+        for i in 1..=n {
+            lab.add_node(&format!("{base}{i}"), i);
+        }
+        lab
+    }
+
+    /// The hub namespace `hub` (failing, and saying why, when namespaces cannot be created)
+    /// with its bridge `br0` up, multicast snooping off.
+    fn with_hub(hub: String) -> Lab {
         let probe = Command::new("ip").args(["netns", "add", &hub]).output();
         match probe {
             Ok(out) if out.status.success() => {}
@@ -51,14 +60,14 @@ impl Lab {
             ),
             Err(e) => panic!("cannot run `ip netns add` (Debian package iproute2): {e}"),
         }
-        let mut lab = Lab {
+        let lab = Lab {
             hub,
             nodes: Vec::new(),
         };
-        let hub = lab.hub.clone();
+        let hub = &lab.hub;
         ip(&[
             "-n",
-            &hub,
+            hub,
             "link",
             "add",
             "br0",
@@ -67,58 +76,61 @@ impl Lab {
             "mcast_snooping",
             "0",
         ]);
-        ip(&["-n", &hub, "link", "set", "br0", "up"]);
-        for i in 1..=n {
-            let ns = format!("{base}{i}");
-            ip(&["netns", "add", &ns]);
-            lab.nodes.push(ns.clone());
-            // No duplicate address detection: IPv6 addresses usable at once.
-            let (status, _, err) = run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.all.accept_dad=0",
-                    "net.ipv6.conf.default.accept_dad=0",
-                ],
-            );
-            assert!(status.success(), "sysctl in {ns}: {err}");
-            let port = format!("p{i}");
-            ip(&[
-                "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
-                "netns", &hub,
-            ]);
-            ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.77.0.{i}/24"),
-                "brd",
-                "+",
-                "dev",
-                "eth0",
-            ]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("fd77::{i}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-            // For peers that name no interface (iperf): multicast goes out of eth0.
-            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
-        }
+        ip(&["-n", hub, "link", "set", "br0", "up"]);
         lab
+    }
+
+    /// Endpoint namespace `ns`, node number `i` (1-based): a veth pair into the hub's bridge,
+    /// 10.77.0.`i`/24 and fd77::`i`/64 on its `eth0`, multicast routed out of `eth0`.
+    fn add_node(&mut self, ns: &str, i: usize) {
+        let hub = self.hub.clone();
+        ip(&["netns", "add", ns]);
+        self.nodes.push(ns.to_string());
+        // No duplicate address detection: IPv6 addresses usable at once.
+        let (status, _, err) = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ],
+        );
+        assert!(status.success(), "sysctl in {ns}: {err}");
+        let port = format!("p{i}");
+        ip(&[
+            "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", &port, "netns",
+            &hub,
+        ]);
+        ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("10.77.0.{i}/24"),
+            "brd",
+            "+",
+            "dev",
+            "eth0",
+        ]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("fd77::{i}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        // For peers that name no interface (iperf): multicast goes out of eth0.
+        ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
     }
 
     /// `program args` inside node `i`, as a child process.
