@@ -1,4 +1,5 @@
-//! Stand-in for models on an OS that has no file for them yet (Windows: issue #5).
+//! Stand-in for a model's OS file on an OS that has none: each model's `mod os` takes this file
+//! by `#[path]` there, and `select` re-exports it.
 
 use crate::ctx::Ctx;
 use std::io;

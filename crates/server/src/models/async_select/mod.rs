@@ -239,17 +239,9 @@ pub const MESSAGES_PER_SOCKET: usize = 8;
 /// (10,000 - 2,000) / 8 = 1,000. `--sockets-per-window` may set fewer.
 pub const SOCKETS_PER_WINDOW: usize = (QUEUE_LIMIT - QUEUE_RESERVE) / MESSAGES_PER_SOCKET;
 
-// The OS files: the one for this OS gives the model's `availability`, `run` and `MECHANISM`
-// (any other OS gets the `unsupported` stand-in).
-#[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub(crate) use linux::{availability, run, MECHANISM};
-
-#[cfg(windows)]
-mod windows;
-#[cfg(windows)]
-pub(crate) use windows::{availability, run, MECHANISM};
-
-#[cfg(not(any(target_os = "linux", windows)))]
-pub(crate) use super::unsupported::{availability, run, MECHANISM};
+// The OS file for this OS gives the model's `availability`, `run` and `MECHANISM`.
+#[cfg_attr(target_os = "linux", path = "linux.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+#[cfg_attr(not(any(target_os = "linux", windows)), path = "../unsupported.rs")]
+mod os;
+pub(crate) use os::{availability, run, MECHANISM};

@@ -198,23 +198,15 @@
 //! freed only when its packet is dequeued; a worker must not keep a connection's lock while
 //! it waits on the port.
 
-// The OS files: the one for this OS gives the model's `availability`, `run` and `MECHANISM`
-// (any other OS gets the `unsupported` stand-in).
-#[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub(crate) use linux::{availability, run, MECHANISM};
-
-#[cfg(windows)]
-mod windows;
-#[cfg(windows)]
-pub(crate) use windows::{availability, run, MECHANISM};
-
-#[cfg(not(any(target_os = "linux", windows)))]
-pub(crate) use super::unsupported::{availability, run, MECHANISM};
+// The OS file for this OS gives the model's `availability`, `run` and `MECHANISM`.
+#[cfg_attr(target_os = "linux", path = "linux.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+#[cfg_attr(not(any(target_os = "linux", windows)), path = "../unsupported.rs")]
+mod os;
+pub(crate) use os::{availability, run, MECHANISM};
 
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{direct_support, direct_table};
+pub(crate) use os::{direct_support, direct_table};
 
 /// Direct descriptors are io_uring's: elsewhere `completion-port` has ordinary sockets.
 #[cfg(not(target_os = "linux"))]

@@ -118,19 +118,11 @@
 //! `WSAWaitForMultipleEvents` names only the lowest signalled event: the rest must be looked at
 //! too, or the low slots starve the high ones.
 
-// The OS files: the one for this OS gives the model's `availability`, `run` and `MECHANISM`
-// (any other OS gets the `unsupported` stand-in).
+// The OS file for this OS gives the model's `availability`, `run` and `MECHANISM`.
+#[cfg_attr(target_os = "linux", path = "linux.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+#[cfg_attr(not(any(target_os = "linux", windows)), path = "../unsupported.rs")]
+mod os;
 #[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub(crate) use linux::{availability, run, MECHANISM};
-
-#[cfg(windows)]
-mod windows;
-#[cfg(windows)]
-pub(crate) use windows::{availability, run, MECHANISM};
-
-#[cfg(not(any(target_os = "linux", windows)))]
-pub(crate) use super::unsupported::{availability, run, MECHANISM};
-#[cfg(target_os = "linux")]
-pub(crate) use linux::CONFIG;
+pub(crate) use os::CONFIG;
+pub(crate) use os::{availability, run, MECHANISM};
