@@ -445,7 +445,7 @@ fn sends_while_the_echo_is_pending_never_stall(model: Model) {
     stop_clean(server);
 }
 
-/// The `AcceptEx` `overlapped-event` keeps posted (`groups_windows::ACCEPTS_POSTED`).
+/// The `AcceptEx` `overlapped-event` keeps posted (`groups::accept_ex::ACCEPTS_POSTED`).
 const OVERLAPPED_EVENT_ACCEPTS: i64 = 16;
 
 /// The `AcceptEx` `model` keeps posted at rest, started by [`start`] (two workers): its
