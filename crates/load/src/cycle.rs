@@ -174,7 +174,7 @@ impl<'a> CycleWorker<'a> {
         if self.busy == 0 {
             return Some(now);
         }
-        let wake_at = if measure.sending {
+        let wake_at = if measure.sending() {
             measure.send_deadline
         } else {
             measure.drain_deadline
@@ -194,7 +194,7 @@ impl<'a> CycleWorker<'a> {
             }
             return Some(Instant::now());
         }
-        self.dispatch(measure.sending);
+        self.dispatch(measure.sending());
         None
     }
 

@@ -450,7 +450,7 @@ impl AddAssign<&WorkerResult> for Sum {
         // Auto-resizing histograms cannot fail to add.
         let _ = self.hist.add(&w.hist);
         self.established += w.established;
-        self.start = Some(self.start.map_or(w.start, |s| s.min(w.start)));
+        self.start = worker::earliest(self.start, Some(w.start));
         self.end = worker::latest(self.end, w.end);
         self.thread_cpu = match (self.thread_cpu, w.cpu) {
             (Some(a), Some(b)) => Some(a + b),

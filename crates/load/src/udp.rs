@@ -397,8 +397,8 @@ impl<'a> UdpWorker<'a> {
                 flow.schedule = Some(Schedule::new(start, index, cfg.conns, rate));
             }
             let (out, r) = (&mut self.out, &mut self.r);
-            flow.fill(cfg, measure.sending, start, out, r, &self.poll);
-            measure.due_at(flow.next_due(cfg, measure.sending));
+            flow.fill(cfg, measure.sending(), start, out, r, &self.poll);
+            measure.due_at(flow.next_due(cfg, measure.sending()));
         }
     }
 
@@ -428,11 +428,11 @@ impl<'a> UdpWorker<'a> {
         if self
             .flows
             .iter()
-            .all(|f| f.is_finished(cfg, measure.sending))
+            .all(|f| f.is_finished(cfg, measure.sending()))
         {
             return false;
         }
-        let wake_at = if measure.sending {
+        let wake_at = if measure.sending() {
             let at = self.next_scan.min(measure.send_deadline);
             earliest(Some(at), measure.next_due).unwrap_or(self.next_scan)
         } else {
@@ -473,8 +473,8 @@ impl<'a> UdpWorker<'a> {
                 flow.expire(now, cfg.udp_timeout, &mut self.r);
             }
             let (out, r) = (&mut self.out, &mut self.r);
-            flow.fill(cfg, measure.sending, now, out, r, &self.poll);
-            measure.due_at(flow.next_due(cfg, measure.sending));
+            flow.fill(cfg, measure.sending(), now, out, r, &self.poll);
+            measure.due_at(flow.next_due(cfg, measure.sending()));
         }
         if scanning {
             self.next_scan = now + self.scan_every;
@@ -501,7 +501,7 @@ impl<'a> UdpWorker<'a> {
                     if last.is_some() {
                         self.last_echo = last;
                     }
-                    let (sending, now) = (measure.sending, Instant::now());
+                    let (sending, now) = (measure.sending(), Instant::now());
                     flow.fill(cfg, sending, now, &mut self.out, r, &self.poll);
                 }
                 Err(e) => {
@@ -509,7 +509,7 @@ impl<'a> UdpWorker<'a> {
                     flow.close(&self.poll);
                 }
             }
-            measure.due_at(flow.next_due(cfg, measure.sending));
+            measure.due_at(flow.next_due(cfg, measure.sending()));
         }
     }
 
@@ -519,7 +519,7 @@ impl<'a> UdpWorker<'a> {
         let cpu_end = cpu_time(Who::Thread);
         let established = self.flows.len();
         let end = (established > 0).then(|| self.last_echo.unwrap_or_else(Instant::now));
-        let send_end = measure.send_end.unwrap_or_else(Instant::now);
+        let send_end = measure.send_end().unwrap_or_else(Instant::now);
         for flow in self.flows.iter_mut() {
             r.messages += flow.received;
             r.bytes += flow.received * cfg.size as u64;

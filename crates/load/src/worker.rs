@@ -120,10 +120,9 @@ pub(crate) struct Measurement {
     /// When no new message starts (`cfg.duration`), and when the drain after it ends.
     pub(crate) send_deadline: Instant,
     pub(crate) drain_deadline: Instant,
-    /// Whether messages still start (false once the duration is over or the run was stopped).
-    pub(crate) sending: bool,
-    /// Under --rate: when sending stopped, and the next time a message falls due.
-    pub(crate) send_end: Option<Instant>,
+    /// When sending stopped (`None` while messages still start), and under --rate the next
+    /// time a message falls due.
+    send_end: Option<Instant>,
     pub(crate) next_due: Option<Instant>,
     timer: Option<Timer>,
 }
@@ -146,23 +145,31 @@ impl Measurement {
             cpu_start,
             send_deadline,
             drain_deadline,
-            sending: true,
             send_end: None,
             next_due: None,
             timer: pacing_timer(cfg, poll),
         }
     }
 
+    /// Whether messages still start (false once the duration is over or the run was stopped).
+    pub(crate) fn sending(&self) -> bool {
+        self.send_end.is_none()
+    }
+
+    /// When sending stopped, if it did.
+    pub(crate) fn send_end(&self) -> Option<Instant> {
+        self.send_end
+    }
+
     /// Whether sending must stop at `now`: the duration is over, or the run was stopped.
     pub(crate) fn must_stop(&self, now: Instant, publisher: &Publisher) -> bool {
-        self.sending && (now >= self.send_deadline || publisher.stopped())
+        self.sending() && (now >= self.send_deadline || publisher.stopped())
     }
 
     /// Stops sending at `now`. Returns the instant up to which the messages already due still
     /// go out under --rate: due strictly before the deadline, `duration` × `rate` in all.
     pub(crate) fn stop_sending(&mut self, now: Instant) -> Instant {
         let until = now.min(self.send_deadline - Duration::from_nanos(1));
-        self.sending = false;
         self.send_end = Some(until);
         self.next_due = None;
         until
@@ -170,7 +177,7 @@ impl Measurement {
 
     /// Whether, while sending, a message of the --rate schedule has fallen due at `now`.
     pub(crate) fn due(&self, now: Instant) -> bool {
-        self.sending && self.next_due.is_some_and(|at| now >= at)
+        self.sending() && self.next_due.is_some_and(|at| now >= at)
     }
 
     /// Notes that a message falls due at `at` (the earliest such time is kept).
@@ -188,8 +195,8 @@ impl Measurement {
         publisher: &Publisher,
     ) -> Duration {
         let wake_at = publisher.cap(now, wake_at);
-        let timeout = wake_at.saturating_duration_since(now) + slack(cfg, self.sending);
-        if self.sending {
+        let timeout = wake_at.saturating_duration_since(now) + slack(cfg, self.sending());
+        if self.sending() {
             arm(&mut self.timer, self.next_due);
         }
         timeout
@@ -504,7 +511,7 @@ impl<'a> TcpWorker<'a> {
     fn pump_due(&mut self, measure: &mut Measurement, now: Instant) {
         measure.next_due = None;
         for conn in self.conns.iter_mut().filter(|c| c.state == State::Active) {
-            let step = conn.pump(now, now, measure.sending);
+            let step = conn.pump(now, now, measure.sending());
             self.r
                 .settle(conn, step, &mut self.active, &mut self.closing);
             if conn.state == State::Active {
@@ -517,7 +524,7 @@ impl<'a> TcpWorker<'a> {
     /// none closing (or the grace for the server's end of stream is over).
     fn wake_at(&self, measure: &Measurement, now: Instant) -> Option<Instant> {
         if self.active > 0 {
-            return Some(if measure.sending {
+            return Some(if measure.sending() {
                 earliest(Some(measure.send_deadline), measure.next_due)
                     .unwrap_or(measure.send_deadline)
             } else {
@@ -553,11 +560,12 @@ impl<'a> TcpWorker<'a> {
             match conn.state {
                 State::Active => {
                     let (buf, scratch) = (&mut self.buf, &mut self.scratch);
-                    let step = conn.on_event(event, buf, scratch, measure.sending, &mut self.hist);
+                    let step =
+                        conn.on_event(event, buf, scratch, measure.sending(), &mut self.hist);
                     self.r
                         .settle(conn, step, &mut self.active, &mut self.closing);
                     // Echoes may have opened a full window: its due messages wake the timer.
-                    if measure.sending && conn.state == State::Active {
+                    if measure.sending() && conn.state == State::Active {
                         measure.due_at(conn.next_due());
                     }
                 }
@@ -577,7 +585,7 @@ impl<'a> TcpWorker<'a> {
 
     /// The worker's result: every connection's counts summed, the last totals published.
     fn finish(mut self, measure: &Measurement) -> WorkerResult {
-        let send_end = measure.send_end.unwrap_or_else(Instant::now);
+        let send_end = measure.send_end().unwrap_or_else(Instant::now);
         let r = &mut self.r;
         for conn in self.conns.iter_mut() {
             r.messages += conn.done;
